@@ -1,0 +1,62 @@
+"""Python API for pipeline scripts: load -> run a pipeline -> save, with per-pass access.
+
+    import qpass
+    model = qpass.load("model.onnx")
+    result = qpass.optimize(model, calib="model.calib.npz", pipeline="default")
+    qpass.save(result.model, "model.int8.onnx")
+    for rec in result.records: print(rec.name, rec.seconds)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from .data import SampleSet, bind_samples, load_samples
+from .manager import PassContext, PassManager, PassRecord, Pipeline
+from .model_io import parse_model, save_model
+from .pipelines import load_pipeline
+
+
+def load(path: str | Path) -> onnx.ModelProto:
+    """Read, check and topologically sort a model (normalisation is the pipeline's first pass)."""
+    return parse_model(path)
+
+
+def save(model: onnx.ModelProto, path: str | Path) -> Path:
+    return save_model(model, path)
+
+
+@dataclass
+class OptimizeResult:
+    model: onnx.ModelProto
+    records: list[PassRecord]
+    facts: dict[str, Any] = field(default_factory=dict)
+    pipeline: Pipeline | None = None
+
+
+def as_samples(data, model: onnx.ModelProto) -> SampleSet:
+    if isinstance(data, SampleSet):
+        return data
+    if isinstance(data, dict):
+        return bind_samples({k: np.asarray(v) for k, v in data.items()}, model, "calibration data")
+    return load_samples(data, model)
+
+
+def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pipeline = "default",
+             dump_dir: str | Path | None = None, config: dict | None = None, progress: bool = False,
+             overrides: dict[str, dict] | None = None, verify: bool = True) -> OptimizeResult:
+    """Run a pipeline over a model. ``calib`` is an npz path, a dict of arrays, or a SampleSet."""
+    if not isinstance(model, onnx.ModelProto):
+        model = load(model)
+    if not isinstance(pipeline, Pipeline):
+        pipeline = load_pipeline(pipeline, overrides)
+    ctx = PassContext(config=dict(config or {}), dump_dir=Path(dump_dir) if dump_dir else None,
+                      progress=progress, verify=verify)
+    if calib is not None:
+        ctx.facts["calibration_data"] = as_samples(calib, model)
+    out = PassManager(pipeline, ctx).run(model)
+    return OptimizeResult(out, ctx.records, ctx.facts, pipeline)

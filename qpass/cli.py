@@ -1,0 +1,206 @@
+"""The ``qpass`` command line: optimize, inspect, run."""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+import numpy as np
+
+from . import __version__
+from .errors import QpassError
+
+
+def _fail(message: str, code: int = 2):
+    click.echo(f"qpass: error: {message}", err=True)
+    sys.exit(code)
+
+
+def user_errors(fn):
+    """Turn every failure into one line on stderr and a non-zero exit code (2 for bad input)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except QpassError as exc:
+            _fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail("interrupted", 130)
+        except MemoryError:
+            _fail("out of memory", 1)
+        except Exception as exc:  # a bug: still one line; QPASS_DEBUG=1 re-raises for the traceback
+            if os.environ.get("QPASS_DEBUG"):
+                raise
+            text = (str(exc).strip().splitlines() or [""])[0]
+            _fail(f"internal error: {type(exc).__name__}: {text} (set QPASS_DEBUG=1 for a traceback)", 1)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="qpass")
+def main():
+    """qpass: quantize ONNX models with a pipeline of graph-rewriting passes."""
+
+
+def _default_out(model: Path, suffix: str = ".int8.onnx") -> Path:
+    stem = model.name[:-5] if model.name.endswith(".onnx") else model.name
+    return model.with_name(stem + suffix)
+
+
+def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
+    from .data import default_calib_path
+
+    if calib:
+        return Path(calib)
+    beside = default_calib_path(model_path)
+    if beside.is_file():
+        return beside
+    if needed:
+        raise QpassError(f"no calibration data: pass --calib NPZ or put {beside.name} beside the model")
+    return None
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("-o", "--output", type=click.Path(path_type=Path), help="Output file (default: MODEL.int8.onnx).")
+@click.option("--calib", type=click.Path(dir_okay=False), help="Calibration samples (.npz keyed by input name; "
+              "default: MODEL.calib.npz beside the model).")
+@click.option("--pipeline", "pipeline_name", default="default", show_default=True,
+              help="Built-in pipeline name or a pipeline YAML file.")
+@click.option("--dump-dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Write the model after every pass into this folder.")
+@click.option("--eval", "eval_path", type=click.Path(dir_okay=False),
+              help="Evaluation samples (.npz, optional 'labels'): print float vs quantized accuracy and SQNR.")
+@click.option("--threads", default=1, show_default=True, help="onnxruntime threads for calibration and eval.")
+@click.option("--activation-dtype", type=click.Choice(["int8", "uint8"]), help="Activation integer type.")
+@click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales.")
+@click.option("--exclude", multiple=True, help="Node-name glob pattern to leave in float (repeatable).")
+@click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
+@user_errors
+def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, activation_dtype, per_tensor,
+             exclude, no_verify, quiet):
+    """Quantize MODEL with a pipeline of passes and write the result atomically."""
+    from .api import load, optimize as run_pipeline, save
+    from .data import load_samples
+    from .pipelines import load_pipeline
+    from .report import summary_lines
+
+    src = load(model)
+    overrides: dict[str, dict] = {}
+    qopts = {}
+    if activation_dtype:
+        qopts["activation_dtype"] = activation_dtype
+    if per_tensor:
+        qopts["per_channel"] = False
+    if exclude:
+        qopts["exclude"] = list(exclude)
+    if qopts:
+        overrides["quantize_qdq"] = qopts
+    if threads != 1:
+        overrides["calibrate"] = {"threads": threads}
+    pipeline = load_pipeline(pipeline_name, overrides)
+    needs_calib = any("calibration_data" in p.requires for p in pipeline.flat_passes())
+    calib_path = _resolve_calib(model, calib, needs_calib)
+    samples = load_samples(calib_path, src) if calib_path else None
+    eval_samples = load_samples(eval_path, src) if eval_path else None
+    out_path = output or _default_out(model)
+    if out_path.resolve() == model.resolve():
+        raise QpassError(f"output {out_path} would overwrite the input model")
+    result = run_pipeline(src, calib=samples, pipeline=pipeline, dump_dir=dump_dir, progress=not quiet,
+                          verify=not no_verify)
+    save(result.model, out_path)
+    if not quiet:
+        for line in summary_lines(src, result):
+            click.echo(line)
+        click.echo(f"wrote {out_path}")
+    if eval_samples is not None:
+        from .evaluate import compare
+
+        cmp = compare(src, result.model, eval_samples, threads)
+        for line in cmp.lines():
+            click.echo(line)
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@user_errors
+def inspect(model):
+    """Print MODEL's inputs, outputs, opset, op histogram and what the default pipeline would quantize."""
+    from .api import load
+    from .graph_utils import main_opset, op_histogram, to_gs
+    from .manager import PassContext
+    from .passes.fold_batchnorm import FoldBatchNorm
+    from .passes.normalize import Normalize
+    from .passes.quantize_qdq import QuantizeQDQOptions, plan_quantization
+
+    m = load(model)
+    click.echo(f"model: {model}")
+    click.echo(f"producer: {m.producer_name} {m.producer_version}".rstrip())
+    click.echo(f"ir_version: {m.ir_version}  opset: {main_opset(m)}  "
+               f"other domains: {', '.join(sorted(o.domain for o in m.opset_import if o.domain not in ('', 'ai.onnx'))) or 'none'}")
+    from .data import model_inputs
+
+    for spec in model_inputs(m):
+        dims = "?" if spec.dims is None else "x".join(str(d) if d else "?" for d in spec.dims) or "scalar"
+        click.echo(f"input:  {spec.name}  {spec.dtype}  [{dims}]")
+    for o in m.graph.output:
+        tt = o.type.tensor_type
+        dims = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+        click.echo(f"output: {o.name}  [{dims}]")
+    params = sum(int(np.prod(i.dims)) for i in m.graph.initializer)
+    click.echo(f"nodes: {len(m.graph.node)}  parameters: {params}")
+    click.echo("ops: " + ", ".join(f"{k} {v}" for k, v in op_histogram(m.graph).items()))
+    ctx = PassContext()
+    norm = FoldBatchNorm().run(Normalize().run(m, ctx).model, ctx).model
+    plan = plan_quantization(to_gs(norm), QuantizeQDQOptions())
+    click.echo(f"default pipeline would quantize {len(plan.nodes)} nodes "
+               f"({len(plan.fused_activations)} activations fused into their producer):")
+    for name in plan.nodes:
+        click.echo(f"  {name}")
+    reasons = Counter(plan.float_reasons.values())
+    if reasons:
+        click.echo("left in float:")
+        for reason, count in reasons.most_common():
+            click.echo(f"  {count} x {reason}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--inputs", "inputs_path", required=True, type=click.Path(dir_okay=False),
+              help="Input samples (.npz keyed by input name, samples stacked on a leading axis).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write outputs to this .npz (stacked per sample).")
+@click.option("--backend", type=click.Choice(["ort"]), default="ort", show_default=True)
+@click.option("--threads", default=1, show_default=True)
+@user_errors
+def run(model, inputs_path, output, backend, threads):
+    """Run MODEL over the samples in an .npz and print or save the outputs."""
+    from .api import load
+    from .atomic import atomic_path
+    from .backends.ort import run_samples
+    from .data import load_samples
+    from .metrics import accuracy
+
+    m = load(model)
+    samples = load_samples(inputs_path, m)
+    outs = run_samples(m, samples, threads)
+    for name, arr in outs.items():
+        click.echo(f"{name}: shape {arr.shape} dtype {arr.dtype} mean {float(np.mean(arr)):.6g}")
+    if samples.labels is not None:
+        first = next(iter(outs.values()))
+        click.echo(f"top-1 accuracy: {100 * accuracy(first, samples.labels):.2f}% on {len(samples)} samples")
+    if output:
+        with atomic_path(output, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **outs)
+        click.echo(f"wrote {output}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,189 @@
+"""Small helpers over ONNX graphs: topological order, name maps, graphsurgeon round trips."""
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+
+def _subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
+    """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
+        for g in graphs:
+            local = {i.name for i in g.input} | {i.name for i in g.initializer}
+            for n in g.node:
+                local.update(n.output)
+            for n in g.node:
+                names.update(x for x in n.input if x and x not in local)
+                names.update(x for x in _subgraph_outer_inputs(n) if x not in local)
+    return names
+
+
+def node_inputs(node: onnx.NodeProto) -> list[str]:
+    """All tensor names a node reads, including those captured by its subgraphs."""
+    ins = [x for x in node.input if x]
+    if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in node.attribute):
+        ins += sorted(_subgraph_outer_inputs(node) - set(ins))
+    return ins
+
+
+def topo_sort_nodes(graph: onnx.GraphProto) -> None:
+    """Sort ``graph.node`` in place (stable Kahn order); raise ValueError on a cycle."""
+    nodes = list(graph.node)
+    producer = {}
+    for i, n in enumerate(nodes):
+        for o in n.output:
+            if o:
+                producer[o] = i
+    deps = [set() for _ in nodes]
+    users = defaultdict(list)
+    for i, n in enumerate(nodes):
+        for name in node_inputs(n):
+            j = producer.get(name)
+            if j is not None and j != i and j not in deps[i]:
+                deps[i].add(j)
+                users[j].append(i)
+            elif j == i:
+                raise ValueError(f"graph has a cycle: node {n.name or n.op_type!r} reads its own output {name!r}")
+    ready = deque(i for i in range(len(nodes)) if not deps[i])
+    order = []
+    pending = [len(d) for d in deps]
+    while ready:
+        i = ready.popleft()
+        order.append(i)
+        for u in users[i]:
+            pending[u] -= 1
+            if pending[u] == 0:
+                ready.append(u)
+    if len(order) != len(nodes):
+        stuck = next(nodes[i] for i in range(len(nodes)) if pending[i])
+        raise ValueError(f"graph has a cycle through node {stuck.name or stuck.op_type!r}")
+    if order != list(range(len(nodes))):
+        sorted_nodes = [nodes[i] for i in order]
+        del graph.node[:]
+        graph.node.extend(sorted_nodes)
+
+
+def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
+    return {o: n for n in graph.node for o in n.output if o}
+
+
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+    for n in graph.node:
+        for name in node_inputs(n):
+            out[name].append(n)
+    return out
+
+
+def op_histogram(graph: onnx.GraphProto) -> dict[str, int]:
+    hist: dict[str, int] = defaultdict(int)
+    for n in graph.node:
+        key = n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        hist[key] += 1
+    return dict(sorted(hist.items(), key=lambda kv: (-kv[1], kv[0])))
+
+
+def main_opset(model: onnx.ModelProto) -> int:
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx"):
+            return imp.version
+    return 0
+
+
+def elem_types(model: onnx.ModelProto) -> dict[str, int]:
+    """Element type of every tensor whose type is known (inputs, outputs, value_info, initializers)."""
+    types: dict[str, int] = {}
+    g = model.graph
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.HasField("tensor_type"):
+            types[vi.name] = vi.type.tensor_type.elem_type
+    for init in g.initializer:
+        types[init.name] = init.data_type
+    for n in g.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx"):
+            for a in n.attribute:
+                if a.name == "value":
+                    types[n.output[0]] = a.t.data_type
+    return types
+
+
+def shapes(model: onnx.ModelProto) -> dict[str, list[int | str | None]]:
+    out = {}
+    g = model.graph
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        t = vi.type.tensor_type
+        if vi.type.HasField("tensor_type") and t.HasField("shape"):
+            out[vi.name] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in t.shape.dim]
+    for init in g.initializer:
+        out[init.name] = list(init.dims)
+    return out
+
+
+def initializer_arrays(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    return {i.name: onnx.numpy_helper.to_array(i) for i in graph.initializer}
+
+
+def to_gs(model: onnx.ModelProto) -> gs.Graph:
+    return gs.import_onnx(model)
+
+
+def from_gs(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
+    """Export a graphsurgeon graph, keeping the original model's metadata, IR version and functions."""
+    graph.cleanup(remove_unused_graph_inputs=False).toposort()
+    out = gs.export_onnx(graph, do_type_check=False)
+    out.ir_version = like.ir_version
+    out.producer_name = like.producer_name
+    out.producer_version = like.producer_version
+    out.domain = like.domain
+    out.model_version = like.model_version
+    out.doc_string = like.doc_string
+    del out.metadata_props[:]
+    out.metadata_props.extend(like.metadata_props)
+    del out.functions[:]
+    out.functions.extend(like.functions)
+    _merge_opsets(out, like)
+    return out
+
+
+def _merge_opsets(out: onnx.ModelProto, like: onnx.ModelProto) -> None:
+    have = {o.domain: o for o in out.opset_import}
+    for imp in like.opset_import:
+        if imp.domain not in have:
+            out.opset_import.append(imp)
+        elif imp.domain in ("", "ai.onnx"):
+            have[imp.domain].version = imp.version
+
+
+class NameAllocator:
+    """Hands out tensor/node names that do not collide with any name already in a graph."""
+
+    def __init__(self, taken):
+        self.taken = set(taken)
+
+    @classmethod
+    def for_model(cls, model: onnx.ModelProto) -> "NameAllocator":
+        g = model.graph
+        names = {i.name for i in g.input} | {o.name for o in g.output} | {i.name for i in g.initializer}
+        for n in g.node:
+            names.add(n.name)
+            names.update(n.input)
+            names.update(n.output)
+        return cls(names)
+
+    @classmethod
+    def for_gs(cls, graph: gs.Graph) -> "NameAllocator":
+        names = set(graph.tensors().keys()) | {n.name for n in graph.nodes}
+        return cls(names)
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 1
+        while name in self.taken:
+            name = f"{base}_{k}"
+            k += 1
+        self.taken.add(name)
+        return name

@@ -1,0 +1,76 @@
+"""Calibration: run the float model in onnxruntime over the calibration samples and record activation ranges.
+
+The model is not augmented with reduction nodes: the float activations wanted are added as extra graph outputs
+of a private copy, and each batch's values go straight into bounded-memory observers.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import onnx
+from tqdm import tqdm
+
+from ..backends.ort import iter_batches, make_session
+from ..calibrators import make_observer
+from ..graph_utils import elem_types
+from ..pass_base import Pass, PassResult
+
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
+
+
+def activation_tensors(model: onnx.ModelProto) -> list[str]:
+    """Every float tensor of the main graph that is computed or fed at run time (not a constant)."""
+    types = elem_types(model)
+    inits = {i.name for i in model.graph.initializer}
+    names: list[str] = []
+    seen: set[str] = set()
+    for vi in model.graph.input:
+        if vi.name not in inits:
+            names.append(vi.name)
+            seen.add(vi.name)
+    for n in model.graph.node:
+        for o in n.output:
+            if o and o not in seen:
+                names.append(o)
+                seen.add(o)
+    return [t for t in names if types.get(t) in FLOAT_TYPES]
+
+
+@dataclass
+class CalibrateOptions:
+    method: str = "minmax"
+    batch_size: int = 64
+    threads: int = 1
+    percentile: float = 99.99
+    bins: int = 2048
+
+
+class Calibrate(Pass):
+    name = "calibrate"
+    requires = ("calibration_data",)
+    provides = ("ranges",)
+    Options = CalibrateOptions
+
+    def run(self, model, ctx):
+        samples = ctx.facts["calibration_data"]
+        wanted = activation_tensors(model)
+        aug = onnx.ModelProto()
+        aug.CopyFrom(model)
+        outputs = {o.name for o in aug.graph.output}
+        types = elem_types(model)
+        for t in wanted:
+            if t not in outputs:
+                aug.graph.output.append(onnx.helper.make_tensor_value_info(t, types[t], None))
+        sess = make_session(aug, threads=self.opts.threads, optimize=False)
+        opts = {"percentile": self.opts.percentile, "bins": self.opts.bins}
+        observers = {t: make_observer(self.opts.method, **opts) for t in wanted}
+        with tqdm(total=len(samples), desc="calibrate", unit="sample", disable=not ctx.progress or None,
+                  leave=False) as bar:
+            for _, res in iter_batches(sess, aug, samples, wanted, self.opts.batch_size, progress=bar):
+                for t, arr in zip(wanted, res):
+                    observers[t].update(arr)
+        ranges = {t: ob.range() for t, ob in observers.items() if ob.seen}
+        ctx.facts["ranges"] = ranges
+        ctx.facts["observers"] = observers
+        return PassResult(model, False, [f"{len(ranges)} tensor ranges from {len(samples)} samples "
+                                         f"({self.opts.method})"])

@@ -1,0 +1,197 @@
+"""Shape and opset normalisation: the first pass of every pipeline.
+
+Turns whatever an exporter wrote into one canonical form the other passes can rely on:
+initializers are not graph inputs, Constant nodes are initializers, the opset is at least ``target_opset``,
+constants are folded, Gemm has alpha = beta = 1, unused opset imports are gone, node names are unique and
+non-empty, nodes are sorted topologically, and shapes are inferred.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+from onnx import helper, numpy_helper, version_converter
+
+from ..errors import ModelLoadError
+from ..graph_utils import from_gs, main_opset, to_gs, topo_sort_nodes
+from ..pass_base import Pass, PassResult
+
+gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
+logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)
+
+DEFAULT_TARGET_OPSET = 17
+MIN_OPSET = 13  # per-channel QuantizeLinear
+
+
+@dataclass
+class NormalizeOptions:
+    target_opset: int = DEFAULT_TARGET_OPSET
+    fold_constants: bool = True
+
+
+class Normalize(Pass):
+    name = "normalize"
+    provides = ("normalized",)
+    invalidates = ("ranges",)
+    Options = NormalizeOptions
+
+    def run(self, model, ctx):
+        notes: list[str] = []
+        strip_initializer_inputs(model, notes)
+        constants_to_initializers(model, notes)
+        drop_unused_opsets(model, notes)
+        model = upgrade_opset(model, self.opts.target_opset, notes)
+        canonicalize_gemm(model, notes)
+        if self.opts.fold_constants:
+            model = fold_constants(model, notes)
+        unique_node_names(model, notes)
+        topo_sort_nodes(model.graph)
+        model = infer_shapes(model)
+        return PassResult(model, True, notes)
+
+
+def strip_initializer_inputs(model: onnx.ModelProto, notes: list[str]) -> None:
+    inits = {i.name for i in model.graph.initializer}
+    keep = [i for i in model.graph.input if i.name not in inits]
+    if len(keep) != len(model.graph.input):
+        notes.append(f"{len(model.graph.input) - len(keep)} initializers were also graph inputs; now constants")
+        del model.graph.input[:]
+        model.graph.input.extend(keep)
+
+
+def constants_to_initializers(model: onnx.ModelProto, notes: list[str]) -> None:
+    g = model.graph
+    keep, moved = [], 0
+    for n in g.node:
+        if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(n.attribute) == 1:
+            arr = _constant_value(n.attribute[0])
+            if arr is not None:
+                g.initializer.append(numpy_helper.from_array(arr, n.output[0]))
+                moved += 1
+                continue
+        keep.append(n)
+    if moved:
+        del g.node[:]
+        g.node.extend(keep)
+        notes.append(f"{moved} Constant nodes became initializers")
+
+
+def _constant_value(attr: onnx.AttributeProto):
+    if attr.name == "value":
+        return numpy_helper.to_array(attr.t)
+    if attr.name == "value_float":
+        return np.array(attr.f, dtype=np.float32)
+    if attr.name == "value_floats":
+        return np.array(attr.floats, dtype=np.float32)
+    if attr.name == "value_int":
+        return np.array(attr.i, dtype=np.int64)
+    if attr.name == "value_ints":
+        return np.array(attr.ints, dtype=np.int64)
+    return None  # sparse or string constants stay nodes
+
+
+def _used_domains(graph: onnx.GraphProto, acc: set[str]) -> set[str]:
+    for n in graph.node:
+        acc.add(n.domain or "")
+        for a in n.attribute:
+            if a.type == onnx.AttributeProto.GRAPH:
+                _used_domains(a.g, acc)
+            for sub in a.graphs:
+                _used_domains(sub, acc)
+    return acc
+
+
+def drop_unused_opsets(model: onnx.ModelProto, notes: list[str]) -> None:
+    used = _used_domains(model.graph, set())
+    for f in model.functions:
+        used.add(f.domain)
+        for n in f.node:
+            used.add(n.domain or "")
+    keep = [o for o in model.opset_import if (o.domain or "") in used or o.domain in ("", "ai.onnx")]
+    if len(keep) != len(model.opset_import):
+        dropped = sorted(o.domain for o in model.opset_import if o not in keep)
+        notes.append(f"dropped unused opset imports: {', '.join(dropped)}")
+        del model.opset_import[:]
+        model.opset_import.extend(keep)
+
+
+def upgrade_opset(model: onnx.ModelProto, target: int, notes: list[str]) -> onnx.ModelProto:
+    current = main_opset(model)
+    if current >= target:
+        return model
+    try:
+        converted = version_converter.convert_version(model, target)
+    except Exception as exc:  # the converter raises bare RuntimeErrors from C++
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if current >= MIN_OPSET:
+            notes.append(f"kept opset {current}: conversion to {target} failed ({first})")
+            return model
+        raise ModelLoadError(f"cannot convert opset {current} to {target}: {first}") from None
+    min_ir = helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
+    converted.ir_version = max(converted.ir_version, min_ir)
+    notes.append(f"opset {current} -> {target}")
+    return converted
+
+
+def canonicalize_gemm(model: onnx.ModelProto, notes: list[str]) -> None:
+    """Fold Gemm's alpha and beta into constant B and C so that quantisers see a plain linear layer."""
+    inits = {i.name: i for i in model.graph.initializer}
+    users: dict[str, int] = {}
+    for n in model.graph.node:
+        for x in n.input:
+            users[x] = users.get(x, 0) + 1
+    for n in model.graph.node:
+        if n.op_type != "Gemm":
+            continue
+        attrs = {a.name: a for a in n.attribute}
+        alpha = attrs["alpha"].f if "alpha" in attrs else 1.0
+        beta = attrs["beta"].f if "beta" in attrs else 1.0
+        for idx, factor, key in ((1, alpha, "alpha"), (2, beta, "beta")):
+            if factor == 1.0 or len(n.input) <= idx or n.input[idx] not in inits or users[n.input[idx]] != 1:
+                continue
+            t = inits[n.input[idx]]
+            arr = numpy_helper.to_array(t)
+            t.CopyFrom(numpy_helper.from_array((arr * factor).astype(arr.dtype), t.name))
+            attrs[key].f = 1.0
+            notes.append(f"folded {key}={factor} of Gemm {n.name!r} into its constant")
+
+
+def fold_constants(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
+    before = len(model.graph.node)
+    graph = to_gs(model)
+    try:
+        graph.fold_constants(error_ok=True)
+    except Exception as exc:  # folding is an optimisation: never fail a model on it
+        notes.append(f"constant folding skipped: {type(exc).__name__}")
+        return model
+    out = from_gs(graph, model)
+    if len(out.graph.node) != before:
+        notes.append(f"constant folding removed {before - len(out.graph.node)} nodes")
+    return out
+
+
+def unique_node_names(model: onnx.ModelProto, notes: list[str]) -> None:
+    seen: set[str] = set()
+    renamed = 0
+    for i, n in enumerate(model.graph.node):
+        base = n.name or f"{n.op_type}_{i}"
+        name, k = base, 1
+        while name in seen:
+            name = f"{base}_{k}"
+            k += 1
+        if name != n.name:
+            renamed += 1
+            n.name = name
+        seen.add(name)
+    if renamed:
+        notes.append(f"named or renamed {renamed} nodes")
+
+
+def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
+    try:
+        return onnx.shape_inference.infer_shapes(model, data_prop=True)
+    except Exception:
+        return model
