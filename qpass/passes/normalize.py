@@ -122,8 +122,14 @@ def upgrade_opset(model: onnx.ModelProto, target: int, notes: list[str]) -> onnx
     current = main_opset(model)
     if current >= target:
         return model
+    # the converter only resolves initializers that are also graph inputs (IR < 4 style): list them for it
+    staged = onnx.ModelProto()
+    staged.CopyFrom(model)
+    listed = {i.name for i in staged.graph.input}
+    staged.graph.input.extend(onnx.helper.make_tensor_value_info(i.name, i.data_type, list(i.dims))
+                              for i in staged.graph.initializer if i.name not in listed)
     try:
-        converted = version_converter.convert_version(model, target)
+        converted = version_converter.convert_version(staged, target)
     except Exception as exc:  # the converter raises bare RuntimeErrors from C++
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         if current >= MIN_OPSET:
@@ -133,6 +139,7 @@ def upgrade_opset(model: onnx.ModelProto, target: int, notes: list[str]) -> onnx
     min_ir = helper.find_min_ir_version_for(list(converted.opset_import), ignore_unknown=True)
     converted.ir_version = max(converted.ir_version, min_ir)
     notes.append(f"opset {current} -> {target}")
+    strip_initializer_inputs(converted, [])
     return converted
 
 

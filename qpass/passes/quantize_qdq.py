@@ -1,7 +1,9 @@
 """QDQ insertion for ONNX Runtime: QuantizeLinear/DequantizeLinear pairs that onnxruntime fuses into integer kernels.
 
 - weights of Conv, ConvTranspose, Gemm, MatMul: int8, symmetric max-abs, per output channel, narrow range;
-- activations: int8 (default) or uint8 affine from the calibrated range, one parameter set per tensor;
+- activations: uint8 (default) or int8 affine from the calibrated range, one parameter set per tensor (with uint8
+  weights onnxruntime rewrites int8 activations to uint8 itself, and skips the rewrite -- leaving the layer in
+  float -- where one QuantizeLinear feeds several readers, e.g. a residual fork; uint8 avoids that);
 - biases: int32 with scale s_in * s_w (Jacob et al. 2018), zero point 0;
 - Relu and Clip(0, m) right after a quantised producer are removed: quantising their output range with the zero
   point at the bottom of the integer range saturates exactly where they would clip;
@@ -38,7 +40,7 @@ FLOAT_DTYPES = (np.float32, np.float16, np.float64)
 
 @dataclass
 class QuantizeQDQOptions:
-    activation_dtype: str = "int8"
+    activation_dtype: str = "uint8"
     weight_dtype: str = "int8"
     per_channel: bool = True
     weight_encoding: str = "uint8_offset"
@@ -196,30 +198,43 @@ def _act_params(qc: _Ctx, t: gs.Tensor) -> AffineParams | None:
 
 
 def _insert_qdq(qc: _Ctx, t: gs.Variable, p: AffineParams) -> None:
-    """Route every reader of ``t`` through QuantizeLinear -> DequantizeLinear (graph I/O names are preserved)."""
+    """Route every reader of ``t`` through QuantizeLinear -> DequantizeLinear (graph I/O names are preserved).
+
+    Each reading node gets its own DequantizeLinear: onnxruntime fuses a DQ -> op -> Q group into an integer kernel
+    only when the DQ feeds that op alone.
+    """
     g = qc.graph
     scale = qc.const(t.name + "_scale", p.scale)
     zp = qc.const(t.name + "_zero_point", p.zero_point)
     q_out = gs.Variable(qc.names(t.name + "_quantized"), dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
-    if t.inputs:  # produced inside the graph: rename the producer's output, keep ``t`` as the DQ output
+    readers = []
+    for r in t.outputs:
+        if r not in readers:
+            readers.append(r)
+
+    def dequantize_to(out: gs.Variable) -> None:
+        g.nodes.append(gs.Node("DequantizeLinear", qc.names(t.name + "_DequantizeLinear"),
+                               inputs=[q_out, scale, zp], outputs=[out]))
+
+    if t.inputs:  # produced inside the graph: rename the producer's output, ``t`` becomes the first DQ output
         pre = gs.Variable(qc.names(t.name + "_float"), dtype=t.dtype, shape=t.shape)
         prod = t.inputs[0]
         prod.outputs[prod.outputs.index(t)] = pre
         g.nodes.append(gs.Node("QuantizeLinear", qc.names(t.name + "_QuantizeLinear"), inputs=[pre, scale, zp],
                                outputs=[q_out]))
-        g.nodes.append(gs.Node("DequantizeLinear", qc.names(t.name + "_DequantizeLinear"),
-                               inputs=[q_out, scale, zp], outputs=[t]))
-    else:  # a graph input: readers switch to the DQ output
-        dq = gs.Variable(qc.names(t.name + "_dequantized"), dtype=t.dtype, shape=t.shape)
-        readers = list(t.outputs)
+        dequantize_to(t)
+        keep_first = 0 if t in g.outputs else 1
+        rewire = readers[keep_first:]
+    else:  # a graph input: every reader switches to a DQ output
         g.nodes.append(gs.Node("QuantizeLinear", qc.names(t.name + "_QuantizeLinear"), inputs=[t, scale, zp],
                                outputs=[q_out]))
-        g.nodes.append(gs.Node("DequantizeLinear", qc.names(t.name + "_DequantizeLinear"),
-                               inputs=[q_out, scale, zp], outputs=[dq]))
-        for r in readers:
-            for i, inp in enumerate(r.inputs):
-                if inp is t:
-                    r.inputs[i] = dq
+        rewire = readers
+    for r in rewire:
+        dq = gs.Variable(qc.names(t.name + "_dequantized"), dtype=t.dtype, shape=t.shape)
+        dequantize_to(dq)
+        for i, inp in enumerate(r.inputs):
+            if inp is t:
+                r.inputs[i] = dq
 
 
 def _quantize_const(qc: _Ctx, node: gs.Node, idx: int, q: np.ndarray, p: AffineParams) -> None:
