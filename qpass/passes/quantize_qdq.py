@@ -97,20 +97,17 @@ def _weight_axis(node: gs.Node, w: np.ndarray, per_channel: bool) -> int | None:
 
 
 def _clip_bounds(node: gs.Node):
-    lo = hi = None
-    if len(node.inputs) > 1 and node.inputs[1] is not None and node.inputs[1].name:
-        if not _is_const(node.inputs[1]):
-            return "dynamic", None
-        lo = float(np.asarray(node.inputs[1].values))
-    elif "min" in node.attrs:
-        lo = float(node.attrs["min"])
-    if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name:
-        if not _is_const(node.inputs[2]):
-            return "dynamic", None
-        hi = float(np.asarray(node.inputs[2].values))
-    elif "max" in node.attrs:
-        hi = float(node.attrs["max"])
-    return lo, hi
+    """(min, max) of a Clip node (None where unbounded), or ("dynamic", None) for run-time bounds."""
+    bounds = []
+    for idx, key in ((1, "min"), (2, "max")):
+        t = node.inputs[idx] if len(node.inputs) > idx else None
+        if t is not None and t.name:
+            if not _is_const(t):
+                return "dynamic", None
+            bounds.append(float(np.asarray(t.values)))
+        else:
+            bounds.append(float(node.attrs[key]) if key in node.attrs else None)
+    return tuple(bounds)
 
 
 def plan_quantization(graph: gs.Graph, opts: QuantizeQDQOptions) -> QuantPlan:
