@@ -48,14 +48,15 @@ def as_samples(data, model: onnx.ModelProto) -> SampleSet:
 
 def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pipeline = "default",
              dump_dir: str | Path | None = None, config: dict | None = None, progress: bool = False,
-             overrides: dict[str, dict] | None = None, verify: bool = True) -> OptimizeResult:
+             overrides: dict[str, dict] | None = None, verify: bool = True,
+             disabled: set[str] | None = None) -> OptimizeResult:
     """Run a pipeline over a model. ``calib`` is an npz path, a dict of arrays, or a SampleSet."""
     if not isinstance(model, onnx.ModelProto):
         model = load(model)
     if not isinstance(pipeline, Pipeline):
         pipeline = load_pipeline(pipeline, overrides)
     ctx = PassContext(config=dict(config or {}), dump_dir=Path(dump_dir) if dump_dir else None,
-                      progress=progress, verify=verify)
+                      progress=progress, verify=verify, disabled=set(disabled or ()))
     if calib is not None:
         ctx.facts["calibration_data"] = as_samples(calib, model)
     out = PassManager(pipeline, ctx).run(model)

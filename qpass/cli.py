@@ -80,12 +80,26 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 @click.option("--activation-dtype", type=click.Choice(["int8", "uint8"]), help="Activation integer type.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales.")
 @click.option("--exclude", multiple=True, help="Node-name glob pattern to leave in float (repeatable).")
+@click.option("--weights", help="Weight format, e.g. sym:8, fixed:8,6, dfp:8, ternary, binary, bfp:4,16, pow2:-8,0.")
+@click.option("--activations", help="Activation format, e.g. uint8, int8, fixed:8,4, dfp:8, uint4.")
+@click.option("--bias", help="Bias format: auto (int32 at s_in*s_w), float, or a format spec.")
+@click.option("--accumulator", help="Accumulator format for --placement intrinsic, e.g. int16, fixed:24,0.")
+@click.option("--placement", type=click.Choice(["extrinsic", "intrinsic"]), help="Where activations are quantised.")
+@click.option("--rounding", help="Weight rounding: ROUND, HALF_UP, HALF_DOWN, FLOOR, CEIL, UP, DOWN, STOCHASTIC.")
+@click.option("--granularity", help="Weight scale granularity: tensor, channel (row), group:G.")
+@click.option("--calibrator", help="Activation range calibrator: minmax, percentile, entropy, mse, dfp.")
+@click.option("--seed", type=int, help="Seed for stochastic rounding.")
+@click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX).")
 @click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, activation_dtype, per_tensor,
-             exclude, no_verify, quiet):
-    """Quantize MODEL with a pipeline of passes and write the result atomically."""
+             exclude, weights, activations, bias, accumulator, placement, rounding, granularity, calibrator, seed,
+             qonnx, no_verify, quiet):
+    """Quantize MODEL with a pipeline of passes and write the result atomically.
+
+    With any of --weights/--activations/--bias/--accumulator/--placement/--rounding/--granularity/--calibrator the
+    default pipeline becomes 'fakequant' (any number format, lowered to standard ONNX unless --qonnx)."""
     from .api import load, optimize as run_pipeline, save
     from .data import load_samples
     from .pipelines import load_pipeline
@@ -102,9 +116,24 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
         qopts["exclude"] = list(exclude)
     if qopts:
         overrides["quantize_qdq"] = qopts
+    fq = {k: v for k, v in (("weights", weights), ("activations", activations), ("bias", bias),
+                            ("accumulator", accumulator), ("placement", placement), ("rounding", rounding),
+                            ("weight_granularity", granularity), ("calibrator", calibrator), ("seed", seed))
+          if v is not None}
+    if fq:
+        overrides["fakequant"] = fq
+        if pipeline_name == "default":
+            pipeline_name = "fakequant"
+    cal = {}
     if threads != 1:
-        overrides["calibrate"] = {"threads": threads}
+        cal["threads"] = threads
+    if calibrator:
+        cal["method"] = calibrator
+    if cal:
+        overrides["calibrate"] = cal
     pipeline = load_pipeline(pipeline_name, overrides)
+    if fq and not any(p.name == "fakequant" for p in pipeline.flat_passes()):
+        raise QpassError(f"format options need a pipeline with the 'fakequant' pass ({pipeline_name} has none)")
     needs_calib = any("calibration_data" in p.requires for p in pipeline.flat_passes())
     calib_path = _resolve_calib(model, calib, needs_calib)
     samples = load_samples(calib_path, src) if calib_path else None
@@ -113,7 +142,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
     if out_path.resolve() == model.resolve():
         raise QpassError(f"output {out_path} would overwrite the input model")
     result = run_pipeline(src, calib=samples, pipeline=pipeline, dump_dir=dump_dir, progress=not quiet,
-                          verify=not no_verify)
+                          verify=not no_verify, disabled={"lower_ort"} if qonnx else None)
     save(result.model, out_path)
     if not quiet:
         for line in summary_lines(src, result):

@@ -147,6 +147,11 @@ def from_gs(graph: gs.Graph, like: onnx.ModelProto) -> onnx.ModelProto:
     del out.functions[:]
     out.functions.extend(like.functions)
     _merge_opsets(out, like)
+    if like.graph.quantization_annotation and not out.graph.quantization_annotation:
+        out.graph.quantization_annotation.extend(like.graph.quantization_annotation)
+        from .datatypes import prune_annotations
+
+        prune_annotations(out)
     return out
 
 

@@ -38,7 +38,7 @@ def activation_tensors(model: onnx.ModelProto) -> list[str]:
 
 @dataclass
 class CalibrateOptions:
-    method: str = "minmax"
+    method: str | list = "minmax"  # one calibrator or a list (each tensor then gets one observer per method)
     batch_size: int = 64
     threads: int = 1
     percentile: float = 99.99
@@ -63,14 +63,19 @@ class Calibrate(Pass):
                 aug.graph.output.append(onnx.helper.make_tensor_value_info(t, types[t], None))
         sess = make_session(aug, threads=self.opts.threads, optimize=False)
         opts = {"percentile": self.opts.percentile, "bins": self.opts.bins}
-        observers = {t: make_observer(self.opts.method, **opts) for t in wanted}
+        methods = [self.opts.method] if isinstance(self.opts.method, str) else list(self.opts.method)
+        if "minmax" not in methods:
+            methods.append("minmax")
+        observers = {t: {m: make_observer(m, **opts) for m in methods} for t in wanted}
         with tqdm(total=len(samples), desc="calibrate", unit="sample", disable=not ctx.progress or None,
                   leave=False) as bar:
             for _, res in iter_batches(sess, aug, samples, wanted, self.opts.batch_size, progress=bar):
                 for t, arr in zip(wanted, res):
-                    observers[t].update(arr)
-        ranges = {t: ob.range() for t, ob in observers.items() if ob.seen}
+                    for ob in observers[t].values():
+                        ob.update(arr)
+        primary = methods[0]
+        ranges = {t: obs[primary].range() for t, obs in observers.items() if obs[primary].seen}
         ctx.facts["ranges"] = ranges
         ctx.facts["observers"] = observers
         return PassResult(model, False, [f"{len(ranges)} tensor ranges from {len(samples)} samples "
-                                         f"({self.opts.method})"])
+                                         f"({', '.join(methods)})"])

@@ -100,6 +100,18 @@ def lower_quant(b: _Builder, node: gs.Node, opset: int) -> None:
               and np.all(scale > 0) and np.unique(zp).size == 1
               and (bits <= 8 or (bits <= 16 and opset >= 21)))
     axis = _per_axis(scale, len(x.shape) if x.shape is not None else None) if native else "no"
+    if native and axis != "no" and isinstance(x, gs.Constant) and signed and bits <= 8 and np.all(zp == 0):
+        # a quantised constant (weights): store its codes as uint8 + 128, the encoding onnxruntime's x86 integer
+        # kernels compute exactly (int8 weights saturate int16 pair sums on AVX2; see quantize_qdq)
+        v = np.asarray(x.values, np.float32) / scale.astype(np.float32)
+        codes = np.round(np.clip(v, np.float32(lo), np.float32(hi))).astype(np.int16) + 128
+        flat = scale.reshape(-1).astype(np.float32)
+        attrs = {"axis": int(axis)} if axis is not None else {}
+        z_c = np.full(flat.shape, 128, np.uint8) if axis is not None else np.uint8(128)
+        b.op("DequantizeLinear", [b.const(codes.astype(np.uint8), np.uint8),
+                                  b.const(flat if axis is not None else flat[0]), b.const(z_c, np.uint8)],
+             attrs, out=out)
+        return
     if native and axis != "no":
         width = 8 if bits <= 8 else 16
         npdt = {(8, True): np.int8, (8, False): np.uint8, (16, True): np.int16, (16, False): np.uint16}[(width, signed)]
