@@ -87,7 +87,7 @@ def lower_quant(b: _Builder, node: gs.Node, opset: int) -> None:
     x, s_t, z_t, bw_t = node.inputs[:4]
     out = node.outputs[0]
     signed = bool(node.attrs.get("signed", 1))
-    narrow = bool(node.attrs.get("narrow", 0))
+    narrow = bool(node.attrs.get("narrow", 1))  # QONNX: required, default 1
     mode = node.attrs.get("rounding_mode", "ROUND")
     mode = mode.decode() if isinstance(mode, bytes) else mode
     scale, zp, bits = _const_value(s_t), _const_value(z_t), _const_value(bw_t)
@@ -98,7 +98,7 @@ def lower_quant(b: _Builder, node: gs.Node, opset: int) -> None:
     native = (scale is not None and zp is not None and mode.upper() in ("ROUND", "HALF_EVEN")
               and np.all(zp == np.round(zp)) and np.all(np.mod(zp, 2) == 0)  # round(v+z) == round(v)+z needs even z
               and np.all(scale > 0) and np.unique(zp).size == 1
-              and (bits <= 8 or (bits <= 16 and opset >= 21)))
+              and bits > 1 and (bits <= 8 or (bits <= 16 and opset >= 21)))
     axis = _per_axis(scale, len(x.shape) if x.shape is not None else None) if native else "no"
     if native and axis != "no" and isinstance(x, gs.Constant) and signed and bits <= 8 and np.all(zp == 0):
         # a quantised constant (weights): store its codes as uint8 + 128, the encoding onnxruntime's x86 integer
@@ -129,8 +129,12 @@ def lower_quant(b: _Builder, node: gs.Node, opset: int) -> None:
     s_f = s_t if scale is None else b.const(scale.astype(np.float32))
     z_f = z_t if zp is None else b.const(zp.astype(np.float32))
     y = b.op("Add", [b.op("Div", [x, s_f]), z_f])
-    y = b.op("Clip", [y, b.const(lo), b.const(hi)])
-    y = round_with_mode(b, y, mode)
+    if bits == 1 and signed:  # QONNX's special case: a 1-bit signed Quant is a sign function
+        cond = b.op("GreaterOrEqual", [y, b.const(0.0)], dtype=np.bool_)
+        y = b.op("Where", [cond, b.const(1.0), b.const(-1.0)])
+    else:
+        y = b.op("Clip", [y, b.const(lo), b.const(hi)])
+        y = round_with_mode(b, y, mode)
     b.op("Mul", [b.op("Sub", [y, z_f]), s_f], out=out)
 
 

@@ -1,0 +1,59 @@
+"""Golden simulator: the numpy reference executor every other qpass backend is checked against bit for bit.
+
+    from qpass.backends.golden import GoldenExecutor, run_samples
+    ex = GoldenExecutor(model)                      # raises UnsupportedOpError before computing anything
+    y = ex.run({"input": x})["logits"]
+    ex.stats                                        # per fused integer layer: accumulator range, overflow, ...
+    outs = run_samples(model, samples)              # like qpass.backends.ort.run_samples
+
+Float ops follow ONNX semantics in float32; QDQ layers (DequantizeLinear -> op -> QuantizeLinear) run as integer
+kernels with onnxruntime's exact requantisation (``ops_integer``); QONNX Quant / BipolarQuant / Trunc /
+MultiThreshold follow the qonnx reference (``ops_quant``). New ops are one function each (``register``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from ...data import SampleSet
+from ...errors import UnsupportedOpError
+from .executor import GoldenError, GoldenExecutor
+from .registry import ONNX_DOMAIN, QONNX_DOMAIN, QPASS_DOMAIN, NodeInfo, register, supported_ops
+
+__all__ = ["GoldenExecutor", "GoldenError", "UnsupportedOpError", "run_samples", "register", "supported_ops",
+           "NodeInfo", "ONNX_DOMAIN", "QONNX_DOMAIN", "QPASS_DOMAIN"]
+
+
+def run_samples(model: onnx.ModelProto, samples: SampleSet, outputs: list[str] | None = None, batch_size: int = 64,
+                executor: GoldenExecutor | None = None, acc_bits: int | None = None,
+                overflow: str = "saturate") -> dict[str, np.ndarray]:
+    """Run every sample; return each output stacked on a new leading sample axis (the npz convention).
+
+    Samples are concatenated along the model's symbolic batch dimension (batch_size at a time) when every input
+    and every requested output carries the same one, as ``qpass.backends.ort.run_samples`` does; otherwise each
+    sample is one call.
+    """
+    from ..ort import _batch_symbol  # the same batching rule as the onnxruntime backend
+
+    ex = executor or GoldenExecutor(model, acc_bits=acc_bits, overflow=overflow)
+    names = list(outputs or ex.output_names)
+    n = len(samples)
+    batched = batch_size > 1 and n > 1 and _batch_symbol(model, samples, names)
+    step = batch_size if batched else 1
+    per_sample: dict[str, list[np.ndarray]] = {k: [] for k in names}
+    for start in range(0, n, step):
+        stop = min(n, start + step)
+        if batched:
+            feed = {k: np.concatenate(list(v[start:stop]), axis=0) for k, v in samples.arrays.items()}
+            feed.update(samples.shared)
+        else:
+            feed = samples.feed(start)
+        res = ex.run(feed, names)
+        count = stop - start
+        for k in names:
+            arr = res[k]
+            if count == 1:
+                per_sample[k].append(arr)
+            else:
+                per_sample[k].extend(np.split(arr, count, axis=0))
+    return {k: np.stack(v) for k, v in per_sample.items()}

@@ -1,0 +1,129 @@
+"""Bit-exact float32 / integer helpers shared by the golden kernels.
+
+Everything here reproduces one specific rounding sequence, because the golden simulator is checked bit for bit:
+
+- ``f32`` arithmetic is done with numpy float32 arrays (every operation rounds to nearest even, as SSE/AVX do);
+- ``fma32(a, b, c)`` is a single-rounding fused multiply-add (AVX2 ``vfmadd``), emulated exactly in float64 with
+  a TwoSum correction for the rare double-rounding midpoint;
+- ``rne`` is round-half-to-even to an integer (``_mm_cvtps_epi32`` / ``nearbyintf`` under the default MXCSR);
+- accumulators are int64 (exact) unless an explicit width is requested, see :func:`accumulate_width`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+F32 = np.float32
+F64 = np.float64
+
+INT_INFO = {
+    np.dtype(np.int8): (-128, 127),
+    np.dtype(np.uint8): (0, 255),
+    np.dtype(np.int16): (-32768, 32767),
+    np.dtype(np.uint16): (0, 65535),
+    np.dtype(np.int32): (-(2**31), 2**31 - 1),
+    np.dtype(np.uint32): (0, 2**32 - 1),
+    np.dtype(np.int64): (-(2**63), 2**63 - 1),
+}
+
+
+def int_range(dtype) -> tuple[int, int]:
+    return INT_INFO[np.dtype(dtype)]
+
+
+def f32(x) -> np.ndarray:
+    return np.asarray(x, dtype=F32)
+
+
+def rne(x: np.ndarray) -> np.ndarray:
+    """Round half to even (numpy's ``rint`` is exactly that), keeping the float dtype."""
+    return np.rint(x)
+
+
+def fma32(a, b, c) -> np.ndarray:
+    """float32 fused multiply-add ``round32(a*b + c)`` with one rounding, exactly like the FMA3 instruction."""
+    a64 = np.asarray(a, F32).astype(F64)
+    b64 = np.asarray(b, F32).astype(F64)
+    c64 = np.asarray(c, F32).astype(F64)
+    p = a64 * b64  # exact: 24 + 24 significant bits fit in 53
+    s = p + c64
+    bb = s - p
+    err = (p - (s - bb)) + (c64 - bb)  # TwoSum: p + c == s + err exactly
+    r = s.astype(F32)
+    d = s - r.astype(F64)
+    # double rounding only matters when s sits exactly half way between two float32 neighbours
+    toward = np.where(d > 0, F32(np.inf), F32(-np.inf)).astype(F32)
+    n = np.nextafter(r, toward)
+    mid = (d != 0) & ((r.astype(F64) + n.astype(F64)) * 0.5 == s)
+    fix = mid & (err != 0) & (np.sign(err) == np.sign(d))
+    if np.any(fix):
+        r = np.where(fix, n, r)
+    return r.astype(F32)
+
+
+def saturate_cast(q: np.ndarray, dtype) -> np.ndarray:
+    lo, hi = int_range(dtype)
+    return np.clip(q, lo, hi).astype(dtype)
+
+
+def broadcast_param(p: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
+    """Reshape a per-axis (1-D) scale / zero point so it broadcasts along ``axis`` of an ``ndim`` tensor."""
+    p = np.asarray(p)
+    if p.ndim == 0 or p.size == 1 and axis is None:
+        return p.reshape(())
+    if p.ndim != 1:
+        return p  # blocked / full-shape parameters: already broadcastable
+    shape = [1] * ndim
+    shape[axis % ndim] = -1
+    return p.reshape(shape)
+
+
+def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 1) -> np.ndarray:
+    """ONNX QuantizeLinear as onnxruntime's MLAS kernel computes it (``MlasQuantizeLinear``).
+
+    ``q = clamp(rne(f32(x / scale)), qmin - zp, qmax - zp) + zp``: the division is a float32 division (not a
+    multiplication by the reciprocal), the clamp happens in float before rounding, the zero point is added as an
+    integer. Because the bounds are integers, clamping before or after rounding gives the same result.
+    """
+    x = np.asarray(x, F32)
+    s = broadcast_param(f32(scale), axis, x.ndim)
+    z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, x.ndim)
+    lo, hi = int_range(dtype)
+    v = np.true_divide(x, s, dtype=F32)
+    v = rne(np.where(np.isnan(v), F32(-np.inf), v))  # MINPS/MAXPS send NaN to the lower bound
+    q = np.clip(v.astype(F64) + z, lo, hi)
+    return q.astype(dtype)
+
+
+def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1) -> np.ndarray:
+    """ONNX DequantizeLinear: ``f32(q - zp) * scale`` (exact integer difference, one float32 multiply)."""
+    q = np.asarray(q)
+    s = broadcast_param(f32(scale), axis, q.ndim)
+    if zero_point is None:
+        z = np.int64(0)
+    else:
+        z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, q.ndim)
+    return ((q.astype(np.int64) - z).astype(F32) * s).astype(F32)
+
+
+def requantize_mlas(acc: np.ndarray, multiplier: np.ndarray, zero_point: int, dtype) -> np.ndarray:
+    """MLAS ``MlasRequantizeOutput``: ``clamp(rne(f32(acc) * multiplier), qmin - zp, qmax - zp) + zp``.
+
+    ``acc`` is the int32 accumulator (bias already added), converted to float32 with round-to-nearest-even,
+    multiplied by the float32 multiplier (broadcast per output channel), clamped in float, rounded half to even.
+    """
+    lo, hi = int_range(dtype)
+    v = np.asarray(acc).astype(F32) * f32(multiplier)
+    v = np.clip(v, F32(lo - int(zero_point)), F32(hi - int(zero_point)))
+    return (rne(v).astype(np.int64) + int(zero_point)).astype(dtype)
+
+
+def apply_acc_width(acc: np.ndarray, bits: int | None, mode: str) -> tuple[np.ndarray, int]:
+    """Saturate or wrap an exact int64 result to a signed ``bits``-wide accumulator; return (value, #changed)."""
+    if bits is None:
+        return acc, 0
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    if mode == "wrap":
+        out = ((acc - lo) & ((1 << bits) - 1)) + lo
+    else:
+        out = np.clip(acc, lo, hi)
+    return out, int(np.count_nonzero(out != acc))

@@ -1,0 +1,103 @@
+"""Streamlining, part 3: datatype annotations, minimal accumulator widths, and the integer-only proof.
+
+Every integer tensor is annotated with its exact QONNX datatype (INTn / UINTn from its exact range); every linear
+layer's accumulator gets the minimal width that holds its exact range computed from the actual weights and input
+range (so no overflow is possible). The pass then checks that everything between the input quantisers and the
+float head is integer, and lists each remaining float op with the reason it stayed.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..datatypes import set_annotation
+from ..graph_utils import from_gs, to_gs
+from ..intinfo import LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, linear_bounds, signed_bits
+from ..pass_base import Pass, PassResult
+from ..qops import QONNX_DOMAINS
+
+
+def _type_name(lo: float, hi: float) -> str:
+    bits, signed = signed_bits(lo, hi)
+    if (lo, hi) == (-1, 1):
+        return "TERNARY" if lo != hi else "INT2"
+    return f"{'INT' if signed else 'UINT'}{bits}"
+
+
+def _is_float_head(node: gs.Node, memo: dict) -> bool:
+    """No integer tensor is computed downstream of this node."""
+    if node.name in memo:
+        return memo[node.name]
+    memo[node.name] = True
+    for out in node.outputs:
+        for r in out.outputs:
+            if r.op == "MultiThreshold" or (r.op in LINEAR_OPS and int_range(r.outputs[0]) is not None) \
+                    or is_int_quant(r) or not _is_float_head(r, memo):
+                memo[node.name] = False
+                return False
+    return True
+
+
+class IntegerReport(Pass):
+    name = "integer_report"
+    provides = ("integer_report",)
+
+    def run(self, model, ctx):
+        graph = to_gs(model)
+        memo: dict = {}
+        layers, float_ops = [], []
+        annotations = {}
+        notes = ctx.facts.get("streamline_notes", {})
+        inputs = {t.name for t in graph.inputs}
+        head_memo: dict = {}
+        for node in graph.nodes:
+            outs = [o for o in node.outputs if o is not None]
+            ranges = [int_range(o, memo) for o in outs]
+            for o, r in zip(outs, ranges):
+                if r is not None:
+                    annotations[o.name] = _type_name(*r)
+            if node.op in LINEAR_OPS and ranges and ranges[0] is not None:
+                b = linear_bounds(node, memo)
+                lo, hi = (float(b[0].min()), float(b[1].max())) if b is not None else ranges[0]
+                acc_bits, _ = signed_bits(lo, hi)
+                w = const(node.inputs[1])
+                wr = (float(w.min()), float(w.max())) if w is not None else None
+                ar = int_range(node.inputs[0], memo)
+                reader = outs[0].outputs[0] if outs[0].outputs else None
+                thr = const(reader.inputs[1]) if reader is not None and reader.op == "MultiThreshold" else None
+                layers.append({
+                    "layer": node.name, "op": node.op,
+                    "weight_type": _type_name(*wr) if wr else "?",
+                    "input_type": _type_name(*ar) if ar else "?",
+                    "accumulator_bits": acc_bits, "accumulator_range": [lo, hi],
+                    "thresholds": int(thr.shape[-1]) if thr is not None else 0,
+                    "output": "MultiThreshold" if thr is not None else (reader.op if reader is not None else "output"),
+                })
+            if all(r is not None for r in ranges) and ranges:
+                continue  # integer op
+            if node.domain in QONNX_DOMAINS and node.op in ("Quant", "BipolarQuant") and is_int_quant(node):
+                continue
+            if node.op in TRANSPARENT_OPS:
+                continue
+            reason = None
+            x = node.inputs[0] if node.inputs else None
+            if node.op == "Div" and x is not None and x.name in inputs:
+                continue  # the input quantiser's scaling: part of the input quantiser
+            if _is_float_head(node, head_memo):
+                reason = "float head (dequantised output after the last integer layer)"
+                float_ops.append({"node": node.name, "op": node.op, "reason": reason, "allowed": True})
+                continue
+            prod = x.inputs[0] if x is not None and x.inputs else None
+            reason = notes.get(prod.name) if prod is not None else None
+            float_ops.append({"node": node.name, "op": node.op, "allowed": False,
+                              "reason": reason or "operands are not integer (scales not absorbable exactly)"})
+        out = model
+        if annotations:
+            out = from_gs(graph, model)
+            for name, dt in annotations.items():
+                set_annotation(out, name, dt)
+        inside = [f for f in float_ops if not f["allowed"]]
+        ctx.facts["integer_report"] = {"layers": layers, "float_ops": float_ops, "integer_only": not inside}
+        verdict = "integer-only between input quantisers and float head" if not inside else \
+            f"{len(inside)} float ops inside the integer region"
+        return PassResult(out, bool(annotations), [verdict])

@@ -1,0 +1,275 @@
+"""Streamlining, part 1: make the tensors between quantisers integer.
+
+- ``to_int_codes``: every activation quantiser ``Quant(x, s, z, b)`` becomes ``Quant(Div(x, s), 1, z, b)``, whose
+  output is the integer code c = q - z, followed by a dequantising ``Mul(c, s)``. Bit-exact: Quant computes x / s
+  first and its output is c * s.
+- ``move_dequant``: a dequantising Mul by a scalar moves forward through order-only ops (and MaxPool when s > 0),
+  so that it sits right before the layer that reads it.
+- ``integer_linear``: a Conv / Gemm / MatMul reading ``Mul(c, s_in)`` with a weight on an integer grid
+  (``Quant(W, s_w)``) becomes the integer op on (c, codes) -- the accumulator -- followed by ``Mul(acc, s_in*s_w)``
+  and ``Add(bias)``. This is exactly how the golden simulator evaluates such a layer of the fake-quant graph.
+- ``integer_add``: an Add of two dequantised integer tensors whose scales are powers of two (exact in float)
+  becomes an integer Add of codes aligned by an integer factor, followed by one dequantising Mul.
+- ``integer_pool``: GlobalAveragePool / AveragePool (no padding) over a power-of-two-scaled integer tensor becomes
+  an integer window sum followed by ``Mul(s)`` and ``Div(N)`` (the same float result, since s * c is exact).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from ..graph_utils import NameAllocator, from_gs, to_gs
+from ..intinfo import (LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, is_pow2, is_quant,
+                       quant_params, weight_codes)
+from ..pass_base import Pass, PassResult
+from ..qops import QONNX_DOMAIN, QONNX_DOMAINS
+
+
+class _IntPass(Pass):
+    invalidates = ("ranges",)
+
+    def run(self, model, ctx):
+        graph = to_gs(model)
+        self.names = NameAllocator.for_gs(graph)
+        self.graph = graph
+        n = self.rewrite(graph, ctx)
+        if not n:
+            return PassResult(model, False)
+        return PassResult(from_gs(graph, model), True, [f"{n} rewrites"])
+
+    def const(self, base, value, dtype=np.float32) -> gs.Constant:
+        return gs.Constant(self.names(base), np.asarray(value, dtype))
+
+    def var(self, base, like: gs.Tensor | None = None, dtype=np.float32) -> gs.Variable:
+        return gs.Variable(self.names(base), dtype=dtype, shape=None if like is None else like.shape)
+
+    def node(self, op, inputs, outputs, attrs=None, domain=None) -> gs.Node:
+        n = gs.Node(op, self.names(f"{outputs[0].name}_{op}"), attrs=attrs or {}, inputs=inputs, outputs=outputs,
+                    domain=domain)
+        self.graph.nodes.append(n)
+        return n
+
+
+def dequant_of(t: gs.Tensor):
+    """(codes tensor, scalar scale) if ``t`` is ``Mul(c, s)`` of an integer tensor c by a constant scalar."""
+    if isinstance(t, gs.Constant) or not t.inputs:
+        return None
+    m = t.inputs[0]
+    if m.op != "Mul":
+        return (t, np.float32(1.0)) if int_range(t) is not None else None
+    if len(m.inputs) != 2:
+        return None
+    for ci, si in ((0, 1), (1, 0)):
+        s = const(m.inputs[si])
+        if s is not None and s.size == 1 and const(m.inputs[ci]) is None and int_range(m.inputs[ci]) is not None:
+            return m.inputs[ci], np.float32(s.reshape(-1)[0])
+    return None
+
+
+class ToIntCodes(_IntPass):
+    name = "to_int_codes"
+
+    def rewrite(self, graph, ctx):
+        count = 0
+        for q in list(graph.nodes):
+            if not q.outputs or q.domain not in QONNX_DOMAINS or isinstance(q.inputs[0], gs.Constant):
+                continue
+            if is_quant(q):
+                p = quant_params(q)
+                if p is None or is_int_quant(q) or np.size(p[0]) != 1 or np.size(p[1]) != 1:
+                    continue
+                x, y = q.inputs[0], q.outputs[0]
+                scaled = self.var(f"{x.name}_div")
+                self.node("Div", [x, self.const(f"{q.name}_s", p[0].reshape(()))], [scaled])
+                codes = self.var(f"{y.name}_codes", y)
+                q.inputs[0] = scaled
+                q.inputs[1] = self.const(f"{q.name}_one", 1.0)
+                q.outputs[0] = codes
+                self.node("Mul", [codes, self.const(f"{q.name}_deq", p[0].reshape(()))], [y])
+                count += 1
+            elif is_quant(q, "BipolarQuant"):
+                s = const(q.inputs[1])
+                if s is None or np.all(s == 1):
+                    continue
+                y = q.outputs[0]
+                codes = self.var(f"{y.name}_codes", y)
+                q.inputs[1] = self.const(f"{q.name}_one", 1.0)
+                q.outputs[0] = codes
+                self.node("Mul", [codes, self.const(f"{q.name}_deq", s)], [y])
+                count += 1
+        return count
+
+
+class MoveDequant(_IntPass):
+    name = "move_dequant"
+
+    def rewrite(self, graph, ctx):
+        count = 0
+        for m in list(graph.nodes):
+            if m.op != "Mul" or not m.outputs:
+                continue
+            y = m.outputs[0]
+            d = dequant_of(y)
+            if d is None or len(y.outputs) != 1 or y in graph.outputs:
+                continue
+            c, s = d
+            nxt = y.outputs[0]
+            if nxt.op not in TRANSPARENT_OPS or nxt.inputs[0] is not y or (nxt.op == "MaxPool" and not s > 0):
+                continue
+            if len(nxt.outputs) != 1:
+                continue
+            out = nxt.outputs[0]
+            moved = self.var(f"{out.name}_codes", out)
+            nxt.inputs[0] = c
+            nxt.outputs[0] = moved
+            m.inputs[0] = moved
+            m.inputs[1] = self.const(f"{m.name}_s", s)
+            m.outputs[0] = out
+            count += 1
+        return count
+
+
+def _channel_shape(node: gs.Node, rank: int | None, channels: int) -> list[int]:
+    rank = rank or 2
+    shape = [1] * rank
+    shape[1 if node.op in ("Conv", "ConvTranspose") else rank - 1] = channels
+    return shape
+
+
+class IntegerLinear(_IntPass):
+    name = "integer_linear"
+
+    def rewrite(self, graph, ctx):
+        count = 0
+        for node in list(graph.nodes):
+            if node.op not in LINEAR_OPS or len(node.inputs) < 2 or not node.outputs:
+                continue
+            d = dequant_of(node.inputs[0])
+            wc = weight_codes(node.inputs[1])
+            if d is None or wc is None:
+                continue
+            if node.op == "MatMul" and wc[0].ndim != 2:
+                continue
+            c, s_in = d
+            codes, s_w = wc
+            has_bias = len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name
+            if c is node.inputs[0] and isinstance(node.inputs[1], gs.Constant) and np.all(s_w == 1) \
+                    and s_in == 1 and not has_bias:
+                continue  # already integer
+            out_axis = {"Conv": 0, "ConvTranspose": 1}.get(node.op)
+            if node.op == "Gemm":
+                out_axis = 0 if int(node.attrs.get("transB", 0)) else 1
+            elif node.op == "MatMul":
+                out_axis = 1
+            channels = codes.shape[out_axis]
+            s_w = np.asarray(s_w, np.float32).reshape(-1)
+            if s_w.size not in (1, channels):
+                continue
+            s_comb = (np.float32(s_in) * s_w).astype(np.float32)
+            bias = None
+            if len(node.inputs) > 2 and node.inputs[2] is not None and node.inputs[2].name:
+                bias = node.inputs[2]
+            y = node.outputs[0]
+            rank = len(y.shape) if y.shape is not None else None
+            acc = self.var(f"{y.name}_acc", y)
+            node.inputs[0] = c
+            node.inputs[1] = self.const(f"{node.name}_wcodes", codes)
+            while len(node.inputs) > 2:
+                node.inputs.pop()
+            node.outputs[0] = acc
+            shaped = s_comb.reshape(_channel_shape(node, rank, channels)) if s_comb.size > 1 else s_comb.reshape(())
+            if bias is None:
+                self.node("Mul", [acc, self.const(f"{node.name}_scale", shaped)], [y])
+            else:
+                mid = self.var(f"{y.name}_scaled", y)
+                self.node("Mul", [acc, self.const(f"{node.name}_scale", shaped)], [mid])
+                b = bias
+                bv = const(b) if isinstance(b, gs.Constant) else None
+                if bv is not None:
+                    b = self.const(f"{node.name}_bias", bv.reshape(_channel_shape(node, rank, bv.size)))
+                elif b.inputs and is_quant(b.inputs[0]) and isinstance(b.inputs[0].inputs[0], gs.Constant):
+                    bv = np.asarray(b.inputs[0].inputs[0].values, np.float32)  # already on its grid
+                    b = self.const(f"{node.name}_bias", bv.reshape(_channel_shape(node, rank, bv.size)))
+                self.node("Add", [mid, b], [y])
+            count += 1
+        return count
+
+
+class IntegerAdd(_IntPass):
+    name = "integer_add"
+
+    def rewrite(self, graph, ctx):
+        count = 0
+        for node in list(graph.nodes):
+            if node.op != "Add" or len(node.inputs) != 2 or not node.outputs or int_range(node.outputs[0]) is not None:
+                continue
+            da, db = dequant_of(node.inputs[0]), dequant_of(node.inputs[1])
+            if da is None or db is None or not (is_pow2(da[1]) and is_pow2(db[1])):
+                if da is not None and db is not None:
+                    ctx.facts.setdefault("streamline_notes", {})[node.name] = (
+                        f"Add of branches scaled {float(da[1]):.6g} and {float(db[1]):.6g}: not both powers of two, so "
+                        "the sum is not an exact integer op (use fixed/dfp activation formats)")
+                continue
+            if da[1] < db[1]:
+                da, db = db, da
+            (ca, sa), (cb, sb) = da, db
+            factor = float(sa) / float(sb)  # a power of two >= 1
+            y = node.outputs[0]
+            a_in = ca
+            if factor != 1:
+                a_in = self.var(f"{ca.name}_aligned", ca)
+                self.node("Mul", [ca, self.const(f"{node.name}_align", factor)], [a_in])
+            acc = self.var(f"{y.name}_acc", y)
+            node.inputs[0] = a_in
+            node.inputs[1] = cb
+            node.outputs[0] = acc
+            self.node("Mul", [acc, self.const(f"{node.name}_scale", sb)], [y])
+            count += 1
+        return count
+
+
+class IntegerPool(_IntPass):
+    name = "integer_pool"
+
+    def rewrite(self, graph, ctx):
+        count = 0
+        for node in list(graph.nodes):
+            if node.op not in ("GlobalAveragePool", "AveragePool") or not node.outputs:
+                continue
+            d = dequant_of(node.inputs[0])
+            x = node.inputs[0]
+            if d is not None and not is_pow2(d[1]):
+                ctx.facts.setdefault("streamline_notes", {})[node.name] = (
+                    f"average of values scaled {float(d[1]):.6g}: not a power of two, so not an exact integer sum")
+            if d is None or not is_pow2(d[1]) or x.shape is None or len(x.shape) != 4:
+                continue
+            c, s = d
+            y = node.outputs[0]
+            if node.op == "GlobalAveragePool":
+                if not all(isinstance(v, int) for v in x.shape[2:]):
+                    continue
+                n = int(x.shape[2] * x.shape[3])
+                summed = self.var(f"{y.name}_sum", y)
+                self.node("ReduceSum", [c, self.const(f"{node.name}_axes", [2, 3], np.int64)], [summed],
+                          attrs={"keepdims": 1})
+            else:
+                if any(int(p) for p in node.attrs.get("pads", [])) or int(node.attrs.get("ceil_mode", 0)):
+                    continue
+                k = [int(v) for v in node.attrs["kernel_shape"]]
+                n, channels = int(np.prod(k)), x.shape[1]
+                if not isinstance(channels, int):
+                    continue
+                summed = self.var(f"{y.name}_sum", y)
+                # the window sum as a depthwise Conv with a kernel of ones: exact on integers
+                attrs = {"group": channels, "kernel_shape": k}
+                if "strides" in node.attrs:
+                    attrs["strides"] = list(node.attrs["strides"])
+                self.node("Conv", [c, self.const(f"{node.name}_ones", np.ones([channels, 1] + k))], [summed],
+                          attrs=attrs)
+            scaled = self.var(f"{y.name}_scaled", y)
+            self.node("Mul", [summed, self.const(f"{node.name}_s", s)], [scaled])
+            self.node("Div", [scaled, self.const(f"{node.name}_n", float(n))], [y])
+            node.inputs.clear()
+            node.outputs.clear()
+            count += 1
+        return count
