@@ -38,6 +38,22 @@ class OptimizeResult:
     pipeline: Pipeline | None = None
 
 
+def _snapshot_before_lowering(when: str, p, model: onnx.ModelProto, rec) -> None:
+    """Keep the QONNX graph (what the golden simulator and the HLS backend read) before ``lower_ort`` rewrites it."""
+    if when == "before" and p.name == "lower_ort":
+        snap = onnx.ModelProto()
+        snap.CopyFrom(model)
+        p._snapshot = snap
+
+
+def qonnx_model(result: "OptimizeResult") -> onnx.ModelProto:
+    """The model before lowering to standard ONNX (the final model when the pipeline has no lowering)."""
+    for p in (result.pipeline.flat_passes() if result.pipeline else ()):
+        if p.name == "lower_ort" and getattr(p, "_snapshot", None) is not None:
+            return p._snapshot
+    return result.model
+
+
 def as_samples(data, model: onnx.ModelProto) -> SampleSet:
     if isinstance(data, SampleSet):
         return data
@@ -59,5 +75,6 @@ def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pi
                       progress=progress, verify=verify, disabled=set(disabled or ()))
     if calib is not None:
         ctx.facts["calibration_data"] = as_samples(calib, model)
+    ctx.instruments.append(_snapshot_before_lowering)
     out = PassManager(pipeline, ctx).run(model)
     return OptimizeResult(out, ctx.records, ctx.facts, pipeline)

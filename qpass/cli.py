@@ -149,11 +149,15 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
             click.echo(line)
         click.echo(f"wrote {out_path}")
     if eval_samples is not None:
-        from .evaluate import compare
+        from .api import qonnx_model
+        from .evaluate import check_backends, compare
 
         cmp = compare(src, result.model, eval_samples, threads)
         for line in cmp.lines():
             click.echo(line)
+        if "fakequant" in result.facts:
+            for line in check_backends(qonnx_model(result), result.model, eval_samples, threads).lines():
+                click.echo(line)
 
 
 @main.command()
@@ -205,7 +209,8 @@ def inspect(model):
               help="Input samples (.npz keyed by input name, samples stacked on a leading axis).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
               help="Write outputs to this .npz (stacked per sample).")
-@click.option("--backend", type=click.Choice(["ort"]), default="ort", show_default=True)
+@click.option("--backend", type=click.Choice(["ort", "golden"]), default="ort", show_default=True,
+              help="onnxruntime, or the bit-exact numpy golden simulator.")
 @click.option("--threads", default=1, show_default=True)
 @user_errors
 def run(model, inputs_path, output, backend, threads):
@@ -218,7 +223,12 @@ def run(model, inputs_path, output, backend, threads):
 
     m = load(model)
     samples = load_samples(inputs_path, m)
-    outs = run_samples(m, samples, threads)
+    if backend == "golden":
+        from .backends.golden import run_samples as golden_run
+
+        outs = golden_run(m, samples)
+    else:
+        outs = run_samples(m, samples, threads)
     for name, arr in outs.items():
         click.echo(f"{name}: shape {arr.shape} dtype {arr.dtype} mean {float(np.mean(arr)):.6g}")
     if samples.labels is not None:

@@ -285,7 +285,7 @@ class _Quantizer:
         if ch.format != "auto":
             self.quantize_weight(node, 2, "bias")
             return
-        a = self.act_params.get(node.inputs[0].name)
+        a = self.input_params(node)
         w = self.weight_params.get(node.name)
         if a is None or w is None or a[0] != "Quant" or w[0] != "Quant" or np.size(a[1]) != 1:
             self.report.setdefault("float_bias", []).append(node.name)
@@ -310,13 +310,24 @@ class _Quantizer:
         node.inputs[2] = out
         self.annotations[out.name] = "INT32"
 
+    def input_params(self, node: gs.Node) -> tuple | None:
+        """The quantiser of a layer's input, looking back through order-only ops."""
+        t = node.inputs[0]
+        for _ in range(64):
+            if t.name in self.act_params:
+                return self.act_params[t.name]
+            if not t.inputs or t.inputs[0].op not in TRANSPARENT_OPS:
+                return None
+            t = t.inputs[0].inputs[0]
+        return None
+
     def accumulator_quant(self, node: gs.Node) -> tuple | None:
         ch = self.choose("accumulator", node, node.outputs[0].name)
         fmt = ch.format
         if fmt is None:
             return None
         bits = getattr(fmt, "W", None)
-        a = self.act_params.get(node.inputs[0].name)
+        a = self.input_params(node)
         w = self.weight_params.get(node.name)
         if bits is None or a is None or w is None or a[0] != "Quant" or w[0] != "Quant" or np.size(a[1]) != 1:
             self.report.setdefault("float_accumulators", []).append(node.name)

@@ -38,6 +38,22 @@ def _is_float_head(node: gs.Node, memo: dict) -> bool:
     return True
 
 
+def _reason(node: gs.Node, notes: dict, memo: dict) -> str:
+    if node.name in notes:
+        return notes[node.name]
+    readers = [r for o in node.outputs for r in o.outputs]
+    if node.op == "Mul" and node.inputs and int_range(node.inputs[0], memo) is not None:
+        why = next((notes[r.name] for r in readers if r.name in notes), None)
+        return "dequantises integer codes for a float op" + (f" ({why})" if why else "")
+    if node.op == "Div" and any(is_int_quant(r) for r in readers):
+        return "scales a float result into the next quantiser"
+    x = node.inputs[0] if node.inputs else None
+    prod = x.inputs[0] if x is not None and not isinstance(x, gs.Constant) and x.inputs else None
+    if prod is not None and prod.name in notes:
+        return f"after {prod.op} {prod.name!r}: {notes[prod.name]}"
+    return "its inputs are not integer"
+
+
 class IntegerReport(Pass):
     name = "integer_report"
     provides = ("integer_report",)
@@ -87,10 +103,8 @@ class IntegerReport(Pass):
                 reason = "float head (dequantised output after the last integer layer)"
                 float_ops.append({"node": node.name, "op": node.op, "reason": reason, "allowed": True})
                 continue
-            prod = x.inputs[0] if x is not None and x.inputs else None
-            reason = notes.get(prod.name) if prod is not None else None
             float_ops.append({"node": node.name, "op": node.op, "allowed": False,
-                              "reason": reason or "operands are not integer (scales not absorbable exactly)"})
+                              "reason": _reason(node, notes, memo)})
         out = model
         if annotations:
             out = from_gs(graph, model)

@@ -21,7 +21,7 @@ from onnx import numpy_helper
 
 from ...errors import QpassError, UnsupportedOpError
 from . import ops_float, ops_integer, ops_quant  # noqa: F401  (register kernels)
-from .registry import NodeInfo, lookup
+from .registry import QONNX_DOMAIN, NodeInfo, lookup
 
 OVERFLOW_MODES = ("saturate", "wrap")
 
@@ -161,11 +161,15 @@ class GoldenExecutor:
     def _node_step(self, n: NodeInfo) -> _Step:
         kernel = lookup(n.domain, n.op_type).fn
 
+        counts_saturation = n.op_type == "Quant" and n.domain == QONNX_DOMAIN
+
         def run(values, n=n, kernel=kernel):
             args = list(values)
             while args and args[-1] is None and len(args) > 0:
                 args.pop()
             out = kernel(n, *args)
+            if counts_saturation and args[0] is not None:
+                self._count_quant_saturation(n, args)
             return list(out) if isinstance(out, (tuple, list)) else [out]
 
         return _Step(list(n.inputs), list(n.outputs), run, n.label, node=n)
@@ -188,6 +192,19 @@ class GoldenExecutor:
                 st[k] = v if st[k] is None else max(st[k], v)
             elif v is not None:
                 st[k] = st.get(k, 0) + int(v)
+
+    def _count_quant_saturation(self, n: NodeInfo, args) -> None:
+        """Every quantiser counts the elements it saturated (outside its integer range before rounding)."""
+        x, scale, zeropt, bits = (np.asarray(a) for a in args[:4])
+        bits = int(np.asarray(bits).reshape(-1)[0])
+        if bits == 1 and bool(n.attr("signed", 1)):
+            return
+        y = x.astype(np.float32) / scale.astype(np.float32) + zeropt.astype(np.float32)
+        lo, hi = ops_quant.int_bounds(bool(n.attr("signed", 1)), bool(n.attr("narrow", 1)), bits)
+        st = self.stats.setdefault(n.name, {"kind": "quant", "calls": 0, "outputs": 0, "saturated": 0})
+        st["calls"] += 1
+        st["outputs"] += int(y.size)
+        st["saturated"] += int(np.count_nonzero((y < lo) | (y > hi)))
 
     def reset_stats(self) -> None:
         self.stats.clear()
