@@ -91,8 +91,8 @@ def test_mse_clip_minimises_the_actual_quantisation_error(heavy):
 
     grid = np.linspace(0.5, float(np.abs(x).max()), 120)
     best = min(err(c) for c in grid)
-    assert err(hi) <= 1.002 * best  # the histogram model is within 0.2% of a brute-force search
-    assert err(hi) < 0.7 * err(float(np.abs(x).max()))  # clearly better than minmax at 4 bits
+    assert err(hi) <= 1.01 * best  # the histogram model is within 1% of a brute-force search
+    assert err(hi) < 0.8 * err(float(np.abs(x).max()))  # clearly better than minmax at 4 bits
     clips, curve = ob.mse_curve()
     i = np.searchsorted(clips, hi)
     assert curve[i] == curve.min() and curve[i] == pytest.approx(err(hi), rel=0.1)

@@ -340,7 +340,12 @@ def test_affine_static_idempotent_and_dynamic_in_range(x, mode, signed, symmetri
     static = Affine(8, signed, scale=scale, zero_point=int(np.asarray(r.zero_point).reshape(-1)[0]))
     np.testing.assert_array_equal(static.quantize(x, mode).values, r.values)
     np.testing.assert_array_equal(static.quantize(r.values, mode).values, r.values)
-    np.testing.assert_allclose(f.quantize(r.values, mode).values, r.values, rtol=1e-5, atol=1e-6)
+    again = f.quantize(r.values, mode)  # new parameters from the quantised data
+    if symmetric:
+        np.testing.assert_allclose(again.values, r.values, rtol=1e-5, atol=1e-6)
+    else:  # the rounded zero point may move the grid (uint8 on [-1, 1]: zp 127 -> 128), within half a step
+        step = float(np.asarray(again.scale).reshape(-1)[0])
+        assert np.all(np.abs(again.values.astype(np.float64) - r.values) <= step * 0.5 * (1 + 1e-5) + 1e-6)
 
 
 def test_affine_per_channel_and_per_group_scales():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +109,15 @@ class FakeQuantOptions:
         self.rules = rules
 
 
+@dataclass(frozen=True)
+class _AccWidth:
+    W: int
+
+    @property
+    def name(self) -> str:
+        return f"int{self.W}"
+
+
 @dataclass
 class Choice:
     format: object | None  # a qpass.formats Format, or None for float
@@ -164,6 +174,10 @@ class _Quantizer:
                     if getattr(r, k) is not None:
                         c[k] = getattr(r, k)
         fmt = None
+        if role == "accumulator" and c["format"] is not None:
+            m = re.fullmatch(r"(?:int|acc:?)?(\d+)", str(c["format"]).strip().lower())
+            if m:  # an accumulator is an integer on the s_in * s_w grid: only its width matters
+                return Choice(_AccWidth(int(m.group(1))), "ROUND", None, c["calibrator"], c["overflow"])
         if c["format"] not in (None, "float", "auto"):
             fmt = self._formats.get(c["format"])
             if fmt is None:

@@ -84,7 +84,7 @@ class IntegerReport(Pass):
                 layers.append({
                     "layer": node.name, "op": node.op,
                     "weight_type": _type_name(*wr) if wr else "?",
-                    "input_type": _type_name(*ar) if ar else "?",
+                    "input_type": _type_name(*ar) if ar else "?", "input_range": list(ar) if ar else None,
                     "accumulator_bits": acc_bits, "accumulator_range": [lo, hi],
                     "thresholds": int(thr.shape[-1]) if thr is not None else 0,
                     "output": "MultiThreshold" if thr is not None else (reader.op if reader is not None else "output"),

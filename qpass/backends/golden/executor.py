@@ -20,7 +20,7 @@ import onnx
 from onnx import numpy_helper
 
 from ...errors import QpassError, UnsupportedOpError
-from . import ops_float, ops_integer, ops_quant  # noqa: F401  (register kernels)
+from . import ops_float, ops_integer, ops_quant, quant_linear  # noqa: F401  (register kernels)
 from .registry import QONNX_DOMAIN, NodeInfo, lookup
 
 OVERFLOW_MODES = ("saturate", "wrap")
@@ -134,6 +134,7 @@ class GoldenExecutor:
             raise UnsupportedOpError(f"golden simulator: {problems[0]}{more}")
 
     def _build_steps(self) -> None:
+        self.quant_linear = quant_linear.plan(self.nodes, self.initializers)
         fctx = ops_integer.FusionContext(self)
         plans = fctx.plan_all()
         self.fused = {name: op.kind for name, op in plans.items() if not isinstance(op, str)}
@@ -160,6 +161,16 @@ class GoldenExecutor:
 
     def _node_step(self, n: NodeInfo) -> _Step:
         kernel = lookup(n.domain, n.op_type).fn
+        if n.name in self.quant_linear:
+            info = self.quant_linear[n.name]
+
+            def run_int(values, n=n, kernel=kernel, info=info):
+                args = list(values)
+                while args and args[-1] is None:
+                    args.pop()
+                return [quant_linear.run(n, kernel, info, *args)]
+
+            return _Step(list(n.inputs), list(n.outputs), run_int, n.label + " (integer)", node=n)
 
         counts_saturation = n.op_type == "Quant" and n.domain == QONNX_DOMAIN
 
