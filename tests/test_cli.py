@@ -149,3 +149,27 @@ def test_inspect_and_run(tmp_path):
 def test_help(cmd):
     r = qpass_cli(*cmd)
     assert r.returncode == 0 and "Usage" in r.stdout
+
+
+def test_run_with_golden_backend_matches_ort(tmp_path):
+    outs = {}
+    for backend in ("ort", "golden"):
+        out = tmp_path / f"{backend}.npz"
+        r = qpass_cli("run", MODELS / "digits_cnn.onnx", "--inputs", MODELS / "digits_cnn.eval.npz",
+                      "--backend", backend, "-o", out)
+        assert r.returncode == 0, r.stderr
+        with np.load(out) as z:
+            outs[backend] = z["logits"]
+    np.testing.assert_allclose(outs["golden"], outs["ort"], rtol=1e-5, atol=1e-5)
+
+
+def test_format_flags_report_accuracy_and_backend_agreement(tmp_path):
+    r = qpass_cli("optimize", MODELS / "digits_cnn.onnx", "-o", tmp_path / "f.onnx", "--weights", "dfp:8",
+                  "--activations", "dfp:8", "--eval", MODELS / "digits_cnn.eval.npz")
+    assert r.returncode == 0, r.stderr
+    assert "pipeline: fakequant" in r.stdout and "dfp<8>" in r.stdout
+    assert "golden vs onnxruntime: identical predictions on 360/360" in r.stdout
+    assert "golden accuracy:" in r.stdout and "saturated elements" in r.stdout
+    r = qpass_cli("optimize", MODELS / "digits_cnn.onnx", "-o", tmp_path / "g.onnx", "--weights", "fixed:99,1")
+    assert r.returncode == 2 and "word width" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "g.onnx").exists()
