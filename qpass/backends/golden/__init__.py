@@ -33,27 +33,8 @@ def run_samples(model: onnx.ModelProto, samples: SampleSet, outputs: list[str] |
     and every requested output carries the same one, as ``qpass.backends.ort.run_samples`` does; otherwise each
     sample is one call.
     """
-    from ..ort import _batch_symbol  # the same batching rule as the onnxruntime backend
+    from ...batching import run_stacked
 
     ex = executor or GoldenExecutor(model, acc_bits=acc_bits, overflow=overflow)
     names = list(outputs or ex.output_names)
-    n = len(samples)
-    batched = batch_size > 1 and n > 1 and _batch_symbol(model, samples, names)
-    step = batch_size if batched else 1
-    per_sample: dict[str, list[np.ndarray]] = {k: [] for k in names}
-    for start in range(0, n, step):
-        stop = min(n, start + step)
-        if batched:
-            feed = {k: np.concatenate(list(v[start:stop]), axis=0) for k, v in samples.arrays.items()}
-            feed.update(samples.shared)
-        else:
-            feed = samples.feed(start)
-        res = ex.run(feed, names)
-        count = stop - start
-        for k in names:
-            arr = res[k]
-            if count == 1:
-                per_sample[k].append(arr)
-            else:
-                per_sample[k].extend(np.split(arr, count, axis=0))
-    return {k: np.stack(v) for k, v in per_sample.items()}
+    return run_stacked(lambda feed: [ex.run(feed, names)[k] for k in names], model, samples, names, batch_size)
