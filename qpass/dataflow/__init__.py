@@ -3,12 +3,12 @@ resource models, folding for a frame-rate target or a device budget, and FIFO si
 stream simulation. Independent of ONNX; a graph pass turns nodes into these layer descriptions."""
 from qpass.dataflow.devices import DEVICES, Device, get_device
 from qpass.dataflow.fifo_sim import FifoEdge, FifoResult, simulate_with_depths, size_fifos
-from qpass.dataflow.folding import FoldingResult, LayerFold, fold_for_budget, fold_for_target
+from qpass.dataflow.folding import FoldingResult, LayerFold, evaluate, fold_for_budget, fold_for_target
 from qpass.dataflow.layers import (MVTU, AddStreams, ChannelwiseOp, Concat, Layer, Pool, Reorder, Resources,
                                    SlidingWindow, Thresholding)
 
 __all__ = [
     "DEVICES", "Device", "get_device", "FifoEdge", "FifoResult", "simulate_with_depths", "size_fifos",
-    "FoldingResult", "LayerFold", "fold_for_budget", "fold_for_target", "MVTU", "AddStreams",
+    "FoldingResult", "LayerFold", "evaluate", "fold_for_budget", "fold_for_target", "MVTU", "AddStreams",
     "ChannelwiseOp", "Concat", "Layer", "Pool", "Reorder", "Resources", "SlidingWindow", "Thresholding",
 ]

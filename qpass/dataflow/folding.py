@@ -227,6 +227,15 @@ def _fold_finn(layers, budget, wwidth_max):
     return out, folds
 
 
+def evaluate(layers: Sequence[Layer], clock_ns: float = 10.0, *, edges: Sequence[tuple[str, str]] | None = None,
+             device: Device | str | None = None) -> FoldingResult:
+    """Cycles, resources, FPS and latency of layers as they are folded now (e.g. a hand folding)."""
+    layers = _check_layers(layers)
+    folds = [LayerFold(l.name, l.kind, *l.fold, l.cycles(), l.resources(), 0) for l in layers]
+    return FoldingResult(list(layers), folds, clock_ns, list(edges) if edges is not None else None,
+                         strategy="given", device=get_device(device) if device is not None else None)
+
+
 def fold_for_target(layers: Sequence[Layer], target_fps: float, clock_ns: float = 10.0, *,
                     edges: Sequence[tuple[str, str]] | None = None, strategy: str = "min_lut",
                     mvau_wwidth_max: int = MVAU_WWIDTH_MAX, two_pass_relaxation: bool = True) -> FoldingResult:
