@@ -42,6 +42,12 @@ def is_int_quant(node: gs.Node) -> bool:
     return p is not None and np.all(p[0] == 1) and np.all(p[1] == np.round(p[1])) and np.size(p[1]) == 1
 
 
+def is_bipolar_codes(node: gs.Node) -> bool:
+    """A BipolarQuant with scale 1: its output is the code +-1."""
+    return is_quant(node, "BipolarQuant") and const(node.inputs[1]) is not None and \
+        bool(np.all(const(node.inputs[1]) == 1))
+
+
 def is_pow2(v) -> bool:
     v = np.asarray(v, np.float64)
     if v.size == 0 or np.any(v <= 0):
@@ -60,9 +66,16 @@ def weight_codes(t) -> tuple[np.ndarray, np.ndarray] | None:
         if np.all(v == np.round(v)):
             return v, np.ones(1, np.float32)
         return None
-    if not t.inputs or not is_quant(t.inputs[0]):
+    if not t.inputs:
         return None
     q = t.inputs[0]
+    if is_quant(q, "BipolarQuant"):  # binary weights: codes +-1 with per-channel alpha
+        vals, s = const(q.inputs[0]), const(q.inputs[1])
+        if vals is None or s is None:
+            return None
+        return np.where(vals.astype(np.float32) >= 0, 1.0, -1.0), s.astype(np.float32)
+    if not is_quant(q):
+        return None
     p = quant_params(q)
     vals = const(q.inputs[0])
     if p is None or vals is None or np.any(p[1] != 0):

@@ -19,7 +19,8 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from ..intinfo import LINEAR_OPS, const, int_range, is_int_quant, linear_bounds, quant_params, signed_bits
+from ..intinfo import (LINEAR_OPS, const, int_range, is_bipolar_codes, is_int_quant, linear_bounds,
+                       quant_params, signed_bits)
 from ..qops import QONNX_DOMAIN, QONNX_DOMAINS, int_bounds
 from .integerize import _IntPass
 
@@ -54,7 +55,7 @@ def find_chain(graph: gs.Graph, acc: gs.Tensor):
         n = t.outputs[0]
         if n.inputs[0] is not t and n.op not in ("Add", "Mul"):
             return None, f"{n.op} {n.name!r} reads the value as a parameter"
-        if is_int_quant(n):
+        if is_int_quant(n) or is_bipolar_codes(n):
             chain.append(n)
             return chain, None
         if n.op not in CHAIN_OPS:
@@ -145,12 +146,17 @@ class AbsorbThresholds(_IntPass):
         return count
 
     def absorb(self, graph, node, acc, chain):
-        qp = quant_params(chain[-1])
-        qlo, qhi = int_bounds(qp[2], qp[3], qp[4])
-        z = float(np.asarray(qp[1]).reshape(-1)[0])
-        code_min, code_max = qlo - z, qhi - z
-        if qp[2] > self.opts.max_bits:
-            return False, f"{qp[2]}-bit output quantiser: more than max_bits={self.opts.max_bits} thresholds"
+        if is_bipolar_codes(chain[-1]):  # sign activation: codes -1, +1 -> one threshold, out = 2 * count - 1
+            code_min, code_max, step = -1.0, 1.0, 2.0
+        else:
+            qp = quant_params(chain[-1])
+            qlo, qhi = int_bounds(qp[2], qp[3], qp[4])
+            z = float(np.asarray(qp[1]).reshape(-1)[0])
+            code_min, code_max, step = qlo - z, qhi - z, 1.0
+            if qp[2] == 1 and qp[3]:  # QONNX's 1-bit signed Quant is a sign function too
+                code_min, code_max, step = -1.0, 1.0, 2.0
+            if qp[2] > self.opts.max_bits:
+                return False, f"{qp[2]}-bit output quantiser: more than max_bits={self.opts.max_bits} thresholds"
         rank = len(acc.shape) if acc.shape is not None else None
         if rank is None or rank < 2:
             return False, "accumulator rank unknown"
@@ -179,17 +185,18 @@ class AbsorbThresholds(_IntPass):
             lo_s, hi_s = np.where(decreasing, -hi_i, lo_i), np.where(decreasing, -lo_i, hi_i)
         else:
             g, lo_s, hi_s = f, lo_i, hi_i
-        levels = np.arange(code_min + 1, code_max + 1, dtype=np.float64)
+        levels = np.arange(code_min + step, code_max + 1, step, dtype=np.float64)
         thr = search_thresholds(g, lo_s, hi_s, levels)  # (K, C)
-        if not self.verify(g, thr, lo_s, hi_s, code_min):
+        if not self.verify(g, thr, lo_s, hi_s, code_min, step):
             return False, "the chain is not monotonic in the accumulator"
         if decreasing.any():
             self.flip_channels(node, decreasing)
         out = chain[-1].outputs[0]
         layout = {4: "NCHW", 2: "NC", 3: "NCW" if axis == 1 else "NWC"}.get(rank, "NCHW")
         bits, signed = signed_bits(code_min, code_max)
+        dtype = "BIPOLAR" if step == 2.0 else f"{'INT' if signed else 'UINT'}{bits}"
         mt = gs.Node("MultiThreshold", self.names(f"{node.name}_MultiThreshold"), domain=QONNX_DOMAIN,
-                     attrs={"out_dtype": f"{'INT' if signed else 'UINT'}{bits}", "out_scale": 1.0,
+                     attrs={"out_dtype": dtype, "out_scale": step,
                             "out_bias": float(code_min), "data_layout": layout},
                      inputs=[acc, self.const(f"{node.name}_thresholds", thr.T.astype(np.float32))], outputs=[out])
         for n in chain:
@@ -198,13 +205,13 @@ class AbsorbThresholds(_IntPass):
         graph.nodes.append(mt)
         return True, None
 
-    def verify(self, g, thr, lo, hi, code_min) -> bool:
+    def verify(self, g, thr, lo, hi, code_min, step=1.0) -> bool:
         K, C = thr.shape
         rng = np.random.default_rng(self.opts.seed)
         pts = [rng.integers(lo, hi + 1, size=(self.opts.verify_samples, C)), thr, thr - 1]
         a = np.clip(np.concatenate(pts), lo, hi)
         want = g(a)
-        got = code_min + (a[:, None, :] >= thr[None, :, :]).sum(axis=1)
+        got = code_min + step * (a[:, None, :] >= thr[None, :, :]).sum(axis=1)
         return bool(np.array_equal(want, got))
 
     def flip_channels(self, node, mask):
