@@ -241,5 +241,32 @@ def run(model, inputs_path, output, backend, threads):
         click.echo(f"wrote {output}")
 
 
+@main.command()
+@click.argument("models_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the converted models and summary.md / summary.csv.")
+@click.option("--pipeline", "pipeline_name", default="default", show_default=True,
+              help="Built-in pipeline name or a pipeline YAML file.")
+@click.option("--jobs", default=2, show_default=True, help="Parallel worker processes.")
+@click.option("-q", "--quiet", is_flag=True)
+@user_errors
+def zoo(models_dir, out_dir, pipeline_name, jobs, quiet):
+    """Convert every model in MODELS_DIR (each with its MODEL.calib.npz) and write a summary table."""
+    from .pipelines import load_pipeline
+    from .zoo import run_zoo
+
+    load_pipeline(pipeline_name)  # a bad pipeline is one error, not one per model
+    if out_dir.resolve() == models_dir.resolve():
+        raise QpassError("the output folder must differ from the models folder")
+    rows = run_zoo(models_dir, out_dir, pipeline_name, max(1, jobs), progress=not quiet)
+    for r in rows:
+        extra = f"SQNR {r.sqnr_db} dB, {r.metric_name} {r.metric}" if r.status == "ok" else r.reason
+        click.echo(f"{r.status:<8}{r.model:<48}{r.seconds:>8.2f}s  {extra}")
+    ok = sum(r.status == "ok" for r in rows)
+    click.echo(f"{ok} of {len(rows)} converted; summary in {out_dir / 'summary.md'} and {out_dir / 'summary.csv'}")
+    if any(r.status == "failed" for r in rows):
+        sys.exit(1)  # the others were converted; the exit code tells scripts that something failed
+
+
 if __name__ == "__main__":
     main()
