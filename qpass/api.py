@@ -38,20 +38,31 @@ class OptimizeResult:
     pipeline: Pipeline | None = None
 
 
-def _snapshot_before_lowering(when: str, p, model: onnx.ModelProto, rec) -> None:
-    """Keep the QONNX graph (what the golden simulator and the HLS backend read) before ``lower_ort`` rewrites it."""
-    if when == "before" and p.name == "lower_ort":
-        snap = onnx.ModelProto()
-        snap.CopyFrom(model)
-        p._snapshot = snap
+SNAPSHOT_BEFORE = ("quantize_qdq", "fakequant", "lower_ort")
+
+
+def _snapshots(ctx: PassContext):
+    """An instrument keeping the model as it was before quantisation and before lowering (for reports, golden
+    runs and the HLS backend): ``facts["snapshots"][pass name]``."""
+
+    def inst(when: str, p, model: onnx.ModelProto, rec) -> None:
+        if when == "before" and p.name in SNAPSHOT_BEFORE:
+            snap = onnx.ModelProto()
+            snap.CopyFrom(model)
+            ctx.facts.setdefault("snapshots", {})[p.name] = snap
+
+    return inst
 
 
 def qonnx_model(result: "OptimizeResult") -> onnx.ModelProto:
     """The model before lowering to standard ONNX (the final model when the pipeline has no lowering)."""
-    for p in (result.pipeline.flat_passes() if result.pipeline else ()):
-        if p.name == "lower_ort" and getattr(p, "_snapshot", None) is not None:
-            return p._snapshot
-    return result.model
+    return result.facts.get("snapshots", {}).get("lower_ort", result.model)
+
+
+def float_model(result: "OptimizeResult") -> onnx.ModelProto | None:
+    """The normalised float model right before quantisation, if the pipeline quantised."""
+    snaps = result.facts.get("snapshots", {})
+    return snaps.get("quantize_qdq") or snaps.get("fakequant")
 
 
 def as_samples(data, model: onnx.ModelProto) -> SampleSet:
@@ -75,6 +86,6 @@ def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pi
                       progress=progress, verify=verify, disabled=set(disabled or ()))
     if calib is not None:
         ctx.facts["calibration_data"] = as_samples(calib, model)
-    ctx.instruments.append(_snapshot_before_lowering)
+    ctx.instruments.append(_snapshots(ctx))
     out = PassManager(pipeline, ctx).run(model)
     return OptimizeResult(out, ctx.records, ctx.facts, pipeline)

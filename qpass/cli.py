@@ -77,6 +77,9 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 @click.option("--eval", "eval_path", type=click.Path(dir_okay=False),
               help="Evaluation samples (.npz, optional 'labels'): print float vs quantized accuracy and SQNR.")
 @click.option("--threads", default=1, show_default=True, help="onnxruntime threads for calibration and eval.")
+@click.option("--report", "report_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write an HTML report (and a .json twin): per-quantiser format, range, saturation, SQNR, "
+                   "histograms, pass timeline.")
 @click.option("--activation-dtype", type=click.Choice(["int8", "uint8"]), help="Activation integer type.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales.")
 @click.option("--exclude", multiple=True, help="Node-name glob pattern to leave in float (repeatable).")
@@ -93,7 +96,8 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 @click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @user_errors
-def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, activation_dtype, per_tensor,
+def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, report_path, activation_dtype,
+             per_tensor,
              exclude, weights, activations, bias, accumulator, placement, rounding, granularity, calibrator, seed,
              qonnx, no_verify, quiet):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
@@ -148,16 +152,32 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
         for line in summary_lines(src, result):
             click.echo(line)
         click.echo(f"wrote {out_path}")
+    metrics: dict = {}
     if eval_samples is not None:
         from .api import qonnx_model
         from .evaluate import check_backends, compare
 
         cmp = compare(src, result.model, eval_samples, threads)
+        metrics.update({"samples": cmp.samples, "output SQNR vs float (dB)": cmp.sqnr_db,
+                        "top-1 agreement with float": cmp.agreement})
+        if cmp.float_accuracy is not None:
+            metrics.update({"float accuracy": cmp.float_accuracy, "quantized accuracy": cmp.quant_accuracy})
         for line in cmp.lines():
             click.echo(line)
         if "fakequant" in result.facts:
-            for line in check_backends(qonnx_model(result), result.model, eval_samples, threads).lines():
+            chk = check_backends(qonnx_model(result), result.model, eval_samples, threads)
+            metrics["golden/onnxruntime identical predictions"] = f"{chk.identical_predictions}/{chk.samples}"
+            for line in chk.lines():
                 click.echo(line)
+    if report_path:
+        from .report_data import collect
+        from .report_html import write_report
+
+        data = collect(src, result, eval_samples or samples, metrics)
+        data["model"] = str(model)
+        for p in write_report(data, report_path):
+            if not quiet:
+                click.echo(f"wrote {p}")
 
 
 @main.command()
