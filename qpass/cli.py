@@ -30,6 +30,9 @@ def user_errors(fn):
             _fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:
             _fail("interrupted", 130)
+        except BrokenPipeError:  # e.g. piped into `head`: stop quietly
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(0)
         except MemoryError:
             _fail("out of memory", 1)
         except Exception as exc:  # a bug: still one line; QPASS_DEBUG=1 re-raises for the traceback

@@ -49,7 +49,7 @@ class Normalize(Pass):
             model = fold_constants(model, notes)
         unique_node_names(model, notes)
         topo_sort_nodes(model.graph)
-        model = infer_shapes(model)
+        model = fix_declared_shapes(model, notes)
         return PassResult(model, True, notes)
 
 
@@ -195,6 +195,40 @@ def unique_node_names(model: onnx.ModelProto, notes: list[str]) -> None:
         seen.add(name)
     if renamed:
         notes.append(f"named or renamed {renamed} nodes")
+
+
+def _dims(vi: onnx.ValueInfoProto):
+    t = vi.type.tensor_type
+    if not t.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in t.shape.dim]
+
+
+def fix_declared_shapes(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
+    """Re-infer every intermediate shape (exporters leave stale value_info) and correct graph outputs whose
+    declared shape contradicts what the graph computes (onnxruntime only warns; strict inference would fail)."""
+    del model.graph.value_info[:]
+    declared = {o.name: _dims(o) for o in model.graph.output}
+    probe = onnx.ModelProto()
+    probe.CopyFrom(model)
+    for o in probe.graph.output:
+        if o.type.HasField("tensor_type"):
+            o.type.tensor_type.ClearField("shape")
+    inferred = infer_shapes(probe)
+    found = {vi.name: vi for vi in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    for o in model.graph.output:
+        want, vi = declared.get(o.name), found.get(o.name)
+        if want is None or vi is None or not o.type.HasField("tensor_type"):
+            continue
+        got = _dims(vi)
+        if got is None:
+            continue
+        conflict = len(got) != len(want) or any(a is not None and b is not None and a != b
+                                                for a, b in zip(got, want))
+        if conflict:
+            o.type.tensor_type.shape.CopyFrom(vi.type.tensor_type.shape)
+            notes.append(f"declared shape {want} of output {o.name!r} was wrong; now {got}")
+    return infer_shapes(model)
 
 
 def infer_shapes(model: onnx.ModelProto) -> onnx.ModelProto:

@@ -31,6 +31,7 @@ from ..pass_base import Pass, PassResult
 from ..qparams import AffineParams, INT_RANGES, activation_params, quantize, symmetric_weight_params
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+RECURRENT_OPS = ("LSTM", "GRU", "RNN")  # weights W, R quantised; the recurrence itself runs in float
 ACTIVATION_OPS = ("Add", "Mul", "Concat", "MaxPool", "AveragePool", "GlobalAveragePool", "Relu", "Clip")
 LAYOUT_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze")
 SHARED_PARAM_OPS = ("MaxPool",) + LAYOUT_OPS
@@ -46,7 +47,7 @@ class QuantizeQDQOptions:
     weight_encoding: str = "uint8_offset"
     reduce_range: bool = False
     symmetric_activations: bool = False
-    op_types: list = field(default_factory=lambda: list(WEIGHT_OPS + ACTIVATION_OPS + LAYOUT_OPS))
+    op_types: list = field(default_factory=lambda: list(WEIGHT_OPS + ACTIVATION_OPS + LAYOUT_OPS + RECURRENT_OPS))
     exclude: list = field(default_factory=list)  # node-name glob patterns left in float
     fuse_relu: bool = True
 
@@ -143,6 +144,10 @@ def _float_reason(node: gs.Node, op_types: set, opts: QuantizeQDQOptions) -> str
         return "excluded by name pattern"
     if node.op not in op_types or node.domain not in ("", "ai.onnx", None):
         return f"{node.op} has no integer kernel in onnxruntime's QDQ path"
+    if node.op in RECURRENT_OPS:
+        if len(node.inputs) < 3 or not (_is_const(node.inputs[1]) and _is_const(node.inputs[2])):
+            return f"{node.op} weights are not constants"
+        return None
     if node.op in WEIGHT_OPS:
         if len(node.inputs) < 2 or not all(_is_float(t) for t in node.inputs[:2]):
             return "non-float inputs"
@@ -322,6 +327,8 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts: QuantizeQDQOptions):
     for node in graph.nodes:
         if node.name not in qset:
             continue
+        if node.op in RECURRENT_OPS:
+            continue  # weights only (below)
         if node.op in LAYOUT_OPS:
             # integer passthrough only between quantised tensors; otherwise it simply stays float
             if node.inputs[0].name not in seen:
@@ -341,7 +348,12 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts: QuantizeQDQOptions):
         _act_params(qc, t)
     # weights and biases (need the input's activation parameters for the bias scale)
     for node in quantized:
-        if node.op in WEIGHT_OPS:
+        if node.op in RECURRENT_OPS:
+            for idx in (1, 2):  # W and R: [directions, gates * hidden, size], one scale per gate row
+                w = np.asarray(node.inputs[idx].values)
+                p = symmetric_weight_params(w, 1 if qc.opts.per_channel else None, 127)
+                _quantize_const(qc, node, idx, quantize(w, p, -127, 127), p)
+        elif node.op in WEIGHT_OPS:
             _quantize_weights(qc, node, qc.params.get(node.inputs[0].name))
         elif node.op in ("Add", "Mul", "Concat"):
             for i, t in enumerate(node.inputs):
