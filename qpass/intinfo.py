@@ -123,11 +123,24 @@ def _int_range(t, memo):
         return min(ends), max(ends)
     if node.op in TRANSPARENT_OPS:
         return int_range(node.inputs[0], memo)
-    if node.op == "Cast" and node.inputs[0].inputs and node.inputs[0].inputs[0].op == "Clip":
-        clip = node.inputs[0].inputs[0]  # the end of an integer requantisation (passes/requantize.py)
-        b = [const(t) for t in clip.inputs[1:3]]
-        if all(v is not None and v.dtype.kind in "iu" for v in b):
-            return float(b[0]), float(b[1])
+    if node.op == "Cast":
+        return int_range(node.inputs[0], memo)
+    if node.op == "Clip" and len(node.inputs) == 3:
+        a = int_range(node.inputs[0], memo)
+        b = [const(t) for t in node.inputs[1:3]]
+        if a is None or any(v is None for v in b):
+            return None
+        return max(a[0], float(b[0])), min(a[1], float(b[1]))
+    if node.op in ("Mod", "Div") and len(node.inputs) == 2 and _is_int_dtype(node.inputs[0]):
+        a, d = int_range(node.inputs[0], memo), const(node.inputs[1])
+        if a is None or d is None or d.dtype.kind not in "iu" or np.any(d <= 0):
+            return None
+        if node.op == "Mod":
+            return 0.0, float(d.max() - 1)
+        # integer Div truncates toward zero in onnxruntime; these bounds hold for truncation and for floor
+        lo = np.floor(a[0] / d.max()) if a[0] >= 0 else np.floor(a[0] / d.min())
+        hi = np.trunc(a[1] / d.min()) if a[1] >= 0 else np.ceil(a[1] / d.max())
+        return float(lo), float(hi)
     if node.op == "Concat":
         rs = [int_range(i, memo) for i in node.inputs]
         if any(r is None for r in rs):
@@ -155,6 +168,13 @@ def _int_range(t, memo):
         bounds = linear_bounds(node, memo)
         return None if bounds is None else (float(bounds[0].min()), float(bounds[1].max()))
     return None
+
+
+def _is_int_dtype(t) -> bool:
+    try:
+        return t.dtype is not None and np.dtype(t.dtype).kind in "iu"
+    except TypeError:
+        return False
 
 
 def linear_bounds(node: gs.Node, memo=None) -> tuple[np.ndarray, np.ndarray] | None:

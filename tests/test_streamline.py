@@ -202,3 +202,22 @@ def test_cli_streamline_prints_the_layer_table(tmp_path):
     assert "integer-only between the input quantisers and the float head: yes" in r.output
     row = next(line for line in r.output.splitlines() if line.startswith("/block1/conv1/Conv"))
     assert "INT4" in row and row.split()[-2] == "15"
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "digits_rescnn"])
+def test_jacob_requantisation_pipeline(name):
+    """Integer multiplier + shift: onnxruntime and golden agree bit for bit; within one step of fake-quant."""
+    m = qpass.load(MODELS / f"{name}.onnx")
+    ev = load_samples(MODELS / f"{name}.eval.npz", m)
+    x = np.concatenate(list(ev.arrays["input"]))
+    res = qpass.optimize(m, calib=MODELS / f"{name}.calib.npz", pipeline="requant")
+    q = qonnx_model(res)
+    assert "MultiThreshold" not in str(op_histogram(q.graph)) and "Mod" in op_histogram(q.graph)
+    assert res.facts["integer_report"]["integer_only"]
+    yg = GoldenExecutor(q).run({"input": x})["logits"]
+    yo = make_session(res.model).run(None, {"input": x})[0]
+    np.testing.assert_array_equal(yg, yo)
+    p_fq, _ = pipelines({"weights": "sym:8", "activations": "dfp:8"})
+    yf = GoldenExecutor(qpass.optimize(m, calib=MODELS / f"{name}.calib.npz", pipeline=p_fq).model).run(
+        {"input": x})["logits"]
+    assert np.mean(yf.argmax(-1) == yg.argmax(-1)) >= 0.99
