@@ -31,9 +31,8 @@ def node_inputs(node: onnx.NodeProto) -> list[str]:
     return ins
 
 
-def topo_sort_nodes(graph: onnx.GraphProto) -> None:
-    """Sort ``graph.node`` in place (stable Kahn order); raise ValueError on a cycle."""
-    nodes = list(graph.node)
+def topo_order(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
+    """Stable Kahn order of ``nodes`` (subgraph captures count as inputs); ValueError on a cycle."""
     producer = {}
     for i, n in enumerate(nodes):
         for o in n.output:
@@ -62,10 +61,16 @@ def topo_sort_nodes(graph: onnx.GraphProto) -> None:
     if len(order) != len(nodes):
         stuck = next(nodes[i] for i in range(len(nodes)) if pending[i])
         raise ValueError(f"graph has a cycle through node {stuck.name or stuck.op_type!r}")
-    if order != list(range(len(nodes))):
-        sorted_nodes = [nodes[i] for i in order]
+    return [nodes[i] for i in order]
+
+
+def topo_sort_nodes(graph: onnx.GraphProto) -> None:
+    """Sort ``graph.node`` in place (stable Kahn order); raise ValueError on a cycle."""
+    nodes = list(graph.node)
+    ordered = topo_order(nodes)
+    if any(a is not b for a, b in zip(ordered, nodes)):
         del graph.node[:]
-        graph.node.extend(sorted_nodes)
+        graph.node.extend(ordered)
 
 
 def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:

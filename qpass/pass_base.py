@@ -60,7 +60,8 @@ class Pass:
         except (TypeError, ValueError) as exc:
             raise PipelineError(f"pass {self.name!r}: bad options: {exc}") from None
 
-    def run(self, model: onnx.ModelProto, ctx: "PassContext") -> PassResult:  # noqa: F821
+    def run(self, model: onnx.ModelProto, ctx) -> PassResult:
+        """Rewrite ``model`` (owned by the pass manager) using ``ctx`` (a qpass.manager.PassContext)."""
         raise NotImplementedError
 
     def describe(self) -> str:

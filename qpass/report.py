@@ -7,7 +7,6 @@ import onnx
 
 from .graph_utils import op_histogram
 
-QDQ_OPS = ("QuantizeLinear", "DequantizeLinear")
 
 
 def summary_lines(src: onnx.ModelProto, result) -> list[str]:
@@ -22,14 +21,12 @@ def summary_lines(src: onnx.ModelProto, result) -> list[str]:
         lines.append(f"nodes quantized: {len(q['quantized_nodes'])} "
                      f"(+{len(q['fused_activations'])} activations fused)")
         hist = op_histogram(result.model.graph)
-        floats = {k: v for k, v in hist.items() if k not in QDQ_OPS}
         reasons = Counter(q["float_nodes"].values())
         if q["float_nodes"]:
             lines.append(f"ops left in float: {len(q['float_nodes'])}")
             for reason, count in reasons.most_common():
                 lines.append(f"  {count} x {reason}")
         lines.append("ops in result: " + ", ".join(f"{k} {v}" for k, v in hist.items()))
-        del floats
     fq = result.facts.get("fakequant")
     if fq:
         lines += fakequant_lines(fq)

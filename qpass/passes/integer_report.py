@@ -7,7 +7,6 @@ float head is integer, and lists each remaining float op with the reason it stay
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..datatypes import set_annotation

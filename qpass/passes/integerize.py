@@ -22,7 +22,7 @@ from ..graph_utils import NameAllocator, from_gs, to_gs
 from ..intinfo import (LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, is_pow2, is_quant,
                        quant_params, weight_codes)
 from ..pass_base import Pass, PassResult
-from ..qops import QONNX_DOMAIN, QONNX_DOMAINS
+from ..qops import QONNX_DOMAINS
 
 
 class _IntPass(Pass):

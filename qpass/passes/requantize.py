@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import onnx_graphsurgeon as gs
 
-from ..intinfo import LINEAR_OPS, const, int_range, is_int_quant, quant_params
+from ..intinfo import LINEAR_OPS, const, int_range, quant_params
 from ..qops import int_bounds
 from .integerize import _IntPass
 from .thresholds import channel_axis_of, find_chain

@@ -11,7 +11,6 @@ initializers, and frees intermediates after their last use.
 """
 from __future__ import annotations
 
-from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,6 +19,7 @@ import onnx
 from onnx import numpy_helper
 
 from ...errors import QpassError, UnsupportedOpError
+from ...graph_utils import topo_order
 from . import ops_float, ops_integer, ops_quant, quant_linear  # noqa: F401  (register kernels)
 from .registry import QONNX_DOMAIN, NodeInfo, lookup
 
@@ -48,27 +48,10 @@ class _Plan:
 
 def _sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
     """Stable topological order of ``graph.node`` (ONNX requires it, exporters do not always comply)."""
-    nodes = list(graph.node)
-    producer = {o: i for i, n in enumerate(nodes) for o in n.output if o}
-    deps = [{producer[x] for x in n.input if x in producer and producer[x] != i} for i, n in enumerate(nodes)]
-    users = defaultdict(list)
-    for i, d in enumerate(deps):
-        for j in d:
-            users[j].append(i)
-    pending = [len(d) for d in deps]
-    ready = deque(i for i in range(len(nodes)) if not pending[i])
-    order = []
-    while ready:
-        i = ready.popleft()
-        order.append(i)
-        for u in users[i]:
-            pending[u] -= 1
-            if pending[u] == 0:
-                ready.append(u)
-    if len(order) != len(nodes):
-        stuck = next(nodes[i] for i in range(len(nodes)) if pending[i])
-        raise GoldenError(f"graph has a cycle through node {stuck.name or stuck.op_type!r}")
-    return [nodes[i] for i in order]
+    try:
+        return topo_order(list(graph.node))
+    except ValueError as exc:
+        raise GoldenError(str(exc)) from None
 
 
 class GoldenExecutor:
