@@ -76,7 +76,7 @@ def as_samples(data, model: onnx.ModelProto) -> SampleSet:
 def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pipeline = "default",
              dump_dir: str | Path | None = None, config: dict | None = None, progress: bool = False,
              overrides: dict[str, dict] | None = None, verify: bool = True,
-             disabled: set[str] | None = None) -> OptimizeResult:
+             disabled: set[str] | None = None, eval=None) -> OptimizeResult:
     """Run a pipeline over a model. ``calib`` is an npz path, a dict of arrays, or a SampleSet."""
     if not isinstance(model, onnx.ModelProto):
         model = load(model)
@@ -86,6 +86,8 @@ def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pi
                       progress=progress, verify=verify, disabled=set(disabled or ()))
     if calib is not None:
         ctx.facts["calibration_data"] = as_samples(calib, model)
+    if eval is not None:  # held-out samples (with labels) for passes that measure accuracy, e.g. bitwidth
+        ctx.facts["eval_data"] = as_samples(eval, model)
     ctx.instruments.append(_snapshots(ctx))
     out = PassManager(pipeline, ctx).run(model)
     return OptimizeResult(out, ctx.records, ctx.facts, pipeline)

@@ -95,6 +95,11 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 @click.option("--granularity", help="Weight scale granularity: tensor, channel (row), group:G.")
 @click.option("--calibrator", help="Activation range calibrator: minmax, percentile, entropy, mse, dfp.")
 @click.option("--seed", type=int, help="Seed for stochastic rounding.")
+@click.option("--bits", help="auto: search a width per layer (pipeline 'bitwidth'); N: uniform sym:N weights and "
+              "uintN activations.")
+@click.option("--target", help="Accuracy target of --bits auto, e.g. relative_accuracy>=0.99 or sqnr>=30.")
+@click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises.")
+@click.option("--avg-bits", type=float, help="--bits auto under a budget: average weight bits <= this.")
 @click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX).")
 @click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
@@ -102,7 +107,7 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, report_path, activation_dtype,
              per_tensor,
              exclude, weights, activations, bias, accumulator, placement, rounding, granularity, calibrator, seed,
-             qonnx, no_verify, quiet):
+             bits, target, cost, avg_bits, qonnx, no_verify, quiet):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     With any of --weights/--activations/--bias/--accumulator/--placement/--rounding/--granularity/--calibrator the
@@ -123,13 +128,28 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
         qopts["exclude"] = list(exclude)
     if qopts:
         overrides["quantize_qdq"] = qopts
+    if bits is not None and bits != "auto":
+        if not bits.isdigit() or not 1 <= int(bits) <= 16:
+            raise QpassError(f"--bits takes 'auto' or a width from 1 to 16, not {bits!r}")
+        n = int(bits)
+        weights = weights or ("binary" if n == 1 else f"sym:{n}")
+        activations = activations or ("binary" if n == 1 else f"uint{n}")
+    if bits != "auto" and (target or cost or avg_bits is not None):
+        raise QpassError("--target, --cost and --avg-bits go with --bits auto")
+    if bits == "auto":
+        bw = {k: v for k, v in (("target", target), ("cost", cost), ("avg_bits", avg_bits)) if v is not None}
+        if avg_bits is not None and target is None:
+            bw["target"] = None
+        overrides["bitwidth"] = bw
+        if pipeline_name == "default":
+            pipeline_name = "bitwidth"
     fq = {k: v for k, v in (("weights", weights), ("activations", activations), ("bias", bias),
                             ("accumulator", accumulator), ("placement", placement), ("rounding", rounding),
                             ("weight_granularity", granularity), ("calibrator", calibrator), ("seed", seed))
           if v is not None}
     if fq:
         overrides["fakequant"] = fq
-        if pipeline_name == "default":
+        if pipeline_name == "default" and bits != "auto":
             pipeline_name = "fakequant"
     cal = {}
     if threads != 1:
@@ -141,6 +161,8 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
     pipeline = load_pipeline(pipeline_name, overrides)
     if fq and not any(p.name == "fakequant" for p in pipeline.flat_passes()):
         raise QpassError(f"format options need a pipeline with the 'fakequant' pass ({pipeline_name} has none)")
+    if bits == "auto" and not any(p.name == "bitwidth" for p in pipeline.flat_passes()):
+        raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({pipeline_name} has none)")
     needs_calib = any("calibration_data" in p.requires for p in pipeline.flat_passes())
     calib_path = _resolve_calib(model, calib, needs_calib)
     samples = load_samples(calib_path, src) if calib_path else None
@@ -149,7 +171,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
     if out_path.resolve() == model.resolve():
         raise QpassError(f"output {out_path} would overwrite the input model")
     result = run_pipeline(src, calib=samples, pipeline=pipeline, dump_dir=dump_dir, progress=not quiet,
-                          verify=not no_verify, disabled={"lower_ort"} if qonnx else None)
+                          verify=not no_verify, disabled={"lower_ort"} if qonnx else None, eval=eval_samples)
     save(result.model, out_path)
     if not quiet:
         for line in summary_lines(src, result):

@@ -97,6 +97,9 @@ class FakeQuantOptions:
             raise ValueError("stochastic rounding is for weights (it needs run-time randomness on activations)")
         rules = []
         for r in self.rules:
+            if isinstance(r, Rule):
+                rules.append(r)
+                continue
             if not isinstance(r, dict):
                 raise ValueError(f"each rule is a mapping, got {r!r}")
             unknown = set(r) - {f.name for f in dataclasses.fields(Rule)}
@@ -434,14 +437,22 @@ class FakeQuant(Pass):
 
     def run(self, model, ctx):
         graph = to_gs(model)
-        report: dict = {"placement": self.opts.placement}
-        qz = _Quantizer(graph, self.opts, ctx.facts.get("observers", {}), report)
+        opts = self.opts
+        bw = ctx.facts.get("bitwidth")
+        if bw:  # a bitwidth search ran before: its per-layer rules come after ours (later rules win)
+            try:
+                opts = dataclasses.replace(opts, rules=list(opts.rules) + list(bw.get("rules", [])),
+                                           placement=bw.get("placement") or opts.placement)
+            except (TypeError, ValueError) as exc:
+                raise PipelineError(f"fakequant: bad rules from the bitwidth pass: {exc}") from None
+        report: dict = {"placement": opts.placement}
+        qz = _Quantizer(graph, opts, ctx.facts.get("observers", {}), report)
         graph.toposort()
         linear = [n for n in graph.nodes if n.op in LINEAR_OPS and len(n.inputs) > 1
                   and isinstance(n.inputs[1], gs.Constant) and np.asarray(n.inputs[1].values).dtype.kind == "f"]
-        acc_nodes = list(linear) if self.opts.placement == "intrinsic" else []
+        acc_nodes = list(linear) if opts.placement == "intrinsic" else []
         n_act = 0
-        for t, node in activation_targets(graph, self.opts.placement):
+        for t, node in activation_targets(graph, opts.placement):
             ch = qz.choose("activation", node, t.name)
             if ch.format is None or ch.format == "auto":
                 continue
@@ -469,7 +480,7 @@ class FakeQuant(Pass):
         report["activations"] = {k: _describe(v) for k, v in qz.act_params.items()}
         ctx.facts["fakequant"] = report
         return PassResult(out, True, [f"{n_act} activation and {len(report.get('weights', {}))} weight quantisers "
-                                      f"({self.opts.placement})"])
+                                      f"({opts.placement})"])
 
 
 def _describe(q: tuple) -> dict:
