@@ -33,7 +33,10 @@ def model_inputs(model: onnx.ModelProto) -> list[InputSpec]:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else np.dtype(np.float32)
+        try:
+            dtype = onnx.helper.tensor_dtype_to_np_dtype(tt.elem_type) if tt.elem_type else np.dtype(np.float32)
+        except (KeyError, ValueError, TypeError):
+            raise CalibrationDataError(f"model input {vi.name!r} has an unknown element type {tt.elem_type}") from None
         dims = tuple(d.dim_value if d.HasField("dim_value") else (d.dim_param or None) for d in tt.shape.dim) \
             if tt.HasField("shape") else None
         specs.append(InputSpec(vi.name, np.dtype(dtype), dims))
@@ -64,14 +67,42 @@ class SampleSet:
         return SampleSet({k: v[idx] for k, v in self.arrays.items()}, dict(self.shared), labels, self.source)
 
 
+def _check_members(path: Path) -> None:
+    """Read every member's .npy header (not its data) and refuse members whose declared size they do not hold."""
+    with zipfile.ZipFile(path) as zf:
+        for info in zf.infolist():
+            if not info.filename.endswith(".npy"):
+                raise CalibrationDataError(f"{path}: member {info.filename!r} is not an .npy array")
+            with zf.open(info) as f:
+                try:
+                    version = np.lib.format.read_magic(f)
+                    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                        np.lib.format.read_array_header_2_0
+                    shape, _, dtype = read(f, max_header_size=100_000)
+                except (ValueError, OSError, EOFError) as exc:
+                    raise CalibrationDataError(f"{path}: member {info.filename!r} is not a valid .npy array "
+                                               f"({type(exc).__name__})") from None
+                header = f.tell()
+            if dtype.hasobject:
+                raise CalibrationDataError(f"{path}: member {info.filename!r} holds Python objects, not numbers")
+            need = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if need > info.file_size - header:
+                raise CalibrationDataError(f"{path}: member {info.filename!r} declares shape {tuple(shape)} but holds "
+                                           f"only {info.file_size - header} bytes (truncated or corrupt)")
+
+
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
     if not path.is_file():
         raise CalibrationDataError(f"data file {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        kind = "a .npy array, not an .npz archive" if path.read_bytes()[:6] == b"\x93NUMPY" else "not a valid .npz file"
+        raise CalibrationDataError(f"cannot read {path}: {kind} (save with numpy.savez(path, input_name=array))")
     try:
+        _check_members(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as exc:
         raise CalibrationDataError(f"cannot read {path}: not a valid .npz file ({type(exc).__name__})") from None
 
 

@@ -58,6 +58,19 @@ def _check_external_data(model: onnx.ModelProto, base: Path, path: Path) -> bool
     return found
 
 
+VALID_ELEM_TYPES = set(onnx.TensorProto.DataType.values())
+
+
+def _check_element_types(model: onnx.ModelProto, path: Path) -> None:
+    g = model.graph
+    for vi in list(g.input) + list(g.output) + list(g.value_info):
+        if vi.type.HasField("tensor_type") and vi.type.tensor_type.elem_type not in VALID_ELEM_TYPES:
+            raise _fail(path, f"tensor {vi.name!r} has an unknown element type {vi.type.tensor_type.elem_type}")
+    for t in g.initializer:
+        if t.data_type not in VALID_ELEM_TYPES or t.data_type == 0:
+            raise _fail(path, f"initializer {t.name!r} has an unknown element type {t.data_type}")
+
+
 def parse_model(path: str | os.PathLike) -> onnx.ModelProto:
     """Read and parse a model file (with its external data), sort it topologically and run the checker."""
     path = Path(path)
@@ -77,6 +90,7 @@ def parse_model(path: str | os.PathLike) -> onnx.ModelProto:
         raise _fail(path, "not an ONNX model (no graph found; file truncated or not ONNX)")
     if not model.opset_import:
         raise _fail(path, "model declares no opset_import")
+    _check_element_types(model, path)
     if _check_external_data(model, path.parent, path):
         try:
             external_data_helper.load_external_data_for_model(model, str(path.parent))

@@ -19,6 +19,33 @@ QPASS_DOMAIN = "qpass"
 ROUNDING_MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
 
 
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                 "QLinearConv", "QLinearMatMul")
+
+
+def quantized_op_types(model) -> list[str]:
+    """Op types showing that a model is already quantised (ONNX QDQ / integer ops, com.microsoft quant ops, QONNX)."""
+    found = set()
+    for n in model.graph.node:
+        if n.op_type in QUANTIZED_OPS and n.domain in ("", "ai.onnx"):
+            found.add(n.op_type)
+        elif n.domain == "com.microsoft" and ("Quant" in n.op_type or n.op_type.startswith("QLinear")
+                                              or n.op_type in ("QGemm", "QAttention", "MatMulIntegerToFloat")):
+            found.add(f"com.microsoft::{n.op_type}")
+        elif n.domain in QONNX_DOMAINS and n.op_type in ("Quant", "BipolarQuant", "MultiThreshold", "Trunc"):
+            found.add(f"qonnx::{n.op_type}")
+    return sorted(found)
+
+
+def refuse_if_quantized(model, pass_name: str) -> None:
+    from .errors import PipelineError
+
+    ops = quantized_op_types(model)
+    if ops:
+        raise PipelineError(f"the model is already quantized ({', '.join(ops[:4])}{' ...' if len(ops) > 4 else ''}); "
+                            f"{pass_name} quantizes float models, so there is nothing to do")
+
+
 def is_qonnx(node, op_type: str | None = None) -> bool:
     return node.domain in QONNX_DOMAINS and (op_type is None or node.op_type == op_type)
 

@@ -33,7 +33,7 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, o
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # errors reach the user as one qpass line, not onnxruntime's own log
     so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if optimized_path:
@@ -45,7 +45,10 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, o
     else:
         src = str(Path(model))
     try:
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
+        # WeightBiasQuantization would silently re-quantise float weights that sit between quantised activations
+        # to int8 (e.g. 10-16-bit fake-quant weights): the model that runs must be the model that was specified
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=["WeightBiasQuantization"])
     except Exception as exc:
         raise OrtError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
 

@@ -44,7 +44,7 @@ from ..formats.granularity import Granularity
 from ..formats.rounding import rounding_mode
 from ..graph_utils import NameAllocator, from_gs, to_gs
 from ..pass_base import Pass, PassResult
-from ..qops import QONNX_DOMAIN
+from ..qops import QONNX_DOMAIN, refuse_if_quantized
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat", "AveragePool",
                "GlobalAveragePool")
@@ -436,6 +436,7 @@ class FakeQuant(Pass):
     Options = FakeQuantOptions
 
     def run(self, model, ctx):
+        refuse_if_quantized(model, "fakequant")
         graph = to_gs(model)
         opts = self.opts
         bw = ctx.facts.get("bitwidth")

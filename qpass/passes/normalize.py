@@ -40,6 +40,7 @@ class Normalize(Pass):
 
     def run(self, model, ctx):
         notes: list[str] = []
+        refuse_nan_weights(model)
         strip_initializer_inputs(model, notes)
         constants_to_initializers(model, notes)
         drop_unused_opsets(model, notes)
@@ -51,6 +52,15 @@ class Normalize(Pass):
         topo_sort_nodes(model.graph)
         model = fix_declared_shapes(model, notes)
         return PassResult(model, True, notes)
+
+
+def refuse_nan_weights(model: onnx.ModelProto) -> None:
+    """NaN in a weight poisons every scale computed from it; +-inf is kept (attention masks use it)."""
+    for init in model.graph.initializer:
+        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+            arr = numpy_helper.to_array(init)
+            if np.isnan(arr).any():
+                raise ModelLoadError(f"initializer {init.name!r} contains NaN values")
 
 
 def strip_initializer_inputs(model: onnx.ModelProto, notes: list[str]) -> None:

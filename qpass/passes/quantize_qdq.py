@@ -28,6 +28,7 @@ import onnx_graphsurgeon as gs
 from ..errors import PipelineError
 from ..graph_utils import NameAllocator, from_gs, to_gs
 from ..pass_base import Pass, PassResult
+from ..qops import refuse_if_quantized
 from ..qparams import AffineParams, INT_RANGES, activation_params, quantize, symmetric_weight_params
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -50,6 +51,9 @@ class QuantizeQDQOptions:
     op_types: list = field(default_factory=lambda: list(WEIGHT_OPS + ACTIVATION_OPS + LAYOUT_OPS + RECURRENT_OPS))
     exclude: list = field(default_factory=list)  # node-name glob patterns left in float
     fuse_relu: bool = True
+    # activations whose calibrated range reaches this stay float: attention masks (-1e4, -3.4e38) and sentinels
+    # would otherwise take every int8 step away from the real values
+    max_range: float = 1e4
 
     def __post_init__(self):
         if self.activation_dtype not in ("int8", "uint8", "int16", "uint16"):
@@ -175,6 +179,7 @@ class _Ctx:
     params: dict = field(default_factory=dict)  # tensor name -> AffineParams
     shared_from: dict = field(default_factory=dict)  # tensor name -> tensor name whose params it reuses
     missing_range: list = field(default_factory=list)
+    huge_range: dict = field(default_factory=dict)
 
     def const(self, base: str, value) -> gs.Constant:
         return gs.Constant(self.names(base), np.asarray(value))
@@ -191,6 +196,9 @@ def _act_params(qc: _Ctx, t: gs.Tensor) -> AffineParams | None:
                               qc.opts.symmetric_activations)
     elif t.name in qc.ranges:
         lo, hi = qc.ranges[t.name]
+        if max(abs(lo), abs(hi)) >= qc.opts.max_range:
+            qc.huge_range[t.name] = max(abs(lo), abs(hi))
+            return None
         p = activation_params(lo, hi, qc.opts.activation_dtype, qc.opts.symmetric_activations)
     else:
         qc.missing_range.append(t.name)
@@ -368,7 +376,11 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts: QuantizeQDQOptions):
         node = by_name[name]
         if name in plan.fused_activations:
             continue
-        if any(t.name in qc.missing_range for t in list(node.inputs) + list(node.outputs) if t is not None):
+        huge = [t.name for t in list(node.inputs) + list(node.outputs) if t is not None and t.name in qc.huge_range]
+        if huge:
+            plan.float_reasons[name] = (f"an input or output reaches |x| = {qc.huge_range[huge[0]]:.3g} "
+                                        "(a mask or sentinel value int8 cannot share with real values)")
+        elif any(t.name in qc.missing_range for t in list(node.inputs) + list(node.outputs) if t is not None):
             plan.float_reasons[name] = "no calibrated range for an input or output (not reached by calibration)"
     return plan, qc
 
@@ -383,6 +395,7 @@ class QuantizeQDQ(Pass):
     def run(self, model, ctx):
         from ..graph_utils import main_opset
 
+        refuse_if_quantized(model, "quantize_qdq")
         if main_opset(model) < 13:
             raise PipelineError("quantize_qdq needs opset >= 13 (run 'normalize' first)")
         graph = to_gs(model)
