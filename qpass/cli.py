@@ -100,6 +100,13 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 @click.option("--target", help="Accuracy target of --bits auto, e.g. relative_accuracy>=0.99 or sqnr>=30.")
 @click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises.")
 @click.option("--avg-bits", type=float, help="--bits auto under a budget: average weight bits <= this.")
+@click.option("--backend", type=click.Choice(["ort", "hls"]), default="ort", show_default=True,
+              help="ort: an ONNX file onnxruntime runs; hls: a folder of HLS C++ dataflow projects (-o OUT_DIR).")
+@click.option("--device", default="xc7z020", show_default=True, help="FPGA part for --backend hls.")
+@click.option("--clock-ns", type=float, help="Clock period for --backend hls (default: the device's).")
+@click.option("--target-fps", type=float, help="Frame rate to fold for (--backend hls); default: fastest that fits.")
+@click.option("--csim", is_flag=True, help="With --backend hls: compile and run the C simulation (g++) and "
+              "compare it with the golden simulator on the --eval (or calibration) samples.")
 @click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX).")
 @click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
@@ -107,7 +114,7 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, report_path, activation_dtype,
              per_tensor,
              exclude, weights, activations, bias, accumulator, placement, rounding, granularity, calibrator, seed,
-             bits, target, cost, avg_bits, qonnx, no_verify, quiet):
+             bits, target, cost, avg_bits, backend, device, clock_ns, target_fps, csim, qonnx, no_verify, quiet):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     With any of --weights/--activations/--bias/--accumulator/--placement/--rounding/--granularity/--calibrator the
@@ -147,6 +154,8 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
                             ("accumulator", accumulator), ("placement", placement), ("rounding", rounding),
                             ("weight_granularity", granularity), ("calibrator", calibrator), ("seed", seed))
           if v is not None}
+    if backend == "hls" and pipeline_name == "default" and bits != "auto":
+        pipeline_name = "dataflow"
     if fq:
         overrides["fakequant"] = fq
         if pipeline_name == "default" and bits != "auto":
@@ -167,11 +176,17 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
     calib_path = _resolve_calib(model, calib, needs_calib)
     samples = load_samples(calib_path, src) if calib_path else None
     eval_samples = load_samples(eval_path, src) if eval_path else None
-    out_path = output or _default_out(model)
+    out_path = output or _default_out(model, ".hls" if backend == "hls" else ".int8.onnx")
     if out_path.resolve() == model.resolve():
         raise QpassError(f"output {out_path} would overwrite the input model")
+    if backend == "hls" and out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
+        raise QpassError(f"output folder {out_path} exists and is not empty")
+    disabled = {"lower_ort"} if qonnx or backend == "hls" else None
     result = run_pipeline(src, calib=samples, pipeline=pipeline, dump_dir=dump_dir, progress=not quiet,
-                          verify=not no_verify, disabled={"lower_ort"} if qonnx else None, eval=eval_samples)
+                          verify=not no_verify, disabled=disabled, eval=eval_samples)
+    if backend == "hls":
+        _export_hls(result.model, out_path, device, clock_ns, target_fps, eval_samples or samples, csim, quiet)
+        return
     save(result.model, out_path)
     if not quiet:
         for line in summary_lines(src, result):
@@ -205,10 +220,40 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
                 click.echo(f"wrote {p}")
 
 
+def _export_hls(model, out_dir: Path, device, clock_ns, target_fps, samples, csim: bool, quiet: bool) -> None:
+    """Export into a temporary folder beside OUT_DIR and rename it into place only when everything worked."""
+    import shutil
+    import tempfile
+
+    from .backends import hls
+
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        res = hls.export(model, tmp, device=device, clock_ns=clock_ns, target_fps=target_fps, samples=samples)
+        cmp = hls.compare_with_golden(res, samples) if csim and samples is not None else None
+        if out_dir.exists():
+            out_dir.rmdir()  # empty (checked before the run)
+        os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if not quiet:
+        click.echo(res.report.replace(str(tmp), str(out_dir)))
+        click.echo(f"wrote {out_dir}")
+    if cmp is not None:
+        click.echo(f"C simulation vs golden: {cmp.mismatches} mismatches" + (f" ({cmp})" if cmp.mismatches else ""))
+        if cmp.mismatches:
+            sys.exit(1)
+
+
 @main.command()
 @click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataflow", is_flag=True, help="Streamline the model (pipeline 'dataflow', needs calibration data) "
+              "and explain which nodes stay on the host and why.")
+@click.option("--calib", type=click.Path(dir_okay=False), help="Calibration samples for --dataflow.")
 @user_errors
-def inspect(model):
+def inspect(model, dataflow, calib):
     """Print MODEL's inputs, outputs, opset, op histogram and what the default pipeline would quantize."""
     from .api import load
     from .graph_utils import main_opset, op_histogram, to_gs
@@ -246,6 +291,17 @@ def inspect(model):
         click.echo("left in float:")
         for reason, count in reasons.most_common():
             click.echo(f"  {count} x {reason}")
+    if dataflow:
+        from .api import optimize as run_pipeline, qonnx_model
+        from .backends.hls import explain
+
+        calib_path = _resolve_calib(model, calib, True)
+        res = run_pipeline(m, calib=calib_path, pipeline="dataflow", disabled={"lower_ort"})
+        rows = explain(qonnx_model(res))
+        click.echo(f"dataflow: {len(rows)} nodes stay on the host")
+        for row in rows:
+            node, op, reason = row[:3]
+            click.echo(f"  {op} {node}: {reason}")
 
 
 @main.command()
