@@ -173,3 +173,26 @@ def test_format_flags_report_accuracy_and_backend_agreement(tmp_path):
     r = qpass_cli("optimize", MODELS / "digits_cnn.onnx", "-o", tmp_path / "g.onnx", "--weights", "fixed:99,1")
     assert r.returncode == 2 and "word width" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "g.onnx").exists()
+
+
+def test_hls_backend_exports_and_csim_matches_golden(tmp_path):
+    from qpass.backends.hls import aptypes
+
+    if aptypes.find_ap_types() is None:
+        pytest.skip("ap_int.h not available (tests/test_hls.py fetches it)")
+    out = tmp_path / "hls"
+    r = qpass_cli("optimize", MODELS / "digits_mlp.onnx", "--backend", "hls", "-o", out, "--target-fps", "1e6",
+                  "--eval", MODELS / "digits_mlp.eval.npz", "--csim")
+    assert r.returncode == 0, r.stderr
+    assert "C simulation vs golden: 0 mismatches" in r.stdout and "target" in r.stdout
+    proj = out / "dataflow_partition_0"
+    assert {"Makefile", "run_hls.tcl", "tb.cpp", "params.h"} <= {p.name for p in proj.iterdir()}
+    assert not list(tmp_path.glob(".hls.*")), "temporary export folder left behind"
+    r = qpass_cli("optimize", MODELS / "digits_mlp.onnx", "--backend", "hls", "-o", out)
+    assert r.returncode == 2 and "not empty" in r.stderr
+
+
+def test_inspect_dataflow_explains_host_nodes():
+    r = qpass_cli("inspect", MODELS / "digits_cnn.onnx", "--dataflow")
+    assert r.returncode == 0, r.stderr
+    assert "stay on the host" in r.stdout and "float head" in r.stdout and "input quantiser" in r.stdout

@@ -102,6 +102,8 @@ class GoldenExecutor:
     # ------------------------------------------------------------------ construction
 
     def _check_supported(self) -> None:
+        if any(n.op_type == "StreamingDataflowPartition" and n.domain == "qpass" for n in self.nodes):
+            from ..hls import golden_partition  # noqa: F401  (registers the partition kernel on first need)
         problems = []
         for n in self.nodes:
             k = lookup(n.domain, n.op_type)

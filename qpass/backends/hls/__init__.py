@@ -1,0 +1,32 @@
+"""HLS C++ backend: streaming dataflow projects for the dataflow partitions of a streamlined model.
+
+    import qpass
+    from qpass.api import qonnx_model
+    from qpass.backends import hls
+
+    res = qpass.optimize("models/digits_cnn.onnx", calib="models/digits_cnn.calib.npz", pipeline="dataflow")
+    out = hls.export(qonnx_model(res), "out/cnn_hls", device="xc7z020", target_fps=100_000,
+                     samples="models/digits_cnn.eval.npz")
+    print(out.report)                                   # host nodes with reasons, per-layer tables
+    cmp = hls.compare_with_golden(out, "models/digits_cnn.eval.npz")
+    assert cmp.mismatches == 0                          # g++ C simulation == golden simulator
+    y = hls.csim(out.partitions[0].project_dir, {"input_quant_codes": codes})   # integer codes in, codes out
+
+Modules: ``exporter`` (export, compare_with_golden), ``codegen`` (C++ / Makefile / Tcl generation),
+``csim_runner`` (g++ build and run), ``golden_partition`` (the golden kernel of qpass::StreamingDataflowPartition), ``aptypes``
+(where ap_int.h comes from: hls4ml's Apache-2.0 headers), ``templates/`` (the layer library and qpass' own
+hls_stream.h for the C simulation).
+"""
+from __future__ import annotations
+
+from . import golden_partition  # noqa: F401  (registers the partition kernel with the golden simulator)
+from .aptypes import fetch_ap_types, find_ap_types
+from .csim_runner import build, csim
+from .exporter import Comparison, ExportResult, PartitionExport, compare_with_golden, export, partition_io
+from .golden_partition import use_csim
+from ...dataflow.partition import (PartitionedModel, explain, inline_partitions, load_partitioned,
+                                   lower_partitions, partition)
+
+__all__ = ["export", "compare_with_golden", "csim", "build", "ExportResult", "PartitionExport", "Comparison",
+           "partition_io", "find_ap_types", "fetch_ap_types", "use_csim", "partition", "PartitionedModel",
+           "explain", "lower_partitions", "inline_partitions", "load_partitioned"]

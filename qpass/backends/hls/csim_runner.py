@@ -1,0 +1,146 @@
+"""C simulation of an exported HLS project from Python: build the testbench with g++ (once; rebuilt only when a
+source is newer than the binary), stream integer codes through it, read the outputs back."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ...errors import QpassError
+from .aptypes import require_ap_types
+
+SOURCES = ("tb.cpp", "params.h", "qpass_dataflow.h", "csim/hls_stream.h")
+_locks: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
+_memo: dict[tuple, dict] = {}  # (project, binary mtime, inputs digest) -> outputs (the last few runs)
+MEMO_SIZE = 8
+
+
+def _lock(d: Path) -> threading.Lock:
+    with _locks_lock:
+        return _locks.setdefault(str(d.resolve()), threading.Lock())
+
+
+def meta(project_dir: str | os.PathLike) -> dict:
+    p = Path(project_dir) / "partition.json"
+    if not p.is_file():
+        raise QpassError(f"{project_dir}: not an exported qpass HLS project (no partition.json)")
+    return json.loads(p.read_text())
+
+
+def _sources(d: Path, m: dict) -> list[Path]:
+    return [d / s for s in SOURCES] + [d / f"{m['top']}.cpp", d / f"{m['top']}.h"]
+
+
+def compile_command(project_dir: str | os.PathLike, ap_types: str | os.PathLike | None = None,
+                    out: str = "csim_bin") -> list[str]:
+    d = Path(project_dir)
+    m = meta(d)
+    cxx = os.environ.get("CXX") or shutil.which("g++") or "g++"
+    flags = m.get("cxxflags", "-std=c++14 -O2 -w").split()
+    return [cxx, *flags, "-DQPASS_SINGLE_TU", "-I.", "-Icsim", f"-I{require_ap_types(ap_types)}", "tb.cpp", "-o", out]
+
+
+def build(project_dir: str | os.PathLike, ap_types: str | os.PathLike | None = None, force: bool = False) -> Path:
+    """Compile the C simulation binary ``csim_bin`` of a project (skipped when it is newer than every source)."""
+    d = Path(project_dir)
+    m = meta(d)
+    binary = d / "csim_bin"
+    with _lock(d):
+        if not force and binary.is_file():
+            newest = max(p.stat().st_mtime for p in _sources(d, m) if p.exists())
+            if binary.stat().st_mtime >= newest:
+                return binary
+        if shutil.which(os.environ.get("CXX") or "g++") is None:
+            raise QpassError("g++ not found: the C simulation needs a C++14 compiler")
+        tmp = f".csim_bin.{os.getpid()}.{threading.get_ident()}"
+        cmd = compile_command(d, ap_types, tmp)
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, cwd=d, capture_output=True, text=True)
+        if r.returncode != 0:
+            err = [line for line in r.stderr.splitlines() if "error" in line][:5] or r.stderr.splitlines()[-5:]
+            raise QpassError(f"{d}: g++ failed: " + " | ".join(err))
+        os.replace(d / tmp, binary)
+        (d / "csim_build.log").write_text(f"{' '.join(cmd)}\n{time.perf_counter() - t0:.2f} s\n{r.stderr}")
+    return binary
+
+
+def _frames(arr: np.ndarray, elems: int, name: str) -> np.ndarray:
+    a = np.asarray(arr)
+    if a.size % elems:
+        raise QpassError(f"{name}: {a.size} values is not a whole number of frames of {elems} elements")
+    return a.reshape(-1, elems)
+
+
+def _to_port(ports: list[dict], inputs) -> dict[str, np.ndarray]:
+    if isinstance(inputs, (list, tuple)):
+        if len(inputs) != len(ports):
+            raise QpassError(f"expected {len(ports)} inputs, got {len(inputs)}")
+        return {p["name"]: np.asarray(v) for p, v in zip(ports, inputs)}
+    out = {}
+    for p in ports:
+        v = inputs.get(p["tensor"], inputs.get(p["name"]))
+        if v is None:
+            raise QpassError(f"no data for input {p['tensor']!r}")
+        out[p["name"]] = np.asarray(v)
+    return out
+
+
+def csim(project_dir: str | os.PathLike, inputs, ap_types: str | os.PathLike | None = None,
+         timeout: float | None = None) -> dict[str, np.ndarray]:
+    """Run the C simulation on ``inputs`` ({tensor name: array} or a list in port order): each array holds whole
+    frames (any shape whose size is a multiple of the per-sample element count, e.g. (N, C, H, W) in ONNX
+    layout). Returns {output tensor name: integer array (frames, *per-sample shape)} in ONNX layout."""
+    d = Path(project_dir)
+    m = meta(d)
+    binary = build(d, ap_types)
+    orders = np.load(d / "orders.npz")
+    feeds = _to_port(m["inputs"], inputs)
+    h = hashlib.sha256()
+    for p in m["inputs"]:
+        a = np.ascontiguousarray(feeds[p["name"]], dtype=np.float64).reshape(-1)
+        h.update(f"{p['name']}:{a.size}".encode())
+        h.update(a.tobytes())
+    key = (str(d.resolve()), binary.stat().st_mtime_ns, h.hexdigest())
+    if key in _memo:
+        return {k: v.copy() for k, v in _memo[key].items()}
+    frames = None
+    with tempfile.TemporaryDirectory(prefix="qpass_csim_") as tmp:
+        tmp = Path(tmp)
+        args = []
+        for p in m["inputs"]:
+            a = _frames(feeds[p["name"]], p["elems"], p["tensor"])
+            if frames is None:
+                frames = a.shape[0]
+            elif a.shape[0] != frames:
+                raise QpassError(f"inputs hold different frame counts ({frames} and {a.shape[0]})")
+            if not np.all(a == np.round(a)):
+                raise QpassError(f"{p['tensor']}: the C simulation takes integer codes")
+            s = a[:, orders[p["name"]]].astype(np.int64)
+            f = tmp / f"{p['name']}.txt"
+            np.savetxt(f, s.reshape(-1), fmt="%d")
+            args.append(str(f))
+        outs = [tmp / f"{p['name']}.txt" for p in m["outputs"]]
+        args += [str(f) for f in outs]
+        r = subprocess.run([str(binary), str(frames or 0), *args], capture_output=True, text=True, timeout=timeout)
+        if r.returncode != 0:
+            raise QpassError(f"{d}: C simulation failed ({r.returncode}): {r.stderr.strip()[-500:]}")
+        result = {}
+        for p, f in zip(m["outputs"], outs):
+            vals = np.loadtxt(f, dtype=np.int64, ndmin=1) if frames else np.zeros(0, np.int64)
+            vals = vals.reshape(frames, p["elems"])
+            y = np.empty_like(vals)
+            y[:, orders[p["name"]]] = vals
+            result[p["tensor"]] = y.reshape((frames, *p["shape"]))
+    _memo[key] = {k: v.copy() for k, v in result.items()}
+    while len(_memo) > MEMO_SIZE:
+        _memo.pop(next(iter(_memo)))
+    return result
