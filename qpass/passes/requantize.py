@@ -16,10 +16,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..intinfo import LINEAR_OPS, const, int_range, quant_params
+from ..intinfo import const, quant_params
 from ..qops import int_bounds
-from .integerize import _IntPass
-from .thresholds import channel_axis_of, find_chain
+from .thresholds import ChainRewrite, channel_axis_of
 
 
 def quantize_multiplier(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -39,27 +38,12 @@ class RequantOptions:
     min_shift: int = 1
 
 
-class Requantize(_IntPass):
+class Requantize(ChainRewrite):
     name = "requantize"
     Options = RequantOptions
 
-    def rewrite(self, graph, ctx):
-        notes = ctx.facts.setdefault("streamline_notes", {})
-        count = 0
-        for node in list(graph.nodes):
-            if node.op not in LINEAR_OPS + ("Add", "ReduceSum") or not node.outputs \
-                    or int_range(node.outputs[0]) is None:
-                continue
-            acc = node.outputs[0]
-            chain, why = find_chain(graph, acc)
-            if chain is None:
-                continue
-            ok, why = self.requant(graph, node, acc, chain)
-            if ok:
-                count += 1
-            else:
-                notes[node.name] = why
-        return count
+    def convert(self, graph, node, acc, chain):
+        return self.requant(graph, node, acc, chain)
 
     def requant(self, graph, node, acc, chain):
         ops = [n.op for n in chain]

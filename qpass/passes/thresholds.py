@@ -120,30 +120,44 @@ def search_thresholds(f: _Chain, lo: np.ndarray, hi: np.ndarray, levels: np.ndar
     return a
 
 
-class AbsorbThresholds(_IntPass):
-    name = "absorb_thresholds"
-    Options = ThresholdOptions
+class ChainRewrite(_IntPass):
+    """Finds every integer accumulator (linear op, integer Add, window sum) and the elementwise chain from it to
+    the next activation quantiser, and hands both to ``convert``; a chain it cannot convert keeps its reason."""
+
+    PRODUCERS = LINEAR_OPS + ("Add", "ReduceSum")
 
     def rewrite(self, graph, ctx):
         reasons = ctx.facts.setdefault("streamline_notes", {})
         count = 0
         for node in list(graph.nodes):
-            if not node.outputs or node.op in ("MultiThreshold",) or node.domain in QONNX_DOMAINS:
+            if not node.outputs or node.domain in QONNX_DOMAINS or node.op not in self.PRODUCERS:
                 continue
             acc = node.outputs[0]
-            if node.op not in LINEAR_OPS + ("Add", "ReduceSum") or int_range(acc) is None:
+            if int_range(acc) is None:
                 continue
             chain, why = find_chain(graph, acc)
             if chain is None:
-                if node.op in LINEAR_OPS:
+                if node.op in LINEAR_OPS and not any(r.op == "MultiThreshold" for r in acc.outputs):
                     reasons[node.name] = why
                 continue
-            ok, why = self.absorb(graph, node, acc, chain)
+            ok, why = self.convert(graph, node, acc, chain)
             if ok:
                 count += 1
+                reasons.pop(node.name, None)
             else:
                 reasons[node.name] = why
         return count
+
+    def convert(self, graph, node, acc, chain) -> tuple[bool, str | None]:
+        raise NotImplementedError
+
+
+class AbsorbThresholds(ChainRewrite):
+    name = "absorb_thresholds"
+    Options = ThresholdOptions
+
+    def convert(self, graph, node, acc, chain):
+        return self.absorb(graph, node, acc, chain)
 
     def absorb(self, graph, node, acc, chain):
         if is_bipolar_codes(chain[-1]):  # sign activation: codes -1, +1 -> one threshold, out = 2 * count - 1
