@@ -77,3 +77,21 @@ def test_mul_moves_through_relu_only_when_positive(negative):
     x = RNG.standard_normal((2, 4)).astype(np.float32)
     np.testing.assert_allclose(make_session(out).run(None, {"x": x})[0], make_session(m).run(None, {"x": x})[0],
                                rtol=1e-6)
+
+
+def test_batchnorm_before_a_conv_folds_into_the_following_layer():
+    """A BN with no linear layer before it (e.g. on the input) ends up in the weights and bias of the next one."""
+    ch = 3
+    nodes = [helper.make_node("BatchNormalization", ["x", "g", "b", "mu", "var"], ["bn"]),
+             helper.make_node("Conv", ["bn", "w", "cb"], ["y0"]),  # unpadded: the shift folds into the bias
+             helper.make_node("Relu", ["y0"], ["y"])]
+    inits = [c("g", RNG.uniform(-2, 2, ch)), c("b", RNG.standard_normal(ch)), c("mu", RNG.standard_normal(ch)),
+             c("var", RNG.uniform(0.5, 2, ch)), c("w", RNG.standard_normal((4, ch, 3, 3))), c("cb", RNG.standard_normal(4))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, ch, 6, 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4, 4, 4])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    out = qpass.optimize(m, pipeline=STREAMLINE_FLOAT).model
+    assert [n.op_type for n in out.graph.node] == ["Conv", "Relu"]
+    x = RNG.standard_normal((2, ch, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(make_session(out).run(None, {"x": x})[0], make_session(m).run(None, {"x": x})[0],
+                               rtol=1e-4, atol=1e-4)
