@@ -30,6 +30,11 @@ def summary_lines(src: onnx.ModelProto, result) -> list[str]:
     fq = result.facts.get("fakequant")
     if fq:
         lines += fakequant_lines(fq)
+    bw = result.facts.get("bitwidth")
+    if bw and bw.get("table"):
+        from .bitwidth.report import table_lines
+
+        lines += ["bitwidth assignment:"] + table_lines(bw["table"])
     ir = result.facts.get("integer_report")
     if ir:
         lines += integer_lines(ir)

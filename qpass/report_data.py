@@ -134,6 +134,13 @@ def collect(src: onnx.ModelProto, result, samples: SampleSet | None, metrics: di
                      for r in result.records],
         "metrics": metrics or {}, "quantisers": [], "integer_report": result.facts.get("integer_report"),
     }
+    bw = result.facts.get("bitwidth")
+    if bw:
+        keep = ("source", "cost", "avg_weight_bits", "relative_accuracy", "accuracy", "agreement", "sqnr_db",
+                "widths", "chosen", "pareto")
+        data["bitwidth"] = {"cost_kind": bw.get("cost_kind"), "cost_unit": bw.get("cost_unit"),
+                            "compression": bw.get("compression"), "metric": bw.get("metric"), "table": bw.get("table"),
+                            "points": [{k: p.get(k) for k in keep} for p in bw.get("points", [])]}
     qs = find_quantisers(model)
     if not qs:
         return data

@@ -43,6 +43,34 @@ def _png(entry: dict) -> str | None:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+def _pareto_png(bw: dict) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    pts = [p for p in bw.get("points", []) if p.get("sqnr_db") is not None]
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(5.5, 3.2), dpi=80)
+    for sel, style in ((lambda p: not p["pareto"], dict(c="#bbb", s=8)), (lambda p: p["pareto"], dict(c="#4c72b0", s=14)),
+                       (lambda p: p["chosen"], dict(c="#c44e52", s=60, marker="*"))):
+        sub = [p for p in pts if sel(p)]
+        if sub:
+            ax.scatter([p["cost"] for p in sub], [p["sqnr_db"] for p in sub], **style)
+    ax.set_xlabel(f"cost ({bw.get('cost_kind')}, {bw.get('cost_unit')})", fontsize=8)
+    ax.set_ylabel("output SQNR (dB)", fontsize=8)
+    ax.set_title("bitwidth search: measured assignments, Pareto front, chosen", fontsize=8)
+    ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
 def _fmt(v, digits=3) -> str:
     if v is None:
         return "exact"
@@ -87,6 +115,13 @@ def render(data: dict) -> str:
                       f"<li>float {esc(f['op'])} {esc(f['node'])}: {esc(f['reason'])}</li>" for f in ir["float_ops"]) \
             + "</ul>"
     no_plots = "" if plots else "<p>(no histograms: matplotlib is not installed)</p>"
+    bw_html = ""
+    if data.get("bitwidth"):
+        png = _pareto_png(data["bitwidth"])
+        c = data["bitwidth"].get("compression") or {}
+        bw_html = ("<h2>Bitwidth search</h2>" + (f"<p>{c.get('avg_weight_bits', 0):.2f} average weight bits: "
+                   f"{c.get('float32', 0):.2f}x smaller than float32, {c.get('int8', 0):.2f}x than int8</p>" if c else "")
+                   + (f'<img alt="pareto" src="data:image/png;base64,{png}">' if png else ""))
     return f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>qpass report</title>
 <style>
@@ -106,6 +141,7 @@ figure {{ display: inline-block; margin: 4px; }} figcaption {{ font-size: 11px; 
 <table id="quantisers"><tr><th>layer</th><th>quantiser</th><th>role</th><th>format</th><th>bits</th><th>scale</th>
 <th>range</th><th>saturated</th><th>own SQNR dB</th><th>SQNR vs float dB</th></tr>{''.join(rows)}</table>
 {ir_html}
+{bw_html}
 <h2>Histograms</h2>{no_plots}<div id="plots">{''.join(plots)}</div>
 <script>
 (function () {{
@@ -125,6 +161,20 @@ def write_report(data: dict, path: str | Path) -> list[Path]:
     json_path = path if path.suffix == ".json" else path.with_suffix(".json")
     write_text(json_path, json.dumps(data, indent=1, default=float))
     written.append(json_path)
+    if data.get("bitwidth", {}).get("points"):
+        import csv
+
+        rows = data["bitwidth"]["points"]
+        sites = sorted({k for p in rows for k in p["widths"]})
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["cost", "avg_weight_bits", "sqnr_db", "relative_accuracy", "pareto", "chosen"] + sites)
+        for p in sorted(rows, key=lambda p: p["cost"]):
+            w.writerow([p["cost"], p["avg_weight_bits"], p["sqnr_db"], p.get("relative_accuracy"), int(p["pareto"]),
+                        int(p["chosen"])] + [p["widths"].get(s, "") for s in sites])
+        pareto_path = json_path.with_name(json_path.stem + "_pareto.csv")
+        write_text(pareto_path, buf.getvalue())
+        written.append(pareto_path)
     if path.suffix != ".json":
         write_text(path, render(data))
         written.append(path)

@@ -56,3 +56,18 @@ def test_html_renders_in_headless_chromium(tmp_path):
     n = len(data["quantisers"])
     assert f"<title>qpass report: rendered {n} of {n} images</title>" in r.stdout
     assert 'id="quantisers"' in r.stdout and "quantize_qdq" in r.stdout
+
+
+def test_bitwidth_report_has_pareto_front(tmp_path):
+    out = tmp_path / "report.html"
+    r = subprocess.run([sys.executable, "-m", "qpass.cli", "optimize", str(MODELS / "digits_mlp.onnx"), "-o",
+                        str(tmp_path / "m.onnx"), "--bits", "auto", "--eval", str(MODELS / "digits_mlp.eval.npz"),
+                        "--report", str(out)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "bitwidth assignment:" in r.stdout
+    data = json.loads((tmp_path / "report.json").read_text())
+    pts = data["bitwidth"]["points"]
+    assert sum(p["chosen"] for p in pts) == 1 and any(p["pareto"] for p in pts)
+    rows = (tmp_path / "report_pareto.csv").read_text().splitlines()
+    assert rows[0].startswith("cost,avg_weight_bits,sqnr_db") and len(rows) == len(pts) + 1
+    assert 'alt="pareto"' in out.read_text()
