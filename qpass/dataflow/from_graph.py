@@ -469,12 +469,14 @@ class _Builder:
         self.stream_of[out_tensor.name] = out_tensor.name
 
     # -- pools ------------------------------------------------------------------------------------------
-    def _maxpool(self, node: gs.Node):
+    def _pool_io(self, node: gs.Node):
+        """(input sample shape, input stream, output tensor, output sample shape) of a single-input pool."""
         x = _data_inputs(node)[0]
-        xs = _sample_shape(x)
-        src = self.in_stream(x)
         y = node.outputs[0]
-        ys = _sample_shape(y)
+        return _sample_shape(x), self.in_stream(x), y, _sample_shape(y)
+
+    def _maxpool(self, node: gs.Node):
+        xs, src, y, ys = self._pool_io(node)
         k = tuple(int(v) for v in _attr(node, "kernel_shape"))
         params = dict(channels=xs[0], ifm=xs[1:], kernel=k, type=src.dtype)
         layer = lambda nm: Pool(nm, channels=xs[0], ifm_dim=xs[1:], kernel=k, pool="max",  # noqa: E731
@@ -484,11 +486,7 @@ class _Builder:
         self.stream_of[y.name] = y.name
 
     def _window_max(self, node: gs.Node):
-        x = _data_inputs(node)[0]
-        xs = _sample_shape(x)
-        src = self.in_stream(x)
-        y = node.outputs[0]
-        ys = _sample_shape(y)
+        xs, src, y, ys = self._pool_io(node)
         k = tuple(int(v) for v in _attr(node, "kernel_shape"))
         s = tuple(int(v) for v in (_attr(node, "strides") or [1, 1]))
         pad = int((_attr(node, "pads") or [0])[0])
@@ -502,11 +500,7 @@ class _Builder:
         self.stream_of[y.name] = y.name
 
     def _global_sum(self, node: gs.Node):
-        x = _data_inputs(node)[0]
-        xs = _sample_shape(x)
-        src = self.in_stream(x)
-        y = node.outputs[0]
-        ys = _sample_shape(y)
+        xs, src, y, ys = self._pool_io(node)
         out_t = self.dtype(y)
         params = dict(channels=xs[0], pixels=xs[1] * xs[2], in_type=src.dtype, out_type=out_t)
         layer = lambda nm: Pool(nm, channels=xs[0], ifm_dim=xs[1:], pool="global_avg",  # noqa: E731
