@@ -227,6 +227,10 @@ def _export_hls(model, out_dir: Path, device, clock_ns, target_fps, samples, csi
 
     from .backends import hls
 
+    if hls.find_ap_types() is None:  # Xilinx's Apache-2.0 ap_int.h, from the hls4ml wheel (3.3 MB), once
+        if not quiet:
+            click.echo("fetching ap_int.h (Apache-2.0) from the hls4ml wheel into the qpass cache ...")
+        hls.fetch_ap_types()
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
