@@ -95,3 +95,20 @@ def test_batchnorm_before_a_conv_folds_into_the_following_layer():
     x = RNG.standard_normal((2, ch, 6, 6)).astype(np.float32)
     np.testing.assert_allclose(make_session(out).run(None, {"x": x})[0], make_session(m).run(None, {"x": x})[0],
                                rtol=1e-4, atol=1e-4)
+
+
+def test_equal_scalar_muls_move_past_concat():
+    nodes = [helper.make_node("Mul", ["a", "s"], ["as"]), helper.make_node("Mul", ["b", "s2"], ["bs"]),
+             helper.make_node("Concat", ["as", "bs"], ["cat"], axis=1), helper.make_node("Sigmoid", ["cat"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.FLOAT, [2, 3]),
+                                       helper.make_tensor_value_info("b", TensorProto.FLOAT, [2, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 7])], [c("s", 0.5), c("s2", 0.5)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    out = qpass.optimize(m, pipeline=pipeline_from_dict({"passes": ["move_mul_past"]})).model
+    assert [n.op_type for n in out.graph.node] == ["Concat", "Mul", "Sigmoid"]
+    feed = {"a": RNG.standard_normal((2, 3)).astype(np.float32), "b": RNG.standard_normal((2, 4)).astype(np.float32)}
+    np.testing.assert_array_equal(make_session(out).run(None, feed)[0], make_session(m).run(None, feed)[0])
+    different = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    different.graph.initializer[1].CopyFrom(c("s2", 0.25))
+    out = qpass.optimize(different, pipeline=pipeline_from_dict({"passes": ["move_mul_past"]})).model
+    assert [n.op_type for n in out.graph.node][-2:] == ["Concat", "Sigmoid"]  # scales differ: nothing moves

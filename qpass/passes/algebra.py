@@ -8,8 +8,8 @@ anything, so a ``repeat`` group runs them to a fixed point:
   (the layer's output read by it alone) folds into the layer's weights / bias;
 - ``collapse_repeated``: Mul(Mul(x, a), b) -> Mul(x, a*b) and Add(Add(x, a), b) -> Add(x, a+b);
 - ``move_mul_past``: a Mul by a constant moves forward through Relu and MaxPool (when positive), Reshape, Flatten,
-  Transpose, Squeeze, Unsqueeze, Identity (when scalar) and into the input channels of a following Conv / Gemm /
-  MatMul's weights (any per-input-channel vector);
+  Transpose, Squeeze, Unsqueeze, Identity (when scalar), Concat (when every input carries the same scalar) and into
+  the input channels of a following Conv / Gemm / MatMul's weights (any per-input-channel vector);
 - ``move_add_past``: an Add of a constant moves into a following Gemm / MatMul (x + a) W = x W + a W, or an unpadded
   Conv (its bias absorbs the constant's contribution).
 
@@ -304,7 +304,29 @@ class MoveMulPast(MovePast):
             node.inputs[1] = k
             node.outputs[0] = out
             return True
+        if nxt.op == "Concat" and scalar:
+            return self._past_concat(graph, nxt, float(v.reshape(-1)[0]))
         return False
+
+    def _past_concat(self, graph, cat, s: float) -> bool:
+        """Concat(Mul(a, s), Mul(b, s), ...) -> Mul(Concat(a, b, ...), s) when every input carries the same scalar."""
+        muls = []
+        for t in cat.inputs:
+            prod = t.inputs[0] if not isinstance(t, gs.Constant) and t.inputs else None
+            op = _const_operand(prod) if prod is not None and prod.op == "Mul" else None
+            if op is None or op[1].size != 1 or float(op[1].reshape(-1)[0]) != s or not _single_reader(t, graph):
+                return False
+            muls.append((prod, op[0]))
+        out = cat.outputs[0]
+        mid = gs.Variable(self.names(out.name + "_unscaled"), dtype=out.dtype, shape=out.shape)
+        for i, (m, x) in enumerate(muls):
+            cat.inputs[i] = x
+            m.inputs.clear()
+            m.outputs.clear()
+        cat.outputs[0] = mid
+        graph.nodes.append(gs.Node("Mul", self.names(cat.name + "_scale"), inputs=[mid, self.const(cat.name + "_s", s)],
+                                   outputs=[out]))
+        return True
 
 
 class MoveAddPast(MovePast):
