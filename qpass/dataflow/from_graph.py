@@ -397,20 +397,7 @@ class _Builder:
         acc_t, (f_lo, f_hi) = self._acc_type(wm, a_lo, a_hi)
         mt = self._fused_threshold(node, acc, ch_axis)
         params = dict(weights=wm.astype(np.int64), w_type=w_t, acc_type=acc_t, in_type=in_t, num_vectors=nvec)
-        if mt is not None:
-            tp = self._threshold_params(mt, mh)
-            thr = self._int_thresholds(tp["thresholds"])
-            out_t = self.dtype(mt.outputs[0])
-            params.update(thresholds=thr, out_scale=tp["out_scale"], out_bias=tp["out_bias"])
-            self.fused.add(mt.name)
-            nodes.append(mt.name)
-            out_tensor = mt.outputs[0]
-            nthr = thr.shape[1]
-        else:
-            out_t = IntType.of_range(f_lo, f_hi)
-            out_tensor = acc
-            nthr = 0
-        params["out_type"] = out_t
+        out_t, out_tensor, nthr = self._output_stage(mt, mh, acc, f_lo, f_hi, params, nodes)
         acc_bits = signed_bits(f_lo, f_hi)[0]
         layer = lambda nm: MVTU(nm, mw=mw, mh=mh, num_vectors=nvec, w_bits=w_t.bits, a_bits=in_t.bits,  # noqa: E731
                                 w_signed=w_t.signed, a_signed=in_t.signed, thresholds=nthr, acc_bits=acc_bits)
@@ -449,17 +436,7 @@ class _Builder:
         nodes = [node.name]
         params = dict(weights=wm.astype(np.int64), w_type=w_t, acc_type=acc_t, in_type=src.dtype)
         mt = self._fused_threshold(node, acc, 0)
-        if mt is not None:
-            tp = self._threshold_params(mt, c)
-            thr = self._int_thresholds(tp["thresholds"])
-            out_t = self.dtype(mt.outputs[0])
-            params.update(thresholds=thr, out_scale=tp["out_scale"], out_bias=tp["out_bias"])
-            self.fused.add(mt.name)
-            nodes.append(mt.name)
-            out_tensor, nthr = mt.outputs[0], thr.shape[1]
-        else:
-            out_t, out_tensor, nthr = IntType.of_range(f_lo, f_hi), acc, 0
-        params["out_type"] = out_t
+        out_t, out_tensor, nthr = self._output_stage(mt, c, acc, f_lo, f_hi, params, nodes)
         acc_bits = signed_bits(f_lo, f_hi)[0]
         layer = lambda nm: VVAU(nm, channels=c, kernel_elems=kh * kw, pixels=ys[1] * ys[2], w_bits=w_t.bits,  # noqa
                                 a_bits=src.dtype.bits, w_signed=w_t.signed, a_signed=src.dtype.signed,
@@ -467,6 +444,21 @@ class _Builder:
         self.add_layer("vvau", node.name, layer, [swg.output], out_tensor.name, out_t, ys, nhwc_order(ys), nodes,
                        params)
         self.stream_of[out_tensor.name] = out_tensor.name
+
+    def _output_stage(self, mt, channels, acc, f_lo, f_hi, params: dict, nodes: list):
+        """A matrix layer's output: the fused MultiThreshold ``mt`` when there is one, else the raw accumulator.
+        Fills ``params`` (thresholds, out_scale/out_bias, out_type) and ``nodes``; returns (type, tensor, count)."""
+        if mt is None:
+            out_t, out_tensor, nthr = IntType.of_range(f_lo, f_hi), acc, 0
+        else:
+            tp = self._threshold_params(mt, channels)
+            thr = self._int_thresholds(tp["thresholds"])
+            params.update(thresholds=thr, out_scale=tp["out_scale"], out_bias=tp["out_bias"])
+            self.fused.add(mt.name)
+            nodes.append(mt.name)
+            out_t, out_tensor, nthr = self.dtype(mt.outputs[0]), mt.outputs[0], thr.shape[1]
+        params["out_type"] = out_t
+        return out_t, out_tensor, nthr
 
     # -- pools ------------------------------------------------------------------------------------------
     def _pool_io(self, node: gs.Node):

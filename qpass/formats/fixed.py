@@ -35,8 +35,20 @@ def _check_width(W, lo: int, hi: int, what: str) -> int:
     return int(W)
 
 
+class _WordRange:
+    """qmin / qmax of a W-bit (signed or unsigned) integer word; shared by the fixed-point formats."""
+
+    @property
+    def qmin(self) -> int:
+        return int_range(self.W, self.signed)[0]
+
+    @property
+    def qmax(self) -> int:
+        return int_range(self.W, self.signed)[1]
+
+
 @dataclass(frozen=True)
-class FixedPoint(Format):
+class FixedPoint(_WordRange, Format):
     W: int
     F: int
     signed: bool = True
@@ -58,14 +70,6 @@ class FixedPoint(Format):
     def ap_type(self) -> str:
         """The HLS type: ap_fixed<W, I> with I = W - F integer bits."""
         return f"ap_{'' if self.signed else 'u'}fixed<{self.W},{self.W - self.F}>"
-
-    @property
-    def qmin(self) -> int:
-        return int_range(self.W, self.signed)[0]
-
-    @property
-    def qmax(self) -> int:
-        return int_range(self.W, self.signed)[1]
 
     @property
     def grid_step(self) -> float:
@@ -105,7 +109,7 @@ def fraction_limits(x, W: int, signed: bool = True) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class DynamicFixedPoint(Format):
+class DynamicFixedPoint(_WordRange, Format):
     W: int
     signed: bool = True
     max_overflow_rate: float = 0.0
@@ -131,14 +135,6 @@ class DynamicFixedPoint(Format):
     @property
     def bits(self) -> int:
         return self.W
-
-    @property
-    def qmin(self) -> int:
-        return int_range(self.W, self.signed)[0]
-
-    @property
-    def qmax(self) -> int:
-        return int_range(self.W, self.signed)[1]
 
     @property
     def default_fraction(self) -> int:
