@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 import qpass
-from qpass import bitwidth
-from qpass.backends.ort import run_samples
-from qpass.bitwidth.core import _float_reference, faithful_session
-from qpass.data import load_samples
-from qpass.metrics import accuracy, sqnr_db
-from qpass.pipelines import load_pipeline
+from qpass import search as bitwidth
+from qpass.ir.ort_session import run_samples
+from qpass.search.core import _float_reference, faithful_session
+from qpass.ir.samples import load_samples
+from qpass.analysis.metrics import accuracy, sqnr_db
+from qpass.pipeline.files import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["digits_mlp", "digits_cnn", "digits_rescnn"]

@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 import qpass
-from qpass.backends.golden import GoldenExecutor, run_samples as golden_run
-from qpass.backends.ort import make_session, run_samples as ort_run
-from qpass.data import load_samples
+from qpass.reference import GoldenExecutor, run_samples as golden_run
+from qpass.ir.ort_session import make_session, run_samples as ort_run
+from qpass.ir.samples import load_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["digits_mlp", "digits_cnn", "digits_rescnn"]

@@ -24,7 +24,7 @@ from qpass.api import qonnx_model
 from qpass.backends import hls
 from qpass.backends.hls.csim_runner import build, csim
 from qpass.backends.hls.exporter import partition_io
-from qpass.data import load_samples
+from qpass.ir.samples import load_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 BITS = {"1": ("binary", "binary"), "2": ("sym:2", "dfp:2"), "4": ("sym:4", "dfp:4"), "8": ("sym:8", "dfp:8")}
@@ -62,7 +62,7 @@ def main() -> None:
                 build(e.project_dir, force=True)
             t3 = time.perf_counter()
             ev = load_samples(ev_path, model)
-            io = partition_io(res.partitioned.parent, ev, batch_size=len(ev))
+            io = partition_io(res.partitioned.parent, ev, batch_size=len(ev), partitions=res.partitioned.store)
             t4 = time.perf_counter()
             mism = 0
             for e in res.partitions:

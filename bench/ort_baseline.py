@@ -20,9 +20,9 @@ from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantTy
 from onnxruntime.quantization.shape_inference import quant_pre_process
 
 import qpass
-from qpass.backends.ort import make_session, run_samples
-from qpass.data import load_samples
-from qpass.metrics import accuracy, sqnr_db
+from qpass.ir.ort_session import make_session, run_samples
+from qpass.ir.samples import load_samples
+from qpass.analysis.metrics import accuracy, sqnr_db
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["digits_mlp", "digits_cnn", "digits_rescnn"]

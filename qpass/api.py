@@ -15,10 +15,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from .data import SampleSet, bind_samples, load_samples
-from .manager import PassContext, PassManager, PassRecord, Pipeline
-from .model_io import parse_model, save_model
-from .pipelines import load_pipeline
+from qpass.ir.samples import SampleSet, bind_samples, load_samples
+from qpass.pipeline.manager import PassContext, PassManager, PassRecord, Pipeline
+from qpass.ir.model_io import parse_model, save_model
+from qpass.pipeline.files import load_pipeline
 
 
 def load(path: str | Path) -> onnx.ModelProto:

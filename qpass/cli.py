@@ -56,7 +56,7 @@ def _default_out(model: Path, suffix: str = ".int8.onnx") -> Path:
 
 
 def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
-    from .data import default_calib_path
+    from qpass.ir.samples import default_calib_path
 
     if calib:
         return Path(calib)
@@ -120,9 +120,9 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
     With any of --weights/--activations/--bias/--accumulator/--placement/--rounding/--granularity/--calibrator the
     default pipeline becomes 'fakequant' (any number format, lowered to standard ONNX unless --qonnx)."""
     from .api import load, optimize as run_pipeline, save
-    from .data import load_samples
-    from .pipelines import load_pipeline
-    from .report import summary_lines
+    from qpass.ir.samples import load_samples
+    from qpass.pipeline.files import load_pipeline
+    from qpass.report.summary import summary_lines
 
     src = load(model)
     overrides: dict[str, dict] = {}
@@ -195,7 +195,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
     metrics: dict = {}
     if eval_samples is not None:
         from .api import qonnx_model
-        from .evaluate import check_backends, compare
+        from qpass.analysis.evaluate import check_backends, compare
 
         cmp = compare(src, result.model, eval_samples, threads)
         metrics.update({"samples": cmp.samples, "output SQNR vs float (dB)": cmp.sqnr_db,
@@ -210,8 +210,8 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, 
             for line in chk.lines():
                 click.echo(line)
     if report_path:
-        from .report_data import collect
-        from .report_html import write_report
+        from qpass.report.data import collect
+        from qpass.report.html import write_report
 
         data = collect(src, result, eval_samples or samples, metrics)
         data["model"] = str(model)
@@ -260,8 +260,8 @@ def _export_hls(model, out_dir: Path, device, clock_ns, target_fps, samples, csi
 def inspect(model, dataflow, calib):
     """Print MODEL's inputs, outputs, opset, op histogram and what the default pipeline would quantize."""
     from .api import load
-    from .graph_utils import main_opset, op_histogram, to_gs
-    from .manager import PassContext
+    from qpass.ir.graph import main_opset, op_histogram, to_gs
+    from qpass.pipeline.manager import PassContext
     from .passes.fold_batchnorm import FoldBatchNorm
     from .passes.normalize import Normalize
     from .passes.quantize_qdq import QuantizeQDQOptions, plan_quantization
@@ -271,7 +271,7 @@ def inspect(model, dataflow, calib):
     click.echo(f"producer: {m.producer_name} {m.producer_version}".rstrip())
     click.echo(f"ir_version: {m.ir_version}  opset: {main_opset(m)}  "
                f"other domains: {', '.join(sorted(o.domain for o in m.opset_import if o.domain not in ('', 'ai.onnx'))) or 'none'}")
-    from .data import model_inputs
+    from qpass.ir.samples import model_inputs
 
     for spec in model_inputs(m):
         dims = "?" if spec.dims is None else "x".join(str(d) if d else "?" for d in spec.dims) or "scalar"
@@ -321,17 +321,18 @@ def inspect(model, dataflow, calib):
 def run(model, inputs_path, output, backend, threads):
     """Run MODEL over the samples in an .npz and print or save the outputs."""
     from .api import load
-    from .atomic import atomic_path
-    from .backends.ort import run_samples
-    from .data import load_samples
-    from .metrics import accuracy
+    from qpass.ir.atomic import atomic_path
+    from qpass.ir.ort_session import run_samples
+    from qpass.ir.samples import load_samples
+    from qpass.analysis.metrics import accuracy
 
     m = load(model)
     samples = load_samples(inputs_path, m)
     if backend == "golden":
-        from .backends.golden import run_samples as golden_run
+        from qpass.ops.partition import PartitionStore
+        from qpass.reference import run_samples as golden_run
 
-        outs = golden_run(m, samples)
+        outs = golden_run(m, samples, partitions=PartitionStore(base_dir=model.parent))
     else:
         outs = run_samples(m, samples, threads)
     for name, arr in outs.items():
@@ -357,7 +358,7 @@ def run(model, inputs_path, output, backend, threads):
 @user_errors
 def zoo(models_dir, out_dir, pipeline_name, jobs, quiet):
     """Convert every model in MODELS_DIR (each with its MODEL.calib.npz) and write a summary table."""
-    from .pipelines import load_pipeline
+    from qpass.pipeline.files import load_pipeline
     from .zoo import run_zoo
 
     load_pipeline(pipeline_name)  # a bad pipeline is one error, not one per model

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .atomic import write_text
+from qpass.ir.atomic import write_text
 
 COLUMNS = ["model", "status", "seconds", "size_before", "size_after", "sqnr_db", "metric", "metric_name",
            "latency_ratio", "reason"]
@@ -46,7 +46,7 @@ def latency_ratio(quant, ref, feed, repeats: int = 50) -> float:
     """Median quantised / float latency in onnxruntime (1 thread), runs interleaved so noise hits both alike."""
     import numpy as np
 
-    from .backends.ort import make_session
+    from qpass.ir.ort_session import make_session
 
     sessions = [make_session(quant, threads=1), make_session(ref, threads=1)]
     for s in sessions:
@@ -64,9 +64,9 @@ def latency_ratio(quant, ref, feed, repeats: int = 50) -> float:
 def convert_one(path: str, root: str, out_dir: str, pipeline: str) -> ZooRow:
     """Convert one model (runs in a worker process); every failure becomes a row, never an exception."""
     from .api import load, optimize, save
-    from .data import default_calib_path, load_samples
+    from qpass.ir.samples import default_calib_path, load_samples
     from .errors import QpassError
-    from .evaluate import compare
+    from qpass.analysis.evaluate import compare
 
     src = Path(path)
     rel = src.relative_to(root)

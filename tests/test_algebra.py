@@ -4,9 +4,9 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
-from qpass.backends.ort import make_session
-from qpass.graph_utils import op_histogram
-from qpass.pipelines import pipeline_from_dict
+from qpass.ir.ort_session import make_session
+from qpass.ir.graph import op_histogram
+from qpass.pipeline.files import pipeline_from_dict
 
 RNG = np.random.default_rng(3)
 

@@ -7,20 +7,20 @@ import pytest
 from onnx import numpy_helper
 
 import qpass
-from qpass import bitwidth
-from qpass.bitwidth.core import _float_reference, _verify
-from qpass.bitwidth.options import BitwidthOptions
-from qpass.bitwidth.probe import Probe
-from qpass.bitwidth.sensitivity import Space
-from qpass.bitwidth.sites import find_sites
-from qpass.data import load_samples
+from qpass import search as bitwidth
+from qpass.search.core import _float_reference, _verify
+from qpass.search.options import BitwidthOptions
+from qpass.search.probe import Probe
+from qpass.search.sensitivity import Space
+from qpass.search.sites import find_sites
+from qpass.ir.samples import load_samples
 from qpass.errors import QpassError
 from qpass.api import qonnx_model
-from qpass.evaluate import check_backends, compare
-from qpass.intinfo import signed_bits
-from qpass.manager import PassContext, PassManager
-from qpass.pipelines import load_pipeline, pipeline_from_dict
-from qpass.qops import int_bounds
+from qpass.analysis.evaluate import check_backends, compare
+from qpass.analysis.intinfo import signed_bits
+from qpass.pipeline.manager import PassContext, PassManager
+from qpass.pipeline.files import load_pipeline, pipeline_from_dict
+from qpass.ops.common import int_bounds
 
 from conftest import MODELS
 
@@ -136,7 +136,7 @@ def test_probe_matches_the_real_fakequant_pipeline(cnn_space):
     widths = {s.key: (3 if s.kind == "weight" else 5) for s in sites}
     widths["w:/fc2/Gemm"] = 6
     probe_out = space.probe.run_full(space.feeds(widths))
-    from qpass.bitwidth.core import _rules
+    from qpass.search.core import _rules
 
     opts = BitwidthOptions()
     fq = {"rules": _rules(sites, excluded, widths, {}, opts, space)}
@@ -170,7 +170,7 @@ def test_target_met_on_the_eval_set_with_6x_compression(which, request):
     bits = {r["layer"]: r["bits"] for r in a.table if r["kind"] == "weight"}
     assert len(set(bits.values())) > 1, "expected a mixed assignment"
     assert seconds < 60, f"search took {seconds:.1f} s"
-    # independently: the rules through the ordinary fakequant pipeline, accuracy measured by qpass.evaluate
+    # independently: the rules through the ordinary fakequant pipeline, accuracy measured by qpass.analysis.evaluate
     res, chk, float_acc = _apply(data, a)
     assert chk.golden_accuracy / float_acc >= 0.99
     assert chk.golden_accuracy == pytest.approx(a.metric["accuracy"])

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from qpass.calibrators import (CALIBRATORS, DFPObserver, EntropyObserver, HistogramObserver, MinMaxObserver,
+from qpass.analysis.calibrators import (CALIBRATORS, DFPObserver, EntropyObserver, HistogramObserver, MinMaxObserver,
                                MSEObserver, PercentileObserver, kl_threshold, make_observer)
 from qpass.errors import PipelineError
 from qpass.formats import Affine, DynamicFixedPoint

@@ -6,8 +6,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
-from qpass.data import bind_samples
-from qpass.evaluate import compare
+from qpass.ir.samples import bind_samples
+from qpass.analysis.evaluate import compare
 
 RNG = np.random.default_rng(11)
 

@@ -1,4 +1,4 @@
-"""Analytical dataflow backend: cycle / resource models, folding, FIFO sizing (qpass.dataflow)."""
+"""Analytical dataflow backend: cycle / resource models, folding, FIFO sizing (qpass.hw)."""
 import itertools
 import math
 import time
@@ -6,9 +6,9 @@ import time
 import numpy as np
 import pytest
 
-from qpass.dataflow import (MVTU, AddStreams, Pool, Reorder, SlidingWindow, Thresholding, evaluate,
+from qpass.hw import (MVTU, AddStreams, Pool, Reorder, SlidingWindow, Thresholding, evaluate,
                             fold_for_budget, fold_for_target, get_device, simulate_with_depths, size_fifos)
-from qpass.dataflow import cost_models as cm
+from qpass.hw import cost_models as cm
 from qpass.errors import QpassError
 
 # ------------------------------------------------------------------------------------ networks

@@ -5,10 +5,10 @@ import pytest
 
 import qpass
 from qpass.api import qonnx_model
-from qpass.data import load_samples
+from qpass.ir.samples import load_samples
 from qpass.errors import PipelineError
-from qpass.evaluate import check_backends, compare
-from qpass.pipelines import load_pipeline
+from qpass.analysis.evaluate import check_backends, compare
+from qpass.pipeline.files import load_pipeline
 
 from conftest import MODELS
 

@@ -822,7 +822,7 @@ def worker_main(conn, base: str):
     logging.disable(logging.CRITICAL)
     warnings.simplefilter("ignore")  # numpy RuntimeWarnings on degenerate weights: not what is checked here
     import qpass  # noqa: F401 - import before the audit hook is on
-    import qpass.backends.ort  # noqa: F401
+    import qpass.ir.ort_session  # noqa: F401
     import onnxruntime  # noqa: F401
     base = Path(base)
     seeds = load_seeds()

@@ -18,10 +18,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
-from qpass.backends.golden import GoldenExecutor, UnsupportedOpError, run_samples
-from qpass.backends.ort import make_session
-from qpass.backends.ort import run_samples as ort_run_samples
-from qpass.data import load_samples
+from qpass.reference import GoldenExecutor, UnsupportedOpError, run_samples
+from qpass.ir.ort_session import make_session
+from qpass.ir.ort_session import run_samples as ort_run_samples
+from qpass.ir.samples import load_samples
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ZOO = sorted(glob.glob(os.path.join(ROOT, "models", "*.onnx"))
@@ -50,7 +50,7 @@ def _float_model(path):
     m = qpass.load(path)
     inits = {i.name for i in m.graph.initializer}
     if any(i.name in inits for i in m.graph.input):  # old style: initializers are also inputs
-        m = qpass.optimize(m, pipeline=qpass.pipelines.pipeline_from_dict({"passes": ["normalize"]})).model
+        m = qpass.optimize(m, pipeline=qpass.pipeline.files.pipeline_from_dict({"passes": ["normalize"]})).model
     return m
 
 
@@ -456,7 +456,7 @@ def test_integer_kernels_bit_exact(case, tmp_path):
 
 def test_requantization_ties_round_half_even():
     # multiplier exactly 0.5: every odd accumulator is a tie; MLAS rounds half to even, then adds the zero point
-    from qpass.backends.golden.numerics import requantize_mlas
+    from qpass.reference.numerics import requantize_mlas
     acc = np.arange(-9, 10)
     got = requantize_mlas(acc, F32(0.5), 3, np.uint8)
     np.testing.assert_array_equal(got, np.clip(np.rint(acc / 2) + 3, 0, 255))

@@ -18,9 +18,9 @@ import qpass
 from qpass.api import qonnx_model
 from qpass.backends import hls
 from qpass.backends.hls import aptypes, codegen
-from qpass.dataflow import cost_models as cm
-from qpass.dataflow import from_graph as fg
-from qpass.dataflow import partition as P
+from qpass.hw import cost_models as cm
+from qpass.hw import from_graph as fg
+from qpass.hw import partition as P
 from qpass.errors import QpassError
 
 from conftest import MODELS
@@ -298,7 +298,7 @@ def test_host_ops_between_partitions_end_to_end(tmp_path):
         res = hls.export(q, tmp_path / kind)
         assert len(res.partitions) == parts
         assert any(op == ("Softmax" if kind == "softmax" else "Resize") for _, op, _ in res.host_nodes)
-        golden_equals_ort(res.partitioned.parent, q, float_data())
+        golden_equals_ort(res.partitioned, q, float_data())
         cmp = hls.compare_with_golden(res, {"x": float_data()})
         assert cmp.mismatches == 0, cmp.summary()
         assert len(cmp.outputs) == parts

@@ -6,7 +6,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 import qpass
 from qpass.errors import ModelLoadError
-from qpass.pipelines import pipeline_from_dict
+from qpass.pipeline.files import pipeline_from_dict
 
 from conftest import MODELS
 

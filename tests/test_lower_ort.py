@@ -5,10 +5,10 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
-from qpass.backends.ort import make_session
+from qpass.ir.ort_session import make_session
 from qpass.errors import UnsupportedOpError
-from qpass.pipelines import pipeline_from_dict
-from qpass.qops import QONNX_DOMAIN, int_bounds
+from qpass.pipeline.files import pipeline_from_dict
+from qpass.ops.common import QONNX_DOMAIN, int_bounds
 
 LOWER = pipeline_from_dict({"passes": ["lower_ort"]})
 MODES = ["ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN"]

@@ -7,9 +7,10 @@ from onnx import helper
 
 import qpass
 from qpass.errors import PipelineError
-from qpass.manager import PassContext, PassManager, Pipeline, Repeat
-from qpass.pass_base import PASS_REGISTRY, Pass, PassResult
-from qpass.pipelines import pipeline_from_dict
+from qpass.pipeline.manager import PassContext, PassManager, Pipeline, Repeat
+from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.pipeline.registry import get_pass_class
+from qpass.pipeline.files import pipeline_from_dict
 
 from conftest import MODELS
 
@@ -47,10 +48,12 @@ class BreaksGraph(Pass):
         return PassResult(model, True)
 
 
-def test_new_pass_registers_without_touching_manager():
-    assert PASS_REGISTRY["test_count_down"] is CountDown
-    p = pipeline_from_dict({"passes": [{"test_count_down": {"limit": 2}}]})
+def test_user_pass_is_named_by_its_import_path_without_touching_manager():
+    assert get_pass_class(f"{__name__}:CountDown") is CountDown
+    p = pipeline_from_dict({"passes": [{f"{__name__}:CountDown": {"limit": 2}}]})
     assert p.steps[0].opts.limit == 2
+    with pytest.raises(PipelineError, match="not a qpass Pass"):
+        get_pass_class(f"{__name__}:_CountOpts")
 
 
 def test_repeat_runs_to_fixed_point_and_records():
@@ -115,6 +118,6 @@ def test_instruments_see_every_pass():
 
 
 def test_builtin_pipeline_listed():
-    assert "default" in qpass.pipelines.builtin_pipelines()
+    assert "default" in qpass.pipeline.files.builtin_pipelines()
     p = qpass.load_pipeline("default")
     assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "calibrate", "quantize_qdq"]

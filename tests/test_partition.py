@@ -8,13 +8,13 @@ from onnx import TensorProto, helper, numpy_helper
 import qpass
 from qpass.api import as_samples, qonnx_model
 import qpass.backends.hls  # noqa: F401  (registers the partition kernel)
-from qpass.backends.golden import GoldenExecutor, run_samples
-from qpass.backends.hls import golden_partition
-from qpass.backends.ort import run_samples as ort_run_samples
-from qpass.data import load_samples
-from qpass.dataflow import from_graph as fg
-from qpass.dataflow import partition as P
-from qpass.graph_utils import topo_order
+from qpass.reference import GoldenExecutor, run_samples
+from qpass.ops.partition import PartitionStore
+from qpass.ir.ort_session import run_samples as ort_run_samples
+from qpass.ir.samples import load_samples
+from qpass.hw import from_graph as fg
+from qpass.hw import partition as P
+from qpass.ir.graph import topo_order
 
 from conftest import MODELS
 
@@ -71,10 +71,10 @@ def streamline_float(kind):
     return qonnx_model(r)
 
 
-def golden_equals_ort(parent, model, x):
+def golden_equals_ort(pm, model, x):
     samples = as_samples({"x": x}, model)
-    g = run_samples(parent, samples)
-    o = ort_run_samples(P.lower_partitions(parent), samples)
+    g = run_samples(pm.parent, samples, partitions=pm.store)
+    o = ort_run_samples(P.lower_partitions(pm), samples)
     for k in g:
         np.testing.assert_array_equal(np.argmax(g[k], -1), np.argmax(o[k], -1))
         assert np.abs(g[k] - o[k]).max() <= 1e-5 * max(1.0, np.abs(g[k]).max())
@@ -105,7 +105,7 @@ def test_partitioned_digits_run_in_golden_and_onnxruntime(cnn):
     pm = P.partition(cnn)
     ev = load_samples(MODELS / "digits_cnn.eval.npz", cnn)
     a = run_samples(cnn, ev)["logits"]
-    b = run_samples(pm.parent, ev)["logits"]
+    b = run_samples(pm.parent, ev, partitions=pm.store)["logits"]
     np.testing.assert_array_equal(a, b)  # the partition kernel runs the same graph
     o = ort_run_samples(P.lower_partitions(pm), ev)["logits"]
     np.testing.assert_array_equal(o.argmax(-1), a.argmax(-1))
@@ -137,19 +137,16 @@ def test_save_and_load_resolve_partition_files(cnn, tmp_path, monkeypatch):
     assert files == ["net.dataflow_partition_0.onnx", "net.onnx"]
     ev = load_samples(MODELS / "digits_cnn.eval.npz", cnn)
     want = run_samples(cnn, ev)["logits"]
-    # found by path, relative to the parent's folder, with a cold in-memory registry
+    # found by path, relative to the parent's folder, by a store that has never seen the models
     monkeypatch.chdir(tmp_path.parent)
-    monkeypatch.setattr(golden_partition, "_models", {})
-    monkeypatch.setattr(golden_partition, "_executors", {})
-    monkeypatch.setattr(golden_partition, "_dirs", [])
     loaded = P.load_partitioned(path)
-    np.testing.assert_array_equal(run_samples(loaded.parent, ev)["logits"], want)
+    np.testing.assert_array_equal(run_samples(loaded.parent, ev, partitions=loaded.store)["logits"], want)
+    np.testing.assert_array_equal(
+        run_samples(onnx.load(str(path)), ev, partitions=PartitionStore(base_dir=tmp_path))["logits"], want)
     # a missing partition file is reported when the executor is built, before any computation
-    monkeypatch.setattr(golden_partition, "_models", {})
-    monkeypatch.setattr(golden_partition, "_dirs", [])
     (tmp_path / "net.dataflow_partition_0.onnx").unlink()
     with pytest.raises(qpass.errors.QpassError, match="dataflow partition model"):
-        GoldenExecutor(onnx.load(str(path)))
+        GoldenExecutor(onnx.load(str(path)), partitions=PartitionStore(base_dir=tmp_path))
 
 
 # ------------------------------------------------------------------------------------------------ host ops
@@ -161,7 +158,7 @@ def test_softmax_at_the_end_stays_on_the_host():
     why = {n: r for n, op, r in P.explain(q)}
     assert "Softmax has no streaming hardware implementation" in why["softmax"]
     assert pm.parent.graph.node[-1].op_type == "Softmax"
-    golden_equals_ort(pm.parent, q, float_data())
+    golden_equals_ort(pm, q, float_data())
 
 
 def test_resize_in_the_middle_splits_the_graph_into_two_partitions():
@@ -173,7 +170,7 @@ def test_resize_in_the_middle_splits_the_graph_into_two_partitions():
     assert "Resize" in ops[i0:i1]  # the host part sits between the two partitions
     expl = {op: r for _, op, r in P.explain(q)}
     assert "Resize" in expl
-    g = golden_equals_ort(pm.parent, q, float_data())
+    g = golden_equals_ort(pm, q, float_data())
     ref = run_samples(q, as_samples({"x": float_data()}, q))
     np.testing.assert_array_equal(g["logits"], ref["logits"])
 
@@ -206,7 +203,7 @@ def test_partitions_never_create_a_cycle_through_the_host():
     where = {n: w for n, _, w, _ in P.describe(m)}
     assert where["conv"] == where["mt"] == "partition 0" and where["join"] == "partition 1"
     x = rng.uniform(-5, 20, (8, 4, 3, 3)).astype(np.float32)
-    np.testing.assert_array_equal(GoldenExecutor(pm.parent).run({"x": x})["y"], GoldenExecutor(m).run({"x": x})["y"])
+    np.testing.assert_array_equal(GoldenExecutor(pm.parent, partitions=pm.store).run({"x": x})["y"], GoldenExecutor(m).run({"x": x})["y"])
 
 
 def test_stream_orders_follow_layout_ops():

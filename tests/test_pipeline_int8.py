@@ -4,10 +4,10 @@ import onnx
 import pytest
 
 import qpass
-from qpass.backends.ort import make_session, run_samples
-from qpass.data import load_samples
-from qpass.evaluate import compare
-from qpass.graph_utils import op_histogram
+from qpass.ir.ort_session import make_session, run_samples
+from qpass.ir.samples import load_samples
+from qpass.analysis.evaluate import compare
+from qpass.ir.graph import op_histogram
 
 from conftest import DIGITS, MODELS, STRUCTURAL
 
@@ -81,7 +81,7 @@ def test_structural_graphs_load_normalise_quantize(name):
 
 def test_opset_upgraded_and_initializer_inputs_removed():
     res = qpass.optimize(MODELS / "structural" / "opset9_gemm.onnx",
-                         pipeline=qpass.pipelines.pipeline_from_dict({"passes": ["normalize"]}))
+                         pipeline=qpass.pipeline.files.pipeline_from_dict({"passes": ["normalize"]}))
     m = res.model
     assert [o.version for o in m.opset_import if o.domain == ""] == [17]
     inits = {i.name for i in m.graph.initializer}

@@ -6,11 +6,11 @@ from onnx import TensorProto, helper, numpy_helper
 
 import qpass
 from qpass.api import qonnx_model
-from qpass.backends.golden import GoldenExecutor
-from qpass.backends.ort import make_session
-from qpass.data import load_samples
-from qpass.graph_utils import op_histogram
-from qpass.pipelines import pipeline_from_dict
+from qpass.reference import GoldenExecutor
+from qpass.ir.ort_session import make_session
+from qpass.ir.samples import load_samples
+from qpass.ir.graph import op_histogram
+from qpass.pipeline.files import pipeline_from_dict
 
 from conftest import DIGITS, MODELS
 

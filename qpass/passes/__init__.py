@@ -1,7 +1,1 @@
-"""Every module in this package defines passes; importing the package registers them all."""
-import importlib
-import pkgutil
-
-for _mod in sorted(m.name for m in pkgutil.iter_modules(__path__)):
-    if not _mod.startswith("_"):
-        importlib.import_module(f"{__name__}.{_mod}")
+"""Graph transformations, one module per pass family (the table of pass names: qpass.pipeline.registry)."""

@@ -20,8 +20,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..graph_utils import NameAllocator, from_gs, to_gs
-from ..pass_base import Pass, PassResult
+from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.pipeline.pass_base import Pass, PassResult
 from .fold_batchnorm import LINEAR_OPS, _out_channel_axis, bn_affine
 
 LAYOUT_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")

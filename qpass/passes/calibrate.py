@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import onnx
 from tqdm import tqdm
 
-from ..backends.ort import iter_batches, make_session
-from ..calibrators import make_observer
-from ..graph_utils import elem_types
-from ..pass_base import Pass, PassResult
+from qpass.ir.ort_session import iter_batches, make_session
+from qpass.analysis.calibrators import make_observer
+from qpass.ir.graph import elem_types
+from qpass.pipeline.pass_base import Pass, PassResult
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 

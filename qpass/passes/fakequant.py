@@ -33,7 +33,7 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from ..datatypes import set_annotation
+from qpass.ir.datatypes import set_annotation
 from ..errors import PipelineError
 from ..formats import parse_format
 from ..formats.affine import Affine
@@ -42,9 +42,9 @@ from ..formats.bfp import BlockFloat
 from ..formats.fixed import DynamicFixedPoint, FixedPoint
 from ..formats.granularity import Granularity
 from ..formats.rounding import rounding_mode
-from ..graph_utils import NameAllocator, from_gs, to_gs
-from ..pass_base import Pass, PassResult
-from ..qops import QONNX_DOMAIN, refuse_if_quantized
+from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.ops.common import QONNX_DOMAIN, refuse_if_quantized
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat", "AveragePool",
                "GlobalAveragePool")

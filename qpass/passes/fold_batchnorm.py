@@ -9,8 +9,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..graph_utils import from_gs, to_gs
-from ..pass_base import Pass, PassResult
+from qpass.ir.graph import from_gs, to_gs
+from qpass.pipeline.pass_base import Pass, PassResult
 
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 

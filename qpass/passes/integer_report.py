@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import onnx_graphsurgeon as gs
 
-from ..datatypes import set_annotation
-from ..graph_utils import from_gs, to_gs
-from ..intinfo import LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, linear_bounds, signed_bits
-from ..pass_base import Pass, PassResult
-from ..qops import QONNX_DOMAINS
+from qpass.ir.datatypes import set_annotation
+from qpass.ir.graph import from_gs, to_gs
+from qpass.analysis.intinfo import LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, linear_bounds, signed_bits
+from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.ops.common import QONNX_DOMAINS
 
 
 def _type_name(lo: float, hi: float) -> str:

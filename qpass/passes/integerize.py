@@ -18,11 +18,11 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from ..graph_utils import NameAllocator, from_gs, to_gs
-from ..intinfo import (LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, is_pow2, is_quant,
+from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.analysis.intinfo import (LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, is_pow2, is_quant,
                        quant_params, weight_codes)
-from ..pass_base import Pass, PassResult
-from ..qops import QONNX_DOMAINS
+from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.ops.common import QONNX_DOMAINS
 
 
 class _IntPass(Pass):

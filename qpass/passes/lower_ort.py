@@ -14,9 +14,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedOpError
-from ..graph_utils import NameAllocator, from_gs, main_opset, to_gs
-from ..pass_base import Pass, PassResult
-from ..qops import QONNX_DOMAINS, QPASS_DOMAIN, int_bounds
+from qpass.ir.graph import NameAllocator, from_gs, main_opset, to_gs
+from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.ops.common import QONNX_DOMAINS, QPASS_DOMAIN, int_bounds
 
 LOWERINGS = {}
 

@@ -16,8 +16,8 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper, version_converter
 
 from ..errors import ModelLoadError
-from ..graph_utils import from_gs, main_opset, to_gs, topo_sort_nodes
-from ..pass_base import Pass, PassResult
+from qpass.ir.graph import from_gs, main_opset, to_gs, topo_sort_nodes
+from qpass.pipeline.pass_base import Pass, PassResult
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
 logging.getLogger("onnx_graphsurgeon").setLevel(logging.ERROR)

@@ -26,10 +26,10 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import PipelineError
-from ..graph_utils import NameAllocator, from_gs, to_gs
-from ..pass_base import Pass, PassResult
-from ..qops import refuse_if_quantized
-from ..qparams import AffineParams, INT_RANGES, activation_params, quantize, symmetric_weight_params
+from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.ops.common import refuse_if_quantized
+from qpass.formats.qdq_params import AffineParams, INT_RANGES, activation_params, quantize, symmetric_weight_params
 
 WEIGHT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 RECURRENT_OPS = ("LSTM", "GRU", "RNN")  # weights W, R quantised; the recurrence itself runs in float
@@ -393,7 +393,7 @@ class QuantizeQDQ(Pass):
     Options = QuantizeQDQOptions
 
     def run(self, model, ctx):
-        from ..graph_utils import main_opset
+        from qpass.ir.graph import main_opset
 
         refuse_if_quantized(model, "quantize_qdq")
         if main_opset(model) < 13:

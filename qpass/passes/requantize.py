@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..intinfo import const, quant_params
-from ..qops import int_bounds
+from qpass.analysis.intinfo import const, quant_params
+from qpass.ops.common import int_bounds
 from .thresholds import ChainRewrite, channel_axis_of
 
 

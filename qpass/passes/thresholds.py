@@ -19,9 +19,9 @@ import onnx
 import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper
 
-from ..intinfo import (LINEAR_OPS, const, int_range, is_bipolar_codes, is_int_quant, linear_bounds,
+from qpass.analysis.intinfo import (LINEAR_OPS, const, int_range, is_bipolar_codes, is_int_quant, linear_bounds,
                        quant_params, signed_bits)
-from ..qops import QONNX_DOMAIN, QONNX_DOMAINS, int_bounds
+from qpass.ops.common import QONNX_DOMAIN, QONNX_DOMAINS, int_bounds
 from .integerize import _IntPass
 
 CHAIN_OPS = ("Mul", "Add", "Sub", "Div", "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid",
@@ -88,7 +88,7 @@ class _Chain:
     """Evaluates the chain on a (levels, channels) grid of accumulator values."""
 
     def __init__(self, chain, acc, rank, axis):
-        from ..backends.golden import GoldenExecutor
+        from qpass.reference import GoldenExecutor
 
         self.ex = GoldenExecutor(_chain_model(chain, acc, rank))
         self.inp, self.out, self.rank, self.axis = acc.name, chain[-1].outputs[0].name, rank, axis

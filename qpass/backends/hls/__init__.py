@@ -13,20 +13,18 @@
     y = hls.csim(out.partitions[0].project_dir, {"input_quant_codes": codes})   # integer codes in, codes out
 
 Modules: ``exporter`` (export, compare_with_golden), ``codegen`` (C++ / Makefile / Tcl generation),
-``csim_runner`` (g++ build and run), ``golden_partition`` (the golden kernel of qpass::StreamingDataflowPartition), ``aptypes``
+``csim_runner`` (g++ build and run), ``aptypes``
 (where ap_int.h comes from: hls4ml's Apache-2.0 headers), ``templates/`` (the layer library and qpass' own
 hls_stream.h for the C simulation).
 """
 from __future__ import annotations
 
-from . import golden_partition  # noqa: F401  (registers the partition kernel with the golden simulator)
 from .aptypes import fetch_ap_types, find_ap_types
 from .csim_runner import build, csim
 from .exporter import Comparison, ExportResult, PartitionExport, compare_with_golden, export, partition_io
-from .golden_partition import use_csim
-from ...dataflow.partition import (PartitionedModel, explain, inline_partitions, load_partitioned,
+from qpass.hw.partition import (PartitionedModel, explain, inline_partitions, load_partitioned,
                                    lower_partitions, partition)
 
 __all__ = ["export", "compare_with_golden", "csim", "build", "ExportResult", "PartitionExport", "Comparison",
-           "partition_io", "find_ap_types", "fetch_ap_types", "use_csim", "partition", "PartitionedModel",
+           "partition_io", "find_ap_types", "fetch_ap_types", "partition", "PartitionedModel",
            "explain", "lower_partitions", "inline_partitions", "load_partitioned"]

@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ...dataflow.from_graph import DataflowGraph, HwLayer, IntType, c_ident
+from qpass.hw.from_graph import DataflowGraph, HwLayer, IntType, c_ident
 
-# full part numbers of the devices qpass.dataflow.devices knows (board parts of the named boards)
+# full part numbers of the devices qpass.hw.devices knows (board parts of the named boards)
 PARTS = {
     "xc7z020": "xc7z020clg400-1",  # Pynq-Z1/Z2
     "xc7z045": "xc7z045ffg900-2",  # ZC706
@@ -640,7 +640,7 @@ int main(int argc, char** argv) {{
 # ------------------------------------------------------------------------------------- build scripts
 
 def part_of(device) -> str:
-    from ...dataflow.devices import get_device
+    from qpass.hw.devices import get_device
 
     name = device.part if hasattr(device, "part") else str(device)
     key = name.strip().lower()

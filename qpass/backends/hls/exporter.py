@@ -12,11 +12,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from ...dataflow import from_graph as fg
-from ...dataflow.devices import Device, get_device
-from ...dataflow.fifo_sim import FifoResult
-from ...dataflow.folding import FoldingResult
-from ...dataflow.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionedModel, partition
+from qpass.hw import from_graph as fg
+from qpass.hw.devices import Device, get_device
+from qpass.hw.fifo_sim import FifoResult
+from qpass.hw.folding import FoldingResult
+from qpass.hw.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionedModel, partition
 from ...errors import QpassError
 from . import codegen
 from .aptypes import find_ap_types
@@ -66,7 +66,7 @@ def _model_of(model) -> onnx.ModelProto:
 
         return qonnx_model(model)
     if isinstance(model, (str, os.PathLike)):
-        from ...model_io import parse_model
+        from qpass.ir.model_io import parse_model
 
         return parse_model(model)
     raise QpassError(f"export needs an ONNX model or an optimize() result, got {type(model).__name__}")
@@ -80,16 +80,17 @@ def _samples(samples, model: onnx.ModelProto):
     return as_samples(samples, model)
 
 
-def partition_io(parent: onnx.ModelProto, samples, batch_size: int = 64) -> dict[str, np.ndarray]:
-    """Golden values of every partition input and output tensor and of the model outputs, per sample."""
-    from ...backends.golden import GoldenExecutor, run_samples
+def partition_io(parent: onnx.ModelProto, samples, batch_size: int = 64, partitions=None) -> dict[str, np.ndarray]:
+    """Golden values of every partition input and output tensor and of the model outputs, per sample
+    (``partitions``: the PartitionStore holding the partition models)."""
+    from qpass.reference import GoldenExecutor, run_samples
 
     names = []
     for n in parent.graph.node:
         if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN:
             names += [t for t in list(n.input) + list(n.output) if t and t not in names]
     names += [o.name for o in parent.graph.output if o.name not in names]
-    ex = GoldenExecutor(parent)
+    ex = GoldenExecutor(parent, partitions=partitions)
     return run_samples(parent, samples, outputs=names, batch_size=batch_size, executor=ex)
 
 
@@ -100,7 +101,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     """Write, per dataflow partition of a streamlined model, a self-contained HLS C++ project.
 
     ``model``: the streamlined QONNX graph (``qpass.api.qonnx_model(result)`` of the ``streamline`` or ``dataflow``
-    pipeline, or that result itself). ``device``: the FPGA part (``qpass.dataflow.devices``); ``clock_ns``: the
+    pipeline, or that result itself). ``device``: the FPGA part (``qpass.hw.devices``); ``clock_ns``: the
     clock period (default: the device's). ``target_fps``: fold every layer to meet this frame rate with the fewest
     estimated LUTs; without it, the fastest folding that fits ``utilisation`` of the device. ``samples`` (npz path,
     dict or SampleSet of the model's inputs): written to each project's ``data/`` with the golden simulator's
@@ -126,7 +127,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     parent_path = pm.save(out / f"{model_name}.onnx")
     timings["partition"] = time.perf_counter() - t0
     sample_set = _samples(samples, m)
-    io = partition_io(pm.parent, sample_set) if sample_set is not None else None
+    io = partition_io(pm.parent, sample_set, partitions=pm.store) if sample_set is not None else None
     timings["golden"] = time.perf_counter() - t0 - timings["partition"]
     ap = str(ap_types) if ap_types is not None else (str(find_ap_types()) if find_ap_types() else None)
     part = codegen.part_of(dev if not isinstance(device, str) else device)
@@ -220,13 +221,13 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
     """Run the golden simulator on the partitioned model over ``samples``, feed every partition's golden inputs to
     its C simulation and count differing output codes; then (``end_to_end``) run the whole model again with the
     partitions in the C simulation and the host nodes in the golden simulator and count differing outputs."""
-    from . import golden_partition
     from .csim_runner import build, csim
 
     t0 = time.perf_counter()
     parent = result.partitioned.parent
     s = _samples(samples, parent)
-    io = partition_io(parent, s, batch_size=max(1, len(s)))
+    store = result.partitioned.store
+    io = partition_io(parent, s, batch_size=max(1, len(s)), partitions=store)
     secs = {"golden": time.perf_counter() - t0}
     t1 = time.perf_counter()
     for e in result.partitions:
@@ -248,14 +249,15 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
     secs["csim"] = time.perf_counter() - t1
     e2e = {}
     if end_to_end:
-        from ...backends.golden import GoldenExecutor, run_samples
+        from qpass.reference import GoldenExecutor, run_samples
 
         t1 = time.perf_counter()
         shas = {n.name: next((a.s.decode() for a in n.attribute if a.name == "model_sha256"), n.name)
                 for n in result.partitioned.partition_nodes}
-        with golden_partition.use_csim({shas[e.name]: e.project_dir for e in result.partitions}):
-            # one batch: a partition fed exactly what it was fed above reuses that C simulation run
-            ys = run_samples(parent, s, executor=GoldenExecutor(parent), batch_size=max(1, len(s)))
+        csims = {shas[e.name]: (lambda feeds, d=e.project_dir: csim(d, feeds)) for e in result.partitions}
+        # one batch: a partition fed exactly what it was fed above reuses that C simulation run
+        ys = run_samples(parent, s, executor=GoldenExecutor(parent, partitions=store.with_runners(csims)),
+                         batch_size=max(1, len(s)))
         for o in parent.graph.output:
             a, b = np.asarray(ys[o.name]), np.asarray(io[o.name])
             e2e[o.name] = int(np.count_nonzero(a != b))

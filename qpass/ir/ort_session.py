@@ -1,0 +1,80 @@
+"""ONNX Runtime backend: sessions with chosen threads and optimisation level, and runs over sample sets.
+
+Samples are batched along a dynamic leading dimension when every input and every requested output carries
+the same symbolic batch dimension; otherwise each sample is one call.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+
+from qpass.ir.batching import iter_feeds, run_stacked
+from qpass.ir.samples import SampleSet
+from ..errors import QpassError
+from qpass.ir.model_io import PROTO_LIMIT, serialize
+
+
+class OrtError(QpassError):
+    pass
+
+
+def _first_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, optimize: bool = True,
+                 optimized_path: str | None = None) -> ort.InferenceSession:
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 4  # errors reach the user as one qpass line, not onnxruntime's own log
+    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
+                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+    if isinstance(model, onnx.ModelProto):
+        if model.ByteSize() >= PROTO_LIMIT:
+            raise OrtError("model is over 2 GB in memory: save it with external data and run it from its file")
+        src = serialize(model)
+    else:
+        src = str(Path(model))
+    try:
+        # WeightBiasQuantization would silently re-quantise float weights that sit between quantised activations
+        # to int8 (e.g. 10-16-bit fake-quant weights): the model that runs must be the model that was specified
+        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=["WeightBiasQuantization"])
+    except Exception as exc:
+        raise OrtError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+
+
+def iter_batches(sess: ort.InferenceSession, model: onnx.ModelProto, samples: SampleSet,
+                 outputs: list[str] | None = None, batch_size: int = 64,
+                 progress=None) -> Iterator[tuple[int, list[np.ndarray]]]:
+    """Yield (number of samples, outputs) per call; outputs of batched calls are concatenated on axis 0."""
+    outputs = outputs or [o.name for o in sess.get_outputs()]
+    for start, count, feed in iter_feeds(model, samples, outputs, batch_size):
+        yield count, _run(sess, outputs, feed, start)
+        if progress is not None:
+            progress.update(count)
+
+
+def _run(sess: ort.InferenceSession, outputs: list[str], feed: dict, start: int) -> list[np.ndarray]:
+    try:
+        return sess.run(outputs, feed)
+    except Exception as exc:
+        raise OrtError(f"onnxruntime failed on sample {start}: {_first_line(exc)}") from None
+
+
+def run_samples(model: onnx.ModelProto, samples: SampleSet, threads: int = 1, optimize: bool = True,
+                outputs: list[str] | None = None, batch_size: int = 64,
+                sess: ort.InferenceSession | None = None) -> dict[str, np.ndarray]:
+    """Run every sample; return each output stacked on a new leading sample axis (the npz convention)."""
+    sess = sess or make_session(model, threads, optimize)
+    names = outputs or [o.name for o in sess.get_outputs()]
+    return run_stacked(lambda feed: _run(sess, names, feed, 0), model, samples, names, batch_size)

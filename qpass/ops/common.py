@@ -1,0 +1,73 @@
+"""The quantisation ops qpass writes into graphs, and their domains.
+
+QONNX ops (domain ``qonnx.custom_op.general``; ``finn.custom_op.general`` is read as an alias):
+  Quant(x, scale, zeropt, bitwidth; signed=1, narrow=0, rounding_mode="ROUND")
+      y = x / scale + zeropt; y = clip(y, min_int, max_int); y = round_mode(y); out = (y - zeropt) * scale
+  BipolarQuant(x, scale)             out = where(x >= 0, +1, -1) * scale
+  Trunc(x, scale, zeropt, in_bw, out_bw; rounding_mode="FLOOR")
+      y = round(x / scale + zeropt) / 2^(in_bw - out_bw); y = round_mode(y); out = (y - zeropt) * scale
+  MultiThreshold(x, T; out_dtype, out_scale=1, out_bias=0, data_layout)
+      out = out_scale * #{t : x >= T[c, t]} + out_bias      (c = channel of x under data_layout)
+qpass ops (domain ``qpass``) cover the formats that do not fit QONNX's integer grid; see qpass/formats.
+All arithmetic is float32, in the order written, so the golden simulator and the lowered ONNX graph agree.
+"""
+from __future__ import annotations
+
+QONNX_DOMAIN = "qonnx.custom_op.general"
+QONNX_DOMAINS = (QONNX_DOMAIN, "finn.custom_op.general", "qonnx.custom_op.general.quant")
+QPASS_DOMAIN = "qpass"
+ROUNDING_MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
+
+
+QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
+                 "QLinearConv", "QLinearMatMul")
+
+
+def quantized_op_types(model) -> list[str]:
+    """Op types showing that a model is already quantised (ONNX QDQ / integer ops, com.microsoft quant ops, QONNX)."""
+    found = set()
+    for n in model.graph.node:
+        if n.op_type in QUANTIZED_OPS and n.domain in ("", "ai.onnx"):
+            found.add(n.op_type)
+        elif n.domain == "com.microsoft" and ("Quant" in n.op_type or n.op_type.startswith("QLinear")
+                                              or n.op_type in ("QGemm", "QAttention", "MatMulIntegerToFloat")):
+            found.add(f"com.microsoft::{n.op_type}")
+        elif n.domain in QONNX_DOMAINS and n.op_type in ("Quant", "BipolarQuant", "MultiThreshold", "Trunc"):
+            found.add(f"qonnx::{n.op_type}")
+    return sorted(found)
+
+
+def refuse_if_quantized(model, pass_name: str) -> None:
+    from qpass.errors import PipelineError
+
+    ops = quantized_op_types(model)
+    if ops:
+        raise PipelineError(f"the model is already quantized ({', '.join(ops[:4])}{' ...' if len(ops) > 4 else ''}); "
+                            f"{pass_name} quantizes float models, so there is nothing to do")
+
+
+def is_qonnx(node, op_type: str | None = None) -> bool:
+    return node.domain in QONNX_DOMAINS and (op_type is None or node.op_type == op_type)
+
+
+def int_bounds(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
+    """QONNX's bounds (narrow applies to unsigned too: [0, 2^b - 2])."""
+    if signed:
+        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
+        return (lo + 1 if narrow else lo), hi
+    return 0, (2**bits - 2 if narrow else 2**bits - 1)
+
+
+def attr(node, name: str, default=None):
+    """Attribute value of an onnx NodeProto (or graphsurgeon Node), with a default."""
+    attrs = getattr(node, "attrs", None)
+    if attrs is not None:
+        v = attrs.get(name, default)
+        return v.decode() if isinstance(v, bytes) else v
+    import onnx
+
+    for a in node.attribute:
+        if a.name == name:
+            v = onnx.helper.get_attribute_value(a)
+            return v.decode() if isinstance(v, bytes) else v
+    return default

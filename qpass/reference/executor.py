@@ -1,0 +1,300 @@
+"""GoldenExecutor: a numpy interpreter for ONNX graphs that defines the reference numbers of qpass.
+
+Construction checks every op against the registry (so an unsupported op fails before any computation), sorts
+the nodes, and plans *integer fusion*: a Conv / ConvTranspose / Gemm / MatMul / Add / Mul / AveragePool /
+GlobalAveragePool / MaxPool whose data inputs come from DequantizeLinear nodes and whose only consumer is a
+QuantizeLinear runs as one integer kernel (see ``ops_integer``), producing the QuantizeLinear output directly,
+the way onnxruntime's QLinear* / QGemm kernels do. Everything else runs in float between DQ and Q.
+
+``run`` evaluates only the nodes needed for the requested outputs, caches everything that depends only on
+initializers, and frees intermediates after their last use.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qpass.errors import QpassError, UnsupportedOpError
+from qpass.ir.graph import topo_order
+from . import ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (register kernels)
+from qpass.ops.partition import PartitionStore
+from .registry import QONNX_DOMAIN, NodeInfo, lookup
+
+OVERFLOW_MODES = ("saturate", "wrap")
+
+
+class GoldenError(QpassError):
+    """The golden simulator cannot run the model or a node failed."""
+
+
+@dataclass
+class _Step:
+    inputs: list[str]
+    outputs: list[str]
+    run: Any  # callable(list[np.ndarray | None]) -> list[np.ndarray]
+    label: str
+    const: bool = False
+    node: NodeInfo | None = None
+
+
+@dataclass
+class _Plan:
+    steps: list[_Step]
+    free_after: list[list[str]] = field(default_factory=list)
+
+
+def _sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
+    """Stable topological order of ``graph.node`` (ONNX requires it, exporters do not always comply)."""
+    try:
+        return topo_order(list(graph.node))
+    except ValueError as exc:
+        raise GoldenError(str(exc)) from None
+
+
+class GoldenExecutor:
+    """Run an ONNX model in numpy, bit-exactly, with onnxruntime's integer semantics for fused QDQ layers.
+
+    ``acc_bits``: width of the signed accumulators of fused integer layers (None: exact int64). ``overflow``:
+    what an accumulator does when a partial sum leaves that range: ``"saturate"`` (clamp after every addition,
+    bias first, then the products in weight order) or ``"wrap"`` (two's complement). ``stats`` holds per fused
+    node: exact accumulator range, overflowed accumulators, saturation events, clipped outputs.
+    """
+
+    def __init__(self, model: onnx.ModelProto, acc_bits: int | None = None, overflow: str = "saturate",
+                 partitions: PartitionStore | None = None):
+        if overflow not in OVERFLOW_MODES:
+            raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, not {overflow!r}")
+        if acc_bits is not None and not (2 <= int(acc_bits) <= 64):
+            raise ValueError("acc_bits must be between 2 and 64")
+        self.model = model
+        self.partitions = partitions if partitions is not None else PartitionStore()
+        self._sub_executors: dict[int, "GoldenExecutor"] = {}
+        self.acc_bits = None if acc_bits is None else int(acc_bits)
+        self.overflow = overflow
+        g = model.graph
+        self.opsets = {("" if imp.domain in ("", "ai.onnx") else imp.domain): imp.version for imp in model.opset_import}
+        self.initializers: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        self.input_names = [vi.name for vi in g.input if vi.name not in self.initializers]
+        self.overridable = {vi.name for vi in g.input if vi.name in self.initializers}
+        self.output_names = [o.name for o in g.output]
+        self.input_dtypes = {}
+        for vi in g.input:
+            et = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
+            if et and vi.name not in self.initializers:
+                self.input_dtypes[vi.name] = onnx.helper.tensor_dtype_to_np_dtype(et)
+        self.nodes = []
+        seen: set[str] = set()
+        for i, proto in enumerate(_sorted_nodes(g)):
+            n = NodeInfo.from_proto(proto, self.opsets, i)
+            base, k = n.name, 1
+            while n.name in seen:  # fusion plans and stats are keyed by node name
+                n.name, k = f"{base}__{k}", k + 1
+            seen.add(n.name)
+            self.nodes.append(n)
+        self._check_supported()
+        self.stats: dict[str, dict[str, Any]] = {}
+        self.fused: dict[str, str] = {}  # compute node name -> fused kernel kind
+        self.not_fused: dict[str, str] = {}  # compute node name -> reason it runs in float
+        self._build_steps()
+        self._const_cache: dict[str, np.ndarray] = {}
+        self._plans: dict[tuple, _Plan] = {}
+
+    # ------------------------------------------------------------------ construction
+
+    def _check_supported(self) -> None:
+        problems = []
+        for n in self.nodes:
+            k = lookup(n.domain, n.op_type)
+            if k is None:
+                problems.append(f"no kernel for {n.label}")
+                continue
+            if k.check is not None:
+                reason = k.check(self, n) if k.with_executor else k.check(n)
+                if reason:
+                    problems.append(f"{n.label}: {reason}")
+        if problems:
+            more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+            raise UnsupportedOpError(f"golden simulator: {problems[0]}{more}")
+
+    def _build_steps(self) -> None:
+        self.quant_linear = quant_linear.plan(self.nodes, self.initializers)
+        fctx = ops_integer.FusionContext(self)
+        plans = fctx.plan_all()
+        self.fused = {name: op.kind for name, op in plans.items() if not isinstance(op, str)}
+        self.not_fused = {name: op for name, op in plans.items() if isinstance(op, str)}
+        fused_q = {op.q_node: op for op in plans.values() if not isinstance(op, str)}
+        fused_compute = {name: op for name, op in plans.items() if not isinstance(op, str)}
+        steps: list[_Step] = []
+        for n in self.nodes:
+            if n.name in fused_q:
+                continue  # its output comes from the fused step
+            steps.append(self._node_step(n))
+            if n.name in fused_compute:
+                op = fused_compute[n.name]
+                steps.append(_Step(list(op.inputs), [op.output], self._fused_runner(op), f"{op.kind} {n.name!r}",
+                                   node=n))
+        self.steps = steps
+        consts = set(self.initializers) - self.overridable
+        for s in steps:
+            s.const = all((not x) or x in consts for x in s.inputs) and s.node is not None and \
+                s.node.op_type not in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike")
+            if s.const:
+                consts.update(o for o in s.outputs if o)
+        self._producer = {o: i for i, s in enumerate(steps) for o in s.outputs if o}
+
+    def sub_executor(self, model: onnx.ModelProto) -> "GoldenExecutor":
+        """A nested interpreter for a sub-model (a dataflow partition), built once per model and sharing this
+        executor's settings and partition store."""
+        ex = self._sub_executors.get(id(model))
+        if ex is None:
+            ex = GoldenExecutor(model, self.acc_bits, self.overflow, self.partitions)
+            self._sub_executors[id(model)] = ex
+        return ex
+
+    def _node_step(self, n: NodeInfo) -> _Step:
+        k = lookup(n.domain, n.op_type)
+        kernel = (lambda node, *a, fn=k.fn: fn(self, node, *a)) if k.with_executor else k.fn
+        if n.name in self.quant_linear:
+            info = self.quant_linear[n.name]
+
+            def run_int(values, n=n, kernel=kernel, info=info):
+                args = list(values)
+                while args and args[-1] is None:
+                    args.pop()
+                return [quant_linear.run(n, kernel, info, *args)]
+
+            return _Step(list(n.inputs), list(n.outputs), run_int, n.label + " (integer)", node=n)
+
+        counts_saturation = n.op_type == "Quant" and n.domain == QONNX_DOMAIN
+
+        def run(values, n=n, kernel=kernel):
+            args = list(values)
+            while args and args[-1] is None and len(args) > 0:
+                args.pop()
+            out = kernel(n, *args)
+            if counts_saturation and args[0] is not None:
+                self._count_quant_saturation(n, args)
+            return list(out) if isinstance(out, (tuple, list)) else [out]
+
+        return _Step(list(n.inputs), list(n.outputs), run, n.label, node=n)
+
+    def _fused_runner(self, op):
+        def run(values, op=op):
+            return [op.compute(values, self)]
+        return run
+
+    def record(self, node: str, kind: str, **counts) -> None:
+        """Accumulate integer-kernel statistics of one call (used by the fused kernels)."""
+        st = self.stats.setdefault(node, {"kind": kind, "calls": 0, "outputs": 0, "acc_bits": self.acc_bits,
+                                          "overflow": self.overflow, "acc_min": None, "acc_max": None,
+                                          "overflowed": 0, "saturation_events": 0, "output_clipped": 0})
+        st["calls"] += 1
+        for k, v in counts.items():
+            if k == "acc_min":
+                st[k] = v if st[k] is None else min(st[k], v)
+            elif k == "acc_max":
+                st[k] = v if st[k] is None else max(st[k], v)
+            elif v is not None:
+                st[k] = st.get(k, 0) + int(v)
+
+    def _count_quant_saturation(self, n: NodeInfo, args) -> None:
+        """Every quantiser counts the elements it saturated (outside its integer range before rounding)."""
+        x, scale, zeropt, bits = (np.asarray(a) for a in args[:4])
+        bits = int(np.asarray(bits).reshape(-1)[0])
+        if bits == 1 and bool(n.attr("signed", 1)):
+            return
+        y = x.astype(np.float32) / scale.astype(np.float32) + zeropt.astype(np.float32)
+        lo, hi = ops_quant.int_bounds(bool(n.attr("signed", 1)), bool(n.attr("narrow", 1)), bits)
+        st = self.stats.setdefault(n.name, {"kind": "quant", "calls": 0, "outputs": 0, "saturated": 0})
+        st["calls"] += 1
+        st["outputs"] += int(y.size)
+        st["saturated"] += int(np.count_nonzero((y < lo) | (y > hi)))
+
+    def reset_stats(self) -> None:
+        self.stats.clear()
+
+    # ------------------------------------------------------------------ running
+
+    def _plan(self, outputs: tuple[str, ...]) -> _Plan:
+        if outputs in self._plans:
+            return self._plans[outputs]
+        known = set(self.initializers) | set(self.input_names)
+        need: set[str] = set(outputs)
+        chosen = [False] * len(self.steps)
+        for i in range(len(self.steps) - 1, -1, -1):
+            s = self.steps[i]
+            if any(o in need for o in s.outputs if o):
+                chosen[i] = True
+                need.update(x for x in s.inputs if x)
+        missing = [o for o in outputs if o not in self._producer and o not in known]
+        if missing:
+            raise GoldenError(f"unknown output {missing[0]!r}: no node produces it")
+        steps = [s for i, s in enumerate(self.steps) if chosen[i]]
+        last: dict[str, int] = {}
+        for i, s in enumerate(steps):
+            for x in s.inputs:
+                if x:
+                    last[x] = i
+        free = [[] for _ in steps]
+        keep = set(outputs)
+        for name, i in last.items():
+            if name not in keep:
+                free[i].append(name)
+        plan = _Plan(steps, free)
+        self._plans[outputs] = plan
+        return plan
+
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
+        """Evaluate the graph on ``feeds``; return ``{name: array}`` for ``outputs`` (default: graph outputs)."""
+        outputs = tuple(outputs or self.output_names)
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise GoldenError(f"no value fed for graph input {missing[0]!r}")
+        env: dict[str, np.ndarray] = dict(self.initializers)
+        for k, v in feeds.items():
+            v = np.asarray(v)
+            want = self.input_dtypes.get(k)
+            if want is not None and v.dtype != want and v.dtype.kind in "biuf" and want.kind in "biuf":
+                v = v.astype(want)  # e.g. float64 data for a float32 input: compute as the model declares
+            env[k] = v
+        plan = self._plan(outputs)
+        for s, free in zip(plan.steps, plan.free_after):
+            if s.const and all(o in self._const_cache for o in s.outputs if o):
+                for o in s.outputs:
+                    if o:
+                        env[o] = self._const_cache[o]
+            else:
+                try:
+                    vals = [env[x] if x else None for x in s.inputs]
+                except KeyError as exc:
+                    raise GoldenError(f"{s.label}: input {exc.args[0]!r} has no value") from None
+                try:
+                    res = s.run(vals)
+                except QpassError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one line naming the node
+                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise GoldenError(f"{s.label} failed: {msg}") from exc
+                for o, v in zip(s.outputs, res):
+                    if o:
+                        env[o] = np.asarray(v)
+                        if s.const:
+                            self._const_cache[o] = env[o]
+            for name in free:
+                if name not in self.initializers:
+                    env.pop(name, None)
+        return {o: env[o] for o in outputs}
+
+    # ------------------------------------------------------------------ introspection
+
+    def describe(self) -> str:
+        lines = [f"{len(self.nodes)} nodes, {len(self.fused)} integer-fused layers"]
+        for name, kind in self.fused.items():
+            lines.append(f"  {kind:26s} {name}")
+        for name, why in self.not_fused.items():
+            lines.append(f"  float {name}: {why}")
+        return "\n".join(lines)
