@@ -8,17 +8,17 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import onnx
 
-from qpass.ir.samples import SampleSet, bind_samples, load_samples
-from qpass.pipeline.manager import PassContext, PassManager, PassRecord, Pipeline
 from qpass.ir.model_io import parse_model, save_model
+from qpass.ir.samples import as_samples
 from qpass.pipeline.files import load_pipeline
+from qpass.pipeline.manager import PassContext, Pipeline
+from qpass.pipeline.run import OptimizeResult, float_model, qonnx_model, run_passes
+
+__all__ = ["load", "save", "optimize", "OptimizeResult", "qonnx_model", "float_model", "as_samples", "run_passes"]
 
 
 def load(path: str | Path) -> onnx.ModelProto:
@@ -28,49 +28,6 @@ def load(path: str | Path) -> onnx.ModelProto:
 
 def save(model: onnx.ModelProto, path: str | Path) -> Path:
     return save_model(model, path)
-
-
-@dataclass
-class OptimizeResult:
-    model: onnx.ModelProto
-    records: list[PassRecord]
-    facts: dict[str, Any] = field(default_factory=dict)
-    pipeline: Pipeline | None = None
-
-
-SNAPSHOT_BEFORE = ("quantize_qdq", "fakequant", "lower_ort")
-
-
-def _snapshots(ctx: PassContext):
-    """An instrument keeping the model as it was before quantisation and before lowering (for reports, golden
-    runs and the HLS backend): ``facts["snapshots"][pass name]``."""
-
-    def inst(when: str, p, model: onnx.ModelProto, rec) -> None:
-        if when == "before" and p.name in SNAPSHOT_BEFORE:
-            snap = onnx.ModelProto()
-            snap.CopyFrom(model)
-            ctx.facts.setdefault("snapshots", {})[p.name] = snap
-
-    return inst
-
-
-def qonnx_model(result: "OptimizeResult") -> onnx.ModelProto:
-    """The model before lowering to standard ONNX (the final model when the pipeline has no lowering)."""
-    return result.facts.get("snapshots", {}).get("lower_ort", result.model)
-
-
-def float_model(result: "OptimizeResult") -> onnx.ModelProto | None:
-    """The normalised float model right before quantisation, if the pipeline quantised."""
-    snaps = result.facts.get("snapshots", {})
-    return snaps.get("quantize_qdq") or snaps.get("fakequant")
-
-
-def as_samples(data, model: onnx.ModelProto) -> SampleSet:
-    if isinstance(data, SampleSet):
-        return data
-    if isinstance(data, dict):
-        return bind_samples({k: np.asarray(v) for k, v in data.items()}, model, "calibration data")
-    return load_samples(data, model)
 
 
 def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pipeline = "default",
@@ -88,6 +45,4 @@ def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pi
         ctx.facts["calibration_data"] = as_samples(calib, model)
     if eval is not None:  # held-out samples (with labels) for passes that measure accuracy, e.g. bitwidth
         ctx.facts["eval_data"] = as_samples(eval, model)
-    ctx.instruments.append(_snapshots(ctx))
-    out = PassManager(pipeline, ctx).run(model)
-    return OptimizeResult(out, ctx.records, ctx.facts, pipeline)
+    return run_passes(model, pipeline, ctx)

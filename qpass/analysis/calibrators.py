@@ -25,7 +25,8 @@ from __future__ import annotations
 import numpy as np
 
 from qpass.errors import PipelineError
-from qpass.formats.fixed import DynamicFixedPoint, fraction_limits, int_range
+from qpass.formats.fixed import DynamicFixedPoint, fraction_limits
+from qpass.formats.rounding import int_bounds
 
 
 class Observer:
@@ -300,7 +301,7 @@ class DFPObserver(Observer):
         if not self.seen:
             return (0.0, 0.0)
         F = self.fraction()
-        qmin, qmax = int_range(self.bits, self.is_signed)
+        qmin, qmax = int_bounds(self.bits, self.is_signed)
         return float(np.ldexp(qmin, -F)), float(np.ldexp(qmax, -F))
 
 

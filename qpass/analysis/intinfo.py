@@ -10,9 +10,9 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from qpass.ops.common import QONNX_DOMAINS, int_bounds
+from qpass.ops.common import LINEAR_OPS
 
 TRANSPARENT_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout")
-LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def const(t) -> np.ndarray | None:

@@ -37,7 +37,8 @@ from .affine import Affine
 from .base import Format, QuantResult
 from .bfp import BlockFloat
 from .binary import Binary, Ternary
-from .fixed import DynamicFixedPoint, FixedPoint, fraction_limits, int_range
+from .fixed import DynamicFixedPoint, FixedPoint, fraction_limits
+from .rounding import int_bounds
 from .granularity import Granularity, as_granularity, parse_granularity
 from .minifloat import PRESETS, MiniFloat
 from .pow2 import PowerOfTwo
@@ -47,4 +48,4 @@ from .spec import parse_format
 __all__ = ["Format", "QuantResult", "FixedPoint", "DynamicFixedPoint", "Affine", "Binary", "Ternary", "BlockFloat",
            "PowerOfTwo", "MiniFloat", "PRESETS", "Granularity", "as_granularity", "parse_granularity",
            "parse_format", "round_values", "apply_overflow", "quantize_int", "make_rng", "ROUNDING_MODES",
-           "OVERFLOW_MODES", "fraction_limits", "int_range"]
+           "OVERFLOW_MODES", "fraction_limits", "int_bounds"]

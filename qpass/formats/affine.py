@@ -18,7 +18,8 @@ import numpy as np
 
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, empty_result
-from .fixed import _check_width, int_range
+from .fixed import _check_width
+from .rounding import int_bounds
 from .granularity import TENSOR, Granularity, as_granularity
 from .rounding import quantize_int
 
@@ -66,11 +67,11 @@ class Affine(Format):
 
     @property
     def qmin(self) -> int:
-        return int_range(self.W, self.signed, self.narrow)[0]
+        return int_bounds(self.W, self.signed, self.narrow)[0]
 
     @property
     def qmax(self) -> int:
-        return int_range(self.W, self.signed, self.narrow)[1]
+        return int_bounds(self.W, self.signed, self.narrow)[1]
 
     @property
     def grid_step(self) -> float | None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, ceil_log2, empty_result, floor_log2
-from .fixed import int_range
+from .rounding import int_bounds
 from .granularity import Granularity
 from .rounding import quantize_int
 
@@ -58,7 +58,7 @@ class BlockFloat(Format):
         if x.size == 0:
             return empty_result(x)
         shift = self.granularity.expand(self.exponents(x) - (self.M - 1), x.shape)
-        qmin, qmax = int_range(self.M, True)
+        qmin, qmax = int_bounds(self.M, True)
         codes, sat = quantize_int(np.ldexp(x, -shift), qmin, qmax, rounding, overflow, rng)
         return QuantResult(self.dequantize(codes, np.ldexp(1.0, shift)), codes, np.ldexp(1.0, shift), sat)
 

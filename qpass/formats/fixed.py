@@ -19,14 +19,7 @@ import numpy as np
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, empty_result, value_dtype
 from .granularity import TENSOR, Granularity, as_granularity
-from .rounding import quantize_int
-
-
-def int_range(W: int, signed: bool, narrow: bool = False) -> tuple[int, int]:
-    """qonnx's bounds: signed [-2^(W-1) (+1 if narrow), 2^(W-1) - 1], unsigned [0, 2^W - 1 (-1 if narrow)]."""
-    if signed:
-        return -(2 ** (W - 1)) + int(narrow), 2 ** (W - 1) - 1
-    return 0, 2**W - 1 - int(narrow)
+from .rounding import int_bounds, quantize_int
 
 
 def _check_width(W, lo: int, hi: int, what: str) -> int:
@@ -40,11 +33,11 @@ class _WordRange:
 
     @property
     def qmin(self) -> int:
-        return int_range(self.W, self.signed)[0]
+        return int_bounds(self.W, self.signed)[0]
 
     @property
     def qmax(self) -> int:
-        return int_range(self.W, self.signed)[1]
+        return int_bounds(self.W, self.signed)[1]
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,14 @@ ROUNDING_MODES = ("ROUND", "HALF_EVEN", "HALF_UP", "HALF_DOWN", "CEIL", "FLOOR",
 OVERFLOW_MODES = ("saturate", "wrap")
 
 
+def int_bounds(bits: int, signed: bool, narrow: bool = False) -> tuple[int, int]:
+    """The integer grid of a ``bits``-wide word, as QONNX defines it: signed [-2^(b-1) (+1 if narrow), 2^(b-1) - 1],
+    unsigned [0, 2^b - 1 (-1 if narrow)]. The one definition every format, op and pass uses."""
+    if signed:
+        return -(2 ** (bits - 1)) + int(narrow), 2 ** (bits - 1) - 1
+    return 0, 2**bits - 1 - int(narrow)
+
+
 def rounding_mode(mode: str) -> str:
     """The canonical (upper-case) name of a rounding mode, or a QpassError naming the known ones."""
     m = str(mode).strip().upper()

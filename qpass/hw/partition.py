@@ -47,7 +47,7 @@ from qpass.ir.datatypes import get_annotations
 from ..errors import QpassError
 from qpass.ir.graph import topo_order
 from qpass.analysis.intinfo import LINEAR_OPS, const, int_range, is_bipolar_codes, is_int_quant
-from qpass.ops.common import QONNX_DOMAINS
+from qpass.ops.common import QONNX_DOMAINS, mt_channel_axis
 
 from qpass.ops.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionStore, model_sha256 as _sha, partition_ref
 REORDER_OPS = ("Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout")
@@ -374,9 +374,7 @@ class _Classifier:
 
 def _mt_axis(node: gs.Node, rank: int) -> int | None:
     """Per-sample channel axis of a MultiThreshold input of full rank ``rank``."""
-    from qpass.reference.ops_quant import channel_axis
-
-    ax = channel_axis(_attr(node, "data_layout", ""), rank)
+    ax = mt_channel_axis(_attr(node, "data_layout", ""), rank)
     return None if ax == 0 else ax - 1
 
 
@@ -823,8 +821,6 @@ def lower_partitions(model: onnx.ModelProto | PartitionedModel, base_dir: str | 
         -> onnx.ModelProto:
     """Inline the partitions back and lower the QONNX ops with the ``lower_ort`` pass: a model plain
     onnxruntime runs end to end."""
-    from ..api import optimize
-    from qpass.pipeline.files import pipeline_from_dict
+    from qpass.pipeline.run import run_passes
 
-    inlined = inline_partitions(model, base_dir)
-    return optimize(inlined, pipeline=pipeline_from_dict({"passes": ["lower_ort"]})).model
+    return run_passes(inline_partitions(model, base_dir), ["lower_ort"], snapshots=False).model

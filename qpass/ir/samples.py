@@ -176,3 +176,11 @@ def default_calib_path(model_path: str | Path) -> Path:
     p = Path(model_path)
     stem = p.name[:-5] if p.name.endswith(".onnx") else p.name
     return p.with_name(stem + ".calib.npz")
+
+
+def as_samples(data, model: onnx.ModelProto) -> SampleSet:
+    if isinstance(data, SampleSet):
+        return data
+    if isinstance(data, dict):
+        return bind_samples({k: np.asarray(v) for k, v in data.items()}, model, "calibration data")
+    return load_samples(data, model)

@@ -13,10 +13,35 @@ All arithmetic is float32, in the order written, so the golden simulator and the
 """
 from __future__ import annotations
 
+from qpass.formats.rounding import ROUNDING_MODES as _FORMAT_ROUNDING, int_bounds
+
+ONNX_DOMAIN = ""
 QONNX_DOMAIN = "qonnx.custom_op.general"
-QONNX_DOMAINS = (QONNX_DOMAIN, "finn.custom_op.general", "qonnx.custom_op.general.quant")
 QPASS_DOMAIN = "qpass"
-ROUNDING_MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
+#: other spellings of the same op sets (qonnx's older and Brevitas' domains, ONNX's explicit name)
+DOMAIN_ALIASES = {"ai.onnx": ONNX_DOMAIN, "finn.custom_op.general": QONNX_DOMAIN,
+                  "qonnx.custom_op.general.quant": QONNX_DOMAIN, "onnx.brevitas": QONNX_DOMAIN}
+QONNX_DOMAINS = (QONNX_DOMAIN,) + tuple(d for d, c in DOMAIN_ALIASES.items() if c == QONNX_DOMAIN)
+#: QONNX's rounding modes (the formats' modes without STOCHASTIC, which needs run-time randomness)
+ROUNDING_MODES = tuple(m for m in _FORMAT_ROUNDING if m != "STOCHASTIC")
+#: layers with a weight operand (input 1) whose output channels scale independently
+LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
+__all__ = ["int_bounds"]  # re-exported: ops and passes take the integer grid from here or qpass.formats
+
+
+def canonical_domain(domain: str | None) -> str:
+    domain = domain or ""
+    return DOMAIN_ALIASES.get(domain, domain)
+
+
+def mt_channel_axis(layout: str | None, ndim: int) -> int:
+    """Channel axis of a MultiThreshold input: from ``data_layout`` when it names every axis, else qonnx's guess
+    from the rank (2: NC, 3: NWC, 4 and more: channels first)."""
+    layout = (layout or "").upper()
+    if len(layout) == ndim and "C" in layout:
+        return layout.index("C")
+    return 2 if ndim == 3 else min(1, max(ndim - 1, 0))
 
 
 QUANTIZED_OPS = ("QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger",
@@ -48,14 +73,6 @@ def refuse_if_quantized(model, pass_name: str) -> None:
 
 def is_qonnx(node, op_type: str | None = None) -> bool:
     return node.domain in QONNX_DOMAINS and (op_type is None or node.op_type == op_type)
-
-
-def int_bounds(bits: int, signed: bool, narrow: bool) -> tuple[int, int]:
-    """QONNX's bounds (narrow applies to unsigned too: [0, 2^b - 2])."""
-    if signed:
-        lo, hi = -(2 ** (bits - 1)), 2 ** (bits - 1) - 1
-        return (lo + 1 if narrow else lo), hi
-    return 0, (2**bits - 2 if narrow else 2**bits - 1)
 
 
 def attr(node, name: str, default=None):

@@ -45,10 +45,10 @@ from ..formats.rounding import rounding_mode
 from qpass.ir.graph import NameAllocator, from_gs, to_gs
 from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.ops.common import QONNX_DOMAIN, refuse_if_quantized
+from qpass.ops.common import LINEAR_OPS
 
 COMPUTE_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add", "Sub", "Mul", "Concat", "AveragePool",
                "GlobalAveragePool")
-LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 TRANSPARENT_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 ROLES = ("weight", "bias", "activation", "accumulator")
 

@@ -11,8 +11,8 @@ import onnx_graphsurgeon as gs
 
 from qpass.ir.graph import from_gs, to_gs
 from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.ops.common import LINEAR_OPS
 
-LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
 
 def bn_affine(bn: gs.Node) -> tuple[np.ndarray, np.ndarray] | None:

@@ -16,7 +16,7 @@ import onnx_graphsurgeon as gs
 from ..errors import UnsupportedOpError
 from qpass.ir.graph import NameAllocator, from_gs, main_opset, to_gs
 from qpass.pipeline.pass_base import Pass, PassResult
-from qpass.ops.common import QONNX_DOMAINS, QPASS_DOMAIN, int_bounds
+from qpass.ops.common import QONNX_DOMAINS, QPASS_DOMAIN, int_bounds, mt_channel_axis
 
 LOWERINGS = {}
 
@@ -162,11 +162,6 @@ def lower_trunc(b: _Builder, node: gs.Node, opset: int) -> None:
     b.op("Mul", [b.op("Sub", [y, z]), s], out=node.outputs[0])
 
 
-def channel_axis(layout: str | None, rank: int) -> int:
-    layout = (layout or {2: "NC", 3: "NWC", 4: "NCHW"}.get(rank, "NC"))
-    return layout.index("C") if "C" in layout else 1
-
-
 @lowering("MultiThreshold")
 def lower_multithreshold(b: _Builder, node: gs.Node, opset: int) -> None:
     x, t = node.inputs[:2]
@@ -176,7 +171,7 @@ def lower_multithreshold(b: _Builder, node: gs.Node, opset: int) -> None:
     rank = len(x.shape)
     layout = node.attrs.get("data_layout", "")
     layout = layout.decode() if isinstance(layout, bytes) else layout
-    axis = channel_axis(layout, rank)
+    axis = mt_channel_axis(layout, rank)
     c, steps = thr.shape
     shape = [1] * (rank + 1)
     shape[axis] = c

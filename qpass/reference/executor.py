@@ -21,6 +21,7 @@ from onnx import numpy_helper
 from qpass.errors import QpassError, UnsupportedOpError
 from qpass.ir.graph import topo_order
 from . import ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (register kernels)
+from qpass.ops.common import int_bounds
 from qpass.ops.partition import PartitionStore
 from .registry import QONNX_DOMAIN, NodeInfo, lookup
 
@@ -208,7 +209,7 @@ class GoldenExecutor:
         if bits == 1 and bool(n.attr("signed", 1)):
             return
         y = x.astype(np.float32) / scale.astype(np.float32) + zeropt.astype(np.float32)
-        lo, hi = ops_quant.int_bounds(bool(n.attr("signed", 1)), bool(n.attr("narrow", 1)), bits)
+        lo, hi = int_bounds(bits, bool(n.attr("signed", 1)), bool(n.attr("narrow", 1)))
         st = self.stats.setdefault(n.name, {"kind": "quant", "calls": 0, "outputs": 0, "saturated": 0})
         st["calls"] += 1
         st["outputs"] += int(y.size)

@@ -10,6 +10,7 @@ import numpy as np
 import onnx
 
 from .numerics import dequantize_linear, quantize_linear
+from qpass.ops.common import ROUNDING_MODES, int_bounds, mt_channel_axis
 from .registry import QONNX_DOMAIN, QPASS_DOMAIN, register
 
 F32 = np.float32
@@ -76,21 +77,11 @@ def round_mode(y: np.ndarray, mode: str) -> np.ndarray:
     raise ValueError(f"unknown rounding mode {mode!r}")
 
 
-ROUNDING_MODES = ("ROUND", "HALF_EVEN", "CEIL", "FLOOR", "UP", "DOWN", "HALF_UP", "HALF_DOWN")
-
-
 def _check_rounding(node, default="ROUND"):
     m = str(node.attr("rounding_mode", default)).upper()
     if m not in ROUNDING_MODES:
         return f"rounding_mode {m!r} is not one of {', '.join(ROUNDING_MODES)}"
     return None
-
-
-def int_bounds(signed: bool, narrow: bool, bits: int) -> tuple[int, int]:
-    """qonnx ``min_int`` / ``max_int`` (narrow also applies to unsigned: max 2^b - 2)."""
-    if signed:
-        return (-(2 ** (bits - 1)) + (1 if narrow else 0), 2 ** (bits - 1) - 1)
-    return 0, 2 ** bits - (2 if narrow else 1)
 
 
 def _f32(v):
@@ -109,7 +100,7 @@ def quant(node, x, scale, zeropt, bitwidth):
     if bits == 1 and signed:  # qonnx's special case for 1-bit signed Quant
         y = np.where(y >= 0, F32(1), F32(-1))
     else:
-        lo, hi = int_bounds(signed, narrow, int(bits))
+        lo, hi = int_bounds(int(bits), signed, narrow)
         y = np.clip(y, F32(lo), F32(hi))
         y = round_mode(y, node.attr("rounding_mode", "ROUND"))
     return ((y - zeropt) * scale).astype(F32)
@@ -139,22 +130,9 @@ def trunc(node, x, scale, zeropt, in_bitwidth, *rest):
     out_bw = int(np.asarray(rest[-1]).reshape(-1)[0])
     tscale = (F32(2.0) ** np.round(np.log2(out_scale / scale))).astype(F32)
     y = (y / tscale).astype(F32)
-    lo, hi = int_bounds(bool(node.attr("signed", 1)), bool(node.attr("narrow", 0)), out_bw)
+    lo, hi = int_bounds(out_bw, bool(node.attr("signed", 1)), bool(node.attr("narrow", 0)))
     y = round_mode(np.clip(y, F32(lo), F32(hi)), mode)
     return ((y - zeropt / tscale) * out_scale).astype(F32)
-
-
-def channel_axis(layout: str | None, ndim: int) -> int:
-    """Channel axis of MultiThreshold's input: from ``data_layout`` when it names every axis, else NC / NCHW for
-    ranks 2 / 4 (NHWC: last) and channels-last for other ranks (qonnx's guess)."""
-    layout = (layout or "").upper()
-    if len(layout) == ndim and "C" in layout:
-        return layout.index("C")
-    if ndim == 2:
-        return 1
-    if ndim == 4:
-        return 3 if layout == "NHWC" else 1
-    return ndim - 1
 
 
 @register("MultiThreshold", domain=QDOMAINS)
@@ -164,7 +142,7 @@ def multithreshold(node, x, thresholds):
     t = np.asarray(thresholds)
     if t.ndim == 1:
         t = t.reshape(1, -1)
-    axis = channel_axis(node.attr("data_layout"), x.ndim)
+    axis = mt_channel_axis(node.attr("data_layout"), x.ndim)
     xm = np.moveaxis(x, axis, -1)  # (..., C)
     count = np.zeros(xm.shape, dtype=np.int64)
     for j in range(t.shape[1]):

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from qpass.ops.common import LINEAR_OPS
 from .registry import QONNX_DOMAIN, NodeInfo
 
 ORDER_ONLY = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout")
-LINEAR = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+
 F32 = np.float32
 
 
@@ -34,7 +35,7 @@ def plan(nodes: list[NodeInfo], consts: dict) -> dict[str, dict]:
     producer = {o: n for n in nodes for o in n.outputs if o}
     out = {}
     for n in nodes:
-        if n.op_type not in LINEAR or n.domain or len(n.inputs) < 2:
+        if n.op_type not in LINEAR_OPS or n.domain or len(n.inputs) < 2:
             continue
         if n.op_type == "Gemm" and (int(n.attr("transA", 0)) or float(n.attr("alpha", 1.0)) != 1.0
                                     or float(n.attr("beta", 1.0)) != 1.0):

@@ -17,17 +17,7 @@ from typing import Any, Callable
 import onnx
 from onnx import numpy_helper
 
-ONNX_DOMAIN = ""
-QONNX_DOMAIN = "qonnx.custom_op.general"
-QPASS_DOMAIN = "qpass"
-
-# other spellings of the same op sets
-_DOMAIN_ALIASES = {"ai.onnx": ONNX_DOMAIN, "finn.custom_op.general": QONNX_DOMAIN, "onnx.brevitas": QONNX_DOMAIN}
-
-
-def canonical_domain(domain: str | None) -> str:
-    domain = domain or ""
-    return _DOMAIN_ALIASES.get(domain, domain)
+from qpass.ops.common import ONNX_DOMAIN, QONNX_DOMAIN, QPASS_DOMAIN, canonical_domain
 
 
 @dataclass(frozen=True)

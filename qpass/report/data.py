@@ -123,7 +123,7 @@ def _hist(values: np.ndarray, lo: float, hi: float) -> dict:
 
 def collect(src: onnx.ModelProto, result, samples: SampleSet | None, metrics: dict | None = None) -> dict:
     """The report as a JSON-serialisable dict."""
-    from qpass.api import float_model, qonnx_model
+    from qpass.pipeline.run import float_model, qonnx_model
 
     model = qonnx_model(result)
     ref = float_model(result) or src
@@ -209,7 +209,6 @@ def _has_tensor(model: onnx.ModelProto, name: str) -> bool:
 def _lowered(model: onnx.ModelProto) -> onnx.ModelProto:
     if not any(n.domain in QONNX_DOMAINS for n in model.graph.node):
         return model
-    from qpass.api import optimize
-    from qpass.pipeline.files import pipeline_from_dict
+    from qpass.pipeline.run import run_passes
 
-    return optimize(model, pipeline=pipeline_from_dict({"passes": ["lower_ort"]})).model
+    return run_passes(model, ["lower_ort"], snapshots=False).model

@@ -476,20 +476,21 @@ def search(model, calib, eval=None, target: str | None = None, cost: str = "memo
     ``cost``: memory, bops or resources), or ``avg_bits`` (minimise the error within that average weight width).
     Other options: see ``BitwidthOptions``. Returns an ``Assignment``; its ``rules`` go into fakequant.
     """
-    from ..api import as_samples, load
-    from ..api import optimize as run_pipeline
-    from qpass.pipeline.files import pipeline_from_dict
+    from qpass.ir.model_io import parse_model
+    from qpass.ir.samples import as_samples
+    from qpass.pipeline.manager import PassContext
+    from qpass.pipeline.run import run_passes
 
     opts = BitwidthOptions(target=target, cost=cost, avg_bits=avg_bits, seed=seed, **options)
     if not isinstance(model, onnx.ModelProto):
-        model = load(model)
+        model = parse_model(model)
     calib_set = as_samples(calib, model)
     eval_set = as_samples(eval, model) if eval is not None else None
     methods = [opts.calibrator] if opts.calibrator == "minmax" else [opts.calibrator, "minmax"]
     t0 = time.perf_counter()
-    prep = run_pipeline(model, calib=calib_set, pipeline=pipeline_from_dict(
-        {"name": "bitwidth-prepare", "passes": ["normalize", "fold_batchnorm", {"calibrate": {"method": methods}}]}),
-        progress=progress)
+    ctx = PassContext(progress=progress)
+    ctx.facts["calibration_data"] = calib_set
+    prep = run_passes(model, ["normalize", "fold_batchnorm", {"calibrate": {"method": methods}}], ctx)
     prepared = time.perf_counter() - t0
     a = run_search(prep.model, prep.facts, calib_set, eval_set, opts, progress)
     a.seconds = {"prepare": prepared, **a.seconds}

@@ -21,7 +21,8 @@ import onnx
 from ..errors import QpassError
 from ..formats import parse_format
 from ..formats.affine import Affine
-from ..formats.fixed import DynamicFixedPoint, FixedPoint, int_range
+from qpass.formats.fixed import DynamicFixedPoint, FixedPoint
+from qpass.formats.rounding import int_bounds
 from qpass.ir.graph import shapes as tensor_shapes
 from qpass.ir.graph import to_gs
 from ..passes.fakequant import LINEAR_OPS, TRANSPARENT_OPS, _with_granularity, activation_targets
@@ -73,7 +74,7 @@ def activation_params(template: str, W: int, lo: float, hi: float):
     """(scale, zero point, qmin, qmax, signed, F or None) of an activation quantiser, as fakequant picks them."""
     fmt = parse_format(format_spec(template, W))
     if isinstance(fmt, FixedPoint):
-        qmin, qmax = int_range(fmt.W, fmt.signed)
+        qmin, qmax = int_bounds(fmt.W, fmt.signed)
         return float(np.float32(2.0 ** -fmt.F)), 0, qmin, qmax, fmt.signed, fmt.F
     if isinstance(fmt, DynamicFixedPoint):
         signed = fmt.signed and not lo >= 0
@@ -81,7 +82,7 @@ def activation_params(template: str, W: int, lo: float, hi: float):
             fmt = DynamicFixedPoint(fmt.W, signed, fmt.max_overflow_rate, fmt.granularity, fmt.min_fraction,
                                     fmt.max_fraction)
         F = int(np.asarray(fmt.choose_fraction(np.array([lo, hi], np.float64))).reshape(-1)[0])
-        qmin, qmax = int_range(fmt.W, signed)
+        qmin, qmax = int_bounds(fmt.W, signed)
         return float(np.float32(2.0 ** -F)), 0, qmin, qmax, signed, F
     if isinstance(fmt, Affine):
         s, z = fmt.params(None) if fmt.scale is not None else fmt.params_from_range(lo, hi)

@@ -62,7 +62,7 @@ def _model_of(model) -> onnx.ModelProto:
     if isinstance(model, onnx.ModelProto):
         return model
     if hasattr(model, "records") and hasattr(model, "model"):  # an OptimizeResult
-        from ...api import qonnx_model
+        from qpass.pipeline.run import qonnx_model
 
         return qonnx_model(model)
     if isinstance(model, (str, os.PathLike)):
@@ -75,7 +75,7 @@ def _model_of(model) -> onnx.ModelProto:
 def _samples(samples, model: onnx.ModelProto):
     if samples is None:
         return None
-    from ...api import as_samples
+    from qpass.ir.samples import as_samples
 
     return as_samples(samples, model)
 
