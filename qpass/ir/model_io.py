@@ -59,6 +59,9 @@ def _check_external_data(model: onnx.ModelProto, base: Path, path: Path) -> bool
 
 
 VALID_ELEM_TYPES = set(onnx.TensorProto.DataType.values())
+#: element types packed below a byte (two 4-bit or four 2-bit values per byte)
+_PACKED_BITS = {getattr(onnx.TensorProto, n): b for n, b in
+                (("INT4", 4), ("UINT4", 4), ("FLOAT4E2M1", 4), ("INT2", 2), ("UINT2", 2)) if hasattr(onnx.TensorProto, n)}
 
 
 def _check_element_types(model: onnx.ModelProto, path: Path) -> None:
@@ -69,6 +72,28 @@ def _check_element_types(model: onnx.ModelProto, path: Path) -> None:
     for t in g.initializer:
         if t.data_type not in VALID_ELEM_TYPES or t.data_type == 0:
             raise _fail(path, f"initializer {t.name!r} has an unknown element type {t.data_type}")
+        _check_raw_size(t, path)
+
+
+def _check_raw_size(t: onnx.TensorProto, path: Path) -> None:
+    """An initializer's raw bytes must hold exactly what its dims and element type say."""
+    if not t.HasField("raw_data") or t.data_location == onnx.TensorProto.EXTERNAL:
+        return
+    if any(d < 0 for d in t.dims):
+        raise _fail(path, f"initializer {t.name!r} has a negative dimension {list(t.dims)}")
+    try:
+        bits = onnx.helper.tensor_dtype_to_np_dtype(t.data_type).itemsize * 8
+    except (KeyError, TypeError, ValueError):
+        return
+    if t.data_type in _PACKED_BITS:
+        bits = _PACKED_BITS[t.data_type]
+    count = 1
+    for d in t.dims:
+        count *= d
+    need = (count * bits + 7) // 8
+    if t.data_type != onnx.TensorProto.STRING and len(t.raw_data) != need:
+        raise _fail(path, f"initializer {t.name!r} holds {len(t.raw_data)} bytes but its dims {list(t.dims)} "
+                          f"need {need} (file corrupt)")
 
 
 def parse_model(path: str | os.PathLike) -> onnx.ModelProto:

@@ -7,7 +7,9 @@ evaluation labels. Arrays are checked against the model: names, shapes, dtypes, 
 """
 from __future__ import annotations
 
+import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,8 +69,21 @@ class SampleSet:
         return SampleSet({k: v[idx] for k, v in self.arrays.items()}, dict(self.shared), labels, self.source)
 
 
+#: the most bytes an .npz may inflate to (QPASS_MAX_DATA_BYTES overrides): an 800 KB archive can hold gigabytes
+MAX_DATA_BYTES = 4 * 2**30
+
+
+def max_data_bytes() -> int:
+    try:
+        return int(os.environ.get("QPASS_MAX_DATA_BYTES", MAX_DATA_BYTES))
+    except ValueError:
+        raise CalibrationDataError("QPASS_MAX_DATA_BYTES must be a whole number of bytes") from None
+
+
 def _check_members(path: Path) -> None:
-    """Read every member's .npy header (not its data) and refuse members whose declared size they do not hold."""
+    """Read every member's .npy header (not its data) and refuse members whose declared size they do not hold,
+    and archives that would inflate past ``max_data_bytes()``."""
+    total, limit = 0, max_data_bytes()
     with zipfile.ZipFile(path) as zf:
         for info in zf.infolist():
             if not info.filename.endswith(".npy"):
@@ -89,20 +104,28 @@ def _check_members(path: Path) -> None:
             if need > info.file_size - header:
                 raise CalibrationDataError(f"{path}: member {info.filename!r} declares shape {tuple(shape)} but holds "
                                            f"only {info.file_size - header} bytes (truncated or corrupt)")
+            total += info.file_size
+            if total > limit:
+                raise CalibrationDataError(f"{path} inflates to more than {limit / 2**30:.1f} GiB (set "
+                                           f"QPASS_MAX_DATA_BYTES to allow more)")
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CalibrationDataError(f"data file {path} does not exist")
+    if not path.is_file():
+        raise CalibrationDataError(f"data file {path} is not a regular file (a directory, FIFO or device)")
     if not zipfile.is_zipfile(path):
-        kind = "a .npy array, not an .npz archive" if path.read_bytes()[:6] == b"\x93NUMPY" else "not a valid .npz file"
+        with open(path, "rb") as f:
+            magic = f.read(6)
+        kind = "a .npy array, not an .npz archive" if magic == b"\x93NUMPY" else "not a valid .npz file"
         raise CalibrationDataError(f"cannot read {path}: {kind} (save with numpy.savez(path, input_name=array))")
     try:
         _check_members(path)
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError) as exc:
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError, NotImplementedError, zlib.error) as exc:
         raise CalibrationDataError(f"cannot read {path}: not a valid .npz file ({type(exc).__name__})") from None
 
 

@@ -1,0 +1,143 @@
+"""Outputs and inputs at the file-system edge: permissions follow the umask, special and unwritable paths are
+one-line errors that replace nothing, hostile data files are refused before they are read."""
+import io
+import os
+import stat
+import zipfile
+
+import numpy as np
+import onnx
+import pytest
+
+import qpass
+from qpass.errors import CalibrationDataError, ModelLoadError, QpassError
+from qpass.ir.atomic import atomic_dir, current_umask
+from qpass.ir.samples import load_npz, load_samples
+
+from conftest import MODELS
+
+
+@pytest.fixture
+def mlp():
+    return qpass.load(MODELS / "digits_mlp.onnx")
+
+
+@pytest.fixture
+def umask():
+    def set_mask(mask):
+        old = os.umask(mask)
+        restore.append(old)
+    restore = []
+    yield set_mask
+    for old in restore[:1]:
+        os.umask(old)
+
+
+@pytest.mark.parametrize("mask,mode", [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_saved_files_follow_the_umask(mlp, tmp_path, umask, mask, mode):
+    umask(mask)
+    assert current_umask() == mask
+    out = qpass.save(mlp, tmp_path / "m.onnx")
+    assert stat.S_IMODE(out.stat().st_mode) == mode
+
+
+def test_output_folders_follow_the_umask(tmp_path, umask):
+    umask(0o022)
+    with atomic_dir(tmp_path / "proj") as d:
+        (d / "a.txt").write_text("x")
+    assert stat.S_IMODE((tmp_path / "proj").stat().st_mode) == 0o755
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "temporary folder left behind"
+
+
+def test_a_device_node_is_never_replaced(mlp, tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("making a device node needs root")
+    dev = tmp_path / "null"
+    os.mknod(dev, 0o666 | stat.S_IFCHR, os.makedev(1, 3))  # a private /dev/null
+    with pytest.raises(QpassError, match="not a regular file"):
+        qpass.save(mlp, dev)
+    assert stat.S_ISCHR(dev.stat().st_mode)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["null"]
+
+
+def test_a_fifo_is_never_replaced(mlp, tmp_path):
+    fifo = tmp_path / "pipe.onnx"
+    os.mkfifo(fifo)
+    with pytest.raises(QpassError, match="not a regular file"):
+        qpass.save(mlp, fifo)
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+
+
+@pytest.mark.parametrize("case", ["directory", "through_file", "long_name", "proc"])
+def test_unwritable_outputs_are_one_line_errors(mlp, tmp_path, case):
+    target = {"directory": tmp_path,
+              "through_file": tmp_path / "file.onnx" / "out.onnx",
+              "long_name": tmp_path / ("x" * 300 + ".onnx"),
+              "proc": "/proc/qpass_test_out.onnx"}[case]
+    if case == "through_file":
+        (tmp_path / "file.onnx").write_bytes(b"keep")
+    with pytest.raises(QpassError) as exc:
+        qpass.save(mlp, target)
+    msg = str(exc.value)
+    assert "\n" not in msg and str(target)[:40] in msg
+    if case == "through_file":
+        assert (tmp_path / "file.onnx").read_bytes() == b"keep"
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_special_files_as_data_are_named_for_what_they_are(mlp, tmp_path):
+    fifo = tmp_path / "calib.npz"
+    os.mkfifo(fifo)
+    for path in (fifo, "/dev/zero", tmp_path):
+        with pytest.raises(CalibrationDataError, match="not a regular file"):
+            load_samples(path, mlp)
+    with pytest.raises(CalibrationDataError, match="does not exist"):
+        load_samples(tmp_path / "missing.npz", mlp)
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def test_a_corrupted_compressed_member_is_a_one_line_error(tmp_path):
+    data = bytearray(_npz_bytes(x=np.arange(4096, dtype=np.float32)))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        info = zf.infolist()[0]
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra) + 40
+    data[start:start + 64] = bytes(64)  # deflate stream damaged, headers intact
+    p = tmp_path / "bad.npz"
+    p.write_bytes(bytes(data))
+    with pytest.raises(CalibrationDataError, match="not a valid .npz") as exc:
+        load_npz(p)
+    assert "\n" not in str(exc.value)
+
+
+def test_an_archive_that_inflates_too_far_is_refused_before_reading(tmp_path, monkeypatch):
+    p = tmp_path / "bomb.npz"
+    p.write_bytes(_npz_bytes(x=np.zeros((64, 1024, 1024), np.uint8)))  # 64 MiB of zeros in ~64 KB
+    assert p.stat().st_size < 1_000_000
+    monkeypatch.setenv("QPASS_MAX_DATA_BYTES", str(16 * 2**20))
+    with pytest.raises(CalibrationDataError, match="inflates to more than .*QPASS_MAX_DATA_BYTES"):
+        load_npz(p)
+    monkeypatch.setenv("QPASS_MAX_DATA_BYTES", str(128 * 2**20))
+    assert load_npz(p)["x"].shape == (64, 1024, 1024)
+
+
+def test_pickled_objects_in_an_npz_are_refused(tmp_path):
+    p = tmp_path / "obj.npz"
+    np.savez(p, x=np.array([{"a": 1}, None], dtype=object))
+    with pytest.raises(CalibrationDataError, match="Python objects"):
+        load_npz(p)
+
+
+def test_initializer_bytes_must_match_their_dims(mlp, tmp_path):
+    m = onnx.ModelProto()
+    m.CopyFrom(mlp)
+    init = m.graph.initializer[0]
+    init.raw_data = init.raw_data[:-4]  # one float32 short
+    p = tmp_path / "short.onnx"
+    p.write_bytes(m.SerializeToString())
+    with pytest.raises(ModelLoadError, match=f"initializer {init.name!r} holds .* bytes but its dims"):
+        qpass.load(p)
