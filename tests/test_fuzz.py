@@ -44,8 +44,9 @@ from onnx import TensorProto, helper, numpy_helper
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "models"
 SEED = 20261122
-N_API = int(os.environ.get("QPASS_FUZZ_CASES", "2400"))
-N_CLI = int(os.environ.get("QPASS_FUZZ_CLI_CASES", "160"))
+DEFAULT_API_CASES, DEFAULT_CLI_CASES = 2400, 160
+N_API = int(os.environ.get("QPASS_FUZZ_CASES", DEFAULT_API_CASES))
+N_CLI = int(os.environ.get("QPASS_FUZZ_CLI_CASES", DEFAULT_CLI_CASES))
 CASE_TIMEOUT = 30.0         # seconds per case (cases take milliseconds; the CLI ~1 s)
 WORKERS = 2
 MEMORY_LIMIT = 6 << 30      # address-space limit in workers, so a huge allocation fails fast
@@ -580,12 +581,25 @@ def mutate_calib(calib: dict, model: onnx.ModelProto, kind: str, rng, case_dir: 
     return path, desc
 
 
-def make_case(idx: int, seeds, base: Path):
-    """Build case idx in base/c<idx>: (kind, seed name, model path, calib path, description)."""
+def case_choice(idx: int, n_seeds: int):
+    """(generator, seed index, kind) of case idx: the first draws of its generator, which the mutation continues."""
     rng = np.random.default_rng([SEED, idx])
-    name, model, calib = seeds[int(rng.integers(0, len(seeds)))]
+    seed = int(rng.integers(0, n_seeds))
     kind = KINDS[int(rng.integers(0, len(KINDS)))] if rng.random() < 0.3 else MODEL_KINDS[
         int(rng.integers(0, len(MODEL_KINDS)))]
+    return rng, seed, kind
+
+
+def planned_kinds(n_api: int, n_cli: int) -> Counter:
+    """How many cases of each kind a run of n_api API and n_cli CLI cases (indices 0 .. n_api + n_cli - 1) draws."""
+    n_seeds = len(seed_paths())
+    return Counter(case_choice(i, n_seeds)[2] for i in range(n_api + n_cli))
+
+
+def make_case(idx: int, seeds, base: Path):
+    """Build case idx in base/c<idx>: (kind, seed name, model path, calib path, description)."""
+    rng, seed, kind = case_choice(idx, len(seeds))
+    name, model, calib = seeds[seed]
     case_dir = base / f"c{idx}"
     case_dir.mkdir()
     sentinel = base / "sentinel.bin"
@@ -979,13 +993,26 @@ def _print_summary(results, elapsed):
         print(f"  {len(rs):4d} x {sig}\n         first: case {r['idx']} ({r['mode']}) seed {r['seed']}: {r['desc']}")
 
 
-def test_fuzz_ran_enough_cases(fuzz_results):
+@pytest.fixture(scope="module")
+def planned():
+    """The kind counts the configured case numbers (N_API, N_CLI) draw: what every run must report."""
+    return planned_kinds(N_API, N_CLI)
+
+
+def test_default_configuration_covers_every_kind():
+    """The default run draws every mutation kind, and mostly model mutations (more than 2000 of them)."""
+    kinds = planned_kinds(DEFAULT_API_CASES, DEFAULT_CLI_CASES)
+    assert sorted(kinds) == sorted(KINDS), set(KINDS) - set(kinds)
+    assert min(kinds.values()) >= 10, kinds
+    assert sum(kinds[k] for k in MODEL_KINDS) >= 2000, kinds
+
+
+def test_fuzz_ran_enough_cases(fuzz_results, planned):
     res = fuzz_results["results"]
-    assert len([r for r in res if r["mode"] == "api"]) == N_API
-    mutated_models = sum(r["kind"] in MODEL_KINDS for r in res)
-    assert mutated_models >= 2000 or N_API < 2400, f"only {mutated_models} mutated models"
-    kinds = Counter(r["kind"] for r in res)
-    assert all(kinds[k] > 0 for k in KINDS) or N_API < 500, kinds
+    assert Counter(r["mode"] for r in res) == Counter(api=N_API, cli=N_CLI)
+    # every case reported back with the kind it drew: none lost, hung or died
+    assert Counter(r["kind"] for r in res) == planned
+    assert sum(r["kind"] in MODEL_KINDS for r in res) == sum(planned[k] for k in MODEL_KINDS)
     assert not [r for r in res if r["outcome"] == "fuzzer"], [r for r in res if r["outcome"] == "fuzzer"][:3]
     # the mutations are not all rejected at load: a fair share reaches the passes and succeeds
     ok = sum(r["outcome"] == "ok" for r in res)
@@ -993,10 +1020,8 @@ def test_fuzz_ran_enough_cases(fuzz_results):
 
 
 @pytest.mark.parametrize("kind", KINDS + ["?"])
-def test_fuzz_kind(fuzz_results, kind):
-    res = fuzz_results["by_kind"].get(kind, [])
-    if kind == "?" and not res:
-        return  # '?' collects cases whose worker hung or died
+def test_fuzz_kind(fuzz_results, planned, kind):
+    res = fuzz_results["by_kind"].get(kind, [])  # '?' collects cases whose worker hung or died: planned 0
     unknown, known = [], Counter()
     for r in res:
         for cls, detail in findings(r):
@@ -1007,6 +1032,7 @@ def test_fuzz_kind(fuzz_results, kind):
             else:
                 unknown.append(f"case {r['idx']} ({r['mode']}, seed {r['seed']}, {r['desc']}): {cls}: {detail}")
     assert not unknown, f"{len(unknown)} new findings for {kind}:\n" + "\n".join(unknown[:15])
+    assert len(res) == planned[kind], f"{len(res)} {kind} cases ran, {planned[kind]} planned"
     if known:
         pytest.xfail("; ".join(f"{n} x {reason}" for reason, n in known.items()))
 

@@ -102,16 +102,42 @@ def test_int8_qdq_zoo_matches_onnxruntime_integer_kernels(path):
     assert any(st["outputs"] for st in ex.stats.values())
 
 
+def _counting_calls(ex: GoldenExecutor, calls: list) -> GoldenExecutor:
+    """``ex`` with ``run`` wrapped to append the batch size of every call to ``calls``."""
+    run = ex.run
+
+    def counted(feeds, outputs=None):
+        calls.append(len(next(iter(feeds.values()))))
+        return run(feeds, outputs)
+
+    ex.run = counted
+    return ex
+
+
 def test_run_samples_batches_like_onnxruntime():
+    """Samples of a model with a symbolic batch dimension run batch_size at a time, with the numbers of one sample
+    per call and of onnxruntime."""
     path = os.path.join(ROOT, "models", "structural", "dynamic_batch.onnx")
     m = qpass.load(path)
     s = load_samples(_calib(path), m)
-    batched = run_samples(m, s, batch_size=8)
-    single = run_samples(m, s, batch_size=1)
+    n = len(s)
+    calls8, calls1 = [], []
+    batched = run_samples(m, s, batch_size=8, executor=_counting_calls(GoldenExecutor(m), calls8))
+    single = run_samples(m, s, batch_size=1, executor=_counting_calls(GoldenExecutor(m), calls1))
+    assert n > 8 and calls8 == [8] * (n // 8) + ([n % 8] if n % 8 else []) and calls1 == [1] * n
     r = ort_run_samples(m, s)
+    assert r and set(batched) == set(single) == set(r)
     for k in r:
         assert batched[k].shape == single[k].shape == r[k].shape
         np.testing.assert_array_equal(batched[k], single[k])
+        ok = float_close(batched[k], r[k])
+        assert ok.all(), f"{k}: {np.count_nonzero(~ok)} elements off"
+
+
+def test_zoo_models_are_found():
+    """The zoo parametrisations run on the models (an empty glob would skip them without failing)."""
+    names = {os.path.relpath(p, os.path.join(ROOT, "models")) for p in ZOO}
+    assert {"digits_cnn.onnx", "digits_mlp.onnx", "structural/dynamic_batch.onnx"} <= names, sorted(names)
 
 
 # ---------------------------------------------------------------------------------------------- single nodes

@@ -145,24 +145,34 @@ def test_network_without_batchnorm():
     assert_same(ya, yb)
 
 
-@pytest.mark.parametrize("mode", ["ROUND", "HALF_UP"])
-def test_thresholds_follow_the_quantisers_rounding_mode(mode):
+ROUNDING_MODES = ("ROUND", "HALF_UP")
+
+
+@pytest.fixture(scope="module")
+def rounding_runs():
+    """The fake-quant and streamlined models of one conv graph per activation rounding mode, built once per module
+    so every test below runs alone or in any order."""
     m = _conv_graph(bn=False)
-    fq = {"weights": "fixed:6,4", "activations": "fixed:6,3", "activation_rounding": mode}
-    a, b, ya, yb = run_both(m, _calib(), _data(), fq)
+    return {mode: run_both(m, _calib(), _data(), {"weights": "fixed:6,4", "activations": "fixed:6,3",
+                                                  "activation_rounding": mode})
+            for mode in ROUNDING_MODES}
+
+
+def _thresholds(model) -> np.ndarray:
+    thr = [onnx.numpy_helper.to_array(i) for i in model.graph.initializer if i.name.endswith("_thresholds")]
+    assert thr, "the streamlined graph has no MultiThreshold thresholds"
+    return np.concatenate([t.ravel() for t in thr])
+
+
+@pytest.mark.parametrize("mode", ROUNDING_MODES)
+def test_thresholds_follow_the_quantisers_rounding_mode(mode, rounding_runs):
+    a, b, ya, yb = rounding_runs[mode]
     assert_same(ya, yb)
-    thr = [onnx.numpy_helper.to_array(i) for i in b.model.graph.initializer if i.name.endswith("_thresholds")]
-    test_thresholds_follow_the_quantisers_rounding_mode.seen[mode] = np.concatenate([t.ravel() for t in thr])
 
 
-test_thresholds_follow_the_quantisers_rounding_mode.seen = {}
-
-
-def test_half_even_and_half_up_give_different_thresholds():
-    seen = test_thresholds_follow_the_quantisers_rounding_mode.seen
-    if len(seen) < 2:
-        pytest.skip("needs both rounding-mode runs")
-    assert seen["ROUND"].shape == seen["HALF_UP"].shape and not np.array_equal(seen["ROUND"], seen["HALF_UP"])
+def test_half_even_and_half_up_give_different_thresholds(rounding_runs):
+    half_even, half_up = (_thresholds(rounding_runs[mode][1].model) for mode in ROUNDING_MODES)
+    assert half_even.shape == half_up.shape and not np.array_equal(half_even, half_up)
 
 
 def test_accumulator_widths_are_exact_worst_case():

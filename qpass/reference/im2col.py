@@ -1,4 +1,4 @@
-"""Sliding windows for Conv / ConvTranspose / pooling, vectorised with numpy stride tricks (no pixel loops).
+"""Sliding windows for Conv / pooling and the ConvTranspose scatter, vectorised with numpy (no pixel loops).
 
 Spatial geometry follows ONNX (and onnxruntime's ``ConvAttributes`` / ``PoolAttributes``): explicit ``pads``
 [b1, b2, ..., e1, e2, ...] or ``auto_pad`` in NOTSET / SAME_UPPER / SAME_LOWER / VALID, strides, dilations and,
@@ -47,6 +47,14 @@ def geometry(in_spatial, kernel, strides=None, dilations=None, pads=None, auto_p
     return begin, end, out
 
 
+def node_geometry(node, x_shape, kernel, pooling: bool = False):
+    """:func:`geometry` of a Conv or pooling node (its strides, dilations, pads, auto_pad and, for pooling,
+    ceil_mode) over an input of shape ``x_shape`` (N, C, *spatial)."""
+    ceil = bool(node.attr("ceil_mode", 0)) if pooling else False
+    return geometry(x_shape[2:], kernel, node.attr("strides"), node.attr("dilations"), node.attr("pads"),
+                    node.attr("auto_pad", "NOTSET"), ceil)
+
+
 def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value=0) -> np.ndarray:
     """View of shape (N, C, *out_spatial, *kernel) holding every window of ``x`` (N, C, *spatial).
 
@@ -87,3 +95,70 @@ def batch_chunks(n: int, bytes_per_sample: int, budget: int = 1 << 28):
     """[(start, stop)] slices of the batch so that one chunk's patch matrix stays under ``budget`` bytes."""
     step = max(1, budget // max(int(bytes_per_sample), 1))
     return [(i, min(n, i + step)) for i in range(0, max(n, 1), step)] if n else [(0, 0)]
+
+
+def conv_transpose_geometry(node, x, w):
+    """(kernel, strides, dilations, pads_begin, out_spatial) of a ConvTranspose node over input ``x`` and weights
+    ``w``, from explicit pads, ``auto_pad`` or ``output_shape`` (with ``output_padding``) as ONNX defines them."""
+    n = x.ndim - 2
+    kernel = list(node.attr("kernel_shape") or w.shape[2:])
+    strides = list(node.attr("strides") or [1] * n)
+    dil = list(node.attr("dilations") or [1] * n)
+    outpad = list(node.attr("output_padding") or [0] * n)
+    pads = list(node.attr("pads") or [0] * (2 * n))
+    auto_pad = node.attr("auto_pad", "NOTSET") or "NOTSET"
+    out_shape = node.attr("output_shape")
+    begin, end, out = [], [], []
+    for i in range(n):
+        full = strides[i] * (x.shape[2 + i] - 1) + outpad[i] + (kernel[i] - 1) * dil[i] + 1
+        if out_shape is not None and len(out_shape):
+            o = int(out_shape[-n + i])
+            total = full - o
+            if auto_pad == "SAME_UPPER":
+                b = total - total // 2
+            else:
+                b = total // 2
+            e = total - b
+        elif auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+            o = x.shape[2 + i] * strides[i]
+            total = full - o
+            b = total // 2 if auto_pad == "SAME_UPPER" else total - total // 2
+            e = total - b
+        else:
+            b, e = (0, 0) if auto_pad == "VALID" else (pads[i], pads[n + i])
+            o = full - b - e
+        begin.append(b)
+        end.append(e)
+        out.append(o)
+    return kernel, strides, dil, begin, out
+
+
+def col2im_transpose(cols: np.ndarray, in_spatial, kernel, strides, dil, begin, out, dtype) -> np.ndarray:
+    """Scatter-add ``cols`` (N, M, *in, *k) into the ConvTranspose output (N, M, *out): one pass per kernel tap."""
+    n = len(kernel)
+    N, M = cols.shape[:2]
+    full = [max((in_spatial[i] - 1) * strides[i] + (kernel[i] - 1) * dil[i] + 1, begin[i] + out[i]) for i in range(n)]
+    buf = np.zeros((N, M) + tuple(full), dtype=dtype)
+    for tap in np.ndindex(*kernel):
+        sl = tuple(slice(tap[i] * dil[i], tap[i] * dil[i] + (in_spatial[i] - 1) * strides[i] + 1, strides[i])
+                   for i in range(n))
+        buf[(slice(None), slice(None)) + sl] += cols[(Ellipsis,) + tap]
+    crop = tuple(slice(begin[i], begin[i] + out[i]) for i in range(n))
+    return buf[(slice(None), slice(None)) + crop]
+
+
+def conv_transpose_columns(x: np.ndarray, w: np.ndarray, g: int) -> np.ndarray:
+    """x (N, C, *in), w (C, M/g, *k) -> per-tap contributions (N, M, *in, *k)."""
+    N, C = x.shape[:2]
+    ins = x.shape[2:]
+    k = w.shape[2:]
+    cg, mg = C // g, w.shape[1]
+    xr = x.reshape(N, g, cg, -1).transpose(1, 0, 3, 2).reshape(g, -1, cg)  # (g, N*P, Cg)
+    wr = w.reshape(g, cg, -1)  # (g, Cg, Mg*kk)
+    y = np.matmul(xr, wr)  # (g, N*P, Mg*kk)
+    y = y.reshape((g, N) + tuple(ins) + (mg,) + tuple(k))
+    nd = len(ins)
+    # (g, N, *in, Mg, *k) -> (N, g, Mg, *in, *k)
+    perm = [1, 0, 2 + nd] + list(range(2, 2 + nd)) + list(range(3 + nd, 3 + 2 * nd))
+    y = y.transpose(perm)
+    return y.reshape((N, g * mg) + tuple(ins) + tuple(k))

@@ -6,28 +6,27 @@ Everything here reproduces one specific rounding sequence, because the golden si
 - ``fma32(a, b, c)`` is a single-rounding fused multiply-add (AVX2 ``vfmadd``), emulated exactly in float64 with
   a TwoSum correction for the rare double-rounding midpoint;
 - ``rne`` is round-half-to-even to an integer (``_mm_cvtps_epi32`` / ``nearbyintf`` under the default MXCSR);
-- accumulators are int64 (exact) unless an explicit width is requested, see :func:`accumulate_width`.
+- accumulators are int64 (exact) unless an explicit width is requested, see :func:`apply_acc_width`.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from qpass.ops.common import int_bounds
+
 F32 = np.float32
 F64 = np.float64
+I64 = np.int64
 
-INT_INFO = {
-    np.dtype(np.int8): (-128, 127),
-    np.dtype(np.uint8): (0, 255),
-    np.dtype(np.int16): (-32768, 32767),
-    np.dtype(np.uint16): (0, 65535),
-    np.dtype(np.int32): (-(2**31), 2**31 - 1),
-    np.dtype(np.uint32): (0, 2**32 - 1),
-    np.dtype(np.int64): (-(2**63), 2**63 - 1),
-}
+INT_DTYPES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64))
 
 
 def int_range(dtype) -> tuple[int, int]:
-    return INT_INFO[np.dtype(dtype)]
+    """(min, max) of an integer code dtype (KeyError for any other dtype)."""
+    dt = np.dtype(dtype)
+    if dt not in INT_DTYPES:
+        raise KeyError(dt)
+    return int_bounds(8 * dt.itemsize, dt.kind == "i")
 
 
 def f32(x) -> np.ndarray:
@@ -121,7 +120,7 @@ def apply_acc_width(acc: np.ndarray, bits: int | None, mode: str) -> tuple[np.nd
     """Saturate or wrap an exact int64 result to a signed ``bits``-wide accumulator; return (value, #changed)."""
     if bits is None:
         return acc, 0
-    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    lo, hi = int_bounds(bits, True)
     if mode == "wrap":
         out = ((acc - lo) & ((1 << bits) - 1)) + lo
     else:

@@ -1,0 +1,193 @@
+"""Elementwise kernels: arithmetic, comparison and logic, unary math, activations, Clip, variadic Max / Min /
+Sum / Mean, Where, Dropout (inference). They compute in the input dtype; transcendental functions go through
+float64 and round once."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..registry import register
+from .common import F64, wide
+
+
+def _binary(fn):
+    def k(node, a, b):
+        return fn(a, b)
+    return k
+
+
+register("Add")(_binary(np.add))
+register("Sub")(_binary(np.subtract))
+register("Mul")(_binary(np.multiply))
+
+
+@register("Div")
+def div(node, a, b):
+    if a.dtype.kind in "iu":
+        q = np.floor_divide(a, b)
+        adjust = (np.remainder(a, b) != 0) & ((a < 0) != (b < 0))
+        return (q + adjust).astype(np.result_type(a, b))  # C-style truncation toward zero
+    return np.divide(a, b)
+
+
+@register("Mod")
+def mod(node, a, b):
+    """fmod=0: integer remainder with the divisor's sign (Python's %); fmod=1: C fmod (the dividend's sign)."""
+    if int(node.attr("fmod", 0)) or a.dtype.kind == "f":
+        return np.fmod(a, b).astype(np.result_type(a, b))
+    return np.remainder(a, b).astype(np.result_type(a, b))
+
+
+@register("Pow")
+def pow_(node, x, y):
+    if x.dtype.kind == "f":
+        return np.power(wide(x), wide(y).astype(F64)).astype(x.dtype)
+    return np.power(x, y).astype(x.dtype)
+
+
+def _unary(fn, hi=False):
+    def k(node, x):
+        if hi and x.dtype.kind == "f":
+            return fn(x.astype(F64)).astype(x.dtype)
+        return fn(x)
+    return k
+
+
+register("Abs")(_unary(np.abs))
+register("Neg")(_unary(np.negative))
+register("Sign")(_unary(np.sign))
+register("Floor")(_unary(np.floor))
+register("Ceil")(_unary(np.ceil))
+register("Round")(_unary(np.rint))  # half to even, as ONNX specifies
+register("Sqrt")(_unary(np.sqrt, hi=True))
+register("Exp")(_unary(np.exp, hi=True))
+register("Log")(_unary(np.log, hi=True))
+register("Tanh")(_unary(np.tanh, hi=True))
+register("Reciprocal")(_unary(lambda x: 1.0 / x, hi=True))
+register("Not")(_unary(np.logical_not))
+register("Identity")(_unary(lambda x: x))
+
+
+def _erf64(x):
+    try:
+        from scipy.special import erf  # type: ignore
+        return erf(x)
+    except ImportError:  # pragma: no cover - scipy is optional
+        return np.vectorize(math.erf, otypes=[F64])(x)
+
+
+register("Erf")(_unary(_erf64, hi=True))
+
+
+@register("Sigmoid")
+def sigmoid(node, x):
+    v = x.astype(F64)
+    return (0.5 * (1.0 + np.tanh(0.5 * v))).astype(x.dtype)
+
+
+@register("Relu")
+def relu(node, x):
+    return np.maximum(x, np.zeros((), x.dtype))
+
+
+@register("LeakyRelu")
+def leaky_relu(node, x):
+    alpha = x.dtype.type(node.attr("alpha", 0.01))
+    return np.where(x >= 0, x, x * alpha).astype(x.dtype)
+
+
+@register("PRelu")
+def prelu(node, x, slope):
+    return np.where(x < 0, x * slope.astype(x.dtype), x).astype(x.dtype)
+
+
+@register("Elu")
+def elu(node, x):
+    alpha = float(node.attr("alpha", 1.0))
+    v = x.astype(F64)
+    return np.where(v >= 0, v, alpha * np.expm1(v)).astype(x.dtype)
+
+
+@register("Softplus")
+def softplus(node, x):
+    return np.logaddexp(0.0, x.astype(F64)).astype(x.dtype)
+
+
+@register("HardSigmoid")
+def hard_sigmoid(node, x):
+    t = x.dtype.type
+    y = x * t(node.attr("alpha", 0.2)) + t(node.attr("beta", 0.5))
+    return np.clip(y, t(0), t(1)).astype(x.dtype)
+
+
+@register("HardSwish")
+def hard_swish(node, x):
+    t = x.dtype.type
+    return (x * np.clip(x * t(1.0 / 6.0) + t(0.5), t(0), t(1))).astype(x.dtype)
+
+
+@register("Gelu")
+def gelu(node, x):
+    v = x.astype(F64)
+    if node.attr("approximate", "none") == "tanh":
+        y = 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v ** 3)))
+    else:
+        y = 0.5 * v * (1 + _erf64(v / math.sqrt(2)))
+    return y.astype(x.dtype)
+
+
+@register("Clip")
+def clip(node, x, lo=None, hi=None):
+    if node.opset < 11:
+        lo = node.attr("min", -3.4028234663852886e38)
+        hi = node.attr("max", 3.4028234663852886e38)
+    y = x
+    if lo is not None:
+        y = np.maximum(y, np.asarray(lo).astype(x.dtype))
+    if hi is not None:
+        y = np.minimum(y, np.asarray(hi).astype(x.dtype))
+    return y.astype(x.dtype)
+
+
+def _variadic(fn):
+    def k(node, *xs):
+        y = xs[0]
+        for v in xs[1:]:
+            y = fn(y, v)
+        return y
+    return k
+
+
+register("Max")(_variadic(np.maximum))
+register("Min")(_variadic(np.minimum))
+register("Sum")(_variadic(np.add))
+
+
+@register("Mean")
+def mean_(node, *xs):
+    return (sum(wide(v) for v in xs) / len(xs)).astype(xs[0].dtype)
+
+
+register("Equal")(_binary(np.equal))
+register("Less")(_binary(np.less))
+register("Greater")(_binary(np.greater))
+register("LessOrEqual")(_binary(np.less_equal))
+register("GreaterOrEqual")(_binary(np.greater_equal))
+register("And")(_binary(np.logical_and))
+register("Or")(_binary(np.logical_or))
+register("Xor")(_binary(np.logical_xor))
+
+
+@register("Where")
+def where(node, cond, x, y):
+    return np.where(cond.astype(bool), x, y)
+
+
+@register("Dropout")
+def dropout(node, x, ratio=None, training_mode=None):
+    if training_mode is not None and bool(np.asarray(training_mode)):
+        raise ValueError("Dropout in training mode is not deterministic")
+    if len(node.outputs) > 1 and node.outputs[1]:
+        return x, np.ones(x.shape, dtype=bool)
+    return x

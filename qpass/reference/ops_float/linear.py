@@ -1,0 +1,68 @@
+"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once."""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import im2col as ic
+from ..registry import register
+from .common import F64, out_dtype, wide
+
+
+@register("MatMul")
+def matmul(node, a, b):
+    if a.dtype.kind == "f":
+        return np.matmul(a.astype(F64), b.astype(F64)).astype(out_dtype(a))
+    return np.matmul(a, b)
+
+
+@register("Gemm")
+def gemm(node, a, b, c=None):
+    if node.attr("transA", 0):
+        a = a.T
+    if node.attr("transB", 0):
+        b = b.T
+    alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    y = alpha * (wide(a) @ wide(b))
+    if c is not None:
+        y = y + beta * wide(c)
+    return y.astype(out_dtype(a))
+
+
+@register("Conv")
+def conv(node, x, w, b=None):
+    kernel = list(node.attr("kernel_shape") or w.shape[2:])
+    begin, end, out = ic.node_geometry(node, x.shape, kernel)
+    g = int(node.attr("group", 1))
+    per_sample = int(np.prod(out)) * int(np.prod(w.shape[1:])) * g * 8
+    ys = []
+    for lo, hi in ic.batch_chunks(x.shape[0], per_sample):
+        cols = ic.im2col(wide(x[lo:hi]), kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+        ys.append(grouped_matmul(cols, wide(w), g))  # (N, M, P)
+    y = np.concatenate(ys) if len(ys) > 1 else ys[0]
+    if b is not None:
+        y = y + wide(b).reshape(1, -1, 1)
+    return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x))
+
+
+def grouped_matmul(cols: np.ndarray, w: np.ndarray, g: int) -> np.ndarray:
+    """cols (N, *out, C*k) and weights (M, C/g, *k) -> (N, M, prod(out)), groups as a batched matmul."""
+    n = cols.shape[0]
+    kk = cols.shape[-1] // (w.shape[1] * g) if w.shape[1] else 0
+    cols = cols.reshape(n, -1, g, w.shape[1] * kk)  # (N, P, g, Kg)
+    p = cols.shape[1]
+    m = w.shape[0]
+    wr = w.reshape(g, m // g, -1)  # (g, Mg, Kg)
+    a = cols.transpose(2, 0, 1, 3).reshape(g, n * p, -1)  # (g, N*P, Kg)
+    y = np.matmul(a, wr.transpose(0, 2, 1))  # (g, N*P, Mg)
+    return y.reshape(g, n, p, m // g).transpose(1, 0, 3, 2).reshape(n, m, p)
+
+
+@register("ConvTranspose")
+def conv_transpose(node, x, w, b=None):
+    g = int(node.attr("group", 1))
+    kernel, strides, dil, begin, out = ic.conv_transpose_geometry(node, x, w)
+    cols = ic.conv_transpose_columns(wide(x), wide(w), g)
+    y = ic.col2im_transpose(cols, x.shape[2:], kernel, strides, dil, begin, out, F64)
+    if b is not None:
+        y = y + wide(b).reshape((1, -1) + (1,) * len(kernel))
+    return y.astype(out_dtype(x))

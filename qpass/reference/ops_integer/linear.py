@@ -1,0 +1,177 @@
+"""Fused Conv / ConvTranspose / Gemm / MatMul (onnxruntime's QLinearConv, QGemm, QLinearMatMul;
+``MlasRequantizeOutput`` in ``onnxruntime/core/mlas/lib/quantize.cpp``, scales in ``qlinearconv.cc`` /
+``quant_gemm.cc``)::
+
+    acc  = bias + sum((x - zx) * (w - zw))                   exact integer (int32 in MLAS)
+    mult = f32(f32(alpha * sx * sw[c]) / sy)                 per output channel, float32, in this order
+    y    = clamp(rne(f32(f32(acc) * mult)), qmin - zy, qmax - zy) + zy
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .. import im2col as ic
+from ..numerics import F32, F64, I64, apply_acc_width
+from ..registry import NodeInfo
+from .arith import acc_range, accumulate, merge_counts, requant
+from .planning import FusedOp, FusionContext, NotFused, act_dq, bias_codes, fuser, need, per_channel, weight_dq
+
+
+def _conv_operands(fc: FusionContext, node: NodeInfo):
+    """(output Q, input DQ, constant weight codes) of a Conv / ConvTranspose, or NotFused."""
+    q = need(fc.q_out(node))
+    x = act_dq(fc, node.inputs[0], "input")
+    wdq = need(fc.dq(node.inputs[1]), "weight")
+    if wdq.const_codes is None:
+        raise NotFused("weight is not constant")
+    return q, x, wdq.const_codes
+
+
+@fuser("Conv")
+def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
+    q, x, w_codes = _conv_operands(fc, node)
+    m = w_codes.shape[0]
+    w = weight_dq(fc, node.inputs[1], 0, m, w_codes.ndim)
+    g = int(node.attr("group", 1))
+    zw = per_channel(w.zp, m).reshape((m,) + (1,) * (w_codes.ndim - 1))
+    wi = w_codes.astype(I64) - zw  # (M, C/g, *k)
+    mg, kg = m // g, int(np.prod(w_codes.shape[1:]))
+    wt = wi.reshape(g, mg, kg).transpose(0, 2, 1).copy()  # (g, Kg, Mg)
+    s_in = (x.s() * per_channel(w.scale, m)).astype(F32)
+    bias = bias_codes(fc, node, 2, s_in, m)
+    bias_g = None if bias is None else bias.reshape(g, 1, mg)
+    mult = (s_in / q.scale).astype(F32)
+    kernel = list(node.attr("kernel_shape") or w_codes.shape[2:])
+    zx = x.z()
+    name = node.name
+
+    def compute(vals, ex):
+        xi = vals[0].astype(I64) - zx
+        begin, end, out = ic.node_geometry(node, xi.shape, kernel)
+        p = int(np.prod(out))
+        accs, counts = [], {}
+        for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * 8):
+            cols = ic.im2col(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+            n = hi - lo
+            a = cols.reshape(n, p, g, kg).transpose(2, 0, 1, 3).reshape(g, n * p, kg)
+            acc, c = accumulate(ex, a, wt, bias_g)  # (g, N*P, Mg)
+            accs.append(acc.reshape(g, n, p, mg).transpose(1, 0, 3, 2).reshape((n, m) + tuple(out)))
+            counts = merge_counts(counts, c)
+        acc = np.concatenate(accs) if len(accs) > 1 else accs[0]
+        return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, counts)
+
+    return FusedOp("QLinearConv", node.name, q.node, [x.codes], q.output, compute)
+
+
+@fuser("ConvTranspose")
+def fuse_conv_transpose(fc: FusionContext, node: NodeInfo) -> FusedOp:
+    q, x, w_codes = _conv_operands(fc, node)  # w_codes (C, M/g, *k)
+    g = int(node.attr("group", 1))
+    mg = w_codes.shape[1]
+    m = mg * g
+    w = weight_dq(fc, node.inputs[1], 1, mg, w_codes.ndim)
+    if not w.per_tensor and g != 1:
+        raise NotFused("per-channel weights with groups")
+    zw = per_channel(w.zp, mg).reshape((1, mg) + (1,) * (w_codes.ndim - 2))
+    wi = w_codes.astype(I64) - zw
+    s_in = (x.s() * np.tile(per_channel(w.scale, mg), g)).astype(F32)
+    bias = bias_codes(fc, node, 2, s_in, m)
+    mult = (s_in / q.scale).astype(F32)
+    zx = x.z()
+    name = node.name
+
+    def compute(vals, ex):
+        xi = vals[0].astype(I64) - zx
+        kernel, strides, dil, begin, out = ic.conv_transpose_geometry(node, xi, wi)
+        cols = ic.conv_transpose_columns(xi.astype(F64), wi.astype(F64), g)  # exact: small integers
+        acc = np.rint(ic.col2im_transpose(cols, xi.shape[2:], kernel, strides, dil, begin, out, F64)).astype(I64)
+        if bias is not None:
+            acc = acc + bias.reshape((1, m) + (1,) * len(out))
+        counts = acc_range(acc)
+        if ex.acc_bits is not None:
+            acc, changed = apply_acc_width(acc, ex.acc_bits, ex.overflow)
+            counts["overflowed"] = changed
+        return requant(ex, name, "QLinearConvTranspose", acc, mult.reshape((1, m) + (1,) * len(out)), q, counts)
+
+    return FusedOp("QLinearConvTranspose", node.name, q.node, [x.codes], q.output, compute)
+
+
+# ------------------------------------------------------------------ Gemm / MatMul
+
+
+def _b_operand(fc: FusionContext, node: NodeInfo, codes: np.ndarray | None, trans_b: bool):
+    """Input B of Gemm / MatMul: (its DQ, constant ``codes`` minus zero points as (K, N) or None for an
+    activation, scales per output column or one per-tensor scale)."""
+    if codes is None:
+        b = act_dq(fc, node.inputs[1], "B")
+        return b, None, b.scale.reshape(-1)[:1]
+    n = codes.shape[0 if trans_b else 1]
+    b = weight_dq(fc, node.inputs[1], 0 if trans_b else 1, n, 2, "B")
+    zb = per_channel(b.zp, n)
+    bi = codes.astype(I64) - (zb[:, None] if trans_b else zb[None, :])
+    return b, (bi.T if trans_b else bi), per_channel(b.scale, n)  # (K, N)
+
+
+@fuser("Gemm")
+def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
+    q = need(fc.q_out(node))
+    a = act_dq(fc, node.inputs[0], "A")
+    bdq = need(fc.dq(node.inputs[1]), "B")
+    trans_a, trans_b = int(node.attr("transA", 0)), int(node.attr("transB", 0))
+    alpha, beta = F32(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    if node.has_input(2) and beta != 1.0:
+        raise NotFused("beta != 1 with a bias")
+    b, bi, s_b = _b_operand(fc, node, bdq.const_codes, trans_b)
+    s_in = ((alpha * a.s()).astype(F32) * s_b).astype(F32)
+    bias = None
+    if node.has_input(2):
+        bias = bias_codes(fc, node, 2, (a.s() * s_b).astype(F32), s_b.size)
+    mult = (s_in / q.scale).astype(F32)
+    za = a.z()
+    name = node.name
+    inputs = [a.codes] + ([] if bi is not None else [b.codes])
+
+    def compute(vals, ex):
+        av = vals[0].astype(I64) - za
+        av = av.T if trans_a else av
+        if bi is None:
+            bv = vals[1].astype(I64) - b.z()
+            bv = bv.T if trans_b else bv
+        else:
+            bv = bi
+        acc, counts = accumulate(ex, av[None], bv[None], None if bias is None else bias[None])
+        return requant(ex, name, "QGemm", acc[0], mult, q, counts)
+
+    return FusedOp("QGemm", node.name, q.node, inputs, q.output, compute)
+
+
+@fuser("MatMul")
+def fuse_matmul(fc: FusionContext, node: NodeInfo) -> FusedOp:
+    q = need(fc.q_out(node))
+    a = act_dq(fc, node.inputs[0], "A")
+    bdq = need(fc.dq(node.inputs[1]), "B")
+    const = bdq.const_codes is not None and bdq.const_codes.ndim == 2
+    b, bi, s_b = _b_operand(fc, node, bdq.const_codes if const else None, False)
+    mult = ((a.s() * s_b).astype(F32) / q.scale).astype(F32)
+    za = a.z()
+    name = node.name
+    inputs = [a.codes] + ([] if bi is not None else [b.codes])
+
+    def compute(vals, ex):
+        av = vals[0].astype(I64) - za
+        bv = bi if bi is not None else vals[1].astype(I64) - b.z()
+        if av.ndim < 2 or bv.ndim < 2:
+            raise ValueError("1-D MatMul operands are not supported by the integer kernel")
+        if bv.ndim == 2:
+            lead = av.shape[:-1]
+            acc, counts = accumulate(ex, av.reshape(1, -1, av.shape[-1]), bv[None], None)
+            acc = acc.reshape(lead + (bv.shape[1],))
+        else:
+            batch = np.broadcast_shapes(av.shape[:-2], bv.shape[:-2])
+            a3 = np.broadcast_to(av, batch + av.shape[-2:]).reshape((-1,) + av.shape[-2:])
+            b3 = np.broadcast_to(bv, batch + bv.shape[-2:]).reshape((-1,) + bv.shape[-2:])
+            acc, counts = accumulate(ex, a3, b3, None)
+            acc = acc.reshape(batch + (av.shape[-2], bv.shape[-1]))
+        return requant(ex, name, "QLinearMatMul", acc, mult, q, counts)
+
+    return FusedOp("QLinearMatMul", node.name, q.node, inputs, q.output, compute)
