@@ -79,7 +79,10 @@ def format_row(r: dict, threads) -> str:
     lat = ""
     for t in threads:
         v = r.get("latency_ms" if is_float else "latency_ratio", {}).get(str(t))
-        lat += _f(v, ".3f", 8) + ("ms" if is_float and v is not None else "  ")
+        if is_float and v is not None:  # milliseconds per call
+            lat += _f(v, ".4f" if v < 1 else ".2f" if v < 100 else ".0f", 8) + "ms"
+        else:
+            lat += _f(v, ".3f", 8) + "  "
     ints = f"{r['integer_kernels']}/{r['matrix_ops_float']}"
     qdq = f"{r['q_nodes'] + r['dynamic_q_nodes']}/{r['dq_nodes']}"
     if is_float:

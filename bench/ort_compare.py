@@ -29,7 +29,7 @@ import numpy as np
 import onnx
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "models" / "packaged"))
+sys.path[:0] = [str(ROOT), str(ROOT / "models" / "packaged")]  # measure this checkout's qpass
 import fetch  # noqa: E402
 import tasks  # noqa: E402
 
