@@ -34,7 +34,6 @@ import fetch  # noqa: E402
 import tasks  # noqa: E402
 
 DIGITS = ("digits_mlp", "digits_cnn", "digits_rescnn")
-TOOLS = ("float", "qpass", "quantize_static", "quantize_static_nopre", "quantize_static_opset13")
 PER_CHANNEL_OPSET = 13  # DequantizeLinear's axis (per-channel) needs opset 13
 
 # float matrix ops of the source model: the denominator of the integer share
