@@ -18,14 +18,17 @@ Columns:
 - ``quant s``: quantize wall time (qpass: load+optimize+save; quantize_static: pre-processing included);
   ``MB`` and ``size/f``: file size on disk and its ratio to the float file.
 
-A tool that fails is a row with its one-line reason. ``--json OUT`` writes the machine description and every row
-(for diffing before/after a change).
+A tool that fails is a row with its one-line reason. After the table, one line per model checks issue 12's
+targets (qpass against the quantize_static row that ran: 1-thread latency ratio <= x1.05, integer kernels >=,
+file size <= x1.05) and gives the SQNR difference. ``--json OUT`` writes the machine description and every row
+(with latency min/quartiles; for diffing before/after a change); ``--show OUT`` prints a saved run again.
 
 Dependencies: onnx, onnxruntime, sympy (``quant_pre_process`` runs symbolic shape inference) and, for the
 packaged models' inputs, scikit-image, Pillow and scipy. The bench checks them at start and, if any is missing,
 prints the exact ``python -m pip install ...`` line and exits with status 2 (it never installs anything itself).
 
     python bench/ort_baseline.py [--models NAME...] [--repeats N] [--threads 1 2] [--budget S] [--json OUT]
+    python bench/ort_baseline.py --show bench/results/ort_baseline_DATE.json
 """
 from __future__ import annotations
 
@@ -91,7 +94,34 @@ def format_row(r: dict, threads) -> str:
         note = f"acc {r['accuracy_int8']:.3f}" if r.get("accuracy_int8") is not None else ""
     return (f"{head}{lat}{ints:>9}{qdq:>9}{r['float_matrix_left']:>5}{_f(r['sqnr_db'], '.2f', 7)}"
             f"{_f(r['value'], '.3f', 8)}{_f(r.get('quant_seconds'), '.2f', 8)}{r['size_bytes'] / 1e6:>7.2f}"
-            f"{r['size_ratio']:>7.2f}  {note}")
+            f"{r['size_ratio']:>7.2f}  {note}").rstrip()
+
+
+ORT_TOOLS = ("quantize_static", "quantize_static_nopre", "quantize_static_opset13")
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """Issue 12's targets per model, qpass against the quantize_static row that ran: 1-thread latency ratio
+    <= x1.05, integer kernels >=, file size <= x1.05; and the SQNR difference (issue 13 asks for >= +3 dB)."""
+    by: dict = {}
+    for r in rows:
+        by.setdefault(r["model"], {})[r["tool"]] = r
+    out = [f"{'qpass / q_static':<22}{'lat 1t x':>9}{'int q/qs':>13}{'size x':>9}{'dSQNR':>8}  targets met"]
+    for model, t in by.items():
+        q = t.get("qpass")
+        o = next((t[k] for k in ORT_TOOLS if k in t and not t[k].get("error")), None)
+        if q is None or q.get("error") or o is None:
+            out.append(f"{model:<22}-  ({'qpass' if o else 'quantize_static'} failed)")
+            continue
+        lat = q["latency_ratio"].get("1", math.nan) / o["latency_ratio"].get("1", math.nan)
+        size = q["size_bytes"] / o["size_bytes"]
+        ints = f"{q['integer_kernels']}/{o['integer_kernels']}"
+        sq = (q["sqnr_db"], o["sqnr_db"])  # None without float outputs; "inf" (from JSON) when exact
+        ds = f"{sq[0] - sq[1]:+8.2f}" if all(isinstance(v, (int, float)) for v in sq) else "-".rjust(8)
+        met = [name for name, ok in (("latency", lat <= 1.05), ("size", size <= 1.05),
+                                     ("integer", q["integer_kernels"] >= o["integer_kernels"])) if ok]
+        out.append(f"{model:<22}{lat:>9.2f}{ints:>13}{size:>9.2f}{ds}  {', '.join(met) or 'none'}")
+    return out
 
 
 def _jsonable(v):
@@ -122,6 +152,7 @@ def parse_args(argv):
     ap.add_argument("--json", type=Path, metavar="OUT", help="write the machine description and rows as JSON")
     ap.add_argument("--ort-activations", choices=["u8", "s8"], default="u8",
                     help="quantize_static's activation type (weights are always s8)")
+    ap.add_argument("--show", type=Path, metavar="JSON", help="print the table of a saved --json run; run nothing")
     ap.add_argument("--cache", type=Path, help="zoo cache (default: $QPASS_ZOO_CACHE or ~/.cache/qpass-zoo)")
     return ap.parse_args(argv)
 
@@ -163,8 +194,27 @@ def run(names: list[str], cache: Path, opts: oc.Options, emit) -> list[dict]:
     return rows
 
 
+def print_report(info: dict, opts: oc.Options, speech, rows: list[dict]) -> None:
+    hdr = table_header(opts.threads)
+    for line in header_lines(info, opts, speech) + [hdr, "-" * len(hdr)]:
+        print(line)
+    for r in rows:
+        print(format_row(r, opts.threads))
+    print("\n" + "\n".join(target_lines(rows)))
+
+
+def show(path: Path) -> int:
+    doc = json.loads(path.read_text())
+    o = doc["options"]
+    opts = oc.Options(tuple(o["threads"]), o["repeats"], o["budget"], o["ort_activations"])
+    print_report(doc["machine"], opts, o.get("speech"), doc["rows"])
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.show:
+        return show(args.show)
     logging.getLogger().setLevel(logging.ERROR)
     cache = (args.cache.expanduser() if args.cache else oc.fetch.default_cache()).resolve()
     if args.json:
@@ -194,6 +244,7 @@ def main(argv=None) -> int:
     def emit(r):
         print(format_row(r, opts.threads), flush=True)
     rows = run(names, cache, opts, emit)
+    print("\n" + "\n".join(target_lines(rows)))
     info["load_avg_end"] = list(os.getloadavg())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

@@ -253,8 +253,9 @@ def census(path: Path, optimized: Path, n_float: int) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 
 def latency(paths: dict[str, Path], feed: dict, threads: int, repeats: int, budget: float) -> tuple[dict, int]:
-    """Median seconds per call of each model at THREADS intra-op threads, runs interleaved (machine noise hits
-    all alike), after a warm-up; as many rounds as REPEATS allows within BUDGET seconds (at least 5)."""
+    """Seconds per call of each model at THREADS intra-op threads (an array per model), runs interleaved
+    (machine noise hits all alike), after a warm-up; as many rounds as REPEATS allows within BUDGET seconds
+    (at least 5)."""
     sessions = {k: tasks.session(p, threads=threads) for k, p in paths.items()}
     for s in sessions.values():
         for _ in range(5):
@@ -269,7 +270,7 @@ def latency(paths: dict[str, Path], feed: dict, threads: int, repeats: int, budg
             t = time.perf_counter()
             s.run(None, feed)
             times[k].append(time.perf_counter() - t)
-    return {k: float(np.median(v)) for k, v in times.items()}, rounds
+    return {k: np.asarray(v) for k, v in times.items()}, rounds
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -331,20 +332,23 @@ def _score_row(case: Case, row: dict, path: Path, ref: dict, tmp: Path, n_float:
 def _latency_rows(rows: list[dict], paths: dict, case: Case, opts: Options) -> None:
     feed = {k: (v[0] if v.ndim else v) for k, v in case.eval.items() if k != "labels"}
     share = opts.budget / max(len(opts.threads), 1)
-    for r in rows:
-        r.setdefault("latency_ms", {})
-        r.setdefault("latency_ratio", {})
+    for r in rows:  # medians; min and quartiles show how noisy the machine was
+        for key in ("latency_ms", "latency_ratio", "latency_spread_ms", "latency_rounds"):
+            r.setdefault(key, {})
     for t in opts.threads:
         try:
-            med, rounds = latency(paths, feed, t, opts.repeats, share)
+            times, rounds = latency(paths, feed, t, opts.repeats, share)
         except Exception as exc:
             print(f"{case.name}: latency at {t} threads failed: {first_line(exc)}", file=sys.stderr)
             continue
+        med = {k: float(np.median(v)) for k, v in times.items()}
         for r in rows:
             if r["tool"] in med:
+                v = times[r["tool"]]
                 r["latency_ms"][str(t)] = 1e3 * med[r["tool"]]
                 r["latency_ratio"][str(t)] = med[r["tool"]] / med["float"]
-                r["latency_rounds"] = rounds
+                r["latency_spread_ms"][str(t)] = [1e3 * float(x) for x in (v.min(), *np.percentile(v, [25, 75]))]
+                r["latency_rounds"][str(t)] = rounds
 
 
 def bench_case(case: Case, tmp: Path, opts: Options) -> list[dict]:
