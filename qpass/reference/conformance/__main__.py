@@ -1,0 +1,4 @@
+"""``python -m qpass.reference.conformance [--write FILE.md]``"""
+from .report import main
+
+raise SystemExit(main())
