@@ -19,9 +19,9 @@ import numpy as np
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, empty_result
 from .fixed import _check_width
-from .rounding import int_bounds
 from .granularity import TENSOR, Granularity, as_granularity
-from .rounding import quantize_int
+from .grid import IntGrid, compact, pow2_fraction
+from .rounding import int_bounds, quantize_int
 
 
 def _frozen_param(v):
@@ -42,6 +42,7 @@ class Affine(Format):
     granularity: Granularity = TENSOR
     scale: object = None
     zero_point: object = None
+    granular = True
 
     def __post_init__(self):
         _check_width(self.W, 2, 16, "affine")
@@ -63,6 +64,10 @@ class Affine(Format):
 
     @property
     def bits(self) -> int:
+        return self.W
+
+    @property
+    def word_width(self) -> int:
         return self.W
 
     @property
@@ -90,6 +95,17 @@ class Affine(Format):
         scale = np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0))
         zp = np.clip(np.rint(self.qmin - lo / scale.astype(np.float64)), self.qmin, self.qmax).astype(np.int64)
         return scale, zp
+
+    def quant_params(self, lo, hi) -> IntGrid:
+        """The given scale and zero point (their first values), else ``params_from_range(lo, hi)``."""
+        s, z = self.params(None) if self.scale is not None else self.params_from_range(lo, hi)
+        scale = np.float32(np.asarray(s).reshape(-1)[0])
+        return IntGrid(scale, int(np.asarray(z).reshape(-1)[0]), self.W, self.signed, self.narrow,
+                       fraction=pow2_fraction(scale))
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        zp = compact(self.granularity, res.zero_point if res.zero_point is not None else 0, shape)
+        return IntGrid(compact(self.granularity, res.scale, shape), zp, self.W, self.signed, self.narrow)
 
     def params(self, x) -> tuple[np.ndarray, np.ndarray]:
         """The (compact) scale and zero point used for ``x``: the given ones or ones computed from the data."""

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, empty_result
 from .granularity import TENSOR, Granularity, as_granularity
+from .grid import IntGrid, compact
 from .rounding import overflow_mode, round_values, rounding_mode
 
 
@@ -37,6 +38,7 @@ def _finish(fmt: Format, x: np.ndarray, codes: np.ndarray, alpha_c: np.ndarray) 
 class Binary(Format):
     granularity: Granularity = TENSOR
     bits = 1
+    granular = True
 
     def __post_init__(self):
         object.__setattr__(self, "granularity", as_granularity(self.granularity))
@@ -44,6 +46,13 @@ class Binary(Format):
     @property
     def name(self) -> str:
         return "binary" + self.granularity.suffix
+
+    def quant_params(self, lo, hi) -> IntGrid:
+        """The sign of the activation: {-1, +1} at scale 1, whatever the range."""
+        return IntGrid(np.float32(1.0), 0, 1, True, False, bipolar=True)
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        return IntGrid(compact(self.granularity, res.scale, shape), 0, 1, True, False, bipolar=True)
 
     def quantize(self, x, rounding="ROUND", overflow="saturate", rng=None) -> QuantResult:
         mode = rounding_mode(rounding)
@@ -70,6 +79,7 @@ class Ternary(Format):
     threshold: float | None = None
     granularity: Granularity = TENSOR
     bits = 2
+    granular = True
 
     def __post_init__(self):
         object.__setattr__(self, "granularity", as_granularity(self.granularity))
@@ -85,6 +95,14 @@ class Ternary(Format):
         arg = f"<threshold={self.threshold:g}>" if self.threshold is not None else \
             "" if self.factor == 0.7 else f"<{self.factor:g}>"
         return "ternary" + arg + self.granularity.suffix
+
+    def quant_params(self, lo, hi) -> IntGrid:
+        """Codes {-1, 0, +1} (2-bit narrow) at scale max(|lo|, |hi|) (1 for an all-zero range)."""
+        return IntGrid(np.float32(max(abs(lo), abs(hi)) or 1.0), 0, 2, True, True)
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        scale = compact(self.granularity, res.scale, shape)
+        return IntGrid(np.where(scale > 0, scale, 1.0), 0, 2, True, True)
 
     def thresholds(self, x) -> np.ndarray:
         """The per-block threshold (compact shape)."""
