@@ -9,6 +9,8 @@ granularity.py) or, when ``scale`` is None, from the data per block:
 * asymmetric: ``params_from_range(min, max)``; the range always includes 0; scale = (hi - lo) / (qmax - qmin),
   zero point = round_half_even(qmin - lo / scale) clipped to [qmin, qmax] (onnxruntime's compute_scale_zp)
 * symmetric: scale = max|x| / (2^(W-1) - 1); zero point 0 (signed) or 2^(W-1) (unsigned)
+
+``range_params`` is that rule on a plain integer range; the QDQ pass's parameters (``qdq_params``) use it too.
 """
 from __future__ import annotations
 
@@ -31,6 +33,24 @@ def _frozen_param(v):
     a = np.asarray(v)
     return float(a) if a.ndim == 0 and a.dtype.kind == "f" else int(a) if a.ndim == 0 else \
         tuple(_frozen_param(r) for r in a)
+
+
+def range_params(lo, hi, qmin: int, qmax: int, symmetric: bool = False,
+                 symmetric_zero_point: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 scale, int64 zero point) mapping real ranges [lo, hi] (arrays broadcast elementwise; each range is
+    widened to include 0) onto the integers [qmin, qmax]. Asymmetric: scale = (hi - lo) / (qmax - qmin), zero point
+    round_half_even(qmin - lo / scale) clipped; symmetric: scale = max(|lo|, |hi|) / ((qmax - qmin) // 2) and the
+    given zero point. A scale that is 0 or not finite becomes 1."""
+    lo = np.minimum(np.asarray(lo, np.float64), 0.0)
+    hi = np.maximum(np.asarray(hi, np.float64), 0.0)
+    if symmetric:
+        scale = (np.maximum(-lo, hi) / ((qmax - qmin) // 2)).astype(np.float32)
+        zp = np.full(scale.shape, symmetric_zero_point, np.int64)
+        return np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0)), zp
+    scale = ((hi - lo) / (qmax - qmin)).astype(np.float32)
+    scale = np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0))
+    zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax).astype(np.int64)
+    return scale, zp
 
 
 @dataclass(frozen=True)
@@ -84,17 +104,7 @@ class Affine(Format):
 
     def params_from_range(self, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         """(float32 scale, int64 zero point) for ranges [lo, hi] (arrays broadcast elementwise)."""
-        lo = np.minimum(np.asarray(lo, np.float64), 0.0)
-        hi = np.maximum(np.asarray(hi, np.float64), 0.0)
-        if self.symmetric:
-            m = np.maximum(-lo, hi)
-            scale = (m / (2 ** (self.W - 1) - 1)).astype(np.float32)
-            zp = np.full(scale.shape, 0 if self.signed else 2 ** (self.W - 1), np.int64)
-            return np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0)), zp
-        scale = ((hi - lo) / (self.qmax - self.qmin)).astype(np.float32)
-        scale = np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0))
-        zp = np.clip(np.rint(self.qmin - lo / scale.astype(np.float64)), self.qmin, self.qmax).astype(np.int64)
-        return scale, zp
+        return range_params(lo, hi, self.qmin, self.qmax, self.symmetric, 0 if self.signed else 2 ** (self.W - 1))
 
     def quant_params(self, lo, hi) -> IntGrid:
         """The given scale and zero point (their first values), else ``params_from_range(lo, hi)``."""

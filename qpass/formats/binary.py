@@ -28,6 +28,13 @@ def _mean(g: Granularity, a: np.ndarray, mask: np.ndarray | None = None) -> np.n
     return np.divide(num, den, out=np.zeros(num.shape), where=den > 0)
 
 
+def _checked(fmt: Format, x, rounding: str, overflow: str) -> tuple[str, np.ndarray]:
+    """The rounding mode and ``x`` as finite float64 (these formats know only the saturate overflow mode)."""
+    mode = rounding_mode(rounding)
+    overflow_mode(overflow, ("saturate",), fmt.name)
+    return mode, as_float64(x, fmt.name, finite=True)
+
+
 def _finish(fmt: Format, x: np.ndarray, codes: np.ndarray, alpha_c: np.ndarray) -> QuantResult:
     a = fmt.granularity.expand(alpha_c, x.shape)
     sat = int(np.count_nonzero((np.abs(x) > a) & (a > 0)))
@@ -55,9 +62,7 @@ class Binary(Format):
         return IntGrid(compact(self.granularity, res.scale, shape), 0, 1, True, False, bipolar=True)
 
     def quantize(self, x, rounding="ROUND", overflow="saturate", rng=None) -> QuantResult:
-        mode = rounding_mode(rounding)
-        overflow_mode(overflow, ("saturate",), self.name)
-        x = as_float64(x, self.name, finite=True)
+        mode, x = _checked(self, x, rounding, overflow)
         if x.size == 0:
             return empty_result(x)
         alpha = _mean(self.granularity, np.abs(x)).astype(np.float32)
@@ -112,9 +117,7 @@ class Ternary(Format):
         return self.factor * _mean(self.granularity, np.abs(x))
 
     def quantize(self, x, rounding="ROUND", overflow="saturate", rng=None) -> QuantResult:
-        mode = rounding_mode(rounding)
-        overflow_mode(overflow, ("saturate",), self.name)
-        x = as_float64(x, self.name, finite=True)
+        mode, x = _checked(self, x, rounding, overflow)
         if x.size == 0:
             return empty_result(x)
         g = self.granularity

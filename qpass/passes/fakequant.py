@@ -109,11 +109,12 @@ class FakeQuantOptions:
 
 @dataclass(frozen=True)
 class _AccWidth:
-    W: int
+    """An accumulator format given by its width alone ("int16", "acc:16", "16")."""
+    word_width: int
 
     @property
     def name(self) -> str:
-        return f"int{self.W}"
+        return f"int{self.word_width}"
 
 
 @dataclass
@@ -300,7 +301,7 @@ class _Quantizer:
         fmt = ch.format
         if fmt is None:
             return None
-        bits = getattr(fmt, "W", None)
+        bits = getattr(fmt, "word_width", None)  # None for formats without one, and for "auto"
         a = self.input_params(node)
         w = self.weight_params.get(node.name)
         if bits is None or a is None or w is None or a.bipolar or w.bipolar or np.size(a.scale) != 1:
