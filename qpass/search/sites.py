@@ -6,8 +6,8 @@
 * an **accumulator** per linear layer (intrinsic placement only), whose width follows from its weights and input.
 
 A site's candidate format is a spec template with ``{W}`` (``"sym:{W}"``, ``"uint{W}"``, ``"dfp:{W}"``); the scale or
-fraction length of a width is chosen the way fakequant chooses it: from the weight itself (per output channel by
-default) or from the activation's calibrated range (the calibrator's observer).
+fraction length of a width is chosen by the same code fakequant calls: the format's ``for_weight`` / ``quantize`` on
+the weight itself (per output channel by default) and its ``quant_params`` on the activation's calibrated range.
 """
 from __future__ import annotations
 
