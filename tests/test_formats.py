@@ -694,3 +694,65 @@ def test_canonical_names():
 def test_bad_specs_raise_one_clear_error(spec, msg):
     with pytest.raises(QpassError, match=msg):
         parse_format(spec)
+
+
+# ---------------------------------------------------------------- what a quantisation pass asks a format
+@pytest.mark.parametrize("spec,lo,hi,expect", [
+    # (scale, zero point, bits, signed, narrow, op, fraction)
+    ("fixed:8,4", -3.0, 5.0, (2.0**-4, 0, 8, True, False, "Quant", 4)),
+    ("dfp:8", 0.0, 3.0, (2.0**-6, 0, 8, False, False, "Quant", 6)),  # no negative part: unsigned, F from 3.0
+    ("dfp:8", -1.0, 3.0, (2.0**-5, 0, 8, True, False, "Quant", 5)),
+    ("uint8", -1.0, 3.0, (np.float32(4 / 255), 64, 8, False, False, "Quant", None)),
+    ("int4_narrow", -2.0, 2.0, (np.float32(4 / 14), 0, 4, True, True, "Quant", None)),
+    ("uint8", 0.0, 255 / 64, (2.0**-6, 0, 8, False, False, "Quant", 6)),  # a power-of-two scale has a fraction
+    ("binary", -5.0, 5.0, (1.0, 0, 1, True, False, "BipolarQuant", None)),
+    ("ternary", -0.5, 2.0, (2.0, 0, 2, True, True, "Quant", None)),
+])
+def test_quant_params_give_the_activation_grid(spec, lo, hi, expect):
+    g = parse_format(spec).quant_params(lo, hi)
+    assert (g.scale, g.zero_point, g.bits, g.signed, g.narrow, g.op, g.fraction) == expect
+    assert g.scale.dtype == np.float32
+
+
+@pytest.mark.parametrize("spec", ["bfp:4,16", "pow2:-8,0", "fp8_e4m3"])
+def test_weight_only_formats_have_no_activation_grid(spec):
+    assert parse_format(spec).quant_params(-1.0, 1.0) is None
+
+
+def test_weight_grid_is_compact_per_channel_and_float_formats_have_none():
+    w = np.random.default_rng(0).normal(size=(4, 6))
+    f = parse_format("sym:8").for_weight("channel", 0, 1)
+    g = f.weight_grid(f.quantize(w), w.shape)
+    assert g.scale.shape == (4, 1) and g.zero_point.shape == (4, 1) and (g.qmin, g.qmax) == (-128, 127)
+    np.testing.assert_array_equal(g.scale[:, 0], (np.abs(w).max(1) / 127).astype(np.float32))
+    t = Ternary(granularity="row")
+    assert t.weight_grid(t.quantize(np.zeros((2, 3))), (2, 3)).scale.tolist() == [[1.0], [1.0]]  # never 0
+    b = BlockFloat(4, 3)
+    gb = b.weight_grid(b.quantize(w), w.shape)
+    assert gb.scale.shape == w.shape and (gb.bits, gb.signed) == (4, True)
+    for spec in ("pow2:-8,0", "fp8_e4m3"):
+        f = parse_format(spec)
+        assert f.weight_grid(f.quantize(w), w.shape) is None and f.datatype == f.name.upper()
+
+
+def test_grid_datatype_and_node_attributes():
+    from qpass.formats import IntGrid
+    assert IntGrid(np.float32(1.0), 0, 4, False).datatype == "UINT4"
+    assert IntGrid(np.float32(0.5), 0, 4, True).datatype == "SCALEDINT<4>"
+    assert IntGrid(np.float32(1.0), 3, 8, True).datatype == "SCALEDINT<8>"
+    assert IntGrid(np.float32(1.0), bits=1, bipolar=True).datatype == "BIPOLAR"
+    assert IntGrid(np.float32(1.0), bits=1, bipolar=True).attrs() == {}
+    assert IntGrid(np.float32(1.0), 0, 2, True, True).attrs("FLOOR") == {"signed": 1, "narrow": 1,
+                                                                       "rounding_mode": "FLOOR"}
+
+
+def test_weight_granularity_is_placed_on_the_weight_axes():
+    f = parse_format("int8")
+    assert f.for_weight("channel", 1, 0).granularity == Granularity("channel", axis=1)
+    assert f.for_weight("row", 0, 1).granularity == Granularity("channel", axis=0)
+    assert f.for_weight("group:16", 0, 1).granularity == Granularity("group", axis=1, size=16)
+    assert f.for_weight("tensor", 0, 1).granularity == Granularity()
+    assert parse_format("int8@channel:1").for_weight(None, 0, 1).granularity == Granularity("channel", axis=1)
+    assert parse_format("fixed:8,6").for_weight("channel", 0, 1) == FixedPoint(8, 6)  # no granularity: unchanged
+    with pytest.raises(QpassError, match="takes no granularity"):
+        parse_format("fixed:8,6").with_granularity("channel")

@@ -3,8 +3,11 @@ floating point, powers of two and small floats -- numpy only, vectorised.
 
 Every format is a small frozen dataclass with ``quantize(x, rounding="ROUND", overflow="saturate", rng=None)``
 returning a ``QuantResult`` (values, codes, scale, saturated[, zero_point]) and a stable ``name`` that
-``parse_format`` reads back. Rounding modes (QONNX names + STOCHASTIC) are in ``rounding.py``; per-tensor /
-per-channel / per-group parameters in ``granularity.py``.
+``parse_format`` reads back. A format also answers what a quantisation pass asks of it (``base.Format``):
+``quant_params(lo, hi)`` (an activation quantiser's ``IntGrid`` for a calibrated range), ``weight_grid`` (the
+grid of a quantised weight, or None for float storage annotated with ``datatype``), ``for_weight`` /
+``with_granularity``. Rounding modes (QONNX names + STOCHASTIC) are in ``rounding.py``; per-tensor / per-channel /
+per-group parameters in ``granularity.py``; the integer grid (QONNX Quant / BipolarQuant) in ``grid.py``.
 
 Spec grammar (case-insensitive, spaces ignored)::
 
@@ -38,14 +41,14 @@ from .base import Format, QuantResult
 from .bfp import BlockFloat
 from .binary import Binary, Ternary
 from .fixed import DynamicFixedPoint, FixedPoint, fraction_limits
-from .rounding import int_bounds
 from .granularity import Granularity, as_granularity, parse_granularity
+from .grid import IntGrid
 from .minifloat import PRESETS, MiniFloat
 from .pow2 import PowerOfTwo
-from .rounding import OVERFLOW_MODES, ROUNDING_MODES, apply_overflow, make_rng, quantize_int, round_values
+from .rounding import OVERFLOW_MODES, ROUNDING_MODES, apply_overflow, int_bounds, make_rng, quantize_int, round_values
 from .spec import parse_format
 
 __all__ = ["Format", "QuantResult", "FixedPoint", "DynamicFixedPoint", "Affine", "Binary", "Ternary", "BlockFloat",
-           "PowerOfTwo", "MiniFloat", "PRESETS", "Granularity", "as_granularity", "parse_granularity",
+           "PowerOfTwo", "MiniFloat", "PRESETS", "Granularity", "as_granularity", "parse_granularity", "IntGrid",
            "parse_format", "round_values", "apply_overflow", "quantize_int", "make_rng", "ROUNDING_MODES",
            "OVERFLOW_MODES", "fraction_limits", "int_bounds"]

@@ -9,6 +9,8 @@ granularity.py) or, when ``scale`` is None, from the data per block:
 * asymmetric: ``params_from_range(min, max)``; the range always includes 0; scale = (hi - lo) / (qmax - qmin),
   zero point = round_half_even(qmin - lo / scale) clipped to [qmin, qmax] (onnxruntime's compute_scale_zp)
 * symmetric: scale = max|x| / (2^(W-1) - 1); zero point 0 (signed) or 2^(W-1) (unsigned)
+
+``range_params`` is that rule on a plain integer range; the QDQ pass's parameters (``qdq_params``) use it too.
 """
 from __future__ import annotations
 
@@ -19,9 +21,9 @@ import numpy as np
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, empty_result
 from .fixed import _check_width
-from .rounding import int_bounds
 from .granularity import TENSOR, Granularity, as_granularity
-from .rounding import quantize_int
+from .grid import IntGrid, compact, pow2_fraction
+from .rounding import int_bounds, quantize_int
 
 
 def _frozen_param(v):
@@ -33,6 +35,24 @@ def _frozen_param(v):
         tuple(_frozen_param(r) for r in a)
 
 
+def range_params(lo, hi, qmin: int, qmax: int, symmetric: bool = False,
+                 symmetric_zero_point: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(float32 scale, int64 zero point) mapping real ranges [lo, hi] (arrays broadcast elementwise; each range is
+    widened to include 0) onto the integers [qmin, qmax]. Asymmetric: scale = (hi - lo) / (qmax - qmin), zero point
+    round_half_even(qmin - lo / scale) clipped; symmetric: scale = max(|lo|, |hi|) / ((qmax - qmin) // 2) and the
+    given zero point. A scale that is 0 or not finite becomes 1."""
+    lo = np.minimum(np.asarray(lo, np.float64), 0.0)
+    hi = np.maximum(np.asarray(hi, np.float64), 0.0)
+    if symmetric:
+        scale = (np.maximum(-lo, hi) / ((qmax - qmin) // 2)).astype(np.float32)
+        zp = np.full(scale.shape, symmetric_zero_point, np.int64)
+        return np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0)), zp
+    scale = ((hi - lo) / (qmax - qmin)).astype(np.float32)
+    scale = np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0))
+    zp = np.clip(np.rint(qmin - lo / scale.astype(np.float64)), qmin, qmax).astype(np.int64)
+    return scale, zp
+
+
 @dataclass(frozen=True)
 class Affine(Format):
     W: int = 8
@@ -42,6 +62,7 @@ class Affine(Format):
     granularity: Granularity = TENSOR
     scale: object = None
     zero_point: object = None
+    granular = True
 
     def __post_init__(self):
         _check_width(self.W, 2, 16, "affine")
@@ -66,6 +87,10 @@ class Affine(Format):
         return self.W
 
     @property
+    def word_width(self) -> int:
+        return self.W
+
+    @property
     def qmin(self) -> int:
         return int_bounds(self.W, self.signed, self.narrow)[0]
 
@@ -79,17 +104,18 @@ class Affine(Format):
 
     def params_from_range(self, lo, hi) -> tuple[np.ndarray, np.ndarray]:
         """(float32 scale, int64 zero point) for ranges [lo, hi] (arrays broadcast elementwise)."""
-        lo = np.minimum(np.asarray(lo, np.float64), 0.0)
-        hi = np.maximum(np.asarray(hi, np.float64), 0.0)
-        if self.symmetric:
-            m = np.maximum(-lo, hi)
-            scale = (m / (2 ** (self.W - 1) - 1)).astype(np.float32)
-            zp = np.full(scale.shape, 0 if self.signed else 2 ** (self.W - 1), np.int64)
-            return np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0)), zp
-        scale = ((hi - lo) / (self.qmax - self.qmin)).astype(np.float32)
-        scale = np.where((scale > 0) & np.isfinite(scale), scale, np.float32(1.0))
-        zp = np.clip(np.rint(self.qmin - lo / scale.astype(np.float64)), self.qmin, self.qmax).astype(np.int64)
-        return scale, zp
+        return range_params(lo, hi, self.qmin, self.qmax, self.symmetric, 0 if self.signed else 2 ** (self.W - 1))
+
+    def quant_params(self, lo, hi) -> IntGrid:
+        """The given scale and zero point (their first values), else ``params_from_range(lo, hi)``."""
+        s, z = self.params(None) if self.scale is not None else self.params_from_range(lo, hi)
+        scale = np.float32(np.asarray(s).reshape(-1)[0])
+        return IntGrid(scale, int(np.asarray(z).reshape(-1)[0]), self.W, self.signed, self.narrow,
+                       fraction=pow2_fraction(scale))
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        zp = compact(self.granularity, res.zero_point if res.zero_point is not None else 0, shape)
+        return IntGrid(compact(self.granularity, res.scale, shape), zp, self.W, self.signed, self.narrow)
 
     def params(self, x) -> tuple[np.ndarray, np.ndarray]:
         """The (compact) scale and zero point used for ``x``: the given ones or ones computed from the data."""

@@ -1,11 +1,14 @@
 """What every number format shares: the QuantResult it returns and the small Format protocol."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
 from ..errors import QpassError
+from .granularity import Granularity, as_granularity
+from .grid import IntGrid
 
 
 @dataclass(frozen=True, eq=False)
@@ -23,10 +26,14 @@ class QuantResult:
 
 
 class Format:
-    """A number format: ``quantize(x, rounding, overflow, rng) -> QuantResult`` and a stable ``name``."""
+    """A number format: ``quantize(x, rounding, overflow, rng) -> QuantResult`` and a stable ``name``, and the
+    answers a quantisation pass needs: its parameters for a calibrated range (``quant_params``), the integer grid of
+    a quantised weight (``weight_grid``) or else its float storage annotation (``datatype``), and its granularity."""
 
     #: bits per element (shared scales / exponents not counted)
     bits: int = 0
+    #: parameters per tensor, channel or group (a ``granularity`` field; ``with_granularity`` replaces it)
+    granular = False
 
     @property
     def name(self) -> str:  # pragma: no cover - every format overrides it
@@ -39,6 +46,39 @@ class Format:
 
     def quantize(self, x, rounding: str = "ROUND", overflow: str = "saturate", rng=None) -> QuantResult:
         raise NotImplementedError  # pragma: no cover
+
+    @property
+    def word_width(self) -> int | None:
+        """W for formats made of one W-bit integer word per element (fixed, dfp, affine), else None."""
+        return None
+
+    @property
+    def datatype(self) -> str:
+        """The datatype annotation of a tensor stored in this format without an integer grid."""
+        return self.name.upper()
+
+    def quant_params(self, lo: float, hi: float) -> IntGrid | None:
+        """The integer grid of an activation quantiser for the calibrated range [lo, hi], or None when the
+        format has no activation quantiser (it is for weights only)."""
+        return None
+
+    def weight_grid(self, res: QuantResult, shape: tuple[int, ...]) -> IntGrid | None:
+        """The integer grid the quantised weight ``res`` (of a tensor of ``shape``) lies on, or None when the
+        values have none and are stored as float constants (annotated with ``datatype``)."""
+        return None
+
+    def with_granularity(self, g) -> "Format":
+        if not self.granular:
+            raise QpassError(f"{self.name} takes no granularity")
+        return dataclasses.replace(self, granularity=as_granularity(g))
+
+    def for_weight(self, spec: str | None, out_axis: int, red_axis: int) -> "Format":
+        """This format with a weight granularity spec ('tensor', 'channel' / 'row': per output channel, 'group:G':
+        groups of G along the reduction axis) placed on a weight's axes; unchanged for None or a format without
+        a granularity."""
+        if spec is None or not self.granular:
+            return self
+        return self.with_granularity(Granularity.for_weight(spec, out_axis, red_axis))
 
     def __call__(self, x, rounding: str = "ROUND", overflow: str = "saturate", rng=None) -> np.ndarray:
         """Fake quantisation: the dequantised values only."""

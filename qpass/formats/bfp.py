@@ -15,9 +15,9 @@ import numpy as np
 
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, ceil_log2, empty_result, floor_log2
-from .rounding import int_bounds
 from .granularity import Granularity
-from .rounding import quantize_int
+from .grid import IntGrid
+from .rounding import int_bounds, quantize_int
 
 
 @dataclass(frozen=True)
@@ -43,6 +43,10 @@ class BlockFloat(Format):
     @property
     def granularity(self) -> Granularity:
         return Granularity("group", axis=self.axis, size=self.block)
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        """M-bit signed codes at one power-of-two scale per element (the block's 2^(e - (M-1)), repeated)."""
+        return IntGrid(np.broadcast_to(np.asarray(res.scale, np.float64), tuple(shape)).copy(), 0, self.M, True)
 
     def exponents(self, x) -> np.ndarray:
         """The shared exponent of every block (compact shape, int64)."""

@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, empty_result
 from .granularity import TENSOR, Granularity, as_granularity
+from .grid import IntGrid, compact
 from .rounding import overflow_mode, round_values, rounding_mode
 
 
@@ -25,6 +26,13 @@ def _mean(g: Granularity, a: np.ndarray, mask: np.ndarray | None = None) -> np.n
     num = g.reduce(a if mask is None else a * mask, "sum")
     den = g.counts(a.shape) if mask is None else g.reduce(mask.astype(np.int64), "sum")
     return np.divide(num, den, out=np.zeros(num.shape), where=den > 0)
+
+
+def _checked(fmt: Format, x, rounding: str, overflow: str) -> tuple[str, np.ndarray]:
+    """The rounding mode and ``x`` as finite float64 (these formats know only the saturate overflow mode)."""
+    mode = rounding_mode(rounding)
+    overflow_mode(overflow, ("saturate",), fmt.name)
+    return mode, as_float64(x, fmt.name, finite=True)
 
 
 def _finish(fmt: Format, x: np.ndarray, codes: np.ndarray, alpha_c: np.ndarray) -> QuantResult:
@@ -37,6 +45,7 @@ def _finish(fmt: Format, x: np.ndarray, codes: np.ndarray, alpha_c: np.ndarray) 
 class Binary(Format):
     granularity: Granularity = TENSOR
     bits = 1
+    granular = True
 
     def __post_init__(self):
         object.__setattr__(self, "granularity", as_granularity(self.granularity))
@@ -45,10 +54,15 @@ class Binary(Format):
     def name(self) -> str:
         return "binary" + self.granularity.suffix
 
+    def quant_params(self, lo, hi) -> IntGrid:
+        """The sign of the activation: {-1, +1} at scale 1, whatever the range."""
+        return IntGrid(np.float32(1.0), 0, 1, True, False, bipolar=True)
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        return IntGrid(compact(self.granularity, res.scale, shape), 0, 1, True, False, bipolar=True)
+
     def quantize(self, x, rounding="ROUND", overflow="saturate", rng=None) -> QuantResult:
-        mode = rounding_mode(rounding)
-        overflow_mode(overflow, ("saturate",), self.name)
-        x = as_float64(x, self.name, finite=True)
+        mode, x = _checked(self, x, rounding, overflow)
         if x.size == 0:
             return empty_result(x)
         alpha = _mean(self.granularity, np.abs(x)).astype(np.float32)
@@ -70,6 +84,7 @@ class Ternary(Format):
     threshold: float | None = None
     granularity: Granularity = TENSOR
     bits = 2
+    granular = True
 
     def __post_init__(self):
         object.__setattr__(self, "granularity", as_granularity(self.granularity))
@@ -86,6 +101,14 @@ class Ternary(Format):
             "" if self.factor == 0.7 else f"<{self.factor:g}>"
         return "ternary" + arg + self.granularity.suffix
 
+    def quant_params(self, lo, hi) -> IntGrid:
+        """Codes {-1, 0, +1} (2-bit narrow) at scale max(|lo|, |hi|) (1 for an all-zero range)."""
+        return IntGrid(np.float32(max(abs(lo), abs(hi)) or 1.0), 0, 2, True, True)
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        scale = compact(self.granularity, res.scale, shape)
+        return IntGrid(np.where(scale > 0, scale, 1.0), 0, 2, True, True)
+
     def thresholds(self, x) -> np.ndarray:
         """The per-block threshold (compact shape)."""
         x = np.asarray(x, np.float64)
@@ -94,9 +117,7 @@ class Ternary(Format):
         return self.factor * _mean(self.granularity, np.abs(x))
 
     def quantize(self, x, rounding="ROUND", overflow="saturate", rng=None) -> QuantResult:
-        mode = rounding_mode(rounding)
-        overflow_mode(overflow, ("saturate",), self.name)
-        x = as_float64(x, self.name, finite=True)
+        mode, x = _checked(self, x, rounding, overflow)
         if x.size == 0:
             return empty_result(x)
         g = self.granularity

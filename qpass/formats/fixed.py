@@ -12,6 +12,7 @@ finer format would not overflow either, else unchanged. F is chosen per tensor, 
 """
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,6 +20,7 @@ import numpy as np
 from ..errors import QpassError
 from .base import Format, QuantResult, as_float64, empty_result, value_dtype
 from .granularity import TENSOR, Granularity, as_granularity
+from .grid import IntGrid, compact
 from .rounding import int_bounds, quantize_int
 
 
@@ -29,7 +31,8 @@ def _check_width(W, lo: int, hi: int, what: str) -> int:
 
 
 class _WordRange:
-    """qmin / qmax of a W-bit (signed or unsigned) integer word; shared by the fixed-point formats."""
+    """qmin / qmax of a W-bit (signed or unsigned) integer word, and the grid of a quantised weight (scale 2^-F,
+    zero point 0); shared by the fixed-point formats."""
 
     @property
     def qmin(self) -> int:
@@ -38,6 +41,13 @@ class _WordRange:
     @property
     def qmax(self) -> int:
         return int_bounds(self.W, self.signed)[1]
+
+    @property
+    def word_width(self) -> int:
+        return self.W
+
+    def _grid(self, scale, F: int | None) -> IntGrid:
+        return IntGrid(scale, 0, self.W, self.signed, False, fraction=F)
 
 
 @dataclass(frozen=True)
@@ -80,6 +90,13 @@ class FixedPoint(_WordRange, Format):
     def value_dtype(self):
         return value_dtype(self.W, -self.F, self.W - self.F)
 
+    def quant_params(self, lo, hi) -> IntGrid:
+        """Step 2^-F whatever the range."""
+        return self._grid(np.float32(2.0 ** -self.F), self.F)
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        return self._grid(np.asarray(res.scale, np.float64), self.F)
+
     def quantize(self, x, rounding="ROUND", overflow="saturate", rng=None) -> QuantResult:
         x = as_float64(x, self.name)
         codes, sat = quantize_int(np.ldexp(x, self.F), self.qmin, self.qmax, rounding, overflow, rng)
@@ -109,6 +126,7 @@ class DynamicFixedPoint(_WordRange, Format):
     granularity: Granularity = TENSOR
     min_fraction: int = -100
     max_fraction: int = 100
+    granular = True
 
     def __post_init__(self):
         _check_width(self.W, 2, 32, "dynamic fixed point")
@@ -133,6 +151,16 @@ class DynamicFixedPoint(_WordRange, Format):
     def default_fraction(self) -> int:
         """F for blocks with no nonzero element: the F at which +-1 just fits."""
         return self.W - 2 if self.signed else self.W - 1
+
+    def quant_params(self, lo, hi) -> IntGrid:
+        """F chosen from the range's ends; unsigned when the range has no negative part (the signedness comes
+        from the data too)."""
+        fmt = dataclasses.replace(self, signed=False) if self.signed and lo >= 0 else self
+        F = int(np.asarray(fmt.choose_fraction(np.array([lo, hi], np.float64))).reshape(-1)[0])
+        return fmt._grid(np.float32(2.0 ** -F), F)
+
+    def weight_grid(self, res, shape) -> IntGrid:
+        return self._grid(compact(self.granularity, res.scale, shape), None)
 
     def fixed(self, F: int) -> FixedPoint:
         return FixedPoint(self.W, int(F), self.signed)

@@ -56,6 +56,18 @@ class Granularity:
         """What a format name carries: '' per tensor, else '@' + str(self)."""
         return "" if self.kind == "tensor" else f"@{self}"
 
+    @classmethod
+    def for_weight(cls, spec: str | None, out_axis: int, red_axis: int) -> "Granularity":
+        """A weight's granularity from a spec without axes: 'channel' / 'row' -> one scale per output channel
+        (``out_axis``), 'group:G' -> groups of G along the reduction axis (``red_axis``), anything else per
+        tensor."""
+        kind, _, arg = (spec or "tensor").partition(":")
+        if kind in ("channel", "row"):
+            return cls("channel", axis=out_axis)
+        if kind == "group":
+            return cls("group", axis=red_axis, size=int(arg))
+        return cls("tensor")
+
     def axis_of(self, ndim: int) -> int:
         if self.kind == "tensor":
             return 0
@@ -169,3 +181,4 @@ def parse_granularity(text: str) -> Granularity:
     if kind == "group" and len(nums) in (1, 2):
         return Granularity("group", axis=nums[0] if len(nums) == 2 else -1, size=nums[-1])
     raise QpassError(f"bad granularity {text!r} (use tensor, row, channel[:axis] or group:[axis,]size)")
+

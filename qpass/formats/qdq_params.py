@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .affine import range_params
+
 INT_RANGES = {
     "int8": (-128, 127, np.int8),
     "uint8": (0, 255, np.uint8),
@@ -39,19 +41,10 @@ class AffineParams:
 
 
 def activation_params(lo: float, hi: float, dtype: str = "int8", symmetric: bool = False) -> AffineParams:
-    """Asymmetric (or symmetric) per-tensor parameters for a range; the range always includes 0."""
+    """Asymmetric (or symmetric) per-tensor parameters for a range; the range always includes 0 (the affine
+    formats' rule, ``affine.range_params``; symmetric zero point 0 or the middle of an unsigned range)."""
     qmin, qmax, npdt = INT_RANGES[dtype]
-    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
-    if symmetric:
-        m = max(abs(lo), abs(hi))
-        half = (qmax - qmin) // 2
-        scale = np.float32(m / half) if m > 0 else np.float32(1.0)
-        zp = 0 if qmin < 0 else (qmax + 1) // 2
-    else:
-        scale = np.float32((hi - lo) / (qmax - qmin)) if hi > lo else np.float32(1.0)
-        if scale == 0 or not np.isfinite(scale):
-            scale = np.float32(1.0)
-        zp = int(np.clip(np.round(qmin - lo / float(scale)), qmin, qmax))
+    scale, zp = range_params(float(lo), float(hi), qmin, qmax, symmetric, 0 if qmin < 0 else (qmax + 1) // 2)
     return AffineParams(np.asarray(scale, np.float32), np.asarray(zp, npdt), dtype)
 
 

@@ -2,7 +2,6 @@
 every format's ``name`` parses back to an equal format."""
 from __future__ import annotations
 
-import dataclasses
 import re
 
 from ..errors import QpassError
@@ -41,7 +40,6 @@ _FORMS = {
 _EXAMPLES = {"fixed": "fixed:8,6", "ufixed": "ufixed:8,8", "dfp": "dfp:8", "udfp": "udfp:8", "affine": "affine:6",
              "uaffine": "uaffine:6", "sym": "sym:8", "ternary": "ternary:0.7", "bfp": "bfp:4,16", "pow2": "pow2:-8,0",
              "upow2": "upow2:-8,0", "minifloat": "minifloat:4,3", "binary": "binary"}
-_GRANULAR = (DynamicFixedPoint, Affine, Binary, Ternary)
 
 
 class _BadArg(Exception):
@@ -139,8 +137,7 @@ def parse_format(spec: str) -> Format:
         example = _EXAMPLES.get(head, "")
         raise QpassError(f"bad format spec {spec!r}: {exc}" + (f" (e.g. {example})" if example else "")) from None
     if gran is not None:
-        if not isinstance(fmt, _GRANULAR):
+        if not fmt.granular:
             raise QpassError(f"bad format spec {spec!r}: {fmt.name} takes no granularity")
-        g = parse_granularity(gran)
-        fmt = dataclasses.replace(fmt, granularity=g)
+        fmt = fmt.with_granularity(parse_granularity(gran))
     return fmt

@@ -35,12 +35,7 @@ import onnx_graphsurgeon as gs
 
 from qpass.ir.datatypes import set_annotation
 from ..errors import PipelineError
-from ..formats import parse_format
-from ..formats.affine import Affine
-from ..formats.binary import Binary, Ternary
-from ..formats.bfp import BlockFloat
-from ..formats.fixed import DynamicFixedPoint, FixedPoint
-from ..formats.granularity import Granularity
+from ..formats import IntGrid, parse_format
 from ..formats.rounding import rounding_mode
 from qpass.ir.graph import NameAllocator, from_gs, to_gs
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -114,11 +109,12 @@ class FakeQuantOptions:
 
 @dataclass(frozen=True)
 class _AccWidth:
-    W: int
+    """An accumulator format given by its width alone ("int16", "acc:16", "16")."""
+    word_width: int
 
     @property
     def name(self) -> str:
-        return f"int{self.W}"
+        return f"int{self.word_width}"
 
 
 @dataclass
@@ -130,37 +126,23 @@ class Choice:
     overflow: str
 
 
-def _weight_axes(node: gs.Node, ndim: int) -> tuple[int, int]:
-    """(output-channel axis, reduction axis) of a linear op's weight."""
-    if node.op == "Conv":
+def weight_axes(op: str, attrs: dict, ndim: int) -> tuple[int, int]:
+    """(output-channel axis, reduction axis) of a linear op's weight (``attrs``: the node's, for Gemm's transB)."""
+    if op == "Conv":
         return 0, 1
-    if node.op == "ConvTranspose":
+    if op == "ConvTranspose":
         return 1, 0
-    if node.op == "Gemm":
-        return (0, 1) if int(node.attrs.get("transB", 0)) else (1, 0)
+    if op == "Gemm":
+        return (0, 1) if int(attrs.get("transB", 0)) else (1, 0)
     return ndim - 1, ndim - 2  # MatMul
-
-
-def _with_granularity(fmt, gran: str | None, node: gs.Node, ndim: int):
-    if gran is None or not any(f.name == "granularity" for f in dataclasses.fields(fmt)):
-        return fmt
-    out_axis, red_axis = _weight_axes(node, ndim)
-    kind, _, arg = gran.partition(":")
-    if kind in ("channel", "row"):
-        g = Granularity("channel", axis=out_axis)
-    elif kind == "group":
-        g = Granularity("group", axis=red_axis, size=int(arg))
-    else:
-        g = Granularity("tensor")
-    return dataclasses.replace(fmt, granularity=g)
 
 
 class _Quantizer:
     def __init__(self, graph: gs.Graph, opts: FakeQuantOptions, observers: dict, report: dict):
         self.graph, self.opts, self.observers, self.report = graph, opts, observers, report
         self.names = NameAllocator.for_gs(graph)
-        self.act_params: dict[str, tuple] = {}  # tensor -> (scale, zp, bits, signed, narrow) of its quantiser
-        self.weight_params: dict[str, tuple] = {}
+        self.act_params: dict[str, IntGrid] = {}  # tensor -> the grid of its quantiser
+        self.weight_params: dict[str, IntGrid] = {}  # linear node -> the grid of its weight
         self.annotations: dict[str, str] = {}
         self.rng = np.random.default_rng(opts.seed)
         self._formats: dict[str, object] = {}
@@ -203,43 +185,27 @@ class _Quantizer:
                                 f"add it to the calibrate pass (calibrate: {{method: [{calibrator}]}})")
         return ob.range()
 
-    def activation_quant(self, t: gs.Variable, fmt, ch: Choice) -> tuple | None:
-        """(op, scale, zp, bits, signed, narrow) for an activation quantiser, or None if the format has none."""
+    def activation_quant(self, t: gs.Variable, fmt, ch: Choice) -> IntGrid | None:
+        """The format's grid for the activation's calibrated range, or None if the tensor was not calibrated."""
         rng = self.act_range(t.name, ch.calibrator)
         if rng is None:
             return None
-        lo, hi = rng
-        if isinstance(fmt, FixedPoint):
-            return ("Quant", np.float32(2.0 ** -fmt.F), 0, fmt.W, fmt.signed, False)
-        if isinstance(fmt, DynamicFixedPoint):
-            if fmt.signed and lo >= 0:  # dynamic formats pick their signedness from the data too
-                fmt = dataclasses.replace(fmt, signed=False)
-            F = int(np.asarray(fmt.choose_fraction(np.array([lo, hi], np.float64))).reshape(-1)[0])
-            return ("Quant", np.float32(2.0 ** -F), 0, fmt.W, fmt.signed, False)
-        if isinstance(fmt, Affine):
-            if fmt.scale is not None:
-                s, z = fmt.params(None)
-            else:
-                s, z = fmt.params_from_range(lo, hi)
-            return ("Quant", np.float32(np.asarray(s).reshape(-1)[0]), int(np.asarray(z).reshape(-1)[0]), fmt.W,
-                    fmt.signed, fmt.narrow)
-        if isinstance(fmt, Binary):
-            return ("BipolarQuant", np.float32(1.0), 0, 1, True, False)
-        if isinstance(fmt, Ternary):
-            m = max(abs(lo), abs(hi)) or 1.0
-            return ("Quant", np.float32(m), 0, 2, True, True)
-        raise PipelineError(f"format {fmt.name} is supported for weights only, not for activation {t.name!r}")
+        grid = fmt.quant_params(*rng)
+        if grid is None:
+            raise PipelineError(f"format {fmt.name} is supported for weights only, not for activation {t.name!r}")
+        return grid
 
-    def insert_act_quant(self, t: gs.Variable, q: tuple, mode: str) -> None:
-        op, s, z, bits, signed, narrow = q
-        g = self.graph
-        consts = [gs.Constant(self.names(f"{t.name}_scale"), np.asarray(s, np.float32))]
-        if op == "Quant":
-            consts += [gs.Constant(self.names(f"{t.name}_zeropt"), np.asarray(z, np.float32)),
-                       gs.Constant(self.names(f"{t.name}_bitwidth"), np.asarray(bits, np.float32))]
-            attrs = {"signed": int(signed), "narrow": int(narrow), "rounding_mode": mode}
-        else:
-            attrs = {}
+    def grid_inputs(self, name: str, grid: IntGrid) -> list[gs.Constant]:
+        """The scale (Quant: also zero point and bit width) constants of a quantiser node on tensor ``name``."""
+        consts = [gs.Constant(self.names(f"{name}_scale"), np.asarray(grid.scale, np.float32))]
+        if not grid.bipolar:
+            consts += [gs.Constant(self.names(f"{name}_zeropt"), np.asarray(grid.zero_point, np.float32)),
+                       gs.Constant(self.names(f"{name}_bitwidth"), np.asarray(grid.bits, np.float32))]
+        return consts
+
+    def insert_act_quant(self, t: gs.Variable, grid: IntGrid, mode: str) -> None:
+        g, op, attrs = self.graph, grid.op, grid.attrs(mode)
+        consts = self.grid_inputs(t.name, grid)
         if t.inputs:
             pre = gs.Variable(self.names(f"{t.name}_float"), dtype=t.dtype, shape=t.shape)
             prod = t.inputs[0]
@@ -258,40 +224,41 @@ class _Quantizer:
                         r.inputs[i] = out
         if out.dtype is None:
             out.dtype = np.float32
-        self.act_params[out.name] = q
-        self.annotations[out.name] = _dtype_name(q)
+        self.act_params[out.name] = grid
+        self.annotations[out.name] = grid.datatype
 
     # -- weights and biases ------------------------------------------------------------------------------
+    def quantized_const(self, name: str, values: np.ndarray, grid: IntGrid, datatype: str) -> gs.Variable:
+        """``values`` (on ``grid``) as a constant read through an idempotent quantiser node that records the grid."""
+        new = gs.Constant(self.names(f"{name}_q"), values)
+        out = gs.Variable(self.names(f"{name}_quantized"), dtype=np.float32, shape=list(values.shape))
+        inputs = [new] + self.grid_inputs(name, grid)
+        self.graph.nodes.append(gs.Node(grid.op, self.names(f"{name}_{grid.op}"), attrs=grid.attrs("ROUND"),
+                                        inputs=inputs, outputs=[out], domain=QONNX_DOMAIN))
+        self.annotations[out.name] = datatype
+        return out
+
     def quantize_weight(self, node: gs.Node, idx: int, role: str) -> None:
         t = node.inputs[idx]
         w = np.asarray(t.values)
         ch = self.choose(role, node, t.name)
         if ch.format is None or ch.format == "auto":
             return
-        fmt = _with_granularity(ch.format, ch.granularity, node, w.ndim) if role == "weight" else ch.format
+        fmt = ch.format
+        if role == "weight":
+            fmt = fmt.for_weight(ch.granularity, *weight_axes(node.op, node.attrs, w.ndim))
         res = fmt.quantize(w.astype(np.float64), ch.rounding, ch.overflow, rng=self.rng)
         values = np.asarray(res.values, np.float32)
         self.report.setdefault("weights", {})[t.name] = {"format": fmt.name, "node": node.name,
                                                          "saturated": int(res.saturated), "size": int(w.size)}
-        new = gs.Constant(self.names(f"{t.name}_q"), values)
-        grid = _grid_params(fmt, res, w.shape)
+        grid = fmt.weight_grid(res, w.shape)
         if grid is None:  # no integer grid: the quantised constant is the whole story
+            new = gs.Constant(self.names(f"{t.name}_q"), values)
             node.inputs[idx] = new
-            self.annotations[new.name] = fmt.name.upper()
+            self.annotations[new.name] = fmt.datatype
             return
-        op, s, z, bits, signed, narrow = grid
-        out = gs.Variable(self.names(f"{t.name}_quantized"), dtype=np.float32, shape=list(w.shape))
-        inputs = [new, gs.Constant(self.names(f"{t.name}_scale"), s.astype(np.float32))]
-        attrs = {}
-        if op == "Quant":
-            inputs += [gs.Constant(self.names(f"{t.name}_zeropt"), np.asarray(z, np.float32)),
-                       gs.Constant(self.names(f"{t.name}_bitwidth"), np.asarray(bits, np.float32))]
-            attrs = {"signed": int(signed), "narrow": int(narrow), "rounding_mode": "ROUND"}
-        self.graph.nodes.append(gs.Node(op, self.names(f"{t.name}_{op}"), attrs=attrs, inputs=inputs,
-                                        outputs=[out], domain=QONNX_DOMAIN))
-        node.inputs[idx] = out
+        node.inputs[idx] = self.quantized_const(t.name, values, grid, grid.datatype)
         self.weight_params[node.name] = grid
-        self.annotations[out.name] = _dtype_name(grid)
 
     def quantize_bias(self, node: gs.Node) -> None:
         if len(node.inputs) < 3 or not isinstance(node.inputs[2], gs.Constant):
@@ -304,28 +271,19 @@ class _Quantizer:
             return
         a = self.input_params(node)
         w = self.weight_params.get(node.name)
-        if a is None or w is None or a[0] != "Quant" or w[0] != "Quant" or np.size(a[1]) != 1:
+        if a is None or w is None or a.bipolar or w.bipolar or np.size(a.scale) != 1:
             self.report.setdefault("float_bias", []).append(node.name)
             return
         b = np.asarray(node.inputs[2].values, np.float64)
-        s_w = np.asarray(w[1], np.float32).reshape(-1)
-        s_b = (np.float32(a[1]) * s_w).astype(np.float32)
+        s_w = np.asarray(w.scale, np.float32).reshape(-1)
+        s_b = (np.float32(a.scale) * s_w).astype(np.float32)
         if s_b.size not in (1, b.size):
             return
         s_b = np.broadcast_to(s_b, b.shape).astype(np.float32)
         codes = np.clip(np.round(b / s_b.astype(np.float64)), -(2**31), 2**31 - 1)
         values = (codes * s_b.astype(np.float64)).astype(np.float32)
-        t = node.inputs[2]
-        out = gs.Variable(self.names(f"{t.name}_quantized"), dtype=np.float32, shape=list(b.shape))
-        self.graph.nodes.append(gs.Node(
-            "Quant", self.names(f"{t.name}_Quant"), domain=QONNX_DOMAIN,
-            attrs={"signed": 1, "narrow": 0, "rounding_mode": "ROUND"},
-            inputs=[gs.Constant(self.names(f"{t.name}_q"), values), gs.Constant(self.names(f"{t.name}_scale"), s_b),
-                    gs.Constant(self.names(f"{t.name}_zeropt"), np.asarray(0, np.float32)),
-                    gs.Constant(self.names(f"{t.name}_bitwidth"), np.asarray(32, np.float32))],
-            outputs=[out]))
-        node.inputs[2] = out
-        self.annotations[out.name] = "INT32"
+        grid = IntGrid(s_b, 0, 32, True, False)  # int32 codes at s_in * s_w
+        node.inputs[2] = self.quantized_const(node.inputs[2].name, values, grid, "INT32")
 
     def input_params(self, node: gs.Node) -> tuple | None:
         """The quantiser of a layer's input, looking back through order-only ops."""
@@ -338,56 +296,25 @@ class _Quantizer:
             t = t.inputs[0].inputs[0]
         return None
 
-    def accumulator_quant(self, node: gs.Node) -> tuple | None:
+    def accumulator_quant(self, node: gs.Node) -> IntGrid | None:
         ch = self.choose("accumulator", node, node.outputs[0].name)
         fmt = ch.format
         if fmt is None:
             return None
-        bits = getattr(fmt, "W", None)
+        bits = getattr(fmt, "word_width", None)  # None for formats without one, and for "auto"
         a = self.input_params(node)
         w = self.weight_params.get(node.name)
-        if bits is None or a is None or w is None or a[0] != "Quant" or w[0] != "Quant" or np.size(a[1]) != 1:
+        if bits is None or a is None or w is None or a.bipolar or w.bipolar or np.size(a.scale) != 1:
             self.report.setdefault("float_accumulators", []).append(node.name)
             return None
-        s_w = np.asarray(w[1], np.float32).reshape(-1)
-        s = (np.float32(a[1]) * s_w).astype(np.float32)
+        s_w = np.asarray(w.scale, np.float32).reshape(-1)
+        s = (np.float32(a.scale) * s_w).astype(np.float32)
         if s.size > 1:
             rank = len(node.outputs[0].shape) if node.outputs[0].shape is not None else 2
             shape = [1] * rank
             shape[1 if node.op in ("Conv", "ConvTranspose") else rank - 1] = s.size
             s = s.reshape(shape)
-        return ("Quant", s, 0, int(bits), True, False)
-
-
-def _grid_params(fmt, res, shape) -> tuple | None:
-    """(op, compact scale, zp, bits, signed, narrow) of a weight quantiser whose values lie on an integer grid."""
-    scale = np.asarray(res.scale, np.float64)
-    gran = getattr(fmt, "granularity", None)
-    if gran is not None and scale.ndim:
-        scale = gran.compact(scale, shape)
-    if isinstance(fmt, Binary):
-        return ("BipolarQuant", scale, 0, 1, True, False)
-    if isinstance(fmt, Ternary):
-        return ("Quant", np.where(scale > 0, scale, 1.0), 0, 2, True, True)
-    if isinstance(fmt, (FixedPoint, DynamicFixedPoint)):
-        return ("Quant", scale, 0, fmt.W, fmt.signed, False)
-    if isinstance(fmt, Affine):
-        zp = np.asarray(res.zero_point if res.zero_point is not None else 0, np.float64)
-        if gran is not None and zp.ndim:
-            zp = gran.compact(zp, shape)
-        return ("Quant", scale, zp, fmt.W, fmt.signed, fmt.narrow)
-    if isinstance(fmt, BlockFloat):
-        return ("Quant", np.broadcast_to(scale, shape).copy(), 0, fmt.M, True, False)
-    return None
-
-
-def _dtype_name(q: tuple) -> str:
-    op, s, z, bits, signed, narrow = q
-    if op == "BipolarQuant":
-        return "BIPOLAR" if np.all(np.asarray(s) == 1) else "SCALEDINT<1>"
-    if np.all(np.asarray(s) == 1) and np.all(np.asarray(z) == 0):
-        return f"{'' if signed else 'U'}INT{bits}"
-    return f"SCALEDINT<{bits}>"
+        return IntGrid(s, 0, int(bits), True, False)
 
 
 def _is_float_act(t) -> bool:
@@ -472,19 +399,14 @@ class FakeQuant(Pass):
                 y = node.outputs[0]
                 if y.name not in {o.name for o in graph.outputs}:
                     qz.insert_act_quant(y, q, "ROUND")
-                    report.setdefault("accumulators", {})[node.name] = q[3]
+                    report.setdefault("accumulators", {})[node.name] = q.bits
         out = from_gs(graph, model)
         if not any(o.domain == QONNX_DOMAIN for o in out.opset_import):
             out.opset_import.append(onnx.helper.make_opsetid(QONNX_DOMAIN, 1))
         for name, dt in qz.annotations.items():
             set_annotation(out, name, dt)
-        report["activations"] = {k: _describe(v) for k, v in qz.act_params.items()}
+        report["activations"] = {k: v.summary() for k, v in qz.act_params.items()}
         ctx.facts["fakequant"] = report
         return PassResult(out, True, [f"{n_act} activation and {len(report.get('weights', {}))} weight quantisers "
                                       f"({opts.placement})"])
 
-
-def _describe(q: tuple) -> dict:
-    op, s, z, bits, signed, narrow = q
-    return {"op": op, "scale": np.asarray(s).reshape(-1).tolist()[:8], "zero_point": float(np.asarray(z).reshape(-1)[0]),
-            "bits": int(bits), "signed": bool(signed), "narrow": bool(narrow)}

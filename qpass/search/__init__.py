@@ -10,8 +10,9 @@ accumulators.
 
 Modules: ``targets`` (target strings, metrics), ``sites`` (what fakequant quantises), ``probe`` (parametric model,
 float-activation cache, per-site downstream sessions), ``sensitivity``, ``cost`` (memory / BOPs / dataflow
-resources), ``optimize`` (Lagrangian path, measured refinement, knapsack), ``accumulators``, ``report``, ``core``.
-The pipeline pass is ``qpass.passes.bitwidth`` (``qpass/pipelines/bitwidth.yaml``).
+resources), ``optimize`` (Lagrangian path, measured refinement, knapsack), ``accumulators``, ``report``,
+``result`` (a run's state, its fakequant rules, the ``Assignment``), ``core`` (the steps of a run). The pipeline pass
+is ``qpass.search.bitwidth_pass`` (``qpass/pipelines/bitwidth.yaml``).
 """
 from .core import run_search, search
 from .cost import CostModel

@@ -9,12 +9,10 @@ range is non-negative, because fakequant's accumulator quantiser is signed. A na
 """
 from __future__ import annotations
 
-import types
-
 import numpy as np
 
 from qpass.analysis.intinfo import signed_bits
-from ..passes.fakequant import _weight_axes
+from ..formats import IntGrid
 from .sites import Site
 
 
@@ -23,7 +21,7 @@ def weight_grid(site: Site, res) -> tuple[np.ndarray, np.ndarray] | None:
     if res.codes is None:
         return None
     w = site.value
-    out_axis, _ = _weight_axes(types.SimpleNamespace(op=site.op, attrs=site.attrs), w.ndim)
+    out_axis = site.axes[0]
     scale = np.broadcast_to(np.asarray(res.scale, np.float64), w.shape)
     moved = np.moveaxis(scale, out_axis, 0).reshape(w.shape[out_axis], -1)
     if not np.all(moved == moved[:, :1]):
@@ -34,14 +32,14 @@ def weight_grid(site: Site, res) -> tuple[np.ndarray, np.ndarray] | None:
     return np.asarray(res.codes, np.int64), moved[:, 0].astype(np.float32)
 
 
-def exact_range(site: Site, codes: np.ndarray, s_w: np.ndarray, act: tuple | None) -> tuple[int, int] | None:
+def exact_range(site: Site, codes: np.ndarray, s_w: np.ndarray, act: IntGrid | None) -> tuple[int, int] | None:
     """Exact accumulator range over all output channels, or None when the input is not quantised."""
     if act is None:
         return None
-    s_in, z, qmin, qmax = act[:4]
-    lo, hi = float(qmin - z), float(qmax - z)
+    s_in, z = float(act.scale), act.zero_point
+    lo, hi = float(act.qmin - z), float(act.qmax - z)
     w = codes.astype(np.float64)
-    out_axis, _ = _weight_axes(types.SimpleNamespace(op=site.op, attrs=site.attrs), w.ndim)
+    out_axis = site.axes[0]
     wm = np.moveaxis(w, out_axis, 0).reshape(w.shape[out_axis], -1)
     c_lo = np.minimum(wm * lo, wm * hi).sum(axis=1)
     c_hi = np.maximum(wm * lo, wm * hi).sum(axis=1)

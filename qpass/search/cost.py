@@ -12,22 +12,12 @@ Every cost is a sum of per-layer terms ``term(layer, w_bits, a_bits)``; the sear
 """
 from __future__ import annotations
 
+from qpass.hw import MVTU, evaluate, fold_for_target, get_device
 from ..errors import QpassError
 from .options import COSTS
 from .sites import Site
 
 FLOAT_BITS = 32
-
-
-def _dataflow():
-    """The dataflow estimator's entry points, or a clear error when it is not (yet) importable."""
-    try:
-        from qpass.hw import MVTU, evaluate, fold_for_target, get_device  # noqa: F401
-    except Exception as exc:  # noqa: BLE001 - another engineer's module, any failure means "not available"
-        raise QpassError(f"cost='resources' needs the dataflow estimator (qpass.hw: MVTU, evaluate, "
-                         f"fold_for_target, get_device), which cannot be imported here: "
-                         f"{type(exc).__name__}: {exc}") from None
-    return MVTU, evaluate, fold_for_target, get_device
 
 
 class CostModel:
@@ -102,8 +92,6 @@ class CostModel:
 
     # ------------------------------------------------------------------ resources (qpass.hw)
     def _res_setup(self) -> None:
-        MVTU, evaluate, fold_for_target, get_device = _dataflow()
-        self._mvtu, self._evaluate, self._fold = MVTU, evaluate, fold_for_target
         try:
             self.device = get_device(self.options.get("device", "xc7z020"))
         except QpassError:
@@ -117,13 +105,13 @@ class CostModel:
     def _resource_term(self, layer: Site, w: int, a: int, acc: int | None) -> float:
         shape = layer.layer_shape
         try:
-            unit = self._mvtu(name=layer.node, mw=int(shape["mw"]), mh=int(shape["mh"]),
-                              num_vectors=int(shape["num_vectors"]), w_bits=int(w), a_bits=int(a),
-                              a_signed=False, acc_bits=acc)
+            unit = MVTU(name=layer.node, mw=int(shape["mw"]), mh=int(shape["mh"]),
+                        num_vectors=int(shape["num_vectors"]), w_bits=int(w), a_bits=int(a), a_signed=False,
+                        acc_bits=acc)
             if self.fps:
-                res = self._fold([unit], float(self.fps), self.clock_ns).total
+                res = fold_for_target([unit], float(self.fps), self.clock_ns).total
             else:
-                res = self._evaluate([unit], self.clock_ns).total
+                res = evaluate([unit], self.clock_ns).total
         except QpassError:
             raise
         except Exception as exc:  # noqa: BLE001

@@ -73,14 +73,19 @@ class Optimizer:
 
     # ------------------------------------------------------------------ measurement
     @staticmethod
-    def _key(widths: dict, acc: dict | None = None) -> tuple:
+    def key(widths: dict, acc: dict | None = None) -> tuple:
+        """The identity of an assignment (widths and accumulator widths) among the measured points."""
         return tuple(sorted(widths.items())) + (("acc",) + tuple(sorted((acc or {}).items())) if acc else ())
+
+    def measured(self, widths: dict, acc: dict | None = None) -> dict | None:
+        """The metrics of an assignment measured before, or None."""
+        return self._cache.get(self.key(widths, acc))
 
     def noise(self, widths: dict) -> float:
         return float(sum(self.sens.noise[k][w] for k, w in widths.items() if k in self.sens.noise))
 
     def measure(self, widths: dict, source: str, acc: dict | None = None) -> dict:
-        k = self._key(widths, acc)
+        k = self.key(widths, acc)
         if k in self._cache:
             return self._cache[k]
         self._bar.total += 1
@@ -95,8 +100,8 @@ class Optimizer:
 
     def set_anchor(self, widths: dict, acc: dict | None = None) -> None:
         """Make ``widths`` the assignment later measurements start from (its captured tensors are reused)."""
-        k = self._key(widths, acc)
-        if self.anchor is not None and self._key(self.anchor[0], self.anchor[1]) == k:
+        k = self.key(widths, acc)
+        if self.anchor is not None and self.key(self.anchor[0], self.anchor[1]) == k:
             return
         if self._last is not None and self._last[0] == k:
             state = self._last[1]
@@ -160,7 +165,7 @@ class Optimizer:
         a non-monotone metric, the cheapest passing point would be a lucky one."""
         best = None
         for w in path:
-            m = self._cache.get(self._key(w))
+            m = self.measured(w)
             if m is None:
                 continue  # not measured (very long paths are sub-sampled)
             if not self.ok(m):

@@ -10,8 +10,6 @@ from typing import Any
 
 from ..errors import QpassError
 from ..formats import parse_format
-from ..formats.affine import Affine
-from ..formats.fixed import DynamicFixedPoint, FixedPoint
 from .targets import parse_target
 
 COSTS = ("memory", "bops", "resources")
@@ -121,7 +119,6 @@ def _candidates(c) -> tuple[list[int], list[int]]:
     return w, list(w)
 
 
-
 def format_spec(template: str, W: int) -> str:
     return template.replace("{W}", str(int(W))).replace("{w}", str(int(W)))
 
@@ -137,8 +134,8 @@ def check_template(template: str, role: str, widths) -> None:
         except QpassError as exc:
             raise QpassError(f"bitwidth: candidate width {W} does not work for {role} format {template!r}: "
                              f"{exc}") from None
-        if role == "activation" and not isinstance(fmt, (Affine, DynamicFixedPoint, FixedPoint)):
+        if role == "activation" and fmt.word_width is None:
             raise QpassError(f"bitwidth: activation format {template!r} gives {fmt.name}; the search supports "
                              f"affine (intW/uintW), fixed and dfp activations")
-        if role == "weight" and not hasattr(fmt, "W"):
+        if role == "weight" and fmt.word_width is None:
             raise QpassError(f"bitwidth: weight format {template!r} gives {fmt.name}, which has no word width")

@@ -210,11 +210,11 @@ def table_lines(table: list[dict]) -> list[str]:
             acc = f"{r.get('acc_bits') or r['acc_bits_exact']}/{r['acc_bits_exact']}"
             if r.get("acc_saturated"):
                 acc += f" ({r['acc_saturated']} sat)"
-        out.append(f"  {_short(r['layer'], 26):<26} {r['op'][:5]:<5} {_weight_text(r):<30} {r['size']:>7}  "
-                   f"{(_act_text(a) if a else 'float'):<34} {acc:>14}")
+        out.append(f"  {_short(r['layer'], 26):<26} {r['op'][:5]:<5} {_site_text(r):<30} {r['size']:>7}  "
+                   f"{(_site_text(a) if a else 'float'):<34} {acc:>14}")
     for a in table:
         if a["kind"] == "activation" and a["site"] not in shown:
-            out.append(f"  {_short('(' + a['tensor'] + ')', 26):<26} {'act':<5} {'':<30} {'':>7}  {_act_text(a):<34}")
+            out.append(f"  {_short('(' + a['tensor'] + ')', 26):<26} {'act':<5} {'':<30} {'':>7}  {_site_text(a):<34}")
     return out
 
 
@@ -222,28 +222,20 @@ def _short(name: str, n: int) -> str:
     return name if len(name) <= n else name[: n // 2 - 1] + ".." + name[-(n - n // 2 - 1):]
 
 
-def _weight_text(r: dict) -> str:
+def _site_text(r: dict) -> str:
+    """'<format> <s|u><bits> <grid>', the grid being F=<fraction bits> or the scale (a weight's per-channel range;
+    an activation's scale and zero point)."""
     if r["format"] == "float":
         return "float"
-    sign = "s" if r["signed"] else "u"
     if r.get("fraction_bits") is not None:
         grid = f"F={r['fraction_bits']}"
+    elif r["kind"] == "activation":
+        grid = f"scale {r['scale']:.3g}" + (f" zp {r['zero_point']}" if r.get("zero_point") else "")
     elif r.get("scale") == "per-channel":
         grid = f"scale {r['scale_min']:.2g}..{r['scale_max']:.2g}"
     else:
         grid = f"scale {r['scale_min']:.3g}"
-    return f"{r['format']} {sign}{r['bits']} {grid}"
-
-
-def _act_text(a: dict) -> str:
-    if a["format"] == "float":
-        return "float"
-    sign = "s" if a["signed"] else "u"
-    if a.get("fraction_bits") is not None:
-        grid = f"F={a['fraction_bits']}"
-    else:
-        grid = f"scale {a['scale']:.3g}" + (f" zp {a['zero_point']}" if a.get("zero_point") else "")
-    return f"{a['format']} {sign}{a['bits']} {grid}"
+    return f"{r['format']} {'s' if r['signed'] else 'u'}{r['bits']} {grid}"
 
 
 def compression(sites, excluded, widths: dict, channels_bits: int = FLOAT_BITS) -> dict:

@@ -15,7 +15,7 @@ from tqdm import tqdm
 
 from .accumulators import accumulator_scale, exact_range, signed_width, weight_grid
 from .probe import Probe
-from .sites import Site, activation_params, format_spec, quantize_weight
+from .sites import Site, activation_grid, format_spec, quantize_weight
 from .targets import output_metrics
 
 
@@ -50,7 +50,7 @@ class Space:
         k = (key, W)
         if k not in self._a:
             lo, hi = self.by_key[key].range
-            self._a[k] = activation_params(self.activations, W, lo, hi)
+            self._a[k] = activation_grid(self.activations, W, lo, hi)
         return self._a[k]
 
     def bias(self, key: str, W: int, A: int) -> np.ndarray | None:
@@ -61,7 +61,7 @@ class Space:
             grid = weight_grid(s, self.weight(key, W)[1])
             out = None
             if grid is not None:
-                s_b = (np.float32(self.act(s.input_site, A)[0]) * grid[1]).astype(np.float32)
+                s_b = (np.float32(self.act(s.input_site, A).scale) * grid[1]).astype(np.float32)
                 b = s.bias.astype(np.float64)
                 if s_b.size in (1, b.size):
                     s_b = np.broadcast_to(s_b.reshape(-1) if s_b.size > 1 else s_b, b.shape).astype(np.float64)
@@ -74,8 +74,8 @@ class Space:
         s = self.by_key[key]
         if s.kind == "weight":
             return self.probe.weight_feed(key, self.weight(key, W)[0])
-        sc, z, qmin, qmax = self.act(key, W)[:4]
-        return self.probe.activation_feed(key, sc, z, qmin, qmax)
+        g = self.act(key, W)
+        return self.probe.activation_feed(key, float(g.scale), g.zero_point, g.qmin, g.qmax)
 
     def feeds(self, widths: dict, acc: dict | None = None) -> dict:
         f = {}
@@ -110,7 +110,7 @@ class Space:
         if rng is None:
             return None
         return {"range": rng, "exact_bits": signed_width(*rng),
-                "scale": accumulator_scale(act[0], s_w, int(s.layer_shape["mh"]))}
+                "scale": accumulator_scale(act.scale, s_w, int(s.layer_shape["mh"]))}
 
     def evaluate(self, widths: dict, acc: dict | None = None, base: tuple | None = None):
         """(metrics, captured state) of an assignment. From ``base`` = (widths, acc, state) of another

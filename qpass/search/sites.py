@@ -6,26 +6,23 @@
 * an **accumulator** per linear layer (intrinsic placement only), whose width follows from its weights and input.
 
 A site's candidate format is a spec template with ``{W}`` (``"sym:{W}"``, ``"uint{W}"``, ``"dfp:{W}"``); the scale or
-fraction length of a width is chosen the way fakequant chooses it: from the weight itself (per output channel by
-default) or from the activation's calibrated range (the calibrator's observer).
+fraction length of a width is chosen by the same code fakequant calls: the format's ``for_weight`` / ``quantize`` on
+the weight itself (per output channel by default) and its ``quant_params`` on the activation's calibrated range.
 """
 from __future__ import annotations
 
 import fnmatch
-import types
 from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
+import onnx_graphsurgeon as gs
 
 from ..errors import QpassError
-from ..formats import parse_format
-from ..formats.affine import Affine
-from qpass.formats.fixed import DynamicFixedPoint, FixedPoint
-from qpass.formats.rounding import int_bounds
+from ..formats import Granularity, IntGrid, parse_format
 from qpass.ir.graph import shapes as tensor_shapes
 from qpass.ir.graph import to_gs
-from ..passes.fakequant import LINEAR_OPS, TRANSPARENT_OPS, _with_granularity, activation_targets
+from ..passes.fakequant import LINEAR_OPS, TRANSPARENT_OPS, activation_targets, weight_axes
 from .options import format_spec
 
 
@@ -47,6 +44,7 @@ class Site:
     input_site: str | None = None  # weight sites: the activation site feeding the layer's data input
     bias: np.ndarray | None = None  # weight sites: the float bias (accumulator bounds)
     layer_shape: dict = field(default_factory=dict)  # weight sites: mw, mh, num_vectors (dataflow estimate)
+    axes: tuple[int, int] = (0, 1)  # weight sites: (output-channel axis, reduction axis) of the weight
 
     @property
     def short(self) -> str:
@@ -58,42 +56,20 @@ def glob_escape(name: str) -> str:
     return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
-def _gs_like(op: str, attrs: dict):
-    return types.SimpleNamespace(op=op, attrs=attrs, name="")
-
-
 def quantize_weight(site: Site, template: str, W: int, granularity: str | None):
-    """(dequantised float32 values, QuantResult) of a weight at width W, exactly as fakequant quantises it."""
-    fmt = parse_format(format_spec(template, W))
-    fmt = _with_granularity(fmt, granularity, _gs_like(site.op, site.attrs), site.value.ndim)
+    """(dequantised float32 values, QuantResult, format) of a weight at width W, exactly as fakequant quantises it."""
+    fmt = parse_format(format_spec(template, W)).for_weight(granularity, *site.axes)
     res = fmt.quantize(site.value.astype(np.float64), "ROUND", "saturate")
     return np.asarray(res.values, np.float32), res, fmt
 
 
-def activation_params(template: str, W: int, lo: float, hi: float):
-    """(scale, zero point, qmin, qmax, signed, F or None) of an activation quantiser, as fakequant picks them."""
+def activation_grid(template: str, W: int, lo: float, hi: float) -> IntGrid:
+    """The grid of an activation quantiser at width W for the range [lo, hi], as fakequant picks it."""
     fmt = parse_format(format_spec(template, W))
-    if isinstance(fmt, FixedPoint):
-        qmin, qmax = int_bounds(fmt.W, fmt.signed)
-        return float(np.float32(2.0 ** -fmt.F)), 0, qmin, qmax, fmt.signed, fmt.F
-    if isinstance(fmt, DynamicFixedPoint):
-        signed = fmt.signed and not lo >= 0
-        if signed != fmt.signed:
-            fmt = DynamicFixedPoint(fmt.W, signed, fmt.max_overflow_rate, fmt.granularity, fmt.min_fraction,
-                                    fmt.max_fraction)
-        F = int(np.asarray(fmt.choose_fraction(np.array([lo, hi], np.float64))).reshape(-1)[0])
-        qmin, qmax = int_bounds(fmt.W, signed)
-        return float(np.float32(2.0 ** -F)), 0, qmin, qmax, signed, F
-    if isinstance(fmt, Affine):
-        s, z = fmt.params(None) if fmt.scale is not None else fmt.params_from_range(lo, hi)
-        s = float(np.asarray(s, np.float32).reshape(-1)[0])
-        z = int(np.asarray(z).reshape(-1)[0])
-        F = None
-        m, e = np.frexp(s)
-        if m == 0.5:
-            F = int(1 - e)
-        return s, z, fmt.qmin, fmt.qmax, fmt.signed, F
-    raise QpassError(f"bitwidth: activation format {fmt.name} is not supported by the search")
+    grid = fmt.quant_params(lo, hi)
+    if grid is None or fmt.word_width is None:
+        raise QpassError(f"bitwidth: activation format {fmt.name} is not supported by the search")
+    return grid
 
 
 def _per_sample(shape) -> list[int] | None:
@@ -141,8 +117,6 @@ def find_sites(model: onnx.ModelProto, observers: dict, calibrator: str = "minma
     excluded: list[Site] = []
     order = {n.name: i for i, n in enumerate(graph.nodes)}
     outputs = {t.name for t in graph.outputs}
-    import onnx_graphsurgeon as gs
-
     act_of: dict[str, str] = {}
     for t, node in activation_targets(graph, placement):
         obs = observers.get(t.name)
@@ -180,14 +154,14 @@ def find_sites(model: onnx.ModelProto, observers: dict, calibrator: str = "minma
             continue
         attrs = {k: v for k, v in node.attrs.items() if k in ("transB", "transA", "group")}
         macs, layout = _macs_and_layout(node, w, shp.get(node.inputs[0].name), shp.get(node.outputs[0].name))
-        fmt = _with_granularity(parse_format("sym:8"), weight_granularity, _gs_like(node.op, attrs), w.ndim)
-        channels = int(np.prod(fmt.granularity.param_shape(w.shape))) if hasattr(fmt, "granularity") else 1
+        axes = weight_axes(node.op, attrs, w.ndim)
+        channels = int(np.prod(Granularity.for_weight(weight_granularity, *axes).param_shape(w.shape)))
         bias = None
         if len(node.inputs) > 2 and isinstance(node.inputs[2], gs.Constant):
             bias = np.asarray(node.inputs[2].values, np.float64)
         s = Site(f"w:{node.name}", "weight", node.name, node.inputs[1].name, node.op, int(w.size),
                  order.get(node.name, 0), macs=int(macs), channels=channels, value=w.astype(np.float32),
-                 attrs=attrs, input_site=input_site(node), bias=bias, layer_shape=layout)
+                 attrs=attrs, input_site=input_site(node), bias=bias, layer_shape=layout, axes=axes)
         s.layer_shape["feeds_output"] = node.outputs[0].name in outputs
         (excluded if _matches(exclude, node.name, node.inputs[1].name) else sites).append(s)
     sites.sort(key=lambda s: (s.order, s.kind != "activation", s.key))
