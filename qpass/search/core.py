@@ -122,8 +122,7 @@ def _float_reference(model: onnx.ModelProto, data: SampleSet, threads: int) -> n
 # ---------------------------------------------------------------------------------------------- search
 def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data: SampleSet | None,
                opts: BitwidthOptions, progress: bool = False) -> Assignment:
-    """The search on a normalised, BN-folded, calibrated model (``calibration``: the calibrate pass's
-    qpass.pipeline.analyses.Calibration)."""
+    """The search on a normalised, BN-folded, calibrated model (``calibration``: the calibrate pass's analysis)."""
     t_start = time.perf_counter()
     secs: dict[str, float] = {}
     notes: list[str] = []
