@@ -273,6 +273,9 @@ def test_repeat_groups_are_checked_for_their_second_iteration():
 def test_analyses_given_to_the_context_count_as_established():
     ctx = _run([ReadsEstablished()], analyses=AnalysisManager(Established(5)))
     assert ctx.report.results["established"] == 5
+    with pytest.raises(PipelineError, match=r"^pass 'test_reads_established' needs test fact, which "
+                                            r"'test_adds_identity' drops as it changes the graph$"):
+        _run([AddsIdentity(limit=1), ReadsEstablished()], analyses=AnalysisManager(Established(5)))
 
 
 def test_report_output_is_apart_from_inputs_and_analyses():

@@ -78,15 +78,18 @@ class PassManager:
         have = {kind: "" for kind in self.ctx.analyses.available()}  # analysis -> the pass that established it
         dropped: dict = {}  # analysis -> (established by, dropped by)
         for p in self._simulated_passes():
-            missing = [k for k in p.requires if k not in have and not k.computable]
-            missing_inputs = self.ctx.inputs.missing(p.inputs)
-            if missing or missing_inputs:
-                raise PipelineError(_requirement_message(p, missing, missing_inputs, dropped))
+            self._refuse_if_lacking(p, have, dropped)
             for kind in [k for k in have if not is_preserved(k, p.preserves)]:
                 dropped[kind] = (have.pop(kind), p.name)
             for kind in p.provides:
                 have[kind] = p.name
                 dropped.pop(kind, None)
+
+    def _refuse_if_lacking(self, p: Pass, have, dropped: dict) -> None:
+        missing = [k for k in p.requires if k not in have and not k.computable]
+        missing_inputs = self.ctx.inputs.missing(p.inputs)
+        if missing or missing_inputs:
+            raise PipelineError(_requirement_message(p, missing, missing_inputs, dropped))
 
     def _simulated_passes(self):
         for step in self.pipeline.steps:
@@ -118,11 +121,7 @@ class PassManager:
     def _run_pass(self, p: Pass, model: onnx.ModelProto, iteration: int | None = None):
         if p.name in self.ctx.disabled:
             return model, False
-        have = self.ctx.analyses.available()
-        missing = [k for k in p.requires if k not in have and not k.computable]
-        missing_inputs = self.ctx.inputs.missing(p.inputs)
-        if missing or missing_inputs:
-            raise PipelineError(_requirement_message(p, missing, missing_inputs, {}))
+        self._refuse_if_lacking(p, self.ctx.analyses.available(), {})
         self.ctx.analyses.begin_pass()
         for inst in self.ctx.instruments:
             inst("before", p, model, None)
@@ -162,8 +161,9 @@ def _requirement_message(p: Pass, missing: list, missing_inputs: list[str], drop
     gone = [k for k in missing if k in dropped]
     if gone:
         established, dropper = dropped[gone[0]]
-        fix = " or ".join(repr(n) for n in names) or repr(established)
-        return head + f", which {dropper!r} drops as it changes the graph (run {fix} after {dropper!r})"
+        fix = " or ".join(repr(n) for n in names) or (repr(established) if established else "")
+        return head + f", which {dropper!r} drops as it changes the graph" + (f" (run {fix} after {dropper!r})"
+                                                                               if fix else "")
     if names:
         return head + f" (run {' or '.join(repr(n) for n in names)} before it)"
     if "calibration_data" in missing_inputs:
