@@ -3,6 +3,8 @@
     import qpass
     model = qpass.load("model.onnx")
     result = qpass.optimize(model, calib="model.calib.npz", pipeline="default")
+    cfg = qpass.QuantConfig(weights="sym:4", activations="uint4")     # every CLI setting, documented
+    result = qpass.optimize(model, calib="model.calib.npz", config=cfg)
     qpass.save(result.model, "model.int8.onnx")
     for rec in result.records: print(rec.name, rec.seconds)
 """
@@ -12,13 +14,17 @@ from pathlib import Path
 
 import onnx
 
+from qpass.errors import QpassError
 from qpass.ir.model_io import parse_model, save_model
 from qpass.ir.samples import as_samples
+from qpass.pipeline.config import QuantConfig
+from qpass.pipeline.context import PassContext, PassInputs
 from qpass.pipeline.files import load_pipeline
-from qpass.pipeline.manager import PassContext, Pipeline
+from qpass.pipeline.manager import Pipeline
 from qpass.pipeline.run import OptimizeResult, float_model, qonnx_model, run_passes
 
-__all__ = ["load", "save", "optimize", "OptimizeResult", "qonnx_model", "float_model", "as_samples", "run_passes"]
+__all__ = ["load", "save", "optimize", "OptimizeResult", "QuantConfig", "qonnx_model", "float_model", "as_samples",
+           "run_passes"]
 
 
 def load(path: str | Path) -> onnx.ModelProto:
@@ -31,18 +37,24 @@ def save(model: onnx.ModelProto, path: str | Path) -> Path:
 
 
 def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pipeline = "default",
-             dump_dir: str | Path | None = None, config: dict | None = None, progress: bool = False,
+             dump_dir: str | Path | None = None, config: QuantConfig | dict | None = None, progress: bool = False,
              overrides: dict[str, dict] | None = None, verify: bool = True,
              disabled: set[str] | None = None, eval=None) -> OptimizeResult:
-    """Run a pipeline over a model. ``calib`` is an npz path, a dict of arrays, or a SampleSet."""
+    """Run a pipeline over a model. ``calib`` is an npz path, a dict of arrays, or a SampleSet; ``eval`` held-out
+    samples (with labels) for passes that measure accuracy, e.g. bitwidth. ``config`` (a QuantConfig, or a dict
+    of its fields) chooses the pipeline and its options instead of ``pipeline`` / ``overrides`` / ``verify``."""
     if not isinstance(model, onnx.ModelProto):
         model = load(model)
-    if not isinstance(pipeline, Pipeline):
+    disabled = set(disabled or ())
+    if config is not None:
+        if pipeline != "default" or overrides:
+            raise QpassError("give the pipeline and its options in config or as pipeline=/overrides=, not both")
+        plan = (config if isinstance(config, QuantConfig) else QuantConfig.from_dict(config)).resolve()
+        pipeline, verify, disabled = plan.pipeline, plan.verify, disabled | plan.disabled
+    elif not isinstance(pipeline, Pipeline):
         pipeline = load_pipeline(pipeline, overrides)
-    ctx = PassContext(config=dict(config or {}), dump_dir=Path(dump_dir) if dump_dir else None,
-                      progress=progress, verify=verify, disabled=set(disabled or ()))
-    if calib is not None:
-        ctx.facts["calibration_data"] = as_samples(calib, model)
-    if eval is not None:  # held-out samples (with labels) for passes that measure accuracy, e.g. bitwidth
-        ctx.facts["eval_data"] = as_samples(eval, model)
+    inputs = PassInputs(calibration_data=as_samples(calib, model) if calib is not None else None,
+                        eval_data=as_samples(eval, model) if eval is not None else None)
+    ctx = PassContext(inputs=inputs, dump_dir=Path(dump_dir) if dump_dir else None, progress=progress,
+                      verify=verify, disabled=disabled)
     return run_passes(model, pipeline, ctx)

@@ -111,113 +111,90 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 @click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only errors.")
 @user_errors
-def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, threads, report_path, activation_dtype,
-             per_tensor,
-             exclude, weights, activations, bias, accumulator, placement, rounding, granularity, calibrator, seed,
-             bits, target, cost, avg_bits, backend, device, clock_ns, target_fps, csim, qonnx, no_verify, quiet):
+def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
+             target_fps, csim, no_verify, quiet, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     With any of --weights/--activations/--bias/--accumulator/--placement/--rounding/--granularity/--calibrator the
     default pipeline becomes 'fakequant' (any number format, lowered to standard ONNX unless --qonnx)."""
-    from .api import load, optimize as run_pipeline, save
-    from qpass.ir.samples import load_samples
-    from qpass.pipeline.files import load_pipeline
-    from qpass.report.summary import summary_lines
+    from .api import load, optimize as run_pipeline
+    from qpass.pipeline.config import QuantConfig
 
     src = load(model)
-    overrides: dict[str, dict] = {}
-    qopts = {}
-    if activation_dtype:
-        qopts["activation_dtype"] = activation_dtype
-    if per_tensor:
-        qopts["per_channel"] = False
-    if exclude:
-        qopts["exclude"] = list(exclude)
-    if qopts:
-        overrides["quantize_qdq"] = qopts
-    if bits is not None and bits != "auto":
-        if not bits.isdigit() or not 1 <= int(bits) <= 16:
-            raise QpassError(f"--bits takes 'auto' or a width from 1 to 16, not {bits!r}")
-        n = int(bits)
-        weights = weights or ("binary" if n == 1 else f"sym:{n}")
-        activations = activations or ("binary" if n == 1 else f"uint{n}")
-    if bits != "auto" and (target or cost or avg_bits is not None):
-        raise QpassError("--target, --cost and --avg-bits go with --bits auto")
-    if bits == "auto":
-        bw = {k: v for k, v in (("target", target), ("cost", cost), ("avg_bits", avg_bits)) if v is not None}
-        if avg_bits is not None and target is None:
-            bw["target"] = None
-        overrides["bitwidth"] = bw
-        if pipeline_name == "default":
-            pipeline_name = "bitwidth"
-    fq = {k: v for k, v in (("weights", weights), ("activations", activations), ("bias", bias),
-                            ("accumulator", accumulator), ("placement", placement), ("rounding", rounding),
-                            ("weight_granularity", granularity), ("calibrator", calibrator), ("seed", seed))
-          if v is not None}
-    if backend == "hls" and pipeline_name == "default" and bits != "auto":
-        pipeline_name = "dataflow"
-    if fq:
-        overrides["fakequant"] = fq
-        if pipeline_name == "default" and bits != "auto":
-            pipeline_name = "fakequant"
-    cal = {}
-    if threads != 1:
-        cal["threads"] = threads
-    if calibrator:
-        cal["method"] = calibrator
-    if cal:
-        overrides["calibrate"] = cal
-    pipeline = load_pipeline(pipeline_name, overrides)
-    if fq and not any(p.name == "fakequant" for p in pipeline.flat_passes()):
-        raise QpassError(f"format options need a pipeline with the 'fakequant' pass ({pipeline_name} has none)")
-    if bits == "auto" and not any(p.name == "bitwidth" for p in pipeline.flat_passes()):
-        raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({pipeline_name} has none)")
-    needs_calib = any("calibration_data" in p.requires for p in pipeline.flat_passes())
+    cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
+    plan = cfg.resolve()
+    samples, eval_samples = _load_samples(model, src, calib, eval_path, plan.needs_calibration)
+    out_path = _output_path(model, output, backend)
+    result = run_pipeline(src, calib=samples, pipeline=plan.pipeline, dump_dir=dump_dir, progress=not quiet,
+                          verify=plan.verify, disabled=plan.disabled, eval=eval_samples)
+    if backend == "hls":
+        _export_hls(result.model, out_path, device, clock_ns, target_fps, eval_samples or samples, csim, quiet)
+        return
+    _save_onnx(src, result, out_path, quiet)
+    metrics = _evaluate(src, result, eval_samples, cfg.threads) if eval_samples is not None else {}
+    if report_path:
+        _write_report(src, model, result, eval_samples or samples, metrics, report_path, quiet)
+
+
+def _load_samples(model: Path, src, calib: str | None, eval_path: str | None, needs_calib: bool):
+    """(calibration samples or None, evaluation samples or None)."""
+    from qpass.ir.samples import load_samples
+
     calib_path = _resolve_calib(model, calib, needs_calib)
     samples = load_samples(calib_path, src) if calib_path else None
-    eval_samples = load_samples(eval_path, src) if eval_path else None
+    return samples, (load_samples(eval_path, src) if eval_path else None)
+
+
+def _output_path(model: Path, output: Path | None, backend: str) -> Path:
+    """-o, or MODEL.int8.onnx / MODEL.hls; refuses to overwrite the model or a non-empty folder."""
     out_path = output or _default_out(model, ".hls" if backend == "hls" else ".int8.onnx")
     if out_path.resolve() == model.resolve():
         raise QpassError(f"output {out_path} would overwrite the input model")
     if backend == "hls" and out_path.exists() and (not out_path.is_dir() or any(out_path.iterdir())):
         raise QpassError(f"output folder {out_path} exists and is not empty")
-    disabled = {"lower_ort"} if qonnx or backend == "hls" else None
-    result = run_pipeline(src, calib=samples, pipeline=pipeline, dump_dir=dump_dir, progress=not quiet,
-                          verify=not no_verify, disabled=disabled, eval=eval_samples)
-    if backend == "hls":
-        _export_hls(result.model, out_path, device, clock_ns, target_fps, eval_samples or samples, csim, quiet)
-        return
+    return out_path
+
+
+def _save_onnx(src, result, out_path: Path, quiet: bool) -> None:
+    from .api import save
+    from qpass.report.summary import summary_lines
+
     save(result.model, out_path)
     if not quiet:
         for line in summary_lines(src, result):
             click.echo(line)
         click.echo(f"wrote {out_path}")
-    metrics: dict = {}
-    if eval_samples is not None:
-        from .api import qonnx_model
-        from qpass.analysis.evaluate import check_backends, compare
 
-        cmp = compare(src, result.model, eval_samples, threads)
-        metrics.update({"samples": cmp.samples, "output SQNR vs float (dB)": cmp.sqnr_db,
-                        "top-1 agreement with float": cmp.agreement})
-        if cmp.float_accuracy is not None:
-            metrics.update({"float accuracy": cmp.float_accuracy, "quantized accuracy": cmp.quant_accuracy})
-        for line in cmp.lines():
+
+def _evaluate(src, result, eval_samples, threads: int) -> dict:
+    """Print float vs quantized accuracy and SQNR (and golden vs onnxruntime after fakequant); the metrics."""
+    from .api import qonnx_model
+    from qpass.analysis.evaluate import check_backends, compare
+
+    cmp = compare(src, result.model, eval_samples, threads)
+    metrics = {"samples": cmp.samples, "output SQNR vs float (dB)": cmp.sqnr_db,
+               "top-1 agreement with float": cmp.agreement}
+    if cmp.float_accuracy is not None:
+        metrics.update({"float accuracy": cmp.float_accuracy, "quantized accuracy": cmp.quant_accuracy})
+    for line in cmp.lines():
+        click.echo(line)
+    if "fakequant" in result.report.results:
+        chk = check_backends(qonnx_model(result), result.model, eval_samples, threads)
+        metrics["golden/onnxruntime identical predictions"] = f"{chk.identical_predictions}/{chk.samples}"
+        for line in chk.lines():
             click.echo(line)
-        if "fakequant" in result.facts:
-            chk = check_backends(qonnx_model(result), result.model, eval_samples, threads)
-            metrics["golden/onnxruntime identical predictions"] = f"{chk.identical_predictions}/{chk.samples}"
-            for line in chk.lines():
-                click.echo(line)
-    if report_path:
-        from qpass.report.data import collect
-        from qpass.report.html import write_report
+    return metrics
 
-        data = collect(src, result, eval_samples or samples, metrics)
-        data["model"] = str(model)
-        for p in write_report(data, report_path):
-            if not quiet:
-                click.echo(f"wrote {p}")
+
+def _write_report(src, model: Path, result, samples, metrics: dict, report_path: Path, quiet: bool) -> None:
+    from qpass.report.data import collect
+    from qpass.report.html import write_report
+
+    data = collect(src, result, samples, metrics)
+    data["model"] = str(model)
+    for p in write_report(data, report_path):
+        if not quiet:
+            click.echo(f"wrote {p}")
 
 
 def _export_hls(model, out_dir: Path, device, clock_ns, target_fps, samples, csim: bool, quiet: bool) -> None:
@@ -261,7 +238,7 @@ def inspect(model, dataflow, calib):
     """Print MODEL's inputs, outputs, opset, op histogram and what the default pipeline would quantize."""
     from .api import load
     from qpass.ir.graph import main_opset, op_histogram, to_gs
-    from qpass.pipeline.manager import PassContext
+    from qpass.pipeline.context import PassContext
     from .passes.fold_batchnorm import FoldBatchNorm
     from .passes.normalize import Normalize
     from .passes.quantize_qdq import QuantizeQDQOptions, plan_quantization

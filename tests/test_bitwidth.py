@@ -19,7 +19,9 @@ from qpass.errors import QpassError
 from qpass.api import qonnx_model
 from qpass.analysis.evaluate import check_backends, compare
 from qpass.analysis.intinfo import signed_bits
-from qpass.pipeline.manager import PassContext, PassManager
+from qpass.pipeline.analyses import Calibration
+from qpass.pipeline.context import PassContext, PassInputs
+from qpass.pipeline.manager import PassManager
 from qpass.pipeline.files import load_pipeline, pipeline_from_dict
 from qpass.ops.common import int_bounds
 
@@ -115,7 +117,7 @@ def cnn_space(cnn):
     m, calib, ev = cnn
     prep = qpass.optimize(m, calib=calib, pipeline=pipeline_from_dict(
         {"passes": ["normalize", "fold_batchnorm", {"calibrate": {"method": "minmax"}}]}))
-    sites, excluded, _ = find_sites(prep.model, prep.facts["observers"])
+    sites, excluded, _ = find_sites(prep.model, prep.analyses.cached(Calibration).observers)
     cands = {s.key: [2, 3, 4, 5, 6, 8] for s in sites}
     probe = Probe(prep.model, sites, ev)
     return prep, sites, excluded, Space(sites, probe, "sym:{W}", "uint{W}", "channel", cands, ev.labels), ev
@@ -140,7 +142,7 @@ def test_probe_matches_the_real_fakequant_pipeline(cnn_space):
     opts = BitwidthOptions()
     fq = {"rules": fakequant_rules(sites, excluded, widths, {}, opts, space)}
     ref = _float_reference(prep.model, ev, 1)
-    out, _, _, _ = _verify(prep.model, prep.facts, fq, ev, ref, 1, False)
+    out, _, _, _ = _verify(prep.model, prep.analyses.cached(Calibration), fq, ev, ref, 1, False)
     assert np.abs(probe_out - out).max() < 1e-3 * np.abs(ref).max()
     assert np.mean(probe_out.argmax(1) == out.argmax(1)) >= 0.995
 
@@ -305,16 +307,16 @@ def test_bitwidth_pass_writes_rules_for_fakequant(tmp_path):
     pipe = load_pipeline("bitwidth", {"bitwidth": {"report_dir": str(tmp_path)}})
     assert [p.name for p in pipe.flat_passes()] == ["normalize", "fold_batchnorm", "calibrate", "bitwidth",
                                                      "fakequant", "lower_ort"]
-    ctx = PassContext(facts={"calibration_data": calib, "eval_data": ev}, progress=False)
+    ctx = PassContext(inputs=PassInputs(calibration_data=calib, eval_data=ev), progress=False)
     out = PassManager(pipe, ctx).run(m)
-    bw = ctx.facts["bitwidth"]
+    bw = ctx.report.results["bitwidth"]
     assert bw["met"] and bw["metric"]["relative_accuracy"] >= 0.99 and bw["rules"] and bw["pareto"]
     assert bw["samples"]["source"] == "evaluation" and (tmp_path / "bitwidth_pareto.csv").exists()
-    rec = next(r for r in ctx.records if r.name.startswith("bitwidth"))
+    rec = next(r for r in ctx.report.records if r.name.startswith("bitwidth"))
     assert not rec.changed and "fakequant rules" in rec.notes[0]
     assert not [n for n in out.graph.node if n.domain]
-    weights = {v["node"]: v["format"].split("@")[0] for v in ctx.facts["fakequant"]["weights"].values()}
+    weights = {v["node"]: v["format"].split("@")[0] for v in ctx.report.results["fakequant"]["weights"].values()}
     wanted = {r["match"]: f"int{r['format'].split(':')[1]}_sym" for r in bw["rules"] if r["role"] == "weight"}
-    assert weights == wanted  # fakequant applied the rules from facts["bitwidth"]
-    acts = {k.removesuffix("_quant"): v["bits"] for k, v in ctx.facts["fakequant"]["activations"].items()}
+    assert weights == wanted  # fakequant applied the rules from the bitwidth result
+    acts = {k.removesuffix("_quant"): v["bits"] for k, v in ctx.report.results["fakequant"]["activations"].items()}
     assert acts == {r["match"]: int(r["format"][4:]) for r in bw["rules"] if r["role"] == "activation"}

@@ -77,8 +77,6 @@ def _bypass(graph: gs.Graph, node: gs.Node) -> None:
 
 
 class _GraphPass(Pass):
-    invalidates = ("ranges",)
-
     def run(self, model, ctx):
         graph = to_gs(model)
         self.names = NameAllocator.for_gs(graph)

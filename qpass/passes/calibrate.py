@@ -13,14 +13,15 @@ from tqdm import tqdm
 from qpass.ir.ort_session import iter_batches, make_session
 from qpass.analysis.calibrators import make_observer
 from qpass.ir.graph import elem_types
+from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
 from qpass.pipeline.pass_base import Pass, PassResult
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
 
 
-def activation_tensors(model: onnx.ModelProto) -> list[str]:
+def activation_tensors(model: onnx.ModelProto, types: dict[str, int] | None = None) -> list[str]:
     """Every float tensor of the main graph that is computed or fed at run time (not a constant)."""
-    types = elem_types(model)
+    types = elem_types(model) if types is None else types
     inits = {i.name for i in model.graph.initializer}
     names: list[str] = []
     seen: set[str] = set()
@@ -47,17 +48,18 @@ class CalibrateOptions:
 
 class Calibrate(Pass):
     name = "calibrate"
-    requires = ("calibration_data",)
-    provides = ("ranges",)
+    inputs = ("calibration_data",)
+    provides = (Calibration,)
+    preserves = PRESERVES_ALL
     Options = CalibrateOptions
 
     def run(self, model, ctx):
-        samples = ctx.facts["calibration_data"]
-        wanted = activation_tensors(model)
+        samples = ctx.inputs.calibration_data
+        types = ctx.analyses.get(TensorTypes, model).types
+        wanted = activation_tensors(model, types)
         aug = onnx.ModelProto()
         aug.CopyFrom(model)
         outputs = {o.name for o in aug.graph.output}
-        types = elem_types(model)
         for t in wanted:
             if t not in outputs:
                 aug.graph.output.append(onnx.helper.make_tensor_value_info(t, types[t], None))
@@ -75,7 +77,6 @@ class Calibrate(Pass):
                         ob.update(arr)
         primary = methods[0]
         ranges = {t: obs[primary].range() for t, obs in observers.items() if obs[primary].seen}
-        ctx.facts["ranges"] = ranges
-        ctx.facts["observers"] = observers
+        ctx.analyses.put(Calibration(ranges, observers))
         return PassResult(model, False, [f"{len(ranges)} tensor ranges from {len(samples)} samples "
                                          f"({', '.join(methods)})"])

@@ -38,6 +38,7 @@ from ..errors import PipelineError
 from ..formats import IntGrid, parse_format
 from ..formats.rounding import rounding_mode
 from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.ops.common import QONNX_DOMAIN, refuse_if_quantized
 from qpass.ops.common import LINEAR_OPS
@@ -357,16 +358,14 @@ def activation_targets(graph: gs.Graph, placement: str) -> list[tuple[gs.Variabl
 
 class FakeQuant(Pass):
     name = "fakequant"
-    requires = ("ranges",)
-    provides = ("fakequant",)
-    invalidates = ("ranges",)
+    requires = (Calibration,)
     Options = FakeQuantOptions
 
     def run(self, model, ctx):
         refuse_if_quantized(model, "fakequant")
         graph = to_gs(model)
         opts = self.opts
-        bw = ctx.facts.get("bitwidth")
+        bw = ctx.report.results.get("bitwidth")
         if bw:  # a bitwidth search ran before: its per-layer rules come after ours (later rules win)
             try:
                 opts = dataclasses.replace(opts, rules=list(opts.rules) + list(bw.get("rules", [])),
@@ -374,7 +373,7 @@ class FakeQuant(Pass):
             except (TypeError, ValueError) as exc:
                 raise PipelineError(f"fakequant: bad rules from the bitwidth pass: {exc}") from None
         report: dict = {"placement": opts.placement}
-        qz = _Quantizer(graph, opts, ctx.facts.get("observers", {}), report)
+        qz = _Quantizer(graph, opts, ctx.analyses.get(Calibration, model).observers, report)
         graph.toposort()
         linear = [n for n in graph.nodes if n.op in LINEAR_OPS and len(n.inputs) > 1
                   and isinstance(n.inputs[1], gs.Constant) and np.asarray(n.inputs[1].values).dtype.kind == "f"]
@@ -406,7 +405,7 @@ class FakeQuant(Pass):
         for name, dt in qz.annotations.items():
             set_annotation(out, name, dt)
         report["activations"] = {k: v.summary() for k, v in qz.act_params.items()}
-        ctx.facts["fakequant"] = report
+        ctx.report.results["fakequant"] = report
         return PassResult(out, True, [f"{n_act} activation and {len(report.get('weights', {}))} weight quantisers "
                                       f"({opts.placement})"])
 

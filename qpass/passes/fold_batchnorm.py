@@ -96,7 +96,6 @@ def fold_into_producer(graph: gs.Graph, bn: gs.Node) -> bool:
 
 class FoldBatchNorm(Pass):
     name = "fold_batchnorm"
-    invalidates = ("ranges",)
 
     def run(self, model, ctx):
         graph = to_gs(model)

@@ -12,6 +12,7 @@ import onnx_graphsurgeon as gs
 from qpass.ir.datatypes import set_annotation
 from qpass.ir.graph import from_gs, to_gs
 from qpass.analysis.intinfo import LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, linear_bounds, signed_bits
+from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.ops.common import QONNX_DOMAINS
 
@@ -55,14 +56,14 @@ def _reason(node: gs.Node, notes: dict, memo: dict) -> str:
 
 class IntegerReport(Pass):
     name = "integer_report"
-    provides = ("integer_report",)
+    preserves = (Calibration,)  # it only annotates tensor types
 
     def run(self, model, ctx):
         graph = to_gs(model)
         memo: dict = {}
         layers, float_ops = [], []
         annotations = {}
-        notes = ctx.facts.get("streamline_notes", {})
+        notes = ctx.report.streamline_notes
         inputs = {t.name for t in graph.inputs}
         head_memo: dict = {}
         for node in graph.nodes:
@@ -110,7 +111,7 @@ class IntegerReport(Pass):
             for name, dt in annotations.items():
                 set_annotation(out, name, dt)
         inside = [f for f in float_ops if not f["allowed"]]
-        ctx.facts["integer_report"] = {"layers": layers, "float_ops": float_ops, "integer_only": not inside}
+        ctx.report.results["integer_report"] = {"layers": layers, "float_ops": float_ops, "integer_only": not inside}
         verdict = "integer-only between input quantisers and float head" if not inside else \
             f"{len(inside)} float ops inside the integer region"
         return PassResult(out, bool(annotations), [verdict])

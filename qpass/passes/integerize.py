@@ -26,8 +26,6 @@ from qpass.ops.common import QONNX_DOMAINS
 
 
 class _IntPass(Pass):
-    invalidates = ("ranges",)
-
     def run(self, model, ctx):
         graph = to_gs(model)
         self.names = NameAllocator.for_gs(graph)
@@ -206,7 +204,7 @@ class IntegerAdd(_IntPass):
             da, db = dequant_of(node.inputs[0]), dequant_of(node.inputs[1])
             if da is None or db is None or not (is_pow2(da[1]) and is_pow2(db[1])):
                 if da is not None and db is not None:
-                    ctx.facts.setdefault("streamline_notes", {})[node.name] = (
+                    ctx.report.streamline_notes[node.name] = (
                         f"Add of branches scaled {float(da[1]):.6g} and {float(db[1]):.6g}: not both powers of two, so "
                         "the sum is not an exact integer op (use fixed/dfp activation formats)")
                 continue
@@ -239,7 +237,7 @@ class IntegerPool(_IntPass):
             d = dequant_of(node.inputs[0])
             x = node.inputs[0]
             if d is not None and not is_pow2(d[1]):
-                ctx.facts.setdefault("streamline_notes", {})[node.name] = (
+                ctx.report.streamline_notes[node.name] = (
                     f"average of values scaled {float(d[1]):.6g}: not a power of two, so not an exact integer sum")
             if d is None or not is_pow2(d[1]) or x.shape is None or len(x.shape) != 4:
                 continue

@@ -15,6 +15,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedOpError
 from qpass.ir.graph import NameAllocator, from_gs, main_opset, to_gs
+from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.ops.common import QONNX_DOMAINS, QPASS_DOMAIN, int_bounds, mt_channel_axis
 
@@ -193,7 +194,7 @@ class LowerOptions:
 
 class LowerOrt(Pass):
     name = "lower_ort"
-    provides = ("ort_compatible",)
+    preserves = (Calibration,)  # as before the analysis manager: lowering kept the calibrated ranges
     Options = LowerOptions
 
     def run(self, model, ctx):

@@ -34,8 +34,6 @@ class NormalizeOptions:
 
 class Normalize(Pass):
     name = "normalize"
-    provides = ("normalized",)
-    invalidates = ("ranges",)
     Options = NormalizeOptions
 
     def run(self, model, ctx):

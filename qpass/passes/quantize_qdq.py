@@ -27,6 +27,7 @@ import onnx_graphsurgeon as gs
 
 from ..errors import PipelineError
 from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.ops.common import refuse_if_quantized
 from qpass.formats.qdq_params import AffineParams, INT_RANGES, activation_params, quantize, symmetric_weight_params
@@ -387,9 +388,7 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts: QuantizeQDQOptions):
 
 class QuantizeQDQ(Pass):
     name = "quantize_qdq"
-    requires = ("ranges",)
-    provides = ("quantized",)
-    invalidates = ("ranges",)
+    requires = (Calibration,)
     Options = QuantizeQDQOptions
 
     def run(self, model, ctx):
@@ -399,10 +398,10 @@ class QuantizeQDQ(Pass):
         if main_opset(model) < 13:
             raise PipelineError("quantize_qdq needs opset >= 13 (run 'normalize' first)")
         graph = to_gs(model)
-        plan, qc = quantize_graph(graph, ctx.facts["ranges"], self.opts)
+        plan, qc = quantize_graph(graph, ctx.analyses.get(Calibration, model).ranges, self.opts)
         out = from_gs(graph, model)
         quantized = [n for n in plan.nodes if n not in plan.float_reasons and n not in plan.fused_activations]
-        ctx.facts["quantization"] = {
+        ctx.report.results["quantization"] = {
             "quantized_nodes": quantized,
             "fused_activations": list(plan.fused_activations),
             "float_nodes": dict(plan.float_reasons),

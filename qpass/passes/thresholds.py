@@ -127,7 +127,7 @@ class ChainRewrite(_IntPass):
     PRODUCERS = LINEAR_OPS + ("Add", "ReduceSum")
 
     def rewrite(self, graph, ctx):
-        reasons = ctx.facts.setdefault("streamline_notes", {})
+        reasons = ctx.report.streamline_notes
         count = 0
         for node in list(graph.nodes):
             if not node.outputs or node.domain in QONNX_DOMAINS or node.op not in self.PRODUCERS:

@@ -1,50 +1,24 @@
 """The pass manager: runs a pipeline of passes over a private copy of a model.
 
-After every pass it re-checks the graph (ONNX checker + strict shape inference), records wall time and node-count
-change, optionally dumps the model, and keeps ``ctx.facts`` consistent with what each pass requires, provides and
-invalidates. ``Repeat`` runs a group of passes to a fixed point.
+Before any work it checks that every pass will have its inputs and analyses (simulating which analyses each pass
+establishes and which survive the passes that change the graph). After every pass it re-checks the graph (ONNX
+checker + strict shape inference), drops the analyses the pass did not preserve, records wall time and node-count
+change, and optionally dumps the model. ``Repeat`` runs a group of passes to a fixed point.
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Union
+from typing import Union
 
 import onnx
 
 from qpass.errors import PipelineError, QpassError
 from qpass.ir.model_io import PROTO_LIMIT, save_model
+from .analyses import is_preserved
+from .context import PassContext, PassRecord
 from .pass_base import Pass, PassResult
-
-
-@dataclass
-class PassRecord:
-    name: str
-    seconds: float
-    nodes_before: int
-    nodes_after: int
-    changed: bool
-    notes: list[str] = field(default_factory=list)
-    iteration: int | None = None
-
-
-@dataclass
-class PassContext:
-    """What passes share during one pipeline run: configuration, facts, records and instruments."""
-
-    config: dict[str, Any] = field(default_factory=dict)
-    facts: dict[str, Any] = field(default_factory=dict)
-    records: list[PassRecord] = field(default_factory=list)
-    dump_dir: Path | None = None
-    verify: bool = True
-    disabled: set[str] = field(default_factory=set)
-    instruments: list[Callable[[str, Pass, onnx.ModelProto, PassRecord | None], None]] = field(default_factory=list)
-    progress: bool = True
-    _dump_count: int = 0
-
-    def log(self, message: str) -> None:
-        self.facts.setdefault("log", []).append(message)
 
 
 @dataclass
@@ -98,16 +72,29 @@ class PassManager:
         self.ctx = ctx or PassContext()
 
     def check_requirements(self) -> None:
-        """Fail before any work if a pass needs a fact that nothing before it provides."""
-        have = set(self.ctx.facts)
-        for p in self.pipeline.flat_passes():
-            if p.name in self.ctx.disabled:
-                continue
-            missing = [r for r in p.requires if r not in have]
-            if missing:
-                hint = _providers_hint(missing)
-                raise PipelineError(f"pass {p.name!r} needs {', '.join(missing)}{hint}")
-            have.update(p.provides)
+        """Fail before any work if a pass will lack an input or an analysis: one that is not computable and that no
+        earlier pass establishes, or that a pass changing the graph in between does not preserve (each Repeat group
+        is simulated twice, as its passes run again)."""
+        have = {kind: "" for kind in self.ctx.analyses.available()}  # analysis -> the pass that established it
+        dropped: dict = {}  # analysis -> (established by, dropped by)
+        for p in self._simulated_passes():
+            self._refuse_if_lacking(p, have, dropped)
+            for kind in [k for k in have if not is_preserved(k, p.preserves)]:
+                dropped[kind] = (have.pop(kind), p.name)
+            for kind in p.provides:
+                have[kind] = p.name
+                dropped.pop(kind, None)
+
+    def _refuse_if_lacking(self, p: Pass, have, dropped: dict) -> None:
+        missing = [k for k in p.requires if k not in have and not k.computable]
+        missing_inputs = self.ctx.inputs.missing(p.inputs)
+        if missing or missing_inputs:
+            raise PipelineError(_requirement_message(p, missing, missing_inputs, dropped))
+
+    def _simulated_passes(self):
+        for step in self.pipeline.steps:
+            passes = step.passes * 2 if isinstance(step, Repeat) else [step]
+            yield from (p for p in passes if p.name not in self.ctx.disabled)
 
     def run(self, model: onnx.ModelProto) -> onnx.ModelProto:
         self.check_requirements()
@@ -134,9 +121,8 @@ class PassManager:
     def _run_pass(self, p: Pass, model: onnx.ModelProto, iteration: int | None = None):
         if p.name in self.ctx.disabled:
             return model, False
-        missing = [r for r in p.requires if r not in self.ctx.facts]
-        if missing:
-            raise PipelineError(f"pass {p.name!r} needs {', '.join(missing)}{_providers_hint(missing)}")
+        self._refuse_if_lacking(p, self.ctx.analyses.available(), {})
+        self.ctx.analyses.begin_pass()
         for inst in self.ctx.instruments:
             inst("before", p, model, None)
         before = len(model.graph.node)
@@ -151,30 +137,35 @@ class PassManager:
             raise PipelineError(f"pass {p.name!r} returned {type(result).__name__}, not PassResult")
         out = result.model
         if result.changed:
-            for fact in p.invalidates:
-                self.ctx.facts.pop(fact, None)
+            self.ctx.analyses.after_change(p.preserves)
             if self.ctx.verify:
                 out = verify_model(out, p.name)
-        for fact in p.provides:
-            self.ctx.facts.setdefault(fact, True)
         rec = PassRecord(p.describe(), time.perf_counter() - t0, before, len(out.graph.node), result.changed,
                          list(result.notes), iteration)
-        self.ctx.records.append(rec)
+        self.ctx.report.records.append(rec)
         if self.ctx.dump_dir is not None:
-            self.ctx._dump_count += 1
+            self.ctx.dump_count += 1
             suffix = f"_it{iteration}" if iteration else ""
-            save_model(out, Path(self.ctx.dump_dir) / f"{self.ctx._dump_count:02d}_{p.name}{suffix}.onnx")
+            save_model(out, Path(self.ctx.dump_dir) / f"{self.ctx.dump_count:02d}_{p.name}{suffix}.onnx")
         for inst in self.ctx.instruments:
             inst("after", p, out, rec)
         return out, result.changed
 
 
-def _providers_hint(missing) -> str:
+def _requirement_message(p: Pass, missing: list, missing_inputs: list[str], dropped: dict) -> str:
+    """One line: what ``p`` lacks and what to do about it."""
     from qpass.pipeline.registry import providers_of
 
-    names = providers_of(missing)
+    head = f"pass {p.name!r} needs {', '.join([k.name for k in missing] + missing_inputs)}"
+    names = providers_of(missing) if missing else []
+    gone = [k for k in missing if k in dropped]
+    if gone:
+        established, dropper = dropped[gone[0]]
+        fix = " or ".join(repr(n) for n in names) or (repr(established) if established else "")
+        return head + f", which {dropper!r} drops as it changes the graph" + (f" (run {fix} after {dropper!r})"
+                                                                               if fix else "")
     if names:
-        return f" (run {' or '.join(repr(n) for n in names)} before it)"
-    if "calibration_data" in missing:
-        return " (give calibration data with --calib NPZ)"
-    return ""
+        return head + f" (run {' or '.join(repr(n) for n in names)} before it)"
+    if "calibration_data" in missing_inputs:
+        return head + " (give calibration data with --calib NPZ)"
+    return head

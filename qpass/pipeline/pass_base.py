@@ -1,4 +1,5 @@
-"""The pass protocol: a pass is a small class with a name, what it needs and what it establishes.
+"""The pass protocol: a pass is a small class with a name, the inputs and analyses it needs, the analyses it
+establishes and those that stay valid when it changes the graph.
 
 ``run(model, ctx)`` returns ``PassResult(model, changed)`` (qonnx's contract). The pass manager owns the model it
 hands to a pass (one private copy per pipeline run), so a pass may rewrite it in place or return a new one; it never
@@ -13,6 +14,7 @@ from typing import Any, ClassVar
 import onnx
 
 from qpass.errors import PipelineError
+from .analyses import Analysis
 
 
 @dataclass
@@ -30,12 +32,14 @@ class NoOptions:
 class Pass:
     #: registry name, used in pipeline files
     name: ClassVar[str] = ""
-    #: facts (keys of ``ctx.facts``) that must exist before the pass runs
-    requires: ClassVar[tuple[str, ...]] = ()
-    #: facts the pass establishes
-    provides: ClassVar[tuple[str, ...]] = ()
-    #: facts the pass makes stale (they are dropped after it changes the graph)
-    invalidates: ClassVar[tuple[str, ...]] = ()
+    #: fields of ``ctx.inputs`` (qpass.pipeline.context.PassInputs) that must be given, e.g. "calibration_data"
+    inputs: ClassVar[tuple[str, ...]] = ()
+    #: analyses the pass reads with ``ctx.analyses.get``: computable ones, or ones an earlier pass established
+    requires: ClassVar[tuple[type[Analysis], ...]] = ()
+    #: analyses the pass establishes (``ctx.analyses.put``)
+    provides: ClassVar[tuple[type[Analysis], ...]] = ()
+    #: analyses still valid after the pass changed the graph (the rest are dropped); PRESERVES_ALL: never changes it
+    preserves: ClassVar[tuple[type[Analysis], ...]] = ()
     #: dataclass of the pass's options; fields are the option names accepted in pipeline files
     Options: ClassVar[type] = NoOptions
 

@@ -61,6 +61,6 @@ def get_pass_class(name: str):
     return cls
 
 
-def providers_of(facts) -> list[str]:
-    """Names of the built-in passes that provide any of ``facts`` (for error hints)."""
-    return sorted(n for n in PASSES if set(get_pass_class(n).provides) & set(facts))
+def providers_of(analyses) -> list[str]:
+    """Names of the built-in passes that establish any of ``analyses`` (for error hints)."""
+    return sorted(n for n in PASSES if set(get_pass_class(n).provides) & set(analyses))

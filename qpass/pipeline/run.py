@@ -6,11 +6,13 @@ report) all run pipelines through here; nothing below the front ends calls ``qpa
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import onnx
 
-from qpass.pipeline.manager import PassContext, PassManager, PassRecord, Pipeline
+from qpass.pipeline.analyses import AnalysisManager
+from qpass.pipeline.context import PassContext, PassRecord, PassReport
+from qpass.pipeline.manager import PassManager, Pipeline
 from qpass.pipeline.pass_base import Pass
 
 SNAPSHOT_BEFORE = ("quantize_qdq", "fakequant", "lower_ort")
@@ -18,21 +20,34 @@ SNAPSHOT_BEFORE = ("quantize_qdq", "fakequant", "lower_ort")
 
 @dataclass
 class OptimizeResult:
+    """The optimised model, the run's report (records, log, per-pass results, snapshots) and the analyses still
+    valid for ``model`` (e.g. ``result.analyses.cached(Calibration)``)."""
+
     model: onnx.ModelProto
-    records: list[PassRecord]
-    facts: dict[str, Any] = field(default_factory=dict)
+    report: PassReport = field(default_factory=PassReport)
+    analyses: AnalysisManager = field(default_factory=AnalysisManager)
     pipeline: Pipeline | None = None
+
+    @property
+    def records(self) -> list[PassRecord]:
+        return self.report.records
+
+    @property
+    def facts(self) -> Mapping[str, Any]:
+        """The report output by key, read-only: ``facts["quantization"]``, ``["fakequant"]``, ``["bitwidth"]``,
+        ``["integer_report"]``, ``["log"]``, ``["snapshots"]``."""
+        return self.report.facts()
 
 
 def snapshot_instrument(ctx: PassContext):
     """An instrument keeping the model as it was before quantisation and before lowering (for reports, golden
-    runs and the HLS backend): ``facts["snapshots"][pass name]``."""
+    runs and the HLS backend): ``ctx.report.snapshots[pass name]``."""
 
     def inst(when: str, p, model: onnx.ModelProto, rec) -> None:
         if when == "before" and p.name in SNAPSHOT_BEFORE:
             snap = onnx.ModelProto()
             snap.CopyFrom(model)
-            ctx.facts.setdefault("snapshots", {})[p.name] = snap
+            ctx.report.snapshots[p.name] = snap
 
     return inst
 
@@ -58,15 +73,15 @@ def run_passes(model: onnx.ModelProto, passes: Pipeline | Sequence[Pass | str | 
     if snapshots:
         ctx.instruments.append(snapshot_instrument(ctx))
     out = PassManager(pipeline, ctx).run(model)
-    return OptimizeResult(out, ctx.records, ctx.facts, pipeline)
+    return OptimizeResult(out, ctx.report, ctx.analyses, pipeline)
 
 
 def qonnx_model(result: OptimizeResult) -> onnx.ModelProto:
     """The model before lowering to standard ONNX (the final model when the pipeline has no lowering)."""
-    return result.facts.get("snapshots", {}).get("lower_ort", result.model)
+    return result.report.snapshots.get("lower_ort", result.model)
 
 
 def float_model(result: OptimizeResult) -> onnx.ModelProto | None:
     """The normalised float model right before quantisation, if the pipeline quantised."""
-    snaps = result.facts.get("snapshots", {})
+    snaps = result.report.snapshots
     return snaps.get("quantize_qdq") or snaps.get("fakequant")

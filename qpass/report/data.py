@@ -127,14 +127,15 @@ def collect(src: onnx.ModelProto, result, samples: SampleSet | None, metrics: di
 
     model = qonnx_model(result)
     ref = float_model(result) or src
+    results = result.report.results
     data = {
         "model": src.graph.name, "pipeline": result.pipeline.name if result.pipeline else "",
         "timeline": [{"pass": r.name, "seconds": r.seconds, "nodes_before": r.nodes_before,
                       "nodes_after": r.nodes_after, "changed": r.changed, "iteration": r.iteration, "notes": r.notes}
                      for r in result.records],
-        "metrics": metrics or {}, "quantisers": [], "integer_report": result.facts.get("integer_report"),
+        "metrics": metrics or {}, "quantisers": [], "integer_report": results.get("integer_report"),
     }
-    bw = result.facts.get("bitwidth")
+    bw = results.get("bitwidth")
     if bw:
         keep = ("source", "cost", "avg_weight_bits", "relative_accuracy", "accuracy", "agreement", "sqnr_db",
                 "widths", "chosen", "pareto")

@@ -17,13 +17,30 @@ from qpass.ir.atomic import write_text
 MAX_PLOTS = 40
 
 
-def _png(entry: dict) -> str | None:
+def _pyplot():
+    """matplotlib.pyplot on the Agg backend, or None without matplotlib."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
+        return None
+    return plt
+
+
+def _encoded(fig, plt) -> str:
+    """The figure as a base64 PNG (the figure is closed)."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return base64.b64encode(buf.getvalue()).decode("ascii")
+
+
+def _png(entry: dict) -> str | None:
+    plt = _pyplot()
+    if plt is None:
         return None
     h = entry.get("histogram")
     if not h or not h["counts"]:
@@ -36,20 +53,12 @@ def _png(entry: dict) -> str | None:
         ax.axvline(x, color="#c44e52", lw=1.2)
     ax.set_title(entry["quantiser"][:48], fontsize=8)
     ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return _encoded(fig, plt)
 
 
 def _pareto_png(bw: dict) -> str | None:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
+    plt = _pyplot()
+    if plt is None:
         return None
     pts = [p for p in bw.get("points", []) if p.get("sqnr_db") is not None]
     if not pts:
@@ -64,11 +73,7 @@ def _pareto_png(bw: dict) -> str | None:
     ax.set_ylabel("output SQNR (dB)", fontsize=8)
     ax.set_title("bitwidth search: measured assignments, Pareto front, chosen", fontsize=8)
     ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return base64.b64encode(buf.getvalue()).decode("ascii")
+    return _encoded(fig, plt)
 
 
 def _fmt(v, digits=3) -> str:

@@ -16,7 +16,7 @@ def summary_lines(src: onnx.ModelProto, result) -> list[str]:
         it = f" #{r.iteration}" if r.iteration else ""
         nodes = f"{r.nodes_before}->{r.nodes_after}"
         lines.append(f"{(r.name + it)[:27]:<28}{r.seconds * 1000:>7.0f}ms{nodes:>14}  {'; '.join(r.notes)}")
-    q = result.facts.get("quantization")
+    q = result.report.results.get("quantization")
     if q:
         lines.append(f"nodes quantized: {len(q['quantized_nodes'])} "
                      f"(+{len(q['fused_activations'])} activations fused)")
@@ -27,15 +27,15 @@ def summary_lines(src: onnx.ModelProto, result) -> list[str]:
             for reason, count in reasons.most_common():
                 lines.append(f"  {count} x {reason}")
         lines.append("ops in result: " + ", ".join(f"{k} {v}" for k, v in hist.items()))
-    fq = result.facts.get("fakequant")
+    fq = result.report.results.get("fakequant")
     if fq:
         lines += fakequant_lines(fq)
-    bw = result.facts.get("bitwidth")
+    bw = result.report.results.get("bitwidth")
     if bw and bw.get("table"):
         from qpass.search.report import table_lines
 
         lines += ["bitwidth assignment:"] + table_lines(bw["table"])
-    ir = result.facts.get("integer_report")
+    ir = result.report.results.get("integer_report")
     if ir:
         lines += integer_lines(ir)
     return lines

@@ -3,11 +3,12 @@ a weight-memory budget, and hand the result to the following ``fakequant`` pass 
 
     - calibrate: {method: minmax}
     - bitwidth: {target: "relative_accuracy>=0.99", cost: memory}     # or avg_bits: 4
-    - fakequant                                                        # applies ctx.facts["bitwidth"]["rules"]
+    - fakequant                                          # applies ctx.report.results["bitwidth"]["rules"]
 
-It reads the calibration samples (``ctx.facts["calibration_data"]``) and, when present, evaluation samples with
-labels (``ctx.facts["eval_data"]``, a SampleSet) for the search and its verification; the calibrate pass's
-observers give the activation scales. The model is not changed. ``ctx.facts["bitwidth"]`` receives ``rules``
+It reads the calibration samples (``ctx.inputs.calibration_data``) and, when present, evaluation samples with
+labels (``ctx.inputs.eval_data``, a SampleSet) for the search and its verification; the calibrate pass's
+observers (the ``Calibration`` analysis) give the activation scales. The model is not changed.
+``ctx.report.results["bitwidth"]`` receives ``rules``
 (fakequant rules that reproduce the chosen assignment: append them to fakequant's own, later rules win),
 ``placement`` (``intrinsic`` when accumulators were searched), ``table``, ``pareto``, ``points``, ``cost``,
 ``metric`` (verified through onnxruntime), ``compression`` and ``notes``. Options: ``qpass.search.BitwidthOptions``.
@@ -15,36 +16,35 @@ observers give the activation scales. The model is not changed. ``ctx.facts["bit
 from __future__ import annotations
 
 from qpass.search.options import BitwidthOptions
-from ..errors import PipelineError
+from qpass.pipeline.analyses import PRESERVES_ALL, Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 
 
 class Bitwidth(Pass):
     name = "bitwidth"
-    requires = ("ranges", "calibration_data")
-    provides = ("bitwidth",)
+    inputs = ("calibration_data",)
+    requires = (Calibration,)
+    preserves = PRESERVES_ALL
     Options = BitwidthOptions
 
     def run(self, model, ctx):
-        calib = ctx.facts.get("calibration_data")
-        if calib is None:  # pragma: no cover - the manager checks requirements first
-            raise PipelineError("pass 'bitwidth' needs calibration data (give it with --calib NPZ)")
         from qpass.search.core import run_search
 
-        a = run_search(model, ctx.facts, calib, ctx.facts.get("eval_data"), self.opts, progress=ctx.progress)
+        a = run_search(model, ctx.analyses.get(Calibration, model), ctx.inputs.calibration_data,
+                       ctx.inputs.eval_data, self.opts, progress=ctx.progress)
         notes = []
         if not self.opts.report_dir and ctx.dump_dir is not None:
             notes += a.write(ctx.dump_dir)
-        facts = a.facts()
-        facts["notes"] = facts["notes"] + notes
-        ctx.facts["bitwidth"] = facts
+        summary = a.facts()
+        summary["notes"] = summary["notes"] + notes
+        ctx.report.results["bitwidth"] = summary
         c = a.compression
         goal = f"target {a.target}" if a.target else f"avg_bits <= {a.avg_bits:g}"
         head = (f"{goal} {'met' if a.met else 'MISSED'}: weights {c['avg_weight_bits']:.2f} bits on average "
                 f"({c['float32']:.2f}x smaller than float32, {c['int8']:.2f}x than int8), "
                 f"cost {a.cost:.6g} {a.cost_unit}, " + _metric_text(a.metric) +
                 f"; {len(a.rules)} fakequant rules in facts['bitwidth']")
-        for line in facts["notes"]:
+        for line in summary["notes"]:
             ctx.log(f"bitwidth: {line}")
         return PassResult(model, False, [head] + a.notes[-3:])
 

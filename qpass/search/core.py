@@ -54,16 +54,17 @@ def _subsample(data: SampleSet, k: int, seed: int) -> SampleSet:
 
 
 # ---------------------------------------------------------------------------------------------- verification
-def _verify(model: onnx.ModelProto, facts: dict, fq_opts: dict, data: SampleSet, reference: np.ndarray,
+def _verify(model: onnx.ModelProto, calibration, fq_opts: dict, data: SampleSet, reference: np.ndarray,
             threads: int, intrinsic: bool):
     """The real thing: fakequant (with the rules) + lower_ort, run through onnxruntime on ``data``."""
     from qpass.ir.ort_session import run_samples
-    from qpass.pipeline.manager import PassContext, PassManager, Pipeline
+    from qpass.pipeline.context import PassContext
+    from qpass.pipeline.manager import PassManager, Pipeline
     from ..passes.fakequant import FakeQuant
     from ..passes.lower_ort import LowerOrt
 
-    ctx = PassContext(facts={"ranges": facts.get("ranges", {}), "observers": facts.get("observers", {})},
-                      progress=False)
+    ctx = PassContext(progress=False)
+    ctx.analyses.put(calibration)
     qonnx = PassManager(Pipeline("bitwidth-verify", [FakeQuant(**fq_opts)]), ctx).run(model)
     lowered = PassManager(Pipeline("bitwidth-verify", [LowerOrt()]), ctx).run(qonnx)
     out_name = lowered.graph.output[0].name
@@ -81,7 +82,7 @@ def _verify(model: onnx.ModelProto, facts: dict, fq_opts: dict, data: SampleSet,
         for n in qonnx.graph.node:
             for x in n.input:
                 readers.setdefault(x, []).append(n)
-        for node in (ctx.facts.get("fakequant") or {}).get("accumulators", {}):
+        for node in (ctx.report.results.get("fakequant") or {}).get("accumulators", {}):
             lin = next((n for n in qonnx.graph.node if n.name == node), None)
             quants = [r for r in readers.get(lin.output[0], []) if r.op_type == "Quant"] if lin is not None else []
             if quants:
@@ -122,12 +123,12 @@ def _float_reference(model: onnx.ModelProto, data: SampleSet, threads: int) -> n
 
 
 # ---------------------------------------------------------------------------------------------- search
-def run_search(model: onnx.ModelProto, facts: dict, calib: SampleSet, eval_data: SampleSet | None,
+def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data: SampleSet | None,
                opts: BitwidthOptions, progress: bool = False) -> Assignment:
-    """The search on a normalised, BN-folded, calibrated model (``facts`` holds the calibrate pass's observers)."""
+    """The search on a normalised, BN-folded, calibrated model (``calibration``: the calibrate pass's analysis)."""
     t_start = time.perf_counter()
     run = SearchRun(opts, parse_target(opts.target) if opts.target is not None else None)
-    observers = facts.get("observers")
+    observers = calibration.observers
     if not observers:
         raise QpassError("bitwidth: no calibrated ranges (run the calibrate pass before bitwidth)")
     run.data = _samples(run, calib, eval_data)
@@ -143,7 +144,7 @@ def run_search(model: onnx.ModelProto, facts: dict, calib: SampleSet, eval_data:
     if run.opt.evals >= opts.max_evals:
         run.notes.append(f"the search stopped after max_evals={opts.max_evals} measured assignments")
     t0 = time.perf_counter()
-    ver = _verify_until_met(run, model, facts)
+    ver = _verify_until_met(run, model, calibration)
     run.secs["verify"] = time.perf_counter() - t0
     _note_ort_default(run, ver)
     run.secs["total"] = time.perf_counter() - t_start
@@ -309,7 +310,7 @@ def _accumulators(run: SearchRun) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- verification loop
-def _verify_until_met(run: SearchRun, model: onnx.ModelProto, facts: dict) -> Verification:
+def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Verification:
     """Verify with the real pipeline (fakequant + lower_ort through onnxruntime); while the target is missed,
     search again with a wider margin (twice at most), else back off one site."""
     opts, target = run.opts, run.target
@@ -317,7 +318,7 @@ def _verify_until_met(run: SearchRun, model: onnx.ModelProto, facts: dict) -> Ve
     fa = output_metrics(reference, reference, run.data.verify.labels).get("accuracy")
     backoffs = escalations = 0
     while True:
-        ver = _verify_once(run, model, facts, reference, fa)
+        ver = _verify_once(run, model, calibration, reference, fa)
         if run.budget_mode or target.met(ver.metric):
             return ver
         if backoffs >= opts.max_backoff:
@@ -351,14 +352,14 @@ def _verify_until_met(run: SearchRun, model: onnx.ModelProto, facts: dict) -> Ve
             run.acc = {n: e["exact_bits"] for n, e in run.exact.items() if run.space.probe.has_accumulator(n)}
 
 
-def _verify_once(run: SearchRun, model: onnx.ModelProto, facts: dict, reference: np.ndarray,
+def _verify_once(run: SearchRun, model: onnx.ModelProto, calibration, reference: np.ndarray,
                  float_accuracy) -> Verification:
     opts = run.opts
     rules = fakequant_rules(run.sites, run.excluded, run.chosen, run.acc, opts, run.space)
     fq_opts = {"weights": format_spec(opts.weights, 8), "activations": format_spec(opts.activations, 8),
                "weight_granularity": opts.weight_granularity, "calibrator": opts.calibrator,
                "placement": opts.placement, "rules": rules}
-    out, qonnx, lowered, saturation = _verify(model, facts, fq_opts, run.data.verify, reference, opts.threads,
+    out, qonnx, lowered, saturation = _verify(model, calibration, fq_opts, run.data.verify, reference, opts.threads,
                                               opts.placement == "intrinsic" and bool(run.acc))
     labels = run.data.verify.labels
     verified = output_metrics(reference, out, labels, float_accuracy)
@@ -421,7 +422,8 @@ def search(model, calib, eval=None, target: str | None = None, cost: str = "memo
     """
     from qpass.ir.model_io import parse_model
     from qpass.ir.samples import as_samples
-    from qpass.pipeline.manager import PassContext
+    from qpass.pipeline.analyses import Calibration
+    from qpass.pipeline.context import PassContext, PassInputs
     from qpass.pipeline.run import run_passes
 
     opts = BitwidthOptions(target=target, cost=cost, avg_bits=avg_bits, seed=seed, **options)
@@ -431,11 +433,10 @@ def search(model, calib, eval=None, target: str | None = None, cost: str = "memo
     eval_set = as_samples(eval, model) if eval is not None else None
     methods = [opts.calibrator] if opts.calibrator == "minmax" else [opts.calibrator, "minmax"]
     t0 = time.perf_counter()
-    ctx = PassContext(progress=progress)
-    ctx.facts["calibration_data"] = calib_set
+    ctx = PassContext(inputs=PassInputs(calibration_data=calib_set), progress=progress)
     prep = run_passes(model, ["normalize", "fold_batchnorm", {"calibrate": {"method": methods}}], ctx)
     prepared = time.perf_counter() - t0
-    a = run_search(prep.model, prep.facts, calib_set, eval_set, opts, progress)
+    a = run_search(prep.model, prep.analyses.cached(Calibration), calib_set, eval_set, opts, progress)
     a.seconds = {"prepare": prepared, **a.seconds}
     a.seconds["total"] += prepared
     return a
