@@ -19,7 +19,7 @@ FLOAT_BITS = 32
 
 @dataclass
 class Assignment:
-    """What ``qpass.search.search`` returns (and the ``bitwidth`` pass stores as ``ctx.facts['bitwidth']``)."""
+    """What ``qpass.search.search`` returns (and the ``bitwidth`` pass stores as ``ctx.report.results['bitwidth']``)."""
 
     widths: dict[str, int]  # site key ("w:<node>" / "a:<tensor>") -> bits
     rules: list[dict]  # fakequant rules reproducing the assignment (append to fakequant's rules; later win)
@@ -53,7 +53,7 @@ class Assignment:
         return {"rules": [dict(r) for r in self.rules], "placement": self.placement}
 
     def facts(self) -> dict:
-        """JSON-serialisable summary (what the pass puts in ``ctx.facts['bitwidth']``)."""
+        """JSON-serialisable summary (what the pass puts in ``ctx.report.results['bitwidth']``)."""
         return {"rules": [dict(r) for r in self.rules], "placement": self.placement, "table": self.table,
                 "pareto": self.pareto, "points": self.points, "uniform": self.uniform, "cost": self.cost,
                 "cost_kind": self.cost_kind, "cost_unit": self.cost_unit, "metric": self.metric,
