@@ -88,8 +88,9 @@ class Quant(OpDef):
     @classmethod
     def lower(cls, b, node: gs.Node, opset: int) -> None:
         """QuantizeLinear -> (Clip) -> DequantizeLinear when onnxruntime's integer kernels compute the same
-        values (ROUND, even integral zero point, positive per-tensor or per-axis scale, 2-8 bits, 16 at opset
-        >= 21); a constant input becomes stored codes + DequantizeLinear; otherwise float32 emulation."""
+        values (ROUND, even integral zero point, positive per-tensor or per-axis scale, 2-8 bits, or the full
+        16-bit range at opset >= 21: onnxruntime has no 16-bit Clip); a constant input becomes stored codes +
+        DequantizeLinear; otherwise float32 emulation."""
         x, s_t, z_t, bw_t = node.inputs[:4]
         scale, zp, bits = _const(s_t), _const(z_t), _const(bw_t)
         if bits is None:
@@ -100,7 +101,7 @@ class Quant(OpDef):
         native = (scale is not None and zp is not None and mode in ("ROUND", "HALF_EVEN")
                   and np.all(zp == np.round(zp)) and np.all(np.mod(zp, 2) == 0)  # round(v+z) = round(v)+z: even z
                   and np.all(scale > 0) and np.unique(zp).size == 1
-                  and bits > 1 and (bits <= 8 or (bits <= 16 and opset >= 21)))
+                  and bits > 1 and (bits <= 8 or (opset >= 21 and (lo, hi) == _full_16_bit(signed))))
         axis = _per_axis(scale, len(x.shape) if x.shape is not None else None) if native else "no"
         if native and axis != "no" and isinstance(x, gs.Constant) and signed and bits <= 8 and np.all(zp == 0):
             _lower_constant(b, node, scale, axis, lo, hi)
@@ -108,6 +109,10 @@ class Quant(OpDef):
             _lower_qdq(b, node, scale, zp, axis, bits, signed, lo, hi)
         else:
             _lower_float(b, node, scale, zp, lo, hi, cls.is_sign(node, bits), mode)
+
+
+def _full_16_bit(signed: bool) -> tuple[int, int]:
+    return QuantizeLinear.code_range(QuantizeLinear.storage_dtype(16, signed))
 
 
 def _per_axis(scale: np.ndarray, x_rank: int | None) -> int | None | str:
