@@ -30,7 +30,8 @@ def one_node(op_type, x, params: dict, attrs: dict, opset=17, x_const=False, dom
     ins = [] if x_const else [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))]
     if x_const:
         inits.append(numpy_helper.from_array(x, "x"))
-    g = helper.make_graph([node], "g", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))], inits)
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, list(x.shape))
+    g = helper.make_graph([node], "g", ins, [y], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset), helper.make_opsetid(domain, 1)])
 
 
@@ -187,6 +188,10 @@ def test_every_op_with_a_lowering_is_checked_against_onnxruntime():
     assert with_lowering == COVERED
 
 
+def test_the_quantizers_are_the_ops_rounding_onto_a_grid():
+    assert {cls for cls in OPS.values() if cls.quantizer} == {Quant, BipolarQuant, Trunc}
+
+
 def test_the_table_agrees_with_the_classes():
     for (domain, op_type), cls in OPS.items():
         assert domain in cls.domains and (op_type == cls.op_type or (cls, op_type) == (Quant, "IntQuant"))
@@ -204,6 +209,27 @@ def test_element_wise_ops_keep_the_input_shape(cls):
     assert cls.infer_shape(node, [[2, 3, "N"], [3]]) == [[2, 3, "N"]]
 
 
+def test_shape_stand_ins_let_onnx_infer_shapes_through_the_custom_ops():
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    inits = [numpy_helper.from_array(np.asarray(v, F32), k) for k, v in
+             {"s": 1.0, "z": 0.0, "b": 4.0, "t": np.zeros((1, 3))}.items()]
+    nodes = [helper.make_node("Quant", ["x", "s", "z", "b"], ["q"], domain=QONNX_DOMAIN),
+             helper.make_node("Relu", ["q"], ["r"]),
+             helper.make_node("MultiThreshold", ["r", "t"], ["y"], domain=QONNX_DOMAIN, out_dtype="UINT2")]
+    g = helper.make_graph(nodes, "g", [x], [y], inits)
+    for i, n in enumerate(g.node):
+        cls = get_op(n.domain, n.op_type)
+        stand = cls.shape_stand_in(n) if cls is not None else None
+        if stand is not None:
+            g.node[i].CopyFrom(stand)
+    inferred = onnx.shape_inference.infer_shapes(helper.make_model(g), strict_mode=True)
+    dims = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(inferred.graph.value_info) + list(inferred.graph.output)}
+    assert dims["q"] == dims["r"] == dims["y"] == [2, 3, 4]
+    assert QuantizeLinear.shape_stand_in(helper.make_node("QuantizeLinear", ["a", "b"], ["c"])) is None
+
+
 def _partition_node(tmp_path):
     x = helper.make_tensor_value_info("a", TensorProto.FLOAT, [1, 8])
     y = helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 4])
@@ -219,6 +245,7 @@ def test_partition_shape_comes_from_its_model(tmp_path):
     node, _ = _partition_node(tmp_path)
     store = PartitionStore(base_dir=tmp_path)
     assert StreamingDataflowPartition.infer_shape(node, [[1, 8]], store) == [[1, 4]]
+    assert StreamingDataflowPartition.shape_stand_in(node) is None
     with pytest.raises(QpassError, match="PartitionStore"):
         StreamingDataflowPartition.infer_shape(node, [[1, 8]])
 
@@ -240,6 +267,8 @@ def test_quant_and_trunc_refuse_an_unknown_rounding_mode(cls):
     x = np.zeros((2, 3), F32)
     m = one_node(cls.op_type, x, {f"p{i}": F32(4) for i in range(n_in)}, {"rounding_mode": "bankers"})
     _golden_refuses(m, "BANKERS")
+    with pytest.raises(UnsupportedOpError, match="rounding_mode 'BANKERS'"):
+        qpass.optimize(m, pipeline=LOWER)
 
 
 def test_quant_lowering_refuses_a_run_time_bit_width():

@@ -10,14 +10,11 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from qpass.ops import BipolarQuant, Quant, op_of
+from qpass.ops.base import const_value as const
 from qpass.ops.common import LINEAR_OPS, ORDER_ONLY_OPS
 
 #: ops that only move values (an integer input gives an integer output with the same range)
 TRANSPARENT_OPS = ORDER_ONLY_OPS
-
-
-def const(t) -> np.ndarray | None:
-    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
 
 
 def _consts(node: gs.Node) -> list:

@@ -7,7 +7,9 @@ input is computed at run time).
 
 - ``attrs``: the attribute schema, ``{name: Attr(kind, default, allowed)}``.
 - ``check(node)``: None, or why the node's attributes are not supported (every user refuses such a node).
-- ``infer_shape(node, input_shapes)``: the output shapes.
+- ``infer_shape(node, input_shapes)``: the output shapes; ``shape_stand_in(node)``: a standard ONNX node with the
+  same output shape for ONNX shape inference (qonnx's ``make_shape_compatible_op``), None when there is none.
+- ``quantizer``: the op rounds its input onto an integer grid (Quant, BipolarQuant, Trunc).
 - ``execute(node, *inputs)``: numpy float32, the definition of the op's numbers (None: not executable here).
 - ``saturated(node, *inputs)``: how many elements a clipping quantiser saturated (the reference's statistics).
 - ``int_range(node, consts)``: the exact integer range of the output when it is integer codes, else None.
@@ -20,6 +22,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, ClassVar
 
 import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
 
 from qpass.ops.common import attr as _raw_attr
 
@@ -50,6 +54,7 @@ class OpDef:
     op_type: ClassVar[str] = ""
     domains: ClassVar[tuple[str, ...]] = ()
     attrs: ClassVar[dict[str, Attr]] = {}
+    quantizer: ClassVar[bool] = False
     #: numpy semantics ``execute(node, *inputs)``, or None when the op does not run in the reference here
     execute: ClassVar[Callable | None] = None
     #: ``lower(builder, node, opset)``, or None when the op has no lowering to standard ONNX
@@ -79,6 +84,11 @@ class OpDef:
         return [input_shapes[0]]
 
     @classmethod
+    def shape_stand_in(cls, node: onnx.NodeProto) -> onnx.NodeProto | None:
+        """The default, element-wise: Identity from input 0 to output 0."""
+        return onnx.helper.make_node("Identity", [node.input[0]], [node.output[0]], name=node.name)
+
+    @classmethod
     def int_range(cls, node, consts: list) -> tuple[float, float] | None:
         return None
 
@@ -90,3 +100,8 @@ def scalar(v) -> float:
 
 def f32(v) -> np.ndarray:
     return np.asarray(v, dtype=F32)
+
+
+def const_value(t) -> np.ndarray | None:
+    """The value of a graphsurgeon tensor when it is a constant, else None (what a lowering can fold)."""
+    return np.asarray(t.values) if isinstance(t, gs.Constant) else None

@@ -9,6 +9,7 @@ from qpass.ops.common import QONNX_DOMAIN, QPASS_DOMAIN
 
 class BipolarQuant(OpDef):
     op_type = "BipolarQuant"
+    quantizer = True
     domains = (QONNX_DOMAIN, QPASS_DOMAIN)
 
     @staticmethod

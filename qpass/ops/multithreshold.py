@@ -10,12 +10,8 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from qpass.errors import UnsupportedOpError
-from qpass.ops.base import F32, Attr, OpDef
+from qpass.ops.base import Attr, F32, OpDef, const_value
 from qpass.ops.common import QONNX_DOMAIN, QPASS_DOMAIN, mt_channel_axis
-
-
-def _const(t) -> np.ndarray | None:
-    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
 
 
 class MultiThreshold(OpDef):
@@ -66,7 +62,7 @@ class MultiThreshold(OpDef):
     def lower(cls, b, node: gs.Node, opset: int) -> None:
         """Unsqueeze x, compare with T broadcast along the channel axis, count (ReduceSum), scale and shift."""
         x, t = node.inputs[:2]
-        thr = _const(t)
+        thr = const_value(t)
         if thr is None or x.shape is None:
             raise UnsupportedOpError(f"MultiThreshold {node.name!r} needs constant thresholds and a known input rank")
         thr = cls.rows(thr)

@@ -68,6 +68,11 @@ class StreamingDataflowPartition(OpDef):
         return None
 
     @classmethod
+    def shape_stand_in(cls, node):
+        """None: the shapes are the partition model's (``infer_shape``)."""
+        return None
+
+    @classmethod
     def infer_shape(cls, node, input_shapes: list, partitions: "PartitionStore | None" = None) -> list:
         """The partition model's graph output shapes (``None`` for a dimension without a value)."""
         if partitions is None:

@@ -21,6 +21,11 @@ class QuantizeLinear(OpDef):
              "saturate": Attr(int, 1)}
 
     @classmethod
+    def shape_stand_in(cls, node):
+        """None: ONNX infers the op itself."""
+        return None
+
+    @classmethod
     def check(cls, node) -> str | None:
         if cls.attr(node, "block_size"):
             return "blocked quantisation (block_size) is not supported"

@@ -12,18 +12,15 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from qpass.errors import UnsupportedOpError
-from qpass.ops.base import F32, Attr, OpDef, f32, scalar
+from qpass.ops.base import Attr, F32, OpDef, const_value, f32, scalar
 from qpass.ops.common import QONNX_DOMAIN, QPASS_DOMAIN, ROUNDING_MODES, int_bounds
 from qpass.ops.qdq import QuantizeLinear
 from qpass.ops.rounding import lower_rounding, round_array
 
 
-def _const(t) -> np.ndarray | None:
-    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
-
-
 class Quant(OpDef):
     op_type = "Quant"
+    quantizer = True
     domains = (QONNX_DOMAIN, QPASS_DOMAIN)
     attrs = {"signed": Attr(int, 1), "narrow": Attr(int, 1),
              "rounding_mode": Attr(str, "ROUND", ROUNDING_MODES)}
@@ -92,7 +89,7 @@ class Quant(OpDef):
         16-bit range at opset >= 21: onnxruntime has no 16-bit Clip); a constant input becomes stored codes +
         DequantizeLinear; otherwise float32 emulation."""
         x, s_t, z_t, bw_t = node.inputs[:4]
-        scale, zp, bits = _const(s_t), _const(z_t), _const(bw_t)
+        scale, zp, bits = const_value(s_t), const_value(z_t), const_value(bw_t)
         if bits is None:
             raise UnsupportedOpError(f"Quant node {node.name!r} has a run-time bit width; qpass needs a constant")
         bits = int(scalar(bits))

@@ -13,17 +13,14 @@ import numpy as np
 import onnx_graphsurgeon as gs
 
 from qpass.errors import UnsupportedOpError
-from qpass.ops.base import F32, Attr, OpDef, f32, scalar
+from qpass.ops.base import Attr, F32, OpDef, const_value, f32, scalar
 from qpass.ops.common import QONNX_DOMAIN, QPASS_DOMAIN, ROUNDING_MODES, int_bounds
 from qpass.ops.rounding import lower_rounding, round_array
 
 
-def _const(t) -> np.ndarray | None:
-    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
-
-
 class Trunc(OpDef):
     op_type = "Trunc"
+    quantizer = True
     domains = (QONNX_DOMAIN, QPASS_DOMAIN)
     attrs = {"rounding_mode": Attr(str, "FLOOR", ROUNDING_MODES), "signed": Attr(int, 1), "narrow": Attr(int, 0)}
 
@@ -60,7 +57,7 @@ class Trunc(OpDef):
         if n not in (5, 6, 7):
             raise UnsupportedOpError(f"Trunc node {node.name!r} has {n} inputs (5, 6 or 7 expected)")
         x, s, z, in_bw = node.inputs[:4]
-        consts = [_const(t) for t in ((in_bw, node.inputs[4]) if n == 5 else (s, node.inputs[4], node.inputs[-1]))]
+        consts = [const_value(t) for t in ((in_bw, node.inputs[4]) if n == 5 else (s, node.inputs[4], node.inputs[-1]))]
         if any(c is None for c in consts):
             raise UnsupportedOpError(f"Trunc node {node.name!r} has run-time bit widths" if n == 5 else
                                      f"Trunc node {node.name!r}: Trunc v2 needs constant scales and output width")

@@ -36,6 +36,10 @@ class LowerOrt(Pass):
         missing = sorted({f"{n.domain}::{n.op}" for n, op in custom if op is None or op.lower is None})
         if missing:
             raise UnsupportedOpError(f"no ONNX lowering for {', '.join(missing)}")
+        for node, op in custom:
+            reason = op.check(node)
+            if reason:
+                raise UnsupportedOpError(f"{node.domain}::{node.op} node {node.name!r}: {reason}")
         b = GraphBuilder(graph)
         for node, op in custom:
             op.lower(b.at(node.name or node.op), node, opset)
