@@ -9,43 +9,37 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from qpass.ops.common import QONNX_DOMAINS, int_bounds
-from qpass.ops.common import LINEAR_OPS
+from qpass.ops import BipolarQuant, Quant, op_of
+from qpass.ops.base import const_value as const
+from qpass.ops.common import LINEAR_OPS, ORDER_ONLY_OPS
 
-TRANSPARENT_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+#: ops that only move values (an integer input gives an integer output with the same range)
+TRANSPARENT_OPS = ORDER_ONLY_OPS
 
 
-def const(t) -> np.ndarray | None:
-    return np.asarray(t.values) if isinstance(t, gs.Constant) else None
+def _consts(node: gs.Node) -> list:
+    return [const(t) for t in node.inputs]
 
 
 def is_quant(node: gs.Node, op: str = "Quant") -> bool:
-    return node.op == op and node.domain in QONNX_DOMAINS
+    """``node`` is an instance of the op class named ``op`` (Quant also as IntQuant; any QONNX or qpass domain)."""
+    cls = op_of(node)
+    return cls is not None and cls.op_type == op
 
 
 def quant_params(node: gs.Node):
     """(scale, zp, bits, signed, narrow, rounding) of a Quant node with constant parameters, else None."""
-    if not is_quant(node) or len(node.inputs) < 4:
-        return None
-    s, z, b = (const(t) for t in node.inputs[1:4])
-    if s is None or z is None or b is None:
-        return None
-    mode = node.attrs.get("rounding_mode", "ROUND")
-    mode = mode.decode() if isinstance(mode, bytes) else mode
-    return (s.astype(np.float32), z.astype(np.float64), int(b), bool(node.attrs.get("signed", 1)),
-            bool(node.attrs.get("narrow", 1)), str(mode).upper())
+    return Quant.params(node, _consts(node)) if is_quant(node) else None
 
 
 def is_int_quant(node: gs.Node) -> bool:
     """A Quant whose output is integer codes (scale 1, integral zero point)."""
-    p = quant_params(node)
-    return p is not None and np.all(p[0] == 1) and np.all(p[1] == np.round(p[1])) and np.size(p[1]) == 1
+    return is_quant(node) and Quant.is_codes(node, _consts(node))
 
 
 def is_bipolar_codes(node: gs.Node) -> bool:
     """A BipolarQuant with scale 1: its output is the code +-1."""
-    return is_quant(node, "BipolarQuant") and const(node.inputs[1]) is not None and \
-        bool(np.all(const(node.inputs[1]) == 1))
+    return is_quant(node, "BipolarQuant") and BipolarQuant.is_codes(node, _consts(node))
 
 
 def is_pow2(v) -> bool:
@@ -73,15 +67,13 @@ def weight_codes(t) -> tuple[np.ndarray, np.ndarray] | None:
         vals, s = const(q.inputs[0]), const(q.inputs[1])
         if vals is None or s is None:
             return None
-        return np.where(vals.astype(np.float32) >= 0, 1.0, -1.0), s.astype(np.float32)
-    if not is_quant(q):
-        return None
+        return BipolarQuant.codes(vals).astype(np.float64), s.astype(np.float32)
     p = quant_params(q)
     vals = const(q.inputs[0])
     if p is None or vals is None or np.any(p[1] != 0):
         return None
     s = p[0]
-    lo, hi = int_bounds(p[2], p[3], p[4])
+    lo, hi = Quant.grid(q, p[2])
     codes = np.clip(np.round(vals.astype(np.float32) / s), lo, hi).astype(np.float64)
     return codes, s
 
@@ -106,21 +98,9 @@ def _int_range(t, memo):
     if not t.inputs:
         return None
     node = t.inputs[0]
-    if is_int_quant(node):
-        p = quant_params(node)
-        lo, hi = int_bounds(p[2], p[3], p[4])
-        z = float(np.asarray(p[1]).reshape(-1)[0])
-        return lo - z, hi - z
-    if node.op == "BipolarQuant" and node.domain in QONNX_DOMAINS and np.all(const(node.inputs[1]) == 1):
-        return -1.0, 1.0
-    if node.op == "MultiThreshold" and node.domain in QONNX_DOMAINS:
-        thr = const(node.inputs[1])
-        s = float(node.attrs.get("out_scale", 1.0))
-        b = float(node.attrs.get("out_bias", 0.0))
-        if thr is None or s != round(s) or b != round(b):
-            return None
-        ends = (b, b + s * thr.shape[-1])
-        return min(ends), max(ends)
+    op = op_of(node)
+    if op is not None:  # the quantisers, MultiThreshold, ...: their class knows
+        return op.int_range(node, _consts(node))
     if node.op in TRANSPARENT_OPS:
         return int_range(node.inputs[0], memo)
     if node.op == "Cast":

@@ -1,15 +1,9 @@
-"""The quantisation ops qpass writes into graphs, and their domains.
+"""Facts shared by every op class and by the passes: the op domains and their aliases, QONNX's rounding modes,
+the linear ops, the MultiThreshold channel axis, attribute access, and which ops mark a model as quantised.
 
-QONNX ops (domain ``qonnx.custom_op.general``; ``finn.custom_op.general`` is read as an alias):
-  Quant(x, scale, zeropt, bitwidth; signed=1, narrow=0, rounding_mode="ROUND")
-      y = x / scale + zeropt; y = clip(y, min_int, max_int); y = round_mode(y); out = (y - zeropt) * scale
-  BipolarQuant(x, scale)             out = where(x >= 0, +1, -1) * scale
-  Trunc(x, scale, zeropt, in_bw, out_bw; rounding_mode="FLOOR")
-      y = round(x / scale + zeropt) / 2^(in_bw - out_bw); y = round_mode(y); out = (y - zeropt) * scale
-  MultiThreshold(x, T; out_dtype, out_scale=1, out_bias=0, data_layout)
-      out = out_scale * #{t : x >= T[c, t]} + out_bias      (c = channel of x under data_layout)
-qpass ops (domain ``qpass``) cover the formats that do not fit QONNX's integer grid; see qpass/formats.
-All arithmetic is float32, in the order written, so the golden simulator and the lowered ONNX graph agree.
+The ops themselves are one class each in this package (``qpass.ops.OPS``): QONNX's Quant / IntQuant,
+BipolarQuant, Trunc and MultiThreshold (domain ``qonnx.custom_op.general``, aliases below, also answered in the
+``qpass`` domain), ONNX's QuantizeLinear / DequantizeLinear and qpass's StreamingDataflowPartition.
 """
 from __future__ import annotations
 
@@ -26,6 +20,8 @@ QONNX_DOMAINS = (QONNX_DOMAIN,) + tuple(d for d, c in DOMAIN_ALIASES.items() if 
 ROUNDING_MODES = tuple(m for m in _FORMAT_ROUNDING if m != "STOCHASTIC")
 #: layers with a weight operand (input 1) whose output channels scale independently
 LINEAR_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+#: ops that only move or select values: integer codes stay integer codes of the same grid through them
+ORDER_ONLY_OPS = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout")
 
 __all__ = ["int_bounds"]  # re-exported: ops and passes take the integer grid from here or qpass.formats
 

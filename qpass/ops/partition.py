@@ -20,9 +20,11 @@ from typing import Callable, Iterable
 import onnx
 
 from qpass.errors import QpassError
+from qpass.ops.base import Attr, OpDef
+from qpass.ops.common import QPASS_DOMAIN
 
 PARTITION_OP = "StreamingDataflowPartition"
-PARTITION_DOMAIN = "qpass"
+PARTITION_DOMAIN = QPASS_DOMAIN
 
 Runner = Callable[[dict], dict]
 
@@ -32,18 +34,52 @@ def model_sha256(model: onnx.ModelProto) -> str:
 
 
 def is_partition(node) -> bool:
-    return node.op_type == PARTITION_OP and node.domain == PARTITION_DOMAIN
+    """A partition node (onnx NodeProto or graphsurgeon Node)."""
+    return getattr(node, "op_type", getattr(node, "op", None)) == PARTITION_OP and node.domain == PARTITION_DOMAIN
 
 
 def partition_ref(node: onnx.NodeProto) -> tuple[str, str | None]:
     """``(model file, sha256 or None)`` of a partition node (a QpassError when it names no model)."""
-    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
-    rel = attrs.get("model")
-    if not rel:
-        raise QpassError(f"dataflow partition node {node.name!r} has no 'model' attribute")
-    sha = attrs.get("model_sha256")
-    return (rel.decode() if isinstance(rel, bytes) else str(rel)), \
-        (sha.decode() if isinstance(sha, bytes) else sha)
+    return StreamingDataflowPartition.ref(node)
+
+
+class StreamingDataflowPartition(OpDef):
+    """The op's facts. Its reference kernel (``qpass.reference.ops_partition``) runs the partition model with a
+    nested interpreter; it has no lowering (``qpass.hw.partition.inline_partitions`` puts the body back)."""
+
+    op_type = PARTITION_OP
+    domains = (PARTITION_DOMAIN,)
+    attrs = {"model": Attr(str, ""), "model_sha256": Attr(str, ""), "partition_id": Attr(int, 0)}
+
+    @classmethod
+    def ref(cls, node) -> tuple[str, str | None]:
+        """``(model file, sha256 or None)`` (a QpassError when the node names no model)."""
+        rel = cls.attr(node, "model")
+        if not rel:
+            raise QpassError(f"dataflow partition node {node.name!r} has no 'model' attribute")
+        return rel, cls.attr(node, "model_sha256") or None
+
+    @classmethod
+    def check(cls, node) -> str | None:
+        try:
+            cls.ref(node)
+        except QpassError as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    def shape_stand_in(cls, node):
+        """None: the shapes are the partition model's (``infer_shape``)."""
+        return None
+
+    @classmethod
+    def infer_shape(cls, node, input_shapes: list, partitions: "PartitionStore | None" = None) -> list:
+        """The partition model's graph output shapes (``None`` for a dimension without a value)."""
+        if partitions is None:
+            raise QpassError(f"the output shapes of partition {node.name!r} need its PartitionStore")
+        model = partitions.resolve(*cls.ref(node))
+        return [[d.dim_value if d.HasField("dim_value") else None for d in o.type.tensor_type.shape.dim]
+                for o in model.graph.output]
 
 
 class PartitionStore:

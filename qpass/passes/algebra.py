@@ -20,7 +20,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.ir.builder import GraphBuilder
+from qpass.ir.graph import from_gs, to_gs
 from qpass.pipeline.pass_base import Pass, PassResult
 from .fold_batchnorm import LINEAR_OPS, _out_channel_axis, bn_affine
 
@@ -79,7 +80,7 @@ def _bypass(graph: gs.Graph, node: gs.Node) -> None:
 class _GraphPass(Pass):
     def run(self, model, ctx):
         graph = to_gs(model)
-        self.names = NameAllocator.for_gs(graph)
+        self.b = GraphBuilder(graph)
         n = self.rewrite(graph)
         if not n:
             return PassResult(model, False)
@@ -87,9 +88,6 @@ class _GraphPass(Pass):
 
     def rewrite(self, graph: gs.Graph) -> int:
         raise NotImplementedError
-
-    def const(self, base: str, value) -> gs.Constant:
-        return gs.Constant(self.names(base), np.asarray(value, np.float32))
 
 
 class BatchNormToAffine(_GraphPass):
@@ -108,12 +106,12 @@ class BatchNormToAffine(_GraphPass):
             shape = [1] * len(x.shape)
             shape[1] = a.size
             dt = np.float32
-            mid = gs.Variable(self.names(bn.name + "_scaled"), dtype=dt)
+            mid = self.b.var(bn.name + "_scaled", dtype=dt)
             y = bn.outputs[0]
-            graph.nodes.append(gs.Node("Mul", self.names(bn.name + "_mul"), inputs=[
-                x, self.const(bn.name + "_a", a.reshape(shape).astype(dt))], outputs=[mid]))
-            graph.nodes.append(gs.Node("Add", self.names(bn.name + "_add"), inputs=[
-                mid, self.const(bn.name + "_b", b.reshape(shape).astype(dt))], outputs=[y]))
+            self.b.node("Mul", [x, self.b.const(a.reshape(shape).astype(dt), name=bn.name + "_a")], [mid],
+                        name=bn.name + "_mul")
+            self.b.node("Add", [mid, self.b.const(b.reshape(shape).astype(dt), name=bn.name + "_b")], [y],
+                        name=bn.name + "_add")
             bn.inputs.clear()
             bn.outputs.clear()
             count += 1
@@ -132,7 +130,7 @@ class FoldConstArith(_GraphPass):
                     continue
                 new = -v if node.op == "Sub" else 1.0 / v
                 node.op = "Add" if node.op == "Sub" else "Mul"
-                node.inputs[1] = self.const(node.name + "_c", new.astype(np.float32))
+                node.inputs[1] = self.b.const(new.astype(np.float32), name=node.name + "_c")
                 count += 1
             elif node.op in ("Mul", "Add") and self._fold_into_producer(graph, node):
                 count += 1
@@ -168,15 +166,15 @@ class FoldConstArith(_GraphPass):
         if node.op == "Mul":
             shape = [1] * w.ndim
             shape[axis] = channels
-            prod.inputs[1] = self.const(prod.inputs[1].name + "_m",
-                                         (w.astype(np.float64) * vec.reshape(shape)).astype(w.dtype))
+            prod.inputs[1] = self.b.const((w.astype(np.float64) * vec.reshape(shape)).astype(w.dtype),
+                                          name=prod.inputs[1].name + "_m")
             bias = bias * vec
         else:
             bias = bias + vec
         if prod.op != "MatMul":
             while len(prod.inputs) < 3:
                 prod.inputs.append(gs.Variable.empty())
-            prod.inputs[2] = self.const(prod.name + "_bias", bias.astype(w.dtype))
+            prod.inputs[2] = self.b.const(bias.astype(w.dtype), name=prod.name + "_bias")
         _bypass(graph, node)
         return True
 
@@ -206,7 +204,7 @@ class CollapseRepeated(_GraphPass):
                 continue
             y = node.outputs[0]
             prev.inputs[0] = x0
-            prev.inputs[1] = self.const(prev.name + "_c", combined)
+            prev.inputs[1] = self.b.const(combined, name=prev.name + "_c")
             prev.outputs[0] = y
             node.inputs.clear()
             node.outputs.clear()
@@ -264,8 +262,8 @@ class MovePast(_GraphPass):
         shape = [1] * w.ndim
         shape[w_in_axis] = cin
         if self.op == "Mul":
-            nxt.inputs[1] = self.const(nxt.inputs[1].name + "_m",
-                                        (w * vec.reshape(shape)).astype(np.float32))
+            nxt.inputs[1] = self.b.const((w * vec.reshape(shape)).astype(np.float32),
+                                         name=nxt.inputs[1].name + "_m")
         else:
             if nxt.op == "Conv" and any(int(p) for p in nxt.attrs.get("pads", [])) or \
                     nxt.attrs.get("auto_pad", "NOTSET") not in ("NOTSET", "VALID", b"NOTSET", b"VALID"):
@@ -276,7 +274,7 @@ class MovePast(_GraphPass):
             b = _const(nxt.inputs[2]).astype(np.float64) if len(nxt.inputs) > 2 and nxt.inputs[2].name else 0.0
             while len(nxt.inputs) < 3:
                 nxt.inputs.append(gs.Variable.empty())
-            nxt.inputs[2] = self.const(nxt.name + "_bias", (b + contrib).astype(np.float32))
+            nxt.inputs[2] = self.b.const((b + contrib).astype(np.float32), name=nxt.name + "_bias")
         _bypass(graph, node)
         return True
 
@@ -294,7 +292,7 @@ class MoveMulPast(MovePast):
                 (scalar or nxt.op == "Relu"):
             # swap: x -> nxt -> Mul -> out
             out = nxt.outputs[0]
-            mid = gs.Variable(self.names(out.name + "_unscaled"), dtype=out.dtype, shape=out.shape)
+            mid = self.b.var(out.name + "_unscaled", out, out.dtype)
             nxt.inputs[0] = x
             nxt.outputs[0] = mid
             k = node.inputs[1] if _const(node.inputs[1]) is not None else node.inputs[0]
@@ -316,14 +314,13 @@ class MoveMulPast(MovePast):
                 return False
             muls.append((prod, op[0]))
         out = cat.outputs[0]
-        mid = gs.Variable(self.names(out.name + "_unscaled"), dtype=out.dtype, shape=out.shape)
+        mid = self.b.var(out.name + "_unscaled", out, out.dtype)
         for i, (m, x) in enumerate(muls):
             cat.inputs[i] = x
             m.inputs.clear()
             m.outputs.clear()
         cat.outputs[0] = mid
-        graph.nodes.append(gs.Node("Mul", self.names(cat.name + "_scale"), inputs=[mid, self.const(cat.name + "_s", s)],
-                                   outputs=[out]))
+        self.b.node("Mul", [mid, self.b.const(s, name=cat.name + "_s")], [out], name=cat.name + "_scale")
         return True
 
 

@@ -18,7 +18,8 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.ir.builder import GraphBuilder
+from qpass.ir.graph import from_gs, to_gs
 from qpass.analysis.intinfo import (LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, is_pow2, is_quant,
                        quant_params, weight_codes)
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -28,24 +29,26 @@ from qpass.ops.common import QONNX_DOMAINS
 class _IntPass(Pass):
     def run(self, model, ctx):
         graph = to_gs(model)
-        self.names = NameAllocator.for_gs(graph)
-        self.graph = graph
+        self.b = GraphBuilder(graph)
         n = self.rewrite(graph, ctx)
         if not n:
             return PassResult(model, False)
         return PassResult(from_gs(graph, model), True, [f"{n} rewrites"])
 
+    # the GraphBuilder under the names thresholds.py and requantize.py (subclasses) still call
+
+    @property
+    def names(self):
+        return self.b.names
+
     def const(self, base, value, dtype=np.float32) -> gs.Constant:
-        return gs.Constant(self.names(base), np.asarray(value, dtype))
+        return self.b.const(value, dtype, name=base)
 
     def var(self, base, like: gs.Tensor | None = None, dtype=np.float32) -> gs.Variable:
-        return gs.Variable(self.names(base), dtype=dtype, shape=None if like is None else like.shape)
+        return self.b.var(base, like, dtype)
 
     def node(self, op, inputs, outputs, attrs=None, domain=None) -> gs.Node:
-        n = gs.Node(op, self.names(f"{outputs[0].name}_{op}"), attrs=attrs or {}, inputs=inputs, outputs=outputs,
-                    domain=domain)
-        self.graph.nodes.append(n)
-        return n
+        return self.b.node(op, inputs, outputs, attrs, domain)
 
 
 def dequant_of(t: gs.Tensor):
@@ -77,23 +80,23 @@ class ToIntCodes(_IntPass):
                 if p is None or is_int_quant(q) or np.size(p[0]) != 1 or np.size(p[1]) != 1:
                     continue
                 x, y = q.inputs[0], q.outputs[0]
-                scaled = self.var(f"{x.name}_div")
-                self.node("Div", [x, self.const(f"{q.name}_s", p[0].reshape(()))], [scaled])
-                codes = self.var(f"{y.name}_codes", y)
+                scaled = self.b.var(f"{x.name}_div")
+                self.b.node("Div", [x, self.b.const(p[0].reshape(()), name=f"{q.name}_s")], [scaled])
+                codes = self.b.var(f"{y.name}_codes", y)
                 q.inputs[0] = scaled
-                q.inputs[1] = self.const(f"{q.name}_one", 1.0)
+                q.inputs[1] = self.b.const(1.0, name=f"{q.name}_one")
                 q.outputs[0] = codes
-                self.node("Mul", [codes, self.const(f"{q.name}_deq", p[0].reshape(()))], [y])
+                self.b.node("Mul", [codes, self.b.const(p[0].reshape(()), name=f"{q.name}_deq")], [y])
                 count += 1
             elif is_quant(q, "BipolarQuant"):
                 s = const(q.inputs[1])
                 if s is None or np.all(s == 1):
                     continue
                 y = q.outputs[0]
-                codes = self.var(f"{y.name}_codes", y)
-                q.inputs[1] = self.const(f"{q.name}_one", 1.0)
+                codes = self.b.var(f"{y.name}_codes", y)
+                q.inputs[1] = self.b.const(1.0, name=f"{q.name}_one")
                 q.outputs[0] = codes
-                self.node("Mul", [codes, self.const(f"{q.name}_deq", s)], [y])
+                self.b.node("Mul", [codes, self.b.const(s, name=f"{q.name}_deq")], [y])
                 count += 1
         return count
 
@@ -117,11 +120,11 @@ class MoveDequant(_IntPass):
             if len(nxt.outputs) != 1:
                 continue
             out = nxt.outputs[0]
-            moved = self.var(f"{out.name}_codes", out)
+            moved = self.b.var(f"{out.name}_codes", out)
             nxt.inputs[0] = c
             nxt.outputs[0] = moved
             m.inputs[0] = moved
-            m.inputs[1] = self.const(f"{m.name}_s", s)
+            m.inputs[1] = self.b.const(s, name=f"{m.name}_s")
             m.outputs[0] = out
             count += 1
         return count
@@ -169,26 +172,26 @@ class IntegerLinear(_IntPass):
                 bias = node.inputs[2]
             y = node.outputs[0]
             rank = len(y.shape) if y.shape is not None else None
-            acc = self.var(f"{y.name}_acc", y)
+            acc = self.b.var(f"{y.name}_acc", y)
             node.inputs[0] = c
-            node.inputs[1] = self.const(f"{node.name}_wcodes", codes)
+            node.inputs[1] = self.b.const(codes, name=f"{node.name}_wcodes")
             while len(node.inputs) > 2:
                 node.inputs.pop()
             node.outputs[0] = acc
             shaped = s_comb.reshape(_channel_shape(node, rank, channels)) if s_comb.size > 1 else s_comb.reshape(())
             if bias is None:
-                self.node("Mul", [acc, self.const(f"{node.name}_scale", shaped)], [y])
+                self.b.node("Mul", [acc, self.b.const(shaped, name=f"{node.name}_scale")], [y])
             else:
-                mid = self.var(f"{y.name}_scaled", y)
-                self.node("Mul", [acc, self.const(f"{node.name}_scale", shaped)], [mid])
+                mid = self.b.var(f"{y.name}_scaled", y)
+                self.b.node("Mul", [acc, self.b.const(shaped, name=f"{node.name}_scale")], [mid])
                 b = bias
                 bv = const(b) if isinstance(b, gs.Constant) else None
                 if bv is not None:
-                    b = self.const(f"{node.name}_bias", bv.reshape(_channel_shape(node, rank, bv.size)))
+                    b = self.b.const(bv.reshape(_channel_shape(node, rank, bv.size)), name=f"{node.name}_bias")
                 elif b.inputs and is_quant(b.inputs[0]) and isinstance(b.inputs[0].inputs[0], gs.Constant):
                     bv = np.asarray(b.inputs[0].inputs[0].values, np.float32)  # already on its grid
-                    b = self.const(f"{node.name}_bias", bv.reshape(_channel_shape(node, rank, bv.size)))
-                self.node("Add", [mid, b], [y])
+                    b = self.b.const(bv.reshape(_channel_shape(node, rank, bv.size)), name=f"{node.name}_bias")
+                self.b.node("Add", [mid, b], [y])
             count += 1
         return count
 
@@ -215,13 +218,13 @@ class IntegerAdd(_IntPass):
             y = node.outputs[0]
             a_in = ca
             if factor != 1:
-                a_in = self.var(f"{ca.name}_aligned", ca)
-                self.node("Mul", [ca, self.const(f"{node.name}_align", factor)], [a_in])
-            acc = self.var(f"{y.name}_acc", y)
+                a_in = self.b.var(f"{ca.name}_aligned", ca)
+                self.b.node("Mul", [ca, self.b.const(factor, name=f"{node.name}_align")], [a_in])
+            acc = self.b.var(f"{y.name}_acc", y)
             node.inputs[0] = a_in
             node.inputs[1] = cb
             node.outputs[0] = acc
-            self.node("Mul", [acc, self.const(f"{node.name}_scale", sb)], [y])
+            self.b.node("Mul", [acc, self.b.const(sb, name=f"{node.name}_scale")], [y])
             count += 1
         return count
 
@@ -247,8 +250,8 @@ class IntegerPool(_IntPass):
                 if not all(isinstance(v, int) for v in x.shape[2:]):
                     continue
                 n = int(x.shape[2] * x.shape[3])
-                summed = self.var(f"{y.name}_sum", y)
-                self.node("ReduceSum", [c, self.const(f"{node.name}_axes", [2, 3], np.int64)], [summed],
+                summed = self.b.var(f"{y.name}_sum", y)
+                self.b.node("ReduceSum", [c, self.b.const([2, 3], np.int64, name=f"{node.name}_axes")], [summed],
                           attrs={"keepdims": 1})
             else:
                 if any(int(p) for p in node.attrs.get("pads", [])) or int(node.attrs.get("ceil_mode", 0)):
@@ -257,16 +260,16 @@ class IntegerPool(_IntPass):
                 n, channels = int(np.prod(k)), x.shape[1]
                 if not isinstance(channels, int):
                     continue
-                summed = self.var(f"{y.name}_sum", y)
+                summed = self.b.var(f"{y.name}_sum", y)
                 # the window sum as a depthwise Conv with a kernel of ones: exact on integers
                 attrs = {"group": channels, "kernel_shape": k}
                 if "strides" in node.attrs:
                     attrs["strides"] = list(node.attrs["strides"])
-                self.node("Conv", [c, self.const(f"{node.name}_ones", np.ones([channels, 1] + k))], [summed],
+                self.b.node("Conv", [c, self.b.const(np.ones([channels, 1] + k), name=f"{node.name}_ones")], [summed],
                           attrs=attrs)
-            scaled = self.var(f"{y.name}_scaled", y)
-            self.node("Mul", [summed, self.const(f"{node.name}_s", s)], [scaled])
-            self.node("Div", [scaled, self.const(f"{node.name}_n", float(n))], [y])
+            scaled = self.b.var(f"{y.name}_scaled", y)
+            self.b.node("Mul", [summed, self.b.const(s, name=f"{node.name}_s")], [scaled])
+            self.b.node("Div", [scaled, self.b.const(float(n), name=f"{node.name}_n")], [y])
             node.inputs.clear()
             node.outputs.clear()
             count += 1

@@ -26,7 +26,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from ..errors import PipelineError
-from qpass.ir.graph import NameAllocator, from_gs, to_gs
+from qpass.ir.builder import GraphBuilder
+from qpass.ir.graph import from_gs, to_gs
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.ops.common import refuse_if_quantized
@@ -173,8 +174,7 @@ def _float_reason(node: gs.Node, op_types: set, opts: QuantizeQDQOptions) -> str
 
 @dataclass
 class _Ctx:
-    graph: gs.Graph
-    names: NameAllocator
+    b: GraphBuilder
     ranges: dict
     opts: QuantizeQDQOptions
     params: dict = field(default_factory=dict)  # tensor name -> AffineParams
@@ -182,8 +182,9 @@ class _Ctx:
     missing_range: list = field(default_factory=list)
     huge_range: dict = field(default_factory=dict)
 
-    def const(self, base: str, value) -> gs.Constant:
-        return gs.Constant(self.names(base), np.asarray(value))
+    @property
+    def graph(self) -> gs.Graph:
+        return self.b.graph
 
 
 def _act_params(qc: _Ctx, t: gs.Tensor) -> AffineParams | None:
@@ -215,33 +216,30 @@ def _insert_qdq(qc: _Ctx, t: gs.Variable, p: AffineParams) -> None:
     only when the DQ feeds that op alone.
     """
     g = qc.graph
-    scale = qc.const(t.name + "_scale", p.scale)
-    zp = qc.const(t.name + "_zero_point", p.zero_point)
-    q_out = gs.Variable(qc.names(t.name + "_quantized"), dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
+    scale = qc.b.const(p.scale, None, name=t.name + "_scale")
+    zp = qc.b.const(p.zero_point, None, name=t.name + "_zero_point")
+    q_out = qc.b.var(t.name + "_quantized", dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
     readers = []
     for r in t.outputs:
         if r not in readers:
             readers.append(r)
 
     def dequantize_to(out: gs.Variable) -> None:
-        g.nodes.append(gs.Node("DequantizeLinear", qc.names(t.name + "_DequantizeLinear"),
-                               inputs=[q_out, scale, zp], outputs=[out]))
+        qc.b.node("DequantizeLinear", [q_out, scale, zp], [out], name=t.name + "_DequantizeLinear")
 
     if t.inputs:  # produced inside the graph: rename the producer's output, ``t`` becomes the first DQ output
-        pre = gs.Variable(qc.names(t.name + "_float"), dtype=t.dtype, shape=t.shape)
+        pre = qc.b.var(t.name + "_float", dtype=t.dtype, shape=t.shape)
         prod = t.inputs[0]
         prod.outputs[prod.outputs.index(t)] = pre
-        g.nodes.append(gs.Node("QuantizeLinear", qc.names(t.name + "_QuantizeLinear"), inputs=[pre, scale, zp],
-                               outputs=[q_out]))
+        qc.b.node("QuantizeLinear", [pre, scale, zp], [q_out], name=t.name + "_QuantizeLinear")
         dequantize_to(t)
         keep_first = 0 if t in g.outputs else 1
         rewire = readers[keep_first:]
     else:  # a graph input: every reader switches to a DQ output
-        g.nodes.append(gs.Node("QuantizeLinear", qc.names(t.name + "_QuantizeLinear"), inputs=[t, scale, zp],
-                               outputs=[q_out]))
+        qc.b.node("QuantizeLinear", [t, scale, zp], [q_out], name=t.name + "_QuantizeLinear")
         rewire = readers
     for r in rewire:
-        dq = gs.Variable(qc.names(t.name + "_dequantized"), dtype=t.dtype, shape=t.shape)
+        dq = qc.b.var(t.name + "_dequantized", dtype=t.dtype, shape=t.shape)
         dequantize_to(dq)
         for i, inp in enumerate(r.inputs):
             if inp is t:
@@ -251,13 +249,12 @@ def _insert_qdq(qc: _Ctx, t: gs.Variable, p: AffineParams) -> None:
 def _quantize_const(qc: _Ctx, node: gs.Node, idx: int, q: np.ndarray, p: AffineParams) -> None:
     """Replace a constant input by an integer initializer followed by DequantizeLinear."""
     t = node.inputs[idx]
-    qt = qc.const(t.name + "_quantized", q)
-    scale = qc.const(t.name + "_scale", p.scale)
-    zp = qc.const(t.name + "_zero_point", p.zero_point)
-    out = gs.Variable(qc.names(t.name + "_dequantized"), dtype=np.float32, shape=list(q.shape))
+    qt = qc.b.const(q, None, name=t.name + "_quantized")
+    scale = qc.b.const(p.scale, None, name=t.name + "_scale")
+    zp = qc.b.const(p.zero_point, None, name=t.name + "_zero_point")
+    out = qc.b.var(t.name + "_dequantized", shape=list(q.shape))
     attrs = {"axis": p.axis} if p.axis is not None and np.ndim(p.scale) == 1 else {}
-    qc.graph.nodes.append(gs.Node("DequantizeLinear", qc.names(t.name + "_DequantizeLinear"),
-                                  inputs=[qt, scale, zp], outputs=[out], attrs=attrs))
+    qc.b.node("DequantizeLinear", [qt, scale, zp], [out], attrs, name=t.name + "_DequantizeLinear")
     node.inputs[idx] = out
 
 
@@ -307,7 +304,7 @@ def _fuse_activation(graph: gs.Graph, act: gs.Node) -> None:
 
 def quantize_graph(graph: gs.Graph, ranges: dict, opts: QuantizeQDQOptions):
     plan = plan_quantization(graph, opts)
-    qc = _Ctx(graph, NameAllocator.for_gs(graph), ranges, opts)
+    qc = _Ctx(GraphBuilder(graph), ranges, opts)
     by_name = {n.name: n for n in graph.nodes}
     for name in plan.fused_activations:
         act = by_name[name]

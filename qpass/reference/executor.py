@@ -21,9 +21,9 @@ from onnx import numpy_helper
 from qpass.errors import QpassError, UnsupportedOpError
 from qpass.ir.graph import topo_order
 from . import ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (register kernels)
-from qpass.ops.common import int_bounds
+from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
-from .registry import QONNX_DOMAIN, NodeInfo, lookup
+from .registry import NodeInfo, lookup
 
 OVERFLOW_MODES = ("saturate", "wrap")
 
@@ -170,15 +170,16 @@ class GoldenExecutor:
 
             return _Step(list(n.inputs), list(n.outputs), run_int, n.label + " (integer)", node=n)
 
-        counts_saturation = n.op_type == "Quant" and n.domain == QONNX_DOMAIN
+        op = op_of(n)
+        saturated = op.saturated if op is not None else None
 
         def run(values, n=n, kernel=kernel):
             args = list(values)
             while args and args[-1] is None and len(args) > 0:
                 args.pop()
             out = kernel(n, *args)
-            if counts_saturation and args[0] is not None:
-                self._count_quant_saturation(n, args)
+            if saturated is not None and args[0] is not None:
+                self._count_saturation(n, saturated(n, *args))
             return list(out) if isinstance(out, (tuple, list)) else [out]
 
         return _Step(list(n.inputs), list(n.outputs), run, n.label, node=n)
@@ -202,18 +203,14 @@ class GoldenExecutor:
             elif v is not None:
                 st[k] = st.get(k, 0) + int(v)
 
-    def _count_quant_saturation(self, n: NodeInfo, args) -> None:
-        """Every quantiser counts the elements it saturated (outside its integer range before rounding)."""
-        x, scale, zeropt, bits = (np.asarray(a) for a in args[:4])
-        bits = int(np.asarray(bits).reshape(-1)[0])
-        if bits == 1 and bool(n.attr("signed", 1)):
+    def _count_saturation(self, n: NodeInfo, counts: tuple[int, int] | None) -> None:
+        """Every quantiser counts the elements it saturated (its op's ``saturated``; None: none this call)."""
+        if counts is None:
             return
-        y = x.astype(np.float32) / scale.astype(np.float32) + zeropt.astype(np.float32)
-        lo, hi = int_bounds(bits, bool(n.attr("signed", 1)), bool(n.attr("narrow", 1)))
         st = self.stats.setdefault(n.name, {"kind": "quant", "calls": 0, "outputs": 0, "saturated": 0})
         st["calls"] += 1
-        st["outputs"] += int(y.size)
-        st["saturated"] += int(np.count_nonzero((y < lo) | (y > hi)))
+        st["outputs"] += counts[0]
+        st["saturated"] += counts[1]
 
     def reset_stats(self) -> None:
         self.stats.clear()

@@ -13,21 +13,22 @@ from __future__ import annotations
 
 import numpy as np
 
-from qpass.ops.common import LINEAR_OPS
-from .registry import QONNX_DOMAIN, NodeInfo
-
-ORDER_ONLY = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity", "Dropout")
+from qpass.ops import Quant, op_of
+from qpass.ops.common import LINEAR_OPS, ORDER_ONLY_OPS
+from .registry import NodeInfo
 
 F32 = np.float32
 
 
 def _quant_scale(node: NodeInfo, consts: dict) -> np.ndarray | None:
-    if node.op_type != "Quant" or node.domain != QONNX_DOMAIN or len(node.inputs) < 4:
+    """The scale of a Quant with constant parameters and zero point 0 (its attributes do not matter: the codes
+    of a value already on its grid are round(value / scale) whatever the rounding mode, width or range)."""
+    if op_of(node) is not Quant:
         return None
-    s, z, b = (consts.get(x) for x in node.inputs[1:4])
-    if s is None or z is None or b is None or np.any(np.asarray(z) != 0):
+    p = Quant.params(node, [consts.get(x) for x in node.inputs])
+    if p is None or np.any(p[1] != 0):
         return None
-    return np.asarray(s, F32)
+    return p[0]
 
 
 def plan(nodes: list[NodeInfo], consts: dict) -> dict[str, dict]:
@@ -41,7 +42,7 @@ def plan(nodes: list[NodeInfo], consts: dict) -> dict[str, dict]:
                                     or float(n.attr("beta", 1.0)) != 1.0):
             continue
         src = producer.get(n.inputs[0])
-        while src is not None and src.op_type in ORDER_ONLY and not src.domain:
+        while src is not None and src.op_type in ORDER_ONLY_OPS and not src.domain:
             if src.op_type == "MaxPool" and len(src.outputs) > 1 and src.outputs[1]:
                 src = None
                 break
