@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
+from qpass.errors import UnsupportedOpError
 from qpass.ir.ort_session import run_samples
 from qpass.ir.samples import SampleSet
 from .metrics import accuracy, agreement, sqnr_db, top1
@@ -38,6 +39,9 @@ class BackendCheck:
     golden_accuracy: float | None
     saturation: dict
 
+    def summary(self) -> str:
+        return f"{self.identical_predictions}/{self.samples}"
+
     def lines(self) -> list[str]:
         out = [f"golden vs onnxruntime: identical predictions on {self.identical_predictions}/{self.samples} samples, "
                f"max |output diff| {self.max_abs_diff:.3g}"]
@@ -52,12 +56,30 @@ class BackendCheck:
         return out
 
 
+@dataclass
+class SkippedCheck:
+    """A check that could not run (e.g. the golden simulator has no kernel for an op), and why."""
+
+    reason: str
+
+    def summary(self) -> str:
+        return f"skipped: {self.reason}"
+
+    def lines(self) -> list[str]:
+        return [f"golden vs onnxruntime: skipped: {self.reason}"]
+
+
 def check_backends(golden_model: onnx.ModelProto, ort_model: onnx.ModelProto, samples: SampleSet,
-                   threads: int = 1) -> BackendCheck:
+                   threads: int = 1) -> BackendCheck | SkippedCheck:
+    """The golden simulator against onnxruntime; a SkippedCheck when the golden simulator cannot run the model
+    (an op without a kernel: refused when the executor is built, before any computation)."""
     from qpass.reference import GoldenExecutor, run_samples as golden_run
 
     out_name = ort_model.graph.output[0].name
-    ex = GoldenExecutor(golden_model)
+    try:
+        ex = GoldenExecutor(golden_model)
+    except UnsupportedOpError as exc:
+        return SkippedCheck(str(exc))
     g = golden_run(golden_model, samples, outputs=[out_name], executor=ex)[out_name]
     r = run_samples(ort_model, samples, threads, outputs=[out_name])[out_name]
     same = int(np.sum(top1(g) == top1(r)))

@@ -10,6 +10,8 @@ into that pipeline's entries.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,9 @@ from .manager import Pipeline
 FORMAT_FIELDS = {"weights": "weights", "activations": "activations", "bias": "bias", "accumulator": "accumulator",
                  "placement": "placement", "rounding": "rounding", "granularity": "weight_granularity",
                  "calibrator": "calibrator", "seed": "seed"}  # QuantConfig field -> fakequant option
+QDQ_FLAGS = {"activation_dtype": "--activation-dtype", "per_tensor": "--per-tensor", "exclude": "--exclude"}
+#: the most threads (or worker processes) a setting may ask for: four per CPU
+MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
 
 @dataclass
@@ -83,11 +88,16 @@ class QuantConfig:
     def resolve(self) -> "ResolvedConfig":
         """The pipeline and per-pass overrides these settings stand for (a QpassError for contradictory ones)."""
         bits = self._resolve_bits()
+        self._check_threads()
         name, overrides = self._resolve_pipeline_name(bits), self._resolve_overrides(bits)
         pipeline = load_pipeline(name, overrides)
         passes = {p.name for p in pipeline.flat_passes()}
         if "fakequant" in overrides and "fakequant" not in passes:
             raise QpassError(f"format options need a pipeline with the 'fakequant' pass ({name} has none)")
+        if "quantize_qdq" in overrides and "quantize_qdq" not in passes:
+            flags = [flag for f, flag in QDQ_FLAGS.items() if getattr(self, f)]
+            raise QpassError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only to the "
+                             f"'quantize_qdq' pass, which pipeline {name} does not run")
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
         disabled = {"lower_ort"} if self.qonnx or self.backend == "hls" else set()
@@ -99,7 +109,16 @@ class QuantConfig:
             raise QpassError(f"--bits takes 'auto' or a width from 1 to 16, not {bits!r}")
         if bits != "auto" and (self.target or self.cost or self.avg_bits is not None):
             raise QpassError("--target, --cost and --avg-bits go with --bits auto")
+        if self.avg_bits is not None and not (isinstance(self.avg_bits, (int, float)) and math.isfinite(self.avg_bits)
+                                              and self.avg_bits > 0):
+            raise QpassError(f"--avg-bits takes a finite number greater than 0, not {self.avg_bits!r}")
         return bits
+
+    def _check_threads(self) -> None:
+        if isinstance(self.threads, bool) or not isinstance(self.threads, int) or \
+                not 1 <= self.threads <= MAX_WORKERS:
+            raise QpassError(f"--threads takes a whole number from 1 to {MAX_WORKERS} (four per CPU), "
+                             f"not {self.threads!r}")
 
     def _formats(self, bits: str | None) -> dict[str, Any]:
         """fakequant options from the format fields; a uniform width fills weights and activations left unset."""

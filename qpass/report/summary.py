@@ -8,6 +8,34 @@ import onnx
 from qpass.ir.graph import op_histogram
 
 
+def _pass_formats(p) -> tuple[str, str, bool] | None:
+    """(weights, activations, searched) a quantising pass will use, from its options; None for other passes."""
+    opts = getattr(p, "opts", None)
+    if p.name == "fakequant":
+        return opts.weights, opts.activations, False
+    if p.name == "quantize_qdq":
+        return f"{opts.weight_dtype} {'per-channel' if opts.per_channel else 'per-tensor'}", opts.activation_dtype, False
+    if p.name == "bitwidth":
+        return opts.weights, opts.activations, True
+    return None
+
+
+def format_line(pipeline, given: set[str]) -> str | None:
+    """One line naming the weight and activation formats ``pipeline`` quantises to, and which of them are the
+    pipeline's own defaults rather than ``given`` (``{"weights", "activations"}`` set by the user)."""
+    found = next((f for f in map(_pass_formats, pipeline.flat_passes()) if f is not None), None)
+    if found is None:
+        return None
+    weights, activations, searched = found
+    if searched:
+        return f"formats: weights {weights}, activations {activations}, the width W searched per layer"
+    parts = [f"{what} {fmt}" + ("" if what in given else " (default)")
+             for what, fmt in (("weights", weights), ("activations", activations))]
+    line = f"formats: {', '.join(parts)}"
+    if len(given) < 2:
+        line += f"; defaults of pipeline '{pipeline.name}', set --weights / --activations or --bits N to change them"
+    return line
+
 
 def summary_lines(src: onnx.ModelProto, result) -> list[str]:
     lines = [f"pipeline: {result.pipeline.name if result.pipeline else '?'}"]

@@ -1,0 +1,4 @@
+"""``python -m qpass.cli``."""
+from qpass.cli import main
+
+main()

@@ -1,0 +1,138 @@
+"""``qpass inspect``, ``qpass run`` and ``qpass zoo``."""
+from __future__ import annotations
+
+import sys
+from collections import Counter
+from pathlib import Path
+
+import click
+import numpy as np
+
+from qpass.errors import QpassError
+from .clickext import MAX_WORKERS, user_errors, worker_count
+from .optimize import resolve_calib
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--dataflow", is_flag=True, help="Streamline the model (pipeline 'dataflow', needs calibration data) "
+              "and explain which nodes stay on the host and why.")
+@click.option("--calib", type=click.Path(dir_okay=False), help="Calibration samples for --dataflow.")
+@user_errors
+def inspect(model, dataflow, calib):
+    """Print MODEL's inputs, outputs, opset, op histogram and what the default pipeline would quantize."""
+    from qpass.api import load
+    from qpass.ir.graph import main_opset, op_histogram, to_gs
+    from qpass.pipeline.context import PassContext
+    from qpass.passes.fold_batchnorm import FoldBatchNorm
+    from qpass.passes.normalize import Normalize
+    from qpass.passes.quantize_qdq import QuantizeQDQOptions, plan_quantization
+
+    m = load(model)
+    click.echo(f"model: {model}")
+    click.echo(f"producer: {m.producer_name} {m.producer_version}".rstrip())
+    click.echo(f"ir_version: {m.ir_version}  opset: {main_opset(m)}  "
+               f"other domains: {', '.join(sorted(o.domain for o in m.opset_import if o.domain not in ('', 'ai.onnx'))) or 'none'}")
+    from qpass.ir.samples import model_inputs
+
+    for spec in model_inputs(m):
+        dims = "?" if spec.dims is None else "x".join(str(d) if d else "?" for d in spec.dims) or "scalar"
+        click.echo(f"input:  {spec.name}  {spec.dtype}  [{dims}]")
+    for o in m.graph.output:
+        tt = o.type.tensor_type
+        dims = "x".join(str(d.dim_value) if d.HasField("dim_value") else (d.dim_param or "?") for d in tt.shape.dim)
+        click.echo(f"output: {o.name}  [{dims}]")
+    params = sum(int(np.prod(i.dims)) for i in m.graph.initializer)
+    click.echo(f"nodes: {len(m.graph.node)}  parameters: {params}")
+    click.echo("ops: " + ", ".join(f"{k} {v}" for k, v in op_histogram(m.graph).items()))
+    ctx = PassContext()
+    norm = FoldBatchNorm().run(Normalize().run(m, ctx).model, ctx).model
+    plan = plan_quantization(to_gs(norm), QuantizeQDQOptions())
+    click.echo(f"default pipeline would quantize {len(plan.nodes)} nodes "
+               f"({len(plan.fused_activations)} activations fused into their producer):")
+    for name in plan.nodes:
+        click.echo(f"  {name}")
+    reasons = Counter(plan.float_reasons.values())
+    if reasons:
+        click.echo("left in float:")
+        for reason, count in reasons.most_common():
+            click.echo(f"  {count} x {reason}")
+    if dataflow:
+        from qpass.api import optimize as run_pipeline, qonnx_model
+        from qpass.backends.hls import explain
+
+        calib_path = resolve_calib(model, calib, True)
+        res = run_pipeline(m, calib=calib_path, pipeline="dataflow", disabled={"lower_ort"})
+        rows = explain(qonnx_model(res))
+        click.echo(f"dataflow: {len(rows)} nodes stay on the host")
+        for row in rows:
+            node, op, reason = row[:3]
+            click.echo(f"  {op} {node}: {reason}")
+
+
+@click.command()
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--inputs", "inputs_path", required=True, type=click.Path(dir_okay=False),
+              help="Input samples (.npz keyed by input name, samples stacked on a leading axis).")
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write outputs to this .npz (stacked per sample).")
+@click.option("--backend", type=click.Choice(["ort", "golden"]), default="ort", show_default=True,
+              help="onnxruntime, or the bit-exact numpy golden simulator.")
+@click.option("--threads", default=1, show_default=True, type=worker_count(), help="onnxruntime threads.")
+@user_errors
+def run(model, inputs_path, output, backend, threads):
+    """Run MODEL over the samples in an .npz and print or save the outputs."""
+    from qpass.api import load
+    from qpass.ir.atomic import atomic_path
+    from qpass.ir.ort_session import run_samples
+    from qpass.ir.samples import load_samples
+    from qpass.analysis.metrics import accuracy
+
+    m = load(model)
+    samples = load_samples(inputs_path, m)
+    if backend == "golden":
+        from qpass.ops.partition import PartitionStore
+        from qpass.reference import run_samples as golden_run
+
+        outs = golden_run(m, samples, partitions=PartitionStore(base_dir=model.parent))
+    else:
+        outs = run_samples(m, samples, threads)
+    for name, arr in outs.items():
+        click.echo(f"{name}: shape {arr.shape} dtype {arr.dtype} mean {float(np.mean(arr)):.6g}")
+    if samples.labels is not None:
+        first = next(iter(outs.values()))
+        click.echo(f"top-1 accuracy: {100 * accuracy(first, samples.labels):.2f}% on {len(samples)} samples")
+    if output:
+        with atomic_path(output, suffix=".npz") as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **outs)
+        click.echo(f"wrote {output}")
+
+
+@click.command()
+@click.argument("models_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Folder for the converted models and summary.md / summary.csv.")
+@click.option("--pipeline", "pipeline_name", default="default", show_default=True,
+              help="Built-in pipeline name or a pipeline YAML file.")
+@click.option("--jobs", default=min(2, MAX_WORKERS), show_default=True, type=worker_count(),
+              help="Parallel worker processes.")
+@click.option("-q", "--quiet", is_flag=True)
+@user_errors
+def zoo(models_dir, out_dir, pipeline_name, jobs, quiet):
+    """Convert every model in MODELS_DIR (each with its MODEL.calib.npz) and write a summary table."""
+    from qpass.pipeline.files import load_pipeline
+    from qpass.zoo import run_zoo
+
+    load_pipeline(pipeline_name)  # a bad pipeline is one error, not one per model
+    if out_dir.resolve() == models_dir.resolve():
+        raise QpassError("the output folder must differ from the models folder")
+    rows = run_zoo(models_dir, out_dir, pipeline_name, jobs, progress=not quiet)
+    for r in rows:
+        extra = f"SQNR {r.sqnr_db} dB, {r.metric_name} {r.metric}" if r.status == "ok" else r.reason
+        click.echo(f"{r.status:<8}{r.model:<48}{r.seconds:>8.2f}s  {extra}")
+    ok = sum(r.status == "ok" for r in rows)
+    click.echo(f"{ok} of {len(rows)} converted; summary in {out_dir / 'summary.md'} and {out_dir / 'summary.csv'}")
+    if any(r.status == "failed" for r in rows):
+        sys.exit(1)  # the others were converted; the exit code tells scripts that something failed
+

@@ -1,0 +1,165 @@
+"""``qpass optimize``: settings into a ``QuantConfig``, outputs planned and checked before the run, the pipeline
+run, then every check (evaluation, report data) before anything is written, so an output exists only when the
+command succeeded."""
+from __future__ import annotations
+
+import fnmatch
+from pathlib import Path
+
+import click
+from click.core import ParameterSource
+
+from qpass.errors import QpassError
+from qpass.pipeline.config import QuantConfig
+from qpass.pipeline.files import builtin_pipelines
+from .clickext import GroupedCommand, PositiveFloat, user_errors, worker_count
+from .outputs import output_kind, plan_outputs
+
+SECTIONS = {
+    "Input": ["calib", "eval_path", "pipeline_name", "threads"],
+    "Formats (any of them selects the fakequant pipeline)": [
+        "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
+    "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude"],
+    "Search": ["bits", "target", "cost", "avg_bits"],
+    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
+    "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
+}
+HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim"}
+
+
+def _options(fn):
+    """The optimize command's options (grouped in ``--help`` by SECTIONS)."""
+    opts = [
+        click.option("-o", "--output", type=click.Path(), help="Output file; a folder (existing, or ending in /) gets "
+                     "MODEL.<what>.onnx inside. Default: MODEL.<what>.onnx beside the model, <what> = int8 "
+                     "(default pipeline), bits-auto, bits-N, or the pipeline name; MODEL.hls/ for --backend hls."),
+        click.option("--calib", type=click.Path(dir_okay=False), help="Calibration samples (.npz keyed by input "
+                     "name; default: MODEL.calib.npz beside the model)."),
+        click.option("--pipeline", "pipeline_name", default="default", show_default=True,
+                     help=f"Built-in pipeline ({', '.join(builtin_pipelines())}) or a pipeline YAML file."),
+        click.option("--dump-dir", type=click.Path(file_okay=False, path_type=Path),
+                     help="Write the model after every pass into this folder."),
+        click.option("--eval", "eval_path", type=click.Path(dir_okay=False), help="Evaluation samples (.npz, "
+                     "optional integer 'labels'): print float vs quantized accuracy and SQNR."),
+        click.option("--threads", default=1, show_default=True, type=worker_count(),
+                     help="onnxruntime threads for calibration and eval."),
+        click.option("--report", "report_path", type=click.Path(dir_okay=False),
+                     help="Write an HTML report (and a .json twin): per-quantiser format, range, saturation, SQNR, "
+                          "histograms, pass timeline."),
+        click.option("--activation-dtype", type=click.Choice(["int8", "uint8"]), help="Activation integer type."),
+        click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales."),
+        click.option("--exclude", multiple=True, help="Node-name glob pattern to leave in float (repeatable; a "
+                     "pattern matching no node is an error)."),
+        click.option("--weights", help="Weight format, e.g. sym:8, fixed:8,6, dfp:8, ternary, binary, bfp:4,16, "
+                     "pow2:-8,0."),
+        click.option("--activations", help="Activation format, e.g. uint8, int8, fixed:8,4, dfp:8, uint4."),
+        click.option("--bias", help="Bias format: auto (int32 at s_in*s_w), float, or a format spec."),
+        click.option("--accumulator", help="Accumulator format for --placement intrinsic, e.g. int16, fixed:24,0."),
+        click.option("--placement", type=click.Choice(["extrinsic", "intrinsic"]),
+                     help="Where activations are quantised."),
+        click.option("--rounding", help="Weight rounding: ROUND, HALF_UP, HALF_DOWN, FLOOR, CEIL, UP, DOWN, "
+                     "STOCHASTIC."),
+        click.option("--granularity", help="Weight scale granularity: tensor, channel (row), group:G."),
+        click.option("--calibrator", help="Activation range calibrator: minmax, percentile, entropy, mse, dfp."),
+        click.option("--seed", type=int, help="Seed for stochastic rounding."),
+        click.option("--bits", help="auto: search a width per layer (pipeline 'bitwidth'); N: uniform sym:N weights "
+                     "and uintN activations."),
+        click.option("--target", help="Accuracy target of --bits auto, e.g. relative_accuracy>=0.99 or sqnr>=30."),
+        click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises."),
+        click.option("--avg-bits", type=PositiveFloat(), help="--bits auto under a budget: average weight bits <= "
+                     "this."),
+        click.option("--backend", type=click.Choice(["ort", "hls"]), default="ort", show_default=True,
+                     help="ort: an ONNX file onnxruntime runs; hls: a folder of HLS C++ dataflow projects, pipeline "
+                          "'dataflow' (4-bit weights, dfp:4 activations unless set)."),
+        click.option("--device", default="xc7z020", show_default=True, help="FPGA part."),
+        click.option("--clock-ns", type=PositiveFloat(), help="Clock period in ns (default: the device's)."),
+        click.option("--target-fps", type=PositiveFloat(), help="Frame rate to fold for; default: fastest that fits."),
+        click.option("--csim", is_flag=True, help="Compile and run the C simulation (g++) and compare it with the "
+                     "golden simulator on the --eval (or calibration) samples."),
+        click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
+        click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
+        click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
+    ]
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+@click.command(cls=GroupedCommand, sections=SECTIONS)
+@click.argument("model", type=click.Path(dir_okay=False, path_type=Path))
+@_options
+@user_errors
+def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
+             target_fps, csim, no_verify, quiet, **settings):
+    """Quantize MODEL with a pipeline of passes and write the result atomically.
+
+    A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
+    ONNX unless --qonnx. The formats a pipeline picks by itself are printed in its summary."""
+    from qpass.api import load, optimize as run_pipeline
+    from .finish import export_hls, finish_onnx
+
+    src = load(model)
+    cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
+    plan = cfg.resolve()
+    _check_mode_flags(click.get_current_context(), backend, report_path)
+    calib_path = resolve_calib(model, calib, plan.needs_calibration)
+    inputs = [model] + [Path(p) for p in (calib_path, eval_path, pipeline_name) if p and Path(p).is_file()]
+    outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan), backend, inputs,
+                           pareto=any(p.name == "bitwidth" for p in plan.pipeline.flat_passes()))
+    samples, eval_samples = _load_samples(src, calib_path, eval_path)
+    result = run_pipeline(src, calib=samples, pipeline=plan.pipeline, dump_dir=dump_dir, progress=not quiet,
+                          verify=plan.verify, disabled=plan.disabled, eval=eval_samples)
+    _check_exclude(cfg.exclude, src, result)
+    given = {f for f in ("weights", "activations") if getattr(cfg, f) or (cfg.bits and str(cfg.bits) != "auto")}
+    if backend == "hls":
+        export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
+                   device=device, clock_ns=clock_ns, target_fps=target_fps)
+    else:
+        finish_onnx(src, model, result, outputs, plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
+
+
+def _check_mode_flags(ctx: click.Context, backend: str, report_path) -> None:
+    """Flags that would do nothing with this backend are errors that name them."""
+    if backend != "hls":
+        given = [flag for name, flag in HLS_ONLY.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT]
+        if given:
+            raise QpassError(f"{' and '.join(given)} only apply to --backend hls (this run writes an ONNX model)")
+    elif report_path:
+        raise QpassError("--report is for --backend ort; the HLS export writes its own report.txt into the folder")
+
+
+def resolve_calib(model_path: Path, calib: str | None, needed: bool) -> Path | None:
+    from qpass.ir.samples import default_calib_path
+
+    if calib:
+        return Path(calib)
+    beside = default_calib_path(model_path)
+    if beside.is_file():
+        return beside
+    if needed:
+        raise QpassError(f"no calibration data: pass --calib NPZ or put {beside.name} beside the model")
+    return None
+
+
+def _load_samples(src, calib_path: Path | None, eval_path: str | None):
+    """(calibration samples or None, evaluation samples or None)."""
+    from qpass.ir.samples import load_samples
+
+    samples = load_samples(calib_path, src) if calib_path else None
+    return samples, (load_samples(eval_path, src) if eval_path else None)
+
+
+def _check_exclude(patterns, src, result) -> None:
+    """An --exclude pattern that matches no node (of the model, or of its normalised form) is an error."""
+    if not patterns:
+        return
+    from qpass.pipeline.run import float_model
+
+    names = {n.name for n in src.graph.node}
+    normalised = float_model(result)
+    if normalised is not None:
+        names |= {n.name for n in normalised.graph.node}
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise QpassError(f"--exclude {pattern!r} matches no node of the model (see the node names with "
+                             "'qpass inspect MODEL')")
