@@ -18,7 +18,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from qpass.errors import QpassError
 from qpass.ir.atomic import write_text
+from qpass.pipeline.config import MAX_WORKERS
 
 COLUMNS = ["model", "status", "seconds", "size_before", "size_after", "sqnr_db", "metric", "metric_name",
            "latency_ratio", "reason"]
@@ -106,9 +108,12 @@ def convert_one(path: str, root: str, out_dir: str, pipeline: str) -> ZooRow:
 
 def run_zoo(models_dir: str | os.PathLike, out_dir: str | os.PathLike, pipeline: str = "default", jobs: int = 2,
             progress: bool = True) -> list[ZooRow]:
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or not 1 <= jobs <= MAX_WORKERS:
+        raise QpassError(f"jobs takes a whole number from 1 to {MAX_WORKERS} (four per CPU), not {jobs!r}")
     root = Path(models_dir).resolve()
     paths = find_models(root)
     rows: list[ZooRow] = []
+    # a bar on a terminal only (disable=None), never with progress=False
     with tqdm(total=len(paths), desc="zoo", unit="model", disable=not progress or None) as bar:
         if jobs <= 1:
             for p in paths:

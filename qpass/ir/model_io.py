@@ -18,6 +18,7 @@ from qpass.errors import ModelLoadError
 from qpass.ir.graph import topo_sort_nodes
 
 PROTO_LIMIT = 2_000_000_000  # protobuf cannot serialize a message of 2 GiB or more
+PROTO_MAX_DEPTH = 100  # protobuf's default recursion limit when parsing
 
 
 def _fail(path: Path, reason: str) -> ModelLoadError:
@@ -73,6 +74,19 @@ def _check_element_types(model: onnx.ModelProto, path: Path) -> None:
         if t.data_type not in VALID_ELEM_TYPES or t.data_type == 0:
             raise _fail(path, f"initializer {t.name!r} has an unknown element type {t.data_type}")
         _check_raw_size(t, path)
+        _check_strings(t, path)
+
+
+def _check_strings(t: onnx.TensorProto, path: Path) -> None:
+    """ONNX strings are UTF-8: a string initializer holding other bytes is corrupt."""
+    if t.data_type != onnx.TensorProto.STRING:
+        return
+    for s in t.string_data:
+        try:
+            s.decode("utf-8")
+        except UnicodeDecodeError:
+            raise _fail(path, f"string initializer {t.name!r} holds bytes that are not UTF-8 (ONNX strings are "
+                              "UTF-8)") from None
 
 
 def _check_raw_size(t: onnx.TensorProto, path: Path) -> None:
@@ -110,9 +124,14 @@ def parse_model(path: str | os.PathLike) -> onnx.ModelProto:
     try:
         model.ParseFromString(data)
     except (DecodeError, RuntimeError, ValueError) as exc:
+        if any(word in str(exc).lower() for word in ("depth", "recursion", "nested too deep")):
+            raise _fail(path, "subgraphs (If / Loop / Scan bodies) are nested deeper than protobuf reads "
+                              f"({PROTO_MAX_DEPTH} message levels, about 30 nested If nodes)") from None
         raise _fail(path, f"not a valid ONNX protobuf ({type(exc).__name__}: file truncated or not ONNX)") from None
     if not model.HasField("graph") or (not model.graph.node and not model.graph.output):
         raise _fail(path, "not an ONNX model (no graph found; file truncated or not ONNX)")
+    if not model.graph.output:
+        raise _fail(path, "the graph has no outputs (nothing to compute)")
     if not model.opset_import:
         raise _fail(path, "model declares no opset_import")
     _check_element_types(model, path)

@@ -2,8 +2,8 @@
 
 Convention (``.npz``): keys are the model's input names; each array stacks samples on a new leading axis and
 each sample has exactly the shape one inference call takes, so an input of shape (1, 3, 32, 32) is given as
-(N, 1, 3, 32, 32). A 0-d array is shared by all samples. The key ``labels`` (shape (N,)) is reserved for
-evaluation labels. Arrays are checked against the model: names, shapes, dtypes, and finite values.
+(N, 1, 3, 32, 32). A 0-d array is shared by all samples. The key ``labels`` (integers, shape (N,)) is reserved
+for evaluation labels. Arrays are checked against the model: names, shapes, dtypes, and finite values.
 """
 from __future__ import annotations
 
@@ -185,6 +185,9 @@ def bind_samples(raw: dict[str, np.ndarray], model: onnx.ModelProto, source: str
     labels = raw.get(LABELS_KEY)
     if labels is not None:
         labels = np.asarray(labels)
+        if labels.dtype.kind not in "iu":
+            raise CalibrationDataError(f"{source}: 'labels' must be integer class indices, not {labels.dtype} "
+                                       "(save them as e.g. numpy.int64)")
         if n is not None and labels.shape[:1] != (n,):
             raise CalibrationDataError(f"{source}: 'labels' has {labels.shape[:1]} entries for {n} samples")
     return SampleSet(arrays, shared, labels, source)

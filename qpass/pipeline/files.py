@@ -10,9 +10,14 @@ Format::
       - repeat:                        # a group run to a fixed point
           max_iter: 10
           passes: [fold_batchnorm, ...]
+
+Files are read with bounds, so a hostile one fails fast with a short message: at most ``MAX_FILE_BYTES``, nesting
+at most ``MAX_DEPTH`` levels deep, and at most ``MAX_NODES`` YAML nodes once aliases are expanded (a "billion
+laughs" file names a handful of nodes that expand to billions).
 """
 from __future__ import annotations
 
+import reprlib
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +28,19 @@ from ..errors import PipelineError
 from qpass.pipeline.manager import Pipeline, Repeat
 from qpass.pipeline.pass_base import Pass
 from qpass.pipeline.registry import get_pass_class
+
+MAX_FILE_BYTES = 1 << 20
+MAX_DEPTH = 50
+MAX_NODES = 10_000
+
+_SHORT = reprlib.Repr()
+_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
+_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 4
+
+
+def _short(value: Any) -> str:
+    """A repr of YAML content short enough for a one-line message."""
+    return _SHORT.repr(value)[:160]
 
 
 def builtin_pipelines() -> list[str]:
@@ -38,7 +56,7 @@ def _make_pass(entry: Any, where: str) -> Pass:
         if not isinstance(opts, dict):
             raise PipelineError(f"{where}: options of pass {name!r} must be a mapping")
         return get_pass_class(name)(**opts)
-    raise PipelineError(f"{where}: each pass is a name or a one-key mapping {{name: {{options}}}}, got {entry!r}")
+    raise PipelineError(f"{where}: each pass is a name or a one-key mapping {{name: {{options}}}}, got {_short(entry)}")
 
 
 def _make_step(entry: Any, where: str):
@@ -78,23 +96,76 @@ def _apply_override(entry: Any, overrides: dict[str, dict]) -> Any:
     return entry
 
 
-def load_pipeline(name_or_path: str | Path, overrides: dict[str, dict] | None = None) -> Pipeline:
-    """A built-in pipeline by name, or a YAML pipeline file by path."""
-    text: str
-    where = str(name_or_path)
-    if str(name_or_path) in builtin_pipelines():
-        text = resources.files("qpass.pipeline.builtin").joinpath(f"{name_or_path}.yaml").read_text()
-    else:
-        path = Path(name_or_path)
-        if not path.is_file():
-            raise PipelineError(
-                f"no pipeline {where!r}: not a built-in ({', '.join(builtin_pipelines())}) and not a file"
-            )
-        text = path.read_text()
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing documents nested deeper than MAX_DEPTH while it composes them."""
+
+    def __init__(self, stream, where: str):
+        super().__init__(stream)
+        self.where, self.depth = where, 0
+
+    def compose_node(self, parent, index):
+        self.depth += 1
+        try:
+            if self.depth > MAX_DEPTH:
+                raise PipelineError(f"pipeline {self.where} nests deeper than {MAX_DEPTH} levels")
+            return super().compose_node(parent, index)
+        finally:
+            self.depth -= 1
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int], where: str) -> int:
+    """How many nodes ``node`` stands for once every alias is expanded (each anchored node counted once per use)."""
+    if id(node) not in memo:
+        if isinstance(node, yaml.SequenceNode):
+            size = 1 + sum(_expanded_size(c, memo, where) for c in node.value)
+        elif isinstance(node, yaml.MappingNode):
+            size = 1 + sum(_expanded_size(k, memo, where) + _expanded_size(v, memo, where) for k, v in node.value)
+        else:
+            size = 1
+        if size > MAX_NODES:
+            raise PipelineError(f"pipeline {where} expands to more than {MAX_NODES} YAML nodes (aliases "
+                                "referring to aliases)")
+        memo[id(node)] = size
+    return memo[id(node)]
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """A YAML document with bounded nesting and alias expansion (PipelineError otherwise)."""
+    loader = _BoundedLoader(text, where)
     try:
-        spec = yaml.safe_load(text)
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _expanded_size(node, {}, where)
+        return loader.construct_document(node)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark else ""
         raise PipelineError(f"pipeline {where} is not valid YAML{at}") from None
-    return pipeline_from_dict(spec, where, overrides)
+    finally:
+        loader.dispose()
+
+
+def _read_file(path: Path, where: str) -> str:
+    if not path.is_file():
+        raise PipelineError(
+            f"no pipeline {where!r}: not a built-in ({', '.join(builtin_pipelines())}) and not a file"
+        )
+    try:
+        if path.stat().st_size > MAX_FILE_BYTES:
+            raise PipelineError(f"pipeline {where} is larger than {MAX_FILE_BYTES >> 20} MiB")
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError:
+        raise PipelineError(f"pipeline {where} is not UTF-8 text") from None
+    except OSError as exc:
+        raise PipelineError(f"cannot read pipeline {where}: {exc.strerror or type(exc).__name__}") from None
+
+
+def load_pipeline(name_or_path: str | Path, overrides: dict[str, dict] | None = None) -> Pipeline:
+    """A built-in pipeline by name, or a YAML pipeline file by path."""
+    where = str(name_or_path)
+    if where in builtin_pipelines():
+        text = resources.files("qpass.pipeline.builtin").joinpath(f"{where}.yaml").read_text()
+    else:
+        text = _read_file(Path(name_or_path), where)
+    return pipeline_from_dict(parse_yaml(text, where), where, overrides)
