@@ -64,8 +64,8 @@ class QpassGroup(click.Group):
             click.echo(exc.ctx.get_help())
             sys.exit(0)
         except click.exceptions.UsageError as exc:
-            hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx is not None else ""
-            fail(exc.format_message() + hint, 2)
+            path = exc.ctx.command_path if exc.ctx is not None else "qpass"
+            fail(f"{exc.format_message()} (see '{path} --help')", 2)
         except click.exceptions.ClickException as exc:
             fail(exc.format_message(), 2)
         except click.exceptions.Abort:

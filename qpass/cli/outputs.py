@@ -78,7 +78,7 @@ def check_writable(target: Path, folder: bool = False) -> None:
     through a file, a name longer than the file system allows, a folder that takes no new files."""
     base = _nearest_existing(target)
     if not os.path.isdir(base):
-        raise OutputError(f"cannot write {target}: {base} is not a folder")
+        raise OutputError(f"cannot write {target}: {base} is a file, not a folder")
     try:
         limit = os.pathconf(base, "PC_NAME_MAX")
     except (OSError, ValueError):
