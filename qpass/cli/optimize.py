@@ -32,7 +32,8 @@ def _options(fn):
     opts = [
         click.option("-o", "--output", type=click.Path(), help="Output file; a folder (existing, or ending in /) gets "
                      "MODEL.<what>.onnx inside. Default: MODEL.<what>.onnx beside the model, <what> = int8 "
-                     "(default pipeline), bits-auto, bits-N, or the pipeline name; MODEL.hls/ for --backend hls."),
+                     "(default pipeline), bits-auto, bits-avgB, bits-N, or the pipeline name; MODEL.hls/ for "
+                     "--backend hls."),
         click.option("--calib", type=click.Path(dir_okay=False), help="Calibration samples (.npz keyed by input "
                      "name; default: MODEL.calib.npz beside the model)."),
         click.option("--pipeline", "pipeline_name", default="default", show_default=True,

@@ -2,7 +2,8 @@
 
 Default names say what the file is: ``MODEL.<what>.onnx`` beside the model, where ``<what>`` is
 
-- ``int8`` for the default pipeline, ``bits-auto`` for ``--bits auto``, ``bits-N`` for ``--bits N``;
+- ``int8`` for the default pipeline, ``bits-auto`` for ``--bits auto`` (``bits-avgB`` with ``--avg-bits B``),
+  ``bits-N`` for ``--bits N``;
 - the pipeline's name otherwise (``fakequant`` for format flags, ``streamline``, ``requant``, ...; a pipeline
   file's stem), with ``.qonnx`` added when ``--qonnx`` keeps the QONNX ops;
 
@@ -29,7 +30,7 @@ def output_kind(cfg: QuantConfig, plan: ResolvedConfig) -> str:
     """The ``<what>`` of ``MODEL.<what>.onnx``."""
     bits = None if cfg.bits is None else str(cfg.bits)
     if bits == "auto" and plan.pipeline_name == "bitwidth":
-        what = "bits-auto"
+        what = "bits-auto" if cfg.avg_bits is None else f"bits-avg{cfg.avg_bits:g}"
     elif bits is not None and plan.pipeline_name == "fakequant":
         what = f"bits-{bits}"
     elif plan.pipeline_name == "default":
