@@ -15,6 +15,11 @@ own folder, with a time limit:
   with one `qpass: error:` line on stderr, no output file and no temporary file left; the input is never
   modified; the same audit hook runs inside the CLI process.
 
+Hostile-input families (issue 20; FAMILIES below, QPASS_FUZZ_FAMILY_CASES seeded cases each): output paths,
+permissions and the umask, special files as data (FIFO, /dev/zero, a directory), object arrays in an .npz, hostile
+pipeline YAML, subgraphs nested past protobuf's depth, and bad flags, each a real CLI run: exit 0 with exactly the
+expected outputs, or one error line with exit 2 and nothing written.
+
 Known qpass findings (see KNOWN below) are tolerated in the fuzz run and each has its own minimal reproducer
 test marked xfail(strict=False); anything else fails the test. `QPASS_FUZZ_CASES=N` changes the API case count.
 """
@@ -27,12 +32,14 @@ import multiprocessing as mp
 import os
 import re
 import shutil
+import stat
 import subprocess
 import sys
 import time
 import traceback
 import zipfile
 from collections import Counter, defaultdict
+from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
@@ -1097,6 +1104,284 @@ def test_finding_onnxruntime_log_line_on_stderr(tmp_path):
     assert r.returncode == 2, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert not out.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# hostile-input families (issue 20): seeded command lines, a few per family, each run by the real CLI
+# ----------------------------------------------------------------------------------------------------------
+
+FAMILIES = ["output_paths", "permissions", "special_files", "pickle_npz", "hostile_yaml", "deep_recursion",
+            "bad_flags"]
+FAMILY_CASES = int(os.environ.get("QPASS_FUZZ_FAMILY_CASES", 5))  # per family
+FAMILY_TIMEOUT = 60.0
+
+
+@dataclass
+class HostileCase:
+    """One command line. ``succeed``: True (must exit 0), False (must fail with one line), None (either);
+    ``outputs``: what it writes on success (nothing else may appear in the case folder); ``words``: in the error."""
+
+    argv: list
+    desc: str
+    succeed: bool | None = False
+    outputs: list = field(default_factory=list)
+    words: str = ""
+    umask: int | None = None
+    modes: dict = field(default_factory=dict)  # output -> permission bits it must have on success
+
+
+def _mlp_into(case_dir: Path) -> tuple[Path, Path]:
+    model, calib = case_dir / "m.onnx", case_dir / "m.calib.npz"
+    shutil.copy(MODELS / "digits_mlp.onnx", model)
+    shutil.copy(MODELS / "digits_mlp.calib.npz", calib)
+    return model, calib
+
+
+def _family_output_paths(rng, d: Path, model: Path, calib: Path) -> HostileCase:
+    kind = str(_pick(rng, ["existing_dir", "trailing_slash", "proc", "long_name", "through_file", "report_is_model",
+                           "report_is_output", "json_twin", "report_is_calib", "output_is_calib", "link_to_model",
+                           "fifo", "device", "deep_new_dirs"]))
+    if kind == "existing_dir":
+        (d / "out").mkdir()
+        return HostileCase(["optimize", model, "-o", d / "out"], kind, True, [d / "out" / "m.int8.onnx"])
+    if kind == "trailing_slash":
+        return HostileCase(["optimize", model, "-o", f"{d / 'new'}/"], kind, True, [d / "new" / "m.int8.onnx"])
+    if kind == "deep_new_dirs":
+        out = d.joinpath(*[f"n{int(rng.integers(0, 99))}" for _ in range(int(rng.integers(2, 6)))], "o.onnx")
+        return HostileCase(["optimize", model, "-o", out], kind, True, [out])
+    if kind == "proc":
+        return HostileCase(["optimize", model, "-o", "/proc/qpass_fuzz.onnx"], kind, words="/proc")
+    if kind == "long_name":
+        return HostileCase(["optimize", model, "-o", d / ("x" * int(rng.integers(256, 400)) + ".onnx")], kind,
+                           words="longer than")
+    if kind == "through_file":
+        (d / "f.onnx").write_text("keep")
+        return HostileCase(["optimize", model, "-o", d / "f.onnx" / "o.onnx"], kind, words="not a folder")
+    if kind == "fifo":
+        os.mkfifo(d / "p.onnx")
+        return HostileCase(["optimize", model, "-o", d / "p.onnx"], kind, words="not a regular file")
+    if kind == "device":
+        if os.geteuid() != 0:
+            return HostileCase(["optimize", model, "-o", d], kind, True, [d / "m.int8.onnx"])
+        os.mknod(d / "null", 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+        return HostileCase(["optimize", model, "-o", d / "null"], kind, words="not a regular file")
+    if kind == "link_to_model":
+        (d / "link.onnx").symlink_to(model)
+        return HostileCase(["optimize", model, "-o", d / "link.onnx"], kind, words="would overwrite the input")
+    args = {"report_is_model": ["--report", model], "report_is_calib": ["--report", calib],
+            "report_is_output": ["-o", d / "o.onnx", "--report", d / "o.onnx"],
+            "json_twin": ["-o", d / "o.json", "--report", d / "o.html"], "output_is_calib": ["-o", calib]}[kind]
+    return HostileCase(["optimize", model, *args], kind)
+
+
+def _family_permissions(rng, d: Path, model: Path, calib: Path) -> HostileCase:
+    mask = int(_pick(rng, [0o022, 0o027, 0o077, 0o002, 0o007]))
+    if rng.random() < 0.25:
+        ro = d / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        if os.geteuid() == 0 and subprocess.run(["chattr", "+i", str(ro)], capture_output=True).returncode:
+            return HostileCase(["optimize", model, "-o", d / "o.onnx"], "umask only", True, [d / "o.onnx"], umask=mask,
+                               modes={d / "o.onnx": 0o666 & ~mask})
+        return HostileCase(["optimize", model, "-o", ro / "o.onnx"], "read-only folder", words="cannot write")
+    out, rep = d / "sub" / "o.onnx", d / "sub" / "r.html"
+    modes = {p: 0o666 & ~mask for p in (out, rep, rep.with_suffix(".json"))}
+    modes[d / "sub"] = 0o777 & ~mask
+    return HostileCase(["optimize", model, "-o", out, "--report", rep], f"umask {mask:03o}", True,
+                       [d / "sub", out, rep, rep.with_suffix(".json")], umask=mask, modes=modes)
+
+
+def _family_special_files(rng, d: Path, model: Path, calib: Path) -> HostileCase:
+    flag = str(_pick(rng, ["--calib", "--eval"]))
+    kind = str(_pick(rng, ["fifo", "dev_zero", "dev_null", "directory", "link_to_dev_zero", "model_fifo"]))
+    if kind == "fifo":
+        os.mkfifo(d / "c.npz")
+        target = d / "c.npz"
+    elif kind == "link_to_dev_zero":
+        (d / "z.npz").symlink_to("/dev/zero")
+        target = d / "z.npz"
+    elif kind == "model_fifo":
+        os.mkfifo(d / "fifo.onnx")
+        return HostileCase(["optimize", d / "fifo.onnx", "--calib", calib, "-o", d / "o.onnx"], kind,
+                           words="not a regular file")
+    else:
+        target = {"dev_zero": "/dev/zero", "dev_null": "/dev/null", "directory": d}[kind]
+    words = "directory" if kind == "directory" else "not a regular file"
+    return HostileCase(["optimize", model, "-o", d / "o.onnx", flag, target], f"{kind} as {flag}", words=words)
+
+
+def _family_pickle_npz(rng, d: Path, model: Path, calib: Path) -> HostileCase:
+    payload = _pick(rng, [{"a": 1}, [1, 2, 3], "text", None, object, (1, "x")])
+    with np.load(calib) as z:
+        arrays = {k: z[k] for k in z.files}
+    key = str(_pick(rng, list(arrays) + ["labels", "extra"]))
+    obj = np.empty(int(rng.integers(1, 5)), dtype=object)
+    obj[:] = [payload] * len(obj)
+    arrays[key] = obj
+    np.savez(d / "p.npz", **arrays)
+    flag = str(_pick(rng, ["--calib", "--eval"]))
+    return HostileCase(["optimize", model, "-o", d / "o.onnx", flag, d / "p.npz"], f"{flag} object array in {key!r}",
+                       words="Python objects")
+
+
+def _family_hostile_yaml(rng, d: Path, model: Path, calib: Path) -> HostileCase:
+    from hostile_inputs import billion_laughs_yaml, deep_repeat_yaml
+
+    kind = str(_pick(rng, ["laughs", "deep_repeat", "deep_lists", "deep_maps", "huge", "binary", "python_tag",
+                           "laughs_in_options"]))
+    p = d / "p.yaml"
+    if kind == "laughs":
+        p.write_text(billion_laughs_yaml(int(rng.integers(5, 12)), int(rng.integers(6, 12))))
+    elif kind == "laughs_in_options":
+        p.write_text("o0: &o0 {per_channel: true}\n" + "".join(
+            f"o{i}: &o{i} [{', '.join([f'*o{i - 1}'] * 10)}]\n" for i in range(1, 8))
+                     + "passes: [normalize, calibrate, {quantize_qdq: {exclude: *o7}}]\n")
+    elif kind == "deep_repeat":
+        p.write_text(deep_repeat_yaml(int(rng.integers(60, 3000))))
+    elif kind in ("deep_lists", "deep_maps"):
+        n = int(rng.integers(60, 5000))
+        p.write_text("passes: " + ("[" * n + "]" * n if kind == "deep_lists" else "{a: " * n + "1" + "}" * n) + "\n")
+    elif kind == "huge":
+        p.write_text("# " + "x" * (2 << 20) + "\npasses: [normalize]\n")
+    elif kind == "binary":
+        p.write_bytes(rng.bytes(int(rng.integers(1, 4096))))
+    else:
+        p.write_text("passes: [!!python/object/apply:os.system ['touch pwned']]\n")
+    return HostileCase(["optimize", model, "-o", d / "o.onnx", "--pipeline", p], kind)
+
+
+def _family_deep_recursion(rng, d: Path, model: Path, calib: Path) -> HostileCase:
+    from hostile_inputs import nested_if_model
+
+    depth = int(_pick(rng, [int(rng.integers(2, 20)), int(rng.integers(35, 400)), 2000]))
+    (d / "deep.onnx").write_bytes(nested_if_model(depth))
+    cmd = str(_pick(rng, ["inspect", "optimize"]))
+    argv = [cmd, d / "deep.onnx"] + (["-o", d / "o.onnx", "--calib", calib] if cmd == "optimize" else [])
+    if depth >= 35:
+        return HostileCase(argv, f"{cmd}, If nested {depth} deep", words="nested deeper than protobuf reads")
+    return HostileCase(argv, f"{cmd}, If nested {depth} deep", None, [d / "o.onnx"] if cmd == "optimize" else [])
+
+
+def _family_bad_flags(rng, d: Path, model: Path, calib: Path) -> HostileCase:
+    n = str(int(rng.integers(-5, 1)) if rng.random() < 0.5 else int(rng.integers(10 ** 4, 10 ** 10)))
+    x = str(_pick(rng, ["nan", "inf", "-inf", "-5", "0", "abc", "1e999"]))
+    options = [["--threads", n], ["--backend", "hls", "--clock-ns", x], ["--backend", "hls", "--target-fps", x],
+               ["--bits", "auto", "--avg-bits", x], ["--csim"], ["--device", "xcvu9p"], ["--target-fps", "10"],
+               ["--clock-ns", "3"], ["--bits", str(_pick(rng, ["0", "17", "x", "-1", "auto4"]))],
+               ["--exclude", f"nomatch_{int(rng.integers(0, 999))}*"], ["--backend", "hls", "--report", d / "r.html"],
+               ["--weights", "sym:4", "--per-tensor"], ["--target", "sqnr>=3"], ["--no-such-flag"],
+               ["--placement", "sideways"], ["zoo_jobs", n]]
+    opt = options[int(rng.integers(0, len(options)))]
+    if opt[0] == "zoo_jobs":
+        return HostileCase(["zoo", d, "-o", d / "z", "--jobs", n], f"zoo --jobs {n}")
+    return HostileCase(["optimize", model, "-o", d / "o", *opt], " ".join(map(str, opt)))
+
+
+FAMILY_BUILDERS = {name: globals()[f"_family_{name}"] for name in FAMILIES}
+
+
+def make_family_case(family: str, idx: int, base: Path) -> tuple[HostileCase, Path]:
+    d = base / f"{family}_{idx}"
+    d.mkdir()
+    rng = np.random.default_rng([SEED, 20, FAMILIES.index(family), idx])
+    model, calib = _mlp_into(d)
+    return FAMILY_BUILDERS[family](rng, d, model, calib), d
+
+
+def _tree(d: Path) -> dict[str, str]:
+    """Every entry under d: a digest for regular files, the kind otherwise (never opens a FIFO or device)."""
+    out = {}
+    for p in sorted(d.rglob("*")):
+        st = p.lstat()
+        if stat.S_ISREG(st.st_mode):
+            out[str(p.relative_to(d))] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[str(p.relative_to(d))] = stat.S_IFMT(st.st_mode)
+    return out
+
+
+def _check_family_result(case: HostileCase, d: Path, before: dict, r) -> list[str]:
+    problems = []
+    err = r.stderr.strip().splitlines()
+    if "Traceback" in r.stderr:
+        problems.append(f"traceback: {err[-1][:200] if err else ''}")
+    if r.returncode == 0:
+        if case.succeed is False:
+            problems.append("exit 0 where an error was expected")
+        for p, mode in case.modes.items():
+            if stat.S_IMODE(p.stat().st_mode) != mode:
+                problems.append(f"{p.name} mode {stat.S_IMODE(p.stat().st_mode):o}, umask wants {mode:o}")
+    elif r.returncode == 2:
+        if len(err) != 1 or not err[0].startswith("qpass: error: "):
+            problems.append(f"{len(err)} stderr lines: {(err or [''])[0][:200]}")
+        elif case.words and case.words not in err[0]:
+            problems.append(f"message without {case.words!r}: {err[0][:200]}")
+        if case.succeed is True:
+            problems.append(f"failed: {err[0][:200] if err else ''}")
+    else:
+        problems.append(f"exit {r.returncode}: {(err or [''])[-1][:200]}")
+    after = _tree(d)
+    made = [p for out in case.outputs for p in [out, *out.parents] if d in p.parents] if r.returncode == 0 else []
+    allowed = {str(p.relative_to(d)) for p in made}
+    allowed |= {a for a in after for p in allowed if a.startswith(p + "/")}
+    if {k: v for k, v in before.items()} != {k: after.get(k) for k in before}:
+        problems.append("an input or existing file changed")
+    stray = sorted(set(after) - set(before) - allowed)
+    if stray:
+        problems.append(f"stray files: {stray[:3]}")
+    return problems
+
+
+def run_family_case(family: str, idx: int, base: Path) -> dict:
+    case, d = make_family_case(family, idx, base)
+    before = _tree(d)
+    preexec = (lambda: os.umask(case.umask)) if case.umask is not None else None
+    env = {k: v for k, v in os.environ.items() if k != "QPASS_DEBUG"}
+    t0 = time.perf_counter()
+    try:
+        r = subprocess.run([sys.executable, "-m", "qpass.cli", *map(str, case.argv)], capture_output=True, text=True,
+                           timeout=FAMILY_TIMEOUT, preexec_fn=preexec, env=env, cwd=d)
+        problems = _check_family_result(case, d, before, r)
+    except subprocess.TimeoutExpired:
+        problems = [f"hang: no exit after {FAMILY_TIMEOUT:.0f} s"]
+    finally:
+        subprocess.run(["chattr", "-R", "-i", str(d)], capture_output=True)
+        for p in [d, *d.rglob("*")]:
+            if p.is_dir() and not p.is_symlink():
+                p.chmod(0o755)
+    return {"family": family, "idx": idx, "desc": case.desc, "problems": problems,
+            "seconds": time.perf_counter() - t0}
+
+
+@pytest.fixture(scope="module")
+def family_results(tmp_path_factory):
+    from concurrent.futures import ThreadPoolExecutor
+
+    base = tmp_path_factory.mktemp("families")
+    jobs = [(f, i) for f in FAMILIES for i in range(FAMILY_CASES)]
+    with ThreadPoolExecutor(WORKERS) as pool:
+        results = list(pool.map(lambda job: run_family_case(job[0], job[1], base), jobs))
+    return {f: [r for r in results if r["family"] == f] for f in FAMILIES}
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hostile_input_family(family_results, family):
+    """Every case of the family: exit 0 with exactly its outputs, or one `qpass: error:` line with exit 2 and
+    nothing written; no traceback, hang, stray or modified file."""
+    res = family_results[family]
+    assert len(res) == FAMILY_CASES
+    bad = [f"case {r['idx']} ({r['desc']}): {'; '.join(r['problems'])}" for r in res if r["problems"]]
+    assert not bad, "\n".join(bad)
+
+
+def test_hostile_families_draw_many_kinds():
+    """The seeded families are not one case repeated: the default run draws several distinct kinds per family."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for family in ("output_paths", "special_files", "hostile_yaml", "bad_flags"):
+            descs = {make_family_case(family, i, Path(tmp))[0].desc.split(" ")[0] for i in range(FAMILY_CASES)}
+            assert len(descs) >= 3, (family, descs)
 
 
 def main(argv=None) -> int:

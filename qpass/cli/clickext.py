@@ -17,8 +17,14 @@ from qpass.errors import QpassError
 from qpass.pipeline.config import MAX_WORKERS
 
 
+MAX_MESSAGE = 2000  # characters of one error line
+
+
 def fail(message: str, code: int = 2):
-    click.echo(f"qpass: error: {' '.join(str(message).split())}", err=True)
+    text = " ".join(str(message).split())
+    if len(text) > MAX_MESSAGE:
+        text = text[:MAX_MESSAGE - 5] + " ..."
+    click.echo(f"qpass: error: {text}", err=True)
     sys.exit(code)
 
 
