@@ -141,3 +141,83 @@ def test_initializer_bytes_must_match_their_dims(mlp, tmp_path):
     p.write_bytes(m.SerializeToString())
     with pytest.raises(ModelLoadError, match=f"initializer {init.name!r} holds .* bytes but its dims"):
         qpass.load(p)
+
+
+def test_a_graph_without_outputs_is_refused(mlp, tmp_path):
+    from hostile_inputs import without_outputs
+
+    onnx.save(without_outputs(mlp), tmp_path / "m.onnx")
+    with pytest.raises(ModelLoadError, match="the graph has no outputs"):
+        qpass.load(tmp_path / "m.onnx")
+
+
+def test_subgraphs_nested_past_protobufs_limit_are_named_as_such(tmp_path):
+    from hostile_inputs import nested_if_model
+
+    (tmp_path / "ok.onnx").write_bytes(nested_if_model(10))
+    assert sum(n.op_type == "If" for n in qpass.load(tmp_path / "ok.onnx").graph.node) == 1
+    (tmp_path / "deep.onnx").write_bytes(nested_if_model(200))
+    with pytest.raises(ModelLoadError, match="nested deeper than protobuf reads"):
+        qpass.load(tmp_path / "deep.onnx")
+
+
+def test_string_initializers_must_be_utf8(mlp, tmp_path):
+    from hostile_inputs import with_non_utf8_string
+
+    onnx.save(with_non_utf8_string(mlp), tmp_path / "s.onnx")
+    with pytest.raises(ModelLoadError, match="not UTF-8"):
+        qpass.load(tmp_path / "s.onnx")
+
+
+def test_labels_must_be_integers(mlp):
+    from qpass.ir.samples import bind_samples
+
+    x = np.zeros((3, 1, 64), np.float32)
+    assert bind_samples({"input": x, "labels": np.arange(3)}, mlp).labels.tolist() == [0, 1, 2]
+    with pytest.raises(CalibrationDataError, match="'labels' must be integer class indices, not float64"):
+        bind_samples({"input": x, "labels": np.arange(3.0)}, mlp)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 10**9, 1.5, True])
+def test_thread_counts_are_bounded_in_the_api_too(threads):
+    from qpass.pipeline.config import QuantConfig
+
+    with pytest.raises(QpassError, match="--threads takes a whole number from 1 to"):
+        QuantConfig(threads=threads).resolve()
+
+
+def test_zoo_jobs_are_bounded_in_the_api_too(tmp_path):
+    from qpass.zoo import run_zoo
+
+    with pytest.raises(QpassError, match="jobs takes a whole number"):
+        run_zoo(MODELS / "structural", tmp_path / "z", jobs=100000)
+    assert not (tmp_path / "z").exists()
+
+
+@pytest.mark.parametrize("kind,message", [("laughs", "expands to more than"), ("deep", "nests deeper than"),
+                                          ("big", "larger than"), ("binary", "not UTF-8")])
+def test_hostile_pipeline_files_are_refused_quickly(tmp_path, kind, message):
+    import time
+
+    from hostile_inputs import billion_laughs_yaml, deep_repeat_yaml
+    from qpass.errors import PipelineError
+    from qpass.pipeline.files import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    if kind == "binary":
+        p.write_bytes(b"passes: [\xff\xfe]\n")
+    else:
+        p.write_text({"laughs": billion_laughs_yaml(12, 12), "deep": deep_repeat_yaml(5000),
+                      "big": "passes: [normalize]\n" + "#" * (2 << 20)}[kind])
+    t0 = time.monotonic()
+    with pytest.raises(PipelineError, match=message) as exc:
+        load_pipeline(p)
+    assert time.monotonic() - t0 < 5 and len(str(exc.value)) < 300
+
+
+def test_a_pipeline_with_aliases_within_bounds_still_loads(tmp_path):
+    from qpass.pipeline.files import load_pipeline
+
+    p = tmp_path / "p.yaml"
+    p.write_text("cal: &cal {method: minmax}\npasses: [normalize, {calibrate: *cal}, quantize_qdq]\n")
+    assert [s.name for s in load_pipeline(p).steps] == ["normalize", "calibrate", "quantize_qdq"]

@@ -33,14 +33,13 @@ MAX_FILE_BYTES = 1 << 20
 MAX_DEPTH = 50
 MAX_NODES = 10_000
 
-_SHORT = reprlib.Repr()
-_SHORT.maxlevel, _SHORT.maxstring, _SHORT.maxother = 3, 40, 40
-_SHORT.maxlist = _SHORT.maxdict = _SHORT.maxtuple = 4
-
 
 def _short(value: Any) -> str:
     """A repr of YAML content short enough for a one-line message."""
-    return _SHORT.repr(value)[:160]
+    r = reprlib.Repr()
+    r.maxlevel, r.maxstring, r.maxother = 3, 40, 40
+    r.maxlist = r.maxdict = r.maxtuple = 4
+    return r.repr(value)[:160]
 
 
 def builtin_pipelines() -> list[str]:
