@@ -90,15 +90,15 @@ def _tree_rss(root: int) -> int:
 def run_suite() -> dict:
     """The README's test command (without the install): wall time and the peak memory of its process tree."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     while proc.poll() is None:
         peak = max(peak, _tree_rss(proc.pid))
         time.sleep(0.5)
-    tail = proc.stdout.read().strip().splitlines()[-1:]
+    lines = proc.stdout.read().strip().splitlines()
     return {"exit": proc.returncode, "wall_min": round((time.perf_counter() - t0) / 60, 1),
-            "peak_memory_gb": round(peak / 1e9, 2), "last_line": tail[0] if tail else ""}
+            "peak_memory_gb": round(peak / 1e9, 2), "failed": [x for x in lines if x.startswith(("FAILED", "ERROR"))]}
 
 
 def main() -> int:

@@ -106,9 +106,6 @@ class OutputPlan:
     report: Path | None = None
     report_paths: list[Path] = field(default_factory=list)
 
-    def all(self) -> list[Path]:
-        return [self.model] + self.report_paths
-
 
 def plan_outputs(model: Path, output: str | None, report: str | None, what: str, backend: str,
                  inputs: list[Path], pareto: bool) -> OutputPlan:
