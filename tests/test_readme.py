@@ -13,7 +13,7 @@ README = (ROOT / "README.md").read_text()
 
 
 def test_the_first_steps_make_a_venv_and_say_what_the_tests_download_and_need():
-    fresh = README.split("## Fresh machine", 1)[1].split("\n## ", 1)[0]
+    fresh = " ".join(README.split("## Fresh machine", 1)[1].split("\n## ", 1)[0].split())
     assert "python -m venv .venv && . .venv/bin/activate" in fresh
     assert fresh.index("python -m venv") < fresh.index("pip install -e .")
     assert "QPASS_FETCH_ZOO=0 python -m pytest" in fresh
