@@ -73,6 +73,7 @@ def _verify(model: onnx.ModelProto, calibration, fq_opts: dict, data: SampleSet,
     default = run_samples(lowered, data, threads, outputs=[out_name])[out_name]  # qpass's usual session
     saturation = {"_ort_default": np.asarray(default, np.float32).reshape(len(data), -1)}
     if intrinsic:
+        from qpass.ops import Quant, op_of
         from qpass.reference import GoldenExecutor
         from qpass.reference import run_samples as golden_run
 
@@ -84,7 +85,7 @@ def _verify(model: onnx.ModelProto, calibration, fq_opts: dict, data: SampleSet,
                 readers.setdefault(x, []).append(n)
         for node in (ctx.report.results.get("fakequant") or {}).get("accumulators", {}):
             lin = next((n for n in qonnx.graph.node if n.name == node), None)
-            quants = [r for r in readers.get(lin.output[0], []) if r.op_type == "Quant"] if lin is not None else []
+            quants = [r for r in readers.get(lin.output[0], []) if op_of(r) is Quant] if lin is not None else []
             if quants:
                 saturation[node] = int(ex.stats.get(quants[0].name, {}).get("saturated", 0))
     return out, qonnx, lowered, saturation
