@@ -17,10 +17,12 @@ from onnx import TensorProto, helper, numpy_helper
 import qpass
 from qpass.api import qonnx_model
 from qpass.backends import hls
-from qpass.backends.hls import aptypes, codegen
+from qpass.backends.hls import aptypes, project_files
+from qpass.backends.hls.emit import EMITTERS
 from qpass.hw import cost_models as cm
-from qpass.hw import from_graph as fg
-from qpass.hw import partition as P
+from qpass.hw.builder import build
+from qpass.hw.kinds import KINDS
+from qpass.hw.partition import partition
 from qpass.errors import QpassError
 
 from conftest import MODELS
@@ -260,7 +262,7 @@ def _synth_job(job):
     x = np.random.default_rng(seed).uniform(-20, 20, (24, 1, *shape)).astype(np.float32)
     folding = None
     if seed:  # random legal foldings: width converters between any PE/SIMD pairs
-        dg = fg.build(next(iter(P.partition(m).partitions.values())), "p")
+        dg = build(next(iter(partition(m).partitions.values())), "p")
         r = np.random.default_rng(seed)
         folding = {}
         for l in dg.layers:
@@ -286,6 +288,10 @@ def test_every_layer_kind_is_bit_exact_under_any_folding(synthetic):
         assert cmp.mismatches == 0, (name, seed, cmp.summary())
         kinds |= {l.kind for l in res.partitions[0].graph.layers}
     assert kinds == {"swg", "mvtu", "vvau", "window_max", "maxpool", "threshold", "channelwise", "add", "concat"}
+
+
+def test_every_hardware_kind_has_an_hls_emitter():
+    assert set(EMITTERS) == {k.name for k in KINDS if k.compute}  # every kind that builds layers, nothing else
 
 
 # --------------------------------------------------------------------------------------- host ops, end to end
@@ -325,5 +331,6 @@ def test_ap_types_are_taken_only_from_the_apache_headers(tmp_path):
             b.writestr(n, b"proprietary" if n.endswith("/ap_int.h") else z.read(n))
     with pytest.raises(QpassError, match="Apache"):
         aptypes.extract_from_wheel(bad, tmp_path / "ap2")
-    assert codegen.part_of("xc7z020") == "xc7z020clg400-1" and codegen.part_of("pynq-z2") == "xc7z020clg400-1"
-    assert codegen.part_of("xc7z020clg484-1") == "xc7z020clg484-1"
+    assert project_files.part_of("xc7z020") == "xc7z020clg400-1"
+    assert project_files.part_of("pynq-z2") == "xc7z020clg400-1"
+    assert project_files.part_of("xc7z020clg484-1") == "xc7z020clg484-1"

@@ -12,14 +12,17 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qpass.hw import from_graph as fg
+from qpass.backends.hls import codegen, project_files
+from qpass.backends.hls.aptypes import find_ap_types
+from qpass.backends.hls.csim_runner import build, csim
+from qpass.errors import QpassError
+from qpass.hw.builder import build as build_layers
+from qpass.hw.dataflow_graph import DataflowGraph
+from qpass.hw.design import fifo_depths, fold, report_table
 from qpass.hw.devices import Device, get_device
 from qpass.hw.fifo_sim import FifoResult
 from qpass.hw.folding import FoldingResult
 from qpass.hw.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionedModel, partition
-from ...errors import QpassError
-from . import codegen
-from .aptypes import find_ap_types
 
 
 @dataclass
@@ -28,7 +31,7 @@ class PartitionExport:
     model_file: str  # the partition's .onnx, relative to the export folder
     project_dir: Path
     top: str
-    graph: fg.DataflowGraph
+    graph: DataflowGraph
     folding: FoldingResult
     fifos: FifoResult | None
     depths: dict
@@ -108,7 +111,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     outputs, so ``make csim`` checks itself.
 
     Writes ``out_dir/<model_name>.onnx`` (host nodes + partition nodes) and its partition models, one folder per
-    partition (``codegen`` module docstring), and ``out_dir/report.txt`` (host nodes with reasons, per-layer
+    partition (``codegen`` and ``project_files`` module docstrings), and ``out_dir/report.txt`` (host nodes with reasons, per-layer
     tables). ``folding`` ({layer: {"PE": p, "SIMD": s}}, FINN's folding_config) overrides the chosen folding of
     the named layers (layer names as in the report)."""
     t0 = time.perf_counter()
@@ -130,7 +133,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     io = partition_io(pm.parent, sample_set, partitions=pm.store) if sample_set is not None else None
     timings["golden"] = time.perf_counter() - t0 - timings["partition"]
     ap = str(ap_types) if ap_types is not None else (str(find_ap_types()) if find_ap_types() else None)
-    part = codegen.part_of(dev if not isinstance(device, str) else device)
+    part = project_files.part_of(dev if not isinstance(device, str) else device)
     exports = []
     saved = onnx.load(str(parent_path))
     files = {n.name: next(a.s.decode() for a in n.attribute if a.name == "model") for n in saved.graph.node
@@ -139,11 +142,11 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
         rel = next(a.s.decode() for a in node.attribute if a.name == "model")
         sub = pm.partitions[rel]
         t1 = time.perf_counter()
-        dg = fg.build(sub, node.name)
-        fold_res = fg.fold(dg, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation,
-                           strategy=strategy, overrides=folding)
-        depths = fg.fifo_depths(dg)
-        table = fg.report_table(dg, depths)
+        dg = build_layers(sub, node.name)
+        fold_res = fold(dg, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation,
+                        strategy=strategy, overrides=folding)
+        depths = fifo_depths(dg)
+        table = report_table(dg, depths)
         top = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
         proj = codegen.generate(dg, depths, top)
         pdir = out / top
@@ -151,7 +154,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
         if io is not None:
             frames = _write_data(pdir, proj, io)
         full = table + (f"\n\nFIFO depths (stream simulation, in producer words):\n{dg.fifos.table()}" if dg.fifos else "")
-        codegen.write_project(pdir, proj, dg, full, ap_types=ap, part=part, clock_ns=clk, frames=frames)
+        project_files.write_project(pdir, proj, dg, full, ap_types=ap, part=part, clock_ns=clk, frames=frames)
         exports.append(PartitionExport(node.name, files.get(node.name, rel), pdir, top, dg, fold_res, dg.fifos, depths,
                                        table, proj, frames))
         timings[f"codegen {node.name}"] = time.perf_counter() - t1
@@ -221,8 +224,6 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
     """Run the golden simulator on the partitioned model over ``samples``, feed every partition's golden inputs to
     its C simulation and count differing output codes; then (``end_to_end``) run the whole model again with the
     partitions in the C simulation and the host nodes in the golden simulator and count differing outputs."""
-    from .csim_runner import build, csim
-
     t0 = time.perf_counter()
     parent = result.partitioned.parent
     s = _samples(samples, parent)

@@ -1,0 +1,11 @@
+"""``qpass::max_pool``: the non-overlapping streaming max pool."""
+from __future__ import annotations
+
+from qpass.backends.hls.c_values import cpp_type
+
+
+def emit(l, ins, out, e) -> None:
+    L = l.layer
+    (ti,), _ = e.types(l)
+    e.call(l, f"qpass::max_pool<{L.channels}, {L.pe}, {L.ifm_dim[0]}, {L.ifm_dim[1]}, {L.kernel[0]}, {L.kernel[1]}, "
+              f"{cpp_type(ti)}>({ins[0]}, {out});")

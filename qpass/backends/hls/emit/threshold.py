@@ -1,0 +1,12 @@
+"""``qpass::thresholding``: a standalone thresholding unit; thresholds as a ``ThresholdActivation``."""
+from __future__ import annotations
+
+from qpass.backends.hls.c_values import cpp_type
+
+
+def emit(l, ins, out, e) -> None:
+    L = l.layer
+    (ti,), to = e.types(l)
+    act = e.thresholds(l, L.channels // L.pe, L.pe, to)
+    e.call(l, f"qpass::thresholding<{L.channels}, {L.pe}, {L.pixels}, {cpp_type(ti)}, {cpp_type(to)}>({ins[0]}, "
+              f"{out}, {act});")

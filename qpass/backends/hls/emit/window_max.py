@@ -1,0 +1,11 @@
+"""``qpass::window_reduce`` with max: the maximum over each depthwise window."""
+from __future__ import annotations
+
+from qpass.backends.hls.c_values import cpp_type
+
+
+def emit(l, ins, out, e) -> None:
+    L = l.layer
+    (ti,), to = e.types(l)
+    e.call(l, f"qpass::window_reduce<{L.channels}, {L.pe}, {L.kernel_elems}, {L.pixels}, true, {cpp_type(ti)}, "
+              f"{cpp_type(to)}>({ins[0]}, {out});")
