@@ -21,13 +21,13 @@ own hls_stream.h for the C simulation).
 from __future__ import annotations
 
 from qpass.backends.hls.aptypes import fetch_ap_types, find_ap_types
-from qpass.backends.hls.csim_runner import build, csim
+from qpass.backends.hls.csim_runner import CsimCache, build, csim
 from qpass.backends.hls.exporter import (Comparison, ExportResult, PartitionExport, compare_with_golden, export,
                                          partition_io)
 from qpass.hw.grouping import explain
 from qpass.hw.partition import PartitionedModel, inline_partitions, load_partitioned, lower_partitions, partition
 
-__all__ = ["export", "compare_with_golden", "csim", "build", "ExportResult", "PartitionExport",
+__all__ = ["export", "compare_with_golden", "csim", "build", "CsimCache", "ExportResult", "PartitionExport",
            "Comparison",
            "partition_io", "find_ap_types", "fetch_ap_types", "partition", "PartitionedModel",
            "explain", "lower_partitions", "inline_partitions", "load_partitioned"]

@@ -14,7 +14,7 @@ import onnx
 
 from qpass.backends.hls import codegen, project_files
 from qpass.backends.hls.aptypes import find_ap_types
-from qpass.backends.hls.csim_runner import build, csim
+from qpass.backends.hls.csim_runner import CsimCache, build, csim
 from qpass.errors import QpassError
 from qpass.hw.builder import build as build_layers
 from qpass.hw.dataflow_graph import DataflowGraph
@@ -53,6 +53,8 @@ class ExportResult:
     report: str
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    #: the C simulation runs of this export's projects (``compare_with_golden`` reuses a run fed the same inputs)
+    csim_cache: CsimCache = field(default_factory=CsimCache)
 
     def partition(self, name: str) -> PartitionExport:
         for p in self.partitions:
@@ -231,15 +233,16 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
     io = partition_io(parent, s, batch_size=max(1, len(s)), partitions=store)
     secs = {"golden": time.perf_counter() - t0}
     t1 = time.perf_counter()
+    cache = result.csim_cache
     for e in result.partitions:
-        build(e.project_dir)
+        build(e.project_dir, cache=cache)
     secs["build"] = time.perf_counter() - t1
     checks = []
     frames = 0
     t1 = time.perf_counter()
     for e, node in zip(result.partitions, result.partitioned.partition_nodes):
         feeds = {p.tensor: io[p.tensor] for p in e.project.inputs}
-        got = csim(e.project_dir, feeds)
+        got = csim(e.project_dir, feeds, cache=cache)
         for p in e.project.outputs:
             want = np.asarray(io[p.tensor]).reshape(-1, p.elems)
             have = got[p.tensor].reshape(-1, p.elems)
@@ -255,7 +258,8 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
         t1 = time.perf_counter()
         shas = {n.name: next((a.s.decode() for a in n.attribute if a.name == "model_sha256"), n.name)
                 for n in result.partitioned.partition_nodes}
-        csims = {shas[e.name]: (lambda feeds, d=e.project_dir: csim(d, feeds)) for e in result.partitions}
+        csims = {shas[e.name]: (lambda feeds, d=e.project_dir: csim(d, feeds, cache=cache))
+                 for e in result.partitions}
         # one batch: a partition fed exactly what it was fed above reuses that C simulation run
         ys = run_samples(parent, s, executor=GoldenExecutor(parent, partitions=store.with_runners(csims)),
                          batch_size=max(1, len(s)))
