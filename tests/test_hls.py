@@ -3,8 +3,6 @@
 Each model is streamlined, exported and compiled once (module fixtures, two at a time on the two cores); needs
 g++ and ap_int.h (hls4ml's Apache-2.0 ap_types, see qpass.backends.hls.aptypes) and skips cleanly without them.
 """
-import os
-import shutil
 import subprocess
 import time
 import zipfile
@@ -27,20 +25,7 @@ from qpass.errors import QpassError
 
 from conftest import MODELS
 
-def _ap_types():
-    """hls4ml's Apache-2.0 ap_types headers: installed, cached, or fetched once from PyPI (3.3 MB wheel)."""
-    found = aptypes.find_ap_types()
-    if found is None and os.environ.get("QPASS_FETCH_AP_TYPES", "1") != "0":
-        try:
-            found = aptypes.fetch_ap_types()
-        except QpassError:
-            found = None
-    return found
-
-
-AP = _ap_types()
-pytestmark = pytest.mark.skipif(AP is None or shutil.which("g++") is None,
-                                reason="needs g++ and ap_int.h (pip install hls4ml, or aptypes.fetch_ap_types())")
+pytestmark = pytest.mark.usefixtures("ap_types")  # needs g++ and ap_int.h (the conftest fixture skips without them)
 
 BITS = {"binary": ("binary", "binary"), "2": ("sym:2", "dfp:2"), "4": ("sym:4", "dfp:4"), "8": ("sym:8", "dfp:8")}
 DIGITS = [(m, b) for m in ("digits_mlp", "digits_cnn") for b in BITS] + [("digits_rescnn", "4")]
@@ -83,7 +68,7 @@ def test_digits_csim_equals_golden(digits, name, bits):
     assert cmp.mismatches == 0
 
 
-def test_exported_project_layout(digits):
+def test_exported_project_layout(digits, ap_types):
     res, _, _, _ = digits[("digits_cnn", "4")]
     d = res.partitions[0].project_dir
     top = res.partitions[0].top
@@ -99,7 +84,7 @@ def test_exported_project_layout(digits):
     lib = (d / "qpass_dataflow.h").read_text()
     assert "#pragma HLS PIPELINE II=1" in lib and "NUMV * NF * SF" in lib and "(a >= m[pe][nf][t])" in lib
     mk = (d / "Makefile").read_text()
-    assert "-std=c++14 -O2" in mk and "-I$(AP_TYPES)" in mk and f"AP_TYPES ?= {AP}" in mk and "csim:" in mk
+    assert "-std=c++14 -O2" in mk and "-I$(AP_TYPES)" in mk and f"AP_TYPES ?= {ap_types}" in mk and "csim:" in mk
     tcl = (d / "run_hls.tcl").read_text()
     for s in ("open_project", f"set_top {top}", "add_files", "csim_design", "csynth_design",
               "set_part {xc7z020clg400-1}", "create_clock -period 10"):
@@ -312,8 +297,8 @@ def test_host_ops_between_partitions_end_to_end(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- ap_types
 
-def test_ap_types_are_taken_only_from_the_apache_headers(tmp_path):
-    assert (AP / "ap_int.h").is_file()
+def test_ap_types_are_taken_only_from_the_apache_headers(tmp_path, ap_types):
+    assert (ap_types / "ap_int.h").is_file()
     wheel = tmp_path / "hls4ml-0.0-py3-none-any.whl"
     apache = b"/* Copyright 2011-2019 Xilinx, Inc.\n Licensed under the Apache License, Version 2.0 */\n"
     with zipfile.ZipFile(wheel, "w") as z:
