@@ -204,7 +204,8 @@ def test_partitions_never_create_a_cycle_through_the_host():
     where = {n: w for n, _, w, _ in grouping.describe(m)}
     assert where["conv"] == where["mt"] == "partition 0" and where["join"] == "partition 1"
     x = rng.uniform(-5, 20, (8, 4, 3, 3)).astype(np.float32)
-    np.testing.assert_array_equal(GoldenExecutor(pm.parent, partitions=pm.store).run({"x": x})["y"], GoldenExecutor(m).run({"x": x})["y"])
+    np.testing.assert_array_equal(GoldenExecutor(pm.parent, partitions=pm.store).run({"x": x})["y"],
+                                  GoldenExecutor(m).run({"x": x})["y"])
 
 
 def test_stream_orders_follow_layout_ops():

@@ -38,8 +38,9 @@ bottleneck" (what back-pressure does), then refined greedily, minimising the tot
 A fork whose branches differ in latency gets a deep FIFO on its short branch (a residual shortcut
 holds the long branch's latency in words) and shallow ones elsewhere.
 ``size_fifos(verify=True)`` recomputes the bounded-FIFO schedule with the chosen depths by monotone
-fixpoint sweeps; ``qpass.hw.fifo_refsim.simulate_with_depths`` is a slow cycle-stepped reference (a full out-FIFO freezes
-the whole HLS pipeline, the input DMA pushes as fast as accepted) for checking small designs.
+fixpoint sweeps; ``qpass.hw.fifo_refsim.simulate_with_depths`` is a slow cycle-stepped reference (a
+full out-FIFO freezes the whole HLS pipeline, the input DMA pushes as fast as accepted) for checking
+small designs.
 Not modelled: AXI/DMA stalls, memory-port contention, weight-stream FIFOs; a missing input word is
 a bubble (flushable pipeline) whereas a default HLS pipeline freezes its in-flight iterations; the
 per-layer pipeline depths are assumptions (``Layer.pipeline_depth``); the search minimises FIFO

@@ -28,6 +28,5 @@ from qpass.hw.grouping import explain
 from qpass.hw.partition import PartitionedModel, inline_partitions, load_partitioned, lower_partitions, partition
 
 __all__ = ["export", "compare_with_golden", "csim", "build", "CsimCache", "ExportResult", "PartitionExport",
-           "Comparison",
-           "partition_io", "find_ap_types", "fetch_ap_types", "partition", "PartitionedModel",
+           "Comparison", "partition_io", "find_ap_types", "fetch_ap_types", "partition", "PartitionedModel",
            "explain", "lower_partitions", "inline_partitions", "load_partitioned"]

@@ -22,7 +22,8 @@ from qpass.hw.design import fifo_depths, fold, report_table
 from qpass.hw.devices import Device, get_device
 from qpass.hw.fifo_sim import FifoResult
 from qpass.hw.folding import FoldingResult
-from qpass.hw.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionedModel, partition
+from qpass.hw.partition import PartitionedModel, partition
+from qpass.ops.partition import PARTITION_DOMAIN, PARTITION_OP
 
 
 @dataclass
@@ -113,8 +114,8 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     outputs, so ``make csim`` checks itself.
 
     Writes ``out_dir/<model_name>.onnx`` (host nodes + partition nodes) and its partition models, one folder per
-    partition (``codegen`` and ``project_files`` module docstrings), and ``out_dir/report.txt`` (host nodes with reasons, per-layer
-    tables). ``folding`` ({layer: {"PE": p, "SIMD": s}}, FINN's folding_config) overrides the chosen folding of
+    partition (``codegen`` and ``project_files`` module docstrings), and ``out_dir/report.txt`` (host nodes with
+    reasons, per-layer tables). ``folding`` ({layer: {"PE": p, "SIMD": s}}, FINN's folding_config) overrides the chosen folding of
     the named layers (layer names as in the report)."""
     t0 = time.perf_counter()
     timings = {}
@@ -155,7 +156,8 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
         frames = None
         if io is not None:
             frames = _write_data(pdir, proj, io)
-        full = table + (f"\n\nFIFO depths (stream simulation, in producer words):\n{dg.fifos.table()}" if dg.fifos else "")
+        fifo_table = f"\n\nFIFO depths (stream simulation, in producer words):\n{dg.fifos.table()}" if dg.fifos else ""
+        full = table + fifo_table
         project_files.write_project(pdir, proj, dg, full, ap_types=ap, part=part, clock_ns=clk, frames=frames)
         exports.append(PartitionExport(node.name, files.get(node.name, rel), pdir, top, dg, fold_res, dg.fifos, depths,
                                        table, proj, frames))

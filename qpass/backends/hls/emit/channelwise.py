@@ -4,9 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from qpass.backends.hls.c_values import c_array, c_int_type, cpp_type, int_literal
+from qpass.backends.hls.emit.context import Emission
+from qpass.hw.dataflow_graph import HwLayer
 
 
-def emit(l, ins, out, e) -> None:
+def emit(l: HwLayer, ins: list[str], out: str, e: Emission) -> None:
     L, p = l.layer, l.params
     (ti,), to = e.types(l)
     vals = np.asarray(p["values"], np.int64)

@@ -5,9 +5,11 @@ from __future__ import annotations
 import numpy as np
 
 from qpass.backends.hls.c_values import acc_cpp, cpp_type
+from qpass.backends.hls.emit.context import Emission
+from qpass.hw.dataflow_graph import HwLayer
 
 
-def emit(l, ins, out, e) -> None:
+def emit(l: HwLayer, ins: list[str], out: str, e: Emission) -> None:
     p, L = l.params, l.layer
     (ti,), to = e.types(l)
     w = np.asarray(p["weights"], np.int64)  # (MH, MW)

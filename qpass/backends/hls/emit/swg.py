@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from qpass.backends.hls.c_values import cpp_type
+from qpass.backends.hls.emit.context import Emission
+from qpass.hw.dataflow_graph import HwLayer
 
 
-def emit(l, ins, out, e) -> None:
+def emit(l: HwLayer, ins: list[str], out: str, e: Emission) -> None:
     p, L = l.params, l.layer
     (ti,), _ = e.types(l)
     pad = p["pad"]
