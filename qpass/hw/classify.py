@@ -22,13 +22,13 @@ from qpass.hw.kinds import COMPUTE_KINDS, KINDS, SUPPORTED_OPS
 from qpass.hw.nodes import data_inputs, sample_shape
 from qpass.hw.shapes import ensure_names, with_shapes
 from qpass.ir.datatypes import get_annotations, int_type_from_name
+from qpass.ops import op_of
 from qpass.ops.common import QONNX_DOMAINS
 from qpass.ops.partition import PartitionStore
 
 #: metadata key of a partition model's exact input ranges (written by ``qpass.hw.partition.partition``)
 RANGES_KEY = "qpass_stream_ranges"
 #: QONNX quantisers: on the host unless their input already holds integer codes
-QUANTISERS = ("Quant", "BipolarQuant", "Trunc")
 #: element-wise arithmetic that turns integer codes into float values (the float head)
 FLOAT_ARITHMETIC = ("Mul", "Add", "Sub", "Div")
 
@@ -81,7 +81,7 @@ def seed_ranges(model: onnx.ModelProto, graph: gs.Graph) -> dict:
 def _host_gate(node: gs.Node, data, outs, memo: dict) -> str | None:
     """Why ``node`` stays on the host whatever the kinds say, or None."""
     op, dom = node.op, node.domain or ""
-    if dom in QONNX_DOMAINS and op in QUANTISERS:
+    if dom in QONNX_DOMAINS and getattr(op_of(node), "quantizer", False):
         if is_int_quant(node) or is_bipolar_codes(node):
             if data and int_range(data[0], memo) is None:
                 return "input quantiser: rounds float data to integer codes (host)"

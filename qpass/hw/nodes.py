@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from qpass.ops.common import mt_channel_axis
+from qpass.ops import MultiThreshold
 
 
 def attr(node: gs.Node, name, default=None):
@@ -44,7 +44,7 @@ def broadcast_channel(v: np.ndarray, sample_shape: tuple, axis: int) -> bool:
 
 def mt_axis(node: gs.Node, rank: int) -> int | None:
     """Per-sample channel axis of a MultiThreshold input of full rank ``rank``."""
-    ax = mt_channel_axis(attr(node, "data_layout", ""), rank)
+    ax = MultiThreshold.channel_axis(node, rank)
     return None if ax == 0 else ax - 1
 
 

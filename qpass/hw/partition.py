@@ -22,7 +22,7 @@ from qpass.hw.classify import RANGES_KEY, Decision
 from qpass.hw.grouping import plan
 from qpass.hw.shapes import ensure_names, with_shapes
 from qpass.ir.graph import topo_order
-from qpass.ops.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionStore, model_sha256, partition_ref
+from qpass.ops.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionStore, is_partition, model_sha256, partition_ref
 
 
 @dataclass
@@ -40,7 +40,7 @@ class PartitionedModel:
 
     @property
     def partition_nodes(self) -> list[onnx.NodeProto]:
-        return [n for n in self.parent.graph.node if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN]
+        return [n for n in self.parent.graph.node if is_partition(n)]
 
     def host_nodes(self) -> list[tuple[str, str, str]]:
         return [(d.node, d.op, d.reason) for d in self.decisions if d.kind is None]
@@ -56,7 +56,7 @@ class PartitionedModel:
         parent.CopyFrom(self.parent)
         renamed = {}
         for n in parent.graph.node:
-            if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN:
+            if is_partition(n):
                 a = next(a for a in n.attribute if a.name == "model")
                 rel = a.s.decode()
                 new = f"{path.stem}.{rel}"
@@ -197,7 +197,7 @@ def load_partitioned(path: str | os.PathLike) -> PartitionedModel:
     parent = onnx.load(str(path))
     parts = {}
     for n in parent.graph.node:
-        if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN:
+        if is_partition(n):
             rel, _ = partition_ref(n)
             parts[rel] = parse_model(path.parent / rel)
     return PartitionedModel(parent, parts, [], [], store=PartitionStore(parts, path.parent))
@@ -215,7 +215,7 @@ def inline_partitions(model: onnx.ModelProto | PartitionedModel, base_dir: str |
     nodes, inits, vis = [], {i.name: i for i in g.initializer}, {v.name: v for v in g.value_info}
     anns = {a.tensor_name: a for a in g.quantization_annotation}
     for n in g.node:
-        if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN:
+        if is_partition(n):
             sub = store.resolve(*partition_ref(n))
             nodes.extend(_copy_node(x) for x in sub.graph.node)
             for i in sub.graph.initializer:

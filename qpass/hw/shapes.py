@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import onnx
 
+from qpass.ops import op_of
 from qpass.ops.common import QONNX_DOMAINS
 
 #: QONNX ops whose output has the shape of their first input
-ELEMENTWISE_QOPS = ("Quant", "IntQuant", "BipolarQuant", "Trunc", "MultiThreshold")
 
 
 def ensure_names(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -47,12 +47,10 @@ def with_shapes(model: onnx.ModelProto) -> onnx.ModelProto:
         if not _has_shape(o):
             o.type.tensor_type.ClearField("shape")
     for n in stand.graph.node:
-        if n.domain in QONNX_DOMAINS and n.op_type in ELEMENTWISE_QOPS:
-            first = n.input[0]
-            del n.input[:]
-            n.input.append(first)
-            del n.attribute[:]
-            n.op_type, n.domain = "Identity", ""
+        op = op_of(n) if n.domain in QONNX_DOMAINS else None
+        stand_in = op.shape_stand_in(n) if op is not None else None
+        if stand_in is not None:
+            n.CopyFrom(stand_in)
     try:
         inferred = onnx.shape_inference.infer_shapes(stand, data_prop=True)
     except Exception:  # noqa: BLE001 - best effort; nodes without shapes stay on the host

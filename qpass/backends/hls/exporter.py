@@ -23,7 +23,7 @@ from qpass.hw.devices import Device, get_device
 from qpass.hw.fifo_sim import FifoResult
 from qpass.hw.folding import FoldingResult
 from qpass.hw.partition import PartitionedModel, partition
-from qpass.ops.partition import PARTITION_DOMAIN, PARTITION_OP
+from qpass.ops.partition import is_partition
 
 
 @dataclass
@@ -93,7 +93,7 @@ def partition_io(parent: onnx.ModelProto, samples, batch_size: int = 64, partiti
 
     names = []
     for n in parent.graph.node:
-        if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN:
+        if is_partition(n):
             names += [t for t in list(n.input) + list(n.output) if t and t not in names]
     names += [o.name for o in parent.graph.output if o.name not in names]
     ex = GoldenExecutor(parent, partitions=partitions)
@@ -140,7 +140,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     exports = []
     saved = onnx.load(str(parent_path))
     files = {n.name: next(a.s.decode() for a in n.attribute if a.name == "model") for n in saved.graph.node
-             if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN}
+             if is_partition(n)}
     for node in pm.partition_nodes:
         rel = next(a.s.decode() for a in node.attribute if a.name == "model")
         sub = pm.partitions[rel]

@@ -11,7 +11,8 @@ from qpass.analysis.intinfo import const
 from qpass.hw import cost_models as cm
 from qpass.hw.kinds.base import HwKind
 from qpass.hw.layers import PerChannel, Resources, check_choice
-from qpass.hw.nodes import attr, data_inputs, mt_axis, sample_shape
+from qpass.hw.nodes import data_inputs, mt_axis, sample_shape
+from qpass.ops import MultiThreshold
 
 
 @dataclass(frozen=True)
@@ -36,9 +37,9 @@ def threshold_params(mt, channels: int) -> dict:
     thr = np.asarray(const(mt.inputs[1]), np.float64)
     if thr.shape[0] == 1 and channels > 1:
         thr = np.repeat(thr, channels, axis=0)
+    out_scale, out_bias = MultiThreshold.affine(mt)
     return dict(thresholds=thr.astype(np.int64) if np.all(thr == np.round(thr)) else thr,
-                out_scale=int(round(float(attr(mt, "out_scale", 1.0)))),
-                out_bias=int(round(float(attr(mt, "out_bias", 0.0)))))
+                out_scale=int(round(out_scale)), out_bias=int(round(out_bias)))
 
 
 def int_thresholds(thr: np.ndarray) -> np.ndarray:
@@ -53,7 +54,7 @@ class ThresholdKind(HwKind):
 
     def match(self, node, data, outs):
         thr = const(node.inputs[1])
-        s, b = float(attr(node, "out_scale", 1.0)), float(attr(node, "out_bias", 0.0))
+        s, b = MultiThreshold.affine(node)
         if thr is None or s != round(s) or b != round(b):
             return None, "MultiThreshold with non-constant thresholds or a non-integer out_scale/out_bias"
         if not np.all(np.isfinite(thr)):
