@@ -17,6 +17,8 @@ R_ANTIALIAS = "Resize antialias=1 has no kernel"
 R_ASPECT = "Resize keep_aspect_ratio_policy not_larger / not_smaller has no kernel"
 R_MAXPOOL_INDICES = "MaxPool's Indices output has no kernel"
 R_BN_TRAINING = "BatchNormalization training_mode=1 (batch statistics, running-mean outputs): inference only"
+R_CONTROL_SEQUENCES = ("If / Loop bodies that build sequence or optional values (SequenceConstruct, SequenceInsert, "
+                       "Optional*): only tensor values have kernels, refused when the parent executor is built")
 
 # ------------------------------------------------------------------ wrong values (silent bugs)
 W_CAST_E5M2_SATURATE = (
@@ -101,7 +103,9 @@ KNOWN_FAILURES = MappingProxyType({
              "test_castlike_no_saturate_FLOAT16_to_FLOAT8E5M2FNUZ_expanded "
              "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FNUZ_expanded "
              "test_castlike_no_saturate_FLOAT_to_FLOAT8E4M3FN_expanded "
-             "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ_expanded"),
+             "test_castlike_no_saturate_FLOAT_to_FLOAT8E5M2FNUZ_expanded test_range_bfloat16_type_positive_delta_expanded"),
+    **_cases("refused", R_CONTROL_SEQUENCES,
+             "test_if_opt test_if_seq test_loop13_seq test_loop16_seq_none"),
     **_cases("refused", R_CUBIC,
              "test_resize_downsample_scales_cubic test_resize_downsample_scales_cubic_A_n0p5_exclude_outside "
              "test_resize_downsample_scales_cubic_align_corners test_resize_downsample_scales_cubic_antialias "
