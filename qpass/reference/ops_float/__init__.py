@@ -7,4 +7,4 @@ threads) and at least as accurate as onnxruntime's float32 kernels.
 
 Importing this package registers every kernel (``qpass.reference.registry``).
 """
-from . import elementwise, linear, pooling, reductions, resize, shape  # noqa: F401  (register kernels)
+from . import casts, elementwise, linear, pooling, reductions, resize, shape  # noqa: F401  (register kernels)

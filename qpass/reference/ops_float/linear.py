@@ -5,12 +5,12 @@ import numpy as np
 
 from .. import im2col as ic
 from ..registry import register
-from .common import F64, out_dtype, wide
+from .common import F64, is_float, out_dtype, wide
 
 
 @register("MatMul")
 def matmul(node, a, b):
-    if a.dtype.kind == "f":
+    if is_float(a.dtype):
         return np.matmul(a.astype(F64), b.astype(F64)).astype(out_dtype(a))
     return np.matmul(a, b)
 

@@ -13,23 +13,32 @@ def _pool_geometry(node, x):
     return kernel, ic.node_geometry(node, x.shape, kernel, pooling=True)
 
 
-def _check_maxpool(node):
-    if len(node.outputs) > 1 and node.outputs[1]:
-        return "the Indices output is not supported"
-    if int(node.attr("storage_order", 0)) != 0:
-        return "storage_order=1 is not supported"
-    return None
-
-
 def _lowest(dtype):
     return -np.inf if np.dtype(dtype).kind == "f" else np.iinfo(dtype).min
 
 
-@register("MaxPool", check=_check_maxpool)
+@register("MaxPool")
 def max_pool(node, x):
+    """Y, and when asked for, Indices: the flat position of each maximum in the unpadded input (row-major, or
+    column-major over the spatial axes with storage_order=1); ties go to the first position in the window."""
     kernel, (begin, end, out) = _pool_geometry(node, x)
     w = ic.windows(x, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, _lowest(x.dtype))
-    return w.max(axis=tuple(range(-len(kernel), 0))).astype(x.dtype)
+    k_axes = tuple(range(-len(kernel), 0))
+    y = w.max(axis=k_axes).astype(x.dtype)
+    if len(node.outputs) < 2 or not node.outputs[1]:
+        return y
+    spatial = x.shape[2:]
+    pos = np.arange(int(np.prod(spatial)), dtype=np.int64).reshape(spatial)
+    if int(node.attr("storage_order", 0)):
+        pos = pos.reshape(spatial[::-1]).T  # column-major numbering
+    pos = np.broadcast_to(pos, (1, 1) + spatial)
+    wi = ic.windows(pos, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, -1)
+    flat = w.reshape(w.shape[:-len(kernel)] + (-1,))
+    first = np.argmax(flat, axis=-1)[..., None]
+    idx = np.take_along_axis(np.broadcast_to(wi.reshape(wi.shape[:-len(kernel)] + (-1,)), flat.shape), first,
+                             axis=-1)[..., 0]
+    base = (np.arange(x.shape[0] * x.shape[1], dtype=np.int64) * int(np.prod(spatial)))
+    return y, idx + base.reshape((x.shape[0], x.shape[1]) + (1,) * len(spatial))
 
 
 def avg_pool_counts(node, x_shape, kernel, begin, end, out):

@@ -1,9 +1,8 @@
 """Shape and data-movement kernels: Reshape, Flatten, Transpose, (Un)Squeeze, Concat, Split, Slice, Gather,
-Shape, Size, Cast, Constant, ConstantOfShape, Expand, Tile, Range, Pad."""
+Shape, Size, Constant, ConstantOfShape, Expand, Tile, Range, Pad."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..registry import register
 from .common import F32, axes_arg
@@ -112,27 +111,6 @@ def shape(node, x):
 @register("Size")
 def size(node, x):
     return np.asarray(np.size(x), dtype=np.int64)
-
-
-def _check_cast(node):
-    to = node.attr("to")
-    try:
-        dt = onnx.helper.tensor_dtype_to_np_dtype(int(to))
-    except Exception:  # noqa: BLE001
-        return f"cast to ONNX type {to} is not supported"
-    if dt.kind not in "biuf":
-        return f"cast to {onnx.TensorProto.DataType.Name(int(to))} is not supported"
-    return None
-
-
-@register("Cast", check=_check_cast)
-def cast(node, x):
-    dt = onnx.helper.tensor_dtype_to_np_dtype(int(node.attr("to")))
-    if dt == np.bool_:
-        return x != 0
-    if dt.kind in "iu" and x.dtype.kind == "f":
-        return np.trunc(x).astype(dt)
-    return x.astype(dt)
 
 
 def _check_constant(node):
