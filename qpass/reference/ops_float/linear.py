@@ -1,4 +1,5 @@
-"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once."""
+"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once; Einsum
+(added later) in the input dtype, as onnxruntime computes it."""
 from __future__ import annotations
 
 import numpy as np
@@ -66,3 +67,13 @@ def conv_transpose(node, x, w, b=None):
     if b is not None:
         y = y + wide(b).reshape((1, -1) + (1,) * len(kernel))
     return y.astype(out_dtype(x))
+
+
+@register("Einsum")
+def einsum(node, *xs):
+    """numpy's einsum in the input dtype, float32 for narrower floats (an equation without '->' sums the repeated
+    letters and orders the rest alphabetically, as ONNX specifies)."""
+    dt = xs[0].dtype
+    narrow = is_float(dt) and dt.itemsize < 4
+    y = np.einsum(node.attr("equation").replace(" ", ""), *[v.astype(np.float32) if narrow else v for v in xs])
+    return np.asarray(y).astype(dt)

@@ -1,5 +1,5 @@
 """Shape and data-movement kernels: Reshape, Flatten, Transpose, (Un)Squeeze, Concat, Split, Slice, Gather,
-Shape, Size, Constant, ConstantOfShape, Expand, Tile, Range, Pad."""
+Shape, Size, Constant, ConstantOfShape, Expand, Tile, Range, Pad, DepthToSpace, SpaceToDepth."""
 from __future__ import annotations
 
 import numpy as np
@@ -183,3 +183,23 @@ def pad(node, x, pads=None, value=None, axes=None):
         v = 0 if value is None else np.asarray(value).reshape(-1)[0] if np.size(value) else 0
         return np.pad(x, widths, mode="constant", constant_values=v)
     return np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+@register("DepthToSpace")
+def depth_to_space(node, x):
+    b = int(node.attr("blocksize"))
+    n, c, h, w = x.shape
+    if node.attr("mode", "DCR") == "CRD":
+        y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return y.reshape(n, c // (b * b), h * b, w * b)
+
+
+@register("SpaceToDepth")
+def space_to_depth(node, x):
+    b = int(node.attr("blocksize"))
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    y = y.transpose(0, 1, 3, 5, 2, 4) if node.attr("mode", "DCR") == "CRD" else y.transpose(0, 3, 5, 1, 2, 4)
+    return y.reshape(n, c * b * b, h // b, w // b)
