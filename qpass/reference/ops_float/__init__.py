@@ -10,5 +10,5 @@ float32.
 
 Importing this package registers every kernel (``qpass.reference.registry``).
 """
-from . import (casts, elementwise, indexing, linear, normalization, pooling,  # noqa: F401  (register kernels)
-               recurrent, reductions, resize, shape, unary)
+from . import (casts, dynamic_quant, elementwise, indexing, linear, normalization,  # noqa: F401  (register kernels)
+               pooling, recurrent, reductions, resize, shape, unary)

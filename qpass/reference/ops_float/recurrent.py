@@ -20,6 +20,11 @@ _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
 _DEFAULT_ACTIVATIONS = {"RNN": ("Tanh",), "GRU": ("Sigmoid", "Tanh"), "LSTM": ("Sigmoid", "Tanh", "Tanh")}
 
 
+def _kind(node) -> str:
+    """RNN, GRU or LSTM (com.microsoft's DynamicQuantizeLSTM is an LSTM)."""
+    return "LSTM" if node.op_type.endswith("LSTM") else node.op_type
+
+
 def _sigmoid(x, a, b):
     with np.errstate(over="ignore"):
         return (1 / (1 + np.exp(-x))).astype(x.dtype)
@@ -48,7 +53,7 @@ def _directions(node) -> list[str]:
 
 def _activations(node, dtype) -> list[list[Callable]]:
     """Per direction, the gate activation functions with their alpha / beta bound."""
-    names = node.attr("activations") or list(_DEFAULT_ACTIVATIONS[node.op_type]) * len(_directions(node))
+    names = node.attr("activations") or list(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node))
     alphas = list(node.attr("activation_alpha") or [])
     betas = list(node.attr("activation_beta") or [])
     fns = []
@@ -58,11 +63,11 @@ def _activations(node, dtype) -> list[list[Callable]]:
         b = betas.pop(0) if db is not None and betas else db
         t = np.dtype(dtype).type
         fns.append(lambda x, fn=fn, a=t(a or 0), b=t(b or 0): fn(x, a, b).astype(x.dtype))
-    per = len(_DEFAULT_ACTIVATIONS[node.op_type])
+    per = len(_DEFAULT_ACTIVATIONS[_kind(node)])
     return [fns[i * per:(i + 1) * per] for i in range(len(_directions(node)))]
 
 
-def _check_recurrent(node):
+def check_recurrent(node):
     if node.attr("direction", "forward") not in ("forward", "reverse", "bidirectional"):
         return f"direction {node.attr('direction')!r} is not supported"
     names = node.attr("activations")
@@ -70,17 +75,18 @@ def _check_recurrent(node):
         unknown = [n for n in names if n.lower() not in _ACTIVATIONS]
         if unknown:
             return f"activation {unknown[0]!r} is not supported"
-        if len(names) != len(_DEFAULT_ACTIVATIONS[node.op_type]) * len(_directions(node)):
+        if len(names) != len(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node)):
             return f"{len(names)} activations for {len(_directions(node))} direction(s)"
     return None
 
 
 @dataclass
 class _Direction:
-    """One direction's weights: W (G*H, I), R (G*H, H), Wb and Rb (G*H,), peepholes (3*H,) or None."""
+    """One direction: ``xw(x)`` = x @ W.T (every time step at once), ``hr(h, lo, hi)`` = h @ R[lo:hi].T, the
+    biases Wb and Rb (G*H,), peepholes (3*H,) or None, and the activation functions."""
 
-    w: np.ndarray
-    r: np.ndarray
+    xw: Callable
+    hr: Callable
     wb: np.ndarray
     rb: np.ndarray
     p: np.ndarray | None
@@ -95,17 +101,18 @@ def _reverse_within(x, lens):
     return y
 
 
-def _run(node, x, lens, h0, c0, d: _Direction, step, reverse: bool):
+def _run(x, lens, h0, c0, d: _Direction, step, reverse: bool):
     """Y (T, B, H), last h, last c of one direction; ``step(xp_t, h, c, d) -> (h, c)``."""
     T, B = x.shape[:2]
     if reverse:
         x = _reverse_within(x, lens)
-    xp = (x.reshape(T * B, -1) @ d.w.T + d.wb).reshape(T, B, -1)
+    xp = d.xw(x.reshape(T * B, -1)).reshape(T, B, -1)
     h, c = h0, c0
     ys = np.zeros((T, B, h0.shape[-1]), x.dtype)
     for t in range(T):
         active = (t < lens)[:, None]
-        h_new, c_new = step(xp[t], h, c, d)
+        fed = h if t == 0 else ys[t - 1]  # a finished sequence feeds zeros, as in onnxruntime (for quantised steps)
+        h_new, c_new = step(xp[t], fed, c, d)
         ys[t] = np.where(active, h_new, 0)
         h = np.where(active, h_new, h)
         if c is not None:
@@ -118,9 +125,11 @@ def _clip(node, v):
     return v if clip is None else np.clip(v, -clip, clip)
 
 
+# The additions follow onnxruntime's order: the bias Wb + Rb comes last (for RNN, first), peepholes before it.
+
 def _rnn_step(node):
     def step(xp, h, c, d):
-        return d.acts[0](_clip(node, xp + h @ d.r.T + d.rb)), None
+        return d.acts[0](_clip(node, (xp + (d.wb + d.rb)) + d.hr(h, 0, h.shape[-1]))), None
     return step
 
 
@@ -129,13 +138,13 @@ def _gru_step(node):
 
     def step(xp, h, c, d):
         H = h.shape[-1]
-        hr = h @ d.r[:2 * H].T + d.rb[:2 * H]
-        z = d.acts[0](_clip(node, xp[:, :H] + hr[:, :H]))
-        r = d.acts[0](_clip(node, xp[:, H:2 * H] + hr[:, H:]))
+        zr = (xp[:, :2 * H] + d.hr(h, 0, 2 * H)) + (d.wb[:2 * H] + d.rb[:2 * H])
+        z = d.acts[0](_clip(node, zr[:, :H]))
+        r = d.acts[0](_clip(node, zr[:, H:]))
         if lbr:
-            pre = xp[:, 2 * H:] + r * (h @ d.r[2 * H:].T + d.rb[2 * H:])
+            pre = (xp[:, 2 * H:] + r * (d.hr(h, 2 * H, 3 * H) + d.rb[2 * H:])) + d.wb[2 * H:]
         else:
-            pre = xp[:, 2 * H:] + (r * h) @ d.r[2 * H:].T + d.rb[2 * H:]
+            pre = (xp[:, 2 * H:] + d.hr(r * h, 2 * H, 3 * H)) + (d.wb[2 * H:] + d.rb[2 * H:])
         cand = d.acts[1](_clip(node, pre))
         return (1 - z) * cand + z * h, None
     return step
@@ -146,13 +155,14 @@ def _lstm_step(node):
 
     def step(xp, h, c, d):
         H = h.shape[-1]
-        g = xp + h @ d.r.T + d.rb  # gates i, o, f, c
+        g = xp + d.hr(h, 0, 4 * H)  # gates i, o, f, c
+        bias = d.wb + d.rb
         pi, po, pf = (np.zeros(H, g.dtype),) * 3 if d.p is None else (d.p[:H], d.p[H:2 * H], d.p[2 * H:])
-        i = d.acts[0](_clip(node, g[:, :H] + pi * c))
-        f = 1 - i if couple else d.acts[0](_clip(node, g[:, 2 * H:3 * H] + pf * c))
-        cell = d.acts[1](_clip(node, g[:, 3 * H:]))
+        i = d.acts[0](_clip(node, (g[:, :H] + pi * c) + bias[:H]))
+        f = 1 - i if couple else d.acts[0](_clip(node, (g[:, 2 * H:3 * H] + pf * c) + bias[2 * H:3 * H]))
+        cell = d.acts[1](_clip(node, g[:, 3 * H:] + bias[3 * H:]))
         c = f * c + i * cell
-        o = d.acts[0](_clip(node, g[:, H:2 * H] + po * c))
+        o = d.acts[0](_clip(node, (g[:, H:2 * H] + po * c) + bias[H:2 * H]))
         return o * d.acts[2](c), c
     return step
 
@@ -160,37 +170,47 @@ def _lstm_step(node):
 _STEPS = {"RNN": _rnn_step, "GRU": _gru_step, "LSTM": _lstm_step}
 
 
-def _weights(node, w, r, b, p, k, acts) -> _Direction:
-    G, H = _GATES[node.op_type], r.shape[-1]
-    bias = np.zeros(2 * G * H, w.dtype) if b is None else b[k]
-    pp = None if p is None else p[k]
-    return _Direction(w[k], r[k], bias[:G * H], bias[G * H:], pp, acts[k])
+def float_weights(w, r):
+    """(xw, hr) of float weights W (G*H, I) and R (G*H, H)."""
+    return (lambda x: x @ w.T), (lambda h, lo, hi: h @ r[lo:hi].T)
+
+
+def _direction(node, hidden, dtype, b, p, k, acts, products) -> _Direction:
+    G = _GATES[_kind(node)]
+    bias = np.zeros(2 * G * hidden, dtype) if b is None else b[k]
+    return _Direction(*products(k), bias[:G * hidden], bias[G * hidden:], None if p is None else p[k], acts[k])
 
 
 def _state(v, k, B, H, dtype):
     return np.zeros((B, H), dtype) if v is None else v[k]
 
 
-@register("RNN", check=_check_recurrent)
-@register("GRU", check=_check_recurrent)
-@register("LSTM", check=_check_recurrent)
+@register("RNN", check=check_recurrent)
+@register("GRU", check=check_recurrent)
+@register("LSTM", check=check_recurrent)
 def recurrent(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     """Y, Y_h (and Y_c for LSTM) in the node's layout."""
+    return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, lambda k: float_weights(w[k], r[k]))
+
+
+def run_recurrent(node, x, hidden, b, lens, h0, c0, p, products):
+    """The recurrence of ``node`` (an RNN, GRU or LSTM by ``node.op_type``) whose per-direction matrix products
+    ``products(k) -> (xw, hr)`` the caller supplies (float or quantised weights)."""
     batch_first = int(node.attr("layout", 0)) == 1
     if batch_first:
         x = np.swapaxes(x, 0, 1)
         h0 = None if h0 is None else np.swapaxes(h0, 0, 1)
         c0 = None if c0 is None else np.swapaxes(c0, 0, 1)
-    T, B, H = x.shape[0], x.shape[1], r.shape[-1]
+    T, B, H = x.shape[0], x.shape[1], hidden
     lens = np.full(B, T, np.int64) if lens is None else np.asarray(lens).astype(np.int64).reshape(-1)
     acts = _activations(node, x.dtype)
-    step = _STEPS[node.op_type](node)
-    lstm = node.op_type == "LSTM"
+    step = _STEPS[_kind(node)](node)
+    lstm = _kind(node) == "LSTM"
     ys, hs, cs = [], [], []
     for k, direction in enumerate(_directions(node)):
         c_init = _state(c0, k, B, H, x.dtype) if lstm else None
-        y, h, c = _run(node, x, lens, _state(h0, k, B, H, x.dtype), c_init,
-                       _weights(node, w, r, b, p, k, acts), step, direction == "reverse")
+        d = _direction(node, H, x.dtype, b, p, k, acts, products)
+        y, h, c = _run(x, lens, _state(h0, k, B, H, x.dtype), c_init, d, step, direction == "reverse")
         ys.append(y)
         hs.append(h)
         cs.append(c)
