@@ -230,3 +230,32 @@ def test_cast_to_float8_saturates_unless_told_not_to():
     np.testing.assert_array_equal(sat[:3], [448, -448, 448])
     raw = GoldenExecutor(model("Cast", [x], {"to": to, "saturate": 0}, opset=21)[0]).run({"i0": x})["o0"]
     assert np.isnan(raw.astype(F32)[:3]).all()
+
+
+# ---------------------------------------------------------------------------------------------- attention
+
+
+@pytest.mark.parametrize("extra, attrs", [
+    ([], {}), ([], {"is_causal": 1}), ([], {"scale": 0.3, "softcap": 2.0}),
+    ([RNG.random((5, 7)) > 0.3], {}), ([rand(2, 1, 5, 7)], {}),
+])
+def test_attention_matches_onnxruntime(extra, attrs):
+    m, feeds = model("Attention", [rand(2, 4, 5, 8), rand(2, 2, 7, 8), rand(2, 2, 7, 6), *extra], attrs, opset=23)
+    assert_close(m, feeds)
+
+
+def test_attention_with_past_and_grouped_heads_matches_onnxruntime():
+    m, feeds = model("Attention", [rand(2, 4, 5, 8), rand(2, 2, 7, 8), rand(2, 2, 7, 6), None, rand(2, 2, 3, 8),
+                                   rand(2, 2, 3, 6)], {"is_causal": 1}, n_out=3, opset=23)
+    assert_close(m, feeds)
+    m, feeds = model("Attention", [rand(2, 5, 32), rand(2, 7, 16), rand(2, 7, 16)],
+                     {"q_num_heads": 4, "kv_num_heads": 2}, opset=23)
+    assert_close(m, feeds)
+
+
+@pytest.mark.parametrize("interleaved", [0, 1])
+def test_rotary_embedding_matches_onnxruntime(interleaved):
+    pos = RNG.integers(0, 10, (2, 5)).astype(np.int64)
+    m, feeds = model("RotaryEmbedding", [rand(2, 3, 5, 8), rand(10, 4), rand(10, 4), pos],
+                     {"interleaved": interleaved}, opset=23)
+    assert_close(m, feeds)

@@ -4,11 +4,11 @@ Precision, as each module's docstring says: elementwise ops compute in the input
 like onnxruntime). The first kernels (Conv, ConvTranspose, Gemm, MatMul, pooling sums, Softmax, ReduceMean / Sum /
 Prod, Batch- and LayerNormalization, and transcendental elementwise functions) evaluate in float64 and round once:
 deterministic, and kept so that qpass's outputs do not change. The kernels added since (casts, indexing,
-normalization, recurrent, unary, Einsum, the other Reduce* ops) compute in float32 as onnxruntime does, because
+normalization, recurrent, unary, attention, Einsum, the other Reduce* ops) compute in float32 as onnxruntime does, because
 float64 between a DequantizeLinear and a QuantizeLinear moves codes by one step where onnxruntime rounds in
 float32.
 
 Importing this package registers every kernel (``qpass.reference.registry``).
 """
-from . import (casts, dynamic_quant, elementwise, indexing, linear, normalization,  # noqa: F401  (register kernels)
-               pooling, recurrent, reductions, resize, shape, unary)
+from . import (attention, casts, dynamic_quant, elementwise, indexing, linear,  # noqa: F401  (register kernels)
+               normalization, pooling, recurrent, reductions, resize, shape, unary)
