@@ -259,3 +259,35 @@ def test_rotary_embedding_matches_onnxruntime(interleaved):
     m, feeds = model("RotaryEmbedding", [rand(2, 3, 5, 8), rand(10, 4), rand(10, 4), pos],
                      {"interleaved": interleaved}, opset=23)
     assert_close(m, feeds)
+
+
+# ---------------------------------------------------------------------------------------------- vision
+
+
+@pytest.mark.parametrize("center_point_box", [0, 1])
+@pytest.mark.parametrize("score_threshold", [None, np.array([0.3], F32)])
+def test_non_max_suppression_is_exact(center_point_box, score_threshold):
+    boxes = (RNG.random((2, 40, 4)) * 10).astype(F32)
+    scores = np.round(RNG.random((2, 3, 40)), 1).astype(F32)  # ties: the lower box index first
+    ins = [boxes, scores, np.array([5], np.int64), np.array([0.4], F32)]
+    ins += [] if score_threshold is None else [score_threshold]
+    assert_exact(*model("NonMaxSuppression", ins, {"center_point_box": center_point_box}))
+
+
+@pytest.mark.parametrize("mode", ["nearest", "linear", "cubic"])
+@pytest.mark.parametrize("padding", ["zeros", "border", "reflection"])
+@pytest.mark.parametrize("align_corners", [0, 1])
+def test_grid_sample_matches_onnxruntime(mode, padding, align_corners):
+    grid = (RNG.random((2, 4, 6, 2)) * 3 - 1.5).astype(F32)  # reaches outside the input
+    assert_close(*model("GridSample", [rand(2, 3, 5, 7, scale=1.0), grid],
+                        {"mode": mode, "padding_mode": padding, "align_corners": align_corners}, opset=20))
+
+
+def test_lp_pool_and_max_unpool_match_onnxruntime():
+    x = rand(2, 3, 7, 9, scale=1.0)
+    assert_close(*model("LpPool", [x], {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [2, 2], "p": 3},
+                        opset=18))
+    y, idx = GoldenExecutor(model("MaxPool", [x], {"kernel_shape": [2, 2], "strides": [2, 2]}, n_out=2)[0]).run(
+        {"i0": x}).values()
+    assert_exact(*model("MaxUnpool", [y, idx, np.array([2, 3, 8, 10], np.int64)],
+                        {"kernel_shape": [2, 2], "strides": [2, 2]}))

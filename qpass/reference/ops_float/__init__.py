@@ -10,5 +10,5 @@ float32.
 
 Importing this package registers every kernel (``qpass.reference.registry``).
 """
-from . import (attention, casts, dynamic_quant, elementwise, indexing, linear,  # noqa: F401  (register kernels)
-               normalization, pooling, recurrent, reductions, resize, shape, unary)
+from . import (attention, casts, detection, dynamic_quant, elementwise, grid_sample,  # noqa: F401  (register kernels)
+               indexing, linear, normalization, pooling, recurrent, reductions, resize, shape, unary)

@@ -1,5 +1,5 @@
 """Indexing kernels: GatherElements, GatherND, ScatterElements (and the older Scatter), ScatterND, TopK, NonZero,
-OneHot, Trilu, Compress, CumSum, CumProd, EyeLike, ReverseSequence. Negative indices count from the end; the
+OneHot, Trilu, Compress, CumSum, CumProd, EyeLike, ReverseSequence, Unique, CenterCropPad. Negative indices count from the end; the
 values are moved, not computed, except by the Scatter reductions and the cumulative ops, which work in the
 input dtype as onnxruntime does."""
 from __future__ import annotations
@@ -145,3 +145,39 @@ def reverse_sequence(node, x, lens):
     for i, n in enumerate(np.asarray(lens).reshape(-1)):
         y[i, :int(n)] = y[i, :int(n)][::-1]
     return np.moveaxis(y, (0, 1), (b, t))
+
+
+@register("Unique")
+def unique(node, x):
+    """Y, indices of first occurrences, inverse indices, counts; sorted=0 keeps the order of first occurrence."""
+    axis = node.attr("axis")
+    kw = {} if axis is None else {"axis": int(axis) % x.ndim}
+    y, first, inverse, counts = np.unique(x, return_index=True, return_inverse=True, return_counts=True, **kw)
+    inverse = inverse.reshape(-1)
+    if not int(node.attr("sorted", 1)):
+        order = np.argsort(first, kind="stable")
+        rank = np.empty_like(order)
+        rank[order] = np.arange(order.size)
+        first, counts, inverse = first[order], counts[order], rank[inverse]
+        y = np.take(x.reshape(-1) if axis is None else x, first, axis=kw.get("axis", 0))
+    return y, first.astype(np.int64), inverse.astype(np.int64), counts.astype(np.int64)
+
+
+@register("CenterCropPad")
+def center_crop_pad(node, x, shape):
+    """Crop or zero-pad each of ``axes`` to ``shape`` around the centre (the odd element goes to the end)."""
+    axes = [int(a) % x.ndim for a in (node.attr("axes") or range(x.ndim))]
+    src = [slice(None)] * x.ndim
+    dst = [slice(None)] * x.ndim
+    out = list(x.shape)
+    for a, target in zip(axes, np.asarray(shape).reshape(-1)):
+        dim, target = x.shape[a], int(target)
+        out[a] = target
+        lo = abs(dim - target) // 2
+        if target < dim:
+            src[a] = slice(lo, lo + target)
+        else:
+            dst[a] = slice(lo, lo + dim)
+    y = np.zeros(out, x.dtype)
+    y[tuple(dst)] = x[tuple(src)]
+    return y

@@ -1,5 +1,5 @@
 """Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once; Einsum
-(added later) in the input dtype, as onnxruntime computes it."""
+and Det (added later) in the input dtype, as onnxruntime computes them; MatMulInteger and ConvInteger exact."""
 from __future__ import annotations
 
 import numpy as np
@@ -103,3 +103,8 @@ def conv_integer(node, x, w, x_zero_point=None, w_zero_point=None):
     wz = (-1,) + (1,) * (w.ndim - 1)
     y = conv(node, _shifted(x, x_zero_point), _shifted(w, w_zero_point, wz))
     return np.rint(y).astype(np.int64).astype(np.int32)
+
+
+@register("Det")
+def det(node, x):
+    return np.linalg.det(x).astype(x.dtype)

@@ -1,4 +1,5 @@
-"""Pooling kernels: MaxPool, AveragePool (ONNX pad counting), GlobalAveragePool, GlobalMaxPool."""
+"""Pooling kernels: MaxPool (with Indices), AveragePool (ONNX pad counting), GlobalAveragePool, GlobalMaxPool,
+LpPool, MaxUnpool."""
 from __future__ import annotations
 
 import numpy as np
@@ -70,3 +71,30 @@ def global_average_pool(node, x):
 @register("GlobalMaxPool")
 def global_max_pool(node, x):
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+@register("LpPool")
+def lp_pool(node, x):
+    """(sum over the window of |x| ** p) ** (1 / p); padding contributes nothing."""
+    kernel, (begin, end, out) = _pool_geometry(node, x)
+    p = x.dtype.type(node.attr("p", 2))
+    w = ic.windows(np.abs(x) ** p, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, 0)
+    return (w.sum(axis=tuple(range(-len(kernel), 0))) ** (1 / p)).astype(x.dtype)
+
+
+@register("MaxUnpool")
+def max_unpool(node, x, indices, output_shape=None):
+    """Zeros of ``output_shape`` (default: the shape the pooling came from) with ``x`` placed at the flat
+    ``indices`` a MaxPool returned."""
+    if output_shape is None:
+        kernel = list(node.attr("kernel_shape"))
+        n = len(kernel)
+        strides = list(node.attr("strides") or [1] * n)
+        pads = list(node.attr("pads") or [0] * (2 * n))
+        shape = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * strides[i] - pads[i] - pads[n + i] + kernel[i]
+                                     for i in range(n)]
+    else:
+        shape = [int(d) for d in np.asarray(output_shape).reshape(-1)]
+    y = np.zeros(int(np.prod(shape)), x.dtype)
+    y[np.asarray(indices).reshape(-1)] = x.reshape(-1)
+    return y.reshape(shape)

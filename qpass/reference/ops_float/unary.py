@@ -1,5 +1,5 @@
 """More elementwise kernels: trigonometric and hyperbolic functions, the activations Selu, Celu,
-ThresholdedRelu, Softsign, Shrink, Mish, Swish, Hardmax, the tests IsNaN and IsInf, and the bitwise ops. They
+ThresholdedRelu, Softsign, Shrink, Mish, Swish, SwiGLU, Hardmax, the tests IsNaN and IsInf, and the bitwise ops. They
 compute in the input dtype (float32 like onnxruntime)."""
 from __future__ import annotations
 
@@ -95,3 +95,11 @@ register("BitwiseXor")(lambda node, a, b: np.bitwise_xor(a, b))
 def bit_shift(node, x, y):
     fn = np.left_shift if node.attr("direction") == "LEFT" else np.right_shift
     return fn(x, y.astype(x.dtype)).astype(x.dtype)
+
+
+@register("SwiGLU")
+def swiglu(node, a, b):
+    """a * sigmoid(alpha * a) * b."""
+    with np.errstate(over="ignore"):
+        gate = (1 / (1 + np.exp(-_param(node, "alpha", 1.0, a) * a))).astype(a.dtype)
+    return (a * gate * b).astype(a.dtype)
