@@ -291,3 +291,14 @@ def test_lp_pool_and_max_unpool_match_onnxruntime():
         {"i0": x}).values()
     assert_exact(*model("MaxUnpool", [y, idx, np.array([2, 3, 8, 10], np.int64)],
                         {"kernel_shape": [2, 2], "strides": [2, 2]}))
+
+
+@pytest.mark.parametrize("mode", ["avg", "max"])
+@pytest.mark.parametrize("ctm", ["half_pixel", "output_half_pixel"])
+@pytest.mark.parametrize("sampling_ratio", [0, 2])
+def test_roi_align_is_exact(mode, ctm, sampling_ratio):
+    rois = np.array([[0, 0, 9, 9], [1.3, 2.1, 7.7, 5.2], [-2, -1, 14, 13], [5, 5, 5.5, 5.2]], F32)
+    attrs = {"mode": mode, "coordinate_transformation_mode": ctm, "sampling_ratio": sampling_ratio,
+             "output_height": 3, "output_width": 4, "spatial_scale": 0.9}
+    assert_exact(*model("RoiAlign", [rand(2, 3, 10, 12, scale=1.0), rois, np.array([0, 1, 1, 0], np.int64)], attrs,
+                        opset=16))
