@@ -2,7 +2,9 @@
 
 ``tests/test_conformance.py`` checks that every listed case still fails with exactly the listed outcome and that
 every other runnable case passes, so this list can only shrink. ``refused`` entries are declined at construction
-on purpose (UnsupportedOpError); ``wrong`` and ``error`` entries are bugs, each reason naming the fix.
+on purpose (UnsupportedOpError); ``error`` entries are bugs, each reason naming the fix; ``wrong`` entries are
+bugs (the reason names the fix) or cases where the reference follows onnxruntime's numbers rather than onnx's
+expected values (the reason says so).
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ R_DROPOUT_TRAINING = (
     "Dropout with training_mode and ratio fed at run time: a random mask nothing can reproduce (onnxruntime "
     "fails these too), refused at construction unless training_mode is a constant False or ratio a constant 0")
 
-# ------------------------------------------------------------------ wrong values (silent bugs)
+# ------------------------------------------------------------------ wrong values (bugs, or onnxruntime's numbers)
 W_DEQUANTIZE_FLOAT_CODES = (
     "DequantizeLinear of float8 / float4 codes: numerics.dequantize_linear converts the codes (and the zero "
     "point) with astype(int64), truncating 0.5 to 0; float codes must be converted with astype(float32)")
