@@ -603,9 +603,9 @@ def test_unsupported_op_fails_at_construction():
         GoldenExecutor(m)
     msg = str(err.value)
     assert "FancyOp" in msg and "my_fancy_node" in msg and "\n" not in msg
-    m, _ = single_node("Resize", _resize_inputs(f(1, 1, 4, 4), [1, 1, 2, 2]), {"mode": "cubic"}, opset=13,
-                       consts=(1, 2))
-    with pytest.raises(UnsupportedOpError, match="cubic"):
+    m, _ = single_node("Resize", _resize_inputs(f(1, 1, 4, 4), [1, 1, 2, 2]), {"mode": "nearest", "antialias": 1},
+                       opset=18, consts=(1, 2))
+    with pytest.raises(UnsupportedOpError, match="antialias"):
         GoldenExecutor(m)
 
 
