@@ -48,7 +48,7 @@ def plan(nodes: list[NodeInfo], consts: dict) -> dict[str, dict]:
                 break
             src = producer.get(src.inputs[0])
         wq = producer.get(n.inputs[1])
-        if src is None or wq is None or wq.inputs[0] not in consts:
+        if src is None or wq is None or not wq.inputs or wq.inputs[0] not in consts:  # e.g. a Constant node
             continue
         s_in, s_w = _quant_scale(src, consts), _quant_scale(wq, consts)
         if s_in is None or s_w is None or s_in.size != 1 or np.any(s_in <= 0) or np.any(s_w <= 0):
