@@ -340,3 +340,26 @@ def test_default_pipeline_converts_control_flow_models():
         for w, g in zip(ort_run(m, feed), ort_run(res.model, feed)):
             assert g.shape == w.shape
             np.testing.assert_allclose(g, w, atol=0.1 * max(1.0, float(np.abs(w).max())))
+
+
+def test_loop_invariant_body_values_are_computed_once_per_loop_run():
+    """Relu(x * scale) reads only outer values: one evaluation serves every iteration of one Loop run."""
+    body = h.make_graph([h.make_node("Mul", ["x", "scale"], ["xs_"]), h.make_node("Relu", ["xs_"], ["r"]),
+                         h.make_node("Add", ["acc_in", "r"], ["acc_out"]),
+                         h.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+                        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [2])],
+                        [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [2])])
+    m = model_of([h.make_node("Loop", ["M", "", "acc0"], ["acc"], body=body)],
+                 [vi("x", T.FLOAT, [2]), vi("M", T.INT64, [])], [vi("acc", T.FLOAT, [2])],
+                 [init("scale", 3.0), init("acc0", [0.0, 1.0])])
+    ex = GoldenExecutor(m)
+    steps = next(iter(ex.bodies.values()))["body"].executor.steps
+    assert [s.node.op_type for s in steps if s.invariant] == ["Mul", "Relu"]
+    calls = []
+    relu = next(s for s in steps if s.node.op_type == "Relu")
+    inner = relu.run
+    relu.run = lambda values: calls.append(1) or inner(values)
+    feeds = {"x": np.array([1.5, -2.0], np.float32), "M": np.array(4, np.int64)}
+    got = ex.run(feeds)["acc"]
+    assert len(calls) == 1
+    np.testing.assert_array_equal(got, ort_run(m, feeds)[0])

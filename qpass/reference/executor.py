@@ -45,6 +45,7 @@ class _Step:
     label: str
     const: bool = False
     node: NodeInfo | None = None
+    invariant: bool = False  # depends only on constants and outer-scope values (a subgraph's loop invariant)
 
 
 @dataclass
@@ -75,12 +76,14 @@ class Body:
         self.executor = parent.nested(graph, consts, self.fed)
 
     def runner(self, scope: dict[str, np.ndarray]):
+        """The body on fixed outer values: what depends only on them is computed once per runner."""
         outer = {c: scope[c] for c in self.fed}
+        memo: dict[str, np.ndarray] = {}
 
         def run(values):
             feeds = dict(zip(self.inputs, values))
             feeds.update(outer)
-            res = self.executor.run(feeds, self.outputs)
+            res = self.executor.run(feeds, self.outputs, memo)
             return [res[o] for o in self.outputs]
 
         return run
@@ -197,11 +200,16 @@ class GoldenExecutor:
                                    node=n))
         self.steps = steps
         consts = set(self.initializers) - self.overridable
+        invariant = consts | set(self.outer)
         for s in steps:
-            s.const = all((not x) or x in consts for x in s.inputs) and s.node is not None and \
+            pure = s.node is not None and \
                 s.node.op_type not in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike")
+            s.const = pure and all((not x) or x in consts for x in s.inputs)
+            s.invariant = pure and not s.const and all((not x) or x in invariant for x in s.inputs)
             if s.const:
                 consts.update(o for o in s.outputs if o)
+            if s.const or s.invariant:
+                invariant.update(o for o in s.outputs if o)
         self._producer = {o: i for i, s in enumerate(steps) for o in s.outputs if o}
 
     def sub_executor(self, model: onnx.ModelProto) -> "GoldenExecutor":
@@ -307,8 +315,12 @@ class GoldenExecutor:
         self._plans[outputs] = plan
         return plan
 
-    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Evaluate the graph on ``feeds``; return ``{name: array}`` for ``outputs`` (default: graph outputs)."""
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None,
+            memo: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Evaluate the graph on ``feeds``; return ``{name: array}`` for ``outputs`` (default: graph outputs).
+
+        ``memo`` (a subgraph's): keeps the values that depend only on constants and the ``outer`` feeds, for
+        the next call with the same outer values (the iterations of one Loop or Scan)."""
         outputs = tuple(outputs or self.output_names)
         missing = [n for n in self.input_names + list(self.outer) if n not in feeds]
         if missing:
@@ -322,10 +334,11 @@ class GoldenExecutor:
             env[k] = v
         plan = self._plan(outputs)
         for s, free in zip(plan.steps, plan.free_after):
-            if s.const and all(o in self._const_cache for o in s.outputs if o):
+            cache = self._const_cache if s.const else memo if s.invariant else None
+            if cache is not None and all(o in cache for o in s.outputs if o):
                 for o in s.outputs:
                     if o:
-                        env[o] = self._const_cache[o]
+                        env[o] = cache[o]
             else:
                 try:
                     vals = [env[x] if x else None for x in s.inputs]
@@ -341,8 +354,8 @@ class GoldenExecutor:
                 for o, v in zip(s.outputs, res):
                     if o:
                         env[o] = np.asarray(v)
-                        if s.const:
-                            self._const_cache[o] = env[o]
+                        if cache is not None:
+                            cache[o] = env[o]
             for name in free:
                 if name not in self.initializers:
                     env.pop(name, None)
