@@ -363,3 +363,19 @@ def test_loop_invariant_body_values_are_computed_once_per_loop_run():
     got = ex.run(feeds)["acc"]
     assert len(calls) == 1
     np.testing.assert_array_equal(got, ort_run(m, feeds)[0])
+
+
+def test_inlined_branches_that_reuse_a_name_get_fresh_names():
+    """Two constant Ifs whose branches both define "t" (legal: sibling scopes) end up in one graph."""
+    def branch(op):
+        return h.make_graph([h.make_node(op, ["x"], ["t"]), h.make_node("Relu", ["t"], ["u"])], op, [],
+                            [vi("u", T.FLOAT, [2])])
+    nodes = [h.make_node("If", ["yes"], ["a"], then_branch=branch("Neg"), else_branch=branch("Abs")),
+             h.make_node("If", ["yes"], ["b"], then_branch=branch("Exp"), else_branch=branch("Sin")),
+             h.make_node("Add", ["a", "b"], ["y"])]
+    m = model_of(nodes, [vi("x", T.FLOAT, [2])], [vi("y", T.FLOAT, [2])], [init("yes", True, np.bool_)])
+    out = Normalize().run(m, None).model
+    onnx.checker.check_model(out, full_check=True)
+    assert sorted(n.op_type for n in out.graph.node) == ["Add", "Exp", "Neg", "Relu", "Relu"]
+    feeds = {"x": np.array([0.5, -1.0], np.float32)}
+    np.testing.assert_array_equal(ort_run(out, feeds)[0], ort_run(m, feeds)[0])
