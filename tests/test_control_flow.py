@@ -379,3 +379,23 @@ def test_inlined_branches_that_reuse_a_name_get_fresh_names():
     assert sorted(n.op_type for n in out.graph.node) == ["Add", "Exp", "Neg", "Relu", "Relu"]
     feeds = {"x": np.array([0.5, -1.0], np.float32)}
     np.testing.assert_array_equal(ort_run(out, feeds)[0], ort_run(m, feeds)[0])
+
+
+def test_quantizer_statistics_inside_bodies_reach_the_parent_executor():
+    """A QONNX Quant inside a Loop body inside an If: its saturation counts land in the top executor's stats."""
+    quant = h.make_node("Quant", ["acc_in", "sc", "zp", "bw"], ["acc_out"], name="body_q",
+                        domain="qonnx.custom_op.general", signed=1, narrow=0, rounding_mode="ROUND")
+    body = h.make_graph([quant, h.make_node("Identity", ["cond_in"], ["cond_out"])], "body",
+                        [vi("i", T.INT64, []), vi("cond_in", T.BOOL, []), vi("acc_in", T.FLOAT, [4])],
+                        [vi("cond_out", T.BOOL, []), vi("acc_out", T.FLOAT, [4])])
+    then = h.make_graph([h.make_node("Loop", ["three", "", "x"], ["looped"], body=body)], "then", [],
+                        [vi("looped", T.FLOAT, [4])])
+    other = h.make_graph([h.make_node("Identity", ["x"], ["same"])], "else", [], [vi("same", T.FLOAT, [4])])
+    g = h.make_graph([h.make_node("If", ["c"], ["y"], then_branch=then, else_branch=other)], "g",
+                     [vi("x", T.FLOAT, [4]), vi("c", T.BOOL, [])], [vi("y", T.FLOAT, [4])],
+                     initializer=[init("sc", 0.1), init("zp", 0.0), init("bw", 8.0), init("three", 3, np.int64)])
+    m = h.make_model(g, opset_imports=OPSET + [h.make_opsetid("qonnx.custom_op.general", 1)])
+    ex = GoldenExecutor(m)
+    y = ex.run({"x": np.array([0.0, 1.0, 50.0, -50.0], np.float32), "c": np.array(True)})["y"]
+    np.testing.assert_allclose(y, [0.0, 1.0, 12.7, -12.8], rtol=1e-6)
+    assert ex.stats["body_q"] == {"kind": "quant", "calls": 3, "outputs": 12, "saturated": 2}

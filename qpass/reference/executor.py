@@ -135,9 +135,9 @@ class GoldenExecutor:
                 n.name, k = f"{base}__{k}", k + 1
             seen.add(n.name)
             self.nodes.append(n)
+        self.stats: dict[str, dict[str, Any]] = {}  # shared with the nested executors of subgraphs
         self.bodies: dict[str, dict[str, Body]] = {}  # node name -> {attribute: nested executor of a subgraph}
         self._check_supported()
-        self.stats: dict[str, dict[str, Any]] = {}
         self.fused: dict[str, str] = {}  # compute node name -> fused kernel kind
         self.not_fused: dict[str, str] = {}  # compute node name -> reason it runs in float
         self._build_steps()
@@ -177,9 +177,17 @@ class GoldenExecutor:
 
     def nested(self, graph: onnx.GraphProto, constants: dict[str, np.ndarray],
                outer: tuple[str, ...]) -> "GoldenExecutor":
-        """An executor of a subgraph of this model, with this executor's settings."""
+        """An executor of a subgraph of this model, with this executor's settings and statistics."""
         model = onnx.helper.make_model(graph, opset_imports=self.model.opset_import)
-        return GoldenExecutor(model, self.acc_bits, self.overflow, self.partitions, outer, constants)
+        ex = GoldenExecutor(model, self.acc_bits, self.overflow, self.partitions, outer, constants)
+        ex._share_stats(self.stats)
+        return ex
+
+    def _share_stats(self, stats: dict) -> None:
+        self.stats = stats
+        for bodies in self.bodies.values():
+            for b in bodies.values():
+                b.executor._share_stats(stats)
 
     def _build_steps(self) -> None:
         self.quant_linear = quant_linear.plan(self.nodes, self.initializers)
