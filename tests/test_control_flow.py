@@ -399,3 +399,20 @@ def test_quantizer_statistics_inside_bodies_reach_the_parent_executor():
     y = ex.run({"x": np.array([0.0, 1.0, 50.0, -50.0], np.float32), "c": np.array(True)})["y"]
     np.testing.assert_allclose(y, [0.0, 1.0, 12.7, -12.8], rtol=1e-6)
     assert ex.stats["body_q"] == {"kind": "quant", "calls": 3, "outputs": 12, "saturated": 2}
+
+
+def test_a_body_that_cannot_be_driven_is_reported_and_the_rest_calibrated():
+    """Branches that give a sequence have no reference kernel: their values go unobserved, with a note."""
+    seq = h.make_tensor_sequence_value_info
+    then = h.make_graph([h.make_node("Relu", ["x"], ["r"]), h.make_node("SequenceConstruct", ["r", "x"], ["s1"])],
+                        "then", [], [seq("s1", T.FLOAT, [2])])
+    other = h.make_graph([h.make_node("SequenceConstruct", ["x"], ["s2"])], "else", [], [seq("s2", T.FLOAT, [2])])
+    nodes = [h.make_node("If", ["c"], ["s"], then_branch=then, else_branch=other),
+             h.make_node("SequenceAt", ["s", "zero_i"], ["y"])]
+    m = model_of(nodes, [vi("x", T.FLOAT, [2]), vi("c", T.BOOL, [1])], [vi("y", T.FLOAT, [2])],
+                 [init("zero_i", 0, np.int64)])
+    cal, report = calibrate(m, {"x": RNG.standard_normal((3, 2)).astype(np.float32),
+                                "c": np.ones((3, 1), np.bool_)})
+    assert "x" in cal.ranges and "y" in cal.ranges and "r" not in cal.ranges
+    notes = [n for rec in report.records for n in rec.notes]
+    assert any(n.startswith("not calibrated inside: If node") and "sequence value" in n for n in notes)

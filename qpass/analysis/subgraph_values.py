@@ -38,6 +38,7 @@ class _Settings:
         self.threads = threads
         self.observe = observe
         self.skip = skip
+        self.problems: list[str] = []  # control-flow nodes not driven (their bodies go unobserved), and why
 
 
 class BodyValues:
@@ -54,7 +55,7 @@ class BodyValues:
         self._bytes = 0
         self.flow = ControlFlow(model.graph, _Settings(model, threads, self._gather, skip))
         self.needed = self.flow.needed
-        self.problems = self.flow.problems
+        self.problems = self.flow.settings.problems
 
     def __bool__(self) -> bool:
         return bool(self.flow.nodes)
@@ -80,18 +81,14 @@ class ControlFlow:
     """The control-flow nodes of one graph: ``run(env)`` drives each of them on the values in ``env``."""
 
     def __init__(self, graph: onnx.GraphProto, settings: _Settings):
+        self.settings = settings
         self.nodes: list[_ControlNode] = []
-        self.problems: list[str] = []  # control-flow nodes that cannot be driven (their bodies go unobserved)
         for n in graph.node:
             if subgraphs(n):
                 try:
                     self.nodes.append(_ControlNode(n, settings))
                 except ValueError as exc:
-                    self.problems.append(str(exc))
-        for c in self.nodes:
-            for bodies in c.bodies.values():
-                for b in bodies.values():
-                    self.problems += b.inner.problems
+                    settings.problems.append(str(exc))
         self.needed = sorted({x for c in self.nodes for x in c.reads})
         wanted = set(self.needed)
         self._constants = {i.name: i for i in graph.initializer if i.name in wanted}
@@ -114,6 +111,8 @@ class _ControlNode:
 
     def __init__(self, node: onnx.NodeProto, settings: _Settings):
         self.proto = node
+        self.settings = settings
+        self.failed = False
         self.info = NodeInfo.from_proto(node, settings.opsets)
         self.kernel = lookup(node.domain, node.op_type)
         self.bodies = {self.info.name: {attr: _OrtBody(g, settings) for attr, g in subgraphs(node)}}
@@ -130,10 +129,17 @@ class _ControlNode:
         return self.kernel.check(self, self.info) if self.kernel.check is not None else None
 
     def run(self, env: dict[str, np.ndarray]) -> None:
+        if self.failed:
+            return
         args = [env[x] if x else None for x in self.proto.input]
         while args and args[-1] is None:
             args.pop()
-        self.kernel.fn(self, self.info, *args, scope={c: env[c] for c in self.captured})
+        try:
+            self.kernel.fn(self, self.info, *args, scope={c: env[c] for c in self.captured})
+        except Exception as exc:  # noqa: BLE001 - observing bodies is best effort: the main graph's ranges stand
+            self.failed = True
+            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+            self.settings.problems.append(f"{self.info.label}: {first}")
 
 
 class _OrtBody:
