@@ -107,7 +107,7 @@ class FifoResult:
         lines.insert(1, "  ".join("-" * x for x in w))
         lines.append(f"period {self.period_cycles} cycles (measured {self.measured_period:g}), latency "
                      f"{self.latency_cycles} cycles, {'verified' if self.verified else 'not verified'}; "
-                     f"{self.frames} frames, {self.sweeps} sweeps in {self.elapsed_s * 1e3:.1f} ms")
+                     f"{self.frames} frames, {self.sweeps} sweeps")
         return "\n".join(lines + self.notes)
 
 
