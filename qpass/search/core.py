@@ -353,6 +353,11 @@ def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Ve
     backoffs = escalations = 0
     while True:
         ver = _verify_once(run, model, calibration, reference, fa)
+        if not run.searched:
+            short = {s.key: s.short for s in run.sites}
+            run.searched = {"widths": {short[k]: v for k, v in run.chosen.items()},
+                            "search_metric": run.opt.measure(run.chosen, "final", run.acc or None),
+                            "held_out_metric": ver.metric}
         if run.budget_mode or verified(target, ver.metric):
             return ver
         if backoffs >= opts.max_backoff:

@@ -45,6 +45,7 @@ class Assignment:
     evaluations: int = 0
     samples: dict = field(default_factory=dict)
     artifact: dict = field(default_factory=dict)  # the lowered file as stored (search.artifact.artifact_summary)
+    searched: dict = field(default_factory=dict)  # before the held-out check: widths, search and held-out metrics
     model: onnx.ModelProto | None = field(default=None, repr=False)  # the verified model (lowered for onnxruntime)
     qonnx: onnx.ModelProto | None = field(default=None, repr=False)  # the same before lowering (QONNX Quant nodes)
 
@@ -62,7 +63,8 @@ class Assignment:
                 "target": self.target, "avg_bits": self.avg_bits,
                 "met": self.met, "compression": self.compression, "widths": dict(self.widths),
                 "accumulators": self.accumulators, "notes": list(self.notes), "seconds": dict(self.seconds),
-                "evaluations": self.evaluations, "samples": dict(self.samples), "artifact": dict(self.artifact)}
+                "evaluations": self.evaluations, "samples": dict(self.samples), "artifact": dict(self.artifact),
+                "searched": dict(self.searched)}
 
     def lines(self) -> list[str]:
         c = self.compression

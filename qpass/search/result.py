@@ -64,6 +64,8 @@ class SearchRun:
     uniform: list = field(default_factory=list)  # (weight bits, activation bits, widths, metrics) baselines
     notes: list = field(default_factory=list)
     secs: dict = field(default_factory=dict)
+    searched: dict = field(default_factory=dict)  # the search's own choice before the held-out check: widths and
+    #                                               its metrics on the search and on the held-out samples
 
     @property
     def budget_mode(self) -> bool:
@@ -204,7 +206,7 @@ def build_assignment(run: SearchRun, ver: Verification, met: bool, search_metric
                    samples={"source": run.data.source, "search": len(run.data.search),
                             "verify": len(run.data.verify), "held_out": run.data.held_out,
                             "holdout": float(opts.holdout) if opts.holdout is not None else 0.5},
-                   artifact=artifact_summary(ver.lowered), model=ver.lowered, qonnx=ver.qonnx)
+                   artifact=artifact_summary(ver.lowered), searched=dict(run.searched), model=ver.lowered, qonnx=ver.qonnx)
     run.opt.close()
     if opts.report_dir:
         a.notes += a.write(opts.report_dir)
