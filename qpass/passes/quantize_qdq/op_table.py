@@ -13,10 +13,13 @@ Every op onnxruntime runs on integers after fusing ``DequantizeLinear -> op -> Q
 - ``SharedScale``: data movement and order-only ops (Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Slice,
   Split, Expand, Tile, Gather, Pad, MaxPool, nearest Resize): the output takes its input's parameters, so no
   requantization happens and onnxruntime drops the Q/DQ pair around them (Pad, which it does not drop, is written
-  on integers directly); they follow a quantized input, except Gather, whose constant table is quantized itself;
+  on integers directly); they follow a quantized input, except MaxPool, which quantizes a float input itself (the
+  pre-pool range, as before), and Gather, whose constant table is quantized itself;
 - ``Activation``: Relu, Clip: removed after a layer whose output quantizer clips the same way (``plan``),
   otherwise quantized like the others;
-- ``Recurrent``: LSTM, GRU, RNN: int8 W and R through DequantizeLinear (the recurrence runs in float).
+- ``Recurrent``: LSTM, GRU, RNN: int8 W and R through DequantizeLinear (the recurrence runs in float);
+- ``Rewritten``, before planning: HardSwish -> x * HardSigmoid(x) (the Mul becomes QLinearMul, as after
+  onnxruntime's own pre-processing), Identity dropped.
 """
 from __future__ import annotations
 
@@ -137,6 +140,10 @@ class Activation(OpQuantizer):
 
 
 class SharedScale(OpQuantizer):
+    def __init__(self, quantize_input: bool = False):
+        #: quantize a float input too (MaxPool: pooling the codes of the wider pre-pool range), not only follow
+        self.quantize_input = quantize_input
+
     def check(self, node):
         if not node.inputs or not is_float(node.inputs[0]) or is_const(node.inputs[0]):
             return "no float activation input"
@@ -144,6 +151,8 @@ class SharedScale(OpQuantizer):
 
     def mark(self, node, qc):
         x = node.inputs[0]
+        if self.quantize_input:
+            qc.want(x)
         if not qc.is_target(x):
             return "input is not quantized"
         for y in node.outputs:
@@ -182,6 +191,41 @@ class Pad(SharedScale):
         return super().check(node)
 
 
+class Rewritten(OpQuantizer):
+    """An op with no integer kernel that ``rewrite`` turns into ones that have one, before planning."""
+
+    def rewrite(self, node: gs.Node, b, graph: gs.Graph) -> dict:
+        """Rewrite ``node`` in place; the ranges of new tensors, known by construction."""
+        raise NotImplementedError
+
+
+class HardSwish(Rewritten):
+    """x * HardSigmoid(x): the Mul runs as QLinearMul; HardSigmoid (float) writes [0, 1], quantized on that range."""
+
+    def rewrite(self, node, b, graph):
+        x = node.inputs[0]
+        hs = b.var(node.name + "_hardsigmoid", dtype=x.dtype, shape=x.shape)
+        b.node("HardSigmoid", [x], [hs], {"alpha": 1.0 / 6.0, "beta": 0.5}, name=node.name + "_HardSigmoid")
+        node.op, node.attrs, node.inputs = "Mul", {}, [x, hs]
+        return {hs.name: (0.0, 1.0)}
+
+
+class Identity(Rewritten):
+    """Dropped (its readers read its input), so that it puts no second Q/DQ pair between two layers."""
+
+    def rewrite(self, node, b, graph):
+        x, y = node.inputs[0], node.outputs[0]
+        if y in graph.outputs:
+            return {}
+        for r in list(y.outputs):
+            for i, t in enumerate(r.inputs):
+                if t is y:
+                    r.inputs[i] = x
+        node.inputs.clear()
+        node.outputs.clear()
+        return {}
+
+
 class Recurrent(OpQuantizer):
     def check(self, node):
         if len(node.inputs) < 3 or not (is_const(node.inputs[1]) and is_const(node.inputs[2])):
@@ -204,10 +248,11 @@ QUANTIZERS: dict[str, OpQuantizer] = {
     "Sigmoid": _LOOKUP, "LeakyRelu": _LOOKUP, "AveragePool": _LOOKUP, "GlobalAveragePool": _LOOKUP,
     "Softmax": Softmax(),
     "Relu": _ACT, "Clip": _ACT,
-    "MaxPool": _SHARED, "Reshape": _SHARED, "Flatten": _SHARED, "Transpose": _SHARED, "Squeeze": _SHARED,
+    "MaxPool": SharedScale(quantize_input=True), "Reshape": _SHARED, "Flatten": _SHARED, "Transpose": _SHARED, "Squeeze": _SHARED,
     "Unsqueeze": _SHARED, "Slice": _SHARED, "Split": _SHARED, "Expand": _SHARED, "Tile": _SHARED,
     "Gather": Gather(), "Resize": Resize(), "Pad": Pad(),
     "LSTM": _REC, "GRU": _REC, "RNN": _REC,
+    "HardSwish": HardSwish(), "Identity": Identity(),
 }
 
 

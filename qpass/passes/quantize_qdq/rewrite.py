@@ -9,8 +9,8 @@ import onnx_graphsurgeon as gs
 
 from qpass.formats.qdq_params import AffineParams, activation_params, quantize, symmetric_weight_params
 from qpass.ir.builder import GraphBuilder
-from .op_table import QUANTIZERS, FLOAT_DTYPES, clip_bounds, is_const, is_float
-from .plan import QuantPlan, plan_quantization
+from .op_table import QUANTIZERS, FLOAT_DTYPES, Rewritten, clip_bounds, is_const, is_float
+from .plan import QuantPlan, float_reason, plan_quantization
 from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq
 from .weights import bias_codes, choose_weight, output_channels
 
@@ -181,9 +181,23 @@ def _range_reasons(qc: QDQRewriter, plan: QuantPlan, nodes: list[gs.Node]) -> No
             plan.float_reasons[node.name] = "no calibrated range for an input or output (not reached by calibration)"
 
 
+def _rewrite_ops(graph: gs.Graph, b: GraphBuilder, ranges: dict, opts) -> dict:
+    """Apply the ``Rewritten`` entries of the op table (to nodes not excluded); the ranges with the new tensors'."""
+    ranges = dict(ranges)
+    op_types = set(opts.op_types)
+    for node in list(graph.nodes):
+        q = QUANTIZERS.get(node.op)
+        if isinstance(q, Rewritten) and float_reason(node, op_types, opts) is None:
+            ranges.update(q.rewrite(node, b, graph))
+    graph.cleanup(remove_unused_graph_inputs=False)
+    return ranges
+
+
 def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQRewriter]:
+    b = GraphBuilder(graph)
+    ranges = _rewrite_ops(graph, b, ranges, opts)
     plan = plan_quantization(graph, opts)
-    qc = QDQRewriter(GraphBuilder(graph), ranges, opts)
+    qc = QDQRewriter(b, ranges, opts)
     by_name = {n.name: n for n in graph.nodes}
     _fuse_activations(qc, plan, by_name)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
