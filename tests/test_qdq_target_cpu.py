@@ -141,9 +141,9 @@ def test_pairing_follows_mlas_reduction_order():
     w = np.zeros((1, 3, 1, 2), np.int64)
     w[0, 2, 0, 0] = w[0, 0, 0, 1] = 100  # C/g = 3: K indices 2 and 3 pair across the positions
     assert saturating_channels("Conv", {}, w, 0, 255).all()
-    rows, _ = reduction_rows("Gemm", {"transB": 1}, np.arange(6).reshape(2, 3))
+    rows = reduction_rows("Gemm", {"transB": 1}, np.arange(6).reshape(2, 3))
     np.testing.assert_array_equal(rows, [[0, 1, 2], [3, 4, 5]])
-    rows, _ = reduction_rows("MatMul", {}, np.arange(6).reshape(3, 2))
+    rows = reduction_rows("MatMul", {}, np.arange(6).reshape(3, 2))
     np.testing.assert_array_equal(rows, [[0, 2, 4], [1, 3, 5]])
     assert reduction_rows("Conv", {"group": 4}, np.full((4, 1, 3, 3), 127)) is None
     assert not saturating_channels("Conv", {}, np.full((1, 2, 1, 1), 64), 0, 255).any()  # 255 * 128 fits
@@ -154,3 +154,13 @@ def test_bad_target_is_one_error():
         QuantizeQDQOptions(target_cpu="x86")
     with pytest.raises(PipelineError, match="avx2_remedy"):
         qpass.load_pipeline("default", {"quantize_qdq": {"avx2_remedy": "wider"}})
+
+
+def test_lossy_remedy_is_checked_on_calibration_data():
+    """pair_scale is kept while its simulated output SQNR loss against full int8 stays within avx2_max_loss_db;
+    beyond it the pass re-quantizes the layers with the exact uint8 + 128 encoding."""
+    strict = quantize(saturating_conv(), avx2_max_loss_db=0.0).report.results["quantization"]
+    assert strict["weight_encodings"]["conv"] == "uint8_offset"
+    assert "exact uint8+128 weights instead" in strict["remedy_check"]
+    unchecked = quantize(saturating_conv(), avx2_max_loss_db=None).report.results["quantization"]
+    assert unchecked["weight_encodings"]["conv"] == "pair_scale" and "remedy_check" not in unchecked

@@ -22,6 +22,9 @@ class QuantizeQDQOptions:
     #: avx2, vnni, arm or any: with avx2 and any, layers whose pair sums could saturate get ``avx2_remedy``
     target_cpu: str = "any"
     avx2_remedy: str = "pair_scale"
+    #: the most output SQNR (dB, calibration samples, simulated on the grid) pair_scale / seven_bit may cost against
+    #: full int8; beyond it the pass uses uint8_offset instead (None: no check; see ``guard``)
+    avx2_max_loss_db: float | None = 3.0
     reduce_range: bool = False  # weights on [-64, 64] everywhere (onnxruntime's reduce_range)
     symmetric_activations: bool = False
     op_types: list = field(default_factory=default_op_types)

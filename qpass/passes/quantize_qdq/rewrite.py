@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from qpass.formats.qdq_params import AffineParams, activation_params, quantize, symmetric_weight_params
+from qpass.formats.qdq_params import (AffineParams, activation_params, quantize, symmetric_weight_params,
+                                      unit_grid_params)
 from qpass.ir.builder import GraphBuilder
 from .op_table import QUANTIZERS, FLOAT_DTYPES, Rewritten, clip_bounds, is_const, is_float
 from .plan import QuantPlan, float_reason, plan_quantization
@@ -62,10 +63,7 @@ class QDQRewriter:
     def fix_unit_grid(self, t) -> None:
         """Quantize ``t`` (a probability in [0, 1]) on the grid 1/256 starting at 0 (8-bit activations only)."""
         if self.opts.activation_dtype in EIGHT_BIT:
-            self.params[t.name] = AffineParams(np.asarray(1 / 256, np.float32),
-                                               np.asarray(-128 if self.opts.activation_dtype == "int8" else 0,
-                                                          np.int8 if self.opts.activation_dtype == "int8" else np.uint8),
-                                               self.opts.activation_dtype)
+            self.params[t.name] = unit_grid_params(self.opts.activation_dtype)
 
     # ------------------------------------------------------------------ parameters
     def act_params(self, t: gs.Tensor) -> AffineParams | None:

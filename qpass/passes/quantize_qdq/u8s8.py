@@ -35,22 +35,19 @@ import numpy as np
 INT16_MAX = 32767
 
 
-def reduction_rows(op: str, attrs: dict, w: np.ndarray) -> tuple[np.ndarray, int] | None:
-    """(w as [rows, K] in MLAS reduction order, number of rows per output channel of the weight's channel axis),
-    or None for a layer whose products are not paired (depthwise Conv)."""
+def reduction_rows(op: str, attrs: dict, w: np.ndarray) -> np.ndarray | None:
+    """The weight as [output channels (or rows), K] in MLAS reduction order, or None for a layer whose products
+    are not paired (depthwise Conv)."""
     w = np.asarray(w)
     if op == "Conv":
         m, cg = w.shape[0], w.shape[1]
-        group = int(attrs.get("group", 1))
-        if cg == 1 and group > 1 and m == group:
+        if cg == 1 and m == int(attrs.get("group", 1)) > 1:
             return None  # depthwise: exact kernels
-        return np.moveaxis(w, 1, -1).reshape(m, -1), 1  # [M, *k, C/g] -> [M, K]
+        return np.moveaxis(w, 1, -1).reshape(m, -1)  # [M, C/g, *k] -> [M, *k, C/g] -> [M, K]
     if op == "Gemm":
-        return (w if int(attrs.get("transB", 0)) else w.T), 1
+        return w if int(attrs.get("transB", 0)) else w.T
     if op == "MatMul":
-        if w.ndim == 2:
-            return w.T, 1
-        return np.moveaxis(w, -1, -2).reshape(-1, w.shape[-2]), None  # batched: no channel axis
+        return w.T if w.ndim == 2 else np.moveaxis(w, -1, -2).reshape(-1, w.shape[-2])  # batched: per tensor
     return None
 
 
@@ -81,10 +78,10 @@ def pair_sums(op: str, attrs: dict, w: np.ndarray, axis: int | None) -> tuple[np
     if op == "ConvTranspose":
         pos, neg = _any_two_extremes(w, 0, 1)
     else:
-        found = reduction_rows(op, attrs, w)
-        if found is None:
+        rows = reduction_rows(op, attrs, w)
+        if rows is None:
             return None
-        pos, neg = _pair_extremes(found[0])
+        pos, neg = _pair_extremes(rows)
     if axis is None or pos.size == 1:
         return np.array([pos.max(initial=0.0)]), np.array([neg.min(initial=0.0)])
     return pos, neg
