@@ -164,3 +164,21 @@ def test_lossy_remedy_is_checked_on_calibration_data():
     assert "exact uint8+128 weights instead" in strict["remedy_check"]
     unchecked = quantize(saturating_conv(), avx2_max_loss_db=None).report.results["quantization"]
     assert unchecked["weight_encodings"]["conv"] == "pair_scale" and "remedy_check" not in unchecked
+
+
+def test_cli_target_cpu(tmp_path):
+    import subprocess
+    import sys
+
+    from conftest import MODELS
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "qpass.cli", "optimize", str(MODELS / "digits_cnn.onnx"), "-o",
+                               str(tmp_path / "m.onnx"), "-q", *args], capture_output=True, text=True, timeout=300)
+
+    ok = cli("--target-cpu", "vnni")
+    assert ok.returncode == 0, ok.stderr
+    w = weight_and_input(onnx.load(tmp_path / "m.onnx"))[0]
+    assert (np.abs(w).reshape(w.shape[0], -1).max(axis=1) == 127).all()
+    bad = cli("--target-cpu", "avx2", "--weights", "sym:4")  # a fakequant pipeline has no quantize_qdq
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--target-cpu" in bad.stderr

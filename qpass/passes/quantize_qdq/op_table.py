@@ -27,6 +27,8 @@ import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
+from .store import short
+
 FLOAT_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float16, np.float64))
 
 
@@ -204,8 +206,9 @@ class HardSwish(Rewritten):
 
     def rewrite(self, node, b, graph):
         x = node.inputs[0]
-        hs = b.var(node.name + "_hardsigmoid", dtype=x.dtype, shape=x.shape)
-        b.node("HardSigmoid", [x], [hs], {"alpha": 1.0 / 6.0, "beta": 0.5}, name=node.name + "_HardSigmoid")
+        base = short(node.name)
+        hs = b.var(base + "_hardsigmoid", dtype=x.dtype, shape=x.shape)
+        b.node("HardSigmoid", [x], [hs], {"alpha": 1.0 / 6.0, "beta": 0.5}, name=base + "_HardSigmoid")
         node.op, node.attrs, node.inputs = "Mul", {}, [x, hs]
         return {hs.name: (0.0, 1.0)}
 

@@ -12,7 +12,7 @@ from qpass.formats.qdq_params import (AffineParams, activation_params, quantize,
 from qpass.ir.builder import GraphBuilder
 from .op_table import QUANTIZERS, FLOAT_DTYPES, Rewritten, clip_bounds, is_const, is_float
 from .plan import QuantPlan, float_reason, plan_quantization
-from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq
+from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq, short
 from .weights import bias_codes, choose_weight, output_channels
 
 EIGHT_BIT = ("uint8", "int8")
@@ -161,7 +161,7 @@ def _integer_pads(qc: QDQRewriter, nodes: list[gs.Node]) -> None:
         while len(pad.inputs) < 3:
             pad.inputs.append(gs.Variable.empty())
         pad.inputs[0] = dq.inputs[0]
-        pad.inputs[2] = qc.b.const(quantize(np.asarray(value), p), None, name=pad.name + "_value_code")
+        pad.inputs[2] = qc.b.const(quantize(np.asarray(value), p), None, name=short(pad.name) + "_value_code")
         pad.outputs[0] = q.outputs[0]
         for n in (dq, q):
             n.inputs.clear()

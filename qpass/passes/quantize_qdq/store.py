@@ -11,6 +11,17 @@ from qpass.formats.qdq_params import INT_RANGES, AffineParams
 from qpass.ir.builder import GraphBuilder
 
 
+LONG_NAME = 32
+
+
+def short(name: str) -> str:
+    """A base for the names generated from tensor or node ``name``: the name itself, or for a long one (exporters
+    write names of hundreds of characters, which every Q/DQ node and tensor would repeat) its start and a digest."""
+    if len(name) <= LONG_NAME:
+        return name
+    return f"{name[:LONG_NAME // 2]}_{hashlib.sha1(name.encode()).hexdigest()[:10]}"
+
+
 def _content_key(a: np.ndarray) -> tuple:
     return a.dtype.str, a.shape, hashlib.sha1(np.ascontiguousarray(a).tobytes()).digest()
 
@@ -35,14 +46,14 @@ class ConstPool:
 
 def dequantize_input(pool: ConstPool, node: gs.Node, idx: int, codes: np.ndarray, p: AffineParams) -> gs.Variable:
     """Replace the constant input ``idx`` of ``node`` by DequantizeLinear(codes) (the codes stored once)."""
-    t = node.inputs[idx]
+    base = short(node.inputs[idx].name)
     b = pool.b
-    qt = pool.get(codes, t.name + "_quantized")
-    scale = pool.get(p.scale, t.name + "_scale")
-    zp = pool.get(p.zero_point, t.name + "_zero_point")
-    out = b.var(t.name + "_dequantized", shape=list(np.shape(codes)))
+    qt = pool.get(codes, base + "_quantized")
+    scale = pool.get(p.scale, base + "_scale")
+    zp = pool.get(p.zero_point, base + "_zero_point")
+    out = b.var(base + "_dequantized", shape=list(np.shape(codes)))
     attrs = {"axis": p.axis} if p.axis is not None and np.ndim(p.scale) == 1 else {}
-    b.node("DequantizeLinear", [qt, scale, zp], [out], attrs, name=t.name + "_DequantizeLinear")
+    b.node("DequantizeLinear", [qt, scale, zp], [out], attrs, name=base + "_DequantizeLinear")
     node.inputs[idx] = out
     return out
 
@@ -53,29 +64,30 @@ def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams
     Each reading node gets its own DequantizeLinear: onnxruntime fuses a DQ -> op -> Q group into an integer kernel
     only when the DQ feeds that op alone.
     """
-    scale = b.const(p.scale, None, name=t.name + "_scale")
-    zp = b.const(p.zero_point, None, name=t.name + "_zero_point")
-    q_out = b.var(t.name + "_quantized", dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
+    base = short(t.name)
+    scale = b.const(p.scale, None, name=base + "_scale")
+    zp = b.const(p.zero_point, None, name=base + "_zero_point")
+    q_out = b.var(base + "_quantized", dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
     readers = []
     for r in t.outputs:
         if not any(r is seen for seen in readers):
             readers.append(r)
 
     def dequantize_to(out: gs.Variable) -> None:
-        b.node("DequantizeLinear", [q_out, scale, zp], [out], name=t.name + "_DequantizeLinear")
+        b.node("DequantizeLinear", [q_out, scale, zp], [out], name=base + "_DequantizeLinear")
 
     if t.inputs:  # produced inside the graph: rename the producer's output, ``t`` becomes the first DQ output
-        pre = b.var(t.name + "_float", dtype=t.dtype, shape=t.shape)
+        pre = b.var(base + "_float", dtype=t.dtype, shape=t.shape)
         prod = t.inputs[0]
         prod.outputs[prod.outputs.index(t)] = pre
-        b.node("QuantizeLinear", [pre, scale, zp], [q_out], name=t.name + "_QuantizeLinear")
+        b.node("QuantizeLinear", [pre, scale, zp], [q_out], name=base + "_QuantizeLinear")
         dequantize_to(t)
         rewire = readers[0 if t in graph.outputs else 1:]
     else:  # a graph input: every reader switches to a DQ output
-        b.node("QuantizeLinear", [t, scale, zp], [q_out], name=t.name + "_QuantizeLinear")
+        b.node("QuantizeLinear", [t, scale, zp], [q_out], name=base + "_QuantizeLinear")
         rewire = readers
     for r in rewire:
-        dq = b.var(t.name + "_dequantized", dtype=t.dtype, shape=t.shape)
+        dq = b.var(base + "_dequantized", dtype=t.dtype, shape=t.shape)
         dequantize_to(dq)
         for i, inp in enumerate(r.inputs):
             if inp is t:
