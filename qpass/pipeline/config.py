@@ -54,6 +54,8 @@ class QuantConfig:
     per_tensor: bool = False
     #: quantize_qdq: node-name glob patterns to leave in float
     exclude: tuple[str, ...] = ()
+    #: quantize_qdq: CPUs the int8 model must be exact on: avx2 (no VNNI), vnni, arm or any (None: any)
+    target_cpu: str | None = None
     #: "auto": search a width per layer (pipeline "bitwidth"); N (1-16): uniform sym:N weights, uintN activations
     bits: str | int | None = None
     #: accuracy target of bits "auto", e.g. relative_accuracy>=0.99 or sqnr>=30
@@ -88,6 +90,9 @@ class QuantConfig:
         passes = {p.name for p in pipeline.flat_passes()}
         if "fakequant" in overrides and "fakequant" not in passes:
             raise QpassError(f"format options need a pipeline with the 'fakequant' pass ({name} has none)")
+        if "quantize_qdq" in overrides and "quantize_qdq" not in passes:
+            raise QpassError("--activation-dtype, --per-tensor, --exclude and --target-cpu need a pipeline with the "
+                             f"'quantize_qdq' pass ({name} has none)")
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
         disabled = {"lower_ort"} if self.qonnx or self.backend == "hls" else set()
@@ -128,6 +133,8 @@ class QuantConfig:
             qdq["per_channel"] = False
         if self.exclude:
             qdq["exclude"] = list(self.exclude)
+        if self.target_cpu:
+            qdq["target_cpu"] = self.target_cpu
         if qdq:
             overrides["quantize_qdq"] = qdq
         if bits == "auto":
