@@ -86,9 +86,10 @@ def _resolve_calib(model_path: Path, calib: str | None, needed: bool):
 @click.option("--activation-dtype", type=click.Choice(["int8", "uint8"]), help="Activation integer type.")
 @click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales.")
 @click.option("--exclude", multiple=True, help="Node-name glob pattern to leave in float (repeatable).")
-@click.option("--target-cpu", type=click.Choice(["avx2", "vnni", "arm", "any"]),
-              help="CPUs the int8 model must compute exactly on (default any): avx2 and any keep int16 pair sums of "
-                   "x86 CPUs without VNNI from saturating; vnni and arm use plain int8 weights everywhere.")
+@click.option("--target-cpu", type=click.Choice(["auto", "avx2", "vnni", "arm", "any"]),
+              help="CPUs the int8 model must compute exactly on (default auto: this machine's kind): avx2 and any "
+                   "keep int16 pair sums of x86 CPUs without VNNI from saturating; vnni and arm use plain int8 "
+                   "weights everywhere.")
 @click.option("--weights", help="Weight format, e.g. sym:8, fixed:8,6, dfp:8, ternary, binary, bfp:4,16, pow2:-8,0.")
 @click.option("--activations", help="Activation format, e.g. uint8, int8, fixed:8,4, dfp:8, uint4.")
 @click.option("--bias", help="Bias format: auto (int32 at s_in*s_w), float, or a format spec.")

@@ -65,11 +65,18 @@ def _conv_weight_codes(m):
     return codes
 
 
+def _digits_cnn_for(target):
+    return qpass.optimize(MODELS / "digits_cnn.onnx", calib=MODELS / "digits_cnn.calib.npz",
+                          pipeline=qpass.load_pipeline("default", {"quantize_qdq": {"target_cpu": target}})).model
+
+
 def test_weights_are_symmetric_per_channel(quantized_digits):
-    """Default target (any CPU): max-abs maps to 127 unless a same-sign pair of the u8s8 kernels' int16 sums would
-    pass 128 codes; then that channel's scale keeps the largest pair at 127 or 128 (issue 12: int8 weights replace
-    the uint8 + 128 encoding). With target vnni, max-abs always maps to 127."""
-    codes = _conv_weight_codes(quantized_digits("digits_cnn").model)
+    """Target any CPU: max-abs maps to 127 unless a same-sign pair of the u8s8 kernels' int16 sums would pass 128
+    codes; then that channel's scale keeps the largest pair at 127 or 128 (issue 12: int8 weights replace the
+    uint8 + 128 encoding). With target vnni, max-abs always maps to 127. The default (auto) is this machine's kind."""
+    from qpass.passes.quantize_qdq.target import detect_target
+
+    codes = _conv_weight_codes(_digits_cnn_for("any"))
     flat = codes.reshape(codes.shape[0], -1)  # digits_cnn's first conv: one input channel, pairs along the kernel
     pad = np.concatenate([flat, np.zeros((flat.shape[0], flat.shape[1] % 2), np.int64)], axis=1)
     a, b = pad[:, 0::2], pad[:, 1::2]
@@ -77,9 +84,10 @@ def test_weights_are_symmetric_per_channel(quantized_digits):
     maxabs = np.abs(flat).max(axis=1)
     assert (widest <= 128).all()
     assert ((maxabs == 127) | (widest >= 127)).all()
-    vnni = qpass.optimize(MODELS / "digits_cnn.onnx", calib=MODELS / "digits_cnn.calib.npz",
-                          pipeline=qpass.load_pipeline("default", {"quantize_qdq": {"target_cpu": "vnni"}})).model
+    vnni = _digits_cnn_for("vnni")
     assert (np.abs(_conv_weight_codes(vnni)).reshape(codes.shape[0], -1).max(axis=1) == 127).all()
+    default = quantized_digits("digits_cnn").model
+    np.testing.assert_array_equal(_conv_weight_codes(default), _conv_weight_codes(_digits_cnn_for(detect_target())))
 
 
 @pytest.mark.parametrize("name", STRUCTURAL)

@@ -150,7 +150,7 @@ def test_pairing_follows_mlas_reduction_order():
 
 
 def test_bad_target_is_one_error():
-    with pytest.raises(ValueError, match="target_cpu must be one of any, avx2, vnni, arm"):
+    with pytest.raises(ValueError, match="target_cpu must be one of auto, any, avx2, vnni, arm"):
         QuantizeQDQOptions(target_cpu="x86")
     with pytest.raises(PipelineError, match="avx2_remedy"):
         qpass.load_pipeline("default", {"quantize_qdq": {"avx2_remedy": "wider"}})
@@ -159,10 +159,10 @@ def test_bad_target_is_one_error():
 def test_lossy_remedy_is_checked_on_calibration_data():
     """pair_scale is kept while its simulated output SQNR loss against full int8 stays within avx2_max_loss_db;
     beyond it the pass re-quantizes the layers with the exact uint8 + 128 encoding."""
-    strict = quantize(saturating_conv(), avx2_max_loss_db=0.0).report.results["quantization"]
+    strict = quantize(saturating_conv(), target_cpu="any", avx2_max_loss_db=0.0).report.results["quantization"]
     assert strict["weight_encodings"]["conv"] == "uint8_offset"
     assert "exact uint8+128 weights instead" in strict["remedy_check"]
-    unchecked = quantize(saturating_conv(), avx2_max_loss_db=None).report.results["quantization"]
+    unchecked = quantize(saturating_conv(), target_cpu="any", avx2_max_loss_db=None).report.results["quantization"]
     assert unchecked["weight_encodings"]["conv"] == "pair_scale" and "remedy_check" not in unchecked
 
 
@@ -182,3 +182,20 @@ def test_cli_target_cpu(tmp_path):
     assert (np.abs(w).reshape(w.shape[0], -1).max(axis=1) == 127).all()
     bad = cli("--target-cpu", "avx2", "--weights", "sym:4")  # a fakequant pipeline has no quantize_qdq
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1 and "--target-cpu" in bad.stderr
+
+
+@pytest.mark.parametrize("machine,flags,want", [
+    ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, "vnni"), ("x86_64", {"avx2", "avx_vnni"}, "vnni"),
+    ("x86_64", {"avx2", "fma"}, "avx2"), ("x86_64", {"sse4_2"}, "any"), ("aarch64", {"asimd"}, "arm"),
+    ("riscv64", set(), "any")])
+def test_auto_target_is_the_machines_kind(machine, flags, want):
+    from qpass.passes.quantize_qdq.target import detect_target
+
+    assert detect_target(machine, flags) == want
+
+
+def test_auto_target_is_resolved_and_reported():
+    from qpass.passes.quantize_qdq.target import detect_target
+
+    res = quantize(saturating_conv())
+    assert res.report.results["quantization"]["target_cpu"] == detect_target() != "auto"

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from .op_table import default_op_types
 
 #: CPUs the result must compute exactly on: x86 without VNNI (int16 pair sums), with VNNI, ARM, or all of them
-TARGET_CPUS = ("any", "avx2", "vnni", "arm")
+TARGET_CPUS = ("auto", "any", "avx2", "vnni", "arm")
 #: what a layer gets when some input could saturate its int16 pair sums on the target (see ``weights``)
 AVX2_REMEDIES = ("pair_scale", "seven_bit", "uint8_offset")
 
@@ -19,8 +19,9 @@ class QuantizeQDQOptions:
     #: int8: plain int8 weights (onnxruntime's u8s8 kernels); uint8_offset: every layer's int8 grid stored as
     #: uint8 with zero point 128 (the exact but slower u8u8 kernels)
     weight_encoding: str = "int8"
-    #: avx2, vnni, arm or any: with avx2 and any, layers whose pair sums could saturate get ``avx2_remedy``
-    target_cpu: str = "any"
+    #: auto (the machine quantizing: ``target``), avx2, vnni, arm or any: with avx2 and any, layers whose pair sums
+    #: could saturate get ``avx2_remedy``
+    target_cpu: str = "auto"
     avx2_remedy: str = "pair_scale"
     #: the most output SQNR (dB, calibration samples, simulated on the grid) pair_scale / seven_bit may cost against
     #: full int8; beyond it the pass uses uint8_offset instead (None: no check; see ``guard``)

@@ -11,6 +11,7 @@ from qpass.pipeline.pass_base import Pass, PassResult
 from . import guard
 from .options import QuantizeQDQOptions
 from .rewrite import quantize_graph
+from .target import resolve_target
 
 
 class QuantizeQDQ(Pass):
@@ -23,14 +24,16 @@ class QuantizeQDQ(Pass):
         if main_opset(model) < 13:
             raise PipelineError("quantize_qdq needs opset >= 13 (run 'normalize' first)")
         ranges = ctx.analyses.get(Calibration, model).ranges
-        out, plan, qc, guard_note = self._quantize_checked(model, ranges, getattr(ctx.inputs, "calibration_data", None))
+        opts = guard.with_options(self.opts, target_cpu=resolve_target(self.opts.target_cpu))
+        out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges,
+                                                           getattr(ctx.inputs, "calibration_data", None))
         quantized = [n for n in plan.nodes if n not in plan.float_reasons and n not in plan.fused_activations]
         ctx.report.results["quantization"] = {
             "quantized_nodes": quantized,
             "fused_activations": list(plan.fused_activations),
             "float_nodes": dict(plan.float_reasons),
             "tensor_params": {k: v.as_dict() for k, v in qc.params.items()},
-            "target_cpu": self.opts.target_cpu,
+            "target_cpu": opts.target_cpu,
             "weight_encodings": dict(qc.encodings),
         }
         compute = sum(1 for n in out.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
@@ -38,26 +41,27 @@ class QuantizeQDQ(Pass):
                  f"{compute} compute nodes in the result"]
         remedied = Counter(e for e in qc.encodings.values() if e != "int8")
         if remedied:
-            notes.append(f"for {self.opts.target_cpu} CPUs: " + ", ".join(f"{v} x {k}" for k, v in remedied.items()))
+            notes.append(f"for {opts.target_cpu} CPUs: " + ", ".join(f"{v} x {k}" for k, v in remedied.items()))
         if guard_note:
             notes.append(guard_note)
             ctx.report.results["quantization"]["remedy_check"] = guard_note
         return PassResult(out, True, notes)
 
 
-    def _quantize_checked(self, model, ranges, samples):
+    @staticmethod
+    def _quantize_checked(opts, model, ranges, samples):
         """(model, plan, rewriter, note): the quantization, re-done with uint8+128 weights where a lossy remedy for
         CPUs without VNNI costs more than ``avx2_max_loss_db`` (``guard``)."""
-        out, plan, qc = _quantize(model, ranges, self.opts)
-        if not guard.needs_check(self.opts, qc.encodings, samples):
+        out, plan, qc = _quantize(model, ranges, opts)
+        if not guard.needs_check(opts, qc.encodings, samples):
             return out, plan, qc, None
-        full = _quantize(model, ranges, guard.with_options(self.opts, target_cpu="vnni"))[0]
+        full = _quantize(model, ranges, guard.with_options(opts, target_cpu="vnni"))[0]
         loss = guard.remedy_loss_db(model, out, full, samples)
-        note = f"{self.opts.avx2_remedy} costs {loss:.2f} dB of output SQNR against full int8"
-        if loss <= self.opts.avx2_max_loss_db:
+        note = f"{opts.avx2_remedy} costs {loss:.2f} dB of output SQNR against full int8"
+        if loss <= opts.avx2_max_loss_db:
             return out, plan, qc, note
-        out, plan, qc = _quantize(model, ranges, guard.with_options(self.opts, avx2_remedy="uint8_offset"))
-        return out, plan, qc, note + f" (> {self.opts.avx2_max_loss_db:g}): exact uint8+128 weights instead"
+        out, plan, qc = _quantize(model, ranges, guard.with_options(opts, avx2_remedy="uint8_offset"))
+        return out, plan, qc, note + f" (> {opts.avx2_max_loss_db:g}): exact uint8+128 weights instead"
 
 
 def _quantize(model, ranges, opts):
