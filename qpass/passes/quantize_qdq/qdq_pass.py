@@ -38,7 +38,7 @@ class QuantizeQDQ(Pass):
         }
         compute = sum(1 for n in out.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
         notes = [f"{len(quantized)} nodes quantized ({len(plan.fused_activations)} activations fused), "
-                 f"{compute} compute nodes in the result"]
+                 f"{compute} compute nodes in the result, for {opts.target_cpu} CPUs"]
         remedied = Counter(e for e in qc.encodings.values() if e != "int8")
         if remedied:
             notes.append(f"for {opts.target_cpu} CPUs: " + ", ".join(f"{v} x {k}" for k, v in remedied.items()))
