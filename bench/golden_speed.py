@@ -1,59 +1,106 @@
-"""Golden simulator latency against onnxruntime float latency, per zoo model, measured side by side in one run.
+"""Reference interpreter latency against onnxruntime (1 thread), per model, measured side by side in one run.
 
-For each model: the float model and its default-pipeline int8 QDQ model, run over the eval set (batched along the
-dynamic batch dimension, 64 samples per call) by onnxruntime (1 thread) and by the golden simulator, interleaved.
-Prints golden / onnxruntime-float time ratios.
+For each model (the digits models and every packaged zoo model in the cache): the float model and its
+default-pipeline int8 QDQ model, run over the first ``--samples`` eval samples by onnxruntime (1 thread) and by
+the reference interpreter, both through ``qpass.ir.batching`` (batched along the symbolic batch dimension,
+``--batch`` samples per call, else one call per sample), runs interleaved. Prints the per-sample times, the
+reference / onnxruntime ratios (float: reference float / onnxruntime float; int8: reference int8 / onnxruntime
+int8), their geometric means, and the CPU flags in the header. Issue 15's targets: <= 3x float and <= 5x int8 on
+every conv net, geomean <= 4x.
 
-    python bench/golden_speed.py [--repeats 5]
+    python bench/golden_speed.py [--repeats 3] [--samples 64] [--only digits_cnn,magika] [--zoo ~/.cache/qpass-zoo]
 """
 from __future__ import annotations
 
 import argparse
+import math
+import os
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
+# onnxruntime runs at 1 thread: so does the reference's BLAS (set before numpy loads OpenBLAS; on a shared machine
+# a multi-threaded BLAS also spins against the other load)
+for _v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
 
-import qpass
-from qpass.reference import GoldenExecutor, run_samples as golden_run
-from qpass.ir.ort_session import make_session, run_samples as ort_run
-from qpass.ir.samples import load_samples
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-MODELS = ["digits_mlp", "digits_cnn", "digits_rescnn"]
+sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
+import ort_compare as oc  # noqa: E402  (model cases and inputs, machine info)
+
+import qpass  # noqa: E402
+from qpass.ir.ort_session import make_session, run_samples as ort_run  # noqa: E402
+from qpass.ir.samples import as_samples  # noqa: E402
+from qpass.reference import GoldenExecutor, run_samples as ref_run  # noqa: E402
 
 
-def timed(fn, repeats):
-    ts = []
+def _median_interleaved(runs: dict, repeats: int) -> dict[str, float]:
+    for fn in runs.values():
+        fn()  # warm-up (plans, constant caches)
+    t = {k: [] for k in runs}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+        for k, fn in runs.items():
+            t0 = time.perf_counter()
+            fn()
+            t[k].append(time.perf_counter() - t0)
+    return {k: float(np.median(v)) for k, v in t.items()}
+
+
+def measure(case, samples: int, repeats: int, batch: int) -> dict:
+    """Per-sample seconds of ort float / ref float / ort int8 / ref int8 over the first SAMPLES eval samples."""
+    fm = qpass.load(case.src)
+    ev = {k: v[:samples] if np.ndim(v) else v for k, v in case.eval.items() if k != "labels"}
+    n = len(next(v for v in ev.values() if np.ndim(v)))
+    qm = qpass.optimize(fm, calib=case.calib).model
+    sf, sq = as_samples(ev, fm), as_samples(ev, qm)
+    ortf, ortq = make_session(fm, threads=1), make_session(qm, threads=1)
+    gf, gq = GoldenExecutor(fm), GoldenExecutor(qm)
+    runs = {"ort_f": lambda: ort_run(fm, sf, sess=ortf, batch_size=batch),
+            "ref_f": lambda: ref_run(fm, sf, executor=gf, batch_size=batch),
+            "ort_q": lambda: ort_run(qm, sq, sess=ortq, batch_size=batch),
+            "ref_q": lambda: ref_run(qm, sq, executor=gq, batch_size=batch)}
+    t = _median_interleaved(runs, repeats)
+    return {k: v / n for k, v in t.items()} | {"n": n}
+
+
+def _geomean(xs):
+    xs = [x for x in xs if x and x > 0]
+    return math.exp(sum(map(math.log, xs)) / len(xs)) if xs else float("nan")
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--only", default="", help="comma-separated model names")
+    ap.add_argument("--zoo", type=Path, default=Path.home() / ".cache" / "qpass-zoo")
     args = ap.parse_args()
-    print(f"{'model':<15}{'ort float ms':>13}{'golden float':>14}{'golden int8':>13}{'float ratio':>12}{'int8 ratio':>11}")
-    for name in MODELS:
-        fm = qpass.load(ROOT / "models" / f"{name}.onnx")
-        ev = load_samples(ROOT / "models" / f"{name}.eval.npz", fm)
-        qm = qpass.optimize(fm, calib=ROOT / "models" / f"{name}.calib.npz").model
-        sess = make_session(fm, threads=1)
-        gf, gq = GoldenExecutor(fm), GoldenExecutor(qm)
-        runs = {"ort": lambda: ort_run(fm, ev, sess=sess), "gf": lambda: golden_run(fm, ev, executor=gf),
-                "gq": lambda: golden_run(qm, ev, executor=gq)}
-        for fn in runs.values():
-            fn()  # warm-up
-        t = {k: [] for k in runs}
-        for _ in range(args.repeats):  # interleaved
-            for k, fn in runs.items():
-                t[k].append(timed(fn, 1))
-        t = {k: float(np.median(v)) for k, v in t.items()}
-        print(f"{name:<15}{1000 * t['ort']:>13.1f}{1000 * t['gf']:>14.1f}{1000 * t['gq']:>13.1f}"
-              f"{t['gf'] / t['ort']:>12.1f}{t['gq'] / t['ort']:>11.1f}")
+    names = list(oc.DIGITS) + (oc.packaged_names(args.zoo) if args.zoo.is_dir() else [])
+    if args.only:
+        names = [n for n in names if n in args.only.split(",")]
+    info = oc.machine_info()
+    print(f"# {info['cpu']}; flags {' '.join(info['cpu_flags'])}; {info['cores']} cores, load {info['load_avg'][0]:.1f}; "
+          f"onnxruntime {info['onnxruntime']}, numpy {info['numpy']}, qpass {info['qpass_commit']}; "
+          f"{args.samples} samples, batch {args.batch}, {args.repeats} repeats, "
+          f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
+    print(f"{'model':<22}{'n':>4}{'ort f ms':>10}{'ref f ms':>10}{'ort q ms':>10}{'ref q ms':>10}"
+          f"{'f ratio':>9}{'q ratio':>9}")
+    ratios = []
+    for name in names:
+        try:
+            r = measure(oc.make_case(name, args.zoo), args.samples, args.repeats, args.batch)
+        except Exception as exc:  # report, never stop the table
+            print(f"{name:<22} error: {oc.first_line(exc)}", flush=True)
+            continue
+        rf, rq = r["ref_f"] / r["ort_f"], r["ref_q"] / r["ort_q"]
+        ratios += [rf, rq]
+        print(f"{name:<22}{r['n']:>4}{1e3 * r['ort_f']:>10.3f}{1e3 * r['ref_f']:>10.3f}{1e3 * r['ort_q']:>10.3f}"
+              f"{1e3 * r['ref_q']:>10.3f}{rf:>9.1f}{rq:>9.1f}", flush=True)
+    print(f"{'geomean':<22}{'':>44}{_geomean(ratios[0::2]):>9.1f}{_geomean(ratios[1::2]):>9.1f}"
+          f"   all {_geomean(ratios):.1f}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,6 @@
 import hashlib
+import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -31,3 +33,22 @@ def quantized_digits():
         return cache[name]
 
     return get
+
+
+@pytest.fixture(scope="session")
+def ap_types() -> Path:
+    """hls4ml's Apache-2.0 ap_int.h headers for the g++ C simulation, found or fetched once (3.3 MB wheel) the way
+    ``qpass optimize --backend hls`` does; skips the test without them or without g++ (``QPASS_FETCH_AP_TYPES=0``:
+    never fetch)."""
+    from qpass.backends.hls import aptypes
+    from qpass.errors import QpassError
+
+    found = aptypes.find_ap_types()
+    if found is None and os.environ.get("QPASS_FETCH_AP_TYPES", "1") != "0":
+        try:
+            found = aptypes.fetch_ap_types()
+        except QpassError:
+            found = None
+    if found is None or shutil.which("g++") is None:
+        pytest.skip("needs g++ and ap_int.h (pip install hls4ml, or qpass.backends.hls.aptypes.fetch_ap_types())")
+    return found

@@ -112,7 +112,8 @@ def test_dump_dir_has_model_after_every_pass(tmp_path):
     r = qpass_cli("optimize", MODELS / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--dump-dir", dump, "-q")
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in dump.iterdir())
-    assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_calibrate.onnx", "04_quantize_qdq.onnx"]
+    assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_fold_affine.onnx", "04_calibrate.onnx",
+                     "05_quantize_qdq.onnx"]
 
 
 def test_pipeline_file_and_bad_pipeline(tmp_path):
@@ -175,11 +176,8 @@ def test_format_flags_report_accuracy_and_backend_agreement(tmp_path):
     assert not (tmp_path / "g.onnx").exists()
 
 
-def test_hls_backend_exports_and_csim_matches_golden(tmp_path):
-    from qpass.backends.hls import aptypes
-
-    if aptypes.find_ap_types() is None:
-        pytest.skip("ap_int.h not available (tests/test_hls.py fetches it)")
+def test_hls_backend_exports_and_csim_matches_golden(tmp_path, ap_types, monkeypatch):
+    monkeypatch.setenv("QPASS_AP_TYPES", str(ap_types))  # the CLI uses the headers the fixture found or fetched
     out = tmp_path / "hls"
     r = qpass_cli("optimize", MODELS / "digits_mlp.onnx", "--backend", "hls", "-o", out, "--target-fps", "1e6",
                   "--eval", MODELS / "digits_mlp.eval.npz", "--csim")

@@ -50,7 +50,7 @@ def test_recurrent_weights_are_quantised(op):
     assert {i.dims[1] for i in ints} >= {gates * h}  # W and R stored as int8
 
 
-def test_attention_block_softmax_stays_float():
+def test_attention_block_softmax_runs_on_integers():
     d = 16
     nodes = [helper.make_node("MatMul", ["x", "wq"], ["q"]), helper.make_node("MatMul", ["x", "wk"], ["k"]),
              helper.make_node("MatMul", ["x", "wv"], ["v"]),
@@ -61,8 +61,9 @@ def test_attention_block_softmax_stays_float():
               [W("wq", d, d), W("wk", d, d), W("wv", d, d),
                numpy_helper.from_array(np.float32(1 / np.sqrt(d)), "scale")])
     res = quantize_and_compare(m, {"x": RNG.standard_normal((16, 1, 10, d)).astype(np.float32)}, min_sqnr=20)
-    floats = res.facts["quantization"]["float_nodes"]
-    assert any("Softmax" in reason for reason in floats.values())
+    q = res.facts["quantization"]
+    assert not any("Softmax" in reason for reason in q["float_nodes"].values())
+    assert q["tensor_params"]["p"]["scale"] == 1 / 256  # QLinearSoftmax's grid, exact against float Softmax + Q
 
 
 def test_conv_transpose_depthwise_grouped_and_resize():

@@ -237,7 +237,7 @@ def test_fifo_residual_shortcut_holds_the_latency_difference():
     mv = [MVTU(f"m{i}", mw=16, mh=16, num_vectors=64, pe=16, simd=16, thresholds=1) for i in range(3)]
     layers, edges = _residual(mv)
     r = size_fifos(layers, edges, verify=True)
-    lat_diff = sum(cm.pipeline_depth("MVTU", 16) + 1 for _ in mv)  # 27 cycles = 27 words at 1/cycle
+    lat_diff = sum(m.pipeline_depth() + 1 for m in mv)  # 27 cycles = 27 words at 1/cycle
     assert abs(r.edge("fork", "add").occupancy - lat_diff) <= 3
     assert r.depth("fork", "add") == 32
     assert all(e.depth == 2 for e in r.edges if (e.src, e.dst) != ("fork", "add"))

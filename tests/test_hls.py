@@ -3,8 +3,6 @@
 Each model is streamlined, exported and compiled once (module fixtures, two at a time on the two cores); needs
 g++ and ap_int.h (hls4ml's Apache-2.0 ap_types, see qpass.backends.hls.aptypes) and skips cleanly without them.
 """
-import os
-import shutil
 import subprocess
 import time
 import zipfile
@@ -17,28 +15,17 @@ from onnx import TensorProto, helper, numpy_helper
 import qpass
 from qpass.api import qonnx_model
 from qpass.backends import hls
-from qpass.backends.hls import aptypes, codegen
+from qpass.backends.hls import aptypes, project_files
+from qpass.backends.hls.emit import EMITTERS
 from qpass.hw import cost_models as cm
-from qpass.hw import from_graph as fg
-from qpass.hw import partition as P
+from qpass.hw.builder import build
+from qpass.hw.kinds import KINDS
+from qpass.hw.partition import partition
 from qpass.errors import QpassError
 
 from conftest import MODELS
 
-def _ap_types():
-    """hls4ml's Apache-2.0 ap_types headers: installed, cached, or fetched once from PyPI (3.3 MB wheel)."""
-    found = aptypes.find_ap_types()
-    if found is None and os.environ.get("QPASS_FETCH_AP_TYPES", "1") != "0":
-        try:
-            found = aptypes.fetch_ap_types()
-        except QpassError:
-            found = None
-    return found
-
-
-AP = _ap_types()
-pytestmark = pytest.mark.skipif(AP is None or shutil.which("g++") is None,
-                                reason="needs g++ and ap_int.h (pip install hls4ml, or aptypes.fetch_ap_types())")
+pytestmark = pytest.mark.usefixtures("ap_types")  # needs g++ and ap_int.h (the conftest fixture skips without them)
 
 BITS = {"binary": ("binary", "binary"), "2": ("sym:2", "dfp:2"), "4": ("sym:4", "dfp:4"), "8": ("sym:8", "dfp:8")}
 DIGITS = [(m, b) for m in ("digits_mlp", "digits_cnn") for b in BITS] + [("digits_rescnn", "4")]
@@ -81,7 +68,7 @@ def test_digits_csim_equals_golden(digits, name, bits):
     assert cmp.mismatches == 0
 
 
-def test_exported_project_layout(digits):
+def test_exported_project_layout(digits, ap_types):
     res, _, _, _ = digits[("digits_cnn", "4")]
     d = res.partitions[0].project_dir
     top = res.partitions[0].top
@@ -97,7 +84,7 @@ def test_exported_project_layout(digits):
     lib = (d / "qpass_dataflow.h").read_text()
     assert "#pragma HLS PIPELINE II=1" in lib and "NUMV * NF * SF" in lib and "(a >= m[pe][nf][t])" in lib
     mk = (d / "Makefile").read_text()
-    assert "-std=c++14 -O2" in mk and "-I$(AP_TYPES)" in mk and f"AP_TYPES ?= {AP}" in mk and "csim:" in mk
+    assert "-std=c++14 -O2" in mk and "-I$(AP_TYPES)" in mk and f"AP_TYPES ?= {ap_types}" in mk and "csim:" in mk
     tcl = (d / "run_hls.tcl").read_text()
     for s in ("open_project", f"set_top {top}", "add_files", "csim_design", "csynth_design",
               "set_part {xc7z020clg400-1}", "create_clock -period 10"):
@@ -260,7 +247,7 @@ def _synth_job(job):
     x = np.random.default_rng(seed).uniform(-20, 20, (24, 1, *shape)).astype(np.float32)
     folding = None
     if seed:  # random legal foldings: width converters between any PE/SIMD pairs
-        dg = fg.build(next(iter(P.partition(m).partitions.values())), "p")
+        dg = build(next(iter(partition(m).partitions.values())), "p")
         r = np.random.default_rng(seed)
         folding = {}
         for l in dg.layers:
@@ -288,6 +275,10 @@ def test_every_layer_kind_is_bit_exact_under_any_folding(synthetic):
     assert kinds == {"swg", "mvtu", "vvau", "window_max", "maxpool", "threshold", "channelwise", "add", "concat"}
 
 
+def test_every_hardware_kind_has_an_hls_emitter():
+    assert set(EMITTERS) == {k.name for k in KINDS if k.compute}  # every kind that builds layers, nothing else
+
+
 # --------------------------------------------------------------------------------------- host ops, end to end
 
 def test_host_ops_between_partitions_end_to_end(tmp_path):
@@ -306,8 +297,8 @@ def test_host_ops_between_partitions_end_to_end(tmp_path):
 
 # ---------------------------------------------------------------------------------------------- ap_types
 
-def test_ap_types_are_taken_only_from_the_apache_headers(tmp_path):
-    assert (AP / "ap_int.h").is_file()
+def test_ap_types_are_taken_only_from_the_apache_headers(tmp_path, ap_types):
+    assert (ap_types / "ap_int.h").is_file()
     wheel = tmp_path / "hls4ml-0.0-py3-none-any.whl"
     apache = b"/* Copyright 2011-2019 Xilinx, Inc.\n Licensed under the Apache License, Version 2.0 */\n"
     with zipfile.ZipFile(wheel, "w") as z:
@@ -325,5 +316,6 @@ def test_ap_types_are_taken_only_from_the_apache_headers(tmp_path):
             b.writestr(n, b"proprietary" if n.endswith("/ap_int.h") else z.read(n))
     with pytest.raises(QpassError, match="Apache"):
         aptypes.extract_from_wheel(bad, tmp_path / "ap2")
-    assert codegen.part_of("xc7z020") == "xc7z020clg400-1" and codegen.part_of("pynq-z2") == "xc7z020clg400-1"
-    assert codegen.part_of("xc7z020clg484-1") == "xc7z020clg484-1"
+    assert project_files.part_of("xc7z020") == "xc7z020clg400-1"
+    assert project_files.part_of("pynq-z2") == "xc7z020clg400-1"
+    assert project_files.part_of("xc7z020clg484-1") == "xc7z020clg484-1"

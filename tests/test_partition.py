@@ -12,8 +12,9 @@ from qpass.reference import GoldenExecutor, run_samples
 from qpass.ops.partition import PartitionStore
 from qpass.ir.ort_session import run_samples as ort_run_samples
 from qpass.ir.samples import load_samples
-from qpass.hw import from_graph as fg
+from qpass.hw import grouping, orders
 from qpass.hw import partition as P
+from qpass.hw.builder import build
 from qpass.ir.graph import topo_order
 
 from conftest import MODELS
@@ -120,7 +121,7 @@ def test_other_digits_models_stream_everything_integer(name):
     pm = P.partition(m)
     assert len(pm.partitions) == 1
     assert {op for _, op, _ in pm.host_nodes()} == {"Div", "Quant", "Mul", "Add"}
-    dg = fg.build(next(iter(pm.partitions.values())), "p")
+    dg = build(next(iter(pm.partitions.values())), "p")
     kinds = [l.kind for l in dg.layers]
     if name == "digits_rescnn":  # residual joins with the power-of-two alignment fused as the Add's factor
         adds = [l for l in dg.layers if l.kind == "add"]
@@ -155,7 +156,7 @@ def test_softmax_at_the_end_stays_on_the_host():
     q = streamline_float("softmax")
     pm = P.partition(q)
     assert len(pm.partitions) == 1
-    why = {n: r for n, op, r in P.explain(q)}
+    why = {n: r for n, op, r in grouping.explain(q)}
     assert "Softmax has no streaming hardware implementation" in why["softmax"]
     assert pm.parent.graph.node[-1].op_type == "Softmax"
     golden_equals_ort(pm, q, float_data())
@@ -168,7 +169,7 @@ def test_resize_in_the_middle_splits_the_graph_into_two_partitions():
     ops = [n.op_type for n in pm.parent.graph.node]
     i0, i1 = [i for i, op in enumerate(ops) if op == "StreamingDataflowPartition"]
     assert "Resize" in ops[i0:i1]  # the host part sits between the two partitions
-    expl = {op: r for _, op, r in P.explain(q)}
+    expl = {op: r for _, op, r in grouping.explain(q)}
     assert "Resize" in expl
     g = golden_equals_ort(pm, q, float_data())
     ref = run_samples(q, as_samples({"x": float_data()}, q))
@@ -200,26 +201,27 @@ def test_partitions_never_create_a_cycle_through_the_host():
     pm = P.partition(m)
     assert len(pm.partitions) == 2
     topo_order(list(pm.parent.graph.node))  # a DAG
-    where = {n: w for n, _, w, _ in P.describe(m)}
+    where = {n: w for n, _, w, _ in grouping.describe(m)}
     assert where["conv"] == where["mt"] == "partition 0" and where["join"] == "partition 1"
     x = rng.uniform(-5, 20, (8, 4, 3, 3)).astype(np.float32)
-    np.testing.assert_array_equal(GoldenExecutor(pm.parent, partitions=pm.store).run({"x": x})["y"], GoldenExecutor(m).run({"x": x})["y"])
+    np.testing.assert_array_equal(GoldenExecutor(pm.parent, partitions=pm.store).run({"x": x})["y"],
+                                  GoldenExecutor(m).run({"x": x})["y"])
 
 
 def test_stream_orders_follow_layout_ops():
-    order = P.nhwc_order((3, 2, 2))
+    order = orders.nhwc_order((3, 2, 2))
     assert order.tolist() == [0, 4, 8, 1, 5, 9, 2, 6, 10, 3, 7, 11]
-    assert P.channel_slots(order, (3, 2, 2), 0).tolist() == [0, 1, 2]
+    assert orders.channel_slots(order, (3, 2, 2), 0).tolist() == [0, 1, 2]
     flat = np.arange(12)  # a flattened NC tensor streamed in NHWC order: one pixel of 12 slots
-    assert P.channel_slots(order, (12,), 0).tolist() == order.tolist() and flat.size == 12
-    assert P.vector_perm(np.arange(12), 3).tolist() == [0, 1, 2, 3]
-    assert P.vector_perm(np.array([1, 0, 3, 2]), 2).tolist() == [1, 0]
-    assert P.vector_perm(np.array([2, 0, 3, 1]), 2) is None
+    assert orders.channel_slots(order, (12,), 0).tolist() == order.tolist() and flat.size == 12
+    assert orders.vector_perm(np.arange(12), 3).tolist() == [0, 1, 2, 3]
+    assert orders.vector_perm(np.array([1, 0, 3, 2]), 2).tolist() == [1, 0]
+    assert orders.vector_perm(np.array([2, 0, 3, 1]), 2) is None
 
 
 def test_explain_reasons_for_every_host_node(cnn):
-    rows = P.explain(cnn)
+    rows = grouping.explain(cnn)
     assert [op for _, op, _ in rows] == ["Div", "Quant", "Mul", "Add"]
     assert all(isinstance(r, str) and r for _, _, r in rows)
-    d = P.describe(cnn)
+    d = grouping.describe(cnn)
     assert {w for _, _, w, _ in d} == {"host", "partition 0"}

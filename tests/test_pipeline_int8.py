@@ -53,16 +53,41 @@ def test_bias_is_int32_with_input_times_weight_scale(quantized_digits):
     assert checked == 4
 
 
-def test_weights_are_symmetric_per_channel(quantized_digits):
-    m = quantized_digits("digits_cnn").model
+def _conv_weight_codes(m):
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
     conv = next(n for n in m.graph.node if n.op_type == "Conv")
     dq = next(n for n in m.graph.node if conv.input[1] in n.output)
     q, s, zp = (inits[x] for x in dq.input)
+    assert q.dtype == np.int8 and not zp.any()  # plain int8 (onnxruntime's u8s8 kernels)
     assert s.shape == (q.shape[0],)  # one scale per output channel
-    codes = q.astype(np.int64) - zp.reshape(-1, 1, 1, 1)
+    codes = q.astype(np.int64)
     assert codes.min() >= -127 and codes.max() <= 127
-    assert (np.abs(codes).reshape(q.shape[0], -1).max(axis=1) == 127).all()  # max-abs maps to 127
+    return codes
+
+
+def _digits_cnn_for(target):
+    return qpass.optimize(MODELS / "digits_cnn.onnx", calib=MODELS / "digits_cnn.calib.npz",
+                          pipeline=qpass.load_pipeline("default", {"quantize_qdq": {"target_cpu": target}})).model
+
+
+def test_weights_are_symmetric_per_channel(quantized_digits):
+    """Target any CPU: max-abs maps to 127 unless a same-sign pair of the u8s8 kernels' int16 sums would pass 128
+    codes; then that channel's scale keeps the largest pair at 127 or 128 (issue 12: int8 weights replace the
+    uint8 + 128 encoding). With target vnni, max-abs always maps to 127. The default (auto) is this machine's kind."""
+    from qpass.passes.quantize_qdq.target import detect_target
+
+    codes = _conv_weight_codes(_digits_cnn_for("any"))
+    flat = codes.reshape(codes.shape[0], -1)  # digits_cnn's first conv: one input channel, pairs along the kernel
+    pad = np.concatenate([flat, np.zeros((flat.shape[0], flat.shape[1] % 2), np.int64)], axis=1)
+    a, b = pad[:, 0::2], pad[:, 1::2]
+    widest = np.maximum((np.maximum(a, 0) + np.maximum(b, 0)).max(1), -(np.minimum(a, 0) + np.minimum(b, 0)).min(1))
+    maxabs = np.abs(flat).max(axis=1)
+    assert (widest <= 128).all()
+    assert ((maxabs == 127) | (widest >= 127)).all()
+    vnni = _digits_cnn_for("vnni")
+    assert (np.abs(_conv_weight_codes(vnni)).reshape(codes.shape[0], -1).max(axis=1) == 127).all()
+    default = quantized_digits("digits_cnn").model
+    np.testing.assert_array_equal(_conv_weight_codes(default), _conv_weight_codes(_digits_cnn_for(detect_target())))
 
 
 @pytest.mark.parametrize("name", STRUCTURAL)

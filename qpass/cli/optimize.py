@@ -19,7 +19,7 @@ SECTIONS = {
     "Input": ["calib", "eval_path", "pipeline_name", "threads"],
     "Formats (any of them selects the fakequant pipeline)": [
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
-    "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude"],
+    "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits"],
     "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
@@ -51,6 +51,10 @@ def _options(fn):
         click.option("--per-tensor", is_flag=True, help="Per-tensor instead of per-channel weight scales."),
         click.option("--exclude", multiple=True, help="Node-name glob pattern to leave in float (repeatable; a "
                      "pattern matching no node is an error)."),
+        click.option("--target-cpu", type=click.Choice(["auto", "avx2", "vnni", "arm", "any"]),
+                     help="CPUs the int8 model must compute exactly on (default auto: this machine's kind): avx2 and "
+                          "any keep int16 pair sums of x86 CPUs without VNNI from saturating; vnni and arm use plain "
+                          "int8 weights everywhere."),
         click.option("--weights", help="Weight format, e.g. sym:8, fixed:8,6, dfp:8, ternary, binary, bfp:4,16, "
                      "pow2:-8,0."),
         click.option("--activations", help="Activation format, e.g. uint8, int8, fixed:8,4, dfp:8, uint4."),

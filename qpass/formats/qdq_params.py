@@ -48,6 +48,12 @@ def activation_params(lo: float, hi: float, dtype: str = "int8", symmetric: bool
     return AffineParams(np.asarray(scale, np.float32), np.asarray(zp, npdt), dtype)
 
 
+def unit_grid_params(dtype: str = "uint8") -> AffineParams:
+    """[0, 1) in 256 steps of 1/256, the zero point at the bottom of an 8-bit range (QLinearSoftmax's output grid)."""
+    qmin, _, npdt = INT_RANGES[dtype]
+    return AffineParams(np.asarray(1 / 256, np.float32), np.asarray(qmin, npdt), dtype)
+
+
 def symmetric_weight_params(w: np.ndarray, axis: int | None, qmax: int = 127, dtype: str = "int8") -> AffineParams:
     """max-abs scale per channel (axis) or per tensor (axis None), narrow range [-qmax, qmax], zero point 0."""
     w = np.asarray(w, dtype=np.float64)

@@ -312,12 +312,12 @@ def topo_order(nodes: Sequence[str], edges: Sequence[tuple[str, str]]) -> list[s
     return out
 
 
-def pipeline_depth(kind: str, simd: int = 1) -> int:
-    """[qpass] assumed HLS pipeline depth in cycles (input read -> output write of one iteration):
-    MVTU 4 + ceil(log2 SIMD) (adder tree), layout-only Reorder 0, everything else 2. Used by the FIFO
-    simulation only; FIFO depths are insensitive to these few cycles."""
-    if kind == "MVTU":
-        return 4 + math.ceil(math.log2(max(1, simd)))
-    if kind == "Reorder":
-        return 0
-    return 2
+#: [qpass] assumed HLS pipeline depth in cycles (input read -> output write of one iteration) of every layer
+#: without an adder tree; a layout-only Reorder has 0. Used by the FIFO simulation only; FIFO depths are insensitive
+#: to these few cycles.
+PIPELINE_DEPTH = 2
+
+
+def mvtu_pipeline_depth(simd: int = 1) -> int:
+    """[qpass] assumed MVTU pipeline depth: 4 + ceil(log2 SIMD) (adder tree)."""
+    return 4 + math.ceil(math.log2(max(1, simd)))

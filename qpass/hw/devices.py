@@ -6,7 +6,9 @@ RAMB18 halves (one RAMB36 = 2 BRAM18). For the Alveo card the static shell takes
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 
 from qpass.errors import QpassError
 
@@ -28,7 +30,7 @@ class Device:
         return (int(self.lut * u), int(self.bram18 * u), int(self.uram * u), int(self.dsp * u))
 
 
-DEVICES: dict[str, Device] = {d.part: d for d in (
+DEVICES: Mapping[str, Device] = MappingProxyType({d.part: d for d in (
     Device("xc7z020", "Pynq-Z1/Z2", lut=53_200, bram18=280, uram=0, dsp=220, clock_ns=10.0,
            aliases=("pynq-z1", "pynq-z2", "pynq")),
     Device("xc7z045", "ZC706", lut=218_600, bram18=1_090, uram=0, dsp=900, clock_ns=5.0,
@@ -39,7 +41,7 @@ DEVICES: dict[str, Device] = {d.part: d for d in (
            aliases=("zcu104",)),
     Device("xcu250", "Alveo U250", lut=1_728_000, bram18=5_376, uram=1_280, dsp=12_288, clock_ns=5.0,
            aliases=("u250", "alveo-u250")),
-)}
+)})
 
 
 def get_device(name: str | Device) -> Device:

@@ -3,7 +3,8 @@
 Model (assumptions, stated honestly):
 - Every layer is one HLS loop with II=1 over a fixed per-frame iteration program. Iteration i may
   read one word from some input ports and may write one output word; its reads happen when it
-  issues, its write ``pipeline_depth`` cycles later. The programs follow the finn-hlslib loop nests:
+  issues, its write ``pipeline_depth`` cycles later. The programs (each cost model's ``program()``) follow
+  the finn-hlslib loop nests:
   * MVTU: V x NF x SF iterations; reads at nf == 0 (the input vector is buffered and reused for the
     other NF row folds), writes at sf == SF-1 (one PE-wide word per row fold).
   * SlidingWindow: prefill K padded rows (reading only real pixels; padding is generated), then per
@@ -37,181 +38,25 @@ bottleneck" (what back-pressure does), then refined greedily, minimising the tot
 A fork whose branches differ in latency gets a deep FIFO on its short branch (a residual shortcut
 holds the long branch's latency in words) and shallow ones elsewhere.
 ``size_fifos(verify=True)`` recomputes the bounded-FIFO schedule with the chosen depths by monotone
-fixpoint sweeps; ``simulate_with_depths`` is a slow cycle-stepped reference (a full out-FIFO freezes
-the whole HLS pipeline, the input DMA pushes as fast as accepted) for checking small designs.
+fixpoint sweeps; ``qpass.hw.fifo_refsim.simulate_with_depths`` is a slow cycle-stepped reference (a
+full out-FIFO freezes the whole HLS pipeline, the input DMA pushes as fast as accepted) for checking
+small designs.
 Not modelled: AXI/DMA stalls, memory-port contention, weight-stream FIFOs; a missing input word is
 a bubble (flushable pipeline) whereas a default HLS pipeline freezes its in-flight iterations; the
-per-layer pipeline depths are assumptions (cost_models.pipeline_depth); the search minimises FIFO
+per-layer pipeline depths are assumptions (``Layer.pipeline_depth``); the search minimises FIFO
 words, not bits or BRAM; depths are in producer words (element widths are not tracked).
 """
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from qpass.hw import cost_models as cm
-from qpass.hw.layers import (AddStreams, ChannelwiseOp, Concat, Layer, MVTU, Pool, Reorder,
-                                   SlidingWindow, Thresholding)
 from qpass.errors import QpassError
-
-SOURCE = "<input>"
-
-
-@dataclass(frozen=True)
-class _Prog:
-    n: int  # iterations per frame
-    reads: tuple[np.ndarray, ...]  # per input port: the iteration reading each word, ascending
-    writes: np.ndarray  # the iteration writing each output word, ascending
-    lat: int
-
-
-def program(layer: Layer) -> _Prog:
-    """The per-frame iteration program of a layer (see the module docstring)."""
-    lat = cm.pipeline_depth(layer.kind, getattr(layer, "simd", 1))
-    if isinstance(layer, MVTU):
-        sf, nf = layer.mw // layer.simd, layer.mh // layer.pe
-        i = np.arange(layer.num_vectors * nf * sf)
-        r = i % (nf * sf)
-        return _Prog(len(i), (i[r < sf],), i[r % sf == sf - 1], lat)
-    if isinstance(layer, SlidingWindow):
-        return _swg_program(layer, lat)
-    if isinstance(layer, Pool):
-        return _pool_program(layer, lat)
-    if isinstance(layer, (Thresholding, ChannelwiseOp)):
-        i = np.arange(layer.cycles())
-        return _Prog(len(i), (i,), i, lat)
-    if isinstance(layer, AddStreams):
-        i = np.arange(layer.cycles())
-        return _Prog(len(i), (i, i), i, lat)
-    if isinstance(layer, Concat):
-        per_px = [c // layer.simd for c in layer.channels]
-        port = np.repeat(np.arange(len(per_px)), per_px)
-        port = np.tile(port, layer.pixels)
-        i = np.arange(len(port))
-        return _Prog(len(i), tuple(i[port == p] for p in range(len(per_px))), i, lat)
-    raise QpassError(f"{layer.name}: no stream program for layer kind {layer.kind}")
-
-
-def _swg_program(l: SlidingWindow, lat: int) -> _Prog:
-    if l.dilation != 1:
-        raise QpassError(f"{l.name}: the FIFO simulation supports dilation 1 only")
-    (ph, pw), (oh, ow), (kh, kw), (sh, sw) = l.padded_dim, l.ofm_dim, l.kernel, l.stride
-    cf = l.ifm_ch // l.simd
-    real_row = (np.arange(ph) >= l.pad) & (np.arange(ph) < l.pad + l.ifm_dim[0])
-    real_col = (np.arange(pw) >= l.pad) & (np.arange(pw) < l.pad + l.ifm_dim[1])
-    # a padded row as a sequence of pw*cf word slots: which slots are real stream reads
-    row_slots = np.repeat(real_col, cf)
-    n0 = pw * kh * cf
-    wb, rb = ow * kw * kh * cf, sh * pw * cf
-    m = max(wb, rb)
-    n = n0 + oh * m
-    reads, writes = [], []
-    for y in range(min(kh, ph)):  # prefill
-        if real_row[y]:
-            reads.append(y * pw * cf + np.flatnonzero(row_slots))
-    for r in range(oh):
-        base = n0 + r * m
-        writes.append(base + np.arange(wb))
-        for dy in range(sh):
-            y = kh + r * sh + dy
-            if y < ph and real_row[y]:
-                reads.append(base + dy * pw * cf + np.flatnonzero(row_slots))
-    reads = np.concatenate(reads) if reads else np.zeros(0, dtype=np.int64)
-    if len(reads) != l.in_words()[0]:
-        raise QpassError(f"{l.name}: sliding-window program reads {len(reads)} words, expected {l.in_words()[0]}")
-    return _Prog(n, (reads,), np.concatenate(writes), lat)
-
-
-def _pool_program(l: Pool, lat: int) -> _Prog:
-    (ih, iw), (oh, ow), (kh, kw) = l.ifm_dim, l.ofm_dim, l.kernel
-    cf = l.channels // l.pe
-    if l.pool == "global_avg":
-        n_in = ih * iw * cf
-        i = np.arange(n_in + cf)
-        return _Prog(len(i), (i[:n_in],), i[n_in:], lat)
-    # per input row: iw*cf reads; after every kh-th row (while output rows remain): ow*cf writes
-    kinds = []
-    for y in range(ih):
-        kinds.append(np.zeros(iw * cf, dtype=bool))
-        if (y + 1) % kh == 0 and (y + 1) // kh <= oh:
-            kinds.append(np.ones(ow * cf, dtype=bool))
-    is_write = np.concatenate(kinds)
-    i = np.arange(len(is_write))
-    return _Prog(len(i), (i[~is_write],), i[is_write], lat)
-
-
-# ------------------------------------------------------------------------------------- graph
-
-@dataclass
-class _Graph:
-    layers: dict[str, Layer]
-    order: list[str]  # topological, Reorders removed
-    inputs: dict[str, list[str]]  # per layer, producer per input port (SOURCE for graph input)
-    outputs: dict[str, list[tuple[str, int]]]  # per layer, (consumer, port)
-
-
-def _build_graph(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None) -> _Graph:
-    layers = list(layers)
-    by = {l.name: l for l in layers}
-    if len(by) != len(layers):
-        raise QpassError("duplicate layer names in the dataflow graph")
-    if edges is None:
-        edges = [(a.name, b.name) for a, b in zip(layers, layers[1:])]
-    edges = [tuple(e) for e in edges]
-    for a, b in edges:
-        for n in (a, b):
-            if n not in by:
-                raise QpassError(f"edge ({a}, {b}) names unknown layer {n!r}")
-    # splice out Reorders: (p, r), (r, c) -> (p, c)
-    for r in [l.name for l in layers if isinstance(l, Reorder)]:
-        preds = [a for a, b in edges if b == r]
-        if len(preds) > 1:
-            raise QpassError(f"Reorder {r} has {len(preds)} inputs, expected 1")
-        pred = preds[0] if preds else None
-        el = by[r].elems
-        if el and pred is not None and by[pred].out_elems() != el:
-            raise QpassError(f"Reorder {r}: {el} elements but producer {pred} gives {by[pred].out_elems()}")
-        new = []
-        for a, b in edges:
-            if b == r:
-                continue
-            if a == r:
-                if pred is None:
-                    raise QpassError(f"Reorder {r} at the graph input is not supported by the FIFO simulation")
-                new.append((pred, b))
-            else:
-                new.append((a, b))
-        edges = new
-        del by[r]
-    inputs = {n: [a for a, b in edges if b == n] for n in by}
-    outputs: dict[str, list[tuple[str, int]]] = {n: [] for n in by}
-    for n, l in by.items():
-        nports = len(l.in_words())
-        if not inputs[n]:
-            inputs[n] = [SOURCE] * nports
-        if len(inputs[n]) != nports:
-            raise QpassError(f"{n} ({l.kind}) has {len(inputs[n])} inputs, expected {nports}")
-        for p, src in enumerate(inputs[n]):
-            if src == SOURCE:
-                continue
-            if by[src].out_elems() != l.in_elems()[p]:
-                raise QpassError(f"edge {src} -> {n}: producer gives {by[src].out_elems()} elements per frame, "
-                                 f"consumer port {p} takes {l.in_elems()[p]}")
-            outputs[src].append((n, p))
-    order = cm.topo_order([l.name for l in layers if l.name in by], edges)
-    return _Graph(by, order, inputs, outputs)
-
-
-def _tile(a: np.ndarray, frames: int, period: int) -> np.ndarray:
-    return (a[None, :] + period * np.arange(frames)[:, None]).ravel()
-
-
-def _ceil_div(a, b):
-    return -(-a // b)
+from qpass.hw.fifo_graph import SOURCE, LayerGraph, ceil_div, edge_maps, layer_graph, tile
+from qpass.hw.layers import Layer
 
 
 # -------------------------------------------------------------------------------- fast model
@@ -262,16 +107,8 @@ class FifoResult:
         lines.insert(1, "  ".join("-" * x for x in w))
         lines.append(f"period {self.period_cycles} cycles (measured {self.measured_period:g}), latency "
                      f"{self.latency_cycles} cycles, {'verified' if self.verified else 'not verified'}; "
-                     f"{self.frames} frames, {self.sweeps} sweeps in {self.elapsed_s * 1e3:.1f} ms")
+                     f"{self.frames} frames, {self.sweeps} sweeps")
         return "\n".join(lines + self.notes)
-
-
-def _edge_maps(prod: Layer | None, cons: Layer, port: int) -> tuple[int, int]:
-    """(elements per producer word, elements per consumer word) on an edge."""
-    e = cons.in_elems()[port]
-    wc = cons.in_words()[port]
-    wp = wc if prod is None else prod.out_words()
-    return e // wp, e // wc
 
 
 def _occupancy(w: np.ndarray, rel: np.ndarray, measured: int) -> int:
@@ -290,16 +127,16 @@ def _pow2_depth(occ: int) -> int:
 class _Sim:
     """Vectorised schedules of a layer graph over F frames (times are float64 cycles)."""
 
-    def __init__(self, g: _Graph, frames: int):
+    def __init__(self, g: LayerGraph, frames: int):
         self.g, self.F = g, frames
-        self.progs = {n: program(g.layers[n]) for n in g.order}
+        self.progs = {n: g.layers[n].program() for n in g.order}
         self.P = max(p.n for p in self.progs.values())
         F = frames
         self.idx, self.wr, self.rd, self.lat = {}, {}, {}, {}
         for n, pr in self.progs.items():
             self.idx[n] = np.arange(pr.n * F, dtype=np.float64)
-            self.wr[n] = _tile(pr.writes, F, pr.n)
-            self.rd[n] = [_tile(r, F, pr.n) for r in pr.reads]
+            self.wr[n] = tile(pr.writes, F, pr.n)
+            self.rd[n] = [tile(r, F, pr.n) for r in pr.reads]
             self.lat[n] = pr.lat
         # per edge (src, dst, port): need[k] = producer word holding consumer word k's last element,
         # first[j] = first consumer word needing producer word j, done[j] = consumer word releasing j
@@ -310,13 +147,13 @@ class _Sim:
             for p, src in enumerate(g.inputs[n]):
                 key = (src, n, p)
                 self.edges.append(key)
-                ep, ec = _edge_maps(None if src == SOURCE else g.layers[src], g.layers[n], p)
+                ep, ec = edge_maps(None if src == SOURCE else g.layers[src], g.layers[n], p)
                 nc = len(self.rd[n][p])
                 npw = nc * ec // ep
                 k, j = np.arange(nc), np.arange(npw)
-                self.need[key] = _ceil_div((k + 1) * ec, ep) - 1
+                self.need[key] = ceil_div((k + 1) * ec, ep) - 1
                 self.first[key] = (j * ep) // ec
-                self.done[key] = _ceil_div((j + 1) * ep, ec) - 1
+                self.done[key] = ceil_div((j + 1) * ep, ec) - 1
                 self.nwords[key] = npw // F
                 if src == SOURCE:  # the input DMA releases frame f at f*P, one word per cycle
                     wpf = npw // F
@@ -464,7 +301,7 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
     t0 = time.perf_counter()
     if frames < 3:
         raise QpassError("simulate at least 3 frames")
-    sim = _Sim(_build_graph(layers, edges), frames)
+    sim = _Sim(layer_graph(layers, edges), frames)
     P, F = sim.P, frames
     s_asap, _, sweeps = sim.schedule()
     occ_asap = sim.occupancies(lambda k: sim.src_writes(s_asap, k), sim.reads(s_asap), F)
@@ -520,119 +357,3 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
     out = [FifoEdge(k[0], k[1], k[2], sim.nwords[k], occ[k], depths[k], occ_asap[k], occ_late[k])
            for k in sim.edges]
     return FifoResult(out, P, measured, latency, F, verified, sweeps, time.perf_counter() - t0, notes)
-
-
-# ------------------------------------------------------------------- reference (slow) simulator
-
-@dataclass
-class RefSimResult:
-    deadlock: bool
-    cycles: int
-    frames_done: int
-    frame_end: list[int]  # cycle of the last output word of each completed frame
-    max_occupancy: dict[tuple[str, str, int], int]
-
-    @property
-    def period(self) -> float | None:
-        if len(self.frame_end) < 2:
-            return None
-        return float(self.frame_end[-1] - self.frame_end[-2])
-
-
-def simulate_with_depths(layers: Sequence[Layer], depths: Mapping[tuple[str, str, int], int],
-                         edges: Sequence[tuple[str, str]] | None = None, frames: int = 3,
-                         max_cycles: int | None = None) -> RefSimResult:
-    """Cycle-stepped check of given FIFO depths: the input DMA pushes as fast as accepted; a full
-    out-FIFO at a layer's write stage freezes that layer's whole pipeline (HLS stall semantics).
-    Slow (pure Python, one step per layer per cycle): for small designs and tests."""
-    g = _build_graph(layers, edges)
-    progs = {n: program(g.layers[n]) for n in g.order}
-    period = max(p.n for p in progs.values())
-    F = frames
-    limit = max_cycles or (F + 4) * period * 4 + 10_000
-    st = {}
-    for n in g.order:
-        pr = progs[n]
-        is_read = []
-        for rd in pr.reads:
-            m = np.zeros(pr.n, dtype=bool)
-            m[rd] = True
-            is_read.append(m.tolist())
-        w = np.zeros(pr.n, dtype=bool)
-        w[pr.writes] = True
-        st[n] = dict(it=0, tot=pr.n * F, n=pr.n, is_read=is_read, is_write=w.tolist(),
-                     pipe=deque([False] * max(1, pr.lat)), rd=[0] * len(pr.reads), wr=0)
-    ein = {}  # (dst, port) -> edge state
-    for n in g.order:
-        for p, src in enumerate(g.inputs[n]):
-            if src == SOURCE:
-                continue
-            ep, ec = _edge_maps(g.layers[src], g.layers[n], p)
-            key = (src, n, p)
-            if key not in depths:
-                raise QpassError(f"no depth given for FIFO {src} -> {n} port {p}")
-            ein[(n, p)] = dict(src=src, dst=n, port=p, ep=ep, ec=ec, depth=int(depths[key]), w=0, maxocc=0)
-    eout = {n: [ein[(c, p)] for c, p in g.outputs[n]] for n in g.order}
-    sinks = [n for n in g.order if not g.outputs[n]]
-    sink_words = {n: g.layers[n].out_words() for n in sinks}
-    frame_end: list[int] = []
-    last_progress, t = 0, 0
-    while t < limit:
-        acts = []
-        for n in g.order:
-            s = st[n]
-            head = s["pipe"][0]
-            if head:
-                ok = True
-                for e in eout[n]:
-                    released = (st[e["dst"]]["rd"][e["port"]] * e["ec"]) // e["ep"]
-                    if e["w"] - released >= e["depth"]:
-                        ok = False
-                        break
-                if not ok:
-                    continue
-            issue = False
-            if s["it"] < s["tot"]:
-                i = s["it"] % s["n"]
-                issue = True
-                for p, src in enumerate(g.inputs[n]):
-                    if src != SOURCE and s["is_read"][p][i]:
-                        e = ein[(n, p)]
-                        if e["w"] < _ceil_div((s["rd"][p] + 1) * e["ec"], e["ep"]):
-                            issue = False
-                            break
-            acts.append((n, head, issue))
-        progress = False
-        for n, head, issue in acts:
-            s = st[n]
-            s["pipe"].popleft()
-            if head:
-                progress = True
-                for e in eout[n]:
-                    e["w"] += 1
-                s["wr"] += 1
-                if n in sink_words and s["wr"] % sink_words[n] == 0 and n == sinks[0]:
-                    frame_end.append(t)
-            if issue:
-                progress = True
-                i = s["it"] % s["n"]
-                for p in range(len(s["rd"])):
-                    if s["is_read"][p][i]:
-                        s["rd"][p] += 1
-                s["pipe"].append(s["is_write"][i])
-                s["it"] += 1
-            else:
-                s["pipe"].append(False)
-        for (n, p), e in ein.items():
-            released = (st[n]["rd"][p] * e["ec"]) // e["ep"]
-            e["maxocc"] = max(e["maxocc"], e["w"] - released)
-        t += 1
-        if progress:
-            last_progress = t
-        if len(frame_end) >= F:
-            break
-        if t - last_progress > 2 * period + 1000:
-            break
-    occ = {(e["src"], n, p): e["maxocc"] for (n, p), e in ein.items()}
-    return RefSimResult(len(frame_end) < F, t, len(frame_end), frame_end, occ)
-

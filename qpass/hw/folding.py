@@ -21,7 +21,8 @@ import numpy as np
 
 from qpass.hw import cost_models as cm
 from qpass.hw.devices import Device, get_device
-from qpass.hw.layers import MVTU, Layer, Resources
+from qpass.hw.kinds.mvtu import MVTU
+from qpass.hw.layers import Layer, Resources
 from qpass.errors import QpassError
 
 MVAU_WWIDTH_MAX = 36  # FINN SetFolding default: SIMD*W bits of weight stream per PE

@@ -8,18 +8,43 @@ import onnx
 import onnx_graphsurgeon as gs
 
 
+def subgraphs(node: onnx.NodeProto) -> list[tuple[str, onnx.GraphProto]]:
+    """``(attribute name, graph)`` of every subgraph a node holds (If branches, Loop/Scan bodies)."""
+    out = []
+    for attr in node.attribute:
+        if attr.type == onnx.AttributeProto.GRAPH:
+            out.append((attr.name, attr.g))
+        elif attr.type == onnx.AttributeProto.GRAPHS:
+            out.extend((attr.name, g) for g in attr.graphs)
+    return out
+
+
+def iter_graphs(graph: onnx.GraphProto):
+    """``graph`` and every graph nested in it, outermost first (depth first)."""
+    yield graph
+    for n in graph.node:
+        for _, g in subgraphs(n):
+            yield from iter_graphs(g)
+
+
+def outer_inputs(graph: onnx.GraphProto) -> set[str]:
+    """Names ``graph`` (a subgraph) or any graph nested in it reads from its enclosing scopes."""
+    local = {i.name for i in graph.input} | {i.name for i in graph.initializer}
+    for n in graph.node:
+        local.update(n.output)
+    names = {o.name for o in graph.output if o.name not in local}
+    for n in graph.node:
+        names.update(x for x in n.input if x and x not in local)
+        for _, g in subgraphs(n):
+            names.update(x for x in outer_inputs(g) if x not in local)
+    return names
+
+
 def _subgraph_outer_inputs(node: onnx.NodeProto) -> set[str]:
     """Names a node's subgraphs (If/Loop/Scan bodies) read from the enclosing scope."""
     names: set[str] = set()
-    for attr in node.attribute:
-        graphs = [attr.g] if attr.type == onnx.AttributeProto.GRAPH else list(attr.graphs)
-        for g in graphs:
-            local = {i.name for i in g.input} | {i.name for i in g.initializer}
-            for n in g.node:
-                local.update(n.output)
-            for n in g.node:
-                names.update(x for x in n.input if x and x not in local)
-                names.update(x for x in _subgraph_outer_inputs(n) if x not in local)
+    for _, g in subgraphs(node):
+        names |= outer_inputs(g)
     return names
 
 
@@ -65,12 +90,14 @@ def topo_order(nodes: list[onnx.NodeProto]) -> list[onnx.NodeProto]:
 
 
 def topo_sort_nodes(graph: onnx.GraphProto) -> None:
-    """Sort ``graph.node`` in place (stable Kahn order); raise ValueError on a cycle."""
-    nodes = list(graph.node)
-    ordered = topo_order(nodes)
-    if any(a is not b for a, b in zip(ordered, nodes)):
-        del graph.node[:]
-        graph.node.extend(ordered)
+    """Sort ``graph.node`` and the nodes of every nested subgraph in place (stable Kahn order); raise ValueError
+    on a cycle."""
+    for g in iter_graphs(graph):
+        nodes = list(g.node)
+        ordered = topo_order(nodes)
+        if any(a is not b for a, b in zip(ordered, nodes)):
+            del g.node[:]
+            g.node.extend(ordered)
 
 
 def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:

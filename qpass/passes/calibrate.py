@@ -1,7 +1,10 @@
 """Calibration: run the float model in onnxruntime over the calibration samples and record activation ranges.
 
 The model is not augmented with reduction nodes: the float activations wanted are added as extra graph outputs
-of a private copy, and each batch's values go straight into bounded-memory observers.
+of a private copy, and each batch's values go straight into bounded-memory observers. Values inside If / Loop /
+Scan bodies are observed too, every iteration, by running each body as its own onnxruntime model on the inputs
+it sees (``qpass.analysis.subgraph_values``). Integer and boolean values, and float values read only as shapes,
+scales or indices (``qpass.analysis.value_roles``), are never calibrated.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ from tqdm import tqdm
 
 from qpass.ir.ort_session import iter_batches, make_session
 from qpass.analysis.calibrators import make_observer
+from qpass.analysis.subgraph_values import BodyValues
+from qpass.analysis.value_roles import index_only_values
 from qpass.ir.graph import elem_types
 from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -56,27 +61,51 @@ class Calibrate(Pass):
     def run(self, model, ctx):
         samples = ctx.inputs.calibration_data
         types = ctx.analyses.get(TensorTypes, model).types
-        wanted = activation_tensors(model, types)
-        aug = onnx.ModelProto()
-        aug.CopyFrom(model)
-        outputs = {o.name for o in aug.graph.output}
-        for t in wanted:
-            if t not in outputs:
-                aug.graph.output.append(onnx.helper.make_tensor_value_info(t, types[t], None))
-        sess = make_session(aug, threads=self.opts.threads, optimize=False)
+        skip = index_only_values(model)
+        wanted = [t for t in activation_tensors(model, types) if t not in skip]
         opts = {"percentile": self.opts.percentile, "bins": self.opts.bins}
         methods = [self.opts.method] if isinstance(self.opts.method, str) else list(self.opts.method)
         if "minmax" not in methods:
             methods.append("minmax")
         observers = {t: {m: make_observer(m, **opts) for m in methods} for t in wanted}
+
+        def observe(name, arr):
+            if name not in observers:
+                observers[name] = {m: make_observer(m, **opts) for m in methods}
+            for ob in observers[name].values():
+                ob.update(arr)
+
+        control = BodyValues(model, self.opts.threads, observe, skip)
+        inits = {i.name for i in model.graph.initializer}
+        fetch = wanted + [x for x in control.needed if x not in set(wanted) | inits]
+        aug = _with_outputs(model, wanted, fetch[len(wanted):], types)
+        sess = make_session(aug, threads=self.opts.threads, optimize=False)
         with tqdm(total=len(samples), desc="calibrate", unit="sample", disable=not ctx.progress or None,
                   leave=False) as bar:
-            for _, res in iter_batches(sess, aug, samples, wanted, self.opts.batch_size, progress=bar):
+            for _, res in iter_batches(sess, aug, samples, fetch, self.opts.batch_size, progress=bar):
                 for t, arr in zip(wanted, res):
                     for ob in observers[t].values():
                         ob.update(arr)
+                if control:
+                    control.run(dict(zip(fetch, res)))
         primary = methods[0]
         ranges = {t: obs[primary].range() for t, obs in observers.items() if obs[primary].seen}
         ctx.analyses.put(Calibration(ranges, observers))
-        return PassResult(model, False, [f"{len(ranges)} tensor ranges from {len(samples)} samples "
-                                         f"({', '.join(methods)})"])
+        notes = [f"{len(ranges)} tensor ranges from {len(samples)} samples ({', '.join(methods)})"]
+        inside = len(observers) - len(wanted)
+        if inside:
+            notes.append(f"{inside} of them inside If/Loop/Scan bodies")
+        notes += [f"not calibrated inside: {why}" for why in control.problems]
+        return PassResult(model, False, notes)
+
+
+def _with_outputs(model: onnx.ModelProto, typed: list[str], untyped: list[str], types: dict) -> onnx.ModelProto:
+    """A copy of ``model`` that also outputs ``typed`` (float activations) and ``untyped`` (any value)."""
+    aug = onnx.ModelProto()
+    aug.CopyFrom(model)
+    outputs = {o.name for o in aug.graph.output}
+    for t in typed:
+        if t not in outputs:
+            aug.graph.output.append(onnx.helper.make_tensor_value_info(t, types[t], None))
+    aug.graph.output.extend(onnx.helper.make_value_info(t, onnx.TypeProto()) for t in untyped if t not in outputs)
+    return aug

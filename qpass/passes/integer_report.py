@@ -14,7 +14,6 @@ from qpass.ir.graph import from_gs, to_gs
 from qpass.analysis.intinfo import LINEAR_OPS, TRANSPARENT_OPS, const, int_range, is_int_quant, linear_bounds, signed_bits
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
-from qpass.ops.common import QONNX_DOMAINS
 
 
 def _type_name(lo: float, hi: float) -> str:
@@ -91,7 +90,7 @@ class IntegerReport(Pass):
                 })
             if all(r is not None for r in ranges) and ranges:
                 continue  # integer op
-            if node.domain in QONNX_DOMAINS and node.op in ("Quant", "BipolarQuant") and is_int_quant(node):
+            if is_int_quant(node):
                 continue
             if node.op in TRANSPARENT_OPS:
                 continue

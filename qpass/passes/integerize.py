@@ -35,20 +35,6 @@ class _IntPass(Pass):
             return PassResult(model, False)
         return PassResult(from_gs(graph, model), True, [f"{n} rewrites"])
 
-    # the GraphBuilder under the names thresholds.py and requantize.py (subclasses) still call
-
-    @property
-    def names(self):
-        return self.b.names
-
-    def const(self, base, value, dtype=np.float32) -> gs.Constant:
-        return self.b.const(value, dtype, name=base)
-
-    def var(self, base, like: gs.Tensor | None = None, dtype=np.float32) -> gs.Variable:
-        return self.b.var(base, like, dtype)
-
-    def node(self, op, inputs, outputs, attrs=None, domain=None) -> gs.Node:
-        return self.b.node(op, inputs, outputs, attrs, domain)
 
 
 def dequant_of(t: gs.Tensor):

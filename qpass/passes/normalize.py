@@ -4,6 +4,11 @@ Turns whatever an exporter wrote into one canonical form the other passes can re
 initializers are not graph inputs, Constant nodes are initializers, the opset is at least ``target_opset``,
 constants are folded, Gemm has alpha = beta = 1, unused opset imports are gone, node names are unique and
 non-empty, nodes are sorted topologically, and shapes are inferred.
+
+Subgraphs (If branches, Loop and Scan bodies) get the same treatment, recursively, with the values they read
+from enclosing scopes left in place: their Constant nodes become their own initializers, constants are folded
+inside them, node names are unique across all graphs, every graph is sorted, and NaN weights are refused at any
+depth. An ``If`` whose condition folds to a constant is replaced by the branch it takes (``fold_if``).
 """
 from __future__ import annotations
 
@@ -16,7 +21,8 @@ import onnx_graphsurgeon as gs
 from onnx import helper, numpy_helper, version_converter
 
 from ..errors import ModelLoadError
-from qpass.ir.graph import from_gs, main_opset, to_gs, topo_sort_nodes
+from qpass.ir.graph import from_gs, iter_graphs, main_opset, to_gs, topo_sort_nodes
+from qpass.passes.fold_if import inline_constant_ifs
 from qpass.pipeline.pass_base import Pass, PassResult
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
@@ -44,6 +50,7 @@ class Normalize(Pass):
         drop_unused_opsets(model, notes)
         model = upgrade_opset(model, self.opts.target_opset, notes)
         canonicalize_gemm(model, notes)
+        subgraph_constants_to_initializers(model, notes)
         if self.opts.fold_constants:
             model = fold_constants(model, notes)
         unique_node_names(model, notes)
@@ -53,12 +60,14 @@ class Normalize(Pass):
 
 
 def refuse_nan_weights(model: onnx.ModelProto) -> None:
-    """NaN in a weight poisons every scale computed from it; +-inf is kept (attention masks use it)."""
-    for init in model.graph.initializer:
-        if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
-            arr = numpy_helper.to_array(init)
-            if np.isnan(arr).any():
-                raise ModelLoadError(f"initializer {init.name!r} contains NaN values")
+    """NaN in a weight (of any graph, subgraphs included) poisons every scale computed from it; +-inf is kept
+    (attention masks use it)."""
+    for g in iter_graphs(model.graph):
+        for init in g.initializer:
+            if init.data_type in (onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE):
+                arr = numpy_helper.to_array(init)
+                if np.isnan(arr).any():
+                    raise ModelLoadError(f"initializer {init.name!r} contains NaN values")
 
 
 def strip_initializer_inputs(model: onnx.ModelProto, notes: list[str]) -> None:
@@ -71,7 +80,20 @@ def strip_initializer_inputs(model: onnx.ModelProto, notes: list[str]) -> None:
 
 
 def constants_to_initializers(model: onnx.ModelProto, notes: list[str]) -> None:
-    g = model.graph
+    moved = _constants_to_initializers(model.graph)
+    if moved:
+        notes.append(f"{moved} Constant nodes became initializers")
+
+
+def subgraph_constants_to_initializers(model: onnx.ModelProto, notes: list[str]) -> None:
+    """Constant nodes of subgraphs become initializers of their own subgraph (after the opset conversion, which
+    expects an exporter's form inside bodies)."""
+    moved = sum(_constants_to_initializers(g) for g in list(iter_graphs(model.graph))[1:])
+    if moved:
+        notes.append(f"{moved} Constant nodes in subgraphs became initializers")
+
+
+def _constants_to_initializers(g: onnx.GraphProto) -> int:
     keep, moved = [], 0
     for n in g.node:
         if n.op_type == "Constant" and n.domain in ("", "ai.onnx") and len(n.attribute) == 1:
@@ -84,7 +106,7 @@ def constants_to_initializers(model: onnx.ModelProto, notes: list[str]) -> None:
     if moved:
         del g.node[:]
         g.node.extend(keep)
-        notes.append(f"{moved} Constant nodes became initializers")
+    return moved
 
 
 def _constant_value(attr: onnx.AttributeProto):
@@ -174,33 +196,47 @@ def canonicalize_gemm(model: onnx.ModelProto, notes: list[str]) -> None:
             notes.append(f"folded {key}={factor} of Gemm {n.name!r} into its constant")
 
 
-def fold_constants(model: onnx.ModelProto, notes: list[str]) -> onnx.ModelProto:
+def fold_constants(model: onnx.ModelProto, notes: list[str], max_rounds: int = 8) -> onnx.ModelProto:
+    """Fold constants at every depth; an If whose condition became constant is replaced by its branch, and the
+    result folded again (up to ``max_rounds`` times)."""
     before = len(model.graph.node)
-    graph = to_gs(model)
-    try:
-        graph.fold_constants(error_ok=True)
-    except Exception as exc:  # folding is an optimisation: never fail a model on it
-        notes.append(f"constant folding skipped: {type(exc).__name__}")
-        return model
-    out = from_gs(graph, model)
-    if len(out.graph.node) != before:
-        notes.append(f"constant folding removed {before - len(out.graph.node)} nodes")
-    return out
+    inlined = 0
+    for _ in range(max_rounds):
+        graph = to_gs(model)
+        try:
+            # graphsurgeon's own If flattening renames the outputs of nested multi-output Ifs but not their readers
+            # (the graph is then no longer sorted): fold_if does it instead
+            graph.fold_constants(error_ok=True, flatten_subgraphs=False)
+        except Exception as exc:  # folding is an optimisation: never fail a model on it
+            notes.append(f"constant folding skipped: {type(exc).__name__}")
+            return model
+        model = from_gs(graph, model)
+        count = inline_constant_ifs(model)
+        inlined += count
+        if not count:
+            break
+    if inlined:
+        notes.append(f"{inlined} If nodes with a constant condition replaced by their branch")
+    if len(model.graph.node) != before:
+        notes.append(f"constant folding removed {before - len(model.graph.node)} nodes")
+    return model
 
 
 def unique_node_names(model: onnx.ModelProto, notes: list[str]) -> None:
+    """Every node of every graph (subgraphs included) gets a non-empty name unique across the whole model."""
     seen: set[str] = set()
     renamed = 0
-    for i, n in enumerate(model.graph.node):
-        base = n.name or f"{n.op_type}_{i}"
-        name, k = base, 1
-        while name in seen:
-            name = f"{base}_{k}"
-            k += 1
-        if name != n.name:
-            renamed += 1
-            n.name = name
-        seen.add(name)
+    for g in iter_graphs(model.graph):
+        for i, n in enumerate(g.node):
+            base = n.name or f"{n.op_type}_{i}"
+            name, k = base, 1
+            while name in seen:
+                name = f"{base}_{k}"
+                k += 1
+            if name != n.name:
+                renamed += 1
+                n.name = name
+            seen.add(name)
     if renamed:
         notes.append(f"named or renamed {renamed} nodes")
 

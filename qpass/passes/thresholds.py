@@ -209,10 +209,10 @@ class AbsorbThresholds(ChainRewrite):
         layout = {4: "NCHW", 2: "NC", 3: "NCW" if axis == 1 else "NWC"}.get(rank, "NCHW")
         bits, signed = signed_bits(code_min, code_max)
         dtype = "BIPOLAR" if step == 2.0 else f"{'INT' if signed else 'UINT'}{bits}"
-        mt = gs.Node("MultiThreshold", self.names(f"{node.name}_MultiThreshold"), domain=QONNX_DOMAIN,
+        mt = gs.Node("MultiThreshold", self.b.names(f"{node.name}_MultiThreshold"), domain=QONNX_DOMAIN,
                      attrs={"out_dtype": dtype, "out_scale": step,
                             "out_bias": float(code_min), "data_layout": layout},
-                     inputs=[acc, self.const(f"{node.name}_thresholds", thr.T.astype(np.float32))], outputs=[out])
+                     inputs=[acc, self.b.const(thr.T.astype(np.float32), name=f"{node.name}_thresholds")], outputs=[out])
         for n in chain:
             n.inputs.clear()
             n.outputs.clear()
@@ -238,4 +238,4 @@ class AbsorbThresholds(ChainRewrite):
         shape = [1] * w.ndim
         shape[axis] = mask.size
         sign = np.where(mask, -1.0, 1.0).reshape(shape)
-        node.inputs[1] = self.const(f"{node.name}_wcodes_signed", w * sign)
+        node.inputs[1] = self.b.const(w * sign, name=f"{node.name}_wcodes_signed")

@@ -23,7 +23,8 @@ from .manager import Pipeline
 FORMAT_FIELDS = {"weights": "weights", "activations": "activations", "bias": "bias", "accumulator": "accumulator",
                  "placement": "placement", "rounding": "rounding", "granularity": "weight_granularity",
                  "calibrator": "calibrator", "seed": "seed"}  # QuantConfig field -> fakequant option
-QDQ_FLAGS = {"activation_dtype": "--activation-dtype", "per_tensor": "--per-tensor", "exclude": "--exclude"}
+QDQ_FLAGS = {"activation_dtype": "--activation-dtype", "per_tensor": "--per-tensor", "exclude": "--exclude",
+             "target_cpu": "--target-cpu"}
 #: the most threads (or worker processes) a setting may ask for: four per CPU
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
@@ -59,6 +60,8 @@ class QuantConfig:
     per_tensor: bool = False
     #: quantize_qdq: node-name glob patterns to leave in float
     exclude: tuple[str, ...] = ()
+    #: quantize_qdq: CPUs the int8 model must be exact on: avx2 (no VNNI), vnni, arm or any (None: any)
+    target_cpu: str | None = None
     #: "auto": search a width per layer (pipeline "bitwidth"); N (1-16): uniform sym:N weights, uintN activations
     bits: str | int | None = None
     #: accuracy target of bits "auto", e.g. relative_accuracy>=0.99 or sqnr>=30
@@ -147,6 +150,8 @@ class QuantConfig:
             qdq["per_channel"] = False
         if self.exclude:
             qdq["exclude"] = list(self.exclude)
+        if self.target_cpu:
+            qdq["target_cpu"] = self.target_cpu
         if qdq:
             overrides["quantize_qdq"] = qdq
         if bits == "auto":

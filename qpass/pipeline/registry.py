@@ -13,6 +13,7 @@ PASSES: dict[str, str] = {
     # normalisation and float rewrites
     "normalize": "qpass.passes.normalize:Normalize",
     "fold_batchnorm": "qpass.passes.fold_batchnorm:FoldBatchNorm",
+    "fold_affine": "qpass.passes.fold_affine:FoldAffine",
     "batchnorm_to_affine": "qpass.passes.algebra:BatchNormToAffine",
     "fold_const_arith": "qpass.passes.algebra:FoldConstArith",
     "collapse_repeated": "qpass.passes.algebra:CollapseRepeated",

@@ -8,6 +8,11 @@ the way onnxruntime's QLinear* / QGemm kernels do. Everything else runs in float
 
 ``run`` evaluates only the nodes needed for the requested outputs, caches everything that depends only on
 initializers, and frees intermediates after their last use.
+
+Subgraphs (If branches, Loop and Scan bodies) run in nested executors built with the parent (``bodies``): a
+node holding subgraphs also reads every outer-scope value its subgraphs capture, and hands them to its kernel as
+``scope``. A nested executor takes the parent's constants it captures as its own and the other captured names
+(``outer``) as feeds.
 """
 from __future__ import annotations
 
@@ -19,8 +24,8 @@ import onnx
 from onnx import numpy_helper
 
 from qpass.errors import QpassError, UnsupportedOpError
-from qpass.ir.graph import topo_order
-from . import ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (register kernels)
+from qpass.ir.graph import outer_inputs, subgraphs, topo_order
+from . import ops_control, ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (kernels)
 from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
 from .registry import NodeInfo, lookup
@@ -40,6 +45,7 @@ class _Step:
     label: str
     const: bool = False
     node: NodeInfo | None = None
+    invariant: bool = False  # depends only on constants and outer-scope values (a subgraph's loop invariant)
 
 
 @dataclass
@@ -56,6 +62,36 @@ def _sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
         raise GoldenError(str(exc)) from None
 
 
+class Body:
+    """One subgraph of a node, run by a nested executor: ``runner(scope)(formal inputs) -> formal outputs``."""
+
+    def __init__(self, parent: "GoldenExecutor", graph: onnx.GraphProto):
+        self.graph = graph
+        self.inputs = [i.name for i in graph.input]
+        self.outputs = [o.name for o in graph.output]
+        self.captured = sorted(outer_inputs(graph))
+        consts = {c: parent.initializers[c] for c in self.captured
+                  if c in parent.initializers and c not in parent.overridable}
+        self.fed = tuple(c for c in self.captured if c not in consts)
+        self.executor = parent.nested(graph, consts, self.fed)
+
+    def runner(self, scope: dict[str, np.ndarray]):
+        """The body on fixed outer values: what depends only on them is computed once per runner."""
+        outer = {c: scope[c] for c in self.fed}
+        memo: dict[str, np.ndarray] = {}
+
+        def run(values):
+            feeds = dict(zip(self.inputs, values))
+            feeds.update(outer)
+            res = self.executor.run(feeds, self.outputs, memo)
+            return [res[o] for o in self.outputs]
+
+        return run
+
+    def empty_output(self, i: int) -> np.ndarray:
+        return ops_control.empty_like_declared(self.graph.output[i])
+
+
 class GoldenExecutor:
     """Run an ONNX model in numpy, bit-exactly, with onnxruntime's integer semantics for fused QDQ layers.
 
@@ -66,7 +102,8 @@ class GoldenExecutor:
     """
 
     def __init__(self, model: onnx.ModelProto, acc_bits: int | None = None, overflow: str = "saturate",
-                 partitions: PartitionStore | None = None):
+                 partitions: PartitionStore | None = None, outer: tuple[str, ...] = (),
+                 constants: dict[str, np.ndarray] | None = None):
         if overflow not in OVERFLOW_MODES:
             raise ValueError(f"overflow must be one of {OVERFLOW_MODES}, not {overflow!r}")
         if acc_bits is not None and not (2 <= int(acc_bits) <= 64):
@@ -79,6 +116,8 @@ class GoldenExecutor:
         g = model.graph
         self.opsets = {("" if imp.domain in ("", "ai.onnx") else imp.domain): imp.version for imp in model.opset_import}
         self.initializers: dict[str, np.ndarray] = {i.name: numpy_helper.to_array(i) for i in g.initializer}
+        self.initializers.update(constants or {})
+        self.outer = tuple(outer)  # names a subgraph reads from enclosing scopes, fed with the formal inputs
         self.input_names = [vi.name for vi in g.input if vi.name not in self.initializers]
         self.overridable = {vi.name for vi in g.input if vi.name in self.initializers}
         self.output_names = [o.name for o in g.output]
@@ -96,8 +135,9 @@ class GoldenExecutor:
                 n.name, k = f"{base}__{k}", k + 1
             seen.add(n.name)
             self.nodes.append(n)
+        self.stats: dict[str, dict[str, Any]] = {}  # shared with the nested executors of subgraphs
+        self.bodies: dict[str, dict[str, Body]] = {}  # node name -> {attribute: nested executor of a subgraph}
         self._check_supported()
-        self.stats: dict[str, dict[str, Any]] = {}
         self.fused: dict[str, str] = {}  # compute node name -> fused kernel kind
         self.not_fused: dict[str, str] = {}  # compute node name -> reason it runs in float
         self._build_steps()
@@ -109,6 +149,10 @@ class GoldenExecutor:
     def _check_supported(self) -> None:
         problems = []
         for n in self.nodes:
+            why = self._build_bodies(n)
+            if why:
+                problems.append(f"{n.label}: {why}")
+                continue
             k = lookup(n.domain, n.op_type)
             if k is None:
                 problems.append(f"no kernel for {n.label}")
@@ -120,6 +164,30 @@ class GoldenExecutor:
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise UnsupportedOpError(f"golden simulator: {problems[0]}{more}")
+
+    def _build_bodies(self, n: NodeInfo) -> str | None:
+        graphs = subgraphs(n.proto) if n.proto is not None else []
+        if not graphs:
+            return None
+        try:
+            self.bodies[n.name] = {attr: Body(self, g) for attr, g in graphs}
+        except UnsupportedOpError as exc:
+            return f"in its subgraph: {str(exc).removeprefix('golden simulator: ')}"
+        return None
+
+    def nested(self, graph: onnx.GraphProto, constants: dict[str, np.ndarray],
+               outer: tuple[str, ...]) -> "GoldenExecutor":
+        """An executor of a subgraph of this model, with this executor's settings and statistics."""
+        model = onnx.helper.make_model(graph, opset_imports=self.model.opset_import)
+        ex = GoldenExecutor(model, self.acc_bits, self.overflow, self.partitions, outer, constants)
+        ex._share_stats(self.stats)
+        return ex
+
+    def _share_stats(self, stats: dict) -> None:
+        self.stats = stats
+        for bodies in self.bodies.values():
+            for b in bodies.values():
+                b.executor._share_stats(stats)
 
     def _build_steps(self) -> None:
         self.quant_linear = quant_linear.plan(self.nodes, self.initializers)
@@ -140,11 +208,16 @@ class GoldenExecutor:
                                    node=n))
         self.steps = steps
         consts = set(self.initializers) - self.overridable
+        invariant = consts | set(self.outer)
         for s in steps:
-            s.const = all((not x) or x in consts for x in s.inputs) and s.node is not None and \
+            pure = s.node is not None and \
                 s.node.op_type not in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike")
+            s.const = pure and all((not x) or x in consts for x in s.inputs)
+            s.invariant = pure and not s.const and all((not x) or x in invariant for x in s.inputs)
             if s.const:
                 consts.update(o for o in s.outputs if o)
+            if s.const or s.invariant:
+                invariant.update(o for o in s.outputs if o)
         self._producer = {o: i for i, s in enumerate(steps) for o in s.outputs if o}
 
     def sub_executor(self, model: onnx.ModelProto) -> "GoldenExecutor":
@@ -158,7 +231,7 @@ class GoldenExecutor:
 
     def _node_step(self, n: NodeInfo) -> _Step:
         k = lookup(n.domain, n.op_type)
-        kernel = (lambda node, *a, fn=k.fn: fn(self, node, *a)) if k.with_executor else k.fn
+        kernel = (lambda node, *a, fn=k.fn, **kw: fn(self, node, *a, **kw)) if k.with_executor else k.fn
         if n.name in self.quant_linear:
             info = self.quant_linear[n.name]
 
@@ -172,17 +245,21 @@ class GoldenExecutor:
 
         op = op_of(n)
         saturated = op.saturated if op is not None else None
+        captured = sorted({c for b in self.bodies.get(n.name, {}).values() for c in b.captured})
+        explicit = len(n.inputs)
+        has_bodies = n.name in self.bodies
 
         def run(values, n=n, kernel=kernel):
-            args = list(values)
+            args = list(values[:explicit])
             while args and args[-1] is None and len(args) > 0:
                 args.pop()
-            out = kernel(n, *args)
+            scope = {"scope": dict(zip(captured, values[explicit:]))} if has_bodies else {}
+            out = kernel(n, *args, **scope)
             if saturated is not None and args[0] is not None:
                 self._count_saturation(n, saturated(n, *args))
             return list(out) if isinstance(out, (tuple, list)) else [out]
 
-        return _Step(list(n.inputs), list(n.outputs), run, n.label, node=n)
+        return _Step(list(n.inputs) + captured, list(n.outputs), run, n.label, node=n)
 
     def _fused_runner(self, op):
         def run(values, op=op):
@@ -220,7 +297,7 @@ class GoldenExecutor:
     def _plan(self, outputs: tuple[str, ...]) -> _Plan:
         if outputs in self._plans:
             return self._plans[outputs]
-        known = set(self.initializers) | set(self.input_names)
+        known = set(self.initializers) | set(self.input_names) | set(self.outer)
         need: set[str] = set(outputs)
         chosen = [False] * len(self.steps)
         for i in range(len(self.steps) - 1, -1, -1):
@@ -246,10 +323,14 @@ class GoldenExecutor:
         self._plans[outputs] = plan
         return plan
 
-    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None) -> dict[str, np.ndarray]:
-        """Evaluate the graph on ``feeds``; return ``{name: array}`` for ``outputs`` (default: graph outputs)."""
+    def run(self, feeds: dict[str, np.ndarray], outputs: list[str] | None = None,
+            memo: dict[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        """Evaluate the graph on ``feeds``; return ``{name: array}`` for ``outputs`` (default: graph outputs).
+
+        ``memo`` (a subgraph's): keeps the values that depend only on constants and the ``outer`` feeds, for
+        the next call with the same outer values (the iterations of one Loop or Scan)."""
         outputs = tuple(outputs or self.output_names)
-        missing = [n for n in self.input_names if n not in feeds]
+        missing = [n for n in self.input_names + list(self.outer) if n not in feeds]
         if missing:
             raise GoldenError(f"no value fed for graph input {missing[0]!r}")
         env: dict[str, np.ndarray] = dict(self.initializers)
@@ -261,10 +342,11 @@ class GoldenExecutor:
             env[k] = v
         plan = self._plan(outputs)
         for s, free in zip(plan.steps, plan.free_after):
-            if s.const and all(o in self._const_cache for o in s.outputs if o):
+            cache = self._const_cache if s.const else memo if s.invariant else None
+            if cache is not None and all(o in cache for o in s.outputs if o):
                 for o in s.outputs:
                     if o:
-                        env[o] = self._const_cache[o]
+                        env[o] = cache[o]
             else:
                 try:
                     vals = [env[x] if x else None for x in s.inputs]
@@ -280,8 +362,8 @@ class GoldenExecutor:
                 for o, v in zip(s.outputs, res):
                     if o:
                         env[o] = np.asarray(v)
-                        if s.const:
-                            self._const_cache[o] = env[o]
+                        if cache is not None:
+                            cache[o] = env[o]
             for name in free:
                 if name not in self.initializers:
                     env.pop(name, None)

@@ -113,7 +113,7 @@ def conv_transpose_geometry(node, x, w):
         full = strides[i] * (x.shape[2 + i] - 1) + outpad[i] + (kernel[i] - 1) * dil[i] + 1
         if out_shape is not None and len(out_shape):
             o = int(out_shape[-n + i])
-            total = full - o
+            total = max(0, full - o)  # a larger output_shape appends zeros at the end (as onnxruntime does)
             if auto_pad == "SAME_UPPER":
                 b = total - total // 2
             else:

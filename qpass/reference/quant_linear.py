@@ -48,7 +48,7 @@ def plan(nodes: list[NodeInfo], consts: dict) -> dict[str, dict]:
                 break
             src = producer.get(src.inputs[0])
         wq = producer.get(n.inputs[1])
-        if src is None or wq is None or wq.inputs[0] not in consts:
+        if src is None or wq is None or not wq.inputs or wq.inputs[0] not in consts:  # e.g. a Constant node
             continue
         s_in, s_w = _quant_scale(src, consts), _quant_scale(wq, consts)
         if s_in is None or s_w is None or s_in.size != 1 or np.any(s_in <= 0) or np.any(s_w <= 0):
@@ -67,11 +67,21 @@ def _out_channel_shape(n: NodeInfo, w: np.ndarray, y_ndim: int, s_w: np.ndarray)
     return flat.reshape(shape)
 
 
+def _bound(c_in: np.ndarray, c_w: np.ndarray) -> float:
+    """An upper bound of every partial sum of the layer's integer MACs: max|c_in| * sum|c_w| (each output sums
+    products with a subset of the weights)."""
+    if not c_in.size or not c_w.size:
+        return 0.0
+    return float(np.abs(c_in).max()) * float(np.abs(c_w.astype(np.float64)).sum())
+
+
 def run(n: NodeInfo, kernel, info: dict, x, w, b=None):
     s_in, s_w = info["s_in"], np.asarray(info["s_w"], F32)
     c_in = np.round(np.asarray(x, F32) / s_in).astype(F32)
     c_w = np.round(np.asarray(w, F32) / s_w).astype(F32)
-    acc = kernel(n, c_in, c_w)  # golden's float kernels accumulate in float64: exact on these integers
+    if _bound(c_in, c_w) >= 2 ** 53:  # beyond float64's integers: the kernels' int64 path
+        c_in, c_w = c_in.astype(np.int64), c_w.astype(np.int64)
+    acc = kernel(n, c_in, c_w)  # float64 accumulation (exact below 2^53, proven above) rounded once to float32
     acc = acc[0] if isinstance(acc, (tuple, list)) else acc
     s = _out_channel_shape(n, c_w, acc.ndim, (F32(s_in) * s_w).astype(F32))
     y = (np.asarray(acc, F32) * s).astype(F32)

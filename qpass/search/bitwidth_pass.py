@@ -40,16 +40,26 @@ class Bitwidth(Pass):
         ctx.report.results["bitwidth"] = summary
         c = a.compression
         goal = f"target {a.target}" if a.target else f"avg_bits <= {a.avg_bits:g}"
-        head = (f"{goal} {'met' if a.met else 'MISSED'}: weights {c['avg_weight_bits']:.2f} bits on average "
+        where = (f"on {a.samples['verify']} held-out samples" if a.samples.get("held_out")
+                 else "on the search samples (not held out)")
+        head = (f"{goal} {'met' if a.met else 'MISSED'} {where}: weights {c['avg_weight_bits']:.2f} bits on average "
                 f"({c['float32']:.2f}x smaller than float32, {c['int8']:.2f}x than int8), "
-                f"cost {a.cost:.6g} {a.cost_unit}, " + _metric_text(a.metric) +
-                f"; {len(a.rules)} fakequant rules in facts['bitwidth']")
+                f"cost {a.cost:.6g} {a.cost_unit}, held out: " + _metric_text(a.metric) +
+                f", searched on {a.samples['search']}: " + _metric_text(a.search_metric)
+                + _stored_text(a.artifact) + f"; {len(a.rules)} fakequant rules in facts['bitwidth']")
         for line in summary["notes"]:
             ctx.log(f"bitwidth: {line}")
         return PassResult(model, False, [head] + a.notes[-3:])
 
 
 def _metric_text(m: dict) -> str:
-    if "accuracy" in m:
+    if m.get("accuracy") is not None:
         return f"accuracy {100 * m['accuracy']:.2f}% (relative {m['relative_accuracy']:.4f})"
     return f"agreement {100 * m['agreement']:.2f}%, SQNR {m['sqnr']:.1f} dB"
+
+
+def _stored_text(f: dict) -> str:
+    if not f.get("avg_stored_weight_bits"):
+        return ""
+    return (f"; the file stores weights in {f['avg_stored_weight_bits']:.2f} bits on average "
+            f"({f['float32_stored']:.2f}x smaller than float32), {f['file_bytes'] / 1000:.1f} kB")

@@ -20,9 +20,12 @@ from .options import BitwidthOptions, check_template, format_spec
 from .result import Samples, SearchRun, Verification, build_assignment, fakequant_rules
 from .sensitivity import Space, analyse
 from .sites import find_sites
-from .targets import describe_metrics, output_metrics, parse_target
+from .targets import MIN_HELD_OUT, describe_metrics, output_metrics, parse_target, risk_met
 
 UNIFORM = (8, 6, 4)
+#: the held-out check counts lost (disagreeing) samples at their 1-sigma Wilson upper bound, like the search does:
+#: "met" means the held-out samples establish the target, not that it sits on its edge
+VERIFY_MARGIN = 1.0
 
 
 # ---------------------------------------------------------------------------------------------- data
@@ -73,6 +76,7 @@ def _verify(model: onnx.ModelProto, calibration, fq_opts: dict, data: SampleSet,
     default = run_samples(lowered, data, threads, outputs=[out_name])[out_name]  # qpass's usual session
     saturation = {"_ort_default": np.asarray(default, np.float32).reshape(len(data), -1)}
     if intrinsic:
+        from qpass.ops import Quant, op_of
         from qpass.reference import GoldenExecutor
         from qpass.reference import run_samples as golden_run
 
@@ -84,7 +88,7 @@ def _verify(model: onnx.ModelProto, calibration, fq_opts: dict, data: SampleSet,
                 readers.setdefault(x, []).append(n)
         for node in (ctx.report.results.get("fakequant") or {}).get("accumulators", {}):
             lin = next((n for n in qonnx.graph.node if n.name == node), None)
-            quants = [r for r in readers.get(lin.output[0], []) if r.op_type == "Quant"] if lin is not None else []
+            quants = [r for r in readers.get(lin.output[0], []) if op_of(r) is Quant] if lin is not None else []
             if quants:
                 saturation[node] = int(ex.stats.get(quants[0].name, {}).get("saturated", 0))
     return out, qonnx, lowered, saturation
@@ -152,20 +156,24 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
         met = CostModel("memory", run.sites).total(run.chosen) <= opts.avg_bits * sum(
             s.size for s in run.sites if s.kind == "weight") + 1e-9
     else:
-        met = run.target.met(ver.metric)
+        met = verified(run.target, ver.metric)
     search_metric = run.opt.measure(run.chosen, "final", run.acc or None)
     return build_assignment(run, ver, met, search_metric)
 
 
 def _samples(run: SearchRun, calib: SampleSet, eval_data: SampleSet | None) -> Samples:
-    """Search and verification samples (evaluation data when given, else calibration data)."""
+    """Search and verification samples (evaluation data when given, else calibration data): by default half of
+    them held out of the search to verify its result; too few to resolve the target is an error."""
     opts, target = run.opts, run.target
     metric_data = eval_data if eval_data is not None else calib
     source = "evaluation" if eval_data is not None else "calibration"
-    if opts.holdout > 0:
-        search_data, verify_data = _split(metric_data, float(opts.holdout), opts.seed)
+    holdout = _holdout(len(metric_data), opts.holdout, target, source)
+    if holdout > 0:
+        search_data, verify_data = _split(metric_data, holdout, opts.seed)
     else:
         search_data = verify_data = metric_data
+        run.notes.append(f"holdout=0: the result is verified on the {len(metric_data)} samples it was searched on, "
+                         f"not on held-out ones")
     search_data = _subsample(search_data, opts.max_samples, opts.seed)
     labels = search_data.labels
     if target is not None and target.needs_labels() and (labels is None or verify_data.labels is None):
@@ -174,7 +182,27 @@ def _samples(run: SearchRun, calib: SampleSet, eval_data: SampleSet | None) -> S
     if target is not None and labels is None and any(c.metric == "relative_accuracy" for c in target.constraints):
         run.notes.append(f"the {source} data has no labels: relative_accuracy is measured as top-1 agreement with "
                          f"the float model")
-    return Samples(search_data, verify_data, source)
+    return Samples(search_data, verify_data, source, holdout > 0)
+
+
+def _holdout(n: int, holdout: float | None, target, source: str) -> float:
+    """The held-out fraction: ``holdout``, or half by default; QpassError when the held-out part cannot resolve
+    the target (``Target.min_samples``)."""
+    if holdout is not None and float(holdout) == 0.0:
+        return 0.0
+    need = target.min_samples() if target is not None else MIN_HELD_OUT
+    what = f"target {target}" if target is not None else "the result"
+    if holdout is None:
+        if n < 2 * need:
+            raise QpassError(f"bitwidth: verifying {what} on held-out samples needs at least {2 * need} {source} "
+                             f"samples ({need} to search on and {need} held out); got {n}. Give more samples "
+                             f"(--calib, or --eval), or holdout=0 to verify on the search samples only")
+        return 0.5
+    if round(float(holdout) * n) < need:
+        raise QpassError(f"bitwidth: holdout={float(holdout):g} of {n} {source} samples holds out "
+                         f"{round(float(holdout) * n)}; {what} needs at least {need} held-out samples "
+                         f"(holdout >= {need / n:.2f}, or more samples)")
+    return float(holdout)
 
 
 def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, progress: bool) -> None:
@@ -310,6 +338,12 @@ def _accumulators(run: SearchRun) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- verification loop
+def verified(target, metric: dict) -> bool:
+    """Whether the held-out metrics establish ``target``: lost samples at their VERIFY_MARGIN upper bound and,
+    measured as agreement, the expected disagreement (``targets.flip_risk``) within it too."""
+    return target.met(metric, conservative=True, margin=VERIFY_MARGIN) and risk_met(target, metric)
+
+
 def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Verification:
     """Verify with the real pipeline (fakequant + lower_ort through onnxruntime); while the target is missed,
     search again with a wider margin (twice at most), else back off one site."""
@@ -319,7 +353,12 @@ def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Ve
     backoffs = escalations = 0
     while True:
         ver = _verify_once(run, model, calibration, reference, fa)
-        if run.budget_mode or target.met(ver.metric):
+        if not run.searched:
+            short = {s.key: s.short for s in run.sites}
+            run.searched = {"widths": {short[k]: v for k, v in run.chosen.items()},
+                            "search_metric": run.opt.measure(run.chosen, "final", run.acc or None),
+                            "held_out_metric": ver.metric}
+        if run.budget_mode or verified(target, ver.metric):
             return ver
         if backoffs >= opts.max_backoff:
             run.notes.append(f"target {target} missed on the verification samples after {backoffs} back-off steps "

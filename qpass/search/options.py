@@ -14,6 +14,8 @@ from .targets import parse_target
 
 COSTS = ("memory", "bops", "resources")
 DEFAULT_CANDIDATES = (2, 3, 4, 5, 6, 7, 8, 10, 12, 16)
+#: activations wider than 8 bits leave onnxruntime's integer kernels (its QDQ layers read 8-bit codes)
+DEFAULT_ACTIVATION_CANDIDATES = (2, 3, 4, 5, 6, 7, 8)
 DEFAULT_TARGET = "relative_accuracy>=0.99"
 
 
@@ -34,10 +36,11 @@ class BitwidthOptions:
     exclude: list = field(default_factory=list)  # node / tensor globs left in float
     margin: float = 1.0  # search: lost-sample rates at their margin-sigma Wilson upper bound (0: plain counts)
     seed: int = 0  # hold-out split and sub-sampling of the search samples
-    holdout: float = 0.0  # fraction of the evaluation samples kept out of the search, used only to verify
+    holdout: float | None = None  # fraction of the samples kept out of the search, used only to verify; None: half
+    #                               (needs 2 x Target.min_samples()), 0: verify on the search samples (not held out)
     max_samples: int = 2000  # search samples at most (a seeded subset beyond)
     max_evals: int = 1500  # measured assignments at most
-    max_backoff: int = 10
+    max_backoff: int = 30  # widening steps after a missed held-out check
     cost_options: dict = field(default_factory=dict)  # resources: device, fps, clock_ns
     threads: int = 1
     batch_size: int = 256
@@ -65,7 +68,7 @@ class BitwidthOptions:
         if not (isinstance(self.margin, (int, float)) and 0.0 <= float(self.margin) <= 5.0):
             raise QpassError(f"bitwidth: margin must be a number of standard deviations in [0, 5], got "
                              f"{self.margin!r}")
-        if not 0.0 <= float(self.holdout) < 1.0:
+        if self.holdout is not None and not 0.0 <= float(self.holdout) < 1.0:
             raise QpassError(f"bitwidth: holdout must be a fraction in [0, 1), got {self.holdout!r}")
         for name in ("max_samples", "max_evals", "threads", "batch_size"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -107,13 +110,13 @@ def _widths(v, what: str) -> list[int]:
 
 def _candidates(c) -> tuple[list[int], list[int]]:
     if c is None:
-        return list(DEFAULT_CANDIDATES), list(DEFAULT_CANDIDATES)
+        return list(DEFAULT_CANDIDATES), list(DEFAULT_ACTIVATION_CANDIDATES)
     if isinstance(c, dict):
         unknown = set(c) - {"weight", "weights", "activation", "activations"}
         if unknown:
             raise QpassError(f"bitwidth: candidates keys are weight and activation, not {sorted(unknown)}")
         w = c.get("weight", c.get("weights", DEFAULT_CANDIDATES))
-        a = c.get("activation", c.get("activations", DEFAULT_CANDIDATES))
+        a = c.get("activation", c.get("activations", DEFAULT_ACTIVATION_CANDIDATES))
         return _widths(w, "weight"), _widths(a, "activation")
     w = _widths(c, "bitwidth")
     return w, list(w)

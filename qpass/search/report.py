@@ -44,6 +44,8 @@ class Assignment:
     seconds: dict = field(default_factory=dict)
     evaluations: int = 0
     samples: dict = field(default_factory=dict)
+    artifact: dict = field(default_factory=dict)  # the lowered file as stored (search.artifact.artifact_summary)
+    searched: dict = field(default_factory=dict)  # before the held-out check: widths, search and held-out metrics
     model: onnx.ModelProto | None = field(default=None, repr=False)  # the verified model (lowered for onnxruntime)
     qonnx: onnx.ModelProto | None = field(default=None, repr=False)  # the same before lowering (QONNX Quant nodes)
 
@@ -61,16 +63,25 @@ class Assignment:
                 "target": self.target, "avg_bits": self.avg_bits,
                 "met": self.met, "compression": self.compression, "widths": dict(self.widths),
                 "accumulators": self.accumulators, "notes": list(self.notes), "seconds": dict(self.seconds),
-                "evaluations": self.evaluations, "samples": dict(self.samples)}
+                "evaluations": self.evaluations, "samples": dict(self.samples), "artifact": dict(self.artifact),
+                "searched": dict(self.searched)}
 
     def lines(self) -> list[str]:
         c = self.compression
         goal = f"target {self.target}" if self.target else f"avg_bits <= {self.avg_bits:g}"
+        where = (f"on {self.samples.get('verify')} held-out samples" if self.samples.get("held_out")
+                 else "on the search samples (not held out)")
         out = [f"bitwidth search ({goal}, cost {self.cost_kind}): "
-               f"{'met' if self.met else 'NOT met'} -- {describe_metrics(self.metric)}",
+               f"{'met' if self.met else 'NOT met'} {where} -- {describe_metrics(self.metric)}; "
+               f"on the {self.samples.get('search')} search samples -- {describe_metrics(self.search_metric)}",
                f"cost {_fmt(self.cost)} {self.cost_unit}; weights {c['avg_weight_bits']:.2f} bits on average "
                f"({c['params']} parameters): {c['float32']:.2f}x smaller than float32, {c['int8']:.2f}x than int8 "
                f"({c['float32_with_scales']:.2f}x / {c['int8_with_scales']:.2f}x counting per-channel scales)"]
+        f = self.artifact
+        if f.get("avg_stored_weight_bits"):
+            out.append(f"as stored in the onnxruntime file: {f['file_bytes']} bytes, weights in "
+                       f"{f['avg_stored_weight_bits']:.2f} bits on average ({f['float32_stored']:.2f}x smaller than "
+                       f"float32, {f['int8_stored']:.2f}x than int8)")
         out += table_lines(self.table)
         secs = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         out.append(f"{self.evaluations} measured assignments, Pareto front of {len(self.pareto)} points; {secs}")

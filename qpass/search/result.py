@@ -12,6 +12,7 @@ import onnx
 from qpass.ir.samples import SampleSet
 from ..formats.grid import pow2_fraction
 from .accumulators import weight_grid
+from .artifact import artifact_summary
 from .cost import CostModel
 from .optimize import Optimizer
 from .options import BitwidthOptions
@@ -28,6 +29,7 @@ class Samples:
     search: SampleSet
     verify: SampleSet
     source: str  # "evaluation" | "calibration"
+    held_out: bool = True  # verify is disjoint from search
 
 
 @dataclass
@@ -62,6 +64,8 @@ class SearchRun:
     uniform: list = field(default_factory=list)  # (weight bits, activation bits, widths, metrics) baselines
     notes: list = field(default_factory=list)
     secs: dict = field(default_factory=dict)
+    searched: dict = field(default_factory=dict)  # the search's own choice before the held-out check: widths and
+    #                                               its metrics on the search and on the held-out samples
 
     @property
     def budget_mode(self) -> bool:
@@ -200,8 +204,9 @@ def build_assignment(run: SearchRun, ver: Verification, met: bool, search_metric
                    uniform=uniform_rows(run, comp["params"]), sensitivity=sens_rows, accumulators=accs,
                    placement=opts.placement, notes=run.notes, seconds=run.secs, evaluations=run.opt.evals,
                    samples={"source": run.data.source, "search": len(run.data.search),
-                            "verify": len(run.data.verify), "holdout": float(opts.holdout)},
-                   model=ver.lowered, qonnx=ver.qonnx)
+                            "verify": len(run.data.verify), "held_out": run.data.held_out,
+                            "holdout": float(opts.holdout) if opts.holdout is not None else 0.5},
+                   artifact=artifact_summary(ver.lowered), searched=dict(run.searched), model=ver.lowered, qonnx=ver.qonnx)
     run.opt.close()
     if opts.report_dir:
         a.notes += a.write(opts.report_dir)

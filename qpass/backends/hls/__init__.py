@@ -12,19 +12,21 @@
     assert cmp.mismatches == 0                          # g++ C simulation == golden simulator
     y = hls.csim(out.partitions[0].project_dir, {"input_quant_codes": codes})   # integer codes in, codes out
 
-Modules: ``exporter`` (export, compare_with_golden), ``codegen`` (C++ / Makefile / Tcl generation),
-``csim_runner`` (g++ build and run), ``aptypes``
-(where ap_int.h comes from: hls4ml's Apache-2.0 headers), ``templates/`` (the layer library and qpass' own
-hls_stream.h for the C simulation).
+Modules: ``exporter`` (export, compare_with_golden), ``codegen`` (the top function and its tables), ``emit`` (the
+HLS call of each hardware layer kind), ``wiring`` (streams, width converters, duplicators), ``testbench`` and
+``project_files`` (testbench, Makefile, Tcl, metadata), ``csim_runner`` (g++ build and run, ``CsimCache``),
+``aptypes`` (where ap_int.h comes from: hls4ml's Apache-2.0 headers), ``templates/`` (the layer library and qpass'
+own hls_stream.h for the C simulation).
 """
 from __future__ import annotations
 
-from .aptypes import fetch_ap_types, find_ap_types
-from .csim_runner import build, csim
-from .exporter import Comparison, ExportResult, PartitionExport, compare_with_golden, export, partition_io
-from qpass.hw.partition import (PartitionedModel, explain, inline_partitions, load_partitioned,
-                                   lower_partitions, partition)
+from qpass.backends.hls.aptypes import fetch_ap_types, find_ap_types
+from qpass.backends.hls.csim_runner import CsimCache, build, csim
+from qpass.backends.hls.exporter import (Comparison, ExportResult, PartitionExport, compare_with_golden, export,
+                                         partition_io)
+from qpass.hw.grouping import explain
+from qpass.hw.partition import PartitionedModel, inline_partitions, load_partitioned, lower_partitions, partition
 
-__all__ = ["export", "compare_with_golden", "csim", "build", "ExportResult", "PartitionExport", "Comparison",
-           "partition_io", "find_ap_types", "fetch_ap_types", "partition", "PartitionedModel",
+__all__ = ["export", "compare_with_golden", "csim", "build", "CsimCache", "ExportResult", "PartitionExport",
+           "Comparison", "partition_io", "find_ap_types", "fetch_ap_types", "partition", "PartitionedModel",
            "explain", "lower_partitions", "inline_partitions", "load_partitioned"]

@@ -1,7 +1,10 @@
 """C simulation of an exported HLS project from Python: build the testbench with g++ (once; rebuilt only when a
-source is newer than the binary), stream integer codes through it, read the outputs back."""
+source is newer than the binary), stream integer codes through it, read the outputs back. A ``CsimCache`` passed in
+(e.g. ``ExportResult.csim_cache``) keeps the last few runs, so feeding a project the same inputs again reuses the
+run, and serialises concurrent builds of one project."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -18,15 +21,34 @@ from ...errors import QpassError
 from .aptypes import require_ap_types
 
 SOURCES = ("tb.cpp", "params.h", "qpass_dataflow.h", "csim/hls_stream.h")
-_locks: dict[str, threading.Lock] = {}
-_locks_lock = threading.Lock()
-_memo: dict[tuple, dict] = {}  # (project, binary mtime, inputs digest) -> outputs (the last few runs)
 MEMO_SIZE = 8
 
 
-def _lock(d: Path) -> threading.Lock:
-    with _locks_lock:
-        return _locks.setdefault(str(d.resolve()), threading.Lock())
+class CsimCache:
+    """The last ``size`` C simulation runs, keyed by (project, binary mtime, inputs digest), and one build lock per
+    project. Thread-safe; share one between the runs that may repeat (a comparison's partition-by-partition and
+    end-to-end passes)."""
+
+    def __init__(self, size: int = MEMO_SIZE):
+        self.size = size
+        self._runs: dict[tuple, dict] = {}
+        self._locks: dict[str, threading.Lock] = {}
+        self._lock = threading.Lock()
+
+    def build_lock(self, d: Path) -> threading.Lock:
+        with self._lock:
+            return self._locks.setdefault(str(d.resolve()), threading.Lock())
+
+    def get(self, key: tuple) -> dict[str, np.ndarray] | None:
+        with self._lock:
+            hit = self._runs.get(key)
+        return None if hit is None else {k: v.copy() for k, v in hit.items()}
+
+    def put(self, key: tuple, outputs: dict[str, np.ndarray]) -> None:
+        with self._lock:
+            self._runs[key] = {k: v.copy() for k, v in outputs.items()}
+            while len(self._runs) > self.size:
+                self._runs.pop(next(iter(self._runs)))
 
 
 def meta(project_dir: str | os.PathLike) -> dict:
@@ -49,12 +71,15 @@ def compile_command(project_dir: str | os.PathLike, ap_types: str | os.PathLike 
     return [cxx, *flags, "-DQPASS_SINGLE_TU", "-I.", "-Icsim", f"-I{require_ap_types(ap_types)}", "tb.cpp", "-o", out]
 
 
-def build(project_dir: str | os.PathLike, ap_types: str | os.PathLike | None = None, force: bool = False) -> Path:
-    """Compile the C simulation binary ``csim_bin`` of a project (skipped when it is newer than every source)."""
+def build(project_dir: str | os.PathLike, ap_types: str | os.PathLike | None = None, force: bool = False,
+          cache: CsimCache | None = None) -> Path:
+    """Compile the C simulation binary ``csim_bin`` of a project (skipped when it is newer than every source).
+    Concurrent builds of one project wait for each other when they share ``cache``; without one they may both
+    compile (each into its own temporary file, renamed into place)."""
     d = Path(project_dir)
     m = meta(d)
     binary = d / "csim_bin"
-    with _lock(d):
+    with (cache.build_lock(d) if cache is not None else contextlib.nullcontext()):
         if not force and binary.is_file():
             newest = max(p.stat().st_mtime for p in _sources(d, m) if p.exists())
             if binary.stat().st_mtime >= newest:
@@ -95,13 +120,14 @@ def _to_port(ports: list[dict], inputs) -> dict[str, np.ndarray]:
 
 
 def csim(project_dir: str | os.PathLike, inputs, ap_types: str | os.PathLike | None = None,
-         timeout: float | None = None) -> dict[str, np.ndarray]:
+         timeout: float | None = None, cache: CsimCache | None = None) -> dict[str, np.ndarray]:
     """Run the C simulation on ``inputs`` ({tensor name: array} or a list in port order): each array holds whole
     frames (any shape whose size is a multiple of the per-sample element count, e.g. (N, C, H, W) in ONNX
-    layout). Returns {output tensor name: integer array (frames, *per-sample shape)} in ONNX layout."""
+    layout). Returns {output tensor name: integer array (frames, *per-sample shape)} in ONNX layout. With
+    ``cache``, a run on inputs it holds is reused."""
     d = Path(project_dir)
     m = meta(d)
-    binary = build(d, ap_types)
+    binary = build(d, ap_types, cache=cache)
     orders = np.load(d / "orders.npz")
     feeds = _to_port(m["inputs"], inputs)
     h = hashlib.sha256()
@@ -110,8 +136,9 @@ def csim(project_dir: str | os.PathLike, inputs, ap_types: str | os.PathLike | N
         h.update(f"{p['name']}:{a.size}".encode())
         h.update(a.tobytes())
     key = (str(d.resolve()), binary.stat().st_mtime_ns, h.hexdigest())
-    if key in _memo:
-        return {k: v.copy() for k, v in _memo[key].items()}
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        return hit
     frames = None
     with tempfile.TemporaryDirectory(prefix="qpass_csim_") as tmp:
         tmp = Path(tmp)
@@ -140,7 +167,6 @@ def csim(project_dir: str | os.PathLike, inputs, ap_types: str | os.PathLike | N
             y = np.empty_like(vals)
             y[:, orders[p["name"]]] = vals
             result[p["tensor"]] = y.reshape((frames, *p["shape"]))
-    _memo[key] = {k: v.copy() for k, v in result.items()}
-    while len(_memo) > MEMO_SIZE:
-        _memo.pop(next(iter(_memo)))
+    if cache is not None:
+        cache.put(key, result)
     return result

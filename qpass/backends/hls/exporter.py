@@ -12,14 +12,18 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from qpass.hw import from_graph as fg
+from qpass.backends.hls import codegen, project_files
+from qpass.backends.hls.aptypes import find_ap_types
+from qpass.backends.hls.csim_runner import CsimCache, build, csim
+from qpass.errors import QpassError
+from qpass.hw.builder import build as build_layers
+from qpass.hw.dataflow_graph import DataflowGraph
+from qpass.hw.design import fifo_depths, fold, report_table
 from qpass.hw.devices import Device, get_device
 from qpass.hw.fifo_sim import FifoResult
 from qpass.hw.folding import FoldingResult
-from qpass.hw.partition import PARTITION_DOMAIN, PARTITION_OP, PartitionedModel, partition
-from ...errors import QpassError
-from . import codegen
-from .aptypes import find_ap_types
+from qpass.hw.partition import PartitionedModel, partition
+from qpass.ops.partition import is_partition
 
 
 @dataclass
@@ -28,7 +32,7 @@ class PartitionExport:
     model_file: str  # the partition's .onnx, relative to the export folder
     project_dir: Path
     top: str
-    graph: fg.DataflowGraph
+    graph: DataflowGraph
     folding: FoldingResult
     fifos: FifoResult | None
     depths: dict
@@ -50,6 +54,8 @@ class ExportResult:
     report: str
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    #: the C simulation runs of this export's projects (``compare_with_golden`` reuses a run fed the same inputs)
+    csim_cache: CsimCache = field(default_factory=CsimCache)
 
     def partition(self, name: str) -> PartitionExport:
         for p in self.partitions:
@@ -87,7 +93,7 @@ def partition_io(parent: onnx.ModelProto, samples, batch_size: int = 64, partiti
 
     names = []
     for n in parent.graph.node:
-        if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN:
+        if is_partition(n):
             names += [t for t in list(n.input) + list(n.output) if t and t not in names]
     names += [o.name for o in parent.graph.output if o.name not in names]
     ex = GoldenExecutor(parent, partitions=partitions)
@@ -108,8 +114,8 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     outputs, so ``make csim`` checks itself.
 
     Writes ``out_dir/<model_name>.onnx`` (host nodes + partition nodes) and its partition models, one folder per
-    partition (``codegen`` module docstring), and ``out_dir/report.txt`` (host nodes with reasons, per-layer
-    tables). ``folding`` ({layer: {"PE": p, "SIMD": s}}, FINN's folding_config) overrides the chosen folding of
+    partition (``codegen`` and ``project_files`` module docstrings), and ``out_dir/report.txt`` (host nodes with
+    reasons, per-layer tables). ``folding`` ({layer: {"PE": p, "SIMD": s}}, FINN's folding_config) overrides the chosen folding of
     the named layers (layer names as in the report)."""
     t0 = time.perf_counter()
     timings = {}
@@ -130,28 +136,29 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     io = partition_io(pm.parent, sample_set, partitions=pm.store) if sample_set is not None else None
     timings["golden"] = time.perf_counter() - t0 - timings["partition"]
     ap = str(ap_types) if ap_types is not None else (str(find_ap_types()) if find_ap_types() else None)
-    part = codegen.part_of(dev if not isinstance(device, str) else device)
+    part = project_files.part_of(dev if not isinstance(device, str) else device)
     exports = []
     saved = onnx.load(str(parent_path))
     files = {n.name: next(a.s.decode() for a in n.attribute if a.name == "model") for n in saved.graph.node
-             if n.op_type == PARTITION_OP and n.domain == PARTITION_DOMAIN}
+             if is_partition(n)}
     for node in pm.partition_nodes:
         rel = next(a.s.decode() for a in node.attribute if a.name == "model")
         sub = pm.partitions[rel]
         t1 = time.perf_counter()
-        dg = fg.build(sub, node.name)
-        fold_res = fg.fold(dg, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation,
-                           strategy=strategy, overrides=folding)
-        depths = fg.fifo_depths(dg)
-        table = fg.report_table(dg, depths)
+        dg = build_layers(sub, node.name)
+        fold_res = fold(dg, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation,
+                        strategy=strategy, overrides=folding)
+        depths = fifo_depths(dg)
+        table = report_table(dg, depths)
         top = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
         proj = codegen.generate(dg, depths, top)
         pdir = out / top
         frames = None
         if io is not None:
             frames = _write_data(pdir, proj, io)
-        full = table + (f"\n\nFIFO depths (stream simulation, in producer words):\n{dg.fifos.table()}" if dg.fifos else "")
-        codegen.write_project(pdir, proj, dg, full, ap_types=ap, part=part, clock_ns=clk, frames=frames)
+        fifo_table = f"\n\nFIFO depths (stream simulation, in producer words):\n{dg.fifos.table()}" if dg.fifos else ""
+        full = table + fifo_table
+        project_files.write_project(pdir, proj, dg, full, ap_types=ap, part=part, clock_ns=clk, frames=frames)
         exports.append(PartitionExport(node.name, files.get(node.name, rel), pdir, top, dg, fold_res, dg.fifos, depths,
                                        table, proj, frames))
         timings[f"codegen {node.name}"] = time.perf_counter() - t1
@@ -221,8 +228,6 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
     """Run the golden simulator on the partitioned model over ``samples``, feed every partition's golden inputs to
     its C simulation and count differing output codes; then (``end_to_end``) run the whole model again with the
     partitions in the C simulation and the host nodes in the golden simulator and count differing outputs."""
-    from .csim_runner import build, csim
-
     t0 = time.perf_counter()
     parent = result.partitioned.parent
     s = _samples(samples, parent)
@@ -230,18 +235,21 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
     io = partition_io(parent, s, batch_size=max(1, len(s)), partitions=store)
     secs = {"golden": time.perf_counter() - t0}
     t1 = time.perf_counter()
+    cache = result.csim_cache
     for e in result.partitions:
-        build(e.project_dir)
+        build(e.project_dir, cache=cache)
     secs["build"] = time.perf_counter() - t1
     checks = []
     frames = 0
     t1 = time.perf_counter()
     for e, node in zip(result.partitions, result.partitioned.partition_nodes):
         feeds = {p.tensor: io[p.tensor] for p in e.project.inputs}
-        got = csim(e.project_dir, feeds)
+        got = csim(e.project_dir, feeds, cache=cache)
         for p in e.project.outputs:
             want = np.asarray(io[p.tensor]).reshape(-1, p.elems)
-            have = got[p.tensor].reshape(-1, p.elems)
+            # the partition model declares its outputs float32: a wide accumulator's exact integer is compared as the
+            # float32 it is in the model (the reference rounds the exact sum once; past 2^24 that is not the integer)
+            have = got[p.tensor].reshape(-1, p.elems).astype(np.float32)
             frames = want.shape[0]
             diff = np.abs(have.astype(np.float64) - want.astype(np.float64))
             checks.append(OutputCheck(e.name, p.tensor, int(want.size), int(np.count_nonzero(diff)),
@@ -254,7 +262,8 @@ def compare_with_golden(result: ExportResult, samples, end_to_end: bool = True) 
         t1 = time.perf_counter()
         shas = {n.name: next((a.s.decode() for a in n.attribute if a.name == "model_sha256"), n.name)
                 for n in result.partitioned.partition_nodes}
-        csims = {shas[e.name]: (lambda feeds, d=e.project_dir: csim(d, feeds)) for e in result.partitions}
+        csims = {shas[e.name]: (lambda feeds, d=e.project_dir: csim(d, feeds, cache=cache))
+                 for e in result.partitions}
         # one batch: a partition fed exactly what it was fed above reuses that C simulation run
         ys = run_samples(parent, s, executor=GoldenExecutor(parent, partitions=store.with_runners(csims)),
                          batch_size=max(1, len(s)))

@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from ..registry import register
-from .common import F64, wide
+from .common import F64, constant_input, wide
 
 
 def _binary(fn):
@@ -33,8 +33,9 @@ def div(node, a, b):
 
 @register("Mod")
 def mod(node, a, b):
-    """fmod=0: integer remainder with the divisor's sign (Python's %); fmod=1: C fmod (the dividend's sign)."""
-    if int(node.attr("fmod", 0)) or a.dtype.kind == "f":
+    """fmod=0: floor-mod, the remainder with the divisor's sign (Python's %, for floats too); fmod=1: C fmod (the
+    dividend's sign)."""
+    if int(node.attr("fmod", 0)):
         return np.fmod(a, b).astype(np.result_type(a, b))
     return np.remainder(a, b).astype(np.result_type(a, b))
 
@@ -184,10 +185,22 @@ def where(node, cond, x, y):
     return np.where(cond.astype(bool), x, y)
 
 
-@register("Dropout")
-def dropout(node, x, ratio=None, training_mode=None):
-    if training_mode is not None and bool(np.asarray(training_mode)):
-        raise ValueError("Dropout in training mode is not deterministic")
+def _check_dropout(executor, node):
+    """Inference (no training_mode, or a constant False) or a constant ratio of 0 is the identity; anything else
+    draws a random mask nothing can reproduce."""
+    if not node.has_input(2):
+        return None
+    training = constant_input(executor, node.inputs[2])
+    if training is not None and not bool(np.asarray(training).reshape(-1)[0]):
+        return None
+    ratio = constant_input(executor, node.inputs[1]) if node.has_input(1) else 0.5
+    if ratio is not None and float(np.asarray(ratio).reshape(-1)[0]) == 0.0:
+        return None
+    return "training_mode that is not a constant False, with a ratio that is not a constant 0: a random mask"
+
+
+@register("Dropout", check=_check_dropout, with_executor=True)
+def dropout(executor, node, x, ratio=None, training_mode=None):
     if len(node.outputs) > 1 and node.outputs[1]:
         return x, np.ones(x.shape, dtype=bool)
     return x

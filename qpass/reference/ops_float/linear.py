@@ -1,16 +1,17 @@
-"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once."""
+"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once; Einsum
+and Det (added later) in the input dtype, as onnxruntime computes them; MatMulInteger and ConvInteger exact."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import im2col as ic
 from ..registry import register
-from .common import F64, out_dtype, wide
+from .common import F64, is_float, out_dtype, wide
 
 
 @register("MatMul")
 def matmul(node, a, b):
-    if a.dtype.kind == "f":
+    if is_float(a.dtype):
         return np.matmul(a.astype(F64), b.astype(F64)).astype(out_dtype(a))
     return np.matmul(a, b)
 
@@ -66,3 +67,44 @@ def conv_transpose(node, x, w, b=None):
     if b is not None:
         y = y + wide(b).reshape((1, -1) + (1,) * len(kernel))
     return y.astype(out_dtype(x))
+
+
+@register("Einsum")
+def einsum(node, *xs):
+    """numpy's einsum in the input dtype, float32 for narrower floats (an equation without '->' sums the repeated
+    letters and orders the rest alphabetically, as ONNX specifies)."""
+    dt = xs[0].dtype
+    narrow = is_float(dt) and dt.itemsize < 4
+    y = np.einsum(node.attr("equation").replace(" ", ""), *[v.astype(np.float32) if narrow else v for v in xs])
+    return np.asarray(y).astype(dt)
+
+
+def _shifted(v, zero_point, axis_shape=None):
+    """``v - zero_point`` as exact float64 integers (8-bit codes: every product and sum of the integer matrix
+    product stays far below 2**53, so float64 BLAS is exact)."""
+    v = np.asarray(v).astype(F64)
+    if zero_point is None:
+        return v
+    z = np.asarray(zero_point).astype(F64)
+    return v - (z.reshape(axis_shape) if axis_shape is not None and z.size > 1 else z)
+
+
+@register("MatMulInteger")
+def matmul_integer(node, a, b, a_zero_point=None, b_zero_point=None):
+    """int32 result of (A - a_zero_point) @ (B - b_zero_point); zero points scalar, per row of A, per column
+    of B."""
+    y = np.matmul(_shifted(a, a_zero_point, (-1, 1)), _shifted(b, b_zero_point))
+    return np.rint(y).astype(np.int64).astype(np.int32)
+
+
+@register("ConvInteger")
+def conv_integer(node, x, w, x_zero_point=None, w_zero_point=None):
+    """int32 Conv of (X - x_zero_point) with (W - w_zero_point) (w_zero_point scalar or per output channel)."""
+    wz = (-1,) + (1,) * (w.ndim - 1)
+    y = conv(node, _shifted(x, x_zero_point), _shifted(w, w_zero_point, wz))
+    return np.rint(y).astype(np.int64).astype(np.int32)
+
+
+@register("Det")
+def det(node, x):
+    return np.linalg.det(x).astype(x.dtype)

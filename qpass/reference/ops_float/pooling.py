@@ -1,4 +1,5 @@
-"""Pooling kernels: MaxPool, AveragePool (ONNX pad counting), GlobalAveragePool, GlobalMaxPool."""
+"""Pooling kernels: MaxPool (with Indices), AveragePool (ONNX pad counting), GlobalAveragePool, GlobalMaxPool,
+LpPool, MaxUnpool."""
 from __future__ import annotations
 
 import numpy as np
@@ -13,23 +14,32 @@ def _pool_geometry(node, x):
     return kernel, ic.node_geometry(node, x.shape, kernel, pooling=True)
 
 
-def _check_maxpool(node):
-    if len(node.outputs) > 1 and node.outputs[1]:
-        return "the Indices output is not supported"
-    if int(node.attr("storage_order", 0)) != 0:
-        return "storage_order=1 is not supported"
-    return None
-
-
 def _lowest(dtype):
     return -np.inf if np.dtype(dtype).kind == "f" else np.iinfo(dtype).min
 
 
-@register("MaxPool", check=_check_maxpool)
+@register("MaxPool")
 def max_pool(node, x):
+    """Y, and when asked for, Indices: the flat position of each maximum in the unpadded input (row-major, or
+    column-major over the spatial axes with storage_order=1); ties go to the first position in the window."""
     kernel, (begin, end, out) = _pool_geometry(node, x)
     w = ic.windows(x, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, _lowest(x.dtype))
-    return w.max(axis=tuple(range(-len(kernel), 0))).astype(x.dtype)
+    k_axes = tuple(range(-len(kernel), 0))
+    y = w.max(axis=k_axes).astype(x.dtype)
+    if len(node.outputs) < 2 or not node.outputs[1]:
+        return y
+    spatial = x.shape[2:]
+    pos = np.arange(int(np.prod(spatial)), dtype=np.int64).reshape(spatial)
+    if int(node.attr("storage_order", 0)):
+        pos = pos.reshape(spatial[::-1]).T  # column-major numbering
+    pos = np.broadcast_to(pos, (1, 1) + spatial)
+    wi = ic.windows(pos, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, -1)
+    flat = w.reshape(w.shape[:-len(kernel)] + (-1,))
+    first = np.argmax(flat, axis=-1)[..., None]
+    idx = np.take_along_axis(np.broadcast_to(wi.reshape(wi.shape[:-len(kernel)] + (-1,)), flat.shape), first,
+                             axis=-1)[..., 0]
+    base = (np.arange(x.shape[0] * x.shape[1], dtype=np.int64) * int(np.prod(spatial)))
+    return y, idx + base.reshape((x.shape[0], x.shape[1]) + (1,) * len(spatial))
 
 
 def avg_pool_counts(node, x_shape, kernel, begin, end, out):
@@ -61,3 +71,30 @@ def global_average_pool(node, x):
 @register("GlobalMaxPool")
 def global_max_pool(node, x):
     return x.max(axis=tuple(range(2, x.ndim)), keepdims=True)
+
+
+@register("LpPool")
+def lp_pool(node, x):
+    """(sum over the window of |x| ** p) ** (1 / p); padding contributes nothing."""
+    kernel, (begin, end, out) = _pool_geometry(node, x)
+    p = x.dtype.type(node.attr("p", 2))
+    w = ic.windows(np.abs(x) ** p, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, 0)
+    return (w.sum(axis=tuple(range(-len(kernel), 0))) ** (1 / p)).astype(x.dtype)
+
+
+@register("MaxUnpool")
+def max_unpool(node, x, indices, output_shape=None):
+    """Zeros of ``output_shape`` (default: the shape the pooling came from) with ``x`` placed at the flat
+    ``indices`` a MaxPool returned."""
+    if output_shape is None:
+        kernel = list(node.attr("kernel_shape"))
+        n = len(kernel)
+        strides = list(node.attr("strides") or [1] * n)
+        pads = list(node.attr("pads") or [0] * (2 * n))
+        shape = list(x.shape[:2]) + [(x.shape[2 + i] - 1) * strides[i] - pads[i] - pads[n + i] + kernel[i]
+                                     for i in range(n)]
+    else:
+        shape = [int(d) for d in np.asarray(output_shape).reshape(-1)]
+    y = np.zeros(int(np.prod(shape)), x.dtype)
+    y[np.asarray(indices).reshape(-1)] = x.reshape(-1)
+    return y.reshape(shape)

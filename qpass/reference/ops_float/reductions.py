@@ -1,31 +1,54 @@
-"""Normalisation and reduction kernels: BatchNormalization, LayerNormalization, Softmax, LogSoftmax and the
-Reduce* ops, computed in float64 and rounded once to the input dtype."""
+"""Normalisation and reduction kernels: BatchNormalization, LayerNormalization, Softmax, LogSoftmax, the Reduce*
+ops and ArgMax / ArgMin. The sums (normalisations, Softmax, ReduceMean / Sum / Prod) are computed in float64 and
+rounded once to the input dtype; the Reduce* ops added later compute in the input dtype, as onnxruntime does."""
 from __future__ import annotations
 
 import numpy as np
+import onnx
 
 from ..registry import register
-from .common import axes_arg, wide
+from .common import axes_arg, is_float, wide
 
 
 def _check_bn(node):
-    if int(node.attr("training_mode", 0)):
-        return "training_mode=1 is not supported (inference only)"
-    if len([o for o in node.outputs if o]) > 1:
-        return "running-statistics outputs (training) are not supported"
+    if node.opset < 14 and len([o for o in node.outputs if o]) > 1:
+        return "running-statistics outputs before opset 14 are not supported"
+    if not int(node.attr("training_mode", 0)) and len([o for o in node.outputs if o]) > 1:
+        return "running-statistics outputs need training_mode=1"
     return None
 
 
 @register("BatchNormalization", check=_check_bn)
 def batch_norm(node, x, scale, b, mean, var):
+    """Inference: the given statistics; training_mode=1: the batch's (population variance), plus the running
+    mean and variance updated with ``momentum``."""
     eps = float(node.attr("epsilon", 1e-5))
     shape = (1, -1) + (1,) * (x.ndim - 2)
-    inv = wide(scale).reshape(shape) / np.sqrt(wide(var).reshape(shape) + eps)
-    return ((wide(x) - wide(mean).reshape(shape)) * inv + wide(b).reshape(shape)).astype(x.dtype)
+    training = int(node.attr("training_mode", 0))
+    if training:
+        axes = (0,) + tuple(range(2, x.ndim))
+        batch_mean, batch_var = wide(x).mean(axis=axes), wide(x).var(axis=axes)
+        mu, sigma2 = batch_mean, batch_var
+    else:
+        mu, sigma2 = wide(mean), wide(var)
+    inv = wide(scale).reshape(shape) / np.sqrt(sigma2.reshape(shape) + eps)
+    y = ((wide(x) - mu.reshape(shape)) * inv + wide(b).reshape(shape)).astype(x.dtype)
+    if not training:
+        return y
+    m = float(node.attr("momentum", 0.9))
+    return (y, (wide(mean) * m + batch_mean * (1 - m)).astype(mean.dtype),
+            (wide(var) * m + batch_var * (1 - m)).astype(var.dtype))
 
 
-@register("LayerNormalization")
+def _check_layer_norm(node):
+    if len(node.outputs) > 1 and not is_float(onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type", 1))):
+        return f"stash_type {node.attr('stash_type')} is not a float type"
+    return None
+
+
+@register("LayerNormalization", check=_check_layer_norm)
 def layer_norm(node, x, scale, b=None):
+    """Y, and when asked for, Mean and InvStdDev (shape ``x.shape[:axis] + (1, ...)``) in the stash type."""
     axis = int(node.attr("axis", -1)) % x.ndim
     eps = float(node.attr("epsilon", 1e-5))
     v = wide(x)
@@ -35,7 +58,10 @@ def layer_norm(node, x, scale, b=None):
     y = (v - mu) / np.sqrt(var + eps) * wide(scale)
     if b is not None:
         y = y + wide(b)
-    return y.astype(x.dtype)
+    if len(node.outputs) == 1:
+        return y.astype(x.dtype)
+    stash = onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type", 1))
+    return y.astype(x.dtype), mu.astype(stash), (1.0 / np.sqrt(var + eps)).astype(stash)
 
 
 def _along_axis(node, x, fn):
@@ -70,11 +96,13 @@ def log_softmax(node, x):
 
 
 def _reduce(fn, since, hi=True):
+    """A Reduce* kernel: ``fn(v, axis, keepdims)`` over the node's axes (attribute before opset ``since``, input
+    from then on), in float64 when ``hi`` (rounded once to the input dtype), else in the input dtype."""
     def k(node, x, axes=None):
         ax = axes_arg(node, axes, since=since)
         keep = bool(node.attr("keepdims", 1))
         if ax is None or len(ax) == 0:
-            if node.attr("noop_with_empty_axes", 0) and ax is not None:
+            if node.attr("noop_with_empty_axes", 0):
                 return x
             ax = list(range(x.ndim))
         v = wide(x) if hi else x
@@ -82,8 +110,82 @@ def _reduce(fn, since, hi=True):
     return k
 
 
+def _extreme(dtype, largest: bool):
+    """The identity of ReduceMin (largest) / ReduceMax over an empty set: +-inf, the integer limits, True/False."""
+    dt = np.dtype(dtype)
+    if dt == np.bool_:
+        return largest
+    if is_float(dt):
+        return np.inf if largest else -np.inf
+    info = np.iinfo(dt)
+    return info.max if largest else info.min
+
+
+def _max(v, axis, keepdims):
+    if v.size == 0:
+        return np.max(v, axis=axis, keepdims=keepdims, initial=_extreme(v.dtype, False))
+    return np.max(v, axis=axis, keepdims=keepdims)
+
+
+def _min(v, axis, keepdims):
+    if v.size == 0:
+        return np.min(v, axis=axis, keepdims=keepdims, initial=_extreme(v.dtype, True))
+    return np.min(v, axis=axis, keepdims=keepdims)
+
+
+def _l1(v, axis, keepdims):
+    return np.sum(np.abs(v), axis=axis, keepdims=keepdims)
+
+
+def _sum_square(v, axis, keepdims):
+    return np.sum(v * v, axis=axis, keepdims=keepdims)
+
+
+def _l2(v, axis, keepdims):
+    return np.sqrt(_sum_square(v, axis, keepdims))
+
+
+def _log_sum(v, axis, keepdims):
+    with np.errstate(divide="ignore"):
+        return np.log(np.sum(v, axis=axis, keepdims=keepdims))
+
+
+def _log_sum_exp(v, axis, keepdims):
+    """Shifted by the finite maximum, as onnxruntime computes it (an empty set gives -inf)."""
+    if v.size == 0:
+        return _log_sum(np.exp(v), axis, keepdims)
+    m = np.max(v, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, np.zeros((), v.dtype))
+    with np.errstate(divide="ignore"):
+        y = np.log(np.sum(np.exp(v - m), axis=axis, keepdims=True)) + m
+    return y if keepdims else np.squeeze(y, axis=axis)
+
+
 register("ReduceMean")(_reduce(np.mean, 18))
 register("ReduceSum")(_reduce(np.sum, 13))
-register("ReduceMax")(_reduce(np.max, 18, hi=False))
-register("ReduceMin")(_reduce(np.min, 18, hi=False))
+register("ReduceMax")(_reduce(_max, 18, hi=False))
+register("ReduceMin")(_reduce(_min, 18, hi=False))
 register("ReduceProd")(_reduce(np.prod, 18))
+# added with issue 15: in the input dtype, as onnxruntime computes them
+register("ReduceL1")(_reduce(_l1, 18, hi=False))
+register("ReduceL2")(_reduce(_l2, 18, hi=False))
+register("ReduceSumSquare")(_reduce(_sum_square, 18, hi=False))
+register("ReduceLogSum")(_reduce(_log_sum, 18, hi=False))
+register("ReduceLogSumExp")(_reduce(_log_sum_exp, 18, hi=False))
+
+
+def _arg(fn):
+    """ArgMax / ArgMin: int64 indices along ``axis``; ties go to the first index unless select_last_index."""
+    def k(node, x):
+        axis = int(node.attr("axis", 0)) % max(x.ndim, 1)
+        if int(node.attr("select_last_index", 0)):
+            idx = x.shape[axis] - 1 - fn(np.flip(x, axis=axis), axis=axis)
+        else:
+            idx = fn(x, axis=axis)
+        idx = np.asarray(idx, np.int64)
+        return np.expand_dims(idx, axis) if int(node.attr("keepdims", 1)) else idx
+    return k
+
+
+register("ArgMax")(_arg(np.argmax))
+register("ArgMin")(_arg(np.argmin))

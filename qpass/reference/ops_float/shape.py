@@ -1,9 +1,8 @@
 """Shape and data-movement kernels: Reshape, Flatten, Transpose, (Un)Squeeze, Concat, Split, Slice, Gather,
-Shape, Size, Cast, Constant, ConstantOfShape, Expand, Tile, Range, Pad."""
+Shape, Size, Constant, ConstantOfShape, Expand, Tile, Range, Pad, DepthToSpace, SpaceToDepth."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 
 from ..registry import register
 from .common import F32, axes_arg
@@ -114,27 +113,6 @@ def size(node, x):
     return np.asarray(np.size(x), dtype=np.int64)
 
 
-def _check_cast(node):
-    to = node.attr("to")
-    try:
-        dt = onnx.helper.tensor_dtype_to_np_dtype(int(to))
-    except Exception:  # noqa: BLE001
-        return f"cast to ONNX type {to} is not supported"
-    if dt.kind not in "biuf":
-        return f"cast to {onnx.TensorProto.DataType.Name(int(to))} is not supported"
-    return None
-
-
-@register("Cast", check=_check_cast)
-def cast(node, x):
-    dt = onnx.helper.tensor_dtype_to_np_dtype(int(node.attr("to")))
-    if dt == np.bool_:
-        return x != 0
-    if dt.kind in "iu" and x.dtype.kind == "f":
-        return np.trunc(x).astype(dt)
-    return x.astype(dt)
-
-
 def _check_constant(node):
     ok = {"value", "value_float", "value_floats", "value_int", "value_ints"}
     if not set(node.attrs) & ok:
@@ -205,3 +183,23 @@ def pad(node, x, pads=None, value=None, axes=None):
         v = 0 if value is None else np.asarray(value).reshape(-1)[0] if np.size(value) else 0
         return np.pad(x, widths, mode="constant", constant_values=v)
     return np.pad(x, widths, mode={"reflect": "reflect", "edge": "edge", "wrap": "wrap"}[mode])
+
+
+@register("DepthToSpace")
+def depth_to_space(node, x):
+    b = int(node.attr("blocksize"))
+    n, c, h, w = x.shape
+    if node.attr("mode", "DCR") == "CRD":
+        y = x.reshape(n, c // (b * b), b, b, h, w).transpose(0, 1, 4, 2, 5, 3)
+    else:
+        y = x.reshape(n, b, b, c // (b * b), h, w).transpose(0, 3, 4, 1, 5, 2)
+    return y.reshape(n, c // (b * b), h * b, w * b)
+
+
+@register("SpaceToDepth")
+def space_to_depth(node, x):
+    b = int(node.attr("blocksize"))
+    n, c, h, w = x.shape
+    y = x.reshape(n, c, h // b, b, w // b, b)
+    y = y.transpose(0, 1, 3, 5, 2, 4) if node.attr("mode", "DCR") == "CRD" else y.transpose(0, 3, 5, 1, 2, 4)
+    return y.reshape(n, c * b * b, h // b, w // b)

@@ -12,17 +12,43 @@ import numpy as np
 
 from qpass.ops.common import int_bounds
 from ..numerics import F32, F64, I64, apply_acc_width, int_range, requantize_mlas
+from ..numerics import fma32 as numerics_fma32
 from .planning import QOut
 
 
-def _exact_matmul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Exact int64 matmul; through float64 BLAS when every partial sum stays below 2^53."""
+def exact_dtype(k: int, amax: int, bmax: int):
+    """The BLAS type in which a matmul of integers bounded by ``amax`` and ``bmax`` over ``k`` terms is exact:
+    float32 when every partial sum of chunks of at least 64 terms stays below 2^24 (``_exact_matmul`` sums the
+    chunks in float64), float64 while the whole sum stays below 2^53, else int64 (numpy's loop)."""
+    per = int(amax) * int(bmax)
+    bound = per * max(int(k), 1)
+    if bound < 2 ** 24 or (bound < 2 ** 53 and _F32_EXACT // per >= 64):
+        return F32
+    return F64 if bound < 2 ** 53 else I64
+
+
+_F32_EXACT = 2 ** 24 - 1  # float32 holds every integer up to this
+
+
+def _exact_matmul(a: np.ndarray, b: np.ndarray, amax: int | None = None, bmax: int | None = None) -> np.ndarray:
+    """Exact integer matmul (exact integers of the returned float dtype, or int64); ``amax`` / ``bmax`` bound the
+    operands' magnitudes when known (else measured). float32 BLAS runs over chunks of the reduction axis short
+    enough that no partial sum reaches 2^24; the chunks are summed in float64 (exact below 2^53)."""
+    if amax is None:
+        amax = int(np.abs(a).max()) if a.size else 0
+    if bmax is None:
+        bmax = int(np.abs(b).max()) if b.size else 0
     k = a.shape[-1]
-    amax = int(np.abs(a).max()) if a.size else 0
-    bmax = int(np.abs(b).max()) if b.size else 0
-    if amax * bmax * max(k, 1) < 2 ** 53:
-        return np.rint(np.matmul(a.astype(F64), b.astype(F64))).astype(I64)
-    return np.matmul(a.astype(I64), b.astype(I64))
+    dt = exact_dtype(k, amax, bmax)
+    a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
+    per = int(amax) * int(bmax)
+    if dt != F32 or per * k <= _F32_EXACT:
+        return np.matmul(a, b)
+    kc = _F32_EXACT // per
+    acc = np.matmul(a[..., :kc], b[..., :kc, :]).astype(F64)
+    for s in range(kc, k, kc):
+        acc += np.matmul(a[..., s:s + kc], b[..., s:s + kc, :])
+    return acc
 
 
 def acc_range(acc: np.ndarray) -> dict:
@@ -30,12 +56,18 @@ def acc_range(acc: np.ndarray) -> dict:
     return {"acc_min": int(acc.min()) if acc.size else None, "acc_max": int(acc.max()) if acc.size else None}
 
 
-def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None) -> tuple[np.ndarray, dict]:
+def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, amax: int | None = None,
+               bmax: int | None = None) -> tuple[np.ndarray, dict]:
     """bias + a @ b for a (B, R, K), b (B or 1, K, M), bias broadcastable to (B, R, M), with the accumulator model
-    of ``ex`` (``acc_bits``, ``overflow``); returns (accumulators, counts for ``ex.record``)."""
-    acc = _exact_matmul(a, b)
+    of ``ex`` (``acc_bits``, ``overflow``); returns (accumulators, counts for ``ex.record``). The accumulators are
+    exact integers, held in float64 when they provably stay below 2^53 (``amax``, ``bmax``: bounds of |a|, |b|)."""
+    acc = _exact_matmul(a, b, amax, bmax)
+    if acc.dtype != I64 and (ex.acc_bits is not None or not _below(acc, bias)):
+        acc = acc.astype(I64)
+    elif acc.dtype == F32:
+        acc = acc.astype(F64)
     if bias is not None:
-        acc = acc + bias
+        acc = acc + bias.astype(acc.dtype, copy=False)
     counts = acc_range(acc)
     bits = ex.acc_bits
     if bits is not None:
@@ -49,9 +81,16 @@ def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None) -> tup
     return acc, counts
 
 
+def _below(acc: np.ndarray, bias: np.ndarray | None) -> bool:
+    """Whether acc + bias stays below 2^53 (float64 holds it exactly)."""
+    top = 2.0 ** 53 - (float(np.abs(bias).max()) if bias is not None and bias.size else 0.0)
+    return not acc.size or float(np.abs(acc).max()) < top
+
+
 def _saturating(a, b, bias, exact, bits, chunk=1 << 15):
     """Per-addition saturating accumulation; only accumulators whose |partial sums| could leave the range are
     replayed step by step (the others provably equal the exact sum)."""
+    a, b = a.astype(I64, copy=False), b.astype(I64, copy=False)
     lo, hi = int_bounds(bits, True)
     absb = np.abs(bias) if bias is not None else 0
     bound = _exact_matmul(np.abs(a), np.abs(b)) + absb
@@ -106,6 +145,33 @@ def saturate(v: np.ndarray, dtype, shift: int) -> np.ndarray:
     """Round half to even and clamp to ``dtype`` (to uint8 and back when ``shift`` is the int8 -> uint8 128)."""
     lo, hi = int_range(np.uint8 if shift else dtype)  # shift: computed in the uint8 domain
     return (np.clip(rne_i(v), lo, hi) - shift).astype(dtype)
+
+
+def fma32(a, b, c) -> np.ndarray:
+    """float32 fused multiply-add ``round32(a*b + c)`` with one rounding (AVX2 ``vfmadd``): the float64 sum of the
+    exact product rounds to float32 correctly except when it sits exactly half way between two float32 neighbours
+    (low 29 significand bits 1000...0, or a float32-subnormal result); only those few elements are redone by
+    ``numerics.fma32``'s TwoSum correction."""
+    a64 = np.asarray(a, F32).astype(F64)
+    b64 = np.asarray(b, F32).astype(F64)
+    c64 = np.asarray(c, F32).astype(F64)
+    s = a64 * b64  # exact: 24 + 24 significant bits fit in 53
+    s = s + c64
+    r = s.astype(F32)
+    maybe = (s.view(I64) & _LOW29) == _HALF29
+    tiny = np.abs(s) < _TINY
+    tiny &= s != 0  # an exact zero: p + c == 0 has no rounding
+    maybe |= tiny
+    if np.any(maybe):
+        if r.ndim == 0:
+            return numerics_fma32(a64, b64, c64)
+        idx = np.nonzero(maybe)
+        sub = [np.broadcast_to(v, s.shape)[idx] for v in (a64, b64, c64)]
+        r[idx] = numerics_fma32(*sub)
+    return r
+
+
+_LOW29, _HALF29, _TINY = np.int64((1 << 29) - 1), np.int64(1 << 28), 2.0 ** -125
 
 
 def rne_i(v: np.ndarray) -> np.ndarray:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..numerics import F32, I64, fma32, int_range
+from ..numerics import F32, I64, int_range
 from ..registry import NodeInfo
-from .arith import rne_i, saturate
+from .arith import fma32, rne_i, saturate
 from .planning import FusedOp, FusionContext, NotFused, act_dq, fuser, need, u8_shift
 
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import numpy as np
 
 from .. import im2col as ic
-from ..numerics import F32, F64, I64, apply_acc_width
+from ..numerics import F32, F64, I64, apply_acc_width, int_range
 from ..registry import NodeInfo
-from .arith import acc_range, accumulate, merge_counts, requant
+from .arith import acc_range, accumulate, exact_dtype, merge_counts, requant
 from .planning import FusedOp, FusionContext, NotFused, act_dq, bias_codes, fuser, need, per_channel, weight_dq
 
 
@@ -27,6 +27,12 @@ def _conv_operands(fc: FusionContext, node: NodeInfo):
     return q, x, wdq.const_codes
 
 
+def _act_bound(d) -> int:
+    """max |code - zero point| of a per-tensor activation DQ, from its integer type."""
+    lo, hi = int_range(d.dtype)
+    return max(abs(lo - int(d.z())), abs(hi - int(d.z())))
+
+
 @fuser("Conv")
 def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     q, x, w_codes = _conv_operands(fc, node)
@@ -36,7 +42,10 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     zw = per_channel(w.zp, m).reshape((m,) + (1,) * (w_codes.ndim - 1))
     wi = w_codes.astype(I64) - zw  # (M, C/g, *k)
     mg, kg = m // g, int(np.prod(w_codes.shape[1:]))
-    wt = wi.reshape(g, mg, kg).transpose(0, 2, 1).copy()  # (g, Kg, Mg)
+    xmax = _act_bound(x)
+    wmax = int(np.abs(wi).max()) if wi.size else 0
+    dt = exact_dtype(kg, xmax, wmax)  # BLAS type of the exact accumulation, proven from the operand ranges
+    wt = wi.reshape(g, mg, kg).transpose(0, 2, 1).astype(dt)  # (g, Kg, Mg)
     s_in = (x.s() * per_channel(w.scale, m)).astype(F32)
     bias = bias_codes(fc, node, 2, s_in, m)
     bias_g = None if bias is None else bias.reshape(g, 1, mg)
@@ -46,15 +55,15 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     name = node.name
 
     def compute(vals, ex):
-        xi = vals[0].astype(I64) - zx
+        xi = vals[0].astype(dt) - dt(zx)
         begin, end, out = ic.node_geometry(node, xi.shape, kernel)
         p = int(np.prod(out))
         accs, counts = [], {}
-        for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * 8):
+        for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * xi.itemsize):
             cols = ic.im2col(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
             n = hi - lo
             a = cols.reshape(n, p, g, kg).transpose(2, 0, 1, 3).reshape(g, n * p, kg)
-            acc, c = accumulate(ex, a, wt, bias_g)  # (g, N*P, Mg)
+            acc, c = accumulate(ex, a, wt, bias_g, xmax, wmax)  # (g, N*P, Mg)
             accs.append(acc.reshape(g, n, p, mg).transpose(1, 0, 3, 2).reshape((n, m) + tuple(out)))
             counts = merge_counts(counts, c)
         acc = np.concatenate(accs) if len(accs) > 1 else accs[0]
@@ -112,6 +121,19 @@ def _b_operand(fc: FusionContext, node: NodeInfo, codes: np.ndarray | None, tran
     return b, (bi.T if trans_b else bi), per_channel(b.scale, n)  # (K, N)
 
 
+def _b_bounds(a, b, bi):
+    """(bound of |A - za|, bound of |B - zb|, dtype -> constant B cast once per dtype) of a Gemm / MatMul."""
+    casts: dict = {}
+
+    def const_b(dt):
+        if dt not in casts:
+            casts[dt] = bi.astype(dt)
+        return casts[dt]
+
+    bmax = _act_bound(b) if bi is None else (int(np.abs(bi).max()) if bi.size else 0)
+    return _act_bound(a), bmax, const_b
+
+
 @fuser("Gemm")
 def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
     q = need(fc.q_out(node))
@@ -130,16 +152,18 @@ def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
     za = a.z()
     name = node.name
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
+    amax, bmax, bc = _b_bounds(a, b, bi)
 
     def compute(vals, ex):
-        av = vals[0].astype(I64) - za
+        dt = exact_dtype(vals[0].shape[0 if trans_a else -1], amax, bmax)
+        av = vals[0].astype(dt) - dt(za)
         av = av.T if trans_a else av
         if bi is None:
-            bv = vals[1].astype(I64) - b.z()
+            bv = vals[1].astype(dt) - dt(b.z())
             bv = bv.T if trans_b else bv
         else:
-            bv = bi
-        acc, counts = accumulate(ex, av[None], bv[None], None if bias is None else bias[None])
+            bv = bc(dt)
+        acc, counts = accumulate(ex, av[None], bv[None], None if bias is None else bias[None], amax, bmax)
         return requant(ex, name, "QGemm", acc[0], mult, q, counts)
 
     return FusedOp("QGemm", node.name, q.node, inputs, q.output, compute)
@@ -156,21 +180,23 @@ def fuse_matmul(fc: FusionContext, node: NodeInfo) -> FusedOp:
     za = a.z()
     name = node.name
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
+    amax, bmax, bc = _b_bounds(a, b, bi)
 
     def compute(vals, ex):
-        av = vals[0].astype(I64) - za
-        bv = bi if bi is not None else vals[1].astype(I64) - b.z()
+        dt = exact_dtype(vals[0].shape[-1], amax, bmax)
+        av = vals[0].astype(dt) - dt(za)
+        bv = bc(dt) if bi is not None else vals[1].astype(dt) - dt(b.z())
         if av.ndim < 2 or bv.ndim < 2:
             raise ValueError("1-D MatMul operands are not supported by the integer kernel")
         if bv.ndim == 2:
             lead = av.shape[:-1]
-            acc, counts = accumulate(ex, av.reshape(1, -1, av.shape[-1]), bv[None], None)
+            acc, counts = accumulate(ex, av.reshape(1, -1, av.shape[-1]), bv[None], None, amax, bmax)
             acc = acc.reshape(lead + (bv.shape[1],))
         else:
             batch = np.broadcast_shapes(av.shape[:-2], bv.shape[:-2])
             a3 = np.broadcast_to(av, batch + av.shape[-2:]).reshape((-1,) + av.shape[-2:])
             b3 = np.broadcast_to(bv, batch + bv.shape[-2:]).reshape((-1,) + bv.shape[-2:])
-            acc, counts = accumulate(ex, a3, b3, None)
+            acc, counts = accumulate(ex, a3, b3, None, amax, bmax)
             acc = acc.reshape(batch + (av.shape[-2], bv.shape[-1]))
         return requant(ex, name, "QLinearMatMul", acc, mult, q, counts)
 

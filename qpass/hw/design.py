@@ -1,0 +1,138 @@
+"""Folding, FIFO sizing and the per-layer report of a partition's ``DataflowGraph``.
+
+``fold`` uses ``fold_for_target`` (a frame-rate target, fewest LUTs) or ``fold_for_budget`` (fastest design fitting
+a device), then ``fifo_depths`` sizes the FIFOs with ``size_fifos``; ``report_table`` prints the per-layer table
+(folding, cycles, resources, types, FIFO depths).
+"""
+from __future__ import annotations
+
+from qpass.errors import QpassError
+from qpass.hw.dataflow_graph import DataflowGraph
+from qpass.hw.devices import get_device
+from qpass.hw.fifo_sim import size_fifos
+from qpass.hw.folding import FoldingResult, evaluate, fold_for_budget, fold_for_target
+from qpass.hw.kinds import KIND_BY_NAME
+from qpass.hw.layers import Resources
+
+
+def _enforce_pairs(dg: DataflowGraph) -> list[str]:
+    """A depthwise sliding window and its VVAU share one word width (the window order is per channel fold)."""
+    notes = []
+    for l in dg.layers:
+        if KIND_BY_NAME[l.kind].window_pair:
+            swg = dg.layer(dg.streams[l.inputs[0]].producer)
+            p = max(swg.layer.simd, l.layer.pe)
+            if swg.layer.simd != p or l.layer.pe != p:
+                notes.append(f"{swg.name}/{l.name}: SIMD = PE = {p} (a depthwise window is read one channel fold "
+                             "at a time)")
+                swg.layer = swg.layer.folded(1, p)
+                l.layer = l.layer.folded(p, 1)
+    return notes
+
+
+def fold(dg: DataflowGraph, *, target_fps: float | None = None, clock_ns: float = 10.0, device=None,
+         utilisation: float = 0.8, strategy: str = "min_lut", overrides: dict | None = None) -> FoldingResult:
+    """Fold every layer: for ``target_fps`` with the fewest estimated LUTs (``fold_for_target``), else the fastest
+    folding fitting ``utilisation`` of ``device`` (``fold_for_budget``), else (neither) leave PE = SIMD = 1.
+    ``overrides`` ({layer: {"PE": p, "SIMD": s}}) then refolds the named layers. The result is applied to ``dg``."""
+    layers, edges = dg.cost_layers(), dg.edges
+    if target_fps is not None:
+        res = fold_for_target(layers, target_fps, clock_ns, edges=edges, strategy=strategy)
+        if device is not None:
+            res.device = get_device(device)
+    elif device is not None:
+        res = fold_for_budget(layers, device, clock_ns, utilisation, edges=edges)
+    else:
+        res = evaluate(layers, clock_ns, edges=edges)
+    dg.apply(res.layers)
+    notes = []
+    for name, f in (overrides or {}).items():
+        l = dg.layer(name)
+        pe, simd = int(f.get("PE", l.layer.fold[0])), int(f.get("SIMD", l.layer.fold[1]))
+        if (pe, simd) not in l.layer.fold_options():
+            raise QpassError(f"{name}: PE={pe}, SIMD={simd} is not a legal folding ({l.layer.kind}: PE in "
+                             f"{l.layer.legal_pe()}, SIMD in {l.layer.legal_simd()})")
+        l.layer = l.layer.folded(pe, simd)
+        notes.append(f"{name}: folding set to PE={pe}, SIMD={simd}")
+    notes += _enforce_pairs(dg)
+    if notes:
+        new = evaluate(dg.cost_layers(), clock_ns, edges=edges, device=res.device)
+        new.target_fps, new.target_cycles, new.strategy = res.target_fps, res.target_cycles, res.strategy
+        new.candidates_tried, new.baseline_lut, new.utilisation = res.candidates_tried, res.baseline_lut, \
+            res.utilisation
+        new.notes = res.notes + notes
+        res = new
+    dg.folding = res
+    return res
+
+
+def fifo_depths(dg: DataflowGraph, frames: int = 3) -> dict[tuple[str, str, int], int]:
+    """Depth (in words of the producer) of every stream edge (producer or '<input>', consumer, port)."""
+    layers, edges = dg.cost_layers(), dg.edges
+    try:
+        res = size_fifos(layers, edges, frames=frames)
+        dg.fifos = res
+        depths = dict(res.depths)
+    except QpassError as exc:  # e.g. a multi-input layer reading a partition input: no simulation
+        dg.fifos = None
+        dg.fifo_notes.append(f"FIFO simulation not applicable ({exc}); FIFOs hold one frame")
+        depths = {}
+    out = {}
+    for l in dg.layers:
+        for port, s in enumerate(l.inputs):
+            src = dg.streams[s].producer or "<input>"
+            d = depths.get((src, l.name, port))
+            if d is None:  # no simulation: a FIFO that holds a whole frame can never block
+                d = max(2, 1 << max(0, int(l.layer.in_words()[port]) - 1).bit_length())
+            out[(src, l.name, port)] = int(d)
+    return out
+
+
+def report_table(dg: DataflowGraph, depths: dict | None = None) -> str:
+    """Per-layer table: kind, folding, cycles, resources, element types, implemented ONNX nodes."""
+    res = dg.folding
+    head = ("layer", "kind", "PE", "SIMD", "cycles", "LUT", "BRAM18", "DSP", "in", "weights", "acc", "out",
+            "FIFO in", "ONNX nodes")
+    rows = []
+    for l in dg.layers:
+        L = l.layer
+        r = L.resources()
+        p = l.params
+        ins = "+".join(dg.streams[s].dtype.name for s in l.inputs)
+        w = p["w_type"].name if "w_type" in p else "-"
+        acc = p["acc_type"].name if "acc_type" in p else "-"
+        thr = f" thr{p['thresholds'].shape[1]}" if "thresholds" in p else ""
+        out = dg.streams[l.output].dtype.name + thr
+        fifo = ",".join(str(depths.get((dg.streams[s].producer or "<input>", l.name, i), "")) for i, s in
+                        enumerate(l.inputs)) if depths else ""
+        rows.append((l.name, L.kind, str(L.fold[0]), str(L.fold[1]), str(L.cycles()), str(r.lut), str(r.bram18),
+                     str(r.dsp), ins, w, acc, out, fifo, ", ".join(l.nodes)))
+    tot = Resources()
+    for l in dg.layers:
+        tot = tot + l.layer.resources()
+    rows.append(("TOTAL", "", "", "", str(max((l.layer.cycles() for l in dg.layers), default=0)), str(tot.lut),
+                 str(tot.bram18), str(tot.dsp), "", "", "", "", "", ""))
+    cells = [head] + rows
+    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(wd) if i in (0, 1, 8, 9, 10, 11, 13) else c.rjust(wd)
+                       for i, (c, wd) in enumerate(zip(r, widths))).rstrip() for r in cells]
+    lines.insert(1, "  ".join("-" * wd for wd in widths))
+    if res is not None:
+        c = res.max_cycles
+        lines.append(f"bottleneck {res.bottleneck} ({c} cycles/frame): {res.fps:,.1f} FPS at "
+                     f"{1e3 / res.clock_ns:.1f} MHz; latency <= {res.latency_cycles} cycles (critical path)")
+        if res.target_fps is not None:
+            lines.append(f"target {res.target_fps:,.1f} FPS = {res.target_cycles:,.1f} cycles/frame: "
+                         f"{'met' if res.meets_target else 'NOT met'}; {res.candidates_tried} foldings considered"
+                         + (f"; FINN's divisor walk would use {res.baseline_lut} LUT" if res.baseline_lut else ""))
+        if res.device is not None:
+            cap = res.device.capacity()
+            lines.append(f"device {res.device.part} ({res.device.board}): LUT {100 * tot.lut / cap[0]:.1f}%, "
+                         f"BRAM18 {100 * tot.bram18 / max(cap[1], 1):.1f}%, DSP {100 * tot.dsp / max(cap[3], 1):.1f}%")
+        lines.extend(res.notes)
+    if dg.fifos is not None:
+        # no wall time here: exported projects are byte-identical run to run (the time is in ``fifos.elapsed_s``)
+        lines.append(f"FIFO sizing: {dg.fifos.notes[0] if dg.fifos.notes else ''}".strip())
+    lines.extend(dg.fifo_notes)
+    lines.extend(dg.notes)
+    return "\n".join(lines)

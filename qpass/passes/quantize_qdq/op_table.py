@@ -1,0 +1,263 @@
+"""Which op types the QDQ pass quantizes and how: one class per kind of op, one table from op type to it
+(onnxruntime's ``quantization/registry.py`` and its operator classes are the model).
+
+Every op onnxruntime runs on integers after fusing ``DequantizeLinear -> op -> QuantizeLinear`` is here:
+
+- ``Linear``: Conv, ConvTranspose, Gemm, MatMul -> QLinearConv, QLinearConvTranspose, QGemm, QLinearMatMul: int8
+  weights (``weights``), int32 bias, own output parameters;
+- ``Arithmetic``: Add, Mul, Concat -> QLinearAdd, QLinearMul, QLinearConcat: every input and the output with
+  their own parameters (constant operands become integer initializers);
+- ``Lookup``: Sigmoid, LeakyRelu, AveragePool, GlobalAveragePool -> QLinearSigmoid, QLinearLeakyRelu,
+  QLinearAveragePool, QLinearGlobalAveragePool (own parameters); ``Softmax`` -> QLinearSoftmax, whose output grid
+  is fixed at 1/256 (the grid on which onnxruntime's kernel equals float Softmax then QuantizeLinear);
+- ``SharedScale``: data movement and order-only ops (Transpose, Reshape, Flatten, Squeeze, Unsqueeze, Slice,
+  Split, Expand, Tile, Gather, Pad, MaxPool, nearest Resize): the output takes its input's parameters, so no
+  requantization happens and onnxruntime drops the Q/DQ pair around them (Pad, which it does not drop, is written
+  on integers directly); they follow a quantized input, except MaxPool, which quantizes a float input itself (the
+  pre-pool range, as before), and Gather, whose constant table is quantized itself;
+- ``Activation``: Relu, Clip: removed after a layer whose output quantizer clips the same way (``plan``),
+  otherwise quantized like the others;
+- ``Recurrent``: LSTM, GRU, RNN: int8 W and R through DequantizeLinear (the recurrence runs in float);
+- ``Rewritten``, before planning: HardSwish -> x * HardSigmoid(x) (the Mul becomes QLinearMul, as after
+  onnxruntime's own pre-processing), Identity dropped.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from .store import short
+
+FLOAT_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float16, np.float64))
+
+
+def is_const(t) -> bool:
+    return isinstance(t, gs.Constant)
+
+
+def is_float(t) -> bool:
+    dt = getattr(t, "dtype", None)
+    if dt is None:
+        return True  # unknown: assume float; calibration decides (no range -> not quantised)
+    try:
+        return np.dtype(onnx.helper.tensor_dtype_to_np_dtype(dt) if isinstance(dt, int) else dt) in FLOAT_DTYPES
+    except TypeError:
+        return False
+
+
+def present(t) -> bool:
+    return t is not None and bool(t.name)
+
+
+def clip_bounds(node: gs.Node):
+    """(min, max) of a Clip node (None where unbounded), or ("dynamic", None) for run-time bounds."""
+    bounds = []
+    for idx, key in ((1, "min"), (2, "max")):
+        t = node.inputs[idx] if len(node.inputs) > idx else None
+        if present(t):
+            if not is_const(t):
+                return "dynamic", None
+            bounds.append(float(np.asarray(t.values)))
+        else:
+            bounds.append(float(node.attrs[key]) if key in node.attrs else None)
+    return tuple(bounds)
+
+
+class OpQuantizer:
+    """How one kind of op is quantized. ``check`` says why a node stays float; ``mark`` picks the tensors that get
+    QuantizeLinear -> DequantizeLinear (``qc.want``) or share another tensor's parameters (``qc.share``);
+    ``quantize_constants`` turns constant operands into integer initializers."""
+
+    #: a Relu / Clip(0, m) right after it can be dropped: the output quantizer clips the same way
+    fusable_producer = False
+
+    def check(self, node: gs.Node) -> str | None:
+        if not any(is_float(t) and not is_const(t) for t in node.inputs if present(t)):
+            return "no float activation input"
+        return None
+
+    def mark(self, node: gs.Node, qc) -> str | None:
+        for t in node.inputs:
+            qc.want(t)
+        for t in node.outputs:
+            qc.want(t)
+        return None
+
+    def quantize_constants(self, node: gs.Node, qc) -> None:
+        return None
+
+
+class Linear(OpQuantizer):
+    fusable_producer = True
+
+    def check(self, node):
+        if len(node.inputs) < 2 or not all(is_float(t) for t in node.inputs[:2]):
+            return "non-float inputs"
+        if node.op == "Gemm" and int(node.attrs.get("transA", 0)):
+            return "Gemm with transA=1"
+        if node.op == "Gemm" and (float(node.attrs.get("alpha", 1.0)) != 1 or float(node.attrs.get("beta", 1.0)) != 1):
+            return "Gemm with alpha/beta != 1 on non-constant operands"
+        if node.op != "MatMul" and not is_const(node.inputs[1]):
+            return f"{node.op} weight is not a constant"
+        return super().check(node)
+
+    def mark(self, node, qc):
+        qc.want(node.inputs[0])
+        if node.op == "MatMul" and not is_const(node.inputs[1]):
+            qc.want(node.inputs[1])
+        qc.want(node.outputs[0])
+        return None
+
+    def quantize_constants(self, node, qc):
+        qc.quantize_weights(node)
+
+
+class Arithmetic(OpQuantizer):
+    def __init__(self, fusable_producer: bool = False):
+        self.fusable_producer = fusable_producer
+
+    def quantize_constants(self, node, qc):
+        for i, t in enumerate(node.inputs):
+            if is_const(t) and is_float(t):
+                qc.quantize_operand(node, i)
+
+
+class Lookup(OpQuantizer):
+    pass
+
+
+class Softmax(OpQuantizer):
+    def mark(self, node, qc):
+        super().mark(node, qc)
+        qc.fix_unit_grid(node.outputs[0])
+        return None
+
+
+class Activation(OpQuantizer):
+    def check(self, node):
+        if node.op == "Clip" and clip_bounds(node)[0] == "dynamic":
+            return "Clip with run-time bounds"
+        return super().check(node)
+
+
+class SharedScale(OpQuantizer):
+    def __init__(self, quantize_input: bool = False):
+        #: quantize a float input too (MaxPool: pooling the codes of the wider pre-pool range), not only follow
+        self.quantize_input = quantize_input
+
+    def check(self, node):
+        if not node.inputs or not is_float(node.inputs[0]) or is_const(node.inputs[0]):
+            return "no float activation input"
+        return None
+
+    def mark(self, node, qc):
+        x = node.inputs[0]
+        if self.quantize_input:
+            qc.want(x)
+        if not qc.is_target(x):
+            return "input is not quantized"
+        for y in node.outputs:
+            if is_float(y):
+                qc.share(y, x)
+        return None
+
+
+class Gather(SharedScale):
+    def check(self, node):
+        return None if is_float(node.inputs[0]) else "no float activation input"
+
+    def mark(self, node, qc):
+        if is_const(node.inputs[0]):
+            qc.want_table(node.inputs[0])
+        return super().mark(node, qc)
+
+    def quantize_constants(self, node, qc):
+        if is_const(node.inputs[0]):
+            qc.quantize_operand(node, 0)
+
+
+class Resize(SharedScale):
+    def check(self, node):
+        mode = node.attrs.get("mode", "nearest")
+        mode = mode.decode() if isinstance(mode, bytes) else mode
+        if mode != "nearest":
+            return f"{mode} Resize: onnxruntime interpolates uint8 with its own rounding (kept float to stay exact)"
+        return super().check(node)
+
+
+class Pad(SharedScale):
+    def check(self, node):
+        if len(node.inputs) > 2 and present(node.inputs[2]) and not is_const(node.inputs[2]):
+            return "Pad with a run-time padding value"
+        return super().check(node)
+
+
+class Rewritten(OpQuantizer):
+    """An op with no integer kernel that ``rewrite`` turns into ones that have one, before planning."""
+
+    def rewrite(self, node: gs.Node, b, graph: gs.Graph) -> dict:
+        """Rewrite ``node`` in place; the ranges of new tensors, known by construction."""
+        raise NotImplementedError
+
+
+class HardSwish(Rewritten):
+    """x * HardSigmoid(x): the Mul runs as QLinearMul; HardSigmoid (float) writes [0, 1], quantized on that range."""
+
+    def rewrite(self, node, b, graph):
+        x = node.inputs[0]
+        base = short(node.name)
+        hs = b.var(base + "_hardsigmoid", dtype=x.dtype, shape=x.shape)
+        b.node("HardSigmoid", [x], [hs], {"alpha": 1.0 / 6.0, "beta": 0.5}, name=base + "_HardSigmoid")
+        node.op, node.attrs, node.inputs = "Mul", {}, [x, hs]
+        return {hs.name: (0.0, 1.0)}
+
+
+class Identity(Rewritten):
+    """Dropped (its readers read its input), so that it puts no second Q/DQ pair between two layers."""
+
+    def rewrite(self, node, b, graph):
+        x, y = node.inputs[0], node.outputs[0]
+        if y in graph.outputs:
+            return {}
+        for r in list(y.outputs):
+            for i, t in enumerate(r.inputs):
+                if t is y:
+                    r.inputs[i] = x
+        node.inputs.clear()
+        node.outputs.clear()
+        return {}
+
+
+class Recurrent(OpQuantizer):
+    def check(self, node):
+        if len(node.inputs) < 3 or not (is_const(node.inputs[1]) and is_const(node.inputs[2])):
+            return f"{node.op} weights are not constants"
+        return None
+
+    def mark(self, node, qc):
+        return None  # weights only (quantize_constants)
+
+    def quantize_constants(self, node, qc):
+        qc.quantize_recurrent_weights(node)
+
+
+_LINEAR, _LOOKUP, _SHARED, _ACT, _REC = Linear(), Lookup(), SharedScale(), Activation(), Recurrent()
+
+#: op type -> how it is quantized; the default ``op_types`` of the pass are its keys
+QUANTIZERS: dict[str, OpQuantizer] = {
+    "Conv": _LINEAR, "ConvTranspose": _LINEAR, "Gemm": _LINEAR, "MatMul": _LINEAR,
+    "Add": Arithmetic(fusable_producer=True), "Mul": Arithmetic(), "Concat": Arithmetic(),
+    "Sigmoid": _LOOKUP, "LeakyRelu": _LOOKUP, "AveragePool": _LOOKUP, "GlobalAveragePool": _LOOKUP,
+    "Softmax": Softmax(),
+    "Relu": _ACT, "Clip": _ACT,
+    "MaxPool": SharedScale(quantize_input=True), "Reshape": _SHARED, "Flatten": _SHARED, "Transpose": _SHARED, "Squeeze": _SHARED,
+    "Unsqueeze": _SHARED, "Slice": _SHARED, "Split": _SHARED, "Expand": _SHARED, "Tile": _SHARED,
+    "Gather": Gather(), "Resize": Resize(), "Pad": Pad(),
+    "LSTM": _REC, "GRU": _REC, "RNN": _REC,
+    "HardSwish": HardSwish(), "Identity": Identity(),
+}
+
+
+def default_op_types() -> list[str]:
+    return list(QUANTIZERS)

@@ -1,0 +1,48 @@
+"""Options of the quantize_qdq pass; the field names are the names pipeline files use."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .op_table import default_op_types
+
+#: CPUs the result must compute exactly on: x86 without VNNI (int16 pair sums), with VNNI, ARM, or all of them
+TARGET_CPUS = ("auto", "any", "avx2", "vnni", "arm")
+#: what a layer gets when some input could saturate its int16 pair sums on the target (see ``weights``)
+AVX2_REMEDIES = ("pair_scale", "seven_bit", "uint8_offset")
+
+
+@dataclass
+class QuantizeQDQOptions:
+    activation_dtype: str = "uint8"
+    weight_dtype: str = "int8"
+    per_channel: bool = True
+    #: int8: plain int8 weights (onnxruntime's u8s8 kernels); uint8_offset: every layer's int8 grid stored as
+    #: uint8 with zero point 128 (the exact but slower u8u8 kernels)
+    weight_encoding: str = "int8"
+    #: auto (the machine quantizing: ``target``), avx2, vnni, arm or any: with avx2 and any, layers whose pair sums
+    #: could saturate get ``avx2_remedy``
+    target_cpu: str = "auto"
+    avx2_remedy: str = "pair_scale"
+    #: the most output SQNR (dB, calibration samples, simulated on the grid) pair_scale / seven_bit may cost against
+    #: full int8; beyond it the pass uses uint8_offset instead (None: no check; see ``guard``)
+    avx2_max_loss_db: float | None = 3.0
+    reduce_range: bool = False  # weights on [-64, 64] everywhere (onnxruntime's reduce_range)
+    symmetric_activations: bool = False
+    op_types: list = field(default_factory=default_op_types)
+    exclude: list = field(default_factory=list)  # node-name glob patterns left in float
+    fuse_relu: bool = True
+    # activations whose calibrated range reaches this stay float: attention masks (-1e4, -3.4e38) and sentinels
+    # would otherwise take every int8 step away from the real values
+    max_range: float = 1e4
+
+    def __post_init__(self):
+        if self.activation_dtype not in ("int8", "uint8", "int16", "uint16"):
+            raise ValueError(f"activation_dtype must be int8, uint8, int16 or uint16, not {self.activation_dtype!r}")
+        if self.weight_dtype not in ("int8",):
+            raise ValueError("weight_dtype must be int8 (other widths: see the fake-quant passes)")
+        if self.weight_encoding not in ("int8", "uint8_offset"):
+            raise ValueError("weight_encoding must be int8 or uint8_offset")
+        if self.target_cpu not in TARGET_CPUS:
+            raise ValueError(f"target_cpu must be one of {', '.join(TARGET_CPUS)}, not {self.target_cpu!r}")
+        if self.avx2_remedy not in AVX2_REMEDIES:
+            raise ValueError(f"avx2_remedy must be one of {', '.join(AVX2_REMEDIES)}, not {self.avx2_remedy!r}")

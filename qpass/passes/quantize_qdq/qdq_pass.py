@@ -1,0 +1,70 @@
+"""The quantize_qdq pass: calibrated float graph -> QDQ graph for onnxruntime's integer kernels."""
+from __future__ import annotations
+
+from collections import Counter
+
+from qpass.errors import PipelineError
+from qpass.ir.graph import from_gs, main_opset, to_gs
+from qpass.ops.common import refuse_if_quantized
+from qpass.pipeline.analyses import Calibration
+from qpass.pipeline.pass_base import Pass, PassResult
+from . import guard
+from .options import QuantizeQDQOptions
+from .rewrite import quantize_graph
+from .target import resolve_target
+
+
+class QuantizeQDQ(Pass):
+    name = "quantize_qdq"
+    requires = (Calibration,)
+    Options = QuantizeQDQOptions
+
+    def run(self, model, ctx):
+        refuse_if_quantized(model, "quantize_qdq")
+        if main_opset(model) < 13:
+            raise PipelineError("quantize_qdq needs opset >= 13 (run 'normalize' first)")
+        ranges = ctx.analyses.get(Calibration, model).ranges
+        opts = guard.with_options(self.opts, target_cpu=resolve_target(self.opts.target_cpu))
+        out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges,
+                                                           getattr(ctx.inputs, "calibration_data", None))
+        quantized = [n for n in plan.nodes if n not in plan.float_reasons and n not in plan.fused_activations]
+        ctx.report.results["quantization"] = {
+            "quantized_nodes": quantized,
+            "fused_activations": list(plan.fused_activations),
+            "float_nodes": dict(plan.float_reasons),
+            "tensor_params": {k: v.as_dict() for k, v in qc.params.items()},
+            "target_cpu": opts.target_cpu,
+            "weight_encodings": dict(qc.encodings),
+        }
+        compute = sum(1 for n in out.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
+        notes = [f"{len(quantized)} nodes quantized ({len(plan.fused_activations)} activations fused), "
+                 f"{compute} compute nodes in the result, for {opts.target_cpu} CPUs"]
+        remedied = Counter(e for e in qc.encodings.values() if e != "int8")
+        if remedied:
+            notes.append(f"for {opts.target_cpu} CPUs: " + ", ".join(f"{v} x {k}" for k, v in remedied.items()))
+        if guard_note:
+            notes.append(guard_note)
+            ctx.report.results["quantization"]["remedy_check"] = guard_note
+        return PassResult(out, True, notes)
+
+
+    @staticmethod
+    def _quantize_checked(opts, model, ranges, samples):
+        """(model, plan, rewriter, note): the quantization, re-done with uint8+128 weights where a lossy remedy for
+        CPUs without VNNI costs more than ``avx2_max_loss_db`` (``guard``)."""
+        out, plan, qc = _quantize(model, ranges, opts)
+        if not guard.needs_check(opts, qc.encodings, samples):
+            return out, plan, qc, None
+        full = _quantize(model, ranges, guard.with_options(opts, target_cpu="vnni"))[0]
+        loss = guard.remedy_loss_db(model, out, full, samples)
+        note = f"{opts.avx2_remedy} costs {loss:.2f} dB of output SQNR against full int8"
+        if loss <= opts.avx2_max_loss_db:
+            return out, plan, qc, note
+        out, plan, qc = _quantize(model, ranges, guard.with_options(opts, avx2_remedy="uint8_offset"))
+        return out, plan, qc, note + f" (> {opts.avx2_max_loss_db:g}): exact uint8+128 weights instead"
+
+
+def _quantize(model, ranges, opts):
+    graph = to_gs(model)
+    plan, qc = quantize_graph(graph, ranges, opts)
+    return from_gs(graph, model), plan, qc

@@ -1,0 +1,55 @@
+"""Dynamic quantisation: DynamicQuantizeLinear (uint8 codes with a scale and zero point chosen from the tensor
+itself, as onnxruntime computes them in ``GetQuantizationParameter``: the range widened to include 0,
+``scale = (max - min) / 255`` in float32 (1 when the range is empty), ``zero_point = rne(clamp(-min / scale, 0,
+255))``, then QuantizeLinear) and com.microsoft's DynamicQuantizeLSTM, whose matrix products quantise their
+float input that way."""
+from __future__ import annotations
+
+import numpy as np
+
+from ..numerics import quantize_linear
+from ..registry import register
+from .recurrent import check_recurrent, run_recurrent
+
+F32 = np.float32
+
+
+def dynamic_quant_params(x: np.ndarray) -> tuple[np.float32, np.uint8]:
+    x = np.asarray(x, F32)
+    lo = min(F32(x.min()) if x.size else F32(0), F32(0))
+    hi = max(F32(x.max()) if x.size else F32(0), F32(0))
+    scale = F32(1) if hi == lo else F32((hi - lo) / F32(255))
+    zp = np.rint(np.clip(F32(0) - lo / scale, F32(0), F32(255)))
+    return F32(scale), np.uint8(zp)
+
+
+@register("DynamicQuantizeLinear")
+def dynamic_quantize_linear(node, x):
+    scale, zp = dynamic_quant_params(x)
+    return quantize_linear(x, scale, zp, np.uint8, None), np.asarray(scale, F32), np.asarray(zp, np.uint8)
+
+
+def quantized_gemm(a: np.ndarray, wq: np.ndarray, w_scale, w_zero_point) -> np.ndarray:
+    """a (M, K) float32 @ int8/uint8 weights (K, N) as onnxruntime's recurrent kernels compute it: ``a``
+    quantised dynamically to uint8, an exact integer product, scaled by a_scale * w_scale (per tensor or per
+    column) in float32."""
+    a_scale, a_zp = dynamic_quant_params(a)
+    aq = quantize_linear(a, a_scale, a_zp, np.uint8, None)
+    acc = (aq.astype(np.float64) - float(a_zp)) @ (wq.astype(np.float64) - np.asarray(w_zero_point, np.float64))
+    return acc.astype(F32) * (a_scale * np.asarray(w_scale, F32)).astype(F32)  # exact below 2**53 (8-bit codes)
+
+
+@register("DynamicQuantizeLSTM", domain="com.microsoft", check=check_recurrent)
+def dynamic_quantize_lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None, w_scale=None,
+                          w_zero_point=None, r_scale=None, r_zero_point=None):
+    """com.microsoft's LSTM with 8-bit weights W (D, I, 4H) and R (D, H, 4H), scales and zero points per
+    direction (D,) or per direction and column (D, 4H): every matrix product through :func:`quantized_gemm`, the
+    gates as ONNX LSTM."""
+    d = w.shape[0]
+    ws, wz, rs, rz = (np.asarray(v).reshape(d, -1) for v in (w_scale, w_zero_point, r_scale, r_zero_point))
+
+    def products(k):
+        return (lambda a: quantized_gemm(a, w[k], ws[k], wz[k]),
+                lambda h, lo, hi: quantized_gemm(h, r[k], rs[k], rz[k])[:, lo:hi])
+
+    return run_recurrent(node, np.asarray(x, F32), r.shape[1], b, lens, h0, c0, p, products)

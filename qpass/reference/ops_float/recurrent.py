@@ -1,0 +1,222 @@
+"""Recurrent kernels: RNN, GRU and LSTM with ONNX semantics: forward, reverse and bidirectional directions,
+per-direction activations (with activation_alpha / activation_beta consumed in order by the functions that take
+them, as onnxruntime does), cell ``clip``, ``sequence_lens`` (a shorter sequence stops updating its state and
+emits zeros; reversed within its own length), initial states, LSTM peepholes and input_forget, GRU
+linear_before_reset, and both layouts.
+
+Everything runs in the input dtype (float32 like onnxruntime): the input projection of every time step as one
+matrix product, then one step at a time.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from ..registry import register
+
+_GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
+_DEFAULT_ACTIVATIONS = {"RNN": ("Tanh",), "GRU": ("Sigmoid", "Tanh"), "LSTM": ("Sigmoid", "Tanh", "Tanh")}
+
+
+def _kind(node) -> str:
+    """RNN, GRU or LSTM (com.microsoft's DynamicQuantizeLSTM is an LSTM)."""
+    return "LSTM" if node.op_type.endswith("LSTM") else node.op_type
+
+
+def _sigmoid(x, a, b):
+    with np.errstate(over="ignore"):
+        return (1 / (1 + np.exp(-x))).astype(x.dtype)
+
+
+#: name -> (default alpha, default beta, fn(x, alpha, beta)); None: the function takes no such parameter
+_ACTIVATIONS: dict[str, tuple[float | None, float | None, Callable]] = {
+    "relu": (None, None, lambda x, a, b: np.maximum(x, 0)),
+    "tanh": (None, None, lambda x, a, b: np.tanh(x)),
+    "sigmoid": (None, None, _sigmoid),
+    "affine": (1.0, 0.0, lambda x, a, b: a * x + b),
+    "leakyrelu": (0.01, None, lambda x, a, b: np.where(x >= 0, x, a * x)),
+    "thresholdedrelu": (1.0, None, lambda x, a, b: np.where(x > a, x, 0)),
+    "scaledtanh": (1.0, 1.0, lambda x, a, b: a * np.tanh(b * x)),
+    "hardsigmoid": (0.2, 0.5, lambda x, a, b: np.clip(a * x + b, 0, 1)),
+    "elu": (1.0, None, lambda x, a, b: np.where(x >= 0, x, a * np.expm1(x))),
+    "softsign": (None, None, lambda x, a, b: x / (1 + np.abs(x))),
+    "softplus": (None, None, lambda x, a, b: np.logaddexp(0, x)),
+}
+
+
+def _directions(node) -> list[str]:
+    d = node.attr("direction", "forward")
+    return ["forward", "reverse"] if d == "bidirectional" else [d]
+
+
+def _activations(node, dtype) -> list[list[Callable]]:
+    """Per direction, the gate activation functions with their alpha / beta bound."""
+    names = node.attr("activations") or list(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node))
+    alphas = list(node.attr("activation_alpha") or [])
+    betas = list(node.attr("activation_beta") or [])
+    fns = []
+    for name in names:
+        da, db, fn = _ACTIVATIONS[name.lower()]
+        a = alphas.pop(0) if da is not None and alphas else da
+        b = betas.pop(0) if db is not None and betas else db
+        t = np.dtype(dtype).type
+        fns.append(lambda x, fn=fn, a=t(a or 0), b=t(b or 0): fn(x, a, b).astype(x.dtype))
+    per = len(_DEFAULT_ACTIVATIONS[_kind(node)])
+    return [fns[i * per:(i + 1) * per] for i in range(len(_directions(node)))]
+
+
+def check_recurrent(node):
+    if node.attr("direction", "forward") not in ("forward", "reverse", "bidirectional"):
+        return f"direction {node.attr('direction')!r} is not supported"
+    names = node.attr("activations")
+    if names is not None:
+        unknown = [n for n in names if n.lower() not in _ACTIVATIONS]
+        if unknown:
+            return f"activation {unknown[0]!r} is not supported"
+        if len(names) != len(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node)):
+            return f"{len(names)} activations for {len(_directions(node))} direction(s)"
+    return None
+
+
+@dataclass
+class _Direction:
+    """One direction: ``xw(x)`` = x @ W.T (every time step at once), ``hr(h, lo, hi)`` = h @ R[lo:hi].T, the
+    biases Wb and Rb (G*H,), peepholes (3*H,) or None, and the activation functions."""
+
+    xw: Callable
+    hr: Callable
+    wb: np.ndarray
+    rb: np.ndarray
+    p: np.ndarray | None
+    acts: list[Callable]
+
+
+def _reverse_within(x, lens):
+    """Reverse each batch entry's first ``lens[b]`` time steps (x: (T, B, ...))."""
+    y = x.copy()
+    for b, n in enumerate(lens):
+        y[:n, b] = x[:n, b][::-1]
+    return y
+
+
+def _run(x, lens, h0, c0, d: _Direction, step, reverse: bool):
+    """Y (T, B, H), last h, last c of one direction; ``step(xp_t, h, c, d) -> (h, c)``."""
+    T, B = x.shape[:2]
+    if reverse:
+        x = _reverse_within(x, lens)
+    xp = d.xw(x.reshape(T * B, -1)).reshape(T, B, -1)
+    h, c = h0, c0
+    ys = np.zeros((T, B, h0.shape[-1]), x.dtype)
+    for t in range(T):
+        active = (t < lens)[:, None]
+        fed = h if t == 0 else ys[t - 1]  # a finished sequence feeds zeros, as in onnxruntime (for quantised steps)
+        h_new, c_new = step(xp[t], fed, c, d)
+        ys[t] = np.where(active, h_new, 0)
+        h = np.where(active, h_new, h)
+        if c is not None:
+            c = np.where(active, c_new, c)
+    return (_reverse_within(ys, lens) if reverse else ys), h, c
+
+
+def _clip(node, v):
+    clip = node.attr("clip")
+    return v if clip is None else np.clip(v, -clip, clip)
+
+
+# The additions follow onnxruntime's order: the bias Wb + Rb comes last (for RNN, first), peepholes before it.
+
+def _rnn_step(node):
+    def step(xp, h, c, d):
+        return d.acts[0](_clip(node, (xp + (d.wb + d.rb)) + d.hr(h, 0, h.shape[-1]))), None
+    return step
+
+
+def _gru_step(node):
+    lbr = int(node.attr("linear_before_reset", 0))
+
+    def step(xp, h, c, d):
+        H = h.shape[-1]
+        zr = (xp[:, :2 * H] + d.hr(h, 0, 2 * H)) + (d.wb[:2 * H] + d.rb[:2 * H])
+        z = d.acts[0](_clip(node, zr[:, :H]))
+        r = d.acts[0](_clip(node, zr[:, H:]))
+        if lbr:
+            pre = (xp[:, 2 * H:] + r * (d.hr(h, 2 * H, 3 * H) + d.rb[2 * H:])) + d.wb[2 * H:]
+        else:
+            pre = (xp[:, 2 * H:] + d.hr(r * h, 2 * H, 3 * H)) + (d.wb[2 * H:] + d.rb[2 * H:])
+        cand = d.acts[1](_clip(node, pre))
+        return (1 - z) * cand + z * h, None
+    return step
+
+
+def _lstm_step(node):
+    couple = int(node.attr("input_forget", 0))
+
+    def step(xp, h, c, d):
+        H = h.shape[-1]
+        g = xp + d.hr(h, 0, 4 * H)  # gates i, o, f, c
+        bias = d.wb + d.rb
+        pi, po, pf = (np.zeros(H, g.dtype),) * 3 if d.p is None else (d.p[:H], d.p[H:2 * H], d.p[2 * H:])
+        i = d.acts[0](_clip(node, (g[:, :H] + pi * c) + bias[:H]))
+        f = 1 - i if couple else d.acts[0](_clip(node, (g[:, 2 * H:3 * H] + pf * c) + bias[2 * H:3 * H]))
+        cell = d.acts[1](_clip(node, g[:, 3 * H:] + bias[3 * H:]))
+        c = f * c + i * cell
+        o = d.acts[0](_clip(node, (g[:, H:2 * H] + po * c) + bias[H:2 * H]))
+        return o * d.acts[2](c), c
+    return step
+
+
+_STEPS = {"RNN": _rnn_step, "GRU": _gru_step, "LSTM": _lstm_step}
+
+
+def float_weights(w, r):
+    """(xw, hr) of float weights W (G*H, I) and R (G*H, H)."""
+    return (lambda x: x @ w.T), (lambda h, lo, hi: h @ r[lo:hi].T)
+
+
+def _direction(node, hidden, dtype, b, p, k, acts, products) -> _Direction:
+    G = _GATES[_kind(node)]
+    bias = np.zeros(2 * G * hidden, dtype) if b is None else b[k]
+    return _Direction(*products(k), bias[:G * hidden], bias[G * hidden:], None if p is None else p[k], acts[k])
+
+
+def _state(v, k, B, H, dtype):
+    return np.zeros((B, H), dtype) if v is None else v[k]
+
+
+@register("RNN", check=check_recurrent)
+@register("GRU", check=check_recurrent)
+@register("LSTM", check=check_recurrent)
+def recurrent(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
+    """Y, Y_h (and Y_c for LSTM) in the node's layout."""
+    return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, lambda k: float_weights(w[k], r[k]))
+
+
+def run_recurrent(node, x, hidden, b, lens, h0, c0, p, products):
+    """The recurrence of ``node`` (an RNN, GRU or LSTM by ``node.op_type``) whose per-direction matrix products
+    ``products(k) -> (xw, hr)`` the caller supplies (float or quantised weights)."""
+    batch_first = int(node.attr("layout", 0)) == 1
+    if batch_first:
+        x = np.swapaxes(x, 0, 1)
+        h0 = None if h0 is None else np.swapaxes(h0, 0, 1)
+        c0 = None if c0 is None else np.swapaxes(c0, 0, 1)
+    T, B, H = x.shape[0], x.shape[1], hidden
+    lens = np.full(B, T, np.int64) if lens is None else np.asarray(lens).astype(np.int64).reshape(-1)
+    acts = _activations(node, x.dtype)
+    step = _STEPS[_kind(node)](node)
+    lstm = _kind(node) == "LSTM"
+    ys, hs, cs = [], [], []
+    for k, direction in enumerate(_directions(node)):
+        c_init = _state(c0, k, B, H, x.dtype) if lstm else None
+        d = _direction(node, H, x.dtype, b, p, k, acts, products)
+        y, h, c = _run(x, lens, _state(h0, k, B, H, x.dtype), c_init, d, step, direction == "reverse")
+        ys.append(y)
+        hs.append(h)
+        cs.append(c)
+    y, y_h = np.stack(ys, 1), np.stack(hs)  # (T, D, B, H), (D, B, H)
+    y_c = np.stack(cs) if lstm else None
+    if batch_first:
+        y, y_h = y.transpose(2, 0, 1, 3), np.swapaxes(y_h, 0, 1)
+        y_c = None if y_c is None else np.swapaxes(y_c, 0, 1)
+    return (y, y_h, y_c) if lstm else (y, y_h)

@@ -1,0 +1,48 @@
+"""What an artifact really stores: the width of every weight as read from the file's initializer types (the claim
+the search reports next to its bit count), and the file's size."""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+
+from qpass.ops.common import LINEAR_OPS
+
+#: the storage width of an initializer's element type (INT4 / UINT4 are packed two to a byte)
+TYPE_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT8: 8,
+             onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT16: 16, onnx.TensorProto.UINT16: 16,
+             onnx.TensorProto.FLOAT16: 16, onnx.TensorProto.BFLOAT16: 16, onnx.TensorProto.INT32: 32,
+             onnx.TensorProto.FLOAT: 32, onnx.TensorProto.DOUBLE: 64}
+
+
+def stored_weights(model: onnx.ModelProto) -> dict:
+    """{weight initializer: (elements, stored bits per element)} of every linear layer's weight (input 1 of Conv,
+    ConvTranspose, Gemm, MatMul), followed back through the nodes that only decode it (DequantizeLinear, Cast, ...:
+    any node whose inputs are all initializers or decoded constants)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    out = {}
+    for n in model.graph.node:
+        if n.op_type not in LINEAR_OPS or len(n.input) < 2:
+            continue
+        name = n.input[1]
+        while name not in inits and name in producer:
+            p = producer[name]
+            if not p.input or not all(i in inits or i in producer for i in p.input if i):
+                break
+            name = p.input[0]
+        if name in inits:
+            t = inits[name]
+            out[name] = (int(np.prod(t.dims)), TYPE_BITS.get(t.data_type, 32))
+    return out
+
+
+def artifact_summary(model: onnx.ModelProto) -> dict:
+    """Bytes of the serialized file; weights' elements and average stored width; compression as stored against
+    the same weights in float32 and int8."""
+    w = stored_weights(model)
+    params = sum(e for e, _ in w.values())
+    bits = sum(e * b for e, b in w.values())
+    avg = bits / params if params else None
+    return {"file_bytes": model.ByteSize(), "weight_params": params, "weight_bits_stored": bits,
+            "avg_stored_weight_bits": avg, "float32_stored": 32 / avg if avg else None,
+            "int8_stored": 8 / avg if avg else None}

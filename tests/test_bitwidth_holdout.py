@@ -1,0 +1,88 @@
+"""Held-out verification of the bitwidth search, and the artifact it produces from calibration data alone (issue 14):
+the held-out check catches assignments fitted to the search samples; too few samples is a clear error; the
+onnxruntime file stores the chosen widths and runs every layer the int8 output runs on integer kernels."""
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+import qpass
+from qpass import search as bitwidth
+from qpass.errors import QpassError
+from qpass.ir.samples import load_samples
+from qpass.search.artifact import artifact_summary
+from qpass.search.core import verified
+from qpass.search.targets import parse_target
+
+from conftest import MODELS
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+TARGET = "relative_accuracy>=0.99"
+
+
+def _calib_only(name):
+    m = qpass.load(MODELS / f"{name}.onnx")
+    return m, load_samples(MODELS / f"{name}.calib.npz", m)
+
+
+@pytest.fixture(scope="module")
+def cnn_calib_only():
+    m, calib = _calib_only("digits_cnn")
+    return bitwidth.search(m, calib, target=TARGET)
+
+
+def _top1(path_or_model, name):
+    ev = np.load(MODELS / f"{name}.eval.npz")
+    x = ev["input"].reshape(-1, *ev["input"].shape[2:]) if ev["input"].ndim == 5 else ev["input"]
+    src = path_or_model.SerializeToString() if isinstance(path_or_model, onnx.ModelProto) else str(path_or_model)
+    s = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    return float(np.mean(s.run(None, {s.get_inputs()[0].name: x})[0].argmax(1) == ev["labels"]))
+
+
+def test_held_out_check_catches_an_assignment_fit_to_the_search_samples(cnn_calib_only):
+    a = cnn_calib_only
+    assert a.samples == {"source": "calibration", "search": 100, "verify": 100, "held_out": True, "holdout": 0.5}
+    first = a.searched  # the search's choice, before the held-out check
+    t = parse_target(TARGET)
+    assert first["search_metric"]["agreement"] == 1.0 and t.met(first["search_metric"], conservative=True,
+                                                                 margin=1.0)  # meets it on its 100 search samples
+    assert first["held_out_metric"]["agreement"] == 0.99 and not verified(t, first["held_out_metric"])  # not held out
+    assert any(n.startswith("verification missed the target") for n in a.notes)
+    assert first["widths"] != {s["layer"] if s["kind"] == "weight" else s["tensor"]: s["bits"] for s in a.table}
+    assert a.met and verified(parse_target(TARGET), a.metric)
+    assert a.metric["samples"] == 100 and a.search_metric["agreement"] >= 0.99
+
+
+def test_too_few_samples_for_a_held_out_check_is_a_clear_error():
+    m, calib = _calib_only("digits_cnn")
+    with pytest.raises(QpassError, match=r"needs at least 200 calibration samples .*got 48"):
+        bitwidth.search(m, calib.subset(np.arange(48)), target=TARGET)
+    with pytest.raises(QpassError, match=r"at least 20 held-out samples"):
+        bitwidth.search(m, calib.subset(np.arange(48)), target="sqnr>=20", holdout=0.25)
+    a = bitwidth.search(m, calib.subset(np.arange(48)), target="sqnr>=20")  # 24 + 24 resolve an SQNR target
+    assert a.samples["held_out"] and a.samples["verify"] == 24
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", pytest.param("digits_rescnn", marks=pytest.mark.xfail(
+    strict=True, reason="its 200 calibration samples are easier than the eval set (held-out agreement 100%, eval "
+                        "relative accuracy 0.978); one activation has an odd zero point, which QuantizeLinear "
+                        "cannot compute exactly, so one Conv stays float"))])
+def test_calibration_only_search_holds_on_the_eval_set_and_in_the_file(name, tmp_path, cnn_calib_only):
+    from ort_compare import census
+
+    m, calib = _calib_only(name)
+    a = cnn_calib_only if name == "digits_cnn" else bitwidth.search(m, calib, target=TARGET)
+    auto = tmp_path / "auto.onnx"
+    onnx.save(a.model, auto)
+    int8 = tmp_path / "int8.onnx"
+    onnx.save(qpass.optimize(m, calib=calib).model, int8)
+    assert _top1(auto, name) >= 0.99 * _top1(MODELS / f"{name}.onnx", name)
+    stored = artifact_summary(onnx.load(auto))
+    assert stored["avg_stored_weight_bits"] <= 5.33 and stored["file_bytes"] < artifact_summary(
+        onnx.load(int8))["file_bytes"]
+    ours = census(auto, tmp_path / "auto.opt.onnx", 0)
+    theirs = census(int8, tmp_path / "int8.opt.onnx", 0)
+    assert ours["integer_kernels"] == theirs["integer_kernels"] and ours["float_matrix_left"] == 0
