@@ -1,5 +1,5 @@
-"""Builders of the awkward and hostile inputs issue 20 found (shared by test_cli_reliability.py and the seeded
-families of test_fuzz.py): models the reference interpreter cannot run, a graph without outputs, subgraphs nested
+"""Builders of the awkward and hostile inputs issue 20 found (shared by test_cli_*.py, test_reliability.py and the
+seeded families of test_fuzz.py): a model the reference interpreter cannot run, a graph without outputs, subgraphs nested
 past protobuf's depth limit, non-UTF-8 string initializers, "billion laughs" and deeply nested pipeline YAML."""
 from __future__ import annotations
 
@@ -7,36 +7,33 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-#: recurrent ops and their gate count; the first one the reference interpreter lacks is a "no kernel" model
-RECURRENT_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+#: ops onnxruntime runs and the reference interpreter may lack (the LSTM of issue 20 has a kernel now): the first
+#: one without a kernel makes a model whose golden check cannot run
+FOREIGN_OPS = [("ai.onnx.ml", "Scaler"), ("ai.onnx.ml", "Normalizer")]
 
 
-def op_without_reference_kernel() -> str | None:
+def op_without_reference_kernel() -> tuple[str, str] | None:
+    """(domain, op type) of the first FOREIGN_OPS entry the reference interpreter has no kernel for."""
     from qpass.reference.registry import lookup
 
-    return next((op for op in RECURRENT_GATES if lookup("", op) is None), None)
+    return next((d_op for d_op in FOREIGN_OPS if lookup(*d_op) is None), None)
 
 
-def recurrent_model(op: str, steps: int = 5, features: int = 4, hidden: int = 6, seed: int = 0) -> onnx.ModelProto:
-    """x (steps, 1, features) -> op -> last hidden state -> MatMul -> 3 logits."""
+def model_with_op(domain: str, op: str, features: int = 8, seed: int = 0) -> onnx.ModelProto:
+    """x (1, features) -> ``op`` -> MatMul -> 3 logits."""
     rng = np.random.default_rng(seed)
-    k = RECURRENT_GATES[op]
-    inits = [numpy_helper.from_array((rng.normal(size=(1, k * hidden, features)) * 0.3).astype(np.float32), "W"),
-             numpy_helper.from_array((rng.normal(size=(1, k * hidden, hidden)) * 0.3).astype(np.float32), "R"),
-             numpy_helper.from_array(rng.normal(size=(hidden, 3)).astype(np.float32), "Wfc"),
-             numpy_helper.from_array(np.array([0], np.int64), "axis0")]
-    nodes = [helper.make_node(op, ["x", "W", "R"], ["y", "y_h"], hidden_size=hidden, name="rnn"),
-             helper.make_node("Squeeze", ["y_h", "axis0"], ["h"], name="squeeze"),
-             helper.make_node("MatMul", ["h", "Wfc"], ["logits"], name="fc")]
-    graph = helper.make_graph(nodes, "recurrent", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
-                                                                                 [steps, 1, features])],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    attrs = {"Scaler": {"offset": [0.5] * features, "scale": [2.0] * features}, "Normalizer": {"norm": "L2"}}[op]
+    nodes = [helper.make_node(op, ["x"], ["y"], name="foreign", domain=domain, **attrs),
+             helper.make_node("MatMul", ["y", "W"], ["logits"], name="fc")]
+    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, features])],
+                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, 3])],
+                              [numpy_helper.from_array(rng.normal(size=(features, 3)).astype(np.float32), "W")])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(domain, 1)])
 
 
-def recurrent_samples(n: int = 16, steps: int = 5, features: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+def model_samples(n: int = 16, features: int = 8, seed: int = 0) -> dict[str, np.ndarray]:
     rng = np.random.default_rng(seed)
-    return {"x": rng.normal(size=(n, steps, 1, features)).astype(np.float32),
+    return {"x": rng.normal(size=(n, 1, features)).astype(np.float32),
             "labels": rng.integers(0, 3, n).astype(np.int64)}
 
 
