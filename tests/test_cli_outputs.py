@@ -216,9 +216,6 @@ def test_two_runs_write_the_same_bytes_apart_from_timing(tmp_path, flags):
     assert "data-timing" not in runs[0][2] and "<svg" in runs[0][2]
 
 
-@pytest.mark.xfail(strict=True, reason="wall times in files qpass/hw and qpass/backends/hls write (FIFO sizing "
-                   "'(N ms)' and 'sweeps in N ms' in report.txt / README.md, csim_build.log's build time and "
-                   "temporary binary name): the hardware helper's files")
 def test_two_hls_exports_write_the_same_bytes(tmp_path):
     from qpass.backends.hls import find_ap_types
 
