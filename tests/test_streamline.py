@@ -231,3 +231,20 @@ def test_jacob_requantisation_pipeline(name):
     yf = GoldenExecutor(qpass.optimize(m, calib=MODELS / f"{name}.calib.npz", pipeline=p_fq).model).run(
         {"input": x})["logits"]
     assert np.mean(yf.argmax(-1) == yg.argmax(-1)) >= 0.99
+
+
+def test_matmul_with_broadcast_batch_axes_streamlines():
+    """A MatMul over rank-4 activations has its channels last: the MultiThreshold's data_layout says so, and the
+    streamlined model lowers and runs (it failed in lower_ort with NCHW thresholds on the wrong axis)."""
+    from qpass.passes.thresholds import channel_layout
+    from qpass.ops.common import mt_channel_axis
+
+    for rank in range(2, 7):
+        for axis in range(1, rank):
+            assert mt_channel_axis(channel_layout(rank, axis), rank) == axis
+    src = MODELS / "structural" / "matmul_broadcast.onnx"
+    res = qpass.optimize(src, calib=MODELS / "structural" / "matmul_broadcast.calib.npz", pipeline="streamline")
+    mts = [n for n in qpass.pipeline.run.qonnx_model(res).graph.node if n.op_type == "MultiThreshold"]
+    assert mts and all(onnx.helper.get_attribute_value(a) == b"NHWC" for n in mts for a in n.attribute
+                       if a.name == "data_layout")
+    onnx.checker.check_model(res.model)

@@ -45,6 +45,14 @@ def channel_axis_of(acc: gs.Tensor) -> int:
     return 1
 
 
+def channel_layout(rank: int, axis: int) -> str:
+    """A data_layout string naming every axis, with C at ``axis`` (NC, NCW / NWC, NCHW / NHWC, NCDHW / NDHWC...)."""
+    n_sp = max(rank - 2, 0)
+    spatial = "DHW"[3 - n_sp:] if n_sp <= 3 else "ABDEFGHIJKLMOPQRSTUVWXYZ"[:n_sp]
+    rest = "N" + spatial
+    return rest[:axis] + "C" + rest[axis:]
+
+
 def find_chain(graph: gs.Graph, acc: gs.Tensor):
     """The nodes from ``acc`` to an integer-output quantiser, or (None, reason)."""
     chain, t = [], acc
@@ -206,7 +214,7 @@ class AbsorbThresholds(ChainRewrite):
         if decreasing.any():
             self.flip_channels(node, decreasing)
         out = chain[-1].outputs[0]
-        layout = {4: "NCHW", 2: "NC", 3: "NCW" if axis == 1 else "NWC"}.get(rank, "NCHW")
+        layout = channel_layout(rank, axis)
         bits, signed = signed_bits(code_min, code_max)
         dtype = "BIPOLAR" if step == 2.0 else f"{'INT' if signed else 'UINT'}{bits}"
         mt = gs.Node("MultiThreshold", self.b.names(f"{node.name}_MultiThreshold"), domain=QONNX_DOMAIN,
