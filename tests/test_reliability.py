@@ -221,3 +221,22 @@ def test_a_pipeline_with_aliases_within_bounds_still_loads(tmp_path):
     p = tmp_path / "p.yaml"
     p.write_text("cal: &cal {method: minmax}\npasses: [normalize, {calibrate: *cal}, quantize_qdq]\n")
     assert [s.name for s in load_pipeline(p).steps] == ["normalize", "calibrate", "quantize_qdq"]
+
+
+def test_a_scalar_input_given_per_sample_runs_in_onnxruntime():
+    """A rank-0 model input given one value per sample (shape (N,)) reaches onnxruntime as a 0-d array, not a numpy
+    scalar (which onnxruntime refuses: 'Unable to handle numpy.int64')."""
+    from onnx import TensorProto, helper
+
+    from qpass.ir.ort_session import run_samples
+    from qpass.ir.samples import bind_samples
+
+    g = helper.make_graph([helper.make_node("Cast", ["sr"], ["c"], to=TensorProto.FLOAT),
+                           helper.make_node("Mul", ["x", "c"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+                           helper.make_tensor_value_info("sr", TensorProto.INT64, [])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    s = bind_samples({"x": np.ones((3, 1, 4), np.float32), "sr": np.array([1, 2, 3], np.int64)}, m)
+    y = run_samples(m, s)["y"]
+    assert y.shape == (3, 1, 4) and np.array_equal(y[:, 0, 0], [1, 2, 3])

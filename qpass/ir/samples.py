@@ -56,7 +56,7 @@ class SampleSet:
         return next(iter(self.arrays.values())).shape[0] if self.arrays else 1
 
     def feed(self, i: int) -> dict[str, np.ndarray]:
-        f = {k: v[i] for k, v in self.arrays.items()}
+        f = {k: np.asarray(v[i]) for k, v in self.arrays.items()}  # a 0-d sample stays an array, not a scalar
         f.update(self.shared)
         return f
 
