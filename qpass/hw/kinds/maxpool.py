@@ -55,7 +55,7 @@ class Pool(Layer):
     def program(self) -> StreamProgram:
         """One iteration per input word, plus OW*C/PE output iterations after each K-th input row; a global
         pool emits C/PE words after the whole frame."""
-        (ih, iw), (oh, ow), (kh, kw) = self.ifm_dim, self.ofm_dim, self.kernel
+        (ih, iw), (oh, ow), (kh, _) = self.ifm_dim, self.ofm_dim, self.kernel
         cf, lat = self.channels // self.pe, self.pipeline_depth()
         if self.pool == "global_avg":
             n_in = ih * iw * cf

@@ -71,7 +71,7 @@ class SlidingWindow(Layer):
         input rows (K + stride row buffers), as in finn-hlslib's slidingwindow.h."""
         if self.dilation != 1:
             raise QpassError(f"{self.name}: the FIFO simulation supports dilation 1 only")
-        (ph, pw), (oh, ow), (kh, kw), (sh, sw) = self.padded_dim, self.ofm_dim, self.kernel, self.stride
+        (ph, pw), (oh, ow), (kh, kw), (sh, _) = self.padded_dim, self.ofm_dim, self.kernel, self.stride
         cf = self.ifm_ch // self.simd
         real_row = (np.arange(ph) >= self.pad) & (np.arange(ph) < self.pad + self.ifm_dim[0])
         real_col = (np.arange(pw) >= self.pad) & (np.arange(pw) < self.pad + self.ifm_dim[1])
