@@ -55,14 +55,9 @@ def node_geometry(node, x_shape, kernel, pooling: bool = False):
                     node.attr("auto_pad", "NOTSET"), ceil)
 
 
-def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value=0) -> np.ndarray:
-    """View of shape (N, C, *out_spatial, *kernel) holding every window of ``x`` (N, C, *spatial).
-
-    ``end`` padding is extended when needed so that ceil-mode windows exist; the extension uses ``pad_value``.
-    """
+def _padded(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value):
+    """``x`` padded so every window of the output exists (``end`` padding extended for ceil-mode windows)."""
     n = len(kernel)
-    strides = _ints(strides, n, 1)
-    dilations = _ints(dilations, n, 1)
     extra = []
     for i in range(n):
         ext = dilations[i] * (kernel[i] - 1) + 1
@@ -72,6 +67,18 @@ def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     widths = [(0, 0), (0, 0)] + [(b, e + extra[i]) for i, (b, e) in enumerate(zip(begin, end))]
     if any(w != (0, 0) for w in widths):
         x = np.pad(x, widths, mode="constant", constant_values=pad_value)
+    return x
+
+
+def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value=0) -> np.ndarray:
+    """View of shape (N, C, *out_spatial, *kernel) holding every window of ``x`` (N, C, *spatial).
+
+    ``end`` padding is extended when needed so that ceil-mode windows exist; the extension uses ``pad_value``.
+    """
+    n = len(kernel)
+    strides = _ints(strides, n, 1)
+    dilations = _ints(dilations, n, 1)
+    x = _padded(x, kernel, strides, dilations, begin, end, out_spatial, pad_value)
     exts = [dilations[i] * (kernel[i] - 1) + 1 for i in range(n)]
     v = sliding_window_view(x, exts, axis=tuple(range(2, 2 + n)))
     idx = [slice(None), slice(None)]
@@ -80,15 +87,20 @@ def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     return v[tuple(idx)]
 
 
-def im2col(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value=0) -> np.ndarray:
-    """(N, *out_spatial, C * prod(kernel)) patch matrix; the last axis is ordered (c, k1, k2, ...) like ONNX weights."""
-    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, pad_value)
+def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype=None) -> np.ndarray:
+    """Patch matrix of a convolution as a contiguous (C, *kernel, N, *out_spatial) array (zero padding), in
+    ``dtype`` (default: x's): one strided block copy per kernel tap, so reshaped to (g, C/g * prod(kernel),
+    N * prod(out)) it is the right operand of one GEMM per group, rows ordered (c, k1, k2, ...) like ONNX weights."""
     n = len(kernel)
-    nd = w.ndim
-    # (N, C, *out, *k) -> (N, *out, C, *k)
-    perm = [0] + list(range(2, 2 + n)) + [1] + list(range(2 + n, nd))
-    w = w.transpose(perm)
-    return w.reshape(w.shape[: 1 + n] + (-1,))
+    strides = _ints(strides, n, 1)
+    dilations = _ints(dilations, n, 1)
+    xt = _padded(x, kernel, strides, dilations, begin, end, out_spatial, 0).swapaxes(0, 1)  # (C, N, *spatial)
+    buf = np.empty((x.shape[1],) + tuple(kernel) + (x.shape[0],) + tuple(out_spatial), dtype or x.dtype)
+    for tap in np.ndindex(*kernel):
+        sl = tuple(slice(tap[i] * dilations[i], tap[i] * dilations[i] + (out_spatial[i] - 1) * strides[i] + 1,
+                         strides[i]) for i in range(n))
+        buf[(slice(None),) + tap] = xt[(slice(None), slice(None)) + sl]
+    return buf
 
 
 def batch_chunks(n: int, bytes_per_sample: int, budget: int = 1 << 28):

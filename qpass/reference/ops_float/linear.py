@@ -1,5 +1,6 @@
-"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once; Einsum
-and Det (added later) in the input dtype, as onnxruntime computes them; MatMulInteger and ConvInteger exact."""
+"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once (exact
+for the integer-valued float tensors of streamlined QONNX models, whose accumulators pass 2^24); Einsum and Det in
+the input dtype, as onnxruntime computes them; MatMulInteger and ConvInteger exact."""
 from __future__ import annotations
 
 import numpy as np
@@ -34,28 +35,18 @@ def conv(node, x, w, b=None):
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
     g = int(node.attr("group", 1))
-    per_sample = int(np.prod(out)) * int(np.prod(w.shape[1:])) * g * 8
+    m, p = w.shape[0], int(np.prod(out))
+    wg = wide(w).reshape(g, m // g, -1)  # (g, Mg, Kg)
+    per_sample = p * int(np.prod(w.shape[1:])) * g * wg.itemsize
     ys = []
     for lo, hi in ic.batch_chunks(x.shape[0], per_sample):
-        cols = ic.im2col(wide(x[lo:hi]), kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
-        ys.append(grouped_matmul(cols, wide(w), g))  # (N, M, P)
+        cols = ic.columns(x[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, wg.dtype)
+        y = np.matmul(wg, cols.reshape(g, wg.shape[2], -1))  # (g, Mg, n * P): one GEMM per group
+        ys.append(y.reshape(m, hi - lo, p).swapaxes(0, 1))
     y = np.concatenate(ys) if len(ys) > 1 else ys[0]
     if b is not None:
         y = y + wide(b).reshape(1, -1, 1)
     return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x))
-
-
-def grouped_matmul(cols: np.ndarray, w: np.ndarray, g: int) -> np.ndarray:
-    """cols (N, *out, C*k) and weights (M, C/g, *k) -> (N, M, prod(out)), groups as a batched matmul."""
-    n = cols.shape[0]
-    kk = cols.shape[-1] // (w.shape[1] * g) if w.shape[1] else 0
-    cols = cols.reshape(n, -1, g, w.shape[1] * kk)  # (N, P, g, Kg)
-    p = cols.shape[1]
-    m = w.shape[0]
-    wr = w.reshape(g, m // g, -1)  # (g, Mg, Kg)
-    a = cols.transpose(2, 0, 1, 3).reshape(g, n * p, -1)  # (g, N*P, Kg)
-    y = np.matmul(a, wr.transpose(0, 2, 1))  # (g, N*P, Mg)
-    return y.reshape(g, n, p, m // g).transpose(1, 0, 3, 2).reshape(n, m, p)
 
 
 @register("ConvTranspose")

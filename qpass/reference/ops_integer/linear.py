@@ -45,10 +45,10 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     xmax = _act_bound(x)
     wmax = int(np.abs(wi).max()) if wi.size else 0
     dt = exact_dtype(kg, xmax, wmax)  # BLAS type of the exact accumulation, proven from the operand ranges
-    wt = wi.reshape(g, mg, kg).transpose(0, 2, 1).astype(dt)  # (g, Kg, Mg)
+    wt = wi.reshape(g, mg, kg).astype(dt)  # (g, Mg, Kg)
     s_in = (x.s() * per_channel(w.scale, m)).astype(F32)
     bias = bias_codes(fc, node, 2, s_in, m)
-    bias_g = None if bias is None else bias.reshape(g, 1, mg)
+    bias_g = None if bias is None else bias.reshape(g, mg, 1)
     mult = (s_in / q.scale).astype(F32)
     kernel = list(node.attr("kernel_shape") or w_codes.shape[2:])
     zx = x.z()
@@ -60,11 +60,9 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
         p = int(np.prod(out))
         accs, counts = [], {}
         for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * xi.itemsize):
-            cols = ic.im2col(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
-            n = hi - lo
-            a = cols.reshape(n, p, g, kg).transpose(2, 0, 1, 3).reshape(g, n * p, kg)
-            acc, c = accumulate(ex, a, wt, bias_g, xmax, wmax)  # (g, N*P, Mg)
-            accs.append(acc.reshape(g, n, p, mg).transpose(1, 0, 3, 2).reshape((n, m) + tuple(out)))
+            cols = ic.columns(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+            acc, c = accumulate(ex, wt, cols.reshape(g, kg, -1), bias_g, wmax, xmax)  # (g, Mg, n * P)
+            accs.append(acc.reshape(m, hi - lo, p).swapaxes(0, 1).reshape((hi - lo, m) + tuple(out)))
             counts = merge_counts(counts, c)
         acc = np.concatenate(accs) if len(accs) > 1 else accs[0]
         return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, counts)
