@@ -81,26 +81,37 @@ def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 
 
     ``q = clamp(rne(f32(x / scale)), qmin - zp, qmax - zp) + zp``: the division is a float32 division (not a
     multiplication by the reciprocal), the clamp happens in float before rounding, the zero point is added as an
-    integer. Because the bounds are integers, clamping before or after rounding gives the same result.
+    integer. Because the bounds are integers, clamping before or after rounding gives the same result. For codes
+    of up to 16 bits every value involved is an integer float32 holds exactly, so it all stays in float32.
     """
     x = np.asarray(x, F32)
     s = broadcast_param(f32(scale), axis, x.ndim)
     z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, x.ndim)
     lo, hi = int_range(dtype)
     v = np.true_divide(x, s, dtype=F32)
-    v = rne(np.where(np.isnan(v), F32(-np.inf), v))  # MINPS/MAXPS send NaN to the lower bound
+    v = np.rint(v)
+    if np.dtype(dtype).itemsize <= 2:
+        zf = z.astype(F32)
+        v = np.fmax(v, F32(lo) - zf)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
+        return (np.minimum(v, F32(hi) - zf) + zf).astype(dtype)
+    v = np.where(np.isnan(v), F32(-np.inf), v)
     q = np.clip(v.astype(F64) + z, lo, hi)
     return q.astype(dtype)
 
 
 def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1) -> np.ndarray:
-    """ONNX DequantizeLinear: ``f32(q - zp) * scale`` (exact integer difference, one float32 multiply)."""
+    """ONNX DequantizeLinear: ``f32(q - zp) * scale`` (exact integer difference, one float32 multiply); 8-bit
+    codes with one scale read a table of the 256 results."""
     q = np.asarray(q)
     s = broadcast_param(f32(scale), axis, q.ndim)
     if zero_point is None:
         z = np.int64(0)
     else:
         z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, q.ndim)
+    if q.dtype in (np.dtype(np.uint8), np.dtype(np.int8)) and s.ndim == 0 and np.ndim(z) == 0 and q.size > 256:
+        lo = int_range(q.dtype)[0]
+        table = dequantize_linear(np.arange(lo, lo + 256).astype(q.dtype), s, z, None)
+        return np.take(table, q.view(np.uint8) ^ np.uint8(0x80) if lo else q)
     return ((q.astype(np.int64) - z).astype(F32) * s).astype(F32)
 
 

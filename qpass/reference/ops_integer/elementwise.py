@@ -34,27 +34,57 @@ def _input0_broadcast(a_shape, b_shape) -> bool:
     return False
 
 
-def qlinear_add(a, za, sa, b, zb, sb, zc, sc, dtype, sh=0):
+def _add8(af, bf, za, sa, zb, sb, zc, sc, sh, mode):
+    """QLinearAdd's float32 arithmetic on 8-bit codes (already in float32, ``sh`` added); ``mode`` 0: one
+    output element, 1: input 0 broadcast, 2: otherwise (which operand onnxruntime's kernel treats as the scalar)."""
+    za_, zb_, zc_ = F32(za + sh), F32(zb + sh), F32(zc + sh)
+    ra, rb = F32(F32(sa) / F32(sc)), F32(F32(sb) / F32(sc))
+    if mode == 2:
+        fixed = F32(zc_ - fma32(ra, za_, F32(rb * zb_)))
+        return fma32(af, ra, fma32(bf, rb, fixed))
+    fixed = F32(zc_ - fma32(rb, zb_, F32(ra * za_)))
+    if mode == 1:
+        return fma32(bf, rb, fma32(af, ra, fixed))
+    return fma32(af, ra, fma32(bf, rb, fixed))
+
+
+def _table(cache: dict | None, key, a_dtype, b_dtype, fn) -> np.ndarray:
+    """The 8-bit op as a 256 x 256 table of output codes, indexed by (a - lo_a, b - lo_b): ``fn`` evaluated once
+    on every pair of codes (kept in ``cache``, the fused layer's own)."""
+    if cache is not None and key in cache:
+        return cache[key]
+    ga = np.arange(int_range(a_dtype)[0], int_range(a_dtype)[1] + 1).astype(a_dtype).reshape(-1, 1)
+    gb = np.arange(int_range(b_dtype)[0], int_range(b_dtype)[1] + 1).astype(b_dtype).reshape(1, -1)
+    t = fn(np.broadcast_to(ga, (ga.size, gb.size)), np.broadcast_to(gb, (ga.size, gb.size)))
+    if cache is not None:
+        cache[key] = t
+    return t
+
+
+def _lookup(t: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``t[a - lo_a, b - lo_b]`` broadcast, as one flat gather (an int8 code's offset is its bits with the sign
+    bit flipped)."""
+    def offset(x):
+        return x.view(np.uint8) ^ np.uint8(0x80) if x.dtype == np.int8 else x
+
+    return np.take(t.reshape(-1), (offset(a).astype(np.intp) << 8) | offset(b))
+
+
+def qlinear_add(a, za, sa, b, zb, sb, zc, sc, dtype, sh=0, cache=None):
     """QLinearAdd on integer codes (numpy arrays), returning codes of ``dtype``; ``sh`` = 128 computes int8 in
-    the uint8 domain."""
+    the uint8 domain. 8-bit codes go through a table of every code pair (``cache``: where to keep it)."""
     dtype = np.dtype(dtype)
     if dtype.itemsize == 1:
-        af = (a.astype(I64) + sh).astype(F32)
-        bf = (b.astype(I64) + sh).astype(F32)
-        za_, zb_, zc_ = F32(za + sh), F32(zb + sh), F32(zc + sh)
-        ra, rb = F32(F32(sa) / F32(sc)), F32(F32(sb) / F32(sc))
         out_shape = np.broadcast_shapes(a.shape, b.shape)
-        af, bf = np.broadcast_to(af, out_shape), np.broadcast_to(bf, out_shape)
-        if int(np.prod(out_shape)) == 1:
-            fixed = F32(zc_ - fma32(rb, zb_, F32(ra * za_)))
-            v = fma32(af, ra, fma32(bf, rb, fixed))
-        elif _input0_broadcast(a.shape, b.shape):
-            fixed = F32(zc_ - fma32(rb, zb_, F32(ra * za_)))
-            v = fma32(bf, rb, fma32(af, ra, fixed))
-        else:
-            fixed = F32(zc_ - fma32(ra, za_, F32(rb * zb_)))
-            v = fma32(af, ra, fma32(bf, rb, fixed))
-        return saturate(v, dtype, sh)
+        mode = 0 if int(np.prod(out_shape)) == 1 else 1 if _input0_broadcast(a.shape, b.shape) else 2
+
+        def codes(x, y):
+            af, bf = (x.astype(I64) + sh).astype(F32), (y.astype(I64) + sh).astype(F32)
+            return saturate(_add8(af, bf, za, sa, zb, sb, zc, sc, sh, mode), dtype, sh)
+
+        if cache is None and int(np.prod(out_shape)) < 1 << 16:
+            return codes(*np.broadcast_arrays(a, b))
+        return _lookup(_table(cache, ("add", mode), a.dtype, b.dtype, codes), a, b)
     # 16-bit: MlasQLinearAddKernelRawHelper
     lo, hi = int_range(dtype)
     va = (F32(sa) * (a.astype(I64) - za).astype(F32)).astype(F32)
@@ -64,12 +94,18 @@ def qlinear_add(a, za, sa, b, zb, sb, zc, sc, dtype, sh=0):
     return np.clip(rne_i((vc + F32(zc)).astype(F32)), lo, hi).astype(dtype)
 
 
-def qlinear_mul(a, za, sa, b, zb, sb, zc, sc, dtype, sh=0):
+def qlinear_mul(a, za, sa, b, zb, sb, zc, sc, dtype, sh=0, cache=None):
     dtype = np.dtype(dtype)
-    p = (a.astype(I64) - za) * (b.astype(I64) - zb)
-    ratio = F32(F32(F32(sa) * F32(sb)) / F32(sc))
-    v = (p.astype(F32) * ratio).astype(F32) + F32(zc + sh)
-    return saturate(v.astype(F32), dtype, sh)
+
+    def codes(x, y):
+        p = (x.astype(I64) - za) * (y.astype(I64) - zb)
+        ratio = F32(F32(F32(sa) * F32(sb)) / F32(sc))
+        v = (p.astype(F32) * ratio).astype(F32) + F32(zc + sh)
+        return saturate(v.astype(F32), dtype, sh)
+
+    if dtype.itemsize != 1 or (cache is None and max(a.size, b.size) < 1 << 16):
+        return codes(a, b)
+    return _lookup(_table(cache, "mul", a.dtype, b.dtype, codes), a, b)
 
 
 def _binary_fuser(kind, fn):
@@ -81,9 +117,10 @@ def _binary_fuser(kind, fn):
             raise NotFused("operands and output have different integer types")
         name = node.name
         sh = u8_shift(fc, q.dtype, a, b)
+        tables: dict = {}  # this layer's code-pair tables
 
         def compute(vals, ex):
-            y = fn(vals[0], a.z(), a.s(), vals[1], b.z(), b.s(), q.zp, q.scale, q.dtype, sh)
+            y = fn(vals[0], a.z(), a.s(), vals[1], b.z(), b.s(), q.zp, q.scale, q.dtype, sh, tables)
             ex.record(name, kind, outputs=y.size)
             return y
 
