@@ -96,11 +96,47 @@ def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     dilations = _ints(dilations, n, 1)
     xt = _padded(x, kernel, strides, dilations, begin, end, out_spatial, 0).swapaxes(0, 1)  # (C, N, *spatial)
     buf = np.empty((x.shape[1],) + tuple(kernel) + (x.shape[0],) + tuple(out_spatial), dtype or x.dtype)
-    for tap in np.ndindex(*kernel):
-        sl = tuple(slice(tap[i] * dilations[i], tap[i] * dilations[i] + (out_spatial[i] - 1) * strides[i] + 1,
-                         strides[i]) for i in range(n))
+    for tap, sl in zip(np.ndindex(*kernel), _tap_slices(kernel, strides, dilations, out_spatial)):
         buf[(slice(None),) + tap] = xt[(slice(None), slice(None)) + sl]
     return buf
+
+
+def _tap_slices(kernel, strides, dilations, out_spatial) -> list[tuple]:
+    """Per kernel tap (in kernel order): the slices of the padded input it reads for every output position."""
+    n = len(kernel)
+    return [tuple(slice(tap[i] * dilations[i], tap[i] * dilations[i] + (out_spatial[i] - 1) * strides[i] + 1,
+                        strides[i]) for i in range(n)) for tap in np.ndindex(*kernel)]
+
+
+def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, end, out_spatial,
+              block_bytes: int = 1 << 18) -> np.ndarray:
+    """A convolution with one input channel per group (x (N, C, *spatial), w (C * mult, 1, *kernel)) as one
+    multiply-add per kernel tap, in the dtype of ``x`` and without a patch matrix: (N, C * mult, *out_spatial).
+    The taps are summed in kernel order; sample by sample, over blocks of channels small enough (``block_bytes``)
+    that all taps of a block run in cache."""
+    n = len(kernel)
+    strides = _ints(strides, n, 1)
+    dilations = _ints(dilations, n, 1)
+    xp = _padded(x, kernel, strides, dilations, begin, end, out_spatial, 0)
+    N, c = x.shape[:2]
+    mult = w.shape[0] // c
+    wr = w.reshape((c, mult, -1) + (1,) * n).astype(x.dtype, copy=False)  # (C, mult, taps, 1...)
+    y = np.empty((N, c, mult) + tuple(out_spatial), x.dtype)
+    cb = max(1, min(c, block_bytes // max(1, int(np.prod(out_spatial)) * x.itemsize * mult)))
+    tmp = np.empty((cb, mult) + tuple(out_spatial), x.dtype)
+    slices = _tap_slices(kernel, strides, dilations, out_spatial)
+    for s in range(N):
+        for c0 in range(0, c, cb):
+            c1 = min(c, c0 + cb)
+            acc, t_ = y[s, c0:c1], tmp[:c1 - c0]
+            for t, sl in enumerate(slices):
+                xs = xp[(s, slice(c0, c1)) + sl][:, None]
+                if t == 0:
+                    np.multiply(xs, wr[c0:c1, :, 0], out=acc)
+                else:
+                    np.multiply(xs, wr[c0:c1, :, t], out=t_)
+                    acc += t_
+    return y.reshape((N, c * mult) + tuple(out_spatial))
 
 
 def batch_chunks(n: int, bytes_per_sample: int, budget: int = 1 << 28):

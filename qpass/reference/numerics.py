@@ -115,16 +115,20 @@ def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1) ->
     return ((q.astype(np.int64) - z).astype(F32) * s).astype(F32)
 
 
-def requantize_mlas(acc: np.ndarray, multiplier: np.ndarray, zero_point: int, dtype) -> np.ndarray:
+def requantize_mlas(acc: np.ndarray, multiplier: np.ndarray, zero_point: int, dtype, scaled=None) -> np.ndarray:
     """MLAS ``MlasRequantizeOutput``: ``clamp(rne(f32(acc) * multiplier), qmin - zp, qmax - zp) + zp``.
 
     ``acc`` is the int32 accumulator (bias already added), converted to float32 with round-to-nearest-even,
     multiplied by the float32 multiplier (broadcast per output channel), clamped in float, rounded half to even.
+    ``scaled``: ``f32(acc) * multiplier`` when the caller has it already.
     """
     lo, hi = int_range(dtype)
-    v = np.asarray(acc).astype(F32) * f32(multiplier)
-    v = np.clip(v, F32(lo - int(zero_point)), F32(hi - int(zero_point)))
-    return (rne(v).astype(np.int64) + int(zero_point)).astype(dtype)
+    zp = int(zero_point)
+    v = np.asarray(acc).astype(F32, copy=False) * f32(multiplier) if scaled is None else scaled
+    v = np.rint(np.clip(v, F32(lo - zp), F32(hi - zp)))
+    if np.dtype(dtype).itemsize <= 2:  # every value an integer below 2^16: exact in float32
+        return (v + F32(zp)).astype(dtype)
+    return (v.astype(np.int64) + zp).astype(dtype)
 
 
 def apply_acc_width(acc: np.ndarray, bits: int | None, mode: str) -> tuple[np.ndarray, int]:

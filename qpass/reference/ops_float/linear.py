@@ -35,6 +35,11 @@ def conv(node, x, w, b=None):
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
     g = int(node.attr("group", 1))
+    if g > 1 and w.shape[1] == 1:  # depthwise: one multiply-add per tap, no patch matrix
+        y = ic.depthwise(wide(x), wide(w), kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+        if b is not None:
+            y = y + wide(b).reshape((1, -1) + (1,) * len(out))
+        return y.astype(out_dtype(x))
     m, p = w.shape[0], int(np.prod(out))
     wg = wide(w).reshape(g, m // g, -1)  # (g, Mg, Kg)
     per_sample = p * int(np.prod(w.shape[1:])) * g * wg.itemsize

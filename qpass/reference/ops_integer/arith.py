@@ -61,13 +61,7 @@ def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, amax: 
     """bias + a @ b for a (B, R, K), b (B or 1, K, M), bias broadcastable to (B, R, M), with the accumulator model
     of ``ex`` (``acc_bits``, ``overflow``); returns (accumulators, counts for ``ex.record``). The accumulators are
     exact integers, held in float64 when they provably stay below 2^53 (``amax``, ``bmax``: bounds of |a|, |b|)."""
-    acc = _exact_matmul(a, b, amax, bmax)
-    if acc.dtype != I64 and (ex.acc_bits is not None or not _below(acc, bias)):
-        acc = acc.astype(I64)
-    elif acc.dtype == F32:
-        acc = acc.astype(F64)
-    if bias is not None:
-        acc = acc + bias.astype(acc.dtype, copy=False)
+    acc = add_bias(_exact_matmul(a, b, amax, bmax), bias, ex.acc_bits is not None)
     counts = acc_range(acc)
     bits = ex.acc_bits
     if bits is not None:
@@ -81,10 +75,17 @@ def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, amax: 
     return acc, counts
 
 
-def _below(acc: np.ndarray, bias: np.ndarray | None) -> bool:
-    """Whether acc + bias stays below 2^53 (float64 holds it exactly)."""
-    top = 2.0 ** 53 - (float(np.abs(bias).max()) if bias is not None and bias.size else 0.0)
-    return not acc.size or float(np.abs(acc).max()) < top
+def add_bias(acc: np.ndarray, bias: np.ndarray | None, to_int: bool = False) -> np.ndarray:
+    """``acc + bias`` for exact integer accumulators, in a dtype that holds the sums exactly: float32 below 2^24,
+    float64 below 2^53, else (or ``to_int``) int64."""
+    if acc.dtype != I64:
+        top = (float(np.abs(acc).max()) if acc.size else 0.0) + \
+            (float(np.abs(bias).max()) if bias is not None and bias.size else 0.0)
+        if to_int or top >= 2.0 ** 53:
+            acc = acc.astype(I64)
+        elif acc.dtype == F32 and top >= 2.0 ** 24:
+            acc = acc.astype(F64)
+    return acc if bias is None else acc + bias.astype(acc.dtype, copy=False)
 
 
 def _saturating(a, b, bias, exact, bits, chunk=1 << 15):
@@ -135,10 +136,10 @@ def merge_counts(a: dict, b: dict) -> dict:
 def requant(ex, node: str, kind: str, acc: np.ndarray, mult: np.ndarray, q: QOut, counts: dict) -> np.ndarray:
     """MLAS requantisation of ``acc`` to the output codes of ``q``; records the call's counts on ``ex``."""
     lo, hi = int_range(q.dtype)
-    v = acc.astype(F32) * mult
+    v = acc.astype(F32, copy=False) * mult
     counts["output_clipped"] = int(np.count_nonzero((v < lo - q.zp) | (v > hi - q.zp)))
     ex.record(node, kind, outputs=acc.size, **counts)
-    return requantize_mlas(acc, mult, q.zp, q.dtype)
+    return requantize_mlas(acc, mult, q.zp, q.dtype, scaled=v)
 
 
 def saturate(v: np.ndarray, dtype, shift: int) -> np.ndarray:

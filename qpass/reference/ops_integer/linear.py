@@ -13,7 +13,7 @@ import numpy as np
 from .. import im2col as ic
 from ..numerics import F32, F64, I64, apply_acc_width, int_range
 from ..registry import NodeInfo
-from .arith import acc_range, accumulate, exact_dtype, merge_counts, requant
+from .arith import acc_range, accumulate, add_bias, exact_dtype, merge_counts, requant
 from .planning import FusedOp, FusionContext, NotFused, act_dq, bias_codes, fuser, need, per_channel, weight_dq
 
 
@@ -46,6 +46,7 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     wmax = int(np.abs(wi).max()) if wi.size else 0
     dt = exact_dtype(kg, xmax, wmax)  # BLAS type of the exact accumulation, proven from the operand ranges
     wt = wi.reshape(g, mg, kg).astype(dt)  # (g, Mg, Kg)
+    wdw = wi.astype(dt)  # (M, C/g, *k): the depthwise path's weights
     s_in = (x.s() * per_channel(w.scale, m)).astype(F32)
     bias = bias_codes(fc, node, 2, s_in, m)
     bias_g = None if bias is None else bias.reshape(g, mg, 1)
@@ -55,9 +56,13 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     name = node.name
 
     def compute(vals, ex):
-        xi = vals[0].astype(dt) - dt(zx)
+        xi = np.subtract(vals[0], dt(zx), dtype=dt)
         begin, end, out = ic.node_geometry(node, xi.shape, kernel)
         p = int(np.prod(out))
+        if ex.acc_bits is None and g > 1 and kg == int(np.prod(kernel)):  # depthwise, exact: no patch matrix
+            acc = ic.depthwise(xi, wdw, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+            acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)))
+            return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
         accs, counts = [], {}
         for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * xi.itemsize):
             cols = ic.columns(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
