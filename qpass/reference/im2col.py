@@ -89,15 +89,12 @@ def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
 
 def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype=None) -> np.ndarray:
     """Patch matrix of a convolution as a contiguous (C, *kernel, N, *out_spatial) array (zero padding), in
-    ``dtype`` (default: x's): one strided block copy per kernel tap, so reshaped to (g, C/g * prod(kernel),
+    ``dtype`` (default: x's), written by one copy of the window view: reshaped to (g, C/g * prod(kernel),
     N * prod(out)) it is the right operand of one GEMM per group, rows ordered (c, k1, k2, ...) like ONNX weights."""
     n = len(kernel)
-    strides = _ints(strides, n, 1)
-    dilations = _ints(dilations, n, 1)
-    xt = _padded(x, kernel, strides, dilations, begin, end, out_spatial, 0).swapaxes(0, 1)  # (C, N, *spatial)
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
     buf = np.empty((x.shape[1],) + tuple(kernel) + (x.shape[0],) + tuple(out_spatial), dtype or x.dtype)
-    for tap, sl in zip(np.ndindex(*kernel), _tap_slices(kernel, strides, dilations, out_spatial)):
-        buf[(slice(None),) + tap] = xt[(slice(None), slice(None)) + sl]
+    buf[...] = w.transpose([1] + list(range(2 + n, 2 + 2 * n)) + [0] + list(range(2, 2 + n)))
     return buf
 
 
