@@ -32,7 +32,9 @@ def batch_norm(node, x, scale, b, mean, var):
     else:
         mu, sigma2 = wide(mean), wide(var)
     inv = wide(scale).reshape(shape) / np.sqrt(sigma2.reshape(shape) + eps)
-    y = ((wide(x) - mu.reshape(shape)) * inv + wide(b).reshape(shape)).astype(x.dtype)
+    y = wide(x) * inv  # float64: (x - mean) * inv + b as x * inv + (b - mean * inv), in place
+    y += wide(b).reshape(shape) - mu.reshape(shape) * inv
+    y = y.astype(x.dtype)
     if not training:
         return y
     m = float(node.attr("momentum", 0.9))
