@@ -51,8 +51,13 @@ def first_line(exc: BaseException) -> str:
 
 
 def classify(exc: BaseException) -> str:
-    """``oom`` for an allocation failure, else ``error``."""
-    return "oom" if isinstance(exc, MemoryError) or any(m in str(exc) for m in OOM_MARKERS) else "error"
+    """``oom`` for an allocation failure (the exception or one it was raised from), else ``error``."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if isinstance(exc, MemoryError) or any(m in str(exc) for m in OOM_MARKERS):
+            return "oom"
+        exc, seen = exc.__cause__ or exc.__context__, seen + 1
+    return "error"
 
 
 class Children:

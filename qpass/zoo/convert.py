@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from qpass.errors import QpassError
+from qpass.pipeline.isolate import classify
 
 
 @dataclass
@@ -122,8 +123,9 @@ def convert_model(job: Job) -> dict:
     with tempfile.TemporaryDirectory(prefix="qpass-zoo-") as tmp:
         try:
             return _convert(job, Path(tmp))
-        except QpassError as exc:
-            return {"status": "failed", "reason": str(exc), "metrics": {"size_before": len(job.model)}, "files": {}}
+        except QpassError as exc:  # a pass that ran out of memory is wrapped in one: still an oom
+            status = "oom" if classify(exc) == "oom" else "failed"
+            return {"status": status, "reason": str(exc), "metrics": {"size_before": len(job.model)}, "files": {}}
 
 
 def _convert(job: Job, tmp: Path) -> dict:
