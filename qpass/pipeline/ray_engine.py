@@ -42,10 +42,8 @@ class RayEngine(Engine):
             kwargs = {"include_dashboard": False, "log_to_driver": False, "configure_logging": False}
             try:
                 if address:
-                    import qpass
-
-                    ray.init(address=address, runtime_env={"py_modules": [str(Path(qpass.__file__).parent)]},
-                             **kwargs)
+                    package = str(Path(__file__).resolve().parents[1])  # this qpass, shipped to the workers
+                    ray.init(address=address, runtime_env={"py_modules": [package]}, **kwargs)
                 else:
                     ray.init(num_cpus=num_cpus, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
