@@ -82,3 +82,11 @@ def test_optimize_engine_process_equals_local(tmp_path):
         assert r.returncode == 0, r.stderr
         outs[engine] = out.read_bytes()
     assert outs["local"] == outs["process"]
+
+
+@pytest.mark.parametrize("args, text", [(["--engine", "process"], "only applies to the bitwidth search"),
+                                        (["--address", "10.0.0.1:6379"], "needs --engine ray")])
+def test_optimize_engine_flags_that_would_do_nothing_are_errors(tmp_path, args, text):
+    r = subprocess.run([sys.executable, "-m", "qpass.cli", "optimize", str(MODELS / "digits_mlp.onnx"), "-o",
+                        str(tmp_path / "m.onnx"), *args], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and text in r.stderr and not (tmp_path / "m.onnx").exists(), r.stderr

@@ -114,10 +114,14 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
     cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
     plan = cfg.resolve()
     _check_mode_flags(click.get_current_context(), backend, report_path)
+    searched = any(p.name == "bitwidth" for p in plan.pipeline.flat_passes())
+    if engine != "local" and not searched:
+        raise QpassError(f"--engine {engine} only applies to the bitwidth search (--bits auto, or a pipeline with a "
+                         "bitwidth pass); this pipeline runs in this process")
     calib_path = resolve_calib(model, calib, plan.needs_calibration)
     inputs = [model] + [Path(p) for p in (calib_path, eval_path, pipeline_name) if p and Path(p).is_file()]
     outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan), backend, inputs,
-                           pareto=any(p.name == "bitwidth" for p in plan.pipeline.flat_passes()))
+                           pareto=searched)
     samples, eval_samples = _load_samples(src, calib_path, eval_path)
     with make_engine(engine, address=address) as runner:
         result = run_pipeline(src, calib=samples, pipeline=plan.pipeline, dump_dir=dump_dir, progress=not quiet,
