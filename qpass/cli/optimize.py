@@ -20,10 +20,9 @@ SECTIONS = {
     "Formats (any of them selects the fakequant pipeline)": [
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
-    "Search": ["bits", "target", "cost", "avg_bits"],
+    "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
     "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
-    "Execution": ["engine", "address"],
 }
 HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim"}
 
