@@ -112,6 +112,8 @@ def test_broken_model_fails_alone(tmp_path):
     assert rows["broken.onnx"]["status"] == "failed" and "not a valid ONNX protobuf" in rows["broken.onnx"]["reason"]
     assert rows["nocalib.onnx"]["status"] == "skipped"
     assert not (out / "broken.onnx").exists()
+    page = (out / "zoo.html").read_text()
+    assert page.count('fill="#c44e52"') == 1 and '<span class="bad">failed</span>' in page  # the SQNR plot's red mark
 
 
 CHAOS = '''

@@ -26,7 +26,8 @@ def sqnr_bars(rows: list[dict], width: int = 560) -> str | None:
     step = 16
     height = 40 + step * len(shown)
     f = _Frame(width, height, (lo, hi), (0.0, float(len(shown))), margin=(170, 14, 20, 22))
-    parts = f.axes("output SQNR vs float per model (red: not converted)", "SQNR (dB)")
+    parts = [p for p in f.axes("output SQNR vs float per model (red: not converted)", "SQNR (dB)")
+             if not p.startswith(f'<text x="{f.left - 3}"')]  # the y axis counts rows: no numbers on it
     for k, r in enumerate(shown):
         y = f.py(len(shown) - k - 0.5)
         parts.append(f'<text x="{f.left - 4}" y="{_num(y + 3)}" text-anchor="end" font-size="9" fill="{INK}">'
