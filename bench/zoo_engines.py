@@ -85,6 +85,9 @@ def main() -> int:
         for a, b in zip(rows["process"], rows["ray"]):
             print(f"{a.model[:23]:<24}{a.status + ('' if a.status == b.status else '/' + b.status):<10}"
                   f"{a.seconds:>10.1f}{b.seconds:>8.1f}  {a.sqnr_db}")
+            for r, engine in ((a, "process"), (b, "ray")):
+                if r.status != "ok":
+                    print(f"  {engine}: {r.status}: {r.reason}")
         same = converted(work / "process") == converted(work / "ray")
         print(f"wall time: process {times['process']:.1f} s, ray {times['ray']:.1f} s (+ {times['ray start']:.1f} s "
               f"ray.init) -> ray / process {times['ray'] / times['process']:.2f} "

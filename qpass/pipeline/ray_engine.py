@@ -5,7 +5,8 @@ of this machine (``ray.init()``); a Ray instance this process already started is
 (``HOST:PORT`` of a running cluster, or ``auto``) it connects there and ships this qpass package to the workers
 (``runtime_env`` ``py_modules``), so every node runs the same code; the nodes need qpass's dependencies installed.
 Each ``run_each`` task starts the isolated child process on the node it lands on (``qpass.pipeline.isolate``), so a
-crash, hang or out-of-memory there is an Outcome like on one machine. Inputs travel as task arguments and results as
+crash, hang or out-of-memory there is an Outcome like on one machine; a task Ray itself kills (its memory monitor
+when the node runs short) is retried twice, then recorded as ``oom``. Inputs travel as task arguments and results as
 return values: the nodes need no shared file system.
 """
 from __future__ import annotations
@@ -69,7 +70,9 @@ class RayEngine(Engine):
         """Tasks go out two per cluster CPU at a time (an item's ``for_remote()``, when it has one, is what is
         sent), so a large zoo never sits in the object store all at once."""
         ray = self._ray
-        remote = ray.remote(num_cpus=1, max_retries=0)(run_isolated)
+        # a call is idempotent (it writes nothing; the caller writes its result), so a task lost with its worker
+        # (Ray's memory monitor, a node that died) is tried again, twice at most
+        remote = ray.remote(num_cpus=1, max_retries=2)(run_isolated)
         fn_ref = ray.put(fn)
         queue = list(enumerate(items))[::-1]
         pending: dict = {}
@@ -85,7 +88,8 @@ class RayEngine(Engine):
                     try:
                         out = ray.get(ref)
                     except Exception as exc:  # noqa: BLE001 - a lost task or node is that call's outcome
-                        out = Outcome("crashed", reason=f"the Ray task failed: {first_line(exc)}")
+                        oom = isinstance(exc, ray.exceptions.OutOfMemoryError)
+                        out = Outcome("oom" if oom else "crashed", reason=f"the Ray task failed: {first_line(exc)}")
                     yield i, out
         finally:  # stopped early (Ctrl-C): cancel what is queued or running
             for ref in pending:
