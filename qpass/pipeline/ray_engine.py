@@ -5,12 +5,14 @@ of this machine (``ray.init()``); a Ray instance this process already started is
 (``HOST:PORT`` of a running cluster, or ``auto``) it connects there and ships this qpass package to the workers
 (``runtime_env`` ``py_modules``), so every node runs the same code; the nodes need qpass's dependencies installed.
 Each ``run_each`` task starts the isolated child process on the node it lands on (``qpass.pipeline.isolate``), so a
-crash, hang or out-of-memory there is an Outcome like on one machine; a task Ray itself kills (its memory monitor
-when the node runs short) is retried twice, then recorded as ``oom``. Inputs travel as task arguments and results as
+crash, hang or out-of-memory there is an Outcome like on one machine. A task Ray itself kills (its memory monitor,
+when a cluster node runs short) is recorded as ``oom``, not retried; on a local instance this engine starts, the
+monitor is off (``RAY_memory_monitor_refresh_ms=0`` unless set), so the kernel decides as with ``--engine process``. Inputs travel as task arguments and results as
 return values: the nodes need no shared file system.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
@@ -46,6 +48,9 @@ class RayEngine(Engine):
                     package = str(Path(__file__).resolve().parents[1])  # this qpass, shipped to the workers
                     ray.init(address=address, runtime_env={"py_modules": [package]}, **kwargs)
                 else:
+                    # Ray's memory monitor sees the node and kills the task worker, not the isolated child that
+                    # holds the memory: on a local instance leave out-of-memory to the kernel, as without Ray
+                    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
                     ray.init(num_cpus=num_cpus, **kwargs)
             except (ConnectionError, RuntimeError, ValueError) as exc:
                 where = f"the Ray cluster at {address}" if address else "a local Ray instance"
@@ -70,9 +75,8 @@ class RayEngine(Engine):
         """Tasks go out two per cluster CPU at a time (an item's ``for_remote()``, when it has one, is what is
         sent), so a large zoo never sits in the object store all at once."""
         ray = self._ray
-        # a call is idempotent (it writes nothing; the caller writes its result), so a task lost with its worker
-        # (Ray's memory monitor, a node that died) is tried again, twice at most
-        remote = ray.remote(num_cpus=1, max_retries=2)(run_isolated)
+        # no retries: Ray retries a task its memory monitor killed without end, and the memory is the call's own
+        remote = ray.remote(num_cpus=1, max_retries=0)(run_isolated)
         fn_ref = ray.put(fn)
         queue = list(enumerate(items))[::-1]
         pending: dict = {}
