@@ -39,10 +39,12 @@ def save(model: onnx.ModelProto, path: str | Path) -> Path:
 def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pipeline = "default",
              dump_dir: str | Path | None = None, config: QuantConfig | dict | None = None, progress: bool = False,
              overrides: dict[str, dict] | None = None, verify: bool = True,
-             disabled: set[str] | None = None, eval=None) -> OptimizeResult:
+             disabled: set[str] | None = None, eval=None, engine=None) -> OptimizeResult:
     """Run a pipeline over a model. ``calib`` is an npz path, a dict of arrays, or a SampleSet; ``eval`` held-out
     samples (with labels) for passes that measure accuracy, e.g. bitwidth. ``config`` (a QuantConfig, or a dict
-    of its fields) chooses the pipeline and its options instead of ``pipeline`` / ``overrides`` / ``verify``."""
+    of its fields) chooses the pipeline and its options instead of ``pipeline`` / ``overrides`` / ``verify``.
+    ``engine`` (``qpass.pipeline.engines.make_engine("process" | "ray")``) is where passes fan out independent work
+    (the bitwidth search's per-layer sensitivity runs); results do not depend on it."""
     if not isinstance(model, onnx.ModelProto):
         model = load(model)
     disabled = set(disabled or ())
@@ -56,5 +58,5 @@ def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pi
     inputs = PassInputs(calibration_data=as_samples(calib, model) if calib is not None else None,
                         eval_data=as_samples(eval, model) if eval is not None else None)
     ctx = PassContext(inputs=inputs, dump_dir=Path(dump_dir) if dump_dir else None, progress=progress,
-                      verify=verify, disabled=disabled)
+                      verify=verify, disabled=disabled, engine=engine)
     return run_passes(model, pipeline, ctx)

@@ -9,7 +9,7 @@ import click
 import numpy as np
 
 from qpass.errors import QpassError
-from .clickext import MAX_WORKERS, user_errors, worker_count
+from .clickext import MAX_WORKERS, PositiveFloat, user_errors, worker_count
 from .optimize import resolve_calib
 
 
@@ -112,27 +112,48 @@ def run(model, inputs_path, output, backend, threads):
 @click.command()
 @click.argument("models_dir", type=click.Path(file_okay=False, exists=True, path_type=Path))
 @click.option("-o", "--output", "out_dir", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Folder for the converted models and summary.md / summary.csv.")
+              help="Folder for the converted models, their reports, the records (zoo-records/) and the zoo report "
+                   "(zoo.html, zoo.json, zoo.csv).")
 @click.option("--pipeline", "pipeline_name", default="default", show_default=True,
               help="Built-in pipeline name or a pipeline YAML file.")
 @click.option("--jobs", default=min(2, MAX_WORKERS), show_default=True, type=worker_count(),
-              help="Parallel worker processes.")
+              help="Models converted at once by --engine process.")
+@click.option("--engine", type=click.Choice(["process", "ray"]), default="process", show_default=True,
+              help="process: worker processes on this machine; ray: one Ray task per model (pip install "
+                   "'qpass[cluster]').")
+@click.option("--address", help="--engine ray: the Ray cluster to use (HOST:PORT, or auto); default: RAY_ADDRESS, "
+                                "else a new local Ray instance.")
+@click.option("--force", is_flag=True, help="Convert every model again, even those whose record is up to date.")
+@click.option("--timeout", type=PositiveFloat(), help="Seconds one model may take; a model still running then is "
+                                                      "killed and recorded as 'timeout'.")
+@click.option("--max-memory", type=click.IntRange(64), metavar="MB",
+              help="Address-space limit of one model's process; a model that exceeds it is recorded as 'oom'.")
+@click.option("--no-latency", is_flag=True, help="Skip the quantised / float latency measurement.")
 @click.option("-q", "--quiet", is_flag=True)
 @user_errors
-def zoo(models_dir, out_dir, pipeline_name, jobs, quiet):
-    """Convert every model in MODELS_DIR (each with its MODEL.calib.npz) and write a summary table."""
+def zoo(models_dir, out_dir, pipeline_name, jobs, engine, address, force, timeout, max_memory, no_latency, quiet):
+    """Convert every model in MODELS_DIR (each with its MODEL.calib.npz) and write the zoo report.
+
+    Resumable: each model's result is recorded in OUT_DIR/zoo-records/; a re-run converts only what changed or
+    failed (--force: everything). A crash, a hang (--timeout) or running out of memory is recorded for that model
+    and never stops the run."""
+    from qpass.pipeline.engines import make_engine
     from qpass.pipeline.files import load_pipeline
     from qpass.zoo import run_zoo
 
     load_pipeline(pipeline_name)  # a bad pipeline is one error, not one per model
     if out_dir.resolve() == models_dir.resolve():
         raise QpassError("the output folder must differ from the models folder")
-    rows = run_zoo(models_dir, out_dir, pipeline_name, jobs, progress=not quiet)
+    with make_engine(engine, jobs=jobs, address=address) as runner:
+        rows = run_zoo(models_dir, out_dir, pipeline_name, jobs, progress=not quiet, engine=runner, force=force,
+                       timeout=timeout, max_memory=max_memory, latency=not no_latency)
     for r in rows:
         extra = f"SQNR {r.sqnr_db} dB, {r.metric_name} {r.metric}" if r.status == "ok" else r.reason
-        click.echo(f"{r.status:<8}{r.model:<48}{r.seconds:>8.2f}s  {extra}")
+        when = f"{r.seconds:>8.2f}s" if r.converted else "  (up to date)"
+        click.echo(f"{r.status:<8}{r.model:<48}{when}  {extra}")
     ok = sum(r.status == "ok" for r in rows)
-    click.echo(f"{ok} of {len(rows)} converted; summary in {out_dir / 'summary.md'} and {out_dir / 'summary.csv'}")
-    if any(r.status == "failed" for r in rows):
+    fresh = sum(r.converted for r in rows)
+    click.echo(f"{ok} of {len(rows)} converted ({fresh} in this run); report in {out_dir / 'zoo.html'} "
+               f"(and zoo.json, zoo.csv)")
+    if any(r.status not in ("ok", "skipped") for r in rows):
         sys.exit(1)  # the others were converted; the exit code tells scripts that something failed
-

@@ -20,7 +20,7 @@ SECTIONS = {
     "Formats (any of them selects the fakequant pipeline)": [
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
-    "Search": ["bits", "target", "cost", "avg_bits"],
+    "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
     "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
 }
@@ -84,6 +84,11 @@ def _options(fn):
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
         click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
+        click.option("--engine", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True,
+                     help="Where the bitwidth search runs its per-layer sensitivity evaluations: this process, "
+                          "worker processes, or Ray tasks (pip install 'qpass[cluster]'); the result is the same."),
+        click.option("--address", help="--engine ray: the Ray cluster (HOST:PORT, or auto); default: RAY_ADDRESS, "
+                                        "else a new local Ray instance."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -95,25 +100,32 @@ def _options(fn):
 @_options
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
-             target_fps, csim, no_verify, quiet, **settings):
+             target_fps, csim, no_verify, quiet, engine, address, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
     ONNX unless --qonnx. The formats a pipeline picks by itself are printed in its summary."""
     from qpass.api import load, optimize as run_pipeline
+    from qpass.pipeline.engines import make_engine
     from .finish import export_hls, finish_onnx
 
     src = load(model)
     cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
     plan = cfg.resolve()
     _check_mode_flags(click.get_current_context(), backend, report_path)
+    searched = any(p.name == "bitwidth" for p in plan.pipeline.flat_passes())
+    if engine != "local" and not searched:
+        raise QpassError(f"--engine {engine} only applies to the bitwidth search (--bits auto, or a pipeline with a "
+                         "bitwidth pass); this pipeline runs in this process")
     calib_path = resolve_calib(model, calib, plan.needs_calibration)
     inputs = [model] + [Path(p) for p in (calib_path, eval_path, pipeline_name) if p and Path(p).is_file()]
     outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan), backend, inputs,
-                           pareto=any(p.name == "bitwidth" for p in plan.pipeline.flat_passes()))
+                           pareto=searched)
     samples, eval_samples = _load_samples(src, calib_path, eval_path)
-    result = run_pipeline(src, calib=samples, pipeline=plan.pipeline, dump_dir=dump_dir, progress=not quiet,
-                          verify=plan.verify, disabled=plan.disabled, eval=eval_samples)
+    with make_engine(engine, address=address) as runner:
+        result = run_pipeline(src, calib=samples, pipeline=plan.pipeline, dump_dir=dump_dir, progress=not quiet,
+                              verify=plan.verify, disabled=plan.disabled, eval=eval_samples,
+                              engine=None if engine == "local" else runner)
     _check_exclude(cfg.exclude, src, result)
     given = {f for f in ("weights", "activations") if getattr(cfg, f) or (cfg.bits and str(cfg.bits) != "auto")}
     if backend == "hls":

@@ -71,6 +71,8 @@ class PassContext:
     instruments: list[Instrument] = field(default_factory=list)
     progress: bool = True
     dump_count: int = 0
+    #: where passes may fan independent work out (a qpass.pipeline.engines.Engine; None: serially, here)
+    engine: Any = None
 
     def log(self, message: str) -> None:
         self.report.log.append(message)

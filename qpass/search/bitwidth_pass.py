@@ -31,7 +31,7 @@ class Bitwidth(Pass):
         from qpass.search.core import run_search
 
         a = run_search(model, ctx.analyses.get(Calibration, model), ctx.inputs.calibration_data,
-                       ctx.inputs.eval_data, self.opts, progress=ctx.progress)
+                       ctx.inputs.eval_data, self.opts, progress=ctx.progress, engine=ctx.engine)
         notes = []
         if not self.opts.report_dir and ctx.dump_dir is not None:
             notes += a.write(ctx.dump_dir)

@@ -128,15 +128,16 @@ def _float_reference(model: onnx.ModelProto, data: SampleSet, threads: int) -> n
 
 # ---------------------------------------------------------------------------------------------- search
 def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data: SampleSet | None,
-               opts: BitwidthOptions, progress: bool = False) -> Assignment:
-    """The search on a normalised, BN-folded, calibrated model (``calibration``: the calibrate pass's analysis)."""
+               opts: BitwidthOptions, progress: bool = False, engine=None) -> Assignment:
+    """The search on a normalised, BN-folded, calibrated model (``calibration``: the calibrate pass's analysis);
+    ``engine`` (``qpass.pipeline.engines``) runs the per-site sensitivity runs in parallel, same results."""
     t_start = time.perf_counter()
     run = SearchRun(opts, parse_target(opts.target) if opts.target is not None else None)
     observers = calibration.observers
     if not observers:
         raise QpassError("bitwidth: no calibrated ranges (run the calibrate pass before bitwidth)")
     run.data = _samples(run, calib, eval_data)
-    _measure_sites(run, model, observers, progress)
+    _measure_sites(run, model, observers, progress, engine)
     t0 = time.perf_counter()
     if run.budget_mode:
         _optimise_for_budget(run, progress)
@@ -205,7 +206,8 @@ def _holdout(n: int, holdout: float | None, target, source: str) -> float:
     return float(holdout)
 
 
-def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, progress: bool) -> None:
+def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, progress: bool,
+                   engine=None) -> None:
     """Sites and their candidate widths, the cost, the probe, and every site's sensitivity alone."""
     opts = run.opts
     sites, excluded, site_notes = find_sites(model, observers, opts.calibrator, opts.placement,
@@ -227,7 +229,7 @@ def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, prog
     run.space = Space(sites, probe, opts.weights, opts.activations, opts.weight_granularity, candidates,
                       run.data.search.labels)
     run.secs["float run"] = time.perf_counter() - t0
-    run.sens = analyse(run.space, progress)
+    run.sens = analyse(run.space, progress, engine)
     run.secs["sensitivity"] = run.sens.seconds
 
 

@@ -37,6 +37,34 @@ class State:
     output: np.ndarray
 
 
+@dataclass
+class SiteRuns:
+    """One site's sub-graph with its float inputs per batch: ``outputs(feeds)`` is the network output under each
+    feed dict, computed exactly as ``Probe.run_site`` does (picklable, so another process or node can run it)."""
+
+    model: onnx.ModelProto
+    boundary: list
+    params: set
+    produced: list
+    output: str
+    batches: list
+    counts: list
+    threads: int
+
+    def outputs(self, feeds: list[dict]) -> list[np.ndarray]:
+        sess = make_session(self.model, threads=self.threads)
+        outs = []
+        for params in feeds:
+            fp = {k: v for k, v in params.items() if k in self.params}
+            got = []
+            for b in self.batches:
+                f = dict(b)
+                f.update(fp)
+                got.append(dict(zip(self.produced, sess.run(self.produced, f)))[self.output])
+            outs.append(np.concatenate([np.asarray(a, np.float32).reshape(c, -1) for a, c in zip(got, self.counts)]))
+        return outs
+
+
 class _Names:
     def __init__(self, model: onnx.ModelProto):
         g = model.graph
@@ -187,9 +215,7 @@ class Probe:
                 outs = {o for n in plan[0] for o in n.output}
                 self._plans[key] = plan + (sorted(t for t in self._needed if t in outs),)
 
-    def _sub_session(self, key: str):
-        if key in self._sub:
-            return self._sub[key]
+    def _sub_model(self, key: str) -> onnx.ModelProto:
         nodes, boundary, _, _, produced = self._plans[key]
         g = self.model.graph
         read = {x for n in nodes for x in n.input if x}
@@ -202,10 +228,23 @@ class Probe:
         outputs = [helper.make_tensor_value_info(t, helper.np_dtype_to_tensor_dtype(first[t].dtype), None)
                    for t in produced]
         sub = helper.make_graph(list(nodes), f"bw_{key}", inputs + params, outputs, inits)
-        sm = helper.make_model(sub, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
+        return helper.make_model(sub, opset_imports=list(self.model.opset_import), ir_version=self.model.ir_version)
+
+    def _sub_session(self, key: str):
+        if key in self._sub:
+            return self._sub[key]
+        sm = self._sub_model(key)
         sess = make_session(sm, threads=self.threads)
-        self._sub[key] = (sess, boundary, {i.name for i in params}, produced)
+        pnames = {i.name for i in sm.graph.input} - set(self._plans[key][1])
+        self._sub[key] = (sess, self._plans[key][1], pnames, self._plans[key][4])
         return self._sub[key]
+
+    def site_runs(self, key: str) -> "SiteRuns":
+        """What running ``key``'s sub-graph from the float state needs, picklable (for another process)."""
+        _, boundary, _, _, produced = self._plans[key]
+        sm = self._sub_model(key)
+        return SiteRuns(sm, boundary, {i.name for i in sm.graph.input} - set(boundary), produced, self.output,
+                        [{k: b[k] for k in boundary} for b in self._float.batches], list(self._counts), self.threads)
 
     # ------------------------------------------------------------------ float run / captured states
     def _capture(self, data: SampleSet, batch_size: int) -> None:

@@ -152,23 +152,46 @@ class Sensitivity:
         return out
 
 
-def analyse(space: Space, progress: bool = False) -> Sensitivity:
+def site_metrics(job: tuple) -> list[dict]:
+    """Output metrics of one site at each candidate width: ``job`` = (SiteRuns, feeds per width, reference output,
+    labels, float accuracy). The unit an engine fans out."""
+    runs, feeds, reference, labels, fa = job
+    return [output_metrics(reference, out, labels, fa) for out in runs.outputs(feeds)]
+
+
+def _fan_out(space: Space, engine, fa) -> dict:
+    """Every site's metrics per width, computed on ``engine`` (one call per site); {} without an engine."""
+    if engine is None or engine.name == "local":
+        return {}
+    keys = [s.key for s in space.sites if space.probe.reaches_output(s.key)]
+    jobs = [(space.probe.site_runs(k), [space.feed(k, W) for W in space.candidates[k]], space.reference,
+             space.labels, fa) for k in keys]
+    return {k: dict(zip(space.candidates[k], ms)) for k, ms in zip(keys, engine.map(site_metrics, jobs))}
+
+
+def analyse(space: Space, progress: bool = False, engine=None) -> Sensitivity:
+    """Every site alone at every candidate width; with an ``engine`` (``qpass.pipeline.engines``) the sites run
+    there in parallel, with the same numbers."""
     t0 = time.perf_counter()
     ref = space.reference.astype(np.float64)
     sens = Sensitivity(signal=float(np.sum(ref * ref) / max(len(ref), 1)))
     total = sum(len(space.candidates[s.key]) for s in space.sites)
     fa = space.float_metrics.get("accuracy")
+    fanned = _fan_out(space, engine, fa)
     with tqdm(total=total, desc="bitwidth sensitivity", unit="run", disable=not progress or None,
               leave=False) as bar:
         for s in space.sites:
             sens.noise[s.key], sens.metrics[s.key] = {}, {}
             for W in space.candidates[s.key]:
-                if space.probe.reaches_output(s.key):
+                if s.key in fanned:
+                    m = fanned[s.key][W]
+                    sens.runs += 1
+                elif space.probe.reaches_output(s.key):
                     out = space.probe.run_site(s.key, space.feed(s.key, W))
                     sens.runs += 1
+                    m = output_metrics(space.reference, out, space.labels, fa)
                 else:
-                    out = space.reference
-                m = output_metrics(space.reference, out, space.labels, fa)
+                    m = output_metrics(space.reference, space.reference, space.labels, fa)
                 sens.noise[s.key][W] = m["noise"]
                 sens.metrics[s.key][W] = m
                 bar.update(1)
