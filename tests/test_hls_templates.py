@@ -134,8 +134,10 @@ def test_line_buffer_is_banked_dual_port_without_false_dependence(bnn):
     assert "ap_uint<SIMD * EB> buf[R][ROWW];" in swg
     assert "#pragma HLS ARRAY_PARTITION variable=buf complete dim=1" in swg  # one bank per buffered row
     assert "#pragma HLS DEPENDENCE variable=buf inter false" in swg
+    assert "bind_ram_s2p(buf, storage<IMPL>());" in swg  # the layer's ram_style picks the overload
     for impl in ("bram", "lutram", "uram"):
-        assert f"#pragma HLS BIND_STORAGE variable=buf type=ram_2p impl={impl}" in swg
+        assert f"#pragma HLS BIND_STORAGE variable=buf type=ram_s2p impl={impl}" in lib
+    assert "bind_ram_s2p(buf, storage<0>());" in _function(lib, "max_pool")
     mp = _function(lib, "max_pool")
     assert "#pragma HLS ARRAY_PARTITION variable=hreg complete dim=1" in mp and "hreg[CF - 1]" in mp
     gp = _function(lib, "global_acc_pool")
@@ -299,3 +301,21 @@ def test_cli_hls_control_option(bnn, tmp_path):
     r = subprocess.run([sys.executable, "-m", "qpass.cli", "optimize", bnn["path"], "--calib", bnn["calib"],
                         "--hls-control", "frame-loop", "-o", tmp_path / "x.onnx"], capture_output=True, text=True)
     assert r.returncode == 2 and "--hls-control only apply to --backend hls" in r.stderr
+
+
+def test_fifo_depths_are_the_sized_depths_without_rounding(bnn):
+    res, _ = bnn["ap_ctrl_hs"]
+    e = res.partitions[0]
+    cpp = (e.project_dir / f"{e.top}.cpp").read_text()
+    declared = dict(re.findall(r"#pragma HLS STREAM variable=(\w+) depth=(\d+)", cpp))
+    checked = 0
+    dg = e.graph
+    for l in dg.layers:
+        for port, sname in enumerate(l.inputs):
+            s = dg.streams[sname]
+            if s.producer is None or dg.layer(s.producer).out_fold != l.in_fold[port]:
+                continue
+            want = max(2, e.depths[(s.producer, l.name, port)])
+            assert int(declared[f"{l.name}_in{port}"]) == want, l.name
+            checked += 1
+    assert checked >= 2

@@ -151,10 +151,12 @@ class Wiring:
                 self.reads[(who, port)] = dest
 
     def _depth(self, s, layer, port, src_fold, fold) -> int:
-        d = self.depths.get((s.producer or "<input>", layer, port), 2)
+        """The FIFO depth the stream sizing asks for (in producer words), in words of this variable (behind a
+        width converter: the same elements in the consumer's words); no padding to a power of two."""
+        d = int(self.depths.get((s.producer or "<input>", layer, port), 2))
         if fold != src_fold:
-            d = math.ceil(d * src_fold / fold) + 1
-        return max(2, 1 << max(0, int(d) - 1).bit_length())
+            d = math.ceil(d * src_fold / fold)
+        return max(2, d)
 
     def _duplicate(self, src, bits, words, targets, s, src_fold) -> list[str]:
         """A chain of 2-way duplicators; returns one variable per target (None entries never happen)."""

@@ -85,19 +85,27 @@ inline void put(ap_uint<W>& word, unsigned i, const T& v) {
   word.range((i + 1) * T::width - 1, i * T::width) = codec<T>::encode(v);
 }
 
-// one product of a MAC: w * x on LUTs (DSP false: BIND_OP impl=fabric) or on a DSP slice (impl=dsp)
+// one product of a MAC, at its exact width: w * x on LUTs (DSP false: BIND_OP impl=fabric) or on a DSP slice
 template <typename TA, bool DSP, typename TW, typename TI>
-inline TA mul(const TW& w, const TI& x) {
+inline ap_int<TW::width + TI::width + 1> mul(const TW& w, const TI& x) {
 #pragma HLS INLINE
+  typedef ap_int<TW::width + TI::width + 1> TP;
   if (DSP) {
-    const TA p = w * x;
+    const TP p = w * x;
 #pragma HLS BIND_OP variable=p op=mul impl=dsp
     return p;
   } else {
-    const TA p = w * x;
+    const TP p = w * x;
 #pragma HLS BIND_OP variable=p op=mul impl=fabric
     return p;
   }
+}
+// any weight times a +-1 input: a conditional negation, no multiplier
+template <typename TA, bool DSP, typename TW>
+inline TA mul(const TW& w, const bipolar& x) {
+#pragma HLS INLINE
+  const TA v = w;
+  return x.b ? TA(v) : TA(-v);
 }
 // a +-1 weight times any input: a conditional negation, no multiplier (the 8-bit first layer of a BNN)
 template <typename TA, bool DSP, typename TI>
@@ -220,39 +228,67 @@ struct ThresholdActivation {
   }
 };
 
+// ------------------------------------------------------------------------------------------- memories
+
+// the storage of an internal RAM, chosen by overload on storage<IMPL> (the pragma lands on the caller's array
+// once inlined): simple dual-port (one read, one write port); IMPL 0 lets the tool choose, 1 block RAM,
+// 2 LUTRAM, 3 UltraRAM
+template <unsigned IMPL>
+struct storage {};
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<0>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p
+}
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<1>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p impl=bram
+}
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<2>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p impl=lutram
+}
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<3>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p impl=uram
+}
+
 // --------------------------------------------------------------------------------- matrix-vector unit
 
 // MW inputs, MH outputs, applied to NUMV vectors per frame, reps frames; weights.elem<TW>(pe, nf * SF + sf, s) is
 // the weight of row nf * PE + pe, column sf * SIMD + s (finn-hlslib layout: rows interleaved across PEs). The
-// input words of a vector are kept in registers while nf == 0 reads them and reused for the other NF - 1 row
+// input vector is read while nf == 0 and reused for the other NF - 1 row
 // folds. DSP: the products on DSP slices (res_type dsp), else on LUTs; a bipolar TW and TI make the MAC an
-// XNOR-popcount (see mul).
+// XNOR-popcount (see mul). The input vector's SF words stay in registers (finn-hlslib's input buffer).
 template <unsigned MW, unsigned MH, unsigned SIMD, unsigned PE, unsigned NUMV, typename TI, typename TW,
           typename TA, typename TO, bool DSP, typename Wgt, typename Act>
 void mvtu(hls::stream<ap_uint<SIMD * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out,
           const Wgt& weights, const Act& act, const unsigned reps) {
   const unsigned SF = MW / SIMD;
   const unsigned NF = MH / PE;
-  ap_uint<SIMD * TI::width> inbuf[SF];
+  TI inbuf[SF][SIMD];
 #pragma HLS ARRAY_PARTITION variable=inbuf complete dim=0
   TA acc[PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete dim=1
   unsigned nf = 0, sf = 0, tile = 0;
   for (unsigned i = 0; i < reps * NUMV * NF * SF; i++) {
 #pragma HLS PIPELINE II=1
-    ap_uint<SIMD * TI::width> x;
     if (nf == 0) {
-      x = in.read();
-      inbuf[sf] = x;
-    } else {
-      x = inbuf[sf];
+      const ap_uint<SIMD * TI::width> x = in.read();
+      for (unsigned s = 0; s < SIMD; s++) {
+#pragma HLS UNROLL
+        inbuf[sf][s] = get<TI>(x, s);
+      }
     }
     for (unsigned pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
       TA sum = (sf == 0) ? TA(0) : acc[pe];
       for (unsigned s = 0; s < SIMD; s++) {
 #pragma HLS UNROLL
-        sum += mul<TA, DSP>(weights.template elem<TW>(pe, tile, s), get<TI>(x, s));
+        sum += mul<TA, DSP>(weights.template elem<TW>(pe, tile, s), inbuf[sf][s]);
       }
       acc[pe] = sum;
     }
@@ -282,9 +318,9 @@ void mvtu(hls::stream<ap_uint<SIMD * TI::width> >& in, hls::stream<ap_uint<PE * 
 // The line buffer holds R = KH + SH padded rows, one memory bank per row (partitioned on the row index): while
 // the windows of output row r are read from rows r*SH .. r*SH+KH-1 (mod R), the next SH rows are written into
 // the other SH banks, so a read and a write never touch the same bank in one iteration and the write -> read
-// distance of any address is at least one output row (DEPENDENCE inter false holds). Each bank is a dual-port
-// RAM (BIND_STORAGE ram_2p; IMPL: 0 auto, 1 block RAM, 2 LUTRAM, 3 UltraRAM, the layer's ram_style). Every
-// address comes from counters that step and wrap: no division or modulo at run time.
+// distance of any address is at least one output row (DEPENDENCE inter/intra false hold). Each bank is a simple
+// dual-port RAM, one read and one write port (ram_s2p; IMPL: 0 auto, 1 block RAM, 2 LUTRAM, 3 UltraRAM, the
+// layer's ram_style). Every address comes from counters that step and wrap: no division or modulo at run time.
 template <unsigned C, unsigned SIMD, unsigned IH, unsigned IW, unsigned KH, unsigned KW, unsigned SH, unsigned SW,
           unsigned PT, unsigned PL, unsigned PB, unsigned PR, bool DEPTHWISE, typename T, int PAD, unsigned IMPL>
 void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_uint<SIMD * T::width> >& out,
@@ -306,15 +342,8 @@ void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_u
   ap_uint<SIMD * EB> buf[R][ROWW];
 #pragma HLS ARRAY_PARTITION variable=buf complete dim=1
 #pragma HLS DEPENDENCE variable=buf inter false
-  if (IMPL == 1) {
-#pragma HLS BIND_STORAGE variable=buf type=ram_2p impl=bram
-  } else if (IMPL == 2) {
-#pragma HLS BIND_STORAGE variable=buf type=ram_2p impl=lutram
-  } else if (IMPL == 3) {
-#pragma HLS BIND_STORAGE variable=buf type=ram_2p impl=uram
-  } else {
-#pragma HLS BIND_STORAGE variable=buf type=ram_2p
-  }
+#pragma HLS DEPENDENCE variable=buf intra false
+  bind_ram_s2p(buf, storage<IMPL>());
   for (unsigned rep = 0; rep < reps; rep++) {
     // writer: padded row wy in bank wbank, word slot (pixel wx, fold wcf)
     unsigned wy = 0, wbank = 0, slot = 0, wx = 0, wcf = 0;
@@ -378,6 +407,7 @@ void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_u
       if (j < RB && wy < PH) {
         const bool real = wy >= PT && wy < PT + IH && wx >= PL && wx < PL + IW;
         buf[wbank][slot] = real ? in.read() : pad_word;
+#pragma HLS DEPENDENCE variable=buf inter false
       }
       if (j < RB) {
         slot++;
@@ -498,6 +528,7 @@ void max_pool(hls::stream<ap_uint<PE * T::width> >& in, hls::stream<ap_uint<PE *
   const unsigned OH = IH / KH, OW = IW / KW;
   ap_uint<PE * T::width> buf[OW * CF];
 #pragma HLS DEPENDENCE variable=buf inter false
+  bind_ram_s2p(buf, storage<0>());
   ap_uint<PE * T::width> hreg[CF];
 #pragma HLS ARRAY_PARTITION variable=hreg complete dim=1
   for (unsigned rep = 0; rep < reps; rep++) {
