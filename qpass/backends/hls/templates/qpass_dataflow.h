@@ -258,6 +258,19 @@ inline void bind_ram_s2p(B& buf, storage<3>) {
 
 // --------------------------------------------------------------------------------- matrix-vector unit
 
+// one output word: the activation of each of the PE accumulators of row fold nf
+template <unsigned PE, typename TO, typename TA, typename Act>
+inline void write_activated(hls::stream<ap_uint<PE * TO::width> >& out, const Act& act, unsigned nf,
+                            const TA acc[PE]) {
+#pragma HLS INLINE
+  ap_uint<PE * TO::width> o = 0;
+  for (unsigned pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+    put<TO>(o, pe, act.activate(nf, pe, acc[pe]));
+  }
+  out.write(o);
+}
+
 // MW inputs, MH outputs, applied to NUMV vectors per frame, reps frames; weights.elem<TW>(pe, nf * SF + sf, s) is
 // the weight of row nf * PE + pe, column sf * SIMD + s (finn-hlslib layout: rows interleaved across PEs). The
 // input vector is read while nf == 0 and reused for the other NF - 1 row
@@ -294,12 +307,7 @@ void mvtu(hls::stream<ap_uint<SIMD * TI::width> >& in, hls::stream<ap_uint<PE * 
     }
     tile++;
     if (++sf == SF) {
-      ap_uint<PE * TO::width> o = 0;
-      for (unsigned pe = 0; pe < PE; pe++) {
-#pragma HLS UNROLL
-        put<TO>(o, pe, act.activate(nf, pe, acc[pe]));
-      }
-      out.write(o);
+      write_activated<PE, TO>(out, act, nf, acc);
       sf = 0;
       if (++nf == NF) {
         nf = 0;
@@ -321,6 +329,52 @@ void mvtu(hls::stream<ap_uint<SIMD * TI::width> >& in, hls::stream<ap_uint<PE * 
 // distance of any address is at least one output row (DEPENDENCE inter/intra false hold). Each bank is a simple
 // dual-port RAM, one read and one write port (ram_s2p; IMPL: 0 auto, 1 block RAM, 2 LUTRAM, 3 UltraRAM, the
 // layer's ram_style). Every address comes from counters that step and wrap: no division or modulo at run time.
+// the writing side of a line buffer of R banks of ROWW words: padded row y in bank `bank`, word slot = (pixel x,
+// channel fold cf), all stepped by counters; real(): the slot holds an input pixel, not padding
+template <unsigned CF, unsigned ROWW, unsigned R, unsigned PT, unsigned PL, unsigned IH, unsigned IW>
+struct LineWriter {
+  unsigned y, bank, slot, x, cf;
+  LineWriter() : y(0), bank(0), slot(0), x(0), cf(0) {}
+  bool real() const {
+#pragma HLS INLINE
+    return y >= PT && y < PT + IH && x >= PL && x < PL + IW;
+  }
+  void step() {
+#pragma HLS INLINE
+    slot++;
+    if (++cf == CF) {
+      cf = 0;
+      x++;
+    }
+    if (slot == ROWW) {
+      slot = 0;
+      x = 0;
+      y++;
+      bank = (bank + 1 == R) ? 0 : bank + 1;
+    }
+  }
+};
+
+// the reading side: window position (ky, kx) of the current output pixel, its bank (top bank + ky, mod R) and
+// column offset kx * CF; step(top) moves to the next position (kx fastest) and is true when the window wraps
+template <unsigned KH, unsigned KW, unsigned CF, unsigned R>
+struct WindowCursor {
+  unsigned ky, kx, col, bank;
+  WindowCursor() : ky(0), kx(0), col(0), bank(0) {}
+  bool step(unsigned top) {
+#pragma HLS INLINE
+    col += CF;
+    if (++kx < KW) return false;
+    kx = 0;
+    col = 0;
+    bank = (bank + 1 == R) ? 0 : bank + 1;
+    if (++ky < KH) return false;
+    ky = 0;
+    bank = top;
+    return true;
+  }
+};
+
 template <unsigned C, unsigned SIMD, unsigned IH, unsigned IW, unsigned KH, unsigned KW, unsigned SH, unsigned SW,
           unsigned PT, unsigned PL, unsigned PB, unsigned PR, bool DEPTHWISE, typename T, int PAD, unsigned IMPL>
 void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_uint<SIMD * T::width> >& out,
@@ -345,88 +399,42 @@ void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_u
 #pragma HLS DEPENDENCE variable=buf intra false
   bind_ram_s2p(buf, storage<IMPL>());
   for (unsigned rep = 0; rep < reps; rep++) {
-    // writer: padded row wy in bank wbank, word slot (pixel wx, fold wcf)
-    unsigned wy = 0, wbank = 0, slot = 0, wx = 0, wcf = 0;
+    LineWriter<CF, ROWW, R, PT, PL, IH, IW> w;
     for (unsigned j = 0; j < KH * ROWW; j++) {  // prefill KH padded rows
 #pragma HLS PIPELINE II=1
-      const bool real = wy >= PT && wy < PT + IH && wx >= PL && wx < PL + IW;
-      buf[wbank][slot] = real ? in.read() : pad_word;
-      slot++;
-      if (++wcf == CF) {
-        wcf = 0;
-        wx++;
-      }
-      if (slot == ROWW) {
-        slot = 0;
-        wx = 0;
-        wy++;
-        wbank++;
-      }
+      buf[w.bank][w.slot] = w.real() ? in.read() : pad_word;
+      w.step();
     }
-    // reader: output row r (its top bank rbase), output pixel ox (column ocol = ox * SW * CF), window position
-    // (ky, kx, cf) with bank rbank = (rbase + ky) mod R and column kcol = kx * CF
-    unsigned j = 0, rbase = 0, ocol = 0, ky = 0, kx = 0, kcol = 0, cf = 0, rbank = 0;
+    // reader: output row r (its top bank rbase), output pixel ox (column ocol = ox * SW * CF), window position k
+    // and channel fold cf
+    unsigned j = 0, rbase = 0, ocol = 0, cf = 0;
+    WindowCursor<KH, KW, CF, R> k;
     for (unsigned i = 0; i < OH * M; i++) {  // per output row: its windows, while prefetching the next SH rows
 #pragma HLS PIPELINE II=1
       if (j < WB) {
-        out.write(buf[rbank][ocol + kcol + cf]);
+        out.write(buf[k.bank][ocol + k.col + cf]);
         bool next_pixel = false;
         if (DEPTHWISE) {  // (cf, ky, kx)
-          kcol += CF;
-          if (++kx == KW) {
-            kx = 0;
-            kcol = 0;
-            rbank = (rbank + 1 == R) ? 0 : rbank + 1;
-            if (++ky == KH) {
-              ky = 0;
-              rbank = rbase;
-              if (++cf == CF) {
-                cf = 0;
-                next_pixel = true;
-              }
-            }
-          }
-        } else {  // (ky, kx, cf)
-          if (++cf == CF) {
+          if (k.step(rbase) && ++cf == CF) {
             cf = 0;
-            kcol += CF;
-            if (++kx == KW) {
-              kx = 0;
-              kcol = 0;
-              rbank = (rbank + 1 == R) ? 0 : rbank + 1;
-              if (++ky == KH) {
-                ky = 0;
-                rbank = rbase;
-                next_pixel = true;
-              }
-            }
+            next_pixel = true;
           }
+        } else if (++cf == CF) {  // (ky, kx, cf)
+          cf = 0;
+          next_pixel = k.step(rbase);
         }
         if (next_pixel) ocol += SW * CF;
       }
-      if (j < RB && wy < PH) {
-        const bool real = wy >= PT && wy < PT + IH && wx >= PL && wx < PL + IW;
-        buf[wbank][slot] = real ? in.read() : pad_word;
+      if (j < RB && w.y < PH) {
+        buf[w.bank][w.slot] = w.real() ? in.read() : pad_word;
 #pragma HLS DEPENDENCE variable=buf inter false
       }
-      if (j < RB) {
-        slot++;
-        if (++wcf == CF) {
-          wcf = 0;
-          wx++;
-        }
-        if (slot == ROWW) {
-          slot = 0;
-          wx = 0;
-          wy++;
-          wbank = (wbank + 1 == R) ? 0 : wbank + 1;
-        }
-      }
+      if (j < RB) w.step();
       if (++j == M) {  // next output row
         j = 0;
         ocol = 0;
         rbase = (rbase + SH >= R) ? rbase + SH - R : rbase + SH;
-        rbank = rbase;
+        k.bank = rbase;
       }
     }
   }
@@ -454,12 +462,7 @@ void vvau(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO
       acc[pe] = prev + mul<TA, DSP>(weights.template elem<TW>(nf, k, pe), get<TI>(x, pe));
     }
     if (++k == K) {
-      ap_uint<PE * TO::width> o = 0;
-      for (unsigned pe = 0; pe < PE; pe++) {
-#pragma HLS UNROLL
-        put<TO>(o, pe, act.activate(nf, pe, acc[pe]));
-      }
-      out.write(o);
+      write_activated<PE, TO>(out, act, nf, acc);
       k = 0;
       if (++nf == NF) nf = 0;
     }
@@ -610,6 +613,7 @@ void global_acc_pool(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_u
     }
   }
 }
+
 // --------------------------------------------------------------------------------- elementwise layers
 
 // standalone MultiThreshold over NPIX pixels of C channel slots
