@@ -21,10 +21,11 @@ SECTIONS = {
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
-    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
+    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
 }
-HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim"}
+HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim",
+            "hls_control": "--hls-control"}
 
 
 def _options(fn):
@@ -89,6 +90,10 @@ def _options(fn):
                           "worker processes, or Ray tasks (pip install 'qpass[cluster]'); the result is the same."),
         click.option("--address", help="--engine ray: the Ray cluster (HOST:PORT, or auto); default: RAY_ADDRESS, "
                                         "else a new local Ray instance."),
+        click.option("--hls-control", type=click.Choice(["ap_ctrl_hs", "ap_ctrl_none", "frame-loop"]),
+                     default="ap_ctrl_hs", show_default=True,
+                     help="Top-level control of the HLS projects: ap_ctrl_hs (one frame per call), ap_ctrl_none "
+                          "(free-running) or frame-loop (an AXI-Lite frame count per call)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -109,6 +114,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
     from qpass.pipeline.engines import make_engine
     from .finish import export_hls, finish_onnx
 
+    hls_control = settings.pop("hls_control")
     src = load(model)
     cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
     plan = cfg.resolve()
@@ -130,7 +136,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
     given = {f for f in ("weights", "activations") if getattr(cfg, f) or (cfg.bits and str(cfg.bits) != "auto")}
     if backend == "hls":
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
-                   device=device, clock_ns=clock_ns, target_fps=target_fps)
+                   device=device, clock_ns=clock_ns, target_fps=target_fps, control=hls_control)
     else:
         finish_onnx(src, model, result, outputs, plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
 

@@ -15,8 +15,9 @@
 Modules: ``exporter`` (export, compare_with_golden), ``codegen`` (the top function and its tables), ``emit`` (the
 HLS call of each hardware layer kind), ``wiring`` (streams, width converters, duplicators), ``testbench`` and
 ``project_files`` (testbench, Makefile, Tcl, metadata), ``csim_runner`` (g++ build and run, ``CsimCache``),
-``aptypes`` (where ap_int.h comes from: hls4ml's Apache-2.0 headers), ``templates/`` (the layer library and qpass'
-own hls_stream.h for the C simulation).
+``aptypes`` (where ap_int.h comes from: hls4ml's Apache-2.0 headers), ``binary`` (which streams and weights are
+stored one bit per -1/+1 element; XNOR-popcount thresholds), ``templates/`` (the layer library and qpass' own
+hls_stream.h for the C simulation).
 """
 from __future__ import annotations
 

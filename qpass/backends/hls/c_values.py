@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from qpass.backends.hls.binary import Bipolar
 from qpass.hw.inttype import IntType
 
 
-def cpp_type(t: IntType) -> str:
-    """The ap_int type of an element type."""
+def cpp_type(t: IntType | Bipolar) -> str:
+    """The C++ type of an element type: ap_int / ap_uint, or qpass::bipolar (one bit, -1/+1)."""
+    if isinstance(t, Bipolar):
+        return "qpass::bipolar"
     return f"ap_int<{t.bits}>" if t.signed else f"ap_uint<{t.bits}>"
 
 

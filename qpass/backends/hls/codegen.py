@@ -4,7 +4,11 @@
   ``qpass_dataflow.h`` (written by the layer's emitter, ``qpass.backends.hls.emit``), ``hls::stream`` variables
   with ``#pragma HLS STREAM depth=`` from the FIFO sizing, data-width converters and stream duplicators
   (``wiring``), AXI-Stream ports (one word of FOLD packed elements per beat) for the partition's inputs and
-  outputs.
+  outputs, the outputs with TLAST on each frame's last beat. ``control`` (``CONTROLS``): ``ap_ctrl_hs`` (one
+  frame per call, start/done handshake), ``ap_ctrl_none`` (free-running: no control port, the dataflow region
+  restarts itself as data arrives) or ``frame-loop`` (an AXI-Lite argument ``frames``: that many frames per
+  call, every layer looping over them as finn-hlslib's ``reps``).
+  Stream words wider than ``AP_INT_MAX_W_LIMIT`` bits (Vitis HLS' ap_int limit) are refused, naming the layer.
 - ``params.h``: weights (``PackedRom``, finn-hlslib layout: rows interleaved across PEs, SIMD elements per word)
   and thresholds (``ThresholdActivation``, [PE][NF][steps]) as constant-initialised C arrays.
 
@@ -14,9 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from qpass.backends.hls.binary import element_types
 from qpass.backends.hls.emit import EMITTERS, Emission
 from qpass.backends.hls.wiring import PortSpec, Wiring
+from qpass.errors import QpassError
 from qpass.hw.dataflow_graph import DataflowGraph
+
+CONTROLS = ("ap_ctrl_hs", "ap_ctrl_none", "frame-loop")
+AP_INT_MAX_W_LIMIT = 4096
 
 
 @dataclass
@@ -26,19 +35,46 @@ class Project:
     outputs: list[PortSpec]
     files: dict[str, str] = field(default_factory=dict)
     max_word_bits: int = 0
+    control: str = "ap_ctrl_hs"
+
+    @property
+    def call_args(self) -> tuple[str, ...]:
+        """Arguments after the ports in a call of the top function for one frame (the frame-loop's count)."""
+        return ("1",) if self.control == "frame-loop" else ()
 
 
-def _emit_layers(dg: DataflowGraph, w: Wiring) -> Emission:
+def _emit_layers(dg: DataflowGraph, w: Wiring, outs: list[PortSpec]) -> Emission:
     """Layer calls in topological order, each followed by the plumbing of its output stream (the C simulation
-    runs the dataflow region's calls one after the other)."""
-    e = Emission(dg)
+    runs the dataflow region's calls one after the other), then the TLAST stages of the output ports."""
+    e = Emission(dg, w.reps, w.etypes)
     for sname in dg.inputs:
         e.body.extend(w.plumb.get(sname, []))
     for l in dg.layers:
         ins = [w.reads[(l.name, p)] for p in range(len(l.inputs))]
         EMITTERS[l.kind](l, ins, w.writes[l.name], e)
         e.body.extend(w.plumb.get(l.output, []))
+    for p in outs:
+        e.body.append(f"// {p.name}: AXI-Stream beats, TLAST on the last of each frame's {p.words} words")
+        e.body.append(f"qpass::axis_out<{p.word_bits}, {p.words}>({w.port_data[p.name]}, {p.name}, {w.reps});")
     return e
+
+
+def check_word_widths(dg: DataflowGraph, etypes: dict, ports: list[PortSpec]) -> int:
+    """The widest stream word in bits; a QpassError naming the layer when one exceeds AP_INT_MAX_W_LIMIT."""
+    widest = max([p.word_bits for p in ports] + [0])
+    for l in dg.layers:
+        words = [(f * etypes[s].bits, "input") for f, s in zip(l.in_fold, l.inputs)]
+        words.append((l.out_fold * etypes[l.output].bits, "output"))
+        for bits, what in words:
+            if bits > AP_INT_MAX_W_LIMIT:
+                raise QpassError(f"layer {l.name}: its {bits}-bit {what} stream word exceeds AP_INT_MAX_W "
+                                 f"{AP_INT_MAX_W_LIMIT} (Vitis HLS' ap_int limit); fold it with a smaller PE/SIMD")
+            widest = max(widest, bits)
+    for p in ports:
+        if p.word_bits > AP_INT_MAX_W_LIMIT:
+            raise QpassError(f"port {p.name} ({p.tensor}): its {p.word_bits}-bit word exceeds AP_INT_MAX_W "
+                             f"{AP_INT_MAX_W_LIMIT} (Vitis HLS' ap_int limit); fold it with a smaller PE/SIMD")
+    return widest
 
 
 def _header(dg: DataflowGraph, top: str, ports: list[PortSpec], sig: str, max_bits: int) -> str:
@@ -58,6 +94,8 @@ def _header(dg: DataflowGraph, top: str, ports: list[PortSpec], sig: str, max_bi
 #include <ap_int.h>
 #include <hls_stream.h>
 
+#include "qpass_dataflow.h"
+
 {"".join(f"#define {top.upper()}_{p.name.upper()}_FOLD {p.fold}{chr(10)}" for p in ports)}
 void {top}({sig});
 
@@ -65,7 +103,14 @@ void {top}({sig});
 """
 
 
-def _top_cpp(dg: DataflowGraph, top: str, ports: list[PortSpec], sig: str, w: Wiring, e: Emission) -> str:
+def _control_pragmas(control: str) -> str:
+    if control == "frame-loop":
+        return "#pragma HLS INTERFACE s_axilite port=frames\n#pragma HLS INTERFACE s_axilite port=return"
+    return f"#pragma HLS INTERFACE {control} port=return"
+
+
+def _top_cpp(dg: DataflowGraph, top: str, ports: list[PortSpec], sig: str, w: Wiring, e: Emission,
+             control: str) -> str:
     decls = []
     for v in w.vars.values():
         if v.depth is None:
@@ -74,7 +119,8 @@ def _top_cpp(dg: DataflowGraph, top: str, ports: list[PortSpec], sig: str, w: Wi
         decls.append(f"#pragma HLS STREAM variable={v.name} depth={v.depth}")
     pragmas = "\n".join(f"#pragma HLS INTERFACE axis port={p.name}" for p in ports)
     body = "\n".join("  " + line for line in e.body)
-    return f"""// Generated by qpass: top function of dataflow partition {dg.name} (one frame per call).
+    per_call = "frames per call: the argument frames" if control == "frame-loop" else "one frame per call"
+    return f"""// Generated by qpass: top function of dataflow partition {dg.name} ({control}, {per_call}).
 #include "{top}.h"
 #include "qpass_dataflow.h"
 #include "params.h"
@@ -82,7 +128,7 @@ def _top_cpp(dg: DataflowGraph, top: str, ports: list[PortSpec], sig: str, w: Wi
 {"".join(e.extra_funcs)}
 void {top}({sig}) {{
 {pragmas}
-#pragma HLS INTERFACE ap_ctrl_hs port=return
+{_control_pragmas(control)}
 #pragma HLS DATAFLOW
 {chr(10).join(e.partition_pragmas)}
 {chr(10).join(decls)}
@@ -92,14 +138,19 @@ void {top}({sig}) {{
 """
 
 
-def generate(dg: DataflowGraph, depths: dict, top: str) -> Project:
+def generate(dg: DataflowGraph, depths: dict, top: str, control: str = "ap_ctrl_hs") -> Project:
     """The C++ sources of one folded partition (``dg`` after ``qpass.hw.design.fold``)."""
-    w = Wiring(dg, depths)
+    if control not in CONTROLS:
+        raise QpassError(f"HLS control {control!r} is not one of {', '.join(CONTROLS)}")
+    etypes = element_types(dg)
+    w = Wiring(dg, depths, etypes, "frames" if control == "frame-loop" else "1")
     ins, outs = w.wire()
-    e = _emit_layers(dg, w)
     ports = ins + outs
-    max_bits = max([w.max_bits] + [p.word_bits for p in ports])
-    sig = ", ".join(f"hls::stream<ap_uint<{p.word_bits}> >& {p.name}" for p in ports)
+    max_bits = max(w.max_bits, check_word_widths(dg, etypes, ports))
+    e = _emit_layers(dg, w, outs)
+    sig = ", ".join(f"hls::stream<{p.c_type} >& {p.name}" for p in ports)
+    if control == "frame-loop":
+        sig += ", const unsigned frames"
     params = f"""// Generated by qpass: weights and thresholds of dataflow partition {dg.name} (constant tables).
 #ifndef {top.upper()}_PARAMS_H
 #define {top.upper()}_PARAMS_H
@@ -109,7 +160,7 @@ def generate(dg: DataflowGraph, depths: dict, top: str) -> Project:
 {chr(10).join(e.params)}
 #endif
 """
-    proj = Project(top, ins, outs, max_word_bits=max_bits)
-    proj.files = {f"{top}.h": _header(dg, top, ports, sig, max_bits), f"{top}.cpp": _top_cpp(dg, top, ports, sig, w, e),
-                  "params.h": params}
+    proj = Project(top, ins, outs, max_word_bits=max_bits, control=control)
+    proj.files = {f"{top}.h": _header(dg, top, ports, sig, max_bits),
+                  f"{top}.cpp": _top_cpp(dg, top, ports, sig, w, e, control), "params.h": params}
     return proj

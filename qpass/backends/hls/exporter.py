@@ -103,7 +103,7 @@ def partition_io(parent: onnx.ModelProto, samples, batch_size: int = 64, partiti
 def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", clock_ns: float | None = None,
            target_fps: float | None = None, samples=None, *, utilisation: float = 0.8, strategy: str = "min_lut",
            folding: dict | None = None, model_name: str = "model",
-           ap_types: str | os.PathLike | None = None) -> ExportResult:
+           ap_types: str | os.PathLike | None = None, control: str = "ap_ctrl_hs") -> ExportResult:
     """Write, per dataflow partition of a streamlined model, a self-contained HLS C++ project.
 
     ``model``: the streamlined QONNX graph (``qpass.api.qonnx_model(result)`` of the ``streamline`` or ``dataflow``
@@ -116,9 +116,13 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     Writes ``out_dir/<model_name>.onnx`` (host nodes + partition nodes) and its partition models, one folder per
     partition (``codegen`` and ``project_files`` module docstrings), and ``out_dir/report.txt`` (host nodes with
     reasons, per-layer tables). ``folding`` ({layer: {"PE": p, "SIMD": s}}, FINN's folding_config) overrides the chosen folding of
-    the named layers (layer names as in the report)."""
+    the named layers (layer names as in the report). ``control``: the top functions' block-level control,
+    ``codegen.CONTROLS`` (ap_ctrl_hs: one frame per call; ap_ctrl_none: free-running; frame-loop: a frame count
+    per call)."""
     t0 = time.perf_counter()
     timings = {}
+    if control not in codegen.CONTROLS:
+        raise QpassError(f"HLS control {control!r} is not one of {', '.join(codegen.CONTROLS)}")
     m = _model_of(model)
     dev = get_device(device)
     clk = float(clock_ns if clock_ns is not None else dev.clock_ns)
@@ -151,7 +155,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
         depths = fifo_depths(dg)
         table = report_table(dg, depths)
         top = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
-        proj = codegen.generate(dg, depths, top)
+        proj = codegen.generate(dg, depths, top, control)
         pdir = out / top
         frames = None
         if io is not None:

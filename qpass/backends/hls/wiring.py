@@ -23,6 +23,12 @@ class PortSpec:
     fold: int
     dtype: IntType
     order: np.ndarray
+    axis: bool = False  # an output port of AXI-Stream beats with TLAST (qpass::axis_t), else plain words
+
+    @property
+    def c_type(self) -> str:
+        """The C++ type of one stream word / beat."""
+        return f"qpass::axis_t<{self.word_bits}>" if self.axis else f"ap_uint<{self.word_bits}>"
 
     @property
     def words(self) -> int:
@@ -35,7 +41,7 @@ class PortSpec:
     def meta(self) -> dict:
         return {"name": self.name, "tensor": self.tensor, "shape": list(self.shape), "elems": self.elems,
                 "fold": self.fold, "words": self.words, "bits": self.dtype.bits, "signed": self.dtype.signed,
-                "word_bits": self.word_bits}
+                "word_bits": self.word_bits, "tlast": self.axis}
 
 
 @dataclass
@@ -48,10 +54,15 @@ class Var:
 class Wiring:
     """Stream variables of one partition's top function: ``reads[(layer, port)]`` and ``writes[layer]`` name the
     variable each layer reads and writes; ``plumb[stream]`` holds the duplicator / width-converter calls that go
-    right after the stream's producer."""
+    right after the stream's producer. ``etypes``: the element type each stream is stored with
+    (``binary.element_types``); ``reps``: the frame count argument of every call. An output port is written by an
+    ``axis_out`` stage (TLAST on each frame's last word) from the stream variable ``port_data[port]``."""
 
-    def __init__(self, dg: DataflowGraph, depths: dict):
+    def __init__(self, dg: DataflowGraph, depths: dict, etypes: dict | None = None, reps: str = "1"):
         self.dg, self.depths = dg, depths
+        self.etypes = etypes if etypes is not None else {n: s.dtype for n, s in dg.streams.items()}
+        self.reps = reps
+        self.port_data: dict[str, str] = {}
         self.vars: dict[str, Var] = {}
         self.taken: set[str] = set()
         self.plumb: dict[str, list[str]] = {}
@@ -87,8 +98,10 @@ class Wiring:
         for k, (tensor, sname) in enumerate(dg.outputs):
             s = dg.streams[sname]
             prod = dg.layer(s.producer)
-            outs.append(self._port(PortSpec(f"out{k}", tensor, s.shape, s.elems, prod.out_fold, s.dtype,
-                                            dg.output_orders[tensor])))
+            p = self._port(PortSpec(f"out{k}", tensor, s.shape, s.elems, prod.out_fold, s.dtype,
+                                    dg.output_orders[tensor], axis=True))
+            self.port_data[p.name] = self.var(f"{p.name}_data", p.word_bits, 2)
+            outs.append(p)
         out_by_stream = {}
         for p, (tensor, sname) in zip(outs, dg.outputs):
             out_by_stream.setdefault(sname, []).append(p)
@@ -99,11 +112,11 @@ class Wiring:
     def _wire_stream(self, sname, s, in_ports: dict, out_by_stream: dict) -> None:
         dg = self.dg
         self._cur = self.plumb.setdefault(sname, [])
-        eb = s.dtype.bits
+        eb = self.etypes[sname].bits
         src_fold = in_ports[sname].fold if s.producer is None else dg.layer(s.producer).out_fold
         readers = [(l, p, dg.layer(l).in_fold[p]) for l, p in s.consumers]
         targets = [("layer", l, p, f) for l, p, f in readers] + \
-            [("port", o.name, 0, o.fold) for o in out_by_stream.get(sname, [])]
+            [("port", self.port_data[o.name], 0, o.fold) for o in out_by_stream.get(sname, [])]
         if not targets:
             if s.producer is not None:  # an unread output: drain it (should not happen)
                 raise ValueError(f"stream {sname} has no reader")
@@ -138,10 +151,12 @@ class Wiring:
                 self.reads[(who, port)] = dest
 
     def _depth(self, s, layer, port, src_fold, fold) -> int:
-        d = self.depths.get((s.producer or "<input>", layer, port), 2)
+        """The FIFO depth the stream sizing asks for (in producer words), in words of this variable (behind a
+        width converter: the same elements in the consumer's words); no padding to a power of two."""
+        d = int(self.depths.get((s.producer or "<input>", layer, port), 2))
         if fold != src_fold:
-            d = math.ceil(d * src_fold / fold) + 1
-        return max(2, 1 << max(0, int(d) - 1).bit_length())
+            d = math.ceil(d * src_fold / fold)
+        return max(2, d)
 
     def _duplicate(self, src, bits, words, targets, s, src_fold) -> list[str]:
         """A chain of 2-way duplicators; returns one variable per target (None entries never happen)."""
@@ -164,18 +179,18 @@ class Wiring:
                 b = lw if lk == "port" else self.var(f"{lw}_in{lp}", bits, self._depth(s, lw, lp, src_fold, lf))
             else:
                 b = self.var(f"{s.name}_b{i}r", bits, 2)
-            self._cur.append(f"qpass::duplicate<{bits}, {words}>({cur}, {a}, {b});")
+            self._cur.append(f"qpass::duplicate<{bits}, {words}>({cur}, {a}, {b}, {self.reps});")
             outs.append(a)
             cur = b
         return outs
 
     def _dwc(self, src, a, dest, b, eb, elems):
         if b % a == 0:
-            self._cur.append(f"qpass::dwc_up<{a}, {b}, {eb}, {elems // a}>({src}, {dest});")
+            self._cur.append(f"qpass::dwc_up<{a}, {b}, {eb}, {elems // a}>({src}, {dest}, {self.reps});")
         elif a % b == 0:
-            self._cur.append(f"qpass::dwc_down<{a}, {b}, {eb}, {elems // a}>({src}, {dest});")
+            self._cur.append(f"qpass::dwc_down<{a}, {b}, {eb}, {elems // a}>({src}, {dest}, {self.reps});")
         else:
             g = math.gcd(a, b)
             mid = self.var(f"{dest}_dwc", g * eb, 2)
-            self._cur.append(f"qpass::dwc_down<{a}, {g}, {eb}, {elems // a}>({src}, {mid});")
-            self._cur.append(f"qpass::dwc_up<{g}, {b}, {eb}, {elems // g}>({mid}, {dest});")
+            self._cur.append(f"qpass::dwc_down<{a}, {g}, {eb}, {elems // a}>({src}, {mid}, {self.reps});")
+            self._cur.append(f"qpass::dwc_up<{g}, {b}, {eb}, {elems // g}>({mid}, {dest}, {self.reps});")

@@ -25,8 +25,9 @@ def emit(l: HwLayer, ins: list[str], out: str, e: Emission) -> None:
       out.write(o);
     }}""")
     e.extra_funcs.append(f"""// {l.name}: concatenation of {len(tis)} streams, {L.pixels} pixels
-static void {fname}({args}, hls::stream<ap_uint<{simd} * {to.bits}> >& out) {{
-  for (unsigned p = 0; p < {L.pixels}; p++) {{
+static void {fname}({args}, hls::stream<ap_uint<{simd} * {to.bits}> >& out,
+    const unsigned reps) {{
+  for (unsigned p = 0; p < reps * {L.pixels}; p++) {{
 {chr(10).join(loops)}
   }}
 }}

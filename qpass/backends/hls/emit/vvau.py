@@ -1,10 +1,12 @@
-"""``qpass::vvau``: the depthwise vector-vector unit; weights [NF][K] words of PE elements."""
+"""``qpass::vvau``: the depthwise vector-vector unit; weights [NF][K] words of PE elements (storage and products
+bound as for the MVTU)."""
 from __future__ import annotations
 
 import numpy as np
 
-from qpass.backends.hls.c_values import acc_cpp, cpp_type
-from qpass.backends.hls.emit.context import Emission
+from qpass.backends.hls.c_values import cpp_type
+from qpass.backends.hls.emit.context import Emission, uses_dsp
+from qpass.backends.hls.emit.mvtu import mac_types
 from qpass.hw.dataflow_graph import HwLayer
 
 
@@ -15,9 +17,11 @@ def emit(l: HwLayer, ins: list[str], out: str, e: Emission) -> None:
     c, k = w.shape
     pe = L.pe
     nf = c // pe
+    wt, acc, xnor = mac_types(p, ti, k)
     arr = w.reshape(nf, pe, k).transpose(0, 2, 1)  # [NF][K][PE]
-    wname = e.weights(f"{l.name}_w", arr, p["w_type"], f"depthwise weights of {l.nodes[0]}: [NF={nf}][K={k}] words "
-                      f"of PE={pe} x {p['w_type'].name}", pe_rows=False)
-    act = e.activation(l, nf, pe, to)
-    e.call(l, f"qpass::vvau<{c}, {pe}, {k}, {L.pixels}, {cpp_type(ti)}, {cpp_type(p['w_type'])}, "
-              f"{acc_cpp(p['acc_type'])}, {cpp_type(to)}>({ins[0]}, {out}, {wname}, {act});")
+    wname = e.weights(l, arr, wt, f"depthwise weights of {l.nodes[0]}: [NF={nf}][K={k}] words of PE={pe} x "
+                      f"{wt.name}", pe_rows=False)
+    act = e.activation(l, nf, pe, to, xnor)
+    dsp = "true" if uses_dsp(l) else "false"
+    e.call(l, f"qpass::vvau<{c}, {pe}, {k}, {L.pixels}, {cpp_type(ti)}, {cpp_type(wt)}, {acc}, {cpp_type(to)}, "
+              f"{dsp}>({ins[0]}, {out}, {wname}, {act});")

@@ -1,11 +1,11 @@
 // qpass streaming dataflow layer library (HLS C++), written for qpass (Apache-2.0).
 //
 // Every layer is one function over hls::stream<ap_uint<N * EB>> words holding N packed elements of EB bits
-// (element i in bits [i*EB, (i+1)*EB), two's complement for signed element types), one II=1 pipelined loop per
-// frame in the style of finn-hlslib: the matrix-vector-threshold unit (MVTU) is one flattened loop of
+// (element i in bits [i*EB, (i+1)*EB), two's complement for signed element types, one bit for bipolar ones), one
+// II=1 pipelined loop over reps frames in the style of finn-hlslib: the matrix-vector-threshold unit (MVTU) is one flattened loop of
 // NUMV * NF * SF iterations with an input buffer filled at nf == 0 and reused for the other row folds, PE
 // accumulators, and a threshold activation that counts thresholds with acc >= T (MultiThreshold semantics).
-// Streams carry one frame per call of the top function, pixels in (row, column, channel) order.
+// Streams carry reps frames per call (1 unless the top is a frame loop), pixels in (row, column, channel) order.
 #ifndef QPASS_DATAFLOW_H
 #define QPASS_DATAFLOW_H
 
@@ -27,20 +27,146 @@ struct clog2<0> {
   enum { value = 0 };
 };
 
-// element i of a packed word, as T (T::width bits; ap_int or ap_uint)
+// a +-1 element stored as one bit (1 = +1, 0 = -1): binary (bipolar) weights and activations. Its value is an
+// int (-1 or +1); built from a value, any v > 0 is +1 (so a threshold unit's -1/+1 output and a -1 pad map exactly)
+struct bipolar {
+  enum { width = 1 };
+  ap_uint<1> b;
+  bipolar() : b(0) {}
+  bipolar(int v) : b(v > 0 ? 1 : 0) {}
+  template <int W>
+  bipolar(const ap_int<W>& v) : b(v > 0 ? 1 : 0) {}
+  template <int W>
+  bipolar(const ap_uint<W>& v) : b(v > 0 ? 1 : 0) {}
+  operator int() const { return b ? 1 : -1; }
+};
+
+// the EB = T::width bits of an element <-> the element (ap types: the same bits; bipolar: its one bit)
+template <typename T>
+struct codec {
+  template <int W>
+  static T decode(const ap_uint<W>& bits) {
+#pragma HLS INLINE
+    T v = bits;  // same bits (ap_int of equal width reinterprets)
+    return v;
+  }
+  static ap_uint<T::width> encode(const T& v) {
+#pragma HLS INLINE
+    ap_uint<T::width> bits = v;
+    return bits;
+  }
+};
+template <>
+struct codec<bipolar> {
+  template <int W>
+  static bipolar decode(const ap_uint<W>& bits) {
+#pragma HLS INLINE
+    bipolar v;
+    v.b = bits[0];
+    return v;
+  }
+  static ap_uint<1> encode(const bipolar& v) {
+#pragma HLS INLINE
+    return v.b;
+  }
+};
+
+// element i of a packed word, as T (T::width bits; ap_int, ap_uint or bipolar)
 template <typename T, int W>
 inline T get(const ap_uint<W>& word, unsigned i) {
 #pragma HLS INLINE
   ap_uint<T::width> bits = word.range((i + 1) * T::width - 1, i * T::width);
-  T v = bits;  // same bits (ap_int of equal width reinterprets)
-  return v;
+  return codec<T>::decode(bits);
 }
 
 template <typename T, int W>
 inline void put(ap_uint<W>& word, unsigned i, const T& v) {
 #pragma HLS INLINE
-  ap_uint<T::width> bits = v;
-  word.range((i + 1) * T::width - 1, i * T::width) = bits;
+  word.range((i + 1) * T::width - 1, i * T::width) = codec<T>::encode(v);
+}
+
+// one product of a MAC, at its exact width: w * x on LUTs (DSP false: BIND_OP impl=fabric) or on a DSP slice
+template <typename TA, bool DSP, typename TW, typename TI>
+inline ap_int<TW::width + TI::width + 1> mul(const TW& w, const TI& x) {
+#pragma HLS INLINE
+  typedef ap_int<TW::width + TI::width + 1> TP;
+  if (DSP) {
+    const TP p = w * x;
+#pragma HLS BIND_OP variable=p op=mul impl=dsp
+    return p;
+  } else {
+    const TP p = w * x;
+#pragma HLS BIND_OP variable=p op=mul impl=fabric
+    return p;
+  }
+}
+// any weight times a +-1 input: a conditional negation, no multiplier
+template <typename TA, bool DSP, typename TW>
+inline TA mul(const TW& w, const bipolar& x) {
+#pragma HLS INLINE
+  const TA v = w;
+  return x.b ? TA(v) : TA(-v);
+}
+// a +-1 weight times any input: a conditional negation, no multiplier (the 8-bit first layer of a BNN)
+template <typename TA, bool DSP, typename TI>
+inline TA mul(const bipolar& w, const TI& x) {
+#pragma HLS INLINE
+  const TA v = x;
+  return w.b ? TA(v) : TA(-v);
+}
+// XNOR-popcount: a +-1 weight times a +-1 input is +1 exactly when their bits agree; the MAC counts agreements
+// (the popcount; the emitter turns thresholds on the dot product d into thresholds on (d + MW) / 2)
+template <typename TA, bool DSP>
+inline TA mul(const bipolar& w, const bipolar& x) {
+#pragma HLS INLINE
+  const ap_uint<1> agree = ~(w.b ^ x.b);
+  return TA(agree);
+}
+
+// AXI-Stream output beats with TLAST: Vitis' ap_axiu (ap_axi_sdata.h) in synthesis and Vitis' own C simulation;
+// a struct with the same fields in qpass' g++ C simulation (csim/hls_stream.h defines QPASS_CSIM_STREAM)
+#ifdef QPASS_CSIM_STREAM
+template <int W>
+struct axis_word {
+  ap_uint<W> data;
+  ap_uint<(W + 7) / 8> keep;
+  ap_uint<(W + 7) / 8> strb;
+  ap_uint<1> last;
+};
+template <int W>
+using axis_t = axis_word<W>;
+#else
+}  // namespace qpass
+#include <ap_axi_sdata.h>
+namespace qpass {
+template <int W>
+using axis_t = ap_axiu<W, 0, 0, 0>;
+#endif
+
+// the data of a beat (a plain word is its own data); last_ok: TLAST set exactly on the frame's last beat
+template <int W>
+inline ap_uint<W> beat_data(const ap_uint<W>& w) { return w; }
+template <int W>
+inline ap_uint<W> beat_data(const axis_t<W>& b) { return b.data; }
+template <int W>
+inline bool last_ok(const ap_uint<W>&, bool) { return true; }
+template <int W>
+inline bool last_ok(const axis_t<W>& b, bool is_last) { return bool(b.last) == is_last; }
+
+// NWORDS words per frame -> AXI-Stream beats, TLAST on the last word of every frame
+template <unsigned W, unsigned NWORDS>
+void axis_out(hls::stream<ap_uint<W> >& in, hls::stream<axis_t<W> >& out, const unsigned reps) {
+  unsigned w = 0;
+  for (unsigned i = 0; i < reps * NWORDS; i++) {
+#pragma HLS PIPELINE II=1
+    axis_t<W> b;
+    b.data = in.read();
+    b.keep = -1;
+    b.strb = -1;
+    b.last = (w == NWORDS - 1) ? 1 : 0;
+    out.write(b);
+    if (++w == NWORDS) w = 0;
+  }
 }
 
 // A read-only table of ROWS x COLS words of N elements of EB bits, stored in NL limbs of a plain unsigned type L
@@ -57,8 +183,7 @@ struct PackedRom {
     const L limb = m[r][c][i / EPL];
     const L mask = (EB >= 8 * sizeof(L)) ? L(~L(0)) : L((L(1) << (EB % (8 * sizeof(L)))) - 1);
     const ap_uint<EB> bits = L(limb >> ((i % EPL) * EB)) & mask;
-    T v = bits;
-    return v;
+    return codec<T>::decode(bits);
   }
 };
 
@@ -71,6 +196,17 @@ struct PassThroughActivation {
   TO activate(unsigned, unsigned, const TA& acc) const {
 #pragma HLS INLINE
     return TO(acc);
+  }
+};
+
+// raw dot product out of an XNOR-popcount MVTU: d = 2 * popcount - MW
+template <typename TO, int MW>
+struct XnorDotActivation {
+  template <typename TA>
+  TO activate(unsigned, unsigned, const TA& pop) const {
+#pragma HLS INLINE
+    const ap_int<TA::width + 2> d = 2 * pop - MW;
+    return TO(d);
   }
 };
 
@@ -92,23 +228,66 @@ struct ThresholdActivation {
   }
 };
 
+// ------------------------------------------------------------------------------------------- memories
+
+// the storage of an internal RAM, chosen by overload on storage<IMPL> (the pragma lands on the caller's array
+// once inlined): simple dual-port (one read, one write port); IMPL 0 lets the tool choose, 1 block RAM,
+// 2 LUTRAM, 3 UltraRAM
+template <unsigned IMPL>
+struct storage {};
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<0>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p
+}
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<1>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p impl=bram
+}
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<2>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p impl=lutram
+}
+template <typename B>
+inline void bind_ram_s2p(B& buf, storage<3>) {
+#pragma HLS INLINE
+#pragma HLS BIND_STORAGE variable=buf type=ram_s2p impl=uram
+}
+
 // --------------------------------------------------------------------------------- matrix-vector unit
 
-// MW inputs, MH outputs, applied to NUMV vectors per frame; weights.elem<TW>(pe, nf * SF + sf, s) is the weight
-// of row nf * PE + pe, column sf * SIMD + s (finn-hlslib layout: rows interleaved across PEs). The input vector
-// is kept (unpacked) in inbuf while nf == 0 reads it and reused for the other NF - 1 row folds.
+// one output word: the activation of each of the PE accumulators of row fold nf
+template <unsigned PE, typename TO, typename TA, typename Act>
+inline void write_activated(hls::stream<ap_uint<PE * TO::width> >& out, const Act& act, unsigned nf,
+                            const TA acc[PE]) {
+#pragma HLS INLINE
+  ap_uint<PE * TO::width> o = 0;
+  for (unsigned pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+    put<TO>(o, pe, act.activate(nf, pe, acc[pe]));
+  }
+  out.write(o);
+}
+
+// MW inputs, MH outputs, applied to NUMV vectors per frame, reps frames; weights.elem<TW>(pe, nf * SF + sf, s) is
+// the weight of row nf * PE + pe, column sf * SIMD + s (finn-hlslib layout: rows interleaved across PEs). The
+// input vector is read while nf == 0 and reused for the other NF - 1 row
+// folds. DSP: the products on DSP slices (res_type dsp), else on LUTs; a bipolar TW and TI make the MAC an
+// XNOR-popcount (see mul). The input vector's SF words stay in registers (finn-hlslib's input buffer).
 template <unsigned MW, unsigned MH, unsigned SIMD, unsigned PE, unsigned NUMV, typename TI, typename TW,
-          typename TA, typename TO, typename Wgt, typename Act>
+          typename TA, typename TO, bool DSP, typename Wgt, typename Act>
 void mvtu(hls::stream<ap_uint<SIMD * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out,
-          const Wgt& weights, const Act& act) {
+          const Wgt& weights, const Act& act, const unsigned reps) {
   const unsigned SF = MW / SIMD;
   const unsigned NF = MH / PE;
   TI inbuf[SF][SIMD];
-#pragma HLS ARRAY_PARTITION variable=inbuf complete dim=2
+#pragma HLS ARRAY_PARTITION variable=inbuf complete dim=0
   TA acc[PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete dim=1
   unsigned nf = 0, sf = 0, tile = 0;
-  for (unsigned i = 0; i < NUMV * NF * SF; i++) {
+  for (unsigned i = 0; i < reps * NUMV * NF * SF; i++) {
 #pragma HLS PIPELINE II=1
     if (nf == 0) {
       const ap_uint<SIMD * TI::width> x = in.read();
@@ -122,18 +301,13 @@ void mvtu(hls::stream<ap_uint<SIMD * TI::width> >& in, hls::stream<ap_uint<PE * 
       TA sum = (sf == 0) ? TA(0) : acc[pe];
       for (unsigned s = 0; s < SIMD; s++) {
 #pragma HLS UNROLL
-        sum += weights.template elem<TW>(pe, tile, s) * inbuf[sf][s];
+        sum += mul<TA, DSP>(weights.template elem<TW>(pe, tile, s), inbuf[sf][s]);
       }
       acc[pe] = sum;
     }
     tile++;
     if (++sf == SF) {
-      ap_uint<PE * TO::width> o = 0;
-      for (unsigned pe = 0; pe < PE; pe++) {
-#pragma HLS UNROLL
-        put<TO>(o, pe, act.activate(nf, pe, acc[pe]));
-      }
-      out.write(o);
+      write_activated<PE, TO>(out, act, nf, acc);
       sf = 0;
       if (++nf == NF) {
         nf = 0;
@@ -146,12 +320,65 @@ void mvtu(hls::stream<ap_uint<SIMD * TI::width> >& in, hls::stream<ap_uint<PE * 
 // ----------------------------------------------------------------------------- sliding-window generator
 
 // im2col over a (IH, IW, C) frame with PT/PL/PB/PR pad pixels of value PAD (0 for a convolution, the lowest
-// value for a max pool); K + S padded row buffers.
-// Per output pixel the window words come in (ky, kx, channel fold) order, or (channel fold, ky, kx) when
-// DEPTHWISE (for the vector-vector unit and window reductions, which accumulate one channel fold at a time).
+// value for a max pool). Per output pixel the window words come in (ky, kx, channel fold) order, or
+// (channel fold, ky, kx) when DEPTHWISE (for the vector-vector unit and window reductions, which accumulate one
+// channel fold at a time).
+// The line buffer holds R = KH + SH padded rows, one memory bank per row (partitioned on the row index): while
+// the windows of output row r are read from rows r*SH .. r*SH+KH-1 (mod R), the next SH rows are written into
+// the other SH banks, so a read and a write never touch the same bank in one iteration and the write -> read
+// distance of any address is at least one output row (DEPENDENCE inter/intra false hold). Each bank is a simple
+// dual-port RAM, one read and one write port (ram_s2p; IMPL: 0 auto, 1 block RAM, 2 LUTRAM, 3 UltraRAM, the
+// layer's ram_style). Every address comes from counters that step and wrap: no division or modulo at run time.
+// the writing side of a line buffer of R banks of ROWW words: padded row y in bank `bank`, word slot = (pixel x,
+// channel fold cf), all stepped by counters; real(): the slot holds an input pixel, not padding
+template <unsigned CF, unsigned ROWW, unsigned R, unsigned PT, unsigned PL, unsigned IH, unsigned IW>
+struct LineWriter {
+  unsigned y, bank, slot, x, cf;
+  LineWriter() : y(0), bank(0), slot(0), x(0), cf(0) {}
+  bool real() const {
+#pragma HLS INLINE
+    return y >= PT && y < PT + IH && x >= PL && x < PL + IW;
+  }
+  void step() {
+#pragma HLS INLINE
+    slot++;
+    if (++cf == CF) {
+      cf = 0;
+      x++;
+    }
+    if (slot == ROWW) {
+      slot = 0;
+      x = 0;
+      y++;
+      bank = (bank + 1 == R) ? 0 : bank + 1;
+    }
+  }
+};
+
+// the reading side: window position (ky, kx) of the current output pixel, its bank (top bank + ky, mod R) and
+// column offset kx * CF; step(top) moves to the next position (kx fastest) and is true when the window wraps
+template <unsigned KH, unsigned KW, unsigned CF, unsigned R>
+struct WindowCursor {
+  unsigned ky, kx, col, bank;
+  WindowCursor() : ky(0), kx(0), col(0), bank(0) {}
+  bool step(unsigned top) {
+#pragma HLS INLINE
+    col += CF;
+    if (++kx < KW) return false;
+    kx = 0;
+    col = 0;
+    bank = (bank + 1 == R) ? 0 : bank + 1;
+    if (++ky < KH) return false;
+    ky = 0;
+    bank = top;
+    return true;
+  }
+};
+
 template <unsigned C, unsigned SIMD, unsigned IH, unsigned IW, unsigned KH, unsigned KW, unsigned SH, unsigned SW,
-          unsigned PT, unsigned PL, unsigned PB, unsigned PR, bool DEPTHWISE, typename T, int PAD>
-void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_uint<SIMD * T::width> >& out) {
+          unsigned PT, unsigned PL, unsigned PB, unsigned PR, bool DEPTHWISE, typename T, int PAD, unsigned IMPL>
+void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_uint<SIMD * T::width> >& out,
+                    const unsigned reps) {
   const unsigned EB = T::width;
   const unsigned CF = C / SIMD;
   const unsigned PH = IH + PT + PB, PW = IW + PL + PR;
@@ -167,35 +394,47 @@ void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_u
     put<T>(pad_word, s, T(PAD));
   }
   ap_uint<SIMD * EB> buf[R][ROWW];
-  for (unsigned j = 0; j < KH * ROWW; j++) {  // prefill KH padded rows
+#pragma HLS ARRAY_PARTITION variable=buf complete dim=1
+#pragma HLS DEPENDENCE variable=buf inter false
+#pragma HLS DEPENDENCE variable=buf intra false
+  bind_ram_s2p(buf, storage<IMPL>());
+  for (unsigned rep = 0; rep < reps; rep++) {
+    LineWriter<CF, ROWW, R, PT, PL, IH, IW> w;
+    for (unsigned j = 0; j < KH * ROWW; j++) {  // prefill KH padded rows
 #pragma HLS PIPELINE II=1
-    const unsigned y = j / ROWW, slot = j % ROWW, x = slot / CF;
-    const bool real = y >= PT && y < PT + IH && x >= PL && x < PL + IW;
-    buf[y % R][slot] = real ? in.read() : pad_word;
-  }
-  for (unsigned r = 0; r < OH; r++) {
-    for (unsigned j = 0; j < M; j++) {  // emit one row of windows while prefetching the next SH rows
+      buf[w.bank][w.slot] = w.real() ? in.read() : pad_word;
+      w.step();
+    }
+    // reader: output row r (its top bank rbase), output pixel ox (column ocol = ox * SW * CF), window position k
+    // and channel fold cf
+    unsigned j = 0, rbase = 0, ocol = 0, cf = 0;
+    WindowCursor<KH, KW, CF, R> k;
+    for (unsigned i = 0; i < OH * M; i++) {  // per output row: its windows, while prefetching the next SH rows
 #pragma HLS PIPELINE II=1
       if (j < WB) {
-        const unsigned ox = j / WIN, rem = j % WIN;
-        unsigned ky, kx, cf;
-        if (DEPTHWISE) {
-          cf = rem / (KH * KW);
-          ky = (rem / KW) % KH;
-          kx = rem % KW;
-        } else {
-          ky = rem / (KW * CF);
-          kx = (rem / CF) % KW;
-          cf = rem % CF;
+        out.write(buf[k.bank][ocol + k.col + cf]);
+        bool next_pixel = false;
+        if (DEPTHWISE) {  // (cf, ky, kx)
+          if (k.step(rbase) && ++cf == CF) {
+            cf = 0;
+            next_pixel = true;
+          }
+        } else if (++cf == CF) {  // (ky, kx, cf)
+          cf = 0;
+          next_pixel = k.step(rbase);
         }
-        out.write(buf[(r * SH + ky) % R][(ox * SW + kx) * CF + cf]);
+        if (next_pixel) ocol += SW * CF;
       }
-      if (j < RB) {
-        const unsigned y = KH + r * SH + j / ROWW, slot = j % ROWW, x = slot / CF;
-        if (y < PH) {
-          const bool real = y >= PT && y < PT + IH && x >= PL && x < PL + IW;
-          buf[y % R][slot] = real ? in.read() : pad_word;
-        }
+      if (j < RB && w.y < PH) {
+        buf[w.bank][w.slot] = w.real() ? in.read() : pad_word;
+#pragma HLS DEPENDENCE variable=buf inter false
+      }
+      if (j < RB) w.step();
+      if (++j == M) {  // next output row
+        j = 0;
+        ocol = 0;
+        rbase = (rbase + SH >= R) ? rbase + SH - R : rbase + SH;
+        k.bank = rbase;
       }
     }
   }
@@ -207,42 +446,39 @@ void sliding_window(hls::stream<ap_uint<SIMD * T::width> >& in, hls::stream<ap_u
 // (channel fold, k) order from a DEPTHWISE sliding window; weights.elem<TW>(nf, k, pe) is the weight of
 // channel nf * PE + pe at window position k.
 template <unsigned C, unsigned PE, unsigned K, unsigned NUMV, typename TI, typename TW, typename TA, typename TO,
-          typename Wgt, typename Act>
+          bool DSP, typename Wgt, typename Act>
 void vvau(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out,
-          const Wgt& weights, const Act& act) {
+          const Wgt& weights, const Act& act, const unsigned reps) {
   const unsigned NF = C / PE;
   TA acc[PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete dim=1
   unsigned nf = 0, k = 0;
-  for (unsigned i = 0; i < NUMV * NF * K; i++) {
+  for (unsigned i = 0; i < reps * NUMV * NF * K; i++) {
 #pragma HLS PIPELINE II=1
     const ap_uint<PE * TI::width> x = in.read();
     for (unsigned pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
       const TA prev = (k == 0) ? TA(0) : acc[pe];
-      acc[pe] = prev + weights.template elem<TW>(nf, k, pe) * get<TI>(x, pe);
+      acc[pe] = prev + mul<TA, DSP>(weights.template elem<TW>(nf, k, pe), get<TI>(x, pe));
     }
     if (++k == K) {
-      ap_uint<PE * TO::width> o = 0;
-      for (unsigned pe = 0; pe < PE; pe++) {
-#pragma HLS UNROLL
-        put<TO>(o, pe, act.activate(nf, pe, acc[pe]));
-      }
-      out.write(o);
+      write_activated<PE, TO>(out, act, nf, acc);
       k = 0;
       if (++nf == NF) nf = 0;
     }
   }
 }
 
-// window maximum or sum over K positions (DEPTHWISE window order), PE channels per word
+// window maximum or sum over K positions (DEPTHWISE window order), PE channels per word: the K words of one
+// window arrive back to back, so the running value lives in registers (a carried chain of one cycle)
 template <unsigned C, unsigned PE, unsigned K, unsigned NUMV, bool MAX, typename TI, typename TO>
-void window_reduce(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out) {
+void window_reduce(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out,
+                   const unsigned reps) {
   const unsigned NF = C / PE;
   TO acc[PE];
 #pragma HLS ARRAY_PARTITION variable=acc complete dim=1
   unsigned k = 0;
-  for (unsigned i = 0; i < NUMV * NF * K; i++) {
+  for (unsigned i = 0; i < reps * NUMV * NF * K; i++) {
 #pragma HLS PIPELINE II=1
     const ap_uint<PE * TI::width> x = in.read();
     for (unsigned pe = 0; pe < PE; pe++) {
@@ -269,66 +505,111 @@ void window_reduce(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uin
 
 // ------------------------------------------------------------------------------------------------ pools
 
-// non-overlapping max pool (stride == kernel, no padding, floor mode): one pass per input word, the row of
-// output maxima flushed after every KH-th input row (finn-hlslib StreamingMaxPool)
+// element-wise maximum of two words of PE elements
+template <typename T, unsigned PE>
+inline ap_uint<PE * T::width> max_word(const ap_uint<PE * T::width>& a, const ap_uint<PE * T::width>& b) {
+#pragma HLS INLINE
+  ap_uint<PE * T::width> o = 0;
+  for (unsigned pe = 0; pe < PE; pe++) {
+#pragma HLS UNROLL
+    const T x = get<T>(a, pe), y = get<T>(b, pe);
+    put<T>(o, pe, (y > x) ? y : x);
+  }
+  return o;
+}
+
+// non-overlapping max pool (stride == kernel, no padding, floor mode; finn-hlslib StreamingMaxPool), one pass
+// per input word, counters only. Along a row, the KW words of one window and channel fold are CF words apart:
+// their running maximum moves through a CF-word shift register (registers, no memory read-modify-write). A
+// window row's maximum is merged into the row buffer of output maxima (one word per output pixel and fold); the
+// same buffer word is next touched IW * CF >= 2 iterations later (DEPENDENCE inter false). After every KH-th
+// input row the finished row of maxima is flushed.
 template <unsigned C, unsigned PE, unsigned IH, unsigned IW, unsigned KH, unsigned KW, typename T>
-void max_pool(hls::stream<ap_uint<PE * T::width> >& in, hls::stream<ap_uint<PE * T::width> >& out) {
+void max_pool(hls::stream<ap_uint<PE * T::width> >& in, hls::stream<ap_uint<PE * T::width> >& out,
+              const unsigned reps) {
   const unsigned CF = C / PE;
   const unsigned OH = IH / KH, OW = IW / KW;
   ap_uint<PE * T::width> buf[OW * CF];
-  for (unsigned y = 0; y < IH; y++) {
-    for (unsigned j = 0; j < IW * CF; j++) {
+#pragma HLS DEPENDENCE variable=buf inter false
+  bind_ram_s2p(buf, storage<0>());
+  ap_uint<PE * T::width> hreg[CF];
+#pragma HLS ARRAY_PARTITION variable=hreg complete dim=1
+  for (unsigned rep = 0; rep < reps; rep++) {
+    unsigned ky = 0, oy = 0;
+    for (unsigned y = 0; y < IH; y++) {
+      unsigned kx = 0, ox = 0, cf = 0, obase = 0, idx = 0;  // idx = ox * CF + cf, obase = ox * CF
+      for (unsigned j = 0; j < IW * CF; j++) {
 #pragma HLS PIPELINE II=1
-      const unsigned x = j / CF, cf = j % CF;
-      const ap_uint<PE * T::width> word = in.read();
-      if (y < OH * KH && x < OW * KW) {
-        const unsigned idx = (x / KW) * CF + cf;
-        if (y % KH == 0 && x % KW == 0) {
-          buf[idx] = word;
-        } else {
-          ap_uint<PE * T::width> cur = buf[idx];
-          for (unsigned pe = 0; pe < PE; pe++) {
+        const ap_uint<PE * T::width> word = in.read();
+        const ap_uint<PE * T::width> h = (kx == 0) ? word : max_word<T, PE>(hreg[CF - 1], word);
+        for (unsigned q = CF - 1; q > 0; q--) {
 #pragma HLS UNROLL
-            const T a = get<T>(cur, pe), b = get<T>(word, pe);
-            put<T>(cur, pe, (b > a) ? b : a);
+          hreg[q] = hreg[q - 1];
+        }
+        hreg[0] = h;
+        if (kx == KW - 1 && oy < OH && ox < OW) {
+          buf[idx] = (ky == 0) ? h : max_word<T, PE>(buf[idx], h);
+        }
+        if (++cf == CF) {
+          cf = 0;
+          if (++kx == KW) {
+            kx = 0;
+            ox++;
+            obase += CF;
           }
-          buf[idx] = cur;
+          idx = obase;
+        } else {
+          idx++;
         }
       }
-    }
-    if ((y + 1) % KH == 0 && (y + 1) / KH <= OH) {
-      for (unsigned j = 0; j < OW * CF; j++) {
+      if (ky == KH - 1 && oy < OH) {
+        for (unsigned q = 0; q < OW * CF; q++) {
 #pragma HLS PIPELINE II=1
-        out.write(buf[j]);
+          out.write(buf[q]);
+        }
+      }
+      if (++ky == KH) {
+        ky = 0;
+        oy++;
       }
     }
   }
 }
 
-// sum over all NPIX pixels per channel (global average pool; the division lives in the next thresholds)
+// sum over all NPIX pixels per channel (global average pool; the division lives in the next thresholds). The CF
+// partial sums of a pixel's folds circulate through a CF-word shift register (registers): the sum read in an
+// iteration is the one written CF iterations before, with no memory read-modify-write in the loop.
 template <unsigned C, unsigned PE, unsigned NPIX, typename TI, typename TO>
-void global_acc_pool(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out) {
+void global_acc_pool(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out,
+                     const unsigned reps) {
   const unsigned CF = C / PE;
-  TO acc[CF][PE];
-#pragma HLS ARRAY_PARTITION variable=acc complete dim=2
-  for (unsigned i = 0; i < NPIX * CF + CF; i++) {
+  ap_uint<PE * TO::width> sreg[CF];
+#pragma HLS ARRAY_PARTITION variable=sreg complete dim=1
+  for (unsigned rep = 0; rep < reps; rep++) {
+    unsigned pix = 0, cf = 0;
+    for (unsigned i = 0; i < NPIX * CF + CF; i++) {
 #pragma HLS PIPELINE II=1
-    if (i < NPIX * CF) {
-      const unsigned cf = i % CF;
-      const ap_uint<PE * TI::width> x = in.read();
-      for (unsigned pe = 0; pe < PE; pe++) {
+      const ap_uint<PE * TO::width> tail = sreg[CF - 1];
+      ap_uint<PE * TO::width> head = tail;
+      if (i < NPIX * CF) {
+        const ap_uint<PE * TI::width> x = in.read();
+        for (unsigned pe = 0; pe < PE; pe++) {
 #pragma HLS UNROLL
-        const TO prev = (i < CF) ? TO(0) : acc[cf][pe];
-        acc[cf][pe] = prev + get<TI>(x, pe);
+          const TO prev = (pix == 0) ? TO(0) : get<TO>(tail, pe);
+          put<TO>(head, pe, TO(prev + get<TI>(x, pe)));
+        }
+      } else {
+        out.write(tail);
       }
-    } else {
-      const unsigned cf = i - NPIX * CF;
-      ap_uint<PE * TO::width> o = 0;
-      for (unsigned pe = 0; pe < PE; pe++) {
+      for (unsigned q = CF - 1; q > 0; q--) {
 #pragma HLS UNROLL
-        put<TO>(o, pe, acc[cf][pe]);
+        sreg[q] = sreg[q - 1];
       }
-      out.write(o);
+      sreg[0] = head;
+      if (++cf == CF) {
+        cf = 0;
+        pix++;
+      }
     }
   }
 }
@@ -338,10 +619,10 @@ void global_acc_pool(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_u
 // standalone MultiThreshold over NPIX pixels of C channel slots
 template <unsigned C, unsigned PE, unsigned NPIX, typename TI, typename TO, typename Act>
 void thresholding(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out,
-                  const Act& act) {
+                  const Act& act, const unsigned reps) {
   const unsigned NF = C / PE;
   unsigned nf = 0;
-  for (unsigned i = 0; i < NPIX * NF; i++) {
+  for (unsigned i = 0; i < reps * NPIX * NF; i++) {
 #pragma HLS PIPELINE II=1
     const ap_uint<PE * TI::width> x = in.read();
     ap_uint<PE * TO::width> o = 0;
@@ -357,10 +638,10 @@ void thresholding(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint
 // per-channel-slot Mul (MUL) or Add with integer parameters params[pe][nf]
 template <unsigned C, unsigned PE, unsigned NPIX, bool MUL, typename TI, typename TP, typename TO>
 void channelwise(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<PE * TO::width> >& out,
-                 const TP params[PE][C / PE]) {
+                 const TP params[PE][C / PE], const unsigned reps) {
   const unsigned NF = C / PE;
   unsigned nf = 0;
-  for (unsigned i = 0; i < NPIX * NF; i++) {
+  for (unsigned i = 0; i < reps * NPIX * NF; i++) {
 #pragma HLS PIPELINE II=1
     const ap_uint<PE * TI::width> x = in.read();
     ap_uint<PE * TO::width> o = 0;
@@ -378,8 +659,8 @@ void channelwise(hls::stream<ap_uint<PE * TI::width> >& in, hls::stream<ap_uint<
 // y = KA * a + KB * b, element by element (residual join; KA/KB align power-of-two scaled codes)
 template <unsigned PE, unsigned NWORDS, typename TA_, typename TB_, typename TO, int KA, int KB>
 void add_streams(hls::stream<ap_uint<PE * TA_::width> >& in_a, hls::stream<ap_uint<PE * TB_::width> >& in_b,
-                 hls::stream<ap_uint<PE * TO::width> >& out) {
-  for (unsigned i = 0; i < NWORDS; i++) {
+                 hls::stream<ap_uint<PE * TO::width> >& out, const unsigned reps) {
+  for (unsigned i = 0; i < reps * NWORDS; i++) {
 #pragma HLS PIPELINE II=1
     const ap_uint<PE * TA_::width> a = in_a.read();
     const ap_uint<PE * TB_::width> b = in_b.read();
@@ -398,11 +679,11 @@ void add_streams(hls::stream<ap_uint<PE * TA_::width> >& in_a, hls::stream<ap_ui
 
 // NIN words of IN elements -> words of OUT = k * IN elements (element order kept)
 template <unsigned IN, unsigned OUT, unsigned EB, unsigned NIN>
-void dwc_up(hls::stream<ap_uint<IN * EB> >& in, hls::stream<ap_uint<OUT * EB> >& out) {
+void dwc_up(hls::stream<ap_uint<IN * EB> >& in, hls::stream<ap_uint<OUT * EB> >& out, const unsigned reps) {
   const unsigned K = OUT / IN;
   ap_uint<OUT * EB> o = 0;
   unsigned k = 0;
-  for (unsigned i = 0; i < NIN; i++) {
+  for (unsigned i = 0; i < reps * NIN; i++) {
 #pragma HLS PIPELINE II=1
     o.range((k + 1) * IN * EB - 1, k * IN * EB) = in.read();
     if (++k == K) {
@@ -414,11 +695,11 @@ void dwc_up(hls::stream<ap_uint<IN * EB> >& in, hls::stream<ap_uint<OUT * EB> >&
 
 // NIN words of IN = k * OUT elements -> k words of OUT elements each
 template <unsigned IN, unsigned OUT, unsigned EB, unsigned NIN>
-void dwc_down(hls::stream<ap_uint<IN * EB> >& in, hls::stream<ap_uint<OUT * EB> >& out) {
+void dwc_down(hls::stream<ap_uint<IN * EB> >& in, hls::stream<ap_uint<OUT * EB> >& out, const unsigned reps) {
   const unsigned K = IN / OUT;
   ap_uint<IN * EB> x = 0;
   unsigned k = 0;
-  for (unsigned i = 0; i < NIN * K; i++) {
+  for (unsigned i = 0; i < reps * NIN * K; i++) {
 #pragma HLS PIPELINE II=1
     if (k == 0) x = in.read();
     out.write(x.range((k + 1) * OUT * EB - 1, k * OUT * EB));
@@ -428,8 +709,9 @@ void dwc_down(hls::stream<ap_uint<IN * EB> >& in, hls::stream<ap_uint<OUT * EB> 
 
 // one stream read by two consumers
 template <unsigned W, unsigned NWORDS>
-void duplicate(hls::stream<ap_uint<W> >& in, hls::stream<ap_uint<W> >& out0, hls::stream<ap_uint<W> >& out1) {
-  for (unsigned i = 0; i < NWORDS; i++) {
+void duplicate(hls::stream<ap_uint<W> >& in, hls::stream<ap_uint<W> >& out0, hls::stream<ap_uint<W> >& out1,
+               const unsigned reps) {
+  for (unsigned i = 0; i < reps * NWORDS; i++) {
 #pragma HLS PIPELINE II=1
     const ap_uint<W> x = in.read();
     out0.write(x);
