@@ -1,0 +1,132 @@
+"""QONNX quantisers -> ONNX QuantizeLinear / Clip / DequantizeLinear, computing bit-identical values.
+
+``Quant(x, s, z, b; signed, narrow, rounding_mode)`` (also ``IntQuant``), with constant parameters, any width
+up to 16 bits, per-tensor or per-axis positive scales and integral zero points:
+
+- ROUND and zero point 0: ``QuantizeLinear(x, s, 0) -> Clip(lo, hi) -> DequantizeLinear(s, 0)`` (no Clip when the
+  grid is the whole code type). QuantizeLinear rounds ``x / s`` half to even and clamps, which is Quant's
+  ``round(clip(x / s))`` because the bounds are integers.
+- any other rounding mode or a non-zero zero point: Quant computes ``round_mode(f32(x / s + z))``, which
+  QuantizeLinear's ``round(x / s) + z`` does not (the float32 sum can land on a tie). The float prefix is written
+  out: ``Div(x, s) [-> Add(z)] [-> rounding ops] -> QuantizeLinear(1, 0) -> Clip -> DequantizeLinear(s, z)``.
+- a constant input (weights) in the ``qdq`` style: its codes are computed here and stored, ``codes ->
+  DequantizeLinear(s, z)`` (onnxruntime's layout); the ``qcdq`` style keeps the float weights and the chain.
+
+``BipolarQuant(x, s)`` and the 1-bit signed Quant (the sign function) take their integer form
+``Where(x >= 0, 1, -1) (int8) -> DequantizeLinear(s)``. A node outside these limits is refused with one line naming
+it (a run-time parameter, more than 16 bits, a scale that is not positive or varies along several axes, a
+fractional zero point).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx_graphsurgeon as gs
+
+from qpass.errors import UnsupportedOpError
+from qpass.ir.builder import GraphBuilder
+from qpass.ir.datatypes import IntType
+from qpass.ops import BipolarQuant, Quant
+from qpass.ops.base import const_value, scalar
+from qpass.ops.rounding import lower_rounding, round_array
+from .grid import MAX_BITS, full_range, rank_of, scale_axis, storage_dtype
+
+STYLES = ("qcdq", "qdq")
+
+
+def _refuse(node, why: str):
+    raise UnsupportedOpError(f"{node.op} node {node.name!r} has no exact QuantizeLinear/DequantizeLinear form: {why}")
+
+
+def _scale(node, s, x) -> int | None:
+    """The per-axis axis of a positive finite scale (None: per tensor), or a refusal."""
+    if s is None:
+        _refuse(node, "its scale is computed at run time")
+    if not np.all(np.isfinite(s)) or np.any(s <= 0):
+        _refuse(node, "its scale is not positive and finite")
+    axis = scale_axis(s, rank_of(x))
+    if axis == "no":
+        _refuse(node, f"its scale (shape {list(np.shape(s))}) does not vary along exactly one axis of the input")
+    return axis
+
+
+def _zero_point(node, z, s, x, axis) -> np.ndarray:
+    """The zero point (float64, its own broadcast shape): integral, per tensor or along the scale's axis."""
+    if z is None:
+        _refuse(node, "its zero point is computed at run time")
+    z = np.asarray(z, np.float64)
+    if np.any(z != np.round(z)):
+        _refuse(node, "its zero point is not an integer")
+    if z.size != 1 and (axis is None or z.size != np.size(s) or scale_axis(z, rank_of(x)) != axis):
+        _refuse(node, "its zero point varies differently from its scale")
+    return z
+
+
+def _onnx_param(v: np.ndarray, axis, n: int, dtype) -> np.ndarray:
+    """A Q/DQ parameter: a scalar per tensor, else ``n`` values along the axis."""
+    v = np.asarray(v).reshape(-1)
+    return np.broadcast_to(v, (n,)).astype(dtype) if axis is not None else v[:1].reshape(()).astype(dtype)
+
+
+def convert_quant(b: GraphBuilder, node: gs.Node, out: gs.Tensor, style: str) -> str | None:
+    """Write the Q/C/DQ form of the Quant ``node`` (detached by the caller) into ``out``; the datatype of the stored
+    codes when they are a constant (for the qonnx annotation), else None."""
+    x, s_t, z_t, bw_t = node.inputs[:4]
+    s, z, bw = const_value(s_t), const_value(z_t), const_value(bw_t)
+    if bw is None:
+        _refuse(node, "its bit width is computed at run time")
+    bits = scalar(bw)
+    if bits != int(bits) or not 1 <= bits <= MAX_BITS:
+        _refuse(node, f"{bits:g} bits (ONNX's integer codes hold at most {MAX_BITS})")
+    axis = _scale(node, s, x)
+    z = _zero_point(node, z, s, x, axis)
+    if Quant.is_sign(node, bits):
+        if np.any(z != 0):
+            _refuse(node, "a 1-bit signed Quant with a non-zero zero point")
+        return _bipolar_form(b, node, out, x, s, axis, style)
+    lo, hi = Quant.grid(node, int(bits))
+    dt = storage_dtype(min(lo, int(z.min())), max(hi, int(z.max())))
+    if dt is None:
+        _refuse(node, f"its grid [{lo}, {hi}] with zero point {int(z.min())} fits no 8- or 16-bit code type")
+    mode = Quant.attr(node, "rounding_mode")
+    s32, z32, n = np.asarray(s, np.float32), z.astype(np.float32), np.size(s)
+    attrs = {"axis": int(axis)} if axis is not None else {}
+    if isinstance(x, gs.Constant) and style == "qdq":
+        v = (np.asarray(x.values, np.float32) / s32 + z32).astype(np.float32)
+        q = b.const(round_array(np.clip(v, np.float32(lo), np.float32(hi)), mode).astype(dt), dt)
+    elif mode in ("ROUND", "HALF_EVEN") and np.all(z == 0):
+        q = b.op("QuantizeLinear", [x, b.const(_onnx_param(s32, axis, n, np.float32)),
+                                    b.const(_onnx_param(0, axis, n, dt), dt)], attrs, dtype=dt)
+    else:
+        u = b.op("Div", [x, b.const(s32)])
+        if np.any(z != 0):
+            u = b.op("Add", [u, b.const(z32)])
+        if mode not in ("ROUND", "HALF_EVEN"):
+            u = lower_rounding(b, u, mode)
+        q = b.op("QuantizeLinear", [u, b.const(np.float32(1.0)), b.const(dt.type(0), dt)], dtype=dt)
+    if not isinstance(q, gs.Constant) and (lo, hi) != full_range(dt):
+        q = b.op("Clip", [q, b.const(lo, dt), b.const(hi, dt)], dtype=dt)
+    b.op("DequantizeLinear", [q, b.const(_onnx_param(s32, axis, n, np.float32)),
+                              b.const(_onnx_param(z, axis, n, dt), dt)], attrs, out=out)
+    return IntType(lo, hi).name if isinstance(q, gs.Constant) else None
+
+
+def convert_bipolar(b: GraphBuilder, node: gs.Node, out: gs.Tensor, style: str) -> str | None:
+    x, s_t = node.inputs[:2]
+    s = const_value(s_t)
+    return _bipolar_form(b, node, out, x, s, _scale(node, s, x), style)
+
+
+def _bipolar_form(b, node, out, x, s, axis, style: str) -> str | None:
+    """``Where(x >= 0, 1, -1)`` as int8 codes, dequantised by ``s``: the values of BipolarQuant(x, s) (and of the
+    1-bit signed Quant with zero point 0, whose ``x / s >= 0`` is ``x >= 0`` for a positive scale)."""
+    s32 = np.asarray(s, np.float32)
+    if isinstance(x, gs.Constant) and style == "qdq":
+        codes = b.const(BipolarQuant.codes(x.values).astype(np.int8), np.int8)
+    else:
+        ge = b.op("GreaterOrEqual", [x, b.const(np.float32(0.0))], dtype=np.bool_)
+        codes = b.op("Where", [ge, b.const(np.int8(1), np.int8), b.const(np.int8(-1), np.int8)], dtype=np.int8)
+    attrs = {"axis": int(axis)} if axis is not None else {}
+    n = np.size(s)
+    b.op("DequantizeLinear", [codes, b.const(_onnx_param(s32, axis, n, np.float32)),
+                              b.const(_onnx_param(0, axis, n, np.int8), np.int8)], attrs, out=out)
+    return "BIPOLAR" if isinstance(codes, gs.Constant) else None
