@@ -16,13 +16,13 @@ from .clickext import GroupedCommand, PositiveFloat, user_errors, worker_count
 from .outputs import output_kind, plan_outputs
 
 SECTIONS = {
-    "Input": ["calib", "eval_path", "pipeline_name", "threads"],
+    "Input": ["calib", "eval_path", "pipeline_name", "threads", "requantize"],
     "Formats (any of them selects the fakequant pipeline)": [
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits"],
     "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
-    "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
+    "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet", "fmt"],
 }
 HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim"}
 
@@ -84,6 +84,12 @@ def _options(fn):
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
         click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
+        click.option("--requantize", is_flag=True, help="An already-quantized MODEL (QONNX, QCDQ, QDQ, QOperator): drop "
+                     "its quantization and quantize it again from calibration data. Without it, the trained "
+                     "quantization is kept."),
+        click.option("--format", "fmt", type=click.Choice(["qonnx", "qcdq", "qdq"]), help="Output dialect: qonnx "
+                     "(QONNX Quant ops, like --qonnx), qcdq (QuantizeLinear -> Clip -> DequantizeLinear) or qdq "
+                     "(stored integer weights + DequantizeLinear, onnxruntime's layout); see docs/dialects.md."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -95,7 +101,7 @@ def _options(fn):
 @_options
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
-             target_fps, csim, no_verify, quiet, **settings):
+             target_fps, csim, no_verify, quiet, fmt, requantize, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
@@ -103,13 +109,20 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
     from qpass.api import load, optimize as run_pipeline
     from .finish import export_hls, finish_onnx
 
+    from .dialect import dialect_plan
+
+    if fmt and settings.get("qonnx") and fmt != "qonnx":
+        raise QpassError(f"--qonnx and --format {fmt} contradict each other (--qonnx is --format qonnx)")
+    if fmt and backend == "hls":
+        raise QpassError("--format chooses the ONNX dialect of --backend ort; the HLS export writes C++")
+    settings["qonnx"] = settings.get("qonnx") or fmt == "qonnx"
     src = load(model)
     cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
-    plan = cfg.resolve()
+    plan = dialect_plan(src, cfg.resolve(), fmt, requantize, quiet)
     _check_mode_flags(click.get_current_context(), backend, report_path)
     calib_path = resolve_calib(model, calib, plan.needs_calibration)
     inputs = [model] + [Path(p) for p in (calib_path, eval_path, pipeline_name) if p and Path(p).is_file()]
-    outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan), backend, inputs,
+    outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan, fmt), backend, inputs,
                            pareto=any(p.name == "bitwidth" for p in plan.pipeline.flat_passes()))
     samples, eval_samples = _load_samples(src, calib_path, eval_path)
     result = run_pipeline(src, calib=samples, pipeline=plan.pipeline, dump_dir=dump_dir, progress=not quiet,

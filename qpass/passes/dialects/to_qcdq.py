@@ -6,6 +6,8 @@ up to 16 bits, per-tensor or per-axis positive scales and integral zero points:
 - ROUND and zero point 0: ``QuantizeLinear(x, s, 0) -> Clip(lo, hi) -> DequantizeLinear(s, 0)`` (no Clip when the
   grid is the whole code type). QuantizeLinear rounds ``x / s`` half to even and clamps, which is Quant's
   ``round(clip(x / s))`` because the bounds are integers.
+- a grid narrower than its 16-bit code type: onnxruntime has no 16-bit Clip, so ``Div(x, s) -> Clip(lo, hi)``
+  (exact in float) goes before ``QuantizeLinear(1, 0)``, as in the next form.
 - any other rounding mode or a non-zero zero point: Quant computes ``round_mode(f32(x / s + z))``, which
   QuantizeLinear's ``round(x / s) + z`` does not (the float32 sum can land on a tie). The float prefix is written
   out: ``Div(x, s) [-> Add(z)] [-> rounding ops] -> QuantizeLinear(1, 0) -> Clip -> DequantizeLinear(s, z)``.
@@ -90,10 +92,12 @@ def convert_quant(b: GraphBuilder, node: gs.Node, out: gs.Tensor, style: str) ->
     mode = Quant.attr(node, "rounding_mode")
     s32, z32, n = np.asarray(s, np.float32), z.astype(np.float32), np.size(s)
     attrs = {"axis": int(axis)} if axis is not None else {}
+    # onnxruntime has no 16-bit Clip: a narrower grid in 16-bit codes is clipped in float, before QuantizeLinear
+    float_clip = dt.itemsize == 2 and (lo, hi) != full_range(dt)
     if isinstance(x, gs.Constant) and style == "qdq":
         v = (np.asarray(x.values, np.float32) / s32 + z32).astype(np.float32)
         q = b.const(round_array(np.clip(v, np.float32(lo), np.float32(hi)), mode).astype(dt), dt)
-    elif mode in ("ROUND", "HALF_EVEN") and np.all(z == 0):
+    elif mode in ("ROUND", "HALF_EVEN") and np.all(z == 0) and not float_clip:
         q = b.op("QuantizeLinear", [x, b.const(_onnx_param(s32, axis, n, np.float32)),
                                     b.const(_onnx_param(0, axis, n, dt), dt)], attrs, dtype=dt)
     else:
@@ -102,8 +106,10 @@ def convert_quant(b: GraphBuilder, node: gs.Node, out: gs.Tensor, style: str) ->
             u = b.op("Add", [u, b.const(z32)])
         if mode not in ("ROUND", "HALF_EVEN"):
             u = lower_rounding(b, u, mode)
+        if float_clip:
+            u = b.op("Clip", [u, b.const(np.float32(lo)), b.const(np.float32(hi))])
         q = b.op("QuantizeLinear", [u, b.const(np.float32(1.0)), b.const(dt.type(0), dt)], dtype=dt)
-    if not isinstance(q, gs.Constant) and (lo, hi) != full_range(dt):
+    if not isinstance(q, gs.Constant) and not float_clip and (lo, hi) != full_range(dt):
         q = b.op("Clip", [q, b.const(lo, dt), b.const(hi, dt)], dtype=dt)
     b.op("DequantizeLinear", [q, b.const(_onnx_param(s32, axis, n, np.float32)),
                               b.const(_onnx_param(z, axis, n, dt), dt)], attrs, out=out)

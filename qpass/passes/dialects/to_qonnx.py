@@ -130,14 +130,14 @@ def _constant(b, dq, s, z, dt, axis, rank, annotation) -> None:
     out = dq.outputs[0]
     dq.outputs = []
     values = dequantize_linear(codes, s, z, axis).astype(np.float32)
+    if dt == np.dtype(np.int32):  # a bias: its float values, exactly as DequantizeLinear computes them
+        out.to_constant(values)
+        return
     w = b.const(values, name=f"{out.name}_float")
     it = int_type_from_name(annotation) if annotation else None
     if annotation == "BIPOLAR" and np.all(np.abs(codes.astype(np.int64) - z) == 1):
         b.node("BipolarQuant", [w, b.const(_shaped(s, axis, rank))], [out], domain=QONNX_DOMAIN,
                name=f"{out.name}_BipolarQuant")
-        return
-    if dt == np.dtype(np.int32):  # a bias: its float values are exact
-        b.node("Identity", [w], [out], name=f"{out.name}_Identity")
         return
     lo, hi = full_range(dt)
     if it is not None and it.lo <= codes.min() and codes.max() <= it.hi and grid_of(it.lo, it.hi):
@@ -162,6 +162,10 @@ def _bipolar(b, dq, where, s, z, axis, rank) -> str | None:
 def _prefix(b, dq, q, s, z, axis, rank, lo, hi) -> str | None:
     """``Div(x, s) [-> Add(z)] [-> rounding] -> QuantizeLinear(1, 0) -> Clip -> DQ(s, z)`` -> Quant(x, s, z)."""
     u = q.inputs[0]
+    c = u.inputs[0] if u.inputs else None
+    if c is not None and c.op == "Clip" and all(const(t) is not None and const(t).size == 1 for t in c.inputs[1:3]):
+        lo, hi = max(lo, int(np.ceil(float(const(c.inputs[1]))))), min(hi, int(np.floor(float(const(c.inputs[2])))))
+        u = c.inputs[0]
     mode, u = _rounding_of(u)
     grid = grid_of(lo, hi)
     p = u.inputs[0] if u.inputs else None

@@ -1,0 +1,28 @@
+"""``qpass optimize`` on already-quantized models and the ``--format`` output dialects: the resolved pipeline
+adapted to the input's dialect (``qpass.passes.dialects.pipelines``)."""
+from __future__ import annotations
+
+import dataclasses
+
+import click
+
+from qpass.errors import QpassError
+
+
+def dialect_plan(src, plan, fmt: str | None, requantize: bool, quiet: bool):
+    """``plan`` with the import passes for a quantized ``src`` and the conversions of ``--format``."""
+    from qpass.passes.dialects import detect_dialect
+    from qpass.passes.dialects.pipelines import format_pipeline, import_pipeline
+
+    info = detect_dialect(src)
+    pipeline = plan.pipeline
+    if info.quantized:
+        pipeline = import_pipeline(pipeline, requantize)
+        if not quiet:
+            click.echo(f"input: already quantized ({', '.join(info.dialects)}); "
+                       + ("requantizing from calibration data" if requantize else "keeping its quantization"))
+    elif requantize:
+        raise QpassError("--requantize is for an already-quantized model; this one is float (it is quantized anyway)")
+    pipeline = format_pipeline(pipeline, fmt)
+    disabled = set(plan.disabled) - ({"lower_ort"} if fmt in ("qcdq", "qdq") else set())
+    return dataclasses.replace(plan, pipeline=pipeline, disabled=disabled)
