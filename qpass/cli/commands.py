@@ -20,7 +20,8 @@ from .optimize import resolve_calib
 @click.option("--calib", type=click.Path(dir_okay=False), help="Calibration samples for --dataflow.")
 @user_errors
 def inspect(model, dataflow, calib):
-    """Print MODEL's inputs, outputs, opset, op histogram and what the default pipeline would quantize."""
+    """Print MODEL's inputs, outputs, opset, op histogram, its quantized dialect (QONNX, QCDQ, QDQ, QOperator,
+    dynamic) with the number formats found, and what the default pipeline would quantize."""
     from qpass.api import load
     from qpass.ir.graph import main_opset, op_histogram, to_gs
     from qpass.pipeline.context import PassContext
@@ -45,6 +46,18 @@ def inspect(model, dataflow, calib):
     params = sum(int(np.prod(i.dims)) for i in m.graph.initializer)
     click.echo(f"nodes: {len(m.graph.node)}  parameters: {params}")
     click.echo("ops: " + ", ".join(f"{k} {v}" for k, v in op_histogram(m.graph).items()))
+    from qpass.passes.dialects import detect_dialect
+
+    info = detect_dialect(m)
+    click.echo(f"dialect: {info.name}" + (f" (also {', '.join(info.dialects[1:])})" if len(info.dialects) > 1 else ""))
+    if info.quantized:
+        click.echo("formats:")
+        for fmt, count in sorted(info.formats.items()):
+            click.echo(f"  {count} x {fmt}")
+        if info.annotations:
+            click.echo("datatype annotations: " + ", ".join(f"{k} {v}" for k, v in sorted(info.annotations.items())))
+        click.echo("qpass optimize keeps this quantization (import_quantized); --requantize quantizes it again")
+        return
     ctx = PassContext()
     norm = FoldBatchNorm().run(Normalize().run(m, ctx).model, ctx).model
     plan = plan_quantization(to_gs(norm), QuantizeQDQOptions())

@@ -9,8 +9,8 @@
   ``ConvInteger`` / ``MatMulInteger`` with constant scales);
 - **dynamic**: ``DynamicQuantizeLinear`` (scales chosen at run time, onnxruntime's ``quantize_dynamic``).
 
-A model can mix them; ``dialects`` lists every one found, ``name`` the main one (the first of QONNX, QOperator,
-dynamic, QCDQ, QDQ present), "float" when there is none.
+A model can mix them; ``dialects`` lists every one found, ``name`` the main one (the first of QONNX, dynamic,
+QOperator, QCDQ, QDQ present), "float" when there is none.
 """
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ QONNX_OPS = ("Quant", "IntQuant", "BipolarQuant", "Trunc", "FloatQuant", "MultiT
 QOPERATOR_OPS = ("QLinearConv", "QLinearMatMul", "ConvInteger", "MatMulInteger", "QGemm", "QLinearAdd", "QLinearMul",
                  "QLinearAveragePool", "QLinearGlobalAveragePool", "QLinearConcat", "QLinearLeakyRelu",
                  "QLinearSigmoid", "QLinearSoftmax", "QAttention", "MatMulIntegerToFloat")
-ORDER = ("QONNX", "QOperator", "dynamic", "QCDQ", "QDQ")
+ORDER = ("QONNX", "dynamic", "QOperator", "QCDQ", "QDQ")
 DTYPE_NAMES = {onnx.TensorProto.INT8: "int8", onnx.TensorProto.UINT8: "uint8", onnx.TensorProto.INT16: "int16",
                onnx.TensorProto.UINT16: "uint16", onnx.TensorProto.INT32: "int32", onnx.TensorProto.INT4: "int4",
                onnx.TensorProto.UINT4: "uint4", onnx.TensorProto.FLOAT8E4M3FN: "float8e4m3fn",

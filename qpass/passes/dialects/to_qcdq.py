@@ -12,7 +12,8 @@ up to 16 bits, per-tensor or per-axis positive scales and integral zero points:
   QuantizeLinear's ``round(x / s) + z`` does not (the float32 sum can land on a tie). The float prefix is written
   out: ``Div(x, s) [-> Add(z)] [-> rounding ops] -> QuantizeLinear(1, 0) -> Clip -> DequantizeLinear(s, z)``.
 - a constant input (weights) in the ``qdq`` style: its codes are computed here and stored, ``codes ->
-  DequantizeLinear(s, z)`` (onnxruntime's layout); the ``qcdq`` style keeps the float weights and the chain.
+  DequantizeLinear(s, z)`` (onnxruntime's layout); the ``qcdq`` style keeps the float weights and the chain. A
+  constant of 17 to 32 bits with zero point 0 (a bias) is stored as int32 codes in both styles.
 
 ``BipolarQuant(x, s)`` and the 1-bit signed Quant (the sign function) take their integer form
 ``Where(x >= 0, 1, -1) (int8) -> DequantizeLinear(s)``. A node outside these limits is refused with one line naming
@@ -77,16 +78,18 @@ def convert_quant(b: GraphBuilder, node: gs.Node, out: gs.Tensor, style: str) ->
     if bw is None:
         _refuse(node, "its bit width is computed at run time")
     bits = scalar(bw)
-    if bits != int(bits) or not 1 <= bits <= MAX_BITS:
-        _refuse(node, f"{bits:g} bits (ONNX's integer codes hold at most {MAX_BITS})")
+    stored = isinstance(x, gs.Constant) and (style == "qdq" or bits > MAX_BITS)
     axis = _scale(node, s, x)
     z = _zero_point(node, z, s, x, axis)
+    if bits != int(bits) or not 1 <= bits <= (32 if stored and np.all(z == 0) else MAX_BITS):
+        _refuse(node, f"{bits:g} bits (ONNX's integer codes hold at most {MAX_BITS}, int32 for a constant with "
+                      "zero point 0)")
     if Quant.is_sign(node, bits):
         if np.any(z != 0):
             _refuse(node, "a 1-bit signed Quant with a non-zero zero point")
         return _bipolar_form(b, node, out, x, s, axis, style)
     lo, hi = Quant.grid(node, int(bits))
-    dt = storage_dtype(min(lo, int(z.min())), max(hi, int(z.max())))
+    dt = storage_dtype(min(lo, int(z.min())), max(hi, int(z.max()))) if bits <= MAX_BITS else np.dtype(np.int32)
     if dt is None:
         _refuse(node, f"its grid [{lo}, {hi}] with zero point {int(z.min())} fits no 8- or 16-bit code type")
     mode = Quant.attr(node, "rounding_mode")
@@ -94,7 +97,7 @@ def convert_quant(b: GraphBuilder, node: gs.Node, out: gs.Tensor, style: str) ->
     attrs = {"axis": int(axis)} if axis is not None else {}
     # onnxruntime has no 16-bit Clip: a narrower grid in 16-bit codes is clipped in float, before QuantizeLinear
     float_clip = dt.itemsize == 2 and (lo, hi) != full_range(dt)
-    if isinstance(x, gs.Constant) and style == "qdq":
+    if stored:
         v = (np.asarray(x.values, np.float32) / s32 + z32).astype(np.float32)
         q = b.const(round_array(np.clip(v, np.float32(lo), np.float32(hi)), mode).astype(dt), dt)
     elif mode in ("ROUND", "HALF_EVEN") and np.all(z == 0) and not float_clip:
