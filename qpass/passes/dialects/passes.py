@@ -11,11 +11,12 @@
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
-from qpass.errors import PipelineError
+from qpass.errors import PipelineError, UnsupportedOpError
 from qpass.ir.builder import GraphBuilder
 from qpass.ir.datatypes import get_annotations, set_annotation
 from qpass.ir.graph import elem_types, from_gs, main_opset, to_gs
@@ -30,6 +31,7 @@ from .to_qcdq import convert_bipolar, convert_quant
 from .to_qonnx import convert_dq
 
 WIDE_OPSET = 21
+DYNAMIC_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
 IR_FOR_OPSET = {19: 9, 21: 10}
 FLOAT8_ELEMS = (onnx.TensorProto.FLOAT8E4M3FN, onnx.TensorProto.FLOAT8E5M2)
 
@@ -105,23 +107,41 @@ class QonnxToQdq(QonnxToQcdq):
 
 
 
+@dataclass
+class QOperatorOptions:
+    #: also convert dynamic quantisation: DynamicQuantizeLinear (as standard ops + QuantizeLinear), ConvInteger and
+    #: MatMulInteger (import keeps them: both runtimes run them, onnxruntime with its integer kernels)
+    dynamic: bool = True
+
+
 class QOperatorToQdq(Pass):
+    """Integer operators -> QDQ; one that has no exact QDQ form (e.g. integer sums beyond 2^24) stays as it is, with
+    the reason in the notes (the reference interpreter and onnxruntime both run it)."""
+
     name = "qoperator_to_qdq"
+    Options = QOperatorOptions
 
     def run(self, model, ctx):
         graph = to_gs(model)
         b0 = GraphBuilder(graph)
-        counts = Counter()
+        counts, kept = Counter(), []
         for node in list(graph.nodes):
             conv = converter(node)
-            if conv is None:
+            if conv is None or (node.op in DYNAMIC_OPS and not self.opts.dynamic):
                 continue
-            conv(b0.at(node.name), node, _detach(node))
+            outs = _detach(node)
+            try:
+                conv(b0.at(node.name), node, outs)
+            except UnsupportedOpError as exc:
+                node.outputs.extend(outs)
+                kept.append(str(exc))
+                continue
             counts[node.op] += 1
+        notes = [f"kept: {k}" for k in kept]
         if not counts:
-            return PassResult(model, False)
+            return PassResult(model, False, notes)
         return PassResult(_finish(graph, model, {}), True,
-                          [", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + " -> QDQ"])
+                          [", ".join(f"{v} {k}" for k, v in sorted(counts.items())) + " -> QDQ"] + notes)
 
 
 class QdqToQonnx(Pass):
@@ -158,7 +178,7 @@ class ImportQuantized(Pass):
             return PassResult(model, False, ["a float model: nothing to import"])
         notes = [f"dialect {', '.join(info.dialects)}"]
         changed = False
-        for p in (QOperatorToQdq(), QdqToQonnx()):
+        for p in (QOperatorToQdq(dynamic=False), QdqToQonnx()):
             r = p.run(model, ctx)
             model, changed = r.model, changed or r.changed
             notes += r.notes
