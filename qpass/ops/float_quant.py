@@ -24,7 +24,8 @@ FLOAT8_TYPES = {(4, 3, 7, 448.0): onnx.TensorProto.FLOAT8E4M3FN, (5, 2, 15, 5734
 
 class FloatQuant(OpDef):
     op_type = "FloatQuant"
-    quantizer = True
+    #: False: it rounds onto a minifloat grid, not an integer one (qpass.passes.dialects treats it as a quantiser)
+    quantizer = False
     domains = (QONNX_DOMAIN, QPASS_DOMAIN)
     attrs = {"rounding_mode": Attr(str, "ROUND", ROUNDING_MODES), "has_inf": Attr(int, 0), "has_nan": Attr(int, 0),
              "has_subnormal": Attr(int, 0), "saturation": Attr(int, 1)}

@@ -195,7 +195,7 @@ class Dequantize(Pass):
         n = 0
         for node in list(graph.nodes):
             op = op_of(node)
-            if op is None or not op.quantizer:
+            if op is None or not (op.quantizer or op is FloatQuant):
                 continue
             x, y = node.inputs[0], node.outputs[0]
             node.outputs.clear()
