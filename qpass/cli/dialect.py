@@ -26,3 +26,15 @@ def dialect_plan(src, plan, fmt: str | None, requantize: bool, quiet: bool):
     pipeline = format_pipeline(pipeline, fmt)
     disabled = set(plan.disabled) - ({"lower_ort"} if fmt in ("qcdq", "qdq") else set())
     return dataclasses.replace(plan, pipeline=pipeline, disabled=disabled)
+
+
+def runnable_source(src):
+    """The input model as onnxruntime can run it, for the float-vs-quantized comparison: a QONNX input lowered to
+    standard ONNX with the same numbers (lower_ort), any other input as it is."""
+    from qpass.passes.dialects import detect_dialect
+
+    if "QONNX" not in detect_dialect(src).dialects:
+        return src
+    from qpass.pipeline.run import run_passes
+
+    return run_passes(src, ["normalize", "lower_ort"], snapshots=False).model

@@ -133,7 +133,9 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
                    device=device, clock_ns=clock_ns, target_fps=target_fps)
     else:
-        finish_onnx(src, model, result, outputs, plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
+        from .dialect import runnable_source
+
+        finish_onnx(runnable_source(src) if eval_samples is not None else src, model, result, outputs, plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
 
 
 def _check_mode_flags(ctx: click.Context, backend: str, report_path) -> None:

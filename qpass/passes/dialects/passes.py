@@ -27,6 +27,7 @@ from qpass.pipeline.pass_base import Pass, PassResult
 from .detect import detect_dialect
 from .float8 import FLOAT8_OPSET, float8_dq_to_float_quant, float_quant_to_float8
 from .qoperator import converter
+from .shapes import fill_shapes
 from .to_qcdq import convert_bipolar, convert_quant
 from .to_qonnx import convert_dq
 
@@ -177,11 +178,13 @@ class ImportQuantized(Pass):
         if not info.quantized:
             return PassResult(model, False, ["a float model: nothing to import"])
         notes = [f"dialect {', '.join(info.dialects)}"]
+        model = fill_shapes(model)
         changed = False
         for p in (QOperatorToQdq(dynamic=False), QdqToQonnx()):
             r = p.run(model, ctx)
             model, changed = r.model, changed or r.changed
             notes += r.notes
+        model = fill_shapes(model)
         ctx.report.results["import_quantized"] = {"dialects": info.dialects, "formats": dict(info.formats)}
         return PassResult(model, changed, notes)
 
