@@ -16,7 +16,8 @@ from qpass.pipeline.run import run_passes
 from qpass.reference import GoldenExecutor, run_samples
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
-INT_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QGemm")
+INT_OPS = ("QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QGemm",
+           "QLinearAdd", "QLinearGlobalAveragePool")
 STREAMLINE = ["normalize", "import_quantized", "to_int_codes",
               {"repeat": {"passes": ["move_dequant", "integer_linear", "integer_add", "integer_pool",
                                      "absorb_thresholds"]}}, "integer_report"]
@@ -46,18 +47,21 @@ def quantized(tmp_path_factory):
         out[fmt] = d / f"cnn_{fmt}.onnx"
         quantize_static(str(MODELS / "digits_cnn.onnx"), str(out[fmt]), _calib("digits_cnn"),
                         quant_format=getattr(QuantFormat, fmt))
+    out["QOperator-res"] = d / "rescnn_QOperator.onnx"
+    quantize_static(str(MODELS / "digits_rescnn.onnx"), str(out["QOperator-res"]), _calib("digits_rescnn"),
+                    quant_format=QuantFormat.QOperator)
     out["dynamic"] = d / "mlp_dyn.onnx"
     quantize_dynamic(str(MODELS / "digits_mlp.onnx"), str(out["dynamic"]))
     return out
 
 
 def _eval_input(model_path):
-    name = "digits_cnn" if "cnn" in model_path.name else "digits_mlp"
+    name = "digits_mlp" if "mlp" in model_path.name else "digits_cnn"
     x = np.load(MODELS / f"{name}.eval.npz")["input"]
     return x.reshape((-1,) + x.shape[2:])
 
 
-@pytest.mark.parametrize("kind", ["QDQ", "QOperator", "dynamic"])
+@pytest.mark.parametrize("kind", ["QDQ", "QOperator", "QOperator-res", "dynamic"])
 def test_integer_codes_equal_onnxruntime(quantized, kind):
     path = quantized[kind]
     m = onnx.load(path)
@@ -70,9 +74,15 @@ def test_integer_codes_equal_onnxruntime(quantized, kind):
     sess = ort.InferenceSession(with_outs.SerializeToString(), providers=["CPUExecutionProvider"])
     want = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"input": x})))
     imported = run_passes(m, ["normalize", "qoperator_to_qdq"]).model
+    assert not detect_kinds(imported)[0].startswith("QOperator")
     got = GoldenExecutor(imported).run({"input": x}, names)
+    adds = {n.output[0] for n in m.graph.node if n.op_type == "QLinearAdd"}
     for n in names:
-        assert np.array_equal(got[n].astype(np.int64), want[n].astype(np.int64)), n
+        d = np.abs(got[n].astype(np.int64) - want[n].astype(np.int64))
+        if n in adds:  # onnxruntime's own QLinearAdd and its fused QDQ Add differ on this CPU in ~1e-4 of the codes
+            assert d.max() <= 1 and np.count_nonzero(d) <= d.size // 1000, n
+        else:
+            assert not d.any(), n
 
 
 @pytest.mark.parametrize("kind", ["QDQ", "dynamic"])
@@ -138,3 +148,20 @@ def detect_kinds(m):
     from qpass.passes.dialects import detect_dialect
 
     return detect_dialect(m).dialects
+
+
+def test_qonnx_input_streamlines_bit_exactly(tmp_path):
+    """A QONNX model (qpass's own 4-bit export) imports with its quantization, streamlines to an integer graph
+    equal to the reference bit for bit, and --requantize re-quantizes it from calibration data."""
+    r = _cli("optimize", MODELS / "digits_mlp.onnx", "-o", f"{tmp_path}/", "--bits", "4", "--format", "qonnx", "-q")
+    assert r.returncode == 0, r.stderr
+    q = onnx.load(tmp_path / "digits_mlp.bits-4.qonnx.onnx")
+    streamlined = run_passes(q, STREAMLINE)
+    assert "MultiThreshold" in {n.op_type for n in streamlined.model.graph.node}
+    samples = load_samples(MODELS / "digits_mlp.eval.npz", q)
+    ref, got = run_samples(q, samples), run_samples(streamlined.model, samples)
+    assert all(np.array_equal(ref[k], got[k]) for k in ref)
+    r = _cli("optimize", tmp_path / "digits_mlp.bits-4.qonnx.onnx", "-o", tmp_path / "r.onnx", "--requantize",
+             "--bits", "8", "--calib", MODELS / "digits_mlp.calib.npz", "-q")
+    assert r.returncode == 0, r.stderr
+    assert detect_kinds(onnx.load(tmp_path / "r.onnx"))[0] in ("QDQ", "QCDQ")

@@ -2,7 +2,8 @@
 operands, the float op, and QuantizeLinear on its output, which is the pattern onnxruntime fuses back into the same
 integer kernel (and the reference interpreter runs with that kernel's arithmetic).
 
-- ``QLinearConv``, ``QLinearMatMul``, com.microsoft ``QGemm`` / ``QLinearAdd`` / ``QLinearMul``: DQ -> op -> Q (an
+- ``QLinearConv``, ``QLinearMatMul``, com.microsoft ``QGemm`` / ``QLinearAdd`` / ``QLinearMul`` /
+  ``QLinearGlobalAveragePool`` / ``QLinearAveragePool`` (channels first): DQ -> op -> Q (an
   int32 bias becomes ``DequantizeLinear(bias, x_scale * w_scale)``, what onnxruntime's QDQ fusion reads back).
 - ``ConvInteger`` / ``MatMulInteger``: ``DequantizeLinear(c, 1, z)`` on both operands, the float op, ``Cast`` to
   int32: the float sums of integer products are exact while every partial sum stays below 2^24, which is checked
@@ -85,6 +86,17 @@ def qlinear_binary(op):
     return convert
 
 
+def qlinear_pool(op):
+    def convert(b, node, outs):
+        if int(node.attrs.get("channels_last", 0)):
+            raise UnsupportedOpError(f"{node.op} node {node.name!r} is channels-last; qpass converts channels-first "
+                                     "pools only")
+        x, xs, xz, ys, yz = node.inputs[:5]
+        attrs = {k: v for k, v in node.attrs.items() if k != "channels_last"}
+        _q(b, b.op(op, [_dq(b, x, xs, xz)], attrs), ys, yz, outs[0])
+    return convert
+
+
 def _max_abs(t, zp) -> int:
     """max |code - zero point| of an integer operand: from the constant itself, else from its type."""
     z = const(zp) if zp is not None else None
@@ -137,6 +149,8 @@ CONVERTERS = {
     (MS, "QGemm"): qgemm,
     (MS, "QLinearAdd"): qlinear_binary("Add"),
     (MS, "QLinearMul"): qlinear_binary("Mul"),
+    (MS, "QLinearGlobalAveragePool"): qlinear_pool("GlobalAveragePool"),
+    (MS, "QLinearAveragePool"): qlinear_pool("AveragePool"),
     ("", "ConvInteger"): integer_op("Conv"),
     ("", "MatMulInteger"): integer_op("MatMul"),
     ("", "DynamicQuantizeLinear"): dynamic_quantize,
