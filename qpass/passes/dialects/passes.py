@@ -28,7 +28,7 @@ from .detect import detect_dialect
 from .float8 import FLOAT8_OPSET, float8_dq_to_float_quant, float_quant_to_float8
 from .qoperator import converter
 from .shapes import fill_shapes
-from .to_qcdq import convert_bipolar, convert_quant
+from .to_qcdq import convert_bipolar, convert_quant, convert_round_form
 from .to_qonnx import convert_dq
 
 WIDE_OPSET = 21
@@ -82,6 +82,9 @@ class QonnxToQcdq(Pass):
             if op not in (Quant, BipolarQuant, FloatQuant):
                 continue
             b = b0.at(node.name)
+            if op is Quant and convert_round_form(b, node):
+                counts[node.op] += 1
+                continue
             out = _detach(node)[0]
             if op is FloatQuant:
                 float_quant_to_float8(b, node, out)

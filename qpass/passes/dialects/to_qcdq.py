@@ -139,3 +139,40 @@ def _bipolar_form(b, node, out, x, s, axis, style: str) -> str | None:
     b.op("DequantizeLinear", [codes, b.const(_onnx_param(s32, axis, n, np.float32)),
                               b.const(_onnx_param(0, axis, n, np.int8), np.int8)], attrs, out=out)
     return "BIPOLAR" if isinstance(codes, gs.Constant) else None
+
+
+def _single_reader(t, op: str):
+    return t.outputs[0] if len(t.outputs) == 1 and t.outputs[0].op == op else None
+
+
+def convert_round_form(b: GraphBuilder, node: gs.Node) -> bool:
+    """``Round(Div(x, s)) -> Quant(scale 1, zero point z, ROUND) -> Mul(s)`` (what ``qdq_to_qonnx`` makes of an
+    asymmetric 8-bit QuantizeLinear -> DequantizeLinear) back to ``QuantizeLinear(x, s, z) -> (Clip) ->
+    DequantizeLinear(s, z)``: both compute ``clamp(round(x / s), lo - z, hi - z) * s``. False when ``node`` is
+    not that."""
+    consts = [const_value(t) for t in node.inputs[:4]]
+    rnd = node.inputs[0].inputs[0] if node.inputs[0].inputs else None
+    div = rnd.inputs[0].inputs[0] if rnd is not None and rnd.op == "Round" and rnd.inputs[0].inputs else None
+    mul = _single_reader(node.outputs[0], "Mul")
+    if div is None or div.op != "Div" or mul is None or any(c is None or np.size(c) != 1 for c in consts[1:4]) \
+            or consts[1].reshape(-1)[0] != 1 or Quant.attr(node, "rounding_mode") not in ("ROUND", "HALF_EVEN") \
+            or len(node.inputs[0].outputs) != 1 or len(rnd.outputs[0].outputs) != 1:
+        return False
+    s, s2 = const_value(div.inputs[1]), const_value(mul.inputs[1])
+    z, bits = float(consts[2].reshape(-1)[0]), int(scalar(consts[3]))
+    if s is None or s2 is None or np.size(s) != 1 or not np.array_equal(s.reshape(-1), s2.reshape(-1)) \
+            or not s.reshape(-1)[0] > 0 or z != round(z) or not 2 <= bits <= 8 or mul.inputs[0] is not node.outputs[0]:
+        return False
+    lo, hi = Quant.grid(node, bits)
+    dt = storage_dtype(min(lo, int(z)), max(hi, int(z)))
+    if dt is None or dt.itemsize != 1:
+        return False
+    out = mul.outputs[0]
+    mul.outputs.clear()
+    sc = b.const(np.float32(s.reshape(-1)[0]))
+    zc = b.const(dt.type(int(z)), dt)
+    q = b.op("QuantizeLinear", [div.inputs[0], sc, zc], dtype=dt)
+    if (lo, hi) != full_range(dt):
+        q = b.op("Clip", [q, b.const(lo, dt), b.const(hi, dt)], dtype=dt)
+    b.op("DequantizeLinear", [q, sc, zc], out=out)
+    return True

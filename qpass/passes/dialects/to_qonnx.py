@@ -1,15 +1,16 @@
 """ONNX QuantizeLinear -> (Clip) -> DequantizeLinear chains and stored codes -> QONNX quantisers, bit-identically.
 
-- stored codes ``DequantizeLinear(c, s, z)`` (8/16-bit weights): ``Quant(W, s, z, bits)`` over the dequantised
-  constant ``W`` (exact: ``W / s + z`` rounds back to ``c``); the grid is the code type's, or the qonnx datatype
-  annotation of the codes when it holds them (``INT4``, ``BIPOLAR`` -> ``BipolarQuant``); int32 biases and other
-  types become their float values.
+- stored codes ``DequantizeLinear(c, s, z)`` read as a linear layer's weight (8/16 bits): ``Quant(W, s, z, bits)``
+  over the dequantised constant ``W`` (exact: ``W / s + z`` rounds back to ``c``); the grid is the code type's, or
+  the qonnx datatype annotation of the codes when it holds them (``INT4``, ``BIPOLAR`` -> ``BipolarQuant``). Other
+  stored codes (int32 biases, batch-norm parameters) become their float values.
 - ``QuantizeLinear(x, s, z) -> Clip(a, b) -> DequantizeLinear(s, z)``: onnxruntime computes
   ``clamp(round(x / s), lo - z, hi - z) + z``, so the QONNX form has zero point 0 and the centred grid
   ``[lo - z, hi - z]`` (``lo, hi`` = the code type's range narrowed by the Clip). When that is a QONNX grid
-  (uint8 with z = 0 or 128, int8 with z = 0 or -128, any Clip to a 2..16-bit grid) it is one ``Quant``; otherwise a
-  ``Clip`` (per axis: ``Max`` / ``Min``) to ``[f32((lo - z) * s), f32((hi - z) * s)]`` goes before a Quant on the
-  narrowest grid holding it (a zero point in the Quant would round ``f32(x / s + z)``, not ``round(x / s) + z``).
+  (uint8 with z = 0 or 128, int8 with z = 0 or -128, any Clip to a 2..16-bit grid) it is one ``Quant``. Otherwise
+  (a zero point in the Quant would round ``f32(x / s + z)``, not ``round(x / s) + z``): per tensor
+  ``Round(Div(x, s)) -> Quant(1, z) -> Mul(s)`` on the code type's grid; per axis a ``Max`` / ``Min`` to
+  ``[f32((lo - z) * s), f32((hi - z) * s)]`` before a Quant on the narrowest grid holding the ranges.
 - the forms ``to_qcdq`` writes for other rounding modes and zero points (``Div -> Add -> rounding ->
   QuantizeLinear(1, 0) -> Clip -> DequantizeLinear``) and the bipolar integer form (``Where(x >= 0, 1, -1) ->
   DequantizeLinear``) come back as the Quant / BipolarQuant they were.
@@ -25,7 +26,7 @@ from qpass.ir.builder import GraphBuilder
 from qpass.ir.datatypes import int_type_from_name
 from qpass.ops import DequantizeLinear, QuantizeLinear
 from qpass.ops.base import const_value as const
-from qpass.ops.common import QONNX_DOMAIN
+from qpass.ops.common import LINEAR_OPS, QONNX_DOMAIN
 from qpass.reference.numerics import dequantize_linear
 from .grid import containing_grid, full_range, grid_of, per_axis_shape, rank_of
 
@@ -106,18 +107,29 @@ def _standard(b, dq, x, s, z, axis, rank, lo, hi) -> None:
     dq.outputs = []
     zc = np.broadcast_to(z.reshape(-1), (np.size(s),)).astype(np.int64)
     grid = grid_of(lo - int(zc[0]), hi - int(zc[0])) if np.all(zc == zc[0]) else None
-    if grid is None:  # an asymmetric centred range: clip to it first, on the narrowest grid holding it
+    if grid is not None:
+        _quant(b, x, out, _shaped(s, axis, rank), np.float32(0), grid)
+    elif axis is None:
+        _round_form(b, x, out, s, int(zc[0]), lo, hi)
+    else:  # per-axis asymmetric centred ranges: clip to them first, on the narrowest grid holding them
         lo_c, hi_c = lo - zc, hi - zc
         bits, signed = containing_grid(int(lo_c.min()), int(hi_c.max()))
-        grid = (bits, signed, False)
         a, c = (lo_c * s.reshape(-1)).astype(np.float32), (hi_c * s.reshape(-1)).astype(np.float32)
         _check_bounds(a, s, lo_c)
         _check_bounds(c, s, hi_c)
-        if axis is None:
-            x = b.op("Clip", [x, b.const(a.reshape(())), b.const(c.reshape(()))])
-        else:
-            x = b.op("Min", [b.op("Max", [x, b.const(_shaped(a, axis, rank))]), b.const(_shaped(c, axis, rank))])
-    _quant(b, x, out, _shaped(s, axis, rank), np.float32(0), grid)
+        x = b.op("Min", [b.op("Max", [x, b.const(_shaped(a, axis, rank))]), b.const(_shaped(c, axis, rank))])
+        _quant(b, x, out, _shaped(s, axis, rank), np.float32(0), (bits, signed, False))
+
+
+def _round_form(b, x, out, s, z: int, lo: int, hi: int) -> None:
+    """``Round(x / s) -> Quant(scale 1, zero point z) -> Mul(s)``: onnxruntime's ``clamp(round(x / s), lo - z,
+    hi - z)`` exactly (the Quant adds and removes z on integers) on the code type's own grid, its output integer
+    codes that streamlining reads directly."""
+    sv = np.float32(s.reshape(-1)[0])
+    u = b.op("Round", [b.op("Div", [x, b.const(sv)])])
+    codes = b.var(f"{out.name}_codes", out)
+    _quant(b, u, codes, np.float32(1.0), np.float32(z), grid_of(lo, hi))
+    b.node("Mul", [codes, b.const(sv)], [out], name=f"{out.name}_Mul")
 
 
 def _check_bounds(v, s, want) -> None:
@@ -130,8 +142,9 @@ def _constant(b, dq, s, z, dt, axis, rank, annotation) -> None:
     out = dq.outputs[0]
     dq.outputs = []
     values = dequantize_linear(codes, s, z, axis).astype(np.float32)
-    if dt == np.dtype(np.int32):  # a bias: its float values, exactly as DequantizeLinear computes them
-        out.to_constant(values)
+    if dt == np.dtype(np.int32) or not any(c.op in LINEAR_OPS and len(c.inputs) > 1 and c.inputs[1] is out
+                                           for c in out.outputs):
+        out.to_constant(values)  # a bias or a batch-norm parameter: its float values, as DequantizeLinear gives
         return
     w = b.const(values, name=f"{out.name}_float")
     it = int_type_from_name(annotation) if annotation else None
