@@ -125,3 +125,22 @@ def test_float_quant_equals_onnx_float8():
                           "t": np.float32(28)})
     with pytest.raises(UnsupportedOpError, match="FloatQuant node 'f3'"):
         run_passes(odd, ["qonnx_to_qcdq"])
+
+
+def test_cli_refuses_an_inexpressible_quantizer_in_one_line(tmp_path):
+    src = tmp_path / "q17.onnx"
+    onnx.save(quant_model(17, 1, 0, "ROUND", 0, False), src)
+    out = tmp_path / "out.onnx"
+    r = subprocess.run([sys.executable, "-m", "qpass.cli", "optimize", src, "-o", out, "--format", "qcdq"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and not out.exists()
+    assert r.stderr.count("\n") == 1 and "Quant node 'q0'" in r.stderr and "17 bits" in r.stderr
+
+
+def test_detect_names_dialects():
+    assert detect_dialect(quant_model(4, 1, 0, "ROUND", 0, False)).name == "QONNX"
+    qcdq = run_passes(quant_model(4, 1, 0, "ROUND", 0, False), ["qonnx_to_qcdq"]).model
+    info = detect_dialect(qcdq)
+    assert info.name == "QCDQ" and info.formats == {"DequantizeLinear int8": 1}
+    qdq = run_passes(quant_model(8, 1, 0, "ROUND", 0, False), ["qonnx_to_qcdq"]).model
+    assert detect_dialect(qdq).name == "QDQ"
