@@ -144,3 +144,25 @@ def test_detect_names_dialects():
     assert info.name == "QCDQ" and info.formats == {"DequantizeLinear int8": 1}
     qdq = run_passes(quant_model(8, 1, 0, "ROUND", 0, False), ["qonnx_to_qcdq"]).model
     assert detect_dialect(qdq).name == "QDQ"
+
+
+@pytest.mark.parametrize("v2,signed,narrow", [(0, 1, 0), (1, 1, 0), (1, 0, 0), (1, 1, 1)])
+def test_trunc_round_trips_through_shift_and_clip(v2, signed, narrow):
+    ins = ["x", "s", "z", "ib"] + (["os", "ob"] if v2 else ["ob"])
+    vals = {"s": 0.25, "z": 0.0, "ib": 10.0, "ob": 4.0, "os": 16.0}
+    node = helper.make_node("Trunc", ins, ["y"], domain=QONNX_DOMAIN, name="t0", rounding_mode="FLOOR",
+                            signed=signed, narrow=narrow)
+    m = _model([node], {k: np.float32(vals[k]) for k in ins[1:]}, shape=(4, 64))
+    x = (np.random.default_rng(4).integers(-512, 512, (4, 64)) * 0.25).astype(np.float32)
+    x[0, :8] += np.float32(0.125)  # ties of round(x / s)
+    ref = _ref(m, x)
+    conv = run_passes(m, ["qonnx_to_qcdq"]).model
+    assert "Mod" in {n.op_type for n in conv.graph.node} and not any(n.domain for n in conv.graph.node)
+    assert np.array_equal(_ref(conv, x), ref)
+    back = run_passes(conv, ["qdq_to_qonnx"]).model
+    assert [n.op_type for n in back.graph.node] == ["Trunc"]
+    assert [numpy_helper.to_array(i).item() for i in back.graph.initializer] == [vals[k] for k in ins[1:]]
+    assert np.array_equal(_ref(back, x), ref)
+    ceil = helper.make_node("Trunc", ins, ["y"], domain=QONNX_DOMAIN, name="t1", rounding_mode="CEIL")
+    with pytest.raises(UnsupportedOpError, match="Trunc node 't1'.*CEIL"):
+        run_passes(_model([ceil], {k: np.float32(vals[k]) for k in ins[1:]}, shape=(4, 64)), ["qonnx_to_qcdq"])

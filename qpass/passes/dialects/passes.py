@@ -1,6 +1,7 @@
 """The dialect passes (names as in ``qpass.pipeline.registry``):
 
-- ``qonnx_to_qcdq`` / ``qonnx_to_qdq``: QONNX quantisers -> QuantizeLinear / Clip / DequantizeLinear (``to_qcdq``);
+- ``qonnx_to_qcdq`` / ``qonnx_to_qdq``: QONNX quantisers -> QuantizeLinear / Clip / DequantizeLinear (``to_qcdq``),
+  FloatQuant -> float8 (``float8``), Trunc -> shift + clip (``trunc``);
   ``qdq`` stores constant codes the way onnxruntime's quantizer does, ``qcdq`` keeps float weights in the chain.
 - ``qoperator_to_qdq``: integer operators and dynamic quantisation -> QDQ (``qoperator``).
 - ``qdq_to_qonnx``: Q/C/DQ chains and stored codes -> QONNX quantisers (``to_qonnx``).
@@ -20,7 +21,7 @@ from qpass.errors import PipelineError, UnsupportedOpError
 from qpass.ir.builder import GraphBuilder
 from qpass.ir.datatypes import get_annotations, set_annotation
 from qpass.ir.graph import elem_types, from_gs, main_opset, to_gs
-from qpass.ops import BipolarQuant, FloatQuant, Quant, op_of
+from qpass.ops import BipolarQuant, FloatQuant, Quant, Trunc, op_of
 from qpass.ops.common import QONNX_DOMAIN, quantized_op_types
 from qpass.passes.lower_ort import OPSET_RAISE_BLOCKERS
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -30,6 +31,7 @@ from .qoperator import converter
 from .shapes import fill_shapes
 from .to_qcdq import convert_bipolar, convert_quant, convert_round_form
 from .to_qonnx import convert_dq
+from .trunc import integer_to_trunc, trunc_to_integer
 
 WIDE_OPSET = 21
 DYNAMIC_OPS = ("DynamicQuantizeLinear", "ConvInteger", "MatMulInteger")
@@ -79,7 +81,7 @@ class QonnxToQcdq(Pass):
         annotations, counts, float8 = {}, Counter(), False
         for node in list(graph.nodes):
             op = op_of(node)
-            if op not in (Quant, BipolarQuant, FloatQuant):
+            if op not in (Quant, BipolarQuant, FloatQuant, Trunc):
                 continue
             b = b0.at(node.name)
             if op is Quant and convert_round_form(b, node):
@@ -89,6 +91,8 @@ class QonnxToQcdq(Pass):
             if op is FloatQuant:
                 float_quant_to_float8(b, node, out)
                 float8 = True
+            elif op is Trunc:
+                annotations.update(trunc_to_integer(b, node, out))
             else:
                 dt = (convert_quant if op is Quant else convert_bipolar)(b, node, out, self.style)
                 if dt is not None:
@@ -159,6 +163,9 @@ class QdqToQonnx(Pass):
         for dq in [n for n in graph.nodes if n.op == "DequantizeLinear" and n.domain in ("", "ai.onnx", None)]:
             b = b0.at(dq.name)
             zp = dq.inputs[2].name if len(dq.inputs) > 2 else ""
+            if not isinstance(dq.inputs[0], gs.Constant) and integer_to_trunc(b, dq, annotations):
+                done += 1
+                continue
             if elems.get(zp) in FLOAT8_ELEMS:
                 ok = float8_dq_to_float_quant(b, dq, elems[zp])
                 done, why = done + ok, None if ok else "float8 codes not from a saturating QuantizeLinear"

@@ -6,7 +6,7 @@
   ``lower_ort``. With ``requantize`` the model is imported, its quantisers dropped (``dequantize``) and the
   pipeline runs as on a float model (recalibrated: new scales, other bit widths).
 - ``format_pipeline``: ``qonnx`` keeps QONNX (no lowering; a QDQ result converts to QONNX), ``qcdq`` / ``qdq``
-  convert the QONNX quantisers and lower what is left (MultiThreshold, Trunc) with ``lower_ort``.
+  convert the QONNX quantisers and lower what is left (MultiThreshold) with ``lower_ort``.
 """
 from __future__ import annotations
 
