@@ -118,6 +118,8 @@ def test_optimize_keeps_a_quantized_model(quantized, tmp_path):
     assert "keeping its quantization" in r.stdout and "top-1 agreement with float: 100.00%" in r.stdout
     r = _cli("optimize", MODELS / "digits_mlp.onnx", "-o", tmp_path / "x.onnx", "--requantize")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--requantize" in r.stderr
+    r = _cli("optimize", quantized["QDQ"], "-o", tmp_path / "y.onnx", "--bits", "4")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "add --requantize" in r.stderr
 
 
 def test_format_outputs_round_trip(tmp_path):

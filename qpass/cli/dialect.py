@@ -17,6 +17,11 @@ def dialect_plan(src, plan, fmt: str | None, requantize: bool, quiet: bool):
     info = detect_dialect(src)
     pipeline = plan.pipeline
     if info.quantized:
+        changes = sorted(set(plan.overrides) & {"fakequant", "bitwidth", "quantize_qdq"})
+        if changes and not requantize:
+            raise QpassError(f"the model is already quantized ({', '.join(info.dialects)}) and these options would "
+                             f"quantize it again ({', '.join(changes)}); add --requantize to drop its quantization "
+                             "first, or leave them out to keep it")
         pipeline = import_pipeline(pipeline, requantize)
         if not quiet:
             click.echo(f"input: already quantized ({', '.join(info.dialects)}); "
