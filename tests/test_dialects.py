@@ -166,3 +166,26 @@ def test_trunc_round_trips_through_shift_and_clip(v2, signed, narrow):
     ceil = helper.make_node("Trunc", ins, ["y"], domain=QONNX_DOMAIN, name="t1", rounding_mode="CEIL")
     with pytest.raises(UnsupportedOpError, match="Trunc node 't1'.*CEIL"):
         run_passes(_model([ceil], {k: np.float32(vals[k]) for k in ins[1:]}, shape=(4, 64)), ["qonnx_to_qcdq"])
+
+
+def test_qlinear_matmul_and_mul_convert_to_qdq_with_onnxruntime_codes():
+    import onnxruntime as ort
+
+    rng = np.random.default_rng(5)
+    w = rng.integers(-127, 128, (16, 8)).astype(np.int8)
+    inits = {"as": np.float32(0.02), "az": np.uint8(120), "w": w, "ws": np.float32(0.01), "wz": np.int8(0),
+             "ys": np.float32(0.05), "yz": np.uint8(100), "ms": np.float32(0.2), "mz": np.uint8(90)}
+    nodes = [helper.make_node("QLinearMatMul", ["a", "as", "az", "w", "ws", "wz", "ys", "yz"], ["y"], name="mm"),
+             helper.make_node("QLinearMul", ["y", "ys", "yz", "y", "ys", "yz", "ms", "mz"], ["z"], name="mul",
+                              domain="com.microsoft")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("a", TensorProto.UINT8, [4, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.UINT8, [4, 8]),
+                           helper.make_tensor_value_info("z", TensorProto.UINT8, [4, 8])],
+                          [numpy_helper.from_array(np.asarray(v), k) for k, v in inits.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    a = rng.integers(0, 256, (4, 16)).astype(np.uint8)
+    want = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"a": a})
+    conv = run_passes(m, ["qoperator_to_qdq"]).model
+    assert detect_dialect(conv).dialects == ["QDQ"]
+    got = GoldenExecutor(conv).run({"a": a}, ["y", "z"])
+    assert np.array_equal(got["y"], want[0]) and np.array_equal(got["z"], want[1])
