@@ -16,7 +16,7 @@ up to 16 bits, per-tensor or per-axis positive scales and integral zero points:
   constant of 17 to 32 bits with zero point 0 (a bias) is stored as int32 codes in both styles.
 
 ``BipolarQuant(x, s)`` and the 1-bit signed Quant (the sign function) take their integer form
-``Where(x >= 0, 1, -1) (int8) -> DequantizeLinear(s)``. A node outside these limits is refused with one line naming
+``Where(x >= 0, 1, -1) (int32) -> DequantizeLinear(s)`` (the Quant tests ``x / s >= 0``). A node outside these limits is refused with one line naming
 it (a run-time parameter, more than 16 bits, a scale that is not positive or varies along several axes, a
 fractional zero point).
 """
@@ -126,18 +126,21 @@ def convert_bipolar(b: GraphBuilder, node: gs.Node, out: gs.Tensor, style: str) 
 
 
 def _bipolar_form(b, node, out, x, s, axis, style: str) -> str | None:
-    """``Where(x >= 0, 1, -1)`` as int8 codes, dequantised by ``s``: the values of BipolarQuant(x, s) (and of the
-    1-bit signed Quant with zero point 0, whose ``x / s >= 0`` is ``x >= 0`` for a positive scale)."""
+    """``Where(x >= 0, 1, -1)`` as int32 codes (onnxruntime's Where has no int8), dequantised by ``s``: the values
+    of BipolarQuant(x, s). The 1-bit signed Quant (zero point 0) tests ``x / s >= 0``, as it computes (a tiny
+    negative ``x`` can divide to -0)."""
     s32 = np.asarray(s, np.float32)
     if isinstance(x, gs.Constant) and style == "qdq":
-        codes = b.const(BipolarQuant.codes(x.values).astype(np.int8), np.int8)
+        v = np.asarray(x.values, np.float32)
+        codes = b.const(BipolarQuant.codes(v / s32 if node.op != "BipolarQuant" else v).astype(np.int32), np.int32)
     else:
-        ge = b.op("GreaterOrEqual", [x, b.const(np.float32(0.0))], dtype=np.bool_)
-        codes = b.op("Where", [ge, b.const(np.int8(1), np.int8), b.const(np.int8(-1), np.int8)], dtype=np.int8)
+        t = x if node.op == "BipolarQuant" else b.op("Div", [x, b.const(s32)])
+        ge = b.op("GreaterOrEqual", [t, b.const(np.float32(0.0))], dtype=np.bool_)
+        codes = b.op("Where", [ge, b.const(np.int32(1), np.int32), b.const(np.int32(-1), np.int32)], dtype=np.int32)
     attrs = {"axis": int(axis)} if axis is not None else {}
     n = np.size(s)
     b.op("DequantizeLinear", [codes, b.const(_onnx_param(s32, axis, n, np.float32)),
-                              b.const(_onnx_param(0, axis, n, np.int8), np.int8)], attrs, out=out)
+                              b.const(_onnx_param(0, axis, n, np.int32), np.int32)], attrs, out=out)
     return "BIPOLAR" if isinstance(codes, gs.Constant) else None
 
 

@@ -78,7 +78,7 @@ def convert_dq(b: GraphBuilder, dq: gs.Node, annotations: dict[str, str]) -> str
     if src is not None and src.op == "Clip":
         clip, codes = src, src.inputs[0]
         src = codes.inputs[0] if codes.inputs else None
-    if src is not None and src.op == "Where" and dt == np.dtype(np.int8) and clip is None:
+    if src is not None and src.op == "Where" and dt in (np.dtype(np.int8), np.dtype(np.int32)) and clip is None:
         return _bipolar(b, dq, src, s, z, axis, rank)
     if src is None or src.op != "QuantizeLinear" or QuantizeLinear.check(src):
         return "its codes do not come from a QuantizeLinear"
@@ -148,7 +148,7 @@ def _constant(b, dq, s, z, dt, axis, rank, annotation) -> None:
         return
     w = b.const(values, name=f"{out.name}_float")
     it = int_type_from_name(annotation) if annotation else None
-    if annotation == "BIPOLAR" and np.all(np.abs(codes.astype(np.int64) - z) == 1):
+    if annotation == "BIPOLAR" and np.all(np.abs(codes.astype(np.int64) - z) == 1):  # BipolarQuant's codes
         b.node("BipolarQuant", [w, b.const(_shaped(s, axis, rank))], [out], domain=QONNX_DOMAIN,
                name=f"{out.name}_BipolarQuant")
         return
@@ -160,14 +160,21 @@ def _constant(b, dq, s, z, dt, axis, rank, annotation) -> None:
 
 
 def _bipolar(b, dq, where, s, z, axis, rank) -> str | None:
+    """``Where(x >= 0, 1, -1) -> DQ(s)`` -> BipolarQuant(x, s); ``Where(Div(x, s) >= 0, ...)`` -> the 1-bit Quant."""
     ge = where.inputs[0].inputs[0] if where.inputs[0].inputs else None
     t, f = const(where.inputs[1]), const(where.inputs[2])
     if ge is None or ge.op != "GreaterOrEqual" or np.any(z != 0) or t is None or f is None or \
             np.any(t != 1) or np.any(f != -1) or const(ge.inputs[1]) is None or np.any(const(ge.inputs[1]) != 0):
         return "its codes do not come from a QuantizeLinear"
+    x = ge.inputs[0]
+    div = x.inputs[0] if x.inputs and x.inputs[0].op == "Div" else None
+    sd = const(div.inputs[1]) if div is not None else None
     out = dq.outputs[0]
     dq.outputs = []
-    b.node("BipolarQuant", [ge.inputs[0], b.const(_shaped(s, axis, rank))], [out], domain=QONNX_DOMAIN,
+    if sd is not None and np.array_equal(np.asarray(sd, np.float32).reshape(-1), s.reshape(-1)):
+        _quant(b, div.inputs[0], out, _shaped(s, axis, rank), np.float32(0), (1, True, False))
+        return None
+    b.node("BipolarQuant", [x, b.const(_shaped(s, axis, rank))], [out], domain=QONNX_DOMAIN,
            name=f"{out.name}_BipolarQuant")
     return None
 
