@@ -20,13 +20,10 @@ from .optimize import resolve_calib
 @click.option("--calib", type=click.Path(dir_okay=False), help="Calibration samples for --dataflow.")
 @user_errors
 def inspect(model, dataflow, calib):
-    """Print MODEL's inputs, outputs, opset, op histogram and what the default pipeline would quantize."""
+    """Print MODEL's inputs, outputs, opset, op histogram, its quantized dialect (QONNX, QCDQ, QDQ, QOperator,
+    dynamic) with the number formats found, and what the default pipeline would quantize."""
     from qpass.api import load
-    from qpass.ir.graph import main_opset, op_histogram, to_gs
-    from qpass.pipeline.context import PassContext
-    from qpass.passes.fold_batchnorm import FoldBatchNorm
-    from qpass.passes.normalize import Normalize
-    from qpass.passes.quantize_qdq import QuantizeQDQOptions, plan_quantization
+    from qpass.ir.graph import main_opset, op_histogram
 
     m = load(model)
     click.echo(f"model: {model}")
@@ -45,6 +42,31 @@ def inspect(model, dataflow, calib):
     params = sum(int(np.prod(i.dims)) for i in m.graph.initializer)
     click.echo(f"nodes: {len(m.graph.node)}  parameters: {params}")
     click.echo("ops: " + ", ".join(f"{k} {v}" for k, v in op_histogram(m.graph).items()))
+    from qpass.passes.dialects import detect_dialect
+
+    info = detect_dialect(m)
+    click.echo(f"dialect: {info.name}" + (f" (also {', '.join(info.dialects[1:])})" if len(info.dialects) > 1 else ""))
+    if info.quantized:
+        click.echo("formats:")
+        for fmt, count in sorted(info.formats.items()):
+            click.echo(f"  {count} x {fmt}")
+        if info.annotations:
+            click.echo("datatype annotations: " + ", ".join(f"{k} {v}" for k, v in sorted(info.annotations.items())))
+        click.echo("qpass optimize keeps this quantization (import_quantized); --requantize quantizes it again")
+    else:
+        _default_plan(m)
+    if dataflow:
+        _explain_dataflow(model, m, calib, info.quantized)
+
+
+def _default_plan(m) -> None:
+    """What the default pipeline would quantize, and what it leaves in float."""
+    from qpass.ir.graph import to_gs
+    from qpass.pipeline.context import PassContext
+    from qpass.passes.fold_batchnorm import FoldBatchNorm
+    from qpass.passes.normalize import Normalize
+    from qpass.passes.quantize_qdq import QuantizeQDQOptions, plan_quantization
+
     ctx = PassContext()
     norm = FoldBatchNorm().run(Normalize().run(m, ctx).model, ctx).model
     plan = plan_quantization(to_gs(norm), QuantizeQDQOptions())
@@ -57,17 +79,25 @@ def inspect(model, dataflow, calib):
         click.echo("left in float:")
         for reason, count in reasons.most_common():
             click.echo(f"  {count} x {reason}")
-    if dataflow:
-        from qpass.api import optimize as run_pipeline, qonnx_model
-        from qpass.backends.hls import explain
 
-        calib_path = resolve_calib(model, calib, True)
-        res = run_pipeline(m, calib=calib_path, pipeline="dataflow", disabled={"lower_ort"})
-        rows = explain(qonnx_model(res))
-        click.echo(f"dataflow: {len(rows)} nodes stay on the host")
-        for row in rows:
-            node, op, reason = row[:3]
-            click.echo(f"  {op} {node}: {reason}")
+
+def _explain_dataflow(model, m, calib, quantized: bool) -> None:
+    """Streamline (pipeline 'dataflow'; a quantized model keeps its quantization) and say what stays on the host."""
+    from qpass.api import optimize as run_pipeline, qonnx_model
+    from qpass.backends.hls import explain
+    from qpass.pipeline.files import load_pipeline
+
+    if quantized:
+        from qpass.passes.dialects.pipelines import import_pipeline
+
+        res = run_pipeline(m, pipeline=import_pipeline(load_pipeline("dataflow")), disabled={"lower_ort"})
+    else:
+        res = run_pipeline(m, calib=resolve_calib(model, calib, True), pipeline="dataflow", disabled={"lower_ort"})
+    rows = explain(qonnx_model(res))
+    click.echo(f"dataflow: {len(rows)} nodes stay on the host")
+    for row in rows:
+        node, op, reason = row[:3]
+        click.echo(f"  {op} {node}: {reason}")
 
 
 @click.command()

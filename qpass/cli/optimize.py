@@ -16,13 +16,13 @@ from .clickext import GroupedCommand, PositiveFloat, user_errors, worker_count
 from .outputs import output_kind, plan_outputs
 
 SECTIONS = {
-    "Input": ["calib", "eval_path", "pipeline_name", "threads"],
+    "Input": ["calib", "eval_path", "pipeline_name", "threads", "requantize"],
     "Formats (any of them selects the fakequant pipeline)": [
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
     "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control"],
-    "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
+    "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet", "fmt"],
 }
 HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim",
             "hls_control": "--hls-control"}
@@ -94,6 +94,12 @@ def _options(fn):
                      default="ap_ctrl_hs", show_default=True,
                      help="Top-level control of the HLS projects: ap_ctrl_hs (one frame per call), ap_ctrl_none "
                           "(free-running) or frame-loop (an AXI-Lite frame count per call)."),
+        click.option("--requantize", is_flag=True, help="An already-quantized MODEL (QONNX, QCDQ, QDQ, QOperator): drop "
+                     "its quantization and quantize it again from calibration data. Without it, the trained "
+                     "quantization is kept."),
+        click.option("--format", "fmt", type=click.Choice(["qonnx", "qcdq", "qdq"]), help="Output dialect: qonnx "
+                     "(QONNX Quant ops, like --qonnx), qcdq (QuantizeLinear -> Clip -> DequantizeLinear) or qdq "
+                     "(stored integer weights + DequantizeLinear, onnxruntime's layout); see docs/dialects.md."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -105,19 +111,21 @@ def _options(fn):
 @_options
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
-             target_fps, csim, no_verify, quiet, engine, address, **settings):
+             target_fps, csim, no_verify, quiet, engine, address, fmt, requantize, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
     ONNX unless --qonnx. The formats a pipeline picks by itself are printed in its summary."""
     from qpass.api import load, optimize as run_pipeline
     from qpass.pipeline.engines import make_engine
+    from .dialect import dialect_plan, runnable_source
     from .finish import export_hls, finish_onnx
 
     hls_control = settings.pop("hls_control")
+    _check_format(fmt, settings, backend)
     src = load(model)
     cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
-    plan = cfg.resolve()
+    plan = dialect_plan(src, cfg.resolve(), fmt, requantize, quiet)
     _check_mode_flags(click.get_current_context(), backend, report_path)
     searched = any(p.name == "bitwidth" for p in plan.pipeline.flat_passes())
     if engine != "local" and not searched:
@@ -125,7 +133,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
                          "bitwidth pass); this pipeline runs in this process")
     calib_path = resolve_calib(model, calib, plan.needs_calibration)
     inputs = [model] + [Path(p) for p in (calib_path, eval_path, pipeline_name) if p and Path(p).is_file()]
-    outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan), backend, inputs,
+    outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan, fmt), backend, inputs,
                            pareto=searched)
     samples, eval_samples = _load_samples(src, calib_path, eval_path)
     with make_engine(engine, address=address) as runner:
@@ -138,7 +146,17 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
                    device=device, clock_ns=clock_ns, target_fps=target_fps, control=hls_control)
     else:
-        finish_onnx(src, model, result, outputs, plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
+        finish_onnx(runnable_source(src) if eval_samples is not None else src, model, result, outputs,
+                    plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
+
+
+def _check_format(fmt, settings: dict, backend: str) -> None:
+    """--format against --qonnx and the backend; --qonnx is --format qonnx."""
+    if fmt and settings.get("qonnx") and fmt != "qonnx":
+        raise QpassError(f"--qonnx and --format {fmt} contradict each other (--qonnx is --format qonnx)")
+    if fmt and backend == "hls":
+        raise QpassError("--format chooses the ONNX dialect of --backend ort; the HLS export writes C++")
+    settings["qonnx"] = settings.get("qonnx") or fmt == "qonnx"
 
 
 def _check_mode_flags(ctx: click.Context, backend: str, report_path) -> None:

@@ -5,7 +5,8 @@ Default names say what the file is: ``MODEL.<what>.onnx`` beside the model, wher
 - ``int8`` for the default pipeline, ``bits-auto`` for ``--bits auto`` (``bits-avgB`` with ``--avg-bits B``),
   ``bits-N`` for ``--bits N``;
 - the pipeline's name otherwise (``fakequant`` for format flags, ``streamline``, ``requant``, ...; a pipeline
-  file's stem), with ``.qonnx`` added when ``--qonnx`` keeps the QONNX ops;
+  file's stem), with ``.qonnx`` added when ``--qonnx`` (``--format qonnx``) keeps the QONNX ops, ``.qcdq`` /
+  ``.qdq`` with ``--format qcdq`` / ``qdq``;
 
 and ``MODEL.hls/`` for ``--backend hls``. ``-o`` naming an existing folder, or ending in ``/``, puts that name
 inside it. No output may be an input or another output (``--report R.html`` also writes ``R.json``), and every
@@ -26,7 +27,7 @@ from qpass.pipeline.config import QuantConfig, ResolvedConfig
 from qpass.report.html import report_files
 
 
-def output_kind(cfg: QuantConfig, plan: ResolvedConfig) -> str:
+def output_kind(cfg: QuantConfig, plan: ResolvedConfig, fmt: str | None = None) -> str:
     """The ``<what>`` of ``MODEL.<what>.onnx``."""
     bits = None if cfg.bits is None else str(cfg.bits)
     if bits == "auto" and plan.pipeline_name == "bitwidth":
@@ -39,6 +40,8 @@ def output_kind(cfg: QuantConfig, plan: ResolvedConfig) -> str:
         name = str(plan.pipeline_name)
         what = Path(name).stem if name.endswith((".yaml", ".yml")) or os.sep in name else name
         what = re.sub(r"[^A-Za-z0-9_.-]+", "_", what).strip("._") or "pipeline"
+    if fmt in ("qcdq", "qdq"):
+        return f"{what}.{fmt}"
     return what + (".qonnx" if cfg.qonnx and cfg.backend != "hls" else "")
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from qpass.ops.base import OpDef
 from qpass.ops.bipolar_quant import BipolarQuant
+from qpass.ops.float_quant import FloatQuant
 from qpass.ops.common import ONNX_DOMAIN, QONNX_DOMAIN, QPASS_DOMAIN, canonical_domain
 from qpass.ops.multithreshold import MultiThreshold
 from qpass.ops.partition import StreamingDataflowPartition
@@ -27,12 +28,14 @@ OPS: dict[tuple[str, str], type[OpDef]] = {
     (QONNX_DOMAIN, "BipolarQuant"): BipolarQuant,
     (QONNX_DOMAIN, "Trunc"): Trunc,
     (QONNX_DOMAIN, "MultiThreshold"): MultiThreshold,
+    (QONNX_DOMAIN, "FloatQuant"): FloatQuant,
     (QPASS_DOMAIN, "Quant"): Quant,
     (QPASS_DOMAIN, "IntQuant"): Quant,
     (QPASS_DOMAIN, "BipolarQuant"): BipolarQuant,
     (QPASS_DOMAIN, "Trunc"): Trunc,
     (QPASS_DOMAIN, "MultiThreshold"): MultiThreshold,
     (QPASS_DOMAIN, "StreamingDataflowPartition"): StreamingDataflowPartition,
+    (QPASS_DOMAIN, "FloatQuant"): FloatQuant,
     (ONNX_DOMAIN, "QuantizeLinear"): QuantizeLinear,
     (ONNX_DOMAIN, "DequantizeLinear"): DequantizeLinear,
 }
@@ -48,5 +51,5 @@ def op_of(node) -> type[OpDef] | None:
     return get_op(node.domain, getattr(node, "op_type", None) or node.op)
 
 
-__all__ = ["OPS", "OpDef", "get_op", "op_of", "Quant", "BipolarQuant", "Trunc", "MultiThreshold",
+__all__ = ["OPS", "OpDef", "get_op", "op_of", "Quant", "BipolarQuant", "FloatQuant", "Trunc", "MultiThreshold",
            "StreamingDataflowPartition", "QuantizeLinear", "DequantizeLinear"]

@@ -53,7 +53,7 @@ def quantized_op_types(model) -> list[str]:
         elif n.domain == "com.microsoft" and ("Quant" in n.op_type or n.op_type.startswith("QLinear")
                                               or n.op_type in ("QGemm", "QAttention", "MatMulIntegerToFloat")):
             found.add(f"com.microsoft::{n.op_type}")
-        elif n.domain in QONNX_DOMAINS and n.op_type in ("Quant", "BipolarQuant", "MultiThreshold", "Trunc"):
+        elif n.domain in QONNX_DOMAINS and n.op_type in ("Quant", "IntQuant", "BipolarQuant", "FloatQuant", "MultiThreshold", "Trunc"):
             found.add(f"qonnx::{n.op_type}")
     return sorted(found)
 

@@ -26,7 +26,7 @@ from .integerize import _IntPass
 
 CHAIN_OPS = ("Mul", "Add", "Sub", "Div", "Relu", "Clip", "LeakyRelu", "PRelu", "Sigmoid", "Tanh", "HardSigmoid",
              "Sign", "Identity", "BatchNormalization", "Softplus", "Elu", "Selu", "Neg", "Exp", "Erf", "HardSwish",
-             "Abs")
+             "Abs", "Round")
 MAX_EXACT = 2**24
 
 

@@ -35,6 +35,13 @@ PASSES: dict[str, str] = {
     "integer_report": "qpass.passes.integer_report:IntegerReport",
     # lowering
     "lower_ort": "qpass.passes.lower_ort:LowerOrt",
+    # quantised dialects (import and output formats)
+    "import_quantized": "qpass.passes.dialects.passes:ImportQuantized",
+    "qoperator_to_qdq": "qpass.passes.dialects.passes:QOperatorToQdq",
+    "qdq_to_qonnx": "qpass.passes.dialects.passes:QdqToQonnx",
+    "qonnx_to_qcdq": "qpass.passes.dialects.passes:QonnxToQcdq",
+    "qonnx_to_qdq": "qpass.passes.dialects.passes:QonnxToQdq",
+    "dequantize": "qpass.passes.dialects.passes:Dequantize",
 }
 
 
