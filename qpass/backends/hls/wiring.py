@@ -87,7 +87,8 @@ class Wiring:
         for k, (tensor, sname) in enumerate(dg.outputs):
             s = dg.streams[sname]
             prod = dg.layer(s.producer)
-            outs.append(self._port(PortSpec(f"out{k}", tensor, s.shape, s.elems, prod.out_fold, s.dtype,
+            shape = dg.output_shapes.get(tensor, s.shape)  # a folded layout op changes the shape, not the stream
+            outs.append(self._port(PortSpec(f"out{k}", tensor, shape, s.elems, prod.out_fold, s.dtype,
                                             dg.output_orders[tensor])))
         out_by_stream = {}
         for p, (tensor, sname) in zip(outs, dg.outputs):
