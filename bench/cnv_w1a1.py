@@ -1,0 +1,98 @@
+"""CNV-W1A1 (BNN-PYNQ's CNV: binary weights and activations, 8-bit first layer) exported to HLS with FINN's
+``fold_cnv_large`` folding through ``--folding``, its estimate printed next to BNN-PYNQ's published Pynq-Z1 build.
+
+Topology (BNN-PYNQ ``bnn/src/network/cnvW1A1``, FINN ``tests/end2end/test_end2end_bnn_pynq.py``): 3x32x32 input;
+3x3 valid convolutions 64, 64, [2x2 max pool], 128, 128, [pool], 256, 256; fully connected 256-512-512-10. Every
+convolution and the first two FC layers are followed by a batch norm and a sign (Brevitas: QuantConv2d/QuantLinear
++ BatchNorm + 1-bit QuantIdentity); the first layer reads 8-bit pixels. Weights are random (signs): resources and
+cycles do not depend on their values, bit-exactness is checked on whatever they are.
+
+Folding: FINN's ``fold_cnv_large`` (Xilinx/finn, tests/end2end/test_end2end_bnn_pynq.py, commit 00fc0aac), (PE, SIMD)
+per MVAU = (16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1); each sliding window's
+SIMD = its MVAU's SIMD. Written as a FINN ``folding_config.json`` and passed to ``qpass optimize --folding``.
+
+Published numbers (BNN-PYNQ ``bnn/src/network/cnvW1A1/README.md``, Pynq-Z1, whole system): 26,072 LUT, 124 BRAM36.
+
+    python bench/cnv_w1a1.py [--csim [--frames N]] [--out DIR] [--size full|tiny]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+ROOT = Path(__file__).resolve().parents[1]
+FOLD_CNV_LARGE = [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)]
+BNN_PYNQ = {"LUT": 26_072, "BRAM36": 124}
+#: (conv channels with "pool" markers, FC widths, input side) of the full CNV and of a fast test twin
+SIZES = {"full": ([64, 64, "pool", 128, 128, "pool", 256, 256], [512, 512, 10], 32),
+         "tiny": ([8, 8, "pool", 16, 16], [16, 10], 16)}
+
+
+def build_cnv(size: str = "full", seed: int = 0) -> onnx.ModelProto:
+    """The float CNV graph: Conv (no bias) -> BatchNormalization -> [MaxPool] ..., Flatten, MatMul ->
+    BatchNormalization (1-d) ..., a last MatMul. The quantisers (1-bit signs, 8-bit first input) come from the
+    pipeline (``pipeline_overrides``)."""
+    convs, fcs, side = SIZES[size]
+    rng = np.random.default_rng(seed)
+    nodes, inits, x, c = [], [], "input", 3
+
+    def bn(name, t, ch):
+        for k, v in (("g", rng.uniform(0.5, 1.5, ch)), ("b", rng.normal(0, 0.3, ch)), ("m", rng.normal(0, 0.5, ch)),
+                     ("v", rng.uniform(0.5, 2.0, ch))):
+            inits.append(numpy_helper.from_array(v.astype(np.float32), f"{name}_{k}"))
+        nodes.append(helper.make_node("BatchNormalization", [t] + [f"{name}_{k}" for k in "gbmv"], [f"{name}_y"],
+                                      name=name))
+        return f"{name}_y"
+
+    i = 0
+    for spec in convs:
+        if spec == "pool":
+            nodes.append(helper.make_node("MaxPool", [x], [f"pool{i}_y"], kernel_shape=[2, 2], strides=[2, 2],
+                                          name=f"pool{i}"))
+            x = f"pool{i}_y"
+            continue
+        w = np.sign(rng.standard_normal((spec, c, 3, 3))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"conv{i}_w"))
+        nodes.append(helper.make_node("Conv", [x, f"conv{i}_w"], [f"conv{i}_y"], kernel_shape=[3, 3], name=f"conv{i}"))
+        x, c = bn(f"bn{i}", f"conv{i}_y", spec), spec
+        i += 1
+    nodes.append(helper.make_node("Flatten", [x], ["flat"], name="flatten"))
+    x = "flat"
+    dims = onnx.shape_inference.infer_shapes(helper.make_model(
+        helper.make_graph(nodes, "g", [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, side, side])],
+                          [helper.make_tensor_value_info("flat", TensorProto.FLOAT, None)], inits)))
+    c = next(v for v in dims.graph.output).type.tensor_type.shape.dim[1].dim_value
+    for j, h in enumerate(fcs):
+        w = np.sign(rng.standard_normal((c, h))).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"fc{j}_w"))
+        nodes.append(helper.make_node("MatMul", [x, f"fc{j}_w"], [f"fc{j}_y"], name=f"fc{j}"))
+        x, c = f"fc{j}_y", h
+        if j < len(fcs) - 1:
+            x = bn(f"bnfc{j}", x, h)
+    g = helper.make_graph(nodes, f"cnv_w1a1_{size}",
+                          [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, side, side])],
+                          [helper.make_tensor_value_info(x, TensorProto.FLOAT, [1, c])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(m, full_check=True)
+    return m
+
+
+def pipeline_overrides() -> dict:
+    """Binary weights and activations everywhere, 8-bit unsigned pixels into the first convolution."""
+    return {"fakequant": {"weights": "binary", "activations": "binary",
+                          "rules": [{"role": "activation", "match": "conv0", "format": "uint8"}]}}
+
+
+def samples(size: str, n: int, seed: int = 1) -> dict:
+    side = SIZES[size][2]
+    rng = np.random.default_rng(seed)
+    return {"input": (rng.integers(0, 256, (n, 1, 3, side, side)) / 255.0).astype(np.float32)}
