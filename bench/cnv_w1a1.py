@@ -96,3 +96,84 @@ def samples(size: str, n: int, seed: int = 1) -> dict:
     side = SIZES[size][2]
     rng = np.random.default_rng(seed)
     return {"input": (rng.integers(0, 256, (n, 1, 3, side, side)) / 255.0).astype(np.float32)}
+
+
+def folding_file(path: Path) -> Path:
+    """fold_cnv_large as a FINN folding_config.json (FINN's node names: the i-th MVAU / sliding window)."""
+    cfg = {"Defaults": {}}
+    for i, (pe, simd) in enumerate(FOLD_CNV_LARGE):
+        cfg[f"MVAU_hls_{i}"] = {"PE": pe, "SIMD": simd}
+        if i < 6:
+            cfg[f"ConvolutionInputGenerator_hls_{i}"] = {"SIMD": simd}
+    path.write_text(json.dumps(cfg, indent=1))
+    return path
+
+
+def _totals(report: str) -> dict:
+    import re
+
+    m = re.search(r"\(LUT (\d+), BRAM18 (\d+), URAM (\d+), DSP (\d+)\)", report)
+    cyc = max(int(x) for x in re.findall(r"^bottleneck \S+ \((\d+) cycles/frame\)", report, re.M))
+    return {"LUT": int(m.group(1)), "BRAM18": int(m.group(2)), "DSP": int(m.group(4)), "cycles": cyc}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--size", choices=sorted(SIZES), default="full")
+    ap.add_argument("--csim", action="store_true", help="also g++ C simulation vs the reference interpreter (slow)")
+    ap.add_argument("--frames", type=int, default=2, help="frames for --csim")
+    ap.add_argument("--out", default=None, help="export folder (default: a temporary one)")
+    args = ap.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        model = tmp / f"cnv_w1a1_{args.size}.onnx"
+        onnx.save(build_cnv(args.size), model)
+        np.savez(tmp / "calib.npz", **samples(args.size, 16))
+        np.savez(tmp / "eval.npz", **samples(args.size, args.frames, seed=2))
+        pipe = tmp / "pipeline.yaml"
+        pipe.write_text(PIPELINE)
+        out = Path(args.out) if args.out else tmp / "hls"
+        cmd = [sys.executable, "-m", "qpass.cli", "optimize", str(model), "--backend", "hls", "-o", f"{out}/",
+               "--pipeline", str(pipe), "--calib", str(tmp / "calib.npz"), "--allow-over-budget", "-q"]
+        if args.size == "full":
+            cmd += ["--folding", str(folding_file(tmp / "folding_config.json"))]
+        if args.csim:
+            cmd += ["--csim", "--eval", str(tmp / "eval.npz")]
+        t0 = time.perf_counter()
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+        secs = time.perf_counter() - t0
+        if r.returncode != 0:
+            print(r.stdout + r.stderr)
+            return r.returncode
+        est = _totals((out / "report.txt").read_text())
+    print(f"CNV-W1A1 ({args.size}), fold_cnv_large via --folding, xc7z020 at 100 MHz; qpass export {secs:.1f} s"
+          + (f" with C simulation of {args.frames} frames: {r.stdout.strip().splitlines()[-1]}" if args.csim else ""))
+    print(f"bottleneck: {est['cycles']} cycles/frame (FINN fold_cnv_large: 32768) -> "
+          f"{1e8 / est['cycles']:,.0f} FPS")
+    print(f"{'':22s}{'qpass estimate':>16s}{'BNN-PYNQ Pynq-Z1':>18s}{'ratio':>8s}")
+    print(f"{'LUT':22s}{est['LUT']:>16,d}{BNN_PYNQ['LUT']:>18,d}{est['LUT'] / BNN_PYNQ['LUT']:>8.2f}")
+    b36 = est["BRAM18"] / 2
+    print(f"{'BRAM36 (= BRAM18/2)':22s}{b36:>16.1f}{BNN_PYNQ['BRAM36']:>18d}{b36 / BNN_PYNQ['BRAM36']:>8.2f}")
+    print("qpass: the dataflow region (layers, FIFOs, width converters; weights as embedded ROMs); BNN-PYNQ: the whole "
+          "system (DMA, AXI, runtime-writable weight RAMs)")
+    return 0
+
+
+PIPELINE = """name: cnv-w1a1
+passes:
+  - normalize
+  - fold_batchnorm
+  - calibrate: {method: minmax}
+  - fakequant:
+      weights: binary
+      activations: binary
+      rules: [{role: activation, match: conv0, format: uint8}]
+  - to_int_codes
+  - repeat:
+      max_iter: 20
+      passes: [move_dequant, integer_linear, integer_add, integer_pool, absorb_thresholds]
+  - integer_report
+"""
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -21,10 +21,12 @@ SECTIONS = {
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits"],
-    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
+    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim", "folding",
+                                 "allow_over_budget"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
 }
-HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim"}
+HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim",
+            "folding": "--folding", "allow_over_budget": "--allow-over-budget"}
 
 
 def _options(fn):
@@ -84,6 +86,11 @@ def _options(fn):
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
         click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
+        click.option("--folding", type=click.Path(dir_okay=False, exists=True), help="FINN folding_config.json: PE, "
+                     "SIMD, ram_style, resType per layer (qpass layer names or FINN's <OpType>_<i>); the folding used "
+                     "is written back to OUT/folding_config.json."),
+        click.option("--allow-over-budget", is_flag=True, help="Export a design whose layers, FIFOs and width "
+                     "converters (all partitions together) exceed --device instead of refusing it."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -95,7 +102,7 @@ def _options(fn):
 @_options
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
-             target_fps, csim, no_verify, quiet, **settings):
+             target_fps, csim, no_verify, quiet, folding, allow_over_budget, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
@@ -112,13 +119,19 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
     outputs = plan_outputs(model, output, report_path, output_kind(cfg, plan), backend, inputs,
                            pareto=any(p.name == "bitwidth" for p in plan.pipeline.flat_passes()))
     samples, eval_samples = _load_samples(src, calib_path, eval_path)
+    folding_cfg = None
+    if folding:
+        from qpass.hw.folding_config import load as load_folding
+
+        folding_cfg = load_folding(folding)
     result = run_pipeline(src, calib=samples, pipeline=plan.pipeline, dump_dir=dump_dir, progress=not quiet,
                           verify=plan.verify, disabled=plan.disabled, eval=eval_samples)
     _check_exclude(cfg.exclude, src, result)
     given = {f for f in ("weights", "activations") if getattr(cfg, f) or (cfg.bits and str(cfg.bits) != "auto")}
     if backend == "hls":
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
-                   device=device, clock_ns=clock_ns, target_fps=target_fps)
+                   device=device, clock_ns=clock_ns, target_fps=target_fps, folding=folding_cfg,
+                   allow_over_budget=allow_over_budget)
     else:
         finish_onnx(src, model, result, outputs, plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
 

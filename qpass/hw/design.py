@@ -136,3 +136,90 @@ def report_table(dg: DataflowGraph, depths: dict | None = None) -> str:
     lines.extend(dg.fifo_notes)
     lines.extend(dg.notes)
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ the whole design
+
+def fold_design(dgs: list[DataflowGraph], *, target_fps: float | None = None, clock_ns: float = 10.0, device=None,
+                utilisation: float = 0.8, strategy: str = "min_lut", folding: dict | None = None) -> list[str]:
+    """Fold the layers of every partition together (one frame-rate target, or one device budget for the whole
+    design), then apply a FINN folding file (``qpass.hw.folding_config``), keep depthwise window pairs, and replace
+    every "auto" ram_style by the cost model's choice. Sets each graph's ``folding``; returns the notes."""
+    from qpass.hw import folding_config
+
+    layers = [L for dg in dgs for L in dg.cost_layers()]
+    edges = [e for dg in dgs for e in dg.edges]
+    if target_fps is not None:
+        res = fold_for_target(layers, target_fps, clock_ns, edges=edges, strategy=strategy)
+    elif device is not None:
+        try:
+            res = fold_for_budget(layers, device, clock_ns, utilisation, edges=edges)
+        except QpassError:  # does not fit even fully folded: keep the slowest folding, the budget check says why
+            res = evaluate([L.folded(1, 1) for L in layers], clock_ns, edges=edges)
+    else:
+        res = evaluate(layers, clock_ns, edges=edges)
+    notes = list(res.notes)
+    by = {L.name: L for L in res.layers}
+    if folding:
+        chosen, more = folding_config.resolve(folding, layers)
+        notes += more
+        for name, attrs in chosen.items():
+            by[name] = folding_config.apply(by[name], attrs)
+    for dg in dgs:
+        dg.apply([by[l.name] for l in dg.layers])
+        notes += _enforce_pairs(dg)
+        for l in dg.layers:
+            styles = l.layer.resolved_styles()
+            if styles:
+                l.layer = l.layer.restyled(**styles)
+        r = evaluate(dg.cost_layers(), clock_ns, edges=dg.edges, device=get_device(device) if device else None)
+        r.target_fps, r.target_cycles, r.strategy = res.target_fps, res.target_cycles, res.strategy
+        r.candidates_tried, r.baseline_lut, r.utilisation = res.candidates_tried, res.baseline_lut, res.utilisation
+        dg.folding = r
+    return notes
+
+
+def stream_costs(dg: DataflowGraph, depths: dict) -> tuple[Resources, Resources]:
+    """(FIFOs, data-width converters) of one partition (``qpass.hw.memory_costs.fifo`` / ``width_converter``)."""
+    from qpass.hw import memory_costs as mc
+
+    fifo = dwc = Resources()
+    for l in dg.layers:
+        for port, s in enumerate(l.inputs):
+            st = dg.streams[s]
+            src = dg.layer(st.producer).out_fold if st.producer else l.in_fold[port]
+            width = l.in_fold[port] * st.dtype.bits
+            d = depths.get((st.producer or "<input>", l.name, port), 2)
+            lut, bram = mc.fifo(d, width)
+            fifo = fifo + Resources(lut=lut, bram18=bram)
+            dwc = dwc + Resources(lut=mc.width_converter(src * st.dtype.bits, width))
+    return fifo, dwc
+
+
+def design_total(parts: list[tuple[DataflowGraph, dict]]) -> tuple[Resources, list[str]]:
+    """Layers + FIFOs + width converters of every partition; the lines that say so."""
+    total, lines = Resources(), []
+    for dg, depths in parts:
+        layers = Resources()
+        for l in dg.layers:
+            layers = layers + l.layer.resources()
+        fifo, dwc = stream_costs(dg, depths)
+        total = total + layers + fifo + dwc
+        lines.append(f"  {dg.name}: layers LUT {layers.lut} BRAM18 {layers.bram18} DSP {layers.dsp}; FIFOs LUT "
+                     f"{fifo.lut} BRAM18 {fifo.bram18}; width converters LUT {dwc.lut}")
+    return total, lines
+
+
+def check_budget(total: Resources, device, allow_over_budget: bool = False) -> str:
+    """The design's use of ``device`` as one line; QpassError with the numbers when some resource exceeds it (unless
+    ``allow_over_budget``)."""
+    dev = get_device(device)
+    cap = dev.capacity()
+    names = ("LUT", "BRAM18", "URAM", "DSP")
+    use = ", ".join(f"{n} {u}/{c} ({100.0 * u / c:.0f}%)" if c else f"{n} {u}/0"
+                    for n, u, c in zip(names, total.as_tuple(), cap) if u or c)
+    over = [n for n, u, c in zip(names, total.as_tuple(), cap) if u > c]
+    if over and not allow_over_budget:
+        raise QpassError(f"the design does not fit {dev.part} ({dev.board}): {use}; over in {', '.join(over)} "
+                         "(fold it more with a lower --target-fps or --folding, or pass --allow-over-budget)")
+    return f"whole design on {dev.part} ({dev.board}): {use}" + (" -- OVER BUDGET" if over else "")
