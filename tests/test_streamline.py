@@ -129,11 +129,33 @@ def test_residual_add_of_differently_scaled_branches():
     assert acts["a1"]["scale"] == [2.0**-5] and acts["c2"]["scale"] == [2.0**-3]
     assert_same(ya, yb)
     assert b.facts["integer_report"]["integer_only"]
-    # with incommensurate (affine) scales the Add stays float, and the report says why
+    # incommensurate (affine) scales: the Add becomes p*a + q*b and one MultiThreshold, checked on every input pair
     a, b, ya, yb = run_both(m, _calib(), _data(), {"weights": "sym:8", "activations": "uint8"})
     assert_same(ya, yb)
+    floats = [f for f in b.facts["integer_report"]["float_ops"] if not f["allowed"]]
+    # here 4 of the 16321 possible sums of the 8x8 average lie within float rounding of a step: it stays float
+    assert {f["node"] for f in floats} == {"a2_Mul", "gap", "gap_float_div_Div"}, floats
+    assert any("lie within float32 rounding of a quantiser step" in f["reason"] for f in floats)
+    add = next(n for n in b.model.graph.node if n.name == "add")
+    assert any(n.op_type == "MultiThreshold" and add.output[0] in n.input for n in b.model.graph.node)
+    # too many input pairs to check (16-bit codes): the Add stays float, and the report says why
+    a, b, ya, yb = run_both(m, _calib(), _data(), {"weights": "sym:8", "activations": "uint16"})
     inside = [f for f in b.facts["integer_report"]["float_ops"] if not f["allowed"]]
-    assert any("not both powers of two" in f["reason"] for f in inside)
+    assert any("not both powers of two" in f["reason"] and "too many" in f["reason"] for f in inside), inside
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_residual_cnn_with_affine_uint_activations_is_integer_only(bits):
+    """digits_rescnn at uintB: residual Adds (p*a + q*b) and the global average pool become integer, bit-exact."""
+    m = qpass.load(MODELS / "digits_rescnn.onnx")
+    ev = load_samples(MODELS / "digits_rescnn.eval.npz", m)
+    x = np.concatenate(list(ev.arrays["input"]))
+    a, b, ya, yb = run_both(m, MODELS / "digits_rescnn.calib.npz", x,
+                            {"weights": f"sym:{bits}", "activations": f"uint{bits}"})
+    np.testing.assert_array_equal(ya, yb)
+    ops = [n.op_type for n in b.model.graph.node]
+    assert "GlobalAveragePool" not in ops and ops.count("ReduceSum") == 1
+    assert b.facts["integer_report"]["integer_only"], b.facts["integer_report"]["float_ops"]
 
 
 def test_network_without_batchnorm():
