@@ -29,9 +29,14 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qpass.hw.memory_costs import AUTO_LUTRAM_DEPTH, bram18_for
+
 ROOT = Path(__file__).resolve().parents[1]
 FOLD_CNV_LARGE = [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)]
 BNN_PYNQ = {"LUT": 26_072, "BRAM36": 124}
+#: (MW, MH) of the nine matrix layers of the full CNV (9*C_in x C_out for the convolutions)
+CNV_MATRICES = [(27, 64), (576, 64), (576, 128), (1152, 128), (1152, 256), (2304, 256), (256, 512), (512, 512),
+                (512, 10)]
 #: (conv channels with "pool" markers, FC widths, input side) of the full CNV and of a fast test twin
 SIZES = {"full": ([64, 64, "pool", 128, 128, "pool", 256, 256], [512, 512, 10], 32),
          "tiny": ([8, 8, "pool", 16, 16], [16, 10], 16)}
@@ -154,8 +159,19 @@ def main() -> int:
     print(f"{'LUT':22s}{est['LUT']:>16,d}{BNN_PYNQ['LUT']:>18,d}{est['LUT'] / BNN_PYNQ['LUT']:>8.2f}")
     b36 = est["BRAM18"] / 2
     print(f"{'BRAM36 (= BRAM18/2)':22s}{b36:>16.1f}{BNN_PYNQ['BRAM36']:>18d}{b36 / BNN_PYNQ['BRAM36']:>8.2f}")
-    print("qpass: the dataflow region (layers, FIFOs, width converters; weights as embedded ROMs); BNN-PYNQ: the whole "
-          "system (DMA, AXI, runtime-writable weight RAMs)")
+    # the same memory model applied to BNN-PYNQ's weight memories: runtime-writable per-PE RAMs (DoMemInit over
+    # AXI-lite, Vivado HLS RAM_2P: a read/write port, so true dual port, <= 18 bits per RAMB18 port), all block RAM
+    own = sum(pe * bram18_for(mw * mh // (pe * simd), simd) if mw * mh // (pe * simd) > AUTO_LUTRAM_DEPTH else 0
+              for (mw, mh), (pe, simd) in zip(CNV_MATRICES, FOLD_CNV_LARGE))
+    theirs = sum(pe * bram18_for(mw * mh // (pe * simd), simd, max_width=18)
+                 for (mw, mh), (pe, simd) in zip(CNV_MATRICES, FOLD_CNV_LARGE))
+    if args.size == "full":
+        b36 = (est["BRAM18"] - own + theirs) / 2
+        print(f"{'BRAM36, BNN-PYNQ RAMs':22s}{b36:>16.1f}{BNN_PYNQ['BRAM36']:>18d}{b36 / BNN_PYNQ['BRAM36']:>8.2f}"
+              f"   (weights {own} -> {theirs} BRAM18)")
+    print("qpass: the dataflow region (layers, FIFOs, width converters), weights as embedded constant ROMs (LUTROM up "
+          "to 128 words). BNN-PYNQ: the whole system (DMA, AXI); its weights are runtime-writable per-PE RAMs, all in "
+          "block RAM: the 'BNN-PYNQ RAMs' row prices those with the same memory model.")
     return 0
 
 

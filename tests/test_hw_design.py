@@ -194,3 +194,29 @@ def test_attention_and_lstm_export_with_host_layers_and_csim(tmp_path, ap_types)
         assert "C simulation vs golden: 0 mismatches" in r.stdout
         host = (out / "report.txt").read_text().split("host nodes", 1)[1]
         assert ("Softmax" if name == "attention" else "LSTM") in host
+
+
+def test_full_cnv_w1a1_with_fold_cnv_large(tmp_path):
+    """The issue's headline: FINN's fold_cnv_large through a folding file gives the 32,768-cycle bottleneck; the
+    estimate of the exported design (embedded ROM weights) and BNN-PYNQ's build stay in the ratios the bench prints."""
+    import qpass
+    from qpass.api import qonnx_model
+    from qpass.backends.hls.exporter import export
+    from qpass.hw.folding_config import load
+
+    m = cnv.build_cnv("full")
+    (tmp_path / "pipe.yaml").write_text(cnv.PIPELINE)
+    from qpass.ir.samples import bind_samples
+
+    r = qpass.optimize(m, calib=bind_samples(cnv.samples("full", 8), m),
+                       pipeline=qpass.load_pipeline(str(tmp_path / "pipe.yaml")))
+    res = export(qonnx_model(r), tmp_path / "hls", folding=load(cnv.folding_file(tmp_path / "f.json")))
+    (p,) = res.partitions
+    assert p.folding.max_cycles == 32768 and {f.name for f in p.folding.folds if f.cycles == 32768} == {"fc0", "fc1"}
+    folds = {l.name: l.layer.fold for l in p.graph.layers}
+    assert [folds[f"conv{i}"] for i in range(6)] + [folds[f"fc{i}"] for i in range(3)] == cnv.FOLD_CNV_LARGE
+    assert all(folds[f"swg_conv{i}"][1] == cnv.FOLD_CNV_LARGE[i][1] for i in range(6))
+    lut, bram18 = (int(x) for x in
+                   __import__("re").search(r"\(LUT (\d+), BRAM18 (\d+),", res.report).groups())
+    assert 0.85 <= lut / cnv.BNN_PYNQ["LUT"] <= 1.15
+    assert 100 <= bram18 <= 140  # about half of BNN-PYNQ's 248 BRAM18: embedded ROMs, not its writable RAMs

@@ -53,11 +53,12 @@ def choose_res_type(w_bits: int, a_bits: int, bipolar: bool = False) -> str:
     return "dsp" if not bipolar and w_bits + a_bits >= DSP_MIN_PRODUCT_BITS else "lut"
 
 
-def bram18_for(depth: int, width: int) -> int:
-    """RAMB18s of one depth x width memory: the cheapest aspect ratio."""
+def bram18_for(depth: int, width: int, max_width: int = 36) -> int:
+    """RAMB18s of one depth x width memory: the cheapest aspect ratio whose port is at most ``max_width`` bits (36:
+    a read-only or simple-dual-port memory; 18: a true-dual-port RAM with a read/write port, UG573)."""
     if depth <= 0 or width <= 0:
         return 0
-    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM18_ASPECTS)
+    return min(math.ceil(depth / d) * math.ceil(width / w) for d, w in BRAM18_ASPECTS if w <= max_width)
 
 
 def lutram_for(depth: int, width: int, writable: bool) -> int:
