@@ -270,3 +270,14 @@ def test_matmul_with_broadcast_batch_axes_streamlines():
     assert mts and all(onnx.helper.get_attribute_value(a) == b"NHWC" for n in mts for a in n.attribute
                        if a.name == "data_layout")
     onnx.checker.check_model(res.model)
+
+
+def test_exact_add_weights_are_the_best_rational_approximations():
+    from qpass.passes.exact_add import monotone_in, ratio_candidates
+
+    c = ratio_candidates(0.312084 / 1.11501)
+    assert c[:2] == [(1, 2), (1, 3)] and all(p <= 4096 and q <= 4096 for p, q in c)
+    assert (5, 18) in c and [q for _, q in c] == sorted(q for _, q in c)
+    assert ratio_candidates(2.0) == [(1, 1), (2, 1)]
+    z, f = np.array([0, 1, 1, 2]), np.array([0, 1, 1, 2])
+    assert monotone_in(z, f) and not monotone_in(z, np.array([0, 1, 2, 2])) and not monotone_in(z, f[::-1])

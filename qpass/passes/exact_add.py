@@ -63,8 +63,9 @@ def threshold_add(graph: gs.Graph, b, node: gs.Node, da, db) -> tuple[bool, str]
     if chain is None:
         return False, f"no quantiser after the Add ({why})"
     last = chain[-1]
-    if is_bipolar_codes(last):
-        code_min, code_max = -1.0, 1.0
+    step = 1.0
+    if is_bipolar_codes(last):  # sign: codes -1, +1 from one threshold
+        code_min, code_max, step = -1.0, 1.0, 2.0
         levels = np.array([1.0])
     else:
         qp = quant_params(last)
@@ -87,15 +88,14 @@ def threshold_add(graph: gs.Graph, b, node: gs.Node, da, db) -> tuple[bool, str]
     zs, fs = z[order], f[order]
     idx = np.searchsorted(fs, levels, side="left")
     thr = np.where(idx < len(zs), zs[np.minimum(idx, len(zs) - 1)], zs[-1] + 1)
-    got = code_min + (z[:, None] >= thr[None, :]).sum(axis=1) * (2.0 if code_max - code_min == 2 and
-                                                                 levels.size == 1 else 1.0)
+    got = code_min + step * (z[:, None] >= thr[None, :]).sum(axis=1)
     if not np.array_equal(got, f):
         return False, "the thresholds on the integer sum do not reproduce the float sum"
-    _rewrite(graph, b, node, chain, ca, cb, p, q, thr, code_min, code_max, levels.size, rank)
+    _rewrite(graph, b, node, chain, ca, cb, p, q, thr, code_min, code_max, step, rank)
     return True, f"integer {p}*a + {q}*b with {levels.size} thresholds (exact on all {z.size} input pairs)"
 
 
-def _rewrite(graph, b, node, chain, ca, cb, p, q, thr, code_min, code_max, steps, rank):
+def _rewrite(graph, b, node, chain, ca, cb, p, q, thr, code_min, code_max, step, rank):
     from qpass.passes.thresholds import channel_layout
 
     ins = []
@@ -111,11 +111,11 @@ def _rewrite(graph, b, node, chain, ca, cb, p, q, thr, code_min, code_max, steps
     node.inputs[0], node.inputs[1] = ins
     node.outputs[0] = acc
     out = chain[-1].outputs[0]
-    bipolar = steps == 1 and code_max - code_min == 2
+    bipolar = step == 2.0
     bits, signed = signed_bits(code_min, code_max)
     dtype = "BIPOLAR" if bipolar else f"{'INT' if signed else 'UINT'}{bits}"
     mt = gs.Node("MultiThreshold", b.names(f"{node.name}_MultiThreshold"), domain=QONNX_DOMAIN,
-                 attrs={"out_dtype": dtype, "out_scale": 2.0 if bipolar else 1.0, "out_bias": float(code_min),
+                 attrs={"out_dtype": dtype, "out_scale": step, "out_bias": float(code_min),
                         "data_layout": channel_layout(rank, 1)},
                  inputs=[acc, b.const(thr.reshape(1, -1).astype(np.float32), name=f"{node.name}_thresholds")],
                  outputs=[out])
