@@ -89,13 +89,13 @@ def test_mvtu_lut_bram_spot_checks_tfc():
     # fc0: P=16 Q=49 W=A=1 bipolar; acc = ceil(alpha + log2(1+2^-alpha) + 1) with alpha = log2(784)+1+1-1-1
     assert cm.acc_bits_bound(784, 1, 1, True) == 11
     # mult = 49*(2*ceil(2/6)-1)*2 = 98; adder = 2*(2*49-1) = 194; LUT = 300 + 1.1*16*(98+194+11)
-    assert l0.resources().lut == int(300 + 1.1 * 16 * 303) == 5632
+    assert l0.finn_resources().lut == int(300 + 1.1 * 16 * 303) == 5632
     # WMEM = 784*64/(16*49) = 64, mem_width = 784 > 18 and omega <= 512 -> ceil(64/512)*ceil(784/36)
-    assert l0.resources().bram18 == 22
+    assert l0.finn_resources().bram18 == 22
     # fc1: acc 8, mult 16, adder 30 -> 300 + 1.1*8*54; BRAM ceil(64/512)*ceil(64/36) = 2
-    assert (l1.resources().lut, l1.resources().bram18) == (775, 2)
+    assert (l1.finn_resources().lut, l1.finn_resources().bram18) == (775, 2)
     # fc3 distributed: c2 = P*Q*W*ceil(WMEM/64) = 80 -> 300 + 1.1*10*54 + 80
-    assert (l3.resources().lut, l3.resources().bram18) == (974, 0)
+    assert (l3.finn_resources().lut, l3.finn_resources().bram18) == (974, 0)
 
 
 @pytest.mark.parametrize("mw,mh,pe,simd,w,expect", [
@@ -114,15 +114,15 @@ def test_bram18_table(mw, mh, pe, simd, w, expect):
 
 def test_uram_dsp_thresholds_and_acc():
     big = MVTU("u", mw=1024, mh=1024, w_bits=4, a_bits=4, pe=8, simd=16, ram_style="ultra")
-    assert big.resources().uram == math.ceil(512 / 72) * math.ceil(8192 / 4096) == 16
-    assert big.resources().bram18 == 0
+    assert big.finn_resources().uram == math.ceil(512 / 72) * math.ceil(8192 / 4096) == 16
+    assert big.finn_resources().bram18 == 0
     d = MVTU("d", mw=64, mh=64, w_bits=8, a_bits=8, pe=4, simd=8, res_type="dsp")
-    assert d.resources().dsp == 4 * 8 * 1
-    assert d.resources().lut < MVTU("l", mw=64, mh=64, w_bits=8, a_bits=8, pe=4, simd=8).resources().lut
+    assert d.finn_resources().dsp == 4 * 8 * 1
+    assert d.finn_resources().lut < MVTU("l", mw=64, mh=64, w_bits=8, a_bits=8, pe=4, simd=8).finn_resources().lut
     t = MVTU("t", mw=64, mh=64, w_bits=2, a_bits=2, a_signed=False, thresholds=3, pe=4, simd=8,
              ram_style="block", ram_style_thresholds="distributed")
     # alpha = 6+2+2-1 = 9 -> acc 11; mult 8*1*4 = 32; adder 4*15 = 60; thr = cmp = 3*11*ceil(16/64) = 33
-    assert t.resources().lut == int(300 + 1.1 * 4 * (32 + 60 + 11 + 33 + 33)) == 1043
+    assert t.finn_resources().lut == int(300 + 1.1 * 4 * (32 + 60 + 11 + 33 + 33)) == 1043
     assert cm.acc_bits_for_range(0, 255) == (8, False)
     assert cm.acc_bits_for_range(-128, 127) == (8, True)
     assert cm.acc_bits_for_range(-129, 127) == (9, True)

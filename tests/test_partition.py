@@ -225,3 +225,25 @@ def test_explain_reasons_for_every_host_node(cnn):
     assert all(isinstance(r, str) and r for _, _, r in rows)
     d = grouping.describe(cnn)
     assert {w for _, _, w, _ in d} == {"host", "partition 0"}
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_residual_cnn_with_uint_activations_is_one_partition(bits):
+    """The residual Adds (p*a + q*b) and the global average pool stream in hardware: one partition, and the
+    partitioned model computes what the streamlined one does."""
+    m = qpass.load(MODELS / "digits_rescnn.onnx")
+    r = qpass.optimize(m, calib=MODELS / "digits_rescnn.calib.npz", pipeline=qpass.load_pipeline(
+        "dataflow", {"fakequant": {"weights": f"sym:{bits}", "activations": f"uint{bits}"}}))
+    q = qonnx_model(r)
+    pm = P.partition(q)
+    assert len(pm.partitions) == 1
+    host = {op for _, op, _ in pm.host_nodes()}
+    assert host <= {"Div", "Quant", "Mul", "Add"}, pm.host_nodes()  # input quantiser and the float head
+    built = build(next(iter(pm.partitions.values())), "p")
+    kinds = [l.kind for l in built.layers]
+    assert kinds.count("add") == 2 and "global_sum" in kinds
+    ev = load_samples(MODELS / "digits_rescnn.eval.npz", m)
+    sub = as_samples({"input": np.concatenate(list(ev.arrays["input"]))[:40, None]}, q)
+    want = run_samples(q, sub)["logits"]
+    got = run_samples(pm.parent, sub, executor=GoldenExecutor(pm.parent, partitions=pm.store))["logits"]
+    np.testing.assert_array_equal(got, want)

@@ -129,11 +129,33 @@ def test_residual_add_of_differently_scaled_branches():
     assert acts["a1"]["scale"] == [2.0**-5] and acts["c2"]["scale"] == [2.0**-3]
     assert_same(ya, yb)
     assert b.facts["integer_report"]["integer_only"]
-    # with incommensurate (affine) scales the Add stays float, and the report says why
+    # incommensurate (affine) scales: the Add becomes p*a + q*b and one MultiThreshold, checked on every input pair
     a, b, ya, yb = run_both(m, _calib(), _data(), {"weights": "sym:8", "activations": "uint8"})
     assert_same(ya, yb)
+    floats = [f for f in b.facts["integer_report"]["float_ops"] if not f["allowed"]]
+    # here 4 of the 16321 possible sums of the 8x8 average lie within float rounding of a step: it stays float
+    assert {f["node"] for f in floats} == {"a2_Mul", "gap", "gap_float_div_Div"}, floats
+    assert any("lie within float32 rounding of a quantiser step" in f["reason"] for f in floats)
+    add = next(n for n in b.model.graph.node if n.name == "add")
+    assert any(n.op_type == "MultiThreshold" and add.output[0] in n.input for n in b.model.graph.node)
+    # too many input pairs to check (16-bit codes): the Add stays float, and the report says why
+    a, b, ya, yb = run_both(m, _calib(), _data(), {"weights": "sym:8", "activations": "uint16"})
     inside = [f for f in b.facts["integer_report"]["float_ops"] if not f["allowed"]]
-    assert any("not both powers of two" in f["reason"] for f in inside)
+    assert any("not both powers of two" in f["reason"] and "too many" in f["reason"] for f in inside), inside
+
+
+@pytest.mark.parametrize("bits", [2, 4, 8])
+def test_residual_cnn_with_affine_uint_activations_is_integer_only(bits):
+    """digits_rescnn at uintB: residual Adds (p*a + q*b) and the global average pool become integer, bit-exact."""
+    m = qpass.load(MODELS / "digits_rescnn.onnx")
+    ev = load_samples(MODELS / "digits_rescnn.eval.npz", m)
+    x = np.concatenate(list(ev.arrays["input"]))
+    a, b, ya, yb = run_both(m, MODELS / "digits_rescnn.calib.npz", x,
+                            {"weights": f"sym:{bits}", "activations": f"uint{bits}"})
+    np.testing.assert_array_equal(ya, yb)
+    ops = [n.op_type for n in b.model.graph.node]
+    assert "GlobalAveragePool" not in ops and ops.count("ReduceSum") == 1
+    assert b.facts["integer_report"]["integer_only"], b.facts["integer_report"]["float_ops"]
 
 
 def test_network_without_batchnorm():
@@ -248,3 +270,14 @@ def test_matmul_with_broadcast_batch_axes_streamlines():
     assert mts and all(onnx.helper.get_attribute_value(a) == b"NHWC" for n in mts for a in n.attribute
                        if a.name == "data_layout")
     onnx.checker.check_model(res.model)
+
+
+def test_exact_add_weights_are_the_best_rational_approximations():
+    from qpass.passes.exact_add import monotone_in, ratio_candidates
+
+    c = ratio_candidates(0.312084 / 1.11501)
+    assert c[:2] == [(1, 2), (1, 3)] and all(p <= 4096 and q <= 4096 for p, q in c)
+    assert (5, 18) in c and [q for _, q in c] == sorted(q for _, q in c)
+    assert ratio_candidates(2.0) == [(1, 1), (2, 1)]
+    z, f = np.array([0, 1, 1, 2]), np.array([0, 1, 1, 2])
+    assert monotone_in(z, f) and not monotone_in(z, np.array([0, 1, 2, 2])) and not monotone_in(z, f[::-1])

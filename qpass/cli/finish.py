@@ -71,7 +71,7 @@ def _evaluate(src, result, eval_samples, threads: int) -> dict:
 
 
 def export_hls(result, out_dir: Path, pipeline, given: set[str], samples, *, quiet: bool, csim: bool, device: str,
-               clock_ns, target_fps, control: str = "ap_ctrl_hs") -> None:
+               clock_ns, target_fps, control: str = "ap_ctrl_hs", folding=None, allow_over_budget=False) -> None:
     """Export into a temporary folder beside OUT_DIR (and run the C simulation there); the folder takes its name
     only when everything worked."""
     from qpass.backends import hls
@@ -85,7 +85,8 @@ def export_hls(result, out_dir: Path, pipeline, given: set[str], samples, *, qui
     with tqdm(total=2 if simulate else 1, desc="HLS export", unit="step", disable=quiet or None, leave=False) as bar:
         with atomic_dir(out_dir) as tmp:
             res = hls.export(result.model, tmp, device=device, clock_ns=clock_ns, target_fps=target_fps,
-                             samples=samples, control=control)
+                             samples=samples, control=control, folding=folding,
+                             allow_over_budget=allow_over_budget)
             bar.update(1)
             cmp = None
             if simulate:

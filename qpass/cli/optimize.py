@@ -21,11 +21,12 @@ SECTIONS = {
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
-    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control"],
+    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control", "folding",
+                                 "allow_over_budget"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet", "fmt"],
 }
 HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim",
-            "hls_control": "--hls-control"}
+            "hls_control": "--hls-control", "folding": "--folding", "allow_over_budget": "--allow-over-budget"}
 
 
 def _options(fn):
@@ -100,6 +101,11 @@ def _options(fn):
         click.option("--format", "fmt", type=click.Choice(["qonnx", "qcdq", "qdq"]), help="Output dialect: qonnx "
                      "(QONNX Quant ops, like --qonnx), qcdq (QuantizeLinear -> Clip -> DequantizeLinear) or qdq "
                      "(stored integer weights + DequantizeLinear, onnxruntime's layout); see docs/dialects.md."),
+        click.option("--folding", type=click.Path(dir_okay=False, exists=True), help="FINN folding_config.json: PE, "
+                     "SIMD, ram_style, resType per layer (qpass layer names or FINN's <OpType>_<i>); the folding used "
+                     "is written back to OUT/folding_config.json."),
+        click.option("--allow-over-budget", is_flag=True, help="Export a design whose layers, FIFOs and width "
+                     "converters (all partitions together) exceed --device instead of refusing it."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -121,7 +127,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
     from .dialect import dialect_plan, runnable_source
     from .finish import export_hls, finish_onnx
 
-    hls_control = settings.pop("hls_control")
+    hw = _hw_options(settings)
     _check_format(fmt, settings, backend)
     src = load(model)
     cfg = QuantConfig(pipeline=pipeline_name, backend=backend, verify=not no_verify, **settings)
@@ -144,10 +150,22 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
     given = {f for f in ("weights", "activations") if getattr(cfg, f) or (cfg.bits and str(cfg.bits) != "auto")}
     if backend == "hls":
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
-                   device=device, clock_ns=clock_ns, target_fps=target_fps, control=hls_control)
+                   device=device, clock_ns=clock_ns, target_fps=target_fps, **hw)
     else:
         finish_onnx(runnable_source(src) if eval_samples is not None else src, model, result, outputs,
                     plan.pipeline, given, samples, eval_samples, cfg.threads, quiet)
+
+
+def _hw_options(settings: dict) -> dict:
+    """The HLS export's options, out of ``settings``: control mode, folding file (loaded), budget override."""
+    hw = {"control": settings.pop("hls_control"), "allow_over_budget": settings.pop("allow_over_budget"),
+          "folding": None}
+    folding = settings.pop("folding")
+    if folding:
+        from qpass.hw.folding_config import load as load_folding
+
+        hw["folding"] = load_folding(folding)
+    return hw
 
 
 def _check_format(fmt, settings: dict, backend: str) -> None:

@@ -122,17 +122,18 @@ class Builder:
         for node in self.graph.nodes:
             if node.name not in self.fused:
                 KIND_BY_NAME[self.kind_of(node)].build(node, self)
-        outputs = []
+        outputs, shapes = [], {}
         for t in self.graph.outputs:
             if self.stream_of[t.name] in inputs:
                 raise QpassError(f"partition output {t.name!r} is a partition input (nothing computed)")
             outputs.append((t.name, self.stream_of[t.name]))
             self.out_orders[t.name] = self.tensor_order(t)
+            shapes[t.name] = tuple(sample_shape(t) or self.streams[self.stream_of[t.name]].shape)
         for sname in inputs:
             if not self.streams[sname].consumers and sname not in {s for _, s in outputs}:
                 self.notes.append(f"partition input {sname!r} is not read")
         return DataflowGraph(self.name, self.layers, self.streams, inputs, outputs, self.notes,
-                             output_orders=self.out_orders)
+                             output_orders=self.out_orders, output_shapes=shapes)
 
 
 def build(model: onnx.ModelProto, name: str = "partition") -> DataflowGraph:

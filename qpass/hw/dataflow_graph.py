@@ -62,6 +62,8 @@ class DataflowGraph:
     outputs: list[tuple[str, str]]  # (tensor name, stream name)
     notes: list[str] = field(default_factory=list)
     output_orders: dict[str, np.ndarray] = field(default_factory=dict)
+    #: per-sample shape of each output tensor (differs from its stream's when a layout op is folded into the order)
+    output_shapes: dict[str, tuple] = field(default_factory=dict)
     folding: FoldingResult | None = None
     fifos: FifoResult | None = None
     fifo_notes: list[str] = field(default_factory=list)

@@ -1,8 +1,10 @@
 """Folding, FIFO sizing and the per-layer report of a partition's ``DataflowGraph``.
 
-``fold`` uses ``fold_for_target`` (a frame-rate target, fewest LUTs) or ``fold_for_budget`` (fastest design fitting
-a device), then ``fifo_depths`` sizes the FIFOs with ``size_fifos``; ``report_table`` prints the per-layer table
-(folding, cycles, resources, types, FIFO depths).
+``fold_design`` folds every partition of a design together with ``fold_for_target`` (a frame-rate target, fewest
+LUTs) or ``fold_for_budget`` (fastest design fitting a device) and applies a FINN folding file (``fold``: one
+partition); ``fifo_depths`` sizes the FIFOs with ``size_fifos``; ``report_table`` prints the per-layer table
+(folding, cycles, resources, types, FIFO depths); ``design_total`` / ``check_budget`` hold the whole design
+(layers, FIFOs, width converters) to one device budget.
 """
 from __future__ import annotations
 
@@ -32,38 +34,12 @@ def _enforce_pairs(dg: DataflowGraph) -> list[str]:
 
 def fold(dg: DataflowGraph, *, target_fps: float | None = None, clock_ns: float = 10.0, device=None,
          utilisation: float = 0.8, strategy: str = "min_lut", overrides: dict | None = None) -> FoldingResult:
-    """Fold every layer: for ``target_fps`` with the fewest estimated LUTs (``fold_for_target``), else the fastest
-    folding fitting ``utilisation`` of ``device`` (``fold_for_budget``), else (neither) leave PE = SIMD = 1.
-    ``overrides`` ({layer: {"PE": p, "SIMD": s}}) then refolds the named layers. The result is applied to ``dg``."""
-    layers, edges = dg.cost_layers(), dg.edges
-    if target_fps is not None:
-        res = fold_for_target(layers, target_fps, clock_ns, edges=edges, strategy=strategy)
-        if device is not None:
-            res.device = get_device(device)
-    elif device is not None:
-        res = fold_for_budget(layers, device, clock_ns, utilisation, edges=edges)
-    else:
-        res = evaluate(layers, clock_ns, edges=edges)
-    dg.apply(res.layers)
-    notes = []
-    for name, f in (overrides or {}).items():
-        l = dg.layer(name)
-        pe, simd = int(f.get("PE", l.layer.fold[0])), int(f.get("SIMD", l.layer.fold[1]))
-        if (pe, simd) not in l.layer.fold_options():
-            raise QpassError(f"{name}: PE={pe}, SIMD={simd} is not a legal folding ({l.layer.kind}: PE in "
-                             f"{l.layer.legal_pe()}, SIMD in {l.layer.legal_simd()})")
-        l.layer = l.layer.folded(pe, simd)
-        notes.append(f"{name}: folding set to PE={pe}, SIMD={simd}")
-    notes += _enforce_pairs(dg)
-    if notes:
-        new = evaluate(dg.cost_layers(), clock_ns, edges=edges, device=res.device)
-        new.target_fps, new.target_cycles, new.strategy = res.target_fps, res.target_cycles, res.strategy
-        new.candidates_tried, new.baseline_lut, new.utilisation = res.candidates_tried, res.baseline_lut, \
-            res.utilisation
-        new.notes = res.notes + notes
-        res = new
-    dg.folding = res
-    return res
+    """One partition folded on its own (``fold_design`` of a one-partition design); ``overrides`` is a FINN folding
+    file's content. The result is applied to ``dg`` and returned."""
+    notes = fold_design([dg], target_fps=target_fps, clock_ns=clock_ns, device=device, utilisation=utilisation,
+                        strategy=strategy, folding=overrides)
+    dg.folding.notes += notes
+    return dg.folding
 
 
 def fifo_depths(dg: DataflowGraph, frames: int = 3) -> dict[tuple[str, str, int], int]:
@@ -136,3 +112,92 @@ def report_table(dg: DataflowGraph, depths: dict | None = None) -> str:
     lines.extend(dg.fifo_notes)
     lines.extend(dg.notes)
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------ the whole design
+
+def fold_design(dgs: list[DataflowGraph], *, target_fps: float | None = None, clock_ns: float = 10.0, device=None,
+                utilisation: float = 0.8, strategy: str = "min_lut", folding: dict | None = None) -> list[str]:
+    """Fold the layers of every partition together (one frame-rate target, or one device budget for the whole
+    design), then apply a FINN folding file (``qpass.hw.folding_config``), keep depthwise window pairs, and replace
+    every "auto" ram_style by the cost model's choice. Sets each graph's ``folding`` (with its own notes); returns the
+    design-wide notes (how the folding file's names were resolved)."""
+    from qpass.hw import folding_config
+
+    layers = [L for dg in dgs for L in dg.cost_layers()]
+    edges = [e for dg in dgs for e in dg.edges]
+    if target_fps is not None:
+        res = fold_for_target(layers, target_fps, clock_ns, edges=edges, strategy=strategy)
+    elif device is not None:
+        try:
+            res = fold_for_budget(layers, device, clock_ns, utilisation, edges=edges)
+        except QpassError:  # does not fit even fully folded: keep the slowest folding, the budget check says why
+            res = evaluate([L.folded(1, 1) for L in layers], clock_ns, edges=edges)
+    else:
+        res = evaluate(layers, clock_ns, edges=edges)
+    notes: list[str] = []
+    by = {L.name: L for L in res.layers}
+    if folding:
+        chosen, more = folding_config.resolve(folding, layers)
+        notes += more
+        for name, attrs in chosen.items():
+            by[name] = folding_config.apply(by[name], attrs)
+    for dg in dgs:
+        dg.apply([by[l.name] for l in dg.layers])
+        pairs = _enforce_pairs(dg)
+        for l in dg.layers:
+            styles = l.layer.resolved_styles()
+            if styles:
+                l.layer = l.layer.restyled(**styles)
+        r = evaluate(dg.cost_layers(), clock_ns, edges=dg.edges, device=get_device(device) if device else None)
+        r.target_fps, r.target_cycles, r.strategy = res.target_fps, res.target_cycles, res.strategy
+        r.candidates_tried, r.baseline_lut, r.utilisation = res.candidates_tried, res.baseline_lut, res.utilisation
+        r.notes = list(res.notes) + pairs
+        dg.folding = r
+    return notes
+
+
+def stream_costs(dg: DataflowGraph, depths: dict) -> tuple[Resources, Resources]:
+    """(FIFOs, data-width converters) of one partition (``qpass.hw.memory_costs.fifo`` / ``width_converter``)."""
+    from qpass.hw import memory_costs as mc
+
+    fifo = dwc = Resources()
+    for l in dg.layers:
+        for port, s in enumerate(l.inputs):
+            st = dg.streams[s]
+            src = dg.layer(st.producer).out_fold if st.producer else l.in_fold[port]
+            width = l.in_fold[port] * st.dtype.bits
+            d = depths.get((st.producer or "<input>", l.name, port), 2)
+            lut, bram = mc.fifo(d, width)
+            fifo = fifo + Resources(lut=lut, bram18=bram)
+            dwc = dwc + Resources(lut=mc.width_converter(src * st.dtype.bits, width))
+    return fifo, dwc
+
+
+def design_total(parts: list[tuple[DataflowGraph, dict]]) -> tuple[Resources, list[str]]:
+    """Layers + FIFOs + width converters of every partition; the lines that say so."""
+    total, lines = Resources(), []
+    for dg, depths in parts:
+        layers = Resources()
+        for l in dg.layers:
+            layers = layers + l.layer.resources()
+        fifo, dwc = stream_costs(dg, depths)
+        total = total + layers + fifo + dwc
+        lines.append(f"  {dg.name}: layers LUT {layers.lut} BRAM18 {layers.bram18} DSP {layers.dsp}; FIFOs LUT "
+                     f"{fifo.lut} BRAM18 {fifo.bram18}; width converters LUT {dwc.lut}")
+    return total, lines
+
+
+def check_budget(total: Resources, device, allow_over_budget: bool = False) -> str:
+    """The design's use of ``device`` as one line; QpassError with the numbers when some resource exceeds it (unless
+    ``allow_over_budget``)."""
+    dev = get_device(device)
+    cap = dev.capacity()
+    names = ("LUT", "BRAM18", "URAM", "DSP")
+    use = ", ".join(f"{n} {u}/{c} ({100.0 * u / c:.0f}%)" if c else f"{n} {u}/0"
+                    for n, u, c in zip(names, total.as_tuple(), cap) if u or c)
+    over = [n for n, u, c in zip(names, total.as_tuple(), cap) if u > c]
+    if over and not allow_over_budget:
+        raise QpassError(f"the design does not fit {dev.part} ({dev.board}): {use}; over in {', '.join(over)} "
+                         "(fold it more with a lower --target-fps or --folding, or pass --allow-over-budget)")
+    return f"whole design on {dev.part} ({dev.board}): {use}" + (" -- OVER BUDGET" if over else "")

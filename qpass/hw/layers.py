@@ -112,6 +112,14 @@ class Layer:
             kw["simd"] = simd
         return replace(self, **kw)
 
+    def restyled(self, **styles) -> "Layer":
+        """A copy with other ``ram_style`` / ``ram_style_thresholds`` / ``res_type`` (checked by the layer)."""
+        return replace(self, **styles)
+
+    def resolved_styles(self) -> dict:
+        """The layer's style attributes with "auto" replaced by the cost model's choice (none by default)."""
+        return {}
+
     def pipeline_depth(self) -> int:
         """Assumed HLS pipeline depth in cycles (``cost_models.PIPELINE_DEPTH`` unless the model says)."""
         return cm.PIPELINE_DEPTH

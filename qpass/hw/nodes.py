@@ -53,3 +53,26 @@ def window_geometry(node: gs.Node) -> tuple[tuple[int, ...], int]:
     s = tuple(int(v) for v in (attr(node, "strides") or [1, 1]))
     pad = int((attr(node, "pads") or [0])[0])
     return s, pad
+
+
+#: ops that pass values through unchanged (a maximum of bipolar values is bipolar)
+_VALUE_PRESERVING = ("MaxPool", "Reshape", "Flatten", "Transpose", "Squeeze", "Unsqueeze", "Identity")
+
+
+def is_bipolar(t: gs.Tensor) -> bool:
+    """``t`` holds only -1 and +1: a sign activation (BIPOLAR MultiThreshold, scale-1 BipolarQuant), possibly through
+    layout ops and max pools."""
+    from qpass.analysis.intinfo import is_bipolar_codes
+
+    for _ in range(32):
+        if not t.inputs:
+            return False
+        n = t.inputs[0]
+        if n.op in _VALUE_PRESERVING:
+            t = n.inputs[0]
+            continue
+        if n.op == "MultiThreshold":
+            dt = n.attrs.get("out_dtype", "")
+            return (dt.decode() if isinstance(dt, bytes) else dt) == "BIPOLAR"
+        return is_bipolar_codes(n)
+    return False

@@ -1,4 +1,5 @@
-"""Batch-norm folding into the preceding linear layer (Conv, ConvTranspose, Gemm, MatMul).
+"""Batch-norm folding into the preceding linear layer (Conv, ConvTranspose, Gemm, MatMul; a 2-D MatMul followed by
+a BatchNorm1d becomes a Gemm with the folded bias).
 
 y = gamma * (x - mean) / sqrt(var + eps) + beta  =  a * x + b  with a = gamma / sqrt(var + eps), b = beta - a * mean.
 Scaling the producer's output channel c by a[c] and adding b[c] to its bias folds the BN away exactly (in real
@@ -74,11 +75,12 @@ def fold_into_producer(graph: gs.Graph, bn: gs.Node) -> bool:
     w_new = (w.astype(np.float64) * a.reshape(shape)).astype(w.dtype)
     prod.inputs[1] = gs.Constant(prod.inputs[1].name + "_bnfold", w_new)
     if prod.op == "MatMul":
-        bias = gs.Constant(bn.name + "_bias", b.astype(w.dtype))
-        bn.op, bn.attrs = "Add", {}
-        bn.inputs = [x, bias]
-        bn.outputs = bn.outputs[:1]
-        return True
+        if w.ndim != 2:
+            return False
+        # a 2-D MatMul + BN1d becomes one Gemm with a bias (FINN's streamlining keeps the affine with the layer):
+        # an Add after the MatMul would be a compute op of its own, whose input the activation quantiser would
+        # round (Brevitas' CNV then computed sign(sign(Wx) + b))
+        prod.op, prod.attrs = "Gemm", {}
     if len(prod.inputs) > 2 and prod.inputs[2] is not None and prod.inputs[2].name:
         old = np.asarray(prod.inputs[2].values, dtype=np.float64)
     else:

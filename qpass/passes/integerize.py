@@ -9,9 +9,13 @@
   (``Quant(W, s_w)``) becomes the integer op on (c, codes) -- the accumulator -- followed by ``Mul(acc, s_in*s_w)``
   and ``Add(bias)``. This is exactly how the golden simulator evaluates such a layer of the fake-quant graph.
 - ``integer_add``: an Add of two dequantised integer tensors whose scales are powers of two (exact in float)
-  becomes an integer Add of codes aligned by an integer factor, followed by one dequantising Mul.
+  becomes an integer Add of codes aligned by an integer factor, followed by one dequantising Mul; with other scales,
+  an Add followed by a quantiser becomes ``p*a + q*b`` and a MultiThreshold when that is exact on every input pair
+  (``qpass.passes.exact_add``).
 - ``integer_pool``: GlobalAveragePool / AveragePool (no padding) over a power-of-two-scaled integer tensor becomes
-  an integer window sum followed by ``Mul(s)`` and ``Div(N)`` (the same float result, since s * c is exact).
+  an integer window sum followed by ``Mul(s)`` and ``Div(N)`` (the same float result, since s * c is exact); a global
+  average with another scale too, when no sum lies within float rounding of the next quantiser's steps
+  (``qpass.passes.exact_add.average_is_exact``).
 """
 from __future__ import annotations
 
@@ -193,9 +197,16 @@ class IntegerAdd(_IntPass):
             da, db = dequant_of(node.inputs[0]), dequant_of(node.inputs[1])
             if da is None or db is None or not (is_pow2(da[1]) and is_pow2(db[1])):
                 if da is not None and db is not None:
+                    from qpass.passes.exact_add import threshold_add
+
+                    ok, why = threshold_add(graph, self.b, node, da, db)
+                    if ok:
+                        ctx.report.streamline_notes.pop(node.name, None)
+                        count += 1
+                        continue
                     ctx.report.streamline_notes[node.name] = (
-                        f"Add of branches scaled {float(da[1]):.6g} and {float(db[1]):.6g}: not both powers of two, so "
-                        "the sum is not an exact integer op (use fixed/dfp activation formats)")
+                        f"Add of branches scaled {float(da[1]):.6g} and {float(db[1]):.6g}: not both powers of two, and "
+                        f"{why}: the sum stays float (fixed/dfp activation formats make it an integer op)")
                 continue
             if da[1] < db[1]:
                 da, db = db, da
@@ -225,11 +236,20 @@ class IntegerPool(_IntPass):
                 continue
             d = dequant_of(node.inputs[0])
             x = node.inputs[0]
-            if d is not None and not is_pow2(d[1]):
-                ctx.report.streamline_notes[node.name] = (
-                    f"average of values scaled {float(d[1]):.6g}: not a power of two, so not an exact integer sum")
-            if d is None or not is_pow2(d[1]) or x.shape is None or len(x.shape) != 4:
+            if d is None or x.shape is None or len(x.shape) != 4:
                 continue
+            if not is_pow2(d[1]):
+                why = "only a global average is checked"
+                if node.op == "GlobalAveragePool" and all(isinstance(v, int) for v in x.shape[2:]):
+                    from qpass.passes.exact_add import average_is_exact
+
+                    ok, why = average_is_exact(graph, node, d[0], float(d[1]), int(x.shape[2] * x.shape[3]))
+                    if ok:
+                        ctx.report.streamline_notes.pop(node.name, None)
+                if why != "exact":
+                    ctx.report.streamline_notes[node.name] = (
+                        f"average of values scaled {float(d[1]):.6g}: not a power of two, and {why}")
+                    continue
             c, s = d
             y = node.outputs[0]
             if node.op == "GlobalAveragePool":

@@ -18,7 +18,9 @@ from qpass.backends.hls.csim_runner import CsimCache, build, csim
 from qpass.errors import QpassError
 from qpass.hw.builder import build as build_layers
 from qpass.hw.dataflow_graph import DataflowGraph
-from qpass.hw.design import fifo_depths, fold, report_table
+from qpass.hw import folding_config
+from qpass.hw.design import check_budget, design_total, fifo_depths, fold_design, report_table
+from qpass.hw.memory_costs import ASSUMPTIONS
 from qpass.hw.devices import Device, get_device
 from qpass.hw.fifo_sim import FifoResult
 from qpass.hw.folding import FoldingResult
@@ -103,7 +105,8 @@ def partition_io(parent: onnx.ModelProto, samples, batch_size: int = 64, partiti
 def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", clock_ns: float | None = None,
            target_fps: float | None = None, samples=None, *, utilisation: float = 0.8, strategy: str = "min_lut",
            folding: dict | None = None, model_name: str = "model",
-           ap_types: str | os.PathLike | None = None, control: str = "ap_ctrl_hs") -> ExportResult:
+           ap_types: str | os.PathLike | None = None, control: str = "ap_ctrl_hs",
+           allow_over_budget: bool = False) -> ExportResult:
     """Write, per dataflow partition of a streamlined model, a self-contained HLS C++ project.
 
     ``model``: the streamlined QONNX graph (``qpass.api.qonnx_model(result)`` of the ``streamline`` or ``dataflow``
@@ -116,9 +119,11 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     Writes ``out_dir/<model_name>.onnx`` (host nodes + partition nodes) and its partition models, one folder per
     partition (``codegen`` and ``project_files`` module docstrings), and ``out_dir/report.txt`` (host nodes with
     reasons, per-layer tables). ``folding`` ({layer: {"PE": p, "SIMD": s}}, FINN's folding_config) overrides the chosen folding of
-    the named layers (layer names as in the report). ``control``: the top functions' block-level control,
-    ``codegen.CONTROLS`` (ap_ctrl_hs: one frame per call; ap_ctrl_none: free-running; frame-loop: a frame count
-    per call)."""
+    the named layers (layer names as in the report, or FINN's ``<OpType>_<i>``; ``qpass.hw.folding_config``); the
+    effective folding is written to ``out_dir/folding_config.json``. The layers, FIFOs and width converters of all
+    partitions together must fit the device, else QpassError with the numbers (unless ``allow_over_budget``).
+    ``control``: the top functions' block-level control, ``codegen.CONTROLS`` (ap_ctrl_hs: one frame per call;
+    ap_ctrl_none: free-running; frame-loop: a frame count per call)."""
     t0 = time.perf_counter()
     timings = {}
     if control not in codegen.CONTROLS:
@@ -145,14 +150,21 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     saved = onnx.load(str(parent_path))
     files = {n.name: next(a.s.decode() for a in n.attribute if a.name == "model") for n in saved.graph.node
              if is_partition(n)}
-    for node in pm.partition_nodes:
+    t1 = time.perf_counter()
+    dgs = [build_layers(pm.partitions[next(a.s.decode() for a in node.attribute if a.name == "model")], node.name)
+           for node in pm.partition_nodes]
+    notes = fold_design(dgs, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation,
+                        strategy=strategy, folding=folding)
+    all_depths = [fifo_depths(dg) for dg in dgs]
+    total, lines = design_total(list(zip(dgs, all_depths)))
+    budget = check_budget(total, dev, allow_over_budget)
+    (out / "folding_config.json").write_text(folding_config.dumps(
+        folding_config.effective_config([l.layer for dg in dgs for l in dg.layers])))
+    timings["fold"] = time.perf_counter() - t1
+    for node, dg, depths in zip(pm.partition_nodes, dgs, all_depths):
         rel = next(a.s.decode() for a in node.attribute if a.name == "model")
-        sub = pm.partitions[rel]
         t1 = time.perf_counter()
-        dg = build_layers(sub, node.name)
-        fold_res = fold(dg, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation,
-                        strategy=strategy, overrides=folding)
-        depths = fifo_depths(dg)
+        fold_res = dg.folding
         table = report_table(dg, depths)
         top = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
         proj = codegen.generate(dg, depths, top, control)
@@ -166,7 +178,9 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
         exports.append(PartitionExport(node.name, files.get(node.name, rel), pdir, top, dg, fold_res, dg.fifos, depths,
                                        table, proj, frames))
         timings[f"codegen {node.name}"] = time.perf_counter() - t1
-    report = _report(pm, exports, dev, clk, target_fps)
+    report = _report(pm, exports, dev, clk, target_fps) + "\n\n" + "\n".join(
+        [budget + f" (LUT {total.lut}, BRAM18 {total.bram18}, URAM {total.uram}, DSP {total.dsp}):"] + lines + notes
+        + [ASSUMPTIONS])
     (out / "report.txt").write_text(report + "\n")
     return ExportResult(out, parent_path, pm, exports, pm.host_nodes(), dev, clk, target_fps, report,
                         time.perf_counter() - t0, timings)

@@ -98,7 +98,8 @@ class Wiring:
         for k, (tensor, sname) in enumerate(dg.outputs):
             s = dg.streams[sname]
             prod = dg.layer(s.producer)
-            p = self._port(PortSpec(f"out{k}", tensor, s.shape, s.elems, prod.out_fold, s.dtype,
+            shape = dg.output_shapes.get(tensor, s.shape)  # a folded layout op changes the shape, not the stream
+            p = self._port(PortSpec(f"out{k}", tensor, shape, s.elems, prod.out_fold, s.dtype,
                                     dg.output_orders[tensor], axis=True))
             self.port_data[p.name] = self.var(f"{p.name}_data", p.word_bits, 2)
             outs.append(p)

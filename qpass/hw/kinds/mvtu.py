@@ -12,13 +12,14 @@ import numpy as np
 from qpass.analysis.intinfo import const, signed_bits
 from qpass.errors import QpassError
 from qpass.hw import cost_models as cm
+from qpass.hw import memory_costs as mc
 from qpass.hw.inttype import IntType
 from qpass.hw.kinds.base import HwKind
 from qpass.hw.kinds.swg import add_sliding_window
 from qpass.hw.kinds.threshold import int_thresholds, threshold_params
 from qpass.hw.layers import (RAM_STYLES, RES_TYPES, Layer, Resources, StreamProgram, check_choice, check_fold,
                              check_positive)
-from qpass.hw.nodes import attr, data_inputs, is_integral, mt_axis, sample_shape, window_geometry
+from qpass.hw.nodes import attr, data_inputs, is_bipolar, is_integral, mt_axis, sample_shape, window_geometry
 from qpass.hw.orders import image_out_order, nhwc_order, row_major, vector_perm
 
 
@@ -43,6 +44,9 @@ class MVTU(Layer):
     ram_style: str = "auto"
     res_type: str = "lut"
     ram_style_thresholds: str = "auto"
+    #: weights in {-1, +1} (stored as 1 bit) / inputs in {-1, +1}: both make the unit XNOR-popcount
+    w_bipolar: bool = False
+    a_bipolar: bool = False
     kind: ClassVar[str] = "MVTU"
 
     def __post_init__(self):
@@ -71,7 +75,22 @@ class MVTU(Layer):
     def tmem(self) -> int:
         return cm.mvtu_tmem(self.mh, self.pe, self.thresholds)
 
+    @property
+    def binary(self) -> bool:
+        return self.w_bipolar and self.a_bipolar
+
     def resources(self) -> Resources:
+        """The emitted unit (``qpass.hw.memory_costs.matrix_unit``: embedded per-PE weight ROMs, comparators,
+        XNOR-popcount when binary); ``finn_resources`` is FINN's formula for the same folding."""
+        w = 1 if self.w_bipolar else self.w_bits
+        a = 1 if self.a_bipolar else self.a_bits
+        return Resources(*mc.matrix_unit(
+            self.mw, self.mh, self.pe, self.simd, w, a, a_signed=self.a_signed, binary=self.binary,
+            w_store_bits=w, thresholds=self.thresholds, acc_bits=self.acc_bits, ram_style=self.ram_style,
+            ram_style_thresholds=self.ram_style_thresholds, res_type=self.res_type))
+
+    def finn_resources(self) -> Resources:
+        """FINN's MVAU estimate (decoupled weights, thresholds only in LUTRAM) [cost_models]."""
         a = (self.mw, self.mh, self.pe, self.simd, self.w_bits)
         return Resources(
             lut=cm.mvtu_lut(*a, self.a_bits, a_signed=self.a_signed, thresholds=self.thresholds,
@@ -81,6 +100,11 @@ class MVTU(Layer):
             uram=cm.mvtu_uram(*a, self.ram_style),
             dsp=cm.mvtu_dsp(self.pe, self.simd, self.w_bits, self.a_bits, self.res_type),
         )
+
+    def resolved_styles(self) -> dict:
+        """``ram_style`` / ``ram_style_thresholds`` with "auto" replaced by what the cost model assumes."""
+        return {"ram_style": mc.resolve_ram_style(self.wmem(), self.ram_style),
+                "ram_style_thresholds": mc.resolve_ram_style(max(self.tmem(), 1), self.ram_style_thresholds)}
 
     def legal_pe(self) -> list[int]:
         return cm.divisors(self.mh)
@@ -146,6 +170,10 @@ def conv_host_reason(node, data) -> str | None:
 
 
 # --------------------------------------------------------------------- building (shared with the VVAU)
+
+def bipolar(w: np.ndarray) -> bool:
+    """Every weight is -1 or +1 (1-bit storage, XNOR with bipolar inputs)."""
+    return bool(w.size) and bool(np.all(np.abs(w) == 1))
 
 def acc_type(w: np.ndarray, a_lo: float, a_hi: float) -> tuple[IntType, tuple[int, int]]:
     """Accumulator type holding every partial sum (terms of either sign counted separately) and the exact
@@ -249,6 +277,9 @@ class MvtuKind(HwKind):
         mt = fused_threshold(b, acc, ch_axis)
         out_t, out_tensor, nthr = output_stage(b, mt, mh, acc, f_lo, f_hi, params, nodes)
         acc_bits = signed_bits(f_lo, f_hi)[0]
+        wb, ab = bipolar(wm), is_bipolar(x)
+        res_type = mc.choose_res_type(w_t.bits, in_t.bits, wb or ab)
         layer = lambda nm: MVTU(nm, mw=mw, mh=mh, num_vectors=nvec, w_bits=w_t.bits, a_bits=in_t.bits,  # noqa: E731
-                                w_signed=w_t.signed, a_signed=in_t.signed, thresholds=nthr, acc_bits=acc_bits)
+                                w_signed=w_t.signed, a_signed=in_t.signed, thresholds=nthr, acc_bits=acc_bits,
+                                w_bipolar=wb, a_bipolar=ab, res_type=res_type)
         b.add_layer(self.name, node.name, layer, [stream_in], out_tensor.name, out_t, ys, out_order, nodes, params)

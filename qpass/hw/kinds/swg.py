@@ -10,6 +10,7 @@ import numpy as np
 
 from qpass.errors import QpassError
 from qpass.hw import cost_models as cm
+from qpass.hw import memory_costs as mc
 from qpass.hw.kinds.base import HwKind
 from qpass.hw.layers import RAM_STYLES, Layer, Resources, StreamProgram, check_choice, check_fold, check_positive, pair
 from qpass.hw.orders import row_major
@@ -59,8 +60,16 @@ class SlidingWindow(Layer):
                              self.dilation)
 
     def resources(self) -> Resources:
+        """The emitted window (``qpass.hw.memory_costs.line_buffer``); ``finn_resources`` is FINN's formula."""
+        return Resources(*mc.line_buffer(self.ifm_ch, self.padded_dim[1], self.kernel[0], self.stride[0], self.simd,
+                                         self.a_bits, self.ram_style))
+
+    def finn_resources(self) -> Resources:
         a = (self.ifm_ch, self.padded_dim[1], self.kernel[0], self.stride[0], self.simd, self.a_bits, self.ram_style)
         return Resources(lut=cm.swg_lut(*a), bram18=cm.swg_bram18(*a), uram=cm.swg_uram(*a))
+
+    def resolved_styles(self) -> dict:
+        return {"ram_style": mc.resolve_ram_style(self.padded_dim[1] * self.ifm_ch // self.simd, self.ram_style)}
 
     def legal_simd(self) -> list[int]:
         return cm.divisors(self.ifm_ch)

@@ -10,12 +10,13 @@ import numpy as np
 from qpass.analysis.intinfo import const, signed_bits
 from qpass.errors import QpassError
 from qpass.hw import cost_models as cm
+from qpass.hw import memory_costs as mc
 from qpass.hw.inttype import IntType
 from qpass.hw.kinds.base import HwKind
-from qpass.hw.kinds.mvtu import MVTU, acc_type, conv_host_reason, fused_threshold, output_stage
+from qpass.hw.kinds.mvtu import MVTU, acc_type, bipolar, conv_host_reason, fused_threshold, output_stage
 from qpass.hw.kinds.swg import add_sliding_window
 from qpass.hw.layers import Resources
-from qpass.hw.nodes import attr, data_inputs, sample_shape, window_geometry
+from qpass.hw.nodes import attr, data_inputs, is_bipolar, sample_shape, window_geometry
 from qpass.hw.orders import image_out_order, nhwc_order
 
 
@@ -58,8 +59,24 @@ class VVAU(MVTU):
         return cm.PIPELINE_DEPTH  # no adder tree across SIMD lanes
 
     def resources(self) -> Resources:
+        """The emitted unit: an MVTU of MW = kernel_elems, MH = channels, SIMD 1 (``memory_costs.matrix_unit``)."""
         if self.reduce == "max":
             return Resources(lut=cm.pool_lut("max", self.channels, 1, 1, self.pe, self.a_bits))
+        w = 1 if self.w_bipolar else self.w_bits
+        return Resources(*mc.matrix_unit(
+            self.kernel_elems, self.channels, self.pe, 1, w, self.a_bits, a_signed=self.a_signed, binary=False,
+            w_store_bits=w, thresholds=self.thresholds, acc_bits=self.acc_bits, ram_style=self.ram_style,
+            ram_style_thresholds=self.ram_style_thresholds, res_type=self.res_type))
+
+    def resolved_styles(self) -> dict:
+        if self.reduce == "max":
+            return {}
+        return {"ram_style": mc.resolve_ram_style(self.kernel_elems * self.channels // self.pe, self.ram_style),
+                "ram_style_thresholds": mc.resolve_ram_style(self.channels // self.pe, self.ram_style_thresholds)}
+
+    def finn_resources(self) -> Resources:
+        if self.reduce == "max":
+            return self.resources()
         a = (self.kernel_elems, self.channels, self.pe, 1, self.w_bits)
         return Resources(
             lut=cm.mvtu_lut(*a, self.a_bits, a_signed=self.a_signed, thresholds=self.thresholds,
@@ -106,6 +123,7 @@ class VvauKind(HwKind):
         acc_bits = signed_bits(f_lo, f_hi)[0]
         layer = lambda nm: VVAU(nm, channels=c, kernel_elems=kh * kw, pixels=ys[1] * ys[2], w_bits=w_t.bits,  # noqa
                                 a_bits=src.dtype.bits, w_signed=w_t.signed, a_signed=src.dtype.signed,
-                                thresholds=nthr, acc_bits=acc_bits)
+                                thresholds=nthr, acc_bits=acc_bits, w_bipolar=bipolar(wm),
+                                res_type=mc.choose_res_type(w_t.bits, src.dtype.bits, bipolar(wm) or is_bipolar(x)))
         b.add_layer(self.name, node.name, layer, [swg.output], out_tensor.name, out_t, ys, nhwc_order(ys), nodes,
                     params)
