@@ -148,3 +148,11 @@ def test_streamlined_multithreshold(tmp_path):
 def test_gemm_without_bias(tmp_path):
     path = qpass_qonnx(tmp_path / "cnn.qonnx.onnx", "--pipeline", "streamline")
     limit(lambda: prepare(path), r"IndexError.*gemm_to_matmul\.py:apply")
+
+
+@pytest.mark.xfail(strict=True, raises=Hls4mlLimit,
+                   reason="hls4ml's ONNX front end has no QuantizeLinear / DequantizeLinear (hls4ml#1197, "
+                          "brevitas#1282): a QCDQ model goes to hls4ml only as QONNX (--format qonnx)")
+def test_qcdq_quantizelinear(tmp_path):
+    path = MODELS / "brevitas" / "digits_w4a4.qcdq.onnx"  # Brevitas' own QCDQ export (models/train_brevitas.py)
+    limit(lambda: convert(prepare(path), tmp_path / "prj"), r"Unsupported operation type: QuantizeLinear")
