@@ -13,6 +13,8 @@ def test_local_zoo_converts_with_summary(tmp_path):
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stdout + r.stderr
     rows = list(csv.DictReader((out / "summary.csv").open()))
+    # models/brevitas/: already-quantized Brevitas exports, tested in tests/test_brevitas_models.py
+    rows = [row for row in rows if not row["model"].startswith("brevitas/")]
     assert len(rows) == 3 + len(STRUCTURAL)
     assert all(row["status"] == "ok" for row in rows), rows
     by = {row["model"]: row for row in rows}
