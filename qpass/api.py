@@ -55,8 +55,20 @@ def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pi
         pipeline, verify, disabled = plan.pipeline, plan.verify, disabled | plan.disabled
     elif not isinstance(pipeline, Pipeline):
         pipeline = load_pipeline(pipeline, overrides)
+    pipeline = _for_input(model, pipeline)
     inputs = PassInputs(calibration_data=as_samples(calib, model) if calib is not None else None,
                         eval_data=as_samples(eval, model) if eval is not None else None)
     ctx = PassContext(inputs=inputs, dump_dir=Path(dump_dir) if dump_dir else None, progress=progress,
                       verify=verify, disabled=disabled, engine=engine)
     return run_passes(model, pipeline, ctx)
+
+
+def _for_input(model: onnx.ModelProto, pipeline: Pipeline) -> Pipeline:
+    """An already-quantized model keeps its trained quantization, as in ``qpass optimize``: the pipeline's
+    quantizing passes give way to ``import_quantized`` (a pipeline that imports by itself is left as it is)."""
+    from qpass.passes.dialects import detect_dialect
+    from qpass.passes.dialects.pipelines import import_pipeline
+
+    if any(p.name == "import_quantized" for p in pipeline.flat_passes()) or not detect_dialect(model).quantized:
+        return pipeline
+    return import_pipeline(pipeline)

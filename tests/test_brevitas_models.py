@@ -116,7 +116,6 @@ def test_qcdq_export_computes_what_the_qonnx_export_does(name):
     assert np.abs(a - b).max() <= 1e-5
 
 
-@pytest.mark.xfail(strict=True, reason="needs dialect import (dialects branch)")
 @pytest.mark.parametrize("name", NETS)
 def test_streamlined_and_csim_equal_the_reference(name, tmp_path, ap_types):
     """Brevitas QONNX -> qpass streamline (the trained quantisation kept) -> HLS export -> g++ C simulation."""
