@@ -75,14 +75,6 @@ def _options(fn):
         click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises."),
         click.option("--avg-bits", type=PositiveFloat(), help="--bits auto under a budget: average weight bits <= "
                      "this."),
-        click.option("--backend", type=click.Choice(["ort", "hls"]), default="ort", show_default=True,
-                     help="ort: an ONNX file onnxruntime runs; hls: a folder of HLS C++ dataflow projects, pipeline "
-                          "'dataflow' (4-bit weights, dfp:4 activations unless set)."),
-        click.option("--device", default="xc7z020", show_default=True, help="FPGA part."),
-        click.option("--clock-ns", type=PositiveFloat(), help="Clock period in ns (default: the device's)."),
-        click.option("--target-fps", type=PositiveFloat(), help="Frame rate to fold for; default: fastest that fits."),
-        click.option("--csim", is_flag=True, help="Compile and run the C simulation (g++) and compare it with the "
-                     "golden simulator on the --eval (or calibration) samples."),
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
         click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
@@ -91,25 +83,39 @@ def _options(fn):
                           "worker processes, or Ray tasks (pip install 'qpass[cluster]'); the result is the same."),
         click.option("--address", help="--engine ray: the Ray cluster (HOST:PORT, or auto); default: RAY_ADDRESS, "
                                         "else a new local Ray instance."),
-        click.option("--hls-control", type=click.Choice(["ap_ctrl_hs", "ap_ctrl_none", "frame-loop"]),
-                     default="ap_ctrl_hs", show_default=True,
-                     help="Top-level control of the HLS projects: ap_ctrl_hs (one frame per call), ap_ctrl_none "
-                          "(free-running) or frame-loop (an AXI-Lite frame count per call)."),
         click.option("--requantize", is_flag=True, help="An already-quantized MODEL (QONNX, QCDQ, QDQ, QOperator): drop "
                      "its quantization and quantize it again from calibration data. Without it, the trained "
                      "quantization is kept."),
         click.option("--format", "fmt", type=click.Choice(["qonnx", "qcdq", "qdq"]), help="Output dialect: qonnx "
                      "(QONNX Quant ops, like --qonnx), qcdq (QuantizeLinear -> Clip -> DequantizeLinear) or qdq "
                      "(stored integer weights + DequantizeLinear, onnxruntime's layout); see docs/dialects.md."),
+    ] + _hardware_options()
+    for opt in reversed(opts):
+        fn = opt(fn)
+    return fn
+
+
+def _hardware_options() -> list:
+    """The options of the hardware backends (section 'Hardware')."""
+    return [
+        click.option("--backend", type=click.Choice(["ort", "hls"]), default="ort", show_default=True,
+                     help="ort: an ONNX file onnxruntime runs; hls: a folder of HLS C++ dataflow projects, pipeline "
+                          "'dataflow' (4-bit weights, dfp:4 activations unless set)."),
+        click.option("--device", default="xc7z020", show_default=True, help="FPGA part."),
+        click.option("--clock-ns", type=PositiveFloat(), help="Clock period in ns (default: the device's)."),
+        click.option("--target-fps", type=PositiveFloat(), help="Frame rate to fold for; default: fastest that fits."),
+        click.option("--csim", is_flag=True, help="Compile and run the C simulation (g++) and compare it with the "
+                     "golden simulator on the --eval (or calibration) samples."),
+        click.option("--hls-control", type=click.Choice(["ap_ctrl_hs", "ap_ctrl_none", "frame-loop"]),
+                     default="ap_ctrl_hs", show_default=True,
+                     help="Top-level control of the HLS projects: ap_ctrl_hs (one frame per call), ap_ctrl_none "
+                          "(free-running) or frame-loop (an AXI-Lite frame count per call)."),
         click.option("--folding", type=click.Path(dir_okay=False, exists=True), help="FINN folding_config.json: PE, "
                      "SIMD, ram_style, resType per layer (qpass layer names or FINN's <OpType>_<i>); the folding used "
                      "is written back to OUT/folding_config.json."),
         click.option("--allow-over-budget", is_flag=True, help="Export a design whose layers, FIFOs and width "
                      "converters (all partitions together) exceed --device instead of refusing it."),
     ]
-    for opt in reversed(opts):
-        fn = opt(fn)
-    return fn
 
 
 @click.command(cls=GroupedCommand, sections=SECTIONS)

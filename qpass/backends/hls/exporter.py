@@ -133,12 +133,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     clk = float(clock_ns if clock_ns is not None else dev.clock_ns)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pm = partition(m)
-    if not pm.partitions:
-        lowered = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
-        raise QpassError("no dataflow partition: no node has a streaming hardware implementation" +
-                         (" (this looks like a model lowered for onnxruntime; export the QONNX graph, "
-                          "qpass.api.qonnx_model(result), of the streamline/dataflow pipeline)" if lowered else ""))
+    pm = _partitioned(m)
     parent_path = pm.save(out / f"{model_name}.onnx")
     timings["partition"] = time.perf_counter() - t0
     sample_set = _samples(samples, m)
@@ -184,6 +179,17 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     (out / "report.txt").write_text(report + "\n")
     return ExportResult(out, parent_path, pm, exports, pm.host_nodes(), dev, clk, target_fps, report,
                         time.perf_counter() - t0, timings)
+
+
+def _partitioned(m):
+    """The model cut into dataflow partitions; QpassError when nothing streams."""
+    pm = partition(m)
+    if not pm.partitions:
+        lowered = any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in m.graph.node)
+        raise QpassError("no dataflow partition: no node has a streaming hardware implementation" +
+                         (" (this looks like a model lowered for onnxruntime; export the QONNX graph, "
+                          "qpass.api.qonnx_model(result), of the streamline/dataflow pipeline)" if lowered else ""))
+    return pm
 
 
 def _write_data(pdir: Path, proj: codegen.Project, io: dict) -> int:
