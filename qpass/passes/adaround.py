@@ -1,0 +1,245 @@
+"""adaround: rounding optimisation by layer-wise output reconstruction (Nagel et al. 2020, "Up or Down?
+Adaptive Rounding for Post-Training Quantization"), in numpy.
+
+Each weight of a layer is rounded down or up on the grid the quantizing pass will use (``weights``,
+``granularity``; see ``ptq_layers.WeightGrid``), choosing the roundings that make the layer's output closest to
+the float layer's output on calibration samples, not the weights closest to the float weights:
+
+    min over h in {0,1}:  E || (s * (floor(w / s) + h)) x~  -  w x ||^2
+
+where x is the layer's float input and x~ its input in the model whose earlier layers are already rounded
+(``asymmetric``, the paper's asymmetric reconstruction). The objective is quadratic in the weights, so it needs
+only A = E[x~ x~^T] and B = E[x~ x^T] per group ([K, K]: streaming, bounded memory). It is solved as in the paper
+-- h = rectified sigmoid of a free variable V, Adam on reconstruction + lambda * sum(1 - |2h - 1|^beta) with beta
+annealed from 20 to 2 -- then the hard roundings are polished by greedy single flips that lower the same
+objective. Time per layer is bounded (``seconds_per_layer``) and so is the whole pass (``time_budget``: layers
+past it keep round-to-nearest, said in the notes).
+
+The result is written as float weights that lie exactly on the grid (the quantizer then reproduces the chosen
+codes; checked per layer). With ``auto`` a layer keeps its new rounding only where it lowers the output error on
+held-out calibration samples (``holdout``) compared with round-to-nearest.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from qpass.pipeline.pass_base import Pass, PassResult
+from .ptq_layers import Layer, Probe, blas_threads, WeightGrid, find_layers, sample_rows, split_samples, store_layer
+
+ZETA, GAMMA = 1.1, -0.1
+
+
+@dataclass
+class AdaRoundOptions:
+    #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
+    weights: str = "auto"
+    granularity: str = "channel"
+    #: calibration samples used, and the fraction of them held out for the keep-or-not decision
+    samples: int = 256
+    holdout: float = 0.25
+    #: patch rows (output positions x samples) per layer for the statistics
+    rows: int = 8192
+    iters: int = 300
+    lr: float = 0.05
+    reg: float = 0.01
+    seconds_per_layer: float = 5.0
+    #: seconds for the whole pass (None: no limit)
+    time_budget: float | None = None
+    #: inputs from the model with earlier layers already rounded
+    asymmetric: bool = True
+    #: keep a layer's rounding only where it lowers the held-out output error
+    auto: bool = True
+    #: layers with more reduction elements per group than this keep round-to-nearest
+    max_k: int = 4096
+    op_types: tuple = ("Conv", "Gemm", "MatMul")
+    threads: int = 1
+
+
+def rect_sigmoid(v: np.ndarray) -> np.ndarray:
+    return np.clip(1.0 / (1.0 + np.exp(-v)) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+@dataclass
+class Stats:
+    """Second moments of one layer's patches: A = E[x~ x~^T], B = E[x~ x^T], D = E[x x^T] ([G, K, K])."""
+
+    A: np.ndarray
+    B: np.ndarray
+    D: np.ndarray
+
+    @classmethod
+    def of(cls, pq: np.ndarray, pf: np.ndarray, shrink: bool = False) -> "Stats":
+        """From patches [G, P, K] of the quantized-model and float inputs; ``shrink`` pulls A and B towards their
+        diagonals by K / (K + P) (fewer rows than reduction elements would otherwise be fitted exactly)."""
+        n = max(pq.shape[1], 1)
+        a, b, d = gram(pq, pq, n), gram(pq, pf, n), gram(pf, pf, n)
+        if shrink:
+            k = pq.shape[2]
+            alpha = k / (k + n)
+            eye = np.eye(k)[None]
+            a, b = (1 - alpha) * a + alpha * a * eye, (1 - alpha) * b + alpha * b * eye
+        return cls(a, b, d)
+
+    def loss(self, wq: np.ndarray, w: np.ndarray) -> float:
+        """E || wq x~ - w x ||^2 summed over output channels (wq, w: [G, M, K])."""
+        a = np.sum(np.matmul(wq, self.A) * wq)
+        b = np.sum(np.matmul(wq, self.B) * w)
+        d = np.sum(np.matmul(w, self.D) * w)
+        return float(max(a - 2 * b + d, 0.0))
+
+
+def gram(p: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:
+    """p^T q / n per group ([G, P, K] x [G, P, K] -> [G, K, K], float64), in float32 BLAS."""
+    p32, q32 = np.asarray(p, np.float32), np.asarray(q, np.float32)
+    if p.shape[0] <= 8:
+        return np.stack([np.ascontiguousarray(p32[i].T) @ np.ascontiguousarray(q32[i]) for i in range(p.shape[0])]
+                        ).astype(np.float64) / n
+    return np.einsum("gpk,gpl->gkl", p32, q32, optimize=True).astype(np.float64) / n
+
+
+def solve(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmin: int, qmax: int, st: Stats, opts,
+          deadline: float) -> np.ndarray:
+    """Codes [G, M, K] for weight matrices ``w`` (scale, zero point in the same shape) minimising the
+    reconstruction loss of ``st``."""
+    t = w / scale + zp
+    fl = np.clip(np.floor(t), qmin, max(qmax - 1, qmin))
+    rest = np.clip(t - fl, 0.0, 1.0)
+    # weights already on the grid (the max-abs / min / max ones that set the scale among them) stay where they are
+    on_grid = np.abs(t - np.round(t)) < 1e-4
+    fl = np.where(on_grid, np.clip(np.round(t), qmin, qmax), fl)
+    up = ((fl + 1 <= qmax) & ~on_grid).astype(np.float64)
+    rest = rest * up
+    s = scale.astype(np.float64)
+    target = np.matmul(w, st.B.transpose(0, 2, 1))  # w B^T: [G, M, K]
+
+    a32 = st.A.astype(np.float32)
+
+    def grad_wq(wq):
+        return 2.0 * (np.matmul(wq.astype(np.float32), a32) - target)
+
+    rtn = np.round(rest)
+    norm = max(st.loss(s * (fl + rtn - zp), w), 1e-30)
+    p = np.clip((rest - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
+    v = np.log(p / (1 - p))
+    m1, m2 = np.zeros_like(v), np.zeros_like(v)
+    warm = int(0.2 * opts.iters)
+    n = max(v.size, 1)
+    for it in range(opts.iters):
+        if time.perf_counter() > deadline:
+            break
+        sig = 1.0 / (1.0 + np.exp(-v))
+        h = np.clip(sig * (ZETA - GAMMA) + GAMMA, 0.0, 1.0) * up
+        dh = sig * (1 - sig) * (ZETA - GAMMA) * ((h > 0) & (h < 1))
+        g = grad_wq(s * (fl + h - zp)) * s / norm
+        if it >= warm:
+            beta = 20.0 + (2.0 - 20.0) * (it - warm) / max(opts.iters - warm, 1)
+            c = 2 * h - 1
+            g = g - 2.0 * opts.reg * beta * np.sign(c) * np.abs(c) ** (beta - 1) / n
+        g = g * dh
+        m1 = 0.9 * m1 + 0.1 * g
+        m2 = 0.999 * m2 + 0.001 * g * g
+        v = v - opts.lr * (m1 / (1 - 0.9 ** (it + 1))) / (np.sqrt(m2 / (1 - 0.999 ** (it + 1))) + 1e-8)
+    h = (rect_sigmoid(v) >= 0.5) * up
+    return fl + polish(h, fl, s, zp, up, st, target, deadline)
+
+
+def polish(h: np.ndarray, fl: np.ndarray, s: np.ndarray, zp: np.ndarray, up: np.ndarray, st: Stats,
+           target: np.ndarray, deadline: float, max_rounds: int = 256) -> np.ndarray:
+    """Greedy single flips (down <-> up) of ``h`` that lower the reconstruction loss, best flip per row first."""
+    h = h.copy()
+    g = 2.0 * (np.matmul(s * (fl + h - zp), st.A) - target)  # dL/dwq
+    diag = np.diagonal(st.A, axis1=1, axis2=2)[:, None, :]  # [G, 1, K]
+    gi, mi = np.indices(h.shape[:2])
+    for _ in range(max_rounds):
+        if time.perf_counter() > deadline:
+            break
+        d = s * (1 - 2 * h) * up  # the change of wq if flipped
+        delta = d * g + d * d * diag
+        k = np.argmin(delta, axis=2)
+        best = delta[gi, mi, k]
+        todo = best < -1e-12 * (np.abs(g).max() + 1e-30)
+        if not todo.any():
+            break
+        dd = np.where(todo, d[gi, mi, k], 0.0)
+        h[gi, mi, k] = np.where(todo, 1 - h[gi, mi, k], h[gi, mi, k])
+        g = g + 2.0 * dd[..., None] * st.A[gi, k]  # row k of A for each (g, m)
+    return h
+
+
+class AdaRound(Pass):
+    name = "adaround"
+    inputs = ("calibration_data",)
+    Options = AdaRoundOptions
+
+    def run(self, model, ctx):
+        with blas_threads(self.opts.threads):
+            return self._run(model, ctx)
+
+    def _run(self, model, ctx):
+        o = self.opts
+        grid = WeightGrid(o.weights, o.granularity)
+        layers = find_layers(model, tuple(o.op_types))
+        if not layers:
+            return PassResult(model, False, ["no layer with a constant weight"])
+        samples = ctx.inputs.calibration_data
+        fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)
+        both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
+        probe = Probe(model, both, layers, [lay.x for lay in layers], o.threads)
+        t0 = time.perf_counter()
+        current: dict[str, np.ndarray] = {}
+        report, kept, skipped = {}, 0, []
+        for lay in tqdm(layers, desc="adaround", unit="layer", disable=not ctx.progress or None, leave=False):
+            if o.time_budget is not None and time.perf_counter() - t0 > o.time_budget:
+                skipped.append(lay.name)
+                continue
+            r = grid.rounded(lay, lay.w)
+            if r is None:
+                return PassResult(model, False, [f"weights {grid.spec} have no integer grid: nothing to round"])
+            res = self._layer(lay, r, grid, probe, current, len(fit), o)
+            report[lay.name] = res
+            current[lay.node.input[1]] = res.pop("values")
+            if res["kept"]:
+                kept += 1
+                store_layer(model, lay, current[lay.node.input[1]], None)
+        ctx.report.results["adaround"] = report
+        notes = [f"{kept} of {len(layers)} layers rounded for output reconstruction ({grid.spec})"]
+        if skipped:
+            notes.append(f"time budget reached: {len(skipped)} layers keep round-to-nearest")
+        return PassResult(model, kept > 0, notes)
+
+    @staticmethod
+    def _layer(lay: Layer, r, grid: WeightGrid, probe: Probe, current: dict, n_fit: int, o) -> dict:
+        mats = lay.matrices()
+        if mats.shape[2] > o.max_k:
+            return {"kept": False, "why": f"K={mats.shape[2]} > max_k", "values": r.values}
+        xf = probe.run([lay.x])[lay.x]
+        xq = probe.run([lay.x], current)[lay.x] if o.asymmetric and current else xf
+        st_fit, st_chk = _stats(lay, xq, xf, n_fit, o.rows)
+        deadline = time.perf_counter() + o.seconds_per_layer
+        codes = solve(mats.astype(np.float64), lay.matrices(r.scale), lay.matrices(r.zero_point), r.qmin, r.qmax,
+                      st_fit, o, deadline)
+        codes = lay.weight(codes)
+        values = r.dequantize(codes)
+        rtn_w, ar_w = lay.matrices(r.values).astype(np.float64), lay.matrices(values).astype(np.float64)
+        st = st_chk or st_fit
+        l_rtn, l_ar = st.loss(rtn_w, mats.astype(np.float64)), st.loss(ar_w, mats.astype(np.float64))
+        keep = (l_ar < l_rtn or not o.auto) and grid.keeps(lay, values, codes)
+        return {"kept": bool(keep), "loss_rtn": l_rtn, "loss_adaround": l_ar, "values": values if keep else r.values}
+
+
+def _stats(lay: Layer, xq: np.ndarray, xf: np.ndarray, n_fit: int, rows: int) -> tuple[Stats, Stats | None]:
+    """Statistics on the fit samples and (if any) on the held-out ones, from at most ``rows`` patch rows each."""
+    out = []
+    for sl in (slice(0, n_fit), slice(n_fit, None)):
+        a, b = xq[sl], xf[sl]
+        if len(a) == 0:
+            out.append(None)
+            continue
+        total = lay.patches(a[:1]).shape[1] * len(a)
+        idx = sample_rows(total, rows)
+        out.append(Stats.of(lay.patches(a, idx), lay.patches(b, idx), shrink=sl.start == 0))
+    return out[0], out[1]
