@@ -205,6 +205,49 @@ def _fresh(model: onnx.ModelProto, base: str) -> str:
     return name
 
 
+# ------------------------------------------------------------------------------------------------ statistics
+@dataclass
+class Stats:
+    """Second moments of one layer's patches: A = E[x~ x~^T], B = E[x~ x^T], D = E[x x^T] ([G, K, K])."""
+
+    A: np.ndarray
+    B: np.ndarray
+    D: np.ndarray
+
+    @classmethod
+    def of(cls, pq: np.ndarray, pf: np.ndarray, shrink: bool = False) -> "Stats":
+        """From patches [G, P, K] of the quantized-model and float inputs; ``shrink`` pulls A and B towards their
+        diagonals by K / (K + P) (fewer rows than reduction elements would otherwise be fitted exactly)."""
+        n = max(pq.shape[1], 1)
+        a, b, d = gram(pq, pq, n), gram(pq, pf, n), gram(pf, pf, n)
+        if shrink:
+            k = pq.shape[2]
+            alpha = k / (k + n)
+            eye = np.eye(k)[None]
+            a, b = (1 - alpha) * a + alpha * a * eye, (1 - alpha) * b + alpha * b * eye
+        return cls(a, b, d)
+
+    def channel_loss(self, wq: np.ndarray, w: np.ndarray) -> np.ndarray:
+        """E (wq x~ - w x)^2 per output channel ([G, M]; wq, w: [G, M, K])."""
+        a = np.sum(np.matmul(wq, self.A) * wq, axis=2)
+        b = np.sum(np.matmul(wq, self.B) * w, axis=2)
+        d = np.sum(np.matmul(w, self.D) * w, axis=2)
+        return np.maximum(a - 2 * b + d, 0.0)
+
+    def loss(self, wq: np.ndarray, w: np.ndarray) -> float:
+        """E || wq x~ - w x ||^2 summed over output channels (wq, w: [G, M, K])."""
+        return float(self.channel_loss(wq, w).sum())
+
+
+def gram(p: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:
+    """p^T q / n per group ([G, P, K] x [G, P, K] -> [G, K, K], float64), in float32 BLAS."""
+    p32, q32 = np.asarray(p, np.float32), np.asarray(q, np.float32)
+    if p.shape[0] <= 8:
+        return np.stack([np.ascontiguousarray(p32[i].T) @ np.ascontiguousarray(q32[i]) for i in range(p.shape[0])]
+                        ).astype(np.float64) / n
+    return np.einsum("gpk,gpl->gkl", p32, q32, optimize=True).astype(np.float64) / n
+
+
 # ------------------------------------------------------------------------------------------------ grids
 @dataclass
 class Rounded:
