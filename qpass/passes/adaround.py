@@ -48,8 +48,10 @@ class AdaRoundOptions:
     lr: float = 0.05
     reg: float = 0.01
     seconds_per_layer: float = 5.0
-    #: seconds for the whole pass (None: no limit)
+    #: seconds for the whole pass (None: no limit), and the same as a multiple of one float run of the model over
+    #: the samples (None: no limit); layers past either keep round-to-nearest
     time_budget: float | None = None
+    budget_runs: float | None = None
     #: inputs from the model with earlier layers already rounded
     asymmetric: bool = True
     #: keep a layer's rounding only where it lowers the held-out output error
@@ -156,7 +158,9 @@ class AdaRound(Pass):
         current: dict[str, np.ndarray] = {}
         report, kept, skipped = {}, 0, []
         for lay in tqdm(layers, desc="adaround", unit="layer", disable=not ctx.progress or None, leave=False):
-            if o.time_budget is not None and time.perf_counter() - t0 > o.time_budget:
+            spent = time.perf_counter() - t0
+            if (o.time_budget is not None and spent > o.time_budget) or \
+                    (o.budget_runs is not None and probe.run_seconds and spent > o.budget_runs * probe.run_seconds):
                 skipped.append(lay.name)
                 continue
             r = grid.rounded(lay, lay.w)
@@ -179,7 +183,7 @@ class AdaRound(Pass):
         mats = lay.matrices()
         if mats.shape[2] > o.max_k:
             return {"kept": False, "why": f"K={mats.shape[2]} > max_k", "values": r.values}
-        xf = probe.run([lay.x])[lay.x]
+        xf = probe.float_value(lay.x)
         xq = probe.run([lay.x], current)[lay.x] if o.asymmetric and current else xf
         st_fit, st_chk = _stats(lay, xq, xf, n_fit, o.rows)
         deadline = time.perf_counter() + o.seconds_per_layer

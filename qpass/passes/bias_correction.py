@@ -1,15 +1,16 @@
 """bias_correction: empirical bias correction (Nagel et al. 2019, "Data-Free Quantization Through Weight
 Equalization and Bias Correction", section 4.2, the empirical variant).
 
-Rounding weights shifts a layer's output mean: E[W~ x~] - E[W x] = W~ E[x~] - W E[x] per output channel, where W~
-is the weight on the quantizer's grid (``weights``, ``granularity``; see ``ptq_layers.WeightGrid``), x the layer's
-float input and x~ its input in the model whose earlier layers are already quantized and corrected. The pass adds
-the negated shift to the layer's bias (a Conv or Gemm without one gets one), layer by layer in graph order, with
-the means taken over calibration samples (every output position of a Conv).
+Rounding weights shifts a layer's output mean: E[W~ x~] - E[W x] per output channel, where W~ is the weight on the
+quantizer's grid (``weights``, ``granularity``; see ``ptq_layers.WeightGrid``) and x the layer's float input. The
+pass adds the negated shift, measured on calibration samples (every output position of a Conv), to the layer's bias
+(a Conv or Gemm without one gets one). By default x~ = x: each layer corrects the shift its own rounding causes,
+from one float run of the model. With ``sequential`` x~ is the layer's input in the model whose earlier layers are
+already quantized and corrected, layer by layer in graph order (one run per layer).
 
-With ``auto`` a channel keeps its correction only where it lowers that channel's output error on held-out
-calibration samples by at least ``min_gain`` of it: for a correction d and the held-out mean error e, the squared
-error changes by d^2 + 2 d e.
+With ``auto`` a channel keeps its correction only where it lowers that channel's mean squared output error on
+held-out calibration samples by at least ``min_gain`` of it: for a correction d and the held-out mean error e, the
+squared error changes by d^2 + 2 d e.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import Layer, Probe, Stats, WeightGrid, blas_threads, find_layers, sample_rows, split_samples, \
+from .ptq_layers import Layer, Probe, WeightGrid, blas_threads, find_layers, sample_rows, split_samples, \
     store_layer
 
 
@@ -30,34 +31,25 @@ class BiasCorrectionOptions:
     granularity: str = "channel"
     samples: int = 256
     holdout: float = 0.25
-    rows: int = 32768
+    rows: int = 16384
     #: keep a channel's correction only where it lowers its held-out output error by this fraction
     auto: bool = True
     min_gain: float = 0.01
+    #: inputs from the model with earlier layers already quantized and corrected (one run per layer: slower;
+    #: without it each layer corrects the shift its own rounding causes, from one float run)
+    sequential: bool = False
     op_types: tuple = ("Conv", "Gemm")
     threads: int = 1
 
 
-@dataclass
-class Moments:
-    """Mean patches of the quantized-model and float inputs ([G, K]) and, for the error check, Stats."""
-
-    mq: np.ndarray
-    mf: np.ndarray
-    st: Stats | None = None
-
-
-def moments(lay: Layer, xq: np.ndarray, xf: np.ndarray, rows: int, second: bool) -> Moments:
-    total = lay.patches(xq[:1]).shape[1] * len(xq)
+def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: np.ndarray, rows: int):
+    """(mean, mean square) per output channel ([G, M]) of the output error wq x~ - w x over at most ``rows``
+    patch rows."""
+    total = lay.patches(x[:1]).shape[1] * len(x)
     idx = sample_rows(total, rows)
-    pq, pf = lay.patches(xq, idx), lay.patches(xf, idx)
-    return Moments(pq.mean(axis=1, dtype=np.float64), pf.mean(axis=1, dtype=np.float64),
-                   Stats.of(pq, pf) if second else None)
-
-
-def shift(wq: np.ndarray, w: np.ndarray, m: Moments) -> np.ndarray:
-    """E[wq x~] - E[w x] per output channel ([G, M])."""
-    return np.einsum("gmk,gk->gm", wq, m.mq) - np.einsum("gmk,gk->gm", w, m.mf)
+    e = np.matmul(lay.patches(xq, idx), wq.transpose(0, 2, 1)) - np.matmul(lay.patches(x, idx), w.transpose(0, 2, 1))
+    e = e.astype(np.float64)
+    return e.mean(axis=1), (e * e).mean(axis=1)
 
 
 class BiasCorrection(Pass):
@@ -83,15 +75,14 @@ class BiasCorrection(Pass):
         report, n_layers, n_channels = {}, 0, 0
         for lay in tqdm(layers, desc="bias correction", unit="layer", disable=not ctx.progress or None, leave=False):
             wq = grid.fake(lay, lay.w)
-            xf = probe.run([lay.x])[lay.x]
-            xq = probe.run([lay.x], current)[lay.x] if current else xf
-            w3, wq3 = lay.matrices().astype(np.float64), lay.matrices(wq).astype(np.float64)
-            d = -shift(wq3, w3, moments(lay, xq[:n_fit], xf[:n_fit], o.rows, False))
+            xf = probe.float_value(lay.x)
+            xq = probe.run([lay.x], current)[lay.x] if current and o.sequential else xf
+            w3, wq3 = lay.matrices(), lay.matrices(wq)
+            d = -error_moments(lay, xf[:n_fit], xq[:n_fit], wq3, w3, o.rows)[0]
             keep = np.ones(d.shape, bool)
             if check is not None:
-                m = moments(lay, xq[n_fit:], xf[n_fit:], o.rows, True)
-                e = shift(wq3, w3, m)
-                keep = d * d + 2 * d * e < -o.min_gain * m.st.channel_loss(wq3, w3)
+                e, e2 = error_moments(lay, xf[n_fit:], xq[n_fit:], wq3, w3, o.rows)
+                keep = d * d + 2 * d * e < -o.min_gain * e2
             d = np.where(keep, d, 0.0).reshape(-1)
             b = (np.zeros(lay.out_channels) if lay.b is None else lay.b.astype(np.float64)) + d
             current[lay.node.input[1]] = wq

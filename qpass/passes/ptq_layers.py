@@ -15,6 +15,7 @@ granularity (``--weights sym:4``). The passes that need it take ``weights`` / ``
 from __future__ import annotations
 
 import contextlib
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,8 @@ from qpass.passes.fakequant import weight_axes
 from qpass.reference.im2col import geometry, im2col
 
 AUTO_WEIGHTS = "int8_sym_narrow"
+#: the most bytes of float activations a Probe keeps from one run
+CACHE_BYTES = 256 << 20
 AUTO_ACTIVATIONS = "uint8"
 
 
@@ -330,11 +333,33 @@ class Probe:
         for name, v in fed.items():
             m.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(v.shape)))
         have = {o.name for o in m.graph.output}
-        for t in tensors:
+        for t in dict.fromkeys(tensors):
             if t not in have:
                 m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
         self.model = m
         self.sess = make_session(m, threads=threads, optimize=False)
+        self.tensors = list(dict.fromkeys(tensors))
+        self._float: dict[str, np.ndarray] | None = None
+        #: seconds of one float run over the samples (measured by the first ``float_value``)
+        self.run_seconds = 0.0
+
+    def float_value(self, tensor: str) -> np.ndarray:
+        """``tensor`` in the float model (the weights the probe was made with), from one run over the samples for
+        every probed tensor when they fit in ``CACHE_BYTES``, else one run for this tensor."""
+        if self._float is None:
+            t0 = time.perf_counter()
+            one = self.run(self.tensors, samples=self.samples.subset(slice(0, 1)))
+            self.run_seconds = (time.perf_counter() - t0) * len(self.samples)
+            per_sample = sum(v.nbytes for v in one.values())
+            if per_sample * len(self.samples) <= CACHE_BYTES:
+                t0 = time.perf_counter()
+                self._float = self.run(self.tensors)
+                self.run_seconds = time.perf_counter() - t0
+            else:
+                self._float = {}
+        if tensor in self._float:
+            return self._float[tensor]
+        return self.run([tensor])[tensor]
 
     def run(self, tensors: list[str], weights: dict[str, np.ndarray] | None = None,
             samples: SampleSet | None = None) -> dict[str, np.ndarray]:
