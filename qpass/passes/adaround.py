@@ -149,6 +149,7 @@ class AdaRound(Pass):
         grid = WeightGrid(o.weights, o.granularity)
         layers = find_layers(model, tuple(o.op_types))
         if not layers:
+            ctx.report.results["adaround"] = {}
             return PassResult(model, False, ["no layer with a constant weight"])
         samples = ctx.inputs.calibration_data
         fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)

@@ -66,6 +66,7 @@ class BiasCorrection(Pass):
         grid = WeightGrid(o.weights, o.granularity)
         layers = find_layers(model, tuple(o.op_types))
         if not layers:
+            ctx.report.results["bias_correction"] = {}
             return PassResult(model, False, ["no Conv or Gemm with a constant weight"])
         fit, check = split_samples(ctx.inputs.calibration_data, o.samples, o.holdout if o.auto else 0.0)
         n_fit = len(fit)

@@ -187,6 +187,7 @@ class Equalize(Pass):
         grid = WeightGrid(o.weights, o.granularity)
         pairs = find_pairs(model)
         if not pairs:
+            ctx.report.results["equalize"] = {}
             return PassResult(model, False, ["no layer pair to equalize"])
         samples = ctx.inputs.calibration_data
         samples = samples.subset(slice(0, min(len(samples), o.samples)))

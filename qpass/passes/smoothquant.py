@@ -150,6 +150,7 @@ class SmoothQuant(Pass):
         grid = WeightGrid(o.weights, o.granularity)
         sites = find_sites(model)
         if not sites:
+            ctx.report.results["smoothquant"] = {}
             return PassResult(model, False, ["no MatMul / Gemm input whose producer can absorb a migration"])
         samples = ctx.inputs.calibration_data
         samples = samples.subset(slice(0, min(len(samples), o.samples)))
