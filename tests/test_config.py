@@ -4,7 +4,7 @@ import pytest
 
 import qpass
 from qpass.errors import QpassError
-from qpass.pipeline.config import GRID_PASSES, QuantConfig
+from qpass.pipeline.config import QuantConfig
 from qpass.pipeline.files import load_pipeline
 
 from conftest import MODELS
@@ -35,25 +35,8 @@ CASES = [
 def test_resolve_matches_what_the_cli_did(settings, pipeline, overrides):
     plan = QuantConfig(**settings).resolve()
     assert plan.pipeline_name == pipeline
-    assert {k: v for k, v in plan.overrides.items() if k not in GRID_PASSES} == overrides
-    assert plan.pipeline.describe() == load_pipeline(pipeline, plan.overrides).describe()
-
-
-@pytest.mark.parametrize("settings,grid", [
-    ({}, None),
-    ({"weights": "sym:4"}, {"weights": "sym:4"}),
-    ({"bits": "4"}, {"weights": "sym:4", "activations": "uint4"}),
-    ({"per_tensor": True, "activation_dtype": "int8"}, {"granularity": "tensor", "activations": "int8"}),
-])
-def test_weight_side_passes_simulate_the_quantizers_formats(settings, grid):
-    """equalize / smoothquant / adaround / bias_correction get the weight format, granularity and activation
-    format the quantizing pass will use (adaround and bias_correction only the weight side)."""
-    over = QuantConfig(**settings).resolve().overrides
-    if grid is None:
-        assert not set(GRID_PASSES) & set(over)
-        return
-    assert over["equalize"] == over["smoothquant"] == grid
-    assert over["adaround"] == over["bias_correction"] == {k: v for k, v in grid.items() if k != "activations"}
+    assert plan.overrides == overrides
+    assert plan.pipeline.describe() == load_pipeline(pipeline, overrides).describe()
 
 
 @pytest.mark.parametrize("settings,disabled", [({}, set()), ({"qonnx": True}, {"lower_ort"}),
@@ -104,15 +87,11 @@ def test_optimize_with_a_config_runs_what_the_overrides_run():
     calib = MODELS / "digits_mlp.calib.npz"
     cfg = QuantConfig(weights="sym:4", activations="uint4", qonnx=True)
     a = qpass.optimize(m, calib=calib, config=cfg)
-    grid = {"weights": "sym:4"}
     b = qpass.optimize(m, calib=calib, pipeline=load_pipeline(
-        "fakequant", {"fakequant": {"weights": "sym:4", "activations": "uint4"},
-                      "equalize": {**grid, "activations": "uint4"}, "adaround": grid, "bias_correction": grid}),
-        disabled={"lower_ort"})
+        "fakequant", {"fakequant": {"weights": "sym:4", "activations": "uint4"}}), disabled={"lower_ort"})
     assert a.model.SerializeToString() == b.model.SerializeToString()
-    assert [r.name for r in a.records] == ["normalize", "fold_batchnorm", "equalize(weights=sym:4, activations=uint4)",
-                                           "adaround(weights=sym:4, time_budget=120)",
-                                           "bias_correction(weights=sym:4)", "calibrate",
+    assert [r.name for r in a.records] == ["normalize", "fold_batchnorm", "equalize", "adaround(time_budget=120)",
+                                           "bias_correction", "calibrate",
                                            "fakequant(weights=sym:4, activations=uint4)"]
     c = qpass.optimize(m, calib=calib, config={"weights": "sym:4", "activations": "uint4", "qonnx": True})
     assert c.model.SerializeToString() == a.model.SerializeToString()

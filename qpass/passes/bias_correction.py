@@ -20,15 +20,16 @@ import numpy as np
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import Layer, Probe, WeightGrid, blas_threads, find_layers, sample_rows, split_samples, \
-    store_layer
+from .ptq_layers import (Layer, Probe, WeightGrid, blas_threads, find_layers, quantizer_formats, sample_rows,
+                         split_samples, store_layer)
 
 
 @dataclass
 class BiasCorrectionOptions:
     #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_layers.quantizer_formats)
     weights: str = "auto"
-    granularity: str = "channel"
+    granularity: str = "auto"
     samples: int = 256
     holdout: float = 0.25
     rows: int = 16384
@@ -63,7 +64,11 @@ class BiasCorrection(Pass):
 
     def _run(self, model, ctx):
         o = self.opts
-        grid = WeightGrid(o.weights, o.granularity)
+        fm = quantizer_formats(ctx, o.weights, o.granularity)
+        if fm is None:
+            ctx.report.results[self.name] = {}
+            return PassResult(model, False, ["no single weight format downstream to simulate"])
+        grid = WeightGrid(fm.weights, fm.granularity)
         layers = find_layers(model, tuple(o.op_types))
         if not layers:
             ctx.report.results["bias_correction"] = {}

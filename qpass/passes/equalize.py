@@ -22,13 +22,15 @@ import numpy as np
 import onnx
 
 from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import Layer, Probe, WeightGrid, blas_threads, fake_activation, find_layers, store_layer
+from .ptq_layers import (Layer, Probe, WeightGrid, blas_threads, fake_activation, find_layers, quantizer_formats,
+                         store_layer)
 
 
 @dataclass
 class EqualizeOptions:
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_layers.quantizer_formats)
     weights: str = "auto"
-    granularity: str = "channel"
+    granularity: str = "auto"
     activations: str = "auto"
     sweeps: int = 2
     #: calibration samples used to measure the second layer's output error
@@ -184,7 +186,11 @@ class Equalize(Pass):
 
     def _run(self, model, ctx):
         o = self.opts
-        grid = WeightGrid(o.weights, o.granularity)
+        fm = quantizer_formats(ctx, o.weights, o.granularity, o.activations)
+        if fm is None:
+            ctx.report.results[self.name] = {}
+            return PassResult(model, False, ["no single weight format downstream to simulate"])
+        grid = WeightGrid(fm.weights, fm.granularity)
         pairs = find_pairs(model)
         if not pairs:
             ctx.report.results["equalize"] = {}
@@ -206,7 +212,7 @@ class Equalize(Pass):
                 if o.auto:
                     fed = {lay.node.input[1]: lay.w for lay in layers.values()}
                     x = probe.run([p.first.x], fed)[p.first.x]
-                    err = PairError(p, x, grid, o.activations, clip)
+                    err = PairError(p, x, grid, fm.activations, clip)
                     before, after = err(p.first.w, p.first.b, p.second.w, clip), err(w1, b1, w2, None)
                     if not after < (1 - o.min_gain) * before:
                         report[p.name] = {"equalized": report.get(p.name, {}).get("equalized", False),

@@ -33,6 +33,7 @@ AUTO_WEIGHTS = "int8_sym_narrow"
 #: the most bytes of float activations a Probe keeps from one run
 CACHE_BYTES = 256 << 20
 AUTO_ACTIVATIONS = "uint8"
+NEAREST = ("ROUND", "HALF_UP", "HALF_DOWN", "HALF_EVEN")
 
 
 # ------------------------------------------------------------------------------------------------ layers
@@ -253,6 +254,45 @@ def gram(p: np.ndarray, q: np.ndarray, n: int) -> np.ndarray:
 
 # ------------------------------------------------------------------------------------------------ grids
 @dataclass
+class Formats:
+    """The formats the quantizing pass of the pipeline will use: weight spec, weight granularity, activation spec."""
+
+    weights: str
+    granularity: str
+    activations: str
+
+
+def quantizer_formats(ctx, weights: str = "auto", granularity: str = "auto",
+                      activations: str = "auto") -> Formats | None:
+    """The given formats, with each ``auto`` taken from the quantizing pass that the running pipeline runs
+    (``fakequant``: its ``weights`` / ``weight_granularity`` / ``activations``; ``quantize_qdq``: int8 symmetric
+    narrow-range weights per channel or per tensor, its activation type), quantize_qdq's when there is none. None
+    where weights stay float, where fakequant has per-layer rules or rounds weights other than to nearest, or where a
+    bitwidth search picks a width per layer: no one grid to simulate."""
+    found = Formats(AUTO_WEIGHTS, "channel", AUTO_ACTIVATIONS)
+    pipeline = getattr(ctx, "pipeline", None)
+    for p in (pipeline.flat_passes() if pipeline is not None else ()):
+        if p.name in getattr(ctx, "disabled", ()):
+            continue
+        if p.name == "bitwidth" and weights == "auto":
+            return None
+        if p.name == "fakequant":
+            o = p.opts
+            if weights == "auto" and (o.rules or str(o.rounding).upper() not in NEAREST):
+                return None  # per-layer formats, or weights rounded on purpose some other way
+            found = Formats(o.weights, o.weight_granularity, o.activations)
+            break
+        if p.name == "quantize_qdq":
+            o = p.opts
+            found = Formats(AUTO_WEIGHTS, "channel" if o.per_channel else "tensor", o.activation_dtype)
+            break
+    out = Formats(found.weights if weights == "auto" else weights,
+                  found.granularity if granularity == "auto" else granularity,
+                  found.activations if activations == "auto" else activations)
+    return None if out.weights in (None, "float", "auto") else out
+
+
+@dataclass
 class Rounded:
     """A weight on its grid: real = scale * (code - zero_point), codes in [qmin, qmax] (all in weight shape)."""
 
@@ -289,7 +329,7 @@ class WeightGrid:
         """``w`` on its integer grid, or None for formats without one (powers of two, small floats, binary)."""
         fmt = self.fmt_for(layer, w)
         res = fmt.quantize(np.asarray(w, np.float64))
-        grid = fmt.weight_grid(res, w.shape) if hasattr(fmt, "weight_grid") else None
+        grid = fmt.weight_grid(res, w.shape) if fmt.word_width is not None else None
         if grid is None or grid.bipolar or res.codes is None:
             return None
         zp = np.broadcast_to(0 if res.zero_point is None else res.zero_point, w.shape).astype(np.float64)

@@ -23,14 +23,15 @@ import onnx
 from onnx import numpy_helper
 
 from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import Layer, Probe, WeightGrid, blas_threads, fake_activation, find_layers, set_initializer, \
-    store_layer
+from .ptq_layers import (Layer, Probe, WeightGrid, blas_threads, fake_activation, find_layers, quantizer_formats,
+                         set_initializer, store_layer)
 
 
 @dataclass
 class SmoothQuantOptions:
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_layers.quantizer_formats)
     weights: str = "auto"
-    granularity: str = "channel"
+    granularity: str = "auto"
     activations: str = "auto"
     alphas: list = field(default_factory=lambda: [0.25, 0.5, 0.75])
     samples: int = 32
@@ -147,7 +148,11 @@ class SmoothQuant(Pass):
 
     def _run(self, model, ctx):
         o = self.opts
-        grid = WeightGrid(o.weights, o.granularity)
+        fm = quantizer_formats(ctx, o.weights, o.granularity, o.activations)
+        if fm is None:
+            ctx.report.results[self.name] = {}
+            return PassResult(model, False, ["no single weight format downstream to simulate"])
+        grid = WeightGrid(fm.weights, fm.granularity)
         sites = find_sites(model)
         if not sites:
             ctx.report.results["smoothquant"] = {}
@@ -165,10 +170,10 @@ class SmoothQuant(Pass):
             if o.auto and ratio < o.outlier_ratio:
                 report[st.x] = {"migrated": False, "why": f"no outlier channel (widest / median {ratio:.1f})"}
                 continue
-            best, best_err, base = None, np.inf, site_error(st, x, np.ones_like(xmax), grid, o.activations)
+            best, best_err, base = None, np.inf, site_error(st, x, np.ones_like(xmax), grid, fm.activations)
             for alpha in o.alphas if o.auto else o.alphas[len(o.alphas) // 2:][:1]:
                 s = migration_scales(xmax, st.readers, float(alpha))
-                err = site_error(st, x, s, grid, o.activations) if o.auto else 0.0
+                err = site_error(st, x, s, grid, fm.activations) if o.auto else 0.0
                 if err < best_err:
                     best, best_err, best_alpha = s, err, float(alpha)
             keep = best is not None and (not o.auto or best_err < (1 - o.min_gain) * base)

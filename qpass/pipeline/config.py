@@ -25,11 +25,6 @@ FORMAT_FIELDS = {"weights": "weights", "activations": "activations", "bias": "bi
                  "calibrator": "calibrator", "seed": "seed"}  # QuantConfig field -> fakequant option
 QDQ_FLAGS = {"activation_dtype": "--activation-dtype", "per_tensor": "--per-tensor", "exclude": "--exclude",
              "target_cpu": "--target-cpu"}
-#: passes that simulate the quantizer's grids (qpass.passes.ptq_layers): they get the weight format, granularity
-#: and activation format the quantizing pass will use
-GRID_PASSES = {"equalize": ("weights", "granularity", "activations"),
-               "smoothquant": ("weights", "granularity", "activations"),
-               "adaround": ("weights", "granularity"), "bias_correction": ("weights", "granularity")}
 #: the most threads (or worker processes) a setting may ask for: four per CPU
 MAX_WORKERS = 4 * (os.cpu_count() or 1)
 
@@ -175,25 +170,7 @@ class QuantConfig:
             cal["method"] = self.calibrator
         if cal:
             overrides["calibrate"] = cal
-        grid = self._grid_overrides(formats)
-        for name, keys in GRID_PASSES.items():
-            if any(k in grid for k in keys):
-                overrides[name] = {k: grid[k] for k in keys if k in grid}
         return overrides
-
-    def _grid_overrides(self, formats: dict[str, Any]) -> dict[str, Any]:
-        """The weight-side passes' grid options matching the quantizer these settings choose."""
-        grid: dict[str, Any] = {}
-        if "weights" in formats:
-            grid["weights"] = formats["weights"]
-        if "weight_granularity" in formats:
-            grid["granularity"] = formats["weight_granularity"]
-        elif self.per_tensor:
-            grid["granularity"] = "tensor"
-        act = formats.get("activations") or self.activation_dtype
-        if act:
-            grid["activations"] = act
-        return grid
 
 
 @dataclass
