@@ -82,35 +82,38 @@ def solve(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmin: int, qmax: int
     s = scale.astype(np.float64)
     target = np.matmul(w, st.B.transpose(0, 2, 1))  # w B^T: [G, M, K]
 
-    a32 = st.A.astype(np.float32)
+    iters = opts.iters if st.rows >= w.shape[2] else 0  # fewer rows than weights per row: polish only
+    h = relax(w, s, fl, zp, up, rest, st, target, opts, iters, deadline) if iters else np.round(rest)
+    return fl + polish(h, fl, s, zp, up, st, target, deadline)
 
-    def grad_wq(wq):
-        return 2.0 * (np.matmul(wq.astype(np.float32), a32) - target)
 
-    rtn = np.round(rest)
-    norm = max(st.loss(s * (fl + rtn - zp), w), 1e-30)
+def relax(w, s, fl, zp, up, rest, st: Stats, target, opts, iters: int, deadline: float) -> np.ndarray:
+    """AdaRound's continuous relaxation, in float32: h = rectified sigmoid(V), Adam on the reconstruction loss
+    (normalized to 1 at round-to-nearest) + reg * mean(1 - |2h - 1|^beta), beta annealed from 20 to 2 after a
+    20% warm-up; the hard roundings h >= 0.5."""
+    f32 = np.float32
+    a32, t32 = st.A.astype(f32), target.astype(f32)
+    s32, base, up32 = s.astype(f32), (fl - zp).astype(f32), up.astype(f32)
+    norm = f32(max(st.loss(s * (fl + np.round(rest) - zp), w), 1e-30))
     p = np.clip((rest - GAMMA) / (ZETA - GAMMA), 1e-4, 1 - 1e-4)
-    v = np.log(p / (1 - p))
+    v = np.log(p / (1 - p)).astype(f32)
     m1, m2 = np.zeros_like(v), np.zeros_like(v)
-    warm = int(0.2 * opts.iters)
-    n = max(v.size, 1)
-    for it in range(opts.iters):
+    warm, n = int(0.2 * iters), f32(max(v.size, 1))
+    for it in range(iters):
         if time.perf_counter() > deadline:
             break
-        sig = 1.0 / (1.0 + np.exp(-v))
-        h = np.clip(sig * (ZETA - GAMMA) + GAMMA, 0.0, 1.0) * up
-        dh = sig * (1 - sig) * (ZETA - GAMMA) * ((h > 0) & (h < 1))
-        g = grad_wq(s * (fl + h - zp)) * s / norm
+        sig = f32(1) / (f32(1) + np.exp(-v))
+        h = np.clip(sig * f32(ZETA - GAMMA) + f32(GAMMA), 0, 1) * up32
+        g = f32(2) * (np.matmul(s32 * (base + h), a32) - t32) * s32 / norm
         if it >= warm:
-            beta = 20.0 + (2.0 - 20.0) * (it - warm) / max(opts.iters - warm, 1)
-            c = 2 * h - 1
-            g = g - 2.0 * opts.reg * beta * np.sign(c) * np.abs(c) ** (beta - 1) / n
-        g = g * dh
-        m1 = 0.9 * m1 + 0.1 * g
-        m2 = 0.999 * m2 + 0.001 * g * g
-        v = v - opts.lr * (m1 / (1 - 0.9 ** (it + 1))) / (np.sqrt(m2 / (1 - 0.999 ** (it + 1))) + 1e-8)
-    h = (rect_sigmoid(v) >= 0.5) * up
-    return fl + polish(h, fl, s, zp, up, st, target, deadline)
+            beta = f32(20.0 + (2.0 - 20.0) * (it - warm) / max(iters - warm, 1))
+            c = f32(2) * h - f32(1)
+            g -= f32(2 * opts.reg) * beta * np.sign(c) * np.abs(c) ** (beta - 1) / n
+        g *= sig * (1 - sig) * f32(ZETA - GAMMA) * ((h > 0) & (h < 1))
+        m1 = f32(0.9) * m1 + f32(0.1) * g
+        m2 = f32(0.999) * m2 + f32(0.001) * g * g
+        v -= f32(opts.lr) * (m1 / f32(1 - 0.9 ** (it + 1))) / (np.sqrt(m2 / f32(1 - 0.999 ** (it + 1))) + f32(1e-8))
+    return (rect_sigmoid(v.astype(np.float64)) >= 0.5) * up
 
 
 def polish(h: np.ndarray, fl: np.ndarray, s: np.ndarray, zp: np.ndarray, up: np.ndarray, st: Stats,

@@ -217,6 +217,8 @@ class Stats:
     A: np.ndarray
     B: np.ndarray
     D: np.ndarray
+    #: patch rows the moments were taken over
+    rows: int = 0
 
     @classmethod
     def of(cls, pq: np.ndarray, pf: np.ndarray, shrink: bool = False) -> "Stats":
@@ -229,7 +231,7 @@ class Stats:
             alpha = k / (k + n)
             eye = np.eye(k)[None]
             a, b = (1 - alpha) * a + alpha * a * eye, (1 - alpha) * b + alpha * b * eye
-        return cls(a, b, d)
+        return cls(a, b, d, n)
 
     def channel_loss(self, wq: np.ndarray, w: np.ndarray) -> np.ndarray:
         """E (wq x~ - w x)^2 per output channel ([G, M]; wq, w: [G, M, K])."""
