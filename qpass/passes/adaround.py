@@ -44,8 +44,8 @@ class AdaRoundOptions:
     samples: int = 256
     holdout: float = 0.25
     #: patch rows (output positions x samples) per layer for the statistics
-    rows: int = 8192
-    iters: int = 300
+    rows: int = 4096
+    iters: int = 200
     lr: float = 0.05
     reg: float = 0.01
     seconds_per_layer: float = 5.0
@@ -53,8 +53,10 @@ class AdaRoundOptions:
     #: the samples (None: no limit); layers past either keep round-to-nearest
     time_budget: float | None = None
     budget_runs: float | None = None
-    #: inputs from the model with earlier layers already rounded
+    #: inputs from the model with earlier layers already rounded, refreshed by at most ``refresh`` runs of it (the
+    #: layers of a run's chunk see the roundings made before the chunk)
     asymmetric: bool = True
+    refresh: int = 16
     #: keep a layer's rounding only where it lowers the held-out output error
     auto: bool = True
     #: layers with more reduction elements per group than this keep round-to-nearest
@@ -163,19 +165,22 @@ class AdaRound(Pass):
         fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)
         both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
         probe = Probe(model, both, layers, [lay.x for lay in layers], o.threads)
+        if grid.rounded(layers[0], layers[0].w) is None:
+            ctx.report.results["adaround"] = {}
+            return PassResult(model, False, [f"weights {grid.spec} have no integer grid: nothing to round"])
         t0 = time.perf_counter()
         current: dict[str, np.ndarray] = {}
-        report, kept, skipped = {}, 0, []
-        for lay in tqdm(layers, desc="adaround", unit="layer", disable=not ctx.progress or None, leave=False):
-            spent = time.perf_counter() - t0
-            if (o.time_budget is not None and spent > o.time_budget) or \
-                    (o.budget_runs is not None and probe.run_seconds and spent > o.budget_runs * probe.run_seconds):
+        report, kept, skipped, inputs = {}, 0, [], {}
+        chunk = -(-len(layers) // max(o.refresh, 1))
+        for i, lay in enumerate(tqdm(layers, desc="adaround", unit="layer", disable=not ctx.progress or None,
+                                     leave=False)):
+            if self._over_budget(time.perf_counter() - t0, probe):
                 skipped.append(lay.name)
                 continue
-            r = grid.rounded(lay, lay.w)
-            if r is None:
-                return PassResult(model, False, [f"weights {grid.spec} have no integer grid: nothing to round"])
-            res = self._layer(lay, r, grid, probe, current, len(fit), o)
+            if o.asymmetric and current and (i % chunk == 0 or lay.x not in inputs):
+                inputs = probe.run(list(dict.fromkeys(la.x for la in layers[i:i + chunk])), current)
+            xq = inputs[lay.x] if o.asymmetric and current else None
+            res = self._layer(lay, grid.rounded(lay, lay.w), grid, probe, xq, len(fit), o)
             report[lay.name] = res
             current[lay.node.input[1]] = res.pop("values")
             if res["kept"]:
@@ -187,13 +192,18 @@ class AdaRound(Pass):
             notes.append(f"time budget reached: {len(skipped)} layers keep round-to-nearest")
         return PassResult(model, kept > 0, notes)
 
+    def _over_budget(self, spent: float, probe: Probe) -> bool:
+        o = self.opts
+        return (o.time_budget is not None and spent > o.time_budget) or \
+            (o.budget_runs is not None and probe.run_seconds > 0 and spent > o.budget_runs * probe.run_seconds)
+
     @staticmethod
-    def _layer(lay: Layer, r, grid: WeightGrid, probe: Probe, current: dict, n_fit: int, o) -> dict:
+    def _layer(lay: Layer, r, grid: WeightGrid, probe: Probe, xq: np.ndarray | None, n_fit: int, o) -> dict:
         mats = lay.matrices()
         if mats.shape[2] > o.max_k:
             return {"kept": False, "why": f"K={mats.shape[2]} > max_k", "values": r.values}
         xf = probe.float_value(lay.x)
-        xq = probe.run([lay.x], current)[lay.x] if o.asymmetric and current else xf
+        xq = xf if xq is None else xq
         st_fit, st_chk = _stats(lay, xq, xf, n_fit, o.rows)
         deadline = time.perf_counter() + o.seconds_per_layer
         codes = solve(mats.astype(np.float64), lay.matrices(r.scale), lay.matrices(r.zero_point), r.qmin, r.qmax,

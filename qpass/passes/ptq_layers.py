@@ -27,7 +27,7 @@ from qpass.formats import parse_format
 from qpass.ir.ort_session import make_session, run_samples
 from qpass.ir.samples import SampleSet
 from qpass.passes.fakequant import weight_axes
-from qpass.reference.im2col import geometry, im2col
+from qpass.reference.im2col import geometry, im2col, windows
 
 AUTO_WEIGHTS = "int8_sym_narrow"
 #: the most bytes of float activations a Probe keeps from one run
@@ -114,10 +114,13 @@ class Layer:
         kernel = list(self.w.shape[2:])
         begin, end, out = geometry(x.shape[2:], kernel, a.get("strides"), a.get("dilations"), a.get("pads"),
                                    _text(a.get("auto_pad", "NOTSET")))
-        p = im2col(x.astype(np.float32), kernel, a.get("strides"), a.get("dilations"), begin, end, out)
-        p = p.reshape(-1, p.shape[-1])
-        if rows is not None:
-            p = p[rows]
+        if rows is None:
+            p = im2col(x.astype(np.float32), kernel, a.get("strides"), a.get("dilations"), begin, end, out)
+            p = p.reshape(-1, p.shape[-1])
+        else:  # gather the chosen windows from a view: no full patch matrix
+            v = windows(x.astype(np.float32), kernel, a.get("strides"), a.get("dilations"), begin, end, out)
+            at = np.unravel_index(rows, (x.shape[0],) + tuple(out))
+            p = v[(at[0], slice(None)) + tuple(at[1:])].reshape(len(rows), -1)
         g = self.groups
         return p.reshape(p.shape[0], g, -1).transpose(1, 0, 2)
 
@@ -379,7 +382,7 @@ class Probe:
             if t not in have:
                 m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
         self.model = m
-        self.sess = make_session(m, threads=threads, optimize=False)
+        self.sess = make_session(m, threads=threads)
         self.tensors = list(dict.fromkeys(tensors))
         self._float: dict[str, np.ndarray] | None = None
         #: seconds of one float run over the samples (measured by the first ``float_value``)
