@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import (Layer, Probe, Stats, WeightGrid, blas_threads, find_layers, quantizer_formats, sample_rows,
-                         split_samples, store_layer)
+from qpass.pipeline.pass_base import PassResult
+from .ptq_layers import (Layer, Probe, Stats, WeightGrid, WeightSidePass, find_layers, sample_rows, store_layer)
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -141,33 +140,18 @@ def polish(h: np.ndarray, fl: np.ndarray, s: np.ndarray, zp: np.ndarray, up: np.
     return h
 
 
-class AdaRound(Pass):
+class AdaRound(WeightSidePass):
     name = "adaround"
-    inputs = ("calibration_data",)
     Options = AdaRoundOptions
 
-    def run(self, model, ctx):
-        with blas_threads(self.opts.threads):
-            return self._run(model, ctx)
-
-    def _run(self, model, ctx):
+    def transform(self, model, ctx, fm, grid):
         o = self.opts
-        fm = quantizer_formats(ctx, o.weights, o.granularity)
-        if fm is None:
-            ctx.report.results[self.name] = {}
-            return PassResult(model, False, ["no single weight format downstream to simulate"])
-        grid = WeightGrid(fm.weights, fm.granularity)
         layers = find_layers(model, tuple(o.op_types))
         if not layers:
-            ctx.report.results["adaround"] = {}
-            return PassResult(model, False, ["no layer with a constant weight"])
-        samples = ctx.inputs.calibration_data
-        fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)
-        both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
-        probe = Probe(model, both, layers, [lay.x for lay in layers], o.threads)
+            return self.nothing(model, ctx, "no layer with a constant weight")
+        probe, n_fit = self.layer_probe(model, ctx, layers)
         if grid.rounded(layers[0], layers[0].w) is None:
-            ctx.report.results["adaround"] = {}
-            return PassResult(model, False, [f"weights {grid.spec} have no integer grid: nothing to round"])
+            return self.nothing(model, ctx, f"weights {grid.spec} have no integer grid: nothing to round")
         t0 = time.perf_counter()
         current: dict[str, np.ndarray] = {}
         report, kept, skipped, inputs = {}, 0, [], {}
@@ -180,7 +164,7 @@ class AdaRound(Pass):
             if o.asymmetric and current and (i % chunk == 0 or lay.x not in inputs):
                 inputs = probe.run(list(dict.fromkeys(la.x for la in layers[i:i + chunk])), current)
             xq = inputs[lay.x] if o.asymmetric and current else None
-            res = self._layer(lay, grid.rounded(lay, lay.w), grid, probe, xq, len(fit), o)
+            res = self._layer(lay, grid.rounded(lay, lay.w), grid, probe, xq, n_fit, o)
             report[lay.name] = res
             current[lay.node.input[1]] = res.pop("values")
             if res["kept"]:

@@ -19,9 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 from tqdm import tqdm
 
-from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import (Layer, Probe, WeightGrid, blas_threads, find_layers, quantizer_formats, sample_rows,
-                         split_samples, store_layer)
+from qpass.pipeline.pass_base import PassResult
+from .ptq_layers import (Layer, WeightSidePass, find_layers, sample_rows, store_layer)
 
 
 @dataclass
@@ -53,30 +52,16 @@ def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: 
     return e.mean(axis=1), (e * e).mean(axis=1)
 
 
-class BiasCorrection(Pass):
+class BiasCorrection(WeightSidePass):
     name = "bias_correction"
-    inputs = ("calibration_data",)
     Options = BiasCorrectionOptions
 
-    def run(self, model, ctx):
-        with blas_threads(self.opts.threads):
-            return self._run(model, ctx)
-
-    def _run(self, model, ctx):
+    def transform(self, model, ctx, fm, grid):
         o = self.opts
-        fm = quantizer_formats(ctx, o.weights, o.granularity)
-        if fm is None:
-            ctx.report.results[self.name] = {}
-            return PassResult(model, False, ["no single weight format downstream to simulate"])
-        grid = WeightGrid(fm.weights, fm.granularity)
         layers = find_layers(model, tuple(o.op_types))
         if not layers:
-            ctx.report.results["bias_correction"] = {}
-            return PassResult(model, False, ["no Conv or Gemm with a constant weight"])
-        fit, check = split_samples(ctx.inputs.calibration_data, o.samples, o.holdout if o.auto else 0.0)
-        n_fit = len(fit)
-        both = fit if check is None else ctx.inputs.calibration_data.subset(slice(0, n_fit + len(check)))
-        probe = Probe(model, both, layers, [lay.x for lay in layers], o.threads)
+            return self.nothing(model, ctx, "no Conv or Gemm with a constant weight")
+        probe, n_fit = self.layer_probe(model, ctx, layers)
         current: dict[str, np.ndarray] = {}
         report, n_layers, n_channels = {}, 0, 0
         for lay in tqdm(layers, desc="bias correction", unit="layer", disable=not ctx.progress or None, leave=False):
@@ -86,7 +71,7 @@ class BiasCorrection(Pass):
             w3, wq3 = lay.matrices(), lay.matrices(wq)
             d = -error_moments(lay, xf[:n_fit], xq[:n_fit], wq3, w3, o.rows)[0]
             keep = np.ones(d.shape, bool)
-            if check is not None:
+            if n_fit < len(probe.samples):
                 e, e2 = error_moments(lay, xf[n_fit:], xq[n_fit:], wq3, w3, o.rows)
                 keep = d * d + 2 * d * e < -o.min_gain * e2
             d = np.where(keep, d, 0.0).reshape(-1)

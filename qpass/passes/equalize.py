@@ -21,9 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import (Layer, Probe, WeightGrid, blas_threads, fake_activation, find_layers, quantizer_formats,
-                         store_layer)
+from qpass.pipeline.pass_base import PassResult
+from .ptq_layers import (Layer, Probe, WeightGrid, WeightSidePass, fake_activation, find_layers, store_layer)
 
 
 @dataclass
@@ -175,26 +174,15 @@ class PairError:
         return float(np.sum(d.astype(np.float64) ** 2))
 
 
-class Equalize(Pass):
+class Equalize(WeightSidePass):
     name = "equalize"
-    inputs = ("calibration_data",)
     Options = EqualizeOptions
 
-    def run(self, model, ctx):
-        with blas_threads(self.opts.threads):
-            return self._run(model, ctx)
-
-    def _run(self, model, ctx):
+    def transform(self, model, ctx, fm, grid):
         o = self.opts
-        fm = quantizer_formats(ctx, o.weights, o.granularity, o.activations)
-        if fm is None:
-            ctx.report.results[self.name] = {}
-            return PassResult(model, False, ["no single weight format downstream to simulate"])
-        grid = WeightGrid(fm.weights, fm.granularity)
         pairs = find_pairs(model)
         if not pairs:
-            ctx.report.results["equalize"] = {}
-            return PassResult(model, False, ["no layer pair to equalize"])
+            return self.nothing(model, ctx, "no layer pair to equalize")
         samples = ctx.inputs.calibration_data
         samples = samples.subset(slice(0, min(len(samples), o.samples)))
         layers = {id(p.first.node): p.first for p in pairs} | {id(p.second.node): p.second for p in pairs}

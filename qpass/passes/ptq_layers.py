@@ -27,6 +27,7 @@ from qpass.formats import parse_format
 from qpass.ir.ort_session import make_session, run_samples
 from qpass.ir.samples import SampleSet
 from qpass.passes.fakequant import weight_axes
+from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.reference.im2col import geometry, im2col, windows
 
 AUTO_WEIGHTS = "int8_sym_narrow"
@@ -439,3 +440,36 @@ def split_samples(samples: SampleSet, count: int, holdout: float) -> tuple[Sampl
     k = int(round(n * holdout)) if n >= 4 else 0
     fit = samples.subset(slice(0, n - k))
     return fit, (samples.subset(slice(n - k, n)) if k else None)
+
+
+# ------------------------------------------------------------------------------------------------ the passes
+class WeightSidePass(Pass):
+    """What the weight-side passes share: calibration data in, numpy's BLAS on ``threads`` threads, the formats of
+    the quantizer the pipeline runs (options ``weights``, ``granularity`` and, where there is one, ``activations``;
+    ``auto`` each). A subclass implements ``transform``; every run leaves ``ctx.report.results[name]``."""
+
+    inputs = ("calibration_data",)
+
+    def run(self, model, ctx):
+        o = self.opts
+        fm = quantizer_formats(ctx, o.weights, o.granularity, getattr(o, "activations", "auto"))
+        if fm is None:
+            return self.nothing(model, ctx, "no single weight format downstream to simulate")
+        with blas_threads(o.threads):
+            return self.transform(model, ctx, fm, WeightGrid(fm.weights, fm.granularity))
+
+    def transform(self, model, ctx, fm: Formats, grid: WeightGrid) -> PassResult:
+        raise NotImplementedError
+
+    def nothing(self, model, ctx, why: str) -> PassResult:
+        ctx.report.results[self.name] = {}
+        return PassResult(model, False, [why])
+
+    def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
+        """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
+        ``auto``) fetching every layer's input, and the number of samples to fit on."""
+        o = self.opts
+        samples = ctx.inputs.calibration_data
+        fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)
+        both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
+        return Probe(model, both, layers, [lay.x for lay in layers], o.threads), len(fit)

@@ -22,9 +22,9 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from qpass.pipeline.pass_base import Pass, PassResult
-from .ptq_layers import (Layer, Probe, WeightGrid, blas_threads, fake_activation, find_layers, quantizer_formats,
-                         set_initializer, store_layer)
+from qpass.pipeline.pass_base import PassResult
+from .ptq_layers import (Layer, Probe, WeightGrid, WeightSidePass, fake_activation, find_layers, set_initializer,
+                         store_layer)
 
 
 @dataclass
@@ -137,26 +137,15 @@ def apply(model: onnx.ModelProto, site: Site, s: np.ndarray) -> None:
         set_initializer(model, name, v.astype(np.float32))
 
 
-class SmoothQuant(Pass):
+class SmoothQuant(WeightSidePass):
     name = "smoothquant"
-    inputs = ("calibration_data",)
     Options = SmoothQuantOptions
 
-    def run(self, model, ctx):
-        with blas_threads(self.opts.threads):
-            return self._run(model, ctx)
-
-    def _run(self, model, ctx):
+    def transform(self, model, ctx, fm, grid):
         o = self.opts
-        fm = quantizer_formats(ctx, o.weights, o.granularity, o.activations)
-        if fm is None:
-            ctx.report.results[self.name] = {}
-            return PassResult(model, False, ["no single weight format downstream to simulate"])
-        grid = WeightGrid(fm.weights, fm.granularity)
         sites = find_sites(model)
         if not sites:
-            ctx.report.results["smoothquant"] = {}
-            return PassResult(model, False, ["no MatMul / Gemm input whose producer can absorb a migration"])
+            return self.nothing(model, ctx, "no MatMul / Gemm input whose producer can absorb a migration")
         samples = ctx.inputs.calibration_data
         samples = samples.subset(slice(0, min(len(samples), o.samples)))
         probe = Probe(model, samples, [], [st.x for st in sites], o.threads)
