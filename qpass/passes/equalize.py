@@ -183,11 +183,9 @@ class Equalize(WeightSidePass):
         pairs = find_pairs(model)
         if not pairs:
             return self.nothing(model, ctx, "no layer pair to equalize")
-        samples = ctx.inputs.calibration_data
-        samples = samples.subset(slice(0, min(len(samples), o.samples)))
-        layers = {id(p.first.node): p.first for p in pairs} | {id(p.second.node): p.second for p in pairs}
-        probe = Probe(model, samples, list(layers.values()), [p.first.x for p in pairs], o.threads)
+        probe = Probe(model, self.first_samples(ctx), [], [p.first.x for p in pairs], o.threads)
         report: dict = {}
+        moved: dict[str, np.ndarray] = {}  # tensor -> the per-channel factor equalization divided it by
         inits = {i.name: i for i in model.graph.initializer}
         for _ in range(max(o.sweeps, 1)):
             for p in pairs:
@@ -197,9 +195,10 @@ class Equalize(WeightSidePass):
                     report.setdefault(p.name, {"equalized": False, "why": "balanced"})
                     continue
                 w1, b1, w2 = scaled(p, s)
-                if o.auto:
-                    fed = {lay.node.input[1]: lay.w for lay in layers.values()}
-                    x = probe.run([p.first.x], fed)[p.first.x]
+                if o.auto:  # the float input, as earlier equalized pairs rescaled it
+                    x = probe.float_value(p.first.x)
+                    if p.first.x in moved:
+                        x = x / _channels_along(moved[p.first.x], p.first, x.ndim)
                     err = PairError(p, x, grid, fm.activations, clip)
                     before, after = err(p.first.w, p.first.b, p.second.w, clip), err(w1, b1, w2, None)
                     if not after < (1 - o.min_gain) * before:
@@ -211,11 +210,20 @@ class Equalize(WeightSidePass):
                     report[p.name] = {"equalized": True}
                 store_layer(model, p.first, w1, b1)
                 store_layer(model, p.second, w2, None)
+                moved[p.second.x] = moved.get(p.second.x, 1.0) * s
                 if clip is not None:
                     _to_relu(p.act)
         done = sum(1 for r in report.values() if r["equalized"])
         ctx.report.results["equalize"] = report
         return PassResult(model, done > 0, [f"equalized {done} of {len(pairs)} layer pairs"])
+
+
+def _channels_along(vec: np.ndarray, lay: Layer, ndim: int) -> np.ndarray:
+    """Per-channel factors shaped to broadcast against a layer's stacked input (channels on axis -3 / -2 of a
+    Conv input [N, 1, C, *spatial], last for Gemm / MatMul)."""
+    shape = [1] * ndim
+    shape[-(lay.w.ndim - 1) if lay.op == "Conv" else -1] = -1
+    return vec.reshape(shape).astype(np.float32)
 
 
 def _to_relu(node: onnx.NodeProto) -> None:

@@ -465,6 +465,11 @@ class WeightSidePass(Pass):
         ctx.report.results[self.name] = {}
         return PassResult(model, False, [why])
 
+    def first_samples(self, ctx):
+        """The first ``samples`` calibration samples."""
+        samples = ctx.inputs.calibration_data
+        return samples.subset(slice(0, min(len(samples), self.opts.samples)))
+
     def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
         """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
         ``auto``) fetching every layer's input, and the number of samples to fit on."""

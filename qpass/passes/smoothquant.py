@@ -146,9 +146,7 @@ class SmoothQuant(WeightSidePass):
         sites = find_sites(model)
         if not sites:
             return self.nothing(model, ctx, "no MatMul / Gemm input whose producer can absorb a migration")
-        samples = ctx.inputs.calibration_data
-        samples = samples.subset(slice(0, min(len(samples), o.samples)))
-        probe = Probe(model, samples, [], [st.x for st in sites], o.threads)
+        probe = Probe(model, self.first_samples(ctx), [], [st.x for st in sites], o.threads)
         xs = probe.run([st.x for st in sites])
         report, done = {}, 0
         for st in sites:
