@@ -24,7 +24,7 @@ from onnx import numpy_helper
 
 from qpass.errors import PipelineError
 from qpass.formats import parse_format
-from qpass.ir.ort_session import make_session, run_samples
+from qpass.ir.ort_session import OrtError, make_session, run_samples
 from qpass.ir.samples import SampleSet
 from qpass.passes.fakequant import weight_axes
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -455,10 +455,16 @@ class WeightSidePass(Pass):
         fm = quantizer_formats(ctx, o.weights, o.granularity, getattr(o, "activations", "auto"))
         if fm is None:
             return self.nothing(model, ctx, "no single weight format downstream to simulate")
-        with blas_threads(o.threads):
-            return self.transform(model, ctx, fm, WeightGrid(fm.weights, fm.granularity))
+        backup = onnx.ModelProto()
+        backup.CopyFrom(model)
+        try:
+            with blas_threads(o.threads):
+                return self.transform(model, ctx, fm, WeightGrid(fm.weights, fm.granularity))
+        except OrtError as exc:  # e.g. over 2 GB, or an op that needs a weight constant: the pass steps aside
+            return self.nothing(backup, ctx, f"skipped: {exc}")
 
     def transform(self, model, ctx, fm: Formats, grid: WeightGrid) -> PassResult:
+        """Rewrite ``model`` for the formats ``fm`` (weights on ``grid``)."""
         raise NotImplementedError
 
     def nothing(self, model, ctx, why: str) -> PassResult:
