@@ -41,3 +41,25 @@ def test_zero_mean_inputs_leave_the_bias_alone():
                                  {"bias_correction": {"weights": "sym:4"}}, weights="sym:4")
     (layer,) = rep.values()
     assert layer["channels"] == 0 and after == before
+
+
+def test_the_passes_simulate_the_quantizer_the_pipeline_runs():
+    """``auto`` formats come from the quantizing pass of the running pipeline; none where no single grid exists."""
+    from qpass.passes.ptq_layers import quantizer_formats
+    from qpass.pipeline.context import PassContext
+    from qpass.pipeline.files import load_pipeline
+
+    def formats(name, overrides=None, **given):
+        ctx = PassContext(pipeline=load_pipeline(name, overrides))
+        return quantizer_formats(ctx, **given)
+
+    f = formats("default")
+    assert (f.weights, f.granularity, f.activations) == ("int8_sym_narrow", "channel", "uint8")
+    f = formats("default", {"quantize_qdq": {"per_channel": False, "activation_dtype": "int8"}})
+    assert (f.granularity, f.activations) == ("tensor", "int8")
+    f = formats("fakequant", {"fakequant": {"weights": "sym:4", "weight_granularity": "group:8"}})
+    assert (f.weights, f.granularity) == ("sym:4", "group:8")
+    assert formats("fakequant", {"fakequant": {"weights": "sym:4"}}, weights="sym:3").weights == "sym:3"
+    assert formats("fakequant", {"fakequant": {"rounding": "STOCHASTIC"}}) is None
+    assert formats("fakequant", {"fakequant": {"rules": [{"role": "weight", "format": "sym:4"}]}}) is None
+    assert formats("bitwidth") is None
