@@ -209,7 +209,6 @@ def _stats(lay: Layer, xq: np.ndarray, xf: np.ndarray, n_fit: int, rows: int) ->
         if len(a) == 0:
             out.append(None)
             continue
-        total = lay.patches(a[:1]).shape[1] * len(a)
-        idx = sample_rows(total, rows)
+        idx = sample_rows(lay.rows(a), rows)
         out.append(Stats.of(lay.patches(a, idx), lay.patches(b, idx), shrink=sl.start == 0))
     return out[0], out[1]

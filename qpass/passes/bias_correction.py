@@ -45,9 +45,12 @@ class BiasCorrectionOptions:
 def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: np.ndarray, rows: int):
     """(mean, mean square) per output channel ([G, M]) of the output error wq x~ - w x over at most ``rows``
     patch rows."""
-    total = lay.patches(x[:1]).shape[1] * len(x)
-    idx = sample_rows(total, rows)
-    e = np.matmul(lay.patches(xq, idx), wq.transpose(0, 2, 1)) - np.matmul(lay.patches(x, idx), w.transpose(0, 2, 1))
+    idx = sample_rows(lay.rows(x), rows)
+    p = lay.patches(x, idx)
+    if xq is x:  # the layer's own rounding only: one product
+        e = np.matmul(p, (wq - w).transpose(0, 2, 1))
+    else:
+        e = np.matmul(lay.patches(xq, idx), wq.transpose(0, 2, 1)) - np.matmul(p, w.transpose(0, 2, 1))
     e = e.astype(np.float64)
     return e.mean(axis=1), (e * e).mean(axis=1)
 

@@ -125,6 +125,16 @@ class Layer:
         g = self.groups
         return p.reshape(p.shape[0], g, -1).transpose(1, 0, 2)
 
+    def rows(self, x: np.ndarray) -> int:
+        """How many patch rows ``x`` (samples stacked on axis 0) has (output positions x samples)."""
+        if self.op != "Conv":
+            return int(np.prod(x.shape[:-1]))
+        n_sp = self.w.ndim - 2
+        a = self.attrs
+        _, _, out = geometry(x.shape[-n_sp:], list(self.w.shape[2:]), a.get("strides"), a.get("dilations"),
+                             a.get("pads"), _text(a.get("auto_pad", "NOTSET")))
+        return int(np.prod(x.shape[:-(n_sp + 1)])) * int(np.prod(out))
+
     def forward(self, x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
         """The layer's output on ``x`` (samples stacked) with weight ``w`` and bias ``b``, channels last for
         Gemm / MatMul and channels on axis 1 for Conv (shape [N, M, *out])."""
