@@ -472,6 +472,8 @@ class WeightSidePass(Pass):
                 return self.transform(model, ctx, fm, WeightGrid(fm.weights, fm.granularity))
         except OrtError as exc:  # e.g. over 2 GB, or an op that needs a weight constant: the pass steps aside
             return self.nothing(backup, ctx, f"skipped: {exc}")
+        except (ValueError, ArithmeticError, IndexError, MemoryError) as exc:  # an optional improvement: never fatal
+            return self.nothing(backup, ctx, f"skipped: {type(exc).__name__}: {str(exc)[:120]}")
 
     def transform(self, model, ctx, fm: Formats, grid: WeightGrid) -> PassResult:
         """Rewrite ``model`` for the formats ``fm`` (weights on ``grid``)."""
