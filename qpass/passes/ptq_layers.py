@@ -468,7 +468,7 @@ class WeightSidePass(Pass):
         backup = onnx.ModelProto()
         backup.CopyFrom(model)
         try:
-            with blas_threads(o.threads):
+            with blas_threads(o.threads), np.errstate(all="ignore"):  # degenerate weights: decided on, not printed
                 return self.transform(model, ctx, fm, WeightGrid(fm.weights, fm.granularity))
         except OrtError as exc:  # e.g. over 2 GB, or an op that needs a weight constant: the pass steps aside
             return self.nothing(backup, ctx, f"skipped: {exc}")
