@@ -395,27 +395,33 @@ class Probe:
         self.model = m
         self.sess = make_session(m, threads=threads)
         self.tensors = list(dict.fromkeys(tensors))
-        self._float: dict[str, np.ndarray] | None = None
+        self._float: dict[str, np.ndarray] = {}
+        self._sizes: dict[str, int] | None = None
         #: seconds of one float run over the samples (measured by the first ``float_value``)
         self.run_seconds = 0.0
 
     def float_value(self, tensor: str) -> np.ndarray:
-        """``tensor`` in the float model (the weights the probe was made with), from one run over the samples for
-        every probed tensor when they fit in ``CACHE_BYTES``, else one run for this tensor."""
-        if self._float is None:
+        """``tensor`` in the float model (the weights the probe was made with). The probed tensors are fetched in
+        runs over the samples that each hold at most ``CACHE_BYTES`` (one run when they all fit), in the order they
+        were given, so that layers asked for in graph order cost a few runs in all."""
+        if self._sizes is None:
             t0 = time.perf_counter()
             one = self.run(self.tensors, samples=self.samples.subset(slice(0, 1)))
             self.run_seconds = (time.perf_counter() - t0) * len(self.samples)
-            per_sample = sum(v.nbytes for v in one.values())
-            if per_sample * len(self.samples) <= CACHE_BYTES:
-                t0 = time.perf_counter()
-                self._float = self.run(self.tensors)
+            self._sizes = {t: v.nbytes * len(self.samples) for t, v in one.items()}
+        if tensor not in self._float:
+            start = self.tensors.index(tensor) if tensor in self.tensors else None
+            chunk, total = [tensor], self._sizes.get(tensor, 0)
+            for t in (self.tensors[start + 1:] if start is not None else []):
+                if total + self._sizes[t] > CACHE_BYTES:
+                    break
+                chunk.append(t)
+                total += self._sizes[t]
+            t0 = time.perf_counter()
+            self._float = self.run(chunk)
+            if len(chunk) == len(self.tensors):
                 self.run_seconds = time.perf_counter() - t0
-            else:
-                self._float = {}
-        if tensor in self._float:
-            return self._float[tensor]
-        return self.run([tensor])[tensor]
+        return self._float[tensor]
 
     def run(self, tensors: list[str], weights: dict[str, np.ndarray] | None = None,
             samples: SampleSet | None = None) -> dict[str, np.ndarray]:
