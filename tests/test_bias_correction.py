@@ -45,7 +45,7 @@ def test_zero_mean_inputs_leave_the_bias_alone():
 
 def test_the_passes_simulate_the_quantizer_the_pipeline_runs():
     """``auto`` formats come from the quantizing pass of the running pipeline; none where no single grid exists."""
-    from qpass.passes.ptq_layers import quantizer_formats
+    from qpass.passes.ptq_pass import quantizer_formats
     from qpass.pipeline.context import PassContext
     from qpass.pipeline.files import load_pipeline
 

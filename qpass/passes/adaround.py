@@ -28,7 +28,8 @@ import numpy as np
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
-from .ptq_layers import (Layer, Probe, Stats, WeightGrid, WeightSidePass, find_layers, sample_rows, store_layer)
+from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, store_layer
+from .ptq_pass import WeightSidePass
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -36,7 +37,7 @@ ZETA, GAMMA = 1.1, -0.1
 @dataclass
 class AdaRoundOptions:
     #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_layers.quantizer_formats)
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
     weights: str = "auto"
     granularity: str = "auto"
     #: calibration samples used, and the fraction of them held out for the keep-or-not decision

@@ -20,13 +20,14 @@ import numpy as np
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
-from .ptq_layers import (Layer, WeightSidePass, find_layers, sample_rows, store_layer)
+from .ptq_layers import Layer, find_layers, sample_rows, store_layer
+from .ptq_pass import WeightSidePass
 
 
 @dataclass
 class BiasCorrectionOptions:
     #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_layers.quantizer_formats)
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
     weights: str = "auto"
     granularity: str = "auto"
     samples: int = 256

@@ -22,12 +22,13 @@ import numpy as np
 import onnx
 
 from qpass.pipeline.pass_base import PassResult
-from .ptq_layers import (Layer, Probe, WeightGrid, WeightSidePass, fake_activation, find_layers, store_layer)
+from .ptq_layers import Layer, Probe, WeightGrid, fake_activation, find_layers, store_layer
+from .ptq_pass import WeightSidePass
 
 
 @dataclass
 class EqualizeOptions:
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_layers.quantizer_formats)
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
     weights: str = "auto"
     granularity: str = "auto"
     activations: str = "auto"

@@ -23,13 +23,14 @@ import onnx
 from onnx import numpy_helper
 
 from qpass.pipeline.pass_base import PassResult
-from .ptq_layers import (Layer, Probe, WeightGrid, WeightSidePass, fake_activation, find_layers, set_initializer,
+from .ptq_layers import (Layer, Probe, WeightGrid, fake_activation, find_layers, set_initializer,
                          store_layer)
+from .ptq_pass import WeightSidePass
 
 
 @dataclass
 class SmoothQuantOptions:
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_layers.quantizer_formats)
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
     weights: str = "auto"
     granularity: str = "auto"
     activations: str = "auto"

@@ -72,7 +72,7 @@ class PassContext:
     progress: bool = True
     dump_count: int = 0
     #: the pipeline being run (set by PassManager.run): a pass may look at the passes after it, e.g. to simulate
-    #: the quantizer that will run (qpass.passes.ptq_layers.quantizer_formats)
+    #: the quantizer that will run (qpass.passes.ptq_pass.quantizer_formats)
     pipeline: Any = None
 
     def log(self, message: str) -> None:
