@@ -112,8 +112,8 @@ def test_dump_dir_has_model_after_every_pass(tmp_path):
     r = qpass_cli("optimize", MODELS / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--dump-dir", dump, "-q")
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in dump.iterdir())
-    assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_fold_affine.onnx", "04_calibrate.onnx",
-                     "05_quantize_qdq.onnx"]
+    assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_fold_affine.onnx", "04_equalize.onnx",
+                     "05_smoothquant.onnx", "06_bias_correction.onnx", "07_calibrate.onnx", "08_quantize_qdq.onnx"]
 
 
 def test_pipeline_file_and_bad_pipeline(tmp_path):

@@ -90,7 +90,8 @@ def test_optimize_with_a_config_runs_what_the_overrides_run():
     b = qpass.optimize(m, calib=calib, pipeline=load_pipeline(
         "fakequant", {"fakequant": {"weights": "sym:4", "activations": "uint4"}}), disabled={"lower_ort"})
     assert a.model.SerializeToString() == b.model.SerializeToString()
-    assert [r.name for r in a.records] == ["normalize", "fold_batchnorm", "calibrate",
+    assert [r.name for r in a.records] == ["normalize", "fold_batchnorm", "equalize", "adaround(time_budget=120)",
+                                           "bias_correction", "calibrate",
                                            "fakequant(weights=sym:4, activations=uint4)"]
     c = qpass.optimize(m, calib=calib, config={"weights": "sym:4", "activations": "uint4", "qonnx": True})
     assert c.model.SerializeToString() == a.model.SerializeToString()

@@ -73,6 +73,9 @@ class PassContext:
     dump_count: int = 0
     #: where passes may fan independent work out (a qpass.pipeline.engines.Engine; None: serially, here)
     engine: Any = None
+    #: the pipeline being run (set by PassManager.run): a pass may look at the passes after it, e.g. to simulate
+    #: the quantizer that will run (qpass.passes.ptq_pass.quantizer_formats)
+    pipeline: Any = None
 
     def log(self, message: str) -> None:
         self.report.log.append(message)

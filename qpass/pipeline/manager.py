@@ -98,6 +98,7 @@ class PassManager:
 
     def run(self, model: onnx.ModelProto) -> onnx.ModelProto:
         self.check_requirements()
+        self.ctx.pipeline = self.pipeline
         work = onnx.ModelProto()
         work.CopyFrom(model)  # the one private copy: the caller's model is never touched
         for step in self.pipeline.steps:

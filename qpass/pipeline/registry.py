@@ -33,6 +33,11 @@ PASSES: dict[str, str] = {
     "absorb_thresholds": "qpass.passes.thresholds:AbsorbThresholds",
     "requantize": "qpass.passes.requantize:Requantize",
     "integer_report": "qpass.passes.integer_report:IntegerReport",
+    # weight-side post-training methods (before calibration)
+    "equalize": "qpass.passes.equalize:Equalize",
+    "smoothquant": "qpass.passes.smoothquant:SmoothQuant",
+    "adaround": "qpass.passes.adaround:AdaRound",
+    "bias_correction": "qpass.passes.bias_correction:BiasCorrection",
     # lowering
     "lower_ort": "qpass.passes.lower_ort:LowerOrt",
     # quantised dialects (import and output formats)

@@ -1,0 +1,92 @@
+"""bias_correction: empirical bias correction (Nagel et al. 2019, "Data-Free Quantization Through Weight
+Equalization and Bias Correction", section 4.2, the empirical variant).
+
+Rounding weights shifts a layer's output mean: E[W~ x~] - E[W x] per output channel, where W~ is the weight on the
+quantizer's grid (``weights``, ``granularity``; see ``ptq_layers.WeightGrid``) and x the layer's float input. The
+pass adds the negated shift, measured on calibration samples (every output position of a Conv), to the layer's bias
+(a Conv or Gemm without one gets one). By default x~ = x: each layer corrects the shift its own rounding causes,
+from one float run of the model. With ``sequential`` x~ is the layer's input in the model whose earlier layers are
+already quantized and corrected, layer by layer in graph order (one run per layer).
+
+With ``auto`` a channel keeps its correction only where it lowers that channel's mean squared output error on
+held-out calibration samples by at least ``min_gain`` of it: for a correction d and the held-out mean error e, the
+squared error changes by d^2 + 2 d e.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from tqdm import tqdm
+
+from qpass.pipeline.pass_base import PassResult
+from .ptq_layers import Layer, find_layers, sample_rows, store_layer
+from .ptq_pass import WeightSidePass
+
+
+@dataclass
+class BiasCorrectionOptions:
+    #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
+    weights: str = "auto"
+    granularity: str = "auto"
+    samples: int = 256
+    holdout: float = 0.25
+    rows: int = 16384
+    #: keep a channel's correction only where it lowers its held-out output error by this fraction
+    auto: bool = True
+    min_gain: float = 0.01
+    #: inputs from the model with earlier layers already quantized and corrected (one run per layer: slower;
+    #: without it each layer corrects the shift its own rounding causes, from one float run)
+    sequential: bool = False
+    op_types: tuple = ("Conv", "Gemm")
+    threads: int = 1
+
+
+def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: np.ndarray, rows: int):
+    """(mean, mean square) per output channel ([G, M]) of the output error wq x~ - w x over at most ``rows``
+    patch rows."""
+    idx = sample_rows(lay.rows(x), rows)
+    p = lay.patches(x, idx)
+    if xq is x:  # the layer's own rounding only: one product
+        e = np.matmul(p, (wq - w).transpose(0, 2, 1))
+    else:
+        e = np.matmul(lay.patches(xq, idx), wq.transpose(0, 2, 1)) - np.matmul(p, w.transpose(0, 2, 1))
+    e = e.astype(np.float64)
+    return e.mean(axis=1), (e * e).mean(axis=1)
+
+
+class BiasCorrection(WeightSidePass):
+    name = "bias_correction"
+    Options = BiasCorrectionOptions
+
+    def transform(self, model, ctx, fm, grid):
+        o = self.opts
+        layers = find_layers(model, tuple(o.op_types))
+        if not layers:
+            return self.nothing(model, ctx, "no Conv or Gemm with a constant weight")
+        probe, n_fit = self.layer_probe(model, ctx, layers)
+        current: dict[str, np.ndarray] = {}
+        report, n_layers, n_channels = {}, 0, 0
+        for lay in tqdm(layers, desc="bias correction", unit="layer", disable=not ctx.progress or None, leave=False):
+            wq = grid.fake(lay, lay.w)
+            xf = probe.float_value(lay.x)
+            xq = probe.run([lay.x], current)[lay.x] if current and o.sequential else xf
+            w3, wq3 = lay.matrices(), lay.matrices(wq)
+            d = -error_moments(lay, xf[:n_fit], xq[:n_fit], wq3, w3, o.rows)[0]
+            keep = np.ones(d.shape, bool)
+            if n_fit < len(probe.samples):
+                e, e2 = error_moments(lay, xf[n_fit:], xq[n_fit:], wq3, w3, o.rows)
+                keep = d * d + 2 * d * e < -o.min_gain * e2
+            d = np.where(keep, d, 0.0).reshape(-1)
+            b = (np.zeros(lay.out_channels) if lay.b is None else lay.b.astype(np.float64)) + d
+            current[lay.node.input[1]] = wq
+            report[lay.name] = {"channels": int(keep.sum()), "of": int(keep.size),
+                                "max_shift": float(np.abs(d).max(initial=0.0))}
+            if keep.any():
+                n_layers, n_channels = n_layers + 1, n_channels + int(keep.sum())
+                store_layer(model, lay, lay.w, b.astype(np.float32))
+                current[lay.node.input[2]] = lay.b
+        ctx.report.results["bias_correction"] = report
+        return PassResult(model, n_layers > 0, [f"corrected the bias of {n_channels} channels in {n_layers} of "
+                                                f"{len(layers)} layers ({grid.spec} weights)"])

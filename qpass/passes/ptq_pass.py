@@ -1,0 +1,99 @@
+"""The weight-side post-training passes' shared base (``equalize``, ``smoothquant``, ``adaround``,
+``bias_correction``): which formats the pipeline's quantizer will use, and the run protocol around a pass's
+``transform`` (BLAS threads, numpy warnings, stepping aside when the model cannot be probed)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+
+from qpass.ir.ort_session import OrtError
+from qpass.pipeline.pass_base import Pass, PassResult
+from .ptq_layers import AUTO_ACTIVATIONS, AUTO_WEIGHTS, Layer, Probe, WeightGrid, blas_threads, split_samples
+
+NEAREST = ("ROUND", "HALF_UP", "HALF_DOWN", "HALF_EVEN")
+
+
+@dataclass
+class Formats:
+    """The formats the quantizing pass of the pipeline will use: weight spec, weight granularity, activation spec."""
+
+    weights: str
+    granularity: str
+    activations: str
+
+
+def quantizer_formats(ctx, weights: str = "auto", granularity: str = "auto",
+                      activations: str = "auto") -> Formats | None:
+    """The given formats, with each ``auto`` taken from the quantizing pass that the running pipeline runs
+    (``fakequant``: its ``weights`` / ``weight_granularity`` / ``activations``; ``quantize_qdq``: int8 symmetric
+    narrow-range weights per channel or per tensor, its activation type), quantize_qdq's when there is none. None
+    where weights stay float, where fakequant has per-layer rules or rounds weights other than to nearest, or where a
+    bitwidth search picks a width per layer: no one grid to simulate."""
+    found = Formats(AUTO_WEIGHTS, "channel", AUTO_ACTIVATIONS)
+    pipeline = getattr(ctx, "pipeline", None)
+    for p in (pipeline.flat_passes() if pipeline is not None else ()):
+        if p.name in getattr(ctx, "disabled", ()):
+            continue
+        if p.name == "bitwidth" and weights == "auto":
+            return None
+        if p.name == "fakequant":
+            o = p.opts
+            if weights == "auto" and (o.rules or str(o.rounding).upper() not in NEAREST):
+                return None  # per-layer formats, or weights rounded on purpose some other way
+            found = Formats(o.weights, o.weight_granularity, o.activations)
+            break
+        if p.name == "quantize_qdq":
+            o = p.opts
+            found = Formats(AUTO_WEIGHTS, "channel" if o.per_channel else "tensor", o.activation_dtype)
+            break
+    out = Formats(found.weights if weights == "auto" else weights,
+                  found.granularity if granularity == "auto" else granularity,
+                  found.activations if activations == "auto" else activations)
+    return None if out.weights in (None, "float", "auto") else out
+
+
+class WeightSidePass(Pass):
+    """What the weight-side passes share: calibration data in, numpy's BLAS on ``threads`` threads, the formats of
+    the quantizer the pipeline runs (options ``weights``, ``granularity`` and, where there is one, ``activations``;
+    ``auto`` each). A subclass implements ``transform``; every run leaves ``ctx.report.results[name]``."""
+
+    inputs = ("calibration_data",)
+
+    def run(self, model, ctx):
+        o = self.opts
+        fm = quantizer_formats(ctx, o.weights, o.granularity, getattr(o, "activations", "auto"))
+        if fm is None:
+            return self.nothing(model, ctx, "no single weight format downstream to simulate")
+        backup = onnx.ModelProto()
+        backup.CopyFrom(model)
+        try:
+            with blas_threads(o.threads), np.errstate(all="ignore"):  # degenerate weights: decided on, not printed
+                return self.transform(model, ctx, fm, WeightGrid(fm.weights, fm.granularity))
+        except OrtError as exc:  # e.g. over 2 GB, or an op that needs a weight constant: the pass steps aside
+            return self.nothing(backup, ctx, f"skipped: {exc}")
+        except (ValueError, ArithmeticError, IndexError, MemoryError) as exc:  # an optional improvement: never fatal
+            return self.nothing(backup, ctx, f"skipped: {type(exc).__name__}: {str(exc)[:120]}")
+
+    def transform(self, model, ctx, fm: Formats, grid: WeightGrid) -> PassResult:
+        """Rewrite ``model`` for the formats ``fm`` (weights on ``grid``)."""
+        raise NotImplementedError
+
+    def nothing(self, model, ctx, why: str) -> PassResult:
+        ctx.report.results[self.name] = {}
+        return PassResult(model, False, [why])
+
+    def first_samples(self, ctx):
+        """The first ``samples`` calibration samples."""
+        samples = ctx.inputs.calibration_data
+        return samples.subset(slice(0, min(len(samples), self.opts.samples)))
+
+    def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
+        """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
+        ``auto``) fetching every layer's input, and the number of samples to fit on."""
+        o = self.opts
+        samples = ctx.inputs.calibration_data
+        fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)
+        both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
+        return Probe(model, both, layers, [lay.x for lay in layers], o.threads), len(fit)
