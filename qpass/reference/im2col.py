@@ -87,6 +87,15 @@ def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     return v[tuple(idx)]
 
 
+def im2col(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value=0) -> np.ndarray:
+    """(N, *out_spatial, C * prod(kernel)) patch matrix, one row per output position; the last axis is ordered
+    (c, k1, k2, ...) like ONNX weights."""
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, pad_value)
+    n = len(kernel)
+    w = w.transpose([0] + list(range(2, 2 + n)) + [1] + list(range(2 + n, w.ndim)))  # (N, *out, C, *k)
+    return w.reshape(w.shape[: 1 + n] + (-1,))
+
+
 def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype=None) -> np.ndarray:
     """Patch matrix of a convolution as a contiguous (C, *kernel, N, *out_spatial) array (zero padding), in
     ``dtype`` (default: x's), written by one copy of the window view: reshaped to (g, C/g * prod(kernel),
