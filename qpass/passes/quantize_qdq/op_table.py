@@ -90,6 +90,9 @@ class OpQuantizer:
 
 class Linear(OpQuantizer):
     fusable_producer = True
+    #: ops whose integer kernel can also write float (QGemm without y_scale, MatMulIntegerToFloat): as a graph
+    #: output their result stays float, so no 8-bit step is added where the model's answer is read
+    float_output_ops = ("Gemm", "MatMul")
 
     def check(self, node):
         if len(node.inputs) < 2 or not all(is_float(t) for t in node.inputs[:2]):
@@ -106,7 +109,9 @@ class Linear(OpQuantizer):
         qc.want(node.inputs[0])
         if node.op == "MatMul" and not is_const(node.inputs[1]):
             qc.want(node.inputs[1])
-        qc.want(node.outputs[0])
+        y = node.outputs[0]
+        if not (qc.opts.float_outputs and node.op in self.float_output_ops and qc.is_graph_output(y)):
+            qc.want(y)
         return None
 
     def quantize_constants(self, node, qc):

@@ -47,6 +47,10 @@ class QDQRewriter:
             self._seen.add(t.name)
             self.targets.append(t)
 
+    def is_graph_output(self, t) -> bool:
+        """``t`` is read as a graph output (and its value is not clipped by a fused activation)."""
+        return t in self.graph.outputs and t.name not in self.params
+
     def is_target(self, t) -> bool:
         return t is not None and t.name in self._seen
 
