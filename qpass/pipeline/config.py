@@ -101,6 +101,9 @@ class QuantConfig:
             flags = [flag for f, flag in QDQ_FLAGS.items() if getattr(self, f)]
             raise QpassError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only to the "
                              f"'quantize_qdq' pass, which pipeline {name} does not run")
+        if "mixed_precision" in overrides and "mixed_precision" not in passes:
+            raise QpassError(f"--target needs --bits auto or a pipeline with the 'mixed_precision' pass ({name} has "
+                             "none)")
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
         disabled = {"lower_ort"} if self.qonnx or self.backend == "hls" else set()
@@ -110,8 +113,10 @@ class QuantConfig:
         bits = None if self.bits is None else str(self.bits)
         if bits is not None and bits != "auto" and (not bits.isdigit() or not 1 <= int(bits) <= 16):
             raise QpassError(f"--bits takes 'auto' or a width from 1 to 16, not {bits!r}")
-        if bits != "auto" and (self.target or self.cost or self.avg_bits is not None):
-            raise QpassError("--target, --cost and --avg-bits go with --bits auto")
+        if bits != "auto" and (self.cost or self.avg_bits is not None):
+            raise QpassError("--cost and --avg-bits go with --bits auto")
+        if bits is not None and bits != "auto" and self.target:
+            raise QpassError("--target goes with --bits auto or the default int8 pipeline, not --bits N")
         if self.avg_bits is not None and not (isinstance(self.avg_bits, (int, float)) and math.isfinite(self.avg_bits)
                                               and self.avg_bits > 0):
             raise QpassError(f"--avg-bits takes a finite number greater than 0, not {self.avg_bits!r}")
@@ -160,6 +165,8 @@ class QuantConfig:
             if self.avg_bits is not None and self.target is None:
                 bw["target"] = None  # a budget alone: no accuracy target
             overrides["bitwidth"] = bw
+        elif self.target:
+            overrides["mixed_precision"] = {"target": self.target}
         formats = self._formats(bits)
         if formats:
             overrides["fakequant"] = formats
