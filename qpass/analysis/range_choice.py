@@ -60,7 +60,7 @@ def histogram_candidates(lo: float, hi: float, hist: HistogramObserver | None, b
         m.hist, m.radius, m.zeros, m.lo, m.hi, m.count = hist.hist, hist.radius, hist.zeros, hist.lo, hist.hi, hist.count
         t = float(m.range()[1] if hi > 0 else -m.range()[0])
         out["mse"] = (max(lo, -t), min(hi, t))
-    return {k: (min(float(a), 0.0), max(float(b), 0.0)) for k, (a, b) in out.items()
+    return {k: (min(max(float(a), lo), 0.0), max(min(float(b), hi), 0.0)) for k, (a, b) in out.items()
             if np.isfinite(a) and np.isfinite(b) and b > a}
 
 

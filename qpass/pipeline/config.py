@@ -113,10 +113,9 @@ class QuantConfig:
         bits = None if self.bits is None else str(self.bits)
         if bits is not None and bits != "auto" and (not bits.isdigit() or not 1 <= int(bits) <= 16):
             raise QpassError(f"--bits takes 'auto' or a width from 1 to 16, not {bits!r}")
-        if bits != "auto" and (self.cost or self.avg_bits is not None):
-            raise QpassError("--cost and --avg-bits go with --bits auto")
-        if bits is not None and bits != "auto" and self.target:
-            raise QpassError("--target goes with --bits auto or the default int8 pipeline, not --bits N")
+        # --target alone (no --bits) is the default int8 pipeline's mixed_precision pass
+        if bits != "auto" and (self.cost or self.avg_bits is not None or (bits is not None and self.target)):
+            raise QpassError("--target, --cost and --avg-bits go with --bits auto")
         if self.avg_bits is not None and not (isinstance(self.avg_bits, (int, float)) and math.isfinite(self.avg_bits)
                                               and self.avg_bits > 0):
             raise QpassError(f"--avg-bits takes a finite number greater than 0, not {self.avg_bits!r}")
