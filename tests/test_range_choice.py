@@ -8,6 +8,7 @@ from qpass.analysis.calibrators import PercentileObserver
 from qpass.analysis.range_choice import ConsumerRunner, choose_range, fake_quant, histogram_candidates
 from qpass.ir.graph import elem_types
 from qpass.ir.samples import bind_samples
+from qpass.pipeline.run import as_pipeline
 
 RNG = np.random.default_rng(13)
 
@@ -73,7 +74,8 @@ def test_pass_keeps_min_max_when_the_whole_model_gets_worse():
     w[0] = 1e-4
     m = _gemm_model(w)
     feeds = {"x": _heavy_tail(96)}
-    res = qpass.optimize(m, calib=bind_samples(feeds, m))
+    pipe = ["normalize", {"calibrate": {"method": ["minmax", "percentile"]}}, "choose_ranges", "quantize_qdq"]
+    res = qpass.optimize(m, calib=bind_samples(feeds, m), pipeline=as_pipeline(pipe))
     rc = res.report.results["range_choice"]
     assert rc["tensors"]["x"]["method"] != "minmax"
     assert rc["kept"] == (rc["check_sqnr_db"]["chosen"] > rc["check_sqnr_db"]["minmax"])
