@@ -134,7 +134,8 @@ def test_instruments_see_every_pass():
 def test_builtin_pipeline_listed():
     assert "default" in qpass.pipeline.files.builtin_pipelines()
     p = qpass.load_pipeline("default")
-    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "calibrate", "quantize_qdq"]
+    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "calibrate", "quantize_qdq",
+                                          "mixed_precision"]  # a no-op without --target
 
 
 # ---------------------------------------------------------------------------------------------- analyses

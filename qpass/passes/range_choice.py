@@ -57,8 +57,7 @@ class ChooseRanges(Pass):
     name = "choose_ranges"
     inputs = ("calibration_data",)
     requires = (Calibration,)
-    provides = (Calibration,)
-    preserves = PRESERVES_ALL
+    preserves = PRESERVES_ALL  # rewrites the Calibration ranges in place (put), the graph is unchanged
     Options = ChooseRangesOptions
 
     def run(self, model, ctx):
