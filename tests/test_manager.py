@@ -134,8 +134,7 @@ def test_instruments_see_every_pass():
 def test_builtin_pipeline_listed():
     assert "default" in qpass.pipeline.files.builtin_pipelines()
     p = qpass.load_pipeline("default")
-    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "calibrate", "quantize_qdq",
-                                          "mixed_precision"]  # a no-op without --target
+    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "calibrate", "quantize_qdq"]
 
 
 # ---------------------------------------------------------------------------------------------- analyses

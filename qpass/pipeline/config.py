@@ -102,8 +102,7 @@ class QuantConfig:
             raise QpassError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only to the "
                              f"'quantize_qdq' pass, which pipeline {name} does not run")
         if "mixed_precision" in overrides and "mixed_precision" not in passes:
-            raise QpassError(f"--target needs --bits auto or a pipeline with the 'mixed_precision' pass ({name} has "
-                             "none)")
+            _add_after(pipeline, "quantize_qdq", "mixed_precision", overrides["mixed_precision"], name)
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
         disabled = {"lower_ort"} if self.qonnx or self.backend == "hls" else set()
@@ -177,6 +176,17 @@ class QuantConfig:
         if cal:
             overrides["calibrate"] = cal
         return overrides
+
+
+def _add_after(pipeline: Pipeline, after: str, name: str, options: dict, pipeline_name) -> None:
+    """Insert pass ``name`` right after the top-level step ``after`` (a QpassError when there is none)."""
+    from .registry import get_pass_class
+
+    at = next((i for i, s in enumerate(pipeline.steps) if getattr(s, "name", None) == after), None)
+    if at is None:
+        raise QpassError(f"--target needs --bits auto or a pipeline with the '{after}' pass ({pipeline_name} has "
+                         "none)")
+    pipeline.steps.insert(at + 1, get_pass_class(name)(**options))
 
 
 @dataclass
