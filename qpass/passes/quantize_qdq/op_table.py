@@ -77,11 +77,16 @@ class OpQuantizer:
             return "no float activation input"
         return None
 
+    #: the op's float kernel is as fast as its integer one (lookup tables, elementwise): an output nothing
+    #: quantized reads stays float (``QDQRewriter.read_as_float``)
+    float_output = False
+
     def mark(self, node: gs.Node, qc) -> str | None:
         for t in node.inputs:
             qc.want(t)
         for t in node.outputs:
-            qc.want(t)
+            if not (self.float_output and qc.read_as_float(t)):
+                qc.want(t)
         return None
 
     def quantize_constants(self, node: gs.Node, qc) -> None:
@@ -110,7 +115,7 @@ class Linear(OpQuantizer):
         if node.op == "MatMul" and not is_const(node.inputs[1]):
             qc.want(node.inputs[1])
         y = node.outputs[0]
-        if not (qc.opts.float_outputs and node.op in self.float_output_ops and qc.is_graph_output(y)):
+        if not (node.op in self.float_output_ops and qc.read_as_float(y)):
             qc.want(y)
         return None
 
@@ -129,10 +134,12 @@ class Arithmetic(OpQuantizer):
 
 
 class Lookup(OpQuantizer):
-    pass
+    float_output = True
 
 
 class Softmax(OpQuantizer):
+    float_output = True
+
     def mark(self, node, qc):
         super().mark(node, qc)
         qc.fix_unit_grid(node.outputs[0])

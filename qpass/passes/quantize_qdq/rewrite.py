@@ -31,6 +31,7 @@ class QDQRewriter:
     missing_range: list = field(default_factory=list)
     huge_range: dict = field(default_factory=dict)
     encodings: dict = field(default_factory=dict)  # linear node name -> weight encoding
+    quantized: set = field(default_factory=set)  # names of the nodes planned for quantization
 
     def __post_init__(self):
         self.pool = ConstPool(self.b)
@@ -47,9 +48,12 @@ class QDQRewriter:
             self._seen.add(t.name)
             self.targets.append(t)
 
-    def is_graph_output(self, t) -> bool:
-        """``t`` is read as a graph output (and its value is not clipped by a fused activation)."""
-        return t in self.graph.outputs and t.name not in self.params
+    def read_as_float(self, t) -> bool:
+        """With ``float_outputs``: nothing quantized reads ``t`` (it is a graph output or only float ops read it)
+        and its value is not clipped by a fused activation, so an output quantizer would only add error."""
+        if not self.opts.float_outputs or t.name in self.params or not (t in self.graph.outputs or t.outputs):
+            return False
+        return not any(r.name in self.quantized for r in t.outputs)
 
     def is_target(self, t) -> bool:
         return t is not None and t.name in self._seen
@@ -204,6 +208,7 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
     _fuse_activations(qc, plan, by_name)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     qset = {n for n in plan.nodes if n not in plan.fused_activations}
+    qc.quantized = qset
     quantized = [n for n in graph.nodes if n.name in qset]
     for node in quantized:
         reason = QUANTIZERS[node.op].mark(node, qc)
