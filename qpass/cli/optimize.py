@@ -19,7 +19,7 @@ SECTIONS = {
     "Input": ["calib", "eval_path", "pipeline_name", "threads"],
     "Formats (any of them selects the fakequant pipeline)": [
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
-    "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
+    "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu", "mode"],
     "Search": ["bits", "target", "cost", "avg_bits"],
     "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
@@ -84,6 +84,9 @@ def _options(fn):
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
         click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
+        click.option("--mode", type=click.Choice(["static", "dynamic"]), help="static (default): calibrated int8 "
+                     "QDQ; dynamic: MatMul/Gemm on DynamicQuantizeLinear + MatMulInteger, ranges measured at run "
+                     "time (no calibration data needed)."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)

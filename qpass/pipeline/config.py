@@ -70,6 +70,9 @@ class QuantConfig:
     cost: str | None = None
     #: bits "auto" under a budget: average weight bits <= this
     avg_bits: float | None = None
+    #: "static" (calibrated activation ranges) or "dynamic" (pipeline "dynamic": DynamicQuantizeLinear + MatMulInteger,
+    #: ranges measured at run time, no calibration); None: static
+    mode: str | None = None
     #: ort: an ONNX model onnxruntime runs; hls: the dataflow pipeline, QONNX kept for qpass.backends.hls.export
     backend: str = "ort"
     #: onnxruntime threads for calibration (and, in the CLI, evaluation)
@@ -136,6 +139,14 @@ class QuantConfig:
         return {k: v for k, v in values.items() if v is not None}
 
     def _resolve_pipeline_name(self, bits: str | None) -> str | Path:
+        if self.mode not in (None, "static", "dynamic"):
+            raise QpassError(f"--mode takes static or dynamic, not {self.mode!r}")
+        if self.mode == "dynamic":
+            if self.pipeline != "default" or bits is not None or self._formats(bits) or self.target \
+                    or self.backend != "ort":
+                raise QpassError("--mode dynamic is its own pipeline (MatMul/Gemm on run-time ranges): it takes no "
+                                 "--pipeline, --bits, --target, format options or --backend hls")
+            return "dynamic"
         if self.pipeline != "default":
             return self.pipeline
         if bits == "auto":
@@ -151,7 +162,9 @@ class QuantConfig:
             qdq["activation_dtype"] = self.activation_dtype
         if self.per_tensor:
             qdq["per_channel"] = False
-        if self.exclude:
+        if self.exclude and self.mode == "dynamic":
+            overrides["quantize_dynamic"] = {"exclude": list(self.exclude)}
+        elif self.exclude:
             qdq["exclude"] = list(self.exclude)
         if self.target_cpu:
             qdq["target_cpu"] = self.target_cpu
