@@ -199,6 +199,21 @@ def _rewrite_ops(graph: gs.Graph, b: GraphBuilder, ranges: dict, opts) -> dict:
     return ranges
 
 
+def _float_tail(qc: QDQRewriter, plan: QuantPlan, graph: gs.Graph) -> None:
+    """With ``float_outputs``: an op whose float kernel is as fast as its integer one (Sigmoid, Softmax, ...) and
+    whose outputs nothing quantized reads runs in float, on its dequantized input, so the model's answer gets no
+    8-bit step (a probability on QLinearSoftmax's 1/256 grid); repeated up the graph's tail."""
+    changed = qc.opts.float_outputs
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            if node.name in qc.quantized and QUANTIZERS[node.op].float_output \
+                    and all(qc.read_as_float(t) for t in node.outputs):
+                qc.quantized.discard(node.name)
+                plan.float_reasons[node.name] = "float_outputs: its output is read as float, its float kernel is as fast"
+                changed = True
+
+
 def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQRewriter]:
     b = GraphBuilder(graph)
     ranges = _rewrite_ops(graph, b, ranges, opts)
@@ -209,6 +224,7 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     qset = {n for n in plan.nodes if n not in plan.fused_activations}
     qc.quantized = qset
+    _float_tail(qc, plan, graph)
     quantized = [n for n in graph.nodes if n.name in qset]
     for node in quantized:
         reason = QUANTIZERS[node.op].mark(node, qc)
