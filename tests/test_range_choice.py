@@ -5,6 +5,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 import qpass
 from qpass.analysis.calibrators import PercentileObserver
+from qpass.analysis.metrics import sqnr_db
+from qpass.ir.ort_session import run_samples
 from qpass.analysis.range_choice import ConsumerRunner, choose_range, fake_quant, histogram_candidates
 from qpass.ir.graph import elem_types
 from qpass.ir.samples import bind_samples
@@ -82,3 +84,48 @@ def test_pass_keeps_min_max_when_the_whole_model_gets_worse():
     assert rc["kept"]  # here the clipped range is better for the whole model too
     scale = next(numpy_helper.to_array(i) for i in res.model.graph.initializer if i.name == "x_scale")
     assert float(scale) < 200 / 255 / 4  # far finer than min/max's grid
+
+
+def _qdq(model, feeds, **opts):
+    pipe = qpass.load_pipeline("default", {"quantize_qdq": opts} if opts else None)
+    return qpass.optimize(model, calib=bind_samples(feeds, model), pipeline=pipe)
+
+
+def test_a_probability_output_gets_no_8_bit_step():
+    """Gemm -> Sigmoid as the graph output (a wake-word head): the Sigmoid runs float on QGemm's float output;
+    with float_outputs off both are on 8-bit grids. oww-alexa: 10.3 dB -> 40.1 dB."""
+    w = numpy_helper.from_array((RNG.standard_normal((4, 32)) * 2).astype(np.float32), "w")
+    nodes = [helper.make_node("Gemm", ["x", "w"], ["g"], transB=1), helper.make_node("Sigmoid", ["g"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": RNG.standard_normal((64, 1, 32)).astype(np.float32)}
+    s = bind_samples(feeds, m)
+    ref = run_samples(m, s)["y"]
+    new, old = _qdq(m, feeds), _qdq(m, feeds, float_outputs=False)
+    assert list(new.report.results["quantization"]["float_nodes"].values()) == [
+        "float_outputs: its output is read as float, its float kernel is as fast"]
+    assert [n.op_type for n in new.model.graph.node].count("QuantizeLinear") == 1  # the input only
+    y_new, y_old = run_samples(new.model, s)["y"], run_samples(old.model, s)["y"]
+    assert sqnr_db(ref, y_new) > sqnr_db(ref, y_old) + 2
+    small = (ref < 0.01) & (ref > 1e-4)  # the 1/256 output grid rounds every small probability to 0 or 1/256
+    rel = [np.mean(np.abs(y - ref)[small] / ref[small]) for y in (y_new, y_old)]
+    assert rel[0] < 0.25 * rel[1]
+
+
+def test_max_pool_input_takes_the_pooled_range():
+    """PRelu -> MaxPool: the pool's float input is quantized on the pool output's (narrower) range; every window
+    max is unchanged by the clipping, and the grid is finer (mtcnn-pnet: as quantize_static)."""
+    slope = numpy_helper.from_array(np.full((1, 4, 1, 1), 0.25, np.float32), "slope")
+    nodes = [helper.make_node("PRelu", ["x", "slope"], ["p"]),
+             helper.make_node("MaxPool", ["p"], ["y"], kernel_shape=[2, 2], strides=[2, 2])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [slope])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": (RNG.standard_normal((32, 1, 4, 8, 8)) - 1).astype(np.float32)}
+    res = _qdq(m, feeds)
+    params = res.report.results["quantization"]["tensor_params"]
+    cal_lo = float(np.min(np.where(feeds["x"] > 0, feeds["x"], 0.25 * feeds["x"])))
+    scale = params["p"]["scale"]
+    assert params["p"] == params["y"]
+    assert scale < (0 - cal_lo + float(feeds["x"].max())) / 255 * 0.95  # finer than the pre-pool min/max grid
