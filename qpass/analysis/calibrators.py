@@ -36,6 +36,7 @@ class Observer:
         self.lo = np.inf
         self.hi = -np.inf
         self.count = 0
+        self.sumsq = 0.0  # sum of x^2: the mean power, against which a grid's rounding noise is weighed
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x)
@@ -47,6 +48,8 @@ class Observer:
         self.lo = min(self.lo, float(finite.min()))
         self.hi = max(self.hi, float(finite.max()))
         self.count += finite.size
+        f64 = finite.astype(np.float64, copy=False).reshape(-1)
+        self.sumsq += float(f64 @ f64)
         self._update(finite)
 
     def _update(self, x: np.ndarray) -> None:
@@ -58,6 +61,10 @@ class Observer:
 
     def range(self) -> tuple[float, float]:
         return (self.lo, self.hi) if self.seen else (0.0, 0.0)
+
+    def power(self) -> float:
+        """Mean of x^2 over everything seen."""
+        return self.sumsq / self.count if self.count else 0.0
 
 
 class MinMaxObserver(Observer):

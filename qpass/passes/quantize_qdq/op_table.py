@@ -77,9 +77,10 @@ class OpQuantizer:
             return "no float activation input"
         return None
 
-    #: the op's float kernel is as fast as its integer one (lookup tables, elementwise): an output nothing
-    #: quantized reads stays float (``QDQRewriter.read_as_float``)
-    float_output = False
+    #: the op's float kernel is about as fast as its integer one (elementwise, lookup tables, data movement): when
+    #: nothing quantized reads its outputs it runs in float on dequantized inputs (``rewrite._float_tail``), since
+    #: quantizing them would only add rounding before float ops (a LayerNorm's variance before its Sqrt)
+    float_output = True
 
     def mark(self, node: gs.Node, qc) -> str | None:
         for t in node.inputs:
@@ -95,6 +96,7 @@ class OpQuantizer:
 
 class Linear(OpQuantizer):
     fusable_producer = True
+    float_output = False  # the integer kernel needs its output quantizer, except float_output_ops below
     #: ops whose integer kernel can also write float (QGemm without y_scale, MatMulIntegerToFloat): as a graph
     #: output their result stays float, so no 8-bit step is added where the model's answer is read
     float_output_ops = ("Gemm", "MatMul")
@@ -134,12 +136,10 @@ class Arithmetic(OpQuantizer):
 
 
 class Lookup(OpQuantizer):
-    float_output = True
+    pass
 
 
 class Softmax(OpQuantizer):
-    float_output = True
-
     def mark(self, node, qc):
         super().mark(node, qc)
         qc.fix_unit_grid(node.outputs[0])
@@ -270,6 +270,11 @@ QUANTIZERS: dict[str, OpQuantizer] = {
     "LSTM": _REC, "GRU": _REC, "RNN": _REC,
     "HardSwish": HardSwish(), "Identity": Identity(),
 }
+
+
+#: ops whose output can be far weaker than their inputs (cancellation): quantize_qdq weighs its inputs' rounding
+#: noise against the output's power (``rewrite._cancellations``)
+CANCELLING = ("Add", "Sub")
 
 
 def default_op_types() -> list[str]:
