@@ -166,7 +166,6 @@ class SharedScale(OpQuantizer):
     def mark(self, node, qc):
         x = node.inputs[0]
         if self.quantize_input:
-            qc.range_of_output(x, node.outputs[0])
             qc.want(x)
         if not qc.is_target(x):
             return "input is not quantized"

@@ -56,15 +56,6 @@ class QDQRewriter:
             self._seen.add(t.name)
             self.targets.append(t)
 
-    def range_of_output(self, x, y) -> None:
-        """Quantize the float input ``x`` of a max-pool on the range of its output ``y`` when only that pool reads
-        it: every window's max is >= the smallest output, so clipping the rest up to it changes no maximum, and the
-        grid gets finer (as quantize_static, which quantizes after the pool)."""
-        if y.name in self.ranges and x.name in self.ranges and len(x.outputs) == 1 \
-                and x not in self.graph.outputs and x.name not in self.params:
-            lo, hi = self.ranges[y.name]
-            self.ranges[x.name] = (lo, max(hi, self.ranges[x.name][1]))
-
     def read_as_float(self, t) -> bool:
         """With ``float_outputs``: nothing quantized reads ``t`` (it is a graph output or only float ops read it)
         and its value is not clipped by a fused activation, so an output quantizer would only add error."""
