@@ -21,7 +21,7 @@ import onnx
 from qpass.analysis.layer_errors import activation_pairs
 from qpass.errors import QpassError
 from qpass.ir.graph import consumers, producers, shapes, topo_sort_nodes
-from qpass.ir.ort_session import run_samples
+from qpass.ir.ort_session import make_session, run_samples
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
@@ -142,10 +142,13 @@ class MixedPrecision(Pass):
         out = bypass(model, set(chosen), self.float_m)
         held_m = metrics(out, "held")
         met = target.met(held_m)
-        result.update(final=held_m, met=met)
+        result.update(final=held_m, met=met, latency_ms={"int8": _latency_ms(model, held), "final":
+                                                         _latency_ms(out, held)})
+        lat = result["latency_ms"]
         note = (f"target {target} {'met' if met else 'MISSED'} on {len(held)} held-out samples with {len(chosen)} "
                 f"activation quantizers moved to float ({', '.join(chosen[:6])}{' ...' if len(chosen) > 6 else ''}):"
-                f" {describe_metrics(held_m)} (int8: {describe_metrics(base)} on the search samples)")
+                f" {describe_metrics(held_m)} (int8: {describe_metrics(base)} on the search samples); latency "
+                f"{lat['final']:.3g} ms against int8's {lat['int8']:.3g} ms")
         if not met:
             note = (f"target {target} not reached: {describe_metrics(held_m)} on {len(held)} held-out samples; "
                     f"could not fix: {', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
@@ -176,6 +179,20 @@ class MixedPrecision(Pass):
             result["unfixed"] = [f"the int8 weights of {len(weights)} layers ({', '.join(weights[:4])}"
                                  f"{' ...' if len(weights) > 4 else ''})"] + [t for t in order if gains[t] <= 0][:5]
         return chosen, m
+
+
+def _latency_ms(model: onnx.ModelProto, samples, runs: int = 30) -> float:
+    """Median milliseconds of one call on the first sample (onnxruntime, 1 thread, all optimizations)."""
+    import time
+
+    sess = make_session(model, 1, optimize=True)
+    feed = samples.feed(0)
+    times = []
+    for _ in range(runs + 3):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return round(float(np.median(times[3:])) * 1e3, 4)
 
 
 def _score(m: dict, base: dict, target) -> float:
