@@ -48,8 +48,10 @@ class Observer:
         self.lo = min(self.lo, float(finite.min()))
         self.hi = max(self.hi, float(finite.max()))
         self.count += finite.size
-        f64 = finite.astype(np.float64, copy=False).reshape(-1)
-        self.sumsq += float(f64 @ f64)
+        flat = finite.reshape(-1)
+        if flat.dtype not in (np.float32, np.float64):
+            flat = flat.astype(np.float32)  # float16 squares overflow
+        self.sumsq += float(np.dot(flat, flat))  # BLAS dot, no float64 copy: a power estimate, not exact
         self._update(finite)
 
     def _update(self, x: np.ndarray) -> None:
