@@ -69,7 +69,9 @@ def _options(fn):
         click.option("--seed", type=int, help="Seed for stochastic rounding."),
         click.option("--bits", help="auto: search a width per layer (pipeline 'bitwidth'); N: uniform sym:N weights "
                      "and uintN activations."),
-        click.option("--target", help="Accuracy target of --bits auto, e.g. relative_accuracy>=0.99 or sqnr>=30."),
+        click.option("--target", help="Accuracy target, e.g. relative_accuracy>=0.99 or sqnr>=30: of --bits auto, or "
+                     "without --bits of the default int8 pipeline (activation quantizers to float until it holds on "
+                     "held-out samples)."),
         click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises."),
         click.option("--avg-bits", type=PositiveFloat(), help="--bits auto under a budget: average weight bits <= "
                      "this."),
