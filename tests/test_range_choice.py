@@ -137,3 +137,22 @@ def test_cancelling_add_keeps_its_inputs_float():
     # magika gain is in bench/ort_baseline.py
     assert sqnr_db(ref, run_samples(new.model, s)["y"]) >= sqnr_db(ref, run_samples(old.model, s)["y"]) - 0.1
     assert all("leave" in reasons[n] and " dB there" in reasons[n] for n in ("Add_3", "Mul_1", "Mul_2"))
+
+
+def test_matmul_before_a_float_add_keeps_its_integer_kernel(tmp_path):
+    """3-D MatMul -> Add(bias) -> Tanh: the Add and Tanh run float (nothing quantized reads them), but the MatMul keeps
+    its output quantizer, else onnxruntime fuses MatMul + Add into a float Gemm (unidic-lite-imitator: 10 layers)."""
+    import onnx as _onnx
+    from qpass.ir.ort_session import make_session
+    w = numpy_helper.from_array(RNG.standard_normal((16, 8)).astype(np.float32), "w")
+    bias = numpy_helper.from_array(RNG.standard_normal(8).astype(np.float32), "bias")
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["mm"]), helper.make_node("Add", ["mm", "bias"], ["a"]),
+             helper.make_node("Tanh", ["a"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 5, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [w, bias])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    res = _qdq(m, {"x": RNG.standard_normal((16, 1, 5, 16)).astype(np.float32)})
+    path = tmp_path / "opt.onnx"
+    make_session(res.model, optimize=True, optimized_path=str(path))
+    ops = [n.op_type for n in _onnx.load(path).graph.node]
+    assert "QLinearMatMul" in ops and not {"Gemm", "FusedGemm", "MatMul"} & set(ops), ops

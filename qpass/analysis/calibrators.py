@@ -49,8 +49,8 @@ class Observer:
         self.hi = max(self.hi, float(finite.max()))
         self.count += finite.size
         flat = finite.reshape(-1)
-        if flat.dtype not in (np.float32, np.float64):
-            flat = flat.astype(np.float32)  # float16 squares overflow
+        if flat.dtype != np.float64 and (flat.dtype != np.float32 or max(-self.lo, self.hi) ** 2 * flat.size > 1e37):
+            flat = flat.astype(np.float64)  # float16 squares, or float32 sums of squares, would overflow
         self.sumsq += float(np.dot(flat, flat))  # BLAS dot, no float64 copy: a power estimate, not exact
         self._update(finite)
 

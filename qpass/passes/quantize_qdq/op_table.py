@@ -100,6 +100,9 @@ class Linear(OpQuantizer):
     #: ops whose integer kernel can also write float (QGemm without y_scale, MatMulIntegerToFloat): as a graph
     #: output their result stays float, so no 8-bit step is added where the model's answer is read
     float_output_ops = ("Gemm", "MatMul")
+    #: readers onnxruntime fuses with a float-output MatMul into a float Gemm (MatMulAddFusion), losing the
+    #: integer kernel: with one of them the output keeps its quantizer
+    float_fusing_readers = ("Add",)
 
     def check(self, node):
         if len(node.inputs) < 2 or not all(is_float(t) for t in node.inputs[:2]):
@@ -117,7 +120,8 @@ class Linear(OpQuantizer):
         if node.op == "MatMul" and not is_const(node.inputs[1]):
             qc.want(node.inputs[1])
         y = node.outputs[0]
-        if not (node.op in self.float_output_ops and qc.read_as_float(y)):
+        if not (node.op in self.float_output_ops and qc.read_as_float(y)
+                and not any(r.op in self.float_fusing_readers for r in y.outputs)):
             qc.want(y)
         return None
 
