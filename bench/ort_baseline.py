@@ -20,7 +20,8 @@ Columns:
 
 A tool that fails is a row with its one-line reason. After the table, one line per model checks issue 12's
 targets (qpass against the quantize_static row that ran: 1-thread latency ratio <= x1.05, integer kernels >=,
-file size <= x1.05) and gives the SQNR difference. ``--json OUT`` writes the machine description and every row
+file size <= x1.05) and issue 13's (SQNR >= quantize_static + 3 dB, or not lower where quantize_static is above
+45 dB; task metric not worse; quantize wall time <= x5) and gives the SQNR difference and the wall-time ratio. ``--json OUT`` writes the machine description and every row
 (with latency min/quartiles; for diffing before/after a change); ``--show OUT`` prints a saved run again.
 
 Dependencies: onnx, onnxruntime, sympy (``quant_pre_process`` runs symbolic shape inference) and, for the
@@ -106,7 +107,8 @@ def target_lines(rows: list[dict]) -> list[str]:
     by: dict = {}
     for r in rows:
         by.setdefault(r["model"], {})[r["tool"]] = r
-    out = [f"{'qpass / q_static':<22}{'lat 1t x':>9}{'int q/qs':>13}{'size x':>9}{'dSQNR':>8}  targets met"]
+    out = [f"{'qpass / q_static':<22}{'lat 1t x':>9}{'int q/qs':>13}{'size x':>9}{'dSQNR':>8}{'time x':>8}"
+           "  targets met (issue 13: sqnr = +3 dB, or not lower above 45 dB; metric not worse; time <= x5)"]
     for model, t in by.items():
         q = t.get("qpass")
         o = next((t[k] for k in ORT_TOOLS if k in t and not t[k].get("error")), None)
@@ -117,10 +119,15 @@ def target_lines(rows: list[dict]) -> list[str]:
         size = q["size_bytes"] / o["size_bytes"]
         ints = f"{q['integer_kernels']}/{o['integer_kernels']}"
         sq = (q["sqnr_db"], o["sqnr_db"])  # None without float outputs; "inf" (from JSON) when exact
-        ds = f"{sq[0] - sq[1]:+8.2f}" if all(isinstance(v, (int, float)) for v in sq) else "-".rjust(8)
+        num = all(isinstance(v, (int, float)) for v in sq)
+        ds = f"{sq[0] - sq[1]:+8.2f}" if num else "-".rjust(8)
+        wall = (q.get("quant_seconds") or math.nan) / (o.get("quant_seconds") or math.nan)
+        sq_ok = num and (sq[0] >= sq[1] + 3 or (sq[1] > 45 and sq[0] >= sq[1]))
+        metric_ok = q.get("value") is None or o.get("value") is None or q["value"] >= o["value"] - 1e-9
         met = [name for name, ok in (("latency", lat <= 1.05), ("size", size <= 1.05),
-                                     ("integer", q["integer_kernels"] >= o["integer_kernels"])) if ok]
-        out.append(f"{model:<22}{lat:>9.2f}{ints:>13}{size:>9.2f}{ds}  {', '.join(met) or 'none'}")
+                                     ("integer", q["integer_kernels"] >= o["integer_kernels"]), ("sqnr", sq_ok),
+                                     ("metric", metric_ok), ("time", wall <= 5)) if ok]
+        out.append(f"{model:<22}{lat:>9.2f}{ints:>13}{size:>9.2f}{ds}{wall:>8.2f}  {', '.join(met) or 'none'}")
     return out
 
 

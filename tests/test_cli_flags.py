@@ -116,7 +116,7 @@ def test_help_is_grouped_and_names_the_builtin_pipelines():
     from qpass.pipeline.files import builtin_pipelines
 
     text = " ".join(r.stdout.split())
-    assert len(builtin_pipelines()) == 6
+    assert len(builtin_pipelines()) == 7  # + dynamic (--mode dynamic)
     assert f"Built-in pipeline ({', '.join(builtin_pipelines())})" in text
     assert qpass_cli().returncode == 0 and qpass_cli("-h").returncode == 0
 

@@ -85,7 +85,9 @@ def with_code_outputs(model):
 
 @pytest.mark.parametrize("path", ZOO, ids=_id)
 def test_int8_qdq_zoo_matches_onnxruntime_integer_kernels(path):
-    q = qpass.optimize(qpass.load(path), calib=_calib(path)).model
+    # 8-bit outputs (float_outputs off), so that the codes can be compared; float outputs: the test below
+    pipe = qpass.load_pipeline("default", {"quantize_qdq": {"float_outputs": False}})
+    q = qpass.optimize(qpass.load(path), calib=_calib(path), pipeline=pipe).model
     m, pairs = with_code_outputs(q)
     assert pairs, "the default pipeline should end every output with QuantizeLinear -> DequantizeLinear"
     s = load_samples(_calib(path), m)
@@ -100,6 +102,17 @@ def test_int8_qdq_zoo_matches_onnxruntime_integer_kernels(path):
         assert d.max() <= 1
         assert np.all(np.abs(g[fout] - r[fout]) <= F32(scale) * 1.0001)
     assert any(st["outputs"] for st in ex.stats.values())
+
+
+@pytest.mark.parametrize("path", ZOO, ids=_id)
+def test_float_outputs_match_onnxruntime(path):
+    """The default pipeline's float graph outputs (QGemm with float output, MatMulIntegerToFloat, float ops after
+    dequantized codes): golden == onnxruntime to float32 rounding."""
+    q = qpass.optimize(qpass.load(path), calib=_calib(path)).model
+    s = load_samples(_calib(path), q)
+    g, r = run_samples(q, s), ort_run_samples(q, s)
+    for k in r:
+        np.testing.assert_allclose(g[k], r[k], rtol=2e-6, atol=1e-6 * float(np.abs(r[k]).max() or 1), err_msg=k)
 
 
 def _counting_calls(ex: GoldenExecutor, calls: list) -> GoldenExecutor:

@@ -66,8 +66,11 @@ def _conv_weight_codes(m):
 
 
 def _digits_cnn_for(target):
+    # 8-bit logits (float_outputs off): with float logits pair_scale's 3.45 dB loss on digits_cnn passes the guard's
+    # 3 dB and the guard picks uint8+128; this test is about the int8 pair encoding
+    qdq = {"target_cpu": target, "float_outputs": False}
     return qpass.optimize(MODELS / "digits_cnn.onnx", calib=MODELS / "digits_cnn.calib.npz",
-                          pipeline=qpass.load_pipeline("default", {"quantize_qdq": {"target_cpu": target}})).model
+                          pipeline=qpass.load_pipeline("default", {"quantize_qdq": qdq})).model
 
 
 def test_weights_are_symmetric_per_channel(quantized_digits):

@@ -36,6 +36,7 @@ class Observer:
         self.lo = np.inf
         self.hi = -np.inf
         self.count = 0
+        self.sumsq = 0.0  # sum of x^2: the mean power, against which a grid's rounding noise is weighed
 
     def update(self, x: np.ndarray) -> None:
         x = np.asarray(x)
@@ -47,6 +48,10 @@ class Observer:
         self.lo = min(self.lo, float(finite.min()))
         self.hi = max(self.hi, float(finite.max()))
         self.count += finite.size
+        flat = finite.reshape(-1)
+        if flat.dtype != np.float64 and (flat.dtype != np.float32 or max(-self.lo, self.hi) ** 2 * flat.size > 1e37):
+            flat = flat.astype(np.float64)  # float16 squares, or float32 sums of squares, would overflow
+        self.sumsq += float(np.dot(flat, flat))  # BLAS dot, no float64 copy: a power estimate, not exact
         self._update(finite)
 
     def _update(self, x: np.ndarray) -> None:
@@ -58,6 +63,10 @@ class Observer:
 
     def range(self) -> tuple[float, float]:
         return (self.lo, self.hi) if self.seen else (0.0, 0.0)
+
+    def power(self) -> float:
+        """Mean of x^2 over everything seen."""
+        return self.sumsq / self.count if self.count else 0.0
 
 
 class MinMaxObserver(Observer):

@@ -36,6 +36,7 @@ def finish_onnx(src, model: Path, result, outputs: OutputPlan, pipeline, given: 
         for line in _summary(src, result, pipeline, given):
             click.echo(line)
     metrics = _evaluate(src, result, eval_samples, threads) if eval_samples is not None else {}
+    errors = _layer_errors(src, result, eval_samples or samples, quiet)
     texts = {}
     if outputs.report is not None:
         from qpass.report.data import collect
@@ -43,11 +44,27 @@ def finish_onnx(src, model: Path, result, outputs: OutputPlan, pipeline, given: 
 
         data = collect(src, result, eval_samples or samples, metrics)
         data["model"] = str(model)
+        if errors:
+            data["layer_errors"] = errors
         texts = report_texts(data, outputs.report)
     write_together(lambda: save(result.model, outputs.model), outputs.model, texts)
     if not quiet:
         for p in [outputs.model, *texts]:
             click.echo(f"wrote {p}")
+
+
+def _layer_errors(src, result, samples, quiet: bool) -> list[dict]:
+    """Per quantized activation tensor of a QDQ result: isolated and accumulated SQNR; the worst five printed."""
+    if samples is None or "quantization" not in result.report.results:
+        return []
+    from qpass.analysis.layer_errors import MAX_SAMPLES, layer_errors, worst_lines
+    from qpass.api import float_model
+
+    errors = layer_errors(float_model(result) or src, result.model, samples)
+    if not quiet:
+        for line in worst_lines(errors, min(len(samples), MAX_SAMPLES)):
+            click.echo(line)
+    return errors
 
 
 def _evaluate(src, result, eval_samples, threads: int) -> dict:

@@ -19,7 +19,7 @@ SECTIONS = {
     "Input": ["calib", "eval_path", "pipeline_name", "threads", "requantize"],
     "Formats (any of them selects the fakequant pipeline)": [
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
-    "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
+    "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu", "mode"],
     "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
     "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control", "folding",
                                  "allow_over_budget"],
@@ -71,13 +71,18 @@ def _options(fn):
         click.option("--seed", type=int, help="Seed for stochastic rounding."),
         click.option("--bits", help="auto: search a width per layer (pipeline 'bitwidth'); N: uniform sym:N weights "
                      "and uintN activations."),
-        click.option("--target", help="Accuracy target of --bits auto, e.g. relative_accuracy>=0.99 or sqnr>=30."),
+        click.option("--target", help="Accuracy target, e.g. relative_accuracy>=0.99 or sqnr>=30: of --bits auto, or "
+                     "without --bits of the default int8 pipeline (activation quantizers to float until it holds on "
+                     "held-out samples)."),
         click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises."),
         click.option("--avg-bits", type=PositiveFloat(), help="--bits auto under a budget: average weight bits <= "
                      "this."),
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
         click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
+        click.option("--mode", type=click.Choice(["static", "dynamic"]), help="static (default): calibrated int8 "
+                     "QDQ; dynamic: MatMul/Gemm on DynamicQuantizeLinear + MatMulInteger, ranges measured at run "
+                     "time (no calibration data needed)."),
         click.option("--engine", type=click.Choice(["local", "process", "ray"]), default="local", show_default=True,
                      help="Where the bitwidth search runs its per-layer sensitivity evaluations: this process, "
                           "worker processes, or Ray tasks (pip install 'qpass[cluster]'); the result is the same."),

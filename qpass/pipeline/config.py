@@ -70,6 +70,9 @@ class QuantConfig:
     cost: str | None = None
     #: bits "auto" under a budget: average weight bits <= this
     avg_bits: float | None = None
+    #: "static" (calibrated activation ranges) or "dynamic" (pipeline "dynamic": DynamicQuantizeLinear + MatMulInteger,
+    #: ranges measured at run time, no calibration); None: static
+    mode: str | None = None
     #: ort: an ONNX model onnxruntime runs; hls: the dataflow pipeline, QONNX kept for qpass.backends.hls.export
     backend: str = "ort"
     #: onnxruntime threads for calibration (and, in the CLI, evaluation)
@@ -101,6 +104,8 @@ class QuantConfig:
             flags = [flag for f, flag in QDQ_FLAGS.items() if getattr(self, f)]
             raise QpassError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only to the "
                              f"'quantize_qdq' pass, which pipeline {name} does not run")
+        if "mixed_precision" in overrides and "mixed_precision" not in passes:
+            _add_after(pipeline, "quantize_qdq", "mixed_precision", overrides["mixed_precision"], name)
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
         disabled = {"lower_ort"} if self.qonnx or self.backend == "hls" else set()
@@ -110,7 +115,8 @@ class QuantConfig:
         bits = None if self.bits is None else str(self.bits)
         if bits is not None and bits != "auto" and (not bits.isdigit() or not 1 <= int(bits) <= 16):
             raise QpassError(f"--bits takes 'auto' or a width from 1 to 16, not {bits!r}")
-        if bits != "auto" and (self.target or self.cost or self.avg_bits is not None):
+        # --target alone (no --bits) is the default int8 pipeline's mixed_precision pass
+        if bits != "auto" and (self.cost or self.avg_bits is not None or (bits is not None and self.target)):
             raise QpassError("--target, --cost and --avg-bits go with --bits auto")
         if self.avg_bits is not None and not (isinstance(self.avg_bits, (int, float)) and math.isfinite(self.avg_bits)
                                               and self.avg_bits > 0):
@@ -133,6 +139,14 @@ class QuantConfig:
         return {k: v for k, v in values.items() if v is not None}
 
     def _resolve_pipeline_name(self, bits: str | None) -> str | Path:
+        if self.mode not in (None, "static", "dynamic"):
+            raise QpassError(f"--mode takes static or dynamic, not {self.mode!r}")
+        if self.mode == "dynamic":
+            if self.pipeline != "default" or bits is not None or self._formats(bits) or self.target \
+                    or self.backend != "ort":
+                raise QpassError("--mode dynamic is its own pipeline (MatMul/Gemm on run-time ranges): it takes no "
+                                 "--pipeline, --bits, --target, format options or --backend hls")
+            return "dynamic"
         if self.pipeline != "default":
             return self.pipeline
         if bits == "auto":
@@ -148,7 +162,9 @@ class QuantConfig:
             qdq["activation_dtype"] = self.activation_dtype
         if self.per_tensor:
             qdq["per_channel"] = False
-        if self.exclude:
+        if self.exclude and self.mode == "dynamic":
+            overrides["quantize_dynamic"] = {"exclude": list(self.exclude)}
+        elif self.exclude:
             qdq["exclude"] = list(self.exclude)
         if self.target_cpu:
             qdq["target_cpu"] = self.target_cpu
@@ -160,6 +176,8 @@ class QuantConfig:
             if self.avg_bits is not None and self.target is None:
                 bw["target"] = None  # a budget alone: no accuracy target
             overrides["bitwidth"] = bw
+        elif self.target:
+            overrides["mixed_precision"] = {"target": self.target}
         formats = self._formats(bits)
         if formats:
             overrides["fakequant"] = formats
@@ -171,6 +189,17 @@ class QuantConfig:
         if cal:
             overrides["calibrate"] = cal
         return overrides
+
+
+def _add_after(pipeline: Pipeline, after: str, name: str, options: dict, pipeline_name) -> None:
+    """Insert pass ``name`` right after the top-level step ``after`` (a QpassError when there is none)."""
+    from .registry import get_pass_class
+
+    at = next((i for i, s in enumerate(pipeline.steps) if getattr(s, "name", None) == after), None)
+    if at is None:
+        raise QpassError(f"--target needs --bits auto or a pipeline with the '{after}' pass ({pipeline_name} has "
+                         "none)")
+    pipeline.steps.insert(at + 1, get_pass_class(name)(**options))
 
 
 @dataclass

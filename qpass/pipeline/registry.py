@@ -24,6 +24,9 @@ PASSES: dict[str, str] = {
     "quantize_qdq": "qpass.passes.quantize_qdq:QuantizeQDQ",
     "fakequant": "qpass.passes.fakequant:FakeQuant",
     "bitwidth": "qpass.search.bitwidth_pass:Bitwidth",
+    "choose_ranges": "qpass.passes.range_choice:ChooseRanges",
+    "mixed_precision": "qpass.search.mixed_int8:MixedPrecision",
+    "quantize_dynamic": "qpass.passes.quantize_dynamic:QuantizeDynamic",
     # streamlining to integers
     "to_int_codes": "qpass.passes.integerize:ToIntCodes",
     "move_dequant": "qpass.passes.integerize:MoveDequant",

@@ -52,6 +52,19 @@ def _quantiser_rows(data: dict) -> str:
     return "".join(rows)
 
 
+def _layer_errors(rows: list | None) -> str:
+    """Per quantized activation: its own (isolated) error and the error accumulated up to it."""
+    if not rows:
+        return ""
+    esc = html.escape
+    body = "".join(f"<tr><td>{esc(r['tensor'])}</td><td>{esc(r['layer'])}</td><td>{esc(r['op'])}</td>"
+                   f"<td>{_fmt(r['isolated_sqnr_db'])}</td><td>{_fmt(r['accumulated_sqnr_db'])}</td></tr>" for r in rows)
+    return ("<h2>Per-layer error</h2><p>isolated: that quantizer alone, everything before it float; accumulated: "
+            "everything up to it quantized (SQNR against the float model, dB)</p><table id=\"layer_errors\"><tr>"
+            f"<th>tensor</th><th>layer</th><th>op</th><th>isolated SQNR dB</th><th>accumulated SQNR dB</th></tr>"
+            f"{body}</table>")
+
+
 def _histograms(data: dict) -> str:
     figures = []
     for q in data["quantisers"]:
@@ -118,6 +131,7 @@ def render(data: dict) -> str:
 <h2>Quantisers</h2>
 <table id="quantisers"><tr><th>layer</th><th>quantiser</th><th>role</th><th>format</th><th>bits</th><th>scale</th>
 <th>range</th><th>saturated</th><th>own SQNR dB</th><th>SQNR vs float dB</th></tr>{_quantiser_rows(data)}</table>
+{_layer_errors(data.get("layer_errors"))}
 {_integer_layers(data.get("integer_report"))}
 {_bitwidth(data.get("bitwidth"))}
 <h2>Histograms</h2><div id="plots">{_histograms(data)}</div>

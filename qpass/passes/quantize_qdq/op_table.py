@@ -77,11 +77,17 @@ class OpQuantizer:
             return "no float activation input"
         return None
 
+    #: the op's float kernel is about as fast as its integer one (elementwise, lookup tables, data movement): when
+    #: nothing quantized reads its outputs it runs in float on dequantized inputs (``rewrite._float_tail``), since
+    #: quantizing them would only add rounding before float ops (a LayerNorm's variance before its Sqrt)
+    float_output = True
+
     def mark(self, node: gs.Node, qc) -> str | None:
         for t in node.inputs:
             qc.want(t)
         for t in node.outputs:
-            qc.want(t)
+            if not (self.float_output and qc.read_as_float(t)):
+                qc.want(t)
         return None
 
     def quantize_constants(self, node: gs.Node, qc) -> None:
@@ -90,6 +96,13 @@ class OpQuantizer:
 
 class Linear(OpQuantizer):
     fusable_producer = True
+    float_output = False  # the integer kernel needs its output quantizer, except float_output_ops below
+    #: ops whose integer kernel can also write float (QGemm without y_scale, MatMulIntegerToFloat): as a graph
+    #: output their result stays float, so no 8-bit step is added where the model's answer is read
+    float_output_ops = ("Gemm", "MatMul")
+    #: readers onnxruntime fuses with a float-output MatMul into a float Gemm (MatMulAddFusion), losing the
+    #: integer kernel: with one of them the output keeps its quantizer
+    float_fusing_readers = ("Add",)
 
     def check(self, node):
         if len(node.inputs) < 2 or not all(is_float(t) for t in node.inputs[:2]):
@@ -106,7 +119,10 @@ class Linear(OpQuantizer):
         qc.want(node.inputs[0])
         if node.op == "MatMul" and not is_const(node.inputs[1]):
             qc.want(node.inputs[1])
-        qc.want(node.outputs[0])
+        y = node.outputs[0]
+        if not (node.op in self.float_output_ops and qc.read_as_float(y)
+                and not any(r.op in self.float_fusing_readers for r in y.outputs)):
+            qc.want(y)
         return None
 
     def quantize_constants(self, node, qc):
@@ -257,6 +273,11 @@ QUANTIZERS: dict[str, OpQuantizer] = {
     "LSTM": _REC, "GRU": _REC, "RNN": _REC,
     "HardSwish": HardSwish(), "Identity": Identity(),
 }
+
+
+#: ops whose output can be far weaker than their inputs (cancellation): quantize_qdq weighs its inputs' rounding
+#: noise against the output's power (``rewrite._cancellations``)
+CANCELLING = ("Add", "Sub")
 
 
 def default_op_types() -> list[str]:

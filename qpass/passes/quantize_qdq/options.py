@@ -34,6 +34,12 @@ class QuantizeQDQOptions:
     # activations whose calibrated range reaches this stay float: attention masks (-1e4, -3.4e38) and sentinels
     # would otherwise take every int8 step away from the real values
     max_range: float = 1e4
+    #: a graph output written by Gemm / MatMul stays float (onnxruntime's QGemm / MatMulIntegerToFloat write float
+    #: directly): the model's answer gets no 8-bit output step, at no cost in speed
+    float_outputs: bool = True
+    #: an Add / Sub whose output would keep less than this SQNR (dB) under its inputs' 8-bit rounding noise (a
+    #: decomposed LayerNorm's variance) runs in float with its inputs' cheap producers (None: never)
+    min_cancel_sqnr_db: float | None = 30.0
 
     def __post_init__(self):
         if self.activation_dtype not in ("int8", "uint8", "int16", "uint16"):

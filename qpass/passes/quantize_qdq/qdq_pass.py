@@ -23,7 +23,8 @@ class QuantizeQDQ(Pass):
         refuse_if_quantized(model, "quantize_qdq")
         if main_opset(model) < 13:
             raise PipelineError("quantize_qdq needs opset >= 13 (run 'normalize' first)")
-        ranges = ctx.analyses.get(Calibration, model).ranges
+        cal = ctx.analyses.get(Calibration, model)
+        ranges = _with_powers(cal)
         opts = guard.with_options(self.opts, target_cpu=resolve_target(self.opts.target_cpu))
         out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges,
                                                            getattr(ctx.inputs, "calibration_data", None))
@@ -62,6 +63,14 @@ class QuantizeQDQ(Pass):
             return out, plan, qc, note
         out, plan, qc = _quantize(model, ranges, guard.with_options(opts, avx2_remedy="uint8_offset"))
         return out, plan, qc, note + f" (> {opts.avx2_max_loss_db:g}): exact uint8+128 weights instead"
+
+
+def _with_powers(cal) -> dict:
+    """The calibrated ranges, carrying each tensor's mean power (``RangeTable.powers``) for the noise checks."""
+    from .rewrite import RangeTable
+
+    powers = {t: obs["minmax"].power() for t, obs in cal.observers.items() if "minmax" in obs and obs["minmax"].seen}
+    return RangeTable(cal.ranges, powers)
 
 
 def _quantize(model, ranges, opts):

@@ -7,15 +7,23 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnx_graphsurgeon as gs
 
-from qpass.formats.qdq_params import (AffineParams, activation_params, quantize, symmetric_weight_params,
+from qpass.formats.qdq_params import (INT_RANGES, AffineParams, activation_params, quantize, symmetric_weight_params,
                                       unit_grid_params)
 from qpass.ir.builder import GraphBuilder
-from .op_table import QUANTIZERS, FLOAT_DTYPES, Rewritten, clip_bounds, is_const, is_float
+from .op_table import CANCELLING, QUANTIZERS, FLOAT_DTYPES, Linear, Rewritten, clip_bounds, is_const, is_float
 from .plan import QuantPlan, float_reason, plan_quantization
 from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq, short
 from .weights import bias_codes, choose_weight, output_channels
 
 EIGHT_BIT = ("uint8", "int8")
+
+
+class RangeTable(dict):
+    """Calibrated (lo, hi) by tensor, with each tensor's mean power (``powers``) where the calibration kept it."""
+
+    def __init__(self, ranges: dict, powers: dict | None = None):
+        super().__init__(ranges)
+        self.powers = dict(powers or {})
 
 
 @dataclass
@@ -31,6 +39,7 @@ class QDQRewriter:
     missing_range: list = field(default_factory=list)
     huge_range: dict = field(default_factory=dict)
     encodings: dict = field(default_factory=dict)  # linear node name -> weight encoding
+    quantized: set = field(default_factory=set)  # names of the nodes planned for quantization
 
     def __post_init__(self):
         self.pool = ConstPool(self.b)
@@ -46,6 +55,13 @@ class QDQRewriter:
         if t is not None and t.name and t.name not in self._seen and is_float(t) and not is_const(t):
             self._seen.add(t.name)
             self.targets.append(t)
+
+    def read_as_float(self, t) -> bool:
+        """With ``float_outputs``: nothing quantized reads ``t`` (it is a graph output or only float ops read it)
+        and its value is not clipped by a fused activation, so an output quantizer would only add error."""
+        if not self.opts.float_outputs or t.name in self.params or not (t in self.graph.outputs or t.outputs):
+            return False
+        return not any(r.name in self.quantized for r in t.outputs)
 
     def is_target(self, t) -> bool:
         return t is not None and t.name in self._seen
@@ -191,7 +207,54 @@ def _rewrite_ops(graph: gs.Graph, b: GraphBuilder, ranges: dict, opts) -> dict:
     return ranges
 
 
+def _float_tail(qc: QDQRewriter, plan: QuantPlan, graph: gs.Graph) -> None:
+    """With ``float_outputs``: an op whose float kernel is as fast as its integer one (Sigmoid, Softmax, ...) and
+    whose outputs nothing quantized reads runs in float, on its dequantized input, so the model's answer gets no
+    8-bit step (a probability on QLinearSoftmax's 1/256 grid); repeated up the graph's tail."""
+    changed = qc.opts.float_outputs
+    while changed:
+        changed = False
+        for node in graph.nodes:
+            if node.name in qc.quantized and QUANTIZERS[node.op].float_output \
+                    and all(qc.read_as_float(t) for t in node.outputs):
+                qc.quantized.discard(node.name)
+                plan.float_reasons[node.name] = "float_outputs: only float ops read its output, its float kernel is as fast"
+                changed = True
+
+
+def _cancellations(qc: QDQRewriter, plan: QuantPlan, graph: gs.Graph, powers: dict) -> None:
+    """An Add / Sub whose output is far weaker than its quantized inputs (a variance as E[x^2] - E[x]^2, x - mean
+    in a decomposed LayerNorm) turns their rounding noise into its whole signal: where the noise the grids would
+    put there leaves less than ``min_cancel_sqnr_db`` of SQNR, the inputs' cheap producers (not linear layers,
+    whose integer kernels need their output quantizer) and the node itself run in float."""
+    min_db = qc.opts.min_cancel_sqnr_db
+    if min_db is None or not powers:
+        return
+    qmin, qmax = INT_RANGES[qc.opts.activation_dtype][:2]
+    for node in graph.nodes:
+        p_out = powers.get(node.outputs[0].name) if node.op in CANCELLING and node.outputs else None
+        if not p_out:
+            continue
+        fed = [t for t in node.inputs if not is_const(t) and t.name in qc.ranges and is_float(t)
+               and (node.name in qc.quantized or any(p.name in qc.quantized for p in t.inputs))]
+        noise = sum(((max(qc.ranges[t.name][1], 0.0) - min(qc.ranges[t.name][0], 0.0)) / (qmax - qmin)) ** 2 / 12
+                    for t in fed)
+        if not noise or 10 * np.log10(p_out / noise) >= min_db:
+            continue
+        why = (f"feeds a cancelling {node.op} ({node.name}): its 8-bit rounding noise would leave "
+               f"{10 * np.log10(p_out / noise):.1f} dB there")
+        for t in fed:
+            for p in t.inputs:
+                if p.name in qc.quantized and not isinstance(QUANTIZERS.get(p.op), Linear):
+                    qc.quantized.discard(p.name)
+                    plan.float_reasons[p.name] = why
+        if node.name in qc.quantized:
+            qc.quantized.discard(node.name)
+            plan.float_reasons[node.name] = why
+
+
 def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQRewriter]:
+    powers = getattr(ranges, "powers", {})
     b = GraphBuilder(graph)
     ranges = _rewrite_ops(graph, b, ranges, opts)
     plan = plan_quantization(graph, opts)
@@ -200,6 +263,9 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
     _fuse_activations(qc, plan, by_name)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     qset = {n for n in plan.nodes if n not in plan.fused_activations}
+    qc.quantized = qset
+    _float_tail(qc, plan, graph)
+    _cancellations(qc, plan, graph, powers)
     quantized = [n for n in graph.nodes if n.name in qset]
     for node in quantized:
         reason = QUANTIZERS[node.op].mark(node, qc)

@@ -137,9 +137,26 @@ def _b_bounds(a, b, bi):
     return _act_bound(a), bmax, const_b
 
 
+def _q_or_float(fc: FusionContext, node: NodeInfo):
+    """The output Q of a Gemm / MatMul, or None when nothing quantizes its output: onnxruntime then runs QGemm
+    with float output / MatMulIntegerToFloat, y = f32(f32(acc) * f32(sa * sb)) (a QGemm's int32 bias in acc)."""
+    q = fc.q_out(node)
+    if isinstance(q, str) and len([o for o in node.outputs if o]) == 1 and (
+            q.startswith("its float output is a graph output") or q.startswith("its output does not go only")):
+        cons = fc.consumers.get(node.outputs[0], [])
+        if not any(c.op_type == "QuantizeLinear" for c in cons):
+            return None
+    return need(q)
+
+
+def _float_out(ex, name: str, kind: str, acc: np.ndarray, scale: np.ndarray) -> np.ndarray:
+    ex.record(name, kind, outputs=acc.size)
+    return (acc.astype(F32) * scale.astype(F32)).astype(F32)
+
+
 @fuser("Gemm")
 def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
-    q = need(fc.q_out(node))
+    q = _q_or_float(fc, node)
     a = act_dq(fc, node.inputs[0], "A")
     bdq = need(fc.dq(node.inputs[1]), "B")
     trans_a, trans_b = int(node.attr("transA", 0)), int(node.attr("transB", 0))
@@ -151,7 +168,7 @@ def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
     bias = None
     if node.has_input(2):
         bias = bias_codes(fc, node, 2, (a.s() * s_b).astype(F32), s_b.size)
-    mult = (s_in / q.scale).astype(F32)
+    mult = s_in if q is None else (s_in / q.scale).astype(F32)
     za = a.z()
     name = node.name
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
@@ -167,19 +184,23 @@ def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
         else:
             bv = bc(dt)
         acc, counts = accumulate(ex, av[None], bv[None], None if bias is None else bias[None], amax, bmax)
+        if q is None:
+            return _float_out(ex, name, "QGemm", acc[0], mult)
         return requant(ex, name, "QGemm", acc[0], mult, q, counts)
 
+    if q is None:
+        return FusedOp("QGemm", node.name, "", inputs, node.outputs[0], compute)
     return FusedOp("QGemm", node.name, q.node, inputs, q.output, compute)
 
 
 @fuser("MatMul")
 def fuse_matmul(fc: FusionContext, node: NodeInfo) -> FusedOp:
-    q = need(fc.q_out(node))
+    q = _q_or_float(fc, node)
     a = act_dq(fc, node.inputs[0], "A")
     bdq = need(fc.dq(node.inputs[1]), "B")
     const = bdq.const_codes is not None and bdq.const_codes.ndim == 2
     b, bi, s_b = _b_operand(fc, node, bdq.const_codes if const else None, False)
-    mult = ((a.s() * s_b).astype(F32) / q.scale).astype(F32)
+    mult = (a.s() * s_b).astype(F32) if q is None else ((a.s() * s_b).astype(F32) / q.scale).astype(F32)
     za = a.z()
     name = node.name
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
@@ -201,6 +222,10 @@ def fuse_matmul(fc: FusionContext, node: NodeInfo) -> FusedOp:
             b3 = np.broadcast_to(bv, batch + bv.shape[-2:]).reshape((-1,) + bv.shape[-2:])
             acc, counts = accumulate(ex, a3, b3, None, amax, bmax)
             acc = acc.reshape(batch + (av.shape[-2], bv.shape[-1]))
+        if q is None:
+            return _float_out(ex, name, "MatMulIntegerToFloat", acc, mult)
         return requant(ex, name, "QLinearMatMul", acc, mult, q, counts)
 
+    if q is None:
+        return FusedOp("MatMulIntegerToFloat", node.name, "", inputs, node.outputs[0], compute)
     return FusedOp("QLinearMatMul", node.name, q.node, inputs, q.output, compute)

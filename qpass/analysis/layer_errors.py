@@ -1,0 +1,114 @@
+"""Per-layer error of a QDQ model against its float model: what onnxruntime's ``qdq_loss_debug`` makes users
+assemble by hand, for every quantized activation tensor (a QuantizeLinear -> DequantizeLinear pair):
+
+- ``isolated_sqnr_db``: that quantizer alone, everything before it float: the float model's tensor against the same
+  values put on this quantizer's grid;
+- ``accumulated_sqnr_db``: everything up to it quantized: the float model's tensor against the dequantized tensor
+  of the quantized model (onnxruntime, graph optimizations off, so every tensor is there).
+
+The gap between the two says whether a layer is bad by itself (its own range or grid) or inherits error from
+upstream. Both are SQNR over all the samples given (at most ``max_samples``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qpass.analysis.metrics import sqnr_db
+from qpass.ir.graph import consumers, elem_types, producers
+from qpass.ir.ort_session import make_session, run_samples
+
+#: samples the per-layer errors are measured on (the first ones of the evaluation or calibration set)
+MAX_SAMPLES = 32
+
+
+def activation_pairs(model: onnx.ModelProto) -> list[dict]:
+    """Every QuantizeLinear of an activation followed by a DequantizeLinear: tensor (the DQ output, the float
+    model's name for it), the producing layer, scale, zero point."""
+    inits = {i.name: i for i in model.graph.initializer}
+    readers = consumers(model.graph)
+    prod = producers(model.graph)
+    out = []
+    for n in model.graph.node:
+        if n.op_type != "QuantizeLinear" or n.input[0] in inits or len(n.input) < 3:
+            continue
+        dq = next((c for c in readers.get(n.output[0], []) if c.op_type == "DequantizeLinear"), None)
+        if dq is None or n.input[1] not in inits or n.input[2] not in inits:
+            continue
+        scale = numpy_helper.to_array(inits[n.input[1]])
+        zp = numpy_helper.to_array(inits[n.input[2]])
+        if np.ndim(scale) != 0:
+            continue
+        src = prod.get(n.input[0])
+        out.append({"tensor": dq.output[0], "quantized": dq.output[0], "layer": src.name if src else "(input)",
+                    "op": src.op_type if src else "input", "scale": float(scale), "zero_point": int(zp),
+                    "dtype": zp.dtype})
+    return out
+
+
+def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output}
+    types = elem_types(model)
+    for t in names:
+        if t not in have:
+            m.graph.output.append(onnx.helper.make_tensor_value_info(t, types.get(t, onnx.TensorProto.FLOAT), None))
+    return m
+
+
+def _on_grid(x: np.ndarray, p: dict) -> np.ndarray:
+    info = np.iinfo(p["dtype"])
+    q = np.clip(np.rint(np.asarray(x, np.float64) / p["scale"]) + p["zero_point"], info.min, info.max)
+    return (q - p["zero_point"]) * np.float64(np.float32(p["scale"]))
+
+
+def layer_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples,
+                 max_samples: int = MAX_SAMPLES) -> list[dict]:
+    """One entry per quantized activation tensor found in both models, graph order."""
+    pairs = activation_pairs(quant_model)
+    have = set(elem_types(float_model)) | {o for n in float_model.graph.node for o in n.output}
+    pairs = [p for p in pairs if p["tensor"] in have]
+    if not pairs or samples is None:
+        return []
+    if len(samples) > max_samples:
+        samples = samples.subset(np.arange(max_samples))
+    names = list(dict.fromkeys(p["tensor"] for p in pairs))
+    fm = _with_outputs(float_model, names)
+    ref = run_samples(fm, samples, outputs=names, sess=make_session(fm, optimize=False))
+    qm = _with_outputs(quant_model, names)
+    got = run_samples(qm, samples, outputs=names, sess=make_session(qm, optimize=False))
+    out = []
+    for p in pairs:
+        r, q = ref[p["tensor"]], got[p["tensor"]]
+        if r.shape != q.shape:
+            continue
+        out.append({"tensor": p["tensor"], "layer": p["layer"], "op": p["op"],
+                    "isolated_sqnr_db": _round(sqnr_db(r, _on_grid(r, p))),
+                    "accumulated_sqnr_db": _round(sqnr_db(r, q))})
+    return out
+
+
+def _round(v: float) -> float | None:
+    return round(float(v), 3) if np.isfinite(v) else None
+
+
+def worst(errors: list[dict], k: int = 5, key: str = "isolated_sqnr_db") -> list[dict]:
+    """The ``k`` entries with the lowest ``key`` SQNR (exact ones, None, last)."""
+    return sorted(errors, key=lambda e: (e[key] is None, e[key] if e[key] is not None else 0.0))[:k]
+
+
+def worst_lines(errors: list[dict], samples: int, k: int = 5) -> list[str]:
+    if not errors:
+        return []
+    lines = [f"worst {min(k, len(errors))} of {len(errors)} quantized tensors by own error ({samples} samples; "
+             f"isolated = that quantizer alone, accumulated = everything up to it):"]
+    for e in worst(errors, k):
+        iso, acc = e["isolated_sqnr_db"], e["accumulated_sqnr_db"]
+        lines.append(f"  {e['tensor'][:48]:<49}{e['op'][:14]:<15}isolated {_db(iso)}  accumulated {_db(acc)}")
+    return lines
+
+
+def _db(v) -> str:
+    return f"{v:6.1f} dB" if v is not None else "  exact  "

@@ -1,0 +1,139 @@
+"""The choose_ranges pass: per activation tensor that ``quantize_qdq`` will quantize, the clipping range (min/max,
+percentile, entropy, MSE, shrunken min/max) whose quantization least disturbs the output of the layers reading it
+(``qpass.analysis.range_choice``). It rewrites the ``Calibration`` ranges; the graph is unchanged.
+
+Needs the calibrate pass to have kept a histogram (``method: [minmax, percentile]``, as the default pipeline does);
+without one only the min/max-derived candidates are tried.
+"""
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qpass.analysis.calibrators import HistogramObserver
+from qpass.analysis.range_choice import ConsumerRunner, choose_range, histogram_candidates
+from qpass.analysis.metrics import sqnr_db
+from qpass.ir.graph import from_gs, to_gs
+from qpass.ir.ort_session import make_session, run_samples
+from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
+from qpass.pipeline.pass_base import Pass, PassResult
+from .calibrate import _with_outputs
+from .quantize_qdq import QuantizeQDQOptions, quantize_graph
+
+
+@dataclass
+class ChooseRangesOptions:
+    #: candidate families besides min/max
+    #: candidate families besides min/max: percentile, shrink (min/max * 0.9 ... 0.5), entropy, mse (the last two
+    #: cost a second or more per tensor on 2048-bin histograms)
+    methods: list = field(default_factory=lambda: ["percentile", "shrink"])
+    activation_dtype: str = "uint8"  # the grid quantize_qdq will use
+    max_samples: int = 32  # calibration samples the consumers are run on
+    max_bytes: int = 256 * 2**20  # captured float values, all samples together
+    #: keep min/max unless a candidate lowers the consumer-output error by this fraction
+    min_gain: float = 0.02
+    threads: int = 1
+    #: keep the chosen ranges only if the whole model's output SQNR on the calibration samples not used for the
+    #: choice is higher than with min/max everywhere (False: always keep them)
+    verify: bool = True
+    max_check_samples: int = 64
+    #: stop choosing after this many seconds (the remaining tensors keep min/max)
+    max_seconds: float = 60.0
+
+
+def quantized_tensors(model, ranges: dict, dtype: str) -> list[str]:
+    """The activation tensors quantize_qdq gives their own parameters from a calibrated range, graph order."""
+    _, qc = quantize_graph(to_gs(model), ranges, QuantizeQDQOptions(activation_dtype=dtype))
+    own = [t.name for t in qc.targets if t.name not in qc.shared_from and t.name in qc.params]
+    fixed = {k for k, p in qc.params.items() if np.ndim(p.scale) == 0 and float(p.scale) == 1 / 256
+             and k not in ranges}
+    return [t for t in own if t in ranges and t not in fixed and ranges[t][1] > ranges[t][0]]
+
+
+class ChooseRanges(Pass):
+    name = "choose_ranges"
+    inputs = ("calibration_data",)
+    requires = (Calibration,)
+    preserves = PRESERVES_ALL  # rewrites the Calibration ranges in place (put), the graph is unchanged
+    Options = ChooseRangesOptions
+
+    def run(self, model, ctx):
+        cal = ctx.analyses.get(Calibration, model)
+        o = self.opts
+        tensors = quantized_tensors(model, cal.ranges, o.activation_dtype)
+        if not tensors:
+            return PassResult(model, False, ["no calibrated tensor to choose a range for"])
+        runner = ConsumerRunner(model, ctx.analyses.get(TensorTypes, model).types, o.threads)
+        needed = list(dict.fromkeys(tensors + [x for t in tensors for n in runner.readers.get(t, [])
+                                               for x in n.input if x and x not in runner.inits]))
+        values, used = self._capture(model, ctx, needed)
+        ranges = dict(cal.ranges)
+        choices = []
+        start = time.perf_counter()
+        for t in tensors:
+            if time.perf_counter() - start > o.max_seconds:
+                break
+            hist = next((ob for ob in cal.observers.get(t, {}).values() if isinstance(ob, HistogramObserver)), None)
+            lo, hi = cal.ranges[t]
+            cands = histogram_candidates(lo, hi, hist, 8, tuple(o.methods))
+            c = choose_range(runner, t, cands, values, o.activation_dtype, o.min_gain)
+            ranges[t] = c.range if c.method != "minmax" else cal.ranges[t]
+            choices.append(c)
+        moved = [c for c in choices if c.method != "minmax"]
+        check = self._verify(model, ctx, cal.ranges, ranges, used) if moved and o.verify else None
+        kept = check is None or check[1] > check[0]
+        ctx.analyses.put(Calibration(ranges if kept else dict(cal.ranges), cal.observers))
+        ctx.report.results["range_choice"] = {
+            "samples": len(values), "kept": kept,
+            "check_sqnr_db": None if check is None else {"minmax": check[0], "chosen": check[1]},
+            "tensors": {c.tensor: {"method": c.method, "range": list(c.range), "consumer_error": c.error,
+                                   "minmax_error": c.minmax_error, "gain_db": round(c.gain_db, 3)}
+                        for c in choices}}
+        by = Counter(c.method.split("*")[0].split(" ")[0] for c in moved)
+        notes = [f"{len(moved)} of {len(choices)} tensors off min/max on {len(values)} samples"
+                 + (f" ({', '.join(f'{k} x{v}' for k, v in sorted(by.items()))}); consumer-output error "
+                    f"{np.mean([c.gain_db for c in moved]):.2f} dB lower on average there" if moved else "")]
+        if len(choices) < len(tensors):
+            notes.append(f"time budget ({o.max_seconds:g} s) spent: {len(tensors) - len(choices)} tensors keep min/max")
+        if check is not None:
+            notes.append(f"output SQNR on {check[2]} other calibration samples: min/max {check[0]:.2f} dB, chosen "
+                         f"{check[1]:.2f} dB: {'chosen ranges kept' if kept else 'min/max kept'}")
+        return PassResult(model, False, notes)
+
+    def _verify(self, model, ctx, base: dict, chosen: dict, used) -> tuple[float, float, int]:
+        """(output SQNR with ``base`` ranges, with ``chosen``, samples): on calibration samples the choice did not
+        see (all of them when it saw every one), quantized as quantize_qdq does by default."""
+        samples = ctx.inputs.calibration_data
+        held = np.setdiff1d(np.arange(len(samples)), used)
+        held = (held if held.size else np.arange(len(samples)))[:self.opts.max_check_samples]
+        sub = samples.subset(held)
+        ref = run_samples(model, sub, self.opts.threads)
+        opts = QuantizeQDQOptions(activation_dtype=self.opts.activation_dtype)
+        out = []
+        for r in (base, chosen):
+            g = to_gs(model)
+            quantize_graph(g, r, opts)
+            got = run_samples(from_gs(g, model), sub, self.opts.threads)
+            out.append(float(np.mean([sqnr_db(ref[k], got[k]) for k in ref if ref[k].dtype.kind == "f"] or [0.0])))
+        return out[0], out[1], len(held)
+
+    def _capture(self, model, ctx, names: list[str]) -> tuple[list[dict], np.ndarray]:
+        """(per-sample dicts of the float values of ``names`` and the inputs, within ``max_bytes``; the sample
+        indices)."""
+        samples = ctx.inputs.calibration_data
+        types = ctx.analyses.get(TensorTypes, model).types
+        typed = [n for n in names if n in types]
+        aug = _with_outputs(model, typed, [n for n in names if n not in types], types)
+        sess = make_session(aug, self.opts.threads, optimize=False)
+        feeds_names = [i.name for i in sess.get_outputs()]
+        first = run_samples(aug, samples.subset(np.arange(1)), outputs=feeds_names, sess=sess)
+        per = sum(a.nbytes for a in first.values()) or 1
+        k = int(max(1, min(self.opts.max_samples, len(samples), self.opts.max_bytes // per)))
+        idx = np.unique(np.linspace(0, len(samples) - 1, k).round().astype(int))
+        sub = samples.subset(idx)
+        got = run_samples(aug, sub, outputs=feeds_names, sess=sess)
+        out = [{**feed, **{n: got[n][i] for n in feeds_names}} for i, feed in enumerate(sub.feeds())]
+        return out, idx

@@ -1,0 +1,57 @@
+"""Issue 13: the per-layer error report (isolated: that quantizer alone; accumulated: everything up to it)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import qpass
+from qpass.analysis.layer_errors import layer_errors, worst
+from qpass.analysis.metrics import sqnr_db
+from qpass.ir.ort_session import run_samples
+from qpass.ir.samples import load_samples
+
+from conftest import MODELS
+
+
+@pytest.fixture(scope="module")
+def rescnn():
+    res = qpass.optimize(MODELS / "digits_rescnn.onnx", calib=MODELS / "digits_rescnn.calib.npz")
+    samples = load_samples(MODELS / "digits_rescnn.calib.npz", res.model)
+    return res, samples
+
+
+def test_isolated_and_accumulated_errors(rescnn):
+    res, samples = rescnn
+    fm = qpass.api.float_model(res)
+    errs = layer_errors(fm, res.model, samples)
+    assert len(errs) >= 6
+    for e in errs:
+        assert e["isolated_sqnr_db"] is not None and 25 < e["isolated_sqnr_db"] < 80
+    # error accumulates: past the first layer, everything before adds to a tensor's own error
+    deep = [e for e in errs if e["layer"].startswith("/block2")]
+    assert deep and all(e["accumulated_sqnr_db"] < e["isolated_sqnr_db"] for e in deep)
+    # the last accumulated figure bounds the model output's SQNR from above (the head only adds error)
+    ref = run_samples(fm, samples.subset(np.arange(32)))["logits"]
+    out = run_samples(res.model, samples.subset(np.arange(32)))["logits"]
+    assert sqnr_db(ref, out) < max(e["accumulated_sqnr_db"] for e in errs)
+    w = worst(errs, 5)
+    assert len(w) == 5 and w[0]["isolated_sqnr_db"] == min(e["isolated_sqnr_db"] for e in errs)
+
+
+def test_report_json_html_and_terminal_name_them(tmp_path):
+    out = tmp_path / "o.onnx"
+    rep = tmp_path / "r.html"
+    p = subprocess.run([sys.executable, "-m", "qpass.cli", "optimize", str(MODELS / "digits_cnn.onnx"), "-o", str(out),
+                        "--report", str(rep)], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith("worst 5 of"))
+    named = [line.split()[0] for line in lines[i + 1:i + 6]]
+    data = json.loads((tmp_path / "r.json").read_text())
+    rows = data["layer_errors"]
+    assert {r["tensor"] for r in rows} >= set(named)
+    assert named == [r["tensor"] for r in worst(rows, 5)]
+    html = rep.read_text()
+    assert 'id="layer_errors"' in html and all(n in html for n in named)
