@@ -1,0 +1,18 @@
+"""RTL backend: synthesizable SystemVerilog for the dataflow partitions of a streamlined model, from the same
+hardware layers, folding and FIFO sizing as the HLS backend (``qpass.hw``), with a cocotb + Verilator testbench per
+partition and yosys synthesis.
+
+    from qpass.backends import rtl
+    out = rtl.export(qonnx_model(res), "out/cnn_rtl", samples="models/digits_cnn.eval.npz")
+    sim = rtl.simulate(out.partitions[0])          # Verilator: mismatches, cycles/frame, latency, FIFO occupancy
+
+Modules: ``exporter`` (export), ``top`` (the partition's top module and its wiring), ``instances`` (the library
+module and parameters of each hardware layer kind), ``memfiles`` ($readmemh files), ``sim`` (Verilator + cocotb),
+``synth`` (yosys), ``hdl/`` (the layer library, the cocotb testbench and its runner).
+"""
+from __future__ import annotations
+
+from qpass.backends.rtl.exporter import RtlExport, RtlPartition, export
+from qpass.backends.rtl.sim import SimResult, simulate
+
+__all__ = ["export", "RtlExport", "RtlPartition", "simulate", "SimResult"]

@@ -1,0 +1,99 @@
+"""The RTL instance of each hardware layer kind: which library module (``hdl/qpass_layers.sv``) with which
+parameters and ``$readmemh`` files; ``INSTANCES`` maps a ``qpass.hw.kinds`` name to its builder."""
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+import numpy as np
+
+from qpass.errors import QpassError
+from qpass.hw.dataflow_graph import DataflowGraph, HwLayer
+from qpass.hw.inttype import IntType
+from .memfiles import hex_words, signed_width
+
+
+@dataclass
+class Instance:
+    """One module instance: ``ports`` are the stream port prefixes by input port (``<p>_data/_valid/_ready``),
+    the output is ``out``; ``mems`` the $readmemh files it reads (name -> text)."""
+
+    module: str
+    params: list[tuple[str, object]]
+    ports: list[str] = field(default_factory=lambda: ["in"])
+    mems: dict[str, str] = field(default_factory=dict)
+
+
+class UnsupportedLayer(QpassError):
+    """A hardware layer kind the RTL backend has no module for."""
+
+
+def _types(dg: DataflowGraph, l: HwLayer) -> tuple[list[IntType], IntType]:
+    return [dg.streams[s].dtype for s in l.inputs], dg.streams[l.output].dtype
+
+
+def is_bipolar(t: IntType, values: np.ndarray | None = None) -> bool:
+    """A type (or constant table) holding only -1 and +1 codes, coded in one bit by the XNOR datapath."""
+    if values is not None:
+        return bool(np.all(np.abs(values) == 1))
+    return t.signed and t.bits <= 2
+
+
+def mvtu(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ti,), to = _types(dg, l)
+    w = np.asarray(p["weights"], np.int64)
+    mh, mw = w.shape
+    pe, simd = L.pe, L.simd
+    nf, sf = mh // pe, mw // simd
+    acc: IntType = p["acc_type"]
+    ab = acc.bits + 1
+    wt: IntType = p["w_type"]
+    xnor = bool(p.get("bipolar_input")) and is_bipolar(wt, w)
+    wb = 1 if xnor else wt.bits
+    wcode = (w > 0).astype(np.int64) if xnor else w
+    tiles = wcode.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+    mems = {f"{ident}_w.mem": hex_words(tiles, wb)}
+    params = [("MW", mw), ("MH", mh), ("SIMD", simd), ("PE", pe), ("IB", 1 if xnor else ti.bits),
+              ("I_SIGNED", int(ti.signed)), ("WB", wb), ("W_SIGNED", int(wt.signed)), ("AB", ab), ("OB", to.bits)]
+    nt, tb = 0, 1
+    if "thresholds" in p:
+        lo, hi = acc.lo(), acc.hi()
+        thr = np.clip(np.asarray(p["thresholds"], np.int64), lo, hi + 1)
+        nt, tb = thr.shape[1], signed_width(int(thr.min()), int(thr.max()))
+        mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
+        params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
+    params += [("NT", nt), ("TB", tb), ("XNOR", int(xnor)), ("USE_DSP", int(L.res_type == "dsp")),
+               ("WFILE", f'"{ident}_w.mem"'), ("TFILE", f'"{ident}_t.mem"')]
+    return Instance("qp_mvtu", params, mems=mems)
+
+
+def swg(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ti,), _ = _types(dg, l)
+    return Instance("qp_swg", [
+        ("C", p["channels"]), ("SIMD", L.simd), ("IH", p["ifm"][0]), ("IW", p["ifm"][1]), ("KH", p["kernel"][0]),
+        ("KW", p["kernel"][1]), ("SH", p["stride"][0]), ("SW", p["stride"][1]), ("PAD", p["pad"]),
+        ("DEPTHWISE", int(bool(p["depthwise"]))), ("EB", ti.bits), ("PADV", int(p["pad_value"]))])
+
+
+def maxpool(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ti,), _ = _types(dg, l)
+    return Instance("qp_maxpool", [
+        ("C", p["channels"]), ("PE", L.pe), ("IH", p["ifm"][0]), ("IW", p["ifm"][1]), ("KH", p["kernel"][0]),
+        ("KW", p["kernel"][1]), ("EB", ti.bits), ("SIGNED", int(ti.signed))])
+
+
+INSTANCES: Mapping[str, Callable[[DataflowGraph, HwLayer, str], Instance]] = MappingProxyType({
+    "mvtu": mvtu, "swg": swg, "maxpool": maxpool,
+})
+
+
+def instance(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    fn = INSTANCES.get(l.kind)
+    if fn is None:
+        raise UnsupportedLayer(f"{l.name}: the RTL backend has no module for hardware layer kind {l.kind!r} yet "
+                               f"(supported: {', '.join(sorted(INSTANCES))})")
+    return fn(dg, l, ident)

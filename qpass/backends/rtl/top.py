@@ -1,0 +1,216 @@
+"""The top module of one partition: AXI-Stream ports (TDATA/TVALID/TREADY/TLAST, one word of FOLD packed
+elements per beat), one library-module instance per hardware layer, and per stream edge a fork (several readers),
+a FIFO of the computed depth (in producer words) and a data-width converter where producer and consumer words
+differ."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from qpass.hw.dataflow_graph import DataflowGraph, c_ident
+from qpass.hw.inttype import IntType
+from .instances import Instance, instance
+
+
+@dataclass
+class Port:
+    """A top-level AXI-Stream port: the stream of tensor ``tensor``, ``fold`` elements per word."""
+
+    name: str
+    tensor: str
+    elems: int
+    fold: int
+    dtype: IntType
+    order: np.ndarray
+
+    @property
+    def words(self) -> int:
+        return self.elems // self.fold
+
+    @property
+    def word_bits(self) -> int:
+        return self.fold * self.dtype.bits
+
+    def meta(self) -> dict:
+        return {"name": self.name, "tensor": self.tensor, "elems": self.elems, "fold": self.fold,
+                "words": self.words, "bits": self.dtype.bits, "signed": self.dtype.signed,
+                "word_bits": self.word_bits}
+
+
+@dataclass
+class Fifo:
+    name: str  # instance name
+    width: int
+    depth: int
+    edge: tuple[str, str, int]  # (producer or <input>, consumer or output port, port)
+
+
+@dataclass
+class TopModule:
+    name: str
+    inputs: list[Port]
+    outputs: list[Port]
+    text: str
+    mems: dict[str, str]
+    fifos: list[Fifo]
+    idents: dict[str, str]  # layer name -> instance name
+    instances: dict[str, Instance] = field(default_factory=dict)
+
+
+class _Net:
+    def __init__(self):
+        self.decls: list[str] = []
+        self.body: list[str] = []
+        self.taken: set[str] = set()
+        self.fifos: list[Fifo] = []
+
+    def stream(self, base: str, bits: int) -> str:
+        n = c_ident(base, self.taken)
+        self.decls.append(f"  logic [{bits - 1}:0] {n}_data;\n  logic {n}_valid, {n}_ready;")
+        return n
+
+    def connect(self, a: str, b: str) -> None:
+        """a (a source endpoint) drives b (a sink endpoint)."""
+        self.body.append(f"  assign {b}_data = {a}_data;\n  assign {b}_valid = {a}_valid;\n"
+                         f"  assign {a}_ready = {b}_ready;")
+
+
+def _inst(module: str, name: str, params: list[tuple[str, object]], ports: list[tuple[str, str]]) -> str:
+    ps = ",\n".join(f"    .{k}({v})" for k, v in params)
+    conns = ",\n".join(f"    .{k}({v})" for k, v in ports)
+    return f"  {module} #(\n{ps}\n  ) {name} (\n{conns}\n  );"
+
+
+def _sio(prefix: str, ep: str) -> list[tuple[str, str]]:
+    return [(f"{prefix}_data", f"{ep}_data"), (f"{prefix}_valid", f"{ep}_valid"), (f"{prefix}_ready", f"{ep}_ready")]
+
+
+def _clk() -> list[tuple[str, str]]:
+    return [("clk", "clk"), ("rst", "rst")]
+
+
+def _edge(net: _Net, src: str, dst: str, eb: int, src_fold: int, dst_fold: int, depth: int, edge) -> None:
+    """src endpoint (src_fold elements per word) -> FIFO(depth) -> width converter -> dst endpoint."""
+    w = eb * src_fold
+    f = net.stream(f"{dst}_q", w)
+    name = c_ident(f"fifo_{dst}", net.taken)
+    net.fifos.append(Fifo(name, w, depth, edge))
+    net.body.append(_inst("qp_fifo", name, [("W", w), ("D", depth)], _clk() + _sio("in", src) + _sio("out", f)))
+    if src_fold == dst_fold:
+        net.connect(f, dst)
+        return
+    if dst_fold % src_fold == 0 or src_fold % dst_fold == 0:
+        mod = "qp_dwc_up" if dst_fold > src_fold else "qp_dwc_down"
+        net.body.append(_inst(mod, c_ident(f"dwc_{dst}", net.taken), [("IN", src_fold), ("OUT", dst_fold), ("EB", eb)],
+                              _clk() + _sio("in", f) + _sio("out", dst)))
+        return
+    g = int(np.gcd(src_fold, dst_fold))
+    mid = net.stream(f"{dst}_mid", eb * g)
+    net.body.append(_inst("qp_dwc_down", c_ident(f"dwc_{dst}_a", net.taken), [("IN", src_fold), ("OUT", g), ("EB", eb)],
+                          _clk() + _sio("in", f) + _sio("out", mid)))
+    net.body.append(_inst("qp_dwc_up", c_ident(f"dwc_{dst}_b", net.taken), [("IN", g), ("OUT", dst_fold), ("EB", eb)],
+                          _clk() + _sio("in", mid) + _sio("out", dst)))
+
+
+def _ports(dg: DataflowGraph) -> tuple[list[Port], list[Port]]:
+    ins, outs = [], []
+    for k, sname in enumerate(dg.inputs):
+        s = dg.streams[sname]
+        fold = next((dg.layer(l).in_fold[p] for l, p in s.consumers), 1)
+        ins.append(Port(f"in{k}", s.tensor, s.elems, fold, s.dtype, s.order))
+    for k, (tensor, sname) in enumerate(dg.outputs):
+        s = dg.streams[sname]
+        outs.append(Port(f"out{k}", tensor, s.elems, dg.layer(s.producer).out_fold, s.dtype, dg.output_orders[tensor]))
+    return ins, outs
+
+
+def generate(dg: DataflowGraph, depths: dict, name: str) -> TopModule:
+    """The top module of a folded partition (``dg`` after ``qpass.hw.design.fold``), FIFO depths from
+    ``qpass.hw.design.fifo_depths``."""
+    net = _Net()
+    net.taken |= {"clk", "rst", "ap_clk", "ap_rst_n"}
+    ins, outs = _ports(dg)
+    idents = {l.name: c_ident(l.name, net.taken) for l in dg.layers}
+    insts = {}
+    mems: dict[str, str] = {}
+    eps: dict[tuple[str, int], str] = {}  # (layer, input port) -> endpoint; (layer, -1) -> its output
+    # layer instances
+    for l in dg.layers:
+        ident = idents[l.name]
+        inst = instance(dg, l, ident)
+        insts[l.name] = inst
+        mems.update(inst.mems)
+        in_eps = [net.stream(f"{ident}_in{k}", dg.streams[s].dtype.bits * l.in_fold[k]) for k, s in enumerate(l.inputs)]
+        out_ep = net.stream(f"{ident}_out", dg.streams[l.output].dtype.bits * l.out_fold)
+        eps.update({(l.name, k): ep for k, ep in enumerate(in_eps)})
+        eps[(l.name, -1)] = out_ep
+        conns = _clk() + [c for pfx, ep in zip(inst.ports, in_eps) for c in _sio(pfx, ep)] + _sio("out", out_ep)
+        net.body.append(f"  // {l.name} ({l.layer.kind}, PE={l.layer.fold[0]}, SIMD={l.layer.fold[1]}, "
+                        f"{l.layer.cycles()} cycles/frame): {', '.join(l.nodes)}")
+        net.body.append(_inst(inst.module, f"u_{ident}", inst.params, conns))
+    # AXI-Stream ports
+    for p in ins:
+        net.taken.add(p.name)
+        net.decls.append(f"  logic [{p.word_bits - 1}:0] {p.name}_data;\n  logic {p.name}_valid, {p.name}_ready;")
+        net.body.append(f"  assign {p.name}_data = {p.name}_tdata;\n  assign {p.name}_valid = {p.name}_tvalid;\n"
+                        f"  assign {p.name}_tready = {p.name}_ready;")
+    out_eps = {}
+    for p in outs:
+        ep = net.stream(f"{p.name}_s", p.word_bits)
+        out_eps.setdefault(dict(dg.outputs)[p.tensor], []).append((p, ep))
+        net.body.append(f"  assign {p.name}_tdata = {ep}_data;\n  assign {p.name}_tvalid = {ep}_valid;\n"
+                        f"  assign {ep}_ready = {p.name}_tready;")
+        net.body.append(f"  qp_tlast #(.WORDS({p.words})) u_{p.name}_tlast (.clk(clk), .rst(rst), "
+                        f".fire({p.name}_tvalid && {p.name}_tready), .last({p.name}_tlast));")
+    # stream edges
+    for sname, s in dg.streams.items():
+        eb = s.dtype.bits
+        if s.producer is None:
+            port = ins[dg.inputs.index(sname)]
+            src, src_fold, prod = port.name, port.fold, "<input>"
+        else:
+            src, src_fold, prod = eps[(s.producer, -1)], dg.layer(s.producer).out_fold, s.producer
+        targets = [(eps[(l, k)], dg.layer(l).in_fold[k], int(depths.get((prod, l, k), 2)), (prod, l, k))
+                   for l, k in s.consumers]
+        targets += [(ep, p.fold, 2, (prod, p.name, 0)) for p, ep in out_eps.get(sname, [])]
+        if len(targets) == 1:
+            dst, fold, d, edge = targets[0]
+            _edge(net, src, dst, eb, src_fold, fold, max(2, d), edge)
+            continue
+        n = len(targets)
+        w = eb * src_fold
+        fk = c_ident(f"fork_{src}", net.taken)
+        net.decls.append(f"  logic [{n * w - 1}:0] {fk}_data;\n  logic [{n - 1}:0] {fk}_valid, {fk}_ready;")
+        net.body.append(_inst("qp_fork", f"u_{fk}", [("W", w), ("N", n)],
+                              _sio("in", src) + _sio("out", fk)))
+        for i, (dst, fold, d, edge) in enumerate(targets):
+            br = net.stream(f"{fk}_{i}", w)
+            net.body.append(f"  assign {br}_data = {fk}_data[{i * w} +: {w}];\n  assign {br}_valid = {fk}_valid[{i}];\n"
+                            f"  assign {fk}_ready[{i}] = {br}_ready;")
+            _edge(net, br, dst, eb, src_fold, fold, max(2, d), edge)
+    ports = ["  input  logic ap_clk", "  input  logic ap_rst_n"]
+    for p in ins:
+        ports += [f"  input  logic [{p.word_bits - 1}:0] {p.name}_tdata", f"  input  logic {p.name}_tvalid",
+                  f"  output logic {p.name}_tready", f"  input  logic {p.name}_tlast"]
+    for p in outs:
+        ports += [f"  output logic [{p.word_bits - 1}:0] {p.name}_tdata", f"  output logic {p.name}_tvalid",
+                  f"  input  logic {p.name}_tready", f"  output logic {p.name}_tlast"]
+    doc = "\n".join(f"//   {p.name}: tensor {p.tensor!r}, {p.elems} x {p.dtype.name} per frame, {p.fold} per "
+                    f"{p.word_bits}-bit word ({p.words} words, TLAST on the last)" for p in ins + outs)
+    body = "\n".join(x for x in net.body if x)
+    text = f"""// Generated by qpass: dataflow partition {dg.name} as a free-running AXI-Stream pipeline.
+{doc}
+// Files: qpass_stream.sv and qpass_layers.sv (the layer library), *.mem ($readmemh weights and thresholds).
+module {name} (
+{(","+chr(10)).join(ports)}
+);
+  wire clk = ap_clk;
+  logic rst;
+  always_ff @(posedge clk) rst <= !ap_rst_n;
+{chr(10).join(net.decls)}
+
+{body}
+endmodule
+"""
+    return TopModule(name, ins, outs, text, mems, net.fifos, idents, insts)
