@@ -90,27 +90,39 @@ def _clk() -> list[tuple[str, str]]:
     return [("clk", "clk"), ("rst", "rst")]
 
 
-def _edge(net: _Net, src: str, dst: str, eb: int, src_fold: int, dst_fold: int, depth: int, edge) -> None:
-    """src endpoint (src_fold elements per word) -> FIFO(depth) -> width converter -> dst endpoint."""
-    w = eb * src_fold
-    f = net.stream(f"{dst}_q", w)
+def _fifo(net: _Net, src: str, dst: str, w: int, depth: int, edge) -> None:
     name = c_ident(f"fifo_{dst}", net.taken)
     net.fifos.append(Fifo(name, w, depth, edge))
-    net.body.append(_inst("qp_fifo", name, [("W", w), ("D", depth)], _clk() + _sio("in", src) + _sio("out", f)))
-    if src_fold == dst_fold:
-        net.connect(f, dst)
+    net.body.append(_inst("qp_fifo", name, [("W", w), ("D", depth)], _clk() + _sio("in", src) + _sio("out", dst)))
+
+
+def _dwc(net: _Net, src: str, dst: str, eb: int, a: int, b: int) -> None:
+    """a-element words from src -> b-element words to dst (through the gcd when neither divides the other)."""
+    if b % a == 0 or a % b == 0:
+        mod = "qp_dwc_up" if b > a else "qp_dwc_down"
+        net.body.append(_inst(mod, c_ident(f"dwc_{dst}", net.taken), [("IN", a), ("OUT", b), ("EB", eb)],
+                              _clk() + _sio("in", src) + _sio("out", dst)))
         return
-    if dst_fold % src_fold == 0 or src_fold % dst_fold == 0:
-        mod = "qp_dwc_up" if dst_fold > src_fold else "qp_dwc_down"
-        net.body.append(_inst(mod, c_ident(f"dwc_{dst}", net.taken), [("IN", src_fold), ("OUT", dst_fold), ("EB", eb)],
-                              _clk() + _sio("in", f) + _sio("out", dst)))
-        return
-    g = int(np.gcd(src_fold, dst_fold))
+    g = int(np.gcd(a, b))
     mid = net.stream(f"{dst}_mid", eb * g)
-    net.body.append(_inst("qp_dwc_down", c_ident(f"dwc_{dst}_a", net.taken), [("IN", src_fold), ("OUT", g), ("EB", eb)],
-                          _clk() + _sio("in", f) + _sio("out", mid)))
-    net.body.append(_inst("qp_dwc_up", c_ident(f"dwc_{dst}_b", net.taken), [("IN", g), ("OUT", dst_fold), ("EB", eb)],
-                          _clk() + _sio("in", mid) + _sio("out", dst)))
+    _dwc(net, src, mid, eb, a, g)
+    _dwc(net, mid, dst, eb, g, b)
+
+
+def _edge(net: _Net, src: str, dst: str, eb: int, src_fold: int, dst_fold: int, depth: int, edge) -> None:
+    """src endpoint (src_fold elements per word) -> FIFO of ``depth`` producer words -> dst endpoint, with a width
+    converter on the narrow side of the FIFO (so neither side waits for it: an up-converter fills the FIFO at
+    the producer's rate, a down-converter drains it at the consumer's)."""
+    if src_fold == dst_fold:
+        _fifo(net, src, dst, eb * src_fold, depth, edge)
+        return
+    mid = net.stream(f"{dst}_w", eb * (dst_fold if dst_fold > src_fold else src_fold))
+    if dst_fold > src_fold:  # FIFO in consumer words after the up-converter
+        _dwc(net, src, mid, eb, src_fold, dst_fold)
+        _fifo(net, mid, dst, eb * dst_fold, max(2, -(-depth * src_fold // dst_fold) + 1), edge)
+    else:
+        _fifo(net, src, mid, eb * src_fold, depth, edge)
+        _dwc(net, mid, dst, eb, src_fold, dst_fold)
 
 
 def _ports(dg: DataflowGraph) -> tuple[list[Port], list[Port]]:
