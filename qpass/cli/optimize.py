@@ -21,10 +21,11 @@ SECTIONS = {
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits"],
-    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim"],
+    "Hardware (--backend hls / rtl)": ["backend", "device", "clock_ns", "target_fps", "csim", "rtlsim", "synth"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
 }
 HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim"}
+RTL_ONLY = {"rtlsim": "--rtlsim", "synth": "--synth"}
 
 
 def _options(fn):
@@ -73,9 +74,10 @@ def _options(fn):
         click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises."),
         click.option("--avg-bits", type=PositiveFloat(), help="--bits auto under a budget: average weight bits <= "
                      "this."),
-        click.option("--backend", type=click.Choice(["ort", "hls"]), default="ort", show_default=True,
+        click.option("--backend", type=click.Choice(["ort", "hls", "rtl"]), default="ort", show_default=True,
                      help="ort: an ONNX file onnxruntime runs; hls: a folder of HLS C++ dataflow projects, pipeline "
-                          "'dataflow' (4-bit weights, dfp:4 activations unless set)."),
+                          "'dataflow' (4-bit weights, dfp:4 activations unless set); rtl: the same as "
+                          "SystemVerilog projects with cocotb testbenches."),
         click.option("--device", default="xc7z020", show_default=True, help="FPGA part."),
         click.option("--clock-ns", type=PositiveFloat(), help="Clock period in ns (default: the device's)."),
         click.option("--target-fps", type=PositiveFloat(), help="Frame rate to fold for; default: fastest that fits."),
@@ -84,6 +86,10 @@ def _options(fn):
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),
         click.option("--no-verify", is_flag=True, help="Skip the checker and shape inference between passes."),
         click.option("-q", "--quiet", is_flag=True, help="Print only errors (and --eval results); no progress bars."),
+        click.option("--rtlsim", is_flag=True, help="--backend rtl: simulate every partition with Verilator (cocotb "
+                     "testbench) on the --eval (or calibration) samples: bit-exact check, cycles/frame, latency."),
+        click.option("--synth", is_flag=True, help="--backend rtl: synthesize every layer and partition with yosys "
+                     "synth_xilinx and report estimate vs yosys LUT/FF/BRAM/DSP."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -95,7 +101,7 @@ def _options(fn):
 @_options
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
-             target_fps, csim, no_verify, quiet, **settings):
+             target_fps, csim, no_verify, quiet, rtlsim=False, synth=False, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
@@ -116,7 +122,12 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
                           verify=plan.verify, disabled=plan.disabled, eval=eval_samples)
     _check_exclude(cfg.exclude, src, result)
     given = {f for f in ("weights", "activations") if getattr(cfg, f) or (cfg.bits and str(cfg.bits) != "auto")}
-    if backend == "hls":
+    if backend == "rtl":
+        from .finish_rtl import export_rtl
+
+        export_rtl(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, device=device,
+                   clock_ns=clock_ns, target_fps=target_fps, rtlsim=rtlsim, synth=synth)
+    elif backend == "hls":
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
                    device=device, clock_ns=clock_ns, target_fps=target_fps)
     else:
@@ -125,10 +136,16 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
 
 def _check_mode_flags(ctx: click.Context, backend: str, report_path) -> None:
     """Flags that would do nothing with this backend are errors that name them."""
-    if backend != "hls":
-        given = [flag for name, flag in HLS_ONLY.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT]
-        if given:
-            raise QpassError(f"{' and '.join(given)} only apply to --backend hls (this run writes an ONNX model)")
+    def given(flags):
+        return [flag for name, flag in flags.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT]
+    if backend != "rtl" and given(RTL_ONLY):
+        raise QpassError(f"{' and '.join(given(RTL_ONLY))} only apply to --backend rtl")
+    if backend == "rtl" and given({"csim": "--csim"}):
+        raise QpassError("--csim is the HLS C simulation; with --backend rtl use --rtlsim")
+    if backend not in ("hls", "rtl"):
+        if given(HLS_ONLY):
+            raise QpassError(f"{' and '.join(given(HLS_ONLY))} only apply to --backend hls (this run writes an ONNX "
+                             "model)")
     elif report_path:
         raise QpassError("--report is for --backend ort; the HLS export writes its own report.txt into the folder")
 

@@ -70,7 +70,7 @@ class QuantConfig:
     cost: str | None = None
     #: bits "auto" under a budget: average weight bits <= this
     avg_bits: float | None = None
-    #: ort: an ONNX model onnxruntime runs; hls: the dataflow pipeline, QONNX kept for qpass.backends.hls.export
+    #: ort: an ONNX model onnxruntime runs; hls / rtl: the dataflow pipeline, QONNX kept for qpass.backends.hls/rtl
     backend: str = "ort"
     #: onnxruntime threads for calibration (and, in the CLI, evaluation)
     threads: int = 1
@@ -103,7 +103,7 @@ class QuantConfig:
                              f"'quantize_qdq' pass, which pipeline {name} does not run")
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
-        disabled = {"lower_ort"} if self.qonnx or self.backend == "hls" else set()
+        disabled = {"lower_ort"} if self.qonnx or self.backend in ("hls", "rtl") else set()
         return ResolvedConfig(name, overrides, pipeline, disabled, self.verify)
 
     def _resolve_bits(self) -> str | None:
@@ -137,7 +137,7 @@ class QuantConfig:
             return self.pipeline
         if bits == "auto":
             return "bitwidth"
-        if self.backend == "hls":
+        if self.backend in ("hls", "rtl"):
             return "dataflow"
         return "fakequant" if self._formats(bits) else "default"
 

@@ -12,7 +12,9 @@ module and parameters of each hardware layer kind), ``memfiles`` ($readmemh file
 """
 from __future__ import annotations
 
-from qpass.backends.rtl.exporter import RtlExport, RtlPartition, export
-from qpass.backends.rtl.sim import SimResult, simulate
+from qpass.backends.rtl.exporter import RtlExport, RtlPartition, append_report, export
+from qpass.backends.rtl.sim import SimFailed, SimResult, ToolMissing, check_tools, simulate
+from qpass.backends.rtl.synth import synthesize_export
 
-__all__ = ["export", "RtlExport", "RtlPartition", "simulate", "SimResult"]
+__all__ = ["export", "RtlExport", "RtlPartition", "append_report", "simulate", "SimResult", "SimFailed",
+           "ToolMissing", "check_tools", "synthesize_export"]

@@ -34,7 +34,7 @@ from qpass.ops.partition import is_partition
 from . import top as topgen
 
 HDL = Path(__file__).resolve().parent / "hdl"
-LIBRARY = ("qpass_stream.sv", "qpass_layers.sv")
+LIBRARY = ("qpass_stream.sv", "qpass_layers.sv", "qpass_eltwise.sv")
 
 
 @dataclass
@@ -131,7 +131,8 @@ def write_project(part: RtlPartition, io: dict | None) -> int:
     for name, text in mod.mems.items():
         (rtl / name).write_text(text)
     shutil.copyfile(HDL / "cocotb_partition.py", tb / "cocotb_partition.py")
-    (tb / "run_sim.py").write_text((HDL / "run_sim.py").read_text().replace("@TOP@", mod.name))
+    (tb / "run_sim.py").write_text((HDL / "run_sim.py").read_text().replace("@TOP@", mod.name)
+                                  .replace('"@LIBRARY@"', ", ".join(f'"{f}"' for f in LIBRARY)))
     frames = 0
     if io is not None:
         data = pdir / "data"
@@ -162,3 +163,9 @@ def _report(pm: PartitionedModel, parts: list[RtlPartition], dev: Device, clk: f
         lines.append(f"\npartition {p.name} -> {p.project_dir.name}/ (top module {p.top}, rtl/{p.top}.sv)")
         lines.append(p.table)
     return "\n".join(lines)
+
+
+def append_report(res: RtlExport, text: str) -> None:
+    """Add a section (simulation, synthesis) to the export's report.txt."""
+    res.report = res.report + "\n" + text
+    (res.out_dir / "report.txt").write_text(res.report + "\n")

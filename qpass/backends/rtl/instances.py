@@ -86,8 +86,49 @@ def maxpool(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
         ("KW", p["kernel"][1]), ("EB", ti.bits), ("SIGNED", int(ti.signed))])
 
 
+def threshold(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ti,), to = _types(dg, l)
+    thr = np.clip(np.asarray(p["thresholds"], np.int64), ti.lo(), ti.hi() + 1)
+    nf, nt = L.channels // L.pe, thr.shape[1]
+    tb = signed_width(int(thr.min()), int(thr.max()))
+    return Instance("qp_threshold", [
+        ("C", L.channels), ("PE", L.pe), ("NPIX", L.pixels), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
+        ("OB", to.bits), ("NT", nt), ("TB", tb), ("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"])),
+        ("TFILE", f'"{ident}_t.mem"')], mems={f"{ident}_t.mem": hex_words(thr.reshape(nf, L.pe * nt), tb)})
+
+
+def add(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ta, tb), to = _types(dg, l)
+    return Instance("qp_add", [
+        ("PE", L.pe), ("AB_", ta.bits), ("A_SIGNED", int(ta.signed)), ("BB", tb.bits), ("B_SIGNED", int(tb.signed)),
+        ("OB", to.bits), ("KA", int(p["ka"])), ("KB", int(p["kb"]))], ports=["a", "b"])
+
+
+def channelwise(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ti,), to = _types(dg, l)
+    vals = np.asarray(p["values"], np.int64)
+    nf = L.channels // L.pe
+    pb = signed_width(int(vals.min()), int(vals.max()))
+    return Instance("qp_channelwise", [
+        ("C", L.channels), ("PE", L.pe), ("NPIX", L.pixels), ("MUL", int(p["op"] == "mul")), ("IB", ti.bits),
+        ("I_SIGNED", int(ti.signed)), ("PB", pb), ("OB", to.bits), ("PFILE", f'"{ident}_p.mem"')],
+        mems={f"{ident}_p.mem": hex_words(vals.reshape(nf, L.pe), pb)})
+
+
+def global_sum(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ti,), to = _types(dg, l)
+    return Instance("qp_global_sum", [
+        ("C", L.channels), ("PE", L.pe), ("NPIX", p["pixels"]), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
+        ("OB", to.bits + (0 if to.signed else 1))])
+
+
 INSTANCES: Mapping[str, Callable[[DataflowGraph, HwLayer, str], Instance]] = MappingProxyType({
-    "mvtu": mvtu, "swg": swg, "maxpool": maxpool,
+    "mvtu": mvtu, "swg": swg, "maxpool": maxpool, "threshold": threshold, "add": add, "channelwise": channelwise,
+    "global_sum": global_sum,
 })
 
 

@@ -15,7 +15,7 @@ sys.path.insert(0, str(HERE))
 from cocotb_tools.runner import get_runner  # noqa: E402
 
 TOP = "@TOP@"
-SOURCES = [PROJECT / "rtl" / f for f in ("qpass_stream.sv", "qpass_layers.sv", f"{TOP}.sv")]
+SOURCES = [PROJECT / "rtl" / f for f in ("@LIBRARY@", f"{TOP}.sv")]
 
 
 def main() -> int:
