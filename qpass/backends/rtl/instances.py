@@ -33,11 +33,19 @@ def _types(dg: DataflowGraph, l: HwLayer) -> tuple[list[IntType], IntType]:
     return [dg.streams[s].dtype for s in l.inputs], dg.streams[l.output].dtype
 
 
-def is_bipolar(t: IntType, values: np.ndarray | None = None) -> bool:
-    """A type (or constant table) holding only -1 and +1 codes, coded in one bit by the XNOR datapath."""
-    if values is not None:
-        return bool(np.all(np.abs(values) == 1))
-    return t.signed and t.bits <= 2
+def bipolar_stream(dg: DataflowGraph, sname: str) -> bool:
+    """A stream that carries only -1 and +1 (sign activations): written by thresholds y = 2 * [x >= T] - 1, or
+    passed on unchanged by a max pool or an unpadded sliding window. Partition inputs are not known to be."""
+    prod = dg.streams[sname].producer
+    if prod is None:
+        return False
+    l = dg.layer(prod)
+    p = l.params
+    if "thresholds" in p:
+        return np.asarray(p["thresholds"]).shape[1] == 1 and (p["out_scale"], p["out_bias"]) == (2, -1)
+    if l.kind == "maxpool" or (l.kind == "swg" and not p["pad"]):
+        return bipolar_stream(dg, l.inputs[0])
+    return False
 
 
 def mvtu(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
@@ -50,12 +58,14 @@ def mvtu(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     acc: IntType = p["acc_type"]
     ab = acc.bits + 1
     wt: IntType = p["w_type"]
-    xnor = bool(p.get("bipolar_input")) and is_bipolar(wt, w)
+    # 1-bit XNOR-popcount when weights and inputs are all -1 / +1 (inputs keep their stream width; the sign bit
+    # tells -1 from +1)
+    xnor = bool(np.all(np.abs(w) == 1)) and bipolar_stream(dg, l.inputs[0])
     wb = 1 if xnor else wt.bits
     wcode = (w > 0).astype(np.int64) if xnor else w
     tiles = wcode.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
     mems = {f"{ident}_w.mem": hex_words(tiles, wb)}
-    params = [("MW", mw), ("MH", mh), ("SIMD", simd), ("PE", pe), ("IB", 1 if xnor else ti.bits),
+    params = [("MW", mw), ("MH", mh), ("SIMD", simd), ("PE", pe), ("IB", ti.bits),
               ("I_SIGNED", int(ti.signed)), ("WB", wb), ("W_SIGNED", int(wt.signed)), ("AB", ab), ("OB", to.bits)]
     nt, tb = 0, 1
     if "thresholds" in p:

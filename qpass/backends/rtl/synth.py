@@ -46,14 +46,9 @@ def yosys_command() -> list[str]:
 
 
 def family(part: str) -> str:
-    """synth_xilinx -family of a Xilinx part."""
+    """synth_xilinx -family of a Xilinx part: xc7 (7-series, Zynq-7000) or xcup (UltraScale+: Zynq MPSoC, Alveo)."""
     p = part.lower()
-    if p.startswith(("xczu", "xcu", "xcvu", "xcku")) and ("p" in p[3:6] or p.startswith("xczu") or
-                                                        p.startswith("xcu2")):
-        return "xcup"
-    if p.startswith(("xcku", "xcvu")):
-        return "xcu"
-    return "xc7"
+    return "xcup" if p.startswith(("xczu", "xcu2", "xcu5", "xcvu", "xcku")) else "xc7"
 
 
 def parse_stat(text: str) -> SynthNumbers:

@@ -10,8 +10,8 @@
 // SF = MW/SIMD column folds per input vector; the input vector is read at nf == 0 and kept for the other row folds.
 // Weight word tile = nf*SF + sf holds w[nf*PE + pe][sf*SIMD + s] at bits [(pe*SIMD + s)*WB +: WB]. Activation:
 // NT == 0: the accumulator (OB bits); else y = OUT_BIAS + OUT_SCALE * #{t : acc >= T[c][t]}, threshold word nf
-// holding T[nf*PE + pe][t] at bits [(pe*NT + t)*TB +: TB]. XNOR == 1: 1-bit weights and inputs coding -1 as 0 and +1
-// as 1, products by XNOR and the sum by popcount (acc = 2 * popcount - SIMD per column fold).
+// holding T[nf*PE + pe][t] at bits [(pe*NT + t)*TB +: TB]. XNOR == 1: inputs and weights all -1 or +1; 1-bit weights
+// (1 for +1), inputs told apart by their sign bit, products by XNOR, the sum as 2 * popcount - SIMD per column fold.
 module qp_mvtu #(
   parameter int MW = 1, parameter int MH = 1, parameter int SIMD = 1, parameter int PE = 1,
   parameter int IB = 8, parameter int I_SIGNED = 0, parameter int WB = 8, parameter int W_SIGNED = 1,
@@ -27,6 +27,7 @@ module qp_mvtu #(
   localparam int SFW = (SF > 1) ? $clog2(SF) : 1, NFW = (NF > 1) ? $clog2(NF) : 1;
   localparam int TLW = (TILES > 1) ? $clog2(TILES) : 1;
   localparam int NTW = (NT > 0) ? $clog2(NT + 1) + 1 : 1;
+  localparam int PCW = $clog2(SIMD + 1);
   logic [SFW-1:0] sf;
   logic [NFW-1:0] nf, nf_next;
   logic [TLW-1:0] tile, tile_next;
@@ -78,8 +79,11 @@ module qp_mvtu #(
     always_comb begin
       sum = (sf == '0) ? '0 : acc_q;
       if (XNOR) begin
+        logic [PCW-1:0] pop;
+        pop = '0;
         for (int s = 0; s < SIMD; s++)
-          sum = sum + ((x[s] ~^ wq[p*SIMD + s]) ? AB'(1) : -AB'(1));
+          pop = pop + PCW'(!x[s*IB + IB - 1] ~^ wq[p*SIMD + s]);
+        sum = sum + AB'(2) * $signed({1'b0, pop}) - AB'(SIMD);
       end else begin
         for (int s = 0; s < SIMD; s++) begin
           logic signed [IB:0] xe;
