@@ -10,7 +10,7 @@ from qpass.ir.atomic import atomic_dir
 
 
 def export_rtl(result, out_dir: Path, pipeline, given: set[str], samples, *, quiet: bool, device: str, clock_ns,
-               target_fps, rtlsim: bool, synth: bool) -> None:
+               target_fps, rtlsim: bool, synth: bool, pnr: bool = False) -> None:
     from qpass.backends import rtl
     from qpass.report.summary import format_line
 
@@ -30,6 +30,10 @@ def export_rtl(result, out_dir: Path, pipeline, given: set[str], samples, *, qui
             rtl.append_report(res, "\n".join(lines))
         if synth:
             text = rtl.synthesize_export(res)
+            lines += ["", text]
+            rtl.append_report(res, text)
+        if pnr:
+            text = "\n".join(f"partition {p.name}: {rtl.place_and_route(p).summary()}" for p in res.partitions)
             lines += ["", text]
             rtl.append_report(res, text)
     if not quiet:

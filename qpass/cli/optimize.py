@@ -21,11 +21,11 @@ SECTIONS = {
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu"],
     "Search": ["bits", "target", "cost", "avg_bits"],
-    "Hardware (--backend hls / rtl)": ["backend", "device", "clock_ns", "target_fps", "csim", "rtlsim", "synth"],
+    "Hardware (--backend hls / rtl)": ["backend", "device", "clock_ns", "target_fps", "csim", "rtlsim", "synth", "pnr"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet"],
 }
 HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim"}
-RTL_ONLY = {"rtlsim": "--rtlsim", "synth": "--synth"}
+RTL_ONLY = {"rtlsim": "--rtlsim", "synth": "--synth", "pnr": "--pnr"}
 
 
 def _options(fn):
@@ -90,6 +90,8 @@ def _options(fn):
                      "testbench) on the --eval (or calibration) samples: bit-exact check, cycles/frame, latency."),
         click.option("--synth", is_flag=True, help="--backend rtl: synthesize every layer and partition with yosys "
                      "synth_xilinx and report estimate vs yosys LUT/FF/BRAM/DSP."),
+        click.option("--pnr", is_flag=True, help="--backend rtl: place and route every partition on a Lattice ECP5 "
+                     "(LFE5U-85F) with yosys + nextpnr-ecp5 and report its Fmax."),
     ]
     for opt in reversed(opts):
         fn = opt(fn)
@@ -101,7 +103,7 @@ def _options(fn):
 @_options
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
-             target_fps, csim, no_verify, quiet, rtlsim=False, synth=False, **settings):
+             target_fps, csim, no_verify, quiet, rtlsim=False, synth=False, pnr=False, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
@@ -126,7 +128,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
         from .finish_rtl import export_rtl
 
         export_rtl(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, device=device,
-                   clock_ns=clock_ns, target_fps=target_fps, rtlsim=rtlsim, synth=synth)
+                   clock_ns=clock_ns, target_fps=target_fps, rtlsim=rtlsim, synth=synth, pnr=pnr)
     elif backend == "hls":
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
                    device=device, clock_ns=clock_ns, target_fps=target_fps)

@@ -8,13 +8,14 @@ partition and yosys synthesis.
 
 Modules: ``exporter`` (export), ``top`` (the partition's top module and its wiring), ``instances`` (the library
 module and parameters of each hardware layer kind), ``memfiles`` ($readmemh files), ``sim`` (Verilator + cocotb),
-``synth`` (yosys), ``hdl/`` (the layer library, the cocotb testbench and its runner).
+``synth`` (yosys synth_xilinx), ``pnr`` (synth_ecp5 + nextpnr-ecp5 for Fmax), ``hdl/`` (the layer library, the cocotb testbench and its runner).
 """
 from __future__ import annotations
 
 from qpass.backends.rtl.exporter import RtlExport, RtlPartition, append_report, export
 from qpass.backends.rtl.sim import SimFailed, SimResult, ToolMissing, check_tools, simulate
+from qpass.backends.rtl.pnr import PnrResult, place_and_route
 from qpass.backends.rtl.synth import synthesize_export
 
 __all__ = ["export", "RtlExport", "RtlPartition", "append_report", "simulate", "SimResult", "SimFailed",
-           "ToolMissing", "check_tools", "synthesize_export"]
+           "ToolMissing", "check_tools", "synthesize_export", "place_and_route", "PnrResult"]
