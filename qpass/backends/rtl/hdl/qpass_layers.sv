@@ -9,7 +9,8 @@
 // Matrix-vector-threshold unit: MW inputs, MH outputs, PE rows and SIMD columns per cycle, NF = MH/PE row folds of
 // SF = MW/SIMD column folds per input vector; the input vector is read at nf == 0 and kept for the other row folds.
 // Weight word tile = nf*SF + sf holds w[nf*PE + pe][sf*SIMD + s] at bits [(pe*SIMD + s)*WB +: WB]. Activation:
-// NT == 0: the accumulator (OB bits); else y = OUT_BIAS + OUT_SCALE * #{t : acc >= T[c][t]}, threshold word nf
+// The finished accumulators go through a one-word output stage (the activation reads registers, not the adder
+// tree). NT == 0: the accumulator (OB bits); else y = OUT_BIAS + OUT_SCALE * #{t : acc >= T[c][t]}, threshold word nf
 // holding T[nf*PE + pe][t] at bits [(pe*NT + t)*TB +: TB]. XNOR == 1: inputs and weights all -1 or +1; 1-bit weights
 // (1 for +1), inputs told apart by their sign bit, products by XNOR, the sum as 2 * popcount - SIMD per column fold.
 module qp_mvtu #(
@@ -33,9 +34,17 @@ module qp_mvtu #(
   logic [TLW-1:0] tile, tile_next;
   wire rd = (nf == '0);
   wire wr = (sf == SFW'(SF - 1));
-  wire en = (!rd || in_valid) && (!wr || out_ready);
-  assign in_ready = rd && (!wr || out_ready);
-  assign out_valid = wr && (!rd || in_valid);
+  // output stage: the finished accumulators of one row fold wait here for the activation and the output FIFO
+  logic s2_valid;
+  wire s2_free = !s2_valid || out_ready;
+  wire en = (!rd || in_valid) && (!wr || s2_free);
+  assign in_ready = rd && (!wr || s2_free);
+  assign out_valid = s2_valid;
+  always_ff @(posedge clk) begin
+    if (rst) s2_valid <= 1'b0;
+    else if (en && wr) s2_valid <= 1'b1;
+    else if (out_ready) s2_valid <= 1'b0;
+  end
   assign tile_next = (tile == TLW'(TILES - 1)) ? '0 : tile + 1'b1;
   assign nf_next = !wr ? nf : (nf == NFW'(NF - 1)) ? '0 : nf + 1'b1;
   always_ff @(posedge clk) begin
@@ -64,12 +73,12 @@ module qp_mvtu #(
   initial $readmemh(WFILE, wrom);
   always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
 
-  // threshold ROM, registered read of the next row fold
+  // threshold ROM, read with the row fold entering the output stage
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
   if (NT > 0) begin : g_thr
     logic [PE*NT*TB-1:0] trom [0:NF-1];
     initial $readmemh(TFILE, trom);
-    always_ff @(posedge clk) if (rst || en) tq <= trom[rst ? '0 : nf_next];
+    always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
   end else begin : g_nothr
     assign tq = '0;
   end
@@ -95,15 +104,17 @@ module qp_mvtu #(
         end
       end
     end
+    logic signed [AB-1:0] res;
     always_ff @(posedge clk) if (en) acc_q <= sum;
+    always_ff @(posedge clk) if (en && wr) res <= sum;
     if (NT == 0) begin : g_acc
-      assign out_data[p*OB +: OB] = OB'(sum);
+      assign out_data[p*OB +: OB] = OB'(res);
     end else begin : g_act
       logic [NTW-1:0] cnt;
       always_comb begin
         cnt = '0;
         for (int t = 0; t < NT; t++)
-          cnt = cnt + ((sum >= $signed(tq[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
+          cnt = cnt + ((res >= $signed(tq[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
       end
       wire signed [31:0] y = OUT_BIAS + OUT_SCALE * $signed({1'b0, cnt});
       assign out_data[p*OB +: OB] = y[OB-1:0];
