@@ -3,7 +3,7 @@ per partition, side by side from one run; with ``--sim`` also the Verilator cycl
 model's bottleneck. LUT counts LUT1..LUT6 plus LUT-RAM/SRL LUTs, BRAM in RAMB18 units, FF from yosys only (the cost
 models have none).
 
-    python bench/rtl_vs_yosys.py [--models digits_cnn] [--bits 4] [--target-fps 20000] [--sim] [--out DIR]
+    python bench/rtl_vs_yosys.py [--models digits_cnn] [--bits 4] [--target-fps 20000] [--sim] [--pnr] [--out DIR]
 
 Prints the Yosys version, the machine's CPU flags of note and the wall time of every synthesis.
 """
@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--bits", nargs="+", default=["4"])
     ap.add_argument("--target-fps", type=float, default=None, help="fold for this frame rate (smaller designs)")
     ap.add_argument("--sim", action="store_true", help="also simulate with Verilator (cycles/frame vs model)")
+    ap.add_argument("--pnr", action="store_true", help="also place and route on an ECP5 85k (nextpnr) for Fmax")
+    ap.add_argument("--no-synth", action="store_true", help="skip synth_xilinx (with --sim / --pnr)")
     ap.add_argument("--out", default="out/bench_rtl")
     a = ap.parse_args()
     ver = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
@@ -49,12 +51,16 @@ def main() -> None:
             ex = rtl.export(qonnx_model(res), Path(a.out) / f"{name}_{bits}", target_fps=a.target_fps,
                             samples=ROOT / "models" / f"{name}.eval.npz" if a.sim else None)
             for p in ex.partitions:
-                t0 = time.perf_counter()
-                nums = synth_partition(p, family(ex.device.part))
-                print(f"\n{name} at {bits} bits, partition {p.name} (yosys {time.perf_counter() - t0:.0f} s):")
-                print(comparison_table(p, nums))
+                print(f"\n{name} at {bits} bits, partition {p.name}:")
+                if not a.no_synth:
+                    t0 = time.perf_counter()
+                    nums = synth_partition(p, family(ex.device.part))
+                    print(f"yosys synth_xilinx ({time.perf_counter() - t0:.0f} s):")
+                    print(comparison_table(p, nums))
                 if a.sim:
                     print(rtl.simulate(p, 40).summary())
+                if a.pnr:
+                    print(rtl.place_and_route(p).summary())
 
 
 if __name__ == "__main__":

@@ -128,3 +128,30 @@ def test_cli_backend_rtl_writes_the_projects(tmp_path):
     d = out / "dataflow_partition_0"
     assert (d / "rtl" / "dataflow_partition_0.sv").is_file() and (d / "tb" / "run_sim.py").is_file()
     assert (d / "data" / "in0.txt").is_file() and (out / "report.txt").is_file()
+
+
+def test_xnor_popcount_pe_is_far_smaller_than_multipliers_in_yosys(tmp_path):
+    """One 32-input PE with thresholds: 2-bit multiplies vs XNOR-popcount of the same -1/+1 weights (issue 17's
+    729 vs 87 LUT measurement)."""
+    from qpass.backends.rtl.exporter import HDL, LIBRARY
+    from qpass.backends.rtl.instances import Instance
+    from qpass.backends.rtl.synth import _wrapper, run_yosys, yosys_command
+
+    try:
+        yosys_command()
+    except rtl.ToolMissing as exc:
+        pytest.skip(str(exc))
+    for f in LIBRARY:
+        shutil.copyfile(HDL / f, tmp_path / f)
+    w = np.where(np.random.default_rng(0).random((4, 32)) < 0.5, -1, 1)  # 4 row folds: weights are not constants
+    luts = {}
+    for xnor in (0, 1):
+        (tmp_path / f"w{xnor}.mem").write_text(hex_words((w > 0).astype(int) if xnor else w, 1 if xnor else 2))
+        (tmp_path / "t.mem").write_text(hex_words(np.array([[0], [2], [-2], [4]]), 8))
+        inst = Instance("qp_mvtu", [("MW", 32), ("MH", 4), ("SIMD", 32), ("PE", 1), ("IB", 2), ("I_SIGNED", 1),
+                                    ("WB", 1 if xnor else 2), ("W_SIGNED", 1), ("AB", 8), ("OB", 2), ("NT", 1),
+                                    ("TB", 8), ("OUT_SCALE", 2), ("OUT_BIAS", -1), ("XNOR", xnor),
+                                    ("WFILE", f'"w{xnor}.mem"'), ("TFILE", '"t.mem"')])
+        (tmp_path / f"pe{xnor}.sv").write_text(_wrapper(f"pe{xnor}", inst, [64], 2))
+        luts[xnor] = run_yosys(tmp_path, list(LIBRARY) + [f"pe{xnor}.sv"], f"pe{xnor}", "xc7", nodsp=True).lut
+    assert 0 < luts[1] * 3 < luts[0], luts

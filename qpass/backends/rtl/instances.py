@@ -133,7 +133,7 @@ def global_sum(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     (ti,), to = _types(dg, l)
     return Instance("qp_global_sum", [
         ("C", L.channels), ("PE", L.pe), ("NPIX", p["pixels"]), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
-        ("OB", to.bits + (0 if to.signed else 1))])
+        ("OB", to.bits)])  # sums kept modulo 2^OB: exact, the totals fit the output type
 
 
 INSTANCES: Mapping[str, Callable[[DataflowGraph, HwLayer, str], Instance]] = MappingProxyType({

@@ -93,6 +93,11 @@ class SimResult:
         """Measured steady-state cycles per frame over the folding model's bottleneck."""
         return None if self.cycles_per_frame is None else self.cycles_per_frame / self.model_cycles
 
+    def oversized_fifos(self) -> list[str]:
+        """FIFOs deeper than twice the highest occupancy seen (2 words at least are always kept)."""
+        return [k for k, v in self.fifo_max_occupancy.items()
+                if v is not None and self.fifo_depths.get(k, 0) > 2 * max(v, 1) and self.fifo_depths.get(k, 0) > 2]
+
     @property
     def ok(self) -> bool:
         return not self.deadlock and self.mismatches == 0 and self.elements_checked > 0
@@ -103,7 +108,8 @@ class SimResult:
         fifo = ", ".join(f"{k} {v}/{self.fifo_depths.get(k)}" for k, v in self.fifo_max_occupancy.items())
         return (f"{self.partition}: {self.frames} frames, {self.mismatches} mismatches in {self.elements_checked} "
                 f"elements; {cpf} cycles/frame steady state vs {self.model_cycles} modelled{ratio}; latency "
-                f"{self.latency} cycles; {'DEADLOCK; ' if self.deadlock else ''}FIFO max occupancy/depth: {fifo}")
+                f"{self.latency} cycles; {'DEADLOCK; ' if self.deadlock else ''}FIFO max occupancy/depth: {fifo}; "
+                f"{len(self.oversized_fifos())} of {len(self.fifo_depths)} FIFOs deeper than twice their occupancy")
 
 
 def simulate(part, frames: int | None = None, timeout: float = 1800.0) -> SimResult:

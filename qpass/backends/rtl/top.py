@@ -8,34 +8,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from qpass.backends.hls.wiring import PortSpec as Port
 from qpass.hw.dataflow_graph import DataflowGraph, c_ident
-from qpass.hw.inttype import IntType
 from .instances import Instance, instance
-
-
-@dataclass
-class Port:
-    """A top-level AXI-Stream port: the stream of tensor ``tensor``, ``fold`` elements per word."""
-
-    name: str
-    tensor: str
-    elems: int
-    fold: int
-    dtype: IntType
-    order: np.ndarray
-
-    @property
-    def words(self) -> int:
-        return self.elems // self.fold
-
-    @property
-    def word_bits(self) -> int:
-        return self.fold * self.dtype.bits
-
-    def meta(self) -> dict:
-        return {"name": self.name, "tensor": self.tensor, "elems": self.elems, "fold": self.fold,
-                "words": self.words, "bits": self.dtype.bits, "signed": self.dtype.signed,
-                "word_bits": self.word_bits}
 
 
 @dataclass
@@ -130,10 +105,11 @@ def _ports(dg: DataflowGraph) -> tuple[list[Port], list[Port]]:
     for k, sname in enumerate(dg.inputs):
         s = dg.streams[sname]
         fold = next((dg.layer(l).in_fold[p] for l, p in s.consumers), 1)
-        ins.append(Port(f"in{k}", s.tensor, s.elems, fold, s.dtype, s.order))
+        ins.append(Port(f"in{k}", s.tensor, s.shape, s.elems, fold, s.dtype, s.order))
     for k, (tensor, sname) in enumerate(dg.outputs):
         s = dg.streams[sname]
-        outs.append(Port(f"out{k}", tensor, s.elems, dg.layer(s.producer).out_fold, s.dtype, dg.output_orders[tensor]))
+        outs.append(Port(f"out{k}", tensor, s.shape, s.elems, dg.layer(s.producer).out_fold, s.dtype,
+                         dg.output_orders[tensor]))
     return ins, outs
 
 

@@ -2,6 +2,27 @@
 // clock as in qpass_layers.sv; PE elements per word; channel slot c = nf * PE + pe with nf counting words modulo
 // NF = C / PE.
 
+// the threshold activation of PE lanes: y = OUT_BIAS + OUT_SCALE * #{t : v >= T[t]} (v signed, VB bits per lane;
+// lane p's NT thresholds at bits [(p*NT + t)*TB +: TB] of thr)
+module qp_activate #(
+  parameter int PE = 1, parameter int VB = 8, parameter int NT = 1, parameter int TB = 8, parameter int OB = 4,
+  parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0
+) (
+  input logic [PE*VB-1:0] v, input logic [PE*NT*TB-1:0] thr, output logic [PE*OB-1:0] y
+);
+  localparam int NTW = $clog2(NT + 1) + 1;
+  for (genvar p = 0; p < PE; p++) begin : g_pe
+    logic [NTW-1:0] cnt;
+    always_comb begin
+      cnt = '0;
+      for (int t = 0; t < NT; t++)
+        cnt = cnt + (($signed(v[p*VB +: VB]) >= $signed(thr[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
+    end
+    wire signed [31:0] yv = OUT_BIAS + OUT_SCALE * $signed({1'b0, cnt});
+    assign y[p*OB +: OB] = yv[OB-1:0];
+  end
+endmodule
+
 // standalone MultiThreshold: y = OUT_BIAS + OUT_SCALE * #{t : x >= T[c][t]}; threshold word nf holds T[nf*PE + pe][t]
 // at bits [(pe*NT + t)*TB +: TB]
 module qp_threshold #(
@@ -13,7 +34,7 @@ module qp_threshold #(
   input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
   output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
 );
-  localparam int NF = C / PE, NFW = (NF > 1) ? $clog2(NF) : 1, NTW = $clog2(NT + 1) + 1;
+  localparam int NF = C / PE, NFW = (NF > 1) ? $clog2(NF) : 1;
   logic [NFW-1:0] nf, nf_next;
   wire en = in_valid && out_ready;
   assign in_ready = out_ready;
@@ -24,18 +45,12 @@ module qp_threshold #(
   logic [PE*NT*TB-1:0] tq;
   initial $readmemh(TFILE, trom);
   always_ff @(posedge clk) if (rst || en) tq <= trom[rst ? '0 : nf_next];
+  logic [PE*(IB+1)-1:0] xs;
   for (genvar p = 0; p < PE; p++) begin : g_pe
-    wire signed [IB:0] x = I_SIGNED ? $signed({in_data[p*IB + IB - 1], in_data[p*IB +: IB]})
-                                    : $signed({1'b0, in_data[p*IB +: IB]});
-    logic [NTW-1:0] cnt;
-    always_comb begin
-      cnt = '0;
-      for (int t = 0; t < NT; t++)
-        cnt = cnt + ((x >= $signed(tq[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
-    end
-    wire signed [31:0] y = OUT_BIAS + OUT_SCALE * $signed({1'b0, cnt});
-    assign out_data[p*OB +: OB] = y[OB-1:0];
+    assign xs[p*(IB+1) +: IB+1] = I_SIGNED ? {in_data[p*IB + IB - 1], in_data[p*IB +: IB]} : {1'b0, in_data[p*IB +: IB]};
   end
+  qp_activate #(.PE(PE), .VB(IB + 1), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
+    u_act (.v(xs), .thr(tq), .y(out_data));
 endmodule
 
 // residual join: y = KA * a + KB * b element by element (both streams in the same order)

@@ -27,7 +27,6 @@ module qp_mvtu #(
   localparam int SF = MW / SIMD, NF = MH / PE, TILES = NF * SF;
   localparam int SFW = (SF > 1) ? $clog2(SF) : 1, NFW = (NF > 1) ? $clog2(NF) : 1;
   localparam int TLW = (TILES > 1) ? $clog2(TILES) : 1;
-  localparam int NTW = (NT > 0) ? $clog2(NT + 1) + 1 : 1;
   localparam int PCW = $clog2(SIMD + 1);
   logic [SFW-1:0] sf;
   logic [NFW-1:0] nf, nf_next;
@@ -83,6 +82,7 @@ module qp_mvtu #(
     assign tq = '0;
   end
 
+  logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     logic signed [AB-1:0] acc_q, sum;
     always_comb begin
@@ -107,18 +107,14 @@ module qp_mvtu #(
     logic signed [AB-1:0] res;
     always_ff @(posedge clk) if (en) acc_q <= sum;
     always_ff @(posedge clk) if (en && wr) res <= sum;
+    assign res_all[p*AB +: AB] = res;
     if (NT == 0) begin : g_acc
       assign out_data[p*OB +: OB] = OB'(res);
-    end else begin : g_act
-      logic [NTW-1:0] cnt;
-      always_comb begin
-        cnt = '0;
-        for (int t = 0; t < NT; t++)
-          cnt = cnt + ((res >= $signed(tq[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
-      end
-      wire signed [31:0] y = OUT_BIAS + OUT_SCALE * $signed({1'b0, cnt});
-      assign out_data[p*OB +: OB] = y[OB-1:0];
     end
+  end
+  if (NT > 0) begin : g_act
+    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
+      u_act (.v(res_all), .thr(tq), .y(out_data));
   end
 endmodule
 
