@@ -56,7 +56,6 @@ def mvtu(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     pe, simd = L.pe, L.simd
     nf, sf = mh // pe, mw // simd
     acc: IntType = p["acc_type"]
-    ab = acc.bits + 1
     wt: IntType = p["w_type"]
     # 1-bit XNOR-popcount when weights and inputs are all -1 / +1 (inputs keep their stream width; the sign bit
     # tells -1 from +1)
@@ -64,19 +63,49 @@ def mvtu(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     wb = 1 if xnor else wt.bits
     wcode = (w > 0).astype(np.int64) if xnor else w
     tiles = wcode.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
-    mems = {f"{ident}_w.mem": hex_words(tiles, wb)}
-    params = [("MW", mw), ("MH", mh), ("SIMD", simd), ("PE", pe), ("IB", ti.bits),
-              ("I_SIGNED", int(ti.signed)), ("WB", wb), ("W_SIGNED", int(wt.signed)), ("AB", ab), ("OB", to.bits)]
+    params = [("MW", mw), ("MH", mh), ("SIMD", simd), ("PE", pe), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
+              ("WB", wb), ("W_SIGNED", int(wt.signed)), ("AB", acc.bits + 1), ("OB", to.bits), ("XNOR", int(xnor)),
+              ("USE_DSP", int(L.res_type == "dsp")), ("WFILE", f'"{ident}_w.mem"')]
+    inst = Instance("qp_mvtu", params, mems={f"{ident}_w.mem": hex_words(tiles, wb)})
+    _activation(inst, l, acc, nf, pe, ident)
+    return inst
+
+
+def vvau(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    p, L = l.params, l.layer
+    (ti,), to = _types(dg, l)
+    w = np.asarray(p["weights"], np.int64)  # (C, K)
+    c, k = w.shape
+    nf = c // L.pe
+    acc: IntType = p["acc_type"]
+    wt: IntType = p["w_type"]
+    tiles = w.reshape(nf, L.pe, k).transpose(0, 2, 1).reshape(nf * k, L.pe)
+    params = [("C", c), ("PE", L.pe), ("K", k), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)), ("WB", wt.bits),
+              ("W_SIGNED", int(wt.signed)), ("AB", acc.bits + 1), ("OB", to.bits), ("WFILE", f'"{ident}_w.mem"')]
+    inst = Instance("qp_vvau", params, mems={f"{ident}_w.mem": hex_words(tiles, wt.bits)})
+    _activation(inst, l, acc, nf, L.pe, ident)
+    return inst
+
+
+def window_max(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    L = l.layer
+    (ti,), to = _types(dg, l)
+    return Instance("qp_vvau", [
+        ("C", L.channels), ("PE", L.pe), ("K", L.kernel_elems), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
+        ("AB", ti.bits + 1), ("OB", to.bits), ("MAXMODE", 1)])
+
+
+def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, ident: str) -> None:
+    """The fused thresholds of a matrix layer (clipped to the accumulator's range) as parameters and a ROM image
+    (word nf: PE x NT thresholds)."""
+    p = l.params
     nt, tb = 0, 1
     if "thresholds" in p:
-        lo, hi = acc.lo(), acc.hi()
-        thr = np.clip(np.asarray(p["thresholds"], np.int64), lo, hi + 1)
+        thr = np.clip(np.asarray(p["thresholds"], np.int64), acc.lo(), acc.hi() + 1)
         nt, tb = thr.shape[1], signed_width(int(thr.min()), int(thr.max()))
-        mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
-        params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
-    params += [("NT", nt), ("TB", tb), ("XNOR", int(xnor)), ("USE_DSP", int(L.res_type == "dsp")),
-               ("WFILE", f'"{ident}_w.mem"'), ("TFILE", f'"{ident}_t.mem"')]
-    return Instance("qp_mvtu", params, mems=mems)
+        inst.mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
+        inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
+    inst.params += [("NT", nt), ("TB", tb), ("TFILE", f'"{ident}_t.mem"')]
 
 
 def swg(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
@@ -137,7 +166,7 @@ def global_sum(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
 
 
 INSTANCES: Mapping[str, Callable[[DataflowGraph, HwLayer, str], Instance]] = MappingProxyType({
-    "mvtu": mvtu, "swg": swg, "maxpool": maxpool, "threshold": threshold, "add": add, "channelwise": channelwise,
+    "mvtu": mvtu, "vvau": vvau, "window_max": window_max, "swg": swg, "maxpool": maxpool, "threshold": threshold, "add": add, "channelwise": channelwise,
     "global_sum": global_sum,
 })
 

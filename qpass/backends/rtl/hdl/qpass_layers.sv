@@ -284,3 +284,81 @@ module qp_maxpool #(
     end
   end
 endmodule
+
+// Vector-vector unit (depthwise convolution, MAXMODE = 0) or window maximum (MAXMODE = 1) over K window positions
+// of C channels, PE channels per word, input words in (channel fold, k) order from a DEPTHWISE sliding window:
+// NPIX * NF * K iterations, each reading one word, writing after k == K-1. Weight word nf*K + k holds
+// w[nf*PE + pe][k] at bits [pe*WB +: WB]; thresholds as in qp_mvtu (word nf).
+module qp_vvau #(
+  parameter int C = 1, parameter int PE = 1, parameter int K = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
+  parameter int WB = 8, parameter int W_SIGNED = 1, parameter int AB = 16, parameter int OB = 8,
+  parameter int NT = 0, parameter int TB = 8, parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0,
+  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem"
+) (
+  input  logic clk, input logic rst,
+  input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+);
+  localparam int NF = C / PE, NFW = (NF > 1) ? $clog2(NF) : 1, KW_ = (K > 1) ? $clog2(K) : 1;
+  localparam int TILES = NF * K, TLW = (TILES > 1) ? $clog2(TILES) : 1;
+  logic [KW_-1:0] k;
+  logic [NFW-1:0] nf;
+  logic [TLW-1:0] tile, tile_next;
+  wire wr = (k == KW_'(K - 1));
+  logic s2_valid;
+  wire s2_free = !s2_valid || out_ready;
+  wire en = in_valid && (!wr || s2_free);
+  assign in_ready = !wr || s2_free;
+  assign out_valid = s2_valid;
+  assign tile_next = (tile == TLW'(TILES - 1)) ? '0 : tile + 1'b1;
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      k <= '0; nf <= '0; tile <= '0; s2_valid <= 1'b0;
+    end else begin
+      if (en) begin
+        k <= wr ? '0 : k + 1'b1;
+        if (wr) nf <= (nf == NFW'(NF - 1)) ? '0 : nf + 1'b1;
+        tile <= tile_next;
+      end
+      if (en && wr) s2_valid <= 1'b1;
+      else if (out_ready) s2_valid <= 1'b0;
+    end
+  end
+  logic [PE*WB-1:0] wq;
+  if (!MAXMODE) begin : g_w
+    logic [PE*WB-1:0] wrom [0:TILES-1];
+    initial $readmemh(WFILE, wrom);
+    always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
+  end else begin : g_now
+    assign wq = '0;
+  end
+  logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
+  if (NT > 0) begin : g_thr
+    logic [PE*NT*TB-1:0] trom [0:NF-1];
+    initial $readmemh(TFILE, trom);
+    always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
+  end else begin : g_nothr
+    assign tq = '0;
+  end
+  logic [PE*AB-1:0] res_all;
+  for (genvar p = 0; p < PE; p++) begin : g_pe
+    logic signed [AB-1:0] acc_q, sum, res;
+    wire signed [IB:0] xe = I_SIGNED ? $signed({in_data[p*IB + IB - 1], in_data[p*IB +: IB]})
+                                     : $signed({1'b0, in_data[p*IB +: IB]});
+    wire signed [WB:0] we = W_SIGNED ? $signed({wq[p*WB + WB - 1], wq[p*WB +: WB]}) : $signed({1'b0, wq[p*WB +: WB]});
+    always_comb begin
+      if (MAXMODE) sum = (k == '0 || xe > acc_q) ? AB'(xe) : acc_q;
+      else sum = ((k == '0) ? '0 : acc_q) + xe * we;
+    end
+    always_ff @(posedge clk) if (en) acc_q <= sum;
+    always_ff @(posedge clk) if (en && wr) res <= sum;
+    assign res_all[p*AB +: AB] = res;
+    if (NT == 0) begin : g_acc
+      assign out_data[p*OB +: OB] = OB'(res);
+    end
+  end
+  if (NT > 0) begin : g_act
+    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
+      u_act (.v(res_all), .thr(tq), .y(out_data));
+  end
+endmodule
