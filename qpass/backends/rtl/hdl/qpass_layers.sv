@@ -347,8 +347,10 @@ module qp_vvau #(
                                      : $signed({1'b0, in_data[p*IB +: IB]});
     wire signed [WB:0] we = W_SIGNED ? $signed({wq[p*WB + WB - 1], wq[p*WB +: WB]}) : $signed({1'b0, wq[p*WB +: WB]});
     always_comb begin
+      // two statements: a '0 in the same expression would make it unsigned (products zero-extended)
+      sum = (k == '0) ? '0 : acc_q;
       if (MAXMODE) sum = (k == '0 || xe > acc_q) ? AB'(xe) : acc_q;
-      else sum = ((k == '0) ? '0 : acc_q) + xe * we;
+      else sum = sum + xe * we;
     end
     always_ff @(posedge clk) if (en) acc_q <= sum;
     always_ff @(posedge clk) if (en && wr) res <= sum;
