@@ -21,12 +21,14 @@ SECTIONS = {
         "weights", "activations", "bias", "accumulator", "placement", "rounding", "granularity", "calibrator", "seed"],
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu", "mode"],
     "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
-    "Hardware (--backend hls)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control", "folding",
-                                 "allow_over_budget"],
+    "Hardware (--backend hls / rtl)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control", "folding",
+                                       "allow_over_budget", "rtlsim", "synth", "pnr"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet", "fmt"],
 }
-HLS_ONLY = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps", "csim": "--csim",
-            "hls_control": "--hls-control", "folding": "--folding", "allow_over_budget": "--allow-over-budget"}
+HW_FLAGS = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps"}
+HLS_ONLY = {"csim": "--csim", "hls_control": "--hls-control", "folding": "--folding",
+            "allow_over_budget": "--allow-over-budget"}
+RTL_ONLY = {"rtlsim": "--rtlsim", "synth": "--synth", "pnr": "--pnr"}
 
 
 def _options(fn):
@@ -103,9 +105,10 @@ def _options(fn):
 def _hardware_options() -> list:
     """The options of the hardware backends (section 'Hardware')."""
     return [
-        click.option("--backend", type=click.Choice(["ort", "hls"]), default="ort", show_default=True,
+        click.option("--backend", type=click.Choice(["ort", "hls", "rtl"]), default="ort", show_default=True,
                      help="ort: an ONNX file onnxruntime runs; hls: a folder of HLS C++ dataflow projects, pipeline "
-                          "'dataflow' (4-bit weights, dfp:4 activations unless set)."),
+                          "'dataflow' (4-bit weights, dfp:4 activations unless set); rtl: the same as "
+                          "SystemVerilog projects with cocotb testbenches."),
         click.option("--device", default="xc7z020", show_default=True, help="FPGA part."),
         click.option("--clock-ns", type=PositiveFloat(), help="Clock period in ns (default: the device's)."),
         click.option("--target-fps", type=PositiveFloat(), help="Frame rate to fold for; default: fastest that fits."),
@@ -120,6 +123,12 @@ def _hardware_options() -> list:
                      "is written back to OUT/folding_config.json."),
         click.option("--allow-over-budget", is_flag=True, help="Export a design whose layers, FIFOs and width "
                      "converters (all partitions together) exceed --device instead of refusing it."),
+        click.option("--rtlsim", is_flag=True, help="--backend rtl: simulate every partition with Verilator (cocotb "
+                     "testbench) on the --eval (or calibration) samples: bit-exact check, cycles/frame, latency."),
+        click.option("--synth", is_flag=True, help="--backend rtl: synthesize every layer and partition with yosys "
+                     "synth_xilinx and report estimate vs yosys LUT/FF/BRAM/DSP."),
+        click.option("--pnr", is_flag=True, help="--backend rtl: place and route every partition on a Lattice ECP5 "
+                     "(LFE5U-85F) with yosys + nextpnr-ecp5 and report its Fmax."),
     ]
 
 
@@ -128,7 +137,8 @@ def _hardware_options() -> list:
 @_options
 @user_errors
 def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_path, backend, device, clock_ns,
-             target_fps, csim, no_verify, quiet, engine, address, fmt, requantize, **settings):
+             target_fps, csim, no_verify, quiet, engine, address, fmt, requantize, rtlsim=False, synth=False,
+             pnr=False, **settings):
     """Quantize MODEL with a pipeline of passes and write the result atomically.
 
     A format flag (see Formats) turns the default pipeline into 'fakequant': any number format, lowered to standard
@@ -159,7 +169,12 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
                               engine=None if engine == "local" else runner)
     _check_exclude(cfg.exclude, src, result)
     given = {f for f in ("weights", "activations") if getattr(cfg, f) or (cfg.bits and str(cfg.bits) != "auto")}
-    if backend == "hls":
+    if backend == "rtl":
+        from .finish_rtl import export_rtl
+
+        export_rtl(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, device=device,
+                   clock_ns=clock_ns, target_fps=target_fps, rtlsim=rtlsim, synth=synth, pnr=pnr)
+    elif backend == "hls":
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
                    device=device, clock_ns=clock_ns, target_fps=target_fps, **hw)
     else:
@@ -183,19 +198,30 @@ def _check_format(fmt, settings: dict, backend: str) -> None:
     """--format against --qonnx and the backend; --qonnx is --format qonnx."""
     if fmt and settings.get("qonnx") and fmt != "qonnx":
         raise QpassError(f"--qonnx and --format {fmt} contradict each other (--qonnx is --format qonnx)")
-    if fmt and backend == "hls":
-        raise QpassError("--format chooses the ONNX dialect of --backend ort; the HLS export writes C++")
+    if fmt and backend in ("hls", "rtl"):
+        raise QpassError(f"--format chooses the ONNX dialect of --backend ort; the {backend.upper()} export writes "
+                         "source code")
     settings["qonnx"] = settings.get("qonnx") or fmt == "qonnx"
 
 
 def _check_mode_flags(ctx: click.Context, backend: str, report_path) -> None:
     """Flags that would do nothing with this backend are errors that name them."""
-    if backend != "hls":
-        given = [flag for name, flag in HLS_ONLY.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT]
-        if given:
-            raise QpassError(f"{' and '.join(given)} only apply to --backend hls (this run writes an ONNX model)")
+    def given(flags):
+        return [flag for name, flag in flags.items() if ctx.get_parameter_source(name) != ParameterSource.DEFAULT]
+
+    if backend != "rtl" and given(RTL_ONLY):
+        raise QpassError(f"{' and '.join(given(RTL_ONLY))} only apply to --backend rtl")
+    if backend == "rtl" and given({"csim": "--csim"}):
+        raise QpassError("--csim is the HLS C simulation; with --backend rtl use --rtlsim")
+    if backend != "hls" and given(HLS_ONLY):
+        raise QpassError(f"{' and '.join(given(HLS_ONLY))} only apply to --backend hls")
+    if backend not in ("hls", "rtl"):
+        if given(HW_FLAGS):
+            raise QpassError(f"{' and '.join(given(HW_FLAGS))} only apply to --backend hls or rtl (this run writes an "
+                             "ONNX model)")
     elif report_path:
-        raise QpassError("--report is for --backend ort; the HLS export writes its own report.txt into the folder")
+        raise QpassError(f"--report is for --backend ort; the {backend.upper()} export writes its own report.txt into "
+                         "the folder")
 
 
 def resolve_calib(model_path: Path, calib: str | None, needed: bool) -> Path | None:

@@ -8,7 +8,7 @@ Default names say what the file is: ``MODEL.<what>.onnx`` beside the model, wher
   file's stem), with ``.qonnx`` added when ``--qonnx`` (``--format qonnx``) keeps the QONNX ops, ``.qcdq`` /
   ``.qdq`` with ``--format qcdq`` / ``qdq``;
 
-and ``MODEL.hls/`` for ``--backend hls``. ``-o`` naming an existing folder, or ending in ``/``, puts that name
+and ``MODEL.hls/`` for ``--backend hls`` (``MODEL.rtl/`` for ``rtl``). ``-o`` naming an existing folder, or ending in ``/``, puts that name
 inside it. No output may be an input or another output (``--report R.html`` also writes ``R.json``), and every
 output path is checked for writability up front, so a bad path costs no pipeline run.
 """
@@ -42,7 +42,7 @@ def output_kind(cfg: QuantConfig, plan: ResolvedConfig, fmt: str | None = None) 
         what = re.sub(r"[^A-Za-z0-9_.-]+", "_", what).strip("._") or "pipeline"
     if fmt in ("qcdq", "qdq"):
         return f"{what}.{fmt}"
-    return what + (".qonnx" if cfg.qonnx and cfg.backend != "hls" else "")
+    return what + (".qonnx" if cfg.qonnx and cfg.backend not in ("hls", "rtl") else "")
 
 
 def _stem(model: Path) -> str:
@@ -51,11 +51,11 @@ def _stem(model: Path) -> str:
 
 def model_output(model: Path, output: str | None, what: str, backend: str) -> Path:
     """The model (or, for hls, the project folder) path for ``-o`` as typed (a trailing ``/`` matters)."""
-    name = f"{_stem(model)}.hls" if backend == "hls" else f"{_stem(model)}.{what}.onnx"
+    name = f"{_stem(model)}.{backend}" if backend in ("hls", "rtl") else f"{_stem(model)}.{what}.onnx"
     if not output:
         return model.with_name(name)
     path = Path(output)
-    if backend == "hls":
+    if backend in ("hls", "rtl"):
         return path
     if output.endswith(("/", os.sep)) or os.path.isdir(path):
         return path / name
@@ -126,7 +126,7 @@ def plan_outputs(model: Path, output: str | None, report: str | None, what: str,
             if _same(path, other):
                 raise QpassError(f"{flag} {path} and {other_flag} {other} are the same file: give them different "
                                  "names")
-    hls = backend == "hls"
+    hls = backend in ("hls", "rtl")
     if hls and os.path.isdir(plan.model) and any(plan.model.iterdir()):
         raise OutputError(f"output folder {plan.model} exists and is not empty")
     check_writable(plan.model, folder=hls)

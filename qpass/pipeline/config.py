@@ -73,7 +73,7 @@ class QuantConfig:
     #: "static" (calibrated activation ranges) or "dynamic" (pipeline "dynamic": DynamicQuantizeLinear + MatMulInteger,
     #: ranges measured at run time, no calibration); None: static
     mode: str | None = None
-    #: ort: an ONNX model onnxruntime runs; hls: the dataflow pipeline, QONNX kept for qpass.backends.hls.export
+        #: ort: an ONNX model onnxruntime runs; hls / rtl: the dataflow pipeline, QONNX kept for qpass.backends.hls/rtl
     backend: str = "ort"
     #: onnxruntime threads for calibration (and, in the CLI, evaluation)
     threads: int = 1
@@ -108,7 +108,7 @@ class QuantConfig:
             _add_after(pipeline, "quantize_qdq", "mixed_precision", overrides["mixed_precision"], name)
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
-        disabled = {"lower_ort"} if self.qonnx or self.backend == "hls" else set()
+        disabled = {"lower_ort"} if self.qonnx or self.backend in ("hls", "rtl") else set()
         return ResolvedConfig(name, overrides, pipeline, disabled, self.verify)
 
     def _resolve_bits(self) -> str | None:
@@ -151,7 +151,7 @@ class QuantConfig:
             return self.pipeline
         if bits == "auto":
             return "bitwidth"
-        if self.backend == "hls":
+        if self.backend in ("hls", "rtl"):
             return "dataflow"
         return "fakequant" if self._formats(bits) else "default"
 

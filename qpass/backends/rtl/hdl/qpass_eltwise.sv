@@ -1,0 +1,149 @@
+// qpass RTL layer library: element-wise and pooling layers (written for qpass, Apache-2.0). One iteration per
+// clock as in qpass_layers.sv; PE elements per word; channel slot c = nf * PE + pe with nf counting words modulo
+// NF = C / PE.
+
+// the threshold activation of PE lanes: y = OUT_BIAS + OUT_SCALE * #{t : v >= T[t]} (v signed, VB bits per lane;
+// lane p's NT thresholds at bits [(p*NT + t)*TB +: TB] of thr)
+module qp_activate #(
+  parameter int PE = 1, parameter int VB = 8, parameter int NT = 1, parameter int TB = 8, parameter int OB = 4,
+  parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0
+) (
+  input logic [PE*VB-1:0] v, input logic [PE*NT*TB-1:0] thr, output logic [PE*OB-1:0] y
+);
+  localparam int NTW = $clog2(NT + 1) + 1;
+  for (genvar p = 0; p < PE; p++) begin : g_pe
+    logic [NTW-1:0] cnt;
+    always_comb begin
+      cnt = '0;
+      for (int t = 0; t < NT; t++)
+        cnt = cnt + (($signed(v[p*VB +: VB]) >= $signed(thr[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
+    end
+    wire signed [31:0] yv = OUT_BIAS + OUT_SCALE * $signed({1'b0, cnt});
+    assign y[p*OB +: OB] = yv[OB-1:0];
+  end
+endmodule
+
+// standalone MultiThreshold: y = OUT_BIAS + OUT_SCALE * #{t : x >= T[c][t]}; threshold word nf holds T[nf*PE + pe][t]
+// at bits [(pe*NT + t)*TB +: TB]
+module qp_threshold #(
+  parameter int C = 1, parameter int PE = 1, parameter int NPIX = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
+  parameter int OB = 4, parameter int NT = 1, parameter int TB = 8, parameter int OUT_SCALE = 1,
+  parameter int OUT_BIAS = 0, parameter TFILE = "t.mem"
+) (
+  input  logic clk, input logic rst,
+  input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+);
+  localparam int NF = C / PE, NFW = (NF > 1) ? $clog2(NF) : 1;
+  logic [NFW-1:0] nf, nf_next;
+  wire en = in_valid && out_ready;
+  assign in_ready = out_ready;
+  assign out_valid = in_valid;
+  assign nf_next = (nf == NFW'(NF - 1)) ? '0 : nf + 1'b1;
+  always_ff @(posedge clk) if (rst) nf <= '0; else if (en) nf <= nf_next;
+  logic [PE*NT*TB-1:0] trom [0:NF-1];
+  logic [PE*NT*TB-1:0] tq;
+  initial $readmemh(TFILE, trom);
+  always_ff @(posedge clk) if (rst || en) tq <= trom[rst ? '0 : nf_next];
+  logic [PE*(IB+1)-1:0] xs;
+  for (genvar p = 0; p < PE; p++) begin : g_pe
+    assign xs[p*(IB+1) +: IB+1] = I_SIGNED ? {in_data[p*IB + IB - 1], in_data[p*IB +: IB]} : {1'b0, in_data[p*IB +: IB]};
+  end
+  qp_activate #(.PE(PE), .VB(IB + 1), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
+    u_act (.v(xs), .thr(tq), .y(out_data));
+endmodule
+
+// residual join: y = KA * a + KB * b element by element (both streams in the same order)
+module qp_add #(
+  parameter int PE = 1, parameter int AB_ = 8, parameter int A_SIGNED = 0, parameter int BB = 8,
+  parameter int B_SIGNED = 0, parameter int OB = 9, parameter int KA = 1, parameter int KB = 1
+) (
+  input  logic clk, input logic rst,
+  input  logic [PE*AB_-1:0] a_data, input logic a_valid, output logic a_ready,
+  input  logic [PE*BB-1:0] b_data, input logic b_valid, output logic b_ready,
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+);
+  assign a_ready = b_valid && out_ready;
+  assign b_ready = a_valid && out_ready;
+  assign out_valid = a_valid && b_valid;
+  for (genvar p = 0; p < PE; p++) begin : g_pe
+    wire signed [AB_:0] a = A_SIGNED ? $signed({a_data[p*AB_ + AB_ - 1], a_data[p*AB_ +: AB_]})
+                                     : $signed({1'b0, a_data[p*AB_ +: AB_]});
+    wire signed [BB:0] b = B_SIGNED ? $signed({b_data[p*BB + BB - 1], b_data[p*BB +: BB]})
+                                    : $signed({1'b0, b_data[p*BB +: BB]});
+    wire signed [31:0] y = KA * a + KB * b;
+    assign out_data[p*OB +: OB] = y[OB-1:0];
+  end
+endmodule
+
+// per channel slot multiply (MUL) or add of a constant table; parameter word nf holds P[nf*PE + pe] at bits
+// [pe*PB +: PB]
+module qp_channelwise #(
+  parameter int C = 1, parameter int PE = 1, parameter int NPIX = 1, parameter int MUL = 1, parameter int IB = 8,
+  parameter int I_SIGNED = 0, parameter int PB = 8, parameter int OB = 8, parameter PFILE = "p.mem"
+) (
+  input  logic clk, input logic rst,
+  input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+);
+  localparam int NF = C / PE, NFW = (NF > 1) ? $clog2(NF) : 1;
+  logic [NFW-1:0] nf, nf_next;
+  wire en = in_valid && out_ready;
+  assign in_ready = out_ready;
+  assign out_valid = in_valid;
+  assign nf_next = (nf == NFW'(NF - 1)) ? '0 : nf + 1'b1;
+  always_ff @(posedge clk) if (rst) nf <= '0; else if (en) nf <= nf_next;
+  logic [PE*PB-1:0] prom [0:NF-1];
+  logic [PE*PB-1:0] pq;
+  initial $readmemh(PFILE, prom);
+  always_ff @(posedge clk) if (rst || en) pq <= prom[rst ? '0 : nf_next];
+  for (genvar p = 0; p < PE; p++) begin : g_pe
+    wire signed [IB:0] x = I_SIGNED ? $signed({in_data[p*IB + IB - 1], in_data[p*IB +: IB]})
+                                    : $signed({1'b0, in_data[p*IB +: IB]});
+    wire signed [PB-1:0] k = $signed(pq[p*PB +: PB]);
+    wire signed [63:0] y = MUL ? x * k : x + k;
+    assign out_data[p*OB +: OB] = y[OB-1:0];
+  end
+endmodule
+
+// global accumulation pool: the sum over NPIX pixels per channel (NPIX*CF input iterations, then CF output ones)
+module qp_global_sum #(
+  parameter int C = 1, parameter int PE = 1, parameter int NPIX = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
+  parameter int OB = 16
+) (
+  input  logic clk, input logic rst,
+  input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+);
+  localparam int CF = C / PE, CW = (CF > 1) ? $clog2(CF) : 1, PW = $clog2(NPIX + 1);
+  logic [PE*OB-1:0] acc [0:CF-1];
+  logic wphase;
+  logic [CW-1:0] c;
+  logic [PW-1:0] pix;
+  wire rd = !wphase, wr = wphase;
+  wire en = (!rd || in_valid) && (!wr || out_ready);
+  assign in_ready = rd && (!wr || out_ready);
+  assign out_valid = wr && (!rd || in_valid);
+  wire [PE*OB-1:0] cur = acc[c];
+  logic [PE*OB-1:0] nxt;
+  for (genvar p = 0; p < PE; p++) begin : g_pe
+    wire signed [IB:0] x = I_SIGNED ? $signed({in_data[p*IB + IB - 1], in_data[p*IB +: IB]})
+                                    : $signed({1'b0, in_data[p*IB +: IB]});
+    wire signed [OB-1:0] prev = (pix == '0) ? '0 : $signed(cur[p*OB +: OB]);
+    assign nxt[p*OB +: OB] = prev + x;
+  end
+  assign out_data = cur;
+  always_ff @(posedge clk) if (en && rd) acc[c] <= nxt;
+  wire last_c = (c == CW'(CF - 1));
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      wphase <= 1'b0; c <= '0; pix <= '0;
+    end else if (en) begin
+      c <= last_c ? '0 : c + 1'b1;
+      if (rd && last_c) begin
+        if (pix == PW'(NPIX - 1)) begin pix <= '0; wphase <= 1'b1; end else pix <= pix + 1'b1;
+      end
+      if (wr && last_c) wphase <= 1'b0;
+    end
+  end
+endmodule
