@@ -13,7 +13,10 @@ from __future__ import annotations
 from qpass.pipeline.manager import Pipeline, Repeat
 from qpass.pipeline.registry import get_pass_class
 
-QUANTIZING = ("calibrate", "fakequant", "quantize_qdq", "bitwidth")
+#: passes that quantize a float model, or change its float weights or ranges to quantize it better: they give way to
+#: the trained quantization of an imported model
+QUANTIZING = ("calibrate", "fakequant", "quantize_qdq", "bitwidth", "quantize_dynamic", "mixed_precision",
+              "choose_ranges", "equalize", "smoothquant", "bias_correction", "adaround")
 FORMATS = ("qonnx", "qcdq", "qdq")
 
 
