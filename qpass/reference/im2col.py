@@ -145,6 +145,20 @@ def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, e
     return y.reshape((N, c * mult) + tuple(out_spatial))
 
 
+def window_max(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value) -> np.ndarray:
+    """Max over every window (N, C, *out_spatial) as one elementwise maximum per kernel tap (NaN propagates, as in
+    a reduction)."""
+    n = len(kernel)
+    strides = _ints(strides, n, 1)
+    dilations = _ints(dilations, n, 1)
+    xp = _padded(x, kernel, strides, dilations, begin, end, out_spatial, pad_value)
+    y = None
+    for sl in _tap_slices(kernel, strides, dilations, out_spatial):
+        v = xp[(slice(None), slice(None)) + sl]
+        y = v.copy() if y is None else np.maximum(y, v, out=y)
+    return y
+
+
 def batch_chunks(n: int, bytes_per_sample: int, budget: int = 1 << 28):
     """[(start, stop)] slices of the batch so that one chunk's patch matrix stays under ``budget`` bytes."""
     step = max(1, budget // max(int(bytes_per_sample), 1))

@@ -51,7 +51,7 @@ def conv(node, x, w, b=None):
     y = np.concatenate(ys) if len(ys) > 1 else ys[0]
     if b is not None:
         y = y + wide(b).reshape(1, -1, 1)
-    return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x))
+    return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x), order="C")  # C order: later ops stride well
 
 
 @register("ConvTranspose")

@@ -23,11 +23,12 @@ def max_pool(node, x):
     """Y, and when asked for, Indices: the flat position of each maximum in the unpadded input (row-major, or
     column-major over the spatial axes with storage_order=1); ties go to the first position in the window."""
     kernel, (begin, end, out) = _pool_geometry(node, x)
+    if len(node.outputs) < 2 or not node.outputs[1]:
+        return ic.window_max(x, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out,
+                             _lowest(x.dtype)).astype(x.dtype, copy=False)
     w = ic.windows(x, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, _lowest(x.dtype))
     k_axes = tuple(range(-len(kernel), 0))
     y = w.max(axis=k_axes).astype(x.dtype)
-    if len(node.outputs) < 2 or not node.outputs[1]:
-        return y
     spatial = x.shape[2:]
     pos = np.arange(int(np.prod(spatial)), dtype=np.int64).reshape(spatial)
     if int(node.attr("storage_order", 0)):

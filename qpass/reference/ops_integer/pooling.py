@@ -94,9 +94,8 @@ def fuse_max_pool(fc: FusionContext, node: NodeInfo) -> FusedOp:
     def compute(vals, ex):
         xq = vals[0]
         begin, end, out = ic.node_geometry(node, xq.shape, kernel, pooling=True)
-        w = ic.windows(xq, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out,
-                       int_range(xq.dtype)[0])
-        y = w.max(axis=tuple(range(-len(kernel), 0))).astype(q.dtype)
+        y = ic.window_max(xq, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out,
+                          int_range(xq.dtype)[0]).astype(q.dtype, copy=False)
         ex.record(node.name, "MaxPool(int)", outputs=y.size)
         return y
 
