@@ -45,6 +45,11 @@ class PartitionedModel:
     def host_nodes(self) -> list[tuple[str, str, str]]:
         return [(d.node, d.op, d.reason) for d in self.decisions if d.kind is None]
 
+    def host_report(self) -> list[str]:
+        """The report lines listing the nodes left on the host, each with its reason."""
+        host = self.host_nodes()
+        return [f"\nhost nodes ({len(host)}):"] + [f"  {op:14s} {n}: {why}" for n, op, why in host]
+
     def save(self, path: str | os.PathLike) -> Path:
         """Write the parent to ``path`` and each partition next to it as ``<stem>.<partition file>``; the parent's
         ``model`` attributes are rewritten to those file names (relative to the parent's folder)."""

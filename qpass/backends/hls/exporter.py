@@ -209,10 +209,7 @@ def _write_data(pdir: Path, proj: codegen.Project, io: dict) -> int:
 def _report(pm: PartitionedModel, exports: list[PartitionExport], dev: Device, clk: float, fps) -> str:
     lines = [f"qpass HLS export: {len(exports)} dataflow partition(s), device {dev.part} ({dev.board}), clock "
              f"{clk:g} ns" + (f", target {fps:,.1f} FPS" if fps else ", fastest folding that fits the device")]
-    host = pm.host_nodes()
-    lines.append(f"\nhost nodes ({len(host)}):")
-    for n, op, why in host:
-        lines.append(f"  {op:14s} {n}: {why}")
+    lines += pm.host_report()
     for e in exports:
         lines.append(f"\npartition {e.name} -> {e.project_dir.name}/ (top function {e.top}, model {e.model_file})")
         lines.append(e.table)

@@ -155,10 +155,7 @@ def write_project(part: RtlPartition, io: dict | None) -> int:
 
 def _report(pm: PartitionedModel, parts: list[RtlPartition], dev: Device, clk: float) -> str:
     lines = [f"qpass RTL export: {len(parts)} dataflow partition(s), device {dev.part} ({dev.board}), clock {clk:g} ns"]
-    host = pm.host_nodes()
-    lines.append(f"\nhost nodes ({len(host)}):")
-    for n, op, why in host:
-        lines.append(f"  {op:14s} {n}: {why}")
+    lines += pm.host_report()
     for p in parts:
         lines.append(f"\npartition {p.name} -> {p.project_dir.name}/ (top module {p.top}, rtl/{p.top}.sv)")
         lines.append(p.table)
