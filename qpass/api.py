@@ -72,3 +72,22 @@ def _for_input(model: onnx.ModelProto, pipeline: Pipeline) -> Pipeline:
     if any(p.name == "import_quantized" for p in pipeline.flat_passes()) or not detect_dialect(model).quantized:
         return pipeline
     return import_pipeline(pipeline)
+
+
+def evaluate(src: onnx.ModelProto, result: OptimizeResult, samples, threads: int = 1) -> tuple[dict, list[str]]:
+    """What ``qpass optimize --eval`` measures, as (metrics, printable lines): float vs quantized output SQNR, top-1
+    agreement and, with labels, accuracy; after fakequant also whether the golden interpreter and onnxruntime
+    predict the same."""
+    from qpass.analysis.evaluate import check_backends, compare
+
+    cmp = compare(src, result.model, samples, threads)
+    metrics = {"samples": cmp.samples, "output SQNR vs float (dB)": cmp.sqnr_db,
+               "top-1 agreement with float": cmp.agreement}
+    if cmp.float_accuracy is not None:
+        metrics.update({"float accuracy": cmp.float_accuracy, "quantized accuracy": cmp.quant_accuracy})
+    lines = list(cmp.lines())
+    if "fakequant" in result.report.results:
+        chk = check_backends(qonnx_model(result), result.model, samples, threads)
+        metrics["golden/onnxruntime identical predictions"] = chk.summary()
+        lines += list(chk.lines())
+    return metrics, lines

@@ -69,21 +69,11 @@ def _layer_errors(src, result, samples, quiet: bool) -> list[dict]:
 
 def _evaluate(src, result, eval_samples, threads: int) -> dict:
     """Print float vs quantized accuracy and SQNR (and golden vs onnxruntime after fakequant); the metrics."""
-    from qpass.analysis.evaluate import check_backends, compare
-    from qpass.api import qonnx_model
+    from qpass.api import evaluate
 
-    cmp = compare(src, result.model, eval_samples, threads)
-    metrics = {"samples": cmp.samples, "output SQNR vs float (dB)": cmp.sqnr_db,
-               "top-1 agreement with float": cmp.agreement}
-    if cmp.float_accuracy is not None:
-        metrics.update({"float accuracy": cmp.float_accuracy, "quantized accuracy": cmp.quant_accuracy})
-    for line in cmp.lines():
+    metrics, lines = evaluate(src, result, eval_samples, threads)
+    for line in lines:
         click.echo(line)
-    if "fakequant" in result.report.results:
-        chk = check_backends(qonnx_model(result), result.model, eval_samples, threads)
-        metrics["golden/onnxruntime identical predictions"] = chk.summary()
-        for line in chk.lines():
-            click.echo(line)
     return metrics
 
 

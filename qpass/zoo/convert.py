@@ -86,22 +86,6 @@ def integer_share(results: dict) -> float | None:
     return round(done / (done + left), 4) if done + left else None
 
 
-def evaluation_metrics(src, result, samples, threads: int = 1) -> dict:
-    """What ``qpass optimize --eval`` measures (float vs quantized SQNR, agreement, accuracy with labels)."""
-    from qpass.analysis.evaluate import check_backends, compare
-    from qpass.pipeline.run import qonnx_model
-
-    cmp = compare(src, result.model, samples, threads)
-    metrics = {"samples": cmp.samples, "output SQNR vs float (dB)": cmp.sqnr_db,
-               "top-1 agreement with float": cmp.agreement}
-    if cmp.float_accuracy is not None:
-        metrics.update({"float accuracy": cmp.float_accuracy, "quantized accuracy": cmp.quant_accuracy})
-    if "fakequant" in result.report.results:
-        metrics["golden/onnxruntime identical predictions"] = check_backends(
-            qonnx_model(result), result.model, samples, threads).summary()
-    return metrics
-
-
 def _summary(metrics: dict, size_before: int, size_after: int, results: dict) -> dict:
     out = {"size_before": size_before, "size_after": size_after,
            "sqnr_db": round(float(metrics["output SQNR vs float (dB)"]), 2), "integer_share": integer_share(results)}
@@ -129,7 +113,7 @@ def convert_model(job: Job) -> dict:
 
 
 def _convert(job: Job, tmp: Path) -> dict:
-    from qpass.api import load, optimize, save
+    from qpass.api import evaluate, load, optimize, save
     from qpass.ir.samples import load_samples
     from qpass.pipeline.config import QuantConfig
     from qpass.report.data import collect
@@ -150,7 +134,7 @@ def _convert(job: Job, tmp: Path) -> dict:
         (tmp / "eval.npz").write_bytes(job.eval)
     ev = load_samples(tmp / "eval.npz", src) if job.eval is not None else samples
     res = optimize(src, calib=samples, config=QuantConfig(pipeline=pipeline), eval=ev)
-    metrics = evaluation_metrics(src, res, ev)
+    metrics = evaluate(src, res, ev)[0]
     data = collect(src, res, ev, metrics)
     data["model"] = job.source
     out_model = tmp / "out" / name
