@@ -86,9 +86,11 @@ def integer_share(results: dict) -> float | None:
     return round(done / (done + left), 4) if done + left else None
 
 
-def _summary(metrics: dict, size_before: int, size_after: int, results: dict) -> dict:
-    out = {"size_before": size_before, "size_after": size_after,
-           "sqnr_db": round(float(metrics["output SQNR vs float (dB)"]), 2), "integer_share": integer_share(results)}
+def _summary(metrics: dict | None, size_before: int, size_after: int, results: dict) -> dict:
+    out = {"size_before": size_before, "size_after": size_after, "integer_share": integer_share(results)}
+    if metrics is None:
+        return out
+    out["sqnr_db"] = round(float(metrics["output SQNR vs float (dB)"]), 2)
     if "quantized accuracy" in metrics:
         out.update(metric=round(float(metrics["quantized accuracy"]), 4), metric_name="accuracy",
                    float_metric=round(float(metrics["float accuracy"]), 4))
@@ -101,7 +103,7 @@ def _summary(metrics: dict, size_before: int, size_after: int, results: dict) ->
 def convert_model(job: Job) -> dict:
     """``{"status": "ok" | "failed" | "skipped", "reason", "metrics", "files": {relative name: bytes}}``."""
     job = job.for_remote()
-    if job.calib is None:
+    if job.calib is None and not _already_quantized(job.model):
         return {"status": "skipped", "reason": f"no {Path(job.rel).name[:-5]}.calib.npz beside the model",
                 "metrics": {"size_before": len(job.model)}, "files": {}}
     with tempfile.TemporaryDirectory(prefix="qpass-zoo-") as tmp:
@@ -112,9 +114,29 @@ def convert_model(job: Job) -> dict:
             return {"status": status, "reason": str(exc), "metrics": {"size_before": len(job.model)}, "files": {}}
 
 
+def _already_quantized(model: bytes) -> bool:
+    """An already-quantized model needs no calibration samples: the zoo imports it (keeps its quantization)."""
+    import onnx
+
+    from qpass.passes.dialects import detect_dialect
+
+    try:
+        return detect_dialect(onnx.load_from_string(model)).quantized
+    except Exception:  # a broken file: left to the conversion, which reports it in one line
+        return False
+
+
+def _samples(tmp: Path, name: str, data: bytes | None, src):
+    from qpass.ir.samples import load_samples
+
+    if data is None:
+        return None
+    (tmp / name).write_bytes(data)
+    return load_samples(tmp / name, src)
+
+
 def _convert(job: Job, tmp: Path) -> dict:
     from qpass.api import evaluate, load, optimize, save
-    from qpass.ir.samples import load_samples
     from qpass.pipeline.config import QuantConfig
     from qpass.report.data import collect
     from qpass.report.html import report_texts
@@ -123,18 +145,16 @@ def _convert(job: Job, tmp: Path) -> dict:
     src_path = tmp / "in" / name
     src_path.parent.mkdir()
     src_path.write_bytes(job.model)
-    (tmp / "calib.npz").write_bytes(job.calib)
     pipeline = job.pipeline
     if job.pipeline_text is not None:
         pipeline = str(tmp / Path(job.pipeline).name)
         Path(pipeline).write_text(job.pipeline_text)
     src = load(src_path)
-    samples = load_samples(tmp / "calib.npz", src)
-    if job.eval is not None:
-        (tmp / "eval.npz").write_bytes(job.eval)
-    ev = load_samples(tmp / "eval.npz", src) if job.eval is not None else samples
+    samples = _samples(tmp, "calib.npz", job.calib, src)
+    ev = _samples(tmp, "eval.npz", job.eval, src) or samples
     res = optimize(src, calib=samples, config=QuantConfig(pipeline=pipeline), eval=ev)
-    metrics = evaluate(src, res, ev)[0]
+    # an already-quantized model without samples is imported (keeps its quantization); nothing to measure it on
+    metrics = evaluate(src, res, ev)[0] if ev is not None else None
     data = collect(src, res, ev, metrics)
     data["model"] = job.source
     out_model = tmp / "out" / name
@@ -145,6 +165,6 @@ def _convert(job: Job, tmp: Path) -> dict:
     files = {prefix + p.name: p.read_bytes() for p in [out_model]}
     files.update({prefix + p.name: t.encode() for p, t in texts.items()})
     summary = _summary(metrics, len(job.model), out_model.stat().st_size, res.report.results)
-    if job.latency:
+    if job.latency and ev is not None:
         summary["latency_ratio"] = round(latency_ratio(res.model, src, ev.feed(0)), 3)
     return {"status": "ok", "reason": "", "metrics": summary, "files": files}

@@ -80,10 +80,11 @@ def up_to_date(rec: dict | None, inputs: dict, settings: dict, version: str, out
 def command(source: Path, out_dir: Path, rel: str, calib: Path | None, ev: Path | None, pipeline: str,
             report: str) -> str:
     """The ``qpass optimize`` command line that converts this model the way the zoo does."""
-    if calib is None:
-        return ""
-    argv = ["qpass", "optimize", str(source), "-o", str(out_dir / rel), "--calib", str(calib), "--eval",
-            str(ev or calib), "--pipeline", pipeline, "--report", str(out_dir / report), "-q"]
+    samples = [] if calib is None else ["--calib", str(calib)]
+    if ev or calib:
+        samples += ["--eval", str(ev or calib)]
+    argv = ["qpass", "optimize", str(source), "-o", str(out_dir / rel), *samples, "--pipeline", pipeline,
+            "--report", str(out_dir / report), "-q"]
     return shlex.join(argv)
 
 
