@@ -165,16 +165,44 @@ def main() -> None:
     ap.add_argument("--max-points", type=int, default=None)
     ap.add_argument("--cache", default=str(GRID_CACHE))
     ap.add_argument("--out", default=str(cal.DATA))
+    ap.add_argument("--with", dest="extra", nargs="*", default=[],
+                    help="more cached Yosys numbers to fit on (e.g. bench/results/yosys_layers.json)")
+    ap.add_argument("--holdout", default=None, help="cached Yosys numbers to check the fit on, not fitted")
     a = ap.parse_args()
     cache = SynthCache(Path(a.cache))
     version = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
     if not a.fit_only:
         run_grid(a.kinds, cache, a.max_points)
-    samples = [(v["params"]["module"], v["params"], v) for v in cache.data.values()]
+    entries = dict(cache.data)
+    for extra in a.extra:
+        entries.update(SynthCache(Path(extra)).data)
+    samples = [(v["params"]["module"], v["params"], v) for v in entries.values()]
     data = cal.fit_all(samples, version=version, command=COMMAND + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""))
     Path(a.out).write_text(cal.dumps(data))
     print(cal.fit_summary(data))
     print(f"wrote {a.out}")
+    if a.holdout:
+        print(holdout_report(SynthCache(Path(a.holdout)).data, data))
+
+
+def holdout_report(entries: dict, calib: dict) -> str:
+    """Estimate/yosys ratios of LUT and FF per module over cached numbers the fit did not see."""
+    by: dict = {}
+    for v in entries.values():
+        m = v["params"]["module"]
+        if m not in calib["modules"]:
+            continue
+        e = cal.module_estimate(m, v["params"], calib)
+        for metric in ("lut", "ff"):
+            y = v[metric]
+            by.setdefault((m, metric), []).append((getattr(e, metric), y))
+    lines = ["held out (estimate/yosys): module metric: n, within +-15% (or +-10 under 100), min..max ratio"]
+    for (m, metric), pairs in sorted(by.items()):
+        ok = sum(abs(a - y) <= max(0.15 * y, 10 if y < 100 else 0) for a, y in pairs)
+        ratios = [a / y for a, y in pairs if y]
+        lines.append(f"  {m} {metric}: {len(pairs)}, {ok} within, "
+                     f"{min(ratios, default=0):.2f}..{max(ratios, default=0):.2f}")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,20 @@ of their two). A one-word weight ROM is a constant: its products are constant mu
 terms). DSPs: one DSP48 per product when the module multiplies on DSPs (``USE_DSP``) and the weights are not
 constant.
 
+The formulas (coefficients c_* from the data file; lanes = PE * SIMD, AB accumulator bits, NT threshold steps of TB
+bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
+  qp_mvtu   LUT = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + lanes*(c_mult*IB*W + c_add*AB)   (LUT multipliers)
+                  | lanes*c_pop (XNOR-popcount) | lanes*c_dsp_add*AB (products on DSPs)
+                  + c_cmp*PE*NT*TB (comparators, thresholds from a ROM) + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
+            FF  = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
+  qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
+            (the row buffers are LUT-RAM: the window reads them asynchronously)
+  qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*PE*NT*TB*ceil(NF/64)
+  qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
+  qp_add        LUT = c0 + c_add*PE*OB*(set bits of KA and KB - 1)
+  qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
+("_const" variants of a term: the same term where the operand is a constant, NF*SF == 1 or NF == 1.)
+
 Features are functions of the module's own parameters (``features``), so the same formulas price an RTL instance
 exactly (``module_estimate``) and a hardware layer of ``qpass.hw.kinds`` before it is emitted (``layer_params``
 maps a cost-model ``Layer`` to the module parameters it would get; ``layer_estimate``).
@@ -31,6 +45,8 @@ from qpass.hw.memory_costs import bram18_for
 
 DATA = Path(__file__).with_name("calibration_yosys.json")
 METRICS = ("lut", "ff")
+#: cells below which an error counts as if the module had this many (fit weights, reported errors)
+FIT_FLOOR = 20.0
 
 
 @dataclass(frozen=True)
@@ -238,18 +254,19 @@ def module_estimate(module: str, params: dict, calib=None) -> Estimate:
 
 
 def fit(rows: list[tuple[dict[str, float], float]]) -> tuple[dict[str, float], float]:
-    """Non-negative least squares of y ~ sum(c_k * f_k) minimising the relative error (rows weighted by 1/y);
-    returns the coefficients and the largest relative error over the rows."""
+    """Non-negative least squares of y ~ sum(c_k * f_k) minimising the relative error (rows weighted by
+    1/max(y, FIT_FLOOR): a 2-LUT module does not outweigh a 2000-LUT one); returns the coefficients and the largest
+    relative error over the rows (same floor)."""
     import numpy as np
     from scipy.optimize import nnls
 
     names = sorted({k for f, _ in rows for k in f})
     a = np.array([[f.get(k, 0.0) for k in names] for f, _ in rows])
     y = np.array([float(v) for _, v in rows])
-    w = 1.0 / np.maximum(y, 1.0)
+    w = 1.0 / np.maximum(y, FIT_FLOOR)
     c, _ = nnls(a * w[:, None], y * w)
     pred = a @ c
-    err = float(np.max(np.abs(pred - y) / np.maximum(y, 1.0))) if len(y) else 0.0
+    err = float(np.max(np.abs(pred - y) * w)) if len(y) else 0.0
     return {k: round(float(v), 4) for k, v in zip(names, c)}, err
 
 
