@@ -177,7 +177,8 @@ def main() -> None:
     for extra in a.extra:
         entries.update(SynthCache(Path(extra)).data)
     samples = [(v["params"]["module"], v["params"], v) for v in entries.values()]
-    data = cal.fit_all(samples, version=version, command=COMMAND + (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else ""))
+    command = " ".join([COMMAND] + sys.argv[1:]).replace(f"{ROOT}/", "")
+    data = cal.fit_all(samples, version=version, command=command)
     Path(a.out).write_text(cal.dumps(data))
     print(cal.fit_summary(data))
     print(f"wrote {a.out}")

@@ -29,6 +29,7 @@ from qpass.api import qonnx_model
 from qpass.backends import rtl
 from qpass.backends.rtl.synth import METRICS, SynthCache, comparison_table, family, layer_rows, synth_partition, \
     within, yosys_command
+from qpass.hw.calibration import calibration_note
 from qpass.pipeline.config import QuantConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,6 +108,7 @@ def main() -> None:
     a = ap.parse_args()
     ver = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
     print(f"{ver}; CPU flags: {cpu_flags()}")
+    print(calibration_note())
     cache = SynthCache(Path(a.cache)) if a.cache else None
     score: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -33,7 +33,8 @@ def _all_terms(module, metric):
 
 EXAMPLES = {
     "qp_mvtu": [dict(MW=64, MH=16, PE=p, SIMD=s, IB=b, WB=b, AB=12, NT=nt, TB=12, XNOR=x, USE_DSP=d)
-                for p, s in ((1, 8), (16, 64), (4, 32)) for b, x, d in ((2, 0, 0), (1, 1, 0), (8, 0, 1)) for nt in (0, 3)],
+                for p, s in ((1, 8), (16, 64), (4, 32)) for b, x, d in ((2, 0, 0), (1, 1, 0), (8, 0, 1))
+                for nt in (0, 3)],
     "qp_swg": [dict(C=16, SIMD=4, IW=8, KH=3, EB=4, PAD=1)],
     "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5) for p in (1, 16)],
     "qp_maxpool": [dict(C=16, PE=4, IW=8, KW=2, EB=4)],

@@ -288,6 +288,18 @@ def fit_all(samples: list[tuple[str, dict, dict]], *, version: str, command: str
     return out
 
 
+def calibration_note(calib=None) -> str:
+    """One line for reports: which estimate is calibrated, against what, and how to regenerate it."""
+    calib = CALIBRATION if calib is None else calib
+    if not calib["modules"]:
+        return "no resource calibration shipped: estimates are the analytical models only"
+    pts = sum(e["points"] for e in calib["modules"].values())
+    return (f"'cal' estimates: the RTL modules' LUT/FF formulas fitted to {calib['yosys']} synth_xilinx -family "
+            f"{calib['family']} over {pts} synthesized instances ({', '.join(calib['modules'])}), BRAM18/DSP by "
+            f"Yosys' mapping rules (qpass/hw/calibration_yosys.json; regenerate: {calib['command']}); "
+            "'old': the analytical models (qpass.hw.memory_costs, FINN-R formulas)")
+
+
 def dumps(data: dict) -> str:
     return json.dumps(data, indent=1, sort_keys=True) + "\n"
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qpass.errors import QpassError
-from qpass.hw.calibration import CALIBRATION, layer_estimate, module_estimate, varying_columns
+from qpass.hw.calibration import CALIBRATION, calibration_note, layer_estimate, module_estimate, varying_columns
 from .exporter import LIBRARY
 from .sim import ToolMissing
 
@@ -247,8 +247,8 @@ def comparison_table(part, numbers: dict[str, SynthNumbers]) -> str:
                     f"{o['dsp']}/{c.get('dsp', '-')}{mark['dsp']}/{y['dsp']}"))
     whole = numbers.get("<partition>")
     t = tot
-    out.append(("sum of layers", "", str(t["lut"][0]), str(t["lut"][1]), str(t["lut"][2]), _ratio(t["lut"][0], t["lut"][2]),
-                _ratio(t["lut"][1], t["lut"][2]), "", str(t["ff"][1]), str(t["ff"][2]), _ratio(t["ff"][1], t["ff"][2]),
+    out.append(("sum of layers", "", str(t["lut"][0]), str(t["lut"][1]), str(t["lut"][2]),
+                _ratio(t["lut"][0], t["lut"][2]), _ratio(t["lut"][1], t["lut"][2]), "", str(t["ff"][1]), str(t["ff"][2]), _ratio(t["ff"][1], t["ff"][2]),
                 f"{t['bram18'][0]}/{t['bram18'][1]}/{t['bram18'][2]}", f"{t['dsp'][0]}/{t['dsp'][1]}/{t['dsp'][2]}"))
     if whole is not None:
         out.append(("partition (with FIFOs)", "", "", "", str(whole.lut), "", "", "", "", str(whole.ff), "",
@@ -262,7 +262,7 @@ def comparison_table(part, numbers: dict[str, SynthNumbers]) -> str:
 def synthesize_export(res, layers: bool = True) -> str:
     """Synthesize every partition of an ``RtlExport``; the estimate-vs-yosys tables as text."""
     fam = family(res.device.part)
-    out = [f"yosys synth_xilinx -family {fam} ({res.device.part}): estimate vs yosys"]
+    out = [f"yosys synth_xilinx -family {fam} ({res.device.part}): estimate vs yosys", calibration_note()]
     for p in res.partitions:
         nums = synth_partition(p, fam, layers)
         out.append(f"\npartition {p.name}:")
