@@ -49,9 +49,9 @@ METRICS = ("lut", "ff")
 FIT_FLOOR = 20.0
 
 
-@dataclass(frozen=True)
+@dataclass
 class Estimate:
-    """LUT, FF, BRAM18 and DSP of one module."""
+    """LUT, FF, BRAM18 and DSP of one module (estimated, or counted by Yosys: ``qpass.backends.rtl.synth``)."""
 
     lut: int = 0
     ff: int = 0

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qpass.errors import QpassError
-from qpass.hw.calibration import CALIBRATION, calibration_note, layer_estimate, module_estimate, varying_columns
+from qpass.hw.calibration import CALIBRATION, Estimate, calibration_note, layer_estimate, module_estimate, varying_columns
 from .exporter import LIBRARY
 from .sim import ToolMissing
 
@@ -24,17 +24,10 @@ LUTRAM = {"RAM32X1S": 1, "RAM32X1D": 2, "RAM64X1S": 1, "RAM64X1D": 2, "RAM128X1S
 
 
 @dataclass
-class SynthNumbers:
-    """Cell counts: LUT (logic + LUT-RAM/SRL), FF, BRAM in RAMB18 units, DSP."""
+class SynthNumbers(Estimate):
+    """Yosys cell counts: LUT (logic + LUT-RAM/SRL), FF, BRAM in RAMB18 units, DSP; the synthesis wall time."""
 
-    lut: int = 0
-    ff: int = 0
-    bram18: int = 0
-    dsp: int = 0
     seconds: float = 0.0
-
-    def row(self) -> tuple[int, int, int, int]:
-        return (self.lut, self.ff, self.bram18, self.dsp)
 
 
 def yosys_command() -> list[str]:
