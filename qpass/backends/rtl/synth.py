@@ -127,22 +127,24 @@ class SynthCache:
 
 
 def synth_instance(rtl: Path, name: str, inst, in_bits: list[int], out_bits: int, fam: str, nodsp: bool,
-                   cache: SynthCache | None = None) -> SynthNumbers:
+                   cache: SynthCache | None = None, timeout: float = 1800.0) -> SynthNumbers:
     """synth_xilinx of one library module instance in a wrapper (its $readmemh files in ``rtl``), cached."""
     key = instance_key(inst, inst.mems, fam, nodsp)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
         return hit
     (rtl / f"{name}.sv").write_text(_wrapper(name, inst, in_bits, out_bits))
-    n = run_yosys(rtl, list(LIBRARY) + [f"{name}.sv"], name, fam, nodsp=nodsp)
+    n = run_yosys(rtl, list(LIBRARY) + [f"{name}.sv"], name, fam, nodsp=nodsp, timeout=timeout)
     if cache is not None:
         cache.put(key, n, {"module": inst.module, **{k: v for k, v in inst.params if not str(v).startswith('"')}})
     return n
 
 
-def synth_partition(part, fam: str, layers: bool = True, whole: bool = True,
-                    cache: SynthCache | None = None) -> dict[str, SynthNumbers]:
-    """Yosys numbers per layer (and '<partition>' for the whole top module) of an exported partition."""
+def synth_partition(part, fam: str, layers: bool = True, whole: bool = True, cache: SynthCache | None = None,
+                    timeout: float = 1800.0, failures: list | None = None) -> dict[str, SynthNumbers]:
+    """Yosys numbers per layer (and '<partition>' for the whole top module) of an exported partition. With a
+    ``failures`` list, a layer Yosys fails on (or does not finish within ``timeout`` s) is appended there as
+    (layer, reason) and left out instead of stopping."""
     rtl = part.project_dir / "rtl"
     lib = list(LIBRARY)
     out = {}
@@ -152,8 +154,14 @@ def synth_partition(part, fam: str, layers: bool = True, whole: bool = True,
             ident = mod.idents[l.name]
             inst = mod.instances[l.name]
             ins = [dg.streams[s].dtype.bits * f for s, f in zip(l.inputs, l.in_fold)]
-            out[l.name] = synth_instance(rtl, f"synth_{ident}", inst, ins, dg.streams[l.output].dtype.bits * l.out_fold,
-                                         fam, l.layer.resources().dsp == 0, cache)
+            try:
+                out[l.name] = synth_instance(rtl, f"synth_{ident}", inst, ins,
+                                             dg.streams[l.output].dtype.bits * l.out_fold, fam,
+                                             l.layer.resources().dsp == 0, cache, timeout)
+            except QpassError as exc:
+                if failures is None:
+                    raise
+                failures.append((l.name, str(exc).splitlines()[0]))
     if not whole:
         return out
     nodsp = all(l.layer.resources().dsp == 0 for l in dg.layers)
