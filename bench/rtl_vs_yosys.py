@@ -105,6 +105,7 @@ def main() -> None:
     ap.add_argument("--pnr", action="store_true", help="also place and route on an ECP5 85k (nextpnr) for Fmax")
     ap.add_argument("--cache", default=str(CACHE), help="JSON cache of Yosys numbers ('' for none)")
     ap.add_argument("--out", default=None, help="export folder (default: a temporary one)")
+    ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per Yosys run (a layer over it is listed)")
     a = ap.parse_args()
     ver = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
     print(f"{ver}; CPU flags: {cpu_flags()}")
@@ -121,9 +122,13 @@ def main() -> None:
             ex = make()
             for p in ex.partitions:
                 t0 = time.perf_counter()
-                nums = synth_partition(p, family(ex.device.part), whole=a.partition, cache=cache)
+                fails: list = []
+                nums = synth_partition(p, family(ex.device.part), whole=a.partition, cache=cache,
+                                       timeout=a.timeout, failures=fails)
                 print(f"\n{title}, partition {p.name} (yosys synth_xilinx, {time.perf_counter() - t0:.0f} s):")
                 print(comparison_table(p, nums))
+                for name, why in fails:
+                    print(f"  no yosys numbers for {name}: {why}")
                 rows = layer_rows(p, nums)
                 tally(rows, score)
                 if title.startswith("CNV"):
