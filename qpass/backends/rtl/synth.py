@@ -132,11 +132,13 @@ def synth_instance(rtl: Path, name: str, inst, in_bits: list[int], out_bits: int
     key = instance_key(inst, inst.mems, fam, nodsp)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
+        if "WCOLS" not in cache.data[key]["params"] and "WFILE" in dict(inst.params):  # older entries
+            cache.put(key, hit, {"module": inst.module, **instance_params(inst)})
         return hit
     (rtl / f"{name}.sv").write_text(_wrapper(name, inst, in_bits, out_bits))
     n = run_yosys(rtl, list(LIBRARY) + [f"{name}.sv"], name, fam, nodsp=nodsp, timeout=timeout)
     if cache is not None:
-        cache.put(key, n, {"module": inst.module, **{k: v for k, v in inst.params if not str(v).startswith('"')}})
+        cache.put(key, n, {"module": inst.module, **instance_params(inst)})
     return n
 
 
@@ -178,18 +180,23 @@ def within(est: int, got: int, rel: float = REL_TOL, slack: int = ABS_SLACK) -> 
     return abs(est - got) <= max(rel * got, slack if got < 100 else 0, 0.5)
 
 
-def instance_estimate(inst):
-    """The calibrated formulas at an emitted instance's own parameters (its weight ROM's varying bit columns counted
-    from its memory image), or None for a module without calibrated formulas."""
-    if inst.module not in CALIBRATION["modules"]:
-        return None
+def instance_params(inst) -> dict:
+    """An instance's parameters for the calibrated formulas: its own (file names left out) plus, from its weight
+    ROM image, the varying bit columns (WCOLS) and WV = 1 for +-1 weights stored in two bits."""
     p = {k: v for k, v in inst.params if not str(v).startswith('"')}
     wfile = str(dict(inst.params).get("WFILE", "")).strip('"')
     if wfile in inst.mems:
         p["WCOLS"] = varying_columns(inst.mems[wfile])
         if p.get("WB") == 2 and p.get("W_SIGNED") and _all_plus_minus_one(inst.mems[wfile], p["PE"] * p["SIMD"]):
             p["WV"] = 1  # +-1 weights in two bits: the low bit is always 1
-    return module_estimate(inst.module, p)
+    return p
+
+
+def instance_estimate(inst):
+    """The calibrated formulas at an emitted instance's own parameters, or None for a module without them."""
+    if inst.module not in CALIBRATION["modules"]:
+        return None
+    return module_estimate(inst.module, instance_params(inst))
 
 
 def _all_plus_minus_one(mem_text: str, n: int) -> bool:
