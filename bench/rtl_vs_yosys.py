@@ -105,12 +105,13 @@ def main() -> None:
     ap.add_argument("--pnr", action="store_true", help="also place and route on an ECP5 85k (nextpnr) for Fmax")
     ap.add_argument("--cache", default=str(CACHE), help="JSON cache of Yosys numbers ('' for none)")
     ap.add_argument("--out", default=None, help="export folder (default: a temporary one)")
+    ap.add_argument("--offline", action="store_true", help="no Yosys runs: layers missing from the cache are listed")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per Yosys run (a layer over it is listed)")
     a = ap.parse_args()
     ver = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
     print(f"{ver}; CPU flags: {cpu_flags()}")
     print(calibration_note())
-    cache = SynthCache(Path(a.cache)) if a.cache else None
+    cache = SynthCache(Path(a.cache), offline=a.offline) if a.cache else None
     score: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(a.out) if a.out else Path(tmp)

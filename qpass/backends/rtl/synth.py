@@ -109,8 +109,9 @@ def instance_key(inst, mems: dict[str, str], fam: str, nodsp: bool) -> str:
 class SynthCache:
     """Yosys numbers by ``instance_key`` in a JSON file (read at start, rewritten after every new synthesis)."""
 
-    def __init__(self, path: Path | None):
+    def __init__(self, path: Path | None, offline: bool = False):
         self.path = Path(path) if path is not None else None
+        self.offline = offline  # a miss is an error instead of a Yosys run
         self.data: dict = {}
         if self.path is not None and self.path.is_file():
             self.data = json.loads(self.path.read_text())
@@ -135,6 +136,8 @@ def synth_instance(rtl: Path, name: str, inst, in_bits: list[int], out_bits: int
         if "WCOLS" not in cache.data[key]["params"] and "WFILE" in dict(inst.params):  # older entries
             cache.put(key, hit, {"module": inst.module, **instance_params(inst)})
         return hit
+    if cache is not None and cache.offline:
+        raise QpassError(f"{name}: no cached Yosys numbers (offline)")
     (rtl / f"{name}.sv").write_text(_wrapper(name, inst, in_bits, out_bits))
     n = run_yosys(rtl, list(LIBRARY) + [f"{name}.sv"], name, fam, nodsp=nodsp, timeout=timeout)
     if cache is not None:
