@@ -21,7 +21,7 @@ def test_shipped_calibration_names_its_yosys_and_regeneration_command():
     assert data["command"].startswith("python bench/calibrate_yosys.py")
     for module in ("qp_mvtu", "qp_swg", "qp_threshold", "qp_maxpool", "qp_add", "qp_global_sum"):
         e = data["modules"][module]
-        assert e["points"] >= 5 and set(e["lut"]) and all(v >= 0 for v in e["lut"].values()), module
+        assert e["points"] >= 3 and set(e["lut"]) and all(v >= 0 for v in e["lut"].values()), module
         # every fitted term is a feature the formula computes
         assert set(e["lut"]) <= _all_terms(module, "lut") and set(e["ff"]) <= _all_terms(module, "ff"), module
         assert all(cal.module_estimate(module, p).lut >= 0 for p in EXAMPLES[module])
@@ -44,9 +44,9 @@ EXAMPLES = {
 
 
 def test_weight_rom_block_ram_rule_matches_yosys():
-    """A rom_style=block ROM of D words keeps only its varying bit columns, 36 per RAMB18 unit (Yosys 0.23 counts:
-    2 x 576 random bits -> 9, 8 x 576 -> 16, 4 x 576 -> 14; the digits MLP's 1-bit fc2 (2 tiles of 16 x 64 XNOR
-    weights) -> 15 and its fc3 (2 x 160) -> 3)."""
+    """A rom_style=block ROM of D words keeps only its varying bit columns, 36 per RAMB18 unit. Yosys 0.23 on ROMs of
+    random bits: 2 x 576 -> 9 RAMB18 (the rule: 8), 8 x 576 -> 16 (16), 4 x 576 -> 14 (14); on the digits MLP's
+    1-bit fc2 (2 tiles of 16 x 64 XNOR weights) -> 15 and its fc3 (2 x 160) -> 3."""
     rom = lambda d, w: cal.bram18_for(d, int(np.ceil(cal.varying_bits(w, d))))  # noqa: E731
     assert (rom(2, 576), rom(8, 576), rom(4, 576)) == (8, 16, 14)
     fc2 = dict(MW=64, MH=32, PE=16, SIMD=64, IB=2, WB=1, AB=9, NT=1, TB=7, XNOR=1, USE_DSP=0)

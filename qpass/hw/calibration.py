@@ -14,13 +14,15 @@ constant.
 
 The formulas (coefficients c_* from the data file; lanes = PE * SIMD, AB accumulator bits, NT threshold steps of TB
 bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
-  qp_mvtu   LUT = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + lanes*(c_mult*IB*W + c_add*AB)   (LUT multipliers)
+  qp_mvtu   LUT = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + lanes*(c_mult*M(IB, W) + c_add*AB)   (LUT multipliers;
+                  M = FINN-R's multiplier, (2*ceil((IB+W)/6) - 1)*(IB+W); W = 1 for +-1 weights)
                   | lanes*c_pop (XNOR-popcount) | lanes*c_dsp_add*AB (products on DSPs)
-                  + c_cmp*PE*NT*TB (comparators, thresholds from a ROM) + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
-            FF  = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
+                  + c_cmp*PE*NT*TB (comparators) + c_trom*MH*NT*TB/8 (their ROM, NF > 1)
+                  + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
+            FF  = c0 + c_ctr*log2(NF*SF) + (c_acc | c_acc_thr)*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
             (the row buffers are LUT-RAM: the window reads them asynchronously)
-  qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*PE*NT*TB*ceil(NF/64)
+  qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*C*NT*TB/8
   qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
   qp_add        LUT = c0 + c_add*PE*OB*(set bits of KA and KB - 1)
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
@@ -70,6 +72,12 @@ def _bram18(depth: int, width: float) -> int:
     return bram18_for(int(depth), int(math.ceil(width)))
 
 
+def finn_mult(a_bits: int, w_bits: int) -> int:
+    """FINN-R's LUT count of one A x W multiplier: (2 * ceil((A + W) / 6) - 1) * (A + W)."""
+    wa = a_bits + w_bits
+    return (2 * math.ceil(wa / 6) - 1) * wa
+
+
 def varying_columns(mem_text: str) -> int:
     """Bit columns of a $readmemh image that are not constant over its words."""
     words = [int(w, 16) for w in mem_text.split()]
@@ -98,20 +106,24 @@ def _mvtu(p: dict) -> dict[str, float]:
     elif dsp:
         f["dsp_add"] = lanes * ab
     else:
-        f["mult_const" if const_w else "mult"] = lanes * ib * wb
+        f["mult_const" if const_w else "mult"] = lanes * finn_mult(ib, wb)
         f["add"] = lanes * ab
     if nt:
         f["cmp_const" if nf == 1 else "cmp"] = pe * nt * tb
+        if nf > 1:
+            f["trom"] = p["MH"] * nt * tb / 8
     if nf > 1:
         f["ibuf"] = simd * ib * math.ceil(sf / 32)
     return f
 
 
 def _mvtu_ff(p: dict) -> dict[str, float]:
-    nf, sf = p["MH"] // p["PE"], p["MW"] // p["SIMD"]
-    f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "acc": p["PE"] * p["AB"]}
-    if p.get("NT", 0) and nf > 1:
-        f["thr"] = p["PE"] * p["NT"] * p.get("TB", 1)
+    """Counters, accumulator and result registers (fewer kept when only comparators read them), the registered
+    threshold word, a one- or two-word input buffer in flip-flops."""
+    nf, sf, nt = p["MH"] // p["PE"], p["MW"] // p["SIMD"], p.get("NT", 0)
+    f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "acc_thr" if nt else "acc": p["PE"] * p["AB"]}
+    if nt and nf > 1:
+        f["thr"] = p["PE"] * nt * p.get("TB", 1)
     if nf > 1 and sf <= 2:
         f["ibuf"] = p["SIMD"] * p["IB"] * sf
     return f
@@ -149,7 +161,7 @@ def _threshold(p: dict) -> dict[str, float]:
     pe, nt, tb, nf = p["PE"], p["NT"], p["TB"], p["C"] // p["PE"]
     f = {"const": 1.0, "ctr": float(_clog2(nf)), "cmp_const" if nf == 1 else "cmp": pe * nt * tb}
     if nf > 1:
-        f["trom"] = pe * nt * tb * math.ceil(nf / 64)
+        f["trom"] = p["C"] * nt * tb / 8  # the threshold ROM's bits (in LUTs, folded into the comparators)
     return f
 
 
