@@ -76,3 +76,15 @@ def test_lstm_equals_onnxruntime_bit_for_bit(direction, batch, peepholes, const_
     got = GoldenExecutor(m).run(feeds)
     for name, wv in zip(("y", "yh", "yc"), want):
         assert np.array_equal(got[name], wv), (name, int(np.count_nonzero(got[name] != wv)))
+
+
+@pytest.mark.parametrize("d", [1, 5, 16, 17, 48, 100, 256])
+def test_softmax_equals_onnxruntime_bit_for_bit(d):
+    x = (RNG.standard_normal((3, 4, d)) * 4).astype(F32)
+    m = h.make_model(h.make_graph([h.make_node("Softmax", ["x"], ["y"], axis=-1)], "g",
+                                  [h.make_tensor_value_info("x", T.FLOAT, list(x.shape))],
+                                  [h.make_tensor_value_info("y", T.FLOAT, None)]),
+                     opset_imports=[h.make_opsetid("", 13)])
+    want = _session(m).run(None, {"x": x})[0]
+    assert np.array_equal(GoldenExecutor(m).run({"x": x})["y"], want)
+    assert np.array_equal(mlas.softmax(x), want)

@@ -138,3 +138,73 @@ def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, trans_b: bo
         acc = _fma_chain(a, bk, k0, min(k, k0 + stride))
         out = acc if out is None else out + acc
     return out if out is not None else np.zeros((a.shape[0], n), F32)
+
+
+# ------------------------------------------------------------------ Softmax
+
+_EXP = tuple(F32(v) for v in (
+    -103.9720840454, 12582912.0, 1.44269504088896341, -6.93145752e-1, -1.42860677e-6,
+    float.fromhex("0x1.694000p-10"), float.fromhex("0x1.125edcp-7"), float.fromhex("0x1.555b5ap-5"),
+    float.fromhex("0x1.555450p-3"), float.fromhex("0x1.fffff6p-2"), 1.0))
+
+
+def _sum_exp_terms(v: np.ndarray) -> np.ndarray:
+    """exp(v) as ``MlasComputeSumExpF32KernelAvx512F`` computes each term (v = x - max, already shifted)."""
+    lo, bias, log2r, log2hi, log2lo, *poly = _EXP
+    v = np.maximum(v, lo)
+    m = fma32(log2r, v, bias) - bias
+    v = fma32(m, log2hi, v)
+    v = fma32(m, log2lo, v)
+    p = np.full(v.shape, poly[0], F32)
+    for c in poly[1:]:
+        p = fma32(p, v, c)
+    p = fma32(p, v, poly[-1])
+    return np.ldexp(p, m.astype(np.int32)).astype(F32)  # VSCALEFPS: exact scaling by 2^m
+
+
+def softmax(x, axis: int = -1) -> np.ndarray:
+    """``MlasComputeSoftmax`` over ``axis``: max, exp terms summed in 16 lanes (element i in lane i mod 16) then
+    reduced ((s0+s1)+(s2+s3)) + ((s4+s5)+(s6+s7)) with s_j = lane j + lane j+8, output = term * (1 / sum)."""
+    x = np.moveaxis(np.asarray(x, F32), axis, -1)
+    d = x.shape[-1]
+    neg = -np.max(x, axis=-1, keepdims=True)
+    e = _sum_exp_terms(x + neg)
+    pad = (-d) % 16
+    lanes_in = np.concatenate([e, np.zeros(e.shape[:-1] + (pad,), F32)], axis=-1)
+    lanes_in = lanes_in.reshape(e.shape[:-1] + (-1, 16))
+    lanes = lanes_in[..., 0, :].copy()
+    for g in range(1, lanes_in.shape[-2]):
+        lanes = lanes + lanes_in[..., g, :]
+    s = [lanes[..., j] + lanes[..., j + 8] for j in range(8)]
+    total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    scale = (F32(1.0) / total)[..., None]
+    return np.moveaxis(e * scale, -1, axis)
+
+
+# ------------------------------------------------------------------ onnxruntime's plain C++ kernels
+
+def layer_norm(x, scale, bias, axis: int, epsilon: float, simplified: bool = False):
+    """onnxruntime's LayerNormalization / SkipLayerNormalization for float32 (``layer_norm_impl.cc``): per row, the
+    sum and the sum of squares accumulated in order in float32, ``mean = sum / n``, ``sd = sqrt(sumsq / n -
+    mean * mean + epsilon)``, ``y = (x - mean) / sd * scale + bias``, each operation rounded to float32.
+    Returns (y, mean, 1 / sd) with mean and 1 / sd of shape ``x.shape[:axis] + (1,) * (ndim - axis)``."""
+    x = np.asarray(x, F32)
+    axis %= max(x.ndim, 1)
+    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
+    n = int(np.prod(x.shape[axis:], dtype=np.int64))
+    v = x.reshape(rows, n)
+    total = np.zeros(rows, F32)
+    squares = np.zeros(rows, F32)
+    for h in range(n):
+        col = v[:, h]
+        total = total + col
+        squares = squares + col * col
+    nf, eps = F32(n), F32(epsilon)
+    mean = total / nf
+    sd = np.sqrt(squares / nf + eps) if simplified else np.sqrt((squares / nf - mean * mean) + eps)
+    g = np.asarray(scale, F32).reshape(1, n)
+    y = (v / sd[:, None] if simplified else (v - mean[:, None]) / sd[:, None]) * g
+    if bias is not None and not simplified:
+        y = y + np.asarray(bias, F32).reshape(1, n)
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    return y.reshape(x.shape), mean.reshape(stat_shape), (F32(1.0) / sd).reshape(stat_shape)
