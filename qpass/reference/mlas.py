@@ -40,29 +40,21 @@ def _horner(v2: np.ndarray, coeffs) -> np.ndarray:
     return acc
 
 
-def _clamped(x, lo, hi) -> np.ndarray:
-    x = np.asarray(x, F32)
-    return np.minimum(np.maximum(x, lo), hi)  # NaN stays NaN (np.maximum propagates it)
+def _odd_over_even(x, table, split: int) -> np.ndarray:
+    """x clamped to table[0:2], then p(x^2) * x / q(x^2) with p = table[2:split], q = table[split:] (Horner)."""
+    v = np.minimum(np.maximum(np.asarray(x, F32), table[0]), table[1])  # NaN stays NaN
+    v2 = v * v
+    return (_horner(v2, table[2:split]) * v) / _horner(v2, table[split:])
 
 
 def logistic(x) -> np.ndarray:
     """``MlasComputeLogistic``: p(x) / q(x) + 0.5 on x clamped to [-18, 18], clamped to [0, 1]."""
-    lo, hi = _LOGISTIC[:2]
-    v = _clamped(x, lo, hi)
-    v2 = v * v
-    p = _horner(v2, _LOGISTIC[2:7]) * v
-    q = _horner(v2, _LOGISTIC[7:])
-    return np.minimum(np.maximum(p / q + F32(0.5), F32(0.0)), F32(1.0))
+    return np.minimum(np.maximum(_odd_over_even(x, _LOGISTIC, 7) + F32(0.5), F32(0.0)), F32(1.0))
 
 
 def tanh(x) -> np.ndarray:
     """``MlasComputeTanh``: p(x) / q(x) on x clamped to [-9, 9]."""
-    lo, hi = _TANH[:2]
-    v = _clamped(x, lo, hi)
-    v2 = v * v
-    p = _horner(v2, _TANH[2:9]) * v
-    q = _horner(v2, _TANH[9:])
-    return p / q
+    return _odd_over_even(x, _TANH, 9)
 
 
 # ------------------------------------------------------------------ SGEMM
