@@ -73,11 +73,23 @@ def _strides(n: int, k: int) -> int:
 
 
 def _fma_chain(a: np.ndarray, bk: np.ndarray, k0: int, k1: int) -> np.ndarray:
-    """Per output, ``acc = fma(a[m, k], b[k, n], acc)`` for k in [k0, k1) from acc = 0."""
-    acc = np.zeros((a.shape[0], bk.shape[1]), F32)
+    """Per output, ``acc = fma(a[m, k], b[k, n], acc)`` for k in [k0, k1) from acc = 0. Each step is the float64
+    sum of the exact product and acc rounded to float32, which is the single rounding of the FMA except where
+    that sum sits exactly half way between two float32 (or in their subnormal range, zero aside): those go through
+    ``numerics.fma32``."""
+    a64 = a.astype(np.float64)
+    b64 = bk.astype(np.float64)
+    acc = np.zeros((a.shape[0], bk.shape[1]), np.float64)
     for k in range(k0, k1):
-        acc = fma32(a[:, k:k + 1], bk[k:k + 1, :], acc)
-    return acc
+        s = a64[:, k:k + 1] * b64[k:k + 1, :] + acc
+        r = s.astype(F32)
+        bad = ((s.view(np.int64) & 0x1FFFFFFF) == 0x10000000) | ((np.abs(s) < 2.0 ** -125) & (s != 0))
+        if np.any(bad):
+            at = np.nonzero(bad)
+            r[at] = fma32(np.broadcast_to(a[:, k:k + 1], s.shape)[at], np.broadcast_to(bk[k:k + 1, :], s.shape)[at],
+                          acc[at].astype(F32))
+        acc = r.astype(np.float64)
+    return acc.astype(F32)
 
 
 def _m1(a: np.ndarray, b: np.ndarray, c: np.ndarray | None) -> np.ndarray:
