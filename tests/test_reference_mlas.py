@@ -88,3 +88,26 @@ def test_softmax_equals_onnxruntime_bit_for_bit(d):
     want = _session(m).run(None, {"x": x})[0]
     assert np.array_equal(GoldenExecutor(m).run({"x": x})["y"], want)
     assert np.array_equal(mlas.softmax(x), want)
+
+
+@pytest.mark.parametrize("direction, batch, lbr, const_w", [
+    ("forward", 1, 0, False), ("forward", 1, 1, False), ("bidirectional", 3, 1, False), ("reverse", 2, 0, True),
+    ("forward", 1, 1, True)])
+def test_gru_equals_onnxruntime_bit_for_bit(direction, batch, lbr, const_w):
+    seq, inp, hid = 6, 10, 12
+    nd = 2 if direction == "bidirectional" else 1
+    values = {"x": RNG.standard_normal((seq, batch, inp)).astype(F32),
+              "w": (RNG.standard_normal((nd, 3 * hid, inp)) * 0.4).astype(F32),
+              "r": (RNG.standard_normal((nd, 3 * hid, hid)) * 0.4).astype(F32),
+              "b": (RNG.standard_normal((nd, 6 * hid)) * 0.2).astype(F32)}
+    consts = {"w", "r"} if const_w else set()
+    ins = [h.make_tensor_value_info(k, T.FLOAT, list(v.shape)) for k, v in values.items() if k not in consts]
+    inits = [onnx.numpy_helper.from_array(values[k], k) for k in sorted(consts)]
+    m = _model([h.make_node("GRU", ["x", "w", "r", "b"], ["y", "yh"], direction=direction, hidden_size=hid,
+                            linear_before_reset=lbr)], ins,
+               [h.make_tensor_value_info(k, T.FLOAT, None) for k in ("y", "yh")], inits)
+    feeds = {k: v for k, v in values.items() if k not in consts}
+    want = _session(m).run(None, feeds)
+    got = GoldenExecutor(m).run(feeds)
+    for name, wv in zip(("y", "yh"), want):
+        assert np.array_equal(got[name], wv), (name, int(np.count_nonzero(got[name] != wv)))

@@ -212,3 +212,29 @@ def layer_norm(x, scale, bias, axis: int, epsilon: float, simplified: bool = Fal
         y = y + np.asarray(bias, F32).reshape(1, n)
     stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
     return y.reshape(x.shape), mean.reshape(stat_shape), (F32(1.0) / sd).reshape(stat_shape)
+
+
+def _rational_plain(x, bound: float) -> np.ndarray:
+    """``deepcpu``'s tanh rational approximation (rnn_helpers.cc) on x clamped to [-bound, bound]: the same
+    coefficients as MLAS's tanh, evaluated with separate multiplies and adds (no FMA)."""
+    v = np.minimum(np.maximum(np.asarray(x, F32), F32(-bound)), F32(bound))
+    v2 = v * v
+    p = v2 * _TANH[2] + _TANH[3]
+    for c in _TANH[4:9]:
+        p = v2 * p + c
+    p = v * p
+    q = v2 * _TANH[9] + _TANH[10]
+    for c in _TANH[11:]:
+        q = v2 * q + c
+    return p / q
+
+
+def gru_sigmoid(x) -> np.ndarray:
+    """onnxruntime's GRU reset / output gate sigmoid: 0.5 * (1 + tanh_approx(x / 2)), x clamped to [-20, 20]."""
+    x = np.minimum(np.maximum(np.asarray(x, F32), F32(-20.0)), F32(20.0))
+    return F32(0.5) * (F32(1.0) + _rational_plain(F32(0.5) * x, 20.0))
+
+
+def gru_tanh(x) -> np.ndarray:
+    """onnxruntime's GRU reset / output gate tanh: the rational approximation on x clamped to [-10, 10]."""
+    return _rational_plain(x, 10.0)

@@ -61,7 +61,7 @@ _MLAS_ACTIVATIONS = {"sigmoid": lambda x, a, b: mlas.logistic(x), "tanh": lambda
 def _activations(node, dtype) -> list[list[Callable]]:
     """Per direction, the gate activation functions with their alpha / beta bound."""
     names = node.attr("activations") or list(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node))
-    exact = _kind(node) == "LSTM" and np.dtype(dtype) == np.float32
+    exact = _kind(node) in ("LSTM", "GRU") and np.dtype(dtype) == np.float32
     alphas = list(node.attr("activation_alpha") or [])
     betas = list(node.attr("activation_beta") or [])
     fns = []
@@ -71,7 +71,9 @@ def _activations(node, dtype) -> list[list[Callable]]:
         a = alphas.pop(0) if da is not None and alphas else da
         b = betas.pop(0) if db is not None and betas else db
         t = np.dtype(dtype).type
-        fns.append(lambda x, fn=fn, a=t(a or 0), b=t(b or 0): fn(x, a, b).astype(x.dtype))
+        f = lambda x, fn=fn, a=t(a or 0), b=t(b or 0): fn(x, a, b).astype(x.dtype)  # noqa: E731
+        f.onnx_name = name.lower()
+        fns.append(f)
     per = len(_DEFAULT_ACTIVATIONS[_kind(node)])
     return [fns[i * per:(i + 1) * per] for i in range(len(_directions(node)))]
 
@@ -148,6 +150,8 @@ def _gru_step(node):
     lbr = int(node.attr("linear_before_reset", 0))
 
     def step(xp, h, c, d):
+        if d.hr_into is not None:
+            return _gru_step_exact(lbr, node, xp, h, d), None
         H = h.shape[-1]
         zr = (xp[:, :2 * H] + d.hr(h, 0, 2 * H)) + (d.wb[:2 * H] + d.rb[:2 * H])
         z = d.acts[0](_clip(node, zr[:, :H]))
@@ -159,6 +163,29 @@ def _gru_step(node):
         cand = d.acts[1](_clip(node, pre))
         return (1 - z) * cand + z * h, None
     return step
+
+
+#: onnxruntime's GRU computes its reset gate and candidate with plain-float rational approximations
+_GRU_GATES = {"sigmoid": mlas.gru_sigmoid, "tanh": mlas.gru_tanh}
+
+
+def _gru_step_exact(lbr, node, xp, h, d):
+    """One GRU step as onnxruntime's ``UniDirectionalGru`` computes it (float32)."""
+    H = h.shape[-1]
+    fr = _GRU_GATES.get(d.acts[0].onnx_name, d.acts[0])
+    fh = _GRU_GATES.get(d.acts[1].onnx_name, d.acts[1])
+    zr = d.hr_into(h, xp[:, :2 * H], 0, 2 * H)
+    r = fr(_clip(node, zr[:, H:] + (d.wb[H:2 * H] + d.rb[H:2 * H])))
+    if lbr:
+        lin = d.hr_into(h, np.broadcast_to(d.rb[2 * H:], h.shape), 2 * H, 3 * H)
+        pre = xp[:, 2 * H:] + r * lin
+        bias_h = d.wb[2 * H:]
+    else:
+        pre = d.hr_into(r * h, xp[:, 2 * H:], 2 * H, 3 * H)
+        bias_h = d.wb[2 * H:] + d.rb[2 * H:]
+    z = d.acts[0](_clip(node, zr[:, :H] + (d.wb[:H] + d.rb[:H])))
+    cand = fh(_clip(node, pre + bias_h))
+    return (1 - z) * cand + z * h
 
 
 def _lstm_step(node):
@@ -191,7 +218,7 @@ def mlas_weights(w, r, packed_w: bool, packed_r: bool):
     weight is a constant onnxruntime packs when the session is created)."""
     return ((lambda x: mlas.sgemm(x, w, trans_b=True, packed=packed_w)),
             (lambda h, lo, hi: mlas.sgemm(h, r[lo:hi], trans_b=True, packed=packed_r)),
-            (lambda h, acc: mlas.sgemm(h, r, acc, trans_b=True, packed=packed_r)))
+            (lambda h, acc, lo=0, hi=None: mlas.sgemm(h, r[lo:hi], acc, trans_b=True, packed=packed_r)))
 
 
 def _direction(node, hidden, dtype, b, p, k, acts, products) -> _Direction:
@@ -207,7 +234,6 @@ def _state(v, k, B, H, dtype):
 
 
 @register("RNN", check=check_recurrent)
-@register("GRU", check=check_recurrent)
 def recurrent(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     """Y, Y_h (and Y_c for LSTM) in the node's layout."""
     return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, lambda k: float_weights(w[k], r[k]))
@@ -225,9 +251,10 @@ def _check_lstm(ex, node):
     return check_recurrent(node)
 
 
+@register("GRU", check=_check_lstm, with_executor=True)
 @register("LSTM", check=_check_lstm, with_executor=True)
 def lstm(ex, node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
-    """Y, Y_h, Y_c in the node's layout; float32 as onnxruntime's kernel computes it."""
+    """Y, Y_h (and Y_c for LSTM) in the node's layout; float32 as onnxruntime's kernel computes it."""
     if x.dtype != np.float32:
         return recurrent(node, x, w, r, b, lens, h0, c0, p)
     pw, pr = _prepacked(ex, node.inputs[1]), _prepacked(ex, node.inputs[2])
