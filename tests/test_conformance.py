@@ -25,9 +25,27 @@ def results(cases):
     return C.run_all(cases, "reference")
 
 
+# registered ops no node test uses, each exercised by a test of its own
+TESTED_ELSEWHERE = {"ConcatFromSequence": "tests/test_reference_sequences.py",
+                    "SequenceErase": "tests/test_reference_sequences.py"}
+CONTROL_FLOW = {"If", "Loop", "Scan", "SequenceMap"}
+
+
+def _ops_in(graph, into: set) -> set:
+    for n in graph.node:
+        into.add(n.op_type)
+        for a in n.attribute:
+            for g in ([a.g] if a.HasField("g") else []) + list(a.graphs):
+                _ops_in(g, into)
+    return into
+
+
 def test_every_registered_op_is_exercised(cases):
     used = {op for c in cases for op in c.op_types}
-    assert C.registered_ops() - used == set()
+    for c in cases:
+        if CONTROL_FLOW & set(c.op_types):  # ops inside the bodies count too
+            _ops_in(c.load()[0].graph, used)
+    assert C.registered_ops() - used == set(TESTED_ELSEWHERE)
 
 
 def test_every_case_passes_or_is_a_known_failure(results):

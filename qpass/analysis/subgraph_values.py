@@ -186,8 +186,8 @@ class _OrtBody:
             v = feeds[name]
             if v.dtype.kind == "f" and name not in skip:
                 observe(name, v)
-        for name, v in got.items():
-            if v.dtype.kind == "f" and name not in skip:
+        for name, v in got.items():  # sequence values (lists) are not observed, their tensors are
+            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and name not in skip:
                 observe(name, v)
 
     def _session(self, feeds: dict):

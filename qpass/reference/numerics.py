@@ -10,6 +10,7 @@ Everything here reproduces one specific rounding sequence, because the golden si
 """
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from qpass.ops.common import int_bounds
@@ -19,11 +20,23 @@ F64 = np.float64
 I64 = np.int64
 
 INT_DTYPES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64))
+#: 4- and 2-bit integer codes (ml_dtypes; one byte each in memory)
+NARROW_INT_DTYPES = tuple(np.dtype(d) for d in (ml_dtypes.int4, ml_dtypes.uint4, ml_dtypes.int2, ml_dtypes.uint2))
+#: float8 codes: QuantizeLinear's ``saturate`` clips them to the largest finite value
+FLOAT8_DTYPES = tuple(np.dtype(d) for d in (ml_dtypes.float8_e4m3fn, ml_dtypes.float8_e4m3fnuz,
+                                            ml_dtypes.float8_e5m2, ml_dtypes.float8_e5m2fnuz))
+#: float codes with no infinity or NaN: the cast itself saturates
+FLOAT_SMALL_DTYPES = tuple(np.dtype(d) for d in (ml_dtypes.float4_e2m1fn, ml_dtypes.float6_e2m3fn,
+                                                 ml_dtypes.float6_e3m2fn))
+FLOAT_CODE_DTYPES = FLOAT8_DTYPES + FLOAT_SMALL_DTYPES
 
 
 def int_range(dtype) -> tuple[int, int]:
-    """(min, max) of an integer code dtype (KeyError for any other dtype)."""
+    """(min, max) of an integer code dtype, 2 to 64 bits (KeyError for any other dtype)."""
     dt = np.dtype(dtype)
+    if dt in NARROW_INT_DTYPES:
+        info = ml_dtypes.iinfo(dt)
+        return int(info.min), int(info.max)
     if dt not in INT_DTYPES:
         raise KeyError(dt)
     return int_bounds(8 * dt.itemsize, dt.kind == "i")
@@ -64,9 +77,16 @@ def saturate_cast(q: np.ndarray, dtype) -> np.ndarray:
     return np.clip(q, lo, hi).astype(dtype)
 
 
-def broadcast_param(p: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
-    """Reshape a per-axis (1-D) scale / zero point so it broadcasts along ``axis`` of an ``ndim`` tensor."""
+def broadcast_param(p: np.ndarray, axis: int | None, ndim: int, shape: tuple[int, ...] | None = None,
+                    block_size: int = 0) -> np.ndarray:
+    """Reshape a per-axis (1-D) scale / zero point so it broadcasts along ``axis`` of an ``ndim`` tensor; with
+    ``block_size`` (blocked quantisation), repeat each of its entries along ``axis`` over a block of the
+    tensor's ``shape`` (the last block may be shorter)."""
     p = np.asarray(p)
+    if block_size and p.ndim == ndim and p.size > 1:
+        ax = axis % ndim
+        p = np.repeat(p, block_size, axis=ax)
+        return p if p.shape[ax] == shape[ax] else np.take(p, np.arange(shape[ax]), axis=ax)
     if p.ndim == 0 or p.size == 1 and axis is None:
         return p.reshape(())
     if p.ndim != 1:
@@ -76,20 +96,30 @@ def broadcast_param(p: np.ndarray, axis: int | None, ndim: int) -> np.ndarray:
     return p.reshape(shape)
 
 
-def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 1) -> np.ndarray:
+def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 1, block_size: int = 0,
+                    saturate: bool = True) -> np.ndarray:
     """ONNX QuantizeLinear as onnxruntime's MLAS kernel computes it (``MlasQuantizeLinear``).
 
     ``q = clamp(rne(f32(x / scale)), qmin - zp, qmax - zp) + zp``: the division is a float32 division (not a
     multiplication by the reciprocal), the clamp happens in float before rounding, the zero point is added as an
     integer. Because the bounds are integers, clamping before or after rounding gives the same result. For codes
     of up to 16 bits every value involved is an integer float32 holds exactly, so it all stays in float32.
+    Float codes (float8 / float6 / float4): ``cast(f32(x / scale) + zp)``, rounded to nearest even; float8 clipped
+    to its largest finite value first when ``saturate``.
     """
     x = np.asarray(x, F32)
-    s = broadcast_param(f32(scale), axis, x.ndim)
-    z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, x.ndim)
+    s = broadcast_param(f32(scale), axis, x.ndim, x.shape, block_size)
+    if np.dtype(dtype) in FLOAT_CODE_DTYPES:
+        return _quantize_float(np.true_divide(x, s, dtype=F32), zero_point, np.dtype(dtype), axis, block_size,
+                               saturate)
+    z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, x.ndim, x.shape, block_size)
     lo, hi = int_range(dtype)
     v = np.true_divide(x, s, dtype=F32)
     v = np.rint(v)
+    if np.dtype(dtype) in NARROW_INT_DTYPES:
+        zf = z.astype(F32)
+        v = np.minimum(np.fmax(v, F32(lo) - zf), F32(hi) - zf) + zf
+        return v.astype(np.int8).astype(dtype)
     if np.dtype(dtype).itemsize <= 2:
         zf = z.astype(F32)
         v = np.fmax(v, F32(lo) - zf)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
@@ -99,15 +129,30 @@ def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 
     return q.astype(dtype)
 
 
-def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1) -> np.ndarray:
+def _quantize_float(v: np.ndarray, zero_point, dtype: np.dtype, axis, block_size: int, saturate: bool) -> np.ndarray:
+    if zero_point is not None and np.any(np.asarray(zero_point).astype(F32) != 0):
+        v = v + broadcast_param(np.asarray(zero_point).astype(F32), axis, v.ndim, v.shape, block_size)
+    if saturate and dtype in FLOAT8_DTYPES:
+        big = F32(ml_dtypes.finfo(dtype).max)
+        v = np.clip(v, -big, big)  # NaN stays NaN
+    return v.astype(dtype)
+
+
+def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1, block_size: int = 0) -> np.ndarray:
     """ONNX DequantizeLinear: ``f32(q - zp) * scale`` (exact integer difference, one float32 multiply); 8-bit
-    codes with one scale read a table of the 256 results."""
+    codes with one scale read a table of the 256 results. Float codes (float8 / float6 / float4) are converted
+    exactly to float32 (their zero point is zero)."""
     q = np.asarray(q)
-    s = broadcast_param(f32(scale), axis, q.ndim)
+    s = broadcast_param(f32(scale), axis, q.ndim, q.shape, block_size)
+    if q.dtype in FLOAT_CODE_DTYPES:
+        v = q.astype(F32)
+        if zero_point is not None and np.any(np.asarray(zero_point).astype(F32) != 0):
+            v = v - broadcast_param(np.asarray(zero_point).astype(F32), axis, q.ndim, q.shape, block_size)
+        return (v * s).astype(F32)
     if zero_point is None:
         z = np.int64(0)
     else:
-        z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, q.ndim)
+        z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, q.ndim, q.shape, block_size)
     if q.dtype in (np.dtype(np.uint8), np.dtype(np.int8)) and s.ndim == 0 and np.ndim(z) == 0 and q.size > 256:
         lo = int_range(q.dtype)[0]
         table = dequantize_linear(np.arange(lo, lo + 256).astype(q.dtype), s, z, None)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from . import ops_sequence  # noqa: F401  (sequence and optional values flow through bodies)
 from .control import ScanSpec, run_if, run_loop, run_scan, run_scan_batched
 from .registry import register
 
@@ -19,8 +20,8 @@ def _value_kind(vi: onnx.ValueInfoProto) -> str | None:
 def _typed_values_problem(graph: onnx.GraphProto) -> str | None:
     for vi in list(graph.input) + list(graph.output):
         kind = _value_kind(vi)
-        if kind:
-            return f"{kind} value {vi.name!r} in a subgraph: only tensors have kernels"
+        if kind not in (None, "sequence", "optional"):
+            return f"{kind} value {vi.name!r} in a subgraph: only tensors, sequences and optionals have kernels"
     return None
 
 

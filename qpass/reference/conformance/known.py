@@ -11,20 +11,11 @@ from __future__ import annotations
 from types import MappingProxyType
 
 # ------------------------------------------------------------------ refused at construction (not implemented)
-R_BLOCKED = "blocked quantisation (block_size) has no kernel"
 R_DROPOUT_TRAINING = (
     "Dropout with training_mode and ratio fed at run time: a random mask nothing can reproduce (onnxruntime "
     "fails these too), refused at construction unless training_mode is a constant False or ratio a constant 0")
-R_CONTROL_SEQUENCES = ("If / Loop bodies that build sequence or optional values (SequenceConstruct, SequenceInsert, "
-                       "Optional*): only tensor values have kernels, refused when the parent executor is built")
 
 # ------------------------------------------------------------------ wrong values (bugs, or onnxruntime's numbers)
-W_DEQUANTIZE_FLOAT_CODES = (
-    "DequantizeLinear of float8 / float4 codes: numerics.dequantize_linear converts the codes (and the zero "
-    "point) with astype(int64), truncating 0.5 to 0; float codes must be converted with astype(float32)")
-W_SEQUENCE_VALUES = (
-    "sequence / optional values: the executor stacks the sequence into one array (np.asarray) instead of "
-    "refusing sequence- and optional-typed graph inputs and outputs at construction")
 W_RESIZE_ALIGN_CORNERS_SCALES = (
     "Resize linear / cubic align_corners downsampling by scales 0.6: coordinates use the floored output length "
     "(x * (4-1)/(2-1)), as onnxruntime does (it fails these cases the same way); onnx's reference divides by "
@@ -39,38 +30,19 @@ W_FLOAT16_ROUNDING = (
     "once, and lands one float16 ulp (4.9e-4) away on 2 of 192 values, just outside rtol 1e-3 (onnxruntime "
     "differs from the expected values on 41, within tolerance)")
 
-# ------------------------------------------------------------------ errors after construction (broken promise)
-E_QUANTIZE_NARROW_TYPES = (
-    "QuantizeLinear to float8 / float4 / int4 / uint4 / int2 / uint2: _check_q looks only at output_dtype, but "
-    "the type comes from the zero point, so the kernel raises at run time; check the zero point's type at "
-    "construction (or add the kernels: saturating float8 rounding, 2-/4-bit clipping)")
-
 
 def _cases(outcome: str, reason: str, names: str) -> dict[str, tuple[str, str]]:
     return {name: (outcome, reason) for name in names.split()}
 
 
 KNOWN_FAILURES = MappingProxyType({
-    **_cases("refused", R_BLOCKED,
-             "test_dequantizelinear_blocked test_quantizelinear_blocked_asymmetric "
-             "test_quantizelinear_blocked_symmetric"),
     **_cases("refused", R_DROPOUT_TRAINING,
              "test_training_dropout test_training_dropout_default test_training_dropout_default_mask "
              "test_training_dropout_mask test_training_dropout_zero_ratio test_training_dropout_zero_ratio_mask"),
-    **_cases("refused", R_CONTROL_SEQUENCES,
-             "test_if_opt test_if_seq test_loop13_seq test_loop16_seq_none"),
-    **_cases("wrong", W_DEQUANTIZE_FLOAT_CODES,
-             "test_dequantizelinear_e4m3fn test_dequantizelinear_e4m3fn_float16 "
-             "test_dequantizelinear_e4m3fn_zero_point test_dequantizelinear_e5m2 test_dequantizelinear_float4e2m1"),
     **_cases("wrong", W_FLOAT16_ROUNDING,
              "test_attention_4d_causal_fp16_expanded"),
     **_cases("wrong", W_MAXUNPOOL_OUTPUT_SHAPE,
              "test_maxunpool_export_with_output_shape"),
     **_cases("wrong", W_RESIZE_ALIGN_CORNERS_SCALES,
              "test_resize_downsample_scales_cubic_align_corners test_resize_downsample_scales_linear_align_corners"),
-    **_cases("wrong", W_SEQUENCE_VALUES,
-             "test_identity_opt test_identity_sequence"),
-    **_cases("error", E_QUANTIZE_NARROW_TYPES,
-             "test_quantizelinear_e4m3fn test_quantizelinear_e5m2 test_quantizelinear_float4e2m1 "
-             "test_quantizelinear_int2 test_quantizelinear_int4 test_quantizelinear_uint2 test_quantizelinear_uint4"),
 })

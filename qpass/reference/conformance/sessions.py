@@ -12,10 +12,16 @@ from onnx import numpy_helper
 
 def _reference_session(model: onnx.ModelProto) -> Callable[[dict], list]:
     from ..executor import GoldenExecutor
+    from ..ops_sequence import as_value, from_value
 
     ex = GoldenExecutor(model)
     names = [o.name for o in model.graph.output]
-    return lambda feeds: [ex.run(feeds, names)[n] for n in names]
+
+    def run(feeds: dict) -> list:
+        res = ex.run({k: as_value(v) for k, v in feeds.items()}, names)
+        return [from_value(res[n]) for n in names]
+
+    return run
 
 
 def _packed(dtype) -> bool:

@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 
+from .. import mlas
 from ..registry import register
 from .common import F64, constant_input, wide
 
@@ -64,7 +65,8 @@ register("Round")(_unary(np.rint))  # half to even, as ONNX specifies
 register("Sqrt")(_unary(np.sqrt, hi=True))
 register("Exp")(_unary(np.exp, hi=True))
 register("Log")(_unary(np.log, hi=True))
-register("Tanh")(_unary(np.tanh, hi=True))
+_tanh64 = _unary(np.tanh, hi=True)
+register("Tanh")(lambda node, x: mlas.tanh(x) if x.dtype == np.float32 else _tanh64(node, x))  # as onnxruntime
 register("Reciprocal")(_unary(lambda x: 1.0 / x, hi=True))
 register("Not")(_unary(np.logical_not))
 register("Identity")(_unary(lambda x: x))
@@ -83,6 +85,8 @@ register("Erf")(_unary(_erf64, hi=True))
 
 @register("Sigmoid")
 def sigmoid(node, x):
+    if x.dtype == np.float32:
+        return mlas.logistic(x)  # onnxruntime's MLAS approximation, bit for bit
     v = x.astype(F64)
     return (0.5 * (1.0 + np.tanh(0.5 * v))).astype(x.dtype)
 

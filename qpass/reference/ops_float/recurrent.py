@@ -5,7 +5,9 @@ emits zeros; reversed within its own length), initial states, LSTM peepholes and
 linear_before_reset, and both layouts.
 
 Everything runs in the input dtype (float32 like onnxruntime): the input projection of every time step as one
-matrix product, then one step at a time.
+matrix product, then one step at a time. LSTM follows onnxruntime's kernel bit for bit: its matrix products as
+MLAS computes them (``qpass.reference.mlas.sgemm``: the step's ``h @ R.T`` summed into the input projection, weights
+that onnxruntime packs at load time summed in its packed order) and its sigmoid / tanh as MLAS approximates them.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Callable
 
 import numpy as np
 
+from .. import mlas
 from ..registry import register
 
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -51,18 +54,26 @@ def _directions(node) -> list[str]:
     return ["forward", "reverse"] if d == "bidirectional" else [d]
 
 
+#: onnxruntime's LSTM computes these two with MLAS's approximations
+_MLAS_ACTIVATIONS = {"sigmoid": lambda x, a, b: mlas.logistic(x), "tanh": lambda x, a, b: mlas.tanh(x)}
+
+
 def _activations(node, dtype) -> list[list[Callable]]:
     """Per direction, the gate activation functions with their alpha / beta bound."""
     names = node.attr("activations") or list(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node))
+    exact = _kind(node) in ("LSTM", "GRU") and np.dtype(dtype) == np.float32
     alphas = list(node.attr("activation_alpha") or [])
     betas = list(node.attr("activation_beta") or [])
     fns = []
     for name in names:
         da, db, fn = _ACTIVATIONS[name.lower()]
+        fn = _MLAS_ACTIVATIONS.get(name.lower(), fn) if exact else fn
         a = alphas.pop(0) if da is not None and alphas else da
         b = betas.pop(0) if db is not None and betas else db
         t = np.dtype(dtype).type
-        fns.append(lambda x, fn=fn, a=t(a or 0), b=t(b or 0): fn(x, a, b).astype(x.dtype))
+        f = lambda x, fn=fn, a=t(a or 0), b=t(b or 0): fn(x, a, b).astype(x.dtype)  # noqa: E731
+        f.onnx_name = name.lower()
+        fns.append(f)
     per = len(_DEFAULT_ACTIVATIONS[_kind(node)])
     return [fns[i * per:(i + 1) * per] for i in range(len(_directions(node)))]
 
@@ -83,7 +94,8 @@ def check_recurrent(node):
 @dataclass
 class _Direction:
     """One direction: ``xw(x)`` = x @ W.T (every time step at once), ``hr(h, lo, hi)`` = h @ R[lo:hi].T, the
-    biases Wb and Rb (G*H,), peepholes (3*H,) or None, and the activation functions."""
+    biases Wb and Rb (G*H,), peepholes (3*H,) or None, the activation functions, and ``hr_into(h, acc)`` = acc +
+    h @ R.T as one kernel computes it (None: ``acc + hr(h, 0, G*H)``)."""
 
     xw: Callable
     hr: Callable
@@ -91,6 +103,7 @@ class _Direction:
     rb: np.ndarray
     p: np.ndarray | None
     acts: list[Callable]
+    hr_into: Callable | None = None
 
 
 def _reverse_within(x, lens):
@@ -137,6 +150,8 @@ def _gru_step(node):
     lbr = int(node.attr("linear_before_reset", 0))
 
     def step(xp, h, c, d):
+        if d.hr_into is not None:
+            return _gru_step_exact(lbr, node, xp, h, d), None
         H = h.shape[-1]
         zr = (xp[:, :2 * H] + d.hr(h, 0, 2 * H)) + (d.wb[:2 * H] + d.rb[:2 * H])
         z = d.acts[0](_clip(node, zr[:, :H]))
@@ -150,12 +165,35 @@ def _gru_step(node):
     return step
 
 
+#: onnxruntime's GRU computes its reset gate and candidate with plain-float rational approximations
+_GRU_GATES = {"sigmoid": mlas.gru_sigmoid, "tanh": mlas.gru_tanh}
+
+
+def _gru_step_exact(lbr, node, xp, h, d):
+    """One GRU step as onnxruntime's ``UniDirectionalGru`` computes it (float32)."""
+    H = h.shape[-1]
+    fr = _GRU_GATES.get(d.acts[0].onnx_name, d.acts[0])
+    fh = _GRU_GATES.get(d.acts[1].onnx_name, d.acts[1])
+    zr = d.hr_into(h, xp[:, :2 * H], 0, 2 * H)
+    r = fr(_clip(node, zr[:, H:] + (d.wb[H:2 * H] + d.rb[H:2 * H])))
+    if lbr:
+        lin = d.hr_into(h, np.broadcast_to(d.rb[2 * H:], h.shape), 2 * H, 3 * H)
+        pre = xp[:, 2 * H:] + r * lin
+        bias_h = d.wb[2 * H:]
+    else:
+        pre = d.hr_into(r * h, xp[:, 2 * H:], 2 * H, 3 * H)
+        bias_h = d.wb[2 * H:] + d.rb[2 * H:]
+    z = d.acts[0](_clip(node, zr[:, :H] + (d.wb[:H] + d.rb[:H])))
+    cand = fh(_clip(node, pre + bias_h))
+    return (1 - z) * cand + z * h
+
+
 def _lstm_step(node):
     couple = int(node.attr("input_forget", 0))
 
     def step(xp, h, c, d):
         H = h.shape[-1]
-        g = xp + d.hr(h, 0, 4 * H)  # gates i, o, f, c
+        g = d.hr_into(h, xp) if d.hr_into is not None else xp + d.hr(h, 0, 4 * H)  # gates i, o, f, c
         bias = d.wb + d.rb
         pi, po, pf = (np.zeros(H, g.dtype),) * 3 if d.p is None else (d.p[:H], d.p[H:2 * H], d.p[2 * H:])
         i = d.acts[0](_clip(node, (g[:, :H] + pi * c) + bias[:H]))
@@ -175,10 +213,20 @@ def float_weights(w, r):
     return (lambda x: x @ w.T), (lambda h, lo, hi: h @ r[lo:hi].T)
 
 
+def mlas_weights(w, r, packed_w: bool, packed_r: bool):
+    """(xw, hr, hr_into) of float32 weights as onnxruntime's LSTM multiplies them (MLAS SGEMM; ``packed_*``: the
+    weight is a constant onnxruntime packs when the session is created)."""
+    return ((lambda x: mlas.sgemm(x, w, trans_b=True, packed=packed_w)),
+            (lambda h, lo, hi: mlas.sgemm(h, r[lo:hi], trans_b=True, packed=packed_r)),
+            (lambda h, acc, lo=0, hi=None: mlas.sgemm(h, r[lo:hi], acc, trans_b=True, packed=packed_r)))
+
+
 def _direction(node, hidden, dtype, b, p, k, acts, products) -> _Direction:
     G = _GATES[_kind(node)]
     bias = np.zeros(2 * G * hidden, dtype) if b is None else b[k]
-    return _Direction(*products(k), bias[:G * hidden], bias[G * hidden:], None if p is None else p[k], acts[k])
+    xw, hr, *into = products(k)
+    return _Direction(xw, hr, bias[:G * hidden], bias[G * hidden:], None if p is None else p[k], acts[k],
+                      into[0] if into else None)
 
 
 def _state(v, k, B, H, dtype):
@@ -186,11 +234,32 @@ def _state(v, k, B, H, dtype):
 
 
 @register("RNN", check=check_recurrent)
-@register("GRU", check=check_recurrent)
-@register("LSTM", check=check_recurrent)
 def recurrent(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     """Y, Y_h (and Y_c for LSTM) in the node's layout."""
     return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, lambda k: float_weights(w[k], r[k]))
+
+
+def _prepacked(ex, name: str) -> bool:
+    """Whether onnxruntime packs this LSTM weight when the session is created: a constant (an initializer or a
+    Constant node's output; a DequantizeLinear output is computed at run time)."""
+    if name in ex.initializers and name not in ex.overridable:
+        return True
+    return any(n.op_type == "Constant" and name in n.outputs for n in ex.nodes)
+
+
+def _check_lstm(ex, node):
+    return check_recurrent(node)
+
+
+@register("GRU", check=_check_lstm, with_executor=True)
+@register("LSTM", check=_check_lstm, with_executor=True)
+def lstm(ex, node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
+    """Y, Y_h (and Y_c for LSTM) in the node's layout; float32 as onnxruntime's kernel computes it."""
+    if x.dtype != np.float32:
+        return recurrent(node, x, w, r, b, lens, h0, c0, p)
+    pw, pr = _prepacked(ex, node.inputs[1]), _prepacked(ex, node.inputs[2])
+    return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p,
+                         lambda k: mlas_weights(w[k], r[k], pw, pr))
 
 
 def run_recurrent(node, x, hidden, b, lens, h0, c0, p, products):

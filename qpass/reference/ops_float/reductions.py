@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from .. import mlas
 from ..registry import register
 from .common import axes_arg, is_float, wide
 
@@ -89,6 +90,8 @@ def _log_softmax(v, axis):
 
 @register("Softmax")
 def softmax(node, x):
+    if x.dtype == np.float32 and x.size:  # onnxruntime's MLAS kernel, bit for bit
+        return _along_axis(node, x, lambda v, axis: mlas.softmax(v.astype(np.float32), axis))
     return _along_axis(node, x, _softmax)
 
 

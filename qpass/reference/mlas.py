@@ -1,0 +1,240 @@
+"""onnxruntime's MLAS float32 kernels as they run on x86-64 with FMA3 (and AVX / AVX512F), bit for bit.
+
+Where onnxruntime computes a float op with its own MLAS kernel, the result is not the correctly rounded one:
+the logistic and tanh functions are rational approximations evaluated with fused multiply-adds, and the
+single-precision GEMM sums its products in an order fixed by the kernel. A float op between a DequantizeLinear
+and a QuantizeLinear computed any other way moves a code by one step now and then, so the reference reproduces
+these kernels exactly (checked against onnxruntime in tests/test_reference_mlas.py):
+
+- :func:`logistic` / :func:`tanh`: ``MlasComputeLogistic`` / ``MlasComputeTanh`` (the FMA3 kernels): clamp the
+  input, odd / even polynomials in x^2 by Horner's rule with one rounding per multiply-add, one division.
+- :func:`sgemm`: ``MlasGemm`` single-threaded: for M = 1 the AVX kernels (``MlasSgemmKernelM1Avx``: products summed
+  4 rows of B at a time, no FMA; ``...M1TransposeBAvx``: 8 lane sums, no FMA, then a fixed reduction tree), else
+  the packing FMA kernel: per output one FMA chain over each K block (K blocks of 128 adapted to the shape, 256
+  for weights onnxruntime packed at load time), the blocks added to C in order.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .numerics import fma32
+
+F32 = np.float32
+
+_LOGISTIC = tuple(F32(v) for v in (
+    -18.0, 18.0,
+    4.37031012579801e-11, 1.15627324459942e-07, 6.08574864600143e-05, 8.51377133304701e-03, 2.48287947061529e-01,
+    6.10247389755681e-13, 5.76102136993427e-09, 6.29106785017040e-06, 1.70198817374094e-03, 1.16817656904453e-01,
+    9.93151921023180e-01))
+_TANH = tuple(F32(v) for v in (
+    -9.0, 9.0,
+    -2.76076847742355e-16, 2.00018790482477e-13, -8.60467152213735e-11, 5.12229709037114e-08,
+    1.48572235717979e-05, 6.37261928875436e-04, 4.89352455891786e-03,
+    1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
+
+
+def _horner(v2: np.ndarray, coeffs) -> np.ndarray:
+    acc = fma32(v2, coeffs[0], coeffs[1])
+    for c in coeffs[2:]:
+        acc = fma32(acc, v2, c)
+    return acc
+
+
+def _odd_over_even(x, table, split: int) -> np.ndarray:
+    """x clamped to table[0:2], then p(x^2) * x / q(x^2) with p = table[2:split], q = table[split:] (Horner)."""
+    v = np.minimum(np.maximum(np.asarray(x, F32), table[0]), table[1])  # NaN stays NaN
+    v2 = v * v
+    return (_horner(v2, table[2:split]) * v) / _horner(v2, table[split:])
+
+
+def logistic(x) -> np.ndarray:
+    """``MlasComputeLogistic``: p(x) / q(x) + 0.5 on x clamped to [-18, 18], clamped to [0, 1]."""
+    return np.minimum(np.maximum(_odd_over_even(x, _LOGISTIC, 7) + F32(0.5), F32(0.0)), F32(1.0))
+
+
+def tanh(x) -> np.ndarray:
+    """``MlasComputeTanh``: p(x) / q(x) on x clamped to [-9, 9]."""
+    return _odd_over_even(x, _TANH, 9)
+
+
+# ------------------------------------------------------------------ SGEMM
+
+def _strides(n: int, k: int) -> int:
+    """The K block of ``MlasSgemmOperation`` (non-packed B): 128, halved (N doubled) while K fits in half of it,
+    or doubled while N is small."""
+    stride_n, stride_k = 128, 128
+    if n >= k:
+        while stride_k // 2 >= k:
+            stride_n, stride_k = stride_n * 2, stride_k // 2
+    else:
+        while stride_n > 16 and stride_n // 2 >= n:
+            stride_n, stride_k = stride_n // 2, stride_k * 2
+    return stride_k
+
+
+def _fma_chain(a: np.ndarray, bk: np.ndarray, k0: int, k1: int) -> np.ndarray:
+    """Per output, ``acc = fma(a[m, k], b[k, n], acc)`` for k in [k0, k1) from acc = 0. Each step is the float64
+    sum of the exact product and acc rounded to float32, which is the single rounding of the FMA except where
+    that sum sits exactly half way between two float32 (or in their subnormal range, zero aside): those go through
+    ``numerics.fma32``."""
+    a64 = a.astype(np.float64)
+    b64 = bk.astype(np.float64)
+    acc = np.zeros((a.shape[0], bk.shape[1]), np.float64)
+    for k in range(k0, k1):
+        s = a64[:, k:k + 1] * b64[k:k + 1, :] + acc
+        r = s.astype(F32)
+        bad = ((s.view(np.int64) & 0x1FFFFFFF) == 0x10000000) | ((np.abs(s) < 2.0 ** -125) & (s != 0))
+        if np.any(bad):
+            at = np.nonzero(bad)
+            r[at] = fma32(np.broadcast_to(a[:, k:k + 1], s.shape)[at], np.broadcast_to(bk[k:k + 1, :], s.shape)[at],
+                          acc[at].astype(F32))
+        acc = r.astype(np.float64)
+    return acc.astype(F32)
+
+
+def _m1(a: np.ndarray, b: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+    """``MlasSgemmKernelM1Avx``: a (K,), b (K, N); products of 4 (then 2, then 1) rows summed, then added to C."""
+    k = a.shape[0]
+    out = np.zeros(b.shape[1], F32) if c is None else np.asarray(c, F32).copy()
+    i = 0
+    for size in [4] * (k // 4) + ([2] if k % 4 >= 2 else []) + ([1] if k % 2 else []):
+        t = a[i] * b[i]
+        for j in range(1, size):
+            t = t + a[i + j] * b[i + j]
+        out = t + out
+        i += size
+    return out
+
+
+def _m1_transpose_b(a: np.ndarray, b: np.ndarray, c: np.ndarray | None) -> np.ndarray:
+    """``MlasSgemmKernelM1TransposeBAvx``: a (K,), b (N, K); 8 lane sums per output, reduced as the kernel does
+    for outputs in groups of 4, then 2, then 1, then added to C."""
+    n, k = b.shape
+    pad = (-k) % 8
+    prods = np.concatenate([b * a, np.zeros((n, pad), F32)], axis=1).reshape(n, -1, 8)
+    lanes = prods[:, 0, :].copy()
+    for g in range(1, prods.shape[1]):
+        lanes = lanes + prods[:, g, :]
+    l_ = [lanes[:, j] for j in range(8)]
+    four = (((l_[0] + l_[1]) + l_[2]) + l_[3]) + (((l_[4] + l_[5]) + l_[6]) + l_[7])
+    two = ((l_[0] + l_[2]) + (l_[4] + l_[6])) + ((l_[1] + l_[3]) + (l_[5] + l_[7]))
+    one = ((l_[0] + l_[1]) + (l_[2] + l_[3])) + ((l_[4] + l_[5]) + (l_[6] + l_[7]))
+    n4 = n - n % 4
+    red = np.concatenate([four[:n4], two[n4:n4 + (2 if n % 4 >= 2 else 0)], one[n - n % 2:] if n % 2 else one[:0]])
+    return red + (F32(0.0) if c is None else np.asarray(c, F32))
+
+
+def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, trans_b: bool = False,
+          packed: bool = False) -> np.ndarray:
+    """``MlasGemm`` with alpha 1: ``a @ b`` (``a @ b.T`` when ``trans_b``), plus ``c`` when given (beta 1).
+    ``packed``: B was packed when the session was created (a constant weight of an op that pre-packs)."""
+    a = np.asarray(a, F32)
+    b = np.asarray(b, F32)
+    if a.shape[0] == 1 and not packed:
+        cc = None if c is None else np.asarray(c, F32).reshape(-1)
+        row = _m1_transpose_b(a[0], b, cc) if trans_b else _m1(a[0], b, cc)
+        return row.reshape(1, -1)
+    bk = b.T if trans_b else b
+    k, n = bk.shape
+    stride = 256 if packed else _strides(n, k)
+    out = None if c is None else np.asarray(c, F32)
+    for k0 in range(0, k, stride):
+        acc = _fma_chain(a, bk, k0, min(k, k0 + stride))
+        out = acc if out is None else out + acc
+    return out if out is not None else np.zeros((a.shape[0], n), F32)
+
+
+# ------------------------------------------------------------------ Softmax
+
+_EXP = tuple(F32(v) for v in (
+    -103.9720840454, 12582912.0, 1.44269504088896341, -6.93145752e-1, -1.42860677e-6,
+    float.fromhex("0x1.694000p-10"), float.fromhex("0x1.125edcp-7"), float.fromhex("0x1.555b5ap-5"),
+    float.fromhex("0x1.555450p-3"), float.fromhex("0x1.fffff6p-2"), 1.0))
+
+
+def _sum_exp_terms(v: np.ndarray) -> np.ndarray:
+    """exp(v) as ``MlasComputeSumExpF32KernelAvx512F`` computes each term (v = x - max, already shifted)."""
+    lo, bias, log2r, log2hi, log2lo, *poly = _EXP
+    v = np.maximum(v, lo)
+    m = fma32(log2r, v, bias) - bias
+    v = fma32(m, log2hi, v)
+    v = fma32(m, log2lo, v)
+    p = np.full(v.shape, poly[0], F32)
+    for c in poly[1:]:
+        p = fma32(p, v, c)
+    p = fma32(p, v, poly[-1])
+    return np.ldexp(p, m.astype(np.int32)).astype(F32)  # VSCALEFPS: exact scaling by 2^m
+
+
+def softmax(x, axis: int = -1) -> np.ndarray:
+    """``MlasComputeSoftmax`` over ``axis``: max, exp terms summed in 16 lanes (element i in lane i mod 16) then
+    reduced ((s0+s1)+(s2+s3)) + ((s4+s5)+(s6+s7)) with s_j = lane j + lane j+8, output = term * (1 / sum)."""
+    x = np.moveaxis(np.asarray(x, F32), axis, -1)
+    d = x.shape[-1]
+    neg = -np.max(x, axis=-1, keepdims=True)
+    e = _sum_exp_terms(x + neg)
+    pad = (-d) % 16
+    lanes_in = np.concatenate([e, np.zeros(e.shape[:-1] + (pad,), F32)], axis=-1)
+    lanes_in = lanes_in.reshape(e.shape[:-1] + (-1, 16))
+    lanes = lanes_in[..., 0, :].copy()
+    for g in range(1, lanes_in.shape[-2]):
+        lanes = lanes + lanes_in[..., g, :]
+    s = [lanes[..., j] + lanes[..., j + 8] for j in range(8)]
+    total = ((s[0] + s[1]) + (s[2] + s[3])) + ((s[4] + s[5]) + (s[6] + s[7]))
+    scale = (F32(1.0) / total)[..., None]
+    return np.moveaxis(e * scale, -1, axis)
+
+
+# ------------------------------------------------------------------ onnxruntime's plain C++ kernels
+
+def layer_norm(x, scale, bias, axis: int, epsilon: float, simplified: bool = False):
+    """onnxruntime's LayerNormalization / SkipLayerNormalization for float32 (``layer_norm_impl.cc``): per row, the
+    sum and the sum of squares accumulated in order in float32, ``mean = sum / n``, ``sd = sqrt(sumsq / n -
+    mean * mean + epsilon)``, ``y = (x - mean) / sd * scale + bias``, each operation rounded to float32.
+    Returns (y, mean, 1 / sd) with mean and 1 / sd of shape ``x.shape[:axis] + (1,) * (ndim - axis)``."""
+    x = np.asarray(x, F32)
+    axis %= max(x.ndim, 1)
+    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
+    n = int(np.prod(x.shape[axis:], dtype=np.int64))
+    v = x.reshape(rows, n)
+    total = np.zeros(rows, F32)
+    squares = np.zeros(rows, F32)
+    for h in range(n):
+        col = v[:, h]
+        total = total + col
+        squares = squares + col * col
+    nf, eps = F32(n), F32(epsilon)
+    mean = total / nf
+    sd = np.sqrt(squares / nf + eps) if simplified else np.sqrt((squares / nf - mean * mean) + eps)
+    g = np.asarray(scale, F32).reshape(1, n)
+    y = (v / sd[:, None] if simplified else (v - mean[:, None]) / sd[:, None]) * g
+    if bias is not None and not simplified:
+        y = y + np.asarray(bias, F32).reshape(1, n)
+    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
+    return y.reshape(x.shape), mean.reshape(stat_shape), (F32(1.0) / sd).reshape(stat_shape)
+
+
+def _rational_plain(x, bound: float) -> np.ndarray:
+    """``deepcpu``'s tanh rational approximation (rnn_helpers.cc) on x clamped to [-bound, bound]: the same
+    coefficients as MLAS's tanh, evaluated with separate multiplies and adds (no FMA)."""
+    v = np.minimum(np.maximum(np.asarray(x, F32), F32(-bound)), F32(bound))
+    v2 = v * v
+    p = v2 * _TANH[2] + _TANH[3]
+    for c in _TANH[4:9]:
+        p = v2 * p + c
+    p = v * p
+    q = v2 * _TANH[9] + _TANH[10]
+    for c in _TANH[11:]:
+        q = v2 * q + c
+    return p / q
+
+
+def gru_sigmoid(x) -> np.ndarray:
+    """onnxruntime's GRU reset / output gate sigmoid: 0.5 * (1 + tanh_approx(x / 2)), x clamped to [-20, 20]."""
+    x = np.minimum(np.maximum(np.asarray(x, F32), F32(-20.0)), F32(20.0))
+    return F32(0.5) * (F32(1.0) + _rational_plain(F32(0.5) * x, 20.0))
+
+
+def gru_tanh(x) -> np.ndarray:
+    """onnxruntime's GRU reset / output gate tanh: the rational approximation on x clamped to [-10, 10]."""
+    return _rational_plain(x, 10.0)
