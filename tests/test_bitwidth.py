@@ -100,7 +100,8 @@ def test_conservative_check_counts_only_lost_samples_with_a_wilson_margin():
 
 
 def test_option_errors_are_one_line_qpass_errors():
-    for kw, msg in [({"target": TARGET, "avg_bits": 4}, "either"), ({"cost": "latency"}, "unknown bitwidth cost"),
+    for kw, msg in [({"target": TARGET, "avg_bits": 4}, "either"), ({"cost": "speed"}, "unknown bitwidth cost"),
+                    ({"storage": "packed"}, "storage must be"),
                     ({"candidates": [0, 4]}, r"\[1, 32\]"), ({"avg_bits": 1}, "narrowest"),
                     ({"weights": "sym:8"}, "template"), ({"activations": "pow2:{W},0"}, "activation"),
                     ({"candidates": [1, 4]}, "candidate width 1"), ({"holdout": 1.0}, "holdout"),
@@ -162,14 +163,17 @@ def test_downstream_reruns_equal_a_full_run(cnn_space):
 
 # ---------------------------------------------------------------------------------------------- search results
 @pytest.mark.parametrize("which", ["cnn", "rescnn"])
-def test_target_met_on_the_eval_set_with_6x_compression(which, request):
+def test_target_met_on_the_eval_set_with_stored_compression(which, request):
     data = request.getfixturevalue(which)
     a, seconds = request.getfixturevalue(f"{which}_target")
     assert a.met and a.metric["relative_accuracy"] >= 0.99
-    assert a.compression["float32"] >= 6.0 and a.compression["avg_weight_bits"] <= 32 / 6
+    # widths the ONNX file stores (INT4 / INT8); the CNN's held-out half allows 4 bits everywhere, the residual CNN's
+    # loses samples with any 4-bit layer (the held-out check backs off to 8 bits)
+    assert a.compression["float32"] >= (8.0 if which == "cnn" else 4.0)
+    assert a.artifact["avg_stored_weight_bits"] == pytest.approx(a.compression["avg_weight_bits"])
     assert a.compression["int8"] == pytest.approx(a.compression["float32"] / 4)
     bits = {r["layer"]: r["bits"] for r in a.table if r["kind"] == "weight"}
-    assert len(set(bits.values())) > 1, "expected a mixed assignment"
+    assert set(bits.values()) <= {4, 8}
     assert seconds < 60, f"search took {seconds:.1f} s"
     # independently: the rules through the ordinary fakequant pipeline, accuracy measured by qpass.analysis.evaluate
     res, chk, float_acc = _apply(data, a)
@@ -190,7 +194,7 @@ def test_result_records_pareto_front_uniform_baselines_and_sensitivity(cnn_targe
     front = a.pareto
     assert len(front) >= 3 and [p["cost"] for p in front] == sorted(p["cost"] for p in front)
     assert all(p["pareto"] for p in front) and sum(p["chosen"] for p in a.points) >= 1
-    assert [u["name"] for u in a.uniform] == ["W8/A8", "W6/A6", "W4/A4"]
+    assert [u["name"] for u in a.uniform] == ["W8/A8", "W4/A8"]  # 6 bits are stored in 8; activations not costed
     assert a.cost == pytest.approx(sum(r["size"] * r["bits"] for r in a.table if r["kind"] == "weight"))
     assert {r["site"] for r in a.sensitivity} >= {"/fc1/Gemm", "input"}
     notes = a.write(tmp_path)
@@ -287,7 +291,7 @@ def _exact_from_qonnx(q: onnx.ModelProto, node_name: str) -> int:
 
 
 def test_intrinsic_accumulators_exact_widths_and_counted_saturation(cnn):
-    a, _ = _search(cnn, target=TARGET, placement="intrinsic")
+    a, _ = _search(cnn, target=TARGET, placement="intrinsic", storage="exact")  # hardware words: every width
     assert a.met and a.placement == "intrinsic"
     acc_rules = {r["match"]: r["format"] for r in a.rules if r["role"] == "accumulator"}
     assert set(acc_rules) == {"/conv1/Conv", "/conv2/Conv", "/fc1/Gemm"}  # fc2 feeds the graph output

@@ -14,6 +14,27 @@ TYPE_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorPro
              onnx.TensorProto.FLOAT: 32, onnx.TensorProto.DOUBLE: 64}
 
 
+#: the widths an ONNX file stores weights in (INT4 packed, INT8, INT16 / INT32 codes): a W-bit weight takes the
+#: first of them >= W (lower_ort's lowering of a sym:W weight)
+ONNX_STORAGE = (4, 8, 16, 32)
+
+
+def stored_bits(w: int, storage: str = "onnx") -> int:
+    """The bits a ``w``-bit weight element takes in the artifact: ``onnx`` the ONNX file's storage class,
+    ``exact`` ``w`` itself (the hardware backends, whose words are ``w`` bits wide)."""
+    if storage == "exact":
+        return int(w)
+    return next((b for b in ONNX_STORAGE if b >= w), int(w))
+
+
+def storage_candidates(widths, storage: str = "onnx") -> list[int]:
+    """The widest of ``widths`` in each storage class: a narrower one costs as much and loses more accuracy."""
+    widths = sorted({int(w) for w in widths})
+    if storage == "exact":
+        return widths
+    return [w for w in widths if not any(v > w and stored_bits(v) == stored_bits(w) for v in widths)]
+
+
 def stored_weights(model: onnx.ModelProto) -> dict:
     """{weight initializer: (elements, stored bits per element)} of every linear layer's weight (input 1 of Conv,
     ConvTranspose, Gemm, MatMul), followed back through the nodes that only decode it (DequantizeLinear, Cast, ...:

@@ -154,7 +154,7 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
     _note_ort_default(run, ver)
     run.secs["total"] = time.perf_counter() - t_start
     if run.budget_mode:
-        met = CostModel("memory", run.sites).total(run.chosen) <= opts.avg_bits * sum(
+        met = CostModel("memory", run.sites, storage=opts.storage).total(run.chosen) <= opts.avg_bits * sum(
             s.size for s in run.sites if s.kind == "weight") + 1e-9
     else:
         met = verified(run.target, ver.metric)
@@ -220,10 +220,12 @@ def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, prog
     for s in sites:
         if s.kind == "weight":
             candidates[s.key] = list(opts.weight_candidates)
+        elif run.budget_mode or (opts.storage == "onnx" and opts.cost == "memory"):
+            candidates[s.key] = [int(opts.activation_bits)]  # narrower: nothing saved in the file, a Clip more
         else:
-            candidates[s.key] = [int(opts.activation_bits)] if run.budget_mode else list(opts.activation_candidates)
+            candidates[s.key] = list(opts.activation_candidates)
     acc_sites = [s for s in sites if s.kind == "weight"] if opts.placement == "intrinsic" else []
-    run.cost = CostModel(opts.cost, sites, opts.cost_options)  # before any work: resources may be unavailable
+    run.cost = CostModel(opts.cost, sites, opts.cost_options, opts.storage)  # before any work: resources may be unavailable
     t0 = time.perf_counter()
     probe = Probe(model, sites, run.data.search, acc_sites, batch_size=opts.batch_size, threads=opts.threads)
     run.space = Space(sites, probe, opts.weights, opts.activations, opts.weight_granularity, candidates,
@@ -291,7 +293,7 @@ def _search_once(run: SearchRun) -> dict:
 def _optimise_for_budget(run: SearchRun, progress: bool) -> None:
     """The least output noise within avg_bits of weight memory (activations at activation_bits)."""
     opts = run.opts
-    mem = CostModel("memory", run.sites)
+    mem = CostModel("memory", run.sites, storage=opts.storage)
     opt = run.opt = Optimizer(run.space, run.sens, mem, None, opts.max_evals, progress)
     wkeys = run.keys_of("weight")
     base = {k: int(opts.activation_bits) for k in run.keys_of("activation")}
@@ -311,13 +313,14 @@ def _optimise_for_budget(run: SearchRun, progress: bool) -> None:
 
 
 def _uniform_baselines(run: SearchRun) -> None:
-    """Uniform W-bit weights and activations (budget form: activations at activation_bits), measured on the
-    search samples."""
+    """Uniform W-bit weights and activations (activations at activation_bits where they are not searched),
+    measured on the search samples."""
     opts = run.opts
-    acts = int(opts.activation_bits) if run.budget_mode else None
+    fixed = all(run.space.candidates[k] == [int(opts.activation_bits)] for k in run.keys_of("activation"))
+    acts = int(opts.activation_bits) if fixed else None
     for W in UNIFORM:
-        if W not in range(opts.weight_candidates[0], 33):
-            continue
+        if W not in opts.weight_candidates or (acts or W) not in ([acts] if fixed else opts.activation_candidates):
+            continue  # a width outside the candidates has no measured sensitivity
         try:
             check_template(opts.weights, "weight", [W])
             check_template(opts.activations, "activation", [acts or W])

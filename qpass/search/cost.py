@@ -1,6 +1,7 @@
 """What a width assignment costs: weight memory, bit operations, or a dataflow resource estimate.
 
-* ``memory`` (default): weight memory in bits, sum over linear layers of parameters x weight width. Activation
+* ``memory`` (default): weight memory in bits, sum over linear layers of parameters x the weight's stored width
+  (``storage="onnx"``: the ONNX file's INT4 / INT8 / INT16 class, ``artifact.stored_bits``). Activation
   widths do not change it; the search narrows them afterwards as a second objective (activation bits per sample).
 * ``bops``: bit operations per sample, sum over linear layers of MACs x weight width x input-activation width
   (32 where the input stays float); BOPs as in Baskin et al. / van Baalen et al. (Bayesian bits).
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from qpass.hw import MVTU, evaluate, fold_for_target, get_device
 from ..errors import QpassError
+from .artifact import stored_bits
 from .options import COSTS
 from .sites import Site
 
@@ -21,10 +23,11 @@ FLOAT_BITS = 32
 
 
 class CostModel:
-    def __init__(self, kind: str, sites: list[Site], options: dict | None = None):
+    def __init__(self, kind: str, sites: list[Site], options: dict | None = None, storage: str = "onnx"):
         if kind not in COSTS:
             raise QpassError(f"unknown bitwidth cost {kind!r} (known: {', '.join(COSTS)})")
         self.kind = kind
+        self.storage = storage
         self.options = dict(options or {})
         self.layers = [s for s in sites if s.kind == "weight"]
         self.acts = [s for s in sites if s.kind == "activation"]
@@ -41,7 +44,7 @@ class CostModel:
     # ------------------------------------------------------------------ per-layer terms
     def term(self, layer: Site, w: int, a: int | None, acc: int | None = None) -> float:
         if self.kind == "memory":
-            return float(layer.size * w)
+            return float(layer.size * stored_bits(w, self.storage))
         a = FLOAT_BITS if a is None else a
         if self.kind == "bops":
             return float(layer.macs) * w * a
