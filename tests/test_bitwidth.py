@@ -310,7 +310,7 @@ def test_bitwidth_pass_writes_rules_for_fakequant(tmp_path):
     ev = load_samples(MODELS / "digits_mlp.eval.npz", m)
     pipe = load_pipeline("bitwidth", {"bitwidth": {"report_dir": str(tmp_path)}})
     assert [p.name for p in pipe.flat_passes()] == ["normalize", "fold_batchnorm", "calibrate", "bitwidth",
-                                                     "fakequant", "lower_ort"]
+                                                     "fakequant", "lower_ort", "int8_weights"]
     ctx = PassContext(inputs=PassInputs(calibration_data=calib, eval_data=ev), progress=False)
     out = PassManager(pipe, ctx).run(m)
     bw = ctx.report.results["bitwidth"]

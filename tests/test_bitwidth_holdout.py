@@ -91,3 +91,37 @@ def test_calibration_only_search_holds_on_the_eval_set_and_in_the_file(name, tmp
     ours = census(auto, tmp_path / "auto.opt.onnx", 0)
     theirs = census(int8, tmp_path / "int8.opt.onnx", 0)
     assert ours["integer_kernels"] == theirs["integer_kernels"] and ours["float_matrix_left"] == 0
+
+
+def test_int8_weights_keeps_every_value_and_refuses_saturating_layers_without_vnni(tmp_path):
+    """int8_weights re-encodes lower_ort's uint8 + 128 weights as int8 codes (zero point 0): the same outputs,
+    bit for bit; for an x86 CPU without VNNI it leaves a layer whose int16 pair sums could saturate as it is."""
+    from qpass.pipeline.files import load_pipeline
+    from qpass.pipeline.run import run_passes
+    from qpass.passes.quantize_qdq.u8s8 import saturating_channels
+
+    m, calib = _calib_only("digits_cnn")
+    lowered = qpass.optimize(m, calib=calib, pipeline=load_pipeline(
+        "fakequant", {"fakequant": {"weights": "sym:8", "activations": "uint8"}})).model
+    u8 = [i.name for i in lowered.graph.initializer if i.data_type == onnx.TensorProto.UINT8 and len(i.dims) > 1]
+    assert len(u8) == 4
+    out = {}
+    for cpu in ("vnni", "avx2"):
+        res = run_passes(lowered, [{"int8_weights": {"target_cpu": cpu}}])
+        inits = {i.name: i for i in res.model.graph.initializer}
+        out[cpu] = {n: inits[n].data_type for n in u8}
+        x = calib.arrays["input"].reshape(-1, 1, 8, 8)
+        runs = [ort.InferenceSession(mm.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+                for mm in (lowered, res.model)]
+        assert np.array_equal(runs[0], runs[1])
+    assert set(out["vnni"].values()) == {onnx.TensorProto.INT8}
+    # 8-bit weight codes reach +-127: a pair of same-sign codes summing to >= 129 saturates on avx2 (u8s8.py)
+    from onnx import numpy_helper
+    codes = {i.name: numpy_helper.to_array(i).astype(np.int16) - 128 for i in lowered.graph.initializer}
+    dq_of = {n.output[0]: n.input[0] for n in lowered.graph.node if n.op_type == "DequantizeLinear"}
+    for n in (n for n in lowered.graph.node if n.op_type in ("Conv", "Gemm")):
+        w = dq_of[n.input[1]]
+        attrs = {a.name: onnx.helper.get_attribute_value(a) for a in n.attribute}
+        saturates = saturating_channels(n.op_type, attrs, codes[w], 0, 255).any()
+        assert out["avx2"][w] == (onnx.TensorProto.UINT8 if saturates else onnx.TensorProto.INT8)
+    assert onnx.TensorProto.UINT8 in out["avx2"].values()

@@ -67,3 +67,30 @@ def artifact_summary(model: onnx.ModelProto) -> dict:
     return {"file_bytes": model.ByteSize(), "weight_params": params, "weight_bits_stored": bits,
             "avg_stored_weight_bits": avg, "float32_stored": 32 / avg if avg else None,
             "int8_stored": 8 / avg if avg else None}
+
+
+def build(model: onnx.ModelProto, calibration, fq_opts: dict):
+    """The artifact of an assignment: (fake-quant QONNX model, the same lowered for onnxruntime, the pass context)
+    from fakequant with ``fq_opts`` (its rules), lower_ort and int8_weights (the bitwidth pipeline's last passes),
+    on a calibrated model (``calibration``)."""
+    from qpass.pipeline.context import PassContext
+    from qpass.pipeline.manager import PassManager, Pipeline
+    from ..passes.fakequant import FakeQuant
+    from ..passes.int8_weights import Int8Weights
+    from ..passes.lower_ort import LowerOrt
+
+    ctx = PassContext(progress=False)
+    ctx.analyses.put(calibration)
+    qonnx = PassManager(Pipeline("bitwidth-verify", [FakeQuant(**fq_opts)]), ctx).run(model)
+    lowered = PassManager(Pipeline("bitwidth-verify", [LowerOrt(), Int8Weights()]), ctx).run(qonnx)
+    return qonnx, lowered, ctx
+
+
+def fakequant_options(opts, rules: list[dict]) -> dict:
+    """fakequant's options for an assignment's ``rules`` under the search options ``opts`` (formats at 8 bits
+    where no rule applies)."""
+    from .options import format_spec
+
+    return {"weights": format_spec(opts.weights, 8), "activations": format_spec(opts.activations, 8),
+            "weight_granularity": opts.weight_granularity, "calibrator": opts.calibrator,
+            "placement": opts.placement, "rules": rules}

@@ -12,7 +12,9 @@ import onnx
 from qpass.ir.samples import SampleSet
 from ..errors import QpassError
 from qpass.analysis.metrics import top1
+from .artifact import build, fakequant_options
 from .cost import CostModel
+from .latency import latency_table
 from .optimize import Optimizer
 from .probe import Probe
 from .report import Assignment
@@ -61,15 +63,8 @@ def _verify(model: onnx.ModelProto, calibration, fq_opts: dict, data: SampleSet,
             threads: int, intrinsic: bool):
     """The real thing: fakequant (with the rules) + lower_ort, run through onnxruntime on ``data``."""
     from qpass.ir.ort_session import run_samples
-    from qpass.pipeline.context import PassContext
-    from qpass.pipeline.manager import PassManager, Pipeline
-    from ..passes.fakequant import FakeQuant
-    from ..passes.lower_ort import LowerOrt
 
-    ctx = PassContext(progress=False)
-    ctx.analyses.put(calibration)
-    qonnx = PassManager(Pipeline("bitwidth-verify", [FakeQuant(**fq_opts)]), ctx).run(model)
-    lowered = PassManager(Pipeline("bitwidth-verify", [LowerOrt()]), ctx).run(qonnx)
+    qonnx, lowered, ctx = build(model, calibration, fq_opts)
     out_name = lowered.graph.output[0].name
     out = run_samples(lowered, data, threads, outputs=[out_name], sess=faithful_session(lowered, threads))[out_name]
     out = np.asarray(out, np.float32).reshape(len(data), -1)
@@ -137,7 +132,7 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
     if not observers:
         raise QpassError("bitwidth: no calibrated ranges (run the calibrate pass before bitwidth)")
     run.data = _samples(run, calib, eval_data)
-    _measure_sites(run, model, observers, progress, engine)
+    _measure_sites(run, model, calibration, progress, engine)
     t0 = time.perf_counter()
     if run.budget_mode:
         _optimise_for_budget(run, progress)
@@ -206,11 +201,10 @@ def _holdout(n: int, holdout: float | None, target, source: str) -> float:
     return float(holdout)
 
 
-def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, progress: bool,
-                   engine=None) -> None:
+def _measure_sites(run: SearchRun, model: onnx.ModelProto, calibration, progress: bool, engine=None) -> None:
     """Sites and their candidate widths, the cost, the probe, and every site's sensitivity alone."""
     opts = run.opts
-    sites, excluded, site_notes = find_sites(model, observers, opts.calibrator, opts.placement,
+    sites, excluded, site_notes = find_sites(model, calibration.observers, opts.calibrator, opts.placement,
                                              opts.weight_granularity, opts.exclude)
     run.notes += site_notes
     if not sites:
@@ -220,17 +214,26 @@ def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, prog
     for s in sites:
         if s.kind == "weight":
             candidates[s.key] = list(opts.weight_candidates)
-        elif run.budget_mode or (opts.storage == "onnx" and opts.cost == "memory"):
+        elif run.budget_mode or (opts.storage == "onnx" and opts.cost in ("memory", "latency")):
             candidates[s.key] = [int(opts.activation_bits)]  # narrower: nothing saved in the file, a Clip more
         else:
             candidates[s.key] = list(opts.activation_candidates)
     acc_sites = [s for s in sites if s.kind == "weight"] if opts.placement == "intrinsic" else []
-    run.cost = CostModel(opts.cost, sites, opts.cost_options, opts.storage)  # before any work: resources may be unavailable
+    if opts.cost != "latency":
+        run.cost = CostModel(opts.cost, sites, opts.cost_options, opts.storage)  # before any work (resources)
     t0 = time.perf_counter()
     probe = Probe(model, sites, run.data.search, acc_sites, batch_size=opts.batch_size, threads=opts.threads)
     run.space = Space(sites, probe, opts.weights, opts.activations, opts.weight_granularity, candidates,
                       run.data.search.labels)
     run.secs["float run"] = time.perf_counter() - t0
+    if opts.cost == "latency":
+        t0 = time.perf_counter()
+        table = latency_table(model, calibration, sites, candidates,
+                              lambda w: fakequant_rules(sites, excluded, w, {}, opts, run.space), opts,
+                              run.data.search.feed(0))
+        run.cost = CostModel("latency", sites, dict(opts.cost_options, table=table), opts.storage)
+        run.notes += [f"latency: onnxruntime cannot run {k} ({v}); not chosen" for k, v in table["failed"].items()]
+        run.secs["latency"] = time.perf_counter() - t0
     run.sens = analyse(run.space, progress, engine)
     run.secs["sensitivity"] = run.sens.seconds
 
@@ -400,9 +403,7 @@ def _verify_once(run: SearchRun, model: onnx.ModelProto, calibration, reference:
                  float_accuracy) -> Verification:
     opts = run.opts
     rules = fakequant_rules(run.sites, run.excluded, run.chosen, run.acc, opts, run.space)
-    fq_opts = {"weights": format_spec(opts.weights, 8), "activations": format_spec(opts.activations, 8),
-               "weight_granularity": opts.weight_granularity, "calibrator": opts.calibrator,
-               "placement": opts.placement, "rules": rules}
+    fq_opts = fakequant_options(opts, rules)
     out, qonnx, lowered, saturation = _verify(model, calibration, fq_opts, run.data.verify, reference, opts.threads,
                                               opts.placement == "intrinsic" and bool(run.acc))
     labels = run.data.verify.labels
