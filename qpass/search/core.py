@@ -147,6 +147,11 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
     ver = _verify_until_met(run, model, calibration)
     run.secs["verify"] = time.perf_counter() - t0
     _note_ort_default(run, ver)
+    if run.data.held_out:
+        run.held_out_space = Space(run.sites, Probe(model, run.sites, run.data.verify, batch_size=opts.batch_size,
+                                                    threads=opts.threads),
+                                   opts.weights, opts.activations, opts.weight_granularity, run.space.candidates,
+                                   run.data.verify.labels)
     run.secs["total"] = time.perf_counter() - t_start
     if run.budget_mode:
         met = CostModel("memory", run.sites, storage=opts.storage).total(run.chosen) <= opts.avg_bits * sum(

@@ -66,6 +66,7 @@ class SearchRun:
     secs: dict = field(default_factory=dict)
     searched: dict = field(default_factory=dict)  # the search's own choice before the held-out check: widths and
     #                                               its metrics on the search and on the held-out samples
+    held_out_space: Any = None  # a Space over the held-out samples (the Pareto front measured on them)
 
     @property
     def budget_mode(self) -> bool:
@@ -167,9 +168,22 @@ def measured_points(run: SearchRun, n_params: int, metric: str) -> list[dict]:
     for p in points:
         p["chosen"] = p.pop("_key") == final_key
     flags = pareto_flags(points, metric, secondary=cost.kind == "memory")
-    for p, f in zip(points, flags):
+    for p, f, q in zip(points, flags, opt.points):
         p["pareto"] = bool(f)
+        if run.held_out_space is not None and (f or p["chosen"]):
+            m = run.held_out_space.evaluate(q.widths, q.acc or None)[0]
+            p.update({f"held_out_{k}": m.get(k) for k in HELD_OUT_COLUMNS})
+            p["held_out_sqnr_db"] = p.pop("held_out_sqnr")
+    measured = [p for p in points if "held_out_sqnr_db" in p]
+    renamed = [{"cost": p["cost"], "activation_bits": p["activation_bits"],
+                **{k: p.get("held_out_" + k) for k in (metric, "sqnr_db")}} for p in measured]
+    for p, f in zip(measured, pareto_flags(renamed, metric, secondary=cost.kind == "memory")):
+        p["held_out_pareto"] = bool(f)  # on the front by the held-out figures too
     return points
+
+
+#: the metrics of a Pareto point measured again on the held-out samples (``held_out_<metric>``; sqnr -> sqnr_db)
+HELD_OUT_COLUMNS = ("relative_accuracy", "accuracy", "agreement", "sqnr")
 
 
 def uniform_rows(run: SearchRun, n_params: int) -> list[dict]:
