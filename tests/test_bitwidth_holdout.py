@@ -66,12 +66,26 @@ def test_held_out_check_catches_an_assignment_fit_to_the_search_samples(calib_on
 
 def test_too_few_samples_for_a_held_out_check_is_a_clear_error():
     m, calib = _calib_only("digits_cnn")
-    with pytest.raises(QpassError, match=r"needs at least 200 calibration samples .*got 48"):
+    with pytest.raises(QpassError, match=r"needs at least 112 calibration samples \(10-fold.*got 48"):
         bitwidth.search(m, calib.subset(np.arange(48)), target=TARGET)
     with pytest.raises(QpassError, match=r"at least 20 held-out samples"):
         bitwidth.search(m, calib.subset(np.arange(48)), target="sqnr>=20", holdout=0.25)
     a = bitwidth.search(m, calib.subset(np.arange(48)), target="sqnr>=20")  # 24 + 24 resolve an SQNR target
     assert a.samples["held_out"] and a.samples["verify"] == 24
+
+
+def test_k_fold_when_a_held_out_half_would_be_too_small():
+    """150 samples: a held-out half (75) cannot resolve relative_accuracy >= 0.99 (100 needed), 3 folds can: each
+    search on 100 samples, every sample held out once, the pooled figure over all 150."""
+    m, calib = _calib_only("digits_cnn")
+    a = bitwidth.search(m, calib.subset(np.arange(150)), target=TARGET)
+    assert a.samples["folds"] == 3 and a.samples["search"] == 100 and a.samples["verify"] == 150
+    assert a.metric["samples"] == 150 and verified(parse_target(TARGET), a.metric) and a.met
+    assert len(a.searched["folds"]) == 3 and any(n.startswith("k-fold (3 folds") for n in a.notes)
+    fold_widths = [f["widths"] for f in a.searched["folds"]]
+    final = {r["layer"] if r["kind"] == "weight" else r["tensor"]: r["bits"] for r in a.table}
+    assert all(final[k] >= max(w[k] for w in fold_widths) for k in final)  # each site at least its widest fold's
+    assert verified(parse_target(TARGET), a.search_metric)  # and the result itself on all 150
 
 
 @pytest.mark.parametrize("name", ["digits_cnn", "digits_rescnn"])

@@ -14,9 +14,10 @@ TYPE_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorPro
              onnx.TensorProto.FLOAT: 32, onnx.TensorProto.DOUBLE: 64}
 
 
-#: the widths an ONNX file stores weights in (INT4 packed, INT8, INT16 / INT32 codes): a W-bit weight takes the
-#: first of them >= W (lower_ort's lowering of a sym:W weight)
-ONNX_STORAGE = (4, 8, 16, 32)
+#: the widths an ONNX file stores weights in: INT4 (packed) up to 4 bits, INT8 up to 8; a wider weight stays float32
+#: (lower_ort would store its codes as int16 / int32 + DequantizeLinear, which onnxruntime 1.32's QDQ fusion turns
+#: into a QLinearConv / QGemm it then refuses to load: measured on the digits CNN)
+ONNX_STORAGE = (4, 8, 32)
 
 
 def stored_bits(w: int, storage: str = "onnx") -> int:
@@ -24,7 +25,12 @@ def stored_bits(w: int, storage: str = "onnx") -> int:
     ``exact`` ``w`` itself (the hardware backends, whose words are ``w`` bits wide)."""
     if storage == "exact":
         return int(w)
-    return next((b for b in ONNX_STORAGE if b >= w), int(w))
+    return next((b for b in ONNX_STORAGE if b >= w), 32)
+
+
+def float_in_file(w: int, storage: str = "onnx") -> bool:
+    """Whether a ``w``-bit weight stays float32 in the artifact (wider than the file's integer classes)."""
+    return storage == "onnx" and stored_bits(w, storage) == 32
 
 
 def storage_candidates(widths, storage: str = "onnx") -> list[int]:

@@ -19,6 +19,7 @@ from .optimize import Optimizer
 from .probe import Probe
 from .report import Assignment
 from .options import BitwidthOptions, check_template, format_spec
+from .holdout import choose_samples, split as _split  # noqa: F401 - _split: mixed_int8's import
 from .result import Samples, SearchRun, Verification, build_assignment, fakequant_rules
 from .sensitivity import Space, analyse
 from .sites import find_sites
@@ -28,34 +29,6 @@ UNIFORM = (8, 6, 4)
 #: the held-out check counts lost (disagreeing) samples at their 1-sigma Wilson upper bound, like the search does:
 #: "met" means the held-out samples establish the target, not that it sits on its edge
 VERIFY_MARGIN = 1.0
-
-
-# ---------------------------------------------------------------------------------------------- data
-def _split(data: SampleSet, fraction: float, seed: int) -> tuple[SampleSet, SampleSet]:
-    """(search, verification) subsets; stratified by label when there are labels."""
-    n = len(data)
-    rng = np.random.default_rng(seed)
-    if data.labels is not None:
-        held = []
-        lab = np.asarray(data.labels).reshape(-1)
-        for c in np.unique(lab):
-            idx = np.flatnonzero(lab == c)
-            idx = idx[rng.permutation(idx.size)]
-            held.extend(idx[:int(round(fraction * idx.size))].tolist())
-        held = np.array(sorted(held), np.int64)
-    else:
-        held = np.sort(rng.permutation(n)[:int(round(fraction * n))])
-    keep = np.setdiff1d(np.arange(n), held)
-    if keep.size == 0 or held.size == 0:
-        raise QpassError(f"bitwidth: holdout={fraction} leaves no samples on one side of {n}")
-    return data.subset(keep), data.subset(held)
-
-
-def _subsample(data: SampleSet, k: int, seed: int) -> SampleSet:
-    if len(data) <= k:
-        return data
-    idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data))[:k])
-    return data.subset(idx)
 
 
 # ---------------------------------------------------------------------------------------------- verification
@@ -128,10 +101,26 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
     ``engine`` (``qpass.pipeline.engines``) runs the per-site sensitivity runs in parallel, same results."""
     t_start = time.perf_counter()
     run = SearchRun(opts, parse_target(opts.target) if opts.target is not None else None)
-    observers = calibration.observers
-    if not observers:
+    if not calibration.observers:
         raise QpassError("bitwidth: no calibrated ranges (run the calibrate pass before bitwidth)")
-    run.data = _samples(run, calib, eval_data)
+    run.data = choose_samples(run, calib, eval_data)
+    if run.data.folds:
+        from .kfold import run_kfold
+
+        return run_kfold(run, model, calibration, progress, engine, t_start)
+    ver = search_and_verify(run, model, calibration, progress, engine)
+    if run.data.held_out:
+        run.held_out_space = held_out_space(run, model, run.data.verify)
+    run.secs["total"] = time.perf_counter() - t_start
+    search_metric = run.opt.measure(run.chosen, "final", run.acc or None)
+    return build_assignment(run, ver, is_met(run, ver.metric), search_metric)
+
+
+def search_and_verify(run: SearchRun, model: onnx.ModelProto, calibration, progress: bool,
+                      engine=None) -> Verification:
+    """Sites, sensitivity, the optimiser, baselines, accumulators, then verification (backing off until the
+    held-out samples confirm the target) on ``run.data``."""
+    opts = run.opts
     _measure_sites(run, model, calibration, progress, engine)
     t0 = time.perf_counter()
     if run.budget_mode:
@@ -147,63 +136,24 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
     ver = _verify_until_met(run, model, calibration)
     run.secs["verify"] = time.perf_counter() - t0
     _note_ort_default(run, ver)
-    if run.data.held_out:
-        run.held_out_space = Space(run.sites, Probe(model, run.sites, run.data.verify, batch_size=opts.batch_size,
-                                                    threads=opts.threads),
-                                   opts.weights, opts.activations, opts.weight_granularity, run.space.candidates,
-                                   run.data.verify.labels)
-    run.secs["total"] = time.perf_counter() - t_start
+    return ver
+
+
+def held_out_space(run: SearchRun, model: onnx.ModelProto, data: SampleSet) -> Space:
+    """The search's sites and candidates measured on ``data`` (the Pareto front's held-out figures)."""
+    opts = run.opts
+    probe = Probe(model, run.sites, data, batch_size=opts.batch_size, threads=opts.threads)
+    return Space(run.sites, probe, opts.weights, opts.activations, opts.weight_granularity, run.space.candidates,
+                 data.labels)
+
+
+def is_met(run: SearchRun, metric: dict) -> bool:
+    """Budget form: the weights as stored fit avg_bits; target form: ``metric`` establishes the target."""
+    opts = run.opts
     if run.budget_mode:
-        met = CostModel("memory", run.sites, storage=opts.storage).total(run.chosen) <= opts.avg_bits * sum(
+        return CostModel("memory", run.sites, storage=opts.storage).total(run.chosen) <= opts.avg_bits * sum(
             s.size for s in run.sites if s.kind == "weight") + 1e-9
-    else:
-        met = verified(run.target, ver.metric)
-    search_metric = run.opt.measure(run.chosen, "final", run.acc or None)
-    return build_assignment(run, ver, met, search_metric)
-
-
-def _samples(run: SearchRun, calib: SampleSet, eval_data: SampleSet | None) -> Samples:
-    """Search and verification samples (evaluation data when given, else calibration data): by default half of
-    them held out of the search to verify its result; too few to resolve the target is an error."""
-    opts, target = run.opts, run.target
-    metric_data = eval_data if eval_data is not None else calib
-    source = "evaluation" if eval_data is not None else "calibration"
-    holdout = _holdout(len(metric_data), opts.holdout, target, source)
-    if holdout > 0:
-        search_data, verify_data = _split(metric_data, holdout, opts.seed)
-    else:
-        search_data = verify_data = metric_data
-        run.notes.append(f"holdout=0: the result is verified on the {len(metric_data)} samples it was searched on, "
-                         f"not on held-out ones")
-    search_data = _subsample(search_data, opts.max_samples, opts.seed)
-    labels = search_data.labels
-    if target is not None and target.needs_labels() and (labels is None or verify_data.labels is None):
-        raise QpassError(f"bitwidth: target {target} needs labels: give evaluation data with a 'labels' array "
-                         f"(--eval NPZ)")
-    if target is not None and labels is None and any(c.metric == "relative_accuracy" for c in target.constraints):
-        run.notes.append(f"the {source} data has no labels: relative_accuracy is measured as top-1 agreement with "
-                         f"the float model")
-    return Samples(search_data, verify_data, source, holdout > 0)
-
-
-def _holdout(n: int, holdout: float | None, target, source: str) -> float:
-    """The held-out fraction: ``holdout``, or half by default; QpassError when the held-out part cannot resolve
-    the target (``Target.min_samples``)."""
-    if holdout is not None and float(holdout) == 0.0:
-        return 0.0
-    need = target.min_samples() if target is not None else MIN_HELD_OUT
-    what = f"target {target}" if target is not None else "the result"
-    if holdout is None:
-        if n < 2 * need:
-            raise QpassError(f"bitwidth: verifying {what} on held-out samples needs at least {2 * need} {source} "
-                             f"samples ({need} to search on and {need} held out); got {n}. Give more samples "
-                             f"(--calib, or --eval), or holdout=0 to verify on the search samples only")
-        return 0.5
-    if round(float(holdout) * n) < need:
-        raise QpassError(f"bitwidth: holdout={float(holdout):g} of {n} {source} samples holds out "
-                         f"{round(float(holdout) * n)}; {what} needs at least {need} held-out samples "
-                         f"(holdout >= {need / n:.2f}, or more samples)")
-    return float(holdout)
+    return verified(run.target, metric)
 
 
 def _measure_sites(run: SearchRun, model: onnx.ModelProto, calibration, progress: bool, engine=None) -> None:
@@ -351,10 +301,10 @@ def _accumulators(run: SearchRun) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- verification loop
-def verified(target, metric: dict) -> bool:
-    """Whether the held-out metrics establish ``target``: lost samples at their VERIFY_MARGIN upper bound and,
+def verified(target, metric: dict, margin: float = VERIFY_MARGIN) -> bool:
+    """Whether the held-out metrics establish ``target``: lost samples at their ``margin``-sigma upper bound and,
     measured as agreement, the expected disagreement (``targets.flip_risk``) within it too."""
-    return target.met(metric, conservative=True, margin=VERIFY_MARGIN) and risk_met(target, metric)
+    return target.met(metric, conservative=margin > 0, margin=margin) and risk_met(target, metric)
 
 
 def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Verification:
@@ -371,7 +321,7 @@ def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Ve
             run.searched = {"widths": {short[k]: v for k, v in run.chosen.items()},
                             "search_metric": run.opt.measure(run.chosen, "final", run.acc or None),
                             "held_out_metric": ver.metric}
-        if run.budget_mode or verified(target, ver.metric):
+        if run.budget_mode or verified(target, ver.metric, run.verify_margin):
             return ver
         if backoffs >= opts.max_backoff:
             run.notes.append(f"target {target} missed on the verification samples after {backoffs} back-off steps "
@@ -416,7 +366,7 @@ def _verify_once(run: SearchRun, model: onnx.ModelProto, calibration, reference:
     default_out = saturation.pop("_ort_default")
     ort_default = output_metrics(reference, default_out, labels, float_accuracy)
     ort_default["agreement_with_verified"] = float(np.mean(top1(default_out) == top1(out)))
-    return Verification(verified, ort_default, saturation, rules, qonnx, lowered)
+    return Verification(verified, ort_default, saturation, rules, qonnx, lowered, out, reference)
 
 
 def _note_ort_default(run: SearchRun, ver: Verification) -> None:

@@ -272,12 +272,13 @@ def _site_text(r: dict) -> str:
     return f"{r['format']} {'s' if r['signed'] else 'u'}{r['bits']} {grid}"
 
 
-def compression(sites, excluded, widths: dict, channels_bits: int = FLOAT_BITS) -> dict:
-    """Weight memory of the assignment against float32 and int8 (linear-layer weights; biases excluded)."""
+def compression(sites, excluded, widths: dict, channels_bits: int = FLOAT_BITS, stored=lambda w: w) -> dict:
+    """Weight memory of the assignment against float32 and int8 (linear-layer weights; biases excluded), each
+    weight at ``stored(width)`` bits (the artifact's storage, ``artifact.stored_bits``)."""
     ws = [s for s in sites if s.kind == "weight"]
     ex = [s for s in excluded if s.kind == "weight"]
     n = sum(s.size for s in ws) + sum(s.size for s in ex)
-    bits = sum(s.size * widths[s.key] for s in ws) + FLOAT_BITS * sum(s.size for s in ex)
+    bits = sum(s.size * stored(widths[s.key]) for s in ws) + FLOAT_BITS * sum(s.size for s in ex)
     scales = channels_bits * sum(s.channels for s in ws)
     acts = [s for s in sites if s.kind == "activation"]
     a_elems = sum(s.size for s in acts)

@@ -12,7 +12,7 @@ import onnx
 from qpass.ir.samples import SampleSet
 from ..formats.grid import pow2_fraction
 from .accumulators import weight_grid
-from .artifact import artifact_summary
+from .artifact import artifact_summary, float_in_file, stored_bits
 from .cost import CostModel
 from .optimize import Optimizer
 from .options import BitwidthOptions
@@ -30,6 +30,8 @@ class Samples:
     verify: SampleSet
     source: str  # "evaluation" | "calibration"
     held_out: bool = True  # verify is disjoint from search
+    folds: list | None = None  # k-fold: [(search, held out)] whose held-out parts partition ``all``
+    all: SampleSet | None = None  # every sample (search and verification)
 
 
 @dataclass
@@ -42,6 +44,8 @@ class Verification:
     rules: list[dict]  # the fakequant rules verified
     qonnx: onnx.ModelProto
     lowered: onnx.ModelProto
+    output: np.ndarray | None = None  # the lowered model's output on the verification samples (faithful session)
+    reference: np.ndarray | None = None  # the float model's
 
 
 @dataclass
@@ -67,6 +71,7 @@ class SearchRun:
     searched: dict = field(default_factory=dict)  # the search's own choice before the held-out check: widths and
     #                                               its metrics on the search and on the held-out samples
     held_out_space: Any = None  # a Space over the held-out samples (the Pareto front measured on them)
+    verify_margin: float = 1.0  # the held-out check's margin (core.VERIFY_MARGIN; a k-fold's fold: 0, plain counts)
 
     @property
     def budget_mode(self) -> bool:
@@ -85,7 +90,9 @@ def fakequant_rules(sites, excluded, widths, acc, opts: BitwidthOptions, space: 
     rules = []
     for s in sites:
         spec = space.spec(s.key, widths[s.key])
-        if s.kind == "weight":
+        if s.kind == "weight" and float_in_file(widths[s.key], opts.storage):
+            rules.append({"role": "weight", "match": glob_escape(s.node), "format": "float"})
+        elif s.kind == "weight":
             rules.append({"role": "weight", "match": glob_escape(s.node), "format": spec,
                           "granularity": opts.weight_granularity, "rounding": "ROUND"})
         else:
@@ -142,9 +149,9 @@ def site_table(run: SearchRun, saturation: dict) -> list[dict]:
 
 
 def _weight_bits(run: SearchRun, widths: dict) -> float:
-    """Weight memory in bits of an assignment (excluded weights at 32 bits)."""
+    """Weight memory in bits of an assignment as the artifact stores it (excluded weights at 32 bits)."""
     wsize = {s.key: s.size for s in run.sites if s.kind == "weight"}
-    return sum(wsize[k] * v for k, v in widths.items() if k in wsize) + \
+    return sum(wsize[k] * stored_bits(v, run.opts.storage) for k, v in widths.items() if k in wsize) + \
         32 * sum(s.size for s in run.excluded if s.kind == "weight")
 
 
@@ -200,7 +207,7 @@ def uniform_rows(run: SearchRun, n_params: int) -> list[dict]:
 def build_assignment(run: SearchRun, ver: Verification, met: bool, search_metric: dict) -> Assignment:
     """The ``Assignment`` of a finished run (and its report files when ``report_dir`` is set)."""
     opts, target = run.opts, run.target
-    comp = compression(run.sites, run.excluded, run.chosen)
+    comp = compression(run.sites, run.excluded, run.chosen, stored=lambda w: stored_bits(w, opts.storage))
     metric = {"relative_accuracy": "relative_accuracy", "accuracy": "accuracy", "agreement": "agreement",
               "sqnr": "sqnr_db"}[target.primary] if target is not None else "sqnr_db"
     table = site_table(run, ver.saturation)
