@@ -82,6 +82,13 @@ def _interleaved(sessions: dict, feed: dict, budget_s: float) -> dict:
     return times
 
 
+def artifact_latency(model, feed: dict, threads: int, budget_s: float = 0.5) -> float:
+    """onnxruntime's median time of ``model`` on ``feed`` in microseconds (reported next to the stored widths)."""
+    from qpass.ir.ort_session import make_session
+
+    return float(np.median(_interleaved({0: make_session(model, threads)}, feed, budget_s)[0])) * 1e6
+
+
 def latency_term(table: dict, layer, w: int, storage: str) -> float:
     """A layer's share of the latency cost at weight width ``w`` (0 at the base's class), plus the tie break."""
     b = stored_bits(w, storage)

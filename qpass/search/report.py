@@ -83,7 +83,8 @@ class Assignment:
         if f.get("avg_stored_weight_bits"):
             out.append(f"as stored in the onnxruntime file: {f['file_bytes']} bytes, weights in "
                        f"{f['avg_stored_weight_bits']:.2f} bits on average ({f['float32_stored']:.2f}x smaller than "
-                       f"float32, {f['int8_stored']:.2f}x than int8)")
+                       f"float32, {f['int8_stored']:.2f}x than int8), {f.get('latency_us', float('nan')):.1f} us per "
+                       f"sample in onnxruntime")
         out += table_lines(self.table)
         out += self.front_lines()
         secs = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())

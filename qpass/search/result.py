@@ -14,6 +14,7 @@ from ..formats.grid import pow2_fraction
 from .accumulators import weight_grid
 from .artifact import artifact_summary, float_in_file, stored_bits
 from .cost import CostModel
+from .latency import artifact_latency
 from .optimize import Optimizer
 from .options import BitwidthOptions
 from .report import Assignment, compression, pareto_flags
@@ -227,7 +228,8 @@ def build_assignment(run: SearchRun, ver: Verification, met: bool, search_metric
                    samples={"source": run.data.source, "search": len(run.data.search),
                             "verify": len(run.data.verify), "held_out": run.data.held_out,
                             "holdout": float(opts.holdout) if opts.holdout is not None else 0.5},
-                   artifact=artifact_summary(ver.lowered), searched=dict(run.searched), model=ver.lowered, qonnx=ver.qonnx)
+                   artifact=dict(artifact_summary(ver.lowered), latency_us=artifact_latency(
+                       ver.lowered, run.data.verify.feed(0), opts.threads), latency_threads=opts.threads), searched=dict(run.searched), model=ver.lowered, qonnx=ver.qonnx)
     run.opt.close()
     if opts.report_dir:
         a.notes += a.write(opts.report_dir)
