@@ -18,12 +18,12 @@ from .latency import latency_table
 from .optimize import Optimizer
 from .probe import Probe
 from .report import Assignment
-from .options import BitwidthOptions, check_template, format_spec
+from .options import BitwidthOptions, check_template
 from .holdout import choose_samples, split as _split  # noqa: F401 - _split: mixed_int8's import
-from .result import Samples, SearchRun, Verification, build_assignment, fakequant_rules
+from .result import SearchRun, Verification, build_assignment, fakequant_rules
 from .sensitivity import Space, analyse
 from .sites import find_sites
-from .targets import MIN_HELD_OUT, describe_metrics, output_metrics, parse_target, risk_met
+from .targets import MIN_HELD_OUT, describe_metrics, output_metrics, parse_target, risk_met  # noqa: F401
 
 UNIFORM = (8, 6, 4)
 #: the held-out check counts lost (disagreeing) samples at their 1-sigma Wilson upper bound, like the search does:
