@@ -339,3 +339,19 @@ def test_bitwidth_pass_writes_rules_for_fakequant(tmp_path):
     assert weights == wanted  # fakequant applied the rules from the bitwidth result
     acts = {k.removesuffix("_quant"): v["bits"] for k, v in ctx.report.results["fakequant"]["activations"].items()}
     assert acts == {r["match"]: int(r["format"][4:]) for r in bw["rules"] if r["role"] == "activation"}
+
+
+def test_storage_follows_the_backend(cnn_space):
+    """The ONNX file stores INT4 / INT8 (or float): a 6-bit weight costs 8 there, and is not a candidate; the
+    hardware backends' words are as wide as chosen (storage exact: every width)."""
+    from qpass.pipeline.config import QuantConfig
+
+    assert BitwidthOptions().weight_candidates == [4, 8, 16]
+    assert BitwidthOptions(storage="exact").weight_candidates == [2, 3, 4, 5, 6, 7, 8, 10, 12, 16]
+    assert QuantConfig(bits="auto").resolve().overrides["bitwidth"].get("storage") is None
+    assert QuantConfig(bits="auto", backend="hls").resolve().overrides["bitwidth"]["storage"] == "exact"
+    _, sites, excluded, space, _ = cnn_space
+    widths = {s.key: 16 if s.short == "/fc1/Gemm" else 8 for s in sites}
+    for storage, fc1 in (("onnx", "float"), ("exact", "sym:16")):
+        rules = fakequant_rules(sites, excluded, widths, {}, BitwidthOptions(storage=storage), space)
+        assert next(r["format"] for r in rules if r["match"] == "/fc1/Gemm") == fc1  # float32 in the ONNX file
