@@ -102,7 +102,8 @@ def test_conservative_check_counts_only_lost_samples_with_a_wilson_margin():
 def test_option_errors_are_one_line_qpass_errors():
     for kw, msg in [({"target": TARGET, "avg_bits": 4}, "either"), ({"cost": "speed"}, "unknown bitwidth cost"),
                     ({"storage": "packed"}, "storage must be"),
-                    ({"candidates": [0, 4]}, r"\[1, 32\]"), ({"avg_bits": 1}, "narrowest"),
+                    ({"candidates": [0, 4]}, r"\[1, 32\]"), ({"avg_bits": 1}, r"at least 4 bits \(INT4\)"),
+                    ({"avg_bits": 1, "storage": "exact"}, "narrowest weight candidate is 2 bits"),
                     ({"weights": "sym:8"}, "template"), ({"activations": "pow2:{W},0"}, "activation"),
                     ({"candidates": [1, 4]}, "candidate width 1"), ({"holdout": 1.0}, "holdout"),
                     ({"placement": "inside"}, "placement")]:

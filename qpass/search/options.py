@@ -10,7 +10,7 @@ from typing import Any
 
 from ..errors import QpassError
 from ..formats import parse_format
-from .artifact import storage_candidates
+from .artifact import storage_candidates, stored_bits
 from .targets import parse_target
 
 COSTS = ("memory", "bops", "resources", "latency")
@@ -101,9 +101,11 @@ class BitwidthOptions:
             check_template(self.activations, "activation", self.activation_candidates)
         else:
             check_template(self.activations, "activation", [self.activation_bits])
-            if self.avg_bits < self.weight_candidates[0]:
-                raise QpassError(f"bitwidth: avg_bits={self.avg_bits:g} is below the narrowest weight candidate "
-                                 f"({self.weight_candidates[0]} bits)")
+            least = stored_bits(self.weight_candidates[0], self.storage)
+            if self.avg_bits < least:
+                why = (f"the ONNX file stores a weight in at least {least} bits (INT4)" if self.storage == "onnx"
+                       else f"the narrowest weight candidate is {least} bits")
+                raise QpassError(f"bitwidth: avg_bits={self.avg_bits:g} is below what can be stored: {why}")
 
 
 def _widths(v, what: str) -> list[int]:
