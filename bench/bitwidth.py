@@ -30,6 +30,7 @@ from qpass.ir.ort_session import run_samples
 from qpass.search.core import _float_reference, faithful_session
 from qpass.ir.samples import load_samples
 from qpass.analysis.metrics import accuracy, sqnr_db
+from qpass.search.targets import describe_metrics
 from qpass.pipeline.files import load_pipeline
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -141,7 +142,9 @@ def bench(name: str, out_dir: Path) -> dict:
         mixed_acc, mixed_sqnr = score(b.model, ev, reference)
         rows.append((W, u_acc, u_sqnr, mixed_acc, mixed_sqnr, b.compression["avg_weight_bits"]))
         print(f"    {W:>5} b {100 * u_acc:>11.2f}% {u_sqnr:>6.1f} | {100 * mixed_acc:>9.2f}% {mixed_sqnr:>6.1f} "
-              f"{b.compression['avg_weight_bits']:>6.2f}  {layer_bits(b).split(' |')[0]}  ({bcpu:.1f} s CPU)")
+              f"{b.compression['avg_weight_bits']:>6.2f}  {layer_bits(b).split(' |')[0]}  ({bcpu:.1f} s CPU; file "
+              f"stores {b.artifact['avg_stored_weight_bits']:.2f} bits/weight; held out "
+              f"{describe_metrics(b.metric)})")
     # where uniform W/AW sits against the target search's measured front (same samples)
     for u in a.uniform:
         best = max((p for p in a.points if p["cost"] <= u["cost"] + 1e-9), key=lambda p: p["sqnr_db"], default=None)
@@ -157,8 +160,13 @@ def bench(name: str, out_dir: Path) -> dict:
           f"{100 * cal['float_acc']:.2f}% (relative {cal['rel']:.4f}); claimed {cal['claimed_bits']:.2f} bits, file "
           f"{cal['stored_bits']:.2f} bits/weight ({32 / cal['stored_bits']:.2f}x vs float32), {cal['bytes']} bytes "
           f"vs int8 {cal['int8_bytes']}; integer kernels {cal['int_kernels']} vs int8 {cal['int8_kernels']}; "
-          f"latency {1e6 * cal['latency']:.0f} us vs int8 {1e6 * cal['int8_latency']:.0f} us "
+          f"latency {1e6 * cal['latency']:.1f} us vs int8 {1e6 * cal['int8_latency']:.1f} us "
           f"({cal['latency'] / cal['int8_latency']:.2f}x); {cal['seconds']:.1f} s")
+
+    # 3b. cost=latency (onnxruntime's measured time per layer and storage class), calibration data only
+    lt, lwall, _ = timed(bitwidth.search, m, calib, target=TARGET, cost="latency")
+    print(f"  cost=latency (calibration only): {lt.cost:.1f} {lt.cost_unit}, {'met' if lt.met else 'MISSED'} held "
+          f"out, file {lt.artifact['avg_stored_weight_bits']:.2f} bits/weight; {layer_bits(lt)}; {lwall:.1f} s")
 
     # 4. bit operations
     o, owall, _ = timed(bitwidth.search, m, calib, eval=ev, target=TARGET, cost="bops")

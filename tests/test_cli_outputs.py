@@ -90,7 +90,7 @@ def test_an_unwritable_report_costs_no_run_and_writes_no_model(mlp, tmp_path):
     (["--weights", "sym:4", "--qonnx"], "digits_mlp.fakequant.qonnx.onnx"),
     (["--bits", "4"], "digits_mlp.bits-4.onnx"),
     (["--bits", "auto", "--eval", "digits_mlp.eval.npz"], "digits_mlp.bits-auto.onnx"),
-    (["--bits", "auto", "--avg-bits", "3.5", "--eval", "digits_mlp.eval.npz"], "digits_mlp.bits-avg3.5.onnx"),
+    (["--bits", "auto", "--avg-bits", "4.5", "--eval", "digits_mlp.eval.npz"], "digits_mlp.bits-avg4.5.onnx"),
     (["--pipeline", "streamline"], "digits_mlp.streamline.onnx"),
 ])
 def test_default_output_names_say_what_the_file_is(mlp, flags, name):

@@ -76,7 +76,9 @@ def _options(fn):
         click.option("--target", help="Accuracy target, e.g. relative_accuracy>=0.99 or sqnr>=30: of --bits auto, or "
                      "without --bits of the default int8 pipeline (activation quantizers to float until it holds on "
                      "held-out samples)."),
-        click.option("--cost", type=click.Choice(["memory", "bops", "resources"]), help="What --bits auto minimises."),
+        click.option("--cost", type=click.Choice(["memory", "bops", "resources", "latency"]),
+                     help="What --bits auto minimises: memory (weight bits as the file stores them), bops, resources "
+                          "(qpass.hw's FPGA dataflow estimate, % of the device) or latency (onnxruntime's measured time)."),
         click.option("--avg-bits", type=PositiveFloat(), help="--bits auto under a budget: average weight bits <= "
                      "this."),
         click.option("--qonnx", is_flag=True, help="Keep QONNX quantisation ops (skip lowering to standard ONNX)."),

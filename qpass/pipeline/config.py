@@ -175,6 +175,8 @@ class QuantConfig:
                   if v is not None}
             if self.avg_bits is not None and self.target is None:
                 bw["target"] = None  # a budget alone: no accuracy target
+            if self.backend in ("hls", "rtl"):
+                bw["storage"] = "exact"  # hardware words are as wide as the width chosen (the ONNX file: INT4/INT8)
             overrides["bitwidth"] = bw
         elif self.target:
             overrides["mixed_precision"] = {"target": self.target}

@@ -50,6 +50,7 @@ PASSES: dict[str, str] = {
     "qonnx_to_qcdq": "qpass.passes.dialects.passes:QonnxToQcdq",
     "qonnx_to_qdq": "qpass.passes.dialects.passes:QonnxToQdq",
     "dequantize": "qpass.passes.dialects.passes:Dequantize",
+    "int8_weights": "qpass.passes.int8_weights:Int8Weights",
 }
 
 

@@ -138,9 +138,11 @@ def collect(src: onnx.ModelProto, result, samples: SampleSet | None, metrics: di
     bw = results.get("bitwidth")
     if bw:
         keep = ("source", "cost", "avg_weight_bits", "relative_accuracy", "accuracy", "agreement", "sqnr_db",
-                "widths", "chosen", "pareto")
+                "widths", "chosen", "pareto", "held_out_pareto", "held_out_relative_accuracy", "held_out_accuracy",
+                "held_out_agreement", "held_out_sqnr_db")
         data["bitwidth"] = {"cost_kind": bw.get("cost_kind"), "cost_unit": bw.get("cost_unit"),
                             "compression": bw.get("compression"), "metric": bw.get("metric"), "table": bw.get("table"),
+                            "artifact": bw.get("artifact"), "samples": bw.get("samples"),
                             "points": [{k: p.get(k) for k in keep} for p in bw.get("points", [])]}
     qs = find_quantisers(model)
     if not qs:

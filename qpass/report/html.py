@@ -110,6 +110,15 @@ def _bitwidth(bw: dict | None) -> str:
     c = bw.get("compression") or {}
     text = (f"<p>{c.get('avg_weight_bits', 0):.2f} average weight bits: {c.get('float32', 0):.2f}x smaller than "
             f"float32, {c.get('int8', 0):.2f}x than int8</p>") if c else ""
+    f, m = bw.get("artifact") or {}, bw.get("metric") or {}
+    if f.get("avg_stored_weight_bits"):
+        text += (f"<p>as stored in the file: weights in {f['avg_stored_weight_bits']:.2f} bits on average, "
+                 f"{f['file_bytes']} bytes</p>")
+    if m.get("samples"):
+        what = "held-out" if (bw.get("samples") or {}).get("held_out") else "search"
+        text += (f"<p>on {m['samples']} {what} samples: " + ", ".join(
+            f"{k} {m[k]:.4g}" for k in ("relative_accuracy", "accuracy", "agreement", "sqnr") if m.get(k) is not None)
+            + "</p>")
     plot = svg.pareto(bw.get("points", []), str(bw.get("cost_kind")), str(bw.get("cost_unit")))
     return "<h2>Bitwidth search</h2>" + text + (f'<figure id="pareto">{plot}</figure>' if plot else "")
 
@@ -159,10 +168,11 @@ def _pareto_csv(rows: list[dict]) -> str:
     sites = sorted({k for p in rows for k in p["widths"]})
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["cost", "avg_weight_bits", "sqnr_db", "relative_accuracy", "pareto", "chosen"] + sites)
+    held = ["held_out_sqnr_db", "held_out_relative_accuracy", "held_out_agreement"]  # the front's, held out
+    w.writerow(["cost", "avg_weight_bits", "sqnr_db", "relative_accuracy", "pareto", "chosen"] + held + sites)
     for p in sorted(rows, key=lambda p: p["cost"]):
         w.writerow([p["cost"], p["avg_weight_bits"], p["sqnr_db"], p.get("relative_accuracy"), int(p["pareto"]),
-                    int(p["chosen"])] + [p["widths"].get(s, "") for s in sites])
+                    int(p["chosen"])] + [p.get(k, "") for k in held] + [p["widths"].get(s, "") for s in sites])
     return buf.getvalue()
 
 

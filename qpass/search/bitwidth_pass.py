@@ -62,4 +62,5 @@ def _stored_text(f: dict) -> str:
     if not f.get("avg_stored_weight_bits"):
         return ""
     return (f"; the file stores weights in {f['avg_stored_weight_bits']:.2f} bits on average "
-            f"({f['float32_stored']:.2f}x smaller than float32), {f['file_bytes'] / 1000:.1f} kB")
+            f"({f['float32_stored']:.2f}x smaller than float32), {f['file_bytes'] / 1000:.1f} kB, "
+            f"{f['latency_us']:.1f} us per sample in onnxruntime ({f['latency_threads']} thread)")

@@ -12,15 +12,18 @@ import onnx
 from qpass.ir.samples import SampleSet
 from ..errors import QpassError
 from qpass.analysis.metrics import top1
+from .artifact import build, fakequant_options
 from .cost import CostModel
+from .latency import latency_table
 from .optimize import Optimizer
 from .probe import Probe
 from .report import Assignment
-from .options import BitwidthOptions, check_template, format_spec
-from .result import Samples, SearchRun, Verification, build_assignment, fakequant_rules
+from .options import BitwidthOptions, check_template
+from .holdout import choose_samples, split as _split  # noqa: F401 - _split: mixed_int8's import
+from .result import SearchRun, Verification, build_assignment, fakequant_rules
 from .sensitivity import Space, analyse
 from .sites import find_sites
-from .targets import MIN_HELD_OUT, describe_metrics, output_metrics, parse_target, risk_met
+from .targets import MIN_HELD_OUT, describe_metrics, output_metrics, parse_target, risk_met  # noqa: F401
 
 UNIFORM = (8, 6, 4)
 #: the held-out check counts lost (disagreeing) samples at their 1-sigma Wilson upper bound, like the search does:
@@ -28,48 +31,13 @@ UNIFORM = (8, 6, 4)
 VERIFY_MARGIN = 1.0
 
 
-# ---------------------------------------------------------------------------------------------- data
-def _split(data: SampleSet, fraction: float, seed: int) -> tuple[SampleSet, SampleSet]:
-    """(search, verification) subsets; stratified by label when there are labels."""
-    n = len(data)
-    rng = np.random.default_rng(seed)
-    if data.labels is not None:
-        held = []
-        lab = np.asarray(data.labels).reshape(-1)
-        for c in np.unique(lab):
-            idx = np.flatnonzero(lab == c)
-            idx = idx[rng.permutation(idx.size)]
-            held.extend(idx[:int(round(fraction * idx.size))].tolist())
-        held = np.array(sorted(held), np.int64)
-    else:
-        held = np.sort(rng.permutation(n)[:int(round(fraction * n))])
-    keep = np.setdiff1d(np.arange(n), held)
-    if keep.size == 0 or held.size == 0:
-        raise QpassError(f"bitwidth: holdout={fraction} leaves no samples on one side of {n}")
-    return data.subset(keep), data.subset(held)
-
-
-def _subsample(data: SampleSet, k: int, seed: int) -> SampleSet:
-    if len(data) <= k:
-        return data
-    idx = np.sort(np.random.default_rng(seed + 1).permutation(len(data))[:k])
-    return data.subset(idx)
-
-
 # ---------------------------------------------------------------------------------------------- verification
 def _verify(model: onnx.ModelProto, calibration, fq_opts: dict, data: SampleSet, reference: np.ndarray,
             threads: int, intrinsic: bool):
     """The real thing: fakequant (with the rules) + lower_ort, run through onnxruntime on ``data``."""
     from qpass.ir.ort_session import run_samples
-    from qpass.pipeline.context import PassContext
-    from qpass.pipeline.manager import PassManager, Pipeline
-    from ..passes.fakequant import FakeQuant
-    from ..passes.lower_ort import LowerOrt
 
-    ctx = PassContext(progress=False)
-    ctx.analyses.put(calibration)
-    qonnx = PassManager(Pipeline("bitwidth-verify", [FakeQuant(**fq_opts)]), ctx).run(model)
-    lowered = PassManager(Pipeline("bitwidth-verify", [LowerOrt()]), ctx).run(qonnx)
+    qonnx, lowered, ctx = build(model, calibration, fq_opts)
     out_name = lowered.graph.output[0].name
     out = run_samples(lowered, data, threads, outputs=[out_name], sess=faithful_session(lowered, threads))[out_name]
     out = np.asarray(out, np.float32).reshape(len(data), -1)
@@ -133,11 +101,27 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
     ``engine`` (``qpass.pipeline.engines``) runs the per-site sensitivity runs in parallel, same results."""
     t_start = time.perf_counter()
     run = SearchRun(opts, parse_target(opts.target) if opts.target is not None else None)
-    observers = calibration.observers
-    if not observers:
+    if not calibration.observers:
         raise QpassError("bitwidth: no calibrated ranges (run the calibrate pass before bitwidth)")
-    run.data = _samples(run, calib, eval_data)
-    _measure_sites(run, model, observers, progress, engine)
+    run.data = choose_samples(run, calib, eval_data)
+    if run.data.folds:
+        from .kfold import run_kfold
+
+        return run_kfold(run, model, calibration, progress, engine, t_start)
+    ver = search_and_verify(run, model, calibration, progress, engine)
+    if run.data.held_out:
+        run.held_out_space = held_out_space(run, model, run.data.verify)
+    run.secs["total"] = time.perf_counter() - t_start
+    search_metric = run.opt.measure(run.chosen, "final", run.acc or None)
+    return build_assignment(run, ver, is_met(run, ver.metric), search_metric)
+
+
+def search_and_verify(run: SearchRun, model: onnx.ModelProto, calibration, progress: bool,
+                      engine=None) -> Verification:
+    """Sites, sensitivity, the optimiser, baselines, accumulators, then verification (backing off until the
+    held-out samples confirm the target) on ``run.data``."""
+    opts = run.opts
+    _measure_sites(run, model, calibration, progress, engine)
     t0 = time.perf_counter()
     if run.budget_mode:
         _optimise_for_budget(run, progress)
@@ -152,65 +136,30 @@ def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data:
     ver = _verify_until_met(run, model, calibration)
     run.secs["verify"] = time.perf_counter() - t0
     _note_ort_default(run, ver)
-    run.secs["total"] = time.perf_counter() - t_start
+    return ver
+
+
+def held_out_space(run: SearchRun, model: onnx.ModelProto, data: SampleSet) -> Space:
+    """The search's sites and candidates measured on ``data`` (the Pareto front's held-out figures)."""
+    opts = run.opts
+    probe = Probe(model, run.sites, data, batch_size=opts.batch_size, threads=opts.threads)
+    return Space(run.sites, probe, opts.weights, opts.activations, opts.weight_granularity, run.space.candidates,
+                 data.labels)
+
+
+def is_met(run: SearchRun, metric: dict) -> bool:
+    """Budget form: the weights as stored fit avg_bits; target form: ``metric`` establishes the target."""
+    opts = run.opts
     if run.budget_mode:
-        met = CostModel("memory", run.sites).total(run.chosen) <= opts.avg_bits * sum(
+        return CostModel("memory", run.sites, storage=opts.storage).total(run.chosen) <= opts.avg_bits * sum(
             s.size for s in run.sites if s.kind == "weight") + 1e-9
-    else:
-        met = verified(run.target, ver.metric)
-    search_metric = run.opt.measure(run.chosen, "final", run.acc or None)
-    return build_assignment(run, ver, met, search_metric)
+    return verified(run.target, metric)
 
 
-def _samples(run: SearchRun, calib: SampleSet, eval_data: SampleSet | None) -> Samples:
-    """Search and verification samples (evaluation data when given, else calibration data): by default half of
-    them held out of the search to verify its result; too few to resolve the target is an error."""
-    opts, target = run.opts, run.target
-    metric_data = eval_data if eval_data is not None else calib
-    source = "evaluation" if eval_data is not None else "calibration"
-    holdout = _holdout(len(metric_data), opts.holdout, target, source)
-    if holdout > 0:
-        search_data, verify_data = _split(metric_data, holdout, opts.seed)
-    else:
-        search_data = verify_data = metric_data
-        run.notes.append(f"holdout=0: the result is verified on the {len(metric_data)} samples it was searched on, "
-                         f"not on held-out ones")
-    search_data = _subsample(search_data, opts.max_samples, opts.seed)
-    labels = search_data.labels
-    if target is not None and target.needs_labels() and (labels is None or verify_data.labels is None):
-        raise QpassError(f"bitwidth: target {target} needs labels: give evaluation data with a 'labels' array "
-                         f"(--eval NPZ)")
-    if target is not None and labels is None and any(c.metric == "relative_accuracy" for c in target.constraints):
-        run.notes.append(f"the {source} data has no labels: relative_accuracy is measured as top-1 agreement with "
-                         f"the float model")
-    return Samples(search_data, verify_data, source, holdout > 0)
-
-
-def _holdout(n: int, holdout: float | None, target, source: str) -> float:
-    """The held-out fraction: ``holdout``, or half by default; QpassError when the held-out part cannot resolve
-    the target (``Target.min_samples``)."""
-    if holdout is not None and float(holdout) == 0.0:
-        return 0.0
-    need = target.min_samples() if target is not None else MIN_HELD_OUT
-    what = f"target {target}" if target is not None else "the result"
-    if holdout is None:
-        if n < 2 * need:
-            raise QpassError(f"bitwidth: verifying {what} on held-out samples needs at least {2 * need} {source} "
-                             f"samples ({need} to search on and {need} held out); got {n}. Give more samples "
-                             f"(--calib, or --eval), or holdout=0 to verify on the search samples only")
-        return 0.5
-    if round(float(holdout) * n) < need:
-        raise QpassError(f"bitwidth: holdout={float(holdout):g} of {n} {source} samples holds out "
-                         f"{round(float(holdout) * n)}; {what} needs at least {need} held-out samples "
-                         f"(holdout >= {need / n:.2f}, or more samples)")
-    return float(holdout)
-
-
-def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, progress: bool,
-                   engine=None) -> None:
+def _measure_sites(run: SearchRun, model: onnx.ModelProto, calibration, progress: bool, engine=None) -> None:
     """Sites and their candidate widths, the cost, the probe, and every site's sensitivity alone."""
     opts = run.opts
-    sites, excluded, site_notes = find_sites(model, observers, opts.calibrator, opts.placement,
+    sites, excluded, site_notes = find_sites(model, calibration.observers, opts.calibrator, opts.placement,
                                              opts.weight_granularity, opts.exclude)
     run.notes += site_notes
     if not sites:
@@ -220,15 +169,26 @@ def _measure_sites(run: SearchRun, model: onnx.ModelProto, observers: dict, prog
     for s in sites:
         if s.kind == "weight":
             candidates[s.key] = list(opts.weight_candidates)
+        elif run.budget_mode or (opts.storage == "onnx" and opts.cost in ("memory", "latency")):
+            candidates[s.key] = [int(opts.activation_bits)]  # narrower: nothing saved in the file, a Clip more
         else:
-            candidates[s.key] = [int(opts.activation_bits)] if run.budget_mode else list(opts.activation_candidates)
+            candidates[s.key] = list(opts.activation_candidates)
     acc_sites = [s for s in sites if s.kind == "weight"] if opts.placement == "intrinsic" else []
-    run.cost = CostModel(opts.cost, sites, opts.cost_options)  # before any work: resources may be unavailable
+    if opts.cost != "latency":
+        run.cost = CostModel(opts.cost, sites, opts.cost_options, opts.storage)  # before any work (resources)
     t0 = time.perf_counter()
     probe = Probe(model, sites, run.data.search, acc_sites, batch_size=opts.batch_size, threads=opts.threads)
     run.space = Space(sites, probe, opts.weights, opts.activations, opts.weight_granularity, candidates,
                       run.data.search.labels)
     run.secs["float run"] = time.perf_counter() - t0
+    if opts.cost == "latency":
+        t0 = time.perf_counter()
+        table = latency_table(model, calibration, sites, candidates,
+                              lambda w: fakequant_rules(sites, excluded, w, {}, opts, run.space), opts,
+                              run.data.search.feed(0))
+        run.cost = CostModel("latency", sites, dict(opts.cost_options, table=table), opts.storage)
+        run.notes += [f"latency: onnxruntime cannot run {k} ({v}); not chosen" for k, v in table["failed"].items()]
+        run.secs["latency"] = time.perf_counter() - t0
     run.sens = analyse(run.space, progress, engine)
     run.secs["sensitivity"] = run.sens.seconds
 
@@ -291,7 +251,7 @@ def _search_once(run: SearchRun) -> dict:
 def _optimise_for_budget(run: SearchRun, progress: bool) -> None:
     """The least output noise within avg_bits of weight memory (activations at activation_bits)."""
     opts = run.opts
-    mem = CostModel("memory", run.sites)
+    mem = CostModel("memory", run.sites, storage=opts.storage)
     opt = run.opt = Optimizer(run.space, run.sens, mem, None, opts.max_evals, progress)
     wkeys = run.keys_of("weight")
     base = {k: int(opts.activation_bits) for k in run.keys_of("activation")}
@@ -311,13 +271,14 @@ def _optimise_for_budget(run: SearchRun, progress: bool) -> None:
 
 
 def _uniform_baselines(run: SearchRun) -> None:
-    """Uniform W-bit weights and activations (budget form: activations at activation_bits), measured on the
-    search samples."""
+    """Uniform W-bit weights and activations (activations at activation_bits where they are not searched),
+    measured on the search samples."""
     opts = run.opts
-    acts = int(opts.activation_bits) if run.budget_mode else None
+    fixed = all(run.space.candidates[k] == [int(opts.activation_bits)] for k in run.keys_of("activation"))
+    acts = int(opts.activation_bits) if fixed else None
     for W in UNIFORM:
-        if W not in range(opts.weight_candidates[0], 33):
-            continue
+        if W not in opts.weight_candidates or (acts or W) not in ([acts] if fixed else opts.activation_candidates):
+            continue  # a width outside the candidates has no measured sensitivity
         try:
             check_template(opts.weights, "weight", [W])
             check_template(opts.activations, "activation", [acts or W])
@@ -340,10 +301,10 @@ def _accumulators(run: SearchRun) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- verification loop
-def verified(target, metric: dict) -> bool:
-    """Whether the held-out metrics establish ``target``: lost samples at their VERIFY_MARGIN upper bound and,
+def verified(target, metric: dict, margin: float = VERIFY_MARGIN) -> bool:
+    """Whether the held-out metrics establish ``target``: lost samples at their ``margin``-sigma upper bound and,
     measured as agreement, the expected disagreement (``targets.flip_risk``) within it too."""
-    return target.met(metric, conservative=True, margin=VERIFY_MARGIN) and risk_met(target, metric)
+    return target.met(metric, conservative=margin > 0, margin=margin) and risk_met(target, metric)
 
 
 def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Verification:
@@ -360,7 +321,7 @@ def _verify_until_met(run: SearchRun, model: onnx.ModelProto, calibration) -> Ve
             run.searched = {"widths": {short[k]: v for k, v in run.chosen.items()},
                             "search_metric": run.opt.measure(run.chosen, "final", run.acc or None),
                             "held_out_metric": ver.metric}
-        if run.budget_mode or verified(target, ver.metric):
+        if run.budget_mode or verified(target, ver.metric, run.verify_margin):
             return ver
         if backoffs >= opts.max_backoff:
             run.notes.append(f"target {target} missed on the verification samples after {backoffs} back-off steps "
@@ -397,9 +358,7 @@ def _verify_once(run: SearchRun, model: onnx.ModelProto, calibration, reference:
                  float_accuracy) -> Verification:
     opts = run.opts
     rules = fakequant_rules(run.sites, run.excluded, run.chosen, run.acc, opts, run.space)
-    fq_opts = {"weights": format_spec(opts.weights, 8), "activations": format_spec(opts.activations, 8),
-               "weight_granularity": opts.weight_granularity, "calibrator": opts.calibrator,
-               "placement": opts.placement, "rules": rules}
+    fq_opts = fakequant_options(opts, rules)
     out, qonnx, lowered, saturation = _verify(model, calibration, fq_opts, run.data.verify, reference, opts.threads,
                                               opts.placement == "intrinsic" and bool(run.acc))
     labels = run.data.verify.labels
@@ -407,7 +366,7 @@ def _verify_once(run: SearchRun, model: onnx.ModelProto, calibration, reference:
     default_out = saturation.pop("_ort_default")
     ort_default = output_metrics(reference, default_out, labels, float_accuracy)
     ort_default["agreement_with_verified"] = float(np.mean(top1(default_out) == top1(out)))
-    return Verification(verified, ort_default, saturation, rules, qonnx, lowered)
+    return Verification(verified, ort_default, saturation, rules, qonnx, lowered, out, reference)
 
 
 def _note_ort_default(run: SearchRun, ver: Verification) -> None:

@@ -1,9 +1,12 @@
 """What a width assignment costs: weight memory, bit operations, or a dataflow resource estimate.
 
-* ``memory`` (default): weight memory in bits, sum over linear layers of parameters x weight width. Activation
+* ``memory`` (default): weight memory in bits, sum over linear layers of parameters x the weight's stored width
+  (``storage="onnx"``: the ONNX file's INT4 / INT8 / INT16 class, ``artifact.stored_bits``). Activation
   widths do not change it; the search narrows them afterwards as a second objective (activation bits per sample).
 * ``bops``: bit operations per sample, sum over linear layers of MACs x weight width x input-activation width
   (32 where the input stays float); BOPs as in Baskin et al. / van Baalen et al. (Bayesian bits).
+* ``latency``: onnxruntime's measured time of the artifact in microseconds (``latency.latency_table``: the
+  all-8-bit file plus, per layer, the measured change when that layer's weights are stored in another class).
 * ``resources``: qpass.hw's FINN-style estimate of each linear layer as a matrix-vector unit (LUT, BRAM18,
   URAM, DSP at the folding given by ``fps``, fully folded PE = SIMD = 1 without it), summed as fractions of a
   device (``device``, default xc7z020) in percent.
@@ -14,6 +17,8 @@ from __future__ import annotations
 
 from qpass.hw import MVTU, evaluate, fold_for_target, get_device
 from ..errors import QpassError
+from .artifact import stored_bits
+from .latency import latency_term
 from .options import COSTS
 from .sites import Site
 
@@ -21,14 +26,15 @@ FLOAT_BITS = 32
 
 
 class CostModel:
-    def __init__(self, kind: str, sites: list[Site], options: dict | None = None):
+    def __init__(self, kind: str, sites: list[Site], options: dict | None = None, storage: str = "onnx"):
         if kind not in COSTS:
             raise QpassError(f"unknown bitwidth cost {kind!r} (known: {', '.join(COSTS)})")
         self.kind = kind
+        self.storage = storage
         self.options = dict(options or {})
         self.layers = [s for s in sites if s.kind == "weight"]
         self.acts = [s for s in sites if s.kind == "activation"]
-        self.unit = {"memory": "bits", "bops": "BOPs", "resources": "% of device"}[kind]
+        self.unit = {"memory": "bits", "bops": "BOPs", "resources": "% of device", "latency": "us"}[kind]
         self._cache: dict = {}
         self._site_layers: dict[str, list[Site]] = {}
         for l in self.layers:
@@ -37,11 +43,18 @@ class CostModel:
                 self._site_layers.setdefault(l.input_site, []).append(l)
         if kind == "resources":
             self._res_setup()
+        if kind == "latency":
+            if "table" not in self.options:
+                raise QpassError("cost='latency' is measured by the search (run_search), not given")
+            t = self.options["table"]
+            self.unit = f"us (onnxruntime, {t['threads']} thread{'s' if t['threads'] > 1 else ''})"
 
     # ------------------------------------------------------------------ per-layer terms
     def term(self, layer: Site, w: int, a: int | None, acc: int | None = None) -> float:
         if self.kind == "memory":
-            return float(layer.size * w)
+            return float(layer.size * stored_bits(w, self.storage))
+        if self.kind == "latency":
+            return latency_term(self.options["table"], layer, w, self.storage)
         a = FLOAT_BITS if a is None else a
         if self.kind == "bops":
             return float(layer.macs) * w * a
@@ -60,7 +73,7 @@ class CostModel:
     def total(self, widths: dict, fixed: dict | None = None, acc: dict | None = None) -> float:
         fixed = fixed or {}
         acc = acc or {}
-        t = 0.0
+        t = self.options["table"]["base"] if self.kind == "latency" else 0.0
         for l in self.layers:
             w, a = self._layer_bits(l, widths, fixed)
             t += self.term(l, w, a, acc.get(l.node))
@@ -80,13 +93,13 @@ class CostModel:
 
     def secondary(self, widths: dict) -> float:
         """Tie-breaking second objective: activation bits per sample (memory), weight bits otherwise."""
-        if self.kind == "memory":
+        if self.kind in ("memory", "latency"):
             return float(sum(s.size * widths.get(s.key, FLOAT_BITS) for s in self.acts))
         return float(sum(s.size * widths.get(s.key, FLOAT_BITS) for s in self.layers))
 
     def touches(self, key: str) -> bool:
         """Whether the primary cost depends on site ``key``."""
-        if self.kind == "memory":
+        if self.kind in ("memory", "latency"):
             return any(l.key == key for l in self.layers)
         return bool(self._site_layers.get(key))
 

@@ -10,9 +10,15 @@ from typing import Any
 
 from ..errors import QpassError
 from ..formats import parse_format
+from .artifact import storage_candidates, stored_bits
 from .targets import parse_target
 
-COSTS = ("memory", "bops", "resources")
+COSTS = ("memory", "bops", "resources", "latency")
+#: onnx: weights cost what the ONNX file stores (INT4 up to 4 bits, INT8 up to 8, ...: artifact.stored_bits), the
+#: widest width of each storage class is the candidate, activations the cost does not see stay at activation_bits
+#: (a narrower uint8 grid saves nothing in the file and costs onnxruntime a Clip); exact: every width as given
+#: (the hardware backends' words)
+STORAGES = ("onnx", "exact")
 DEFAULT_CANDIDATES = (2, 3, 4, 5, 6, 7, 8, 10, 12, 16)
 #: activations wider than 8 bits leave onnxruntime's integer kernels (its QDQ layers read 8-bit codes)
 DEFAULT_ACTIVATION_CANDIDATES = (2, 3, 4, 5, 6, 7, 8)
@@ -44,6 +50,7 @@ class BitwidthOptions:
     cost_options: dict = field(default_factory=dict)  # resources: device, fps, clock_ns
     threads: int = 1
     batch_size: int = 256
+    storage: str = "onnx"  # onnx | exact (see STORAGES)
     report_dir: str | None = None  # write <stem>_pareto.csv / _table.csv / _sensitivity.csv / _pareto.png here
 
     def __post_init__(self):
@@ -85,15 +92,20 @@ class BitwidthOptions:
         if not isinstance(self.cost_options, dict):
             raise QpassError(f"bitwidth: cost_options must be a mapping (device, fps, clock_ns), got "
                              f"{self.cost_options!r}")
+        if self.storage not in STORAGES:
+            raise QpassError(f"bitwidth: storage must be one of {', '.join(STORAGES)}, not {self.storage!r}")
         self.weight_candidates, self.activation_candidates = _candidates(self.candidates)
+        self.weight_candidates = storage_candidates(self.weight_candidates, self.storage)
         check_template(self.weights, "weight", self.weight_candidates)
         if self.avg_bits is None:
             check_template(self.activations, "activation", self.activation_candidates)
         else:
             check_template(self.activations, "activation", [self.activation_bits])
-            if self.avg_bits < self.weight_candidates[0]:
-                raise QpassError(f"bitwidth: avg_bits={self.avg_bits:g} is below the narrowest weight candidate "
-                                 f"({self.weight_candidates[0]} bits)")
+            least = stored_bits(self.weight_candidates[0], self.storage)
+            if self.avg_bits < least:
+                why = (f"the ONNX file stores a weight in at least {least} bits (INT4)" if self.storage == "onnx"
+                       else f"the narrowest weight candidate is {least} bits")
+                raise QpassError(f"bitwidth: avg_bits={self.avg_bits:g} is below what can be stored: {why}")
 
 
 def _widths(v, what: str) -> list[int]:

@@ -15,6 +15,8 @@ from qpass.ir.atomic import write_bytes as atomic_write
 from .targets import describe_metrics
 
 FLOAT_BITS = 32
+#: the Pareto front's (and the chosen point's) metrics on the held-out samples; empty for other points
+HELD_OUT = ["held_out_pareto", "held_out_relative_accuracy", "held_out_accuracy", "held_out_agreement", "held_out_sqnr_db"]
 
 
 @dataclass
@@ -81,18 +83,36 @@ class Assignment:
         if f.get("avg_stored_weight_bits"):
             out.append(f"as stored in the onnxruntime file: {f['file_bytes']} bytes, weights in "
                        f"{f['avg_stored_weight_bits']:.2f} bits on average ({f['float32_stored']:.2f}x smaller than "
-                       f"float32, {f['int8_stored']:.2f}x than int8)")
+                       f"float32, {f['int8_stored']:.2f}x than int8), {f.get('latency_us', float('nan')):.1f} us per "
+                       f"sample in onnxruntime")
         out += table_lines(self.table)
+        out += self.front_lines()
         secs = ", ".join(f"{k} {v:.1f} s" for k, v in self.seconds.items())
         out.append(f"{self.evaluations} measured assignments, Pareto front of {len(self.pareto)} points; {secs}")
         out += [f"note: {n}" for n in self.notes]
+        return out
+
+    def front_lines(self, most: int = 12) -> list[str]:
+        """The Pareto front, cheapest first: cost, average weight bits, the target's metric on the search samples
+        and on the held-out ones (a point the held-out samples do not confirm is where the search over-fitted)."""
+        m = _front_metric(self)
+        key = "held_out_" + m
+        front = self.pareto[:most]
+        if not front:
+            return []
+        out = [f"Pareto front ({self.cost_kind} vs {m}; {len(self.pareto)} points{', cheapest ' + str(most) if len(self.pareto) > most else ''}):",
+               f"  {'cost':>14}  {'w bits':>6}  {'search':>8}  {'held out':>8}  {'SQNR held out':>13}"]
+        for p in front:
+            out.append(f"  {_fmt(p['cost']):>14}  {_num(p.get('avg_weight_bits'))[:6]:>6}  {_num(p.get(m))[:8]:>8}  "
+                       f"{_num(p.get(key))[:8]:>8}  {_num(p.get('held_out_sqnr_db'))[:8]:>13}"
+                       + ("  chosen" if p.get("chosen") else ""))
         return out
 
     # ------------------------------------------------------------------ files
     def pareto_csv(self) -> str:
         keys = sorted({k for p in self.points for k in p["widths"]})
         cols = ["source", "pareto", "chosen", "cost", "avg_weight_bits", "activation_bits", "relative_accuracy",
-                "accuracy", "agreement", "sqnr_db", "predicted_noise"]
+                "accuracy", "agreement", "sqnr_db", "predicted_noise"] + HELD_OUT
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
         w.writerow(cols + [f"bits[{k}]" for k in keys])
@@ -100,7 +120,7 @@ class Assignment:
             m = p
             w.writerow([p["source"], int(p["pareto"]), int(p["chosen"]), _num(p["cost"]), _num(m["avg_weight_bits"]),
                         _num(p.get("activation_bits")), _num(m.get("relative_accuracy")), _num(m.get("accuracy")), _num(m.get("agreement")),
-                        _num(m.get("sqnr_db")), _num(p.get("predicted_noise"))] +
+                        _num(m.get("sqnr_db")), _num(p.get("predicted_noise"))] + [_num(_int(p.get(c))) for c in HELD_OUT] +
                        [p["widths"].get(k, "") for k in keys])
         return buf.getvalue()
 
@@ -133,6 +153,10 @@ class Assignment:
         written = [f"wrote {d / f'{stem}_pareto.csv'}, {d / f'{stem}_table.csv'}, {d / f'{stem}_sensitivity.csv'}"]
         written.append(plot_pareto(self, d / f"{stem}_pareto.png"))
         return written
+
+
+def _int(v):
+    return int(v) if isinstance(v, bool) else v
 
 
 def _num(v) -> str:
@@ -249,12 +273,13 @@ def _site_text(r: dict) -> str:
     return f"{r['format']} {'s' if r['signed'] else 'u'}{r['bits']} {grid}"
 
 
-def compression(sites, excluded, widths: dict, channels_bits: int = FLOAT_BITS) -> dict:
-    """Weight memory of the assignment against float32 and int8 (linear-layer weights; biases excluded)."""
+def compression(sites, excluded, widths: dict, channels_bits: int = FLOAT_BITS, stored=lambda w: w) -> dict:
+    """Weight memory of the assignment against float32 and int8 (linear-layer weights; biases excluded), each
+    weight at ``stored(width)`` bits (the artifact's storage, ``artifact.stored_bits``)."""
     ws = [s for s in sites if s.kind == "weight"]
     ex = [s for s in excluded if s.kind == "weight"]
     n = sum(s.size for s in ws) + sum(s.size for s in ex)
-    bits = sum(s.size * widths[s.key] for s in ws) + FLOAT_BITS * sum(s.size for s in ex)
+    bits = sum(s.size * stored(widths[s.key]) for s in ws) + FLOAT_BITS * sum(s.size for s in ex)
     scales = channels_bits * sum(s.channels for s in ws)
     acts = [s for s in sites if s.kind == "activation"]
     a_elems = sum(s.size for s in acts)

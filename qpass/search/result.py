@@ -12,8 +12,9 @@ import onnx
 from qpass.ir.samples import SampleSet
 from ..formats.grid import pow2_fraction
 from .accumulators import weight_grid
-from .artifact import artifact_summary
+from .artifact import artifact_summary, float_in_file, stored_bits
 from .cost import CostModel
+from .latency import artifact_latency
 from .optimize import Optimizer
 from .options import BitwidthOptions
 from .report import Assignment, compression, pareto_flags
@@ -30,6 +31,8 @@ class Samples:
     verify: SampleSet
     source: str  # "evaluation" | "calibration"
     held_out: bool = True  # verify is disjoint from search
+    folds: list | None = None  # k-fold: [(search, held out)] whose held-out parts partition ``all``
+    all: SampleSet | None = None  # every sample (search and verification)
 
 
 @dataclass
@@ -42,6 +45,8 @@ class Verification:
     rules: list[dict]  # the fakequant rules verified
     qonnx: onnx.ModelProto
     lowered: onnx.ModelProto
+    output: np.ndarray | None = None  # the lowered model's output on the verification samples (faithful session)
+    reference: np.ndarray | None = None  # the float model's
 
 
 @dataclass
@@ -66,6 +71,8 @@ class SearchRun:
     secs: dict = field(default_factory=dict)
     searched: dict = field(default_factory=dict)  # the search's own choice before the held-out check: widths and
     #                                               its metrics on the search and on the held-out samples
+    held_out_space: Any = None  # a Space over the held-out samples (the Pareto front measured on them)
+    verify_margin: float = 1.0  # the held-out check's margin (core.VERIFY_MARGIN; a k-fold's fold: 0, plain counts)
 
     @property
     def budget_mode(self) -> bool:
@@ -84,7 +91,9 @@ def fakequant_rules(sites, excluded, widths, acc, opts: BitwidthOptions, space: 
     rules = []
     for s in sites:
         spec = space.spec(s.key, widths[s.key])
-        if s.kind == "weight":
+        if s.kind == "weight" and float_in_file(widths[s.key], opts.storage):
+            rules.append({"role": "weight", "match": glob_escape(s.node), "format": "float"})
+        elif s.kind == "weight":
             rules.append({"role": "weight", "match": glob_escape(s.node), "format": spec,
                           "granularity": opts.weight_granularity, "rounding": "ROUND"})
         else:
@@ -141,9 +150,9 @@ def site_table(run: SearchRun, saturation: dict) -> list[dict]:
 
 
 def _weight_bits(run: SearchRun, widths: dict) -> float:
-    """Weight memory in bits of an assignment (excluded weights at 32 bits)."""
+    """Weight memory in bits of an assignment as the artifact stores it (excluded weights at 32 bits)."""
     wsize = {s.key: s.size for s in run.sites if s.kind == "weight"}
-    return sum(wsize[k] * v for k, v in widths.items() if k in wsize) + \
+    return sum(wsize[k] * stored_bits(v, run.opts.storage) for k, v in widths.items() if k in wsize) + \
         32 * sum(s.size for s in run.excluded if s.kind == "weight")
 
 
@@ -167,9 +176,22 @@ def measured_points(run: SearchRun, n_params: int, metric: str) -> list[dict]:
     for p in points:
         p["chosen"] = p.pop("_key") == final_key
     flags = pareto_flags(points, metric, secondary=cost.kind == "memory")
-    for p, f in zip(points, flags):
+    for p, f, q in zip(points, flags, opt.points):
         p["pareto"] = bool(f)
+        if run.held_out_space is not None and (f or p["chosen"]):
+            m = run.held_out_space.evaluate(q.widths, q.acc or None)[0]
+            p.update({f"held_out_{k}": m.get(k) for k in HELD_OUT_COLUMNS})
+            p["held_out_sqnr_db"] = p.pop("held_out_sqnr")
+    measured = [p for p in points if "held_out_sqnr_db" in p]
+    renamed = [{"cost": p["cost"], "activation_bits": p["activation_bits"],
+                **{k: p.get("held_out_" + k) for k in (metric, "sqnr_db")}} for p in measured]
+    for p, f in zip(measured, pareto_flags(renamed, metric, secondary=cost.kind == "memory")):
+        p["held_out_pareto"] = bool(f)  # on the front by the held-out figures too
     return points
+
+
+#: the metrics of a Pareto point measured again on the held-out samples (``held_out_<metric>``; sqnr -> sqnr_db)
+HELD_OUT_COLUMNS = ("relative_accuracy", "accuracy", "agreement", "sqnr")
 
 
 def uniform_rows(run: SearchRun, n_params: int) -> list[dict]:
@@ -186,7 +208,7 @@ def uniform_rows(run: SearchRun, n_params: int) -> list[dict]:
 def build_assignment(run: SearchRun, ver: Verification, met: bool, search_metric: dict) -> Assignment:
     """The ``Assignment`` of a finished run (and its report files when ``report_dir`` is set)."""
     opts, target = run.opts, run.target
-    comp = compression(run.sites, run.excluded, run.chosen)
+    comp = compression(run.sites, run.excluded, run.chosen, stored=lambda w: stored_bits(w, opts.storage))
     metric = {"relative_accuracy": "relative_accuracy", "accuracy": "accuracy", "agreement": "agreement",
               "sqnr": "sqnr_db"}[target.primary] if target is not None else "sqnr_db"
     table = site_table(run, ver.saturation)
@@ -206,7 +228,8 @@ def build_assignment(run: SearchRun, ver: Verification, met: bool, search_metric
                    samples={"source": run.data.source, "search": len(run.data.search),
                             "verify": len(run.data.verify), "held_out": run.data.held_out,
                             "holdout": float(opts.holdout) if opts.holdout is not None else 0.5},
-                   artifact=artifact_summary(ver.lowered), searched=dict(run.searched), model=ver.lowered, qonnx=ver.qonnx)
+                   artifact=dict(artifact_summary(ver.lowered), latency_us=artifact_latency(
+                       ver.lowered, run.data.verify.feed(0), opts.threads), latency_threads=opts.threads), searched=dict(run.searched), model=ver.lowered, qonnx=ver.qonnx)
     run.opt.close()
     if opts.report_dir:
         a.notes += a.write(opts.report_dir)
