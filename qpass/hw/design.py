@@ -33,11 +33,13 @@ def _enforce_pairs(dg: DataflowGraph) -> list[str]:
 
 
 def fold(dg: DataflowGraph, *, target_fps: float | None = None, clock_ns: float = 10.0, device=None,
-         utilisation: float = 0.8, strategy: str = "min_lut", overrides: dict | None = None) -> FoldingResult:
+         utilisation: float = 0.8, strategy: str = "min_lut", overrides: dict | None = None,
+         estimate=None) -> FoldingResult:
     """One partition folded on its own (``fold_design`` of a one-partition design); ``overrides`` is a FINN folding
-    file's content. The result is applied to ``dg`` and returned."""
+    file's content; ``estimate`` the resource model the search uses (``qpass.hw.folding``: the layers' own by
+    default). The result is applied to ``dg`` and returned."""
     notes = fold_design([dg], target_fps=target_fps, clock_ns=clock_ns, device=device, utilisation=utilisation,
-                        strategy=strategy, folding=overrides)
+                        strategy=strategy, folding=overrides, estimate=estimate)
     dg.folding.notes += notes
     return dg.folding
 
@@ -117,7 +119,8 @@ def report_table(dg: DataflowGraph, depths: dict | None = None) -> str:
 # ------------------------------------------------------------------------------------ the whole design
 
 def fold_design(dgs: list[DataflowGraph], *, target_fps: float | None = None, clock_ns: float = 10.0, device=None,
-                utilisation: float = 0.8, strategy: str = "min_lut", folding: dict | None = None) -> list[str]:
+                utilisation: float = 0.8, strategy: str = "min_lut", folding: dict | None = None,
+                estimate=None) -> list[str]:
     """Fold the layers of every partition together (one frame-rate target, or one device budget for the whole
     design), then apply a FINN folding file (``qpass.hw.folding_config``), keep depthwise window pairs, and replace
     every "auto" ram_style by the cost model's choice. Sets each graph's ``folding`` (with its own notes); returns the
@@ -127,14 +130,14 @@ def fold_design(dgs: list[DataflowGraph], *, target_fps: float | None = None, cl
     layers = [L for dg in dgs for L in dg.cost_layers()]
     edges = [e for dg in dgs for e in dg.edges]
     if target_fps is not None:
-        res = fold_for_target(layers, target_fps, clock_ns, edges=edges, strategy=strategy)
+        res = fold_for_target(layers, target_fps, clock_ns, edges=edges, strategy=strategy, estimate=estimate)
     elif device is not None:
         try:
-            res = fold_for_budget(layers, device, clock_ns, utilisation, edges=edges)
+            res = fold_for_budget(layers, device, clock_ns, utilisation, edges=edges, estimate=estimate)
         except QpassError:  # does not fit even fully folded: keep the slowest folding, the budget check says why
-            res = evaluate([L.folded(1, 1) for L in layers], clock_ns, edges=edges)
+            res = evaluate([L.folded(1, 1) for L in layers], clock_ns, edges=edges, estimate=estimate)
     else:
-        res = evaluate(layers, clock_ns, edges=edges)
+        res = evaluate(layers, clock_ns, edges=edges, estimate=estimate)
     notes: list[str] = []
     by = {L.name: L for L in res.layers}
     if folding:
