@@ -2,14 +2,18 @@
 "sqnr>=35"``, or ``relative_accuracy>=0.99`` with labels).
 
 After ``quantize_qdq``, if the int8 model misses the target on the search half of the samples, activation
-quantizers (QuantizeLinear -> DequantizeLinear pairs) are moved to float, fewest and cheapest first: each pair's
-sensitivity is the output metric gained when it alone is removed (measured on the search samples), its cost the
-float work it brings back (the elements of the tensor times the layers that then run in float: its producer and
-readers, a proxy of measured latency); pairs are taken by gain per cost until the target holds on the search
-samples, then the result is checked on the held-out half (the bitwidth search's split, ``qpass.search.core``). The
-report says which tensors moved, what each gained and cost, and the int8 and final metrics; when even every pair
-in float misses the target, one line says what was reached and which layers could not be fixed. Float, not
-16-bit QDQ: onnxruntime runs 16-bit Q/DQ around float kernels on CPUs, so float is as fast and exact.
+quantizers (QuantizeLinear -> DequantizeLinear pairs) are moved to 16-bit activations (``qpass.passes.qdq16``:
+the same range on a 257x finer grid, opset 21 Q/DQ, which onnxruntime runs) or to float, fewest and cheapest
+first. Each pair's sensitivity at each precision is the output metric gained when it alone moves (measured on the
+search samples, int16 tried first); the cost of a move is its measured latency: onnxruntime's time for the model
+with that move against the int8 model's (``max_timed`` candidates timed, best gain first). Moves are taken by gain
+per measured millisecond (int16 before float when as good and no slower) until the target holds on the search
+samples, then the result is checked on the held-out half (the bitwidth search's split, ``qpass.search.core``).
+The report says which tensors moved, to what, what each gained and cost, and the int8 and final metrics; when
+even every pair in float misses the target, one line says what was reached and which layers could not be fixed.
+On x86 CPUs onnxruntime has no 16-bit integer kernels: a 16-bit pair runs as Q/DQ around the float kernel, so it
+is measured slower than float there and float usually wins; int16 wins where it is as cheap (an accelerator
+execution provider with A16W8 kernels, or ``precisions: [int16]``).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from qpass.analysis.layer_errors import activation_pairs
 from qpass.errors import QpassError
 from qpass.ir.graph import consumers, producers, shapes, topo_sort_nodes
 from qpass.ir.ort_session import make_session, run_samples
+from qpass.passes.qdq16 import at_16bit_opset, widen
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
@@ -35,6 +40,17 @@ class MixedPrecisionOptions:
     seed: int = 0
     #: the most pairs whose sensitivity is measured one by one (the rest are ranked by their own error)
     max_probes: int = 64
+    #: precisions a quantizer may move to, in the order tried: int16 (16-bit QDQ, opset 21) and float
+    precisions: tuple = ("int16", "float")
+    #: candidate moves timed in onnxruntime (largest gain first); the rest come after them, by gain
+    max_timed: int = 16
+    #: calls per latency measurement (the fastest counts)
+    timing_runs: int = 20
+
+    def __post_init__(self):
+        bad = [p for p in self.precisions if p not in ("int16", "float")]
+        if bad or not self.precisions:
+            raise ValueError(f"precisions must be a list of int16 and float, not {list(self.precisions)!r}")
 
 
 def bypass(model: onnx.ModelProto, tensors: set[str], float_model: onnx.ModelProto | None = None) -> onnx.ModelProto:
@@ -138,51 +154,102 @@ class MixedPrecision(Pass):
             result.update(final=held_m, met=target.met(held_m))
             return PassResult(model, False, [f"target {target} met by int8 alone on the search samples; held out: "
                                              f"{describe_metrics(held_m)}"])
-        chosen, final = self._greedy(model, target, base, metrics, result)
-        out = bypass(model, set(chosen), self.float_m)
+        self.timing, self.int8 = held, model
+        self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
+        chosen = self._greedy(model, target, base, metrics, result)
+        out = self.apply(chosen)
         held_m = metrics(out, "held")
         met = target.met(held_m)
         result.update(final=held_m, met=met, latency_ms={"int8": _latency_ms(model, held), "final":
                                                          _latency_ms(out, held)})
-        lat = result["latency_ms"]
-        note = (f"target {target} {'met' if met else 'MISSED'} on {len(held)} held-out samples with {len(chosen)} "
-                f"activation quantizers moved to float ({', '.join(chosen[:6])}{' ...' if len(chosen) > 6 else ''}):"
+        return PassResult(out, bool(chosen), [self._note(target, chosen, result, base, len(held), ctx)])
+
+    def apply(self, chosen: dict[str, str]) -> onnx.ModelProto:
+        """The int8 model with the pairs of ``chosen`` ({tensor: "int16" | "float"}) moved (at opset 21 when
+        some move to int16)."""
+        wide = {t for t, p in chosen.items() if p == "int16"}
+        out = bypass(self.base16 if wide else self.int8, {t for t, p in chosen.items() if p == "float"},
+                     self.float_m)
+        return widen(out, wide) if wide else out
+
+    @staticmethod
+    def _note(target, chosen: dict, result: dict, base: dict, n_held: int, ctx) -> str:
+        held_m, lat = result["final"], result["latency_ms"]
+        moved = ", ".join(f"{t} ({p})" for t, p in list(chosen.items())[:6]) + (" ..." if len(chosen) > 6 else "")
+        n16 = sum(p == "int16" for p in chosen.values())
+        note = (f"target {target} {'met' if result['met'] else 'MISSED'} on {n_held} held-out samples with "
+                f"{len(chosen)} activation quantizers moved ({n16} to int16, {len(chosen) - n16} to float: {moved}):"
                 f" {describe_metrics(held_m)} (int8: {describe_metrics(base)} on the search samples); latency "
                 f"{lat['final']:.3g} ms against int8's {lat['int8']:.3g} ms")
-        if not met:
-            note = (f"target {target} not reached: {describe_metrics(held_m)} on {len(held)} held-out samples; "
-                    f"could not fix: {', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
+        if not result["met"]:
+            note = (f"target {target} not reached: {describe_metrics(held_m)} on {n_held} held-out samples; could not"
+                    f" fix: {', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
         ctx.report.log.append(note)
-        return PassResult(out, bool(chosen), [note])
+        return note
 
-    def _greedy(self, model, target, base: dict, metrics, result: dict) -> tuple[list[str], dict]:
+    def _candidates(self, model, target, base: dict, metrics) -> list[dict]:
+        """Every probed (tensor, precision) move with a positive gain, its measured latency cost (ms) attached."""
         pairs = activation_pairs(model)
-        costs = _costs(model, pairs)
-        gains = {}
+        sizes = _costs(model, pairs)
+        cands = []
         for p in pairs[:self.opts.max_probes]:
-            m = metrics(bypass(model, {p["tensor"]}, self.float_m))
-            gains[p["tensor"]] = _score(m, base, target)
-        order = sorted(gains, key=lambda t: -gains[t] / max(costs.get(t, 1.0), 1.0))
-        chosen, m = [], base
-        for t in order:
-            if gains[t] <= 0:
-                continue
-            chosen.append(t)
-            m = metrics(bypass(model, set(chosen), self.float_m))
-            result["moved"].append({"tensor": t, "gain": round(gains[t], 4), "cost": costs.get(t),
-                                    "reason": f"alone in float: +{gains[t]:.3g} toward the target"})
-            if target.met(m):
-                break
+            for prec in self.opts.precisions:
+                if prec == "int16" and self.base16 is None:
+                    continue
+                m = self.apply({p["tensor"]: prec})
+                cands.append({"tensor": p["tensor"], "precision": prec, "gain": _score(metrics(m), base, target),
+                              "elements": sizes.get(p["tensor"], 1.0)})
+        cands = [c for c in cands if c["gain"] > 0]
+        timed = sorted(cands, key=lambda c: -c["gain"])[:self.opts.max_timed]
+        t0 = _latency_ms(model, self.timing, self.opts.timing_runs, np.min)
+        for c in timed:
+            m = self.apply({c["tensor"]: c["precision"]})
+            c["latency_cost_ms"] = max(_latency_ms(m, self.timing, self.opts.timing_runs, np.min) - t0, 1e-4)
+        for c in cands:  # beyond max_timed: after every timed one, largest gain first
+            c.setdefault("latency_cost_ms", float("inf"))
+        return cands
+
+    def _greedy(self, model, target, base: dict, metrics, result: dict) -> dict[str, str]:
+        cands = self._candidates(model, target, base, metrics)
+        chosen, m = choose_moves(cands, target, lambda ch: metrics(self.apply(ch)), base, result["moved"])
         if not target.met(m):
+            pairs = {p["tensor"] for p in activation_pairs(model)}
             weights = sorted({n.name for n in model.graph.node for x in n.input if x.endswith("_dequantized")
-                              and x not in {p["tensor"] for p in pairs}})
+                              and x not in pairs})
+            gained = {c["tensor"] for c in cands}
             result["unfixed"] = [f"the int8 weights of {len(weights)} layers ({', '.join(weights[:4])}"
-                                 f"{' ...' if len(weights) > 4 else ''})"] + [t for t in order if gains[t] <= 0][:5]
-        return chosen, m
+                                 f"{' ...' if len(weights) > 4 else ''})"] + sorted(pairs - gained)[:5]
+        return chosen
 
 
-def _latency_ms(model: onnx.ModelProto, samples, runs: int = 30) -> float:
-    """Median milliseconds of one call on the first sample (onnxruntime, 1 thread, all optimizations)."""
+def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list) -> tuple[dict[str, str], dict]:
+    """Greedy: moves by gain per measured millisecond (int16 before float on ties), one per tensor, until
+    ``evaluate(chosen)`` meets ``target``. Returns ({tensor: precision}, last metrics); ``log`` gets one entry
+    per move taken, with why."""
+    order = sorted(cands, key=lambda c: (-c["gain"] / c["latency_cost_ms"] if np.isfinite(c["latency_cost_ms"])
+                                         else float("inf"), -c["gain"] if not np.isfinite(c["latency_cost_ms"])
+                                         else 0.0, c["precision"] != "int16"))
+    chosen, m = {}, base
+    for c in order:
+        if c["tensor"] in chosen:
+            continue
+        chosen[c["tensor"]] = c["precision"]
+        m = evaluate(chosen)
+        other = [o for o in cands if o["tensor"] == c["tensor"] and o is not c]
+        why = f"alone at {c['precision']}: +{c['gain']:.3g} toward the target for {c['latency_cost_ms']:.3g} ms"
+        if other:
+            why += (f" (at {other[0]['precision']}: +{other[0]['gain']:.3g} for "
+                    f"{other[0]['latency_cost_ms']:.3g} ms)")
+        log.append({"tensor": c["tensor"], "precision": c["precision"], "gain": round(c["gain"], 4),
+                    "latency_cost_ms": c["latency_cost_ms"], "elements": c.get("elements"), "reason": why})
+        if target.met(m):
+            break
+    return chosen, m
+
+
+def _latency_ms(model: onnx.ModelProto, samples, runs: int = 30, stat=np.median) -> float:
+    """Milliseconds of one call on the first sample (onnxruntime, 1 thread, all optimizations): the median
+    of ``runs`` calls (``stat=np.min`` for the comparisons of candidates: least disturbed by other load)."""
     import time
 
     sess = make_session(model, 1, optimize=True)
@@ -192,7 +259,7 @@ def _latency_ms(model: onnx.ModelProto, samples, runs: int = 30) -> float:
         t0 = time.perf_counter()
         sess.run(None, feed)
         times.append(time.perf_counter() - t0)
-    return round(float(np.median(times[3:])) * 1e3, 4)
+    return round(float(stat(times[3:])) * 1e3, 4)
 
 
 def _score(m: dict, base: dict, target) -> float:
