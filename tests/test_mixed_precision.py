@@ -9,7 +9,7 @@ import qpass
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.ort_session import run_samples
 from qpass.ir.samples import load_samples
-from qpass.search.mixed_int8 import bypass
+from qpass.passes.qdq_moves import bypass
 
 from conftest import MODELS
 
@@ -75,7 +75,7 @@ def _with_mixed_precision(**opts):
 
 
 def test_16bit_activations_run_in_onnxruntime_and_the_golden_interpreter():
-    from qpass.passes.qdq16 import widen
+    from qpass.passes.qdq_moves import widen
     from qpass.reference import run_samples as golden
 
     res = qpass.optimize(MODELS / "digits_rescnn.onnx", calib=MODELS / "digits_rescnn.calib.npz")

@@ -2,7 +2,7 @@
 "sqnr>=35"``, or ``relative_accuracy>=0.99`` with labels).
 
 After ``quantize_qdq``, if the int8 model misses the target on the search half of the samples, activation
-quantizers (QuantizeLinear -> DequantizeLinear pairs) are moved to 16-bit activations (``qpass.passes.qdq16``:
+quantizers (QuantizeLinear -> DequantizeLinear pairs) are moved to 16-bit activations (``qpass.passes.qdq_moves``:
 the same range on a 257x finer grid, opset 21 Q/DQ, which onnxruntime runs) or to float, fewest and cheapest
 first. Each pair's sensitivity at each precision is the output metric gained when it alone moves (measured on the
 search samples, int16 tried first); the cost of a move is its measured latency: onnxruntime's time for the model
@@ -24,9 +24,9 @@ import onnx
 
 from qpass.analysis.layer_errors import activation_pairs
 from qpass.errors import QpassError
-from qpass.ir.graph import consumers, producers, shapes, topo_sort_nodes
+from qpass.ir.graph import consumers, shapes
 from qpass.ir.ort_session import make_session, run_samples
-from qpass.passes.qdq16 import at_16bit_opset, widen
+from qpass.passes.qdq_moves import FUSED, at_16bit_opset, bypass, widen  # noqa: F401 (bypass, FUSED: API)
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
@@ -53,58 +53,6 @@ class MixedPrecisionOptions:
             raise ValueError(f"precisions must be a list of int16 and float, not {list(self.precisions)!r}")
 
 
-def bypass(model: onnx.ModelProto, tensors: set[str], float_model: onnx.ModelProto | None = None) -> onnx.ModelProto:
-    """A copy of a QDQ model with the activation Q -> DQ pairs of ``tensors`` (DQ output names) removed: their
-    readers read the float value. An activation quantize_qdq fused into its producer (Relu, Clip: the quantizer
-    did its clipping) comes back as a copy of ``float_model``'s node."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    prod, readers = producers(m.graph), consumers(m.graph)
-    float_prod = producers(float_model.graph) if float_model is not None else {}
-    float_inits = {i.name: i for i in float_model.graph.initializer} if float_model is not None else {}
-    have_inits = {i.name for i in m.graph.initializer}
-    drop, rename, added = [], {}, []
-    for n in m.graph.node:
-        if n.op_type != "DequantizeLinear" or n.output[0] not in tensors:
-            continue
-        q = prod.get(n.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
-        src = q.input[0]
-        act = float_prod.get(n.output[0])
-        before = prod.get(src)
-        if act is not None and act.op_type in FUSED and (before is None or before.op_type != act.op_type):
-            node = onnx.NodeProto()
-            node.CopyFrom(act)
-            node.input[0], node.output[0] = src, src + "_activation"
-            node.name = act.name + "_float"
-            added.append(node)
-            for x in node.input[1:]:
-                if x in float_inits and x not in have_inits:
-                    m.graph.initializer.append(float_inits[x])
-                    have_inits.add(x)
-            src = node.output[0]
-        rename[n.output[0]] = src
-        drop.append(n)
-        if len(readers.get(q.output[0], [])) == 1:
-            drop.append(q)
-    for n in m.graph.node:
-        for i, x in enumerate(n.input):
-            if x in rename:
-                n.input[i] = rename[x]
-    for n in drop:
-        m.graph.node.remove(n)
-    m.graph.node.extend(added)
-    outs = {o.name for o in m.graph.output}
-    for name, float_name in rename.items():  # a graph output keeps its name: the float producer writes it
-        if name in outs:
-            for n in m.graph.node:
-                n.output[:] = [name if o == float_name else o for o in n.output]
-                n.input[:] = [name if x == float_name else x for x in n.input]
-    topo_sort_nodes(m.graph)
-    return m
-
-
 def _costs(model: onnx.ModelProto, pairs: list[dict]) -> dict[str, float]:
     """Float work a pair brings back: tensor elements x (1 + readers), a proxy for the latency it costs."""
     readers = consumers(model.graph)
@@ -114,10 +62,6 @@ def _costs(model: onnx.ModelProto, pairs: list[dict]) -> dict[str, float]:
         size = float(np.prod([d for d in dims.get(p["tensor"]) or [] if isinstance(d, int) and d > 0]))
         out[p["tensor"]] = size * (1 + len(readers.get(p["tensor"], [])))
     return out
-
-
-#: activations quantize_qdq folds into their producer's output quantizer (``plan``: Relu, Clip(0, m))
-FUSED = ("Relu", "Clip")
 
 
 class MixedPrecision(Pass):
