@@ -50,6 +50,7 @@ PASSES: dict[str, str] = {
     "qonnx_to_qcdq": "qpass.passes.dialects.passes:QonnxToQcdq",
     "qonnx_to_qdq": "qpass.passes.dialects.passes:QonnxToQdq",
     "dequantize": "qpass.passes.dialects.passes:Dequantize",
+    "choose_dynamic": "qpass.passes.choose_dynamic:ChooseDynamic",
 }
 
 

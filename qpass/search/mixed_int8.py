@@ -26,7 +26,7 @@ from qpass.analysis.layer_errors import activation_pairs
 from qpass.errors import QpassError
 from qpass.ir.graph import consumers, shapes
 from qpass.ir.ort_session import make_session, run_samples
-from qpass.passes.qdq_moves import FUSED, at_16bit_opset, bypass, widen  # noqa: F401 (bypass, FUSED: API)
+from qpass.passes.qdq_moves import at_16bit_opset, bypass, widen
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
