@@ -76,7 +76,7 @@ def float_sources(m: onnx.ModelProto, tensors: set[str], float_model: onnx.Model
     """{DQ output of an activation pair in ``tensors``: the float tensor its QuantizeLinear reads}, adding to ``m``
     (in place) a copy of ``float_model``'s Relu / Clip where quantize_qdq had fused it into the quantizer (the
     quantizer's range did its clipping)."""
-    prod = producers(m.graph)
+    prod, readers = producers(m.graph), consumers(m.graph)
     float_prod = producers(float_model.graph) if float_model is not None else {}
     float_inits = {i.name: i for i in float_model.graph.initializer} if float_model is not None else {}
     have_inits = {i.name for i in m.graph.initializer}
@@ -87,7 +87,9 @@ def float_sources(m: onnx.ModelProto, tensors: set[str], float_model: onnx.Model
         if q is None or q.op_type != "QuantizeLinear":
             continue
         src = q.input[0]
-        act = float_prod.get(n.output[0])
+        # the float model's name for the value: this DQ's output, or that of another DQ of the same quantizer
+        act = next((float_prod[d.output[0]] for d in [n] + readers.get(q.output[0], [])
+                    if d.op_type == "DequantizeLinear" and d.output[0] in float_prod), None)
         before = prod.get(src)
         if act is not None and act.op_type in FUSED and (before is None or before.op_type != act.op_type):
             node = onnx.NodeProto()
