@@ -58,6 +58,13 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return m
 
 
+def tensor_values(model: onnx.ModelProto, names: list[str], samples) -> dict[str, np.ndarray]:
+    """The values of the tensors ``names`` (made graph outputs) on every sample, stacked on a leading axis."""
+    names = list(dict.fromkeys(names))
+    m = _with_outputs(model, names)
+    return run_samples(m, samples, outputs=names, sess=make_session(m, optimize=False))
+
+
 def _on_grid(x: np.ndarray, p: dict) -> np.ndarray:
     info = np.iinfo(p["dtype"])
     q = np.clip(np.rint(np.asarray(x, np.float64) / p["scale"]) + p["zero_point"], info.min, info.max)
@@ -74,11 +81,8 @@ def layer_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, sam
         return []
     if len(samples) > max_samples:
         samples = samples.subset(np.arange(max_samples))
-    names = list(dict.fromkeys(p["tensor"] for p in pairs))
-    fm = _with_outputs(float_model, names)
-    ref = run_samples(fm, samples, outputs=names, sess=make_session(fm, optimize=False))
-    qm = _with_outputs(quant_model, names)
-    got = run_samples(qm, samples, outputs=names, sess=make_session(qm, optimize=False))
+    names = [p["tensor"] for p in pairs]
+    ref, got = tensor_values(float_model, names, samples), tensor_values(quant_model, names, samples)
     out = []
     for p in pairs:
         r, q = ref[p["tensor"]], got[p["tensor"]]

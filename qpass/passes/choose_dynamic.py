@@ -24,6 +24,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from qpass.analysis.layer_errors import tensor_values
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.graph import consumers, producers, topo_sort_nodes
 from qpass.ir.ort_session import OrtError, make_session, run_samples
@@ -40,6 +41,9 @@ class ChooseDynamicOptions:
     #: calibration samples used (half to choose on, half held out)
     samples: int = 64
     max_candidates: int = 48
+    #: a candidate is measured only if its input's own per-sample range would cut the quantization noise power of
+    #: that input by this much (dB) against the calibrated range (one run of the static model decides)
+    predicted_db: float = 1.0
     #: the chosen model may be measured at most this much slower than the static one (None: no timing)
     max_slowdown: float | None = 1.10
 
@@ -62,7 +66,8 @@ def candidates(model: onnx.ModelProto, op_types) -> list[onnx.NodeProto]:
             continue
         a, w = prod.get(n.input[0]), prod.get(n.input[1])
         q = prod.get(a.input[0]) if a is not None and a.op_type == "DequantizeLinear" else None
-        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits:
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits or len(q.input) < 3 \
+                or q.input[1] not in inits or q.input[2] not in inits:
             continue
         if w is None or w.op_type != "DequantizeLinear" or w.input[0] not in inits or len(w.input) < 2:
             continue
@@ -171,7 +176,9 @@ class ChooseDynamic(Pass):
         def score(m, s=fit):
             return sqnr_db(refs[id(s)], _outputs(m, s))
 
-        base = score(model)
+        predicted = predicted_gains(model, cands, fit)
+        cands = [c for c in cands if predicted[c] >= self.opts.predicted_db]
+        base = score(model) if cands else None
         gains = {c: score(to_dynamic(model, {c}, float_m)) - base for c in cands}
         order = sorted((c for c in cands if gains[c] >= self.opts.min_gain_db), key=lambda c: -gains[c])
         chosen, best = [], base
@@ -180,10 +187,12 @@ class ChooseDynamic(Pass):
             if s > best:
                 chosen.append(c)
                 best = s
-        result = {"candidates": cands, "gain_db": {c: round(float(g), 3) for c, g in gains.items()},
+        result = {"candidates": list(predicted), "predicted_db": {c: round(v, 2) for c, v in predicted.items()},
+                  "gain_db": {c: round(float(g), 3) for c, g in gains.items()},
                   "dynamic": chosen, "static_db": None, "dynamic_db": None}
         if not chosen:
-            result["why"] = f"no layer gains {self.opts.min_gain_db:g} dB alone"
+            result["why"] = (f"no layer gains {self.opts.min_gain_db:g} dB alone" if cands else
+                             f"no input's per-sample range is {self.opts.predicted_db:g} dB narrower than its calibrated one")
             return [], result
         out = to_dynamic(model, set(chosen), float_m)
         h_static, h_dyn = score(model, held), score(out, held)
@@ -198,6 +207,28 @@ class ChooseDynamic(Pass):
                 result.update(dynamic=[], why=f"dynamic measured {t_dyn:.3g} ms against static {t_static:.3g} ms")
                 return [], result
         return chosen, result
+
+
+def predicted_gains(model: onnx.ModelProto, names: list[str], samples) -> dict[str, float]:
+    """{candidate: dB by which per-sample ranges would cut its input's quantization noise power}: the values the
+    input quantizer reads, clipped to its calibrated range [lo, hi] (a fused Relu's zero included), give each
+    sample's own range r_i (0 included, as DynamicQuantizeLinear does); the step shrinks by r_i / (hi - lo), the
+    noise power by its square: -10 log10 mean((r_i / (hi - lo))^2)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    prod = producers(model.graph)
+    nodes = {n.name: n for n in model.graph.node}
+    quant = {c: prod[prod[nodes[c].input[0]].input[0]] for c in names}
+    values = tensor_values(model, [q.input[0] for q in quant.values()], samples)
+    out = {}
+    for c, q in quant.items():
+        s = float(numpy_helper.to_array(inits[q.input[1]]))
+        zp = numpy_helper.to_array(inits[q.input[2]])
+        info = np.iinfo(zp.dtype)
+        lo, hi = (info.min - float(zp)) * s, (info.max - float(zp)) * s
+        x = np.clip(values[q.input[0]].reshape(len(samples), -1), lo, hi)
+        r = (np.maximum(x.max(axis=1), 0) - np.minimum(x.min(axis=1), 0)) / max(hi - lo, 1e-30)
+        out[c] = float(-10 * np.log10(max(np.mean(r * r), 1e-12)))
+    return out
 
 
 def _outputs(model: onnx.ModelProto, samples) -> np.ndarray:

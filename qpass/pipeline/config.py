@@ -105,7 +105,7 @@ class QuantConfig:
             raise QpassError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only to the "
                              f"'quantize_qdq' pass, which pipeline {name} does not run")
         if "mixed_precision" in overrides and "mixed_precision" not in passes:
-            after = "choose_dynamic" if "choose_dynamic" in passes else "quantize_qdq"  # on the final int8 model
+            after = next((p for p in ("auto_precision", "choose_dynamic") if p in passes), "quantize_qdq")  # last int8
             _add_after(pipeline, after, "mixed_precision", overrides["mixed_precision"], name)
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")

@@ -51,6 +51,7 @@ PASSES: dict[str, str] = {
     "qonnx_to_qdq": "qpass.passes.dialects.passes:QonnxToQdq",
     "dequantize": "qpass.passes.dialects.passes:Dequantize",
     "choose_dynamic": "qpass.passes.choose_dynamic:ChooseDynamic",
+    "auto_precision": "qpass.search.mixed_int8:AutoPrecision",
 }
 
 

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qpass.analysis.layer_errors import activation_pairs
+from qpass.analysis.layer_errors import activation_pairs, layer_errors
+from qpass.analysis.metrics import sqnr_db
 from qpass.errors import QpassError
 from qpass.ir.graph import consumers, shapes
 from qpass.ir.ort_session import make_session, run_samples
+from qpass.passes.ptq_layers import split_samples
 from qpass.passes.qdq_moves import at_16bit_opset, bypass, widen
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
@@ -213,3 +215,87 @@ def _score(m: dict, base: dict, target) -> float:
     if a is None or b is None or not np.isfinite(a) or not np.isfinite(b):
         return float("inf") if a is not None and not np.isfinite(a) and a > 0 else 0.0
     return float(a - b)
+
+
+@dataclass
+class AutoPrecisionOptions:
+    #: the most latency the moves may add, as a fraction of the int8 model's (each move's cost measured in
+    #: onnxruntime)
+    latency_budget: float = 0.03
+    #: a move is taken only if alone it gains this much output SQNR (dB) on the search samples
+    min_gain_db: float = 0.5
+    #: quantizers probed one by one: the lowest isolated SQNR first (``layer_errors``)
+    max_probes: int = 8
+    precisions: tuple = ("float",)
+    samples: int = 64
+    timing_runs: int = 20
+
+
+class AutoPrecision(MixedPrecision):
+    """The default pipeline's cheap moves (no target): activation quantizers whose move to float (or int16) buys
+    at least ``min_gain_db`` of output SQNR alone, taken by gain per measured millisecond while the measured
+    latency they add stays within ``latency_budget`` of the int8 model's, kept only if the held-out calibration
+    samples improve too. Typical find: a transformer's FFN output with outlier channels, whose float output costs
+    nothing (onnxruntime's MatMulIntegerToFloat writes float anyway)."""
+
+    name = "auto_precision"
+    Options = AutoPrecisionOptions
+
+    def run(self, model, ctx):
+        self.float_m = ctx.report.snapshots.get("quantize_qdq")
+        data = ctx.inputs.calibration_data
+        pairs = activation_pairs(model)
+        if self.float_m is None or data is None or len(data) < 4 or not pairs:
+            return PassResult(model, False, ["nothing to measure"])
+        fit, held = split_samples(data, self.opts.samples, 0.5)
+        refs = {id(s): _all_outputs(self.float_m, s) for s in (fit, held)}
+
+        def score(m, s=fit):
+            return sqnr_db(refs[id(s)], _all_outputs(m, s))
+
+        self.timing, self.int8 = held, model
+        self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
+        errs = {e["tensor"]: e["isolated_sqnr_db"] for e in layer_errors(self.float_m, model, fit)}
+        probe = sorted((p["tensor"] for p in pairs if p["tensor"] in errs),
+                       key=lambda t: errs[t] if errs[t] is not None else float("inf"))[:self.opts.max_probes]
+        base = score(model)
+        cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
+                 for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
+        cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
+        result = {"int8_db": base, "probed": probe, "moved": []}
+        ctx.report.results[self.name] = result
+        if not cands:
+            return PassResult(model, False, [f"no quantizer gains {self.opts.min_gain_db:g} dB alone"])
+        chosen = self._within_budget(cands, score, base, result)
+        h8, hf = score(model, held), score(self.apply(chosen), held) if chosen else None
+        result.update(held_out_int8_db=h8, held_out_db=hf)
+        if not chosen or not hf > h8:
+            result["moved"] = []
+            return PassResult(model, False, ["no move within the latency budget improves the held-out samples"])
+        moved = ", ".join(f"{t} ({p})" for t, p in chosen.items())
+        return PassResult(self.apply(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
+                                                     f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
+
+    def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
+        t0 = _latency_ms(self.int8, self.timing, self.opts.timing_runs, np.min)
+        for c in cands:
+            t = _latency_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.opts.timing_runs, np.min)
+            c["latency_cost_ms"] = max(t - t0, 0.0)
+        budget, spent, best, chosen = self.opts.latency_budget * t0, 0.0, base, {}
+        for c in sorted(cands, key=lambda c: -c["gain"] / max(c["latency_cost_ms"], 1e-3 * t0)):
+            if c["tensor"] in chosen or spent + c["latency_cost_ms"] > budget:
+                continue
+            s = score(self.apply({**chosen, c["tensor"]: c["precision"]}))
+            if s > best:
+                chosen[c["tensor"]], best, spent = c["precision"], s, spent + c["latency_cost_ms"]
+                result["moved"].append({**c, "reason": f"alone +{c['gain']:.2f} dB for {c['latency_cost_ms']:.3g} "
+                                                       f"ms measured (int8 model {t0:.3g} ms)"})
+        result["latency_ms"] = {"int8": t0, "added": spent}
+        return chosen
+
+
+def _all_outputs(model: onnx.ModelProto, samples) -> np.ndarray:
+    """Every float output, flattened per sample and joined, one sample per call."""
+    outs = run_samples(model, samples, batch_size=1)
+    return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in outs.values() if v.dtype.kind == "f"],
+                          axis=1)
