@@ -256,8 +256,9 @@ class AutoPrecision(MixedPrecision):
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
         errs = {e["tensor"]: e["isolated_sqnr_db"] for e in layer_errors(self.float_m, model, fit)}
-        probe = sorted((p["tensor"] for p in pairs if p["tensor"] in errs),
-                       key=lambda t: errs[t] if errs[t] is not None else float("inf"))[:self.opts.max_probes]
+        # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them
+        probe = sorted(dict.fromkeys(p["tensor"] for p in pairs), key=lambda t: (
+            t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))[:self.opts.max_probes]
         base = score(model)
         cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
