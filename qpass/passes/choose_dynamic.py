@@ -12,7 +12,7 @@ calibrated range wastes steps on every sample but the widest.
 The choice is measured, one sample per call as a deployed model runs: each candidate alone on the first half of the
 calibration samples (at most ``samples``), output SQNR against the float model; candidates gaining at least
 ``min_gain_db`` are added greedily (largest gain first, each kept only if the output still improves), and the set
-is kept only if it also beats the static model on the held-out half, and (``max_slowdown``) if onnxruntime does not
+is kept only if it also beats the static model on the held-out half (by half ``min_gain_db``), and (``max_slowdown``) if onnxruntime does not
 measure it slower than that factor. Convolution nets (no candidate) pass through without a run.
 """
 from __future__ import annotations
@@ -197,8 +197,8 @@ class ChooseDynamic(Pass):
         out = to_dynamic(model, set(chosen), float_m)
         h_static, h_dyn = score(model, held), score(out, held)
         result.update(static_db=float(h_static), dynamic_db=float(h_dyn))
-        if not h_dyn > h_static:
-            result.update(dynamic=[], why=f"held out: dynamic {h_dyn:.2f} dB, not above static {h_static:.2f} dB")
+        if not h_dyn >= h_static + self.opts.min_gain_db / 2:
+            result.update(dynamic=[], why=f"held out: dynamic {h_dyn:.2f} dB against static {h_static:.2f} dB")
             return [], result
         if self.opts.max_slowdown is not None:
             t_static, t_dyn = _fastest_ms(model, held), _fastest_ms(out, held)
