@@ -12,8 +12,8 @@ calibrated range wastes steps on every sample but the widest.
 The choice is measured, one sample per call as a deployed model runs: each candidate alone on the first half of the
 calibration samples (at most ``samples``), output SQNR against the float model; candidates gaining at least
 ``min_gain_db`` are added greedily (largest gain first, each kept only if the output still improves), and the set
-is kept only if it also beats the static model on the held-out half (by half ``min_gain_db``), and (``max_slowdown``) if onnxruntime does not
-measure it slower than that factor. Convolution nets (no candidate) pass through without a run.
+is kept only if it also beats the static model on the held-out half (by half ``min_gain_db``) and (``max_slowdown``)
+onnxruntime does not measure it slower than that factor. Convolution nets (no candidate) pass through without a run.
 """
 from __future__ import annotations
 
