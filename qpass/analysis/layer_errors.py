@@ -65,6 +65,29 @@ def tensor_values(model: onnx.ModelProto, names: list[str], samples) -> dict[str
     return run_samples(m, samples, outputs=names, sess=make_session(m, optimize=False))
 
 
+def joined_outputs(model: onnx.ModelProto, samples) -> np.ndarray:
+    """Every float output, flattened per sample and joined (samples x values), one sample per call as a deployed
+    model runs (a DynamicQuantizeLinear's range is then the one sample's)."""
+    outs = run_samples(model, samples, batch_size=1)
+    return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in outs.values() if v.dtype.kind == "f"],
+                          axis=1)
+
+
+def call_ms(model: onnx.ModelProto, samples, runs: int = 30, stat=np.median) -> float:
+    """Milliseconds of one onnxruntime call on the first sample (1 thread, all graph optimizations): ``stat`` of
+    ``runs`` calls after 3 warm-up calls (``np.min`` to compare candidates: the least disturbed by other load)."""
+    import time
+
+    sess = make_session(model, 1, optimize=True)
+    feed = samples.feed(0)
+    times = []
+    for _ in range(runs + 3):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return round(float(stat(times[3:])) * 1e3, 4)
+
+
 def _on_grid(x: np.ndarray, p: dict) -> np.ndarray:
     info = np.iinfo(p["dtype"])
     q = np.clip(np.rint(np.asarray(x, np.float64) / p["scale"]) + p["zero_point"], info.min, info.max)

@@ -17,17 +17,16 @@ onnxruntime does not measure it slower than that factor. Convolution nets (no ca
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qpass.analysis.layer_errors import tensor_values
+from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.graph import consumers, producers, topo_sort_nodes
-from qpass.ir.ort_session import OrtError, make_session, run_samples
+from qpass.ir.ort_session import OrtError
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
 from .qdq_moves import float_sources
@@ -171,10 +170,10 @@ class ChooseDynamic(Pass):
                                       f" -> {result['dynamic_db']:.2f} dB on {len(held)} held-out samples"])
 
     def _choose(self, model, float_m, cands, fit, held) -> tuple[list[str], dict]:
-        refs = {id(s): _outputs(float_m, s) for s in (fit, held)}
+        refs = {id(s): joined_outputs(float_m, s) for s in (fit, held)}
 
         def score(m, s=fit):
-            return sqnr_db(refs[id(s)], _outputs(m, s))
+            return sqnr_db(refs[id(s)], joined_outputs(m, s))
 
         predicted = predicted_gains(model, cands, fit)
         cands = [c for c in cands if predicted[c] >= self.opts.predicted_db]
@@ -201,7 +200,7 @@ class ChooseDynamic(Pass):
             result.update(dynamic=[], why=f"held out: dynamic {h_dyn:.2f} dB against static {h_static:.2f} dB")
             return [], result
         if self.opts.max_slowdown is not None:
-            t_static, t_dyn = _fastest_ms(model, held), _fastest_ms(out, held)
+            t_static, t_dyn = call_ms(model, held, 20, np.min), call_ms(out, held, 20, np.min)
             result["latency_ms"] = {"static": t_static, "dynamic": t_dyn}
             if t_dyn > self.opts.max_slowdown * t_static:
                 result.update(dynamic=[], why=f"dynamic measured {t_dyn:.3g} ms against static {t_static:.3g} ms")
@@ -229,22 +228,3 @@ def predicted_gains(model: onnx.ModelProto, names: list[str], samples) -> dict[s
         r = (np.maximum(x.max(axis=1), 0) - np.minimum(x.min(axis=1), 0)) / max(hi - lo, 1e-30)
         out[c] = float(-10 * np.log10(max(np.mean(r * r), 1e-12)))
     return out
-
-
-def _outputs(model: onnx.ModelProto, samples) -> np.ndarray:
-    """Every float output, flattened per sample and joined, one sample per call (as deployed: a dynamic range is
-    the one sample's)."""
-    outs = run_samples(model, samples, batch_size=1)
-    return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in outs.values() if v.dtype.kind == "f"],
-                          axis=1)
-
-
-def _fastest_ms(model: onnx.ModelProto, samples, runs: int = 20) -> float:
-    sess = make_session(model, 1, optimize=True)
-    feed = samples.feed(0)
-    best = float("inf")
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e3

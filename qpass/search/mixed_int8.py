@@ -22,11 +22,11 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qpass.analysis.layer_errors import activation_pairs, layer_errors
+from qpass.analysis.layer_errors import activation_pairs, call_ms, joined_outputs, layer_errors
 from qpass.analysis.metrics import sqnr_db
 from qpass.errors import QpassError
 from qpass.ir.graph import consumers, shapes
-from qpass.ir.ort_session import make_session, run_samples
+from qpass.ir.ort_session import run_samples
 from qpass.passes.ptq_layers import split_samples
 from qpass.passes.qdq_moves import at_16bit_opset, bypass, widen
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -106,8 +106,8 @@ class MixedPrecision(Pass):
         out = self.apply(chosen)
         held_m = metrics(out, "held")
         met = target.met(held_m)
-        result.update(final=held_m, met=met, latency_ms={"int8": _latency_ms(model, held), "final":
-                                                         _latency_ms(out, held)})
+        result.update(final=held_m, met=met, latency_ms={"int8": call_ms(model, held), "final":
+                                                         call_ms(out, held)})
         return PassResult(out, bool(chosen), [self._note(target, chosen, result, base, len(held), ctx)])
 
     def apply(self, chosen: dict[str, str]) -> onnx.ModelProto:
@@ -147,10 +147,10 @@ class MixedPrecision(Pass):
                               "elements": sizes.get(p["tensor"], 1.0)})
         cands = [c for c in cands if c["gain"] > 0]
         timed = sorted(cands, key=lambda c: -c["gain"])[:self.opts.max_timed]
-        t0 = _latency_ms(model, self.timing, self.opts.timing_runs, np.min)
+        t0 = call_ms(model, self.timing, self.opts.timing_runs, np.min)
         for c in timed:
             m = self.apply({c["tensor"]: c["precision"]})
-            c["latency_cost_ms"] = max(_latency_ms(m, self.timing, self.opts.timing_runs, np.min) - t0, 1e-4)
+            c["latency_cost_ms"] = max(call_ms(m, self.timing, self.opts.timing_runs, np.min) - t0, 1e-4)
         for c in cands:  # beyond max_timed: after every timed one, largest gain first
             c.setdefault("latency_cost_ms", float("inf"))
         return cands
@@ -193,21 +193,6 @@ def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list) -> 
     return chosen, m
 
 
-def _latency_ms(model: onnx.ModelProto, samples, runs: int = 30, stat=np.median) -> float:
-    """Milliseconds of one call on the first sample (onnxruntime, 1 thread, all optimizations): the median
-    of ``runs`` calls (``stat=np.min`` for the comparisons of candidates: least disturbed by other load)."""
-    import time
-
-    sess = make_session(model, 1, optimize=True)
-    feed = samples.feed(0)
-    times = []
-    for _ in range(runs + 3):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return round(float(stat(times[3:])) * 1e3, 4)
-
-
 def _score(m: dict, base: dict, target) -> float:
     """How much ``m`` improves on ``base`` in the target's first metric (dB for SQNR, points for rates)."""
     k = target.constraints[0].metric
@@ -248,10 +233,10 @@ class AutoPrecision(MixedPrecision):
         if self.float_m is None or data is None or len(data) < 4 or not pairs:
             return PassResult(model, False, ["nothing to measure"])
         fit, held = split_samples(data, self.opts.samples, 0.5)
-        refs = {id(s): _all_outputs(self.float_m, s) for s in (fit, held)}
+        refs = {id(s): joined_outputs(self.float_m, s) for s in (fit, held)}
 
         def score(m, s=fit):
-            return sqnr_db(refs[id(s)], _all_outputs(m, s))
+            return sqnr_db(refs[id(s)], joined_outputs(m, s))
 
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
@@ -278,9 +263,9 @@ class AutoPrecision(MixedPrecision):
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
 
     def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
-        t0 = _latency_ms(self.int8, self.timing, self.opts.timing_runs, np.min)
+        t0 = call_ms(self.int8, self.timing, self.opts.timing_runs, np.min)
         for c in cands:
-            t = _latency_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.opts.timing_runs, np.min)
+            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.opts.timing_runs, np.min)
             c["latency_cost_ms"] = max(t - t0, 0.0)
         budget, spent, best, chosen = self.opts.latency_budget * t0, 0.0, base, {}
         for c in sorted(cands, key=lambda c: -c["gain"] / max(c["latency_cost_ms"], 1e-3 * t0)):
@@ -293,10 +278,3 @@ class AutoPrecision(MixedPrecision):
                                                        f"ms measured (int8 model {t0:.3g} ms)"})
         result["latency_ms"] = {"int8": t0, "added": spent}
         return chosen
-
-
-def _all_outputs(model: onnx.ModelProto, samples) -> np.ndarray:
-    """Every float output, flattened per sample and joined, one sample per call."""
-    outs = run_samples(model, samples, batch_size=1)
-    return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in outs.values() if v.dtype.kind == "f"],
-                          axis=1)
