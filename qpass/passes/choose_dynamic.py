@@ -17,7 +17,7 @@ onnxruntime does not measure it slower than that factor. Convolution nets (no ca
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import onnx
@@ -34,7 +34,7 @@ from .qdq_moves import float_sources
 
 @dataclass
 class ChooseDynamicOptions:
-    op_types: list = None
+    op_types: list = field(default_factory=lambda: ["MatMul", "Gemm"])
     #: a candidate is tried further only if alone it gains this much output SQNR (dB) on the first half
     min_gain_db: float = 0.1
     #: calibration samples used (half to choose on, half held out)
@@ -45,9 +45,6 @@ class ChooseDynamicOptions:
     predicted_db: float = 1.0
     #: the chosen model may be measured at most this much slower than the static one (None: no timing)
     max_slowdown: float | None = 1.10
-
-    def __post_init__(self):
-        self.op_types = list(self.op_types or ["MatMul", "Gemm"])
 
 
 def candidates(model: onnx.ModelProto, op_types) -> list[onnx.NodeProto]:

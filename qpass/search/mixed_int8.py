@@ -220,8 +220,8 @@ class AutoPrecision(MixedPrecision):
     """The default pipeline's cheap moves (no target): activation quantizers whose move to float (or int16) buys
     at least ``min_gain_db`` of output SQNR alone, taken by gain per measured millisecond while the measured
     latency they add stays within ``latency_budget`` of the int8 model's, kept only if the held-out calibration
-    samples improve too. Typical find: a transformer's FFN output with outlier channels, whose float output costs
-    nothing (onnxruntime's MatMulIntegerToFloat writes float anyway)."""
+    samples gain half ``min_gain_db`` too. Typical find: a transformer's FFN output with outlier channels, whose
+    float output costs nothing (onnxruntime's MatMulIntegerToFloat writes float anyway)."""
 
     name = "auto_precision"
     Options = AutoPrecisionOptions
@@ -255,7 +255,7 @@ class AutoPrecision(MixedPrecision):
         chosen = self._within_budget(cands, score, base, result)
         h8, hf = score(model, held), score(self.apply(chosen), held) if chosen else None
         result.update(held_out_int8_db=h8, held_out_db=hf)
-        if not chosen or not hf > h8:
+        if not chosen or not hf >= h8 + self.opts.min_gain_db / 2:
             result["moved"] = []
             return PassResult(model, False, ["no move within the latency budget improves the held-out samples"])
         moved = ", ".join(f"{t} ({p})" for t, p in chosen.items())
