@@ -94,12 +94,27 @@ def _on_grid(x: np.ndarray, p: dict) -> np.ndarray:
     return (q - p["zero_point"]) * np.float64(np.float32(p["scale"]))
 
 
+def _shared_pairs(float_model: onnx.ModelProto, quant_model: onnx.ModelProto) -> list[dict]:
+    have = set(elem_types(float_model)) | {o for n in float_model.graph.node for o in n.output}
+    return [p for p in activation_pairs(quant_model) if p["tensor"] in have]
+
+
+def isolated_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples) -> dict[str, float | None]:
+    """{tensor: isolated SQNR (dB)} as in ``layer_errors``, from one run of the float model alone (optimized:
+    the quantized model is not run)."""
+    pairs = _shared_pairs(float_model, quant_model)
+    if not pairs:
+        return {}
+    names = list(dict.fromkeys(p["tensor"] for p in pairs))
+    m = _with_outputs(float_model, names)
+    ref = run_samples(m, samples, outputs=names, sess=make_session(m, optimize=True))
+    return {p["tensor"]: _round(sqnr_db(ref[p["tensor"]], _on_grid(ref[p["tensor"]], p))) for p in pairs}
+
+
 def layer_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples,
                  max_samples: int = MAX_SAMPLES) -> list[dict]:
     """One entry per quantized activation tensor found in both models, graph order."""
-    pairs = activation_pairs(quant_model)
-    have = set(elem_types(float_model)) | {o for n in float_model.graph.node for o in n.output}
-    pairs = [p for p in pairs if p["tensor"] in have]
+    pairs = _shared_pairs(float_model, quant_model)
     if not pairs or samples is None:
         return []
     if len(samples) > max_samples:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qpass.analysis.layer_errors import activation_pairs, call_ms, joined_outputs, layer_errors
+from qpass.analysis.layer_errors import activation_pairs, call_ms, isolated_errors, joined_outputs
 from qpass.analysis.metrics import sqnr_db
 from qpass.errors import QpassError
 from qpass.ir.graph import consumers, shapes
@@ -213,7 +213,7 @@ class AutoPrecisionOptions:
     max_probes: int = 8
     precisions: tuple = ("float",)
     samples: int = 64
-    timing_runs: int = 20
+    timing_runs: int = 10
 
 
 class AutoPrecision(MixedPrecision):
@@ -240,7 +240,7 @@ class AutoPrecision(MixedPrecision):
 
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
-        errs = {e["tensor"]: e["isolated_sqnr_db"] for e in layer_errors(self.float_m, model, fit)}
+        errs = isolated_errors(self.float_m, model, fit)
         # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them
         probe = sorted(dict.fromkeys(p["tensor"] for p in pairs), key=lambda t: (
             t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))[:self.opts.max_probes]
