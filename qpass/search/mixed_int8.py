@@ -17,6 +17,7 @@ execution provider with A16W8 kernels, or ``precisions: [int16]``).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -214,6 +215,8 @@ class AutoPrecisionOptions:
     precisions: tuple = ("float",)
     samples: int = 64
     timing_runs: int = 10
+    #: seconds the probes may take (estimated from the first scoring run): fewer probes on slow models
+    time_budget_s: float = 30.0
 
 
 class AutoPrecision(MixedPrecision):
@@ -243,8 +246,13 @@ class AutoPrecision(MixedPrecision):
         errs = isolated_errors(self.float_m, model, fit)
         # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them
         probe = sorted(dict.fromkeys(p["tensor"] for p in pairs), key=lambda t: (
-            t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))[:self.opts.max_probes]
+            t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))
+        t0 = time.perf_counter()
         base = score(model)
+        # as many probes as fit the time budget at the measured cost of one scoring run
+        per_run = max(time.perf_counter() - t0, 1e-3)
+        probe = probe[:max(1, min(self.opts.max_probes, int(self.opts.time_budget_s / per_run)))]
+        self.runs = max(3, min(self.opts.timing_runs, int(3.0 * len(fit) / per_run)))  # about 3 s per timing
         cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
         cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
@@ -263,9 +271,9 @@ class AutoPrecision(MixedPrecision):
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
 
     def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
-        t0 = call_ms(self.int8, self.timing, self.opts.timing_runs, np.min)
+        t0 = call_ms(self.int8, self.timing, self.runs, np.min)
         for c in cands:
-            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.opts.timing_runs, np.min)
+            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.runs, np.min)
             c["latency_cost_ms"] = max(t - t0, 0.0)
         budget, spent, best, chosen = self.opts.latency_budget * t0, 0.0, base, {}
         for c in sorted(cands, key=lambda c: -c["gain"] / max(c["latency_cost_ms"], 1e-3 * t0)):
