@@ -66,11 +66,11 @@ def tensor_values(model: onnx.ModelProto, names: list[str], samples) -> dict[str
 
 
 def joined_outputs(model: onnx.ModelProto, samples) -> np.ndarray:
-    """Every float output, flattened per sample and joined (samples x values), one sample per call as a deployed
-    model runs (a DynamicQuantizeLinear's range is then the one sample's)."""
+    """Every float output (every output when none is float), flattened per sample and joined (samples x values),
+    one sample per call as a deployed model runs (a DynamicQuantizeLinear's range is then the one sample's)."""
     outs = run_samples(model, samples, batch_size=1)
-    return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in outs.values() if v.dtype.kind == "f"],
-                          axis=1)
+    vals = [v for v in outs.values() if v.dtype.kind == "f"] or list(outs.values())  # no float output: all of them
+    return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in vals], axis=1)
 
 
 def call_ms(model: onnx.ModelProto, samples, runs: int = 30, stat=np.median) -> float:

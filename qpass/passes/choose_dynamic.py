@@ -155,9 +155,10 @@ class ChooseDynamic(Pass):
         fit, held = split_samples(data, self.opts.samples, 0.5)
         try:
             chosen, result = self._choose(model, float_m, cands, fit, held)
-        except OrtError as exc:  # a rewrite onnxruntime cannot load: the static model stays
-            ctx.report.results[self.name] = {"candidates": cands, "dynamic": [], "skipped": str(exc)[:200]}
-            return PassResult(model, False, [f"skipped: {str(exc)[:120]}"])
+        except (OrtError, ValueError, ArithmeticError, IndexError) as exc:  # an optional improvement: never fatal
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+            ctx.report.results[self.name] = {"candidates": cands, "dynamic": [], "skipped": why}
+            return PassResult(model, False, [f"skipped: {why}"])
         ctx.report.results[self.name] = result
         if not chosen:
             return PassResult(model, False, [f"static ranges kept on all {len(cands)} MatMul/Gemm ({result['why']})"])

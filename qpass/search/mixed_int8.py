@@ -27,7 +27,7 @@ from qpass.analysis.layer_errors import activation_pairs, call_ms, isolated_erro
 from qpass.analysis.metrics import sqnr_db
 from qpass.errors import QpassError
 from qpass.ir.graph import consumers, shapes
-from qpass.ir.ort_session import run_samples
+from qpass.ir.ort_session import OrtError, run_samples
 from qpass.passes.ptq_layers import split_samples
 from qpass.passes.qdq_moves import at_16bit_opset, bypass, widen
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -230,6 +230,14 @@ class AutoPrecision(MixedPrecision):
     Options = AutoPrecisionOptions
 
     def run(self, model, ctx):
+        try:
+            return self._moves(model, ctx)
+        except (OrtError, ValueError, ArithmeticError, IndexError) as exc:  # an optional improvement: never fatal
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+            ctx.report.results[self.name] = {"moved": [], "skipped": why}
+            return PassResult(model, False, [f"skipped: {why}"])
+
+    def _moves(self, model, ctx):
         self.float_m = ctx.report.snapshots.get("quantize_qdq")
         data = ctx.inputs.calibration_data
         pairs = activation_pairs(model)
