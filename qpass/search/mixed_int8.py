@@ -26,7 +26,7 @@ import onnx
 from qpass.analysis.layer_errors import activation_pairs, call_ms, isolated_errors, joined_outputs
 from qpass.analysis.metrics import sqnr_db
 from qpass.errors import QpassError
-from qpass.ir.graph import consumers, shapes
+from qpass.ir.graph import consumers, producers, shapes
 from qpass.ir.ort_session import OrtError, run_samples
 from qpass.passes.ptq_layers import split_samples
 from qpass.passes.qdq_moves import at_16bit_opset, bypass, widen
@@ -252,8 +252,10 @@ class AutoPrecision(MixedPrecision):
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
         errs = isolated_errors(self.float_m, model, fit)
-        # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them
-        probe = sorted(dict.fromkeys(p["tensor"] for p in pairs), key=lambda t: (
+        # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them; only
+        # moves that keep every integer kernel (issue 12's coverage)
+        free = keeps_integer_kernels(model, {p["tensor"] for p in pairs})
+        probe = sorted((t for t in dict.fromkeys(p["tensor"] for p in pairs) if t in free), key=lambda t: (
             t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))
         t0 = time.perf_counter()
         base = score(model)
@@ -294,3 +296,36 @@ class AutoPrecision(MixedPrecision):
                                                        f"ms measured (int8 model {t0:.3g} ms)"})
         result["latency_ms"] = {"int8": t0, "added": spent}
         return chosen
+
+
+#: layers onnxruntime runs on integers with a float output (QGemm, MatMulIntegerToFloat)
+FLOAT_OUT = ("MatMul", "Gemm")
+
+
+def keeps_integer_kernels(model: onnx.ModelProto, tensors: set[str]) -> set[str]:
+    """The activation quantizers of ``tensors`` whose move to float leaves every integer kernel integer: the value's
+    producer is not a QDQ layer, or is one that writes float anyway (``FLOAT_OUT``), and no reader is a QDQ layer
+    (all its activation inputs dequantized codes, its output quantized or written float by ``FLOAT_OUT``)."""
+    inits = {i.name for i in model.graph.initializer}
+    prod, readers = producers(model.graph), consumers(model.graph)
+    deq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+
+    def integer(n) -> bool:
+        ins = [x for x in n.input if x and x not in inits]
+        if not ins or not all(x in deq for x in ins) or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            return False
+        return n.op_type in FLOAT_OUT or any(c.op_type == "QuantizeLinear" for o in n.output
+                                             for c in readers.get(o, []))
+
+    out = set()
+    for t in tensors:
+        dq = prod.get(t)
+        q = prod.get(dq.input[0]) if dq is not None else None
+        src = prod.get(q.input[0]) if q is not None else None
+        if src is not None and src.op_type not in FLOAT_OUT and integer(src):
+            continue
+        if any(integer(r) for d in readers.get(q.output[0], []) if q is not None
+               for r in readers.get(d.output[0], [])):
+            continue
+        out.add(t)
+    return out
