@@ -206,8 +206,9 @@ def _score(m: dict, base: dict, target) -> float:
 @dataclass
 class AutoPrecisionOptions:
     #: the most latency the moves may add, as a fraction of the int8 model's (each move's cost measured in
-    #: onnxruntime)
-    latency_budget: float = 0.03
+    #: onnxruntime); None: no timing (the default: every allowed move keeps all integer kernels, so its measured
+    #: cost is noise, and the result stays reproducible)
+    latency_budget: float | None = None
     #: a move is taken only if alone it gains this much output SQNR (dB) on the search samples
     min_gain_db: float = 0.5
     #: quantizers probed one by one: the lowest isolated SQNR first (``layer_errors``)
@@ -281,20 +282,24 @@ class AutoPrecision(MixedPrecision):
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
 
     def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
-        t0 = call_ms(self.int8, self.timing, self.runs, np.min)
+        timed = self.opts.latency_budget is not None
+        t0 = call_ms(self.int8, self.timing, self.runs, np.min) if timed else 1.0
         for c in cands:
-            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.runs, np.min)
+            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.runs, np.min) if timed else t0
             c["latency_cost_ms"] = max(t - t0, 0.0)
-        budget, spent, best, chosen = self.opts.latency_budget * t0, 0.0, base, {}
+        budget = self.opts.latency_budget * t0 if timed else float("inf")
+        spent, best, chosen = 0.0, base, {}
         for c in sorted(cands, key=lambda c: -c["gain"] / max(c["latency_cost_ms"], 1e-3 * t0)):
             if c["tensor"] in chosen or spent + c["latency_cost_ms"] > budget:
                 continue
             s = score(self.apply({**chosen, c["tensor"]: c["precision"]}))
             if s > best:
                 chosen[c["tensor"]], best, spent = c["precision"], s, spent + c["latency_cost_ms"]
-                result["moved"].append({**c, "reason": f"alone +{c['gain']:.2f} dB for {c['latency_cost_ms']:.3g} "
-                                                       f"ms measured (int8 model {t0:.3g} ms)"})
-        result["latency_ms"] = {"int8": t0, "added": spent}
+                cost = (f"{c['latency_cost_ms']:.3g} ms measured (int8 model {t0:.3g} ms)" if timed else
+                        "no integer kernel lost")
+                result["moved"].append({**c, "reason": f"alone +{c['gain']:.2f} dB for {cost}"})
+        if timed:
+            result["latency_ms"] = {"int8": t0, "added": spent}
         return chosen
 
 
@@ -323,6 +328,10 @@ def keeps_integer_kernels(model: onnx.ModelProto, tensors: set[str]) -> set[str]
         q = prod.get(dq.input[0]) if dq is not None else None
         src = prod.get(q.input[0]) if q is not None else None
         if src is not None and src.op_type not in FLOAT_OUT and integer(src):
+            continue
+        if src is not None and src.op_type == "MatMul" and any(  # onnxruntime would fuse MatMul + bias to float Gemm
+                r.op_type in ("Add", "Sub") and any(x in inits for x in r.input)
+                for d in readers.get(q.output[0], []) for r in readers.get(d.output[0], [])):
             continue
         if any(integer(r) for d in readers.get(q.output[0], []) if q is not None
                for r in readers.get(d.output[0], [])):
