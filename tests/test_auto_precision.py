@@ -8,7 +8,7 @@ from qpass.ir.ort_session import run_samples
 from qpass.ir.samples import bind_samples
 
 RNG = np.random.default_rng(5)
-D, H = 32, 24
+D, H, T = 32, 24, 4  # tokens x features, as in a transformer
 OTHERS = {"equalize", "smoothquant", "choose_dynamic"}
 
 
@@ -24,17 +24,17 @@ def _model(outlier: bool):
         w1[RNG.integers(0, D, H), np.arange(H)] = 40.0
     nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"], name="mm1"),
              helper.make_node("Add", ["h", "r"], ["y"], name="residual")]
-    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, D]),
-           helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, H])]
-    g = helper.make_graph(nodes, "m", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, H])],
+    ins = [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, T, D]),
+           helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, T, H])]
+    g = helper.make_graph(nodes, "m", ins, [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, T, H])],
                           [numpy_helper.from_array(w1, "w1")])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
 def _feeds(m, n):
-    f = {"x": RNG.uniform(0, 1, (n, 1, D)).astype(np.float32)}
+    f = {"x": RNG.uniform(0, 1, (n, 1, T, D)).astype(np.float32)}
     if len(m.graph.input) > 1:
-        f["r"] = RNG.standard_normal((n, 1, H)).astype(np.float32)
+        f["r"] = RNG.standard_normal((n, 1, T, H)).astype(np.float32)
     return bind_samples(f, m)
 
 
@@ -75,8 +75,8 @@ def test_keeps_every_integer_kernel():
     w1 = numpy_helper.from_array(RNG.standard_normal((D, H)).astype(np.float32), "w1")
     w2 = numpy_helper.from_array(RNG.standard_normal((H, 8)).astype(np.float32), "w2")
     g = helper.make_graph([helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("MatMul", ["h", "w2"], ["y"])],
-                          "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, D])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [w1, w2])
+                          "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, T, D])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, T, 8])], [w1, w2])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     res = qpass.optimize(m, calib=_feeds(m, 16), disabled=OTHERS | {"auto_precision"})
     pairs = {n.output[0] for n in res.model.graph.node if n.op_type == "DequantizeLinear"

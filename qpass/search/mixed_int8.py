@@ -267,6 +267,10 @@ class AutoPrecision(MixedPrecision):
         cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
         cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
+        # what onnxruntime's optimizer makes of it: no more float matrix kernels than the int8 model (e.g. MatMul +
+        # bias Add fused to a float Gemm once the MatMul's output quantizer is gone)
+        n_float = float_matrix_ops(model)
+        cands = [c for c in cands if float_matrix_ops(self.apply({c["tensor"]: c["precision"]})) <= n_float]
         result = {"int8_db": base, "probed": probe, "moved": []}
         ctx.report.results[self.name] = result
         if not cands:
@@ -329,12 +333,28 @@ def keeps_integer_kernels(model: onnx.ModelProto, tensors: set[str]) -> set[str]
         src = prod.get(q.input[0]) if q is not None else None
         if src is not None and src.op_type not in FLOAT_OUT and integer(src):
             continue
-        if src is not None and src.op_type == "MatMul" and any(  # onnxruntime would fuse MatMul + bias to float Gemm
-                r.op_type in ("Add", "Sub") and any(x in inits for x in r.input)
-                for d in readers.get(q.output[0], []) for r in readers.get(d.output[0], [])):
-            continue
         if any(integer(r) for d in readers.get(q.output[0], []) if q is not None
                for r in readers.get(d.output[0], [])):
             continue
         out.add(t)
     return out
+
+
+def float_matrix_ops(model: onnx.ModelProto) -> int:
+    """Conv / MatMul / Gemm nodes left on float kernels in the graph onnxruntime runs (its optimizer applied)."""
+    import os
+    import tempfile
+
+    from qpass.ir.ort_session import make_session
+
+    fd, path = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    try:
+        make_session(model, 1, optimize=True, optimized_path=path)
+        ops = [n.op_type for n in onnx.load(path, load_external_data=False).graph.node]
+    finally:
+        os.unlink(path)
+        if os.path.exists(path + ".data"):
+            os.unlink(path + ".data")
+    return sum(op in ("Conv", "ConvTranspose", "MatMul", "Gemm", "FusedGemm", "FusedConv", "FusedMatMul")
+               for op in ops)
