@@ -85,9 +85,11 @@ def with_code_outputs(model):
 
 @pytest.mark.parametrize("path", ZOO, ids=_id)
 def test_int8_qdq_zoo_matches_onnxruntime_integer_kernels(path):
-    # 8-bit outputs (float_outputs off), so that the codes can be compared; float outputs: the test below
+    # 8-bit outputs (float_outputs off, and no auto_precision / choose_dynamic moving them to float or run-time
+    # ranges), so that the codes can be compared; float outputs: the test below
     pipe = qpass.load_pipeline("default", {"quantize_qdq": {"float_outputs": False}})
-    q = qpass.optimize(qpass.load(path), calib=_calib(path), pipeline=pipe).model
+    q = qpass.optimize(qpass.load(path), calib=_calib(path), pipeline=pipe,
+                       disabled={"auto_precision", "choose_dynamic"}).model
     m, pairs = with_code_outputs(q)
     assert pairs, "the default pipeline should end every output with QuantizeLinear -> DequantizeLinear"
     s = load_samples(_calib(path), m)

@@ -33,7 +33,8 @@ def test_every_common_opset_loads_and_quantizes(tmp_path, opset):
     onnx.save(_gemm_model(opset), p)
     m = qpass.load(p)
     calib = {"x": np.random.default_rng(0).standard_normal((16, 2, 8)).astype(np.float32)}
-    res = qpass.optimize(m, calib=calib)
+    # static int8 (choose_dynamic may rightly put this Gemm on run-time ranges: x's range moves per sample)
+    res = qpass.optimize(m, calib=calib, disabled={"choose_dynamic"})
     ops = {n.op_type for n in res.model.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Gemm"} <= ops
     assert max(17, opset) == [o.version for o in res.model.opset_import if o.domain == ""][0]

@@ -58,27 +58,69 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return m
 
 
+def tensor_values(model: onnx.ModelProto, names: list[str], samples) -> dict[str, np.ndarray]:
+    """The values of the tensors ``names`` (made graph outputs) on every sample, stacked on a leading axis."""
+    names = list(dict.fromkeys(names))
+    m = _with_outputs(model, names)
+    return run_samples(m, samples, outputs=names, sess=make_session(m, optimize=False))
+
+
+def joined_outputs(model: onnx.ModelProto, samples) -> np.ndarray:
+    """Every float output (every output when none is float), flattened per sample and joined (samples x values),
+    one sample per call as a deployed model runs (a DynamicQuantizeLinear's range is then the one sample's)."""
+    outs = run_samples(model, samples, batch_size=1)
+    vals = [v for v in outs.values() if v.dtype.kind == "f"] or list(outs.values())  # no float output: all of them
+    return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in vals], axis=1)
+
+
+def call_ms(model: onnx.ModelProto, samples, runs: int = 30, stat=np.median) -> float:
+    """Milliseconds of one onnxruntime call on the first sample (1 thread, all graph optimizations): ``stat`` of
+    ``runs`` calls after 3 warm-up calls (``np.min`` to compare candidates: the least disturbed by other load)."""
+    import time
+
+    sess = make_session(model, 1, optimize=True)
+    feed = samples.feed(0)
+    times = []
+    for _ in range(runs + 3):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        times.append(time.perf_counter() - t0)
+    return round(float(stat(times[3:])) * 1e3, 4)
+
+
 def _on_grid(x: np.ndarray, p: dict) -> np.ndarray:
     info = np.iinfo(p["dtype"])
     q = np.clip(np.rint(np.asarray(x, np.float64) / p["scale"]) + p["zero_point"], info.min, info.max)
     return (q - p["zero_point"]) * np.float64(np.float32(p["scale"]))
 
 
+def _shared_pairs(float_model: onnx.ModelProto, quant_model: onnx.ModelProto) -> list[dict]:
+    have = set(elem_types(float_model)) | {o for n in float_model.graph.node for o in n.output}
+    return [p for p in activation_pairs(quant_model) if p["tensor"] in have]
+
+
+def isolated_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples) -> dict[str, float | None]:
+    """{tensor: isolated SQNR (dB)} as in ``layer_errors``, from one run of the float model alone (optimized:
+    the quantized model is not run)."""
+    pairs = _shared_pairs(float_model, quant_model)
+    if not pairs:
+        return {}
+    names = list(dict.fromkeys(p["tensor"] for p in pairs))
+    m = _with_outputs(float_model, names)
+    ref = run_samples(m, samples, outputs=names, sess=make_session(m, optimize=True))
+    return {p["tensor"]: _round(sqnr_db(ref[p["tensor"]], _on_grid(ref[p["tensor"]], p))) for p in pairs}
+
+
 def layer_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples,
                  max_samples: int = MAX_SAMPLES) -> list[dict]:
     """One entry per quantized activation tensor found in both models, graph order."""
-    pairs = activation_pairs(quant_model)
-    have = set(elem_types(float_model)) | {o for n in float_model.graph.node for o in n.output}
-    pairs = [p for p in pairs if p["tensor"] in have]
+    pairs = _shared_pairs(float_model, quant_model)
     if not pairs or samples is None:
         return []
     if len(samples) > max_samples:
         samples = samples.subset(np.arange(max_samples))
-    names = list(dict.fromkeys(p["tensor"] for p in pairs))
-    fm = _with_outputs(float_model, names)
-    ref = run_samples(fm, samples, outputs=names, sess=make_session(fm, optimize=False))
-    qm = _with_outputs(quant_model, names)
-    got = run_samples(qm, samples, outputs=names, sess=make_session(qm, optimize=False))
+    names = [p["tensor"] for p in pairs]
+    ref, got = tensor_values(float_model, names, samples), tensor_values(quant_model, names, samples)
     out = []
     for p in pairs:
         r, q = ref[p["tensor"]], got[p["tensor"]]

@@ -32,7 +32,7 @@ class BiasCorrectionOptions:
     granularity: str = "auto"
     samples: int = 256
     holdout: float = 0.25
-    rows: int = 16384
+    rows: int = 4096
     #: keep a channel's correction only where it lowers its held-out output error by this fraction
     auto: bool = True
     min_gain: float = 0.01

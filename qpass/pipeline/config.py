@@ -105,7 +105,8 @@ class QuantConfig:
             raise QpassError(f"{' and '.join(flags)} {'applies' if len(flags) == 1 else 'apply'} only to the "
                              f"'quantize_qdq' pass, which pipeline {name} does not run")
         if "mixed_precision" in overrides and "mixed_precision" not in passes:
-            _add_after(pipeline, "quantize_qdq", "mixed_precision", overrides["mixed_precision"], name)
+            after = next((p for p in ("auto_precision", "choose_dynamic") if p in passes), "quantize_qdq")  # last int8
+            _add_after(pipeline, after, "mixed_precision", overrides["mixed_precision"], name)
         if bits == "auto" and "bitwidth" not in passes:
             raise QpassError(f"--bits auto needs a pipeline with the 'bitwidth' pass ({name} has none)")
         disabled = {"lower_ort"} if self.qonnx or self.backend in ("hls", "rtl") else set()

@@ -51,6 +51,8 @@ PASSES: dict[str, str] = {
     "qonnx_to_qdq": "qpass.passes.dialects.passes:QonnxToQdq",
     "dequantize": "qpass.passes.dialects.passes:Dequantize",
     "int8_weights": "qpass.passes.int8_weights:Int8Weights",
+    "choose_dynamic": "qpass.passes.choose_dynamic:ChooseDynamic",
+    "auto_precision": "qpass.search.mixed_int8:AutoPrecision",
 }
 
 

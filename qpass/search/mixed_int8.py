@@ -2,26 +2,34 @@
 "sqnr>=35"``, or ``relative_accuracy>=0.99`` with labels).
 
 After ``quantize_qdq``, if the int8 model misses the target on the search half of the samples, activation
-quantizers (QuantizeLinear -> DequantizeLinear pairs) are moved to float, fewest and cheapest first: each pair's
-sensitivity is the output metric gained when it alone is removed (measured on the search samples), its cost the
-float work it brings back (the elements of the tensor times the layers that then run in float: its producer and
-readers, a proxy of measured latency); pairs are taken by gain per cost until the target holds on the search
-samples, then the result is checked on the held-out half (the bitwidth search's split, ``qpass.search.core``). The
-report says which tensors moved, what each gained and cost, and the int8 and final metrics; when even every pair
-in float misses the target, one line says what was reached and which layers could not be fixed. Float, not
-16-bit QDQ: onnxruntime runs 16-bit Q/DQ around float kernels on CPUs, so float is as fast and exact.
+quantizers (QuantizeLinear -> DequantizeLinear pairs) are moved to 16-bit activations (``qpass.passes.qdq_moves``:
+the same range on a 257x finer grid, opset 21 Q/DQ, which onnxruntime runs) or to float, fewest and cheapest
+first. Each pair's sensitivity at each precision is the output metric gained when it alone moves (measured on the
+search samples, int16 tried first); the cost of a move is its measured latency: onnxruntime's time for the model
+with that move against the int8 model's (``max_timed`` candidates timed, best gain first). Moves are taken by gain
+per measured millisecond (int16 before float when as good and no slower) until the target holds on the search
+samples, then the result is checked on the held-out half (the bitwidth search's split, ``qpass.search.core``).
+The report says which tensors moved, to what, what each gained and cost, and the int8 and final metrics; when
+even every pair in float misses the target, one line says what was reached and which layers could not be fixed.
+On x86 CPUs onnxruntime has no 16-bit integer kernels: a 16-bit pair runs as Q/DQ around the float kernel, so it
+is measured slower than float there and float usually wins; int16 wins where it is as cheap (an accelerator
+execution provider with A16W8 kernels, or ``precisions: [int16]``).
 """
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 import onnx
 
-from qpass.analysis.layer_errors import activation_pairs
+from qpass.analysis.layer_errors import activation_pairs, call_ms, isolated_errors, joined_outputs
+from qpass.analysis.metrics import sqnr_db
 from qpass.errors import QpassError
-from qpass.ir.graph import consumers, producers, shapes, topo_sort_nodes
-from qpass.ir.ort_session import make_session, run_samples
+from qpass.ir.graph import consumers, producers, shapes
+from qpass.ir.ort_session import OrtError, run_samples
+from qpass.passes.ptq_layers import split_samples
+from qpass.passes.qdq_moves import at_16bit_opset, bypass, widen
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
@@ -35,58 +43,17 @@ class MixedPrecisionOptions:
     seed: int = 0
     #: the most pairs whose sensitivity is measured one by one (the rest are ranked by their own error)
     max_probes: int = 64
+    #: precisions a quantizer may move to, in the order tried: int16 (16-bit QDQ, opset 21) and float
+    precisions: tuple = ("int16", "float")
+    #: candidate moves timed in onnxruntime (largest gain first); the rest come after them, by gain
+    max_timed: int = 16
+    #: calls per latency measurement (the fastest counts)
+    timing_runs: int = 20
 
-
-def bypass(model: onnx.ModelProto, tensors: set[str], float_model: onnx.ModelProto | None = None) -> onnx.ModelProto:
-    """A copy of a QDQ model with the activation Q -> DQ pairs of ``tensors`` (DQ output names) removed: their
-    readers read the float value. An activation quantize_qdq fused into its producer (Relu, Clip: the quantizer
-    did its clipping) comes back as a copy of ``float_model``'s node."""
-    m = onnx.ModelProto()
-    m.CopyFrom(model)
-    prod, readers = producers(m.graph), consumers(m.graph)
-    float_prod = producers(float_model.graph) if float_model is not None else {}
-    float_inits = {i.name: i for i in float_model.graph.initializer} if float_model is not None else {}
-    have_inits = {i.name for i in m.graph.initializer}
-    drop, rename, added = [], {}, []
-    for n in m.graph.node:
-        if n.op_type != "DequantizeLinear" or n.output[0] not in tensors:
-            continue
-        q = prod.get(n.input[0])
-        if q is None or q.op_type != "QuantizeLinear":
-            continue
-        src = q.input[0]
-        act = float_prod.get(n.output[0])
-        before = prod.get(src)
-        if act is not None and act.op_type in FUSED and (before is None or before.op_type != act.op_type):
-            node = onnx.NodeProto()
-            node.CopyFrom(act)
-            node.input[0], node.output[0] = src, src + "_activation"
-            node.name = act.name + "_float"
-            added.append(node)
-            for x in node.input[1:]:
-                if x in float_inits and x not in have_inits:
-                    m.graph.initializer.append(float_inits[x])
-                    have_inits.add(x)
-            src = node.output[0]
-        rename[n.output[0]] = src
-        drop.append(n)
-        if len(readers.get(q.output[0], [])) == 1:
-            drop.append(q)
-    for n in m.graph.node:
-        for i, x in enumerate(n.input):
-            if x in rename:
-                n.input[i] = rename[x]
-    for n in drop:
-        m.graph.node.remove(n)
-    m.graph.node.extend(added)
-    outs = {o.name for o in m.graph.output}
-    for name, float_name in rename.items():  # a graph output keeps its name: the float producer writes it
-        if name in outs:
-            for n in m.graph.node:
-                n.output[:] = [name if o == float_name else o for o in n.output]
-                n.input[:] = [name if x == float_name else x for x in n.input]
-    topo_sort_nodes(m.graph)
-    return m
+    def __post_init__(self):
+        bad = [p for p in self.precisions if p not in ("int16", "float")]
+        if bad or not self.precisions:
+            raise ValueError(f"precisions must be a list of int16 and float, not {list(self.precisions)!r}")
 
 
 def _costs(model: onnx.ModelProto, pairs: list[dict]) -> dict[str, float]:
@@ -98,10 +65,6 @@ def _costs(model: onnx.ModelProto, pairs: list[dict]) -> dict[str, float]:
         size = float(np.prod([d for d in dims.get(p["tensor"]) or [] if isinstance(d, int) and d > 0]))
         out[p["tensor"]] = size * (1 + len(readers.get(p["tensor"], [])))
     return out
-
-
-#: activations quantize_qdq folds into their producer's output quantizer (``plan``: Relu, Clip(0, m))
-FUSED = ("Relu", "Clip")
 
 
 class MixedPrecision(Pass):
@@ -138,61 +101,97 @@ class MixedPrecision(Pass):
             result.update(final=held_m, met=target.met(held_m))
             return PassResult(model, False, [f"target {target} met by int8 alone on the search samples; held out: "
                                              f"{describe_metrics(held_m)}"])
-        chosen, final = self._greedy(model, target, base, metrics, result)
-        out = bypass(model, set(chosen), self.float_m)
+        self.timing, self.int8 = held, model
+        self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
+        chosen = self._greedy(model, target, base, metrics, result)
+        out = self.apply(chosen)
         held_m = metrics(out, "held")
         met = target.met(held_m)
-        result.update(final=held_m, met=met, latency_ms={"int8": _latency_ms(model, held), "final":
-                                                         _latency_ms(out, held)})
-        lat = result["latency_ms"]
-        note = (f"target {target} {'met' if met else 'MISSED'} on {len(held)} held-out samples with {len(chosen)} "
-                f"activation quantizers moved to float ({', '.join(chosen[:6])}{' ...' if len(chosen) > 6 else ''}):"
+        result.update(final=held_m, met=met, latency_ms={"int8": call_ms(model, held), "final":
+                                                         call_ms(out, held)})
+        return PassResult(out, bool(chosen), [self._note(target, chosen, result, base, len(held), ctx)])
+
+    def apply(self, chosen: dict[str, str]) -> onnx.ModelProto:
+        """The int8 model with the pairs of ``chosen`` ({tensor: "int16" | "float"}) moved (at opset 21 when
+        some move to int16)."""
+        wide = {t for t, p in chosen.items() if p == "int16"}
+        out = bypass(self.base16 if wide else self.int8, {t for t, p in chosen.items() if p == "float"},
+                     self.float_m)
+        return widen(out, wide) if wide else out
+
+    @staticmethod
+    def _note(target, chosen: dict, result: dict, base: dict, n_held: int, ctx) -> str:
+        held_m, lat = result["final"], result["latency_ms"]
+        moved = ", ".join(f"{t} ({p})" for t, p in list(chosen.items())[:6]) + (" ..." if len(chosen) > 6 else "")
+        n16 = sum(p == "int16" for p in chosen.values())
+        note = (f"target {target} {'met' if result['met'] else 'MISSED'} on {n_held} held-out samples with "
+                f"{len(chosen)} activation quantizers moved ({n16} to int16, {len(chosen) - n16} to float: {moved}):"
                 f" {describe_metrics(held_m)} (int8: {describe_metrics(base)} on the search samples); latency "
                 f"{lat['final']:.3g} ms against int8's {lat['int8']:.3g} ms")
-        if not met:
-            note = (f"target {target} not reached: {describe_metrics(held_m)} on {len(held)} held-out samples; "
-                    f"could not fix: {', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
+        if not result["met"]:
+            note = (f"target {target} not reached: {describe_metrics(held_m)} on {n_held} held-out samples; could not"
+                    f" fix: {', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
         ctx.report.log.append(note)
-        return PassResult(out, bool(chosen), [note])
+        return note
 
-    def _greedy(self, model, target, base: dict, metrics, result: dict) -> tuple[list[str], dict]:
+    def _candidates(self, model, target, base: dict, metrics) -> list[dict]:
+        """Every probed (tensor, precision) move with a positive gain, its measured latency cost (ms) attached."""
         pairs = activation_pairs(model)
-        costs = _costs(model, pairs)
-        gains = {}
+        sizes = _costs(model, pairs)
+        cands = []
         for p in pairs[:self.opts.max_probes]:
-            m = metrics(bypass(model, {p["tensor"]}, self.float_m))
-            gains[p["tensor"]] = _score(m, base, target)
-        order = sorted(gains, key=lambda t: -gains[t] / max(costs.get(t, 1.0), 1.0))
-        chosen, m = [], base
-        for t in order:
-            if gains[t] <= 0:
-                continue
-            chosen.append(t)
-            m = metrics(bypass(model, set(chosen), self.float_m))
-            result["moved"].append({"tensor": t, "gain": round(gains[t], 4), "cost": costs.get(t),
-                                    "reason": f"alone in float: +{gains[t]:.3g} toward the target"})
-            if target.met(m):
-                break
+            for prec in self.opts.precisions:
+                if prec == "int16" and self.base16 is None:
+                    continue
+                m = self.apply({p["tensor"]: prec})
+                cands.append({"tensor": p["tensor"], "precision": prec, "gain": _score(metrics(m), base, target),
+                              "elements": sizes.get(p["tensor"], 1.0)})
+        cands = [c for c in cands if c["gain"] > 0]
+        timed = sorted(cands, key=lambda c: -c["gain"])[:self.opts.max_timed]
+        t0 = call_ms(model, self.timing, self.opts.timing_runs, np.min)
+        for c in timed:
+            m = self.apply({c["tensor"]: c["precision"]})
+            c["latency_cost_ms"] = max(call_ms(m, self.timing, self.opts.timing_runs, np.min) - t0, 1e-4)
+        for c in cands:  # beyond max_timed: after every timed one, largest gain first
+            c.setdefault("latency_cost_ms", float("inf"))
+        return cands
+
+    def _greedy(self, model, target, base: dict, metrics, result: dict) -> dict[str, str]:
+        cands = self._candidates(model, target, base, metrics)
+        chosen, m = choose_moves(cands, target, lambda ch: metrics(self.apply(ch)), base, result["moved"])
         if not target.met(m):
+            pairs = {p["tensor"] for p in activation_pairs(model)}
             weights = sorted({n.name for n in model.graph.node for x in n.input if x.endswith("_dequantized")
-                              and x not in {p["tensor"] for p in pairs}})
+                              and x not in pairs})
+            gained = {c["tensor"] for c in cands}
             result["unfixed"] = [f"the int8 weights of {len(weights)} layers ({', '.join(weights[:4])}"
-                                 f"{' ...' if len(weights) > 4 else ''})"] + [t for t in order if gains[t] <= 0][:5]
-        return chosen, m
+                                 f"{' ...' if len(weights) > 4 else ''})"] + sorted(pairs - gained)[:5]
+        return chosen
 
 
-def _latency_ms(model: onnx.ModelProto, samples, runs: int = 30) -> float:
-    """Median milliseconds of one call on the first sample (onnxruntime, 1 thread, all optimizations)."""
-    import time
-
-    sess = make_session(model, 1, optimize=True)
-    feed = samples.feed(0)
-    times = []
-    for _ in range(runs + 3):
-        t0 = time.perf_counter()
-        sess.run(None, feed)
-        times.append(time.perf_counter() - t0)
-    return round(float(np.median(times[3:])) * 1e3, 4)
+def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list) -> tuple[dict[str, str], dict]:
+    """Greedy: moves by gain per measured millisecond (int16 before float on ties), one per tensor, until
+    ``evaluate(chosen)`` meets ``target``. Returns ({tensor: precision}, last metrics); ``log`` gets one entry
+    per move taken, with why."""
+    order = sorted(cands, key=lambda c: (-c["gain"] / c["latency_cost_ms"] if np.isfinite(c["latency_cost_ms"])
+                                         else float("inf"), -c["gain"] if not np.isfinite(c["latency_cost_ms"])
+                                         else 0.0, c["precision"] != "int16"))
+    chosen, m = {}, base
+    for c in order:
+        if c["tensor"] in chosen:
+            continue
+        chosen[c["tensor"]] = c["precision"]
+        m = evaluate(chosen)
+        other = [o for o in cands if o["tensor"] == c["tensor"] and o is not c]
+        why = f"alone at {c['precision']}: +{c['gain']:.3g} toward the target for {c['latency_cost_ms']:.3g} ms"
+        if other:
+            why += (f" (at {other[0]['precision']}: +{other[0]['gain']:.3g} for "
+                    f"{other[0]['latency_cost_ms']:.3g} ms)")
+        log.append({"tensor": c["tensor"], "precision": c["precision"], "gain": round(c["gain"], 4),
+                    "latency_cost_ms": c["latency_cost_ms"], "elements": c.get("elements"), "reason": why})
+        if target.met(m):
+            break
+    return chosen, m
 
 
 def _score(m: dict, base: dict, target) -> float:
@@ -202,3 +201,160 @@ def _score(m: dict, base: dict, target) -> float:
     if a is None or b is None or not np.isfinite(a) or not np.isfinite(b):
         return float("inf") if a is not None and not np.isfinite(a) and a > 0 else 0.0
     return float(a - b)
+
+
+@dataclass
+class AutoPrecisionOptions:
+    #: the most latency the moves may add, as a fraction of the int8 model's (each move's cost measured in
+    #: onnxruntime); None: no timing (the default: every allowed move keeps all integer kernels, so its measured
+    #: cost is noise, and the result stays reproducible)
+    latency_budget: float | None = None
+    #: a move is taken only if alone it gains this much output SQNR (dB) on the search samples
+    min_gain_db: float = 0.5
+    #: quantizers probed one by one: the lowest isolated SQNR first (``layer_errors``)
+    max_probes: int = 8
+    precisions: tuple = ("float",)
+    samples: int = 64
+    timing_runs: int = 10
+    #: seconds the probes may take (estimated from the first scoring run): fewer probes on slow models
+    time_budget_s: float = 30.0
+
+
+class AutoPrecision(MixedPrecision):
+    """The default pipeline's cheap moves (no target): activation quantizers whose move to float (or int16) buys
+    at least ``min_gain_db`` of output SQNR alone, taken by gain per measured millisecond while the measured
+    latency they add stays within ``latency_budget`` of the int8 model's, kept only if the held-out calibration
+    samples gain half ``min_gain_db`` too. Typical find: a transformer's FFN output with outlier channels, whose
+    float output costs nothing (onnxruntime's MatMulIntegerToFloat writes float anyway)."""
+
+    name = "auto_precision"
+    Options = AutoPrecisionOptions
+
+    def run(self, model, ctx):
+        try:
+            return self._moves(model, ctx)
+        except (OrtError, ValueError, ArithmeticError, IndexError) as exc:  # an optional improvement: never fatal
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+            ctx.report.results[self.name] = {"moved": [], "skipped": why}
+            return PassResult(model, False, [f"skipped: {why}"])
+
+    def _moves(self, model, ctx):
+        self.float_m = ctx.report.snapshots.get("quantize_qdq")
+        data = ctx.inputs.calibration_data
+        pairs = activation_pairs(model)
+        if self.float_m is None or data is None or len(data) < 4 or not pairs:
+            return PassResult(model, False, ["nothing to measure"])
+        fit, held = split_samples(data, self.opts.samples, 0.5)
+        refs = {id(s): joined_outputs(self.float_m, s) for s in (fit, held)}
+
+        def score(m, s=fit):
+            return sqnr_db(refs[id(s)], joined_outputs(m, s))
+
+        self.timing, self.int8 = held, model
+        self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
+        errs = isolated_errors(self.float_m, model, fit)
+        # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them; only
+        # moves that keep every integer kernel (issue 12's coverage)
+        free = keeps_integer_kernels(model, {p["tensor"] for p in pairs})
+        probe = sorted((t for t in dict.fromkeys(p["tensor"] for p in pairs) if t in free), key=lambda t: (
+            t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))
+        t0 = time.perf_counter()
+        base = score(model)
+        # as many probes as fit the time budget at the measured cost of one scoring run
+        per_run = max(time.perf_counter() - t0, 1e-3)
+        probe = probe[:max(1, min(self.opts.max_probes, int(self.opts.time_budget_s / per_run)))]
+        self.runs = max(3, min(self.opts.timing_runs, int(3.0 * len(fit) / per_run)))  # about 3 s per timing
+        cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
+                 for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
+        cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
+        # what onnxruntime's optimizer makes of it: no more float matrix kernels than the int8 model (e.g. MatMul +
+        # bias Add fused to a float Gemm once the MatMul's output quantizer is gone)
+        n_float = float_matrix_ops(model)
+        cands = [c for c in cands if float_matrix_ops(self.apply({c["tensor"]: c["precision"]})) <= n_float]
+        result = {"int8_db": base, "probed": probe, "moved": []}
+        ctx.report.results[self.name] = result
+        if not cands:
+            return PassResult(model, False, [f"no quantizer gains {self.opts.min_gain_db:g} dB alone"])
+        chosen = self._within_budget(cands, score, base, result)
+        h8, hf = score(model, held), score(self.apply(chosen), held) if chosen else None
+        result.update(held_out_int8_db=h8, held_out_db=hf)
+        if not chosen or not hf >= h8 + self.opts.min_gain_db / 2:
+            result["moved"] = []
+            return PassResult(model, False, ["no move within the latency budget improves the held-out samples"])
+        moved = ", ".join(f"{t} ({p})" for t, p in chosen.items())
+        return PassResult(self.apply(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
+                                                     f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
+
+    def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
+        timed = self.opts.latency_budget is not None
+        t0 = call_ms(self.int8, self.timing, self.runs, np.min) if timed else 1.0
+        for c in cands:
+            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.runs, np.min) if timed else t0
+            c["latency_cost_ms"] = max(t - t0, 0.0)
+        budget = self.opts.latency_budget * t0 if timed else float("inf")
+        spent, best, chosen = 0.0, base, {}
+        for c in sorted(cands, key=lambda c: -c["gain"] / max(c["latency_cost_ms"], 1e-3 * t0)):
+            if c["tensor"] in chosen or spent + c["latency_cost_ms"] > budget:
+                continue
+            s = score(self.apply({**chosen, c["tensor"]: c["precision"]}))
+            if s > best:
+                chosen[c["tensor"]], best, spent = c["precision"], s, spent + c["latency_cost_ms"]
+                cost = (f"{c['latency_cost_ms']:.3g} ms measured (int8 model {t0:.3g} ms)" if timed else
+                        "no integer kernel lost")
+                result["moved"].append({**c, "reason": f"alone +{c['gain']:.2f} dB for {cost}"})
+        if timed:
+            result["latency_ms"] = {"int8": t0, "added": spent}
+        return chosen
+
+
+#: layers onnxruntime runs on integers with a float output (QGemm, MatMulIntegerToFloat)
+FLOAT_OUT = ("MatMul", "Gemm")
+
+
+def keeps_integer_kernels(model: onnx.ModelProto, tensors: set[str]) -> set[str]:
+    """The activation quantizers of ``tensors`` whose move to float leaves every integer kernel integer: the value's
+    producer is not a QDQ layer, or is one that writes float anyway (``FLOAT_OUT``), and no reader is a QDQ layer
+    (all its activation inputs dequantized codes, its output quantized or written float by ``FLOAT_OUT``)."""
+    inits = {i.name for i in model.graph.initializer}
+    prod, readers = producers(model.graph), consumers(model.graph)
+    deq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
+
+    def integer(n) -> bool:
+        ins = [x for x in n.input if x and x not in inits]
+        if not ins or not all(x in deq for x in ins) or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
+            return False
+        return n.op_type in FLOAT_OUT or any(c.op_type == "QuantizeLinear" for o in n.output
+                                             for c in readers.get(o, []))
+
+    out = set()
+    for t in tensors:
+        dq = prod.get(t)
+        q = prod.get(dq.input[0]) if dq is not None else None
+        src = prod.get(q.input[0]) if q is not None else None
+        if src is not None and src.op_type not in FLOAT_OUT and integer(src):
+            continue
+        if any(integer(r) for d in readers.get(q.output[0], []) if q is not None
+               for r in readers.get(d.output[0], [])):
+            continue
+        out.add(t)
+    return out
+
+
+def float_matrix_ops(model: onnx.ModelProto) -> int:
+    """Conv / MatMul / Gemm nodes left on float kernels in the graph onnxruntime runs (its optimizer applied)."""
+    import os
+    import tempfile
+
+    from qpass.ir.ort_session import make_session
+
+    fd, path = tempfile.mkstemp(suffix=".onnx")
+    os.close(fd)
+    try:
+        make_session(model, 1, optimize=True, optimized_path=path)
+        ops = [n.op_type for n in onnx.load(path, load_external_data=False).graph.node]
+    finally:
+        os.unlink(path)
+        if os.path.exists(path + ".data"):
+            os.unlink(path + ".data")
+    return sum(op in ("Conv", "ConvTranspose", "MatMul", "Gemm", "FusedGemm", "FusedConv", "FusedMatMul")
+               for op in ops)

@@ -16,7 +16,8 @@ from qpass.pipeline.registry import get_pass_class
 #: passes that quantize a float model, or change its float weights or ranges to quantize it better: they give way to
 #: the trained quantization of an imported model
 QUANTIZING = ("calibrate", "fakequant", "quantize_qdq", "bitwidth", "quantize_dynamic", "mixed_precision",
-              "choose_ranges", "equalize", "smoothquant", "bias_correction", "adaround")
+              "choose_ranges", "equalize", "smoothquant", "bias_correction", "adaround", "choose_dynamic",
+              "auto_precision")
 FORMATS = ("qonnx", "qcdq", "qdq")
 
 

@@ -1,0 +1,230 @@
+"""The choose_dynamic pass: per MatMul / Gemm of a QDQ model, static (calibrated) or dynamic (run-time) input range,
+whichever measures closer to the float model.
+
+After ``quantize_qdq``, every MatMul / Gemm that reads an activation quantizer (QuantizeLinear -> DequantizeLinear)
+and a constant 8-bit weight is a candidate for onnxruntime's dynamic form: ``DynamicQuantizeLinear`` on the float
+value the quantizer read (its Relu / Clip put back where quantize_qdq had fused it: ``qdq_moves.float_sources``),
+``MatMulInteger`` with the same int8 weight codes, ``Cast -> Mul(x_scale * w_scale) [-> Add(bias)]`` (what
+``quantize_dynamic`` writes; onnxruntime fuses it to ``DynamicQuantizeMatMul``). A per-call range wins where the
+activation's range moves from sample to sample (token embeddings, attention outputs, spectrogram frames) and the
+calibrated range wastes steps on every sample but the widest.
+
+The choice is measured, one sample per call as a deployed model runs: each candidate alone on the first half of the
+calibration samples (at most ``samples``), output SQNR against the float model; candidates gaining at least
+``min_gain_db`` are added greedily (largest gain first, each kept only if the output still improves), and the set
+is kept only if it also beats the static model on the held-out half (by half ``min_gain_db``) and (``max_slowdown``)
+onnxruntime does not measure it slower than that factor. Convolution nets (no candidate) pass through without a run.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
+from qpass.analysis.metrics import sqnr_db
+from qpass.ir.graph import consumers, producers, topo_sort_nodes
+from qpass.ir.ort_session import OrtError
+from qpass.pipeline.pass_base import Pass, PassResult
+from .ptq_layers import split_samples
+from .qdq_moves import float_sources
+
+
+@dataclass
+class ChooseDynamicOptions:
+    op_types: list = field(default_factory=lambda: ["MatMul", "Gemm"])
+    #: a candidate is tried further only if alone it gains this much output SQNR (dB) on the first half
+    min_gain_db: float = 0.1
+    #: calibration samples used (half to choose on, half held out)
+    samples: int = 64
+    max_candidates: int = 48
+    #: a candidate is measured only if its input's own per-sample range would cut the quantization noise power of
+    #: that input by this much (dB) against the calibrated range (one run of the static model decides)
+    predicted_db: float = 1.0
+    #: the chosen model may be measured at most this much slower than the static one (None: no timing)
+    max_slowdown: float | None = 1.10
+
+
+def candidates(model: onnx.ModelProto, op_types) -> list[onnx.NodeProto]:
+    """MatMul / Gemm nodes reading an activation quantizer and a constant 2-D 8-bit weight (per-tensor or per
+    output column scales)."""
+    inits = {i.name for i in model.graph.initializer}
+    prod = producers(model.graph)
+    out = []
+    for n in model.graph.node:
+        if n.op_type not in op_types or len(n.input) < 2:
+            continue
+        if n.op_type == "Gemm" and any(a.name == "transA" and a.i for a in n.attribute):
+            continue
+        if n.op_type == "Gemm" and any(a.name in ("alpha", "beta") and a.f not in (0.0, 1.0) for a in n.attribute):
+            continue
+        a, w = prod.get(n.input[0]), prod.get(n.input[1])
+        q = prod.get(a.input[0]) if a is not None and a.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or q.input[0] in inits or len(q.input) < 3 \
+                or q.input[1] not in inits or q.input[2] not in inits:
+            continue
+        if w is None or w.op_type != "DequantizeLinear" or w.input[0] not in inits or len(w.input) < 2:
+            continue
+        out.append(n)
+    return out
+
+
+def _weight(model, node) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(codes [K, N], zero points [N], scales [N]) of a candidate's weight, or None if not that shape."""
+    inits = {i.name: i for i in model.graph.initializer}
+    w = producers(model.graph)[node.input[1]]
+    codes = numpy_helper.to_array(inits[w.input[0]])
+    scale = numpy_helper.to_array(inits[w.input[1]]).astype(np.float32)
+    zp = numpy_helper.to_array(inits[w.input[2]]) if len(w.input) > 2 and w.input[2] else np.zeros((), codes.dtype)
+    if codes.ndim != 2 or codes.dtype not in (np.int8, np.uint8):
+        return None
+    axis = next((a.i for a in w.attribute if a.name == "axis"), 1) % 2
+    trans = node.op_type == "Gemm" and any(a.name == "transB" and a.i for a in node.attribute)
+    if scale.size > 1 and axis != (0 if trans else 1):
+        return None  # scales along the reduction axis: no per-column form
+    codes = codes.T if trans else codes
+    n = codes.shape[1]
+    return (np.ascontiguousarray(codes), np.broadcast_to(zp, (n,)).astype(codes.dtype),
+            np.broadcast_to(scale, (n,)).astype(np.float32))
+
+
+def to_dynamic(model: onnx.ModelProto, names: set[str], float_model: onnx.ModelProto | None) -> onnx.ModelProto:
+    """A copy of the QDQ ``model`` with the candidate nodes ``names`` in dynamic form (module docstring)."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    chosen = [n for n in candidates(m, ("MatMul", "Gemm")) if n.name in names]
+    srcs = float_sources(m, {n.input[0] for n in chosen}, float_model)
+    done = set()
+    for node in chosen:
+        w = _weight(m, node)
+        if w is None or node.input[0] not in srcs:
+            continue
+        src, tag = srcs[node.input[0]], node.name or node.output[0]
+        xq, xs, xz = src + "_dyn_codes", src + "_dyn_scale", src + "_dyn_zero_point"
+        new = []
+        if src not in done:
+            new.append(helper.make_node("DynamicQuantizeLinear", [src], [xq, xs, xz], name=src + "_DynQuant"))
+            done.add(src)
+        m.graph.initializer.extend([numpy_helper.from_array(w[0], tag + "_dyn_w"),
+                                    numpy_helper.from_array(w[1], tag + "_dyn_w_zero_point"),
+                                    numpy_helper.from_array(w[2], tag + "_dyn_w_scale")])
+        y, bias = node.output[0], node.input[2] if node.op_type == "Gemm" and len(node.input) > 2 else ""
+        new += [helper.make_node("MatMulInteger", [xq, tag + "_dyn_w", xz, tag + "_dyn_w_zero_point"],
+                                 [tag + "_dyn_acc"], name=tag + "_MatMulInteger"),
+                helper.make_node("Cast", [tag + "_dyn_acc"], [tag + "_dyn_accf"], to=onnx.TensorProto.FLOAT,
+                                 name=tag + "_dyn_cast"),
+                helper.make_node("Mul", [xs, tag + "_dyn_w_scale"], [tag + "_dyn_s"], name=tag + "_dyn_scale"),
+                helper.make_node("Mul", [tag + "_dyn_accf", tag + "_dyn_s"], [tag + "_dyn_y" if bias else y],
+                                 name=tag + "_dyn_mul")]
+        if bias:
+            new.append(helper.make_node("Add", [tag + "_dyn_y", bias], [y], name=tag + "_dyn_bias"))
+        m.graph.node.remove(node)
+        m.graph.node.extend(new)
+    _drop_dead_qdq(m)
+    topo_sort_nodes(m.graph)
+    return m
+
+
+def _drop_dead_qdq(m: onnx.ModelProto) -> None:
+    """Remove Q / DQ nodes nothing reads any more (an activation quantizer whose only reader went dynamic)."""
+    outs = {o.name for o in m.graph.output}
+    while True:
+        readers = consumers(m.graph)
+        dead = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                and not readers.get(n.output[0]) and n.output[0] not in outs]
+        if not dead:
+            return
+        for n in dead:
+            m.graph.node.remove(n)
+
+
+class ChooseDynamic(Pass):
+    name = "choose_dynamic"
+    inputs = ("calibration_data",)
+    Options = ChooseDynamicOptions
+
+    def run(self, model, ctx):
+        cands = [n.name for n in candidates(model, self.opts.op_types)][:self.opts.max_candidates]
+        float_m = ctx.report.snapshots.get("quantize_qdq")
+        data = ctx.inputs.calibration_data
+        if not cands or float_m is None or data is None or len(data) < 4:
+            return PassResult(model, False, ["no MatMul/Gemm on a quantized activation and an 8-bit weight"
+                                             if not cands else "no float model or samples to measure on"])
+        fit, held = split_samples(data, self.opts.samples, 0.5)
+        try:
+            chosen, result = self._choose(model, float_m, cands, fit, held)
+        except (OrtError, ValueError, ArithmeticError, IndexError) as exc:  # an optional improvement: never fatal
+            why = f"{type(exc).__name__}: {str(exc)[:120]}"
+            ctx.report.results[self.name] = {"candidates": cands, "dynamic": [], "skipped": why}
+            return PassResult(model, False, [f"skipped: {why}"])
+        ctx.report.results[self.name] = result
+        if not chosen:
+            return PassResult(model, False, [f"static ranges kept on all {len(cands)} MatMul/Gemm ({result['why']})"])
+        out = to_dynamic(model, set(chosen), float_m)
+        return PassResult(out, True, [f"{len(chosen)} of {len(cands)} MatMul/Gemm on run-time ranges "
+                                      f"(DynamicQuantizeLinear + MatMulInteger): output SQNR {result['static_db']:.2f}"
+                                      f" -> {result['dynamic_db']:.2f} dB on {len(held)} held-out samples"])
+
+    def _choose(self, model, float_m, cands, fit, held) -> tuple[list[str], dict]:
+        refs = {id(s): joined_outputs(float_m, s) for s in (fit, held)}
+
+        def score(m, s=fit):
+            return sqnr_db(refs[id(s)], joined_outputs(m, s))
+
+        predicted = predicted_gains(model, cands, fit)
+        cands = [c for c in cands if predicted[c] >= self.opts.predicted_db]
+        base = score(model) if cands else None
+        gains = {c: score(to_dynamic(model, {c}, float_m)) - base for c in cands}
+        order = sorted((c for c in cands if gains[c] >= self.opts.min_gain_db), key=lambda c: -gains[c])
+        chosen, best = [], base
+        for c in order:
+            s = score(to_dynamic(model, set(chosen + [c]), float_m)) if chosen else base + gains[c]
+            if s > best:
+                chosen.append(c)
+                best = s
+        result = {"candidates": list(predicted), "predicted_db": {c: round(v, 2) for c, v in predicted.items()},
+                  "gain_db": {c: round(float(g), 3) for c, g in gains.items()},
+                  "dynamic": chosen, "static_db": None, "dynamic_db": None}
+        if not chosen:
+            result["why"] = (f"no layer gains {self.opts.min_gain_db:g} dB alone" if cands else
+                             f"no input's per-sample range is {self.opts.predicted_db:g} dB narrower than its calibrated one")
+            return [], result
+        out = to_dynamic(model, set(chosen), float_m)
+        h_static, h_dyn = score(model, held), score(out, held)
+        result.update(static_db=float(h_static), dynamic_db=float(h_dyn))
+        if not h_dyn >= h_static + self.opts.min_gain_db / 2:
+            result.update(dynamic=[], why=f"held out: dynamic {h_dyn:.2f} dB against static {h_static:.2f} dB")
+            return [], result
+        if self.opts.max_slowdown is not None:
+            # interleaved rounds, fastest of each: a slowdown must show in every round to count
+            rounds = [(call_ms(model, held, 20, np.min), call_ms(out, held, 20, np.min)) for _ in range(3)]
+            t_static, t_dyn = min(r[0] for r in rounds), min(r[1] for r in rounds)
+            result["latency_ms"] = {"static": t_static, "dynamic": t_dyn}
+            if t_dyn > self.opts.max_slowdown * t_static:
+                result.update(dynamic=[], why=f"dynamic measured {t_dyn:.3g} ms against static {t_static:.3g} ms")
+                return [], result
+        return chosen, result
+
+
+def predicted_gains(model: onnx.ModelProto, names: list[str], samples) -> dict[str, float]:
+    """{candidate: dB by which per-sample ranges would cut its input's quantization noise power}: the values the
+    input quantizer reads, clipped to its calibrated range [lo, hi] (a fused Relu's zero included), give each
+    sample's own range r_i (0 included, as DynamicQuantizeLinear does); the step shrinks by r_i / (hi - lo), the
+    noise power by its square: -10 log10 mean((r_i / (hi - lo))^2)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    prod = producers(model.graph)
+    nodes = {n.name: n for n in model.graph.node}
+    quant = {c: prod[prod[nodes[c].input[0]].input[0]] for c in names}
+    values = tensor_values(model, [q.input[0] for q in quant.values()], samples)
+    out = {}
+    for c, q in quant.items():
+        s = float(numpy_helper.to_array(inits[q.input[1]]))
+        zp = numpy_helper.to_array(inits[q.input[2]])
+        info = np.iinfo(zp.dtype)
+        lo, hi = (info.min - float(zp)) * s, (info.max - float(zp)) * s
+        x = np.clip(values[q.input[0]].reshape(len(samples), -1), lo, hi)
+        r = (np.maximum(x.max(axis=1), 0) - np.minimum(x.min(axis=1), 0)) / max(hi - lo, 1e-30)
+        out[c] = float(-10 * np.log10(max(np.mean(r * r), 1e-12)))
+    return out
