@@ -14,7 +14,8 @@ Every op onnxruntime runs on integers after fusing ``DequantizeLinear -> op -> Q
   Split, Expand, Tile, Gather, Pad, MaxPool, nearest Resize): the output takes its input's parameters, so no
   requantization happens and onnxruntime drops the Q/DQ pair around them (Pad, which it does not drop, is written
   on integers directly); they follow a quantized input, except MaxPool, which quantizes a float input itself (the
-  pre-pool range, as before), and Gather, whose constant table is quantized itself;
+  pre-pool range, as before), and Gather, whose constant table is quantized itself (a table whose rows only float
+  ops read gets int8 codes with one scale per row instead: ``tables``);
 - ``Activation``: Relu, Clip: removed after a layer whose output quantizer clips the same way (``plan``),
   otherwise quantized like the others;
 - ``Recurrent``: LSTM, GRU, RNN: int8 W and R through DequantizeLinear (the recurrence runs in float);
@@ -28,6 +29,7 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .store import short
+from .tables import row_quantizable, row_quantize
 
 FLOAT_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float16, np.float64))
 
@@ -91,6 +93,11 @@ class OpQuantizer:
         return None
 
     def quantize_constants(self, node: gs.Node, qc) -> None:
+        return None
+
+    def quantize_float(self, node: gs.Node, qc) -> None:
+        """A planned node that ends up in float (``float_outputs``, a cancelling Add): store its constants in
+        integers where that stays exact and cheap (nothing by default)."""
         return None
 
 
@@ -191,6 +198,10 @@ class Gather(SharedScale):
     def quantize_constants(self, node, qc):
         if is_const(node.inputs[0]):
             qc.quantize_operand(node, 0)
+
+    def quantize_float(self, node, qc):
+        if row_quantizable(node):
+            row_quantize(qc.pool, node)
 
 
 class Resize(SharedScale):

@@ -263,6 +263,7 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
     _fuse_activations(qc, plan, by_name)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     qset = {n for n in plan.nodes if n not in plan.fused_activations}
+    planned = set(qset)
     qc.quantized = qset
     _float_tail(qc, plan, graph)
     _cancellations(qc, plan, graph, powers)
@@ -280,6 +281,9 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
         p = qc.params.get(t.name)
         if p is not None:
             insert_qdq(qc.b, graph, t, p)
+    left_float = [n for n in graph.nodes if n.name in planned and n.name not in qset]
+    for node in left_float:
+        QUANTIZERS[node.op].quantize_float(node, qc)
     _integer_pads(qc, [n for n in quantized if n.op == "Pad" and n.name not in plan.float_reasons])
     _range_reasons(qc, plan, [n for n in quantized if n.name not in plan.float_reasons])
     dedupe_constants(graph)
