@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+import onnx
+
 from qpass.errors import PipelineError
 from qpass.ir.graph import from_gs, main_opset, to_gs
 from qpass.ops.common import refuse_if_quantized
@@ -10,6 +12,7 @@ from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from . import guard
 from .options import QuantizeQDQOptions
+from .recurrent import MS_DOMAIN
 from .rewrite import quantize_graph
 from .target import resolve_target
 
@@ -76,4 +79,7 @@ def _with_powers(cal) -> dict:
 def _quantize(model, ranges, opts):
     graph = to_gs(model)
     plan, qc = quantize_graph(graph, ranges, opts)
-    return from_gs(graph, model), plan, qc
+    out = from_gs(graph, model)
+    if any(n.domain == MS_DOMAIN for n in out.graph.node) and MS_DOMAIN not in {o.domain for o in out.opset_import}:
+        out.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+    return out, plan, qc

@@ -13,7 +13,8 @@ from qpass.ir.builder import GraphBuilder
 from .op_table import CANCELLING, QUANTIZERS, FLOAT_DTYPES, Linear, Rewritten, clip_bounds, is_const, is_float
 from .plan import QuantPlan, float_reason, plan_quantization
 from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq, short
-from .weights import bias_codes, choose_weight, output_channels
+from .recurrent import to_dynamic_lstm
+from .weights import AVX2_TARGETS, bias_codes, choose_weight, output_channels
 
 EIGHT_BIT = ("uint8", "int8")
 
@@ -61,7 +62,7 @@ class QDQRewriter:
         and its value is not clipped by a fused activation, so an output quantizer would only add error."""
         if not self.opts.float_outputs or t.name in self.params or not (t in self.graph.outputs or t.outputs):
             return False
-        return not any(r.name in self.quantized for r in t.outputs)
+        return not any(r.name in self.quantized and not QUANTIZERS[r.op].reads_float for r in t.outputs)
 
     def is_target(self, t) -> bool:
         return t is not None and t.name in self._seen
@@ -129,6 +130,14 @@ class QDQRewriter:
         found = bias_codes(bias.values, in_params.scale, choice.params, output_channels(node, w))
         if found is not None:
             dequantize_input(self.pool, node, 2, *found)
+
+    def quantize_lstm(self, node: gs.Node) -> None:
+        """An LSTM on DynamicQuantizeLSTM (``recurrent``): 7-bit weights where u8s8 pair sums could saturate."""
+        o = self.opts
+        offset = o.weight_encoding == "uint8_offset" or (o.target_cpu in AVX2_TARGETS and o.avx2_remedy == "uint8_offset")
+        seven = o.reduce_range or (o.target_cpu in AVX2_TARGETS and not offset)
+        to_dynamic_lstm(self.pool, node, 64 if seven else 127, offset)
+        self.encodings[node.name] = "uint8_offset" if offset else "seven_bit" if seven else "int8"
 
     def quantize_recurrent_weights(self, node: gs.Node) -> None:
         for idx in (1, 2):  # W and R: [directions, gates * hidden, size], one scale per gate row
