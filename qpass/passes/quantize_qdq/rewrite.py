@@ -10,6 +10,7 @@ import onnx_graphsurgeon as gs
 from qpass.formats.qdq_params import (INT_RANGES, AffineParams, activation_params, quantize, symmetric_weight_params,
                                       unit_grid_params)
 from qpass.ir.builder import GraphBuilder
+from .bodies import node_ids
 from .op_table import CANCELLING, QUANTIZERS, FLOAT_DTYPES, Linear, Rewritten, clip_bounds, is_const, is_float
 from .plan import QuantPlan, float_reason, plan_quantization
 from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq, short
@@ -262,9 +263,11 @@ def _cancellations(qc: QDQRewriter, plan: QuantPlan, graph: gs.Graph, powers: di
             plan.float_reasons[node.name] = why
 
 
-def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQRewriter]:
+def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, body: bool = False) -> tuple[QuantPlan, QDQRewriter]:
+    """Quantize ``graph`` (``body``: an If / Loop / Scan body, see ``bodies``); ``names``: the allocator of the
+    whole model's names."""
     powers = getattr(ranges, "powers", {})
-    b = GraphBuilder(graph)
+    b = GraphBuilder(graph, names)
     ranges = _rewrite_ops(graph, b, ranges, opts)
     plan = plan_quantization(graph, opts)
     qc = QDQRewriter(b, ranges, opts)
@@ -286,10 +289,11 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
     for node in quantized:
         if node.name not in plan.float_reasons:
             QUANTIZERS[node.op].quantize_constants(node, qc)
+    local = node_ids(graph) if body else None
     for t in qc.targets:
         p = qc.params.get(t.name)
         if p is not None:
-            insert_qdq(qc.b, graph, t, p)
+            insert_qdq(qc.b, graph, t, p, local)
     left_float = [n for n in graph.nodes if n.name in planned and n.name not in qset]
     for node in left_float:
         QUANTIZERS[node.op].quantize_float(node, qc)

@@ -58,11 +58,12 @@ def dequantize_input(pool: ConstPool, node: gs.Node, idx: int, codes: np.ndarray
     return out
 
 
-def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams) -> None:
+def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams, local: set | None = None) -> None:
     """Route every reader of ``t`` through QuantizeLinear -> DequantizeLinear (graph I/O names are preserved).
 
     Each reading node gets its own DequantizeLinear: onnxruntime fuses a DQ -> op -> Q group into an integer kernel
-    only when the DQ feeds that op alone.
+    only when the DQ feeds that op alone. ``local`` (a body: ids of its nodes and of nested ones): only those
+    readers are rerouted, and a value produced outside them is read as an input of the body.
     """
     base = short(t.name)
     scale = b.const(p.scale, None, name=base + "_scale")
@@ -70,13 +71,13 @@ def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams
     q_out = b.var(base + "_quantized", dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
     readers = []
     for r in t.outputs:
-        if not any(r is seen for seen in readers):
+        if not any(r is seen for seen in readers) and (local is None or id(r) in local):
             readers.append(r)
 
     def dequantize_to(out: gs.Variable) -> None:
         b.node("DequantizeLinear", [q_out, scale, zp], [out], name=base + "_DequantizeLinear")
 
-    if t.inputs:  # produced inside the graph: rename the producer's output, ``t`` becomes the first DQ output
+    if t.inputs and (local is None or id(t.inputs[0]) in local):  # produced inside the graph: rename the producer's output, ``t`` becomes the first DQ output
         pre = b.var(base + "_float", dtype=t.dtype, shape=t.shape)
         prod = t.inputs[0]
         prod.outputs[prod.outputs.index(t)] = pre
