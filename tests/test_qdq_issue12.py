@@ -57,3 +57,103 @@ def test_embedding_rows_only_float_ops_read_are_stored_as_int8_rows():
     for name, ids in zip(gathered, ("ids", "ids2")):
         err = np.abs(ort[name] - words[feeds[ids]]) / step[feeds[ids]][..., None]
         assert err.max() <= 0.5 + 1e-4
+
+
+def _ort_optimized(model, tmp_path):
+    """The model onnxruntime runs (its optimizer applied), as a ModelProto."""
+    import onnx
+    from qpass.ir.ort_session import make_session
+
+    path = tmp_path / "opt.onnx"
+    make_session(model, optimize=True, optimized_path=str(path))
+    return onnx.load(path)
+
+
+def _all_ops(graph) -> Counter:
+    """Op types of ``graph`` and every body nested in it."""
+    c = Counter()
+    for n in graph.node:
+        c[n.op_type] += 1
+        for a in n.attribute:
+            if a.type == a.GRAPH:
+                c.update(_all_ops(a.g))
+    return c
+
+
+def test_lstm_runs_on_dynamic_quantize_lstm_as_the_golden_interpreter_computes_it(tmp_path):
+    """A bidirectional LSTM with constant W, R, B and a zero initial state: com.microsoft DynamicQuantizeLSTM with
+    int8 weights [D, I, 4H] / [D, H, 4H] and a scale per gate row; golden interpreter == onnxruntime to float32
+    rounding, both near the float LSTM; nothing quantizes the LSTM's float input (the kernel does)."""
+    seq, batch, i_size, hid = 6, 2, 5, 4
+    w = RNG.standard_normal((2, 4 * hid, i_size)) * 0.5
+    r = RNG.standard_normal((2, 4 * hid, hid)) * 0.5
+    nodes = [helper.make_node("Relu", ["x"], ["xr"]),
+             helper.make_node("LSTM", ["xr", "W", "R", "B"], ["y", "yh", "yc"], hidden_size=hid,
+                              direction="bidirectional"),
+             helper.make_node("Tanh", ["yh"], ["out"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [seq, batch, i_size])],
+                          [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                          [f32("W", w), f32("R", r), f32("B", RNG.standard_normal((2, 8 * hid)) * 0.1)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {"x": RNG.standard_normal((8, seq, batch, i_size)).astype(np.float32)}
+    res = quantize(m, feeds)
+    (lstm,) = [n for n in res.model.graph.node if n.op_type == "DynamicQuantizeLSTM"]
+    assert lstm.domain == "com.microsoft" and "com.microsoft" in {o.domain for o in res.model.opset_import}
+    inits = {i.name: numpy_helper.to_array(i) for i in res.model.graph.initializer}
+    assert inits[lstm.input[1]].dtype == np.int8 and inits[lstm.input[1]].shape == (2, i_size, 4 * hid)
+    assert inits[lstm.input[2]].shape == (2, hid, 4 * hid) and inits[lstm.input[8]].shape == (2, 4 * hid)
+    assert not any(n.op_type == "QuantizeLinear" for n in res.model.graph.node)
+    assert _all_ops(_ort_optimized(res.model, tmp_path).graph)["DynamicQuantizeLSTM"] == 1
+    s = bind_samples(feeds, res.model)
+    golden, ort = golden_run(res.model, s), ort_run(res.model, s)
+    np.testing.assert_allclose(golden["out"], ort["out"], atol=1e-5)
+    want = ort_run(m, s)["out"]
+    assert np.abs(ort["out"] - want).max() < 0.05
+
+
+def _body_model():
+    """If(sum(x) > 0) then Relu(x @ W1) @ W2 + x (x read from the main graph) else x * 2; then a Loop of 3 steps
+    h <- Tanh(h @ U + x @ V) from h0 = the If's result, U and V initializers of the body, x from the main graph."""
+    n, k = 6, 8
+    then = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W1"], ["t1"]), helper.make_node("Relu", ["t1"], ["t2"]),
+         helper.make_node("MatMul", ["t2", "W2"], ["t3"]), helper.make_node("Add", ["t3", "x"], ["ty"])],
+        "then", [], [helper.make_tensor_value_info("ty", TensorProto.FLOAT, [n, k])],
+        [f32("W1", RNG.standard_normal((k, 16)) * 0.4), f32("W2", RNG.standard_normal((16, k)) * 0.3)])
+    other = helper.make_graph([helper.make_node("Mul", ["x", "two"], ["ey"])], "else", [],
+                              [helper.make_tensor_value_info("ey", TensorProto.FLOAT, [n, k])], [f32("two", 2.0)])
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h", "U"], ["bu"]), helper.make_node("MatMul", ["x", "V"], ["bv"]),
+         helper.make_node("Add", ["bu", "bv"], ["bs"]), helper.make_node("Tanh", ["bs"], ["h_next"]),
+         helper.make_node("Identity", ["go"], ["go_next"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("go", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("h", TensorProto.FLOAT, [n, k])],
+        [helper.make_tensor_value_info("go_next", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_next", TensorProto.FLOAT, [n, k])],
+        [f32("U", RNG.standard_normal((k, k)) * 0.3), f32("V", RNG.standard_normal((k, k)) * 0.3)])
+    nodes = [helper.make_node("ReduceSum", ["x"], ["sx"], keepdims=0), helper.make_node("Greater", ["sx", "zero"], ["c"]),
+             helper.make_node("If", ["c"], ["yi"], then_branch=then, else_branch=other),
+             helper.make_node("Loop", ["trips", "cond"], ["h_out"], body=body)]
+    nodes[3].input.append("yi")
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [n, k])],
+                          [helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [n, k])],
+                          [f32("zero", 0.0), numpy_helper.from_array(np.asarray(3, np.int64), "trips"),
+                           numpy_helper.from_array(np.asarray(True), "cond")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_if_and_loop_bodies_run_integer_matmuls_with_outer_values_intact(tmp_path):
+    """Every MatMul of the If branch and of the Loop body runs on an integer kernel in onnxruntime; the main graph's
+    x is still read by the bodies (through their own Q/DQ), the result stays near the float model, and the golden
+    interpreter computes what onnxruntime does."""
+    m = _body_model()
+    x = RNG.standard_normal((24, 6, 8)).astype(np.float32) + 0.3
+    res = quantize(m, {"x": x})
+    ops = _all_ops(_ort_optimized(res.model, tmp_path).graph)
+    assert ops["MatMul"] == 0 and ops["QLinearMatMul"] + ops["MatMulIntegerToFloat"] + ops["QGemm"] == 4
+    assert any(n.op_type == "If" for n in res.model.graph.node) and [i.name for i in res.model.graph.input] == ["x"]
+    s = bind_samples({"x": x}, res.model)
+    want, got, golden = ort_run(m, s)["h_out"], ort_run(res.model, s)["h_out"], golden_run(res.model, s)["h_out"]
+    assert np.abs(got - want).max() < 0.08
+    np.testing.assert_allclose(golden, got, atol=1e-5)
