@@ -49,7 +49,8 @@ BOUNDS = {
     "oww-embedding": (20.5, 0.99),          # 23.98 dB, cosine 0.998
     "oww-alexa": (7.0, 0.95),               # 10.35 dB, agreement 1.00
     "oww-hey-jarvis": (60.0, 0.95),         # 92.05 dB, agreement 1.00
-    "oww-hey-mycroft": (28.5, 0.95),        # 31.95 dB, agreement 1.00 (41.76 dB before LSTM weights were quantized)
+    "oww-hey-mycroft": (25.0, 0.95),        # 28.15 dB, agreement 1.00 (LSTMs on DynamicQuantizeLSTM; 31.95 dB with
+                                            # int8 weights and float recurrences, 41.76 dB before LSTM weights were quantized)
 }
 # Without espeak-ng, inputs.py falls back to synthetic voiced tones; measured then: basic-pitch 6.36 dB / 0.56,
 # oww-embedding 17.85 dB / 0.992, oww-hey-jarvis 28.72 dB, oww-hey-mycroft 33.99 dB (others within the bounds).

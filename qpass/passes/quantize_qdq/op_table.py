@@ -280,7 +280,7 @@ class LSTM(Recurrent):
     """On onnxruntime's DynamicQuantizeLSTM (``recurrent``) where W and R are constants in the default layout."""
 
     def quantize_constants(self, node, qc):
-        if dynamic_lstm_ok(node):
+        if qc.opts.dynamic_lstm and dynamic_lstm_ok(node):
             qc.quantize_lstm(node)
         else:
             super().quantize_constants(node, qc)
