@@ -153,7 +153,49 @@ def test_if_and_loop_bodies_run_integer_matmuls_with_outer_values_intact(tmp_pat
     ops = _all_ops(_ort_optimized(res.model, tmp_path).graph)
     assert ops["MatMul"] == 0 and ops["QLinearMatMul"] + ops["MatMulIntegerToFloat"] + ops["QGemm"] == 4
     assert any(n.op_type == "If" for n in res.model.graph.node) and [i.name for i in res.model.graph.input] == ["x"]
+    (loop,) = [n for n in res.model.graph.node if n.op_type == "Loop"]
+    body_q = [n.input[0] for n in loop.attribute[0].g.node if n.op_type == "QuantizeLinear"]
+    assert "x" not in body_q  # the main graph's x is quantized once per run, not every iteration
+    assert any(n.op_type == "QuantizeLinear" and n.input[0] == "x" for n in res.model.graph.node)
     s = bind_samples({"x": x}, res.model)
     want, got, golden = ort_run(m, s)["h_out"], ort_run(res.model, s)["h_out"], golden_run(res.model, s)["h_out"]
     assert np.abs(got - want).max() < 0.08
     np.testing.assert_allclose(golden, got, atol=1e-5)
+
+
+def test_weights_carried_through_a_loop_unchanged_are_quantized_once_as_weights():
+    """A Loop carrying its weight W as a loop state (the body returns it through Identity, as Paddle2ONNX writes
+    GRU decoders): normalize points the body's MatMul at the initializer, so the weight is stored as int8 codes with
+    a scale per column (no QuantizeLinear of W at every iteration) and the Loop's outputs are unchanged."""
+    k = 8
+    w = RNG.standard_normal((k, k)) * np.linspace(0.05, 0.6, k)
+    body = helper.make_graph(
+        [helper.make_node("MatMul", ["h", "w_in"], ["hm"]), helper.make_node("Tanh", ["hm"], ["h_next"]),
+         helper.make_node("Identity", ["w_in"], ["w_out"]), helper.make_node("Identity", ["go"], ["go_next"])],
+        "body", [helper.make_tensor_value_info("i", TensorProto.INT64, []),
+                 helper.make_tensor_value_info("go", TensorProto.BOOL, []),
+                 helper.make_tensor_value_info("h", TensorProto.FLOAT, [4, k]),
+                 helper.make_tensor_value_info("w_in", TensorProto.FLOAT, [k, k])],
+        [helper.make_tensor_value_info("go_next", TensorProto.BOOL, []),
+         helper.make_tensor_value_info("h_next", TensorProto.FLOAT, [4, k]),
+         helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [k, k])])
+    g = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x", "W"], ["h_out", "w_last"], body=body)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
+                          [helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [4, k]),
+                           helper.make_tensor_value_info("w_last", TensorProto.FLOAT, [k, k])],
+                          [f32("W", w), numpy_helper.from_array(np.asarray(4, np.int64), "trips"),
+                           numpy_helper.from_array(np.asarray(True), "cond")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    x = RNG.standard_normal((16, 4, k)).astype(np.float32)
+    res = quantize(m, {"x": x})
+    (loop,) = [n for n in res.model.graph.node if n.op_type == "Loop"]
+    b = loop.attribute[0].g
+    assert not [n for n in b.node if n.op_type == "QuantizeLinear" and n.input[0] in ("w_in", "W")]
+    codes = [numpy_helper.to_array(i) for i in b.initializer if numpy_helper.to_array(i).shape == (k, k)]
+    assert [c.dtype for c in codes] == [np.int8]
+    s = bind_samples({"x": x}, res.model)
+    want, got = ort_run(m, s), ort_run(res.model, s)
+    np.testing.assert_array_equal(got["w_last"], want["w_last"])
+    err = np.abs(got["h_out"] - want["h_out"])
+    assert err.max() < 0.2 and err.mean() < 0.03  # 8-bit h on [-3.5, 3.5] (x's range) through 4 steps
+    np.testing.assert_allclose(golden_run(res.model, s)["h_out"], got["h_out"], atol=1e-5)

@@ -80,7 +80,7 @@ def _with_powers(cal) -> dict:
 def _quantize(model, ranges, opts):
     graph = to_gs(model)
     names = all_names(graph)
-    inner = [quantize_graph(g, ranges, opts, names, body=True) for g in bodies_innermost_first(graph)]
+    inner = [quantize_graph(g, ranges, opts, names, top=graph) for g in bodies_innermost_first(graph)]
     plan, qc = quantize_graph(graph, ranges, opts, names)
     for p, q in inner:  # one report: the bodies' nodes and tensors with the main graph's
         plan.nodes.extend(p.nodes)

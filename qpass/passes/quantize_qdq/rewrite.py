@@ -263,9 +263,9 @@ def _cancellations(qc: QDQRewriter, plan: QuantPlan, graph: gs.Graph, powers: di
             plan.float_reasons[node.name] = why
 
 
-def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, body: bool = False) -> tuple[QuantPlan, QDQRewriter]:
-    """Quantize ``graph`` (``body``: an If / Loop / Scan body, see ``bodies``); ``names``: the allocator of the
-    whole model's names."""
+def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, top: gs.Graph | None = None) -> tuple[QuantPlan, QDQRewriter]:
+    """Quantize ``graph`` (with ``top``, the main graph: an If / Loop / Scan body of it, see ``bodies``);
+    ``names``: the allocator of the whole model's names."""
     powers = getattr(ranges, "powers", {})
     b = GraphBuilder(graph, names)
     ranges = _rewrite_ops(graph, b, ranges, opts)
@@ -289,11 +289,12 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, body: bool =
     for node in quantized:
         if node.name not in plan.float_reasons:
             QUANTIZERS[node.op].quantize_constants(node, qc)
-    local = node_ids(graph) if body else None
+    local = node_ids(graph) if top is not None else None
+    outer = GraphBuilder(top, qc.b.names) if top is not None else None
     for t in qc.targets:
         p = qc.params.get(t.name)
         if p is not None:
-            insert_qdq(qc.b, graph, t, p, local)
+            insert_qdq(qc.b, graph, t, p, local, outer)
     left_float = [n for n in graph.nodes if n.name in planned and n.name not in qset]
     for node in left_float:
         QUANTIZERS[node.op].quantize_float(node, qc)
