@@ -4,6 +4,7 @@ arrays, the kernels onnxruntime runs and the numbers (golden interpreter == onnx
 from collections import Counter
 
 import numpy as np
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
@@ -163,10 +164,12 @@ def test_if_and_loop_bodies_run_integer_matmuls_with_outer_values_intact(tmp_pat
     np.testing.assert_allclose(golden, got, atol=1e-5)
 
 
-def test_weights_carried_through_a_loop_unchanged_are_quantized_once_as_weights():
+@pytest.mark.parametrize("read_after", [True, False])
+def test_weights_carried_through_a_loop_unchanged_are_quantized_once_as_weights(read_after):
     """A Loop carrying its weight W as a loop state (the body returns it through Identity, as Paddle2ONNX writes
     GRU decoders): normalize points the body's MatMul at the initializer, so the weight is stored as int8 codes with
-    a scale per column (no QuantizeLinear of W at every iteration) and the Loop's outputs are unchanged."""
+    a scale per column (no QuantizeLinear of W at every iteration) and the Loop's outputs are unchanged; when
+    nothing reads the carried weight after the Loop, it is no longer carried and the float W is not stored."""
     k = 8
     w = RNG.standard_normal((k, k)) * np.linspace(0.05, 0.6, k)
     body = helper.make_graph(
@@ -181,8 +184,8 @@ def test_weights_carried_through_a_loop_unchanged_are_quantized_once_as_weights(
          helper.make_tensor_value_info("w_out", TensorProto.FLOAT, [k, k])])
     g = helper.make_graph([helper.make_node("Loop", ["trips", "cond", "x", "W"], ["h_out", "w_last"], body=body)], "g",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, k])],
-                          [helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [4, k]),
-                           helper.make_tensor_value_info("w_last", TensorProto.FLOAT, [k, k])],
+                          [helper.make_tensor_value_info("h_out", TensorProto.FLOAT, [4, k])]
+                          + [helper.make_tensor_value_info("w_last", TensorProto.FLOAT, [k, k])] * read_after,
                           [f32("W", w), numpy_helper.from_array(np.asarray(4, np.int64), "trips"),
                            numpy_helper.from_array(np.asarray(True), "cond")])
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
@@ -195,7 +198,10 @@ def test_weights_carried_through_a_loop_unchanged_are_quantized_once_as_weights(
     assert [c.dtype for c in codes] == [np.int8]
     s = bind_samples({"x": x}, res.model)
     want, got = ort_run(m, s), ort_run(res.model, s)
-    np.testing.assert_array_equal(got["w_last"], want["w_last"])
+    if read_after:
+        np.testing.assert_array_equal(got["w_last"], want["w_last"])
+    floats = [i for i in res.model.graph.initializer if tuple(i.dims) == (k, k)]
+    assert len(floats) == read_after and len(loop.input) == 3 + read_after
     err = np.abs(got["h_out"] - want["h_out"])
     assert err.max() < 0.2 and err.mean() < 0.03  # 8-bit h on [-3.5, 3.5] (x's range) through 4 steps
     np.testing.assert_allclose(golden_run(res.model, s)["h_out"], got["h_out"], atol=1e-5)

@@ -47,8 +47,29 @@ def _rename_reads(graph: onnx.GraphProto, old: str, new: str, keep: set[int]) ->
     return count
 
 
+def _all_reads(model: onnx.ModelProto) -> set[str]:
+    names = {o.name for o in model.graph.output}
+    for g in iter_graphs(model.graph):
+        for n in g.node:
+            names.update(n.input)
+    return names
+
+
+def _drop_carried(node: onnx.NodeProto, body: onnx.GraphProto, k: int, chain: set[int]) -> None:
+    """Remove loop-carried value ``k`` (its Loop input and output, body input and output, Identity chain)."""
+    del node.input[2 + k]
+    if k < len(node.output):
+        del node.output[k]
+    del body.input[2 + k]
+    del body.output[1 + k]
+    for j in sorted(chain, reverse=True):
+        del body.node[j]
+
+
 def constant_carried_values(model: onnx.ModelProto) -> int:
-    """Rewrite every Loop of ``model`` as the module says; the number of body reads redirected."""
+    """Rewrite every Loop of ``model`` as the module says; the number of body reads redirected. A carried value
+    whose final value nothing reads is then dropped from the Loop: the float initializer is not kept alive beside
+    the weights quantization derives from it."""
     redirected = 0
     for g in list(iter_graphs(model.graph)):
         inits = {i.name for i in g.initializer}
@@ -59,11 +80,27 @@ def constant_carried_values(model: onnx.ModelProto) -> int:
             if body is None:
                 continue
             local = _local_names(body)
-            for k, init in enumerate(node.input[2:]):
+            for k in reversed(range(len(node.input) - 2)):
+                init = node.input[2 + k]
                 if init not in inits or init in local or 2 + k >= len(body.input) or 1 + k >= len(body.output):
                     continue
                 b_in = body.input[2 + k].name
                 source, chain = _identity_source(body, body.output[1 + k].name)
-                if source == b_in:
-                    redirected += _rename_reads(body, b_in, init, chain)
+                if source != b_in:
+                    continue
+                redirected += _rename_reads(body, b_in, init, chain)
+                final = node.output[k] if k < len(node.output) else ""
+                if final not in _all_reads(model) - {""} and b_in not in _all_reads_of(body, chain, 1 + k):
+                    _drop_carried(node, body, k, chain)
     return redirected
+
+
+def _all_reads_of(body: onnx.GraphProto, skip: set[int], output: int) -> set[str]:
+    """Names read in ``body`` (nested graphs included) by nodes other than those at indices ``skip``, or returned
+    by body outputs other than ``output``."""
+    names = {o.name for j, o in enumerate(body.output) if j != output}
+    for g in iter_graphs(body):
+        for j, n in enumerate(g.node):
+            if not (g is body and j in skip):
+                names.update(n.input)
+    return names
