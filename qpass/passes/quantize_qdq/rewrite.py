@@ -286,6 +286,9 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, top: gs.Grap
             plan.float_reasons[node.name] = reason
     for t in qc.targets:
         qc.act_params(t)
+    # before the constants: a layer left float by its ranges keeps float weights (DequantizeLinear of constant
+    # weights would run at every call, before a float kernel: slower than the float model)
+    _range_reasons(qc, plan, [n for n in quantized if n.name not in plan.float_reasons])
     for node in quantized:
         if node.name not in plan.float_reasons:
             QUANTIZERS[node.op].quantize_constants(node, qc)
@@ -299,6 +302,5 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, top: gs.Grap
     for node in left_float:
         QUANTIZERS[node.op].quantize_float(node, qc)
     _integer_pads(qc, [n for n in quantized if n.op == "Pad" and n.name not in plan.float_reasons])
-    _range_reasons(qc, plan, [n for n in quantized if n.name not in plan.float_reasons])
     dedupe_constants(graph)
     return plan, qc
