@@ -205,3 +205,23 @@ def test_weights_carried_through_a_loop_unchanged_are_quantized_once_as_weights(
     err = np.abs(got["h_out"] - want["h_out"])
     assert err.max() < 0.2 and err.mean() < 0.03  # 8-bit h on [-3.5, 3.5] (x's range) through 4 steps
     np.testing.assert_allclose(golden_run(res.model, s)["h_out"], got["h_out"], atol=1e-5)
+
+
+def test_a_layer_left_float_by_its_range_keeps_float_weights():
+    """A MatMul whose input reaches |x| = 2e4 (a raw audio front end) stays float, and so do its weights: no
+    DequantizeLinear of constant weights runs at every call in front of a float kernel; the next MatMul (input in
+    range) is quantized as usual."""
+    w1, w2 = RNG.standard_normal((16, 8)), RNG.standard_normal((8, 4))
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["h"]), helper.make_node("Tanh", ["h"], ["t"]),
+             helper.make_node("MatMul", ["t", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [f32("w1", w1), f32("w2", w2)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    res = quantize(m, {"x": (RNG.standard_normal((8, 4, 16)) * 2e4).astype(np.float32)})
+    first = next(n for n in res.model.graph.node if n.op_type == "MatMul" and n.output[0] == "h")
+    inits = {i.name: numpy_helper.to_array(i) for i in res.model.graph.initializer}
+    assert first.input[1] in inits and inits[first.input[1]].dtype == np.float32
+    assert "reaches" in res.report.results["quantization"]["float_nodes"][first.name]
+    dq_weights = [n for n in res.model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
+                  and inits[n.input[0]].shape == (8, 4)]
+    assert len(dq_weights) == 1
