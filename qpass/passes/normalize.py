@@ -23,6 +23,7 @@ from onnx import helper, numpy_helper, version_converter
 from ..errors import ModelLoadError
 from qpass.ir.graph import from_gs, iter_graphs, main_opset, to_gs, topo_sort_nodes
 from qpass.passes.fold_if import inline_constant_ifs
+from qpass.passes.loop_invariants import constant_carried_values
 from qpass.pipeline.pass_base import Pass, PassResult
 
 gs.logger.G_LOGGER.severity = gs.logger.G_LOGGER.ERROR
@@ -51,6 +52,9 @@ class Normalize(Pass):
         model = upgrade_opset(model, self.opts.target_opset, notes)
         canonicalize_gemm(model, notes)
         subgraph_constants_to_initializers(model, notes)
+        carried = constant_carried_values(model)
+        if carried:
+            notes.append(f"{carried} reads of unchanged loop-carried initializers now read the initializers")
         if self.opts.fold_constants:
             model = fold_constants(model, notes)
         unique_node_names(model, notes)

@@ -14,10 +14,12 @@ Every op onnxruntime runs on integers after fusing ``DequantizeLinear -> op -> Q
   Split, Expand, Tile, Gather, Pad, MaxPool, nearest Resize): the output takes its input's parameters, so no
   requantization happens and onnxruntime drops the Q/DQ pair around them (Pad, which it does not drop, is written
   on integers directly); they follow a quantized input, except MaxPool, which quantizes a float input itself (the
-  pre-pool range, as before), and Gather, whose constant table is quantized itself;
+  pre-pool range, as before), and Gather, whose constant table is quantized itself (a table whose rows only float
+  ops read gets int8 codes with one scale per row instead: ``tables``);
 - ``Activation``: Relu, Clip: removed after a layer whose output quantizer clips the same way (``plan``),
   otherwise quantized like the others;
-- ``Recurrent``: LSTM, GRU, RNN: int8 W and R through DequantizeLinear (the recurrence runs in float);
+- ``Recurrent``: GRU, RNN: int8 W and R through DequantizeLinear (the recurrence runs in float); ``LSTM``:
+  com.microsoft DynamicQuantizeLSTM, onnxruntime's integer LSTM (``recurrent``);
 - ``Rewritten``, before planning: HardSwish -> x * HardSigmoid(x) (the Mul becomes QLinearMul, as after
   onnxruntime's own pre-processing), Identity dropped.
 """
@@ -28,6 +30,8 @@ import onnx
 import onnx_graphsurgeon as gs
 
 from .store import short
+from .recurrent import dynamic_lstm_ok
+from .tables import row_quantizable, row_quantize
 
 FLOAT_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float16, np.float64))
 
@@ -71,6 +75,9 @@ class OpQuantizer:
 
     #: a Relu / Clip(0, m) right after it can be dropped: the output quantizer clips the same way
     fusable_producer = False
+    #: its kernel reads float activations (quantizing them itself, or not at all): an input only it reads needs no
+    #: QuantizeLinear -> DequantizeLinear
+    reads_float = False
 
     def check(self, node: gs.Node) -> str | None:
         if not any(is_float(t) and not is_const(t) for t in node.inputs if present(t)):
@@ -91,6 +98,11 @@ class OpQuantizer:
         return None
 
     def quantize_constants(self, node: gs.Node, qc) -> None:
+        return None
+
+    def quantize_float(self, node: gs.Node, qc) -> None:
+        """A planned node that ends up in float (``float_outputs``, a cancelling Add): store its constants in
+        integers where that stays exact and cheap (nothing by default)."""
         return None
 
 
@@ -192,6 +204,10 @@ class Gather(SharedScale):
         if is_const(node.inputs[0]):
             qc.quantize_operand(node, 0)
 
+    def quantize_float(self, node, qc):
+        if row_quantizable(node):
+            row_quantize(qc.pool, node)
+
 
 class Resize(SharedScale):
     def check(self, node):
@@ -246,6 +262,8 @@ class Identity(Rewritten):
 
 
 class Recurrent(OpQuantizer):
+    reads_float = True
+
     def check(self, node):
         if len(node.inputs) < 3 or not (is_const(node.inputs[1]) and is_const(node.inputs[2])):
             return f"{node.op} weights are not constants"
@@ -256,6 +274,16 @@ class Recurrent(OpQuantizer):
 
     def quantize_constants(self, node, qc):
         qc.quantize_recurrent_weights(node)
+
+
+class LSTM(Recurrent):
+    """On onnxruntime's DynamicQuantizeLSTM (``recurrent``) where W and R are constants in the default layout."""
+
+    def quantize_constants(self, node, qc):
+        if qc.opts.dynamic_lstm and dynamic_lstm_ok(node):
+            qc.quantize_lstm(node)
+        else:
+            super().quantize_constants(node, qc)
 
 
 _LINEAR, _LOOKUP, _SHARED, _ACT, _REC = Linear(), Lookup(), SharedScale(), Activation(), Recurrent()
@@ -270,7 +298,7 @@ QUANTIZERS: dict[str, OpQuantizer] = {
     "MaxPool": SharedScale(quantize_input=True), "Reshape": _SHARED, "Flatten": _SHARED, "Transpose": _SHARED, "Squeeze": _SHARED,
     "Unsqueeze": _SHARED, "Slice": _SHARED, "Split": _SHARED, "Expand": _SHARED, "Tile": _SHARED,
     "Gather": Gather(), "Resize": Resize(), "Pad": Pad(),
-    "LSTM": _REC, "GRU": _REC, "RNN": _REC,
+    "LSTM": LSTM(), "GRU": _REC, "RNN": _REC,
     "HardSwish": HardSwish(), "Identity": Identity(),
 }
 

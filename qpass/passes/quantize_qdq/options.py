@@ -40,6 +40,9 @@ class QuantizeQDQOptions:
     #: an Add / Sub whose output would keep less than this SQNR (dB) under its inputs' 8-bit rounding noise (a
     #: decomposed LayerNorm's variance) runs in float with its inputs' cheap producers (None: never)
     min_cancel_sqnr_db: float | None = 30.0
+    #: LSTMs with constant weights on onnxruntime's integer DynamicQuantizeLSTM (False: int8 weights behind
+    #: DequantizeLinear, the recurrence in float: slower, without the per-step dynamic 8-bit rounding)
+    dynamic_lstm: bool = True
 
     def __post_init__(self):
         if self.activation_dtype not in ("int8", "uint8", "int16", "uint16"):

@@ -3,13 +3,17 @@ from __future__ import annotations
 
 from collections import Counter
 
+import onnx
+
 from qpass.errors import PipelineError
 from qpass.ir.graph import from_gs, main_opset, to_gs
 from qpass.ops.common import refuse_if_quantized
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from . import guard
+from .bodies import all_names, bodies_innermost_first
 from .options import QuantizeQDQOptions
+from .recurrent import MS_DOMAIN
 from .rewrite import quantize_graph
 from .target import resolve_target
 
@@ -75,5 +79,16 @@ def _with_powers(cal) -> dict:
 
 def _quantize(model, ranges, opts):
     graph = to_gs(model)
-    plan, qc = quantize_graph(graph, ranges, opts)
-    return from_gs(graph, model), plan, qc
+    names = all_names(graph)
+    inner = [quantize_graph(g, ranges, opts, names, top=graph) for g in bodies_innermost_first(graph)]
+    plan, qc = quantize_graph(graph, ranges, opts, names)
+    for p, q in inner:  # one report: the bodies' nodes and tensors with the main graph's
+        plan.nodes.extend(p.nodes)
+        plan.fused_activations.extend(p.fused_activations)
+        plan.float_reasons.update(p.float_reasons)
+        qc.params.update(q.params)
+        qc.encodings.update(q.encodings)
+    out = from_gs(graph, model)
+    if any(n.domain == MS_DOMAIN for n in out.graph.node) and MS_DOMAIN not in {o.domain for o in out.opset_import}:
+        out.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+    return out, plan, qc

@@ -10,10 +10,12 @@ import onnx_graphsurgeon as gs
 from qpass.formats.qdq_params import (INT_RANGES, AffineParams, activation_params, quantize, symmetric_weight_params,
                                       unit_grid_params)
 from qpass.ir.builder import GraphBuilder
+from .bodies import node_ids
 from .op_table import CANCELLING, QUANTIZERS, FLOAT_DTYPES, Linear, Rewritten, clip_bounds, is_const, is_float
 from .plan import QuantPlan, float_reason, plan_quantization
 from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq, short
-from .weights import bias_codes, choose_weight, output_channels
+from .recurrent import to_dynamic_lstm
+from .weights import AVX2_TARGETS, bias_codes, choose_weight, output_channels
 
 EIGHT_BIT = ("uint8", "int8")
 
@@ -61,7 +63,7 @@ class QDQRewriter:
         and its value is not clipped by a fused activation, so an output quantizer would only add error."""
         if not self.opts.float_outputs or t.name in self.params or not (t in self.graph.outputs or t.outputs):
             return False
-        return not any(r.name in self.quantized for r in t.outputs)
+        return not any(r.name in self.quantized and not QUANTIZERS[r.op].reads_float for r in t.outputs)
 
     def is_target(self, t) -> bool:
         return t is not None and t.name in self._seen
@@ -129,6 +131,14 @@ class QDQRewriter:
         found = bias_codes(bias.values, in_params.scale, choice.params, output_channels(node, w))
         if found is not None:
             dequantize_input(self.pool, node, 2, *found)
+
+    def quantize_lstm(self, node: gs.Node) -> None:
+        """An LSTM on DynamicQuantizeLSTM (``recurrent``): 7-bit weights where u8s8 pair sums could saturate."""
+        o = self.opts
+        offset = o.weight_encoding == "uint8_offset" or (o.target_cpu in AVX2_TARGETS and o.avx2_remedy == "uint8_offset")
+        seven = o.reduce_range or (o.target_cpu in AVX2_TARGETS and not offset)
+        to_dynamic_lstm(self.pool, node, 64 if seven else 127, offset)
+        self.encodings[node.name] = "uint8_offset" if offset else "seven_bit" if seven else "int8"
 
     def quantize_recurrent_weights(self, node: gs.Node) -> None:
         for idx in (1, 2):  # W and R: [directions, gates * hidden, size], one scale per gate row
@@ -253,9 +263,11 @@ def _cancellations(qc: QDQRewriter, plan: QuantPlan, graph: gs.Graph, powers: di
             plan.float_reasons[node.name] = why
 
 
-def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQRewriter]:
+def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, top: gs.Graph | None = None) -> tuple[QuantPlan, QDQRewriter]:
+    """Quantize ``graph`` (with ``top``, the main graph: an If / Loop / Scan body of it, see ``bodies``);
+    ``names``: the allocator of the whole model's names."""
     powers = getattr(ranges, "powers", {})
-    b = GraphBuilder(graph)
+    b = GraphBuilder(graph, names)
     ranges = _rewrite_ops(graph, b, ranges, opts)
     plan = plan_quantization(graph, opts)
     qc = QDQRewriter(b, ranges, opts)
@@ -263,6 +275,7 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
     _fuse_activations(qc, plan, by_name)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
     qset = {n for n in plan.nodes if n not in plan.fused_activations}
+    planned = set(qset)
     qc.quantized = qset
     _float_tail(qc, plan, graph)
     _cancellations(qc, plan, graph, powers)
@@ -273,14 +286,21 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts) -> tuple[QuantPlan, QDQR
             plan.float_reasons[node.name] = reason
     for t in qc.targets:
         qc.act_params(t)
+    # before the constants: a layer left float by its ranges keeps float weights (DequantizeLinear of constant
+    # weights would run at every call, before a float kernel: slower than the float model)
+    _range_reasons(qc, plan, [n for n in quantized if n.name not in plan.float_reasons])
     for node in quantized:
         if node.name not in plan.float_reasons:
             QUANTIZERS[node.op].quantize_constants(node, qc)
+    local = node_ids(graph) if top is not None else None
+    outer = GraphBuilder(top, qc.b.names) if top is not None else None
     for t in qc.targets:
         p = qc.params.get(t.name)
         if p is not None:
-            insert_qdq(qc.b, graph, t, p)
+            insert_qdq(qc.b, graph, t, p, local, outer)
+    left_float = [n for n in graph.nodes if n.name in planned and n.name not in qset]
+    for node in left_float:
+        QUANTIZERS[node.op].quantize_float(node, qc)
     _integer_pads(qc, [n for n in quantized if n.op == "Pad" and n.name not in plan.float_reasons])
-    _range_reasons(qc, plan, [n for n in quantized if n.name not in plan.float_reasons])
     dedupe_constants(graph)
     return plan, qc

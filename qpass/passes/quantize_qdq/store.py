@@ -58,11 +58,14 @@ def dequantize_input(pool: ConstPool, node: gs.Node, idx: int, codes: np.ndarray
     return out
 
 
-def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams) -> None:
+def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams, local: set | None = None,
+               outer: GraphBuilder | None = None) -> None:
     """Route every reader of ``t`` through QuantizeLinear -> DequantizeLinear (graph I/O names are preserved).
 
     Each reading node gets its own DequantizeLinear: onnxruntime fuses a DQ -> op -> Q group into an integer kernel
-    only when the DQ feeds that op alone.
+    only when the DQ feeds that op alone. ``local`` (a body: ids of its nodes and of nested ones): only those
+    readers are rerouted, and a value produced outside them is read as an input of the body; one the main graph
+    computes or is fed (``outer``, its builder) is quantized there, once per run rather than every iteration.
     """
     base = short(t.name)
     scale = b.const(p.scale, None, name=base + "_scale")
@@ -70,21 +73,26 @@ def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams
     q_out = b.var(base + "_quantized", dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
     readers = []
     for r in t.outputs:
-        if not any(r is seen for seen in readers):
+        if not any(r is seen for seen in readers) and (local is None or id(r) in local):
             readers.append(r)
 
     def dequantize_to(out: gs.Variable) -> None:
         b.node("DequantizeLinear", [q_out, scale, zp], [out], name=base + "_DequantizeLinear")
 
-    if t.inputs:  # produced inside the graph: rename the producer's output, ``t`` becomes the first DQ output
+    if t.inputs and (local is None or id(t.inputs[0]) in local):  # produced here: ``t`` becomes the first DQ output
         pre = b.var(base + "_float", dtype=t.dtype, shape=t.shape)
         prod = t.inputs[0]
         prod.outputs[prod.outputs.index(t)] = pre
         b.node("QuantizeLinear", [pre, scale, zp], [q_out], name=base + "_QuantizeLinear")
         dequantize_to(t)
         rewire = readers[0 if t in graph.outputs else 1:]
-    else:  # a graph input: every reader switches to a DQ output
-        b.node("QuantizeLinear", [t, scale, zp], [q_out], name=base + "_QuantizeLinear")
+    else:  # an input of this graph, or of the main graph: every reader switches to a DQ output
+        made = [n for n in outer.graph.nodes if t.inputs and t.inputs[0] is n] if outer is not None else []
+        at_top = outer is not None and (bool(made) or any(t is i for i in outer.graph.inputs))
+        q = outer if at_top else b
+        q.node("QuantizeLinear", [t, q.const(p.scale, None, name=base + "_scale"),
+                                  q.const(p.zero_point, None, name=base + "_zero_point")], [q_out],
+               name=base + "_QuantizeLinear")
         rewire = readers
     for r in rewire:
         dq = b.var(base + "_dequantized", dtype=t.dtype, shape=t.shape)
