@@ -15,7 +15,7 @@ from .. import im2col as ic
 from ..registry import register
 from .common import F32, F64, is_float, out_dtype, wide
 
-MIN_PER_SAMPLE_COLUMNS = 64  # a Conv with fewer output positions per sample runs as one float64 GEMM per batch
+MIN_PER_SAMPLE_COLUMNS = 1024  # fewer output positions per sample: one float64 GEMM per batch (per-call overhead)
 
 
 def _integral(v: np.ndarray) -> bool:
