@@ -87,7 +87,7 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool):
     if per_sample:
         y = np.empty((n, m, p), F32)
         for s in range(n):
-            cols = ic.columns(x[s:s + 1], *args, F32)
+            cols = ic.columns(x[s:s + 1], *args, F32, pointwise=True)
             np.matmul(wg, cols.reshape(g, wg.shape[2], p), out=y[s].reshape(g, mg, p))
         return y
     ys = []

@@ -140,9 +140,17 @@ def requant(ex, node: str, kind: str, acc: np.ndarray, mult: np.ndarray, q: QOut
     """MLAS requantisation of ``acc`` to the output codes of ``q``; records the call's counts on ``ex``."""
     lo, hi = int_range(q.dtype)
     v = acc.astype(F32, copy=False) * mult
-    counts["output_clipped"] = int(np.count_nonzero((v < lo - q.zp) | (v > hi - q.zp)))
+    if np.dtype(q.dtype).itemsize > 2:
+        counts["output_clipped"] = int(np.count_nonzero((v < lo - q.zp) | (v > hi - q.zp)))
+        ex.record(node, kind, outputs=acc.size, **counts)
+        return requantize_mlas(acc, mult, q.zp, q.dtype, scaled=v)
+    # numerics.requantize_mlas for codes of up to 16 bits, with the clipped count taken from the clamp itself
+    c = np.clip(v, F32(lo - q.zp), F32(hi - q.zp))
+    counts["output_clipped"] = int(np.count_nonzero(c != v))
     ex.record(node, kind, outputs=acc.size, **counts)
-    return requantize_mlas(acc, mult, q.zp, q.dtype, scaled=v)
+    np.rint(c, out=c)
+    c += F32(q.zp)
+    return c.astype(q.dtype)
 
 
 def saturate(v: np.ndarray, dtype, shift: int) -> np.ndarray:
