@@ -1,9 +1,13 @@
-"""Fused elementwise unary ops on 8-bit codes: DequantizeLinear -> f -> QuantizeLinear as one lookup in the table of
-the 256 output codes (onnxruntime's QLinearLookupBase does the same for QLinearSigmoid / QLinearLeakyRelu).
+"""Fused 8-bit chains without arithmetic across elements, as lookups in a table of the 256 output codes.
 
-The table is built once at construction by running the three nodes' own kernels (the DequantizeLinear's, the float
-op's, the QuantizeLinear's) on the 256 input codes, so every code maps to exactly the value the unfused chain gives
-it: the ops below compute each element from that element alone (constant scalar parameters only).
+* DequantizeLinear -> f1 -> f2 ... -> QuantizeLinear, every f elementwise with constant scalar parameters (a
+  LeakyRelu followed by a Max with a constant, ...): one lookup (onnxruntime's QLinearLookupBase does the same for
+  QLinearSigmoid / QLinearLeakyRelu).
+* DequantizeLinear -> m -> QuantizeLinear, m moving values only (Reshape, Transpose, Squeeze, Slice, Gather, ...):
+  m runs on the codes, then the lookup (none when the two quantisers are equal: Q(DQ(c)) == c).
+
+The table is built once at construction by running the chain's own kernels (the DequantizeLinear's, the float ops',
+the QuantizeLinear's) on the 256 input codes, so every code maps to exactly the value the unfused chain gives it.
 """
 from __future__ import annotations
 
@@ -39,28 +43,102 @@ def _params(fc: FusionContext, n: NodeInfo) -> list:
     return vals
 
 
-@fuser(*ELEMENTWISE)
+ELEMENTWISE_WITH_SCALARS = ("Max", "Min")  # elementwise when every other input is a constant scalar
+MOVES = ("Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Slice", "Gather", "Expand", "Tile",
+         "DepthToSpace", "SpaceToDepth")
+
+
+def _scalar_params(fc: FusionContext, n: NodeInfo) -> list:
+    extra = _params(fc, n)
+    if any(v is not None and np.size(v) != 1 for v in extra):
+        raise NotFused(f"a parameter of {n.op_type} is not a scalar")
+    return extra
+
+
+def _chain(fc: FusionContext, node: NodeInfo) -> list[NodeInfo]:
+    """``node`` and the elementwise nodes after it, each the only consumer of the one before, up to the node whose
+    output goes only into a QuantizeLinear."""
+    chain = [node]
+    while isinstance(fc.q_out(chain[-1]), str):
+        out = chain[-1].outputs[0] if len(chain[-1].outputs) == 1 else ""
+        cons = fc.consumers.get(out, [])
+        if not out or out in fc.graph_outputs or len(cons) != 1 or cons[0].domain != "" or \
+                cons[0].op_type not in ELEMENTWISE + ELEMENTWISE_WITH_SCALARS or cons[0].inputs[0] != out or \
+                out in cons[0].inputs[1:]:
+            break
+        chain.append(cons[0])
+    return chain
+
+
+def _table(fc: FusionContext, x, ops: list[NodeInfo], qn: NodeInfo) -> np.ndarray:
+    """The output code of every 8-bit input code through DQ -> ops -> Q, by the nodes' own kernels."""
+    lo = int_range(x.dtype)[0]
+    codes = np.arange(lo, lo + 256).astype(x.dtype)
+    v = _run(fc, fc.producer[ops[0].inputs[0]], codes, *_params(fc, fc.producer[ops[0].inputs[0]]))
+    for n in ops:
+        v = _run(fc, n, v, *_scalar_params(fc, n))
+    table = _run(fc, qn, v, *_params(fc, qn))
+    if table.size != codes.size:  # scalar parameters of a higher rank only add leading axes of length 1
+        raise NotFused("not elementwise")
+    return table.reshape(-1)
+
+
+def _rank(fc: FusionContext, ops: list[NodeInfo]) -> int:
+    """The largest rank of the chain's scalar parameters (the output has at least this rank)."""
+    return max([np.ndim(v) for n in ops for v in _params(fc, n) if v is not None], default=0)
+
+
+def _lookup(table: np.ndarray | None, signed: bool):
+    def apply(c):
+        if table is None:
+            return c
+        return np.take(table, c.view(np.uint8) ^ np.uint8(0x80) if signed else c)
+    return apply
+
+
+@fuser(*ELEMENTWISE, *ELEMENTWISE_WITH_SCALARS)
 def fuse_unary(fc: FusionContext, node: NodeInfo) -> FusedOp:
-    q = need(fc.q_out(node))
     x = act_dq(fc, node.inputs[0], "input")
     if x.dtype.itemsize != 1:
         raise NotFused("input codes wider than 8 bits")
-    extra = _params(fc, node)
-    if any(v is not None and np.size(v) != 1 for v in extra):
-        raise NotFused("a parameter is not a scalar")
-    dqn, qn = fc.producer[node.inputs[0]], fc.consumers[node.outputs[0]][0]
-    lo = int_range(x.dtype)[0]
-    codes = np.arange(lo, lo + 256).astype(x.dtype)
-    table = _run(fc, qn, _run(fc, node, _run(fc, dqn, codes, *_params(fc, dqn)), *extra), *_params(fc, qn))
-    if table.shape != codes.shape:
-        raise NotFused("not elementwise")
-    signed = bool(lo)
-    name = node.name
+    chain = _chain(fc, node)
+    q = need(fc.q_out(chain[-1]))
+    lookup_codes = _lookup(_table(fc, x, chain, fc.consumers[chain[-1].outputs[0]][0]), bool(int_range(x.dtype)[0]))
+    name, rank = node.name, _rank(fc, chain)
 
     def compute(vals, ex):
-        c = vals[0]
-        y = np.take(table, c.view(np.uint8) ^ np.uint8(0x80) if signed else c)
+        y = lookup_codes(vals[0])
+        if y.ndim < rank:
+            y = y.reshape((1,) * (rank - y.ndim) + y.shape)
         ex.record(name, "QLinearLookup", outputs=y.size)
         return y
 
     return FusedOp("QLinearLookup", node.name, q.node, [x.codes], q.output, compute)
+
+
+@fuser(*MOVES)
+def fuse_move(fc: FusionContext, node: NodeInfo) -> FusedOp:
+    q = need(fc.q_out(node))
+    x = act_dq(fc, node.inputs[0], "input")
+    if any(fc.producer.get(i) is not None and fc.producer[i].op_type == "DequantizeLinear"
+           for i in node.inputs[1:] if i):
+        raise NotFused("a second quantised input")
+    qn = fc.consumers[node.outputs[0]][0]
+    same = qn.has_input(2) and x.dtype == q.dtype and x.z() == q.zp and x.s() == q.scale
+    if not same and x.dtype.itemsize != 1:
+        raise NotFused("requantised codes wider than 8 bits")
+    lookup_codes = _lookup(None if same else _table(fc, x, [], qn),
+                           bool(int_range(x.dtype)[0]))
+    k = lookup(node.domain, node.op_type)
+    name, nargs = node.name, len(node.inputs)
+
+    def compute(vals, ex):
+        args = list(vals[:nargs])
+        while args and args[-1] is None:
+            args.pop()
+        out = k.fn(ex, node, *args) if k.with_executor else k.fn(node, *args)
+        y = lookup_codes(np.asarray(out[0] if isinstance(out, (tuple, list)) else out))
+        ex.record(name, "QLinearMove", outputs=y.size)
+        return y
+
+    return FusedOp("QLinearMove", node.name, q.node, [x.codes] + list(node.inputs[1:]), q.output, compute)
