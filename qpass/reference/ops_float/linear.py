@@ -20,10 +20,23 @@ MIN_PER_SAMPLE_COLUMNS = 1024  # fewer output positions per sample: one float64 
 
 def _integral(v: np.ndarray) -> bool:
     """Every element of ``v`` is an integer (a look at the first elements rejects most float tensors cheaply)."""
-    head = v.reshape(-1)[:64]
+    head = v.flat[:64]
     if not np.array_equal(np.rint(head), head):
         return False
     return bool(np.array_equal(np.rint(v), v))
+
+
+def _widened(ex, node, v: np.ndarray) -> np.ndarray:
+    """``wide(v)``, kept on the executor for as long as the same array comes back (a constant weight is cast once,
+    not on every call)."""
+    if v.dtype == F64 or not is_float(v.dtype):
+        return v
+    hit = ex.scratch.get(("wide", node.name))
+    if hit is not None and hit[0] is v:
+        return hit[1]
+    w = wide(v)
+    ex.scratch[("wide", node.name)] = (v, w)
+    return w
 
 
 def exact_dtype(x: np.ndarray, w: np.ndarray, axis: int):
@@ -41,16 +54,19 @@ def exact_dtype(x: np.ndarray, w: np.ndarray, axis: int):
     return F32 if float(np.abs(x).max()) * float(wl1) < 2.0 ** 24 else F64
 
 
-@register("MatMul")
-def matmul(node, a, b):
+@register("MatMul", with_executor=True)
+def matmul(ex, node, a, b):
     if is_float(a.dtype):
-        dt = exact_dtype(a, b, -1) or F64
+        dt = exact_dtype(a, b, -1)
+        if dt is None:
+            return np.matmul(wide(a), _widened(ex, node, b)).astype(out_dtype(a), copy=False)
         return np.matmul(a.astype(dt, copy=False), b.astype(dt, copy=False)).astype(out_dtype(a), copy=False)
     return np.matmul(a, b)
 
 
-@register("Gemm")
-def gemm(node, a, b, c=None):
+@register("Gemm", with_executor=True)
+def gemm(ex, node, a, b, c=None):
+    b0 = b
     if node.attr("transA", 0):
         a = a.T
     if node.attr("transB", 0):
@@ -60,7 +76,13 @@ def gemm(node, a, b, c=None):
     if exact == F32 and alpha == 1.0 and (c is None or (beta == 1.0 and _integral(np.asarray(c)))):
         y = a.astype(F32, copy=False) @ b.astype(F32, copy=False)  # exact integers below 2^24
         return (y if c is None else (y.astype(F64) + c).astype(F32)).astype(out_dtype(a), copy=False)
-    y = alpha * (wide(a) @ wide(b))
+    if exact is None:
+        bw = _widened(ex, node, b0)
+        bw = bw.T if node.attr("transB", 0) else bw
+    else:
+        bw = wide(b)
+    y = wide(a) @ bw
+    y = y if alpha == 1.0 else alpha * y
     if c is not None:
         y = y + beta * wide(c)
     return y.astype(out_dtype(a))
