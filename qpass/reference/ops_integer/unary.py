@@ -22,13 +22,14 @@ ELEMENTWISE = ("Abs", "Celu", "Ceil", "Clip", "Cos", "Elu", "Erf", "Exp", "Floor
                "Softplus", "Softsign", "Sqrt", "Tanh", "ThresholdedRelu")
 
 
-def _run(fc: FusionContext, n: NodeInfo, *args):
-    """The registered kernel of node ``n`` on ``args`` (trailing absent inputs dropped, as a step does)."""
+def _run(ex, n: NodeInfo, *args):
+    """The registered kernel of node ``n`` on ``args`` (trailing absent inputs dropped, as a step does), run by
+    the executor ``ex``."""
     args = list(args)
     while args and args[-1] is None:
         args.pop()
     k = lookup(n.domain, n.op_type)
-    out = k.fn(fc.ex, n, *args) if k.with_executor else k.fn(n, *args)
+    out = k.fn(ex, n, *args) if k.with_executor else k.fn(n, *args)
     return np.asarray(out[0] if isinstance(out, (tuple, list)) else out)
 
 
@@ -74,10 +75,10 @@ def _table(fc: FusionContext, x, ops: list[NodeInfo], qn: NodeInfo) -> np.ndarra
     """The output code of every 8-bit input code through DQ -> ops -> Q, by the nodes' own kernels."""
     lo = int_range(x.dtype)[0]
     codes = np.arange(lo, lo + 256).astype(x.dtype)
-    v = _run(fc, fc.producer[ops[0].inputs[0]], codes, *_params(fc, fc.producer[ops[0].inputs[0]]))
+    v = _run(fc.ex, fc.producer[ops[0].inputs[0]], codes, *_params(fc, fc.producer[ops[0].inputs[0]]))
     for n in ops:
-        v = _run(fc, n, v, *_scalar_params(fc, n))
-    table = _run(fc, qn, v, *_params(fc, qn))
+        v = _run(fc.ex, n, v, *_scalar_params(fc, n))
+    table = _run(fc.ex, qn, v, *_params(fc, qn))
     if table.size != codes.size:  # scalar parameters of a higher rank only add leading axes of length 1
         raise NotFused("not elementwise")
     return table.reshape(-1)
@@ -129,15 +130,10 @@ def fuse_move(fc: FusionContext, node: NodeInfo) -> FusedOp:
         raise NotFused("requantised codes wider than 8 bits")
     lookup_codes = _lookup(None if same else _table(fc, x, [], qn),
                            bool(int_range(x.dtype)[0]))
-    k = lookup(node.domain, node.op_type)
     name, nargs = node.name, len(node.inputs)
 
     def compute(vals, ex):
-        args = list(vals[:nargs])
-        while args and args[-1] is None:
-            args.pop()
-        out = k.fn(ex, node, *args) if k.with_executor else k.fn(node, *args)
-        y = lookup_codes(np.asarray(out[0] if isinstance(out, (tuple, list)) else out))
+        y = lookup_codes(_run(ex, node, *vals[:nargs]))
         ex.record(name, "QLinearMove", outputs=y.size)
         return y
 
