@@ -9,6 +9,7 @@ int8), their geometric means, and the CPU flags in the header. Issue 15's target
 every conv net, geomean <= 4x.
 
     python bench/golden_speed.py [--repeats 3] [--samples 64] [--only digits_cnn,magika] [--zoo ~/.cache/qpass-zoo]
+                                 [--stat median|min]
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from qpass.ir.samples import as_samples  # noqa: E402
 from qpass.reference import GoldenExecutor, run_samples as ref_run  # noqa: E402
 
 
-def _median_interleaved(runs: dict, repeats: int) -> dict[str, float]:
+def _interleaved(runs: dict, repeats: int, stat=np.median) -> dict[str, float]:
     for fn in runs.values():
         fn()  # warm-up (plans, constant caches)
     t = {k: [] for k in runs}
@@ -45,10 +46,10 @@ def _median_interleaved(runs: dict, repeats: int) -> dict[str, float]:
             t0 = time.perf_counter()
             fn()
             t[k].append(time.perf_counter() - t0)
-    return {k: float(np.median(v)) for k, v in t.items()}
+    return {k: float(stat(v)) for k, v in t.items()}
 
 
-def measure(case, samples: int, repeats: int, batch: int) -> dict:
+def measure(case, samples: int, repeats: int, batch: int, stat=np.median) -> dict:
     """Per-sample seconds of ort float / ref float / ort int8 / ref int8 over the first SAMPLES eval samples."""
     fm = qpass.load(case.src)
     ev = {k: v[:samples] if np.ndim(v) else v for k, v in case.eval.items() if k != "labels"}
@@ -61,7 +62,7 @@ def measure(case, samples: int, repeats: int, batch: int) -> dict:
             "ref_f": lambda: ref_run(fm, sf, executor=gf, batch_size=batch),
             "ort_q": lambda: ort_run(qm, sq, sess=ortq, batch_size=batch),
             "ref_q": lambda: ref_run(qm, sq, executor=gq, batch_size=batch)}
-    t = _median_interleaved(runs, repeats)
+    t = _interleaved(runs, repeats, stat)
     return {k: v / n for k, v in t.items()} | {"n": n}
 
 
@@ -77,6 +78,8 @@ def main():
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--only", default="", help="comma-separated model names")
     ap.add_argument("--zoo", type=Path, default=Path.home() / ".cache" / "qpass-zoo")
+    ap.add_argument("--stat", choices=("median", "min"), default="median",
+                    help="per-run time statistic (min: the least disturbed run, on a loaded machine)")
     args = ap.parse_args()
     names = list(oc.DIGITS) + (oc.packaged_names(args.zoo) if args.zoo.is_dir() else [])
     if args.only:
@@ -84,14 +87,15 @@ def main():
     info = oc.machine_info()
     print(f"# {info['cpu']}; flags {' '.join(info['cpu_flags'])}; {info['cores']} cores, load {info['load_avg'][0]:.1f}; "
           f"onnxruntime {info['onnxruntime']}, numpy {info['numpy']}, qpass {info['qpass_commit']}; "
-          f"{args.samples} samples, batch {args.batch}, {args.repeats} repeats, "
+          f"{args.samples} samples, batch {args.batch}, {args.repeats} repeats ({args.stat}), "
           f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
     print(f"{'model':<22}{'n':>4}{'ort f ms':>10}{'ref f ms':>10}{'ort q ms':>10}{'ref q ms':>10}"
           f"{'f ratio':>9}{'q ratio':>9}")
     ratios = []
     for name in names:
         try:
-            r = measure(oc.make_case(name, args.zoo), args.samples, args.repeats, args.batch)
+            r = measure(oc.make_case(name, args.zoo), args.samples, args.repeats, args.batch,
+                        np.min if args.stat == "min" else np.median)
         except Exception as exc:  # report, never stop the table
             print(f"{name:<22} error: {oc.first_line(exc)}", flush=True)
             continue

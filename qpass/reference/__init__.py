@@ -37,4 +37,8 @@ def run_samples(model: onnx.ModelProto, samples: SampleSet, outputs: list[str] |
 
     ex = executor or GoldenExecutor(model, acc_bits=acc_bits, overflow=overflow, partitions=partitions)
     names = list(outputs or ex.output_names)
-    return run_stacked(lambda feed: [ex.run(feed, names)[k] for k in names], model, samples, names, batch_size)
+    def call(feed):
+        res = ex.run(feed, names)  # one run for every output (not one per output)
+        return [res[k] for k in names]
+
+    return run_stacked(call, model, samples, names, batch_size)

@@ -142,6 +142,7 @@ class GoldenExecutor:
         self.not_fused: dict[str, str] = {}  # compute node name -> reason it runs in float
         self._build_steps()
         self._const_cache: dict[str, np.ndarray] = {}
+        self.scratch: dict = {}  # kernels' per-node working copies of constant operands (ops_float.linear)
         self._plans: dict[tuple, _Plan] = {}
 
     # ------------------------------------------------------------------ construction

@@ -64,9 +64,12 @@ def _padded(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
         need = (out_spatial[i] - 1) * strides[i] + ext
         have = x.shape[2 + i] + begin[i] + end[i]
         extra.append(max(0, need - have))
-    widths = [(0, 0), (0, 0)] + [(b, e + extra[i]) for i, (b, e) in enumerate(zip(begin, end))]
-    if any(w != (0, 0) for w in widths):
-        x = np.pad(x, widths, mode="constant", constant_values=pad_value)
+    widths = [(b, e + extra[i]) for i, (b, e) in enumerate(zip(begin, end))]
+    if any(w != (0, 0) for w in widths):  # np.pad's constant mode, without its per-call overhead
+        shape = x.shape[:2] + tuple(x.shape[2 + i] + b + e for i, (b, e) in enumerate(widths))
+        xp = np.full(shape, pad_value, x.dtype)
+        xp[(slice(None), slice(None)) + tuple(slice(b, b + x.shape[2 + i]) for i, (b, _) in enumerate(widths))] = x
+        return xp
     return x
 
 
@@ -96,11 +99,17 @@ def im2col(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, p
     return w.reshape(w.shape[: 1 + n] + (-1,))
 
 
-def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype=None) -> np.ndarray:
+def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype=None,
+            pointwise: bool = False) -> np.ndarray:
     """Patch matrix of a convolution as a contiguous (C, *kernel, N, *out_spatial) array (zero padding), in
     ``dtype`` (default: x's), written by one copy of the window view: reshaped to (g, C/g * prod(kernel),
-    N * prod(out)) it is the right operand of one GEMM per group, rows ordered (c, k1, k2, ...) like ONNX weights."""
+    N * prod(out)) it is the right operand of one GEMM per group, rows ordered (c, k1, k2, ...) like ONNX weights.
+    ``pointwise``: a 1x1 kernel with unit strides and no padding of one sample returns a view of ``x`` itself."""
     n = len(kernel)
+    if pointwise and x.shape[0] == 1 and (dtype is None or np.dtype(dtype) == x.dtype) and \
+            all(k == 1 for k in kernel) and not any(begin) and not any(end) and \
+            all(s == 1 for s in _ints(strides, n, 1)) and list(x.shape[2:]) == list(out_spatial):
+        return x.reshape((x.shape[1],) + (1,) * n + x.shape[:1] + x.shape[2:])
     w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
     buf = np.empty((x.shape[1],) + tuple(kernel) + (x.shape[0],) + tuple(out_spatial), dtype or x.dtype)
     buf[...] = w.transpose([1] + list(range(2 + n, 2 + 2 * n)) + [0] + list(range(2, 2 + n)))

@@ -151,8 +151,9 @@ def clip(node, x, lo=None, hi=None):
     if lo is not None:
         y = np.maximum(y, np.asarray(lo).astype(x.dtype))
     if hi is not None:
-        y = np.minimum(y, np.asarray(hi).astype(x.dtype))
-    return y.astype(x.dtype)
+        own = y is not x and isinstance(y, np.ndarray)
+        y = np.minimum(y, np.asarray(hi).astype(x.dtype), out=y if own else None)  # in place on a new array
+    return np.asarray(y).astype(x.dtype, copy=y is x)
 
 
 def _variadic(fn):

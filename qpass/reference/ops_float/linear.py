@@ -1,33 +1,123 @@
-"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose, accumulated in float64 and rounded once (exact
-for the integer-valued float tensors of streamlined QONNX models, whose accumulators pass 2^24); Einsum and Det in
-the input dtype, as onnxruntime computes them; MatMulInteger and ConvInteger exact."""
+"""Matrix-product kernels: MatMul, Gemm, Conv and ConvTranspose.
+
+Integer-valued operands (the float tensors of streamlined QONNX models hold integer accumulators that pass 2^24)
+are multiplied exactly: in float32 BLAS while the bound max|x| * (largest sum of |w| over one output channel)
+stays below 2^24, so every partial sum in any order is an exact integer, else in float64 and rounded once.
+Other float operands: Conv in float32 as onnxruntime's MLAS computes, one GEMM per sample (a sample's numbers never
+depend on the batch it runs in: BLAS kernels change with the matrix shape); MatMul / Gemm / ConvTranspose and the
+small Conv layers in float64 rounded once. float64 inputs in float64. Einsum and Det in the input dtype;
+MatMulInteger and ConvInteger exact."""
 from __future__ import annotations
 
 import numpy as np
 
 from .. import im2col as ic
 from ..registry import register
-from .common import F64, is_float, out_dtype, wide
+from .common import F32, F64, is_float, out_dtype, wide
+
+MIN_PER_SAMPLE_COLUMNS = 1024  # fewer output positions per sample: one float64 GEMM per batch (per-call overhead)
 
 
-@register("MatMul")
-def matmul(node, a, b):
+def _integral(v: np.ndarray) -> bool:
+    """Every element of ``v`` is an integer (a look at the first elements rejects most float tensors cheaply)."""
+    head = v.flat[:64]
+    if not np.array_equal(np.rint(head), head):
+        return False
+    return bool(np.array_equal(np.rint(v), v))
+
+
+def _widened(ex, node, v: np.ndarray) -> np.ndarray:
+    """``wide(v)``, kept on the executor for as long as the same array comes back (a constant weight is cast once,
+    not on every call)."""
+    if v.dtype == F64 or not is_float(v.dtype):
+        return v
+    hit = ex.scratch.get(("wide", node.name))
+    if hit is not None and hit[0] is v:
+        return hit[1]
+    w = wide(v)
+    ex.scratch[("wide", node.name)] = (v, w)
+    return w
+
+
+def exact_dtype(x: np.ndarray, w: np.ndarray, axis: int):
+    """For integer-valued float operands ``x`` and weights ``w`` (reduced over every axis but ``axis``, the output
+    channel): float32 when every partial sum provably stays below 2^24, else float64; None when the operands are
+    not integer-valued (or not float32 / float16)."""
+    if x.dtype.kind != "f" or w.dtype.kind != "f" or x.dtype == F64 or w.dtype == F64:
+        return None
+    if not (_integral(w) and _integral(x)):
+        return None
+    if not w.size or not x.size:
+        return F32
+    wa = np.abs(w.astype(F64))
+    wl1 = wa.sum() if w.ndim < 2 else np.moveaxis(wa, axis, 0).reshape(w.shape[axis], -1).sum(axis=1).max()
+    return F32 if float(np.abs(x).max()) * float(wl1) < 2.0 ** 24 else F64
+
+
+@register("MatMul", with_executor=True)
+def matmul(ex, node, a, b):
     if is_float(a.dtype):
-        return np.matmul(a.astype(F64), b.astype(F64)).astype(out_dtype(a))
+        dt = exact_dtype(a, b, -1)
+        if dt is None:
+            return np.matmul(wide(a), _widened(ex, node, b)).astype(out_dtype(a), copy=False)
+        return np.matmul(a.astype(dt, copy=False), b.astype(dt, copy=False)).astype(out_dtype(a), copy=False)
     return np.matmul(a, b)
 
 
-@register("Gemm")
-def gemm(node, a, b, c=None):
+@register("Gemm", with_executor=True)
+def gemm(ex, node, a, b, c=None):
+    b0 = b
     if node.attr("transA", 0):
         a = a.T
     if node.attr("transB", 0):
         b = b.T
     alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
-    y = alpha * (wide(a) @ wide(b))
+    exact = exact_dtype(a, b, -1) if is_float(a.dtype) else None
+    if exact == F32 and alpha == 1.0 and (c is None or (beta == 1.0 and _integral(np.asarray(c)))):
+        y = a.astype(F32, copy=False) @ b.astype(F32, copy=False)  # exact integers below 2^24
+        return (y if c is None else (y.astype(F64) + c).astype(F32)).astype(out_dtype(a), copy=False)
+    if exact is None:
+        bw = _widened(ex, node, b0)
+        bw = bw.T if node.attr("transB", 0) else bw
+    else:
+        bw = wide(b)
+    y = wide(a) @ bw
+    y = y if alpha == 1.0 else alpha * y
     if c is not None:
         y = y + beta * wide(c)
     return y.astype(out_dtype(a))
+
+
+def _biased(y, b, floats: bool, nd: int):
+    """``y + b`` (b per output channel, ``nd`` trailing axes): in float32 for float32 data, else in float64 (exact
+    integers, rounded once)."""
+    if b is None:
+        return y
+    if floats:
+        y += b.astype(F32, copy=False).reshape((1, -1) + (1,) * nd)
+        return y
+    return y.astype(F64, copy=False) + wide(b).reshape((1, -1) + (1,) * nd)
+
+
+def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool):
+    """(N, M, P) result of the grouped GEMMs ``wg`` (g, Mg, Kg) over the patch matrices of ``x``: float32 one
+    sample at a time (every sample the same GEMM shapes), else per batch chunk under the patch-memory budget."""
+    begin, end, out = geom
+    g, mg = wg.shape[:2]
+    m, p, n = g * mg, int(np.prod(out)), x.shape[0]
+    args = (kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+    if per_sample:
+        y = np.empty((n, m, p), F32)
+        for s in range(n):
+            cols = ic.columns(x[s:s + 1], *args, F32, pointwise=True)
+            np.matmul(wg, cols.reshape(g, wg.shape[2], p), out=y[s].reshape(g, mg, p))
+        return y
+    ys = []
+    for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize):
+        cols = ic.columns(x[lo:hi], *args, wg.dtype)
+        y = np.matmul(wg, cols.reshape(g, wg.shape[2], -1))  # (g, Mg, n * P): one GEMM per group
+        ys.append(y.reshape(m, hi - lo, p).swapaxes(0, 1))
+    return np.concatenate(ys) if len(ys) > 1 else ys[0]
 
 
 @register("Conv")
@@ -35,23 +125,19 @@ def conv(node, x, w, b=None):
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
     g = int(node.attr("group", 1))
+    exact = exact_dtype(x, w, 0) if is_float(x.dtype) else None
+    floats = x.dtype == F32 and exact is None  # float32 data: float32 arithmetic
     if g > 1 and w.shape[1] == 1:  # depthwise: one multiply-add per tap, no patch matrix
-        y = ic.depthwise(wide(x), wide(w), kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
-        if b is not None:
-            y = y + wide(b).reshape((1, -1) + (1,) * len(out))
-        return y.astype(out_dtype(x))
+        dt = exact or (F32 if floats else F64)
+        y = ic.depthwise(x.astype(dt, copy=False), w.astype(dt, copy=False), kernel, node.attr("strides"),
+                         node.attr("dilations"), begin, end, out)
+        return _biased(y, b, floats, len(out)).astype(out_dtype(x), copy=False)
     m, p = w.shape[0], int(np.prod(out))
-    wg = wide(w).reshape(g, m // g, -1)  # (g, Mg, Kg)
-    per_sample = p * int(np.prod(w.shape[1:])) * g * wg.itemsize
-    ys = []
-    for lo, hi in ic.batch_chunks(x.shape[0], per_sample):
-        cols = ic.columns(x[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, wg.dtype)
-        y = np.matmul(wg, cols.reshape(g, wg.shape[2], -1))  # (g, Mg, n * P): one GEMM per group
-        ys.append(y.reshape(m, hi - lo, p).swapaxes(0, 1))
-    y = np.concatenate(ys) if len(ys) > 1 else ys[0]
-    if b is not None:
-        y = y + wide(b).reshape(1, -1, 1)
-    return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x), order="C")  # C order: later ops stride well
+    floats = floats and p >= MIN_PER_SAMPLE_COLUMNS
+    dt = exact or (F32 if floats else F64)
+    y = _conv_gemm(node, x, w.astype(dt, copy=False).reshape(g, m // g, -1), kernel, (begin, end, out), floats)
+    y = _biased(y, b, floats, 1)
+    return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x), order="C", copy=False)  # C order
 
 
 @register("ConvTranspose")

@@ -32,6 +32,12 @@ def batch_norm(node, x, scale, b, mean, var):
         mu, sigma2 = batch_mean, batch_var
     else:
         mu, sigma2 = wide(mean), wide(var)
+    if x.dtype == np.float32 and not training:  # as onnxruntime's kernel: per-channel factors in float32
+        f = [np.asarray(v, np.float32).reshape(shape) for v in (scale, b, mean, var)]
+        inv = f[0] * (np.float32(1) / np.sqrt(f[3] + np.float32(eps)))
+        y = x * inv
+        y += f[1] - f[2] * inv
+        return y
     inv = wide(scale).reshape(shape) / np.sqrt(sigma2.reshape(shape) + eps)
     y = wide(x) * inv  # float64: (x - mean) * inv + b as x * inv + (b - mean * inv), in place
     y += wide(b).reshape(shape) - mu.reshape(shape) * inv

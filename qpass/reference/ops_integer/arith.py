@@ -61,7 +61,8 @@ def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, amax: 
     """bias + a @ b for a (B, R, K), b (B or 1, K, M), bias broadcastable to (B, R, M), with the accumulator model
     of ``ex`` (``acc_bits``, ``overflow``); returns (accumulators, counts for ``ex.record``). The accumulators are
     exact integers, held in float64 when they provably stay below 2^53 (``amax``, ``bmax``: bounds of |a|, |b|)."""
-    acc = add_bias(_exact_matmul(a, b, amax, bmax), bias, ex.acc_bits is not None)
+    top = None if amax is None or bmax is None else int(amax) * int(bmax) * a.shape[-1]
+    acc = add_bias(_exact_matmul(a, b, amax, bmax), bias, ex.acc_bits is not None, top)
     counts = acc_range(acc)
     bits = ex.acc_bits
     if bits is not None:
@@ -75,12 +76,14 @@ def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, amax: 
     return acc, counts
 
 
-def add_bias(acc: np.ndarray, bias: np.ndarray | None, to_int: bool = False) -> np.ndarray:
+def add_bias(acc: np.ndarray, bias: np.ndarray | None, to_int: bool = False, bound: int | None = None) -> np.ndarray:
     """``acc + bias`` for exact integer accumulators, in a dtype that holds the sums exactly: float32 below 2^24,
-    float64 below 2^53, else (or ``to_int``) int64."""
+    float64 below 2^53, else (or ``to_int``) int64. ``bound``: a proven bound of |acc| (else measured)."""
+    if bias is None and not to_int:
+        return acc
     if acc.dtype != I64:
-        top = (float(np.abs(acc).max()) if acc.size else 0.0) + \
-            (float(np.abs(bias).max()) if bias is not None and bias.size else 0.0)
+        top = (float(np.abs(acc).max()) if acc.size else 0.0) if bound is None else float(bound)
+        top += float(np.abs(bias).max()) if bias is not None and bias.size else 0.0
         if to_int or top >= 2.0 ** 53:
             acc = acc.astype(I64)
         elif acc.dtype == F32 and top >= 2.0 ** 24:
@@ -137,9 +140,17 @@ def requant(ex, node: str, kind: str, acc: np.ndarray, mult: np.ndarray, q: QOut
     """MLAS requantisation of ``acc`` to the output codes of ``q``; records the call's counts on ``ex``."""
     lo, hi = int_range(q.dtype)
     v = acc.astype(F32, copy=False) * mult
-    counts["output_clipped"] = int(np.count_nonzero((v < lo - q.zp) | (v > hi - q.zp)))
+    if np.dtype(q.dtype).itemsize > 2:
+        counts["output_clipped"] = int(np.count_nonzero((v < lo - q.zp) | (v > hi - q.zp)))
+        ex.record(node, kind, outputs=acc.size, **counts)
+        return requantize_mlas(acc, mult, q.zp, q.dtype, scaled=v)
+    # numerics.requantize_mlas for codes of up to 16 bits, with the clipped count taken from the clamp itself
+    c = np.clip(v, F32(lo - q.zp), F32(hi - q.zp))
+    counts["output_clipped"] = int(np.count_nonzero(c != v))
     ex.record(node, kind, outputs=acc.size, **counts)
-    return requantize_mlas(acc, mult, q.zp, q.dtype, scaled=v)
+    np.rint(c, out=c)
+    c += F32(q.zp)
+    return c.astype(q.dtype)
 
 
 def saturate(v: np.ndarray, dtype, shift: int) -> np.ndarray:

@@ -61,11 +61,12 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
         p = int(np.prod(out))
         if ex.acc_bits is None and g > 1 and kg == int(np.prod(kernel)):  # depthwise, exact: no patch matrix
             acc = ic.depthwise(xi, wdw, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
-            acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)))
+            acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False, kg * xmax * wmax)
             return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
         accs, counts = [], {}
         for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * xi.itemsize):
-            cols = ic.columns(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+            cols = ic.columns(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out,
+                              pointwise=True)
             acc, c = accumulate(ex, wt, cols.reshape(g, kg, -1), bias_g, wmax, xmax)  # (g, Mg, n * P)
             accs.append(acc.reshape(m, hi - lo, p).swapaxes(0, 1).reshape((hi - lo, m) + tuple(out)))
             counts = merge_counts(counts, c)
