@@ -5,6 +5,8 @@
 // cycles per frame are exactly the model's. Counters, no division or modulo by non-powers of two. Weights and
 // thresholds are ROMs initialised by $readmemh (one hex word per line) with a registered read addressed by the
 // next iteration's counters (block-RAM inferable). Output words go into a FIFO (see qpass_stream.sv).
+// RUNTIME = 1 (mem_mode runtime): the weight and threshold memories are RAMs with a write port (wmem_* / tmem_*:
+// one word per cycle while wmem_we / tmem_we, before streaming) instead of $readmemh ROMs; RUNTIME = 0 ties them off.
 
 // Matrix-vector-threshold unit: MW inputs, MH outputs, PE rows and SIMD columns per cycle, NF = MH/PE row folds of
 // SF = MW/SIMD column folds per input vector; the input vector is read at nf == 0 and kept for the other row folds.
@@ -18,11 +20,13 @@ module qp_mvtu #(
   parameter int IB = 8, parameter int I_SIGNED = 0, parameter int WB = 8, parameter int W_SIGNED = 1,
   parameter int AB = 16, parameter int OB = 8, parameter int NT = 0, parameter int TB = 8,
   parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int XNOR = 0, parameter int USE_DSP = 0,
-  parameter WFILE = "w.mem", parameter TFILE = "t.mem"
+  parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [SIMD*IB-1:0] in_data, input logic in_valid, output logic in_ready,
-  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready,
+  input  logic wmem_we, input logic [31:0] wmem_addr, input logic [PE*SIMD*WB-1:0] wmem_data,
+  input  logic tmem_we, input logic [31:0] tmem_addr, input logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tmem_data
 );
   localparam int SF = MW / SIMD, NF = MH / PE, TILES = NF * SF;
   localparam int SFW = (SF > 1) ? $clog2(SF) : 1, NFW = (NF > 1) ? $clog2(NF) : 1;
@@ -66,17 +70,28 @@ module qp_mvtu #(
     assign x = in_data;
   end
 
-  // weight ROM, registered read of the next tile
-  (* rom_style = "block" *) logic [PE*SIMD*WB-1:0] wrom [0:TILES-1];
+  // weight ROM, registered read of the next tile; RUNTIME: a RAM written before streaming, read every cycle (the
+  // current tile while stalled, so the word of tile 0 is fresh once loading ends)
   logic [PE*SIMD*WB-1:0] wq;
-  initial $readmemh(WFILE, wrom);
-  always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
+  if (RUNTIME) begin : g_wram
+    (* ram_style = "block" *) logic [PE*SIMD*WB-1:0] wram [0:TILES-1];
+    always_ff @(posedge clk) if (wmem_we) wram[wmem_addr[TLW-1:0]] <= wmem_data;
+    always_ff @(posedge clk) wq <= wram[rst ? '0 : en ? tile_next : tile];
+  end else begin : g_wrom
+    (* rom_style = "block" *) logic [PE*SIMD*WB-1:0] wrom [0:TILES-1];
+    initial $readmemh(WFILE, wrom);
+    always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
+  end
 
-  // threshold ROM, read with the row fold entering the output stage
+  // threshold ROM (RUNTIME: RAM), read with the row fold entering the output stage
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
   if (NT > 0) begin : g_thr
     logic [PE*NT*TB-1:0] trom [0:NF-1];
-    initial $readmemh(TFILE, trom);
+    if (RUNTIME) begin : g_tram
+      always_ff @(posedge clk) if (tmem_we) trom[tmem_addr[NFW-1:0]] <= tmem_data;
+    end else begin : g_trom
+      initial $readmemh(TFILE, trom);
+    end
     always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
   end else begin : g_nothr
     assign tq = '0;
@@ -293,11 +308,13 @@ module qp_vvau #(
   parameter int C = 1, parameter int PE = 1, parameter int K = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
   parameter int WB = 8, parameter int W_SIGNED = 1, parameter int AB = 16, parameter int OB = 8,
   parameter int NT = 0, parameter int TB = 8, parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0,
-  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem"
+  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
-  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready,
+  input  logic wmem_we, input logic [31:0] wmem_addr, input logic [PE*WB-1:0] wmem_data,
+  input  logic tmem_we, input logic [31:0] tmem_addr, input logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tmem_data
 );
   localparam int NF = C / PE, NFW = (NF > 1) ? $clog2(NF) : 1, KW_ = (K > 1) ? $clog2(K) : 1;
   localparam int TILES = NF * K, TLW = (TILES > 1) ? $clog2(TILES) : 1;
@@ -325,7 +342,11 @@ module qp_vvau #(
     end
   end
   logic [PE*WB-1:0] wq;
-  if (!MAXMODE) begin : g_w
+  if (!MAXMODE && RUNTIME) begin : g_wram
+    logic [PE*WB-1:0] wram [0:TILES-1];
+    always_ff @(posedge clk) if (wmem_we) wram[wmem_addr[TLW-1:0]] <= wmem_data;
+    always_ff @(posedge clk) wq <= wram[rst ? '0 : en ? tile_next : tile];
+  end else if (!MAXMODE) begin : g_w
     logic [PE*WB-1:0] wrom [0:TILES-1];
     initial $readmemh(WFILE, wrom);
     always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
@@ -335,7 +356,11 @@ module qp_vvau #(
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
   if (NT > 0) begin : g_thr
     logic [PE*NT*TB-1:0] trom [0:NF-1];
-    initial $readmemh(TFILE, trom);
+    if (RUNTIME) begin : g_tram
+      always_ff @(posedge clk) if (tmem_we) trom[tmem_addr[NFW-1:0]] <= tmem_data;
+    end else begin : g_trom
+      initial $readmemh(TFILE, trom);
+    end
     always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
   end else begin : g_nothr
     assign tq = '0;
