@@ -17,6 +17,10 @@ before streaming, as BNN-PYNQ's ``DoMemInit`` (``const``: constant ROMs, with th
 memories shown beside).
 
     python bench/cnv_w1a1.py [--csim [--frames N]] [--out DIR] [--size full|tiny] [--weights-mode runtime|const]
+    python bench/cnv_w1a1.py --rtl [--frames N] [--size full|tiny] [--weights-mode ...]   (Verilator, slow)
+
+``--rtl``: the same design through the RTL backend, simulated with Verilator + cocotb on N frames streamed back to
+back: mismatches against the reference interpreter, steady-state cycles/frame vs the folding model's bottleneck.
 """
 from __future__ import annotations
 
@@ -126,6 +130,35 @@ def _totals(report: str) -> dict:
     return {"LUT": int(m.group(1)), "BRAM18": int(m.group(2)), "DSP": int(m.group(4)), "cycles": cyc}
 
 
+def rtl_run(size: str, frames: int, weights_mode: str, out: Path | None) -> int:
+    """Export the CNV through the RTL backend (the Python API: fold_cnv_large for the full size) and simulate it."""
+    import qpass
+    from qpass.api import qonnx_model
+    from qpass.backends import rtl
+    from qpass.hw.folding_config import load
+    from qpass.ir.samples import bind_samples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        m = build_cnv(size)
+        (tmp / "pipe.yaml").write_text(PIPELINE)
+        t0 = time.perf_counter()
+        r = qpass.optimize(m, calib=bind_samples(samples(size, 16), m), pipeline=qpass.load_pipeline(
+            str(tmp / "pipe.yaml")))
+        folding = load(folding_file(tmp / "f.json")) if size == "full" else None
+        res = rtl.export(qonnx_model(r), (out or tmp) / "rtl", samples=bind_samples(samples(size, frames, seed=2), m),
+                         folding=folding, weights_mode=weights_mode)
+        t1 = time.perf_counter()
+        print(f"CNV-W1A1 ({size}) RTL export ({weights_mode} weights) {t1 - t0:.1f} s; Verilator + cocotb, {frames} "
+              f"frames back to back:")
+        bad = 0
+        for p in res.partitions:
+            s = rtl.simulate(p, frames=frames, timeout=7200)
+            print(f"  {s.summary()} [{time.perf_counter() - t1:.0f} s]")
+            bad += int(not s.ok)
+        return 1 if bad else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="full")
@@ -134,7 +167,10 @@ def main() -> int:
     ap.add_argument("--out", default=None, help="export folder (default: a temporary one)")
     ap.add_argument("--weights-mode", choices=("const", "runtime"), default="runtime",
                     help="runtime (default): weights and thresholds in RAMs the host writes, as BNN-PYNQ; const: ROMs")
+    ap.add_argument("--rtl", action="store_true", help="the RTL backend under Verilator instead (slow)")
     args = ap.parse_args()
+    if args.rtl:
+        return rtl_run(args.size, args.frames, args.weights_mode, Path(args.out).resolve() if args.out else None)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = tmp / f"cnv_w1a1_{args.size}.onnx"

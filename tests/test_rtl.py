@@ -187,3 +187,36 @@ def test_runtime_writable_memories_are_loaded_then_bit_exact(tmp_path):
     f.write_text("\n".join(words) + "\n")
     s = rtl.simulate(p, frames=8)
     assert s.mismatches > 0, s.summary()
+
+
+def concat_after_a_fork():
+    """A 1x1 and a padded 3x3 convolution of one thresholded layer, concatenated (the 3x3 branch is a row late)"""
+    from onnx import helper
+    from test_hls import RNG, _c, _input, _model, _mt
+
+    nodes, inits = _input()
+    inits += [_c("w0", RNG.integers(-7, 8, (6, 4, 1, 1))), _c("w1", RNG.integers(-7, 8, (4, 6, 1, 1))),
+              _c("w2", RNG.integers(-7, 8, (2, 6, 3, 3)))]
+    nodes.append(helper.make_node("Conv", ["q", "w0"], ["c0"], kernel_shape=[1, 1], name="c0"))
+    for name, src, w, c, k in (("m0", "c0", None, 6, None), ("m1", "c1", "w1", 4, 1), ("m2", "c2", "w2", 2, 3)):
+        if w is not None:
+            nodes.append(helper.make_node("Conv", ["m0", w], [src], kernel_shape=[k, k], pads=[k // 2] * 4,
+                                          name=src))
+        n, t = _mt(name, src, c, 15, -100, 100)
+        nodes.append(n)
+        inits.append(t)
+    nodes.append(helper.make_node("Concat", ["m1", "m2"], ["cat"], axis=1, name="cat"))
+    return _model(nodes, inits, (4, 5, 5), ["cat"]), (4, 5, 5)
+
+
+def test_concat_streams_bit_exact_in_verilator(tmp_path):
+    sim_tools_or_skip()
+    m, shape = concat_after_a_fork()
+    x = np.random.default_rng(0).uniform(-20, 20, (12, 1, *shape)).astype(np.float32)
+    res = rtl.export(m, tmp_path / "cat", samples={"x": x}, folding={"c1": {"PE": 2}, "c2": {"PE": 2}, "cat": {"SIMD": 2}})
+    (p,) = res.partitions
+    assert "concat" in {l.kind for l in p.graph.layers}
+    assert "qp_concat #(" in (p.project_dir / "rtl" / f"{p.top}.sv").read_text()
+    s = rtl.simulate(p, frames=12)
+    assert s.mismatches == 0 and not s.deadlock and s.elements_checked == 12 * 6 * 25, s.summary() + str(s.examples)
+    assert abs(s.ratio - 1) <= 0.05, s.summary()

@@ -187,9 +187,26 @@ def global_sum(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
         ("OB", to.bits)])  # sums kept modulo 2^OB: exact, the totals fit the output type
 
 
+#: inputs of the qp_concat library module
+CONCAT_MAX_INPUTS = 4
+
+
+def concat(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    L = l.layer
+    tis, to = _types(dg, l)
+    n = len(tis)
+    if n > CONCAT_MAX_INPUTS:
+        raise UnsupportedLayer(f"{l.name}: the RTL concatenation takes at most {CONCAT_MAX_INPUTS} streams, this "
+                               f"Concat has {n}")
+    params = [("N", n), ("SIMD", L.simd), ("OB", to.bits)]
+    params += [(f"W{i}", c // L.simd) for i, c in enumerate(L.channels)]
+    params += [(f"IB{i}", t.bits) for i, t in enumerate(tis)] + [(f"IS{i}", int(t.signed)) for i, t in enumerate(tis)]
+    return Instance("qp_concat", params, ports=[f"in{i}" for i in range(n)])
+
+
 INSTANCES: Mapping[str, Callable[[DataflowGraph, HwLayer, str], Instance]] = MappingProxyType({
-    "mvtu": mvtu, "vvau": vvau, "window_max": window_max, "swg": swg, "maxpool": maxpool, "threshold": threshold, "add": add, "channelwise": channelwise,
-    "global_sum": global_sum,
+    "mvtu": mvtu, "vvau": vvau, "window_max": window_max, "swg": swg, "maxpool": maxpool, "threshold": threshold,
+    "add": add, "channelwise": channelwise, "global_sum": global_sum, "concat": concat,
 })
 
 
