@@ -158,12 +158,17 @@ def test_xnor_popcount_pe_is_far_smaller_than_multipliers_in_yosys(tmp_path):
 
 
 def test_runtime_writable_memories_are_loaded_then_bit_exact(tmp_path):
-    """--weights-mode runtime: the weight and threshold memories are RAMs (no $readmemh) written through the top's
-    write port by the testbench before it streams; Verilator still matches the reference at the modelled rate, and
-    a wrong word in a memory file makes it differ."""
+    """--weights-mode runtime on a binary CNV-like net (8-bit first layer, XNOR-popcount layers, one with SIMD = 48,
+    not a power of two): the weight and threshold memories are RAMs (no $readmemh) written through the top's write
+    port by the testbench before it streams; Verilator matches the reference at the modelled rate, and a wrong word
+    in a memory file makes it differ."""
+    from test_hls_templates import bnn_model, bnn_pipeline
+
     sim_tools_or_skip()
-    res = rtl.export(dataflow_model("digits_mlp", "2"), tmp_path / "mlp", samples=MODELS / "digits_mlp.eval.npz",
-                     weights_mode="runtime")
+    path, calib = bnn_model(tmp_path / "bnn.onnx")
+    model = qonnx_model(qpass.optimize(path, calib=calib, pipeline=bnn_pipeline()))
+    res = rtl.export(model, tmp_path / "bnn", samples=calib, weights_mode="runtime",
+                     folding={"conv2": {"PE": 4, "SIMD": 48}, "swg_conv2": {"SIMD": 16}})
     p = res.partitions[0]
     d = p.project_dir
     top = (d / "rtl" / f"{p.top}.sv").read_text()
@@ -171,7 +176,7 @@ def test_runtime_writable_memories_are_loaded_then_bit_exact(tmp_path):
     mems = meta["memories"]
     mvtus = [l.name for l in p.graph.layers if l.kind == "mvtu"]
     assert {m["layer"] for m in mems if m["port"] == "wmem"} == set(mvtus) and any(m["port"] == "tmem" for m in mems)
-    assert ".RUNTIME(1)" in top and "input  logic mem_we" in top
+    assert ".RUNTIME(1)" in top and "input  logic mem_we" in top and ".SIMD(48)" in top
     for m in mems:
         assert f".{m['port']}_we(mem_we && mem_sel == 16'd{m['id']})" in top
     s = rtl.simulate(p, frames=8)

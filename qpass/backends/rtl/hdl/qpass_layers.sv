@@ -105,8 +105,10 @@ module qp_mvtu #(
       if (XNOR) begin
         logic [PCW-1:0] pop;
         pop = '0;
+        // agreement of input sign and weight bit as a 1-bit comparison: inside a size cast the operands of a
+        // bitwise ~^ would be widened first (ones in the upper bits), right only when 2 * SIMD is a power of two
         for (int s = 0; s < SIMD; s++)
-          pop = pop + PCW'(!x[s*IB + IB - 1] ~^ wq[p*SIMD + s]);
+          pop = pop + PCW'(x[s*IB + IB - 1] != wq[p*SIMD + s]);
         sum = sum + AB'(2) * $signed({1'b0, pop}) - AB'(SIMD);
       end else begin
         for (int s = 0; s < SIMD; s++) begin
