@@ -8,6 +8,28 @@
 // RUNTIME = 1 (mem_mode runtime): the weight and threshold memories are RAMs with a write port (wmem_* / tmem_*:
 // one word per cycle while wmem_we / tmem_we, before streaming) instead of $readmemh ROMs; RUNTIME = 0 ties them off.
 
+// The threshold table of a matrix layer (NF words of W bits, none when NT == 0): a ROM ($readmemh FILE) or,
+// RUNTIME, a RAM written through we/waddr/wdata before streaming; q is registered, read at raddr when re.
+module qp_tmem #(parameter int NF = 1, parameter int W = 8, parameter int NT = 1, parameter int RUNTIME = 0,
+                 parameter FILE = "t.mem") (
+  input  logic clk, input logic re, input logic [31:0] raddr,
+  input  logic we, input logic [31:0] waddr, input logic [((NT > 0) ? W : 1)-1:0] wdata,
+  output logic [((NT > 0) ? W : 1)-1:0] q
+);
+  localparam int AW = (NF > 1) ? $clog2(NF) : 1;
+  if (NT > 0) begin : g_thr
+    logic [W-1:0] trom [0:NF-1];
+    if (RUNTIME) begin : g_tram
+      always_ff @(posedge clk) if (we) trom[waddr[AW-1:0]] <= wdata;
+    end else begin : g_trom
+      initial $readmemh(FILE, trom);
+    end
+    always_ff @(posedge clk) if (re) q <= trom[raddr[AW-1:0]];
+  end else begin : g_nothr
+    assign q = '0;
+  end
+endmodule
+
 // Matrix-vector-threshold unit: MW inputs, MH outputs, PE rows and SIMD columns per cycle, NF = MH/PE row folds of
 // SF = MW/SIMD column folds per input vector; the input vector is read at nf == 0 and kept for the other row folds.
 // Weight word tile = nf*SF + sf holds w[nf*PE + pe][sf*SIMD + s] at bits [(pe*SIMD + s)*WB +: WB]. Activation:
@@ -85,17 +107,8 @@ module qp_mvtu #(
 
   // threshold ROM (RUNTIME: RAM), read with the row fold entering the output stage
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
-  if (NT > 0) begin : g_thr
-    logic [PE*NT*TB-1:0] trom [0:NF-1];
-    if (RUNTIME) begin : g_tram
-      always_ff @(posedge clk) if (tmem_we) trom[tmem_addr[NFW-1:0]] <= tmem_data;
-    end else begin : g_trom
-      initial $readmemh(TFILE, trom);
-    end
-    always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
-  end else begin : g_nothr
-    assign tq = '0;
-  end
+  qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
+    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
 
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
@@ -356,17 +369,8 @@ module qp_vvau #(
     assign wq = '0;
   end
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
-  if (NT > 0) begin : g_thr
-    logic [PE*NT*TB-1:0] trom [0:NF-1];
-    if (RUNTIME) begin : g_tram
-      always_ff @(posedge clk) if (tmem_we) trom[tmem_addr[NFW-1:0]] <= tmem_data;
-    end else begin : g_trom
-      initial $readmemh(TFILE, trom);
-    end
-    always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
-  end else begin : g_nothr
-    assign tq = '0;
-  end
+  qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
+    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     logic signed [AB-1:0] acc_q, sum, res;
