@@ -11,7 +11,7 @@
   Stream words wider than ``AP_INT_MAX_W_LIMIT`` bits (Vitis HLS' ap_int limit) are refused, naming the layer.
 - ``params.h``: weights (``PackedRom``, finn-hlslib layout: rows interleaved across PEs, SIMD elements per word)
   and thresholds (``ThresholdActivation``, [PE][NF][steps]) as constant-initialised C arrays, or, for layers in
-  ``mem_mode`` runtime, as writable tables the host loads (``memory_ports``): BNN-PYNQ's structure, the top
+  ``mem_mode`` runtime, as writable tables the host loads (``_memory_write``): BNN-PYNQ's structure, the top
   function either writes one limb of one memory (``mem_load`` set; AXI-Lite arguments ``mem_id``, ``mem_row``,
   ``mem_col``, ``mem_idx``, ``mem_value``) or runs the dataflow region (a function of its own).
 
