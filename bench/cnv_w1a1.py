@@ -12,8 +12,15 @@ per MVAU = (16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 
 SIMD = its MVAU's SIMD. Written as a FINN ``folding_config.json`` and passed to ``qpass optimize --folding``.
 
 Published numbers (BNN-PYNQ ``bnn/src/network/cnvW1A1/README.md``, Pynq-Z1, whole system): 26,072 LUT, 124 BRAM36.
+Exported with ``--weights-mode runtime`` (default here): weights and thresholds in per-PE RAMs the host writes
+before streaming, as BNN-PYNQ's ``DoMemInit`` (``const``: constant ROMs, with the runtime pricing of the weight
+memories shown beside).
 
-    python bench/cnv_w1a1.py [--csim [--frames N]] [--out DIR] [--size full|tiny]
+    python bench/cnv_w1a1.py [--csim [--frames N]] [--out DIR] [--size full|tiny] [--weights-mode runtime|const]
+    python bench/cnv_w1a1.py --rtl [--frames N] [--size full|tiny] [--weights-mode ...]   (Verilator, slow)
+
+``--rtl``: the same design through the RTL backend, simulated with Verilator + cocotb on N frames streamed back to
+back: mismatches against the reference interpreter, steady-state cycles/frame vs the folding model's bottleneck.
 """
 from __future__ import annotations
 
@@ -30,6 +37,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from qpass.hw.memory_costs import AUTO_LUTRAM_DEPTH, bram18_for
+from qpass.hw.weight_memory import runtime_memory
 
 ROOT = Path(__file__).resolve().parents[1]
 FOLD_CNV_LARGE = [(16, 3), (32, 32), (16, 32), (16, 32), (4, 32), (1, 32), (1, 4), (1, 8), (5, 1)]
@@ -122,13 +130,47 @@ def _totals(report: str) -> dict:
     return {"LUT": int(m.group(1)), "BRAM18": int(m.group(2)), "DSP": int(m.group(4)), "cycles": cyc}
 
 
+def rtl_run(size: str, frames: int, weights_mode: str, out: Path | None) -> int:
+    """Export the CNV through the RTL backend (the Python API: fold_cnv_large for the full size) and simulate it."""
+    import qpass
+    from qpass.api import qonnx_model
+    from qpass.backends import rtl
+    from qpass.hw.folding_config import load
+    from qpass.ir.samples import bind_samples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        m = build_cnv(size)
+        (tmp / "pipe.yaml").write_text(PIPELINE)
+        t0 = time.perf_counter()
+        r = qpass.optimize(m, calib=bind_samples(samples(size, 16), m), pipeline=qpass.load_pipeline(
+            str(tmp / "pipe.yaml")))
+        folding = load(folding_file(tmp / "f.json")) if size == "full" else None
+        res = rtl.export(qonnx_model(r), (out or tmp) / "rtl", samples=bind_samples(samples(size, frames, seed=2), m),
+                         folding=folding, weights_mode=weights_mode)
+        t1 = time.perf_counter()
+        print(f"CNV-W1A1 ({size}) RTL export ({weights_mode} weights) {t1 - t0:.1f} s; Verilator + cocotb, {frames} "
+              f"frames back to back:")
+        bad = 0
+        for p in res.partitions:
+            s = rtl.simulate(p, frames=frames, timeout=7200)
+            print(f"  {s.summary()} [{time.perf_counter() - t1:.0f} s]")
+            bad += int(not s.ok)
+        return 1 if bad else 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", choices=sorted(SIZES), default="full")
     ap.add_argument("--csim", action="store_true", help="also g++ C simulation vs the reference interpreter (slow)")
     ap.add_argument("--frames", type=int, default=2, help="frames for --csim")
     ap.add_argument("--out", default=None, help="export folder (default: a temporary one)")
+    ap.add_argument("--weights-mode", choices=("const", "runtime"), default="runtime",
+                    help="runtime (default): weights and thresholds in RAMs the host writes, as BNN-PYNQ; const: ROMs")
+    ap.add_argument("--rtl", action="store_true", help="the RTL backend under Verilator instead (slow)")
     args = ap.parse_args()
+    if args.rtl:
+        return rtl_run(args.size, args.frames, args.weights_mode, Path(args.out).resolve() if args.out else None)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         model = tmp / f"cnv_w1a1_{args.size}.onnx"
@@ -137,9 +179,10 @@ def main() -> int:
         np.savez(tmp / "eval.npz", **samples(args.size, args.frames, seed=2))
         pipe = tmp / "pipeline.yaml"
         pipe.write_text(PIPELINE)
-        out = Path(args.out) if args.out else tmp / "hls"
+        out = Path(args.out).resolve() if args.out else tmp / "hls"
         cmd = [sys.executable, "-m", "qpass.cli", "optimize", str(model), "--backend", "hls", "-o", f"{out}/",
-               "--pipeline", str(pipe), "--calib", str(tmp / "calib.npz"), "--allow-over-budget", "-q"]
+               "--pipeline", str(pipe), "--calib", str(tmp / "calib.npz"), "--allow-over-budget", "-q",
+               "--weights-mode", args.weights_mode]
         if args.size == "full":
             cmd += ["--folding", str(folding_file(tmp / "folding_config.json"))]
         if args.csim:
@@ -162,18 +205,23 @@ def main() -> int:
     print(f"{'LUT':22s}{est['LUT']:>16,d}{BNN_PYNQ['LUT']:>18,d}{est['LUT'] / BNN_PYNQ['LUT']:>8.2f}")
     b36 = est["BRAM18"] / 2
     print(f"{'BRAM36 (= BRAM18/2)':22s}{b36:>16.1f}{BNN_PYNQ['BRAM36']:>18d}{b36 / BNN_PYNQ['BRAM36']:>8.2f}")
-    # the same memory model applied to BNN-PYNQ's weight memories: runtime-writable per-PE RAMs (DoMemInit over
-    # AXI-lite, Vivado HLS RAM_2P: a read/write port, so true dual port, <= 18 bits per RAMB18 port), all block RAM
+    if args.weights_mode == "runtime":
+        print("qpass: the dataflow region (layers, FIFOs, width converters) with runtime-writable weights and "
+              "thresholds (per-PE RAMs with a read/write load port, weights in block RAM: BNN-PYNQ's design), priced "
+              "by qpass.hw.weight_memory. BNN-PYNQ: the whole system (DMA, AXI-Lite, its weights loaded the same "
+              "way); qpass does not estimate the shell.")
+        return 0
+    # the runtime memory model applied to BNN-PYNQ's weight memories (what --weights-mode runtime emits)
     own = sum(pe * bram18_for(mw * mh // (pe * simd), simd) if mw * mh // (pe * simd) > AUTO_LUTRAM_DEPTH else 0
               for (mw, mh), (pe, simd) in zip(CNV_MATRICES, FOLD_CNV_LARGE))
-    theirs = sum(pe * bram18_for(mw * mh // (pe * simd), simd, max_width=18)
+    theirs = sum(runtime_memory(mw * mh // (pe * simd), simd, pe, "block")[1]
                  for (mw, mh), (pe, simd) in zip(CNV_MATRICES, FOLD_CNV_LARGE))
     b36 = (est["BRAM18"] - own + theirs) / 2
     print(f"{'BRAM36, BNN-PYNQ RAMs':22s}{b36:>16.1f}{BNN_PYNQ['BRAM36']:>18d}{b36 / BNN_PYNQ['BRAM36']:>8.2f}"
           f"   (weights {own} -> {theirs} BRAM18)")
     print("qpass: the dataflow region (layers, FIFOs, width converters), weights as embedded constant ROMs (LUTROM up "
           "to 128 words). BNN-PYNQ: the whole system (DMA, AXI); its weights are runtime-writable per-PE RAMs, all in "
-          "block RAM: the 'BNN-PYNQ RAMs' row prices those with the same memory model.")
+          "block RAM: the 'BNN-PYNQ RAMs' row prices those as --weights-mode runtime does.")
     return 0
 
 

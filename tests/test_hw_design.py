@@ -97,11 +97,14 @@ def test_cnv_folding_file_csim_and_written_back(tiny_cnv, ap_types, tmp_path):
     assert "C simulation vs golden: 0 mismatches" in r.stdout
     eff = json.loads((out / "folding_config.json").read_text())
     assert eff["conv1"] == {"PE": 4, "SIMD": 8, "ram_style": "block", "ram_style_thresholds": "distributed",
-                            "resType": "lut"}
+                            "resType": "lut", "mem_mode": "internal_embedded", "runtime_writeable_weights": 0}
+    assert eff["fc0"]["mem_mode"] == "internal_decoupled" and eff["fc0"]["runtime_writeable_weights"] == 1
+    mems = json.loads(next(out.glob("*/memories.json")).read_text())  # fc0's weights and thresholds: written
+    assert {(m["layer"], m["what"]) for m in mems} == {("fc0", "weights"), ("fc0", "thresholds")}
     assert eff["conv2"]["PE"] == 2 and eff["swg_conv1"]["SIMD"] == 8
     assert all(v.get("ram_style", "block") != "auto" for v in eff.values())  # the cost model chose
     rep = (out / "report.txt").read_text()
-    assert "folding: MVAU_hls_2 is layer conv2" in rep and "not used by qpass: mem_mode" in rep
+    assert "folding: MVAU_hls_2 is layer conv2" in rep and "not used by qpass" not in rep
     assert "whole design on xc7z020" in rep and "estimate assumptions" in rep
     # the written-back file reproduces the design
     out2 = tmp_path / "hls2"
@@ -220,3 +223,10 @@ def test_full_cnv_w1a1_with_fold_cnv_large(tmp_path):
                    __import__("re").search(r"\(LUT (\d+), BRAM18 (\d+),", res.report).groups())
     assert 0.85 <= lut / cnv.BNN_PYNQ["LUT"] <= 1.15
     assert 100 <= bram18 <= 140  # about half of BNN-PYNQ's 248 BRAM18: embedded ROMs, not its writable RAMs
+    # BNN-PYNQ's design: weights and thresholds in RAMs the host writes (block RAM, a read/write port each)
+    res = export(qonnx_model(r), tmp_path / "rt", folding=load(cnv.folding_file(tmp_path / "f.json")),
+                 weights_mode="runtime")
+    lut, bram18 = (int(x) for x in
+                   __import__("re").search(r"\(LUT (\d+), BRAM18 (\d+),", res.report).groups())
+    assert res.partitions[0].folding.max_cycles == 32768
+    assert 0.85 <= lut / cnv.BNN_PYNQ["LUT"] <= 1.15 and 0.85 <= bram18 / 2 / cnv.BNN_PYNQ["BRAM36"] <= 1.15

@@ -155,3 +155,73 @@ def test_xnor_popcount_pe_is_far_smaller_than_multipliers_in_yosys(tmp_path):
         (tmp_path / f"pe{xnor}.sv").write_text(_wrapper(f"pe{xnor}", inst, [64], 2))
         luts[xnor] = run_yosys(tmp_path, list(LIBRARY) + [f"pe{xnor}.sv"], f"pe{xnor}", "xc7", nodsp=True).lut
     assert 0 < luts[1] * 3 < luts[0], luts
+
+
+def test_runtime_writable_memories_are_loaded_then_bit_exact(tmp_path):
+    """--weights-mode runtime on a binary CNV-like net (8-bit first layer, XNOR-popcount layers, one with SIMD = 48,
+    not a power of two): the weight and threshold memories are RAMs (no $readmemh) written through the top's write
+    port by the testbench before it streams; Verilator matches the reference at the modelled rate, and a wrong word
+    in a memory file makes it differ."""
+    from test_hls_templates import bnn_model, bnn_pipeline
+
+    sim_tools_or_skip()
+    path, calib = bnn_model(tmp_path / "bnn.onnx")
+    model = qonnx_model(qpass.optimize(path, calib=calib, pipeline=bnn_pipeline()))
+    res = rtl.export(model, tmp_path / "bnn", samples=calib, weights_mode="runtime",
+                     folding={"conv2": {"PE": 4, "SIMD": 48}, "swg_conv2": {"SIMD": 16}})
+    p = res.partitions[0]
+    d = p.project_dir
+    top = (d / "rtl" / f"{p.top}.sv").read_text()
+    meta = json.loads((d / "meta.json").read_text())
+    mems = meta["memories"]
+    mvtus = [l.name for l in p.graph.layers if l.kind == "mvtu"]
+    assert {m["layer"] for m in mems if m["port"] == "wmem"} == set(mvtus) and any(m["port"] == "tmem" for m in mems)
+    assert ".RUNTIME(1)" in top and "input  logic mem_we" in top and ".SIMD(48)" in top
+    for m in mems:
+        assert f".{m['port']}_we(mem_we && mem_sel == 16'd{m['id']})" in top
+    s = rtl.simulate(p, frames=8)
+    assert s.mismatches == 0 and not s.deadlock and s.elements_checked == 80, s.summary() + str(s.examples)
+    assert abs(s.ratio - 1) <= 0.05, s.summary()
+    loaded = json.loads((d / "sim_results.json").read_text())["memory_words_loaded"]
+    assert loaded == sum(m["words"] for m in mems)
+    # the RAMs hold only what was written: one flipped weight word of the last layer changes the outputs
+    last = next(m for m in mems if m["layer"] == mvtus[-1] and m["port"] == "wmem")
+    f = d / "rtl" / last["file"]
+    words = f.read_text().split()
+    words[0] = format(int(words[0], 16) ^ 1, f"0{len(words[0])}x")
+    f.write_text("\n".join(words) + "\n")
+    s = rtl.simulate(p, frames=8)
+    assert s.mismatches > 0, s.summary()
+
+
+def concat_after_a_fork():
+    """A 1x1 and a padded 3x3 convolution of one thresholded layer, concatenated (the 3x3 branch is a row late)"""
+    from onnx import helper
+    from test_hls import RNG, _c, _input, _model, _mt
+
+    nodes, inits = _input()
+    inits += [_c("w0", RNG.integers(-7, 8, (6, 4, 1, 1))), _c("w1", RNG.integers(-7, 8, (4, 6, 1, 1))),
+              _c("w2", RNG.integers(-7, 8, (2, 6, 3, 3)))]
+    nodes.append(helper.make_node("Conv", ["q", "w0"], ["c0"], kernel_shape=[1, 1], name="c0"))
+    for name, src, w, c, k in (("m0", "c0", None, 6, None), ("m1", "c1", "w1", 4, 1), ("m2", "c2", "w2", 2, 3)):
+        if w is not None:
+            nodes.append(helper.make_node("Conv", ["m0", w], [src], kernel_shape=[k, k], pads=[k // 2] * 4,
+                                          name=src))
+        n, t = _mt(name, src, c, 15, -100, 100)
+        nodes.append(n)
+        inits.append(t)
+    nodes.append(helper.make_node("Concat", ["m1", "m2"], ["cat"], axis=1, name="cat"))
+    return _model(nodes, inits, (4, 5, 5), ["cat"]), (4, 5, 5)
+
+
+def test_concat_streams_bit_exact_in_verilator(tmp_path):
+    sim_tools_or_skip()
+    m, shape = concat_after_a_fork()
+    x = np.random.default_rng(0).uniform(-20, 20, (12, 1, *shape)).astype(np.float32)
+    res = rtl.export(m, tmp_path / "cat", samples={"x": x}, folding={"c1": {"PE": 2}, "c2": {"PE": 2}, "cat": {"SIMD": 2}})
+    (p,) = res.partitions
+    assert "concat" in {l.kind for l in p.graph.layers}
+    assert "qp_concat #(" in (p.project_dir / "rtl" / f"{p.top}.sv").read_text()
+    s = rtl.simulate(p, frames=12)
+    assert s.mismatches == 0 and not s.deadlock and s.elements_checked == 12 * 6 * 25, s.summary() + str(s.examples)
+    assert abs(s.ratio - 1) <= 0.05, s.summary()

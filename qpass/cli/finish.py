@@ -78,7 +78,8 @@ def _evaluate(src, result, eval_samples, threads: int) -> dict:
 
 
 def export_hls(result, out_dir: Path, pipeline, given: set[str], samples, *, quiet: bool, csim: bool, device: str,
-               clock_ns, target_fps, control: str = "ap_ctrl_hs", folding=None, allow_over_budget=False) -> None:
+               clock_ns, target_fps, control: str = "ap_ctrl_hs", folding=None, allow_over_budget=False,
+               weights_mode: str = "const") -> None:
     """Export into a temporary folder beside OUT_DIR (and run the C simulation there); the folder takes its name
     only when everything worked."""
     from qpass.backends import hls
@@ -93,7 +94,7 @@ def export_hls(result, out_dir: Path, pipeline, given: set[str], samples, *, qui
         with atomic_dir(out_dir) as tmp:
             res = hls.export(result.model, tmp, device=device, clock_ns=clock_ns, target_fps=target_fps,
                              samples=samples, control=control, folding=folding,
-                             allow_over_budget=allow_over_budget)
+                             allow_over_budget=allow_over_budget, weights_mode=weights_mode)
             bar.update(1)
             cmp = None
             if simulate:

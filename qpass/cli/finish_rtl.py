@@ -10,7 +10,8 @@ from qpass.ir.atomic import atomic_dir
 
 
 def export_rtl(result, out_dir: Path, pipeline, given: set[str], samples, *, quiet: bool, device: str, clock_ns,
-               target_fps, rtlsim: bool, synth: bool, pnr: bool = False) -> None:
+               target_fps, rtlsim: bool, synth: bool, pnr: bool = False, folding=None,
+               weights_mode: str = "const") -> None:
     from qpass.backends import rtl
     from qpass.report.summary import format_line
 
@@ -19,7 +20,7 @@ def export_rtl(result, out_dir: Path, pipeline, given: set[str], samples, *, qui
         if rtlsim:
             rtl.check_tools()  # before the export: a missing tool is a one-line error, not a half run
         res = rtl.export(result.model, tmp, device=device, clock_ns=clock_ns, target_fps=target_fps,
-                         samples=samples)
+                         samples=samples, folding=folding, weights_mode=weights_mode)
         if rtlsim and samples is not None:
             sims = [rtl.simulate(p) for p in res.partitions]
             lines += ["", "RTL simulation (Verilator, cocotb):"] + [f"  {s.summary()}" for s in sims]

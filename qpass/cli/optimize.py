@@ -22,12 +22,12 @@ SECTIONS = {
     "Default int8 pipeline": ["activation_dtype", "per_tensor", "exclude", "target_cpu", "mode"],
     "Search": ["bits", "target", "cost", "avg_bits", "engine", "address"],
     "Hardware (--backend hls / rtl)": ["backend", "device", "clock_ns", "target_fps", "csim", "hls_control", "folding",
-                                       "allow_over_budget", "rtlsim", "synth", "pnr"],
+                                       "allow_over_budget", "rtlsim", "synth", "pnr", "weights_mode"],
     "Output": ["output", "report_path", "dump_dir", "qonnx", "no_verify", "quiet", "fmt"],
 }
-HW_FLAGS = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps"}
-HLS_ONLY = {"csim": "--csim", "hls_control": "--hls-control", "folding": "--folding",
-            "allow_over_budget": "--allow-over-budget"}
+HW_FLAGS = {"device": "--device", "clock_ns": "--clock-ns", "target_fps": "--target-fps",
+            "weights_mode": "--weights-mode", "folding": "--folding"}
+HLS_ONLY = {"csim": "--csim", "hls_control": "--hls-control", "allow_over_budget": "--allow-over-budget"}
 RTL_ONLY = {"rtlsim": "--rtlsim", "synth": "--synth", "pnr": "--pnr"}
 
 
@@ -131,6 +131,10 @@ def _hardware_options() -> list:
                      "synth_xilinx and report estimate vs yosys LUT/FF/BRAM/DSP."),
         click.option("--pnr", is_flag=True, help="--backend rtl: place and route every partition on a Lattice ECP5 "
                      "(LFE5U-85F) with yosys + nextpnr-ecp5 and report its Fmax."),
+        click.option("--weights-mode", type=click.Choice(["const", "runtime"]), default="const", show_default=True,
+                     help="Weights and thresholds of the matrix layers: constant ROMs, or RAMs the host writes at run "
+                          "time (BNN-PYNQ's design, FINN's decoupled runtime-writeable weights; written with "
+                          "memories.txt). Per layer: mem_mode in --folding."),
     ]
 
 
@@ -175,7 +179,8 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
         from .finish_rtl import export_rtl
 
         export_rtl(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, device=device,
-                   clock_ns=clock_ns, target_fps=target_fps, rtlsim=rtlsim, synth=synth, pnr=pnr)
+                   clock_ns=clock_ns, target_fps=target_fps, rtlsim=rtlsim, synth=synth, pnr=pnr,
+                   folding=hw["folding"], weights_mode=hw["weights_mode"])
     elif backend == "hls":
         export_hls(result, outputs.model, plan.pipeline, given, eval_samples or samples, quiet=quiet, csim=csim,
                    device=device, clock_ns=clock_ns, target_fps=target_fps, **hw)
@@ -187,7 +192,7 @@ def optimize(model, output, calib, pipeline_name, dump_dir, eval_path, report_pa
 def _hw_options(settings: dict) -> dict:
     """The HLS export's options, out of ``settings``: control mode, folding file (loaded), budget override."""
     hw = {"control": settings.pop("hls_control"), "allow_over_budget": settings.pop("allow_over_budget"),
-          "folding": None}
+          "folding": None, "weights_mode": settings.pop("weights_mode")}
     folding = settings.pop("folding")
     if folding:
         from qpass.hw.folding_config import load as load_folding

@@ -3,8 +3,10 @@
 The file maps layer names to attributes: ``{"conv1": {"PE": 32, "SIMD": 32, "ram_style": "block", "resType": "lut"},
 "Defaults": {...}}``. A name is a qpass layer name (as in report.txt) or FINN's ``<OpType>_<i>`` (the i-th layer of
 that kind in the design, e.g. ``MVAU_hls_0`` / ``MatrixVectorActivation_0``, ``ConvolutionInputGenerator_2``).
-Attributes qpass uses: ``PE``, ``SIMD``, ``ram_style``, ``ram_style_thresholds``, ``resType`` (or ``res_type``);
-FINN-only ones (``mem_mode``, ``runtime_writeable_weights``, FIFO depths, ...) are accepted and listed as unused.
+Attributes qpass uses: ``PE``, ``SIMD``, ``ram_style``, ``ram_style_thresholds``, ``resType`` (or ``res_type``),
+``mem_mode`` (FINN's const / internal_embedded: constant ROMs; decoupled / internal_decoupled, or qpass' runtime:
+runtime-writable RAMs, ``qpass.hw.weight_memory``) and ``runtime_writeable_weights`` (1: runtime); FINN-only ones
+(FIFO depths, ...) are accepted and listed as unused.
 ``Defaults`` (``{attr: [value, [op types]]}`` as FINN, or ``{attr: value}``) applies to every layer of those kinds
 that the file does not name. ``effective_config`` writes the folding a design ended with in the same format.
 """
@@ -16,13 +18,15 @@ import re
 
 from qpass.errors import QpassError
 from qpass.hw.layers import RAM_STYLES, RES_TYPES, Layer
+from qpass.hw.weight_memory import FINN_MEM_MODES
 
 #: FINN op types (with and without the _hls/_rtl/_Batch suffixes) -> qpass cost-model kind
 FINN_KINDS = {"MatrixVectorActivation": "MVTU", "MVAU": "MVTU", "StreamingFCLayer": "MVTU",
               "VectorVectorActivation": "VVAU", "VVAU": "VVAU", "ConvolutionInputGenerator": "SlidingWindow",
               "Thresholding": "Thresholding", "StreamingMaxPool": "Pool", "Pool": "Pool", "GlobalAccPool": "Pool",
               "AddStreams": "AddStreams", "ChannelwiseOp": "ChannelwiseOp", "StreamingConcat": "Concat"}
-USED = ("PE", "SIMD", "ram_style", "ram_style_thresholds", "resType", "res_type")
+USED = ("PE", "SIMD", "ram_style", "ram_style_thresholds", "resType", "res_type", "mem_mode",
+        "runtime_writeable_weights")
 _FINN_NAME = re.compile(r"^([A-Za-z]+?)(?:_Batch|_hls|_rtl)?(?:_(\d+))$")
 
 
@@ -101,7 +105,24 @@ def apply(layer: Layer, attrs: dict) -> Layer:
             if attrs[key] not in choices:
                 raise QpassError(f"--folding: {layer.name}: {key}={attrs[key]!r} is not one of {', '.join(choices)}")
             styles[field] = attrs[key]
+    if hasattr(layer, "mem_mode"):
+        mode = _mem_mode(layer.name, attrs)
+        if mode is not None:
+            styles["mem_mode"] = mode
     return out.restyled(**styles) if styles else out
+
+
+def _mem_mode(name: str, attrs: dict) -> str | None:
+    """qpass' mem_mode from FINN's ``mem_mode`` / ``runtime_writeable_weights`` (None: not given)."""
+    mode = None
+    if "mem_mode" in attrs:
+        mode = FINN_MEM_MODES.get(attrs["mem_mode"])
+        if mode is None:
+            raise QpassError(f"--folding: {name}: mem_mode={attrs['mem_mode']!r} is not one of "
+                             f"{', '.join(FINN_MEM_MODES)} (external weight streams are not supported)")
+    if int(attrs.get("runtime_writeable_weights", 0) or 0):
+        mode = "runtime"
+    return mode
 
 
 def effective_config(layers: list[Layer]) -> dict:
@@ -113,6 +134,10 @@ def effective_config(layers: list[Layer]) -> dict:
                            ("res_type", "resType")):
             if hasattr(l, field):
                 e[key] = getattr(l, field)
+        if hasattr(l, "mem_mode"):
+            runtime = l.mem_mode == "runtime"
+            e["mem_mode"] = "internal_decoupled" if runtime else "internal_embedded"
+            e["runtime_writeable_weights"] = int(runtime)
         cfg[l.name] = e
     return cfg
 

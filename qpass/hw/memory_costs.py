@@ -93,18 +93,19 @@ def mac_lut(simd: int, w_bits: int, a_bits: int, res_type: str) -> int:
 
 def matrix_unit(mw: int, mh: int, pe: int, simd: int, w_bits: int, a_bits: int, *, a_signed: bool, binary: bool,
                 w_store_bits: int, thresholds: int, acc_bits: int | None, ram_style: str, ram_style_thresholds: str,
-                res_type: str) -> tuple[int, int, int, int]:
+                res_type: str, mem=memory) -> tuple[int, int, int, int]:
     """(LUT, BRAM18, URAM, DSP) of a matrix-vector(-threshold) unit as emitted: 300 control LUTs + 1.1 x PE x
     (products + adder tree or XNOR-popcount + accumulator + comparators) [FINN-R structure] + weight and threshold
-    memories (module docstring)."""
+    memories (module docstring; ``mem`` prices them: ``memory``, or ``qpass.hw.weight_memory.runtime_memory`` for
+    runtime-writable ones)."""
     wmem, tmem = cm.mvtu_wmem(mw, mh, pe, simd), (mh // pe if thresholds else 0)
     acc = min(32 if acc_bits is None else acc_bits, cm.acc_bits_bound(mw, w_bits, a_bits, a_signed))
     compute = xnor_popcount_lut(simd) if binary else mac_lut(simd, w_bits, a_bits, res_type)
     cmp = thresholds * acc
-    w_lut, w_bram, w_uram = memory(wmem, simd * w_store_bits, pe, ram_style)
+    w_lut, w_bram, w_uram = mem(wmem, simd * w_store_bits, pe, ram_style)
     t_lut = t_bram = t_uram = 0
     if thresholds and tmem > 1:
-        t_lut, t_bram, t_uram = memory(tmem, acc, pe * thresholds, ram_style_thresholds)
+        t_lut, t_bram, t_uram = mem(tmem, acc, pe * thresholds, ram_style_thresholds)
     lut = int(300 + 1.1 * pe * (compute + acc + cmp)) + w_lut + t_lut
     dsp = 0 if binary or res_type != "dsp" else pe * simd * math.ceil((w_bits + a_bits) / 48)
     return lut, w_bram + t_bram, w_uram + t_uram, dsp

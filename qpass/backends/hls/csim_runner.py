@@ -158,6 +158,8 @@ def csim(project_dir: str | os.PathLike, inputs, ap_types: str | os.PathLike | N
             args.append(str(f))
         outs = [tmp / f"{p['name']}.txt" for p in m["outputs"]]
         args += [str(f) for f in outs]
+        if m.get("memories"):
+            args.append(str(d / m["memories"]))
         r = subprocess.run([str(binary), str(frames or 0), *args], capture_output=True, text=True, timeout=timeout)
         if r.returncode != 0:
             raise QpassError(f"{d}: C simulation failed ({r.returncode}): {r.stderr.strip()[-500:]}")

@@ -21,6 +21,7 @@ from qpass.hw.dataflow_graph import DataflowGraph
 from qpass.hw import folding_config
 from qpass.hw.design import check_budget, design_total, fifo_depths, fold_design, report_table
 from qpass.hw.memory_costs import ASSUMPTIONS
+from qpass.hw.weight_memory import ASSUMPTIONS as MEMORY_ASSUMPTIONS, with_mem_mode
 from qpass.hw.devices import Device, get_device
 from qpass.hw.fifo_sim import FifoResult
 from qpass.hw.folding import FoldingResult
@@ -106,7 +107,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
            target_fps: float | None = None, samples=None, *, utilisation: float = 0.8, strategy: str = "min_lut",
            folding: dict | None = None, model_name: str = "model",
            ap_types: str | os.PathLike | None = None, control: str = "ap_ctrl_hs",
-           allow_over_budget: bool = False) -> ExportResult:
+           allow_over_budget: bool = False, weights_mode: str = "const") -> ExportResult:
     """Write, per dataflow partition of a streamlined model, a self-contained HLS C++ project.
 
     ``model``: the streamlined QONNX graph (``qpass.api.qonnx_model(result)`` of the ``streamline`` or ``dataflow``
@@ -123,7 +124,9 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     effective folding is written to ``out_dir/folding_config.json``. The layers, FIFOs and width converters of all
     partitions together must fit the device, else QpassError with the numbers (unless ``allow_over_budget``).
     ``control``: the top functions' block-level control, ``codegen.CONTROLS`` (ap_ctrl_hs: one frame per call;
-    ap_ctrl_none: free-running; frame-loop: a frame count per call)."""
+    ap_ctrl_none: free-running; frame-loop: a frame count per call). ``weights_mode``: "const" (weights and
+    thresholds are constant ROMs) or "runtime" (RAMs the host loads through the top function, BNN-PYNQ's design;
+    ``qpass.hw.weight_memory``), the default of every matrix layer whose ``mem_mode`` the folding file does not set."""
     t0 = time.perf_counter()
     timings = {}
     if control not in codegen.CONTROLS:
@@ -149,7 +152,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
     dgs = [build_layers(pm.partitions[next(a.s.decode() for a in node.attribute if a.name == "model")], node.name)
            for node in pm.partition_nodes]
     notes = fold_design(dgs, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation,
-                        strategy=strategy, folding=folding)
+                        strategy=strategy, folding=with_mem_mode(folding, weights_mode))
     all_depths = [fifo_depths(dg) for dg in dgs]
     total, lines = design_total(list(zip(dgs, all_depths)))
     budget = check_budget(total, dev, allow_over_budget)
@@ -175,7 +178,7 @@ def export(model, out_dir: str | os.PathLike, device: str | Device = "xc7z020", 
         timings[f"codegen {node.name}"] = time.perf_counter() - t1
     report = _report(pm, exports, dev, clk, target_fps) + "\n\n" + "\n".join(
         [budget + f" (LUT {total.lut}, BRAM18 {total.bram18}, URAM {total.uram}, DSP {total.dsp}):"] + lines + notes
-        + [ASSUMPTIONS])
+        + [ASSUMPTIONS] + ([MEMORY_ASSUMPTIONS] if any(e.project.memories for e in exports) else []))
     (out / "report.txt").write_text(report + "\n")
     return ExportResult(out, parent_path, pm, exports, pm.host_nodes(), dev, clk, target_fps, report,
                         time.perf_counter() - t0, timings)

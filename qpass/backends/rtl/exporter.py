@@ -3,6 +3,7 @@ same layers, folding and FIFO depths as the HLS export) and write one RTL projec
 
     OUT/model.onnx                   host nodes + partition nodes (and the partition models)
     OUT/report.txt                   host nodes with reasons, per-layer tables
+    OUT/folding_config.json          the folding used (FINN's format; ``--folding`` takes it back)
     OUT/<top>/rtl/<top>.sv           the partition's AXI-Stream top module
     OUT/<top>/rtl/qpass_*.sv         the layer library
     OUT/<top>/rtl/*.mem              weights and thresholds ($readmemh)
@@ -24,12 +25,14 @@ import onnx
 
 from qpass.backends.hls import partition_io
 from qpass.errors import QpassError
+from qpass.hw import folding_config
 from qpass.hw.builder import build as build_layers
 from qpass.hw.dataflow_graph import DataflowGraph
 from qpass.hw.design import fifo_depths, fold, report_table
 from qpass.hw.devices import Device, get_device
 from qpass.hw.folding import FoldingResult
 from qpass.hw.partition import PartitionedModel, partition
+from qpass.hw.weight_memory import with_mem_mode
 from qpass.ops.partition import is_partition
 from . import top as topgen
 
@@ -81,10 +84,11 @@ def _model_of(model) -> onnx.ModelProto:
 
 def export(model, out_dir, device: str | Device = "xc7z020", clock_ns: float | None = None,
            target_fps: float | None = None, samples=None, *, utilisation: float = 0.8, strategy: str = "min_lut",
-           folding: dict | None = None, model_name: str = "model") -> RtlExport:
+           folding: dict | None = None, model_name: str = "model", weights_mode: str = "const") -> RtlExport:
     """Write one RTL project per dataflow partition of a streamlined model (arguments as
     ``qpass.backends.hls.export``); ``samples`` are written to each project's ``data/`` with the reference
-    interpreter's outputs, for the testbench."""
+    interpreter's outputs, for the testbench. ``weights_mode`` "runtime": weights and thresholds in RAMs with a
+    write port (``top``), loaded by the testbench from their .mem files before it streams."""
     t0 = time.perf_counter()
     m = _model_of(model)
     dev = get_device(device)
@@ -101,6 +105,7 @@ def export(model, out_dir, device: str | Device = "xc7z020", clock_ns: float | N
 
         io = partition_io(pm.parent, as_samples(samples, m), partitions=pm.store)
     parts = []
+    folding = with_mem_mode(folding, weights_mode)
     for node in pm.partition_nodes:
         rel = next(a.s.decode() for a in node.attribute if a.name == "model")
         dg = build_layers(pm.partitions[rel], node.name)
@@ -114,6 +119,8 @@ def export(model, out_dir, device: str | Device = "xc7z020", clock_ns: float | N
         part = RtlPartition(node.name, pdir, top, dg, res, depths, table, mod)
         part.frames = write_project(part, io)
         parts.append(part)
+    (out / "folding_config.json").write_text(folding_config.dumps(
+        folding_config.effective_config([l.layer for part in parts for l in part.graph.layers])))
     report = _report(pm, parts, dev, clk)
     (out / "report.txt").write_text(report + "\n")
     return RtlExport(out, parent_path, pm, parts, dev, clk, report, time.perf_counter() - t0)
@@ -147,6 +154,7 @@ def write_project(part: RtlPartition, io: dict | None) -> int:
             "deadlock_cycles": 4 * cycles + 1000,
             "inputs": [p.meta() for p in mod.inputs], "outputs": [p.meta() for p in mod.outputs],
             "fifos": [{"name": f.name, "width": f.width, "depth": f.depth, "edge": list(f.edge)} for f in mod.fifos],
+            "memories": mod.memories,
             "layers": {l.name: {"instance": f"u_{mod.idents[l.name]}", "kind": l.kind, "cycles": l.layer.cycles(),
                                 "pe": l.layer.fold[0], "simd": l.layer.fold[1]} for l in part.graph.layers}}
     (pdir / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")

@@ -23,6 +23,10 @@ class Instance:
     params: list[tuple[str, object]]
     ports: list[str] = field(default_factory=lambda: ["in"])
     mems: dict[str, str] = field(default_factory=dict)
+    #: the module has write ports wmem_* / tmem_* (tied off unless listed in ``writable``)
+    mem_ports: bool = False
+    #: runtime-writable memories: write-port prefix -> (word bits, its $readmemh-format file of initial words)
+    writable: dict[str, tuple[int, str]] = field(default_factory=dict)
 
 
 class UnsupportedLayer(QpassError):
@@ -48,6 +52,10 @@ def bipolar_stream(dg: DataflowGraph, sname: str) -> bool:
     return False
 
 
+def _runtime(l: HwLayer) -> bool:
+    return getattr(l.layer, "mem_mode", "const") == "runtime"
+
+
 def mvtu(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     p, L = l.params, l.layer
     (ti,), to = _types(dg, l)
@@ -66,8 +74,9 @@ def mvtu(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     params = [("MW", mw), ("MH", mh), ("SIMD", simd), ("PE", pe), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
               ("WB", wb), ("W_SIGNED", int(wt.signed)), ("AB", acc.bits + 1), ("OB", to.bits), ("XNOR", int(xnor)),
               ("USE_DSP", int(L.res_type == "dsp")), ("WFILE", f'"{ident}_w.mem"')]
-    inst = Instance("qp_mvtu", params, mems={f"{ident}_w.mem": hex_words(tiles, wb)})
+    inst = Instance("qp_mvtu", params, mems={f"{ident}_w.mem": hex_words(tiles, wb)}, mem_ports=True)
     _activation(inst, l, acc, nf, pe, ident)
+    _writable(inst, l, ident, pe * simd * wb, pe)
     return inst
 
 
@@ -82,8 +91,9 @@ def vvau(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     tiles = w.reshape(nf, L.pe, k).transpose(0, 2, 1).reshape(nf * k, L.pe)
     params = [("C", c), ("PE", L.pe), ("K", k), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)), ("WB", wt.bits),
               ("W_SIGNED", int(wt.signed)), ("AB", acc.bits + 1), ("OB", to.bits), ("WFILE", f'"{ident}_w.mem"')]
-    inst = Instance("qp_vvau", params, mems={f"{ident}_w.mem": hex_words(tiles, wt.bits)})
+    inst = Instance("qp_vvau", params, mems={f"{ident}_w.mem": hex_words(tiles, wt.bits)}, mem_ports=True)
     _activation(inst, l, acc, nf, L.pe, ident)
+    _writable(inst, l, ident, L.pe * wt.bits, L.pe)
     return inst
 
 
@@ -92,7 +102,7 @@ def window_max(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     (ti,), to = _types(dg, l)
     return Instance("qp_vvau", [
         ("C", L.channels), ("PE", L.pe), ("K", L.kernel_elems), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
-        ("AB", ti.bits + 1), ("OB", to.bits), ("MAXMODE", 1)])
+        ("AB", ti.bits + 1), ("OB", to.bits), ("MAXMODE", 1)], mem_ports=True)
 
 
 def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, ident: str) -> None:
@@ -102,10 +112,22 @@ def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, iden
     nt, tb = 0, 1
     if "thresholds" in p:
         thr = np.clip(np.asarray(p["thresholds"], np.int64), acc.lo(), acc.hi() + 1)
-        nt, tb = thr.shape[1], signed_width(int(thr.min()), int(thr.max()))
+        lo, hi = (acc.lo(), acc.hi() + 1) if _runtime(l) else (int(thr.min()), int(thr.max()))
+        nt, tb = thr.shape[1], signed_width(lo, hi)  # runtime: any thresholds the host may write fit
         inst.mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
         inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", f'"{ident}_t.mem"')]
+
+
+def _writable(inst: Instance, l: HwLayer, ident: str, w_bits: int, pe: int) -> None:
+    """mem_mode runtime: the weight and threshold memories become RAMs loaded through the top's write port."""
+    if not _runtime(l):
+        return
+    inst.params.append(("RUNTIME", 1))
+    inst.writable["wmem"] = (w_bits, f"{ident}_w.mem")
+    prm = dict(inst.params)
+    if prm["NT"]:
+        inst.writable["tmem"] = (pe * prm["NT"] * prm["TB"], f"{ident}_t.mem")
 
 
 def swg(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
@@ -165,9 +187,26 @@ def global_sum(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
         ("OB", to.bits)])  # sums kept modulo 2^OB: exact, the totals fit the output type
 
 
+#: inputs of the qp_concat library module
+CONCAT_MAX_INPUTS = 4
+
+
+def concat(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
+    L = l.layer
+    tis, to = _types(dg, l)
+    n = len(tis)
+    if n > CONCAT_MAX_INPUTS:
+        raise UnsupportedLayer(f"{l.name}: the RTL concatenation takes at most {CONCAT_MAX_INPUTS} streams, this "
+                               f"Concat has {n}")
+    params = [("N", n), ("SIMD", L.simd), ("OB", to.bits)]
+    params += [(f"W{i}", c // L.simd) for i, c in enumerate(L.channels)]
+    params += [(f"IB{i}", t.bits) for i, t in enumerate(tis)] + [(f"IS{i}", int(t.signed)) for i, t in enumerate(tis)]
+    return Instance("qp_concat", params, ports=[f"in{i}" for i in range(n)])
+
+
 INSTANCES: Mapping[str, Callable[[DataflowGraph, HwLayer, str], Instance]] = MappingProxyType({
-    "mvtu": mvtu, "vvau": vvau, "window_max": window_max, "swg": swg, "maxpool": maxpool, "threshold": threshold, "add": add, "channelwise": channelwise,
-    "global_sum": global_sum,
+    "mvtu": mvtu, "vvau": vvau, "window_max": window_max, "swg": swg, "maxpool": maxpool, "threshold": threshold,
+    "add": add, "channelwise": channelwise, "global_sum": global_sum, "concat": concat,
 })
 
 

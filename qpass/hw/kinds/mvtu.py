@@ -13,6 +13,7 @@ from qpass.analysis.intinfo import const, signed_bits
 from qpass.errors import QpassError
 from qpass.hw import cost_models as cm
 from qpass.hw import memory_costs as mc
+from qpass.hw import weight_memory as wm
 from qpass.hw.inttype import IntType
 from qpass.hw.kinds.base import HwKind
 from qpass.hw.kinds.swg import add_sliding_window
@@ -47,6 +48,8 @@ class MVTU(Layer):
     #: weights in {-1, +1} (stored as 1 bit) / inputs in {-1, +1}: both make the unit XNOR-popcount
     w_bipolar: bool = False
     a_bipolar: bool = False
+    #: "const": weights and thresholds are constant ROMs; "runtime": RAMs the host writes (``qpass.hw.weight_memory``)
+    mem_mode: str = "const"
     kind: ClassVar[str] = "MVTU"
 
     def __post_init__(self):
@@ -57,6 +60,7 @@ class MVTU(Layer):
         check_choice(self.name, "ram_style", self.ram_style, RAM_STYLES)
         check_choice(self.name, "ram_style_thresholds", self.ram_style_thresholds, ("auto", "block", "distributed"))
         check_choice(self.name, "res_type", self.res_type, RES_TYPES)
+        check_choice(self.name, "mem_mode", self.mem_mode, wm.MEM_MODES)
         if self.thresholds < 0:
             raise QpassError(f"{self.name}: thresholds must be >= 0, got {self.thresholds}")
 
@@ -80,14 +84,15 @@ class MVTU(Layer):
         return self.w_bipolar and self.a_bipolar
 
     def resources(self) -> Resources:
-        """The emitted unit (``qpass.hw.memory_costs.matrix_unit``: embedded per-PE weight ROMs, comparators,
-        XNOR-popcount when binary); ``finn_resources`` is FINN's formula for the same folding."""
+        """The emitted unit (``qpass.hw.memory_costs.matrix_unit``: per-PE weight ROMs, or writable RAMs in runtime
+        mode, comparators, XNOR-popcount when binary); ``finn_resources`` is FINN's formula for the same folding."""
         w = 1 if self.w_bipolar else self.w_bits
         a = 1 if self.a_bipolar else self.a_bits
         return Resources(*mc.matrix_unit(
             self.mw, self.mh, self.pe, self.simd, w, a, a_signed=self.a_signed, binary=self.binary,
-            w_store_bits=w, thresholds=self.thresholds, acc_bits=self.acc_bits, ram_style=self.ram_style,
-            ram_style_thresholds=self.ram_style_thresholds, res_type=self.res_type))
+            w_store_bits=w, thresholds=self.thresholds, acc_bits=self.acc_bits,
+            ram_style=wm.weight_style(self.mem_mode, self.ram_style), ram_style_thresholds=self.ram_style_thresholds,
+            res_type=self.res_type, mem=wm.pricing(self.mem_mode)))
 
     def finn_resources(self) -> Resources:
         """FINN's MVAU estimate (decoupled weights, thresholds only in LUTRAM) [cost_models]."""
@@ -103,7 +108,7 @@ class MVTU(Layer):
 
     def resolved_styles(self) -> dict:
         """``ram_style`` / ``ram_style_thresholds`` with "auto" replaced by what the cost model assumes."""
-        return {"ram_style": mc.resolve_ram_style(self.wmem(), self.ram_style),
+        return {"ram_style": mc.resolve_ram_style(self.wmem(), wm.weight_style(self.mem_mode, self.ram_style)),
                 "ram_style_thresholds": mc.resolve_ram_style(max(self.tmem(), 1), self.ram_style_thresholds)}
 
     def legal_pe(self) -> list[int]:

@@ -11,6 +11,7 @@ from qpass.analysis.intinfo import const, signed_bits
 from qpass.errors import QpassError
 from qpass.hw import cost_models as cm
 from qpass.hw import memory_costs as mc
+from qpass.hw import weight_memory as wm
 from qpass.hw.inttype import IntType
 from qpass.hw.kinds.base import HwKind
 from qpass.hw.kinds.mvtu import MVTU, acc_type, bipolar, conv_host_reason, fused_threshold, output_stage
@@ -65,13 +66,15 @@ class VVAU(MVTU):
         w = 1 if self.w_bipolar else self.w_bits
         return Resources(*mc.matrix_unit(
             self.kernel_elems, self.channels, self.pe, 1, w, self.a_bits, a_signed=self.a_signed, binary=False,
-            w_store_bits=w, thresholds=self.thresholds, acc_bits=self.acc_bits, ram_style=self.ram_style,
-            ram_style_thresholds=self.ram_style_thresholds, res_type=self.res_type))
+            w_store_bits=w, thresholds=self.thresholds, acc_bits=self.acc_bits,
+            ram_style=wm.weight_style(self.mem_mode, self.ram_style), ram_style_thresholds=self.ram_style_thresholds,
+            res_type=self.res_type, mem=wm.pricing(self.mem_mode)))
 
     def resolved_styles(self) -> dict:
         if self.reduce == "max":
             return {}
-        return {"ram_style": mc.resolve_ram_style(self.kernel_elems * self.channels // self.pe, self.ram_style),
+        return {"ram_style": mc.resolve_ram_style(self.kernel_elems * self.channels // self.pe,
+                                                  wm.weight_style(self.mem_mode, self.ram_style)),
                 "ram_style_thresholds": mc.resolve_ram_style(self.channels // self.pe, self.ram_style_thresholds)}
 
     def finn_resources(self) -> Resources:

@@ -4,7 +4,8 @@ Streams the sample frames back to back into every AXI-Stream input (TVALID held 
 every output's TREADY high, checks every output word against the reference interpreter's codes, and writes
 ../sim_results.json: mismatches, steady-state cycles per frame (between the last output words of successive
 frames), latency (first input word of frame 0 to its last output word), the highest occupancy of every FIFO, and
-whether the design deadlocked (no handshake for DEADLOCK_CYCLES cycles) or stopped early.
+whether the design deadlocked (no handshake for DEADLOCK_CYCLES cycles) or stopped early. A design with
+runtime-writable memories is first loaded through its write port, one word per cycle from the memories' files.
 """
 import json
 import os
@@ -55,6 +56,25 @@ async def _reset(dut, sig: dict, ins: list, outs: list) -> None:
     dut.ap_rst_n.value = 1
     await RisingEdge(dut.ap_clk)
     await RisingEdge(dut.ap_clk)
+
+
+async def _load(dut, meta: dict) -> int:
+    """Write every runtime-writable memory (meta.json "memories") word by word; returns the words written."""
+    n = 0
+    for m in meta.get("memories", []):
+        words = (PROJECT / "rtl" / m["file"]).read_text().split()
+        dut.mem_sel.value = m["id"]
+        dut.mem_we.value = 1
+        for i, w in enumerate(words):
+            dut.mem_addr.value = i
+            dut.mem_wdata.value = int(w, 16)
+            await RisingEdge(dut.ap_clk)
+            n += 1
+    if meta.get("memories"):
+        dut.mem_we.value = 0
+        for _ in range(3):
+            await RisingEdge(dut.ap_clk)
+    return n
 
 
 class Run:
@@ -135,7 +155,10 @@ async def stream_frames(dut):
                                   ndmin=1)[:frames * p["elems"]] for p in outs}
     sig = {n: {s: getattr(dut, f"{n}_{s}") for s in ("tdata", "tvalid", "tready", "tlast")}
            for n in [p["name"] for p in ins + outs]}
+    if meta.get("memories"):
+        dut.mem_we.value = 0
     await _reset(dut, sig, ins, outs)
+    loaded = await _load(dut, meta)
     run = Run(ins, outs, feed, frames)
     idle, limit = 0, int(meta["deadlock_cycles"])
     while run.n_out < run.total_out:
@@ -154,6 +177,7 @@ async def stream_frames(dut):
         except (AttributeError, ValueError):
             fifos[f["name"]] = None
     res = _results(run, want, frames, fifos)
+    res["memory_words_loaded"] = loaded
     (PROJECT / "sim_results.json").write_text(json.dumps(res, indent=1) + "\n")
     assert not run.deadlock, f"deadlock: no handshake for {limit} cycles after {run.n_out}/{run.total_out} words"
     assert run.bad_tlast == 0, f"{run.bad_tlast} output words with a wrong TLAST"

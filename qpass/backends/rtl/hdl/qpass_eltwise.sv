@@ -147,3 +147,58 @@ module qp_global_sum #(
     end
   end
 endmodule
+
+// Channel concatenation of N <= 4 streams (FINN StreamingConcat): per pixel, W0 words of in0, then W1 of in1, ...
+// (Wi = Ci / SIMD), one word per cycle passed through with each element sign- (ISi) or zero-extended from IBi to
+// OB bits. Inputs past N are not read (leave them unconnected).
+module qp_concat #(
+  parameter int N = 2, parameter int SIMD = 1, parameter int OB = 8,
+  parameter int W0 = 1, parameter int W1 = 1, parameter int W2 = 1, parameter int W3 = 1,
+  parameter int IB0 = 8, parameter int IB1 = 8, parameter int IB2 = 8, parameter int IB3 = 8,
+  parameter int IS0 = 0, parameter int IS1 = 0, parameter int IS2 = 0, parameter int IS3 = 0
+) (
+  input  logic clk, input logic rst,
+  input  logic [SIMD*IB0-1:0] in0_data, input logic in0_valid, output logic in0_ready,
+  input  logic [SIMD*IB1-1:0] in1_data, input logic in1_valid, output logic in1_ready,
+  input  logic [SIMD*IB2-1:0] in2_data, input logic in2_valid, output logic in2_ready,
+  input  logic [SIMD*IB3-1:0] in3_data, input logic in3_valid, output logic in3_ready,
+  output logic [SIMD*OB-1:0] out_data, output logic out_valid, input logic out_ready
+);
+  localparam int WMAX = (W0 > W1 ? W0 : W1) > (W2 > W3 ? W2 : W3) ? (W0 > W1 ? W0 : W1) : (W2 > W3 ? W2 : W3);
+  localparam int JW = (WMAX > 1) ? $clog2(WMAX) : 1;
+  logic [1:0] port;
+  logic [JW-1:0] j;
+  logic [SIMD*OB-1:0] x0, x1, x2, x3;
+  for (genvar s = 0; s < SIMD; s++) begin : g_ext
+    assign x0[s*OB +: OB] = IS0 ? OB'($signed(in0_data[s*IB0 +: IB0])) : OB'(in0_data[s*IB0 +: IB0]);
+    assign x1[s*OB +: OB] = IS1 ? OB'($signed(in1_data[s*IB1 +: IB1])) : OB'(in1_data[s*IB1 +: IB1]);
+    assign x2[s*OB +: OB] = IS2 ? OB'($signed(in2_data[s*IB2 +: IB2])) : OB'(in2_data[s*IB2 +: IB2]);
+    assign x3[s*OB +: OB] = IS3 ? OB'($signed(in3_data[s*IB3 +: IB3])) : OB'(in3_data[s*IB3 +: IB3]);
+  end
+  wire [JW-1:0] last = (port == 2'd0) ? JW'(W0 - 1) : (port == 2'd1) ? JW'(W1 - 1)
+                     : (port == 2'd2) ? JW'(W2 - 1) : JW'(W3 - 1);
+  always_comb begin
+    case (port)
+      2'd0: begin out_data = x0; out_valid = in0_valid; end
+      2'd1: begin out_data = x1; out_valid = in1_valid; end
+      2'd2: begin out_data = x2; out_valid = in2_valid; end
+      default: begin out_data = x3; out_valid = in3_valid; end
+    endcase
+  end
+  assign in0_ready = (port == 2'd0) && out_ready;
+  assign in1_ready = (port == 2'd1) && out_ready;
+  assign in2_ready = (port == 2'd2) && out_ready;
+  assign in3_ready = (port == 2'd3) && out_ready;
+  always_ff @(posedge clk) begin
+    if (rst) begin
+      port <= '0; j <= '0;
+    end else if (out_valid && out_ready) begin
+      if (j == last) begin
+        j <= '0;
+        port <= (port == 2'(N - 1)) ? '0 : port + 1'b1;
+      end else begin
+        j <= j + 1'b1;
+      end
+    end
+  end
+endmodule

@@ -5,6 +5,30 @@
 // cycles per frame are exactly the model's. Counters, no division or modulo by non-powers of two. Weights and
 // thresholds are ROMs initialised by $readmemh (one hex word per line) with a registered read addressed by the
 // next iteration's counters (block-RAM inferable). Output words go into a FIFO (see qpass_stream.sv).
+// RUNTIME = 1 (mem_mode runtime): the weight and threshold memories are RAMs with a write port (wmem_* / tmem_*:
+// one word per cycle while wmem_we / tmem_we, before streaming) instead of $readmemh ROMs; RUNTIME = 0 ties them off.
+
+// The threshold table of a matrix layer (NF words of W bits, none when NT == 0): a ROM ($readmemh FILE) or,
+// RUNTIME, a RAM written through we/waddr/wdata before streaming; q is registered, read at raddr when re.
+module qp_tmem #(parameter int NF = 1, parameter int W = 8, parameter int NT = 1, parameter int RUNTIME = 0,
+                 parameter FILE = "t.mem") (
+  input  logic clk, input logic re, input logic [31:0] raddr,
+  input  logic we, input logic [31:0] waddr, input logic [((NT > 0) ? W : 1)-1:0] wdata,
+  output logic [((NT > 0) ? W : 1)-1:0] q
+);
+  localparam int AW = (NF > 1) ? $clog2(NF) : 1;
+  if (NT > 0) begin : g_thr
+    logic [W-1:0] trom [0:NF-1];
+    if (RUNTIME) begin : g_tram
+      always_ff @(posedge clk) if (we) trom[waddr[AW-1:0]] <= wdata;
+    end else begin : g_trom
+      initial $readmemh(FILE, trom);
+    end
+    always_ff @(posedge clk) if (re) q <= trom[raddr[AW-1:0]];
+  end else begin : g_nothr
+    assign q = '0;
+  end
+endmodule
 
 // Matrix-vector-threshold unit: MW inputs, MH outputs, PE rows and SIMD columns per cycle, NF = MH/PE row folds of
 // SF = MW/SIMD column folds per input vector; the input vector is read at nf == 0 and kept for the other row folds.
@@ -18,11 +42,13 @@ module qp_mvtu #(
   parameter int IB = 8, parameter int I_SIGNED = 0, parameter int WB = 8, parameter int W_SIGNED = 1,
   parameter int AB = 16, parameter int OB = 8, parameter int NT = 0, parameter int TB = 8,
   parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int XNOR = 0, parameter int USE_DSP = 0,
-  parameter WFILE = "w.mem", parameter TFILE = "t.mem"
+  parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [SIMD*IB-1:0] in_data, input logic in_valid, output logic in_ready,
-  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready,
+  input  logic wmem_we, input logic [31:0] wmem_addr, input logic [PE*SIMD*WB-1:0] wmem_data,
+  input  logic tmem_we, input logic [31:0] tmem_addr, input logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tmem_data
 );
   localparam int SF = MW / SIMD, NF = MH / PE, TILES = NF * SF;
   localparam int SFW = (SF > 1) ? $clog2(SF) : 1, NFW = (NF > 1) ? $clog2(NF) : 1;
@@ -66,21 +92,23 @@ module qp_mvtu #(
     assign x = in_data;
   end
 
-  // weight ROM, registered read of the next tile
-  (* rom_style = "block" *) logic [PE*SIMD*WB-1:0] wrom [0:TILES-1];
+  // weight ROM, registered read of the next tile; RUNTIME: a RAM written before streaming, read every cycle (the
+  // current tile while stalled, so the word of tile 0 is fresh once loading ends)
   logic [PE*SIMD*WB-1:0] wq;
-  initial $readmemh(WFILE, wrom);
-  always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
-
-  // threshold ROM, read with the row fold entering the output stage
-  logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
-  if (NT > 0) begin : g_thr
-    logic [PE*NT*TB-1:0] trom [0:NF-1];
-    initial $readmemh(TFILE, trom);
-    always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
-  end else begin : g_nothr
-    assign tq = '0;
+  if (RUNTIME) begin : g_wram
+    (* ram_style = "block" *) logic [PE*SIMD*WB-1:0] wram [0:TILES-1];
+    always_ff @(posedge clk) if (wmem_we) wram[wmem_addr[TLW-1:0]] <= wmem_data;
+    always_ff @(posedge clk) wq <= wram[rst ? '0 : en ? tile_next : tile];
+  end else begin : g_wrom
+    (* rom_style = "block" *) logic [PE*SIMD*WB-1:0] wrom [0:TILES-1];
+    initial $readmemh(WFILE, wrom);
+    always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
   end
+
+  // threshold ROM (RUNTIME: RAM), read with the row fold entering the output stage
+  logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
+  qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
+    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
 
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
@@ -90,8 +118,10 @@ module qp_mvtu #(
       if (XNOR) begin
         logic [PCW-1:0] pop;
         pop = '0;
+        // agreement of input sign and weight bit as a 1-bit comparison: inside a size cast the operands of a
+        // bitwise ~^ would be widened first (ones in the upper bits), right only when 2 * SIMD is a power of two
         for (int s = 0; s < SIMD; s++)
-          pop = pop + PCW'(!x[s*IB + IB - 1] ~^ wq[p*SIMD + s]);
+          pop = pop + PCW'(x[s*IB + IB - 1] != wq[p*SIMD + s]);
         sum = sum + AB'(2) * $signed({1'b0, pop}) - AB'(SIMD);
       end else begin
         for (int s = 0; s < SIMD; s++) begin
@@ -293,11 +323,13 @@ module qp_vvau #(
   parameter int C = 1, parameter int PE = 1, parameter int K = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
   parameter int WB = 8, parameter int W_SIGNED = 1, parameter int AB = 16, parameter int OB = 8,
   parameter int NT = 0, parameter int TB = 8, parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0,
-  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem"
+  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
-  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready
+  output logic [PE*OB-1:0] out_data, output logic out_valid, input logic out_ready,
+  input  logic wmem_we, input logic [31:0] wmem_addr, input logic [PE*WB-1:0] wmem_data,
+  input  logic tmem_we, input logic [31:0] tmem_addr, input logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tmem_data
 );
   localparam int NF = C / PE, NFW = (NF > 1) ? $clog2(NF) : 1, KW_ = (K > 1) ? $clog2(K) : 1;
   localparam int TILES = NF * K, TLW = (TILES > 1) ? $clog2(TILES) : 1;
@@ -325,7 +357,11 @@ module qp_vvau #(
     end
   end
   logic [PE*WB-1:0] wq;
-  if (!MAXMODE) begin : g_w
+  if (!MAXMODE && RUNTIME) begin : g_wram
+    logic [PE*WB-1:0] wram [0:TILES-1];
+    always_ff @(posedge clk) if (wmem_we) wram[wmem_addr[TLW-1:0]] <= wmem_data;
+    always_ff @(posedge clk) wq <= wram[rst ? '0 : en ? tile_next : tile];
+  end else if (!MAXMODE) begin : g_w
     logic [PE*WB-1:0] wrom [0:TILES-1];
     initial $readmemh(WFILE, wrom);
     always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
@@ -333,13 +369,8 @@ module qp_vvau #(
     assign wq = '0;
   end
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
-  if (NT > 0) begin : g_thr
-    logic [PE*NT*TB-1:0] trom [0:NF-1];
-    initial $readmemh(TFILE, trom);
-    always_ff @(posedge clk) if (en && wr) tq <= trom[nf];
-  end else begin : g_nothr
-    assign tq = '0;
-  end
+  qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
+    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     logic signed [AB-1:0] acc_q, sum, res;
