@@ -27,6 +27,7 @@ from qpass.backends.hls import partition_io
 from qpass.errors import QpassError
 from qpass.hw import folding_config
 from qpass.hw.builder import build as build_layers
+from qpass.hw.calibration import layer_resources
 from qpass.hw.dataflow_graph import DataflowGraph
 from qpass.hw.design import fifo_depths, fold, report_table
 from qpass.hw.devices import Device, get_device
@@ -109,8 +110,9 @@ def export(model, out_dir, device: str | Device = "xc7z020", clock_ns: float | N
     for node in pm.partition_nodes:
         rel = next(a.s.decode() for a in node.attribute if a.name == "model")
         dg = build_layers(pm.partitions[rel], node.name)
+        # the folding search prices the RTL modules with the yosys-calibrated model (qpass.hw.calibration)
         res = fold(dg, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation, strategy=strategy,
-                   overrides=folding)
+                   overrides=folding, estimate=layer_resources)
         depths = fifo_depths(dg)
         table = report_table(dg, depths)
         top = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
