@@ -78,3 +78,25 @@ def run_samples(model: onnx.ModelProto, samples: SampleSet, threads: int = 1, op
     sess = sess or make_session(model, threads, optimize)
     names = outputs or [o.name for o in sess.get_outputs()]
     return run_stacked(lambda feed: _run(sess, names, feed, 0), model, samples, names, batch_size)
+
+
+def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto:
+    """The graph onnxruntime runs after its optimizer (fusions applied). On Linux it is written to an anonymous
+    in-memory file (nothing lands on disk); elsewhere to a temporary file removed at once."""
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("qpass-optimized")
+        try:
+            make_session(model, threads, optimize=True, optimized_path=f"/proc/self/fd/{fd}")
+            size = os.fstat(fd).st_size
+            os.lseek(fd, 0, os.SEEK_SET)
+            data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
+            if len(data) == size and size:
+                return onnx.load_from_string(data).graph
+        finally:
+            os.close(fd)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="qpass-ort-") as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        make_session(model, threads, optimize=True, optimized_path=path)
+        return onnx.load(path, load_external_data=False).graph

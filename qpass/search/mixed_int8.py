@@ -342,19 +342,8 @@ def keeps_integer_kernels(model: onnx.ModelProto, tensors: set[str]) -> set[str]
 
 def float_matrix_ops(model: onnx.ModelProto) -> int:
     """Conv / MatMul / Gemm nodes left on float kernels in the graph onnxruntime runs (its optimizer applied)."""
-    import os
-    import tempfile
+    from qpass.ir.ort_session import optimized_graph
 
-    from qpass.ir.ort_session import make_session
-
-    fd, path = tempfile.mkstemp(suffix=".onnx")
-    os.close(fd)
-    try:
-        make_session(model, 1, optimize=True, optimized_path=path)
-        ops = [n.op_type for n in onnx.load(path, load_external_data=False).graph.node]
-    finally:
-        os.unlink(path)
-        if os.path.exists(path + ".data"):
-            os.unlink(path + ".data")
+    ops = [n.op_type for n in optimized_graph(model).node]
     return sum(op in ("Conv", "ConvTranspose", "MatMul", "Gemm", "FusedGemm", "FusedConv", "FusedMatMul")
                for op in ops)
