@@ -43,7 +43,7 @@ def _fixed(n):
 def _run(x, layers=2):
     m = _mlp(layers)
     s = bind_samples({"x": x}, m)
-    res = qpass.optimize(m, calib=s, overrides={"choose_dynamic": {"max_slowdown": None}})
+    res = qpass.optimize(m, calib=s, overrides={"choose_dynamic": {"min_weight_elements": 0}})
     return m, s, res
 
 
@@ -90,3 +90,16 @@ def test_convolution_nets_pass_through_without_a_run(quantized_digits):
     rec = res.report.results.get("choose_dynamic")
     assert rec is None or rec.get("dynamic") == []
     assert not any(n.op_type == "DynamicQuantizeLinear" for n in res.model.graph.node)
+
+
+def test_small_layers_keep_static_ranges_by_default():
+    """The deterministic speed rule: weights under min_weight_elements (here 32x24 and 24x8) stay on static ranges
+    even where run-time ranges would be closer to float (DynamicQuantizeLinear's extra pass costs more there)."""
+    m = _mlp()
+    res = qpass.optimize(m, calib=bind_samples({"x": _varying(48)}, m))
+    assert not any(n.op_type == "DynamicQuantizeLinear" for n in res.model.graph.node)
+    assert not res.report.results.get("choose_dynamic", {}).get("dynamic")
+    # the same two layers do go dynamic when the size rule is lifted (so the rule, not the ranges, decided)
+    lifted = qpass.optimize(m, calib=bind_samples({"x": _varying(48)}, m),
+                            overrides={"choose_dynamic": {"min_weight_elements": 0}})
+    assert lifted.report.results["choose_dynamic"]["dynamic"]

@@ -43,14 +43,20 @@ class ChooseDynamicOptions:
     #: a candidate is measured only if its input's own per-sample range would cut the quantization noise power of
     #: that input by this much (dB) against the calibrated range (one run of the static model decides)
     predicted_db: float = 1.0
-    #: the chosen model may be measured at most this much slower than the static one (None: no timing)
-    max_slowdown: float | None = 1.10
+    #: the chosen model may be measured at most this much slower than the static one (None: no timing, the
+    #: default: a timing gate makes the output depend on the machine's load, and a rerun must give the same file)
+    max_slowdown: float | None = None
+    #: the deterministic speed rule instead: run-time ranges only for weights of at least this many elements
+    #: (DynamicQuantizeLinear adds a pass over the input and a node call: on small layers it costs more than the
+    #: product, e.g. 36% slower on the digits MLP's 64x64 Gemm)
+    min_weight_elements: int = 65536
 
 
-def candidates(model: onnx.ModelProto, op_types) -> list[onnx.NodeProto]:
+def candidates(model: onnx.ModelProto, op_types, min_weight_elements: int = 0) -> list[onnx.NodeProto]:
     """MatMul / Gemm nodes reading an activation quantizer and a constant 2-D 8-bit weight (per-tensor or per
-    output column scales)."""
-    inits = {i.name for i in model.graph.initializer}
+    output column scales) of at least ``min_weight_elements`` elements."""
+    sizes = {i.name: int(np.prod(i.dims, dtype=np.int64)) for i in model.graph.initializer}
+    inits = set(sizes)
     prod = producers(model.graph)
     out = []
     for n in model.graph.node:
@@ -66,6 +72,8 @@ def candidates(model: onnx.ModelProto, op_types) -> list[onnx.NodeProto]:
                 or q.input[1] not in inits or q.input[2] not in inits:
             continue
         if w is None or w.op_type != "DequantizeLinear" or w.input[0] not in inits or len(w.input) < 2:
+            continue
+        if sizes[w.input[0]] < min_weight_elements:
             continue
         out.append(n)
     return out
@@ -146,7 +154,8 @@ class ChooseDynamic(Pass):
     Options = ChooseDynamicOptions
 
     def run(self, model, ctx):
-        cands = [n.name for n in candidates(model, self.opts.op_types)][:self.opts.max_candidates]
+        cands = [n.name for n in candidates(model, self.opts.op_types, self.opts.min_weight_elements)]
+        cands = cands[:self.opts.max_candidates]
         float_m = ctx.report.snapshots.get("quantize_qdq")
         data = ctx.inputs.calibration_data
         if not cands or float_m is None or data is None or len(data) < 4:
