@@ -159,8 +159,10 @@ class ChooseDynamic(Pass):
         float_m = ctx.report.snapshots.get("quantize_qdq")
         data = ctx.inputs.calibration_data
         if not cands or float_m is None or data is None or len(data) < 4:
-            return PassResult(model, False, ["no MatMul/Gemm on a quantized activation and an 8-bit weight"
-                                             if not cands else "no float model or samples to measure on"])
+            why = (f"no MatMul/Gemm on a quantized activation and an 8-bit weight of >= "
+                   f"{self.opts.min_weight_elements} elements" if not cands else "no float model or samples to measure on")
+            ctx.report.results[self.name] = {"candidates": cands, "dynamic": [], "skipped": why}
+            return PassResult(model, False, [why])
         fit, held = split_samples(data, self.opts.samples, 0.5)
         try:
             chosen, result = self._choose(model, float_m, cands, fit, held)

@@ -259,10 +259,12 @@ class MvtuKind(HwKind):
         xs, src, acc = sample_shape(x), b.in_stream(x), node.outputs[0]
         ys = sample_shape(acc)
         w = np.asarray(const(node.inputs[1]), np.float64)
+        padded = False  # a zero-padded window feeds 0s: the products are not all +-1 (no XNOR-popcount)
         if node.op == "Conv":
             m, c, kh, kw = w.shape
             wm = w.transpose(0, 2, 3, 1).reshape(m, kh * kw * c)  # columns in (ky, kx, c) window order
             k, (s, pad) = (kh, kw), window_geometry(node)
+            padded = bool(pad)
             ch_axis, nvec, stream_in, out_order = 0, ys[1] * ys[2], src.name, nhwc_order(ys)
             if k != (1, 1) or s != (1, 1) or pad:
                 stream_in = add_sliding_window(b, node, src, xs, k, s, pad, False, 0).output
@@ -282,7 +284,7 @@ class MvtuKind(HwKind):
         mt = fused_threshold(b, acc, ch_axis)
         out_t, out_tensor, nthr = output_stage(b, mt, mh, acc, f_lo, f_hi, params, nodes)
         acc_bits = signed_bits(f_lo, f_hi)[0]
-        wb, ab = bipolar(wm), is_bipolar(x)
+        wb, ab = bipolar(wm), is_bipolar(x) and not padded
         res_type = mc.choose_res_type(w_t.bits, in_t.bits, wb or ab)
         layer = lambda nm: MVTU(nm, mw=mw, mh=mh, num_vectors=nvec, w_bits=w_t.bits, a_bits=in_t.bits,  # noqa: E731
                                 w_signed=w_t.signed, a_signed=in_t.signed, thresholds=nthr, acc_bits=acc_bits,
