@@ -100,3 +100,26 @@ def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto
         path = os.path.join(tmp, "optimized.onnx")
         make_session(model, threads, optimize=True, optimized_path=path)
         return onnx.load(path, load_external_data=False).graph
+
+
+def interleaved_times(sessions: dict, feed: dict, warmup: int = 3, rounds: int | None = None,
+                      budget_s: float = 0.5, min_rounds: int = 20, max_rounds: int = 400) -> dict:
+    """{key: [seconds per call]} of each session on ``feed``, runs interleaved (machine noise hits all alike) after
+    ``warmup`` calls each; ``rounds`` rounds, or as many as ``budget_s`` allows within [min_rounds, max_rounds]."""
+    import time
+
+    for s in sessions.values():
+        for _ in range(warmup):
+            s.run(None, feed)
+    if rounds is None:
+        t = time.perf_counter()
+        for s in sessions.values():
+            s.run(None, feed)
+        rounds = int(min(max_rounds, max(min_rounds, budget_s / max(time.perf_counter() - t, 1e-6))))
+    times = {k: [] for k in sessions}
+    for _ in range(rounds):
+        for k, s in sessions.items():
+            t = time.perf_counter()
+            s.run(None, feed)
+            times[k].append(time.perf_counter() - t)
+    return times

@@ -10,7 +10,6 @@ and the search stays deterministic. Ties in time go to the smaller file (a term 
 weight bit)."""
 from __future__ import annotations
 
-import time
 
 import numpy as np
 
@@ -66,20 +65,9 @@ def latency_table(model, calibration, sites, candidates: dict, rules_of, opts, f
 
 
 def _interleaved(sessions: dict, feed: dict, budget_s: float) -> dict:
-    for s in sessions.values():
-        for _ in range(3):
-            s.run(None, feed)
-    t = time.perf_counter()
-    for s in sessions.values():
-        s.run(None, feed)
-    rounds = int(min(MAX_ROUNDS, max(MIN_ROUNDS, budget_s / max(time.perf_counter() - t, 1e-6))))
-    times = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            t = time.perf_counter()
-            s.run(None, feed)
-            times[k].append(time.perf_counter() - t)
-    return times
+    from qpass.ir.ort_session import interleaved_times
+
+    return interleaved_times(sessions, feed, 3, budget_s=budget_s, min_rounds=MIN_ROUNDS, max_rounds=MAX_ROUNDS)
 
 
 def artifact_latency(model, feed: dict, threads: int, budget_s: float = 0.5) -> float:

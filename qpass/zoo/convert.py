@@ -10,7 +10,6 @@ the isolation layer, which records it as a crash, an out-of-memory or an interna
 from __future__ import annotations
 
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -58,18 +57,10 @@ def latency_ratio(quant, ref, feed, repeats: int = 50) -> float:
     """Median quantised / float latency in onnxruntime (1 thread), runs interleaved so noise hits both alike."""
     import numpy as np
 
-    from qpass.ir.ort_session import make_session
+    from qpass.ir.ort_session import interleaved_times, make_session
 
-    sessions = [make_session(quant, threads=1), make_session(ref, threads=1)]
-    for s in sessions:
-        for _ in range(10):
-            s.run(None, feed)
-    times: list[list[float]] = [[], []]
-    for _ in range(repeats):
-        for i, s in enumerate(sessions):
-            t0 = time.perf_counter()
-            s.run(None, feed)
-            times[i].append(time.perf_counter() - t0)
+    times = interleaved_times({0: make_session(quant, threads=1), 1: make_session(ref, threads=1)}, feed,
+                              warmup=10, rounds=repeats)
     return float(np.median(times[0]) / np.median(times[1]))
 
 
