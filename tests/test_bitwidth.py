@@ -102,7 +102,7 @@ def test_conservative_check_counts_only_lost_samples_with_a_wilson_margin():
 def test_option_errors_are_one_line_qpass_errors():
     for kw, msg in [({"target": TARGET, "avg_bits": 4}, "either"), ({"cost": "speed"}, "unknown bitwidth cost"),
                     ({"storage": "packed"}, "storage must be"),
-                    ({"candidates": [0, 4]}, r"\[1, 32\]"), ({"avg_bits": 1}, r"at least 4 bits \(INT4\)"),
+                    ({"candidates": [0, 4]}, r"\[1, 32\]"), ({"avg_bits": 1}, r"at least 2 bits \(INT2\)"),
                     ({"avg_bits": 1, "storage": "exact"}, "narrowest weight candidate is 2 bits"),
                     ({"weights": "sym:8"}, "template"), ({"activations": "pow2:{W},0"}, "activation"),
                     ({"candidates": [1, 4]}, "candidate width 1"), ({"holdout": 1.0}, "holdout"),
@@ -343,11 +343,12 @@ def test_bitwidth_pass_writes_rules_for_fakequant(tmp_path):
 
 
 def test_storage_follows_the_backend(cnn_space):
-    """The ONNX file stores INT4 / INT8 (or float): a 6-bit weight costs 8 there, and is not a candidate; the
+    """The ONNX file stores INT2 / INT4 / INT8 (or float): a 6-bit weight costs 8 there, and is not a candidate; the
     hardware backends' words are as wide as chosen (storage exact: every width)."""
     from qpass.pipeline.config import QuantConfig
 
-    assert BitwidthOptions().weight_candidates == [4, 8, 16]
+    assert BitwidthOptions().weight_candidates == [2, 4, 8, 16]
+    assert BitwidthOptions(storage="onnx4").weight_candidates == [4, 8, 16]
     assert BitwidthOptions(storage="exact").weight_candidates == [2, 3, 4, 5, 6, 7, 8, 10, 12, 16]
     assert QuantConfig(bits="auto").resolve().overrides["bitwidth"].get("storage") is None
     assert QuantConfig(bits="auto", backend="hls").resolve().overrides["bitwidth"]["storage"] == "exact"

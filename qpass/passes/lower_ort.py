@@ -6,9 +6,10 @@ everything else is emulated exactly in float32 with standard ops, in the op's ow
 reference interpreter and onnxruntime compute the same bits. An op without a lowering is refused.
 
 The artifact realises the widths: when a lowering stores weights packed (INT4, ``packed_storage``) the model moves
-to opset 21 (when no op in it changed meaning since its opset); an order-only op (MaxPool, Flatten, ...) reading
-dequantised activations gets the same QuantizeLinear -> DequantizeLinear after it (exact: its outputs are its
-inputs' values), so that onnxruntime runs it, and the layer it feeds, on integers.
+to opset 21 (when no op in it changed meaning since its opset), and weights whose codes fit 2 bits are stored as
+INT2 at opset 25 where the installed onnxruntime runs every op of the model there (``int2_storage``); an
+order-only op (MaxPool, Flatten, ...) reading dequantised activations gets the same QuantizeLinear ->
+DequantizeLinear after it (exact: its outputs are its inputs' values), so that onnxruntime runs it, and the layer it feeds, on integers.
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from qpass.ops.qdq import DequantizeLinear, QuantizeLinear
 from qpass.ops.quant import PACKED_OPSET
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
+from .int2_storage import INT2_OPSET, store_int2
 
 CUSTOM_DOMAINS = QONNX_DOMAINS + (QPASS_DOMAIN,)
 #: ops whose definition changed incompatibly between opset 18 and PACKED_OPSET (axes became an input; group norm's
@@ -81,6 +83,9 @@ class LowerOrt(Pass):
             notes.append(f"opset {PACKED_OPSET} for weights stored in 4 bits")
         if shared:
             notes.append(f"{shared} order-only ops requantised with their input's parameters")
+        out, int2 = store_int2(out)
+        if int2:
+            notes.append(f"{int2} weights of <= 2 bits stored as INT2 (opset {INT2_OPSET})")
         return PassResult(out, True, notes)
 
 
