@@ -7,7 +7,9 @@ reference interpreter and onnxruntime compute the same bits. An op without a low
 
 The artifact realises the widths: when a lowering stores weights packed (INT4, ``packed_storage``) the model moves
 to opset 21 (when no op in it changed meaning since its opset), and weights whose codes fit 2 bits are stored as
-INT2 at opset 25 where the installed onnxruntime runs every op of the model there (``int2_storage``); an
+INT2 at opset 25 where the installed onnxruntime runs every op of the model there (``int2_storage``); a
+weight-only MatMul (float input) of a <= 4-bit weight becomes MatMulNBits (``matmul_nbits``: onnxruntime would
+otherwise rewrite it into an int8-compute MatMulNBits that does not compute the model); an
 order-only op (MaxPool, Flatten, ...) reading dequantised activations gets the same QuantizeLinear ->
 DequantizeLinear after it (exact: its outputs are its inputs' values), so that onnxruntime runs it, and the layer it feeds, on integers.
 """
@@ -28,6 +30,7 @@ from qpass.ops.quant import PACKED_OPSET
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
 from .int2_storage import INT2_OPSET, store_int2
+from .matmul_nbits import lower_matmul_nbits
 
 CUSTOM_DOMAINS = QONNX_DOMAINS + (QPASS_DOMAIN,)
 #: ops whose definition changed incompatibly between opset 18 and PACKED_OPSET (axes became an input; group norm's
@@ -83,6 +86,9 @@ class LowerOrt(Pass):
             notes.append(f"opset {PACKED_OPSET} for weights stored in 4 bits")
         if shared:
             notes.append(f"{shared} order-only ops requantised with their input's parameters")
+        out, nbits = lower_matmul_nbits(out)
+        if nbits:
+            notes.append(f"{nbits} weight-only MatMuls of <= 4-bit weights as MatMulNBits (exact float32 level)")
         out, int2 = store_int2(out)
         if int2:
             notes.append(f"{int2} weights of <= 2 bits stored as INT2 (opset {INT2_OPSET})")
