@@ -87,3 +87,18 @@ def test_no_int2_where_onnxruntime_cannot_run_opset_25(monkeypatch):
                                           ("exact", (1, 2, 3, 4, 8, 16))])
 def test_memory_cost_counts_stored_bits(storage, bits):
     assert tuple(stored_bits(w, storage) for w in (1, 2, 3, 4, 8, 16)) == bits
+
+
+def test_search_cost_is_what_the_file_stores():
+    """--avg-bits 3 on the digits CNN needs 2-bit layers: the file stores them as INT2, and the search's memory
+    cost is the file's stored weight bits exactly."""
+    from conftest import MODELS
+    from qpass import search as bitwidth
+    from qpass.ir.samples import load_samples
+
+    m = qpass.load(MODELS / "digits_cnn.onnx")
+    a = bitwidth.search(m, load_samples(MODELS / "digits_cnn.calib.npz", m), avg_bits=3)
+    art = artifact_summary(a.model)
+    assert TensorProto.INT2 in {t.data_type for t in a.model.graph.initializer}
+    assert a.met and art["avg_stored_weight_bits"] <= 3
+    assert a.cost == art["weight_bits_stored"]
