@@ -79,6 +79,39 @@ def check(name: str, tmp: Path) -> dict:
             "avg4_reports_held_out": "held out:" in avg4_out}
 
 
+def storage(name: str, tmp: Path) -> str:
+    """Uniform W-bit weights (W = 2, 4, 8; 8-bit activations) through fakequant + lower_ort: INT2 / INT4 / int8 in
+    the file, its size, integer kernels and latency side by side."""
+    import qpass
+    from ort_compare import census, latency
+    from qpass.ir.samples import load_samples
+    from qpass.pipeline.files import load_pipeline
+    from qpass.search.artifact import artifact_summary
+
+    src = ROOT / "models" / f"{name}.onnx"
+    m = qpass.load(src)
+    calib = load_samples(ROOT / "models" / f"{name}.calib.npz", m)
+    ev = dict(np.load(ROOT / "models" / f"{name}.eval.npz"))
+    paths = {}
+    for w in (2, 4, 8):
+        res = qpass.optimize(m, calib=calib, pipeline=load_pipeline(
+            "fakequant", {"fakequant": {"weights": f"sym:{w}", "activations": "uint8"}}))
+        paths[w] = tmp / f"{name}.w{w}.onnx"
+        onnx.save(res.model, paths[w])
+    times, _ = latency(paths, {m.graph.input[0].name: ev["input"][0]}, threads=1, repeats=4000, budget=6.0)
+    rows = []
+    for w, p in paths.items():
+        mod = onnx.load(p)
+        a = artifact_summary(mod)
+        types = sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in mod.graph.initializer
+                        if t.data_type in (onnx.TensorProto.INT2, onnx.TensorProto.INT4, onnx.TensorProto.INT8)})
+        rows.append(f"| {name} | W{w}/A8 | {'/'.join(types)} | opset {mod.opset_import[0].version} | "
+                    f"{a['avg_stored_weight_bits']:.2f} | {a['file_bytes']} | "
+                    f"{census(p, p.with_suffix('.opt.onnx'), 0)['integer_kernels']} | "
+                    f"{float(np.median(times[w])) * 1e6:.1f} | {100 * top1(p, ev):.2f}% |")
+    return "\n".join(rows)
+
+
 ROWS = [("eval top-1 auto (float; default int8)", lambda r: f"{100 * r['auto_top1']:.2f}% ({100 * r['float_top1']:.2f}%;"
          f" {100 * r['int8_top1']:.2f}%)"),
         ("relative accuracy (>= 0.99)", lambda r: f"{r['relative']:.4f}"),
@@ -102,11 +135,16 @@ def main():
     load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as d:
         res = [check(m, Path(d)) for m in args.models]
+        store = [storage(m, Path(d)) for m in args.models]
     lines = [f"# issue 14 Done-when via the CLI (calibration data only), {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
              f"AMD EPYC avx2 avx512f avx512_vnni; load average {load0:.2f} -> {os.getloadavg()[0]:.2f}; "
              f"onnxruntime 1 thread", "", "| | " + " | ".join(r["model"] for r in res) + " |",
              "|---|" + "---|" * len(res)]
     lines += [f"| {label} | " + " | ".join(fmt(r) for r in res) + " |" for label, fmt in ROWS]
+    lines += ["", "Uniform weight widths through fakequant + lower_ort (stored types, stored bits / weight, bytes, "
+              "integer-kernel layers, latency us, eval top-1):", "",
+              "| model | widths | stored | opset | bits | bytes | int kernels | us | top-1 |", "|---" * 9 + "|"]
+    lines += store
     text = "\n".join(lines) + "\n"
     print(text)
     if args.out:

@@ -17,6 +17,8 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from qpass.ir.graph import subgraphs
+
 #: the opset whose Cast / DequantizeLinear read INT2 / UINT2
 INT2_OPSET = 25
 #: the IR version that carries INT2 / UINT2 tensors
@@ -25,13 +27,12 @@ INT2_RANGE = (-2, 1)
 ONNX_DOMAINS = ("", "ai.onnx")
 
 
-def _op_types(g: onnx.GraphProto):
+def all_nodes(g: onnx.GraphProto):
+    """Every node of ``g``, its subgraphs' (If / Loop / Scan bodies) included."""
     for n in g.node:
-        if n.domain in ONNX_DOMAINS:
-            yield n.op_type
-        for a in n.attribute:
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from _op_types(sub)
+        yield n
+        for _, sub in subgraphs(n):
+            yield from all_nodes(sub)
 
 
 def missing_kernels(op_types, opset: int = INT2_OPSET) -> list[str]:
@@ -58,7 +59,8 @@ def missing_kernels(op_types, opset: int = INT2_OPSET) -> list[str]:
 def model_takes_int2(model: onnx.ModelProto, extra_ops=("QuantizeLinear", "DequantizeLinear", "Cast", "Clip")) -> bool:
     """Whether ``model`` (and the quantisation ops lowering adds, ``extra_ops``) can move to opset 25 and still run
     in the installed onnxruntime."""
-    return not missing_kernels(list(_op_types(model.graph)) + list(extra_ops))
+    ops = [n.op_type for n in all_nodes(model.graph) if n.domain in ONNX_DOMAINS]
+    return not missing_kernels(ops + list(extra_ops))
 
 
 def _int2_proto(name: str, codes: np.ndarray) -> onnx.TensorProto:

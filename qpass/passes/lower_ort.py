@@ -29,7 +29,7 @@ from qpass.ops.qdq import DequantizeLinear, QuantizeLinear
 from qpass.ops.quant import PACKED_OPSET
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
-from .int2_storage import INT2_OPSET, store_int2
+from .int2_storage import INT2_OPSET, all_nodes, store_int2
 from .matmul_nbits import lower_matmul_nbits
 
 CUSTOM_DOMAINS = QONNX_DOMAINS + (QPASS_DOMAIN,)
@@ -101,13 +101,7 @@ def _packs(custom) -> bool:
 
 def _can_raise_opset(model) -> bool:
     """No op in the model (subgraphs included) whose meaning changed between its opset and PACKED_OPSET."""
-    def ops(g):
-        for n in g.node:
-            yield n.op_type
-            for a in n.attribute:
-                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    yield from ops(sub)
-    return not any(op in OPSET_RAISE_BLOCKERS for op in ops(model.graph))
+    return not any(n.op_type in OPSET_RAISE_BLOCKERS for n in all_nodes(model.graph))
 
 
 def _per_tensor_dq(t) -> gs.Node | None:

@@ -23,6 +23,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from .int2_storage import all_nodes
+
 MS_DOMAIN = "com.microsoft"
 ONNX_DOMAINS = ("", "ai.onnx")
 PACKED_TYPES = (onnx.TensorProto.INT4, onnx.TensorProto.INT2)
@@ -122,21 +124,13 @@ def lower_matmul_nbits(model: onnx.ModelProto) -> tuple[onnx.ModelProto, int]:
             nodes.append(n)
     del out.graph.node[:]
     out.graph.node.extend(nodes)
-    used = set(_inputs(out.graph))
+    used = {x for n in all_nodes(out.graph) for x in n.input}
     keep = [t for t in out.graph.initializer if t.name not in drop_inits or t.name in used]
     del out.graph.initializer[:]
     out.graph.initializer.extend(keep)
     if not any(o.domain == MS_DOMAIN for o in out.opset_import):
         out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
     return out, len(todo)
-
-
-def _inputs(g: onnx.GraphProto):
-    for n in g.node:
-        yield from n.input
-        for a in n.attribute:
-            for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                yield from _inputs(sub)
 
 
 def id_of(node: onnx.NodeProto) -> tuple:
