@@ -7,7 +7,7 @@ import onnx
 
 from qpass.ops.common import LINEAR_OPS
 
-#: the storage width of an initializer's element type (INT4 / UINT4 are packed two to a byte)
+#: the storage width of an initializer's element type (INT4 / UINT4 packed two to a byte, INT2 / UINT2 four)
 TYPE_BITS = {onnx.TensorProto.INT2: 2, onnx.TensorProto.UINT2: 2, onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT8: 8,
              onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT16: 16, onnx.TensorProto.UINT16: 16,
              onnx.TensorProto.FLOAT16: 16, onnx.TensorProto.BFLOAT16: 16, onnx.TensorProto.INT32: 32,
