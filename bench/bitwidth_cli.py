@@ -85,7 +85,10 @@ def storage(name: str, tmp: Path) -> str:
     import qpass
     from ort_compare import census, latency
     from qpass.ir.samples import load_samples
+    from qpass.passes.int8_weights import Int8Weights
+    from qpass.pipeline.context import PassContext
     from qpass.pipeline.files import load_pipeline
+    from qpass.pipeline.manager import PassManager, Pipeline
     from qpass.search.artifact import artifact_summary
 
     src = ROOT / "models" / f"{name}.onnx"
@@ -96,15 +99,16 @@ def storage(name: str, tmp: Path) -> str:
     for w in (2, 4, 8):
         res = qpass.optimize(m, calib=calib, pipeline=load_pipeline(
             "fakequant", {"fakequant": {"weights": f"sym:{w}", "activations": "uint8"}}))
-        paths[w] = tmp / f"{name}.w{w}.onnx"
-        onnx.save(res.model, paths[w])
+        paths[w] = tmp / f"{name}.w{w}.onnx"  # int8 weights as --bits auto stores them (pass int8_weights)
+        onnx.save(PassManager(Pipeline("int8", [Int8Weights()]), PassContext(progress=False)).run(res.model), paths[w])
     times, _ = latency(paths, {m.graph.input[0].name: ev["input"][0]}, threads=1, repeats=4000, budget=6.0)
     rows = []
     for w, p in paths.items():
         mod = onnx.load(p)
         a = artifact_summary(mod)
         types = sorted({onnx.TensorProto.DataType.Name(t.data_type) for t in mod.graph.initializer
-                        if t.data_type in (onnx.TensorProto.INT2, onnx.TensorProto.INT4, onnx.TensorProto.INT8)})
+                        if t.data_type in (onnx.TensorProto.INT2, onnx.TensorProto.INT4, onnx.TensorProto.INT8,
+                                           onnx.TensorProto.UINT8)})
         rows.append(f"| {name} | W{w}/A8 | {'/'.join(types)} | opset {mod.opset_import[0].version} | "
                     f"{a['avg_stored_weight_bits']:.2f} | {a['file_bytes']} | "
                     f"{census(p, p.with_suffix('.opt.onnx'), 0)['integer_kernels']} | "
@@ -141,9 +145,9 @@ def main():
              f"onnxruntime 1 thread", "", "| | " + " | ".join(r["model"] for r in res) + " |",
              "|---|" + "---|" * len(res)]
     lines += [f"| {label} | " + " | ".join(fmt(r) for r in res) + " |" for label, fmt in ROWS]
-    lines += ["", "Uniform weight widths through fakequant + lower_ort (stored types, stored bits / weight, bytes, "
-              "integer-kernel layers, latency us, eval top-1):", "",
-              "| model | widths | stored | opset | bits | bytes | int kernels | us | top-1 |", "|---" * 9 + "|"]
+    lines += ["", "Uniform weight widths through fakequant + lower_ort + int8_weights (initializer types, stored "
+              "bits / weight, bytes, integer-kernel layers, latency us, eval top-1):", "",
+              "| model | widths | integer initializer types | opset | weight bits | bytes | int kernels | us | top-1 |", "|---" * 9 + "|"]
     lines += store
     text = "\n".join(lines) + "\n"
     print(text)

@@ -9,9 +9,9 @@ The artifact realises the widths: when a lowering stores weights packed (INT4, `
 to opset 21 (when no op in it changed meaning since its opset), and weights whose codes fit 2 bits are stored as
 INT2 at opset 25 where the installed onnxruntime runs every op of the model there (``int2_storage``); a
 weight-only MatMul (float input) of a <= 4-bit weight becomes MatMulNBits (``matmul_nbits``: onnxruntime would
-otherwise rewrite it into an int8-compute MatMulNBits that does not compute the model); an
-order-only op (MaxPool, Flatten, ...) reading dequantised activations gets the same QuantizeLinear ->
-DequantizeLinear after it (exact: its outputs are its inputs' values), so that onnxruntime runs it, and the layer it feeds, on integers.
+otherwise rewrite it into an int8-compute MatMulNBits that does not compute the model); an order-only op
+(MaxPool, Flatten, ...) reading dequantised activations gets the same QuantizeLinear -> DequantizeLinear after it
+(exact: its outputs are its inputs' values), so that onnxruntime runs it, and the layer it feeds, on integers.
 """
 from __future__ import annotations
 
