@@ -3,7 +3,7 @@
 Why, and when (onnxruntime 1.32, AMD EPYC avx2 avx512f avx512_vnni; bench/bitwidth_nbits.py):
 
 - A MatMul whose input is a dequantised activation and whose weight is INT4 -> Cast(INT8) -> DequantizeLinear is
-  fused by onnxruntime into the integer QLinearMatMul: exact, and 1.6-3.5x faster than ``MatMulNBits`` at its
+  fused by onnxruntime into the integer QLinearMatMul: exact, and 1.6-4.1x faster than ``MatMulNBits`` at its
   exact (float32) accuracy level 0 on every shape measured (M 1-128, K / N 384-4096). It stays as it is.
 - A MatMul whose input is float (weight-only quantisation) with that weight is rewritten by onnxruntime itself, at
   session load, into ``MatMulNBits(bits=8, accuracy_level=4)``, which quantises the activations per block to int8 on
@@ -11,7 +11,7 @@ Why, and when (onnxruntime 1.32, AMD EPYC avx2 avx512f avx512_vnni; bench/bitwid
   Lowered here to ``MatMulNBits(bits=4, accuracy_level=0)`` instead: the same 4-bit codes, computed in float32 with
   the dequantised weights, which is the definition (bit for bit as ``qpass.reference.ops_nbits`` computes it,
   tested), 4-bit storage plus one float32 scale per column and block, and faster than a float32 MatMul where the
-  weights dominate (M = 1: 2.6-4.9x at 2048-4096 square), slower at M >= 8 (up to 1.8x).
+  weights dominate (M = 1: 1.9-4.9x at 2048-4096 square), slower on small layers and at M >= 8 (up to 1.8x).
 
 The rule is structural, never a measured time: the MatMul's input not produced by a DequantizeLinear, its weight a
 2-D INT4 / INT2 constant read through Cast(INT8) -> DequantizeLinear with zero point 0 and one scale per tensor or
