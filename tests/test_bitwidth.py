@@ -168,8 +168,8 @@ def test_target_met_on_the_eval_set_with_stored_compression(which, request):
     data = request.getfixturevalue(which)
     a, seconds = request.getfixturevalue(f"{which}_target")
     assert a.met and a.metric["relative_accuracy"] >= 0.99
-    # widths the ONNX file stores (INT2 / INT4 / INT8); the CNN's held-out half allows 4 bits everywhere, the residual CNN's
-    # loses samples with any 4-bit layer (the held-out check backs off to 8 bits)
+    # widths the ONNX file stores (INT2 / INT4 / INT8); the CNN's held-out half allows 4 bits everywhere, the
+    # residual CNN's loses samples with any 4-bit layer (the held-out check backs off to 8 bits)
     assert a.compression["float32"] >= (8.0 if which == "cnn" else 4.0)
     assert a.artifact["avg_stored_weight_bits"] == pytest.approx(a.compression["avg_weight_bits"])
     assert a.compression["int8"] == pytest.approx(a.compression["float32"] / 4)
