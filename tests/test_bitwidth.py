@@ -102,7 +102,7 @@ def test_conservative_check_counts_only_lost_samples_with_a_wilson_margin():
 def test_option_errors_are_one_line_qpass_errors():
     for kw, msg in [({"target": TARGET, "avg_bits": 4}, "either"), ({"cost": "speed"}, "unknown bitwidth cost"),
                     ({"storage": "packed"}, "storage must be"),
-                    ({"candidates": [0, 4]}, r"\[1, 32\]"), ({"avg_bits": 1}, r"at least 4 bits \(INT4\)"),
+                    ({"candidates": [0, 4]}, r"\[1, 32\]"), ({"avg_bits": 1}, r"at least 2 bits \(INT2\)"),
                     ({"avg_bits": 1, "storage": "exact"}, "narrowest weight candidate is 2 bits"),
                     ({"weights": "sym:8"}, "template"), ({"activations": "pow2:{W},0"}, "activation"),
                     ({"candidates": [1, 4]}, "candidate width 1"), ({"holdout": 1.0}, "holdout"),
@@ -168,13 +168,13 @@ def test_target_met_on_the_eval_set_with_stored_compression(which, request):
     data = request.getfixturevalue(which)
     a, seconds = request.getfixturevalue(f"{which}_target")
     assert a.met and a.metric["relative_accuracy"] >= 0.99
-    # widths the ONNX file stores (INT4 / INT8); the CNN's held-out half allows 4 bits everywhere, the residual CNN's
-    # loses samples with any 4-bit layer (the held-out check backs off to 8 bits)
+    # widths the ONNX file stores (INT2 / INT4 / INT8); the CNN's held-out half allows 4 bits everywhere, the
+    # residual CNN's loses samples with any 4-bit layer (the held-out check backs off to 8 bits)
     assert a.compression["float32"] >= (8.0 if which == "cnn" else 4.0)
     assert a.artifact["avg_stored_weight_bits"] == pytest.approx(a.compression["avg_weight_bits"])
     assert a.compression["int8"] == pytest.approx(a.compression["float32"] / 4)
     bits = {r["layer"]: r["bits"] for r in a.table if r["kind"] == "weight"}
-    assert set(bits.values()) <= {4, 8}
+    assert set(bits.values()) <= {2, 4, 8}
     assert seconds < 60, f"search took {seconds:.1f} s"
     # independently: the rules through the ordinary fakequant pipeline, accuracy measured by qpass.analysis.evaluate
     res, chk, float_acc = _apply(data, a)
@@ -343,11 +343,12 @@ def test_bitwidth_pass_writes_rules_for_fakequant(tmp_path):
 
 
 def test_storage_follows_the_backend(cnn_space):
-    """The ONNX file stores INT4 / INT8 (or float): a 6-bit weight costs 8 there, and is not a candidate; the
+    """The ONNX file stores INT2 / INT4 / INT8 (or float): a 6-bit weight costs 8 there, and is not a candidate; the
     hardware backends' words are as wide as chosen (storage exact: every width)."""
     from qpass.pipeline.config import QuantConfig
 
-    assert BitwidthOptions().weight_candidates == [4, 8, 16]
+    assert BitwidthOptions().weight_candidates == [2, 4, 8, 16]
+    assert BitwidthOptions(storage="onnx4").weight_candidates == [4, 8, 16]
     assert BitwidthOptions(storage="exact").weight_candidates == [2, 3, 4, 5, 6, 7, 8, 10, 12, 16]
     assert QuantConfig(bits="auto").resolve().overrides["bitwidth"].get("storage") is None
     assert QuantConfig(bits="auto", backend="hls").resolve().overrides["bitwidth"]["storage"] == "exact"

@@ -54,10 +54,11 @@ def test_held_out_check_catches_an_assignment_fit_to_the_search_samples(calib_on
     assert a.samples == {"source": "calibration", "search": 100, "verify": 100, "held_out": True, "holdout": 0.5}
     first = a.searched  # the search's choice, before the held-out check
     t = parse_target(TARGET)
-    assert set(first["widths"].values()) == {4, 8}  # 4-bit (INT4-stored) weights, 8-bit activations
+    widths = set(first["widths"].values())  # narrow (INT2 / INT4-stored) weights, 8-bit activations
+    assert 8 in widths and widths - {8} and widths <= {2, 4, 8}
     assert first["search_metric"]["agreement"] == 1.0 and t.met(first["search_metric"], conservative=True,
                                                                  margin=1.0)  # meets it on its 100 search samples
-    assert first["held_out_metric"]["agreement"] == 0.99 and not verified(t, first["held_out_metric"])  # not held out
+    assert first["held_out_metric"]["agreement"] <= 0.99 and not verified(t, first["held_out_metric"])  # not held out
     assert any(n.startswith("verification missed the target") for n in a.notes)
     assert first["widths"] != {s["layer"] if s["kind"] == "weight" else s["tensor"]: s["bits"] for s in a.table}
     assert a.met and verified(parse_target(TARGET), a.metric)

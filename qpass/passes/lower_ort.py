@@ -6,9 +6,12 @@ everything else is emulated exactly in float32 with standard ops, in the op's ow
 reference interpreter and onnxruntime compute the same bits. An op without a lowering is refused.
 
 The artifact realises the widths: when a lowering stores weights packed (INT4, ``packed_storage``) the model moves
-to opset 21 (when no op in it changed meaning since its opset); an order-only op (MaxPool, Flatten, ...) reading
-dequantised activations gets the same QuantizeLinear -> DequantizeLinear after it (exact: its outputs are its
-inputs' values), so that onnxruntime runs it, and the layer it feeds, on integers.
+to opset 21 (when no op in it changed meaning since its opset), and weights whose codes fit 2 bits are stored as
+INT2 at opset 25 where the installed onnxruntime runs every op of the model there (``int2_storage``); a
+weight-only MatMul (float input) of a <= 4-bit weight becomes MatMulNBits (``matmul_nbits``: onnxruntime would
+otherwise rewrite it into an int8-compute MatMulNBits that does not compute the model); an order-only op
+(MaxPool, Flatten, ...) reading dequantised activations gets the same QuantizeLinear -> DequantizeLinear after it
+(exact: its outputs are its inputs' values), so that onnxruntime runs it, and the layer it feeds, on integers.
 """
 from __future__ import annotations
 
@@ -26,6 +29,8 @@ from qpass.ops.qdq import DequantizeLinear, QuantizeLinear
 from qpass.ops.quant import PACKED_OPSET
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
+from .int2_storage import INT2_OPSET, all_nodes, store_int2
+from .matmul_nbits import lower_matmul_nbits
 
 CUSTOM_DOMAINS = QONNX_DOMAINS + (QPASS_DOMAIN,)
 #: ops whose definition changed incompatibly between opset 18 and PACKED_OPSET (axes became an input; group norm's
@@ -81,6 +86,12 @@ class LowerOrt(Pass):
             notes.append(f"opset {PACKED_OPSET} for weights stored in 4 bits")
         if shared:
             notes.append(f"{shared} order-only ops requantised with their input's parameters")
+        out, nbits = lower_matmul_nbits(out)
+        if nbits:
+            notes.append(f"{nbits} weight-only MatMuls of <= 4-bit weights as MatMulNBits (exact float32 level)")
+        out, int2 = store_int2(out)
+        if int2:
+            notes.append(f"{int2} weights of <= 2 bits stored as INT2 (opset {INT2_OPSET})")
         return PassResult(out, True, notes)
 
 
@@ -90,13 +101,7 @@ def _packs(custom) -> bool:
 
 def _can_raise_opset(model) -> bool:
     """No op in the model (subgraphs included) whose meaning changed between its opset and PACKED_OPSET."""
-    def ops(g):
-        for n in g.node:
-            yield n.op_type
-            for a in n.attribute:
-                for sub in ([a.g] if a.HasField("g") else []) + list(a.graphs):
-                    yield from ops(sub)
-    return not any(op in OPSET_RAISE_BLOCKERS for op in ops(model.graph))
+    return not any(n.op_type in OPSET_RAISE_BLOCKERS for n in all_nodes(model.graph))
 
 
 def _per_tensor_dq(t) -> gs.Node | None:

@@ -26,6 +26,7 @@ from onnx import numpy_helper
 from qpass.errors import QpassError, UnsupportedOpError
 from qpass.ir.graph import outer_inputs, subgraphs, topo_order
 from . import ops_control, ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (kernels)
+from . import ops_nbits  # noqa: F401  (kernels: com.microsoft MatMulNBits)
 from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
 from .registry import NodeInfo, lookup

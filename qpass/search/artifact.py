@@ -7,30 +7,31 @@ import onnx
 
 from qpass.ops.common import LINEAR_OPS
 
-#: the storage width of an initializer's element type (INT4 / UINT4 are packed two to a byte)
-TYPE_BITS = {onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT8: 8,
+#: the storage width of an initializer's element type (INT4 / UINT4 packed two to a byte, INT2 / UINT2 four)
+TYPE_BITS = {onnx.TensorProto.INT2: 2, onnx.TensorProto.UINT2: 2, onnx.TensorProto.INT4: 4, onnx.TensorProto.UINT4: 4, onnx.TensorProto.INT8: 8,
              onnx.TensorProto.UINT8: 8, onnx.TensorProto.INT16: 16, onnx.TensorProto.UINT16: 16,
              onnx.TensorProto.FLOAT16: 16, onnx.TensorProto.BFLOAT16: 16, onnx.TensorProto.INT32: 32,
              onnx.TensorProto.FLOAT: 32, onnx.TensorProto.DOUBLE: 64}
 
 
-#: the widths an ONNX file stores weights in: INT4 (packed) up to 4 bits, INT8 up to 8; a wider weight stays float32
-#: (lower_ort would store its codes as int16 / int32 + DequantizeLinear, which onnxruntime 1.32's QDQ fusion turns
-#: into a QLinearConv / QGemm it then refuses to load: measured on the digits CNN)
-ONNX_STORAGE = (4, 8, 32)
+#: the widths an ONNX file stores weights in: INT2 (packed, opset 25) up to 2 bits, INT4 (packed) up to 4, INT8 up
+#: to 8; a wider weight stays float32 (lower_ort would store its codes as int16 / int32 + DequantizeLinear, which
+#: onnxruntime 1.32's QDQ fusion turns into a QLinearConv / QGemm it then refuses to load: measured on the digits
+#: CNN). ``onnx4``: a model the installed onnxruntime cannot run at opset 25 (no INT2; ``int2_storage``)
+STORAGE_CLASSES = {"onnx": (2, 4, 8, 32), "onnx4": (4, 8, 32)}
 
 
 def stored_bits(w: int, storage: str = "onnx") -> int:
-    """The bits a ``w``-bit weight element takes in the artifact: ``onnx`` the ONNX file's storage class,
-    ``exact`` ``w`` itself (the hardware backends, whose words are ``w`` bits wide)."""
+    """The bits a ``w``-bit weight element takes in the artifact: ``onnx`` / ``onnx4`` the ONNX file's storage
+    class, ``exact`` ``w`` itself (the hardware backends, whose words are ``w`` bits wide)."""
     if storage == "exact":
         return int(w)
-    return next((b for b in ONNX_STORAGE if b >= w), 32)
+    return next((b for b in STORAGE_CLASSES[storage] if b >= w), 32)
 
 
 def float_in_file(w: int, storage: str = "onnx") -> bool:
     """Whether a ``w``-bit weight stays float32 in the artifact (wider than the file's integer classes)."""
-    return storage == "onnx" and stored_bits(w, storage) == 32
+    return storage != "exact" and stored_bits(w, storage) == 32
 
 
 def storage_candidates(widths, storage: str = "onnx") -> list[int]:
@@ -38,7 +39,7 @@ def storage_candidates(widths, storage: str = "onnx") -> list[int]:
     widths = sorted({int(w) for w in widths})
     if storage == "exact":
         return widths
-    return [w for w in widths if not any(v > w and stored_bits(v) == stored_bits(w) for v in widths)]
+    return [w for w in widths if not any(v > w and stored_bits(v, storage) == stored_bits(w, storage) for v in widths)]
 
 
 def stored_weights(model: onnx.ModelProto) -> dict:

@@ -95,11 +95,22 @@ def _float_reference(model: onnx.ModelProto, data: SampleSet, threads: int) -> n
 
 
 # ---------------------------------------------------------------------------------------------- search
+def file_storage(opts: BitwidthOptions, model: onnx.ModelProto) -> BitwidthOptions:
+    """``opts`` with ``storage="onnx4"`` (no INT2 class) when the installed onnxruntime cannot run ``model`` at
+    opset 25, where lower_ort stores <= 2-bit weights as INT2 (``int2_storage``)."""
+    from dataclasses import replace
+
+    from ..passes.int2_storage import model_takes_int2
+
+    return replace(opts, storage="onnx4") if opts.storage == "onnx" and not model_takes_int2(model) else opts
+
+
 def run_search(model: onnx.ModelProto, calibration, calib: SampleSet, eval_data: SampleSet | None,
                opts: BitwidthOptions, progress: bool = False, engine=None) -> Assignment:
     """The search on a normalised, BN-folded, calibrated model (``calibration``: the calibrate pass's analysis);
     ``engine`` (``qpass.pipeline.engines``) runs the per-site sensitivity runs in parallel, same results."""
     t_start = time.perf_counter()
+    opts = file_storage(opts, model)
     run = SearchRun(opts, parse_target(opts.target) if opts.target is not None else None)
     if not calibration.observers:
         raise QpassError("bitwidth: no calibrated ranges (run the calibrate pass before bitwidth)")
@@ -169,7 +180,7 @@ def _measure_sites(run: SearchRun, model: onnx.ModelProto, calibration, progress
     for s in sites:
         if s.kind == "weight":
             candidates[s.key] = list(opts.weight_candidates)
-        elif run.budget_mode or (opts.storage == "onnx" and opts.cost in ("memory", "latency")):
+        elif run.budget_mode or (opts.storage != "exact" and opts.cost in ("memory", "latency")):
             candidates[s.key] = [int(opts.activation_bits)]  # narrower: nothing saved in the file, a Clip more
         else:
             candidates[s.key] = list(opts.activation_candidates)

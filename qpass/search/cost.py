@@ -1,7 +1,7 @@
 """What a width assignment costs: weight memory, bit operations, or a dataflow resource estimate.
 
 * ``memory`` (default): weight memory in bits, sum over linear layers of parameters x the weight's stored width
-  (``storage="onnx"``: the ONNX file's INT4 / INT8 / INT16 class, ``artifact.stored_bits``). Activation
+  (``storage="onnx"``: the ONNX file's INT2 / INT4 / INT8 class, ``artifact.stored_bits``). Activation
   widths do not change it; the search narrows them afterwards as a second objective (activation bits per sample).
 * ``bops``: bit operations per sample, sum over linear layers of MACs x weight width x input-activation width
   (32 where the input stays float); BOPs as in Baskin et al. / van Baalen et al. (Bayesian bits).

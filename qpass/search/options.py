@@ -14,11 +14,12 @@ from .artifact import storage_candidates, stored_bits
 from .targets import parse_target
 
 COSTS = ("memory", "bops", "resources", "latency")
-#: onnx: weights cost what the ONNX file stores (INT4 up to 4 bits, INT8 up to 8, ...: artifact.stored_bits), the
+#: onnx: weights cost what the ONNX file stores (INT2 up to 2 bits, INT4 up to 4, INT8 up to 8: artifact.stored_bits), the
 #: widest width of each storage class is the candidate, activations the cost does not see stay at activation_bits
 #: (a narrower uint8 grid saves nothing in the file and costs onnxruntime a Clip); exact: every width as given
 #: (the hardware backends' words)
-STORAGES = ("onnx", "exact")
+#: (onnx4: an ONNX file without INT2, for a model onnxruntime cannot run at opset 25; the search picks it itself)
+STORAGES = ("onnx", "onnx4", "exact")
 DEFAULT_CANDIDATES = (2, 3, 4, 5, 6, 7, 8, 10, 12, 16)
 #: activations wider than 8 bits leave onnxruntime's integer kernels (its QDQ layers read 8-bit codes)
 DEFAULT_ACTIVATION_CANDIDATES = (2, 3, 4, 5, 6, 7, 8)
@@ -50,7 +51,7 @@ class BitwidthOptions:
     cost_options: dict = field(default_factory=dict)  # resources: device, fps, clock_ns
     threads: int = 1
     batch_size: int = 256
-    storage: str = "onnx"  # onnx | exact (see STORAGES)
+    storage: str = "onnx"  # onnx | onnx4 | exact (see STORAGES)
     report_dir: str | None = None  # write <stem>_pareto.csv / _table.csv / _sensitivity.csv / _pareto.png here
 
     def __post_init__(self):
@@ -103,7 +104,7 @@ class BitwidthOptions:
             check_template(self.activations, "activation", [self.activation_bits])
             least = stored_bits(self.weight_candidates[0], self.storage)
             if self.avg_bits < least:
-                why = (f"the ONNX file stores a weight in at least {least} bits (INT4)" if self.storage == "onnx"
+                why = (f"the ONNX file stores a weight in at least {least} bits (INT{least})" if self.storage != "exact"
                        else f"the narrowest weight candidate is {least} bits")
                 raise QpassError(f"bitwidth: avg_bits={self.avg_bits:g} is below what can be stored: {why}")
 
