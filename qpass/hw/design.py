@@ -46,7 +46,7 @@ def fold(dg: DataflowGraph, *, target_fps: float | None = None, clock_ns: float 
 
 def fifo_depths(dg: DataflowGraph, frames: int = 3) -> dict[tuple[str, str, int], int]:
     """Depth (in words of the producer) of every stream edge (producer or '<input>', consumer, port)."""
-    layers, edges = dg.cost_layers(), dg.edges
+    layers, edges = dg.cost_layers(), dg.stream_edges()
     try:
         res = size_fifos(layers, edges, frames=frames)
         dg.fifos = res

@@ -17,7 +17,8 @@ Model (assumptions, stated honestly):
   * Reorder is a wire (spliced out). An edge whose producer and consumer words differ in size has an
     implicit data-width converter: a consumer word needs the producer word holding its last element;
     a producer word leaves the FIFO when the consumer word holding its last element is read.
-  * A layer feeding several consumers writes each word to all its out-FIFOs at once (a fork).
+  * A layer feeding several consumers writes each word to all its out-FIFOs at once (a fork); so does a
+    partition input read by several layer ports (``fifo_graph.InputFork``, edges named (SOURCE, reader, port)).
 - Cycle semantics: a word written in cycle t is readable from t+1; a FIFO slot freed by a read in
   cycle t is reusable from t+1 (conservative).
 - The pipeline rate P is the slowest layer's iteration count (= its ``cycles()``); the input DMA
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qpass.errors import QpassError
-from qpass.hw.fifo_graph import SOURCE, LayerGraph, ceil_div, edge_maps, layer_graph, tile
+from qpass.hw.fifo_graph import SOURCE, InputFork, LayerGraph, ceil_div, edge_maps, layer_graph, public_key, tile
 from qpass.hw.layers import Layer
 
 
@@ -354,6 +355,6 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
         verified = bool(conv and measured <= P)
         if not verified:
             notes.append("warning: the bounded-FIFO schedule did not converge at full throughput")
-    out = [FifoEdge(k[0], k[1], k[2], sim.nwords[k], occ[k], depths[k], occ_asap[k], occ_late[k])
-           for k in sim.edges]
+    out = [FifoEdge(*public_key(sim.g, k), sim.nwords[k], occ[k], depths[k], occ_asap[k], occ_late[k])
+           for k in sim.edges if not isinstance(sim.g.layers[k[1]], InputFork)]
     return FifoResult(out, P, measured, latency, F, verified, sweeps, time.perf_counter() - t0, notes)
