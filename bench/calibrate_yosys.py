@@ -192,6 +192,8 @@ def main() -> None:
     samples = [(v["params"]["module"], v["params"], v) for v in entries.values()]
     command = " ".join([COMMAND] + sys.argv[1:]).replace(f"{ROOT}/", "")
     data = cal.fit_all(samples, version=version, command=command)
+    # which cached instances the fit saw: the bench marks the layers whose estimate is in-sample
+    data["fitted"] = sorted(k for k, v in entries.items() if v["params"]["module"] in data["modules"])
     Path(a.out).write_text(cal.dumps(data))
     print(cal.fit_summary(data))
     print(f"wrote {a.out}")

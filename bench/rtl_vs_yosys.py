@@ -29,9 +29,9 @@ import onnx
 import qpass
 from qpass.api import qonnx_model
 from qpass.backends import rtl
-from qpass.backends.rtl.synth import METRICS, SynthCache, comparison_table, family, layer_rows, run_yosys, \
-    synth_partition, within, yosys_command
-from qpass.hw.calibration import calibration_note
+from qpass.backends.rtl.synth import METRICS, SynthCache, comparison_table, family, instance_key, layer_rows, \
+    run_yosys, synth_partition, within, yosys_command
+from qpass.hw.calibration import CALIBRATION, calibration_note
 from qpass.pipeline.config import QuantConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -70,18 +70,32 @@ def cnv_export(out: Path, weights_mode: str = "const"):
     return rtl.export(qonnx_model(res), out / f"cnv_w1a1_{weights_mode}", folding=folding, weights_mode=weights_mode)
 
 
-def tally(rows: list[dict], score: dict) -> None:
+def fitted_layers(p, fam: str) -> set[str]:
+    """The partition's layers whose module instance (cache key) the shipped calibration was fitted on."""
+    fitted = set(CALIBRATION.get("fitted", ()))
+    out = set()
+    for l in p.graph.layers:
+        inst = p.module.instances[l.name]
+        if instance_key(inst, inst.mems, fam, l.layer.resources().dsp == 0) in fitted:
+            out.add(l.name)
+    return out
+
+
+def tally(rows: list[dict], score: dict, fitted: set[str]) -> None:
+    """Per (estimate, metric, in-sample or held-out): layers, strictly within +-15%, within with the slack."""
     for r in rows:
+        sample = "in-sample" if r["layer"] in fitted else "held-out"
         for k in METRICS:
             y = r["yosys"][k]
             for which in ("old", "cal", "mod"):
                 est = (r[which] or {}).get(k)
                 if est is None:
                     continue
-                ok = score.setdefault((which, k), [0, 0, 0])
-                ok[0] += 1
-                ok[1] += abs(est - y) <= 0.15 * y or est == y
-                ok[2] += within(est, y)
+                for group in (sample, "all"):
+                    ok = score.setdefault((which, k, group), [0, 0, 0])
+                    ok[0] += 1
+                    ok[1] += abs(est - y) <= 0.15 * y or est == y
+                    ok[2] += within(est, y)
 
 
 def cnv_vs_bnn_pynq(rows: list[dict], whole: dict | None = None) -> str:
@@ -164,7 +178,9 @@ def main() -> None:
                 for name, why in fails:
                     print(f"  no yosys numbers for {name}: {why}")
                 rows = layer_rows(p, nums)
-                tally(rows, score)
+                fitted = fitted_layers(p, family(ex.device.part))
+                print(f"  layers the calibration was fitted on (in-sample): {', '.join(sorted(fitted)) or 'none'}")
+                tally(rows, score, fitted)
                 if title.startswith("CNV"):
                     whole = cnv_whole(out, family(ex.device.part), WHOLE, a.timeout) if a.cnv_whole else None
                     print(cnv_vs_bnn_pynq(rows, whole))
@@ -172,9 +188,10 @@ def main() -> None:
                     print(rtl.simulate(p, 40).summary())
                 if a.pnr:
                     print(rtl.place_and_route(p).summary())
-    print("\nlayers whose estimate is within +-15% of yosys (and within +-15% or +-10 cells under 100):")
-    for (which, k), (n, strict, loose) in sorted(score.items()):
-        print(f"  {which:3s} {k:6s}: {strict}/{n} strict, {loose}/{n} with the small-module slack")
+    print("\nlayers whose estimate is within +-15% of yosys (and within +-15% or +-10 cells under 100); 'held-out': "
+          "layers whose yosys numbers the calibration was not fitted on:")
+    for (which, k, group), (n, strict, loose) in sorted(score.items()):
+        print(f"  {which:3s} {k:6s} {group:9s}: {strict}/{n} strict, {loose}/{n} with the small-module slack")
 
 
 if __name__ == "__main__":
