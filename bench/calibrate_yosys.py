@@ -23,6 +23,7 @@ import numpy as np
 from qpass.backends.rtl.exporter import HDL, LIBRARY
 from qpass.backends.rtl.instances import Instance
 from qpass.backends.rtl.memfiles import hex_words
+from qpass.errors import QpassError
 from qpass.backends.rtl.synth import SynthCache, synth_instance, yosys_command
 from qpass.hw import calibration as cal
 
@@ -151,7 +152,13 @@ def run_grid(kinds, cache: SynthCache, max_points: int | None) -> None:
                     (rtl / name).write_text(text)
                 nodsp = not p.get("DSP", 0)
                 t0 = time.perf_counter()
-                n = synth_instance(rtl, f"g_{kind}", inst, ins, out, "xc7", nodsp, cache)
+                try:
+                    n = synth_instance(rtl, f"g_{kind}", inst, ins, out, "xc7", nodsp, cache)
+                except QpassError as exc:  # --refresh: a point never synthesized
+                    if not cache.offline:
+                        raise
+                    print(f"{kind} {i + 1}/{len(pts)} {p}: {exc}")
+                    continue
                 dt = time.perf_counter() - t0
                 print(f"{kind} {i + 1}/{len(pts)} {p}: LUT {n.lut} FF {n.ff} BRAM18 {n.bram18} DSP {n.dsp}"
                       f"{'' if dt < 0.5 else f' ({dt:.0f} s)'}", flush=True)
@@ -162,16 +169,22 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", nargs="+", default=list(POINTS))
     ap.add_argument("--fit-only", action="store_true", help="fit from the cached grid without running Yosys")
+    ap.add_argument("--refresh", action="store_true",
+                    help="rebuild the grid's instances to refresh the cached parameters (ROM column counts) without "
+                         "running Yosys (a point missing from the cache is an error)")
     ap.add_argument("--max-points", type=int, default=None)
     ap.add_argument("--cache", default=str(GRID_CACHE))
     ap.add_argument("--out", default=str(cal.DATA))
     ap.add_argument("--with", dest="extra", nargs="*", default=[],
                     help="more cached Yosys numbers to fit on (e.g. bench/results/yosys_layers.json)")
     ap.add_argument("--holdout", default=None, help="cached Yosys numbers to check the fit on, not fitted")
+    ap.add_argument("--cv", type=int, default=0,
+                    help="K-fold cross-validation over the --with entries (the grid always fitted): each design "
+                         "layer predicted by a fit that did not see it")
     a = ap.parse_args()
-    cache = SynthCache(Path(a.cache))
+    cache = SynthCache(Path(a.cache), offline=a.refresh)
     version = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
-    if not a.fit_only:
+    if not a.fit_only or a.refresh:
         run_grid(a.kinds, cache, a.max_points)
     entries = dict(cache.data)
     for extra in a.extra:
@@ -179,31 +192,63 @@ def main() -> None:
     samples = [(v["params"]["module"], v["params"], v) for v in entries.values()]
     command = " ".join([COMMAND] + sys.argv[1:]).replace(f"{ROOT}/", "")
     data = cal.fit_all(samples, version=version, command=command)
+    # which cached instances the fit saw: the bench marks the layers whose estimate is in-sample
+    data["fitted"] = sorted(k for k, v in entries.items() if v["params"]["module"] in data["modules"])
     Path(a.out).write_text(cal.dumps(data))
     print(cal.fit_summary(data))
     print(f"wrote {a.out}")
     if a.holdout:
         print(holdout_report(SynthCache(Path(a.holdout)).data, data))
+    if a.cv:
+        extra = {k: v for x in a.extra for k, v in SynthCache(Path(x)).data.items()}
+        print(cross_validation(dict(cache.data), extra, a.cv, version))
 
 
-def holdout_report(entries: dict, calib: dict) -> str:
-    """Estimate/yosys ratios of LUT and FF per module over cached numbers the fit did not see."""
+def holdout_report(entries: dict, calib: dict | None, preds: dict | None = None,
+                   title: str = "held out (estimate/yosys)") -> str:
+    """Estimate/yosys ratios of LUT and FF per module over cached numbers the fit did not see (``preds``: key ->
+    (module, estimate, yosys entry) already predicted, else ``calib``'s formulas)."""
     by: dict = {}
-    for v in entries.values():
+    for key, v in entries.items():
         m = v["params"]["module"]
-        if m not in calib["modules"]:
+        if preds is not None:
+            e = preds[key][1]
+        elif m in calib["modules"]:
+            e = cal.module_estimate(m, v["params"], calib)
+        else:
             continue
-        e = cal.module_estimate(m, v["params"], calib)
         for metric in ("lut", "ff"):
             y = v[metric]
             by.setdefault((m, metric), []).append((getattr(e, metric), y))
-    lines = ["held out (estimate/yosys): module metric: n, within +-15% (or +-10 under 100), min..max ratio"]
+    lines = [f"{title}: module metric: n, within +-15% (or +-10 under 100), min..max ratio"]
+    tot: dict = {}
     for (m, metric), pairs in sorted(by.items()):
         ok = sum(abs(a - y) <= max(0.15 * y, 10 if y < 100 else 0) for a, y in pairs)
+        t = tot.setdefault(metric, [0, 0])
+        t[0], t[1] = t[0] + ok, t[1] + len(pairs)
         ratios = [a / y for a, y in pairs if y]
         lines.append(f"  {m} {metric}: {len(pairs)}, {ok} within, "
                      f"{min(ratios, default=0):.2f}..{max(ratios, default=0):.2f}")
+    lines += [f"  all modules {metric}: {ok}/{n} within" for metric, (ok, n) in sorted(tot.items())]
     return "\n".join(lines)
+
+
+def cross_validation(grid: dict, layers: dict, k: int, version: str) -> str:
+    """K folds of the design layers (by sorted cache key, round robin): fit on the grid plus the other folds, predict
+    the held-out fold; every layer's out-of-sample estimate/yosys counted like the bench (+-15%, or +-10 under 100)."""
+    keys = sorted(layers)
+    preds: dict = {}
+    for fold in range(k):
+        held = {key for i, key in enumerate(keys) if i % k == fold}
+        train = list(grid.values()) + [v for key, v in layers.items() if key not in held]
+        calib = cal.fit_all([(v["params"]["module"], v["params"], v) for v in train], version=version, command="cv")
+        for key in held:
+            v = layers[key]
+            m = v["params"]["module"]
+            if m in calib["modules"]:
+                preds[key] = (m, cal.module_estimate(m, v["params"], calib), v)
+    return holdout_report({key: v for key, (_, _, v) in preds.items()}, None, preds,
+                          title=f"{k}-fold cross-validation over {len(keys)} design layers (grid always fitted)")
 
 
 if __name__ == "__main__":

@@ -7,13 +7,15 @@ RAMB18 units. Yosys numbers are cached by module, parameters and memory images (
 ``bench/results/yosys_layers.json`` makes a rerun print the tables without Yosys). With ``--sim`` also the Verilator
 cycles per frame against the folding model's bottleneck.
 
-    python bench/rtl_vs_yosys.py [--models digits_mlp ...] [--bits 1 2 4 8] [--cnv] [--partition] [--sim] [--pnr]
+    python bench/rtl_vs_yosys.py [--models digits_mlp ...] [--bits 1 2 4 8] [--cnv [--cnv-whole]] [--partition] [--sim]
+                                 [--pnr]
 
 Prints the Yosys version, the machine's CPU flags of note and the wall time of the synthesis.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.util
 import json
 import subprocess
@@ -27,13 +29,14 @@ import onnx
 import qpass
 from qpass.api import qonnx_model
 from qpass.backends import rtl
-from qpass.backends.rtl.synth import METRICS, SynthCache, comparison_table, family, layer_rows, synth_partition, \
-    within, yosys_command
-from qpass.hw.calibration import calibration_note
+from qpass.backends.rtl.synth import METRICS, SynthCache, comparison_table, family, instance_key, layer_rows, \
+    run_yosys, synth_partition, within, yosys_command
+from qpass.hw.calibration import CALIBRATION, calibration_note
 from qpass.pipeline.config import QuantConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / "results" / "yosys_layers.json"
+WHOLE = ROOT / "bench" / "results" / "yosys_cnv_whole.json"
 
 
 def cpu_flags() -> str:
@@ -52,7 +55,7 @@ def digits_export(name: str, bits: str, out: Path, sim: bool):
                       samples=ROOT / "models" / f"{name}.eval.npz" if sim else None)
 
 
-def cnv_export(out: Path):
+def cnv_export(out: Path, weights_mode: str = "const"):
     """The full CNV-W1A1 topology (bench/cnv_w1a1.py, random +-1 weights) folded with fold_cnv_large."""
     spec = importlib.util.spec_from_file_location("cnv_w1a1", ROOT / "bench" / "cnv_w1a1.py")
     cnv = importlib.util.module_from_spec(spec)
@@ -64,35 +67,76 @@ def cnv_export(out: Path):
     (d / "pipe.yaml").write_text(cnv.PIPELINE)
     res = qpass.optimize(d / "cnv.onnx", calib=d / "calib.npz", pipeline=d / "pipe.yaml")
     folding = json.loads(cnv.folding_file(d / "folding.json").read_text())
-    return rtl.export(qonnx_model(res), out / "cnv_w1a1", folding=folding)
+    return rtl.export(qonnx_model(res), out / f"cnv_w1a1_{weights_mode}", folding=folding, weights_mode=weights_mode)
 
 
-def tally(rows: list[dict], score: dict) -> None:
+def fitted_layers(p, fam: str) -> set[str]:
+    """The partition's layers whose module instance (cache key) the shipped calibration was fitted on."""
+    fitted = set(CALIBRATION.get("fitted", ()))
+    out = set()
+    for l in p.graph.layers:
+        inst = p.module.instances[l.name]
+        if instance_key(inst, inst.mems, fam, l.layer.resources().dsp == 0) in fitted:
+            out.add(l.name)
+    return out
+
+
+def tally(rows: list[dict], score: dict, fitted: set[str]) -> None:
+    """Per (estimate, metric, in-sample or held-out): layers, strictly within +-15%, within with the slack."""
     for r in rows:
+        sample = "in-sample" if r["layer"] in fitted else "held-out"
         for k in METRICS:
             y = r["yosys"][k]
             for which in ("old", "cal", "mod"):
                 est = (r[which] or {}).get(k)
                 if est is None:
                     continue
-                ok = score.setdefault((which, k), [0, 0, 0])
-                ok[0] += 1
-                ok[1] += abs(est - y) <= 0.15 * y or est == y
-                ok[2] += within(est, y)
+                for group in (sample, "all"):
+                    ok = score.setdefault((which, k, group), [0, 0, 0])
+                    ok[0] += 1
+                    ok[1] += abs(est - y) <= 0.15 * y or est == y
+                    ok[2] += within(est, y)
 
 
-def cnv_vs_bnn_pynq(rows: list[dict]) -> str:
+def cnv_vs_bnn_pynq(rows: list[dict], whole: dict | None = None) -> str:
+    """Sum of the per-layer numbers and (``whole``: yosys of the whole partition with runtime-writable weights,
+    FIFOs and width converters included) against BNN-PYNQ's published Pynq-Z1 build, in one table."""
     lut = {w: sum((r[w] or r["old"]).get("lut", 0) for r in rows) for w in ("old", "cal")}
     bram = {w: sum((r[w] or r["old"]).get("bram18", 0) for r in rows) for w in ("old", "cal")}
     y_lut, y_bram = sum(r["yosys"]["lut"] for r in rows), sum(r["yosys"]["bram18"] for r in rows)
-    lines = [f"{'CNV-W1A1, sum of layers':26s}{'old est':>10s}{'cal est':>10s}{'yosys':>10s}{'BNN-PYNQ':>10s}"
-             f"{'yosys/BNN-PYNQ':>16s}",
-             f"{'LUT':26s}{lut['old']:>10,d}{lut['cal']:>10,d}{y_lut:>10,d}{26_072:>10,d}{y_lut / 26_072:>16.2f}",
-             f"{'BRAM36 (= BRAM18/2)':26s}{bram['old'] / 2:>10.1f}{bram['cal'] / 2:>10.1f}{y_bram / 2:>10.1f}"
-             f"{124:>10d}{y_bram / 2 / 124:>16.2f}",
-             "(qpass: layers only, no FIFOs/DMA/AXI shell, weights in ROMs; BNN-PYNQ: the whole Pynq-Z1 system with "
-             "runtime-writable weight RAMs)"]
+    w_lut = f"{whole['lut']:>14,d}" if whole else f"{'-':>14s}"
+    w_bram = f"{whole['bram18'] / 2:>14.1f}" if whole else f"{'-':>14s}"
+    w_ratio = (f"{whole['lut'] / 26_072:>8.2f}", f"{whole['bram18'] / 2 / 124:>8.2f}") if whole else ("", "")
+    lines = [f"{'CNV-W1A1':22s}{'old est':>9s}{'cal est':>9s}{'yosys':>9s}{'yosys whole':>14s}{'BNN-PYNQ':>10s}"
+             f"{'layers/BNN':>11s}{'whole/BNN':>10s}",
+             f"{'LUT':22s}{lut['old']:>9,d}{lut['cal']:>9,d}{y_lut:>9,d}{w_lut}{26_072:>10,d}"
+             f"{y_lut / 26_072:>11.2f}{w_ratio[0]:>10s}",
+             f"{'BRAM36 (= BRAM18/2)':22s}{bram['old'] / 2:>9.1f}{bram['cal'] / 2:>9.1f}{y_bram / 2:>9.1f}{w_bram}"
+             f"{124:>10d}{y_bram / 2 / 124:>11.2f}{w_ratio[1]:>10s}",
+             "(est/yosys columns: the layers synthesized one by one, weights in ROMs; 'yosys whole': the whole "
+             "partition (FIFOs, width converters, AXI-stream top) with runtime-writable weight and threshold RAMs, "
+             f"{whole['ff']:,d} FF, {whole['seconds']:.0f} s of yosys" if whole else
+             "(est/yosys columns: the layers synthesized one by one, weights in ROMs; no whole-design run: --cnv-whole",
+             " BNN-PYNQ: the whole Pynq-Z1 system, runtime-writable weights, DMA and AXI shell included)"]
     return "\n".join(lines)
+
+
+def cnv_whole(out: Path, fam: str, cache: Path, timeout: float) -> dict:
+    """yosys synth_xilinx of the whole CNV-W1A1 partition with runtime weights (cached by the sources' hash)."""
+    ex = cnv_export(out, "runtime")
+    (p,) = ex.partitions
+    d = p.project_dir / "rtl"
+    h = hashlib.sha1()
+    for f in sorted(d.glob("*.sv")):
+        h.update(f.read_bytes())
+    key = f"cnv_w1a1:runtime:{fam}:{h.hexdigest()[:16]}"
+    data = json.loads(cache.read_text()) if cache.is_file() else {}
+    if key not in data:
+        n = run_yosys(d, [f.name for f in sorted(d.glob("qpass_*.sv"))] + [f"{p.module.name}.sv"], p.module.name, fam,
+                      nodsp=True, timeout=timeout)
+        data[key] = dict(lut=n.lut, ff=n.ff, bram18=n.bram18, dsp=n.dsp, seconds=round(n.seconds, 1))
+        cache.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
+    return data[key]
 
 
 def main() -> None:
@@ -101,6 +145,9 @@ def main() -> None:
     ap.add_argument("--bits", nargs="+", default=["1", "2", "4", "8"])
     ap.add_argument("--cnv", action="store_true", help="also the CNV-W1A1 topology with fold_cnv_large")
     ap.add_argument("--partition", action="store_true", help="also synthesize every whole partition (slow)")
+    ap.add_argument("--cnv-whole", action="store_true",
+                    help="with --cnv: also yosys on the whole CNV partition with runtime weights (cached in "
+                         "bench/results/yosys_cnv_whole.json; ~100 s on one core)")
     ap.add_argument("--sim", action="store_true", help="also simulate with Verilator (cycles/frame vs model)")
     ap.add_argument("--pnr", action="store_true", help="also place and route on an ECP5 85k (nextpnr) for Fmax")
     ap.add_argument("--cache", default=str(CACHE), help="JSON cache of Yosys numbers ('' for none)")
@@ -131,16 +178,20 @@ def main() -> None:
                 for name, why in fails:
                     print(f"  no yosys numbers for {name}: {why}")
                 rows = layer_rows(p, nums)
-                tally(rows, score)
+                fitted = fitted_layers(p, family(ex.device.part))
+                print(f"  layers the calibration was fitted on (in-sample): {', '.join(sorted(fitted)) or 'none'}")
+                tally(rows, score, fitted)
                 if title.startswith("CNV"):
-                    print(cnv_vs_bnn_pynq(rows))
+                    whole = cnv_whole(out, family(ex.device.part), WHOLE, a.timeout) if a.cnv_whole else None
+                    print(cnv_vs_bnn_pynq(rows, whole))
                 if a.sim:
                     print(rtl.simulate(p, 40).summary())
                 if a.pnr:
                     print(rtl.place_and_route(p).summary())
-    print("\nlayers whose estimate is within +-15% of yosys (and within +-15% or +-10 cells under 100):")
-    for (which, k), (n, strict, loose) in sorted(score.items()):
-        print(f"  {which:3s} {k:6s}: {strict}/{n} strict, {loose}/{n} with the small-module slack")
+    print("\nlayers whose estimate is within +-15% of yosys (and within +-15% or +-10 cells under 100); 'held-out': "
+          "layers whose yosys numbers the calibration was not fitted on:")
+    for (which, k, group), (n, strict, loose) in sorted(score.items()):
+        print(f"  {which:3s} {k:6s} {group:9s}: {strict}/{n} strict, {loose}/{n} with the small-module slack")
 
 
 if __name__ == "__main__":

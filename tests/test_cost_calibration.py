@@ -34,7 +34,8 @@ def _all_terms(module, metric):
 EXAMPLES = {
     "qp_mvtu": [dict(MW=64, MH=16, PE=p, SIMD=s, IB=b, WB=b, AB=12, NT=nt, TB=12, XNOR=x, USE_DSP=d)
                 for p, s in ((1, 8), (16, 64), (4, 32)) for b, x, d in ((2, 0, 0), (1, 1, 0), (8, 0, 1))
-                for nt in (0, 3)],
+                for nt in (0, 3)] + [dict(MW=64, MH=16, PE=4, SIMD=8, IB=8, WB=2, WV=1, AB=16, NT=1, TB=16),
+                                 dict(MW=64, MH=32, PE=4, SIMD=64, IB=2, WB=2, AB=9, NT=1, TB=9)],
     "qp_swg": [dict(C=16, SIMD=4, IW=8, KH=3, EB=4, PAD=1)],
     "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5) for p in (1, 16)],
     "qp_maxpool": [dict(C=16, PE=4, IW=8, KW=2, EB=4)],
@@ -57,6 +58,37 @@ def test_weight_rom_block_ram_rule_matches_yosys():
     # +-1 weights stored in two bits vary in one (the digits CNN's conv2 at 1 bit: 8 tiles of 4 x 144 -> 16)
     conv2 = dict(MW=144, MH=32, PE=4, SIMD=144, IB=2, WB=2, WV=1, AB=10, NT=1, TB=10, XNOR=0, USE_DSP=0)
     assert cal.module_estimate("qp_mvtu", conv2).bram18 == 16
+
+
+def test_rom_columns_yosys_keeps_are_the_distinct_varying_ones():
+    # 4 words x 4 columns: column 0 constant 1, columns 1 and 3 equal (0,1,0,1), column 2 (1,1,0,0)
+    img = "".join(f"{w:x}\n" for w in (0b0101, 0b1111, 0b0001, 0b1011))
+    assert cal.varying_columns(img) == 3 and cal.distinct_columns(img) == 2
+    assert cal.distinct_columns("3\n") == 0  # one word: a constant
+    # Yosys 0.23 on qp_threshold with random sorted thresholds (bench/results/yosys_grid.json): the registered
+    # threshold word keeps one flip-flop per distinct varying column; 4 words of 255 x 9-bit thresholds have at most
+    # 2^4 - 2 = 14 of them (16 FF), 32 words of 2 x 15 x 9 bits 251 (254 FF), 8 words of 2 x 15 x 9 bits 149 (152 FF)
+    base = dict(IB=8, I_SIGNED=1, NPIX=64, OUT_BIAS=0, OUT_SCALE=1, TB=9)
+    for p, ff in ((dict(C=4, PE=1, NT=255, TCOLS=14), 16), (dict(C=64, PE=2, NT=15, TCOLS=251), 254),
+                  (dict(C=16, PE=2, NT=15, TCOLS=149), 152)):
+        est = cal.module_estimate("qp_threshold", {**base, **p}).ff
+        assert abs(est - ff) <= max(0.15 * ff, 10), (p, est, ff)
+    # without the image the expectation is capped at the distinct patterns the words allow
+    assert cal.threshold_columns(dict(PE=1, NT=255, TB=9), 4) == 14
+
+
+def test_mvtu_registers_follow_the_module_structure():
+    """qp_mvtu keeps the result register (PE x AB), the accumulator only when a row takes several column folds,
+    the input vector in flip-flops only when it is one word: Yosys 0.23 on the CNV's conv1 (PE 32, AB 12, SF 18):
+    788 FF; on the digits CNN's 1-bit conv2 (PE 4, SIMD 144, SF 1, NF 8): 335 FF."""
+    conv1 = dict(MW=576, MH=64, PE=32, SIMD=32, IB=2, WB=1, AB=12, NT=1, TB=3, XNOR=1, TCOLS=16)
+    conv2 = dict(MW=144, MH=32, PE=4, SIMD=144, IB=2, WB=2, WV=1, AB=10, NT=1, TB=9, XNOR=0)
+    for p, ff in ((conv1, 788), (conv2, 335)):
+        est = cal.module_estimate("qp_mvtu", p).ff
+        assert abs(est - ff) <= 0.15 * ff, (p, est, ff)
+    f1, f2 = cal.features("qp_mvtu", "ff", conv1), cal.features("qp_mvtu", "ff", conv2)
+    assert f1["acc"] == f1["res"] == 32 * 12 and "ibuf" not in f1
+    assert "acc" not in f2 and f2["ibuf"] == 144 * 2
 
 
 def test_dsp_rule_one_per_product_unless_the_weights_are_constant():

@@ -261,6 +261,31 @@ def test_fifo_residual_conv_branch_needs_deep_shortcut_and_shallow_one_deadlocks
     assert simulate_with_depths(layers, shallow, edges).deadlock
 
 
+def test_fifo_partition_input_read_by_two_layers_is_a_fork():
+    # the residual above with the partition input as the fork: the top pushes each input word into both readers'
+    # FIFOs at once, so the add's input FIFO must hold the conv branch's latency (modelled as two independent
+    # input streams it got depth 2 and the RTL deadlocked)
+    swg = SlidingWindow("swg", ifm_ch=16, ifm_dim=8, kernel=3, pad=1, a_bits=8, simd=16)
+    conv = MVTU("conv", mw=144, mh=16, num_vectors=64, w_bits=2, a_bits=8, thresholds=1, pe=16, simd=16)
+    add = AddStreams("add", channels=16, pixels=64, pe=16)
+    layers = [swg, conv, add]
+    edges = [("<input>x", "swg"), ("swg", "conv"), ("conv", "add"), ("<input>x", "add")]
+    r = size_fifos(layers, edges, verify=True)
+    assert {(e.src, e.dst, e.port) for e in r.edges} == {("<input>", "swg", 0), ("swg", "conv", 0),
+                                                         ("conv", "add", 0), ("<input>", "add", 1)}
+    assert 16 <= r.edge("<input>", "add").occupancy <= 32 and r.depth("<input>", "add") == 32
+    assert r.verified and r.measured_period == swg.cycles()
+    ok = simulate_with_depths(layers, r.depths, edges)
+    assert not ok.deadlock and ok.period == swg.cycles()
+    assert ok.max_occupancy[("<input>", "add", 1)] <= 32
+    shallow = dict(r.depths)
+    shallow[("<input>", "add", 1)] = 8
+    assert simulate_with_depths(layers, shallow, edges).deadlock
+    # an input read by one port stays a plain graph-input edge
+    single = size_fifos([swg, conv], [("<input>x", "swg"), ("swg", "conv")])
+    assert [(e.src, e.dst) for e in single.edges] == [("<input>", "swg"), ("swg", "conv")]
+
+
 def test_fifo_sim_ten_layer_chain_under_a_second():
     layers, dim, c = [], 16, 8
     for i in range(5):

@@ -195,22 +195,26 @@ def test_runtime_writable_memories_are_loaded_then_bit_exact(tmp_path):
 
 
 def concat_after_a_fork():
-    """A 1x1 and a padded 3x3 convolution of one thresholded layer, concatenated (the 3x3 branch is a row late)"""
+    """Three streams concatenated: a 1x1 convolution of the partition input (which a second 1x1 convolution reads
+    too: an input fork), and a 1x1 and a padded 3x3 convolution of that second one's thresholds (a layer fork; the
+    3x3 branch is a row late)"""
     from onnx import helper
     from test_hls import RNG, _c, _input, _model, _mt
 
     nodes, inits = _input()
     inits += [_c("w0", RNG.integers(-7, 8, (6, 4, 1, 1))), _c("w1", RNG.integers(-7, 8, (4, 6, 1, 1))),
-              _c("w2", RNG.integers(-7, 8, (2, 6, 3, 3)))]
+              _c("w2", RNG.integers(-7, 8, (2, 6, 3, 3))), _c("w3", RNG.integers(-7, 8, (2, 4, 1, 1)))]
     nodes.append(helper.make_node("Conv", ["q", "w0"], ["c0"], kernel_shape=[1, 1], name="c0"))
-    for name, src, w, c, k in (("m0", "c0", None, 6, None), ("m1", "c1", "w1", 4, 1), ("m2", "c2", "w2", 2, 3)):
+    nodes.append(helper.make_node("Conv", ["q", "w3"], ["c3"], kernel_shape=[1, 1], name="c3"))
+    for name, src, w, c, k in (("m0", "c0", None, 6, None), ("m1", "c1", "w1", 4, 1), ("m2", "c2", "w2", 2, 3),
+                               ("m3", "c3", None, 2, None)):
         if w is not None:
             nodes.append(helper.make_node("Conv", ["m0", w], [src], kernel_shape=[k, k], pads=[k // 2] * 4,
                                           name=src))
         n, t = _mt(name, src, c, 15, -100, 100)
         nodes.append(n)
         inits.append(t)
-    nodes.append(helper.make_node("Concat", ["m1", "m2"], ["cat"], axis=1, name="cat"))
+    nodes.append(helper.make_node("Concat", ["m1", "m2", "m3"], ["cat"], axis=1, name="cat"))
     return _model(nodes, inits, (4, 5, 5), ["cat"]), (4, 5, 5)
 
 
@@ -222,6 +226,9 @@ def test_concat_streams_bit_exact_in_verilator(tmp_path):
     (p,) = res.partitions
     assert "concat" in {l.kind for l in p.graph.layers}
     assert "qp_concat #(" in (p.project_dir / "rtl" / f"{p.top}.sv").read_text()
+    assert p.graph.fifos is not None  # the stream simulation ran (the input fork included) and sized the FIFOs
+    # the input fork's short branch (input -> c3 -> cat) holds the 3x3 branch's latency: FIFOs deeper than 2 words
+    assert p.depths[("<input>", "c3", 0)] + p.depths[("c3", "cat", 2)] > 4, p.depths
     s = rtl.simulate(p, frames=12)
-    assert s.mismatches == 0 and not s.deadlock and s.elements_checked == 12 * 6 * 25, s.summary() + str(s.examples)
+    assert s.mismatches == 0 and not s.deadlock and s.elements_checked == 12 * 8 * 25, s.summary() + str(s.examples)
     assert abs(s.ratio - 1) <= 0.05, s.summary()

@@ -87,6 +87,17 @@ def varying_columns(mem_text: str) -> int:
     return bin(diff).count("1")
 
 
+def distinct_columns(mem_text: str) -> int:
+    """Distinct bit columns of a $readmemh image among those not constant over its words: Yosys merges flip-flops
+    (and LUT-ROM outputs) that hold the same column, so a registered ROM of D words keeps at most 2^D - 2 of them."""
+    words = [int(w, 16) for w in mem_text.split()]
+    if len(words) < 2:
+        return 0
+    width = max(w.bit_length() for w in words)
+    cols = {tuple((w >> b) & 1 for w in words) for b in range(width)}
+    return sum(1 for c in cols if 0 < sum(c) < len(c))
+
+
 def varying_bits(width: float, words: int) -> float:
     """Expected bit columns of a words x width ROM of random bits that are not constant: width * (1 - 2^(1-words))."""
     return width * (1.0 - 2.0 ** (1 - words)) if words > 1 else 0.0
@@ -94,39 +105,68 @@ def varying_bits(width: float, words: int) -> float:
 
 # ------------------------------------------------------------------------------------------- features per module
 
+def _pcw(simd: int) -> int:
+    """Bits of one PE's popcount (the adder width of the XNOR chain)."""
+    return max(1, math.ceil(math.log2(simd + 1)))
+
+
+def threshold_columns(p: dict, words: int) -> float:
+    """Distinct varying bit columns of a threshold ROM of ``words`` words of PE*NT*TB bits: TCOLS, counted from the
+    emitted image (``qpass.backends.rtl.synth.instance_params``), else the random-bits expectation capped at the
+    2^words - 2 distinct non-constant columns. Yosys keeps one flip-flop and one LUT-ROM column per distinct
+    varying column (a constant column is a constant, equal columns are merged)."""
+    if "TCOLS" in p:
+        return float(p["TCOLS"])
+    cap = 2.0 ** min(words, 60) - 2
+    return min(varying_bits(p["PE"] * p.get("NT", 0) * p.get("TB", 1), words), cap)
+
+
 def _mvtu(p: dict) -> dict[str, float]:
     pe, simd, ib, wb, ab = p["PE"], p["SIMD"], p["IB"], p.get("WV", p["WB"]), p["AB"]
     nt, tb, nf, sf = p.get("NT", 0), p.get("TB", 1), p["MH"] // p["PE"], p["MW"] // p["SIMD"]
     const_w = nf * sf == 1
     xnor, dsp = bool(p.get("XNOR", 0)), bool(p.get("USE_DSP", 0))
     lanes = pe * simd
-    f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "acc": pe * ab}
-    if xnor:
+    f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "acc": pe * ab * (sf > 1)}
+    if xnor:  # XNOR then a chain of PCW-bit adds per PE (yosys: a compressor tree of PCW-bit columns)
         f["pop"] = lanes
+        f["pop_w"] = lanes * _pcw(simd)
+        f["pop_acc"] = lanes * ab * (sf > 1)  # with an accumulator the bits are summed at its width
     elif dsp:
         f["dsp_add"] = lanes * ab
+    elif p.get("WV") == 1 and not const_w:  # +-1 weights: the product is x or -x, an add/subtract per lane
+        f["pm1"] = lanes * (ib + 1)
+        f["add"] = lanes * ab
     else:
         f["mult_const" if const_w else "mult"] = lanes * finn_mult(ib, wb)
         f["add"] = lanes * ab
     if nt:
         f["cmp_const" if nf == 1 else "cmp"] = pe * nt * tb
-        if nf > 1:
-            f["trom"] = p["MH"] * nt * tb / 8
-    if nf > 1:
+        if nf > 1:  # the threshold ROM in LUTs: one LUT6 per varying column and 64 words
+            f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
+    if nf > 1:  # LUT-RAM of all IB bits (not pruned to XNOR's sign bits); a read multiplexer per input lane
         f["ibuf"] = simd * ib * math.ceil(sf / 32)
+        f["xin"] = simd
     return f
 
 
 def _mvtu_ff(p: dict) -> dict[str, float]:
-    """Counters, accumulator and result registers (fewer kept when only comparators read them), the registered
-    threshold word, a one- or two-word input buffer in flip-flops."""
+    """The structure of qp_mvtu's registers: counters; the result register (PE*AB) and, when the row takes several
+    column folds, the accumulator (PE*AB); the registered threshold word's varying columns (NF > 1); the input
+    vector in flip-flops when it is one word (NF > 1, SF == 1; deeper buffers are LUT-RAM; XNOR keeps sign bits)."""
     nf, sf, nt = p["MH"] // p["PE"], p["MW"] // p["SIMD"], p.get("NT", 0)
-    f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "acc_thr" if nt else "acc": p["PE"] * p["AB"]}
+    pab = p["PE"] * p["AB"]
+    f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "res": pab, "acc": pab * (sf > 1)}
     if nt and nf > 1:
-        f["thr"] = p["PE"] * nt * p.get("TB", 1)
-    if nf > 1 and sf <= 2:
-        f["ibuf"] = p["SIMD"] * p["IB"] * sf
+        f["thr"] = threshold_columns(p, nf)
+    if nf > 1 and sf == 1:
+        f["ibuf"] = p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
     return f
+
+
+def weight_columns(p: dict, tiles: int) -> float:
+    """Varying bit columns of the weight ROM (WCOLS from the emitted image, else the random-bits expectation)."""
+    return p["WCOLS"] if "WCOLS" in p else varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
 
 
 def _mvtu_bram(p: dict) -> int:
@@ -134,8 +174,7 @@ def _mvtu_bram(p: dict) -> int:
     tiles = (p["MH"] // p["PE"]) * (p["MW"] // p["SIMD"])
     if tiles < 2:
         return 0
-    cols = p["WCOLS"] if "WCOLS" in p else varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
-    return _bram18(tiles, cols)
+    return _bram18(tiles, weight_columns(p, tiles))
 
 
 def _mvtu_dsp(p: dict) -> int:
@@ -160,14 +199,14 @@ def _swg_ff(p: dict) -> dict[str, float]:
 def _threshold(p: dict) -> dict[str, float]:
     pe, nt, tb, nf = p["PE"], p["NT"], p["TB"], p["C"] // p["PE"]
     f = {"const": 1.0, "ctr": float(_clog2(nf)), "cmp_const" if nf == 1 else "cmp": pe * nt * tb}
-    if nf > 1:
-        f["trom"] = p["C"] * nt * tb / 8  # the threshold ROM's bits (in LUTs, folded into the comparators)
+    if nf > 1:  # the threshold ROM in LUTs: its varying columns, one LUT6 per 64 words
+        f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
     return f
 
 
 def _threshold_ff(p: dict) -> dict[str, float]:
     nf = p["C"] // p["PE"]
-    return {"const": 1.0, "ctr": float(_clog2(nf)), "thr": p["PE"] * p["NT"] * p["TB"] if nf > 1 else 0.0}
+    return {"const": 1.0, "ctr": float(_clog2(nf)), "thr": threshold_columns(p, nf) if nf > 1 else 0.0}
 
 
 def _maxpool(p: dict) -> dict[str, float]:

@@ -85,6 +85,11 @@ class DataflowGraph:
                     out.append((p, l.name))
         return out
 
+    def stream_edges(self) -> list[tuple[str, str]]:
+        """``edges`` with the partition inputs too, as ('<input>' + stream name, consumer layer): the FIFO
+        simulation forks an input read by several ports (``qpass.hw.fifo_graph.InputFork``)."""
+        return [(self.streams[s].producer or f"<input>{s}", l.name) for l in self.layers for s in l.inputs]
+
     def cost_layers(self) -> list[Layer]:
         return [l.layer for l in self.layers]
 

@@ -44,11 +44,12 @@ def fold(dg: DataflowGraph, *, target_fps: float | None = None, clock_ns: float 
     return dg.folding
 
 
-def fifo_depths(dg: DataflowGraph, frames: int = 3) -> dict[tuple[str, str, int], int]:
-    """Depth (in words of the producer) of every stream edge (producer or '<input>', consumer, port)."""
-    layers, edges = dg.cost_layers(), dg.edges
+def fifo_depths(dg: DataflowGraph, frames: int = 3, rtl_converters: bool = False) -> dict[tuple[str, str, int], int]:
+    """Depth (in words of the producer) of every stream edge (producer or '<input>', consumer, port);
+    ``rtl_converters``: sized for the RTL top's FIFO + width-converter pairs (``qpass.hw.fifo_sim.size_fifos``)."""
+    layers, edges = dg.cost_layers(), dg.stream_edges()
     try:
-        res = size_fifos(layers, edges, frames=frames)
+        res = size_fifos(layers, edges, frames=frames, rtl_converters=rtl_converters)
         dg.fifos = res
         depths = dict(res.depths)
     except QpassError as exc:  # e.g. a multi-input layer reading a partition input: no simulation

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from qpass.errors import QpassError
-from qpass.hw.fifo_graph import SOURCE, ceil_div, edge_maps, layer_graph
+from qpass.hw.fifo_graph import SOURCE, ceil_div, edge_maps, layer_graph, public_key
 from qpass.hw.layers import Layer
 
 
@@ -49,7 +49,7 @@ def simulate_with_depths(layers: Sequence[Layer], depths: Mapping[tuple[str, str
             break
         if t - last_progress > 2 * sim.period + 1000:
             break
-    occ = {(e["src"], n, p): e["maxocc"] for (n, p), e in sim.ein.items()}
+    occ = {public_key(sim.g, (e["src"], n, p)): e["maxocc"] for (n, p), e in sim.ein.items()}
     return RefSimResult(len(frame_end) < F, t, len(frame_end), frame_end, occ)
 
 
@@ -78,7 +78,7 @@ class _RefSim:
                 if src == SOURCE:
                     continue
                 ep, ec = edge_maps(g.layers[src], g.layers[n], p)
-                key = (src, n, p)
+                key = public_key(g, (src, n, p))
                 if key not in depths:
                     raise QpassError(f"no depth given for FIFO {src} -> {n} port {p}")
                 self.ein[(n, p)] = dict(src=src, dst=n, port=p, ep=ep, ec=ec, depth=int(depths[key]), w=0,

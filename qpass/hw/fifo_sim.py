@@ -17,7 +17,8 @@ Model (assumptions, stated honestly):
   * Reorder is a wire (spliced out). An edge whose producer and consumer words differ in size has an
     implicit data-width converter: a consumer word needs the producer word holding its last element;
     a producer word leaves the FIFO when the consumer word holding its last element is read.
-  * A layer feeding several consumers writes each word to all its out-FIFOs at once (a fork).
+  * A layer feeding several consumers writes each word to all its out-FIFOs at once (a fork); so does a
+    partition input read by several layer ports (``fifo_graph.InputFork``, edges named (SOURCE, reader, port)).
 - Cycle semantics: a word written in cycle t is readable from t+1; a FIFO slot freed by a read in
   cycle t is reusable from t+1 (conservative).
 - The pipeline rate P is the slowest layer's iteration count (= its ``cycles()``); the input DMA
@@ -55,7 +56,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qpass.errors import QpassError
-from qpass.hw.fifo_graph import SOURCE, LayerGraph, ceil_div, edge_maps, layer_graph, tile
+from qpass.hw.fifo_graph import SOURCE, InputFork, LayerGraph, ceil_div, edge_maps, layer_graph, public_key, tile
 from qpass.hw.layers import Layer
 
 
@@ -127,8 +128,9 @@ def _pow2_depth(occ: int) -> int:
 class _Sim:
     """Vectorised schedules of a layer graph over F frames (times are float64 cycles)."""
 
-    def __init__(self, g: LayerGraph, frames: int):
-        self.g, self.F = g, frames
+    def __init__(self, g: LayerGraph, frames: int, rtl_converters: bool = False):
+        self.g, self.F, self.rtl = g, frames, rtl_converters
+        self.maps = {}
         self.progs = {n: g.layers[n].program() for n in g.order}
         self.P = max(p.n for p in self.progs.values())
         F = frames
@@ -148,6 +150,7 @@ class _Sim:
                 key = (src, n, p)
                 self.edges.append(key)
                 ep, ec = edge_maps(None if src == SOURCE else g.layers[src], g.layers[n], p)
+                self.maps[key] = (ep, ec)
                 nc = len(self.rd[n][p])
                 npw = nc * ec // ep
                 k, j = np.arange(nc), np.arange(npw)
@@ -158,6 +161,18 @@ class _Sim:
                 if src == SOURCE:  # the input DMA releases frame f at f*P, one word per cycle
                     wpf = npw // F
                     self.src_time[key] = (j // wpf) * float(self.P) + (j % wpf)
+
+    def capacity(self, key, d: int) -> int:
+        """Producer words an edge of depth ``d`` holds. With ``rtl_converters`` as the RTL top builds it
+        (``qpass.backends.rtl.top``): behind an up-converter a FIFO of ceil(d/K) + 1 (min 2) consumer words plus
+        the converter's word; before a down-converter the FIFO plus the converter's word."""
+        if not self.rtl:
+            return d
+        ep, ec = self.maps[key]
+        if ec > ep:
+            k = ec // ep
+            return (max(2, -(-d // k) + 1) + 1) * k
+        return d + 1 if ec < ep else d
 
     def writes(self, s, n):
         return s[n][self.wr[n]] + self.lat[n]
@@ -183,6 +198,7 @@ class _Sim:
                 d = caps.get(key)
                 if d is None:
                     continue
+                d = self.capacity(key, d)
                 rel = s[c][self.rd[c][p]][self.done[key]]
                 if len(rel) > d:
                     it = self.wr[n][d:]
@@ -285,8 +301,37 @@ class _Sim:
         return np.max([self.writes(s, n).reshape(self.F, -1)[:, -1] for n in sinks], axis=0)
 
 
+def _tighten(sim: _Sim, s_asap, depths: dict, max_sweeps: int, rounds: int = 4) -> tuple[dict, int, int]:
+    """The chosen schedule is one feasible way to buffer; the hardware runs as soon as possible under back-pressure
+    (the bounded-FIFO least schedule), which may leave some FIFOs nearly empty while a neighbour fills. Each
+    layer-to-layer FIFO is shrunk to its occupancy in that schedule at the current depths (a power of two, min 2),
+    kept only if the bounded schedule with the shrunk depths still converges at full throughput; repeated while
+    something shrinks (at most ``rounds`` times). Returns (depths, FIFOs shrunk, sweeps)."""
+    total, shrunk_any, cur = 0, set(), dict(depths)
+    caps = {k: d for k, d in cur.items() if k[0] != SOURCE}
+    s, conv, n = sim.schedule(caps, init=s_asap, max_sweeps=max_sweeps)
+    total += n
+    for _ in range(rounds):
+        if not conv:
+            break
+        occ = sim.occupancies(lambda k: sim.src_writes(s, k), sim.reads(s), sim.F)
+        new = {k: min(d, _pow2_depth(occ[k])) if k in caps else d for k, d in cur.items()}
+        shrunk = {k for k in cur if new[k] < cur[k]}
+        if not shrunk:
+            break
+        caps = {k: new[k] for k in caps}
+        s2, conv2, n2 = sim.schedule(caps, init=s_asap, max_sweeps=max_sweeps)
+        total += n2
+        e = sim.sink_ends(s2)
+        if not (conv2 and float(e[-1] - e[-2]) <= sim.P):
+            break
+        cur, s, shrunk_any = new, s2, shrunk_any | shrunk
+    return cur, len(shrunk_any), total
+
+
 def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None = None, frames: int = 3,
-               search_evals: int = 16, verify: bool = False, verify_sweeps: int = 400) -> FifoResult:
+               search_evals: int = 16, verify: bool = False, verify_sweeps: int = 400,
+               rtl_converters: bool = False) -> FifoResult:
     """Per-edge FIFO depths for a chain (edges=None) or DAG of layers; see the module docstring.
     Input ports are numbered in the order their edges appear in ``edges``.
 
@@ -297,11 +342,13 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
     is any per-layer mix, which a greedy search then refines (``search_evals`` schedule evaluations
     in total, ~50 ms each for a CNV-sized design; 3 disables the search).
     ``verify`` recomputes the bounded-FIFO schedule with the chosen depths (a monotone fixpoint; can
-    take seconds on large designs) and checks that it keeps the period."""
+    take seconds on large designs) and checks that it keeps the period. ``rtl_converters``: the bounded schedules
+    count the room the RTL top's width converters add (``_Sim.capacity``). Depths are then shrunk to what the
+    back-pressured schedule occupies (``_tighten``)."""
     t0 = time.perf_counter()
     if frames < 3:
         raise QpassError("simulate at least 3 frames")
-    sim = _Sim(layer_graph(layers, edges), frames)
+    sim = _Sim(layer_graph(layers, edges), frames, rtl_converters)
     P, F = sim.P, frames
     s_asap, _, sweeps = sim.schedule()
     occ_asap = sim.occupancies(lambda k: sim.src_writes(s_asap, k), sim.reads(s_asap), F)
@@ -344,6 +391,10 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
     depths = {k: _pow2_depth(v) for k, v in occ.items()}
     ends = sim.sink_ends(s_asap)
     notes = [f"schedule: {label}; {len(late_set)} of {len(names)} layers late; {evals} schedules evaluated"]
+    depths, shrunk, n = _tighten(sim, s_asap, depths, verify_sweeps)
+    sweeps += n
+    if shrunk:
+        notes.append(f"{shrunk} FIFOs shrunk to their occupancy under back-pressure at these depths")
     verified, measured, latency = False, float(ends[-1] - ends[-2]), int(ends[0]) + 1
     if verify:
         caps = {k: d for k, d in depths.items() if k[0] != SOURCE}
@@ -354,6 +405,6 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
         verified = bool(conv and measured <= P)
         if not verified:
             notes.append("warning: the bounded-FIFO schedule did not converge at full throughput")
-    out = [FifoEdge(k[0], k[1], k[2], sim.nwords[k], occ[k], depths[k], occ_asap[k], occ_late[k])
-           for k in sim.edges]
+    out = [FifoEdge(*public_key(sim.g, k), sim.nwords[k], occ[k], depths[k], occ_asap[k], occ_late[k])
+           for k in sim.edges if not isinstance(sim.g.layers[k[1]], InputFork)]
     return FifoResult(out, P, measured, latency, F, verified, sweeps, time.perf_counter() - t0, notes)

@@ -113,7 +113,7 @@ def export(model, out_dir, device: str | Device = "xc7z020", clock_ns: float | N
         # the folding search prices the RTL modules with the yosys-calibrated model (qpass.hw.calibration)
         res = fold(dg, target_fps=target_fps, clock_ns=clk, device=dev, utilisation=utilisation, strategy=strategy,
                    overrides=folding, estimate=layer_resources)
-        depths = fifo_depths(dg)
+        depths = fifo_depths(dg, rtl_converters=True)
         table = report_table(dg, depths)
         top = re.sub(r"[^0-9A-Za-z_]", "_", node.name)
         mod = topgen.generate(dg, depths, top)

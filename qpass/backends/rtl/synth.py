@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from qpass.errors import QpassError
-from qpass.hw.calibration import CALIBRATION, Estimate, calibration_note, layer_estimate, module_estimate, varying_columns
+from qpass.hw.calibration import CALIBRATION, Estimate, calibration_note, distinct_columns, layer_estimate, \
+    module_estimate, varying_columns
 from .exporter import LIBRARY
 from .sim import ToolMissing
 
@@ -133,8 +134,9 @@ def synth_instance(rtl: Path, name: str, inst, in_bits: list[int], out_bits: int
     key = instance_key(inst, inst.mems, fam, nodsp)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
-        if "WCOLS" not in cache.data[key]["params"] and "WFILE" in dict(inst.params):  # older entries
-            cache.put(key, hit, {"module": inst.module, **instance_params(inst)})
+        params = {"module": inst.module, **instance_params(inst)}
+        if cache.data[key]["params"] != params:  # older entries: without the ROM images' column counts
+            cache.put(key, hit, params)
         return hit
     if cache is not None and cache.offline:
         raise QpassError(f"{name}: no cached Yosys numbers (offline)")
@@ -185,9 +187,15 @@ def within(est: int, got: int, rel: float = REL_TOL, slack: int = ABS_SLACK) -> 
 
 def instance_params(inst) -> dict:
     """An instance's parameters for the calibrated formulas: its own (file names left out) plus, from its weight
-    ROM image, the varying bit columns (WCOLS) and WV = 1 for +-1 weights stored in two bits."""
+    ROM image, the varying bit columns (WCOLS) and WV = 1 for +-1 weights stored in two bits; from its threshold ROM
+    image, the distinct varying bit columns (TCOLS)."""
     p = {k: v for k, v in inst.params if not str(v).startswith('"')}
     wfile = str(dict(inst.params).get("WFILE", "")).strip('"')
+    if p.get("RUNTIME"):  # writable memories: every column is kept
+        return p
+    tfile = str(dict(inst.params).get("TFILE", "")).strip('"')
+    if tfile in inst.mems and p.get("NT"):
+        p["TCOLS"] = distinct_columns(inst.mems[tfile])
     if wfile in inst.mems:
         p["WCOLS"] = varying_columns(inst.mems[wfile])
         if p.get("WB") == 2 and p.get("W_SIGNED") and _all_plus_minus_one(inst.mems[wfile], p["PE"] * p["SIMD"]):
