@@ -32,6 +32,9 @@ from qpass.ir.ort_session import interleaved_times, make_session  # noqa: E402
 CASES = [
     ("pitch 1->1 k1x256 s2 w44098", "Conv", (1, 1, 1, 44098), (1, 1, 1, 256), {"strides": [1, 2]}),
     ("pitch 1->1 k1x256 s2 w2994", "Conv", (1, 1, 1, 2994), (1, 1, 1, 256), {"strides": [1, 2]}),
+    ("pitch 1->2 k1x256 s2 w44098", "Conv", (1, 1, 1, 44098), (2, 1, 1, 256), {"strides": [1, 2]}),
+    ("pitch 1->2 k1x256 s2 w2994", "Conv", (1, 1, 1, 2994), (2, 1, 1, 256), {"strides": [1, 2]}),
+    ("pitch 1->4 k1x256 s2 w44098", "Conv", (1, 1, 1, 44098), (4, 1, 1, 256), {"strides": [1, 2]}),
     ("pitch 1->36 k1x256 s256 w44100", "Conv", (1, 1, 1, 44100), (36, 1, 1, 256), {"strides": [1, 256]}),
     ("pitch 1->36 k1x256 s16 w2996", "Conv", (1, 1, 1, 2996), (36, 1, 1, 256), {"strides": [1, 16]}),
     ("pitch 1->36 k1x256 s1 w427", "Conv", (1, 1, 1, 427), (36, 1, 1, 256), {"strides": [1, 1]}),

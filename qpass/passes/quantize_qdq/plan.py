@@ -48,9 +48,9 @@ def plan_quantization(graph: gs.Graph, opts) -> QuantPlan:
             plan.float_reasons[node.name] = reason
         else:
             plan.nodes.append(node.name)
-    if opts.float_slow_convs:
+    if opts.float_thin_convs:
         slow = slow_convs(graph, set(plan.nodes), lambda n: isinstance(QUANTIZERS.get(n.op), SharedScale),
-                          lambda n: n.op in ("Relu", "Clip"), opts.float_thin_convs)
+                          lambda n: n.op in ("Relu", "Clip"))
         plan.float_reasons.update(slow)
         plan.nodes = [n for n in plan.nodes if n not in slow]
     if opts.fuse_relu:
