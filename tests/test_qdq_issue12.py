@@ -283,3 +283,31 @@ def test_a_dynamic_gemm_bias_is_fused_into_dynamic_quantize_matmul():
     ops = Counter(n.op_type for n in optimized_graph(res.model).node)
     assert ops["DynamicQuantizeMatMul"] == 1 and ops["Add"] == 0 and ops["DequantizeLinear"] <= 1
     assert sum(i.dims == [64, 1024] or i.dims == [1024, 64] for i in res.model.graph.initializer) == 1
+
+
+@pytest.mark.parametrize("thin", [False, True])
+def test_an_isolated_thin_conv_stays_float_only_with_float_thin_convs(thin):
+    """mtcnn's shape: a 3 -> 8 channel 3x3 Conv (27 products per output) between PRelus (float): with
+    ``float_thin_convs`` it stays float with float weights (its integer kernel and the Q/DQ around it are slower);
+    the 8 -> 16 Conv after the next PRelu (72 products, also isolated) too, and the 1x1 head (no im2col) does not.
+    By default every Conv is integer."""
+    from qpass.ir.ort_session import optimized_graph
+
+    shapes = {"c1": (8, 3, 3, 3), "c2": (16, 8, 3, 3), "c3": (4, 16, 1, 1)}
+    inits = [f32(f"{k}_w", RNG.standard_normal(s) * 0.2) for k, s in shapes.items()]
+    inits += [f32(f"{k}_b", RNG.standard_normal(s[0]) * 0.1) for k, s in shapes.items()]
+    inits += [f32(f"a{i}", np.full((s[0], 1, 1), 0.25)) for i, s in enumerate(shapes.values())]
+    nodes = [_conv("c1", "x", "c1_w", "h1"), helper.make_node("PRelu", ["h1", "a0"], ["p1"]),
+             _conv("c2", "p1", "c2_w", "h2"), helper.make_node("PRelu", ["h2", "a1"], ["p2"]),
+             _conv("c3", "p2", "c3_w", "y")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 12, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    res = quantize(m, {"x": RNG.standard_normal((8, 1, 3, 12, 12)).astype(np.float32)}, float_thin_convs=thin)
+    float_nodes = res.report.results["quantization"]["float_nodes"]
+    ops = Counter(n.op_type for n in optimized_graph(res.model).node)
+    if thin:
+        assert {"c1", "c2"} <= set(float_nodes) and "products per output" in float_nodes["c1"]
+        assert "c3" not in float_nodes and ops["QLinearConv"] == 1
+    else:
+        assert not {"c1", "c2", "c3"} & set(float_nodes) and ops["QLinearConv"] == 3
