@@ -225,3 +225,89 @@ def test_a_layer_left_float_by_its_range_keeps_float_weights():
     dq_weights = [n for n in res.model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
                   and inits[n.input[0]].shape == (8, 4)]
     assert len(dq_weights) == 1
+
+
+def _conv(name, x, w, y, **attrs):
+    return helper.make_node("Conv", [x, name + "_w", name + "_b"], [y], name=name, **attrs)
+
+
+def test_a_long_single_channel_filter_gets_a_zero_channel_to_leave_the_slow_depthwise_kernel():
+    """basic-pitch's shape: a 1 -> 1 channel Conv with a 1x64 window, on which onnxruntime's QLinearConv takes its
+    depthwise kernel (3-8x slower than float: bench/layer_speed.py). It gets an all-zero second output channel and
+    a Slice of the first (onnxruntime then runs its GEMM-based QLinearConv, 0.5x float): every layer stays integer,
+    the codes and the output are bit for bit those of the one-channel form (``widen_single_channel: false``), and
+    the golden interpreter reproduces them."""
+    from qpass.ir.ort_session import optimized_graph
+
+    ws = {"fir_w": RNG.standard_normal((1, 1, 1, 64)) * 0.1, "fir_b": [0.1],
+          "bank_w": RNG.standard_normal((8, 1, 1, 64)) * 0.1, "bank_b": RNG.standard_normal(8) * 0.1}
+    nodes = [_conv("fir", "x", "fir_w", "h", strides=[1, 2]), helper.make_node("Relu", ["h"], ["r"]),
+             _conv("bank", "r", "bank_w", "y", strides=[1, 16])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 1, 1, 512])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [f32(k, v) for k, v in ws.items()])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    calib = {"x": RNG.standard_normal((8, 1, 1, 1, 512)).astype(np.float32)}
+    wide, narrow = quantize(m, calib), quantize(m, calib, widen_single_channel=False)
+    assert not wide.report.results["quantization"]["float_nodes"]
+    inits = {i.name: numpy_helper.to_array(i) for i in wide.model.graph.initializer}
+    fir_w = inits[next(n for n in wide.model.graph.node if n.op_type == "DequantizeLinear"
+                       and inits.get(n.input[0]) is not None and inits[n.input[0]].shape == (2, 1, 1, 64)).input[0]]
+    assert fir_w.dtype == np.int8 and not fir_w[1].any()
+    ops = Counter(n.op_type for n in optimized_graph(wide.model).node)
+    assert ops["QLinearConv"] == 2 and ops["Conv"] + ops["FusedConv"] == 0 and ops["Slice"] == 1
+    s = bind_samples({"x": RNG.standard_normal((4, 1, 1, 1, 512)).astype(np.float32)}, wide.model)
+    got = ort_run(wide.model, s)["y"]
+    np.testing.assert_array_equal(got, ort_run(narrow.model, s)["y"])
+    np.testing.assert_array_equal(golden_run(wide.model, s)["y"], got)
+
+
+SEED = 5  # (5, 6, 7 checked: choose_dynamic takes the Gemm on each)
+
+
+def test_a_dynamic_gemm_bias_is_fused_into_dynamic_quantize_matmul():
+    """choose_dynamic's Gemm (weight >= 65,536 elements) keeps its bias as float values, which onnxruntime fuses
+    into DynamicQuantizeMatMul: no DequantizeLinear of the bias and no Add run at every call, and the int8 codes
+    of the replaced static weight are not stored."""
+    from qpass.ir.ort_session import optimized_graph
+
+    rng = np.random.default_rng(SEED)  # its own data: choose_dynamic's choice is measured on it
+    w, b = rng.standard_normal((64, 1024)) * 0.05, rng.standard_normal(64)
+    nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["h"], transB=1), helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1024])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [f32("w", w), f32("b", b), f32("w2", rng.standard_normal((4, 64)) * 0.1), f32("b2", np.zeros(4))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    res = quantize(m, {"x": rng.standard_normal((32, 1, 1024)).astype(np.float32)})
+    ops = Counter(n.op_type for n in optimized_graph(res.model).node)
+    assert ops["DynamicQuantizeMatMul"] == 1 and ops["Add"] == 0 and ops["DequantizeLinear"] <= 1
+    assert sum(i.dims == [64, 1024] or i.dims == [1024, 64] for i in res.model.graph.initializer) == 1
+
+
+@pytest.mark.parametrize("thin", [False, True])
+def test_an_isolated_thin_conv_stays_float_only_with_float_thin_convs(thin):
+    """mtcnn's shape: a 3 -> 8 channel 3x3 Conv (27 products per output) between PRelus (float): with
+    ``float_thin_convs`` it stays float with float weights (its integer kernel and the Q/DQ around it are slower);
+    the 8 -> 16 Conv after the next PRelu (72 products, also isolated) too, and the 1x1 head (no im2col) does not.
+    By default every Conv is integer."""
+    from qpass.ir.ort_session import optimized_graph
+
+    shapes = {"c1": (8, 3, 3, 3), "c2": (16, 8, 3, 3), "c3": (4, 16, 1, 1)}
+    inits = [f32(f"{k}_w", RNG.standard_normal(s) * 0.2) for k, s in shapes.items()]
+    inits += [f32(f"{k}_b", RNG.standard_normal(s[0]) * 0.1) for k, s in shapes.items()]
+    inits += [f32(f"a{i}", np.full((s[0], 1, 1), 0.25)) for i, s in enumerate(shapes.values())]
+    nodes = [_conv("c1", "x", "c1_w", "h1"), helper.make_node("PRelu", ["h1", "a0"], ["p1"]),
+             _conv("c2", "p1", "c2_w", "h2"), helper.make_node("PRelu", ["h2", "a1"], ["p2"]),
+             _conv("c3", "p2", "c3_w", "y")]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3, 12, 12])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    res = quantize(m, {"x": RNG.standard_normal((8, 1, 3, 12, 12)).astype(np.float32)}, float_thin_convs=thin)
+    float_nodes = res.report.results["quantization"]["float_nodes"]
+    ops = Counter(n.op_type for n in optimized_graph(res.model).node)
+    if thin:
+        assert {"c1", "c2"} <= set(float_nodes) and "products per output" in float_nodes["c1"]
+        assert "c3" not in float_nodes and ops["QLinearConv"] == 1
+    else:
+        assert not {"c1", "c2", "c3"} & set(float_nodes) and ops["QLinearConv"] == 3

@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
-from qpass.ir.graph import consumers, producers, topo_sort_nodes
+from qpass.ir.graph import consumers, node_inputs, producers, topo_sort_nodes
 from qpass.ir.ort_session import OrtError
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
@@ -127,12 +127,30 @@ def to_dynamic(model: onnx.ModelProto, names: set[str], float_model: onnx.ModelP
                 helper.make_node("Mul", [tag + "_dyn_accf", tag + "_dyn_s"], [tag + "_dyn_y" if bias else y],
                                  name=tag + "_dyn_mul")]
         if bias:
-            new.append(helper.make_node("Add", [tag + "_dyn_y", bias], [y], name=tag + "_dyn_bias"))
+            new.append(helper.make_node("Add", [tag + "_dyn_y", _float_bias(m, bias)], [y], name=tag + "_dyn_bias"))
         m.graph.node.remove(node)
         m.graph.node.extend(new)
     _drop_dead_qdq(m)
     topo_sort_nodes(m.graph)
     return m
+
+
+def _float_bias(m: onnx.ModelProto, bias: str) -> str:
+    """A bias stored as DequantizeLinear of int32 codes, as a float initializer of the same float32 values
+    (onnxruntime fuses a constant bias Add into DynamicQuantizeMatMul; a DequantizeLinear would run every call)."""
+    inits = {i.name: i for i in m.graph.initializer}
+    dq = producers(m.graph).get(bias)
+    if dq is None or dq.op_type != "DequantizeLinear" or not all(t in inits for t in dq.input if t):
+        return bias
+    q, scale = numpy_helper.to_array(inits[dq.input[0]]), numpy_helper.to_array(inits[dq.input[1]])
+    zp = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), q.dtype)
+    if scale.ndim > 1 or q.ndim > 1:
+        return bias
+    value = (q.astype(np.int64) - zp.astype(np.int64)).astype(np.float32) * scale.astype(np.float32)
+    name = bias + "_float"
+    if name not in inits:
+        m.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
+    return name
 
 
 def _drop_dead_qdq(m: onnx.ModelProto) -> None:
@@ -143,6 +161,11 @@ def _drop_dead_qdq(m: onnx.ModelProto) -> None:
         dead = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                 and not readers.get(n.output[0]) and n.output[0] not in outs]
         if not dead:
+            used = {x for n in m.graph.node for x in node_inputs(n)} | {o.name for o in m.graph.output}
+            kept = [i for i in m.graph.initializer if i.name in used]  # the replaced weights' codes and scales
+            if len(kept) < len(m.graph.initializer):
+                del m.graph.initializer[:]
+                m.graph.initializer.extend(kept)
             return
         for n in dead:
             m.graph.node.remove(n)

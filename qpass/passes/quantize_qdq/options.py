@@ -43,6 +43,12 @@ class QuantizeQDQOptions:
     #: LSTMs with constant weights on onnxruntime's integer DynamicQuantizeLSTM (False: int8 weights behind
     #: DequantizeLinear, the recurrence in float: slower, without the per-step dynamic 8-bit rounding)
     dynamic_lstm: bool = True
+    #: a one-channel Conv with a long window gets an all-zero second output channel and a Slice, so that
+    #: onnxruntime runs it on its GEMM-based QLinearConv instead of its slow depthwise kernel (``speed``)
+    widen_single_channel: bool = True
+    #: isolated Convs with a short reduction stay float (``speed``; off by default: it costs integer share and
+    #: can break onnxruntime's NHWC layout around them)
+    float_thin_convs: bool = False
 
     def __post_init__(self):
         if self.activation_dtype not in ("int8", "uint8", "int16", "uint16"):

@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 
 import onnx_graphsurgeon as gs
 
-from .op_table import QUANTIZERS, clip_bounds
+from .op_table import QUANTIZERS, SharedScale, clip_bounds
+from .speed import slow_convs
 
 
 @dataclass
@@ -47,6 +48,11 @@ def plan_quantization(graph: gs.Graph, opts) -> QuantPlan:
             plan.float_reasons[node.name] = reason
         else:
             plan.nodes.append(node.name)
+    if opts.float_thin_convs:
+        slow = slow_convs(graph, set(plan.nodes), lambda n: isinstance(QUANTIZERS.get(n.op), SharedScale),
+                          lambda n: n.op in ("Relu", "Clip"))
+        plan.float_reasons.update(slow)
+        plan.nodes = [n for n in plan.nodes if n not in slow]
     if opts.fuse_relu:
         quantized = set(plan.nodes)
         plan.fused_activations = [n.name for n in graph.nodes if n.op in ("Relu", "Clip") and n.name in quantized

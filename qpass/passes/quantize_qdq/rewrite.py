@@ -15,6 +15,7 @@ from .op_table import CANCELLING, QUANTIZERS, FLOAT_DTYPES, Linear, Rewritten, c
 from .plan import QuantPlan, float_reason, plan_quantization
 from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq, short
 from .recurrent import to_dynamic_lstm
+from .speed import widen_single_channel
 from .weights import AVX2_TARGETS, bias_codes, choose_weight, output_channels
 
 EIGHT_BIT = ("uint8", "int8")
@@ -213,6 +214,8 @@ def _rewrite_ops(graph: gs.Graph, b: GraphBuilder, ranges: dict, opts) -> dict:
         q = QUANTIZERS.get(node.op)
         if isinstance(q, Rewritten) and float_reason(node, op_types, opts) is None:
             ranges.update(q.rewrite(node, b, graph))
+    if opts.widen_single_channel:
+        ranges.update(widen_single_channel(graph, b, ranges, lambda n: float_reason(n, op_types, opts) is None))
     graph.cleanup(remove_unused_graph_inputs=False)
     return ranges
 
