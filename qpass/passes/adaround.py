@@ -12,8 +12,9 @@ where x is the layer's float input and x~ its input in the model whose earlier l
 only A = E[x~ x~^T] and B = E[x~ x^T] per group ([K, K]: streaming, bounded memory). It is solved as in the paper
 -- h = rectified sigmoid of a free variable V, Adam on reconstruction + lambda * sum(1 - |2h - 1|^beta) with beta
 annealed from 20 to 2 -- then the hard roundings are polished by greedy single flips that lower the same
-objective. Time per layer is bounded (``seconds_per_layer``) and so is the whole pass (``time_budget``: layers
-past it keep round-to-nearest, said in the notes).
+objective. Work per layer is bounded by the graph (``iters``, ``rows``, ``max_k``), so the same inputs give the
+same weights on any machine; clock bounds are opt-in: per layer (``seconds_per_layer``) and for the whole pass
+(``time_budget``: layers past it keep round-to-nearest, said in the notes).
 
 The result is written as float weights that lie exactly on the grid (the quantizer then reproduces the chosen
 codes; checked per layer). With ``auto`` a layer keeps its new rounding only where it lowers the output error on
@@ -48,7 +49,8 @@ class AdaRoundOptions:
     iters: int = 200
     lr: float = 0.05
     reg: float = 0.01
-    seconds_per_layer: float = 5.0
+    #: opt-in clock bound per layer (None: the work bound of iters / rows / max_k alone, reproducible)
+    seconds_per_layer: float | None = None
     #: seconds for the whole pass (None: no limit), and the same as a multiple of one float run of the model over
     #: the samples (None: no limit); layers past either keep round-to-nearest
     time_budget: float | None = None
@@ -190,7 +192,7 @@ class AdaRound(WeightSidePass):
         xf = probe.float_value(lay.x)
         xq = xf if xq is None else xq
         st_fit, st_chk = _stats(lay, xq, xf, n_fit, o.rows)
-        deadline = time.perf_counter() + o.seconds_per_layer
+        deadline = float("inf") if o.seconds_per_layer is None else time.perf_counter() + o.seconds_per_layer
         codes = solve(mats.astype(np.float64), lay.matrices(r.scale), lay.matrices(r.zero_point), r.qmin, r.qmax,
                       st_fit, o, deadline)
         codes = lay.weight(codes)

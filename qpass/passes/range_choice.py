@@ -40,8 +40,11 @@ class ChooseRangesOptions:
     #: choice is higher than with min/max everywhere (False: always keep them)
     verify: bool = True
     max_check_samples: int = 64
-    #: stop choosing after this many seconds (the remaining tensors keep min/max)
-    max_seconds: float = 60.0
+    #: tensors whose range is chosen (graph order; the rest keep min/max): a bound read from the graph, so the
+    #: output does not depend on the machine's load
+    max_tensors: int = 512
+    #: opt-in: also stop choosing after this many seconds (None: no clock)
+    max_seconds: float | None = None
 
 
 def quantized_tensors(model, ranges: dict, dtype: str) -> list[str]:
@@ -73,8 +76,8 @@ class ChooseRanges(Pass):
         ranges = dict(cal.ranges)
         choices = []
         start = time.perf_counter()
-        for t in tensors:
-            if time.perf_counter() - start > o.max_seconds:
+        for t in tensors[:o.max_tensors]:
+            if o.max_seconds is not None and time.perf_counter() - start > o.max_seconds:
                 break
             hist = next((ob for ob in cal.observers.get(t, {}).values() if isinstance(ob, HistogramObserver)), None)
             lo, hi = cal.ranges[t]
@@ -97,7 +100,8 @@ class ChooseRanges(Pass):
                  + (f" ({', '.join(f'{k} x{v}' for k, v in sorted(by.items()))}); consumer-output error "
                     f"{np.mean([c.gain_db for c in moved]):.2f} dB lower on average there" if moved else "")]
         if len(choices) < len(tensors):
-            notes.append(f"time budget ({o.max_seconds:g} s) spent: {len(tensors) - len(choices)} tensors keep min/max")
+            notes.append(f"budget ({o.max_tensors} tensors, {o.max_seconds} s) spent: {len(tensors) - len(choices)} "
+                         f"tensors keep min/max")
         if check is not None:
             notes.append(f"output SQNR on {check[2]} other calibration samples: min/max {check[0]:.2f} dB, chosen "
                          f"{check[1]:.2f} dB: {'chosen ranges kept' if kept else 'min/max kept'}")
