@@ -147,12 +147,15 @@ MATRIX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 EIGHT_BIT = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
 
 
-def tensor_dims(*models: onnx.ModelProto) -> dict[str, list[int]]:
-    """Per-sample dims (unknown and symbolic dims 1) of every tensor of ``models`` that shape inference types."""
+def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[str, list[int]]:
+    """Per-sample dims (unknown and symbolic dims 1) of every tensor of ``models`` that shape inference types;
+    ``inputs``: {graph input: one sample's shape}, to resolve symbolic dims (an image's height and width)."""
     from qpass.ir.graph import shapes
 
     out: dict[str, list[int]] = {}
     for model in models:
+        if inputs:
+            model = _with_input_dims(model, inputs)
         try:
             model = onnx.shape_inference.infer_shapes(model)
         except Exception:  # noqa: BLE001 - an unshaped graph: what its value_info says
@@ -160,6 +163,18 @@ def tensor_dims(*models: onnx.ModelProto) -> dict[str, list[int]]:
         for k, v in shapes(model).items():
             out.setdefault(k, [d if isinstance(d, int) and d > 0 else 1 for d in v])
     return out
+
+
+def _with_input_dims(model: onnx.ModelProto, inputs: dict) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    for vi in m.graph.input:
+        shape = inputs.get(vi.name)
+        if shape is not None and len(shape) == len(vi.type.tensor_type.shape.dim):
+            for d, v in zip(vi.type.tensor_type.shape.dim, shape):
+                d.dim_value = int(v)
+    return m
 
 
 def integer_layers(model: onnx.ModelProto) -> set[tuple]:
@@ -174,7 +189,8 @@ def integer_layers(model: onnx.ModelProto) -> set[tuple]:
 
     out = set()
     for n in model.graph.node:
-        acts = [x for x in n.input if x and x not in inits and not (x in prod and prod[x].input[0] in inits)]
+        acts = [x for x in n.input if x and x not in inits and not (x in prod and prod[x].op_type ==
+                                                                    "DequantizeLinear" and prod[x].input[0] in inits)]
         if n.op_type in ("QuantizeLinear", "DequantizeLinear") or not acts or \
                 not all(eight_bit(x, "DequantizeLinear") for x in acts):
             continue
@@ -224,12 +240,12 @@ FLOAT_OUT = ("MatMul", "Gemm")
 
 
 def _macs(n, dims: dict, elems) -> float:
-    w = dims.get(n.input[1], [1])
+    w = dims.get(n.input[1]) or [1]
     if n.op_type == "Conv":
         return elems(n.output[0]) / max(w[0], 1) * float(np.prod(w))
     if n.op_type == "ConvTranspose":
         return elems(n.input[0]) / max(w[0], 1) * float(np.prod(w))
-    a = dims.get(n.input[0], [1])
+    a = dims.get(n.input[0]) or [1]
     trans_a = any(at.name == "transA" and at.i for at in n.attribute)
     k = a[0] if n.op_type == "Gemm" and trans_a else a[-1]
     return elems(n.output[0]) * float(k)

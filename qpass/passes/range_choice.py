@@ -32,6 +32,8 @@ class ChooseRangesOptions:
     methods: list = field(default_factory=lambda: ["percentile", "shrink"])
     activation_dtype: str = "uint8"  # the grid quantize_qdq will use
     max_samples: int = 32  # calibration samples the consumers are run on
+    #: the fraction of the calibration samples (the last ones) the choice never sees: ``verify`` checks on them
+    holdout: float = 0.5
     max_bytes: int = 256 * 2**20  # captured float values, all samples together
     #: keep min/max unless a candidate lowers the consumer-output error by this fraction
     min_gain: float = 0.02
@@ -135,8 +137,9 @@ class ChooseRanges(Pass):
         feeds_names = [i.name for i in sess.get_outputs()]
         first = run_samples(aug, samples.subset(np.arange(1)), outputs=feeds_names, sess=sess)
         per = sum(a.nbytes for a in first.values()) or 1
-        k = int(max(1, min(self.opts.max_samples, len(samples), self.opts.max_bytes // per)))
-        idx = np.unique(np.linspace(0, len(samples) - 1, k).round().astype(int))
+        usable = len(samples) - (int(round(len(samples) * self.opts.holdout)) if len(samples) >= 4 else 0)
+        k = int(max(1, min(self.opts.max_samples, usable, self.opts.max_bytes // per)))
+        idx = np.unique(np.linspace(0, usable - 1, k).round().astype(int))
         sub = samples.subset(idx)
         got = run_samples(aug, sub, outputs=feeds_names, sess=sess)
         out = [{**feed, **{n: got[n][i] for n in feeds_names}} for i, feed in enumerate(sub.feeds())]
