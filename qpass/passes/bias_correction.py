@@ -17,11 +17,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSidePass
+from .ptq_pass import WeightSidePass, output_sqnrs, with_weights
 
 
 @dataclass
@@ -66,6 +67,8 @@ class BiasCorrection(WeightSidePass):
         if not layers:
             return self.nothing(model, ctx, "no Conv or Gemm with a constant weight")
         probe, n_fit = self.layer_probe(model, ctx, layers)
+        before = onnx.ModelProto()
+        before.CopyFrom(model)
         current: dict[str, np.ndarray] = {}
         report, n_layers, n_channels = {}, 0, 0
         for lay in tqdm(layers, desc="bias correction", unit="layer", disable=not ctx.progress or None, leave=False):
@@ -88,5 +91,15 @@ class BiasCorrection(WeightSidePass):
                 store_layer(model, lay, lay.w, b.astype(np.float32))
                 current[lay.node.input[2]] = lay.b
         ctx.report.results["bias_correction"] = report
-        return PassResult(model, n_layers > 0, [f"corrected the bias of {n_channels} channels in {n_layers} of "
-                                                f"{len(layers)} layers ({grid.spec} weights)"])
+        notes = [f"corrected the bias of {n_channels} channels in {n_layers} of {len(layers)} layers ({grid.spec} "
+                 f"weights)"]
+        if n_layers and o.auto and n_fit < len(probe.samples):
+            # the whole model must gain too: output SQNR on the held-out samples, weights on the grid both ways
+            plain, fixed = output_sqnrs(before, [with_weights(before, layers, grid), with_weights(model, layers, grid)],
+                                        probe.samples.subset(slice(n_fit, None)))
+            if not fixed > plain:
+                ctx.report.results["bias_correction"] = {}
+                return PassResult(before, False, notes + [f"held-out output SQNR {fixed:.2f} dB is not above "
+                                                          f"{plain:.2f} dB without it: biases kept"])
+            notes.append(f"held-out output SQNR (weights on the grid) {plain:.2f} -> {fixed:.2f} dB")
+        return PassResult(model, n_layers > 0, notes)

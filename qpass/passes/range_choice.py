@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qpass.analysis.calibrators import HistogramObserver
-from qpass.analysis.range_choice import ConsumerRunner, choose_range, histogram_candidates
+from qpass.analysis.range_choice import PERCENTILES, SHRINK, ConsumerRunner, choose_range, histogram_candidates
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.graph import from_gs, to_gs
 from qpass.ir.ort_session import make_session, run_samples
 from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
 from qpass.pipeline.pass_base import Pass, PassResult
 from .calibrate import _with_outputs
+from .qdq_moves import graph_cost, tensor_dims
 from .quantize_qdq import QuantizeQDQOptions, quantize_graph
 
 
@@ -47,6 +48,9 @@ class ChooseRangesOptions:
     max_tensors: int = 512
     #: opt-in: also stop choosing after this many seconds (None: no clock)
     max_seconds: float | None = None
+    #: work bound read from the graph: over it (``qdq_moves.graph_cost`` x samples x (candidates + 1), in
+    #: multiply-adds), the pass keeps min/max everywhere and runs nothing (None: no bound)
+    max_work: float | None = None
 
 
 def quantized_tensors(model, ranges: dict, dtype: str) -> list[str]:
@@ -71,6 +75,11 @@ class ChooseRanges(Pass):
         tensors = quantized_tensors(model, cal.ranges, o.activation_dtype)
         if not tensors:
             return PassResult(model, False, ["no calibrated tensor to choose a range for"])
+        work = self._work(model, ctx)
+        if o.max_work is not None and work > o.max_work:
+            ctx.report.results["range_choice"] = {"skipped": f"work {work:.3g} > max_work {o.max_work:.3g}"}
+            return PassResult(model, False, [f"min/max kept: choosing would take about {work:.3g} multiply-adds of "
+                                             f"consumer runs (max_work {o.max_work:.3g})"])
         runner = ConsumerRunner(model, ctx.analyses.get(TensorTypes, model).types, o.threads)
         needed = list(dict.fromkeys(tensors + [x for t in tensors for n in runner.readers.get(t, [])
                                                for x in n.input if x and x not in runner.inits]))
@@ -82,6 +91,10 @@ class ChooseRanges(Pass):
             if o.max_seconds is not None and time.perf_counter() - start > o.max_seconds:
                 break
             hist = next((ob for ob in cal.observers.get(t, {}).values() if isinstance(ob, HistogramObserver)), None)
+            if hist is None and "percentile" in o.methods:  # min/max calibration: the captured samples' histogram
+                hist = HistogramObserver()
+                for v in values:
+                    hist.update(np.asarray(v[t], np.float32))
             lo, hi = cal.ranges[t]
             cands = histogram_candidates(lo, hi, hist, 8, tuple(o.methods))
             c = choose_range(runner, t, cands, values, o.activation_dtype, o.min_gain)
@@ -108,6 +121,15 @@ class ChooseRanges(Pass):
             notes.append(f"output SQNR on {check[2]} other calibration samples: min/max {check[0]:.2f} dB, chosen "
                          f"{check[1]:.2f} dB: {'chosen ranges kept' if kept else 'min/max kept'}")
         return PassResult(model, False, notes)
+
+    def _work(self, model, ctx) -> float:
+        """Multiply-adds of the consumer runs, from the graph: one model run per candidate and sample."""
+        samples = ctx.inputs.calibration_data
+        usable = len(samples) - (int(round(len(samples) * self.opts.holdout)) if len(samples) >= 4 else 0)
+        one = {k: np.shape(v)[1:] for k, v in samples.arrays.items()}
+        n_cands = 1 + len(SHRINK) * ("shrink" in self.opts.methods) + len(PERCENTILES) * ("percentile" in
+                                                                                          self.opts.methods)
+        return graph_cost(model, tensor_dims(model, inputs=one)) * min(self.opts.max_samples, usable) * (n_cands + 1)
 
     def _verify(self, model, ctx, base: dict, chosen: dict, used) -> tuple[float, float, int]:
         """(output SQNR with ``base`` ranges, with ``chosen``, samples): on calibration samples the choice did not
