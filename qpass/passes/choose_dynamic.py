@@ -36,7 +36,7 @@ from .qdq_moves import float_sources
 class ChooseDynamicOptions:
     op_types: list = field(default_factory=lambda: ["MatMul", "Gemm"])
     #: a candidate is tried further only if alone it gains this much output SQNR (dB) on the first half
-    min_gain_db: float = 0.1
+    min_gain_db: float = 0.5
     #: calibration samples used (half to choose on, half held out)
     samples: int = 64
     max_candidates: int = 48
