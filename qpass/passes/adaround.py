@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSidePass, output_sqnrs, with_weights
-from .qdq_moves import graph_cost, tensor_dims
+from .ptq_pass import WeightSidePass
+from .qdq_moves import per_sample_cost
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -169,8 +169,7 @@ class AdaRound(WeightSidePass):
         t0, work = time.perf_counter(), 0.0
         if o.max_work is not None:
             runs = (min(o.refresh, len(layers)) if o.asymmetric else 0) + 3  # inputs, refreshes, the model check
-            one = {k: np.shape(v)[1:] for k, v in probe.samples.arrays.items()}
-            work = graph_cost(model, tensor_dims(model, inputs=one)) * len(probe.samples) * runs
+            work = per_sample_cost(model, probe.samples) * len(probe.samples) * runs
             if work > o.max_work:
                 return self.nothing(model, ctx, f"the model's runs alone ({work:.3g} multiply-adds) exceed max_work "
                                                 f"({o.max_work:.3g}): round-to-nearest kept")
@@ -198,10 +197,10 @@ class AdaRound(WeightSidePass):
         notes = [f"{kept} of {len(layers)} layers rounded for output reconstruction ({grid.spec})"]
         if skipped:
             notes.append(f"budget reached: {len(skipped)} layers keep round-to-nearest")
-        if kept and o.auto and o.check_model and n_fit < len(probe.samples):
-            rtn, ar = output_sqnrs(before, [with_weights(before, layers, grid), with_weights(model, layers, grid,
-                                                                                             current)],
-                                   probe.samples.subset(slice(n_fit, None)))
+        check = self.held_out_check(before, model, layers, grid, probe, n_fit, current) if kept and o.auto and \
+            o.check_model else None
+        if check is not None:
+            rtn, ar = check
             if not ar > rtn:
                 notes.append(f"held-out output SQNR {ar:.2f} dB is not above round-to-nearest's {rtn:.2f} dB: "
                              f"round-to-nearest kept")

@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSidePass, output_sqnrs, with_weights
+from .ptq_pass import WeightSidePass
 
 
 @dataclass
@@ -93,10 +93,10 @@ class BiasCorrection(WeightSidePass):
         ctx.report.results["bias_correction"] = report
         notes = [f"corrected the bias of {n_channels} channels in {n_layers} of {len(layers)} layers ({grid.spec} "
                  f"weights)"]
-        if n_layers and o.auto and n_fit < len(probe.samples):
-            # the whole model must gain too: output SQNR on the held-out samples, weights on the grid both ways
-            plain, fixed = output_sqnrs(before, [with_weights(before, layers, grid), with_weights(model, layers, grid)],
-                                        probe.samples.subset(slice(n_fit, None)))
+        # the whole model must gain too: output SQNR on the held-out samples, weights on the grid both ways
+        check = self.held_out_check(before, model, layers, grid, probe, n_fit) if n_layers and o.auto else None
+        if check is not None:
+            plain, fixed = check
             if not fixed > plain:
                 ctx.report.results["bias_correction"] = {}
                 return PassResult(before, False, notes + [f"held-out output SQNR {fixed:.2f} dB is not above "

@@ -90,6 +90,18 @@ class WeightSidePass(Pass):
         samples = ctx.inputs.calibration_data
         return samples.subset(slice(0, min(len(samples), self.opts.samples)))
 
+    @staticmethod
+    def held_out_check(before: onnx.ModelProto, after: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,
+                       probe: Probe, n_fit: int, values: dict | None = None) -> tuple[float, float] | None:
+        """(output SQNR of ``before``, of ``after``; dB) on the probe's held-out samples, each with its weights on
+        ``grid`` (``after``'s from ``values`` where given) and activations float: the model-level check of a
+        weight-side rewrite. None without held-out samples."""
+        if n_fit >= len(probe.samples):
+            return None
+        a, b = output_sqnrs(before, [with_weights(before, layers, grid), with_weights(after, layers, grid, values)],
+                            probe.samples.subset(slice(n_fit, None)))
+        return a, b
+
     def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
         """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
         ``auto``) fetching every layer's input, and the number of samples to fit on."""

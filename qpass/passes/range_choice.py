@@ -21,7 +21,7 @@ from qpass.ir.ort_session import make_session, run_samples
 from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
 from qpass.pipeline.pass_base import Pass, PassResult
 from .calibrate import _with_outputs
-from .qdq_moves import graph_cost, tensor_dims
+from .qdq_moves import per_sample_cost
 from .quantize_qdq import QuantizeQDQOptions, quantize_graph
 
 
@@ -126,10 +126,9 @@ class ChooseRanges(Pass):
         """Multiply-adds of the consumer runs, from the graph: one model run per candidate and sample."""
         samples = ctx.inputs.calibration_data
         usable = len(samples) - (int(round(len(samples) * self.opts.holdout)) if len(samples) >= 4 else 0)
-        one = {k: np.shape(v)[1:] for k, v in samples.arrays.items()}
         n_cands = 1 + len(SHRINK) * ("shrink" in self.opts.methods) + len(PERCENTILES) * ("percentile" in
                                                                                           self.opts.methods)
-        return graph_cost(model, tensor_dims(model, inputs=one)) * min(self.opts.max_samples, usable) * (n_cands + 1)
+        return per_sample_cost(model, samples) * min(self.opts.max_samples, usable) * (n_cands + 1)
 
     def _verify(self, model, ctx, base: dict, chosen: dict, used) -> tuple[float, float, int]:
         """(output SQNR with ``base`` ranges, with ``chosen``, samples): on calibration samples the choice did not
