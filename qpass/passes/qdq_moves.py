@@ -185,8 +185,9 @@ def _with_input_dims(model: onnx.ModelProto, inputs: dict) -> onnx.ModelProto:
 
 
 def integer_layers(model: onnx.ModelProto) -> set[tuple]:
-    """The output names (a tuple per node) of the nodes onnxruntime runs on integer kernels: every activation input an 8-bit DequantizeLinear output
-    and the output read only by 8-bit QuantizeLinear nodes (a MatMul / Gemm may write float: ``FLOAT_OUT``)."""
+    """The output names (a tuple per node) of the nodes onnxruntime runs on integer kernels: every activation input
+    an 8-bit DequantizeLinear output and the output read only by 8-bit QuantizeLinear nodes (a MatMul / Gemm may
+    write float: ``FLOAT_OUT``)."""
     inits = {i.name: i for i in model.graph.initializer}
     prod, readers = producers(model.graph), consumers(model.graph)
 

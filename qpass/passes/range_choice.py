@@ -83,18 +83,18 @@ class ChooseRanges(Pass):
         runner = ConsumerRunner(model, ctx.analyses.get(TensorTypes, model).types, o.threads)
         needed = list(dict.fromkeys(tensors + [x for t in tensors for n in runner.readers.get(t, [])
                                                for x in n.input if x and x not in runner.inits]))
-        values, used = self._capture(model, ctx, needed)
+        has_hist = {t for t in tensors
+                    if any(isinstance(ob, HistogramObserver) for ob in cal.observers.get(t, {}).values())}
+        want = [t for t in tensors if t not in has_hist] if "percentile" in o.methods else []
+        values, used, hists = self._capture(model, ctx, needed, want)
         ranges = dict(cal.ranges)
         choices = []
         start = time.perf_counter()
         for t in tensors[:o.max_tensors]:
             if o.max_seconds is not None and time.perf_counter() - start > o.max_seconds:
                 break
-            hist = next((ob for ob in cal.observers.get(t, {}).values() if isinstance(ob, HistogramObserver)), None)
-            if hist is None and "percentile" in o.methods:  # min/max calibration: the captured samples' histogram
-                hist = HistogramObserver()
-                for v in values:
-                    hist.update(np.asarray(v[t], np.float32))
+            hist = next((ob for ob in cal.observers.get(t, {}).values() if isinstance(ob, HistogramObserver)),
+                        hists.get(t))
             lo, hi = cal.ranges[t]
             cands = histogram_candidates(lo, hi, hist, 8, tuple(o.methods))
             c = choose_range(runner, t, cands, values, o.activation_dtype, o.min_gain)
@@ -147,9 +147,11 @@ class ChooseRanges(Pass):
             out.append(float(np.mean([sqnr_db(ref[k], got[k]) for k in ref if ref[k].dtype.kind == "f"] or [0.0])))
         return out[0], out[1], len(held)
 
-    def _capture(self, model, ctx, names: list[str]) -> tuple[list[dict], np.ndarray]:
+    def _capture(self, model, ctx, names: list[str], hist_of: list[str]) -> tuple[list[dict], np.ndarray, dict]:
         """(per-sample dicts of the float values of ``names`` and the inputs, within ``max_bytes``; the sample
-        indices)."""
+        indices; {tensor of ``hist_of``: its histogram over every calibration sample}: with min/max calibration,
+        the percentile candidates' histograms, from the same runs plus the samples not captured, in chunks
+        within ``max_bytes``)."""
         samples = ctx.inputs.calibration_data
         types = ctx.analyses.get(TensorTypes, model).types
         typed = [n for n in names if n in types]
@@ -164,4 +166,11 @@ class ChooseRanges(Pass):
         sub = samples.subset(idx)
         got = run_samples(aug, sub, outputs=feeds_names, sess=sess)
         out = [{**feed, **{n: got[n][i] for n in feeds_names}} for i, feed in enumerate(sub.feeds())]
-        return out, idx
+        hists = {t: HistogramObserver() for t in hist_of if t in got}
+        rest = np.setdiff1d(np.arange(len(samples)), idx)
+        chunks = [idx] + (np.array_split(rest, -(-len(rest) * per // self.opts.max_bytes)) if len(rest) else [])
+        for i, chunk in enumerate(chunks if hists else []):
+            vals = got if i == 0 else run_samples(aug, samples.subset(chunk), outputs=list(hists), sess=sess)
+            for t, h in hists.items():
+                h.update(np.asarray(vals[t], np.float32))
+        return out, idx, hists

@@ -9,12 +9,13 @@ search samples, int16 tried first); the cost of a move is read from the graph, n
 (``qdq_moves.graph_cost``: MACs that leave an integer kernel, bytes through standalone Q/DQ kernels, kernel count;
 as a fraction of the int8 model's), so the same inputs give the same file on any machine and load; onnxruntime's
 measured time is opt-in (``cost: measured``). Moves are taken by gain per unit of cost (int16 before float when as
-good and no dearer) until the target holds on the search samples, then the result is checked on the held-out half (the bitwidth search's split, ``qpass.search.core``).
+good and no dearer) until the target holds on the search samples and on the held-out half (the bitwidth search's
+split, ``qpass.search.core``).
 The report says which tensors moved, to what, what each gained and cost, and the int8 and final metrics; when
 even every pair in float misses the target, one line says what was reached and which layers could not be fixed.
 On x86 CPUs onnxruntime has no 16-bit integer kernels: a 16-bit pair runs as Q/DQ around the float kernel, so it
-costs more than float there (measured, and so in ``graph_cost``) and float usually wins; int16 wins where it is as cheap (an accelerator
-execution provider with A16W8 kernels, or ``precisions: [int16]``).
+costs more than float there (measured, and so in ``graph_cost``) and float usually wins; int16 wins where it is as
+cheap (an accelerator execution provider with A16W8 kernels, or ``precisions: [int16]``).
 """
 from __future__ import annotations
 
