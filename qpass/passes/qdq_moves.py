@@ -168,8 +168,12 @@ def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[st
 def per_sample_cost(model: onnx.ModelProto, samples) -> float:
     """``graph_cost`` of one run of ``model`` on one of ``samples`` (a SampleSet: its shapes resolve symbolic
     dims)."""
-    one = {k: np.shape(v)[1:] for k, v in samples.arrays.items()}
-    return graph_cost(model, tensor_dims(model, inputs=one))
+    return graph_cost(model, tensor_dims(model, inputs=sample_shapes(samples)))
+
+
+def sample_shapes(samples) -> dict[str, tuple]:
+    """{graph input: the shape of one sample} of a SampleSet."""
+    return {k: np.shape(v)[1:] for k, v in samples.arrays.items()}
 
 
 def _with_input_dims(model: onnx.ModelProto, inputs: dict) -> onnx.ModelProto:

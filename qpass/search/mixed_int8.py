@@ -30,8 +30,8 @@ from qpass.errors import QpassError
 from qpass.ir.graph import consumers, producers, shapes
 from qpass.ir.ort_session import OrtError, run_samples
 from qpass.passes.ptq_layers import split_samples
-from qpass.passes.qdq_moves import (FLOAT_OUT, at_16bit_opset, bypass, graph_cost, integer_layers, tensor_dims,
-                                    widen)
+from qpass.passes.qdq_moves import (FLOAT_OUT, at_16bit_opset, bypass, graph_cost, integer_layers, sample_shapes,
+                                    tensor_dims, widen)
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
@@ -99,7 +99,7 @@ class MixedPrecision(Pass):
                                              f"{len(held)} held-out samples"])
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
-        self.dims = tensor_dims(model, float_m)
+        self.dims = tensor_dims(model, float_m, inputs=sample_shapes(data))
         chosen = self._greedy(model, target, base, metrics, result)
         out = self.apply(chosen)
         held_m = metrics(out, "held")
@@ -265,7 +265,7 @@ class AutoPrecision(MixedPrecision):
 
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
-        self.dims = tensor_dims(model, self.float_m)
+        self.dims = tensor_dims(model, self.float_m, inputs=sample_shapes(data))
         errs = isolated_errors(self.float_m, model, fit)
         # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them; only
         # moves that keep every integer kernel (issue 12's coverage)
