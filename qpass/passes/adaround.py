@@ -31,23 +31,14 @@ from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSidePass
+from .ptq_pass import WeightSideOptions, WeightSidePass
 from .qdq_moves import per_sample_cost
 
 ZETA, GAMMA = 1.1, -0.1
 
 
 @dataclass
-class AdaRoundOptions:
-    #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
-    weights: str = "auto"
-    granularity: str = "auto"
-    #: calibration samples used, and the fraction of them held out for the keep-or-not decision
-    samples: int = 256
-    holdout: float = 0.25
-    #: patch rows (output positions x samples) per layer for the statistics
-    rows: int = 4096
+class AdaRoundOptions(WeightSideOptions):
     iters: int = 200
     #: rounds of greedy single flips after the relaxation (one flip per output channel per round)
     polish_rounds: int = 256

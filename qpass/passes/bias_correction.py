@@ -22,18 +22,11 @@ from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSidePass
+from .ptq_pass import WeightSideOptions, WeightSidePass
 
 
 @dataclass
-class BiasCorrectionOptions:
-    #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
-    weights: str = "auto"
-    granularity: str = "auto"
-    samples: int = 256
-    holdout: float = 0.25
-    rows: int = 4096
+class BiasCorrectionOptions(WeightSideOptions):
     #: keep a channel's correction only where it lowers its held-out output error by this fraction
     auto: bool = True
     min_gain: float = 0.01

@@ -17,6 +17,20 @@ NEAREST = ("ROUND", "HALF_UP", "HALF_DOWN", "HALF_EVEN")
 
 
 @dataclass
+class WeightSideOptions:
+    """Options the weight-side passes share."""
+
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (``quantizer_formats``)
+    weights: str = "auto"
+    granularity: str = "auto"
+    #: calibration samples used, and the fraction of them held out for the keep-or-not decisions
+    samples: int = 256
+    holdout: float = 0.25
+    #: patch rows (output positions x samples) per layer for the statistics
+    rows: int = 4096
+
+
+@dataclass
 class Formats:
     """The formats the quantizing pass of the pipeline will use: weight spec, weight granularity, activation spec."""
 
