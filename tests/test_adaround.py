@@ -34,6 +34,18 @@ def test_correlated_rounding_errors_are_cancelled():
     assert after > before + 10.0, (before, after)
 
 
+def test_a_work_bound_read_from_the_graph_keeps_round_to_nearest():
+    """Over ``max_work`` (multiply-adds of the model's runs and the solver, from the shapes; no clock) the pass
+    rounds nothing; within it, the same case gains as above."""
+    x = correlated_inputs(160)
+    before, after, rep = gain_db(gemm(W), x[:128], x[128:], {"adaround": {"weights": "sym:4", "max_work": 1e4}},
+                                 weights="sym:4")
+    assert rep == {} and after == before
+    before, after, rep = gain_db(gemm(W), x[:128], x[128:], {"adaround": {"weights": "sym:4", "max_work": 1e9,
+                                                                          "iters": 0}}, weights="sym:4")
+    assert next(iter(rep.values()))["kept"] and after > before + 5.0
+
+
 def test_weights_on_the_grid_keep_round_to_nearest():
     on_grid = np.round(W / np.abs(W).max(1, keepdims=True) * 7) / 7
     x = correlated_inputs(160)

@@ -9,7 +9,7 @@ from qpass.ir.samples import bind_samples
 
 RNG = np.random.default_rng(5)
 D, H, T = 32, 24, 4  # tokens x features, as in a transformer
-OTHERS = {"equalize", "smoothquant", "choose_dynamic"}
+OTHERS = {"equalize", "smoothquant", "choose_dynamic", "adaround", "choose_ranges"}
 
 
 def _model(outlier: bool):

@@ -90,7 +90,7 @@ def test_optimize_with_a_config_runs_what_the_overrides_run():
     b = qpass.optimize(m, calib=calib, pipeline=load_pipeline(
         "fakequant", {"fakequant": {"weights": "sym:4", "activations": "uint4"}}), disabled={"lower_ort"})
     assert a.model.SerializeToString() == b.model.SerializeToString()
-    assert [r.name for r in a.records] == ["normalize", "fold_batchnorm", "equalize", "adaround(time_budget=120)",
+    assert [r.name for r in a.records] == ["normalize", "fold_batchnorm", "equalize", "adaround(max_work=200000000000.0)",
                                            "bias_correction", "calibrate",
                                            "fakequant(weights=sym:4, activations=uint4)"]
     c = qpass.optimize(m, calib=calib, config={"weights": "sym:4", "activations": "uint4", "qonnx": True})

@@ -158,3 +158,40 @@ def test_matmul_before_a_float_add_keeps_its_integer_kernel(tmp_path):
     make_session(res.model, optimize=True, optimized_path=str(path))
     ops = [n.op_type for n in _onnx.load(path).graph.node]
     assert "QLinearMatMul" in ops and not {"Gemm", "FusedGemm", "MatMul"} & set(ops), ops
+
+
+def test_min_max_calibration_gets_percentiles_from_the_captured_samples_and_a_graph_work_bound():
+    """Without a calibrated histogram, the percentile candidates come from the captured samples (the clipped range
+    still wins); over ``max_work`` (read from the graph, no clock) the pass runs nothing and keeps min/max."""
+    w = RNG.standard_normal((64, 8)).astype(np.float32)
+    w[0] = 1e-4
+    m = _gemm_model(w)
+    feeds = {"x": _heavy_tail(96)}
+    pipe = ["normalize", {"calibrate": {"method": "minmax"}}, "choose_ranges", "quantize_qdq"]
+    rc = qpass.optimize(m, calib=bind_samples(feeds, m), pipeline=as_pipeline(pipe)).report.results["range_choice"]
+    assert rc["kept"] and rc["tensors"]["x"]["method"].startswith("percentile")
+    pipe[2] = {"choose_ranges": {"max_work": 1e3}}
+    res = qpass.optimize(m, calib=bind_samples(feeds, m), pipeline=as_pipeline(pipe))
+    assert "skipped" in res.report.results["range_choice"]
+    scale = next(numpy_helper.to_array(i) for i in res.model.graph.initializer if i.name == "x_scale")
+    assert float(scale) > 200 / 255 / 2  # min/max's grid
+
+
+def test_samples_scored_as_one_batch_give_the_per_sample_choice(monkeypatch):
+    from qpass.analysis import range_choice
+
+    w = RNG.standard_normal((64, 8)).astype(np.float32)
+    w[0] = 1e-4
+    m = _gemm_model(w)
+    x = _heavy_tail(64)
+    ob = PercentileObserver()
+    ob.update(x)
+    cands = histogram_candidates(ob.lo, ob.hi, ob, 8)
+    samples = [{"x": v} for v in x]
+    batched = choose_range(ConsumerRunner(m, elem_types(m)), "x", cands, samples, "uint8")
+    assert range_choice._stacked(ConsumerRunner(m, elem_types(m)), [m.graph.node[0]], "x", samples,
+                                 [[v @ w] for v in x]) is not None
+    monkeypatch.setattr(range_choice, "_stacked", lambda *a: None)
+    single = choose_range(ConsumerRunner(m, elem_types(m)), "x", cands, samples, "uint8")
+    assert (batched.method, batched.range) == (single.method, single.range)
+    assert abs(batched.error - single.error) <= 1e-6 * single.error

@@ -139,6 +139,31 @@ def _energies(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     return float(np.sum(d * d)), float(np.sum(ref * ref))
 
 
+def _stacked(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dict], refs: list):
+    """([one dict of every consumer input, samples concatenated on axis 0], [their outputs]) when the consumers
+    give on the batch exactly the per-sample outputs ``refs`` stacked; else None."""
+    if len(samples) < 2 or not nodes or any(r is None for rs in refs for r in rs):
+        return None
+    names = {tensor} | {x for n in nodes for x in n.input if x and x not in runner.inits}
+    batch = {}
+    for x in names:
+        arrs = [np.asarray(v[x]) for v in samples]
+        if arrs[0].ndim >= 1 and arrs[0].shape[0] == 1 and all(a.shape == arrs[0].shape for a in arrs):
+            batch[x] = np.concatenate(arrs, axis=0)
+        elif all(a.shape == arrs[0].shape and np.array_equal(a, arrs[0]) for a in arrs):
+            batch[x] = arrs[0]  # the same in every sample (a shape, a constant computed at run time)
+        else:
+            return None
+    out = []
+    for n, *per in zip(nodes, *refs):
+        y = runner.output(n, batch, (tensor, batch[tensor]))
+        want = np.concatenate(per, axis=0) if all(p.ndim >= 1 for p in per) else None
+        if y is None or want is None or y.shape != want.shape or not np.allclose(y, want, rtol=1e-4, atol=1e-5):
+            return None
+        out.append(y)
+    return [batch], [out]
+
+
 def choose_range(runner: ConsumerRunner, tensor: str, cands: dict[str, tuple], samples: list[dict], dtype: str,
                  min_gain: float = 0.02) -> Choice:
     """The candidate with the least consumer-output error over ``samples`` (per-sample value dicts holding every
@@ -148,6 +173,9 @@ def choose_range(runner: ConsumerRunner, tensor: str, cands: dict[str, tuple], s
     for vals in samples:
         x = vals[tensor]
         refs.append([runner.output(n, vals, (tensor, x)) for n in nodes])
+    stacked = _stacked(runner, nodes, tensor, samples, refs)
+    if stacked is not None:  # the samples as one batch: one consumer run per candidate (checked against the above)
+        samples, refs = stacked
     errors = {}
     for name, (lo, hi) in cands.items():
         noise = signal = 0.0

@@ -12,8 +12,9 @@ where x is the layer's float input and x~ its input in the model whose earlier l
 only A = E[x~ x~^T] and B = E[x~ x^T] per group ([K, K]: streaming, bounded memory). It is solved as in the paper
 -- h = rectified sigmoid of a free variable V, Adam on reconstruction + lambda * sum(1 - |2h - 1|^beta) with beta
 annealed from 20 to 2 -- then the hard roundings are polished by greedy single flips that lower the same
-objective. Time per layer is bounded (``seconds_per_layer``) and so is the whole pass (``time_budget``: layers
-past it keep round-to-nearest, said in the notes).
+objective. Work per layer is bounded by the graph (``iters``, ``rows``, ``max_k``), so the same inputs give the
+same weights on any machine; clock bounds are opt-in: per layer (``seconds_per_layer``) and for the whole pass
+(``time_budget``: layers past it keep round-to-nearest, said in the notes).
 
 The result is written as float weights that lie exactly on the grid (the quantizer then reproduces the chosen
 codes; checked per layer). With ``auto`` a layer keeps its new rounding only where it lowers the output error on
@@ -25,30 +26,26 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSidePass
+from .ptq_pass import WeightSideOptions, WeightSidePass
+from .qdq_moves import per_sample_cost
 
 ZETA, GAMMA = 1.1, -0.1
 
 
 @dataclass
-class AdaRoundOptions:
-    #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
-    weights: str = "auto"
-    granularity: str = "auto"
-    #: calibration samples used, and the fraction of them held out for the keep-or-not decision
-    samples: int = 256
-    holdout: float = 0.25
-    #: patch rows (output positions x samples) per layer for the statistics
-    rows: int = 4096
+class AdaRoundOptions(WeightSideOptions):
     iters: int = 200
+    #: rounds of greedy single flips after the relaxation (one flip per output channel per round)
+    polish_rounds: int = 256
     lr: float = 0.05
     reg: float = 0.01
-    seconds_per_layer: float = 5.0
+    #: opt-in clock bound per layer (None: the work bound of iters / rows / max_k alone, reproducible)
+    seconds_per_layer: float | None = None
     #: seconds for the whole pass (None: no limit), and the same as a multiple of one float run of the model over
     #: the samples (None: no limit); layers past either keep round-to-nearest
     time_budget: float | None = None
@@ -61,6 +58,13 @@ class AdaRoundOptions:
     auto: bool = True
     #: layers with more reduction elements per group than this keep round-to-nearest
     max_k: int = 4096
+    #: work bound for the whole pass, read from the graph, in multiply-adds: the model's runs over the samples
+    #: (``qdq_moves.graph_cost`` x samples x runs) first -- over the bound, the pass does nothing -- then the
+    #: solver's per layer (``solver_work``): layers (graph order) past the bound keep round-to-nearest (None: none)
+    max_work: float | None = None
+    #: with ``auto``, keep the new roundings only if the model's output (weights on the grid, activations float)
+    #: is closer to float on the held-out samples than with round-to-nearest
+    check_model: bool = True
     op_types: tuple = ("Conv", "Gemm", "MatMul")
     threads: int = 1
 
@@ -86,7 +90,7 @@ def solve(w: np.ndarray, scale: np.ndarray, zp: np.ndarray, qmin: int, qmax: int
 
     iters = opts.iters if st.rows >= w.shape[2] else 0  # fewer rows than weights per row: polish only
     h = relax(w, s, fl, zp, up, rest, st, target, opts, iters, deadline) if iters else np.round(rest)
-    return fl + polish(h, fl, s, zp, up, st, target, deadline)
+    return fl + polish(h, fl, s, zp, up, st, target, deadline, opts.polish_rounds)
 
 
 def relax(w, s, fl, zp, up, rest, st: Stats, target, opts, iters: int, deadline: float) -> np.ndarray:
@@ -153,13 +157,22 @@ class AdaRound(WeightSidePass):
         probe, n_fit = self.layer_probe(model, ctx, layers)
         if grid.rounded(layers[0], layers[0].w) is None:
             return self.nothing(model, ctx, f"weights {grid.spec} have no integer grid: nothing to round")
-        t0 = time.perf_counter()
+        t0, work = time.perf_counter(), 0.0
+        if o.max_work is not None:
+            runs = (min(o.refresh, len(layers)) if o.asymmetric else 0) + 3  # inputs, refreshes, the model check
+            work = per_sample_cost(model, probe.samples) * len(probe.samples) * runs
+            if work > o.max_work:
+                return self.nothing(model, ctx, f"the model's runs alone ({work:.3g} multiply-adds) exceed max_work "
+                                                f"({o.max_work:.3g}): round-to-nearest kept")
+        before = onnx.ModelProto()
+        before.CopyFrom(model)
         current: dict[str, np.ndarray] = {}
         report, kept, skipped, inputs = {}, 0, [], {}
         chunk = -(-len(layers) // max(o.refresh, 1))
         for i, lay in enumerate(tqdm(layers, desc="adaround", unit="layer", disable=not ctx.progress or None,
                                      leave=False)):
-            if self._over_budget(time.perf_counter() - t0, probe):
+            work += solver_work(lay, o)
+            if self._over_budget(time.perf_counter() - t0, probe) or (o.max_work is not None and work > o.max_work):
                 skipped.append(lay.name)
                 continue
             if o.asymmetric and current and (i % chunk == 0 or lay.x not in inputs):
@@ -174,7 +187,16 @@ class AdaRound(WeightSidePass):
         ctx.report.results["adaround"] = report
         notes = [f"{kept} of {len(layers)} layers rounded for output reconstruction ({grid.spec})"]
         if skipped:
-            notes.append(f"time budget reached: {len(skipped)} layers keep round-to-nearest")
+            notes.append(f"budget reached: {len(skipped)} layers keep round-to-nearest")
+        check = self.held_out_check(before, model, layers, grid, probe, n_fit, current) if kept and o.auto and \
+            o.check_model else None
+        if check is not None:
+            rtn, ar = check
+            if not ar > rtn:
+                notes.append(f"held-out output SQNR {ar:.2f} dB is not above round-to-nearest's {rtn:.2f} dB: "
+                             f"round-to-nearest kept")
+                return PassResult(before, False, notes)
+            notes.append(f"held-out output SQNR (weights on the grid) {rtn:.2f} -> {ar:.2f} dB")
         return PassResult(model, kept > 0, notes)
 
     def _over_budget(self, spent: float, probe: Probe) -> bool:
@@ -190,7 +212,7 @@ class AdaRound(WeightSidePass):
         xf = probe.float_value(lay.x)
         xq = xf if xq is None else xq
         st_fit, st_chk = _stats(lay, xq, xf, n_fit, o.rows)
-        deadline = time.perf_counter() + o.seconds_per_layer
+        deadline = float("inf") if o.seconds_per_layer is None else time.perf_counter() + o.seconds_per_layer
         codes = solve(mats.astype(np.float64), lay.matrices(r.scale), lay.matrices(r.zero_point), r.qmin, r.qmax,
                       st_fit, o, deadline)
         codes = lay.weight(codes)
@@ -202,6 +224,12 @@ class AdaRound(WeightSidePass):
         return {"kept": bool(keep), "loss_rtn": l_rtn, "loss_adaround": l_ar, "values": values if keep else r.values}
 
 
+def solver_work(lay: Layer, o) -> float:
+    """Multiply-adds the solver spends on ``lay`` (its statistics and the relaxation), from the weight's shape."""
+    g, m, k = lay.matrices().shape
+    return float(g) * k * k * (o.iters * m + o.rows) + o.polish_rounds * g * m * k  # relaxation, statistics, polish
+
+
 def _stats(lay: Layer, xq: np.ndarray, xf: np.ndarray, n_fit: int, rows: int) -> tuple[Stats, Stats | None]:
     """Statistics on the fit samples and (if any) on the held-out ones, from at most ``rows`` patch rows each."""
     out = []
@@ -211,5 +239,6 @@ def _stats(lay: Layer, xq: np.ndarray, xf: np.ndarray, n_fit: int, rows: int) ->
             out.append(None)
             continue
         idx = sample_rows(lay.rows(a), rows)
-        out.append(Stats.of(lay.patches(a, idx), lay.patches(b, idx), shrink=sl.start == 0))
+        pa = lay.patches(a, idx)
+        out.append(Stats.of(pa, pa if xq is xf else lay.patches(b, idx), shrink=sl.start == 0))
     return out[0], out[1]

@@ -17,22 +17,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import onnx
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSidePass
+from .ptq_pass import WeightSideOptions, WeightSidePass
 
 
 @dataclass
-class BiasCorrectionOptions:
-    #: the quantizer's weight format (auto: quantize_qdq's int8) and granularity (channel or tensor)
-    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (ptq_pass.quantizer_formats)
-    weights: str = "auto"
-    granularity: str = "auto"
-    samples: int = 256
-    holdout: float = 0.25
-    rows: int = 4096
+class BiasCorrectionOptions(WeightSideOptions):
     #: keep a channel's correction only where it lowers its held-out output error by this fraction
     auto: bool = True
     min_gain: float = 0.01
@@ -66,6 +60,8 @@ class BiasCorrection(WeightSidePass):
         if not layers:
             return self.nothing(model, ctx, "no Conv or Gemm with a constant weight")
         probe, n_fit = self.layer_probe(model, ctx, layers)
+        before = onnx.ModelProto()
+        before.CopyFrom(model)
         current: dict[str, np.ndarray] = {}
         report, n_layers, n_channels = {}, 0, 0
         for lay in tqdm(layers, desc="bias correction", unit="layer", disable=not ctx.progress or None, leave=False):
@@ -88,5 +84,15 @@ class BiasCorrection(WeightSidePass):
                 store_layer(model, lay, lay.w, b.astype(np.float32))
                 current[lay.node.input[2]] = lay.b
         ctx.report.results["bias_correction"] = report
-        return PassResult(model, n_layers > 0, [f"corrected the bias of {n_channels} channels in {n_layers} of "
-                                                f"{len(layers)} layers ({grid.spec} weights)"])
+        notes = [f"corrected the bias of {n_channels} channels in {n_layers} of {len(layers)} layers ({grid.spec} "
+                 f"weights)"]
+        # the whole model must gain too: output SQNR on the held-out samples, weights on the grid both ways
+        check = self.held_out_check(before, model, layers, grid, probe, n_fit) if n_layers and o.auto else None
+        if check is not None:
+            plain, fixed = check
+            if not fixed > plain:
+                ctx.report.results["bias_correction"] = {}
+                return PassResult(before, False, notes + [f"held-out output SQNR {fixed:.2f} dB is not above "
+                                                          f"{plain:.2f} dB without it: biases kept"])
+            notes.append(f"held-out output SQNR (weights on the grid) {plain:.2f} -> {fixed:.2f} dB")
+        return PassResult(model, n_layers > 0, notes)

@@ -36,7 +36,7 @@ from .qdq_moves import float_sources
 class ChooseDynamicOptions:
     op_types: list = field(default_factory=lambda: ["MatMul", "Gemm"])
     #: a candidate is tried further only if alone it gains this much output SQNR (dB) on the first half
-    min_gain_db: float = 0.1
+    min_gain_db: float = 0.5
     #: calibration samples used (half to choose on, half held out)
     samples: int = 64
     max_candidates: int = 48
@@ -154,21 +154,24 @@ def _float_bias(m: onnx.ModelProto, bias: str) -> str:
 
 
 def _drop_dead_qdq(m: onnx.ModelProto) -> None:
-    """Remove Q / DQ nodes nothing reads any more (an activation quantizer whose only reader went dynamic)."""
+    """Remove Q / DQ nodes nothing reads any more (an activation quantizer whose only reader went dynamic), then
+    the initializers nothing reads."""
     outs = {o.name for o in m.graph.output}
     while True:
         readers = consumers(m.graph)
         dead = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
                 and not readers.get(n.output[0]) and n.output[0] not in outs]
         if not dead:
-            used = {x for n in m.graph.node for x in node_inputs(n)} | {o.name for o in m.graph.output}
-            kept = [i for i in m.graph.initializer if i.name in used]  # the replaced weights' codes and scales
-            if len(kept) < len(m.graph.initializer):
-                del m.graph.initializer[:]
-                m.graph.initializer.extend(kept)
-            return
+            break
         for n in dead:
             m.graph.node.remove(n)
+    # the static weights' codes, scales and zero points: nothing reads them now (a second copy of the weight)
+    used = {x for n in m.graph.node for x in node_inputs(n)}
+    used |= {v.name for v in list(m.graph.output) + list(m.graph.input)}
+    keep = [i for i in m.graph.initializer if i.name in used]
+    if len(keep) < len(m.graph.initializer):
+        del m.graph.initializer[:]
+        m.graph.initializer.extend(keep)
 
 
 class ChooseDynamic(Pass):

@@ -237,7 +237,11 @@ class Stats:
         """From patches [G, P, K] of the quantized-model and float inputs; ``shrink`` pulls A and B towards their
         diagonals by K / (K + P) (fewer rows than reduction elements would otherwise be fitted exactly)."""
         n = max(pq.shape[1], 1)
-        a, b, d = gram(pq, pq, n), gram(pq, pf, n), gram(pf, pf, n)
+        if pq is pf:  # the float model's inputs on both sides: one product
+            a = gram(pq, pq, n)
+            b, d = a.copy(), a.copy()
+        else:
+            a, b, d = gram(pq, pq, n), gram(pq, pf, n), gram(pf, pf, n)
         if shrink:
             k = pq.shape[2]
             alpha = k / (k + n)

@@ -8,11 +8,26 @@ from dataclasses import dataclass
 import numpy as np
 import onnx
 
-from qpass.ir.ort_session import OrtError
+from qpass.analysis.metrics import sqnr_db
+from qpass.ir.ort_session import OrtError, run_samples
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import AUTO_ACTIVATIONS, AUTO_WEIGHTS, Layer, Probe, WeightGrid, blas_threads, split_samples
 
 NEAREST = ("ROUND", "HALF_UP", "HALF_DOWN", "HALF_EVEN")
+
+
+@dataclass
+class WeightSideOptions:
+    """Options the weight-side passes share."""
+
+    #: formats to simulate; auto: those of the quantizing pass the pipeline runs (``quantizer_formats``)
+    weights: str = "auto"
+    granularity: str = "auto"
+    #: calibration samples used, and the fraction of them held out for the keep-or-not decisions
+    samples: int = 256
+    holdout: float = 0.25
+    #: patch rows (output positions x samples) per layer for the statistics
+    rows: int = 4096
 
 
 @dataclass
@@ -89,6 +104,18 @@ class WeightSidePass(Pass):
         samples = ctx.inputs.calibration_data
         return samples.subset(slice(0, min(len(samples), self.opts.samples)))
 
+    @staticmethod
+    def held_out_check(before: onnx.ModelProto, after: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,
+                       probe: Probe, n_fit: int, values: dict | None = None) -> tuple[float, float] | None:
+        """(output SQNR of ``before``, of ``after``; dB) on the probe's held-out samples, each with its weights on
+        ``grid`` (``after``'s from ``values`` where given) and activations float: the model-level check of a
+        weight-side rewrite. None without held-out samples."""
+        if n_fit >= len(probe.samples):
+            return None
+        a, b = output_sqnrs(before, [with_weights(before, layers, grid), with_weights(after, layers, grid, values)],
+                            probe.samples.subset(slice(n_fit, None)))
+        return a, b
+
     def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
         """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
         ``auto``) fetching every layer's input, and the number of samples to fit on."""
@@ -97,3 +124,31 @@ class WeightSidePass(Pass):
         fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)
         both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
         return Probe(model, both, layers, [lay.x for lay in layers], o.threads), len(fit)
+
+
+def with_weights(model: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,
+                 values: dict[str, np.ndarray] | None = None) -> onnx.ModelProto:
+    """A copy of ``model`` whose layers' weights are on ``grid`` (``values[weight name]`` where given, else the
+    layer's weight in ``model`` rounded to nearest): weights quantized, activations float."""
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    inits = {i.name: i for i in m.graph.initializer}
+    for lay in layers:
+        name = lay.node.input[1]
+        w = (values or {}).get(name)
+        if w is None:
+            w = grid.fake(lay, onnx.numpy_helper.to_array(inits[name]).astype(np.float32))
+        inits[name].CopyFrom(onnx.numpy_helper.from_array(np.asarray(w, np.float32), name))
+    return m
+
+
+def output_sqnrs(reference: onnx.ModelProto, models: list[onnx.ModelProto], samples) -> list[float]:
+    """Output SQNR (dB, all float outputs joined) of each of ``models`` against ``reference`` on ``samples``:
+    the model-level check a weight-side pass's result must pass on held-out calibration samples."""
+    def joined(m):
+        out = run_samples(m, samples)
+        return np.concatenate([v.astype(np.float64).ravel() for v in out.values() if v.dtype.kind == "f"] or
+                              [np.zeros(1)])
+
+    ref = joined(reference)
+    return [sqnr_db(ref, joined(m)) for m in models]

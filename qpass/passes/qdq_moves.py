@@ -137,3 +137,127 @@ def bypass(model: onnx.ModelProto, tensors: set[str], float_model: onnx.ModelPro
                 n.input[:] = [name if x == float_name else x for x in n.input]
     topo_sort_nodes(m.graph)
     return m
+
+
+#: the graph cost of a QDQ model as onnxruntime's CPU kernels run it, in float-MAC equivalents per sample: an 8-bit
+#: MAC costs a quarter of a float one (avx512_vnni / avx2 dot products: 64 int8 against 16 float lanes per
+#: instruction), every byte a standalone kernel reads or writes one, every kernel a fixed dispatch overhead
+INT8_MAC, FLOAT_MAC, BYTE, KERNEL = 0.25, 1.0, 1.0, 2.0e4
+MATRIX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+EIGHT_BIT = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
+
+
+def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[str, list[int]]:
+    """Per-sample dims (unknown and symbolic dims 1) of every tensor of ``models`` that shape inference types;
+    ``inputs``: {graph input: one sample's shape}, to resolve symbolic dims (an image's height and width)."""
+    from qpass.ir.graph import shapes
+
+    out: dict[str, list[int]] = {}
+    for model in models:
+        if inputs:
+            model = _with_input_dims(model, inputs)
+        try:
+            model = onnx.shape_inference.infer_shapes(model)
+        except Exception:  # noqa: BLE001 - an unshaped graph: what its value_info says
+            pass
+        for k, v in shapes(model).items():
+            out.setdefault(k, [d if isinstance(d, int) and d > 0 else 1 for d in v])
+    return out
+
+
+def per_sample_cost(model: onnx.ModelProto, samples) -> float:
+    """``graph_cost`` of one run of ``model`` on one of ``samples`` (a SampleSet: its shapes resolve symbolic
+    dims)."""
+    return graph_cost(model, tensor_dims(model, inputs=sample_shapes(samples)))
+
+
+def sample_shapes(samples) -> dict[str, tuple]:
+    """{graph input: the shape of one sample} of a SampleSet."""
+    return {k: np.shape(v)[1:] for k, v in samples.arrays.items()}
+
+
+def _with_input_dims(model: onnx.ModelProto, inputs: dict) -> onnx.ModelProto:
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    del m.graph.value_info[:]
+    for vi in m.graph.input:
+        shape = inputs.get(vi.name)
+        if shape is not None and len(shape) == len(vi.type.tensor_type.shape.dim):
+            for d, v in zip(vi.type.tensor_type.shape.dim, shape):
+                d.dim_value = int(v)
+    return m
+
+
+def integer_layers(model: onnx.ModelProto) -> set[tuple]:
+    """The output names (a tuple per node) of the nodes onnxruntime runs on integer kernels: every activation input
+    an 8-bit DequantizeLinear output and the output read only by 8-bit QuantizeLinear nodes (a MatMul / Gemm may
+    write float: ``FLOAT_OUT``)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    prod, readers = producers(model.graph), consumers(model.graph)
+
+    def eight_bit(x: str, op: str) -> bool:
+        n = prod.get(x)
+        return n is not None and n.op_type == op and code_bytes(n, inits) == 1
+
+    out = set()
+    for n in model.graph.node:
+        acts = [x for x in n.input if x and x not in inits and not (x in prod and prod[x].op_type ==
+                                                                    "DequantizeLinear" and prod[x].input[0] in inits)]
+        if n.op_type in ("QuantizeLinear", "DequantizeLinear") or not acts or \
+                not all(eight_bit(x, "DequantizeLinear") for x in acts):
+            continue
+        outs = [r for o in n.output for r in readers.get(o, [])]
+        if n.op_type in FLOAT_OUT or (outs and all(r.op_type == "QuantizeLinear" and code_bytes(r, inits) == 1
+                                                   for r in outs)):
+            out.add(tuple(n.output))
+    return out
+
+
+def code_bytes(n: onnx.NodeProto, inits: dict) -> int:
+    """Bytes per code of a QuantizeLinear / DequantizeLinear (by its zero point's type; none: uint8)."""
+    zp = inits.get(n.input[2]) if len(n.input) > 2 else None
+    return 1 if zp is None or zp.data_type in EIGHT_BIT else 2
+
+
+def graph_cost(model: onnx.ModelProto, dims: dict[str, list[int]]) -> float:
+    """Deterministic latency estimate of a QDQ ``model`` (``INT8_MAC`` ...): the ``integer_layers`` run on integer
+    kernels that absorb their Q/DQ; every other activation Q/DQ is a kernel of its own moving its elements; every
+    other layer runs in float. ``dims``: ``tensor_dims`` (a name it lacks: the name without the ``_activation``
+    suffix ``float_sources`` adds, else 1 element)."""
+    inits = {i.name: i for i in model.graph.initializer}
+    prod, readers = producers(model.graph), consumers(model.graph)
+    ints = integer_layers(model)
+
+    def elems(name: str) -> float:
+        return float(np.prod(dims.get(name, dims.get(name.removesuffix("_activation"), [1]))))
+
+    total = 0.0
+    for n in model.graph.node:
+        if n.op_type == "DequantizeLinear" or n.op_type == "QuantizeLinear":
+            if n.input[0] in inits:
+                continue  # a weight's: folded, or read by the integer kernel
+            near = readers.get(n.output[0], []) if n.op_type == "DequantizeLinear" else \
+                [prod[n.input[0]]] if n.input[0] in prod else []
+            if not (near and all(tuple(r.output) in ints for r in near)):
+                total += KERNEL + elems(n.output[0]) * (4 + code_bytes(n, inits)) * BYTE
+        elif n.op_type in MATRIX_OPS and len(n.input) > 1:
+            total += KERNEL + _macs(n, dims, elems) * (INT8_MAC if tuple(n.output) in ints else FLOAT_MAC)
+        else:
+            total += KERNEL + sum(elems(o) for o in n.output if o) * (2 if tuple(n.output) in ints else 8) * BYTE
+    return total
+
+
+#: layers onnxruntime runs on integers with a float output (QGemm, MatMulIntegerToFloat)
+FLOAT_OUT = ("MatMul", "Gemm")
+
+
+def _macs(n, dims: dict, elems) -> float:
+    w = dims.get(n.input[1]) or [1]
+    if n.op_type == "Conv":
+        return elems(n.output[0]) / max(w[0], 1) * float(np.prod(w))
+    if n.op_type == "ConvTranspose":
+        return elems(n.input[0]) / max(w[0], 1) * float(np.prod(w))
+    a = dims.get(n.input[0]) or [1]
+    trans_a = any(at.name == "transA" and at.i for at in n.attribute)
+    k = a[0] if n.op_type == "Gemm" and trans_a else a[-1]
+    return elems(n.output[0]) * float(k)

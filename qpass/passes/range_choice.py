@@ -14,13 +14,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from qpass.analysis.calibrators import HistogramObserver
-from qpass.analysis.range_choice import ConsumerRunner, choose_range, histogram_candidates
+from qpass.analysis.range_choice import PERCENTILES, SHRINK, ConsumerRunner, choose_range, histogram_candidates
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.graph import from_gs, to_gs
 from qpass.ir.ort_session import make_session, run_samples
 from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
 from qpass.pipeline.pass_base import Pass, PassResult
 from .calibrate import _with_outputs
+from .qdq_moves import per_sample_cost
 from .quantize_qdq import QuantizeQDQOptions, quantize_graph
 
 
@@ -32,6 +33,8 @@ class ChooseRangesOptions:
     methods: list = field(default_factory=lambda: ["percentile", "shrink"])
     activation_dtype: str = "uint8"  # the grid quantize_qdq will use
     max_samples: int = 32  # calibration samples the consumers are run on
+    #: the fraction of the calibration samples (the last ones) the choice never sees: ``verify`` checks on them
+    holdout: float = 0.5
     max_bytes: int = 256 * 2**20  # captured float values, all samples together
     #: keep min/max unless a candidate lowers the consumer-output error by this fraction
     min_gain: float = 0.02
@@ -40,8 +43,14 @@ class ChooseRangesOptions:
     #: choice is higher than with min/max everywhere (False: always keep them)
     verify: bool = True
     max_check_samples: int = 64
-    #: stop choosing after this many seconds (the remaining tensors keep min/max)
-    max_seconds: float = 60.0
+    #: tensors whose range is chosen (graph order; the rest keep min/max): a bound read from the graph, so the
+    #: output does not depend on the machine's load
+    max_tensors: int = 512
+    #: opt-in: also stop choosing after this many seconds (None: no clock)
+    max_seconds: float | None = None
+    #: work bound read from the graph: over it (``qdq_moves.graph_cost`` x samples x (candidates + 1), in
+    #: multiply-adds), the pass keeps min/max everywhere and runs nothing (None: no bound)
+    max_work: float | None = None
 
 
 def quantized_tensors(model, ranges: dict, dtype: str) -> list[str]:
@@ -66,17 +75,26 @@ class ChooseRanges(Pass):
         tensors = quantized_tensors(model, cal.ranges, o.activation_dtype)
         if not tensors:
             return PassResult(model, False, ["no calibrated tensor to choose a range for"])
+        work = self._work(model, ctx)
+        if o.max_work is not None and work > o.max_work:
+            ctx.report.results["range_choice"] = {"skipped": f"work {work:.3g} > max_work {o.max_work:.3g}"}
+            return PassResult(model, False, [f"min/max kept: choosing would take about {work:.3g} multiply-adds of "
+                                             f"consumer runs (max_work {o.max_work:.3g})"])
         runner = ConsumerRunner(model, ctx.analyses.get(TensorTypes, model).types, o.threads)
         needed = list(dict.fromkeys(tensors + [x for t in tensors for n in runner.readers.get(t, [])
                                                for x in n.input if x and x not in runner.inits]))
-        values, used = self._capture(model, ctx, needed)
+        has_hist = {t for t in tensors
+                    if any(isinstance(ob, HistogramObserver) for ob in cal.observers.get(t, {}).values())}
+        want = [t for t in tensors if t not in has_hist] if "percentile" in o.methods else []
+        values, used, hists = self._capture(model, ctx, needed, want)
         ranges = dict(cal.ranges)
         choices = []
         start = time.perf_counter()
-        for t in tensors:
-            if time.perf_counter() - start > o.max_seconds:
+        for t in tensors[:o.max_tensors]:
+            if o.max_seconds is not None and time.perf_counter() - start > o.max_seconds:
                 break
-            hist = next((ob for ob in cal.observers.get(t, {}).values() if isinstance(ob, HistogramObserver)), None)
+            hist = next((ob for ob in cal.observers.get(t, {}).values() if isinstance(ob, HistogramObserver)),
+                        hists.get(t))
             lo, hi = cal.ranges[t]
             cands = histogram_candidates(lo, hi, hist, 8, tuple(o.methods))
             c = choose_range(runner, t, cands, values, o.activation_dtype, o.min_gain)
@@ -97,11 +115,20 @@ class ChooseRanges(Pass):
                  + (f" ({', '.join(f'{k} x{v}' for k, v in sorted(by.items()))}); consumer-output error "
                     f"{np.mean([c.gain_db for c in moved]):.2f} dB lower on average there" if moved else "")]
         if len(choices) < len(tensors):
-            notes.append(f"time budget ({o.max_seconds:g} s) spent: {len(tensors) - len(choices)} tensors keep min/max")
+            notes.append(f"budget ({o.max_tensors} tensors, {o.max_seconds} s) spent: {len(tensors) - len(choices)} "
+                         f"tensors keep min/max")
         if check is not None:
             notes.append(f"output SQNR on {check[2]} other calibration samples: min/max {check[0]:.2f} dB, chosen "
                          f"{check[1]:.2f} dB: {'chosen ranges kept' if kept else 'min/max kept'}")
         return PassResult(model, False, notes)
+
+    def _work(self, model, ctx) -> float:
+        """Multiply-adds of the consumer runs, from the graph: one model run per candidate and sample."""
+        samples = ctx.inputs.calibration_data
+        usable = len(samples) - (int(round(len(samples) * self.opts.holdout)) if len(samples) >= 4 else 0)
+        n_cands = 1 + len(SHRINK) * ("shrink" in self.opts.methods) + len(PERCENTILES) * ("percentile" in
+                                                                                          self.opts.methods)
+        return per_sample_cost(model, samples) * min(self.opts.max_samples, usable) * (n_cands + 1)
 
     def _verify(self, model, ctx, base: dict, chosen: dict, used) -> tuple[float, float, int]:
         """(output SQNR with ``base`` ranges, with ``chosen``, samples): on calibration samples the choice did not
@@ -120,9 +147,11 @@ class ChooseRanges(Pass):
             out.append(float(np.mean([sqnr_db(ref[k], got[k]) for k in ref if ref[k].dtype.kind == "f"] or [0.0])))
         return out[0], out[1], len(held)
 
-    def _capture(self, model, ctx, names: list[str]) -> tuple[list[dict], np.ndarray]:
+    def _capture(self, model, ctx, names: list[str], hist_of: list[str]) -> tuple[list[dict], np.ndarray, dict]:
         """(per-sample dicts of the float values of ``names`` and the inputs, within ``max_bytes``; the sample
-        indices)."""
+        indices; {tensor of ``hist_of``: its histogram over every calibration sample}: with min/max calibration,
+        the percentile candidates' histograms, from the same runs plus the samples not captured, in chunks
+        within ``max_bytes``)."""
         samples = ctx.inputs.calibration_data
         types = ctx.analyses.get(TensorTypes, model).types
         typed = [n for n in names if n in types]
@@ -131,9 +160,17 @@ class ChooseRanges(Pass):
         feeds_names = [i.name for i in sess.get_outputs()]
         first = run_samples(aug, samples.subset(np.arange(1)), outputs=feeds_names, sess=sess)
         per = sum(a.nbytes for a in first.values()) or 1
-        k = int(max(1, min(self.opts.max_samples, len(samples), self.opts.max_bytes // per)))
-        idx = np.unique(np.linspace(0, len(samples) - 1, k).round().astype(int))
+        usable = len(samples) - (int(round(len(samples) * self.opts.holdout)) if len(samples) >= 4 else 0)
+        k = int(max(1, min(self.opts.max_samples, usable, self.opts.max_bytes // per)))
+        idx = np.unique(np.linspace(0, usable - 1, k).round().astype(int))
         sub = samples.subset(idx)
         got = run_samples(aug, sub, outputs=feeds_names, sess=sess)
         out = [{**feed, **{n: got[n][i] for n in feeds_names}} for i, feed in enumerate(sub.feeds())]
-        return out, idx
+        hists = {t: HistogramObserver() for t in hist_of if t in got}
+        rest = np.setdiff1d(np.arange(len(samples)), idx)
+        chunks = [idx] + (np.array_split(rest, -(-len(rest) * per // self.opts.max_bytes)) if len(rest) else [])
+        for i, chunk in enumerate(chunks if hists else []):
+            vals = got if i == 0 else run_samples(aug, samples.subset(chunk), outputs=list(hists), sess=sess)
+            for t, h in hists.items():
+                h.update(np.asarray(vals[t], np.float32))
+        return out, idx, hists

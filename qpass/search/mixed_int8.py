@@ -5,19 +5,20 @@ After ``quantize_qdq``, if the int8 model misses the target on the search half o
 quantizers (QuantizeLinear -> DequantizeLinear pairs) are moved to 16-bit activations (``qpass.passes.qdq_moves``:
 the same range on a 257x finer grid, opset 21 Q/DQ, which onnxruntime runs) or to float, fewest and cheapest
 first. Each pair's sensitivity at each precision is the output metric gained when it alone moves (measured on the
-search samples, int16 tried first); the cost of a move is its measured latency: onnxruntime's time for the model
-with that move against the int8 model's (``max_timed`` candidates timed, best gain first). Moves are taken by gain
-per measured millisecond (int16 before float when as good and no slower) until the target holds on the search
-samples, then the result is checked on the held-out half (the bitwidth search's split, ``qpass.search.core``).
+search samples, int16 tried first); the cost of a move is read from the graph, not a clock
+(``qdq_moves.graph_cost``: MACs that leave an integer kernel, bytes through standalone Q/DQ kernels, kernel count;
+as a fraction of the int8 model's), so the same inputs give the same file on any machine and load; onnxruntime's
+measured time is opt-in (``cost: measured``). Moves are taken by gain per unit of cost (int16 before float when as
+good and no dearer) until the target holds on the search samples and on the held-out half (the bitwidth search's
+split, ``qpass.search.core``).
 The report says which tensors moved, to what, what each gained and cost, and the int8 and final metrics; when
 even every pair in float misses the target, one line says what was reached and which layers could not be fixed.
 On x86 CPUs onnxruntime has no 16-bit integer kernels: a 16-bit pair runs as Q/DQ around the float kernel, so it
-is measured slower than float there and float usually wins; int16 wins where it is as cheap (an accelerator
-execution provider with A16W8 kernels, or ``precisions: [int16]``).
+costs more than float there (measured, and so in ``graph_cost``) and float usually wins; int16 wins where it is as
+cheap (an accelerator execution provider with A16W8 kernels, or ``precisions: [int16]``).
 """
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,7 +30,8 @@ from qpass.errors import QpassError
 from qpass.ir.graph import consumers, producers, shapes
 from qpass.ir.ort_session import OrtError, run_samples
 from qpass.passes.ptq_layers import split_samples
-from qpass.passes.qdq_moves import at_16bit_opset, bypass, widen
+from qpass.passes.qdq_moves import (FLOAT_OUT, at_16bit_opset, bypass, graph_cost, integer_layers, sample_shapes,
+                                    tensor_dims, widen)
 from qpass.pipeline.pass_base import Pass, PassResult
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
@@ -45,26 +47,20 @@ class MixedPrecisionOptions:
     max_probes: int = 64
     #: precisions a quantizer may move to, in the order tried: int16 (16-bit QDQ, opset 21) and float
     precisions: tuple = ("int16", "float")
-    #: candidate moves timed in onnxruntime (largest gain first); the rest come after them, by gain
+    #: what a move costs: "graph" (``qdq_moves.graph_cost``, deterministic: the default) or "measured"
+    #: (onnxruntime's time for the model with the move against the int8 model's: machine- and load-dependent)
+    cost: str = "graph"
+    #: with cost "measured": candidate moves timed (largest gain first; the rest after them, by gain) and calls per
+    #: measurement (the fastest counts)
     max_timed: int = 16
-    #: calls per latency measurement (the fastest counts)
     timing_runs: int = 20
 
     def __post_init__(self):
         bad = [p for p in self.precisions if p not in ("int16", "float")]
         if bad or not self.precisions:
             raise ValueError(f"precisions must be a list of int16 and float, not {list(self.precisions)!r}")
-
-
-def _costs(model: onnx.ModelProto, pairs: list[dict]) -> dict[str, float]:
-    """Float work a pair brings back: tensor elements x (1 + readers), a proxy for the latency it costs."""
-    readers = consumers(model.graph)
-    dims = shapes(model)
-    out = {}
-    for p in pairs:
-        size = float(np.prod([d for d in dims.get(p["tensor"]) or [] if isinstance(d, int) and d > 0]))
-        out[p["tensor"]] = size * (1 + len(readers.get(p["tensor"], [])))
-    return out
+        if self.cost not in ("graph", "measured"):
+            raise ValueError(f"cost must be graph or measured, not {self.cost!r}")
 
 
 class MixedPrecision(Pass):
@@ -96,19 +92,20 @@ class MixedPrecision(Pass):
         base = metrics(model)
         result = {"target": str(target), "int8": base, "moved": []}
         ctx.report.results["mixed_precision"] = result
-        if target.met(base):
-            held_m = metrics(model, "held")
-            result.update(final=held_m, met=target.met(held_m))
-            return PassResult(model, False, [f"target {target} met by int8 alone on the search samples; held out: "
-                                             f"{describe_metrics(held_m)}"])
+        held0 = metrics(model, "held")
+        if target.met(base) and target.met(held0):
+            result.update(final=held0, met=True)
+            return PassResult(model, False, [f"target {target} met by int8 alone: {describe_metrics(held0)} on "
+                                             f"{len(held)} held-out samples"])
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
+        self.dims = tensor_dims(model, float_m, inputs=sample_shapes(data))
         chosen = self._greedy(model, target, base, metrics, result)
         out = self.apply(chosen)
         held_m = metrics(out, "held")
-        met = target.met(held_m)
-        result.update(final=held_m, met=met, latency_ms={"int8": call_ms(model, held), "final":
-                                                         call_ms(out, held)})
+        result.update(final=held_m, met=target.met(held_m), cost=round(self.relative_cost(out), 4))
+        if self.opts.cost == "measured":
+            result["latency_ms"] = {"int8": call_ms(model, held), "final": call_ms(out, held)}
         return PassResult(out, bool(chosen), [self._note(target, chosen, result, base, len(held), ctx)])
 
     def apply(self, chosen: dict[str, str]) -> onnx.ModelProto:
@@ -119,47 +116,58 @@ class MixedPrecision(Pass):
                      self.float_m)
         return widen(out, wide) if wide else out
 
+    def relative_cost(self, m: onnx.ModelProto) -> float:
+        """``graph_cost`` of ``m`` as a fraction of the int8 model's."""
+        if not hasattr(self, "cost0"):
+            self.cost0 = max(graph_cost(self.int8, self.dims), 1.0)
+        return graph_cost(m, self.dims) / self.cost0
+
     @staticmethod
     def _note(target, chosen: dict, result: dict, base: dict, n_held: int, ctx) -> str:
-        held_m, lat = result["final"], result["latency_ms"]
+        held_m, lat = result["final"], result.get("latency_ms")
+        speed = (f"latency {lat['final']:.3g} ms against int8's {lat['int8']:.3g} ms" if lat else
+                 f"estimated cost x{result['cost']:.3g} of int8's")
         moved = ", ".join(f"{t} ({p})" for t, p in list(chosen.items())[:6]) + (" ..." if len(chosen) > 6 else "")
         n16 = sum(p == "int16" for p in chosen.values())
         note = (f"target {target} {'met' if result['met'] else 'MISSED'} on {n_held} held-out samples with "
                 f"{len(chosen)} activation quantizers moved ({n16} to int16, {len(chosen) - n16} to float: {moved}):"
-                f" {describe_metrics(held_m)} (int8: {describe_metrics(base)} on the search samples); latency "
-                f"{lat['final']:.3g} ms against int8's {lat['int8']:.3g} ms")
+                f" {describe_metrics(held_m)} (int8: {describe_metrics(base)} on the search samples); {speed}")
         if not result["met"]:
-            note = (f"target {target} not reached: {describe_metrics(held_m)} on {n_held} held-out samples; could not"
-                    f" fix: {', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
+            note = (f"target {target} not reached: {describe_metrics(held_m)} on {n_held} held-out samples with "
+                    f"{len(chosen)} activation quantizers moved; could not fix: "
+                    f"{', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
         ctx.report.log.append(note)
         return note
 
     def _candidates(self, model, target, base: dict, metrics) -> list[dict]:
-        """Every probed (tensor, precision) move with a positive gain, its measured latency cost (ms) attached."""
-        pairs = activation_pairs(model)
-        sizes = _costs(model, pairs)
+        """Every probed (tensor, precision) move with a positive gain, its cost attached: ``relative_cost`` - 1 (at
+        least 1e-4), or with cost "measured" onnxruntime's added milliseconds (``max_timed`` of them, the rest inf)."""
         cands = []
-        for p in pairs[:self.opts.max_probes]:
+        for p in activation_pairs(model)[:self.opts.max_probes]:
             for prec in self.opts.precisions:
                 if prec == "int16" and self.base16 is None:
                     continue
                 m = self.apply({p["tensor"]: prec})
-                cands.append({"tensor": p["tensor"], "precision": prec, "gain": _score(metrics(m), base, target),
-                              "elements": sizes.get(p["tensor"], 1.0)})
-        cands = [c for c in cands if c["gain"] > 0]
-        timed = sorted(cands, key=lambda c: -c["gain"])[:self.opts.max_timed]
-        t0 = call_ms(model, self.timing, self.opts.timing_runs, np.min)
-        for c in timed:
-            m = self.apply({c["tensor"]: c["precision"]})
-            c["latency_cost_ms"] = max(call_ms(m, self.timing, self.opts.timing_runs, np.min) - t0, 1e-4)
-        for c in cands:  # beyond max_timed: after every timed one, largest gain first
-            c.setdefault("latency_cost_ms", float("inf"))
+                gain = _score(metrics(m), base, target)
+                if gain > 0:
+                    cands.append({"tensor": p["tensor"], "precision": prec, "gain": gain,
+                                  "cost": max(round(self.relative_cost(m) - 1.0, 6), 1e-4)})
+        if self.opts.cost == "measured":
+            timed = sorted(cands, key=lambda c: -c["gain"])[:self.opts.max_timed]
+            t0 = call_ms(model, self.timing, self.opts.timing_runs, np.min)
+            for c in cands:  # beyond max_timed: after every timed one, largest gain first
+                c["cost"], c["measured"] = float("inf"), True
+            for c in timed:
+                m = self.apply({c["tensor"]: c["precision"]})
+                c["cost"] = max(call_ms(m, self.timing, self.opts.timing_runs, np.min) - t0, 1e-4)
         return cands
 
     def _greedy(self, model, target, base: dict, metrics, result: dict) -> dict[str, str]:
         cands = self._candidates(model, target, base, metrics)
-        chosen, m = choose_moves(cands, target, lambda ch: metrics(self.apply(ch)), base, result["moved"])
-        if not target.met(m):
+        # met on the search samples is not enough: the moves go on (same order) until the held-out ones meet it too
+        chosen, m = choose_moves(cands, target, lambda ch: metrics(self.apply(ch)), base, result["moved"],
+                                 done=lambda ch, m: target.met(m) and target.met(metrics(self.apply(ch), "held")))
+        if not target.met(m) or not target.met(metrics(self.apply(chosen), "held")):
             pairs = {p["tensor"] for p in activation_pairs(model)}
             weights = sorted({n.name for n in model.graph.node for x in n.input if x.endswith("_dequantized")
                               and x not in pairs})
@@ -169,13 +177,14 @@ class MixedPrecision(Pass):
         return chosen
 
 
-def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list) -> tuple[dict[str, str], dict]:
-    """Greedy: moves by gain per measured millisecond (int16 before float on ties), one per tensor, until
-    ``evaluate(chosen)`` meets ``target``. Returns ({tensor: precision}, last metrics); ``log`` gets one entry
-    per move taken, with why."""
-    order = sorted(cands, key=lambda c: (-c["gain"] / c["latency_cost_ms"] if np.isfinite(c["latency_cost_ms"])
-                                         else float("inf"), -c["gain"] if not np.isfinite(c["latency_cost_ms"])
-                                         else 0.0, c["precision"] != "int16"))
+def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list, done=None) -> tuple[dict[str, str], dict]:
+    """Greedy: moves by gain per unit of ``cost`` (int16 before float on ties, then the tensor's name: no order
+    left to chance), one per tensor, until ``evaluate(chosen)`` meets ``target`` (and ``done(chosen, metrics)``
+    holds, when given). Returns ({tensor: precision}, last metrics); ``log`` gets one entry per move taken, with
+    why."""
+    order = sorted(cands, key=lambda c: (-c["gain"] / c["cost"] if np.isfinite(c["cost"]) else float("inf"),
+                                         -c["gain"] if not np.isfinite(c["cost"]) else 0.0,
+                                         c["precision"] != "int16", c["tensor"]))
     chosen, m = {}, base
     for c in order:
         if c["tensor"] in chosen:
@@ -183,15 +192,18 @@ def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list) -> 
         chosen[c["tensor"]] = c["precision"]
         m = evaluate(chosen)
         other = [o for o in cands if o["tensor"] == c["tensor"] and o is not c]
-        why = f"alone at {c['precision']}: +{c['gain']:.3g} toward the target for {c['latency_cost_ms']:.3g} ms"
+        why = f"alone at {c['precision']}: +{c['gain']:.3g} toward the target for {_cost(c)}"
         if other:
-            why += (f" (at {other[0]['precision']}: +{other[0]['gain']:.3g} for "
-                    f"{other[0]['latency_cost_ms']:.3g} ms)")
+            why += f" (at {other[0]['precision']}: +{other[0]['gain']:.3g} for {_cost(other[0])})"
         log.append({"tensor": c["tensor"], "precision": c["precision"], "gain": round(c["gain"], 4),
-                    "latency_cost_ms": c["latency_cost_ms"], "elements": c.get("elements"), "reason": why})
-        if target.met(m):
+                    "cost": c["cost"], "reason": why})
+        if target.met(m) and (done is None or done(chosen, m)):
             break
     return chosen, m
+
+
+def _cost(c: dict) -> str:
+    return f"{c['cost']:.3g} ms measured" if c.get("measured") else f"+{100 * c['cost']:.3g}% estimated cost"
 
 
 def _score(m: dict, base: dict, target) -> float:
@@ -216,8 +228,9 @@ class AutoPrecisionOptions:
     precisions: tuple = ("float",)
     samples: int = 64
     timing_runs: int = 10
-    #: seconds the probes may take (estimated from the first scoring run): fewer probes on slow models
-    time_budget_s: float = 30.0
+    #: what the probes may cost in all, in ``qdq_moves.graph_cost`` units (float-MAC equivalents) summed over the
+    #: scoring runs: fewer probes on big models, decided from the graph (about 30 s on one avx512 core)
+    work_budget: float = 3e11
 
 
 class AutoPrecision(MixedPrecision):
@@ -252,18 +265,17 @@ class AutoPrecision(MixedPrecision):
 
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
+        self.dims = tensor_dims(model, self.float_m, inputs=sample_shapes(data))
         errs = isolated_errors(self.float_m, model, fit)
         # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them; only
         # moves that keep every integer kernel (issue 12's coverage)
         free = keeps_integer_kernels(model, {p["tensor"] for p in pairs})
         probe = sorted((t for t in dict.fromkeys(p["tensor"] for p in pairs) if t in free), key=lambda t: (
             t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))
-        t0 = time.perf_counter()
         base = score(model)
-        # as many probes as fit the time budget at the measured cost of one scoring run
-        per_run = max(time.perf_counter() - t0, 1e-3)
-        probe = probe[:max(1, min(self.opts.max_probes, int(self.opts.time_budget_s / per_run)))]
-        self.runs = max(3, min(self.opts.timing_runs, int(3.0 * len(fit) / per_run)))  # about 3 s per timing
+        # as many probes as the work budget pays for at the graph cost of one scoring run
+        per_run = max(self.relative_cost(model) * self.cost0 * len(fit), 1.0)
+        probe = probe[:max(1, min(self.opts.max_probes, int(self.opts.work_budget / per_run)))]
         cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
         cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
@@ -287,9 +299,10 @@ class AutoPrecision(MixedPrecision):
 
     def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
         timed = self.opts.latency_budget is not None
-        t0 = call_ms(self.int8, self.timing, self.runs, np.min) if timed else 1.0
+        runs = self.opts.timing_runs
+        t0 = call_ms(self.int8, self.timing, runs, np.min) if timed else 1.0
         for c in cands:
-            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, self.runs, np.min) if timed else t0
+            t = call_ms(self.apply({c["tensor"]: c["precision"]}), self.timing, runs, np.min) if timed else t0
             c["latency_cost_ms"] = max(t - t0, 0.0)
         budget = self.opts.latency_budget * t0 if timed else float("inf")
         spent, best, chosen = 0.0, base, {}
@@ -307,34 +320,21 @@ class AutoPrecision(MixedPrecision):
         return chosen
 
 
-#: layers onnxruntime runs on integers with a float output (QGemm, MatMulIntegerToFloat)
-FLOAT_OUT = ("MatMul", "Gemm")
-
-
 def keeps_integer_kernels(model: onnx.ModelProto, tensors: set[str]) -> set[str]:
     """The activation quantizers of ``tensors`` whose move to float leaves every integer kernel integer: the value's
-    producer is not a QDQ layer, or is one that writes float anyway (``FLOAT_OUT``), and no reader is a QDQ layer
-    (all its activation inputs dequantized codes, its output quantized or written float by ``FLOAT_OUT``)."""
-    inits = {i.name for i in model.graph.initializer}
+    producer is not an integer layer (``qdq_moves.integer_layers``), or is one that writes float anyway
+    (``FLOAT_OUT``), and no reader of the pair is an integer layer."""
+    ints = integer_layers(model)
     prod, readers = producers(model.graph), consumers(model.graph)
-    deq = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear"}
-
-    def integer(n) -> bool:
-        ins = [x for x in n.input if x and x not in inits]
-        if not ins or not all(x in deq for x in ins) or n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            return False
-        return n.op_type in FLOAT_OUT or any(c.op_type == "QuantizeLinear" for o in n.output
-                                             for c in readers.get(o, []))
-
     out = set()
     for t in tensors:
         dq = prod.get(t)
         q = prod.get(dq.input[0]) if dq is not None else None
         src = prod.get(q.input[0]) if q is not None else None
-        if src is not None and src.op_type not in FLOAT_OUT and integer(src):
+        if src is not None and src.op_type not in FLOAT_OUT and tuple(src.output) in ints:
             continue
-        if any(integer(r) for d in readers.get(q.output[0], []) if q is not None
-               for r in readers.get(d.output[0], [])):
+        if q is not None and any(tuple(r.output) in ints for d in readers.get(q.output[0], [])
+                                 for r in readers.get(d.output[0], [])):
             continue
         out.add(t)
     return out
