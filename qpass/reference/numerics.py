@@ -52,7 +52,34 @@ def rne(x: np.ndarray) -> np.ndarray:
 
 
 def fma32(a, b, c) -> np.ndarray:
-    """float32 fused multiply-add ``round32(a*b + c)`` with one rounding, exactly like the FMA3 instruction."""
+    """float32 fused multiply-add ``round32(a*b + c)`` with one rounding (AVX2 ``vfmadd``): the float64 sum of the
+    exact product rounds to float32 correctly except when it sits exactly half way between two float32 neighbours
+    (low 29 significand bits 1000...0, or a float32-subnormal result); only those few elements are redone with
+    the TwoSum correction (``_fma32_twosum``)."""
+    a64 = np.asarray(a, F32).astype(F64)
+    b64 = np.asarray(b, F32).astype(F64)
+    c64 = np.asarray(c, F32).astype(F64)
+    s = a64 * b64  # exact: 24 + 24 significant bits fit in 53
+    s += c64
+    r = s.astype(F32)
+    maybe = (s.view(I64) & _LOW29) == _HALF29
+    tiny = np.abs(s) < _TINY
+    tiny &= s != 0  # an exact zero: p + c == 0 has no rounding
+    maybe |= tiny
+    if np.any(maybe):
+        if r.ndim == 0:
+            return _fma32_twosum(a64, b64, c64)
+        idx = np.nonzero(maybe)
+        sub = [np.broadcast_to(v, s.shape)[idx] for v in (a64, b64, c64)]
+        r[idx] = _fma32_twosum(*sub)
+    return r
+
+
+_LOW29, _HALF29, _TINY = np.int64((1 << 29) - 1), np.int64(1 << 28), 2.0 ** -125
+
+
+def _fma32_twosum(a, b, c) -> np.ndarray:
+    """``fma32`` for every element: float64 sum plus a TwoSum correction of the double rounding at midpoints."""
     a64 = np.asarray(a, F32).astype(F64)
     b64 = np.asarray(b, F32).astype(F64)
     c64 = np.asarray(c, F32).astype(F64)
