@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numerics import fma32
+from .numerics import fma32, horner32
 
 F32 = np.float32
 
@@ -34,10 +34,7 @@ _TANH = tuple(F32(v) for v in (
 
 
 def _horner(v2: np.ndarray, coeffs) -> np.ndarray:
-    acc = fma32(v2, coeffs[0], coeffs[1])
-    for c in coeffs[2:]:
-        acc = fma32(acc, v2, c)
-    return acc
+    return horner32(v2, coeffs)
 
 
 def _odd_over_even(x, table, split: int) -> np.ndarray:
@@ -159,10 +156,7 @@ def _sum_exp_terms(v: np.ndarray) -> np.ndarray:
     m = fma32(log2r, v, bias) - bias
     v = fma32(m, log2hi, v)
     v = fma32(m, log2lo, v)
-    p = np.full(v.shape, poly[0], F32)
-    for c in poly[1:]:
-        p = fma32(p, v, c)
-    p = fma32(p, v, poly[-1])
+    p = horner32(v, poly[1:] + poly[-1:], first=np.full(v.shape, poly[0], F32))
     return np.ldexp(p, m.astype(np.int32)).astype(F32)  # VSCALEFPS: exact scaling by 2^m
 
 

@@ -78,6 +78,52 @@ def fma32(a, b, c) -> np.ndarray:
 _LOW29, _HALF29, _TINY = np.int64((1 << 29) - 1), np.int64(1 << 28), 2.0 ** -125
 
 
+def horner32(x, coeffs, first=None) -> np.ndarray:
+    """Horner's rule with one float32 rounding per multiply-add (FMA3), as MLAS evaluates its polynomials:
+    ``acc = fma(x, coeffs[0], coeffs[1])`` then ``acc = fma(acc, x, c)`` for the rest (with ``first``, an array:
+    ``acc = first`` then ``acc = fma(acc, x, c)`` for every c). Each step is the float64 sum of the exact product
+    rounded once to float32; a step that lands half way between two float32 (or in their subnormal range) marks
+    its elements, which are recomputed step by step with ``fma32`` at the end (rare)."""
+    x = np.asarray(x, F32)
+    if x.ndim == 0:
+        return horner32(x.reshape(1), coeffs, None if first is None else np.reshape(first, 1)).reshape(())
+    x64 = x.astype(F64)
+    if first is None:
+        s = x64 * F64(coeffs[0])
+        s += F64(coeffs[1])
+        rest = coeffs[2:]
+    else:
+        s = np.asarray(first, F32).astype(F64)
+        rest = coeffs
+    bad = _suspect(s)
+    acc = s.astype(F32)
+    for c in rest:
+        s = acc.astype(F64)
+        s *= x64
+        s += F64(c)
+        bad |= _suspect(s)
+        acc = s.astype(F32)
+    if np.any(bad):
+        at = np.nonzero(np.broadcast_to(bad, acc.shape))
+        xs = np.broadcast_to(x, acc.shape)[at]
+        if first is None:
+            a = fma32(xs, coeffs[0], coeffs[1])
+        else:
+            a = np.broadcast_to(np.asarray(first, F32), acc.shape)[at]
+        for c in rest:
+            a = fma32(a, xs, c)
+        acc[at] = a
+    return acc
+
+
+def _suspect(s: np.ndarray) -> np.ndarray:
+    """float64 sums whose rounding to float32 may differ from the fused one: exact float32 midpoints and the
+    float32 subnormal range (zero included: harmless, only recomputed)."""
+    bad = (s.view(I64) & _LOW29) == _HALF29
+    bad |= np.abs(s) < _TINY
+    return bad
+
+
 def _fma32_twosum(a, b, c) -> np.ndarray:
     """``fma32`` for every element: float64 sum plus a TwoSum correction of the double rounding at midpoints."""
     a64 = np.asarray(a, F32).astype(F64)
