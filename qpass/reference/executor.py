@@ -25,7 +25,7 @@ from onnx import numpy_helper
 
 from qpass.errors import QpassError, UnsupportedOpError
 from qpass.ir.graph import outer_inputs, subgraphs, topo_order
-from . import ops_control, ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (kernels)
+from . import ops_control, ops_float, ops_integer, ops_partition, ops_quant, ops_sequence, quant_linear  # noqa: F401
 from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
 from .registry import NodeInfo, lookup
@@ -125,6 +125,9 @@ class GoldenExecutor:
         self.overridable = {vi.name for vi in g.input if vi.name in self.initializers}
         self.output_names = [o.name for o in g.output]
         self.input_dtypes = {}
+        # sequence- and optional-typed inputs: a list fed for one is a sequence value, never stacked into a tensor
+        self._typed_inputs = frozenset(vi.name for vi in g.input if vi.type.WhichOneof("value") in
+                                       ("sequence_type", "optional_type"))
         for vi in g.input:
             et = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
             if et and vi.name not in self.initializers:
@@ -344,7 +347,7 @@ class GoldenExecutor:
         dtypes = self.input_dtypes
         for k, v in feeds.items():
             if type(v) is not np.ndarray:
-                v = np.asarray(v)
+                v = ops_sequence.as_value(v) if k in self._typed_inputs else np.asarray(v)
             want = dtypes.get(k)
             if want is not None and v.dtype != want and v.dtype.kind in "biuf" and want.kind in "biuf":
                 v = v.astype(want)  # e.g. float64 data for a float32 input: compute as the model declares
