@@ -95,13 +95,13 @@ def horner32(x, coeffs, first=None) -> np.ndarray:
     else:
         s = np.asarray(first, F32).astype(F64)
         rest = coeffs
-    bad = _suspect(s)
+    bad = suspect(s)
     acc = s.astype(F32)
     for c in rest:
         s = acc.astype(F64)
         s *= x64
         s += F64(c)
-        bad |= _suspect(s)
+        bad |= suspect(s)
         acc = s.astype(F32)
     if np.any(bad):
         at = np.nonzero(np.broadcast_to(bad, acc.shape))
@@ -116,7 +116,7 @@ def horner32(x, coeffs, first=None) -> np.ndarray:
     return acc
 
 
-def _suspect(s: np.ndarray) -> np.ndarray:
+def suspect(s: np.ndarray) -> np.ndarray:
     """float64 sums whose rounding to float32 may differ from the fused one: exact float32 midpoints and the
     float32 subnormal range (zero included: harmless, only recomputed)."""
     bad = (s.view(I64) & _LOW29) == _HALF29
