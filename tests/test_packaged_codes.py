@@ -29,6 +29,16 @@ KNOWN_CODE_DIFFERENCES: dict[str, tuple[int, str]] = {}
 FLOAT_MODEL_REL = 1e-2  # the float model runs: outputs within 1% of onnxruntime's largest output magnitude
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_blas_thread():
+    """The reference's BLAS at 1 thread, as onnxruntime runs here: on 2 busy cores a multi-threaded OpenBLAS
+    spins against the other load (a (32, 192) @ (192, 768) product: 30 ms at 2 threads, 0.13 ms at 1)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
 @pytest.mark.parametrize("name", list(BOUNDS))
 def test_reference_codes_equal_onnxruntimes(name):
     cache = fetch.default_cache()

@@ -31,17 +31,20 @@ def dynamic_quantize_linear(node, x):
 
 def quantized_gemm(a: np.ndarray, w64: np.ndarray, w_scale) -> np.ndarray:
     """a (M, K) float32 @ 8-bit weights as onnxruntime's recurrent kernels compute it: ``a`` quantised dynamically
-    to uint8, an exact integer product with ``w64`` (K, N: the weight codes minus their zero points, float64),
+    to uint8, an exact integer product with ``w64`` (K, N: the weight codes minus their zero points, ``_centred``),
     scaled by a_scale * w_scale (per tensor or per column) in float32."""
     a_scale, a_zp = dynamic_quant_params(a)
     aq = quantize_linear(a, a_scale, a_zp, np.uint8, None)
-    acc = (aq.astype(np.float64) - float(a_zp)) @ w64  # exact below 2**53 (8-bit codes)
+    acc = (aq.astype(w64.dtype) - w64.dtype.type(a_zp)) @ w64  # exact integers (see _centred)
     return acc.astype(F32) * (a_scale * np.asarray(w_scale, F32)).astype(F32)
 
 
 def _centred(codes: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
-    """Weight codes (K, N) minus their zero points (per tensor or per column), float64: once per node call."""
-    return codes.astype(np.float64) - np.asarray(zero_point, np.float64)
+    """Weight codes (K, N) minus their zero points (per tensor or per column), once per node call: float32 when
+    every partial sum of K products of 8-bit codes (|.| <= 255) stays below 2^24 (exact in any order), else
+    float64 (exact below 2^53)."""
+    dt = F32 if codes.shape[0] * 255 * 255 < 2 ** 24 else np.float64
+    return (codes.astype(np.float64) - np.asarray(zero_point, np.float64)).astype(dt)
 
 
 @register("DynamicQuantizeLSTM", domain="com.microsoft", check=check_recurrent)
