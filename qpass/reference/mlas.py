@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numerics import fma32, horner32
+from .numerics import fma32, horner32, tiny_nonzero
 
 F32 = np.float32
 
@@ -105,7 +105,7 @@ def _fma_rows(a: np.ndarray, bk: np.ndarray, k0: int, k1: int) -> np.ndarray:
         low &= _LOW29
         np.minimum(worst, low, out=worst)
         if tiny is not None:
-            tiny |= np.abs(s) < 2.0 ** -125
+            tiny |= tiny_nonzero(bits)
         np.copyto(acc, s, casting="same_kind")
     bad = worst == 0
     if tiny is not None:

@@ -117,11 +117,24 @@ def horner32(x, coeffs, first=None) -> np.ndarray:
 
 
 def suspect(s: np.ndarray) -> np.ndarray:
-    """float64 sums whose rounding to float32 may differ from the fused one: exact float32 midpoints and the
-    float32 subnormal range (zero included: harmless, only recomputed)."""
-    bad = (s.view(I64) & _LOW29) == _HALF29
-    bad |= np.abs(s) < _TINY
+    """float64 sums whose rounding to float32 may differ from the fused one: exact float32 midpoints (low 29
+    significand bits 1000...0) and nonzero values in the float32 subnormal range."""
+    bits = s.view(I64)
+    bad = (bits & _LOW29) == _HALF29
+    bad |= tiny_nonzero(bits)
     return bad
+
+
+def tiny_nonzero(bits: np.ndarray) -> np.ndarray:
+    """0 < |s| < 2^-125 for the int64 view ``bits`` of float64 values (the magnitude bits minus one, unsigned,
+    below those of 2^-125 minus one: zero wraps around to the top)."""
+    mag = bits & _MAG
+    mag -= 1
+    return mag.view(np.uint64) < _TINY_BITS
+
+
+_MAG = np.int64(0x7FFFFFFFFFFFFFFF)
+_TINY_BITS = np.uint64(np.float64(2.0 ** -125).view(np.int64) - 1)
 
 
 def _fma32_twosum(a, b, c) -> np.ndarray:
