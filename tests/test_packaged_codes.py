@@ -22,9 +22,11 @@ pytest.importorskip("onnxruntime")
 
 # model: (codes that may still differ, why); this list can only shrink (a model listed here must still differ).
 # Empty on the samples this test uses. Known gap not listed because it does not show on them: onnxruntime's float32
-# LayerNormalization / SkipLayerNormalization (it accumulates the mean in double; its variance rounding is not
-# reproduced yet), so on other samples codes right after a LayerNorm can move by one step (unidic-lite-imitator,
-# 4 calibration / 2 evaluation samples: 9162 of 14.9M codes).
+# LayerNormalization / SkipLayerNormalization is not reproduced bit for bit, so on other samples codes right after a
+# LayerNorm can move by one step (unidic-lite-imitator, 4 calibration / 2 evaluation samples: 9162 of 14.9M codes).
+# onnxruntime's source (layer_norm_impl.cc) has two paths, ComputeJob (float32 sums in order, (x - mean) / sd *
+# scale + bias) and ComputeJobGenericShared (all in double); on a cancellation-heavy test neither matches the 1.32
+# wheel (35-55% of outputs differ, up to 41k ulps from the double one), so the wheel's build evaluates it otherwise.
 KNOWN_CODE_DIFFERENCES: dict[str, tuple[int, str]] = {}
 FLOAT_MODEL_REL = 1e-2  # the float model runs: outputs within 1% of onnxruntime's largest output magnitude
 
