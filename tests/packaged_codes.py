@@ -166,6 +166,9 @@ def main(argv: list[str]) -> int:
 
     from test_packaged_models import BOUNDS
 
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(limits=1, user_api="blas")  # as onnxruntime (1 thread); see tests/test_packaged_codes.py
     cache = fetch.default_cache()
     names = argv or [n for n in BOUNDS if fetch.is_present(n, cache)]
     print(HEADER, flush=True)

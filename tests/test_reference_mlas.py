@@ -111,3 +111,48 @@ def test_gru_equals_onnxruntime_bit_for_bit(direction, batch, lbr, const_w):
     got = GoldenExecutor(m).run(feeds)
     for name, wv in zip(("y", "yh"), want):
         assert np.array_equal(got[name], wv), (name, int(np.count_nonzero(got[name] != wv)))
+
+
+def _fma_exact(a, b, c) -> np.ndarray:
+    """round32(a * b + c) with one rounding, from exact rationals: the float32 nearest the exact value, ties to
+    even (independent of numerics.fma32's float64 shortcuts)."""
+    from fractions import Fraction
+
+    out = []
+    for x, y, z in zip(a.tolist(), b.tolist(), c.tolist()):
+        v = Fraction(x) * Fraction(y) + Fraction(z)
+        r = F32(float(v))
+        cands = [r, np.nextafter(r, F32(np.inf)), np.nextafter(r, F32(-np.inf))]
+        best = min(cands, key=lambda t: (abs(Fraction(float(t)) - v), int(np.asarray(t).view(np.int32)) & 1))
+        out.append(best)
+    return np.array(out, F32)
+
+
+def test_fused_multiply_add_fast_paths_round_once():
+    """numerics.fma32, horner32 and the SGEMM chain take float64 shortcuts and redo only the sums that land half
+    way between two float32 or below 2^-125: a crafted double-rounding case (1 + 2^-24 + 2^-60: float64 rounds it
+    to the midpoint, whose even neighbour is 1; the fused result is 1 + 2^-23), near-cancelling and tiny operands,
+    and exact zeros all give the exactly rounded result."""
+    from qpass.reference.numerics import fma32, horner32
+
+    a1, b1 = F32(1 + 2.0 ** -12), F32(2.0 ** -24 * (1 - 2.0 ** -12 + 2.0 ** -24))
+    n = 3000
+    a = np.concatenate([[a1, 0, 0], RNG.standard_normal(n), RNG.standard_normal(n) * 1e-20]).astype(F32)
+    b = np.concatenate([[b1, 1, 0], RNG.standard_normal(n), RNG.standard_normal(n) * 1e-19]).astype(F32)
+    c = np.concatenate([[1, 0, -0.0], -(a[3:3 + n].astype(np.float64) * b[3:3 + n]) * (1 + 2.0 ** -30),
+                        RNG.standard_normal(n) * 1e-38]).astype(F32)
+    want = _fma_exact(a, b, c)
+    assert want[0] == F32(1 + 2.0 ** -23)
+    assert np.array_equal(fma32(a, b, c), want)
+    coeffs = (F32(0.75), F32(-1.5), F32(1e-30), F32(3.0))  # Horner: fma(x, c0, c1), then fma(acc, x, c)
+    acc = _fma_exact(a, np.full_like(a, coeffs[0]), np.full_like(a, coeffs[1]))
+    for k in coeffs[2:]:
+        acc = _fma_exact(acc, a, np.full_like(a, k))
+    assert np.array_equal(horner32(a, coeffs), acc)
+    # the packed SGEMM's FMA chain: row 0 reaches the crafted case at its second product
+    lhs = np.array([[1, a1, 0], [0, 0, 1e-30]], F32)
+    rhs = np.array([[1], [b1], [1e-20]], F32)
+    chain = np.zeros(2, F32)
+    for k in range(3):
+        chain = _fma_exact(lhs[:, k], np.repeat(rhs[k], 2), chain)
+    assert np.array_equal(mlas.sgemm(lhs, rhs, packed=True).reshape(-1), chain)

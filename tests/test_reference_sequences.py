@@ -71,3 +71,17 @@ def test_position_outside_the_sequence_is_an_error():
                [h.make_tensor_sequence_value_info("t", T.FLOAT, None)])
     with pytest.raises(Exception, match="position 2 is outside the sequence of length 2"):
         GoldenExecutor(m).run({"s": as_value([np.zeros(1, np.float32)] * 2), "p": np.array(2, np.int64)})
+
+
+def test_a_list_fed_for_a_sequence_input_is_not_stacked():
+    """executor.run given a plain list for a sequence-typed graph input: a sequence of its 3 tensors (stacked, it
+    would be one (3, 2, 3) tensor and SequenceLength would refuse it); a tensor input still takes a list as an
+    array."""
+    seq_in = h.make_tensor_sequence_value_info("s", T.FLOAT, None)
+    m = _model([h.make_node("SequenceLength", ["s"], ["n"]), h.make_node("Identity", ["x"], ["y"])],
+               [seq_in, h.make_tensor_value_info("x", T.FLOAT, [2])],
+               [h.make_tensor_value_info("n", T.INT64, []), h.make_tensor_value_info("y", T.FLOAT, [2])])
+    items = [RNG.standard_normal((2, 3)).astype(np.float32) for _ in range(3)]
+    got = GoldenExecutor(m).run({"s": items, "x": [1.0, 2.0]})
+    assert int(got["n"]) == 3
+    assert got["y"].dtype == np.float32 and got["y"].tolist() == [1.0, 2.0]

@@ -25,7 +25,7 @@ from onnx import numpy_helper
 
 from qpass.errors import QpassError, UnsupportedOpError
 from qpass.ir.graph import outer_inputs, subgraphs, topo_order
-from . import ops_control, ops_float, ops_integer, ops_partition, ops_quant, quant_linear  # noqa: F401  (kernels)
+from . import ops_control, ops_float, ops_integer, ops_partition, ops_quant, ops_sequence, quant_linear  # noqa: F401
 from . import ops_nbits  # noqa: F401  (kernels: com.microsoft MatMulNBits)
 from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
@@ -53,6 +53,9 @@ class _Step:
 class _Plan:
     steps: list[_Step]
     free_after: list[list[str]] = field(default_factory=list)
+    # per step, resolved once: (run, inputs, outputs, cache kind 0 none / 1 constant / 2 invariant, names to free,
+    # label); the names to free exclude initializers
+    compiled: list[tuple] = field(default_factory=list)
 
 
 def _sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -123,6 +126,9 @@ class GoldenExecutor:
         self.overridable = {vi.name for vi in g.input if vi.name in self.initializers}
         self.output_names = [o.name for o in g.output]
         self.input_dtypes = {}
+        # sequence- and optional-typed inputs: a list fed for one is a sequence value, never stacked into a tensor
+        self._typed_inputs = frozenset(vi.name for vi in g.input if vi.type.WhichOneof("value") in
+                                       ("sequence_type", "optional_type"))
         for vi in g.input:
             et = vi.type.tensor_type.elem_type if vi.type.HasField("tensor_type") else 0
             if et and vi.name not in self.initializers:
@@ -145,6 +151,7 @@ class GoldenExecutor:
         self._const_cache: dict[str, np.ndarray] = {}
         self.scratch: dict = {}  # kernels' per-node working copies of constant operands (ops_float.linear)
         self._plans: dict[tuple, _Plan] = {}
+        self._required = tuple(self.input_names) + self.outer  # names every run must be fed
 
     # ------------------------------------------------------------------ construction
 
@@ -322,6 +329,8 @@ class GoldenExecutor:
             if name not in keep:
                 free[i].append(name)
         plan = _Plan(steps, free)
+        plan.compiled = [(st.run, tuple(st.inputs), tuple(st.outputs), 1 if st.const else 2 if st.invariant else 0,
+                          tuple(x for x in f if x not in self.initializers), st.label) for st, f in zip(steps, free)]
         self._plans[outputs] = plan
         return plan
 
@@ -332,43 +341,46 @@ class GoldenExecutor:
         ``memo`` (a subgraph's): keeps the values that depend only on constants and the ``outer`` feeds, for
         the next call with the same outer values (the iterations of one Loop or Scan)."""
         outputs = tuple(outputs or self.output_names)
-        missing = [n for n in self.input_names + list(self.outer) if n not in feeds]
-        if missing:
-            raise GoldenError(f"no value fed for graph input {missing[0]!r}")
+        for n in self._required:
+            if n not in feeds:
+                raise GoldenError(f"no value fed for graph input {n!r}")
         env: dict[str, np.ndarray] = dict(self.initializers)
+        dtypes = self.input_dtypes
         for k, v in feeds.items():
-            v = np.asarray(v)
-            want = self.input_dtypes.get(k)
+            if type(v) is not np.ndarray:
+                v = ops_sequence.as_value(v) if k in self._typed_inputs else np.asarray(v)
+            want = dtypes.get(k)
             if want is not None and v.dtype != want and v.dtype.kind in "biuf" and want.kind in "biuf":
                 v = v.astype(want)  # e.g. float64 data for a float32 input: compute as the model declares
             env[k] = v
-        plan = self._plan(outputs)
-        for s, free in zip(plan.steps, plan.free_after):
-            cache = self._const_cache if s.const else memo if s.invariant else None
-            if cache is not None and all(o in cache for o in s.outputs if o):
-                for o in s.outputs:
+        const_cache = self._const_cache
+        for run, ins, outs, kind, free, label in self._plan(outputs).compiled:
+            cache = None if kind == 0 else const_cache if kind == 1 else memo
+            if cache is not None and all(o in cache for o in outs if o):
+                for o in outs:
                     if o:
                         env[o] = cache[o]
             else:
                 try:
-                    vals = [env[x] if x else None for x in s.inputs]
+                    vals = [env[x] if x else None for x in ins]
                 except KeyError as exc:
-                    raise GoldenError(f"{s.label}: input {exc.args[0]!r} has no value") from None
+                    raise GoldenError(f"{label}: input {exc.args[0]!r} has no value") from None
                 try:
-                    res = s.run(vals)
+                    res = run(vals)
                 except QpassError:
                     raise
                 except Exception as exc:  # noqa: BLE001 - one line naming the node
                     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise GoldenError(f"{s.label} failed: {msg}") from exc
-                for o, v in zip(s.outputs, res):
+                    raise GoldenError(f"{label} failed: {msg}") from exc
+                for o, v in zip(outs, res):
                     if o:
-                        env[o] = np.asarray(v)
+                        if type(v) is not np.ndarray:
+                            v = np.asarray(v)
+                        env[o] = v
                         if cache is not None:
-                            cache[o] = env[o]
+                            cache[o] = v
             for name in free:
-                if name not in self.initializers:
-                    env.pop(name, None)
+                env.pop(name, None)
         return {o: env[o] for o in outputs}
 
     # ------------------------------------------------------------------ introspection

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numerics import fma32
+from .numerics import fma32, horner32, tiny_nonzero
 
 F32 = np.float32
 
@@ -34,10 +34,7 @@ _TANH = tuple(F32(v) for v in (
 
 
 def _horner(v2: np.ndarray, coeffs) -> np.ndarray:
-    acc = fma32(v2, coeffs[0], coeffs[1])
-    for c in coeffs[2:]:
-        acc = fma32(acc, v2, c)
-    return acc
+    return horner32(v2, coeffs)
 
 
 def _odd_over_even(x, table, split: int) -> np.ndarray:
@@ -72,24 +69,57 @@ def _strides(n: int, k: int) -> int:
     return stride_k
 
 
-def _fma_chain(a: np.ndarray, bk: np.ndarray, k0: int, k1: int) -> np.ndarray:
+def _min_exponent(v: np.ndarray) -> int:
+    """The binary exponent of the smallest nonzero |v| (0 when v has no nonzero element)."""
+    nz = np.abs(v[v != 0])
+    return int(np.frexp(nz.min())[1]) - 1 if nz.size else 0
+
+
+def _fma_chain(a: np.ndarray, bk: np.ndarray, k0: int, k1: int, block: int = 1 << 16) -> np.ndarray:
+    """:func:`_fma_rows` over blocks of rows of ``a`` whose working arrays (``block`` outputs) stay in cache."""
+    rows = max(1, block // max(1, bk.shape[1]))
+    if a.shape[0] <= rows:
+        return _fma_rows(a, bk, k0, k1)
+    return np.concatenate([_fma_rows(a[i:i + rows], bk, k0, k1) for i in range(0, a.shape[0], rows)])
+
+
+def _fma_rows(a: np.ndarray, bk: np.ndarray, k0: int, k1: int) -> np.ndarray:
     """Per output, ``acc = fma(a[m, k], b[k, n], acc)`` for k in [k0, k1) from acc = 0. Each step is the float64
     sum of the exact product and acc rounded to float32, which is the single rounding of the FMA except where
-    that sum sits exactly half way between two float32 (or in their subnormal range, zero aside): those go through
-    ``numerics.fma32``."""
+    that sum sits exactly half way between two float32 (low 29 significand bits 1000...0) or in their subnormal
+    range: those outputs are marked and their chains recomputed with ``numerics.fma32`` at the end. Every value
+    of the chain is a multiple of 2^(ea + eb - 46) (ea, eb: exponents of the smallest nonzero |a|, |b|), so when
+    that is at least 2^-125 no sum can be float32-subnormal and only the midpoints are checked."""
+    a, bk = a[:, k0:k1], bk[k0:k1]
     a64 = a.astype(np.float64)
     b64 = bk.astype(np.float64)
-    acc = np.zeros((a.shape[0], bk.shape[1]), np.float64)
-    for k in range(k0, k1):
-        s = a64[:, k:k + 1] * b64[k:k + 1, :] + acc
-        r = s.astype(F32)
-        bad = ((s.view(np.int64) & 0x1FFFFFFF) == 0x10000000) | ((np.abs(s) < 2.0 ** -125) & (s != 0))
-        if np.any(bad):
-            at = np.nonzero(bad)
-            r[at] = fma32(np.broadcast_to(a[:, k:k + 1], s.shape)[at], np.broadcast_to(bk[k:k + 1, :], s.shape)[at],
-                          acc[at].astype(F32))
-        acc = r.astype(np.float64)
-    return acc.astype(F32)
+    shape = (a.shape[0], bk.shape[1])
+    acc, s = np.zeros(shape, F32), np.empty(shape, np.float64)
+    bits, low = s.view(np.int64), np.empty(shape, np.int64)
+    worst = np.full(shape, _LOW29, np.int64)  # min over the steps of (bits ^ half) & low29: 0 marks a midpoint
+    tiny = None if _min_exponent(a) + _min_exponent(bk) - 46 >= -125 else np.zeros(shape, bool)
+    for k in range(k1 - k0):
+        np.multiply(a64[:, k:k + 1], b64[k:k + 1, :], out=s)
+        s += acc
+        np.bitwise_xor(bits, _HALF29, out=low)
+        low &= _LOW29
+        np.minimum(worst, low, out=worst)
+        if tiny is not None:
+            tiny |= tiny_nonzero(bits)
+        np.copyto(acc, s, casting="same_kind")
+    bad = worst == 0
+    if tiny is not None:
+        bad |= tiny
+    if np.any(bad):
+        at = np.nonzero(bad)
+        r = np.zeros(len(at[0]), F32)
+        for k in range(k1 - k0):
+            r = fma32(a[at[0], k], bk[k, at[1]], r)
+        acc[at] = r
+    return acc
+
+
+_LOW29, _HALF29 = np.int64((1 << 29) - 1), np.int64(1 << 28)
 
 
 def _m1(a: np.ndarray, b: np.ndarray, c: np.ndarray | None) -> np.ndarray:
@@ -159,10 +189,7 @@ def _sum_exp_terms(v: np.ndarray) -> np.ndarray:
     m = fma32(log2r, v, bias) - bias
     v = fma32(m, log2hi, v)
     v = fma32(m, log2lo, v)
-    p = np.full(v.shape, poly[0], F32)
-    for c in poly[1:]:
-        p = fma32(p, v, c)
-    p = fma32(p, v, poly[-1])
+    p = horner32(v, poly[1:] + poly[-1:], first=np.full(v.shape, poly[0], F32))
     return np.ldexp(p, m.astype(np.int32)).astype(F32)  # VSCALEFPS: exact scaling by 2^m
 
 

@@ -52,7 +52,93 @@ def rne(x: np.ndarray) -> np.ndarray:
 
 
 def fma32(a, b, c) -> np.ndarray:
-    """float32 fused multiply-add ``round32(a*b + c)`` with one rounding, exactly like the FMA3 instruction."""
+    """float32 fused multiply-add ``round32(a*b + c)`` with one rounding (AVX2 ``vfmadd``): the float64 sum of the
+    exact product rounds to float32 correctly except when it sits exactly half way between two float32 neighbours
+    (low 29 significand bits 1000...0, or a float32-subnormal result); only those few elements are redone with
+    the TwoSum correction (``_fma32_twosum``)."""
+    a64 = np.asarray(a, F32).astype(F64)
+    b64 = np.asarray(b, F32).astype(F64)
+    c64 = np.asarray(c, F32).astype(F64)
+    s = a64 * b64  # exact: 24 + 24 significant bits fit in 53
+    s += c64
+    r = s.astype(F32)
+    maybe = (s.view(I64) & _LOW29) == _HALF29
+    tiny = np.abs(s) < _TINY
+    tiny &= s != 0  # an exact zero: p + c == 0 has no rounding
+    maybe |= tiny
+    if np.any(maybe):
+        if r.ndim == 0:
+            return _fma32_twosum(a64, b64, c64)
+        idx = np.nonzero(maybe)
+        sub = [np.broadcast_to(v, s.shape)[idx] for v in (a64, b64, c64)]
+        r[idx] = _fma32_twosum(*sub)
+    return r
+
+
+_LOW29, _HALF29, _TINY = np.int64((1 << 29) - 1), np.int64(1 << 28), 2.0 ** -125
+
+
+def horner32(x, coeffs, first=None) -> np.ndarray:
+    """Horner's rule with one float32 rounding per multiply-add (FMA3), as MLAS evaluates its polynomials:
+    ``acc = fma(x, coeffs[0], coeffs[1])`` then ``acc = fma(acc, x, c)`` for the rest (with ``first``, an array:
+    ``acc = first`` then ``acc = fma(acc, x, c)`` for every c). Each step is the float64 sum of the exact product
+    rounded once to float32; a step that lands half way between two float32 (or in their subnormal range) marks
+    its elements, which are recomputed step by step with ``fma32`` at the end (rare)."""
+    x = np.asarray(x, F32)
+    if x.ndim == 0:
+        return horner32(x.reshape(1), coeffs, None if first is None else np.reshape(first, 1)).reshape(())
+    x64 = x.astype(F64)
+    if first is None:
+        s = x64 * F64(coeffs[0])
+        s += F64(coeffs[1])
+        rest = coeffs[2:]
+    else:
+        s = np.asarray(first, F32).astype(F64)
+        rest = coeffs
+    bad = suspect(s)
+    acc = s.astype(F32)
+    for c in rest:
+        s = acc.astype(F64)
+        s *= x64
+        s += F64(c)
+        bad |= suspect(s)
+        acc = s.astype(F32)
+    if np.any(bad):
+        at = np.nonzero(np.broadcast_to(bad, acc.shape))
+        xs = np.broadcast_to(x, acc.shape)[at]
+        if first is None:
+            a = fma32(xs, coeffs[0], coeffs[1])
+        else:
+            a = np.broadcast_to(np.asarray(first, F32), acc.shape)[at]
+        for c in rest:
+            a = fma32(a, xs, c)
+        acc[at] = a
+    return acc
+
+
+def suspect(s: np.ndarray) -> np.ndarray:
+    """float64 sums whose rounding to float32 may differ from the fused one: exact float32 midpoints (low 29
+    significand bits 1000...0) and nonzero values in the float32 subnormal range."""
+    bits = s.view(I64)
+    bad = (bits & _LOW29) == _HALF29
+    bad |= tiny_nonzero(bits)
+    return bad
+
+
+def tiny_nonzero(bits: np.ndarray) -> np.ndarray:
+    """0 < |s| < 2^-125 for the int64 view ``bits`` of float64 values (the magnitude bits minus one, unsigned,
+    below those of 2^-125 minus one: zero wraps around to the top)."""
+    mag = bits & _MAG
+    mag -= 1
+    return mag.view(np.uint64) < _TINY_BITS
+
+
+_MAG = np.int64(0x7FFFFFFFFFFFFFFF)
+_TINY_BITS = np.uint64(np.float64(2.0 ** -125).view(np.int64) - 1)
+
+
+def _fma32_twosum(a, b, c) -> np.ndarray:
+    """``fma32`` for every element: float64 sum plus a TwoSum correction of the double rounding at midpoints."""
     a64 = np.asarray(a, F32).astype(F64)
     b64 = np.asarray(b, F32).astype(F64)
     c64 = np.asarray(c, F32).astype(F64)

@@ -29,14 +29,22 @@ def dynamic_quantize_linear(node, x):
     return quantize_linear(x, scale, zp, np.uint8, None), np.asarray(scale, F32), np.asarray(zp, np.uint8)
 
 
-def quantized_gemm(a: np.ndarray, wq: np.ndarray, w_scale, w_zero_point) -> np.ndarray:
-    """a (M, K) float32 @ int8/uint8 weights (K, N) as onnxruntime's recurrent kernels compute it: ``a``
-    quantised dynamically to uint8, an exact integer product, scaled by a_scale * w_scale (per tensor or per
-    column) in float32."""
+def quantized_gemm(a: np.ndarray, w64: np.ndarray, w_scale) -> np.ndarray:
+    """a (M, K) float32 @ 8-bit weights as onnxruntime's recurrent kernels compute it: ``a`` quantised dynamically
+    to uint8, an exact integer product with ``w64`` (K, N: the weight codes minus their zero points, ``_centred``),
+    scaled by a_scale * w_scale (per tensor or per column) in float32."""
     a_scale, a_zp = dynamic_quant_params(a)
     aq = quantize_linear(a, a_scale, a_zp, np.uint8, None)
-    acc = (aq.astype(np.float64) - float(a_zp)) @ (wq.astype(np.float64) - np.asarray(w_zero_point, np.float64))
-    return acc.astype(F32) * (a_scale * np.asarray(w_scale, F32)).astype(F32)  # exact below 2**53 (8-bit codes)
+    acc = (aq.astype(w64.dtype) - w64.dtype.type(a_zp)) @ w64  # exact integers (see _centred)
+    return acc.astype(F32) * (a_scale * np.asarray(w_scale, F32)).astype(F32)
+
+
+def _centred(codes: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
+    """Weight codes (K, N) minus their zero points (per tensor or per column), once per node call: float32 when
+    every partial sum of K products of 8-bit codes (|.| <= 255) stays below 2^24 (exact in any order), else
+    float64 (exact below 2^53)."""
+    dt = F32 if codes.shape[0] * 255 * 255 < 2 ** 24 else np.float64
+    return (codes.astype(np.float64) - np.asarray(zero_point, np.float64)).astype(dt)
 
 
 @register("DynamicQuantizeLSTM", domain="com.microsoft", check=check_recurrent)
@@ -49,7 +57,11 @@ def dynamic_quantize_lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=
     ws, wz, rs, rz = (np.asarray(v).reshape(d, -1) for v in (w_scale, w_zero_point, r_scale, r_zero_point))
 
     def products(k):
-        return (lambda a: quantized_gemm(a, w[k], ws[k], wz[k]),
-                lambda h, lo, hi: quantized_gemm(h, r[k], rs[k], rz[k])[:, lo:hi])
+        w64, r64, rsk = _centred(w[k], wz[k]), _centred(r[k], rz[k]), rs[k]
+
+        def recurrent(h, lo, hi):  # only the gate columns asked for (the scales and zero points are per column)
+            return quantized_gemm(h, r64[:, lo:hi], rsk if rsk.size == 1 else rsk[lo:hi])
+
+        return (lambda a: quantized_gemm(a, w64, ws[k]), recurrent)
 
     return run_recurrent(node, np.asarray(x, F32), r.shape[1], b, lens, h0, c0, p, products)

@@ -12,7 +12,7 @@ import numpy as np
 
 from qpass.ops.common import int_bounds
 from ..numerics import F32, F64, I64, apply_acc_width, int_range, requantize_mlas
-from ..numerics import fma32 as numerics_fma32
+from ..numerics import fma32  # noqa: F401  (re-exported for the integer kernels)
 from .planning import QOut
 
 
@@ -157,33 +157,6 @@ def saturate(v: np.ndarray, dtype, shift: int) -> np.ndarray:
     """Round half to even and clamp to ``dtype`` (to uint8 and back when ``shift`` is the int8 -> uint8 128)."""
     lo, hi = int_range(np.uint8 if shift else dtype)  # shift: computed in the uint8 domain
     return (np.clip(rne_i(v), lo, hi) - shift).astype(dtype)
-
-
-def fma32(a, b, c) -> np.ndarray:
-    """float32 fused multiply-add ``round32(a*b + c)`` with one rounding (AVX2 ``vfmadd``): the float64 sum of the
-    exact product rounds to float32 correctly except when it sits exactly half way between two float32 neighbours
-    (low 29 significand bits 1000...0, or a float32-subnormal result); only those few elements are redone by
-    ``numerics.fma32``'s TwoSum correction."""
-    a64 = np.asarray(a, F32).astype(F64)
-    b64 = np.asarray(b, F32).astype(F64)
-    c64 = np.asarray(c, F32).astype(F64)
-    s = a64 * b64  # exact: 24 + 24 significant bits fit in 53
-    s = s + c64
-    r = s.astype(F32)
-    maybe = (s.view(I64) & _LOW29) == _HALF29
-    tiny = np.abs(s) < _TINY
-    tiny &= s != 0  # an exact zero: p + c == 0 has no rounding
-    maybe |= tiny
-    if np.any(maybe):
-        if r.ndim == 0:
-            return numerics_fma32(a64, b64, c64)
-        idx = np.nonzero(maybe)
-        sub = [np.broadcast_to(v, s.shape)[idx] for v in (a64, b64, c64)]
-        r[idx] = numerics_fma32(*sub)
-    return r
-
-
-_LOW29, _HALF29, _TINY = np.int64((1 << 29) - 1), np.int64(1 << 28), 2.0 ** -125
 
 
 def rne_i(v: np.ndarray) -> np.ndarray:
