@@ -18,6 +18,7 @@ from onnx import numpy_helper
 
 from qpass.ir.graph import consumers, main_opset, producers, topo_sort_nodes
 from .normalize import upgrade_opset
+from .weight_only import float_weights_where_unfused
 
 #: activations quantize_qdq folds into their producer's output quantizer (``plan``: Relu, Clip(0, m))
 FUSED = ("Relu", "Clip")
@@ -69,6 +70,7 @@ def widen(model: onnx.ModelProto, tensors: set[str]) -> onnx.ModelProto | None:
     for vi in list(m.graph.value_info) + list(m.graph.output):
         if vi.name in types:
             vi.type.tensor_type.elem_type = types[vi.name]
+    float_weights_where_unfused(m)  # a 16-bit MatMul / Gemm: onnxruntime would compute it on 8 bits
     return m
 
 
@@ -136,6 +138,7 @@ def bypass(model: onnx.ModelProto, tensors: set[str], float_model: onnx.ModelPro
                 n.output[:] = [name if o == float_name else o for o in n.output]
                 n.input[:] = [name if x == float_name else x for x in n.input]
     topo_sort_nodes(m.graph)
+    float_weights_where_unfused(m)  # a float MatMul / Gemm: onnxruntime would quantize its input to int8
     return m
 
 

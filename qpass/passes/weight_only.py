@@ -1,0 +1,86 @@
+"""Float weights for MatMul / Gemm layers whose activation is not 8-bit quantized (float or 16-bit).
+
+onnxruntime 1.32 rewrites, at session load, every ``DequantizeLinear(constant 2/4/8-bit weight) -> MatMul / Gemm``
+whose other input is not an 8-bit quantized activation into ``com.microsoft::MatMulNBits(accuracy_level=4)``, which
+quantizes the activation per block to int8 on the fly (checked: float input, 16-bit Q/DQ input, MatMul and Gemm).
+The file then no longer computes the model it describes (a 16-bit activation is computed on 8 bits; the reference
+interpreter and onnxruntime differ by up to 0.6 on paraphrase-minilm) -- so such a layer gets its weight as a float32
+initializer holding exactly the DequantizeLinear values ``(q - zero_point) * scale`` (what the layer computed),
+which onnxruntime runs in its float kernel. 8-bit-activation layers keep the integer form (QLinearMatMul / QGemm);
+blocked (``block_size``) weights are left as they are.
+"""
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from qpass.ir.graph import node_inputs, producers
+
+#: the layers onnxruntime's DequantizeLinear -> MatMulNBits rewrite matches
+LAYERS = ("MatMul", "Gemm")
+#: code types of an 8-bit quantized activation (a layer reading one is fused into an integer kernel instead)
+EIGHT_BIT = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
+
+
+def dequantized(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
+    """``DequantizeLinear``'s float32 values: ``(q - zp) * scale``, per tensor or along ``axis``."""
+    shape = [1] * q.ndim
+    if scale.ndim == 1:
+        shape[axis % q.ndim] = scale.size
+    diff = q.astype(np.int64) - (np.zeros((), np.int64) if zp is None else zp.astype(np.int64).reshape(shape))
+    return (diff.astype(np.float32) * scale.astype(np.float32).reshape(shape)).astype(np.float32)
+
+
+def _constant_dq(node: onnx.NodeProto | None, inits: dict) -> bool:
+    return (node is not None and node.op_type == "DequantizeLinear" and node.domain in ("", "ai.onnx")
+            and all(x in inits for x in node.input if x)
+            and not any(a.name == "block_size" and a.i for a in node.attribute))
+
+
+def _eight_bit_activation(name: str, prod: dict, inits: dict) -> bool:
+    dq = prod.get(name)
+    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or dq.input[2] not in inits:
+        return False
+    return inits[dq.input[2]].data_type in EIGHT_BIT
+
+
+def float_weights_where_unfused(m: onnx.ModelProto) -> int:
+    """Give ``m`` (in place) float32 weights on every MatMul / Gemm whose weight is a constant DequantizeLinear
+    and whose activation is not 8-bit quantized; returns how many layers changed."""
+    inits = {i.name: i for i in m.graph.initializer}
+    prod = producers(m.graph)
+    changed = 0
+    for n in m.graph.node:
+        if n.op_type not in LAYERS or n.domain not in ("", "ai.onnx") or len(n.input) < 2:
+            continue
+        dq = prod.get(n.input[1])
+        if not _constant_dq(dq, inits) or _eight_bit_activation(n.input[0], prod, inits):
+            continue
+        arrays = [numpy_helper.to_array(inits[x]) if x else None for x in list(dq.input) + [""] * (3 - len(dq.input))]
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        name = dq.output[0] + "_float"
+        if name not in inits:
+            value = dequantized(arrays[0], arrays[1], arrays[2], axis)
+            inits[name] = numpy_helper.from_array(value, name)
+            m.graph.initializer.append(inits[name])
+        n.input[1] = name
+        changed += 1
+    if changed:
+        _drop_unread(m)
+    return changed
+
+
+def _drop_unread(m: onnx.ModelProto) -> None:
+    """Remove the weight DequantizeLinear nodes and initializers nothing reads any more."""
+    outs = {o.name for o in m.graph.output}
+    read = {x for n in m.graph.node for x in node_inputs(n)}
+    dead = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in read
+            and n.output[0] not in outs]
+    for n in dead:
+        m.graph.node.remove(n)
+    read = {x for n in m.graph.node for x in node_inputs(n)} | outs | {i.name for i in m.graph.input}
+    keep = [i for i in m.graph.initializer if i.name in read]
+    if len(keep) < len(m.graph.initializer):
+        del m.graph.initializer[:]
+        m.graph.initializer.extend(keep)
