@@ -39,10 +39,12 @@ def _constant_dq(node: onnx.NodeProto | None, inits: dict) -> bool:
 
 
 def _eight_bit_activation(name: str, prod: dict, inits: dict) -> bool:
+    """The activation is a DequantizeLinear output whose codes are not 16- or 32-bit (no zero point: uint8)."""
     dq = prod.get(name)
-    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 3 or dq.input[2] not in inits:
+    if dq is None or dq.op_type != "DequantizeLinear":
         return False
-    return inits[dq.input[2]].data_type in EIGHT_BIT
+    zp = inits.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
+    return zp is None or zp.data_type in EIGHT_BIT
 
 
 def float_weights_where_unfused(m: onnx.ModelProto) -> int:
