@@ -256,20 +256,11 @@ def latency(paths: dict[str, Path], feed: dict, threads: int, repeats: int, budg
     """Seconds per call of each model at THREADS intra-op threads (an array per model), runs interleaved
     (machine noise hits all alike), after a warm-up; as many rounds as REPEATS allows within BUDGET seconds
     (at least 5)."""
+    from qpass.ir.ort_session import interleaved_times
+
     sessions = {k: tasks.session(p, threads=threads) for k, p in paths.items()}
-    for s in sessions.values():
-        for _ in range(5):
-            s.run(None, feed)
-    t0 = time.perf_counter()
-    for s in sessions.values():
-        s.run(None, feed)
-    rounds = int(min(repeats, max(5, budget / max(time.perf_counter() - t0, 1e-6))))
-    times = {k: [] for k in sessions}
-    for _ in range(rounds):
-        for k, s in sessions.items():
-            t = time.perf_counter()
-            s.run(None, feed)
-            times[k].append(time.perf_counter() - t)
+    times = interleaved_times(sessions, feed, warmup=5, budget_s=budget, min_rounds=5, max_rounds=repeats)
+    rounds = len(next(iter(times.values())))
     return {k: np.asarray(v) for k, v in times.items()}, rounds
 
 

@@ -41,15 +41,20 @@ def test_candidates_are_inside_the_observed_range_and_contain_zero():
     assert cands["percentile 99.9"][1] < 10  # the outliers are 0.02% of the values
 
 
-def test_consumer_output_error_picks_clipping_where_the_outlier_does_not_matter():
-    """The outlier channel is multiplied by ~0: clipping it costs nothing at the output, and the finer grid wins."""
+def _outlier_case():
+    """A Gemm whose input channel 0 has heavy-tailed outliers and a ~0 weight row, its input and the range
+    candidates of that input."""
     w = RNG.standard_normal((64, 8)).astype(np.float32)
     w[0] = 1e-4
-    m = _gemm_model(w)
     x = _heavy_tail(64)
     ob = PercentileObserver()
     ob.update(x)
-    cands = histogram_candidates(ob.lo, ob.hi, ob, 8)
+    return w, _gemm_model(w), x, histogram_candidates(ob.lo, ob.hi, ob, 8)
+
+
+def test_consumer_output_error_picks_clipping_where_the_outlier_does_not_matter():
+    """The outlier channel is multiplied by ~0: clipping it costs nothing at the output, and the finer grid wins."""
+    w, m, x, cands = _outlier_case()
     runner = ConsumerRunner(m, elem_types(m))
     c = choose_range(runner, "x", cands, [{"x": v} for v in x], "uint8")
     assert c.method != "minmax" and c.gain_db > 10
@@ -180,13 +185,7 @@ def test_min_max_calibration_gets_percentiles_from_the_captured_samples_and_a_gr
 def test_samples_scored_as_one_batch_give_the_per_sample_choice(monkeypatch):
     from qpass.analysis import range_choice
 
-    w = RNG.standard_normal((64, 8)).astype(np.float32)
-    w[0] = 1e-4
-    m = _gemm_model(w)
-    x = _heavy_tail(64)
-    ob = PercentileObserver()
-    ob.update(x)
-    cands = histogram_candidates(ob.lo, ob.hi, ob, 8)
+    w, m, x, cands = _outlier_case()
     samples = [{"x": v} for v in x]
     batched = choose_range(ConsumerRunner(m, elem_types(m)), "x", cands, samples, "uint8")
     assert range_choice._stacked(ConsumerRunner(m, elem_types(m)), [m.graph.node[0]], "x", samples,

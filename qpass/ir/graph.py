@@ -112,6 +112,25 @@ def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     return out
 
 
+def drop_unread(m: onnx.ModelProto, op_types: tuple[str, ...] = ("QuantizeLinear", "DequantizeLinear")) -> None:
+    """Remove (in place) nodes of ``op_types`` whose outputs nothing reads, until none is left, then the
+    initializers nothing reads (subgraph captures and graph outputs count as reads)."""
+    outs = {o.name for o in m.graph.output}
+    while True:
+        readers = consumers(m.graph)
+        dead = [n for n in m.graph.node if n.op_type in op_types
+                and not any(readers.get(o) or o in outs for o in n.output)]
+        if not dead:
+            break
+        for n in dead:
+            m.graph.node.remove(n)
+    used = {x for n in m.graph.node for x in node_inputs(n)} | outs | {v.name for v in m.graph.input}
+    keep = [i for i in m.graph.initializer if i.name in used]
+    if len(keep) < len(m.graph.initializer):
+        del m.graph.initializer[:]
+        m.graph.initializer.extend(keep)
+
+
 def op_histogram(graph: onnx.GraphProto) -> dict[str, int]:
     hist: dict[str, int] = defaultdict(int)
     for n in graph.node:

@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
-from qpass.ir.graph import consumers, node_inputs, producers, topo_sort_nodes
+from qpass.ir.graph import drop_unread, producers, topo_sort_nodes
 from qpass.ir.ort_session import OrtError
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
@@ -130,7 +130,7 @@ def to_dynamic(model: onnx.ModelProto, names: set[str], float_model: onnx.ModelP
             new.append(helper.make_node("Add", [tag + "_dyn_y", _float_bias(m, bias)], [y], name=tag + "_dyn_bias"))
         m.graph.node.remove(node)
         m.graph.node.extend(new)
-    _drop_dead_qdq(m)
+    drop_unread(m)  # the quantizers whose readers went dynamic, and the static weights' codes and scales
     topo_sort_nodes(m.graph)
     return m
 
@@ -151,27 +151,6 @@ def _float_bias(m: onnx.ModelProto, bias: str) -> str:
     if name not in inits:
         m.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
     return name
-
-
-def _drop_dead_qdq(m: onnx.ModelProto) -> None:
-    """Remove Q / DQ nodes nothing reads any more (an activation quantizer whose only reader went dynamic), then
-    the initializers nothing reads."""
-    outs = {o.name for o in m.graph.output}
-    while True:
-        readers = consumers(m.graph)
-        dead = [n for n in m.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                and not readers.get(n.output[0]) and n.output[0] not in outs]
-        if not dead:
-            break
-        for n in dead:
-            m.graph.node.remove(n)
-    # the static weights' codes, scales and zero points: nothing reads them now (a second copy of the weight)
-    used = {x for n in m.graph.node for x in node_inputs(n)}
-    used |= {v.name for v in list(m.graph.output) + list(m.graph.input)}
-    keep = [i for i in m.graph.initializer if i.name in used]
-    if len(keep) < len(m.graph.initializer):
-        del m.graph.initializer[:]
-        m.graph.initializer.extend(keep)
 
 
 class ChooseDynamic(Pass):

@@ -11,25 +11,16 @@ blocked (``block_size``) weights are left as they are.
 """
 from __future__ import annotations
 
-import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from qpass.ir.graph import node_inputs, producers
+from qpass.ir.graph import drop_unread, producers
+from qpass.reference.numerics import dequantize_linear
 
 #: the layers onnxruntime's DequantizeLinear -> MatMulNBits rewrite matches
 LAYERS = ("MatMul", "Gemm")
 #: code types of an 8-bit quantized activation (a layer reading one is fused into an integer kernel instead)
 EIGHT_BIT = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
-
-
-def dequantized(q: np.ndarray, scale: np.ndarray, zp: np.ndarray | None, axis: int) -> np.ndarray:
-    """``DequantizeLinear``'s float32 values: ``(q - zp) * scale``, per tensor or along ``axis``."""
-    shape = [1] * q.ndim
-    if scale.ndim == 1:
-        shape[axis % q.ndim] = scale.size
-    diff = q.astype(np.int64) - (np.zeros((), np.int64) if zp is None else zp.astype(np.int64).reshape(shape))
-    return (diff.astype(np.float32) * scale.astype(np.float32).reshape(shape)).astype(np.float32)
 
 
 def _constant_dq(node: onnx.NodeProto | None, inits: dict) -> bool:
@@ -59,30 +50,15 @@ def float_weights_where_unfused(m: onnx.ModelProto) -> int:
         dq = prod.get(n.input[1])
         if not _constant_dq(dq, inits) or _eight_bit_activation(n.input[0], prod, inits):
             continue
-        arrays = [numpy_helper.to_array(inits[x]) if x else None for x in list(dq.input) + [""] * (3 - len(dq.input))]
+        q, scale, zp = (numpy_helper.to_array(inits[x]) if x else None for x in (list(dq.input) + ["", ""])[:3])
         axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
         name = dq.output[0] + "_float"
         if name not in inits:
-            value = dequantized(arrays[0], arrays[1], arrays[2], axis)
+            value = dequantize_linear(q, scale, zp, axis)
             inits[name] = numpy_helper.from_array(value, name)
             m.graph.initializer.append(inits[name])
         n.input[1] = name
         changed += 1
     if changed:
-        _drop_unread(m)
+        drop_unread(m, ("DequantizeLinear",))
     return changed
-
-
-def _drop_unread(m: onnx.ModelProto) -> None:
-    """Remove the weight DequantizeLinear nodes and initializers nothing reads any more."""
-    outs = {o.name for o in m.graph.output}
-    read = {x for n in m.graph.node for x in node_inputs(n)}
-    dead = [n for n in m.graph.node if n.op_type == "DequantizeLinear" and n.output[0] not in read
-            and n.output[0] not in outs]
-    for n in dead:
-        m.graph.node.remove(n)
-    read = {x for n in m.graph.node for x in node_inputs(n)} | outs | {i.name for i in m.graph.input}
-    keep = [i for i in m.graph.initializer if i.name in read]
-    if len(keep) < len(m.graph.initializer):
-        del m.graph.initializer[:]
-        m.graph.initializer.extend(keep)
