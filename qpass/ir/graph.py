@@ -27,6 +27,12 @@ def iter_graphs(graph: onnx.GraphProto):
             yield from iter_graphs(g)
 
 
+def all_nodes(graph: onnx.GraphProto):
+    """Every node of ``graph`` and of the graphs nested in it (If / Loop / Scan bodies)."""
+    for g in iter_graphs(graph):
+        yield from g.node
+
+
 def outer_inputs(graph: onnx.GraphProto) -> set[str]:
     """Names ``graph`` (a subgraph) or any graph nested in it reads from its enclosing scopes."""
     local = {i.name for i in graph.input} | {i.name for i in graph.initializer}

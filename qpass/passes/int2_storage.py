@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from qpass.ir.graph import subgraphs
+from qpass.ir.graph import all_nodes
 
 #: the opset whose Cast / DequantizeLinear read INT2 / UINT2
 INT2_OPSET = 25
@@ -25,14 +25,6 @@ INT2_OPSET = 25
 INT2_IR_VERSION = 11
 INT2_RANGE = (-2, 1)
 ONNX_DOMAINS = ("", "ai.onnx")
-
-
-def all_nodes(g: onnx.GraphProto):
-    """Every node of ``g``, its subgraphs' (If / Loop / Scan bodies) included."""
-    for n in g.node:
-        yield n
-        for _, sub in subgraphs(n):
-            yield from all_nodes(sub)
 
 
 def missing_kernels(op_types, opset: int = INT2_OPSET) -> list[str]:

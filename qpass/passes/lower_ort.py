@@ -22,14 +22,14 @@ import onnx_graphsurgeon as gs
 
 from ..errors import UnsupportedOpError
 from qpass.ir.builder import GraphBuilder
-from qpass.ir.graph import from_gs, main_opset, to_gs
+from qpass.ir.graph import all_nodes, from_gs, main_opset, to_gs
 from qpass.ops import get_op
 from qpass.ops.common import ONNX_DOMAIN, ORDER_ONLY_OPS, QONNX_DOMAINS, QPASS_DOMAIN
 from qpass.ops.qdq import DequantizeLinear, QuantizeLinear
 from qpass.ops.quant import PACKED_OPSET
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
-from .int2_storage import INT2_OPSET, all_nodes, store_int2
+from .int2_storage import INT2_OPSET, store_int2
 from .matmul_nbits import lower_matmul_nbits
 
 CUSTOM_DOMAINS = QONNX_DOMAINS + (QPASS_DOMAIN,)

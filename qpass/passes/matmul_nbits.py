@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .int2_storage import all_nodes
+from qpass.ir.graph import all_nodes
 
 MS_DOMAIN = "com.microsoft"
 ONNX_DOMAINS = ("", "ai.onnx")
