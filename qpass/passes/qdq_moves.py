@@ -18,7 +18,7 @@ from onnx import numpy_helper
 
 from qpass.ir.graph import consumers, main_opset, producers, topo_sort_nodes
 from .normalize import upgrade_opset
-from .weight_only import float_weights_where_unfused
+from .weight_only import code_bytes, float_weights_where_unfused
 
 #: activations quantize_qdq folds into their producer's output quantizer (``plan``: Relu, Clip(0, m))
 FUSED = ("Relu", "Clip")
@@ -147,7 +147,6 @@ def bypass(model: onnx.ModelProto, tensors: set[str], float_model: onnx.ModelPro
 #: instruction), every byte a standalone kernel reads or writes one, every kernel a fixed dispatch overhead
 INT8_MAC, FLOAT_MAC, BYTE, KERNEL = 0.25, 1.0, 1.0, 2.0e4
 MATRIX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
-EIGHT_BIT = (onnx.TensorProto.UINT8, onnx.TensorProto.INT8)
 
 
 def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[str, list[int]]:
@@ -214,12 +213,6 @@ def integer_layers(model: onnx.ModelProto) -> set[tuple]:
                                                    for r in outs)):
             out.add(tuple(n.output))
     return out
-
-
-def code_bytes(n: onnx.NodeProto, inits: dict) -> int:
-    """Bytes per code of a QuantizeLinear / DequantizeLinear (by its zero point's type; none: uint8)."""
-    zp = inits.get(n.input[2]) if len(n.input) > 2 else None
-    return 1 if zp is None or zp.data_type in EIGHT_BIT else 2
 
 
 def graph_cost(model: onnx.ModelProto, dims: dict[str, list[int]]) -> float:

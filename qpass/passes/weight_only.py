@@ -29,13 +29,16 @@ def _constant_dq(node: onnx.NodeProto | None, inits: dict) -> bool:
             and not any(a.name == "block_size" and a.i for a in node.attribute))
 
 
+def code_bytes(n: onnx.NodeProto, inits: dict) -> int:
+    """Bytes per code of a QuantizeLinear / DequantizeLinear (by its zero point's type; none: uint8)."""
+    zp = inits.get(n.input[2]) if len(n.input) > 2 else None
+    return 1 if zp is None or zp.data_type in EIGHT_BIT else 2
+
+
 def _eight_bit_activation(name: str, prod: dict, inits: dict) -> bool:
-    """The activation is a DequantizeLinear output whose codes are not 16- or 32-bit (no zero point: uint8)."""
+    """The activation is a DequantizeLinear output with 8-bit codes."""
     dq = prod.get(name)
-    if dq is None or dq.op_type != "DequantizeLinear":
-        return False
-    zp = inits.get(dq.input[2]) if len(dq.input) > 2 and dq.input[2] else None
-    return zp is None or zp.data_type in EIGHT_BIT
+    return dq is not None and dq.op_type == "DequantizeLinear" and code_bytes(dq, inits) == 1
 
 
 def float_weights_where_unfused(m: onnx.ModelProto) -> int:
