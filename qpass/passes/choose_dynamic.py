@@ -30,6 +30,7 @@ from qpass.ir.ort_session import OrtError
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
 from .qdq_moves import float_sources
+from .weight_only import float_copy
 
 
 @dataclass
@@ -142,15 +143,9 @@ def _float_bias(m: onnx.ModelProto, bias: str) -> str:
     dq = producers(m.graph).get(bias)
     if dq is None or dq.op_type != "DequantizeLinear" or not all(t in inits for t in dq.input if t):
         return bias
-    q, scale = numpy_helper.to_array(inits[dq.input[0]]), numpy_helper.to_array(inits[dq.input[1]])
-    zp = numpy_helper.to_array(inits[dq.input[2]]) if len(dq.input) > 2 and dq.input[2] else np.zeros((), q.dtype)
-    if scale.ndim > 1 or q.ndim > 1:
+    if len(inits[dq.input[0]].dims) > 1 or len(inits[dq.input[1]].dims) > 1:
         return bias
-    value = (q.astype(np.int64) - zp.astype(np.int64)).astype(np.float32) * scale.astype(np.float32)
-    name = bias + "_float"
-    if name not in inits:
-        m.graph.initializer.append(numpy_helper.from_array(value.astype(np.float32), name))
-    return name
+    return float_copy(m, dq, inits)
 
 
 class ChooseDynamic(Pass):

@@ -41,6 +41,18 @@ def _eight_bit_activation(name: str, prod: dict, inits: dict) -> bool:
     return dq is not None and dq.op_type == "DequantizeLinear" and code_bytes(dq, inits) == 1
 
 
+def float_copy(m: onnx.ModelProto, dq: onnx.NodeProto, inits: dict) -> str:
+    """The name of a float32 initializer (``<output>_float``, added to ``m`` and ``inits`` once) holding the values
+    of the constant DequantizeLinear ``dq``."""
+    name = dq.output[0] + "_float"
+    if name not in inits:
+        q, scale, zp = (numpy_helper.to_array(inits[x]) if x else None for x in (list(dq.input) + ["", ""])[:3])
+        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
+        inits[name] = numpy_helper.from_array(dequantize_linear(q, scale, zp, axis), name)
+        m.graph.initializer.append(inits[name])
+    return name
+
+
 def float_weights_where_unfused(m: onnx.ModelProto) -> int:
     """Give ``m`` (in place) float32 weights on every MatMul / Gemm whose weight is a constant DequantizeLinear
     and whose activation is not 8-bit quantized; returns how many layers changed."""
@@ -53,14 +65,7 @@ def float_weights_where_unfused(m: onnx.ModelProto) -> int:
         dq = prod.get(n.input[1])
         if not _constant_dq(dq, inits) or _eight_bit_activation(n.input[0], prod, inits):
             continue
-        q, scale, zp = (numpy_helper.to_array(inits[x]) if x else None for x in (list(dq.input) + ["", ""])[:3])
-        axis = next((a.i for a in dq.attribute if a.name == "axis"), 1)
-        name = dq.output[0] + "_float"
-        if name not in inits:
-            value = dequantize_linear(q, scale, zp, axis)
-            inits[name] = numpy_helper.from_array(value, name)
-            m.graph.initializer.append(inits[name])
-        n.input[1] = name
+        n.input[1] = float_copy(m, dq, inits)
         changed += 1
     if changed:
         drop_unread(m, ("DequantizeLinear",))
