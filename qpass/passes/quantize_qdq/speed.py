@@ -41,7 +41,7 @@ def widen_single_channel(graph: gs.Graph, b, ranges: dict, quantizable) -> dict:
     out = {}
     for node in list(graph.nodes):
         d = _dims(node)
-        if d is None or d != (1, 1, d[2]) or d[2] <= MAX_DEPTHWISE_WINDOW or int(node.attrs.get("group", 1)) != 1 \
+        if d is None or d[:2] != (1, 1) or d[2] <= MAX_DEPTHWISE_WINDOW or int(node.attrs.get("group", 1)) != 1 \
                 or node.outputs[0].name not in ranges or not quantizable(node):
             continue
         w = np.asarray(node.inputs[1].values)
@@ -113,11 +113,8 @@ def slow_convs(graph: gs.Graph, planned: set, data_movement, activations) -> dic
     for node in graph.nodes:
         if node.name not in planned:
             continue
-        why = None
-        if slow_if_isolated(node) \
-                and _float_source(node.inputs[0], planned, data_movement) \
+        why = slow_if_isolated(node)
+        if why and _float_source(node.inputs[0], planned, data_movement) \
                 and _float_readers(node.outputs[0], graph, planned, activations):
-            why = slow_if_isolated(node)
-        if why:
             out[node.name] = why
     return out
