@@ -14,7 +14,7 @@ RNG = np.random.default_rng(3)
 D, H = 32, 24
 
 
-def _mlp(layers=2):
+def _mlp(layers=2, rows=1):
     """x -> MatMul -> Relu -> MatMul -> y (or x -> MatMul -> y): matrix products on activations."""
     w1 = numpy_helper.from_array((RNG.standard_normal((D, H if layers == 2 else 8)) / 5).astype(np.float32), "w1")
     w2 = numpy_helper.from_array((RNG.standard_normal((H, 8)) / 5).astype(np.float32), "w2")
@@ -22,8 +22,8 @@ def _mlp(layers=2):
              helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")]
     if layers == 1:
         nodes, w2 = [helper.make_node("MatMul", ["x", "w1"], ["y"], name="mm1")], None
-    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, D])],
-                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [w for w in (w1, w2) if w])
+    g = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [rows, D])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [rows, 8])], [w for w in (w1, w2) if w])
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -43,7 +43,7 @@ def _fixed(n):
 def _run(x, layers=2):
     m = _mlp(layers)
     s = bind_samples({"x": x}, m)
-    res = qpass.optimize(m, calib=s, overrides={"choose_dynamic": {"min_weight_elements": 0}})
+    res = qpass.optimize(m, calib=s, overrides={"choose_dynamic": {"min_weight_elements": 0, "min_rows": 1}})
     return m, s, res
 
 
@@ -101,5 +101,21 @@ def test_small_layers_keep_static_ranges_by_default():
     assert res.report.results["choose_dynamic"]["dynamic"] == []
     # the same two layers do go dynamic when the size rule is lifted (so the rule, not the ranges, decided)
     lifted = qpass.optimize(m, calib=bind_samples({"x": _varying(48)}, m),
-                            overrides={"choose_dynamic": {"min_weight_elements": 0}})
+                            overrides={"choose_dynamic": {"min_weight_elements": 0, "min_rows": 1}})
     assert lifted.report.results["choose_dynamic"]["dynamic"]
+
+
+def test_single_row_inputs_keep_static_ranges_by_default():
+    """The row rule (oww-alexa's 1 x 1536 Gemm): a one-row input keeps its static range even where run-time ranges
+    would be closer to float; the same layers on three rows per call go dynamic."""
+    x = _varying(48)
+    one = _mlp()
+    res = qpass.optimize(one, calib=bind_samples({"x": x}, one), overrides={"choose_dynamic": {"min_weight_elements": 0}})
+    assert res.report.results["choose_dynamic"]["dynamic"] == []
+    assert "of >= 2 rows" in res.report.results["choose_dynamic"]["skipped"]
+    three = _mlp(rows=3)
+    x3 = np.repeat(x, 3, axis=1) * np.float32([[[1.0]], [[0.5]], [[-1.0]]]).reshape(1, 3, 1)
+    res3 = qpass.optimize(three, calib=bind_samples({"x": x3}, three),
+                          overrides={"choose_dynamic": {"min_weight_elements": 0}})
+    assert res3.report.results["choose_dynamic"]["dynamic"]
+    assert any(n.op_type == "DynamicQuantizeLinear" for n in res3.model.graph.node)

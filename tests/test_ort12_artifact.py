@@ -1,0 +1,74 @@
+"""The ``--backend ort`` artifact is written without the inferred value_info of intermediate tensors: onnxruntime
+infers the same types at load, so the file only shrinks (``qpass.backends.ort``)."""
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnx import TensorProto, helper
+
+import qpass
+from qpass.backends.ort import artifact
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+def _run(model_or_path, x):
+    src = model_or_path.SerializeToString() if isinstance(model_or_path, onnx.ModelProto) else str(model_or_path)
+    s = ort.InferenceSession(src, providers=["CPUExecutionProvider"])
+    return s.run(None, {s.get_inputs()[0].name: x})
+
+
+def test_saved_default_output_has_no_intermediate_value_info_and_computes_the_same(quantized_digits, tmp_path):
+    res = quantized_digits("digits_cnn")
+    held = len(res.model.graph.value_info)
+    assert held > 0  # the pipeline's verification leaves the inferred types on the in-memory model
+    out = qpass.save(res.model, tmp_path / "cnn.int8.onnx")
+    saved = onnx.load(out)
+    assert len(saved.graph.value_info) == 0
+    assert len(res.model.graph.value_info) == held  # the result itself is not changed
+    assert [i.name for i in saved.graph.input] == [i.name for i in res.model.graph.input]
+    assert saved.graph.output == res.model.graph.output  # outputs keep their types and shapes
+    x = np.load(MODELS / "digits_cnn.eval.npz")
+    x = x["input"][0].astype(np.float32)
+    for a, b in zip(_run(res.model, x), _run(out, x)):
+        np.testing.assert_array_equal(a, b)
+    kept = tmp_path / "kept.onnx"
+    onnx.save(res.model, kept)
+    assert out.stat().st_size < kept.stat().st_size
+
+
+def _body_model(domain=""):
+    """An If whose branches hold value_info of their own intermediate tensors."""
+    def branch(name, k):
+        n1 = helper.make_node("Mul", ["x", f"{name}_k"], [f"{name}_t"])
+        n2 = helper.make_node("Relu" if not domain else "Quant", [f"{name}_t"], [f"{name}_y"], domain=domain)
+        g = helper.make_graph([n1, n2], name, [], [helper.make_tensor_value_info(f"{name}_y", TensorProto.FLOAT, [2])],
+                              [helper.make_tensor(f"{name}_k", TensorProto.FLOAT, [1], [k])])
+        g.value_info.append(helper.make_tensor_value_info(f"{name}_t", TensorProto.FLOAT, [2]))
+        return g
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    c = helper.make_tensor_value_info("c", TensorProto.BOOL, [])
+    node = helper.make_node("If", ["c"], ["y"], then_branch=branch("a", 2.0), else_branch=branch("b", -1.0))
+    g = helper.make_graph([node], "g", [x, c], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])])
+    g.value_info.append(helper.make_tensor_value_info("unused_note", TensorProto.FLOAT, [2]))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_bodies_lose_value_info_too_and_the_argument_is_not_changed():
+    m = _body_model()
+    before = m.SerializeToString()
+    out = artifact(m)
+    assert m.SerializeToString() == before
+    assert len(out.graph.value_info) == 0
+    assert all(len(a.g.value_info) == 0 for a in out.graph.node[0].attribute)
+    x = np.array([1.5, -3.0], np.float32)
+    for c in (True, False):
+        s = ort.InferenceSession(out.SerializeToString(), providers=["CPUExecutionProvider"])
+        np.testing.assert_array_equal(s.run(None, {"x": x, "c": np.array(c)})[0],
+                                      np.maximum(x * (2.0 if c else -1.0), 0))
+
+
+def test_a_model_with_an_op_outside_onnxruntime_domains_keeps_its_value_info():
+    m = _body_model(domain="qonnx.custom_op.general")
+    assert artifact(m) is m
