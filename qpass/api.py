@@ -14,7 +14,6 @@ from pathlib import Path
 
 import onnx
 
-from qpass.backends.ort import artifact as ort_artifact
 from qpass.errors import QpassError
 from qpass.ir.model_io import parse_model, save_model
 from qpass.ir.samples import as_samples
@@ -36,7 +35,9 @@ def load(path: str | Path) -> onnx.ModelProto:
 def save(model: onnx.ModelProto, path: str | Path) -> Path:
     """Write ``model`` atomically; a model onnxruntime can run is written without the inferred value_info of its
     intermediate tensors (``qpass.backends.ort.artifact``: onnxruntime infers them again at load)."""
-    return save_model(ort_artifact(model), path)
+    from qpass.backends.ort import artifact  # a backend: imported when saving, not with the lower layers
+
+    return save_model(artifact(model), path)
 
 
 def optimize(model: onnx.ModelProto | str | Path, calib=None, pipeline: str | Pipeline = "default",

@@ -57,6 +57,9 @@ class ChooseDynamicOptions:
     #: layer) are not spread over rows: oww-alexa's 1 x 1536 Gemm ran 0.94 of float dynamic, 0.82 static (static
     #: 37.9 dB, quantize_static 10.3 dB; 1 thread, avx2 avx512f avx512_vnni)
     min_rows: int = 2
+    #: a static MatMul whose output no QuantizeLinear reads becomes MatMulInteger on its calibrated codes (any
+    #: size; ``float_out_matmuls``): onnxruntime runs it in float otherwise
+    static_float_outputs: bool = True
 
 
 def candidates(model: onnx.ModelProto, op_types, min_weight_elements: int = 0,
@@ -122,23 +125,31 @@ def _weight(model, node) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
             np.broadcast_to(scale, (n,)).astype(np.float32))
 
 
-def to_dynamic(model: onnx.ModelProto, names: set[str], float_model: onnx.ModelProto | None) -> onnx.ModelProto:
-    """A copy of the QDQ ``model`` with the candidate nodes ``names`` in dynamic form (module docstring)."""
+def to_dynamic(model: onnx.ModelProto, names: set[str], float_model: onnx.ModelProto | None,
+               static: set[str] = frozenset()) -> onnx.ModelProto:
+    """A copy of the QDQ ``model`` with the candidate nodes ``names`` in dynamic form (module docstring), and the
+    nodes ``static`` in the same integer form on their calibrated input codes (``MatMulInteger`` on the
+    QuantizeLinear's codes and zero point, the product scaled by the calibrated scale times the weight's)."""
     m = onnx.ModelProto()
     m.CopyFrom(model)
-    chosen = [n for n in candidates(m, ("MatMul", "Gemm")) if n.name in names]
-    srcs = float_sources(m, {n.input[0] for n in chosen}, float_model)
+    chosen = [n for n in candidates(m, ("MatMul", "Gemm")) if n.name in names or n.name in static]
+    srcs = float_sources(m, {n.input[0] for n in chosen if n.name in names}, float_model)
+    prod = producers(m.graph)
     done = set()
     for node in chosen:
         w = _weight(m, node)
-        if w is None or node.input[0] not in srcs:
+        if w is None or (node.name in names and node.input[0] not in srcs):
             continue
-        src, tag = srcs[node.input[0]], node.name or node.output[0]
-        xq, xs, xz = src + "_dyn_codes", src + "_dyn_scale", src + "_dyn_zero_point"
+        tag = node.name or node.output[0]
         new = []
-        if src not in done:
-            new.append(helper.make_node("DynamicQuantizeLinear", [src], [xq, xs, xz], name=src + "_DynQuant"))
-            done.add(src)
+        if node.name in names:
+            src = srcs[node.input[0]]
+            xq, xs, xz = src + "_dyn_codes", src + "_dyn_scale", src + "_dyn_zero_point"
+            if src not in done:
+                new.append(helper.make_node("DynamicQuantizeLinear", [src], [xq, xs, xz], name=src + "_DynQuant"))
+                done.add(src)
+        else:
+            xq, xs, xz = prod[node.input[0]].input[:3]
         m.graph.initializer.extend([numpy_helper.from_array(w[0], tag + "_dyn_w"),
                                     numpy_helper.from_array(w[1], tag + "_dyn_w_zero_point"),
                                     numpy_helper.from_array(w[2], tag + "_dyn_w_scale")])
@@ -159,6 +170,25 @@ def to_dynamic(model: onnx.ModelProto, names: set[str], float_model: onnx.ModelP
     return m
 
 
+def float_out_matmuls(model: onnx.ModelProto) -> set[str]:
+    """Static MatMul candidates (any size, any rows) whose output no QuantizeLinear reads: onnxruntime fuses a
+    QDQ MatMul into an integer kernel only with an output quantizer, and runs these as DequantizeLinear of input
+    and weight before a float MatMul (oww-melspectrogram's filter bank, whose output a Log reads)."""
+    readers: dict[str, list] = {}
+    for n in model.graph.node:
+        for x in n.input:
+            readers.setdefault(x, []).append(n.op_type)
+    prod = producers(model.graph)
+    inits = {i.name: i for i in model.graph.initializer}
+    out = set()
+    for n in candidates(model, ("MatMul",)):
+        dq = prod[n.input[0]]
+        scalar = all(t in inits and int(np.prod(inits[t].dims)) == 1 for t in dq.input[1:3])
+        if scalar and "QuantizeLinear" not in readers.get(n.output[0], []) and _weight(model, n) is not None:
+            out.add(n.name)
+    return out
+
+
 def _float_bias(m: onnx.ModelProto, bias: str) -> str:
     """A bias stored as DequantizeLinear of int32 codes, as a float initializer of the same float32 values
     (onnxruntime fuses a constant bias Add into DynamicQuantizeMatMul; a DequantizeLinear would run every call)."""
@@ -177,6 +207,17 @@ class ChooseDynamic(Pass):
     Options = ChooseDynamicOptions
 
     def run(self, model, ctx):
+        chosen, notes = self._dynamic(model, ctx)
+        static = float_out_matmuls(model) - set(chosen) if self.opts.static_float_outputs else set()
+        if static:
+            notes.append(f"{len(static)} static MatMul with a float output as MatMulInteger on its calibrated codes "
+                         "(onnxruntime would run DequantizeLinear + a float MatMul)")
+        if not chosen and not static:
+            return PassResult(model, False, notes)
+        return PassResult(to_dynamic(model, set(chosen), ctx.report.snapshots.get("quantize_qdq"), static), True, notes)
+
+    def _dynamic(self, model, ctx) -> tuple[list[str], list[str]]:
+        """(the candidates chosen for run-time ranges, notes)."""
         cands = [n.name for n in candidates(model, self.opts.op_types, self.opts.min_weight_elements,
                                             self.opts.min_rows)]
         cands = cands[:self.opts.max_candidates]
@@ -187,21 +228,20 @@ class ChooseDynamic(Pass):
                    f"of >= {self.opts.min_weight_elements} elements" if not cands else
                    "no float model or samples to measure on")
             ctx.report.results[self.name] = {"candidates": cands, "dynamic": [], "skipped": why}
-            return PassResult(model, False, [why])
+            return [], [why]
         fit, held = split_samples(data, self.opts.samples, 0.5)
         try:
             chosen, result = self._choose(model, float_m, cands, fit, held)
         except (OrtError, ValueError, ArithmeticError, IndexError) as exc:  # an optional improvement: never fatal
             why = f"{type(exc).__name__}: {str(exc)[:120]}"
             ctx.report.results[self.name] = {"candidates": cands, "dynamic": [], "skipped": why}
-            return PassResult(model, False, [f"skipped: {why}"])
+            return [], [f"skipped: {why}"]
         ctx.report.results[self.name] = result
         if not chosen:
-            return PassResult(model, False, [f"static ranges kept on all {len(cands)} MatMul/Gemm ({result['why']})"])
-        out = to_dynamic(model, set(chosen), float_m)
-        return PassResult(out, True, [f"{len(chosen)} of {len(cands)} MatMul/Gemm on run-time ranges "
-                                      f"(DynamicQuantizeLinear + MatMulInteger): output SQNR {result['static_db']:.2f}"
-                                      f" -> {result['dynamic_db']:.2f} dB on {len(held)} held-out samples"])
+            return [], [f"static ranges kept on all {len(cands)} MatMul/Gemm ({result['why']})"]
+        return chosen, [f"{len(chosen)} of {len(cands)} MatMul/Gemm on run-time ranges (DynamicQuantizeLinear + "
+                        f"MatMulInteger): output SQNR {result['static_db']:.2f} -> {result['dynamic_db']:.2f} dB on "
+                        f"{len(held)} held-out samples"]
 
     def _choose(self, model, float_m, cands, fit, held) -> tuple[list[str], dict]:
         refs = {id(s): joined_outputs(float_m, s) for s in (fit, held)}

@@ -49,6 +49,13 @@ class QuantizeQDQOptions:
     #: isolated Convs with a short reduction stay float (``speed``; off by default: it costs integer share and
     #: can break onnxruntime's NHWC layout around them)
     float_thin_convs: bool = False
+    #: tensors a Log reads, directly or through other ops (a spectrogram's STFT outputs and power), are quantized
+    #: whatever their range (``max_range`` is for sentinels; here the decades are the signal), and their ranges
+    #: are chosen on the model's output, in graph order, each with the later ranges re-measured under it
+    #: (``log_ranges``; oww-melspectrogram: 5.5 -> 17 dB where min/max ranges lose every quiet bin)
+    log_ranges: bool = True
+    #: at most this many halvings of a calibrated range are tried (``log_ranges``)
+    log_range_shifts: int = 12
 
     def __post_init__(self):
         if self.activation_dtype not in ("int8", "uint8", "int16", "uint16"):

@@ -10,7 +10,7 @@ from qpass.ir.graph import from_gs, main_opset, to_gs
 from qpass.ops.common import refuse_if_quantized
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
-from . import guard
+from . import guard, log_ranges
 from .bodies import all_names, bodies_innermost_first
 from .options import QuantizeQDQOptions
 from .recurrent import MS_DOMAIN
@@ -30,8 +30,18 @@ class QuantizeQDQ(Pass):
         cal = ctx.analyses.get(Calibration, model)
         ranges = _with_powers(cal)
         opts = guard.with_options(self.opts, target_cpu=resolve_target(self.opts.target_cpu))
-        out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges,
-                                                           getattr(ctx.inputs, "calibration_data", None))
+        samples = getattr(ctx.inputs, "calibration_data", None)
+        out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
+        log_note = None
+        if opts.log_ranges and samples is not None and len(samples) >= 2:
+            wide = [t for t in qc.params if t in qc.log_fed and t not in qc.shared_from and t in ranges
+                    and max(abs(v) for v in ranges[t]) >= opts.max_range]
+            if wide:
+                ranges, log_note = log_ranges.choose(model, ranges, wide, opts.log_range_shifts,
+                                                     samples.subset(slice(0, 16)),
+                                                     lambda r: _quantize(model, r, opts)[0])
+            if log_note:
+                out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
         quantized = [n for n in plan.nodes if n not in plan.float_reasons and n not in plan.fused_activations]
         ctx.report.results["quantization"] = {
             "quantized_nodes": quantized,
@@ -47,6 +57,8 @@ class QuantizeQDQ(Pass):
         remedied = Counter(e for e in qc.encodings.values() if e != "int8")
         if remedied:
             notes.append(f"for {opts.target_cpu} CPUs: " + ", ".join(f"{v} x {k}" for k, v in remedied.items()))
+        if log_note:
+            notes.append(log_note)
         if guard_note:
             notes.append(guard_note)
             ctx.report.results["quantization"]["remedy_check"] = guard_note

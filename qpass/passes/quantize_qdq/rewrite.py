@@ -15,6 +15,7 @@ from .op_table import CANCELLING, QUANTIZERS, FLOAT_DTYPES, Linear, Rewritten, c
 from .plan import QuantPlan, float_reason, plan_quantization
 from .store import ConstPool, dedupe_constants, dequantize_input, insert_qdq, short
 from .recurrent import to_dynamic_lstm
+from .log_ranges import log_fed
 from .speed import widen_single_channel
 from .weights import AVX2_TARGETS, bias_codes, choose_weight, output_channels
 
@@ -27,6 +28,9 @@ class RangeTable(dict):
     def __init__(self, ranges: dict, powers: dict | None = None):
         super().__init__(ranges)
         self.powers = dict(powers or {})
+
+    def copy_with(self, changes: dict) -> "RangeTable":
+        return RangeTable({**self, **changes}, self.powers)
 
 
 @dataclass
@@ -43,6 +47,7 @@ class QDQRewriter:
     huge_range: dict = field(default_factory=dict)
     encodings: dict = field(default_factory=dict)  # linear node name -> weight encoding
     quantized: set = field(default_factory=set)  # names of the nodes planned for quantization
+    log_fed: set = field(default_factory=set)  # tensors a Log reads, directly or through other ops (``log_ranges``)
 
     def __post_init__(self):
         self.pool = ConstPool(self.b)
@@ -97,7 +102,7 @@ class QDQRewriter:
                                   o.symmetric_activations)
         elif t.name in self.ranges:
             lo, hi = self.ranges[t.name]
-            if max(abs(lo), abs(hi)) >= o.max_range:
+            if max(abs(lo), abs(hi)) >= o.max_range and t.name not in self.log_fed:
                 self.huge_range[t.name] = max(abs(lo), abs(hi))
                 return None
             p = activation_params(lo, hi, o.activation_dtype, o.symmetric_activations)
@@ -274,6 +279,8 @@ def quantize_graph(graph: gs.Graph, ranges: dict, opts, names=None, top: gs.Grap
     ranges = _rewrite_ops(graph, b, ranges, opts)
     plan = plan_quantization(graph, opts)
     qc = QDQRewriter(b, ranges, opts)
+    if opts.log_ranges:
+        qc.log_fed = log_fed(graph)
     by_name = {n.name: n for n in graph.nodes}
     _fuse_activations(qc, plan, by_name)
     graph.cleanup(remove_unused_graph_inputs=False).toposort()
