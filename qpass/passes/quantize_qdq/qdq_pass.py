@@ -7,6 +7,7 @@ import onnx
 
 from qpass.errors import PipelineError
 from qpass.ir.graph import from_gs, main_opset, to_gs
+from qpass.ir.ort_session import OrtError
 from qpass.ops.common import refuse_if_quantized
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
@@ -32,16 +33,9 @@ class QuantizeQDQ(Pass):
         opts = guard.with_options(self.opts, target_cpu=resolve_target(self.opts.target_cpu))
         samples = getattr(ctx.inputs, "calibration_data", None)
         out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
-        log_note = None
-        if opts.log_ranges and samples is not None and len(samples) >= 2:
-            wide = [t for t in qc.params if t in qc.log_fed and t not in qc.shared_from and t in ranges
-                    and max(abs(v) for v in ranges[t]) >= opts.max_range]
-            if wide:
-                ranges, log_note = log_ranges.choose(model, ranges, wide, opts.log_range_shifts,
-                                                     samples.subset(slice(0, 16)),
-                                                     lambda r: _quantize(model, r, opts)[0])
-            if log_note:
-                out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
+        ranges, log_note = _log_ranges(opts, model, ranges, qc, samples)
+        if log_note:
+            out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
         quantized = [n for n in plan.nodes if n not in plan.float_reasons and n not in plan.fused_activations]
         ctx.report.results["quantization"] = {
             "quantized_nodes": quantized,
@@ -79,6 +73,22 @@ class QuantizeQDQ(Pass):
             return out, plan, qc, note
         out, plan, qc = _quantize(model, ranges, guard.with_options(opts, avx2_remedy="uint8_offset"))
         return out, plan, qc, note + f" (> {opts.avx2_max_loss_db:g}): exact uint8+128 weights instead"
+
+
+def _log_ranges(opts, model, ranges, qc, samples):
+    """(ranges, note): the ranges ``log_ranges.choose`` picks for the tensors a Log reads whose calibrated range
+    reaches ``max_range`` (note None: nothing changed, or the search could not run: an optional improvement)."""
+    if not opts.log_ranges or samples is None or len(samples) < 2:
+        return ranges, None
+    wide = [t for t in qc.params if t in qc.log_fed and t not in qc.shared_from and t in ranges
+            and max(abs(v) for v in ranges[t]) >= opts.max_range]
+    if not wide:
+        return ranges, None
+    try:
+        return log_ranges.choose(model, ranges, wide, opts.log_range_shifts, samples.subset(slice(0, 16)),
+                                 lambda r: _quantize(model, r, opts)[0])
+    except (OrtError, ValueError, ArithmeticError, KeyError):  # min/max ranges then
+        return ranges, None
 
 
 def _with_powers(cal) -> dict:
