@@ -116,6 +116,25 @@ def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     return buf
 
 
+def column_blocks(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, budget: int = 1 << 20):
+    """The patch matrix of :func:`columns`, sample by sample and in blocks of output rows (first spatial axis)
+    small enough (``budget`` bytes) to stay in cache: yields (sample, row0, row1, (C, *kernel, rows, *rest))
+    arrays, one reused buffer (use each before the next)."""
+    n = len(kernel)
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
+    w = w.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (N, C, *k, *out)
+    row = x.shape[1] * int(np.prod(kernel)) * int(np.prod(out_spatial[1:])) * x.itemsize
+    rb = max(1, min(out_spatial[0], budget // max(row, 1)))
+    buf = np.empty((x.shape[1],) + tuple(kernel) + (rb,) + tuple(out_spatial[1:]), x.dtype)
+    at = (slice(None),) * (1 + n)
+    for s in range(x.shape[0]):
+        for r0 in range(0, out_spatial[0], rb):
+            r1 = min(out_spatial[0], r0 + rb)
+            b = buf[at + (slice(0, r1 - r0),)]
+            b[...] = w[(s,) + at + (slice(r0, r1),)]
+            yield s, r0, r1, b
+
+
 def _tap_slices(kernel, strides, dilations, out_spatial) -> list[tuple]:
     """Per kernel tap (in kernel order): the slices of the padded input it reads for every output position."""
     n = len(kernel)
@@ -124,21 +143,86 @@ def _tap_slices(kernel, strides, dilations, out_spatial) -> list[tuple]:
 
 
 def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, end, out_spatial,
-              block_bytes: int = 1 << 18) -> np.ndarray:
-    """A convolution with one input channel per group (x (N, C, *spatial), w (C * mult, 1, *kernel)) as one
-    multiply-add per kernel tap, in the dtype of ``x`` and without a patch matrix: (N, C * mult, *out_spatial).
-    The taps are summed in kernel order; sample by sample, over blocks of channels small enough (``block_bytes``)
-    that all taps of a block run in cache."""
+              block_bytes: int = 1 << 18, exact: bool = False) -> np.ndarray:
+    """A convolution with one input channel per group (x (N, C, *spatial), w (C * mult, 1, *kernel)) in the dtype
+    of ``x``: (N, C * mult, *out_spatial).
+
+    ``exact`` (the caller proved every partial sum an exact integer of the dtype, so any summation order gives the
+    same numbers): per block of channels, the channels' windows copied once into an in-cache patch matrix and one
+    BLAS product per channel. Otherwise one multiply-add per kernel tap, summed in kernel order, sample by sample
+    over blocks of channels small enough (``block_bytes``) that all taps of a block run in cache; with unit
+    strides and wide rows over the flat padded image, so each tap is one long contiguous run per channel."""
     n = len(kernel)
     strides = _ints(strides, n, 1)
     dilations = _ints(dilations, n, 1)
     xp = _padded(x, kernel, strides, dilations, begin, end, out_spatial, 0)
-    N, c = x.shape[:2]
-    mult = w.shape[0] // c
-    wr = w.reshape((c, mult, -1) + (1,) * n).astype(x.dtype, copy=False)  # (C, mult, taps, 1...)
-    y = np.empty((N, c, mult) + tuple(out_spatial), x.dtype)
-    cb = max(1, min(c, block_bytes // max(1, int(np.prod(out_spatial)) * x.itemsize * mult)))
-    tmp = np.empty((cb, mult) + tuple(out_spatial), x.dtype)
+    mult = w.shape[0] // x.shape[1]
+    wr = w.reshape((x.shape[1], mult, -1)).astype(x.dtype, copy=False)  # (C, mult, taps)
+    if exact:
+        return _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, 2 * block_bytes)
+    if mult == 1 and all(s == 1 for s in strides) and out_spatial[-1] >= FLAT_MIN_WIDTH:
+        return _depthwise_flat(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes)
+    return _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes)
+
+
+FLAT_MIN_WIDTH = 64  # output rows at least this wide: the flat form (narrower rows: its wrapped columns cost more)
+
+
+def _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, block_bytes) -> np.ndarray:
+    """Exact depthwise: (cb, taps, P) patch matrix per channel block, then (cb, mult, taps) @ it."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    mult, taps, p = wr.shape[1], wr.shape[2], int(np.prod(out_spatial))
+    y = np.empty((N, c, mult, p), xp.dtype)
+    v = windows(xp, kernel, strides, dilations, [0] * n, [0] * n, out_spatial)  # (N, C, *out, *k), no more pad
+    v = v.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (N, C, *k, *out)
+    cb = max(1, min(c, block_bytes // max(1, taps * p * xp.itemsize)))
+    cols = np.empty((cb,) + tuple(kernel) + tuple(out_spatial), xp.dtype)
+    for s in range(N):
+        for c0 in range(0, c, cb):
+            c1 = min(c, c0 + cb)
+            cc = cols[:c1 - c0]
+            cc[...] = v[s, c0:c1]
+            np.matmul(wr[c0:c1], cc.reshape(c1 - c0, taps, p), out=y[s, c0:c1])
+    return y.reshape((N, c * mult) + tuple(out_spatial))
+
+
+def _depthwise_flat(xp, wr, kernel, dilations, out_spatial, block_bytes) -> np.ndarray:
+    """Unit strides, one output channel per input channel: output position (i1, ..., in) is computed at the flat
+    index of its window's first element in the padded image ``xp``, so tap t reads the contiguous run starting at
+    its own offset; the row ends in between (wrapped windows) are computed and dropped."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    sp = xp.shape[2:]
+    pitch = [int(np.prod(sp[k + 1:])) for k in range(n)]
+    span = sum((out_spatial[k] - 1) * pitch[k] for k in range(n)) + 1
+    offs = [sum(t[k] * dilations[k] * pitch[k] for k in range(n)) for t in np.ndindex(*kernel)]
+    xf = xp.reshape(N, c, -1)
+    full = np.empty((N, c, int(np.prod(sp))), xp.dtype)
+    cb = max(1, min(c, block_bytes // max(1, span * xp.itemsize)))
+    tmp = np.empty((cb, span), xp.dtype)
+    for s in range(N):
+        for c0 in range(0, c, cb):
+            c1 = min(c, c0 + cb)
+            acc, t_ = full[s, c0:c1, :span], tmp[:c1 - c0]
+            for t, o in enumerate(offs):
+                if t == 0:
+                    np.multiply(xf[s, c0:c1, o:o + span], wr[c0:c1, t:t + 1], out=acc)
+                else:
+                    np.multiply(xf[s, c0:c1, o:o + span], wr[c0:c1, t:t + 1], out=t_)
+                    acc += t_
+    return full.reshape((N, c) + tuple(sp))[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_spatial)]
+
+
+def _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes) -> np.ndarray:
+    """One multiply-add per kernel tap over the strided windows, per sample and block of channels."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    mult = wr.shape[1]
+    wr = wr.reshape(wr.shape + (1,) * n)
+    y = np.empty((N, c, mult) + tuple(out_spatial), xp.dtype)
+    cb = max(1, min(c, block_bytes // max(1, int(np.prod(out_spatial)) * xp.itemsize * mult)))
+    tmp = np.empty((cb, mult) + tuple(out_spatial), xp.dtype)
     slices = _tap_slices(kernel, strides, dilations, out_spatial)
     for s in range(N):
         for c0 in range(0, c, cb):
@@ -147,7 +231,7 @@ def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, e
             for t, sl in enumerate(slices):
                 xs = xp[(s, slice(c0, c1)) + sl][:, None]
                 if t == 0:
-                    np.multiply(xs, wr[c0:c1, :, 0], out=acc)
+                    np.multiply(xs, wr[c0:c1, :, t], out=acc)
                 else:
                     np.multiply(xs, wr[c0:c1, :, t], out=t_)
                     acc += t_

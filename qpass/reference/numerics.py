@@ -200,15 +200,21 @@ def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 
                                saturate)
     z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, x.ndim, x.shape, block_size)
     lo, hi = int_range(dtype)
-    v = np.true_divide(x, s, dtype=F32)
-    v = np.rint(v)
+    v = np.asarray(np.true_divide(x, s, dtype=F32))  # 0-d inputs give a scalar: as an array for the in-place ops
+    np.rint(v, out=v)
     if np.dtype(dtype) in NARROW_INT_DTYPES:
         zf = z.astype(F32)
         v = np.minimum(np.fmax(v, F32(lo) - zf), F32(hi) - zf) + zf
         return v.astype(np.int8).astype(dtype)
     if np.dtype(dtype).itemsize <= 2:
+        if np.ndim(z) == 0:  # one zero point: clamp(v + z, lo, hi) (v an integer; past 2^24 it clamps anyway)
+            if z:
+                v += F32(z)
+            np.fmax(v, F32(lo), out=v)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
+            np.minimum(v, F32(hi), out=v)
+            return v.astype(dtype)
         zf = z.astype(F32)
-        v = np.fmax(v, F32(lo) - zf)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
+        v = np.fmax(v, F32(lo) - zf)
         return (np.minimum(v, F32(hi) - zf) + zf).astype(dtype)
     v = np.where(np.isnan(v), F32(-np.inf), v)
     q = np.clip(v.astype(F64) + z, lo, hi)
@@ -241,8 +247,8 @@ def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1, bl
         z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, q.ndim, q.shape, block_size)
     if q.dtype in (np.dtype(np.uint8), np.dtype(np.int8)) and s.ndim == 0 and np.ndim(z) == 0 and q.size > 256:
         lo = int_range(q.dtype)[0]
-        table = dequantize_linear(np.arange(lo, lo + 256).astype(q.dtype), s, z, None)
-        return np.take(table, q.view(np.uint8) ^ np.uint8(0x80) if lo else q)
+        table = dequantize_linear((np.arange(256) ^ (0x80 if lo else 0)) + lo, s, z, None)  # by the codes' bits
+        return np.take(table, q.view(np.uint8))
     return ((q.astype(np.int64) - z).astype(F32) * s).astype(F32)
 
 

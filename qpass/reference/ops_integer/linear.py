@@ -13,7 +13,7 @@ import numpy as np
 from .. import im2col as ic
 from ..numerics import F32, F64, I64, apply_acc_width, int_range
 from ..registry import NodeInfo
-from .arith import acc_range, accumulate, add_bias, exact_dtype, merge_counts, requant
+from .arith import exact_matmul, acc_range, accumulate, add_bias, exact_dtype, merge_counts, requant
 from .planning import FusedOp, FusionContext, NotFused, act_dq, bias_codes, fuser, need, per_channel, weight_dq
 
 
@@ -46,7 +46,9 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     wmax = int(np.abs(wi).max()) if wi.size else 0
     dt = exact_dtype(kg, xmax, wmax)  # BLAS type of the exact accumulation, proven from the operand ranges
     wt = wi.reshape(g, mg, kg).astype(dt)  # (g, Mg, Kg)
-    wdw = wi.astype(dt)  # (M, C/g, *k): the depthwise path's weights
+    # the depthwise path sums one window (kg terms) in any order: exact in float32 only below 2^24 in all
+    ddt = F64 if dt == F32 and kg * xmax * wmax >= 2 ** 24 else dt
+    wdw = wi.astype(ddt)  # (M, C/g, *k): the depthwise path's weights
     s_in = (x.s() * per_channel(w.scale, m)).astype(F32)
     bias = bias_codes(fc, node, 2, s_in, m)
     bias_g = None if bias is None else bias.reshape(g, mg, 1)
@@ -60,8 +62,14 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
         begin, end, out = ic.node_geometry(node, xi.shape, kernel)
         p = int(np.prod(out))
         if ex.acc_bits is None and g > 1 and kg == int(np.prod(kernel)):  # depthwise, exact: no patch matrix
-            acc = ic.depthwise(xi, wdw, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+            acc = ic.depthwise(xi.astype(ddt, copy=False), wdw, kernel, node.attr("strides"),
+                               node.attr("dilations"), begin, end, out, exact=ddt != I64)
             acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False, kg * xmax * wmax)
+            return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
+        if ex.acc_bits is None and p * kg * g * xi.itemsize > BLOCKED_PATCH_BYTES:
+            acc = _blocked_conv(xi, wt, kernel, node, (begin, end, out), wmax, xmax)
+            acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False,
+                           kg * xmax * wmax)
             return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
         accs, counts = [], {}
         for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * xi.itemsize):
@@ -74,6 +82,24 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
         return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, counts)
 
     return FusedOp("QLinearConv", node.name, q.node, [x.codes], q.output, compute)
+
+
+BLOCKED_PATCH_BYTES = 1 << 22  # one sample's patch matrix above this: built and multiplied in cache-sized blocks
+
+
+def _blocked_conv(xi, wt, kernel, node, geom, wmax: int, xmax: int) -> np.ndarray:
+    """Exact (N, M, *out) accumulators (no bias) of a Conv whose patch matrix is large, block by block of output
+    rows (``im2col.column_blocks``): the same exact integers as one GEMM, without the patch matrix in memory."""
+    begin, end, out = geom
+    g, mg, kg = wt.shape
+    y = None
+    for s, r0, r1, cols in ic.column_blocks(xi, kernel, node.attr("strides"), node.attr("dilations"), begin, end,
+                                            out):
+        blk = exact_matmul(wt, cols.reshape(g, kg, -1), wmax, xmax)  # (g, Mg, rows * rest)
+        if y is None:
+            y = np.empty((xi.shape[0], g * mg) + tuple(out), blk.dtype)
+        y[s, :, r0:r1] = blk.reshape((g * mg, r1 - r0) + tuple(out[1:]))
+    return y
 
 
 @fuser("ConvTranspose")
