@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 
 def _ints(v, n, default):
@@ -82,12 +82,10 @@ def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     strides = _ints(strides, n, 1)
     dilations = _ints(dilations, n, 1)
     x = _padded(x, kernel, strides, dilations, begin, end, out_spatial, pad_value)
-    exts = [dilations[i] * (kernel[i] - 1) + 1 for i in range(n)]
-    v = sliding_window_view(x, exts, axis=tuple(range(2, 2 + n)))
-    idx = [slice(None), slice(None)]
-    idx += [slice(0, (out_spatial[i] - 1) * strides[i] + 1, strides[i]) for i in range(n)]
-    idx += [slice(None, None, dilations[i]) for i in range(n)]
-    return v[tuple(idx)]
+    st = x.strides
+    return as_strided(x, tuple(x.shape[:2]) + tuple(out_spatial) + tuple(kernel),
+                      st[:2] + tuple(st[2 + i] * strides[i] for i in range(n))
+                      + tuple(st[2 + i] * dilations[i] for i in range(n)), writeable=False)
 
 
 def im2col(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value=0) -> np.ndarray:

@@ -245,11 +245,19 @@ def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1, bl
         z = np.int64(0)
     else:
         z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, q.ndim, q.shape, block_size)
-    if q.dtype in (np.dtype(np.uint8), np.dtype(np.int8)) and s.ndim == 0 and np.ndim(z) == 0 and q.size > 256:
-        lo = int_range(q.dtype)[0]
-        table = dequantize_linear((np.arange(256) ^ (0x80 if lo else 0)) + lo, s, z, None)  # by the codes' bits
-        return np.take(table, q.view(np.uint8))
+    if q.dtype in _SHORT_CODES:  # codes and zero points of up to 16 bits: q - z is exact in float32
+        v = q.astype(F32)
+        zf = np.asarray(z).astype(F32)
+        if np.broadcast_shapes(v.shape, zf.shape, s.shape) != v.shape:
+            return ((v - zf) * s).astype(F32)
+        if np.any(zf):
+            v -= zf
+        v *= s
+        return v
     return ((q.astype(np.int64) - z).astype(F32) * s).astype(F32)
+
+
+_SHORT_CODES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int16, np.uint16))
 
 
 def requantize_mlas(acc: np.ndarray, multiplier: np.ndarray, zero_point: int, dtype, scaled=None) -> np.ndarray:
