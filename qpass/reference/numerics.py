@@ -83,28 +83,33 @@ def horner32(x, coeffs, first=None) -> np.ndarray:
     ``acc = fma(x, coeffs[0], coeffs[1])`` then ``acc = fma(acc, x, c)`` for the rest (with ``first``, an array:
     ``acc = first`` then ``acc = fma(acc, x, c)`` for every c). Each step is the float64 sum of the exact product
     rounded once to float32; a step that lands half way between two float32 (or in their subnormal range) marks
-    its elements, which are recomputed step by step with ``fma32`` at the end (rare)."""
+    its elements, which are recomputed step by step with ``fma32`` at the end (rare). The steps run in place in
+    buffers of the output's shape."""
     x = np.asarray(x, F32)
     if x.ndim == 0:
         return horner32(x.reshape(1), coeffs, None if first is None else np.reshape(first, 1)).reshape(())
     x64 = x.astype(F64)
+    shape = x.shape if first is None else np.broadcast_shapes(x.shape, np.shape(first))
+    s = np.empty(shape, F64)
     if first is None:
-        s = x64 * F64(coeffs[0])
+        np.multiply(x64, F64(coeffs[0]), out=s)
         s += F64(coeffs[1])
         rest = coeffs[2:]
     else:
-        s = np.asarray(first, F32).astype(F64)
+        s[...] = np.asarray(first, F32)
         rest = coeffs
-    bad = suspect(s)
-    acc = s.astype(F32)
+    acc = np.empty(shape, F32)
+    bad = np.zeros(shape, bool)
+    work = (np.empty(shape, I64), np.empty(shape, bool))
+    _mark_suspect(s, bad, work)
     for c in rest:
-        s = acc.astype(F64)
-        s *= x64
+        np.copyto(acc, s, casting="same_kind")  # the float32 rounding of this step
+        np.multiply(acc, x64, out=s)  # exact: 24 + 24 significant bits
         s += F64(c)
-        bad |= suspect(s)
-        acc = s.astype(F32)
+        _mark_suspect(s, bad, work)
+    np.copyto(acc, s, casting="same_kind")
     if np.any(bad):
-        at = np.nonzero(np.broadcast_to(bad, acc.shape))
+        at = np.nonzero(bad)
         xs = np.broadcast_to(x, acc.shape)[at]
         if first is None:
             a = fma32(xs, coeffs[0], coeffs[1])
@@ -114,6 +119,20 @@ def horner32(x, coeffs, first=None) -> np.ndarray:
             a = fma32(a, xs, c)
         acc[at] = a
     return acc
+
+
+def _mark_suspect(s: np.ndarray, bad: np.ndarray, work) -> None:
+    """``bad |= suspect(s)`` without temporaries (``work``: int64 and bool buffers of s's shape); the subnormal
+    range test is skipped when s has one sign and its smallest magnitude (a reduction) is outside that range."""
+    ib, tb = work
+    np.bitwise_and(s.view(I64), _LOW29, out=ib)
+    np.equal(ib, _HALF29, out=tb)
+    bad |= tb
+    if s.size:
+        lo, hi = s.min(), s.max()
+        if (lo > 0 and lo >= _TINY) or (hi < 0 and hi <= -_TINY):
+            return
+    bad |= tiny_nonzero(s.view(I64))
 
 
 def suspect(s: np.ndarray) -> np.ndarray:
