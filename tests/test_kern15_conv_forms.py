@@ -1,6 +1,7 @@
-"""The three depthwise forms of qpass.reference.im2col.depthwise agree with a direct convolution: the exact (BLAS)
-form on integer data gives the exact sums, the flat form (wide rows) gives bit for bit the numbers of the per-tap
-form (the same float32 operations in the same order)."""
+"""The depthwise forms of qpass.reference.im2col.depthwise agree with a direct convolution: the exact (BLAS)
+form on integer data gives the exact sums, the flat forms (wide rows; channels last) give bit for bit the
+numbers of the per-tap form (the same float32 operations in the same order). The blocked integer Conv (large
+patch matrices) gives the codes of the one-GEMM path and of onnxruntime."""
 import numpy as np
 import pytest
 
@@ -23,6 +24,7 @@ CASES = [  # (input shape, kernel, strides, dilations, pads, channel multiplier)
     ((2, 3, 10, 9), (3, 3), (1, 2), (2, 1), (0, 1, 2, 0), 2),
     ((1, 5, 80, 66), (3, 3), (1, 1), (2, 2), (2, 2, 2, 2), 1),  # flat form with dilations
     ((3, 2, 17), (4,), (1,), (1,), (1, 2), 3),
+    ((2, 64, 6, 7), (3, 3), (1, 1), (1, 2), (1, 2, 1, 2), 1),  # channels-last form (narrow rows, many channels)
 ]
 
 
@@ -40,12 +42,12 @@ def test_depthwise_forms(shape, kernel, strides, dil, pads, mult):
     # float data: the flat / per-tap forms round identically (per-tap form forced by a narrow width bound)
     xf, wf = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(w.shape).astype(np.float32)
     got = ic.depthwise(xf, wf, kernel, strides, dil, begin, end, out, block_bytes=4096)
-    old = ic.FLAT_MIN_WIDTH
+    old = ic.FLAT_MIN_WIDTH, ic.CHANNELS_LAST_MIN_CHANNELS
     try:
-        ic.FLAT_MIN_WIDTH = 1 << 30
+        ic.FLAT_MIN_WIDTH = ic.CHANNELS_LAST_MIN_CHANNELS = 1 << 30
         taps = ic.depthwise(xf, wf, kernel, strides, dil, begin, end, out, block_bytes=4096)
     finally:
-        ic.FLAT_MIN_WIDTH = old
+        ic.FLAT_MIN_WIDTH, ic.CHANNELS_LAST_MIN_CHANNELS = old
     assert got.shape == taps.shape == want.shape and np.array_equal(got, taps)
     assert np.allclose(got, _direct_float(xf, wf, kernel, strides, dil, begin, end, out), rtol=1e-4, atol=1e-4)
 
@@ -68,7 +70,8 @@ def _qdq_conv(x_shape, w_codes, bias_codes, sx, sw, sy, zx, zy, **attrs):
     m = w_codes.shape[0]
     inits = [numpy_helper.from_array(w_codes, "wq"), numpy_helper.from_array(sw, "sw"),
              numpy_helper.from_array(np.zeros(m, np.int8), "zw"), numpy_helper.from_array(bias_codes, "bq"),
-             numpy_helper.from_array((sx * sw).astype(np.float32), "sb"), numpy_helper.from_array(np.zeros(m, np.int32), "zb"),
+             numpy_helper.from_array((sx * sw).astype(np.float32), "sb"),
+             numpy_helper.from_array(np.zeros(m, np.int32), "zb"),
              numpy_helper.from_array(np.float32(sx), "sx"), numpy_helper.from_array(np.uint8(zx), "zx"),
              numpy_helper.from_array(np.float32(sy), "sy"), numpy_helper.from_array(np.uint8(zy), "zy")]
     nodes = [helper.make_node("DequantizeLinear", ["x", "sx", "zx"], ["xf"]),

@@ -158,12 +158,48 @@ def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, e
     wr = w.reshape((x.shape[1], mult, -1)).astype(x.dtype, copy=False)  # (C, mult, taps)
     if exact:
         return _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, 2 * block_bytes)
-    if mult == 1 and all(s == 1 for s in strides) and out_spatial[-1] >= FLAT_MIN_WIDTH:
-        return _depthwise_flat(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes)
+    if mult == 1 and all(s == 1 for s in strides):
+        if out_spatial[-1] >= FLAT_MIN_WIDTH:
+            return _depthwise_flat(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes)
+        if out_spatial[-1] <= CHANNELS_LAST_MAX_WIDTH and x.shape[1] >= CHANNELS_LAST_MIN_CHANNELS:
+            return _depthwise_channels_last(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes // 4)
     return _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes)
 
 
 FLAT_MIN_WIDTH = 64  # output rows at least this wide: the flat form (narrower rows: its wrapped columns cost more)
+# narrow rows and many channels: the flat form over a channels-last copy (runs of whole pixels, channels inner)
+CHANNELS_LAST_MAX_WIDTH, CHANNELS_LAST_MIN_CHANNELS = 31, 64
+
+
+def _depthwise_channels_last(xp, wr, kernel, dilations, out_spatial, block: int) -> np.ndarray:
+    """Unit strides, one output channel per input channel, on a (N, *spatial, C) copy of ``xp``: tap t of output
+    pixel f reads pixel f + offset(t), so every tap is one contiguous (pixels, C) block times the tap's C weights;
+    the flat positions past a row's end are computed and dropped. Returns a (N, C, *out) view."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    sp = xp.shape[2:]
+    xl = np.empty((N,) + tuple(sp) + (c,), xp.dtype)
+    xl[...] = np.moveaxis(xp, 1, -1)
+    pitch = [int(np.prod(sp[k + 1:])) for k in range(n)]
+    span = sum((out_spatial[k] - 1) * pitch[k] for k in range(n)) + 1
+    offs = [sum(t[k] * dilations[k] * pitch[k] for k in range(n)) for t in np.ndindex(*kernel)]
+    xf = xl.reshape(N, -1, c)
+    wt = np.ascontiguousarray(wr.T)  # (taps, C)
+    full = np.empty((N, int(np.prod(sp)), c), xp.dtype)
+    rb = max(1, block // c)
+    tmp = np.empty((rb, c), xp.dtype)
+    for s in range(N):
+        for r0 in range(0, span, rb):
+            r1 = min(span, r0 + rb)
+            acc, t_ = full[s, r0:r1], tmp[:r1 - r0]
+            for t, o in enumerate(offs):
+                if t == 0:
+                    np.multiply(xf[s, o + r0:o + r1], wt[t], out=acc)
+                else:
+                    np.multiply(xf[s, o + r0:o + r1], wt[t], out=t_)
+                    acc += t_
+    y = full.reshape((N,) + tuple(sp) + (c,))[(slice(None),) + tuple(slice(0, o) for o in out_spatial)]
+    return np.moveaxis(y, -1, 1)
 
 
 def _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, block_bytes) -> np.ndarray:
