@@ -191,13 +191,7 @@ def _depthwise_channels_last(xp, wr, kernel, dilations, out_spatial, block: int)
     for s in range(N):
         for r0 in range(0, span, rb):
             r1 = min(span, r0 + rb)
-            acc, t_ = full[s, r0:r1], tmp[:r1 - r0]
-            for t, o in enumerate(offs):
-                if t == 0:
-                    np.multiply(xf[s, o + r0:o + r1], wt[t], out=acc)
-                else:
-                    np.multiply(xf[s, o + r0:o + r1], wt[t], out=t_)
-                    acc += t_
+            _sum_taps(full[s, r0:r1], tmp[:r1 - r0], ((xf[s, o + r0:o + r1], wt[t]) for t, o in enumerate(offs)))
     y = full.reshape((N,) + tuple(sp) + (c,))[(slice(None),) + tuple(slice(0, o) for o in out_spatial)]
     return np.moveaxis(y, -1, 1)
 
@@ -238,13 +232,8 @@ def _depthwise_flat(xp, wr, kernel, dilations, out_spatial, block_bytes) -> np.n
     for s in range(N):
         for c0 in range(0, c, cb):
             c1 = min(c, c0 + cb)
-            acc, t_ = full[s, c0:c1, :span], tmp[:c1 - c0]
-            for t, o in enumerate(offs):
-                if t == 0:
-                    np.multiply(xf[s, c0:c1, o:o + span], wr[c0:c1, t:t + 1], out=acc)
-                else:
-                    np.multiply(xf[s, c0:c1, o:o + span], wr[c0:c1, t:t + 1], out=t_)
-                    acc += t_
+            _sum_taps(full[s, c0:c1, :span], tmp[:c1 - c0],
+                      ((xf[s, c0:c1, o:o + span], wr[c0:c1, t:t + 1]) for t, o in enumerate(offs)))
     return full.reshape((N, c) + tuple(sp))[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_spatial)]
 
 
@@ -261,15 +250,19 @@ def _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes
     for s in range(N):
         for c0 in range(0, c, cb):
             c1 = min(c, c0 + cb)
-            acc, t_ = y[s, c0:c1], tmp[:c1 - c0]
-            for t, sl in enumerate(slices):
-                xs = xp[(s, slice(c0, c1)) + sl][:, None]
-                if t == 0:
-                    np.multiply(xs, wr[c0:c1, :, t], out=acc)
-                else:
-                    np.multiply(xs, wr[c0:c1, :, t], out=t_)
-                    acc += t_
+            _sum_taps(y[s, c0:c1], tmp[:c1 - c0],
+                      ((xp[(s, slice(c0, c1)) + sl][:, None], wr[c0:c1, :, t]) for t, sl in enumerate(slices)))
     return y.reshape((N, c * mult) + tuple(out_spatial))
+
+
+def _sum_taps(acc: np.ndarray, tmp: np.ndarray, terms) -> None:
+    """``acc`` = the sum of x * w over ``terms`` (pairs of arrays), in order: each product rounded, then added."""
+    for t, (xs, ws) in enumerate(terms):
+        if t == 0:
+            np.multiply(xs, ws, out=acc)
+        else:
+            np.multiply(xs, ws, out=tmp)
+            acc += tmp
 
 
 def window_max(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value) -> np.ndarray:
