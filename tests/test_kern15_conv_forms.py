@@ -113,3 +113,22 @@ def _small_blocks(fn):
         kw["budget"] = 1000  # a few output rows per block, and a short last block
         return fn(*args, **kw)
     return blocks
+
+
+def test_exact_matmul_with_an_l1_bound():
+    """One float32 GEMM when max|x| times the largest L1 norm of a weight column stays below 2^24 (though
+    k * max|x| * max|w| does not); chunks summed in float64 when a column's partial sums can pass 2^24."""
+    from qpass.reference.ops_integer.arith import exact_matmul, l1_bound
+
+    rng = np.random.default_rng(4)
+    k = 32768  # long enough that one float32 GEMM over the big column is not exact (OpenBLAS, this machine)
+    x = (rng.integers(64, 128, (5, k)) * 2 + 1).astype(np.float32)  # odd, 129 to 255
+    small = rng.integers(-1, 2, (k, 3))
+    small[::500, 0] = 127
+    big = np.concatenate([np.full((k // 2, 1), 127), np.full((k // 2, 1), -127)])  # partial sums past 2^24
+    for w, one_gemm in ((small, True), (np.concatenate([small, big], axis=1), False)):
+        bound = l1_bound(255, w, 0)
+        assert (bound < 2 ** 24) == one_gemm and 255 * 127 * k >= 2 ** 24
+        got = exact_matmul(x[None], w.astype(np.float32)[None], 255, 127, bound)[0]
+        assert got.dtype == (np.float32 if one_gemm else np.float64)
+        assert np.array_equal(got.astype(np.int64), x.astype(np.int64) @ w)
