@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 
 def _ints(v, n, default):
@@ -82,12 +82,10 @@ def windows(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     strides = _ints(strides, n, 1)
     dilations = _ints(dilations, n, 1)
     x = _padded(x, kernel, strides, dilations, begin, end, out_spatial, pad_value)
-    exts = [dilations[i] * (kernel[i] - 1) + 1 for i in range(n)]
-    v = sliding_window_view(x, exts, axis=tuple(range(2, 2 + n)))
-    idx = [slice(None), slice(None)]
-    idx += [slice(0, (out_spatial[i] - 1) * strides[i] + 1, strides[i]) for i in range(n)]
-    idx += [slice(None, None, dilations[i]) for i in range(n)]
-    return v[tuple(idx)]
+    st = x.strides
+    return as_strided(x, tuple(x.shape[:2]) + tuple(out_spatial) + tuple(kernel),
+                      st[:2] + tuple(st[2 + i] * strides[i] for i in range(n))
+                      + tuple(st[2 + i] * dilations[i] for i in range(n)), writeable=False)
 
 
 def im2col(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value=0) -> np.ndarray:
@@ -116,6 +114,25 @@ def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     return buf
 
 
+def column_blocks(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, budget: int = 1 << 20):
+    """The patch matrix of :func:`columns`, sample by sample and in blocks of output rows (first spatial axis)
+    small enough (``budget`` bytes) to stay in cache: yields (sample, row0, row1, (C, *kernel, rows, *rest))
+    arrays, one reused buffer (use each before the next)."""
+    n = len(kernel)
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
+    w = w.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (N, C, *k, *out)
+    row = x.shape[1] * int(np.prod(kernel)) * int(np.prod(out_spatial[1:])) * x.itemsize
+    rb = max(1, min(out_spatial[0], budget // max(row, 1)))
+    buf = np.empty((x.shape[1],) + tuple(kernel) + (rb,) + tuple(out_spatial[1:]), x.dtype)
+    at = (slice(None),) * (1 + n)
+    for s in range(x.shape[0]):
+        for r0 in range(0, out_spatial[0], rb):
+            r1 = min(out_spatial[0], r0 + rb)
+            b = buf[at + (slice(0, r1 - r0),)]
+            b[...] = w[(s,) + at + (slice(r0, r1),)]
+            yield s, r0, r1, b
+
+
 def _tap_slices(kernel, strides, dilations, out_spatial) -> list[tuple]:
     """Per kernel tap (in kernel order): the slices of the padded input it reads for every output position."""
     n = len(kernel)
@@ -124,34 +141,128 @@ def _tap_slices(kernel, strides, dilations, out_spatial) -> list[tuple]:
 
 
 def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, end, out_spatial,
-              block_bytes: int = 1 << 18) -> np.ndarray:
-    """A convolution with one input channel per group (x (N, C, *spatial), w (C * mult, 1, *kernel)) as one
-    multiply-add per kernel tap, in the dtype of ``x`` and without a patch matrix: (N, C * mult, *out_spatial).
-    The taps are summed in kernel order; sample by sample, over blocks of channels small enough (``block_bytes``)
-    that all taps of a block run in cache."""
+              block_bytes: int = 1 << 18, exact: bool = False) -> np.ndarray:
+    """A convolution with one input channel per group (x (N, C, *spatial), w (C * mult, 1, *kernel)) in the dtype
+    of ``x``: (N, C * mult, *out_spatial).
+
+    ``exact`` (the caller proved every partial sum an exact integer of the dtype, so any summation order gives the
+    same numbers): per block of channels, the channels' windows copied once into an in-cache patch matrix and one
+    BLAS product per channel. Otherwise one multiply-add per kernel tap, summed in kernel order, sample by sample
+    over blocks of channels small enough (``block_bytes``) that all taps of a block run in cache; with unit
+    strides and wide rows over the flat padded image, so each tap is one long contiguous run per channel."""
     n = len(kernel)
     strides = _ints(strides, n, 1)
     dilations = _ints(dilations, n, 1)
     xp = _padded(x, kernel, strides, dilations, begin, end, out_spatial, 0)
-    N, c = x.shape[:2]
-    mult = w.shape[0] // c
-    wr = w.reshape((c, mult, -1) + (1,) * n).astype(x.dtype, copy=False)  # (C, mult, taps, 1...)
-    y = np.empty((N, c, mult) + tuple(out_spatial), x.dtype)
-    cb = max(1, min(c, block_bytes // max(1, int(np.prod(out_spatial)) * x.itemsize * mult)))
-    tmp = np.empty((cb, mult) + tuple(out_spatial), x.dtype)
+    mult = w.shape[0] // x.shape[1]
+    wr = w.reshape((x.shape[1], mult, -1)).astype(x.dtype, copy=False)  # (C, mult, taps)
+    if exact:
+        return _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, 2 * block_bytes)
+    if mult == 1 and all(s == 1 for s in strides):
+        if out_spatial[-1] >= FLAT_MIN_WIDTH:
+            return _depthwise_flat(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes)
+        if out_spatial[-1] <= CHANNELS_LAST_MAX_WIDTH and x.shape[1] >= CHANNELS_LAST_MIN_CHANNELS:
+            return _depthwise_channels_last(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes // 4)
+    return _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes)
+
+
+FLAT_MIN_WIDTH = 64  # output rows at least this wide: the flat form (narrower rows: its wrapped columns cost more)
+# narrow rows and many channels: the flat form over a channels-last copy (runs of whole pixels, channels inner)
+CHANNELS_LAST_MAX_WIDTH, CHANNELS_LAST_MIN_CHANNELS = 31, 64
+
+
+def _depthwise_channels_last(xp, wr, kernel, dilations, out_spatial, block: int) -> np.ndarray:
+    """Unit strides, one output channel per input channel, on a (N, *spatial, C) copy of ``xp``: tap t of output
+    pixel f reads pixel f + offset(t), so every tap is one contiguous (pixels, C) block times the tap's C weights;
+    the flat positions past a row's end are computed and dropped. Returns a (N, C, *out) view."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    sp = xp.shape[2:]
+    xl = np.empty((N,) + tuple(sp) + (c,), xp.dtype)
+    xl[...] = np.moveaxis(xp, 1, -1)
+    pitch = [int(np.prod(sp[k + 1:])) for k in range(n)]
+    span = sum((out_spatial[k] - 1) * pitch[k] for k in range(n)) + 1
+    offs = [sum(t[k] * dilations[k] * pitch[k] for k in range(n)) for t in np.ndindex(*kernel)]
+    xf = xl.reshape(N, -1, c)
+    wt = np.ascontiguousarray(wr.T)  # (taps, C)
+    full = np.empty((N, int(np.prod(sp)), c), xp.dtype)
+    rb = max(1, block // c)
+    tmp = np.empty((rb, c), xp.dtype)
+    for s in range(N):
+        for r0 in range(0, span, rb):
+            r1 = min(span, r0 + rb)
+            _sum_taps(full[s, r0:r1], tmp[:r1 - r0], ((xf[s, o + r0:o + r1], wt[t]) for t, o in enumerate(offs)))
+    y = full.reshape((N,) + tuple(sp) + (c,))[(slice(None),) + tuple(slice(0, o) for o in out_spatial)]
+    return np.moveaxis(y, -1, 1)
+
+
+def _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, block_bytes) -> np.ndarray:
+    """Exact depthwise: (cb, taps, P) patch matrix per channel block, then (cb, mult, taps) @ it."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    mult, taps, p = wr.shape[1], wr.shape[2], int(np.prod(out_spatial))
+    y = np.empty((N, c, mult, p), xp.dtype)
+    v = windows(xp, kernel, strides, dilations, [0] * n, [0] * n, out_spatial)  # (N, C, *out, *k), no more pad
+    v = v.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (N, C, *k, *out)
+    cb = max(1, min(c, block_bytes // max(1, taps * p * xp.itemsize)))
+    cols = np.empty((cb,) + tuple(kernel) + tuple(out_spatial), xp.dtype)
+    for s in range(N):
+        for c0 in range(0, c, cb):
+            c1 = min(c, c0 + cb)
+            cc = cols[:c1 - c0]
+            cc[...] = v[s, c0:c1]
+            np.matmul(wr[c0:c1], cc.reshape(c1 - c0, taps, p), out=y[s, c0:c1])
+    return y.reshape((N, c * mult) + tuple(out_spatial))
+
+
+def _depthwise_flat(xp, wr, kernel, dilations, out_spatial, block_bytes) -> np.ndarray:
+    """Unit strides, one output channel per input channel: output position (i1, ..., in) is computed at the flat
+    index of its window's first element in the padded image ``xp``, so tap t reads the contiguous run starting at
+    its own offset; the row ends in between (wrapped windows) are computed and dropped."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    sp = xp.shape[2:]
+    pitch = [int(np.prod(sp[k + 1:])) for k in range(n)]
+    span = sum((out_spatial[k] - 1) * pitch[k] for k in range(n)) + 1
+    offs = [sum(t[k] * dilations[k] * pitch[k] for k in range(n)) for t in np.ndindex(*kernel)]
+    xf = xp.reshape(N, c, -1)
+    full = np.empty((N, c, int(np.prod(sp))), xp.dtype)
+    cb = max(1, min(c, block_bytes // max(1, span * xp.itemsize)))
+    tmp = np.empty((cb, span), xp.dtype)
+    for s in range(N):
+        for c0 in range(0, c, cb):
+            c1 = min(c, c0 + cb)
+            _sum_taps(full[s, c0:c1, :span], tmp[:c1 - c0],
+                      ((xf[s, c0:c1, o:o + span], wr[c0:c1, t:t + 1]) for t, o in enumerate(offs)))
+    return full.reshape((N, c) + tuple(sp))[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_spatial)]
+
+
+def _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes) -> np.ndarray:
+    """One multiply-add per kernel tap over the strided windows, per sample and block of channels."""
+    n = len(kernel)
+    N, c = xp.shape[:2]
+    mult = wr.shape[1]
+    wr = wr.reshape(wr.shape + (1,) * n)
+    y = np.empty((N, c, mult) + tuple(out_spatial), xp.dtype)
+    cb = max(1, min(c, block_bytes // max(1, int(np.prod(out_spatial)) * xp.itemsize * mult)))
+    tmp = np.empty((cb, mult) + tuple(out_spatial), xp.dtype)
     slices = _tap_slices(kernel, strides, dilations, out_spatial)
     for s in range(N):
         for c0 in range(0, c, cb):
             c1 = min(c, c0 + cb)
-            acc, t_ = y[s, c0:c1], tmp[:c1 - c0]
-            for t, sl in enumerate(slices):
-                xs = xp[(s, slice(c0, c1)) + sl][:, None]
-                if t == 0:
-                    np.multiply(xs, wr[c0:c1, :, 0], out=acc)
-                else:
-                    np.multiply(xs, wr[c0:c1, :, t], out=t_)
-                    acc += t_
+            _sum_taps(y[s, c0:c1], tmp[:c1 - c0],
+                      ((xp[(s, slice(c0, c1)) + sl][:, None], wr[c0:c1, :, t]) for t, sl in enumerate(slices)))
     return y.reshape((N, c * mult) + tuple(out_spatial))
+
+
+def _sum_taps(acc: np.ndarray, tmp: np.ndarray, terms) -> None:
+    """``acc`` = the sum of x * w over ``terms`` (pairs of arrays), in order: each product rounded, then added."""
+    for t, (xs, ws) in enumerate(terms):
+        if t == 0:
+            np.multiply(xs, ws, out=acc)
+        else:
+            np.multiply(xs, ws, out=tmp)
+            acc += tmp
 
 
 def window_max(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, pad_value) -> np.ndarray:

@@ -83,28 +83,33 @@ def horner32(x, coeffs, first=None) -> np.ndarray:
     ``acc = fma(x, coeffs[0], coeffs[1])`` then ``acc = fma(acc, x, c)`` for the rest (with ``first``, an array:
     ``acc = first`` then ``acc = fma(acc, x, c)`` for every c). Each step is the float64 sum of the exact product
     rounded once to float32; a step that lands half way between two float32 (or in their subnormal range) marks
-    its elements, which are recomputed step by step with ``fma32`` at the end (rare)."""
+    its elements, which are recomputed step by step with ``fma32`` at the end (rare). The steps run in place in
+    buffers of the output's shape."""
     x = np.asarray(x, F32)
     if x.ndim == 0:
         return horner32(x.reshape(1), coeffs, None if first is None else np.reshape(first, 1)).reshape(())
     x64 = x.astype(F64)
+    shape = x.shape if first is None else np.broadcast_shapes(x.shape, np.shape(first))
+    s = np.empty(shape, F64)
     if first is None:
-        s = x64 * F64(coeffs[0])
+        np.multiply(x64, F64(coeffs[0]), out=s)
         s += F64(coeffs[1])
         rest = coeffs[2:]
     else:
-        s = np.asarray(first, F32).astype(F64)
+        s[...] = np.asarray(first, F32)
         rest = coeffs
-    bad = suspect(s)
-    acc = s.astype(F32)
+    acc = np.empty(shape, F32)
+    bad = np.zeros(shape, bool)
+    work = (np.empty(shape, I64), np.empty(shape, bool))
+    _mark_suspect(s, bad, work)
     for c in rest:
-        s = acc.astype(F64)
-        s *= x64
+        np.copyto(acc, s, casting="same_kind")  # the float32 rounding of this step
+        np.multiply(acc, x64, out=s)  # exact: 24 + 24 significant bits
         s += F64(c)
-        bad |= suspect(s)
-        acc = s.astype(F32)
+        _mark_suspect(s, bad, work)
+    np.copyto(acc, s, casting="same_kind")
     if np.any(bad):
-        at = np.nonzero(np.broadcast_to(bad, acc.shape))
+        at = np.nonzero(bad)
         xs = np.broadcast_to(x, acc.shape)[at]
         if first is None:
             a = fma32(xs, coeffs[0], coeffs[1])
@@ -114,6 +119,20 @@ def horner32(x, coeffs, first=None) -> np.ndarray:
             a = fma32(a, xs, c)
         acc[at] = a
     return acc
+
+
+def _mark_suspect(s: np.ndarray, bad: np.ndarray, work) -> None:
+    """``bad |= suspect(s)`` without temporaries (``work``: int64 and bool buffers of s's shape); the subnormal
+    range test is skipped when s has one sign and its smallest magnitude (a reduction) is outside that range."""
+    ib, tb = work
+    np.bitwise_and(s.view(I64), _LOW29, out=ib)
+    np.equal(ib, _HALF29, out=tb)
+    bad |= tb
+    if s.size:
+        lo, hi = s.min(), s.max()
+        if (lo > 0 and lo >= _TINY) or (hi < 0 and hi <= -_TINY):
+            return
+    bad |= tiny_nonzero(s.view(I64))
 
 
 def suspect(s: np.ndarray) -> np.ndarray:
@@ -200,15 +219,21 @@ def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 
                                saturate)
     z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, x.ndim, x.shape, block_size)
     lo, hi = int_range(dtype)
-    v = np.true_divide(x, s, dtype=F32)
-    v = np.rint(v)
+    v = np.asarray(np.true_divide(x, s, dtype=F32))  # 0-d inputs give a scalar: as an array for the in-place ops
+    np.rint(v, out=v)
     if np.dtype(dtype) in NARROW_INT_DTYPES:
         zf = z.astype(F32)
         v = np.minimum(np.fmax(v, F32(lo) - zf), F32(hi) - zf) + zf
         return v.astype(np.int8).astype(dtype)
     if np.dtype(dtype).itemsize <= 2:
+        if np.ndim(z) == 0:  # one zero point: clamp(v + z, lo, hi) (v an integer; past 2^24 it clamps anyway)
+            if z:
+                v += F32(z)
+            np.fmax(v, F32(lo), out=v)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
+            np.minimum(v, F32(hi), out=v)
+            return v.astype(dtype)
         zf = z.astype(F32)
-        v = np.fmax(v, F32(lo) - zf)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
+        v = np.fmax(v, F32(lo) - zf)
         return (np.minimum(v, F32(hi) - zf) + zf).astype(dtype)
     v = np.where(np.isnan(v), F32(-np.inf), v)
     q = np.clip(v.astype(F64) + z, lo, hi)
@@ -239,11 +264,19 @@ def dequantize_linear(q: np.ndarray, scale, zero_point, axis: int | None = 1, bl
         z = np.int64(0)
     else:
         z = broadcast_param(np.asarray(zero_point).astype(np.int64), axis, q.ndim, q.shape, block_size)
-    if q.dtype in (np.dtype(np.uint8), np.dtype(np.int8)) and s.ndim == 0 and np.ndim(z) == 0 and q.size > 256:
-        lo = int_range(q.dtype)[0]
-        table = dequantize_linear(np.arange(lo, lo + 256).astype(q.dtype), s, z, None)
-        return np.take(table, q.view(np.uint8) ^ np.uint8(0x80) if lo else q)
+    if q.dtype in _SHORT_CODES:  # codes and zero points of up to 16 bits: q - z is exact in float32
+        v = q.astype(F32)
+        zf = np.asarray(z).astype(F32)
+        if np.broadcast_shapes(v.shape, zf.shape, s.shape) != v.shape:
+            return ((v - zf) * s).astype(F32)
+        if np.any(zf):
+            v -= zf
+        v *= s
+        return v
     return ((q.astype(np.int64) - z).astype(F32) * s).astype(F32)
+
+
+_SHORT_CODES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int16, np.uint16))
 
 
 def requantize_mlas(acc: np.ndarray, multiplier: np.ndarray, zero_point: int, dtype, scaled=None) -> np.ndarray:

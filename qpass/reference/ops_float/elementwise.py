@@ -99,7 +99,9 @@ def relu(node, x):
 @register("LeakyRelu")
 def leaky_relu(node, x):
     alpha = x.dtype.type(node.attr("alpha", 0.01))
-    return np.where(x >= 0, x, x * alpha).astype(x.dtype)
+    y = np.asarray(x * alpha)  # where(x >= 0, x, x * alpha), in place
+    np.copyto(y, x, where=x >= 0)
+    return y
 
 
 @register("PRelu")
@@ -122,14 +124,19 @@ def softplus(node, x):
 @register("HardSigmoid")
 def hard_sigmoid(node, x):
     t = x.dtype.type
-    y = x * t(node.attr("alpha", 0.2)) + t(node.attr("beta", 0.5))
-    return np.clip(y, t(0), t(1)).astype(x.dtype)
+    y = np.asarray(x * t(node.attr("alpha", 0.2)))
+    y += t(node.attr("beta", 0.5))
+    return np.clip(y, t(0), t(1), out=y)
 
 
 @register("HardSwish")
 def hard_swish(node, x):
     t = x.dtype.type
-    return (x * np.clip(x * t(1.0 / 6.0) + t(0.5), t(0), t(1))).astype(x.dtype)
+    y = np.asarray(x * t(1.0 / 6.0))  # x * clip(x / 6 + 1/2, 0, 1), the same operations in place
+    y += t(0.5)
+    np.clip(y, t(0), t(1), out=y)
+    y *= x
+    return y
 
 
 @register("Gelu")

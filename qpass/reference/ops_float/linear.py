@@ -130,8 +130,8 @@ def conv(node, x, w, b=None):
     if g > 1 and w.shape[1] == 1:  # depthwise: one multiply-add per tap, no patch matrix
         dt = exact or (F32 if floats else F64)
         y = ic.depthwise(x.astype(dt, copy=False), w.astype(dt, copy=False), kernel, node.attr("strides"),
-                         node.attr("dilations"), begin, end, out)
-        return _biased(y, b, floats, len(out)).astype(out_dtype(x), copy=False)
+                         node.attr("dilations"), begin, end, out, exact=exact == F32)  # F32: sums below 2^24
+        return _biased(y, b, floats, len(out)).astype(out_dtype(x), order="C", copy=False)
     m, p = w.shape[0], int(np.prod(out))
     floats = floats and p >= MIN_PER_SAMPLE_COLUMNS
     dt = exact or (F32 if floats else F64)

@@ -16,10 +16,13 @@ from ..numerics import fma32  # noqa: F401  (re-exported for the integer kernels
 from .planning import QOut
 
 
-def exact_dtype(k: int, amax: int, bmax: int):
+def exact_dtype(k: int, amax: int, bmax: int, bound: int | None = None):
     """The BLAS type in which a matmul of integers bounded by ``amax`` and ``bmax`` over ``k`` terms is exact:
-    float32 when every partial sum of chunks of at least 64 terms stays below 2^24 (``_exact_matmul`` sums the
-    chunks in float64), float64 while the whole sum stays below 2^53, else int64 (numpy's loop)."""
+    float32 when every partial sum (``bound``, when given, bounds them all) or every partial sum of chunks of at
+    least 64 terms stays below 2^24 (``exact_matmul`` sums the chunks in float64), float64 while the whole sum
+    stays below 2^53, else int64 (numpy's loop)."""
+    if bound is not None and bound <= _F32_EXACT:
+        return F32
     per = int(amax) * int(bmax)
     bound = per * max(int(k), 1)
     if bound < 2 ** 24 or (bound < 2 ** 53 and _F32_EXACT // per >= 64):
@@ -30,19 +33,27 @@ def exact_dtype(k: int, amax: int, bmax: int):
 _F32_EXACT = 2 ** 24 - 1  # float32 holds every integer up to this
 
 
-def _exact_matmul(a: np.ndarray, b: np.ndarray, amax: int | None = None, bmax: int | None = None) -> np.ndarray:
+def l1_bound(xmax: int, w: np.ndarray, axis: int) -> int:
+    """``xmax`` times the largest sum of |w| along the reduction ``axis``: a bound of every partial sum, in any
+    order, of the products of ``w`` with integers |x| <= xmax (tighter than k * xmax * max|w|)."""
+    return int(xmax) * int(np.abs(w.astype(I64)).sum(axis=axis).max()) if w.size else 0
+
+
+def exact_matmul(a: np.ndarray, b: np.ndarray, amax: int | None = None, bmax: int | None = None,
+                 bound: int | None = None) -> np.ndarray:
     """Exact integer matmul (exact integers of the returned float dtype, or int64); ``amax`` / ``bmax`` bound the
-    operands' magnitudes when known (else measured). float32 BLAS runs over chunks of the reduction axis short
-    enough that no partial sum reaches 2^24; the chunks are summed in float64 (exact below 2^53)."""
+    operands' magnitudes when known (else measured), ``bound`` every partial sum (``l1_bound``). float32 BLAS
+    runs in one product when every partial sum stays below 2^24, else over chunks of the reduction axis short
+    enough that none reaches it; the chunks are summed in float64 (exact below 2^53)."""
     if amax is None:
         amax = int(np.abs(a).max()) if a.size else 0
     if bmax is None:
         bmax = int(np.abs(b).max()) if b.size else 0
     k = a.shape[-1]
-    dt = exact_dtype(k, amax, bmax)
+    dt = exact_dtype(k, amax, bmax, bound)
     a, b = a.astype(dt, copy=False), b.astype(dt, copy=False)
     per = int(amax) * int(bmax)
-    if dt != F32 or per * k <= _F32_EXACT:
+    if dt != F32 or per * k <= _F32_EXACT or (bound is not None and bound <= _F32_EXACT):
         return np.matmul(a, b)
     kc = _F32_EXACT // per
     acc = np.matmul(a[..., :kc], b[..., :kc, :]).astype(F64)
@@ -57,12 +68,15 @@ def acc_range(acc: np.ndarray) -> dict:
 
 
 def accumulate(ex, a: np.ndarray, b: np.ndarray, bias: np.ndarray | None, amax: int | None = None,
-               bmax: int | None = None) -> tuple[np.ndarray, dict]:
+               bmax: int | None = None, bound: int | None = None) -> tuple[np.ndarray, dict]:
     """bias + a @ b for a (B, R, K), b (B or 1, K, M), bias broadcastable to (B, R, M), with the accumulator model
     of ``ex`` (``acc_bits``, ``overflow``); returns (accumulators, counts for ``ex.record``). The accumulators are
-    exact integers, held in float64 when they provably stay below 2^53 (``amax``, ``bmax``: bounds of |a|, |b|)."""
+    exact integers, held in float64 when they provably stay below 2^53 (``amax``, ``bmax``: bounds of |a|, |b|;
+    ``bound``: of every partial sum)."""
     top = None if amax is None or bmax is None else int(amax) * int(bmax) * a.shape[-1]
-    acc = add_bias(_exact_matmul(a, b, amax, bmax), bias, ex.acc_bits is not None, top)
+    if bound is not None:
+        top = bound if top is None else min(top, bound)
+    acc = add_bias(exact_matmul(a, b, amax, bmax, bound), bias, ex.acc_bits is not None, top)
     counts = acc_range(acc)
     bits = ex.acc_bits
     if bits is not None:
@@ -88,7 +102,12 @@ def add_bias(acc: np.ndarray, bias: np.ndarray | None, to_int: bool = False, bou
             acc = acc.astype(I64)
         elif acc.dtype == F32 and top >= 2.0 ** 24:
             acc = acc.astype(F64)
-    return acc if bias is None else acc + bias.astype(acc.dtype, copy=False)
+    if bias is None:
+        return acc
+    if acc.dtype != I64 and np.broadcast_shapes(acc.shape, bias.shape) == acc.shape:
+        acc += bias.astype(acc.dtype, copy=False)  # the callers' accumulators are their own fresh arrays
+        return acc
+    return acc + bias.astype(acc.dtype, copy=False)
 
 
 def _saturating(a, b, bias, exact, bits, chunk=1 << 15):
@@ -97,7 +116,7 @@ def _saturating(a, b, bias, exact, bits, chunk=1 << 15):
     a, b = a.astype(I64, copy=False), b.astype(I64, copy=False)
     lo, hi = int_bounds(bits, True)
     absb = np.abs(bias) if bias is not None else 0
-    bound = _exact_matmul(np.abs(a), np.abs(b)) + absb
+    bound = exact_matmul(np.abs(a), np.abs(b)) + absb
     risky = np.argwhere(np.broadcast_to(bound > hi, exact.shape))
     out = exact.copy()
     events = 0
@@ -137,20 +156,30 @@ def merge_counts(a: dict, b: dict) -> dict:
 
 
 def requant(ex, node: str, kind: str, acc: np.ndarray, mult: np.ndarray, q: QOut, counts: dict) -> np.ndarray:
-    """MLAS requantisation of ``acc`` to the output codes of ``q``; records the call's counts on ``ex``."""
+    """MLAS requantisation of ``acc`` (the caller's own array, overwritten when float32) to the output codes of
+    ``q``; records the call's counts on ``ex``."""
     lo, hi = int_range(q.dtype)
-    v = acc.astype(F32, copy=False) * mult
+    if acc.dtype == F32 and np.broadcast_shapes(acc.shape, np.shape(mult)) == acc.shape:
+        v = np.multiply(acc, mult, out=acc)
+    else:
+        v = acc.astype(F32, copy=False) * mult
     if np.dtype(q.dtype).itemsize > 2:
         counts["output_clipped"] = int(np.count_nonzero((v < lo - q.zp) | (v > hi - q.zp)))
         ex.record(node, kind, outputs=acc.size, **counts)
         return requantize_mlas(acc, mult, q.zp, q.dtype, scaled=v)
-    # numerics.requantize_mlas for codes of up to 16 bits, with the clipped count taken from the clamp itself
-    c = np.clip(v, F32(lo - q.zp), F32(hi - q.zp))
-    counts["output_clipped"] = int(np.count_nonzero(c != v))
+    # numerics.requantize_mlas for codes of up to 16 bits: clamp(rne(v) + zp, lo, hi) (v an integer after rne; past
+    # 2^24 beyond the bounds either way), the clipped count from the range first (none clipped: no count pass)
+    bl, bh = F32(lo - q.zp), F32(hi - q.zp)
+    clipped = 0
+    if v.size and not (bl <= v.min() and v.max() <= bh):
+        clipped = int(np.count_nonzero(v < bl)) + int(np.count_nonzero(v > bh))
+    counts["output_clipped"] = clipped
     ex.record(node, kind, outputs=acc.size, **counts)
-    np.rint(c, out=c)
-    c += F32(q.zp)
-    return c.astype(q.dtype)
+    np.rint(v, out=v)
+    if q.zp:
+        v += F32(q.zp)
+    np.clip(v, F32(lo), F32(hi), out=v)
+    return v.astype(q.dtype)
 
 
 def saturate(v: np.ndarray, dtype, shift: int) -> np.ndarray:

@@ -62,12 +62,16 @@ def _table(cache: dict | None, key, a_dtype, b_dtype, fn) -> np.ndarray:
 
 
 def _lookup(t: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """``t[a - lo_a, b - lo_b]`` broadcast, as one flat gather (an int8 code's offset is its bits with the sign
-    bit flipped)."""
-    def offset(x):
-        return x.view(np.uint8) ^ np.uint8(0x80) if x.dtype == np.int8 else x
-
-    return np.take(t.reshape(-1), (offset(a).astype(np.intp) << 8) | offset(b))
+    """``t[a - lo_a, b - lo_b]`` broadcast, as one flat gather; the 16-bit index is built in place (an int8
+    code's offset is its bits with the sign bit flipped)."""
+    idx = np.empty(np.broadcast_shapes(a.shape, b.shape), np.uint16)
+    idx[...] = a.view(np.uint8)
+    idx <<= 8
+    idx |= b.view(np.uint8)
+    flip = (0x8000 if a.dtype == np.int8 else 0) | (0x80 if b.dtype == np.int8 else 0)
+    if flip:
+        idx ^= np.uint16(flip)
+    return np.take(t.reshape(-1), idx)
 
 
 def qlinear_add(a, za, sa, b, zb, sb, zc, sc, dtype, sh=0, cache=None):

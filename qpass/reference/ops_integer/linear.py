@@ -13,7 +13,8 @@ import numpy as np
 from .. import im2col as ic
 from ..numerics import F32, F64, I64, apply_acc_width, int_range
 from ..registry import NodeInfo
-from .arith import acc_range, accumulate, add_bias, exact_dtype, merge_counts, requant
+from .arith import (acc_range, accumulate, add_bias, exact_dtype, exact_matmul, l1_bound, merge_counts,
+                    requant)
 from .planning import FusedOp, FusionContext, NotFused, act_dq, bias_codes, fuser, need, per_channel, weight_dq
 
 
@@ -44,9 +45,12 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     mg, kg = m // g, int(np.prod(w_codes.shape[1:]))
     xmax = _act_bound(x)
     wmax = int(np.abs(wi).max()) if wi.size else 0
-    dt = exact_dtype(kg, xmax, wmax)  # BLAS type of the exact accumulation, proven from the operand ranges
+    top = l1_bound(xmax, wi.reshape(m, -1), 1)  # bound of every partial sum of one output
+    dt = exact_dtype(kg, xmax, wmax, top)  # BLAS type of the exact accumulation, proven from the operand ranges
     wt = wi.reshape(g, mg, kg).astype(dt)  # (g, Mg, Kg)
-    wdw = wi.astype(dt)  # (M, C/g, *k): the depthwise path's weights
+    # the depthwise path sums one window (kg terms) in any order: exact in float32 only below 2^24 in all
+    ddt = F64 if dt == F32 and top >= 2 ** 24 else dt
+    wdw = wi.astype(ddt)  # (M, C/g, *k): the depthwise path's weights
     s_in = (x.s() * per_channel(w.scale, m)).astype(F32)
     bias = bias_codes(fc, node, 2, s_in, m)
     bias_g = None if bias is None else bias.reshape(g, mg, 1)
@@ -60,20 +64,43 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
         begin, end, out = ic.node_geometry(node, xi.shape, kernel)
         p = int(np.prod(out))
         if ex.acc_bits is None and g > 1 and kg == int(np.prod(kernel)):  # depthwise, exact: no patch matrix
-            acc = ic.depthwise(xi, wdw, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
-            acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False, kg * xmax * wmax)
+            acc = ic.depthwise(xi.astype(ddt, copy=False), wdw, kernel, node.attr("strides"),
+                               node.attr("dilations"), begin, end, out, exact=ddt != I64)
+            acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False, top)
+            return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
+        if ex.acc_bits is None and p * kg * g * xi.itemsize > BLOCKED_PATCH_BYTES:
+            acc = _blocked_conv(xi, wt, kernel, node, (begin, end, out), wmax, xmax, top)
+            acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False, top)
             return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
         accs, counts = [], {}
         for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * xi.itemsize):
             cols = ic.columns(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out,
                               pointwise=True)
-            acc, c = accumulate(ex, wt, cols.reshape(g, kg, -1), bias_g, wmax, xmax)  # (g, Mg, n * P)
+            acc, c = accumulate(ex, wt, cols.reshape(g, kg, -1), bias_g, wmax, xmax, top)  # (g, Mg, n * P)
             accs.append(acc.reshape(m, hi - lo, p).swapaxes(0, 1).reshape((hi - lo, m) + tuple(out)))
             counts = merge_counts(counts, c)
         acc = np.concatenate(accs) if len(accs) > 1 else accs[0]
         return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, counts)
 
     return FusedOp("QLinearConv", node.name, q.node, [x.codes], q.output, compute)
+
+
+BLOCKED_PATCH_BYTES = 1 << 22  # one sample's patch matrix above this: built and multiplied in cache-sized blocks
+
+
+def _blocked_conv(xi, wt, kernel, node, geom, wmax: int, xmax: int, top: int) -> np.ndarray:
+    """Exact (N, M, *out) accumulators (no bias) of a Conv whose patch matrix is large, block by block of output
+    rows (``im2col.column_blocks``): the same exact integers as one GEMM, without the patch matrix in memory."""
+    begin, end, out = geom
+    g, mg, kg = wt.shape
+    y = None
+    for s, r0, r1, cols in ic.column_blocks(xi, kernel, node.attr("strides"), node.attr("dilations"), begin, end,
+                                            out):
+        blk = exact_matmul(wt, cols.reshape(g, kg, -1), wmax, xmax, top)  # (g, Mg, rows * rest)
+        if y is None:
+            y = np.empty((xi.shape[0], g * mg) + tuple(out), blk.dtype)
+        y[s, :, r0:r1] = blk.reshape((g * mg, r1 - r0) + tuple(out[1:]))
+    return y
 
 
 @fuser("ConvTranspose")
@@ -126,7 +153,8 @@ def _b_operand(fc: FusionContext, node: NodeInfo, codes: np.ndarray | None, tran
 
 
 def _b_bounds(a, b, bi):
-    """(bound of |A - za|, bound of |B - zb|, dtype -> constant B cast once per dtype) of a Gemm / MatMul."""
+    """(bound of |A - za|, bound of |B - zb|, dtype -> constant B cast once per dtype, bound of every partial sum
+    or None) of a Gemm / MatMul."""
     casts: dict = {}
 
     def const_b(dt):
@@ -135,7 +163,8 @@ def _b_bounds(a, b, bi):
         return casts[dt]
 
     bmax = _act_bound(b) if bi is None else (int(np.abs(bi).max()) if bi.size else 0)
-    return _act_bound(a), bmax, const_b
+    amax = _act_bound(a)
+    return amax, bmax, const_b, None if bi is None else l1_bound(amax, bi, 0)
 
 
 def _q_or_float(fc: FusionContext, node: NodeInfo):
@@ -173,10 +202,10 @@ def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
     za = a.z()
     name = node.name
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
-    amax, bmax, bc = _b_bounds(a, b, bi)
+    amax, bmax, bc, top = _b_bounds(a, b, bi)
 
     def compute(vals, ex):
-        dt = exact_dtype(vals[0].shape[0 if trans_a else -1], amax, bmax)
+        dt = exact_dtype(vals[0].shape[0 if trans_a else -1], amax, bmax, top)
         av = vals[0].astype(dt) - dt(za)
         av = av.T if trans_a else av
         if bi is None:
@@ -184,7 +213,7 @@ def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
             bv = bv.T if trans_b else bv
         else:
             bv = bc(dt)
-        acc, counts = accumulate(ex, av[None], bv[None], None if bias is None else bias[None], amax, bmax)
+        acc, counts = accumulate(ex, av[None], bv[None], None if bias is None else bias[None], amax, bmax, top)
         if q is None:
             return _float_out(ex, name, "QGemm", acc[0], mult)
         return requant(ex, name, "QGemm", acc[0], mult, q, counts)
@@ -205,17 +234,17 @@ def fuse_matmul(fc: FusionContext, node: NodeInfo) -> FusedOp:
     za = a.z()
     name = node.name
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
-    amax, bmax, bc = _b_bounds(a, b, bi)
+    amax, bmax, bc, top = _b_bounds(a, b, bi)
 
     def compute(vals, ex):
-        dt = exact_dtype(vals[0].shape[-1], amax, bmax)
+        dt = exact_dtype(vals[0].shape[-1], amax, bmax, top)
         av = vals[0].astype(dt) - dt(za)
         bv = bc(dt) if bi is not None else vals[1].astype(dt) - dt(b.z())
         if av.ndim < 2 or bv.ndim < 2:
             raise ValueError("1-D MatMul operands are not supported by the integer kernel")
         if bv.ndim == 2:
             lead = av.shape[:-1]
-            acc, counts = accumulate(ex, av.reshape(1, -1, av.shape[-1]), bv[None], None, amax, bmax)
+            acc, counts = accumulate(ex, av.reshape(1, -1, av.shape[-1]), bv[None], None, amax, bmax, top)
             acc = acc.reshape(lead + (bv.shape[1],))
         else:
             batch = np.broadcast_shapes(av.shape[:-2], bv.shape[:-2])

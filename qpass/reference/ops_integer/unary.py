@@ -90,10 +90,14 @@ def _rank(fc: FusionContext, ops: list[NodeInfo]) -> int:
 
 
 def _lookup(table: np.ndarray | None, signed: bool):
+    """codes -> table[code - lo], indexed by the codes' bits (int8: the table reordered once, no per-call XOR)."""
+    if table is not None and signed:
+        table = table[np.arange(256) ^ 0x80]
+
     def apply(c):
         if table is None:
             return c
-        return np.take(table, c.view(np.uint8) ^ np.uint8(0x80) if signed else c)
+        return np.take(table, c.view(np.uint8))
     return apply
 
 
