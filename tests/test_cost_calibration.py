@@ -91,10 +91,22 @@ def test_mvtu_registers_follow_the_module_structure():
     assert "acc" not in f2 and f2["ibuf"] == 144 * 2
 
 
-def test_dsp_rule_one_per_product_unless_the_weights_are_constant():
+def test_dsp_rule_one_per_product_constant_weights_included():
     p = dict(MW=64, MH=16, PE=4, SIMD=8, IB=8, WB=8, AB=22, NT=0, TB=1, XNOR=0, USE_DSP=1)
     assert cal.module_estimate("qp_mvtu", p).dsp == 32
-    assert cal.module_estimate("qp_mvtu", dict(p, MH=4, MW=8)).dsp == 0
+    # one-word (constant) weights still multiply on DSPs: the folding search must not see full unrolling as free
+    assert cal.module_estimate("qp_mvtu", dict(p, MH=4, MW=8)).dsp == 32
+    # every DSP-mapped matrix unit yosys synthesized (committed cache): the rule gives its DSP count exactly
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "bench" / "results"
+    seen = 0
+    for f in ("yosys_grid.json", "yosys_layers.json"):
+        for v in json.loads((root / f).read_text()).values():
+            if v["params"]["module"] == "qp_mvtu" and v["params"].get("USE_DSP") and v["dsp"]:
+                assert cal.module_estimate("qp_mvtu", v["params"]).dsp == v["dsp"], v["params"]
+                seen += 1
+    assert seen >= 4
     assert cal.module_estimate("qp_mvtu", dict(p, USE_DSP=0)).dsp == 0
 
 

@@ -9,8 +9,7 @@ it). Block RAM is structural, not fitted: Yosys maps a ``rom_style = "block"`` w
 at 36 bits per RAMB18 unit for D <= 512 (the cheapest aspect of ``memory_costs.bram18_for``), after dropping the
 bit columns that are constant over all D words (for random bits a fraction 2^(1 - D); +-1 weights vary in one bit
 of their two). A one-word weight ROM is a constant: its products are constant multiplications (the ``*_const``
-terms). DSPs: one DSP48 per product when the module multiplies on DSPs (``USE_DSP``) and the weights are not
-constant.
+terms). DSPs: one DSP48 per product when the module multiplies on DSPs (``USE_DSP``), constant weights included.
 
 The formulas (coefficients c_* from the data file; lanes = PE * SIMD, AB accumulator bits, NT threshold steps of TB
 bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
@@ -178,8 +177,9 @@ def _mvtu_bram(p: dict) -> int:
 
 
 def _mvtu_dsp(p: dict) -> int:
-    tiles = (p["MH"] // p["PE"]) * (p["MW"] // p["SIMD"])
-    return p["PE"] * p["SIMD"] if p.get("USE_DSP", 0) and not p.get("XNOR", 0) and tiles > 1 else 0
+    """One DSP48 per product when the module multiplies on DSPs, constant weights included (Yosys maps a constant
+    8 x 8-bit product to a DSP48 as well: 64 lanes of one-word weights gave 64 DSPs)."""
+    return p["PE"] * p["SIMD"] if p.get("USE_DSP", 0) and not p.get("XNOR", 0) else 0
 
 
 def _swg(p: dict) -> dict[str, float]:

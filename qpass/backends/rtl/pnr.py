@@ -45,15 +45,18 @@ def _cells(stat: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+([A-Za-z_0-9$]+)\s+(\d+)\s*$", stat, re.M)}
 
 
-def place_and_route(part, device: str = "85k", freq_mhz: float = 100.0, timeout: float = 3600.0) -> PnrResult:
-    """synth_ecp5 + nextpnr-ecp5 of an exported partition's top module; the Fmax nextpnr reports."""
+def place_and_route(part, device: str = "85k", freq_mhz: float = 100.0, timeout: float = 3600.0,
+                    nodsp: bool = False) -> PnrResult:
+    """synth_ecp5 + nextpnr-ecp5 of an exported partition's top module; the Fmax nextpnr reports. ``nodsp``: the
+    multipliers in LUTs (``synth_ecp5 -nodsp``) where a design has more than the part's MULT18X18D blocks (yosys
+    maps even 2 x 2-bit products to them)."""
     if device not in ECP5:
         raise QpassError(f"unknown ECP5 device {device!r} (one of {', '.join(ECP5)})")
     pnr = nextpnr_command()
     rtl = Path(getattr(part, "project_dir", part)) / "rtl"
     top = part.top if hasattr(part, "top") else Path(part).name
     t0 = time.perf_counter()
-    script = (f"read_verilog -sv -defer {' '.join(LIBRARY)} {top}.sv; synth_ecp5 -top {top} -json {top}_ecp5.json; "
+    script = (f"read_verilog -sv -defer {' '.join(LIBRARY)} {top}.sv; synth_ecp5 -top {top}{' -nodsp' if nodsp else ''} -json {top}_ecp5.json; "
               f"tee -q -o {top}_ecp5.stat stat")
     for cmd in (yosys_command() + ["-q", "-p", script],
                 pnr + [f"--{device}", "--package", ECP5[device], "--json", f"{top}_ecp5.json", "--freq",
