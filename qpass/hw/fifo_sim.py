@@ -391,10 +391,8 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
     depths = {k: _pow2_depth(v) for k, v in occ.items()}
     ends = sim.sink_ends(s_asap)
     notes = [f"schedule: {label}; {len(late_set)} of {len(names)} layers late; {evals} schedules evaluated"]
-    shrunk = 0
-    if shrink:
-        depths, shrunk, n = _tighten(sim, s_asap, depths, verify_sweeps)
-        sweeps += n
+    depths, shrunk, n = _tighten(sim, s_asap, depths, verify_sweeps) if shrink else (depths, 0, 0)
+    sweeps += n
     if shrunk:
         notes.append(f"{shrunk} FIFOs shrunk to their occupancy under back-pressure at these depths")
     verified, measured, latency = False, float(ends[-1] - ends[-2]), int(ends[0]) + 1
