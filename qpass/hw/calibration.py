@@ -22,8 +22,9 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
             (the row buffers are LUT-RAM: the window reads them asynchronously)
   qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*C*NT*TB/8
-                  | c_cmp_const*TLIVE*ceil(log2(NT+1))*ceil(IB/6) (NF == 1: constant thresholds; TLIVE the PEs
-                  whose thresholds are not trivial for the input range, counted from the emitted image, else PE)
+                  | NF == 1 (constant thresholds; TLIVE the PEs whose thresholds are not trivial for the input
+                  range, counted from the emitted image, else PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for IB <= 6
+                  (each count bit one LUT6 of the input bits), else c_cmp_const*TLIVE*NT*(IB+1) (comparator chains)
   qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
   qp_add        LUT = c0 + c_add*PE*OB*(set bits of KA and KB - 1)
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
@@ -201,8 +202,12 @@ def _swg_ff(p: dict) -> dict[str, float]:
 def _threshold(p: dict) -> dict[str, float]:
     pe, nt, tb, nf = p["PE"], p["NT"], p["TB"], p["C"] // p["PE"]
     f = {"const": 1.0, "ctr": float(_clog2(nf))}
-    if nf == 1:  # constant thresholds: each count bit a function of the IB input bits (one LUT6 per 6 inputs)
-        f["cmp_const"] = p.get("TLIVE", pe) * math.ceil(math.log2(nt + 1)) * math.ceil(p["IB"] / 6)
+    if nf == 1:  # constant thresholds: up to 6 input bits each count bit is one LUT6, else comparator chains
+        live = p.get("TLIVE", pe)
+        if p["IB"] <= 6:
+            f["cmp_lut"] = live * math.ceil(math.log2(nt + 1))
+        else:
+            f["cmp_const"] = live * nt * (p["IB"] + 1)
     else:
         f["cmp"] = pe * nt * tb  # the threshold ROM in LUTs: its varying columns, one LUT6 per 64 words
         f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
