@@ -133,7 +133,9 @@ def _mvtu(p: dict) -> dict[str, float]:
     if xnor:  # XNOR then a chain of PCW-bit adds per PE (yosys: a compressor tree of PCW-bit columns)
         f["pop"] = lanes
         f["pop_w"] = lanes * _pcw(simd)
-        f["pop_acc"] = lanes * ab * (sf > 1)  # with an accumulator the bits are summed at its width
+        # sum = (sf == 0 ? 0 : acc) + 2 * pop - SIMD is one multi-operand add at the accumulator's width, with or
+        # without column folds (held-out fit: 40 -> 42 of 50 design layers within +-15%)
+        f["pop_acc"] = lanes * ab
     elif dsp:
         f["dsp_add"] = lanes * ab
     elif p.get("WV") == 1 and not const_w:  # +-1 weights: the product is x or -x, an add/subtract per lane
