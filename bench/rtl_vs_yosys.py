@@ -187,8 +187,7 @@ def main() -> None:
                 if a.sim:
                     print(rtl.simulate(p, 40).summary())
                 if a.pnr:
-                    # products in LUTs: yosys maps even 1 x 2-bit products to MULT18X18Ds, more than the 85k's 156
-                    print(rtl.place_and_route(p, nodsp=True).summary())
+                    print(rtl.place_and_route(p).summary())
     print("\nlayers whose estimate is within +-15% of yosys (and within +-15% or +-10 cells under 100); 'held-out': "
           "layers whose yosys numbers the calibration was not fitted on:")
     for (which, k, group), (n, strict, loose) in sorted(score.items()):
