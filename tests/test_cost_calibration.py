@@ -37,7 +37,7 @@ EXAMPLES = {
                 for nt in (0, 3)] + [dict(MW=64, MH=16, PE=4, SIMD=8, IB=8, WB=2, WV=1, AB=16, NT=1, TB=16),
                                  dict(MW=64, MH=32, PE=4, SIMD=64, IB=2, WB=2, AB=9, NT=1, TB=9)],
     "qp_swg": [dict(C=16, SIMD=4, IW=8, KH=3, EB=4, PAD=1)],
-    "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5) for p in (1, 16)],
+    "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5, IB=ib) for p in (1, 16) for ib in (4, 8)],
     "qp_maxpool": [dict(C=16, PE=4, IW=8, KW=2, EB=4)],
     "qp_add": [dict(PE=2, OB=5, KA=1, KB=4)],
     "qp_global_sum": [dict(C=16, PE=p, NPIX=16, OB=8) for p in (1, 16)],
