@@ -37,7 +37,7 @@ EXAMPLES = {
                 for nt in (0, 3)] + [dict(MW=64, MH=16, PE=4, SIMD=8, IB=8, WB=2, WV=1, AB=16, NT=1, TB=16),
                                  dict(MW=64, MH=32, PE=4, SIMD=64, IB=2, WB=2, AB=9, NT=1, TB=9)],
     "qp_swg": [dict(C=16, SIMD=4, IW=8, KH=3, EB=4, PAD=1)],
-    "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5) for p in (1, 16)],
+    "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5, IB=ib) for p in (1, 16) for ib in (4, 8)],
     "qp_maxpool": [dict(C=16, PE=4, IW=8, KW=2, EB=4)],
     "qp_add": [dict(PE=2, OB=5, KA=1, KB=4)],
     "qp_global_sum": [dict(C=16, PE=p, NPIX=16, OB=8) for p in (1, 16)],
@@ -91,10 +91,22 @@ def test_mvtu_registers_follow_the_module_structure():
     assert "acc" not in f2 and f2["ibuf"] == 144 * 2
 
 
-def test_dsp_rule_one_per_product_unless_the_weights_are_constant():
+def test_dsp_rule_one_per_product_constant_weights_included():
     p = dict(MW=64, MH=16, PE=4, SIMD=8, IB=8, WB=8, AB=22, NT=0, TB=1, XNOR=0, USE_DSP=1)
     assert cal.module_estimate("qp_mvtu", p).dsp == 32
-    assert cal.module_estimate("qp_mvtu", dict(p, MH=4, MW=8)).dsp == 0
+    # one-word (constant) weights still multiply on DSPs: the folding search must not see full unrolling as free
+    assert cal.module_estimate("qp_mvtu", dict(p, MH=4, MW=8)).dsp == 32
+    # every DSP-mapped matrix unit yosys synthesized (committed cache): the rule gives its DSP count exactly
+    import json
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1] / "bench" / "results"
+    seen = 0
+    for f in ("yosys_grid.json", "yosys_layers.json"):
+        for v in json.loads((root / f).read_text()).values():
+            if v["params"]["module"] == "qp_mvtu" and v["params"].get("USE_DSP") and v["dsp"]:
+                assert cal.module_estimate("qp_mvtu", v["params"]).dsp == v["dsp"], v["params"]
+                seen += 1
+    assert seen >= 4
     assert cal.module_estimate("qp_mvtu", dict(p, USE_DSP=0)).dsp == 0
 
 

@@ -9,8 +9,7 @@ it). Block RAM is structural, not fitted: Yosys maps a ``rom_style = "block"`` w
 at 36 bits per RAMB18 unit for D <= 512 (the cheapest aspect of ``memory_costs.bram18_for``), after dropping the
 bit columns that are constant over all D words (for random bits a fraction 2^(1 - D); +-1 weights vary in one bit
 of their two). A one-word weight ROM is a constant: its products are constant multiplications (the ``*_const``
-terms). DSPs: one DSP48 per product when the module multiplies on DSPs (``USE_DSP``) and the weights are not
-constant.
+terms). DSPs: one DSP48 per product when the module multiplies on DSPs (``USE_DSP``), constant weights included.
 
 The formulas (coefficients c_* from the data file; lanes = PE * SIMD, AB accumulator bits, NT threshold steps of TB
 bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
@@ -23,6 +22,9 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
             (the row buffers are LUT-RAM: the window reads them asynchronously)
   qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*C*NT*TB/8
+                  | NF == 1 (constant thresholds; TLIVE the PEs whose thresholds are not trivial for the input
+                  range, counted from the emitted image, else PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for IB <= 6
+                  (each count bit one LUT6 of the input bits), else c_cmp_const*TLIVE*NT*(IB+1) (comparator chains)
   qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
   qp_add        LUT = c0 + c_add*PE*OB*(set bits of KA and KB - 1)
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
@@ -131,7 +133,9 @@ def _mvtu(p: dict) -> dict[str, float]:
     if xnor:  # XNOR then a chain of PCW-bit adds per PE (yosys: a compressor tree of PCW-bit columns)
         f["pop"] = lanes
         f["pop_w"] = lanes * _pcw(simd)
-        f["pop_acc"] = lanes * ab * (sf > 1)  # with an accumulator the bits are summed at its width
+        # sum = (sf == 0 ? 0 : acc) + 2 * pop - SIMD is one multi-operand add at the accumulator's width, with or
+        # without column folds (held-out fit: 40 -> 42 of 50 design layers within +-15%)
+        f["pop_acc"] = lanes * ab
     elif dsp:
         f["dsp_add"] = lanes * ab
     elif p.get("WV") == 1 and not const_w:  # +-1 weights: the product is x or -x, an add/subtract per lane
@@ -178,8 +182,9 @@ def _mvtu_bram(p: dict) -> int:
 
 
 def _mvtu_dsp(p: dict) -> int:
-    tiles = (p["MH"] // p["PE"]) * (p["MW"] // p["SIMD"])
-    return p["PE"] * p["SIMD"] if p.get("USE_DSP", 0) and not p.get("XNOR", 0) and tiles > 1 else 0
+    """One DSP48 per product when the module multiplies on DSPs, constant weights included (Yosys maps a constant
+    8 x 8-bit product to a DSP48 as well: 64 lanes of one-word weights gave 64 DSPs)."""
+    return p["PE"] * p["SIMD"] if p.get("USE_DSP", 0) and not p.get("XNOR", 0) else 0
 
 
 def _swg(p: dict) -> dict[str, float]:
@@ -198,8 +203,15 @@ def _swg_ff(p: dict) -> dict[str, float]:
 
 def _threshold(p: dict) -> dict[str, float]:
     pe, nt, tb, nf = p["PE"], p["NT"], p["TB"], p["C"] // p["PE"]
-    f = {"const": 1.0, "ctr": float(_clog2(nf)), "cmp_const" if nf == 1 else "cmp": pe * nt * tb}
-    if nf > 1:  # the threshold ROM in LUTs: its varying columns, one LUT6 per 64 words
+    f = {"const": 1.0, "ctr": float(_clog2(nf))}
+    if nf == 1:  # constant thresholds: up to 6 input bits each count bit is one LUT6, else comparator chains
+        live = p.get("TLIVE", pe)
+        if p["IB"] <= 6:
+            f["cmp_lut"] = live * math.ceil(math.log2(nt + 1))
+        else:
+            f["cmp_const"] = live * nt * (p["IB"] + 1)
+    else:
+        f["cmp"] = pe * nt * tb  # the threshold ROM in LUTs: its varying columns, one LUT6 per 64 words
         f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
     return f
 

@@ -46,10 +46,14 @@ def fold(dg: DataflowGraph, *, target_fps: float | None = None, clock_ns: float 
 
 def fifo_depths(dg: DataflowGraph, frames: int = 3, rtl_converters: bool = False) -> dict[tuple[str, str, int], int]:
     """Depth (in words of the producer) of every stream edge (producer or '<input>', consumer, port);
-    ``rtl_converters``: sized for the RTL top's FIFO + width-converter pairs (``qpass.hw.fifo_sim.size_fifos``)."""
+    ``rtl_converters``: sized for the RTL top's FIFO + width-converter pairs (``qpass.hw.fifo_sim.size_fifos``) and
+    shrunk to their occupancy under back-pressure, which Verilator confirms cycle by cycle (no deadlock, full
+    throughput: bench/results/rtl_sim_digits.txt). Without it (HLS) the depths are not shrunk: an HLS kernel's
+    pipeline stalls as a whole and has a fill latency the stream model does not know, and nothing here can run it
+    with bounded streams (C simulation streams are unbounded, no RTL cosimulation without Vitis)."""
     layers, edges = dg.cost_layers(), dg.stream_edges()
     try:
-        res = size_fifos(layers, edges, frames=frames, rtl_converters=rtl_converters)
+        res = size_fifos(layers, edges, frames=frames, rtl_converters=rtl_converters, shrink=rtl_converters)
         dg.fifos = res
         depths = dict(res.depths)
     except QpassError as exc:  # e.g. a multi-input layer reading a partition input: no simulation

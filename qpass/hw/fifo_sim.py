@@ -331,7 +331,7 @@ def _tighten(sim: _Sim, s_asap, depths: dict, max_sweeps: int, rounds: int = 4) 
 
 def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None = None, frames: int = 3,
                search_evals: int = 16, verify: bool = False, verify_sweeps: int = 400,
-               rtl_converters: bool = False) -> FifoResult:
+               rtl_converters: bool = False, shrink: bool = True) -> FifoResult:
     """Per-edge FIFO depths for a chain (edges=None) or DAG of layers; see the module docstring.
     Input ports are numbered in the order their edges appear in ``edges``.
 
@@ -344,7 +344,7 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
     ``verify`` recomputes the bounded-FIFO schedule with the chosen depths (a monotone fixpoint; can
     take seconds on large designs) and checks that it keeps the period. ``rtl_converters``: the bounded schedules
     count the room the RTL top's width converters add (``_Sim.capacity``). Depths are then shrunk to what the
-    back-pressured schedule occupies (``_tighten``)."""
+    back-pressured schedule occupies (``_tighten``; ``shrink=False`` keeps the chosen schedule's depths)."""
     t0 = time.perf_counter()
     if frames < 3:
         raise QpassError("simulate at least 3 frames")
@@ -391,7 +391,7 @@ def size_fifos(layers: Sequence[Layer], edges: Sequence[tuple[str, str]] | None 
     depths = {k: _pow2_depth(v) for k, v in occ.items()}
     ends = sim.sink_ends(s_asap)
     notes = [f"schedule: {label}; {len(late_set)} of {len(names)} layers late; {evals} schedules evaluated"]
-    depths, shrunk, n = _tighten(sim, s_asap, depths, verify_sweeps)
+    depths, shrunk, n = _tighten(sim, s_asap, depths, verify_sweeps) if shrink else (depths, 0, 0)
     sweeps += n
     if shrunk:
         notes.append(f"{shrunk} FIFOs shrunk to their occupancy under back-pressure at these depths")

@@ -16,6 +16,8 @@ from .sim import ToolMissing
 from .synth import yosys_command
 
 ECP5 = {"25k": "CABGA381", "45k": "CABGA381", "85k": "CABGA756"}
+#: MULT18X18D blocks per device
+MULT18 = {"25k": 28, "45k": 72, "85k": 156}
 
 
 @dataclass
@@ -45,26 +47,35 @@ def _cells(stat: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^\s+([A-Za-z_0-9$]+)\s+(\d+)\s*$", stat, re.M)}
 
 
-def place_and_route(part, device: str = "85k", freq_mhz: float = 100.0, timeout: float = 3600.0) -> PnrResult:
-    """synth_ecp5 + nextpnr-ecp5 of an exported partition's top module; the Fmax nextpnr reports."""
+def _run(cmd: list[str], cwd: Path, top: str, timeout: float) -> None:
+    try:
+        run = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise QpassError(f"{Path(cmd[0]).name} on {top} did not finish in {timeout:.0f} s") from None
+    if run.returncode != 0:
+        tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-10:])
+        raise QpassError(f"{Path(cmd[0]).name} failed on {top}:\n{tail}")
+
+
+def place_and_route(part, device: str = "85k", freq_mhz: float = 100.0, timeout: float = 3600.0,
+                    nodsp: bool | None = None) -> PnrResult:
+    """synth_ecp5 + nextpnr-ecp5 of an exported partition's top module; the Fmax nextpnr reports. ``nodsp``: the
+    multipliers in LUTs (``synth_ecp5 -nodsp``); None: only when the design has more products mapped to MULT18X18Ds
+    than the part has (yosys maps even 1 x 2-bit products to them: the 1-bit digits CNN wants 534, an 85k has 156)."""
     if device not in ECP5:
         raise QpassError(f"unknown ECP5 device {device!r} (one of {', '.join(ECP5)})")
     pnr = nextpnr_command()
     rtl = Path(getattr(part, "project_dir", part)) / "rtl"
     top = part.top if hasattr(part, "top") else Path(part).name
     t0 = time.perf_counter()
-    script = (f"read_verilog -sv -defer {' '.join(LIBRARY)} {top}.sv; synth_ecp5 -top {top} -json {top}_ecp5.json; "
-              f"tee -q -o {top}_ecp5.stat stat")
-    for cmd in (yosys_command() + ["-q", "-p", script],
-                pnr + [f"--{device}", "--package", ECP5[device], "--json", f"{top}_ecp5.json", "--freq",
-                       f"{freq_mhz:g}", "--out-of-context", "--timing-allow-fail", "--quiet", "--log", f"{top}_pnr.log"]):
-        try:
-            run = subprocess.run(cmd, cwd=rtl, capture_output=True, text=True, timeout=timeout)
-        except subprocess.TimeoutExpired:
-            raise QpassError(f"{Path(cmd[0]).name} on {top} did not finish in {timeout:.0f} s") from None
-        if run.returncode != 0:
-            tail = "\n".join((run.stdout + run.stderr).strip().splitlines()[-10:])
-            raise QpassError(f"{Path(cmd[0]).name} failed on {top}:\n{tail}")
+    for no in ((False, True) if nodsp is None else (nodsp,)):
+        script = (f"read_verilog -sv -defer {' '.join(LIBRARY)} {top}.sv; synth_ecp5 -top {top}"
+                  f"{' -nodsp' if no else ''} -json {top}_ecp5.json; tee -q -o {top}_ecp5.stat stat")
+        _run(yosys_command() + ["-q", "-p", script], rtl, top, timeout)
+        if _cells((rtl / f"{top}_ecp5.stat").read_text()).get("MULT18X18D", 0) <= MULT18[device]:
+            break
+    _run(pnr + [f"--{device}", "--package", ECP5[device], "--json", f"{top}_ecp5.json", "--freq", f"{freq_mhz:g}",
+                "--out-of-context", "--timing-allow-fail", "--quiet", "--log", f"{top}_pnr.log"], rtl, top, timeout)
     log = (rtl / f"{top}_pnr.log").read_text()
     fmax = [float(x) for x in re.findall(r"Max frequency for clock '[^']*': ([0-9.]+) MHz", log)]
     if not fmax:

@@ -94,16 +94,18 @@ def _fifo(net: _Net, src: str, dst: str, w: int, depth: int, edge) -> None:
 
 
 def _dwc(net: _Net, src: str, dst: str, eb: int, a: int, b: int) -> None:
-    """a-element words from src -> b-element words to dst (through the gcd when neither divides the other)."""
+    """a-element words from src -> b-element words to dst; when neither divides the other, up to the lcm then down
+    (through the gcd the middle stream carries gcd(a, b) elements a cycle: 16 -> 4 -> 12 ran a 12-lane consumer at a
+    third of its rate, the 4-bit residual CNN at 2304 cycles/frame instead of 768)."""
     if b % a == 0 or a % b == 0:
         mod = "qp_dwc_up" if b > a else "qp_dwc_down"
         net.body.append(_inst(mod, c_ident(f"dwc_{dst}", net.taken), [("IN", a), ("OUT", b), ("EB", eb)],
                               _clk() + _sio("in", src) + _sio("out", dst)))
         return
-    g = int(np.gcd(a, b))
-    mid = net.stream(f"{dst}_mid", eb * g)
-    _dwc(net, src, mid, eb, a, g)
-    _dwc(net, mid, dst, eb, g, b)
+    m = int(np.lcm(a, b))
+    mid = net.stream(f"{dst}_mid", eb * m)
+    _dwc(net, src, mid, eb, a, m)
+    _dwc(net, mid, dst, eb, m, b)
 
 
 def _edge(net: _Net, src: str, dst: str, eb: int, src_fold: int, dst_fold: int, depth: int, edge) -> None:

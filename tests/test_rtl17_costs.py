@@ -1,0 +1,50 @@
+"""Structural terms of the yosys-calibrated cost model read from the emitted design: live constant thresholds and
+the products a DSP-mapped matrix unit puts on DSP48s, checked against committed yosys numbers."""
+import json
+from pathlib import Path
+
+from qpass.backends.rtl.instances import Instance
+from qpass.backends.rtl.memfiles import hex_words
+from qpass.backends.rtl.synth import instance_params, live_threshold_pes
+from qpass.hw import calibration as cal
+
+import numpy as np
+
+LAYERS = Path(__file__).resolve().parents[1] / "bench" / "results" / "yosys_layers.json"
+
+
+def test_live_threshold_pes_drops_thresholds_yosys_needs_no_lut_for():
+    # 3-bit signed input (-4..3), one threshold per PE: 0 reads the sign bit alone, -4 is always met, 5 never
+    p = dict(PE=5, NT=1, TB=4, IB=3, I_SIGNED=1)
+    img = hex_words(np.array([[0, 2, -4, 5, -1]]), 4)
+    assert live_threshold_pes(img, p) == 2  # the PEs comparing against 2 and -1
+    # unsigned 3-bit input (0..7): x >= 4 is the top bit alone, 0 is always met, 8 never
+    img = hex_words(np.array([[4, 2, 0, 7, 8]]), 5)
+    assert live_threshold_pes(img, dict(p, TB=5, I_SIGNED=0)) == 2  # 2 and 7
+
+
+def test_instance_params_count_live_pes_of_a_constant_threshold_image():
+    t = np.array([[0, 0, 0, 1]])
+    inst = Instance("qp_threshold", [("C", 4), ("PE", 4), ("NPIX", 1), ("IB", 6), ("I_SIGNED", 1), ("OB", 2),
+                                     ("NT", 1), ("TB", 2), ("OUT_SCALE", 2), ("OUT_BIAS", -1), ("TFILE", '"t.mem"')],
+                    mems={"t.mem": hex_words(t, 2)})
+    p = instance_params(inst)
+    assert p["TLIVE"] == 1
+    assert cal.module_estimate("qp_threshold", dict(p, TLIVE=0)).lut == 0
+
+
+def _cached(module, **want):
+    for v in json.loads(LAYERS.read_text()).values():
+        p = v["params"]
+        if p["module"] == module and all(p.get(k) == x for k, x in want.items()):
+            return p, v
+    raise AssertionError(f"no cached yosys numbers for {module} {want}")
+
+
+def test_constant_thresholds_against_yosys():
+    # residual CNN 1-bit: every global-pool threshold is 0 on a signed input (the sign bit): yosys keeps 0 LUTs
+    p, y = _cached("qp_threshold", C=16, PE=16, IB=6, NT=1, I_SIGNED=1, NPIX=1)
+    assert y["lut"] == 0 and cal.module_estimate("qp_threshold", p).lut == 0
+    # 4-bit residual add's 15 thresholds on a 9-bit sum in comparator chains: 816 LUT in yosys
+    p, y = _cached("qp_threshold", C=16, PE=16, IB=9, NT=15)
+    assert abs(cal.module_estimate("qp_threshold", p).lut - y["lut"]) <= 0.15 * y["lut"]
