@@ -99,11 +99,41 @@ def _odd_over_even(x, table, split: int, pair: np.ndarray) -> np.ndarray:
     if v.size <= _SMALL:
         p, q = _horner_pair(v2, pair)
     else:
-        p, q = horner32(v2, table[2:split]), horner32(v2, table[split:])
+        p, q = _horner_large(v2, table[2:split]), _horner_large(v2, table[split:])
     return (p * v) / q
 
 
 _SMALL = 1 << 12
+
+
+def _horner_large(x: np.ndarray, coeffs, block: int = 1 << 13) -> np.ndarray:
+    """``numerics.horner32`` of a large ``x`` in blocks that stay in cache, with the cheaper midpoint-only check
+    of :func:`_horner_pair` (no sum can be float32-subnormal) made as each step runs; a block with a midpoint
+    goes through ``horner32`` (exact, rare)."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, F32)
+    n = min(block, flat.size)
+    s, low, acc64 = np.empty(n, F64), np.empty(n, np.int64), np.empty(n, F64)
+    c = [F64(v) for v in coeffs]
+    for i in range(0, flat.size, block):
+        xb = flat[i:i + block]
+        m = xb.size
+        x64, sb, lb, ab, acc = xb.astype(F64), s[:m], low[:m], acc64[:m], out[i:i + m]
+        np.multiply(x64, c[0], out=sb)
+        sb += c[1]
+        midpoint = False
+        for j in range(2, len(c) + 1):
+            acc[...] = sb
+            np.left_shift(sb.view(np.int64), 35, out=lb)
+            midpoint = midpoint or lb.min() == _MID_SHIFTED
+            if j == len(c):
+                break
+            ab[...] = acc
+            np.multiply(ab, x64, out=sb)
+            sb += c[j]
+        if midpoint:
+            acc[...] = horner32(xb, coeffs)
+    return out.reshape(x.shape)
 _LOGISTIC_PQ = _pair_table(_LOGISTIC[2:7], _LOGISTIC[7:])
 _TANH_PQ = _pair_table(_TANH[2:9], _TANH[9:])
 
