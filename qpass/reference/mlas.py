@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numerics import fma32, horner32, suspect, tiny_nonzero
+from .numerics import fma32, horner32, suspect
 
 F32 = np.float32
 F64 = np.float64
@@ -93,7 +93,7 @@ def inexact_sum(p: np.ndarray, c, s: np.ndarray) -> np.ndarray:
 def _odd_over_even(x, table, split: int, pair: np.ndarray) -> np.ndarray:
     """x clamped to table[0:2], then p(x^2) * x / q(x^2) with p = table[2:split], q = table[split:] (Horner;
     ``pair``: both as one table). A small input runs both polynomials at once (:func:`_horner_pair`: fewer numpy
-    calls), a large one each by ``numerics.horner32`` (no working array per step: fewer passes over memory)."""
+    calls), a large one each by :func:`_horner_large` (blocks that stay in cache)."""
     v = np.minimum(np.maximum(np.asarray(x, F32), table[0]), table[1])  # NaN stays NaN
     v2 = v * v
     if v.size <= _SMALL:
