@@ -292,15 +292,20 @@ def _check_lstm(ex, node):
     return check_recurrent(node)
 
 
+def _prepared(ex, node, tag: str, v: np.ndarray, make: Callable):
+    """``make(v)``, kept on the executor for as long as the same array comes back (a constant weight is
+    prepared once per executor, not once per call)."""
+    hit = ex.scratch.get((tag, node.name))
+    if hit is None or hit[0] is not v:
+        hit = (v, make(v))
+        ex.scratch[(tag, node.name)] = hit
+    return hit[1]
+
+
 def _packed_recurrence(ex, node, r: np.ndarray):
     """``recur(h, xp_t)`` of every direction at once for a float32 LSTM whose R onnxruntime packs at load
-    time: xp_t + h @ R.T by MLAS's FMA kernel, R (D, 4H, H) prepared once for as long as the same array comes
-    back (a constant: once per executor)."""
-    hit = ex.scratch.get(("recurrence", node.name))
-    if hit is None or hit[0] is not r:
-        hit = (r, mlas.Operand(np.swapaxes(r, 1, 2)))
-        ex.scratch[("recurrence", node.name)] = hit
-    ob = hit[1]
+    time: xp_t + h @ R.T by MLAS's FMA kernel, R (D, 4H, H) prepared once."""
+    ob = _prepared(ex, node, "recurrence", r, lambda v: mlas.Operand(np.swapaxes(v, 1, 2)))
     return lambda h, xp_t: mlas.packed_gemm(h, ob, xp_t)
 
 
@@ -312,8 +317,16 @@ def lstm(ex, node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
         return recurrent(node, x, w, r, b, lens, h0, c0, p)
     pw, pr = _prepacked(ex, node.inputs[1]), _prepacked(ex, node.inputs[2])
     recur = _packed_recurrence(ex, node, r) if pr and _kind(node) == "LSTM" else None
-    return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p,
-                         lambda k: mlas_weights(w[k], r[k], pw, pr), recur)
+    if not pw:
+        return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p,
+                             lambda k: mlas_weights(w[k], r[k], pw, pr), recur)
+    ws = _prepared(ex, node, "input", w, lambda v: [mlas.Operand(d.T) for d in v])  # W packed: prepared once
+
+    def products(k):
+        _, hr, hr_into = mlas_weights(w[k], r[k], pw, pr)
+        return (lambda a: mlas.packed_gemm(a, ws[k])), hr, hr_into
+
+    return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, products, recur)
 
 
 def _states(v, D, B, H, dtype):
