@@ -56,6 +56,10 @@ class _Plan:
     # per step, resolved once: (run, inputs, outputs, cache kind 0 none / 1 constant / 2 invariant, names to free,
     # label); the names to free exclude initializers
     compiled: list[tuple] = field(default_factory=list)
+    # once every constant step's values are cached: the initializers and those values (``base``), and the
+    # compiled steps left to run on a copy of it (``live``)
+    base: dict | None = None
+    live: list[tuple] = field(default_factory=list)
 
 
 def _sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -81,16 +85,7 @@ class Body:
 
     def runner(self, scope: dict[str, np.ndarray]):
         """The body on fixed outer values: what depends only on them is computed once per runner."""
-        outer = {c: scope[c] for c in self.fed}
-        memo: dict[str, np.ndarray] = {}
-
-        def run(values):
-            feeds = dict(zip(self.inputs, values))
-            feeds.update(outer)
-            res = self.executor.run(feeds, self.outputs, memo)
-            return [res[o] for o in self.outputs]
-
-        return run
+        return self.executor.repeated(self.inputs, {c: scope[c] for c in self.fed}, self.outputs)
 
     def empty_output(self, i: int) -> np.ndarray:
         return ops_control.empty_like_declared(self.graph.output[i])
@@ -344,17 +339,74 @@ class GoldenExecutor:
         for n in self._required:
             if n not in feeds:
                 raise GoldenError(f"no value fed for graph input {n!r}")
-        env: dict[str, np.ndarray] = dict(self.initializers)
-        dtypes = self.input_dtypes
+        plan = self._plan(outputs)
+        if plan.base is None:
+            env: dict[str, np.ndarray] = dict(self.initializers)
+            steps = plan.compiled
+        else:
+            env, steps = plan.base.copy(), plan.live
         for k, v in feeds.items():
-            if type(v) is not np.ndarray:
-                v = ops_sequence.as_value(v) if k in self._typed_inputs else np.asarray(v)
-            want = dtypes.get(k)
-            if want is not None and v.dtype != want and v.dtype.kind in "biuf" and want.kind in "biuf":
-                v = v.astype(want)  # e.g. float64 data for a float32 input: compute as the model declares
-            env[k] = v
+            env[k] = self._fed(k, v)
+        self._execute(steps, env, memo)
+        if plan.base is None:
+            self._settle(plan)
+        return {o: env[o] for o in outputs}
+
+    def _settle(self, plan: _Plan) -> None:
+        """After a plan's first run: its constant steps' values become part of the environment each run starts
+        from, and those steps leave the list to run (no per-run cache probes)."""
+        const = [c for c in plan.compiled if c[3] == 1]
+        if not all(o in self._const_cache for c in const for o in c[2] if o):
+            return
+        base = dict(self.initializers)
+        base.update({o: self._const_cache[o] for c in const for o in c[2] if o})
+        plan.base, plan.live = base, [c for c in plan.compiled if c[3] != 1]
+
+    def repeated(self, inputs: list[str], outer: dict[str, np.ndarray], outputs: list[str]):
+        """``run(values) -> [outputs]`` of this (sub)graph called again and again on the same ``outer`` values
+        (a Loop's or Scan's iterations): the first call runs every step and keeps what depends only on constants
+        and ``outer``; from the second on, only the steps that read the formal ``inputs`` run, on a copy of an
+        environment holding everything else (no per-call feed checks, plan lookups or cache probes)."""
+        memo: dict[str, np.ndarray] = {}
+        outputs = tuple(outputs)
+        state: dict = {}
+
+        def run(values):
+            if "steps" not in state:
+                if "ran" not in state:  # the first call (an If branch's only one): as any run
+                    state["ran"] = True
+                    feeds = dict(zip(inputs, values))
+                    feeds.update(outer)
+                    res = self.run(feeds, list(outputs), memo)
+                    return [res[o] for o in outputs]
+                base = dict(self.initializers)
+                base.update(self._const_cache)
+                base.update(outer)
+                base.update(memo)
+                state["base"], state["steps"] = base, [c for c in self._plan(outputs).compiled if c[3] == 0]
+            env = state["base"].copy()
+            for k, v in zip(inputs, values):
+                env[k] = self._fed(k, v)
+            self._execute(state["steps"], env, None)
+            return [env[o] for o in outputs]
+
+        return run
+
+    def _fed(self, name: str, v):
+        """A fed value as the graph declares it: a list for a sequence- or optional-typed input is a sequence
+        value (never stacked); numbers of another numeric dtype are cast to the declared one."""
+        if type(v) is not np.ndarray:
+            v = ops_sequence.as_value(v) if name in self._typed_inputs else np.asarray(v)
+        want = self.input_dtypes.get(name)
+        if want is not None and v.dtype != want and v.dtype.kind in "biuf" and want.kind in "biuf":
+            v = v.astype(want)  # e.g. float64 data for a float32 input: compute as the model declares
+        return v
+
+    def _execute(self, compiled: list[tuple], env: dict, memo: dict | None) -> None:
+        """Run compiled steps on ``env`` (in place): constant steps read / fill the executor's cache, invariant
+        ones ``memo`` (when given), intermediates are freed after their last use."""
         const_cache = self._const_cache
-        for run, ins, outs, kind, free, label in self._plan(outputs).compiled:
+        for run, ins, outs, kind, free, label in compiled:
             cache = None if kind == 0 else const_cache if kind == 1 else memo
             if cache is not None and all(o in cache for o in outs if o):
                 for o in outs:
@@ -381,7 +433,6 @@ class GoldenExecutor:
                             cache[o] = v
             for name in free:
                 env.pop(name, None)
-        return {o: env[o] for o in outputs}
 
     # ------------------------------------------------------------------ introspection
 

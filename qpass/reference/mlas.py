@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .numerics import fma32, horner32, tiny_nonzero
+from .numerics import fma32, horner32, suspect
 
 F32 = np.float32
+F64 = np.float64
 
 _LOGISTIC = tuple(F32(v) for v in (
     -18.0, 18.0,
@@ -33,25 +34,118 @@ _TANH = tuple(F32(v) for v in (
     1.19825839466702e-06, 1.18534705686654e-04, 2.26843463243900e-03, 4.89352518554385e-03))
 
 
-def _horner(v2: np.ndarray, coeffs) -> np.ndarray:
-    return horner32(v2, coeffs)
+def _pair_table(p, q) -> np.ndarray:
+    """Coefficients of two Horner polynomials as one (L, 2) float64 table: the shorter one padded with leading
+    zeros (fma(x, 0, 0) = 0, then fma(0, x, c) = c: the same chain as without them)."""
+    n = max(len(p), len(q))
+    pad = [[0.0] * (n - len(c)) + [float(v) for v in c] for c in (p, q)]
+    return np.array(pad, F64).T.copy()
 
 
-def _odd_over_even(x, table, split: int) -> np.ndarray:
-    """x clamped to table[0:2], then p(x^2) * x / q(x^2) with p = table[2:split], q = table[split:] (Horner)."""
+def _horner_pair(x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """(2, ...) float32: two polynomials in ``x`` by Horner's rule with one rounding per multiply-add (FMA3), as
+    ``numerics.horner32`` (``fma(x, c0, c1)``, then ``fma(acc, x, c)``), both at once with three numpy calls per
+    step: each step's float64 sum is kept, and after the chain only sums that are float32 midpoints *and*
+    inexact in float64 send their element through ``fma32`` step by step (rare). No sum can be nonzero and
+    float32-subnormal: with a coefficient c != 0, |c| >= 2^-52, either |acc * x| < |c| / 2 (then |s| > 2^-53) or
+    the product's exponent is at least that of c minus one, so s is a multiple of 2^-100; with c = 0 (padding)
+    acc is 0 and so is s."""
+    x64 = x.astype(F64)
+    tail = (1,) * x.ndim
+    c = table.reshape(table.shape + tail)  # (L, 2, 1...)
+    s = np.empty((len(table) - 1, 2) + x.shape, F64)
+    acc = np.empty((2,) + x.shape, F32)
+    np.multiply(x64, c[0], out=s[0])
+    s[0] += c[1]
+    np.copyto(acc, s[0], casting="same_kind")
+    for j in range(1, len(table) - 1):
+        np.multiply(acc, x64, out=s[j])
+        s[j] += c[j + 1]
+        np.copyto(acc, s[j], casting="same_kind")
+    if _any_midpoint(s, np.empty(s.shape, np.int64)):
+        cand = np.nonzero((s.view(np.int64) & _LOW29) == _HALF29)
+        j, rest = cand[0], cand[1:]
+        xs = x64[rest[1:]]
+        prev = np.where(j == 0, table[0][rest[0]], s[(np.maximum(j - 1, 0),) + rest].astype(F32))
+        prod = prev.astype(F64) * xs
+        bad = inexact_sum(prod, table[j + 1, rest[0]], s[cand])
+        if np.any(bad):
+            _redo_horner(acc, x, table, tuple(r[bad] for r in rest))
+    return acc
+
+
+def _redo_horner(acc, x, table, at) -> None:
+    """Recompute the elements ``at`` of :func:`_horner_pair` with ``fma32`` step by step."""
+    xs = x[at[1:]]
+    r = fma32(xs, table[0][at[0]], table[1][at[0]])
+    for j in range(2, len(table)):
+        r = fma32(r, xs, table[j][at[0]])
+    acc[at] = r
+
+
+def inexact_sum(p: np.ndarray, c, s: np.ndarray) -> np.ndarray:
+    """Whether the float64 sum ``s = p + c`` was rounded (TwoSum: its error is nonzero). An exact sum rounds to
+    float32 once, like the fused operation, even on a float32 midpoint."""
+    bb = s - p
+    return (p - (s - bb)) + (c - bb) != 0
+
+
+def _odd_over_even(x, table, split: int, pair: np.ndarray) -> np.ndarray:
+    """x clamped to table[0:2], then p(x^2) * x / q(x^2) with p = table[2:split], q = table[split:] (Horner;
+    ``pair``: both as one table). A small input runs both polynomials at once (:func:`_horner_pair`: fewer numpy
+    calls), a large one each by :func:`_horner_large` (blocks that stay in cache)."""
     v = np.minimum(np.maximum(np.asarray(x, F32), table[0]), table[1])  # NaN stays NaN
     v2 = v * v
-    return (_horner(v2, table[2:split]) * v) / _horner(v2, table[split:])
+    if v.size <= _SMALL:
+        p, q = _horner_pair(v2, pair)
+    else:
+        p, q = _horner_large(v2, table[2:split]), _horner_large(v2, table[split:])
+    return (p * v) / q
+
+
+_SMALL = 1 << 12
+
+
+def _horner_large(x: np.ndarray, coeffs, block: int = 1 << 13) -> np.ndarray:
+    """``numerics.horner32`` of a large ``x`` in blocks that stay in cache, with the cheaper midpoint-only check
+    of :func:`_horner_pair` (no sum can be float32-subnormal) made as each step runs; a block with a midpoint
+    goes through ``horner32`` (exact, rare)."""
+    flat = x.reshape(-1)
+    out = np.empty(flat.shape, F32)
+    n = min(block, flat.size)
+    s, low, acc64 = np.empty(n, F64), np.empty(n, np.int64), np.empty(n, F64)
+    c = [F64(v) for v in coeffs]
+    for i in range(0, flat.size, block):
+        xb = flat[i:i + block]
+        m = xb.size
+        x64, sb, lb, ab, acc = xb.astype(F64), s[:m], low[:m], acc64[:m], out[i:i + m]
+        np.multiply(x64, c[0], out=sb)
+        sb += c[1]
+        midpoint = False
+        for j in range(2, len(c) + 1):
+            acc[...] = sb
+            np.left_shift(sb.view(np.int64), 35, out=lb)
+            midpoint = midpoint or lb.min() == _MID_SHIFTED
+            if j == len(c):
+                break
+            ab[...] = acc
+            np.multiply(ab, x64, out=sb)
+            sb += c[j]
+        if midpoint:
+            acc[...] = horner32(xb, coeffs)
+    return out.reshape(x.shape)
+_LOGISTIC_PQ = _pair_table(_LOGISTIC[2:7], _LOGISTIC[7:])
+_TANH_PQ = _pair_table(_TANH[2:9], _TANH[9:])
 
 
 def logistic(x) -> np.ndarray:
     """``MlasComputeLogistic``: p(x) / q(x) + 0.5 on x clamped to [-18, 18], clamped to [0, 1]."""
-    return np.minimum(np.maximum(_odd_over_even(x, _LOGISTIC, 7) + F32(0.5), F32(0.0)), F32(1.0))
+    return np.minimum(np.maximum(_odd_over_even(x, _LOGISTIC, 7, _LOGISTIC_PQ) + F32(0.5), F32(0.0)), F32(1.0))
 
 
 def tanh(x) -> np.ndarray:
     """``MlasComputeTanh``: p(x) / q(x) on x clamped to [-9, 9]."""
-    return _odd_over_even(x, _TANH, 9)
+    return _odd_over_even(x, _TANH, 9, _TANH_PQ)
 
 
 # ------------------------------------------------------------------ SGEMM
@@ -75,48 +169,101 @@ def _min_exponent(v: np.ndarray) -> int:
     return int(np.frexp(nz.min())[1]) - 1 if nz.size else 0
 
 
-def _fma_chain(a: np.ndarray, bk: np.ndarray, k0: int, k1: int, block: int = 1 << 16) -> np.ndarray:
-    """:func:`_fma_rows` over blocks of rows of ``a`` whose working arrays (``block`` outputs) stay in cache."""
-    rows = max(1, block // max(1, bk.shape[1]))
-    if a.shape[0] <= rows:
-        return _fma_rows(a, bk, k0, k1)
-    return np.concatenate([_fma_rows(a[i:i + rows], bk, k0, k1) for i in range(0, a.shape[0], rows)])
+class Operand:
+    """The B operand (..., K, N) of :func:`fma_chains`, prepared once (a constant weight: once per node call, not
+    once per time step): float64, K first, and the binary exponent of its smallest nonzero magnitude."""
+
+    def __init__(self, bk: np.ndarray):
+        bk = np.asarray(bk, F32)
+        self.k, self.n = bk.shape[-2:]
+        self.k_major = np.moveaxis(bk, -2, 0).astype(F64)[..., None, :]  # (K, ..., 1, N)
+        self.min_exp = _min_exponent(bk)
 
 
-def _fma_rows(a: np.ndarray, bk: np.ndarray, k0: int, k1: int) -> np.ndarray:
-    """Per output, ``acc = fma(a[m, k], b[k, n], acc)`` for k in [k0, k1) from acc = 0. Each step is the float64
-    sum of the exact product and acc rounded to float32, which is the single rounding of the FMA except where
-    that sum sits exactly half way between two float32 (low 29 significand bits 1000...0) or in their subnormal
-    range: those outputs are marked and their chains recomputed with ``numerics.fma32`` at the end. Every value
-    of the chain is a multiple of 2^(ea + eb - 46) (ea, eb: exponents of the smallest nonzero |a|, |b|), so when
-    that is at least 2^-125 no sum can be float32-subnormal and only the midpoints are checked."""
-    a, bk = a[:, k0:k1], bk[k0:k1]
-    a64 = a.astype(np.float64)
-    b64 = bk.astype(np.float64)
-    shape = (a.shape[0], bk.shape[1])
-    acc, s = np.zeros(shape, F32), np.empty(shape, np.float64)
-    bits, low = s.view(np.int64), np.empty(shape, np.int64)
-    worst = np.full(shape, _LOW29, np.int64)  # min over the steps of (bits ^ half) & low29: 0 marks a midpoint
-    tiny = None if _min_exponent(a) + _min_exponent(bk) - 46 >= -125 else np.zeros(shape, bool)
-    for k in range(k1 - k0):
-        np.multiply(a64[:, k:k + 1], b64[k:k + 1, :], out=s)
-        s += acc
-        np.bitwise_xor(bits, _HALF29, out=low)
-        low &= _LOW29
-        np.minimum(worst, low, out=worst)
-        if tiny is not None:
-            tiny |= tiny_nonzero(bits)
-        np.copyto(acc, s, casting="same_kind")
-    bad = worst == 0
-    if tiny is not None:
-        bad |= tiny
+def fma_chains(a: np.ndarray, b, k0: int = 0, k1: int | None = None, block: int = 1 << 15) -> np.ndarray:
+    """Per output, ``acc = fma(a[..., m, k], b[..., k, n], acc)`` for k in [k0, k1) from acc = 0: (..., M, N)
+    float32 (``b``: an array or an :class:`Operand`), over blocks of rows of ``a`` whose working arrays
+    (``block`` outputs) stay in cache.
+
+    Each step is the float64 sum of the exact product and acc rounded to float32, which is the single rounding
+    of the FMA unless that sum was itself rounded (inexact in float64) and sits exactly half way between two
+    float32 (low 29 significand bits 1000...0) or in their subnormal range. The steps cost three numpy calls
+    each (products of a block of steps at once); their sums are checked afterwards, all at once, and the few
+    outputs with such a step are recomputed with ``numerics.fma32``. Every value of the chain is a multiple of
+    2^(ea + eb - 46) (ea, eb: exponents of the smallest nonzero |a|, |b|), so when that is at least 2^-125 no
+    sum can be float32-subnormal and only the midpoints are checked."""
+    ob = b if isinstance(b, Operand) else Operand(b)
+    a = np.asarray(a, F32)
+    k1 = ob.k if k1 is None else k1
+    rows = max(1, block // max(1, ob.n))
+    if a.ndim == 2 and a.shape[0] > rows:
+        return np.concatenate([_chains(a[i:i + rows], ob, k0, k1) for i in range(0, a.shape[0], rows)])
+    return _chains(a, ob, k0, k1)
+
+
+_CHUNK = 1 << 14  # float64 elements of a block of steps' sums
+
+
+def _chains(a: np.ndarray, ob: Operand, k0: int, k1: int) -> np.ndarray:
+    a = a[..., k0:k1]
+    ak = np.moveaxis(a, -1, 0)[..., None].astype(F64)  # (K, ..., M, 1)
+    bk = ob.k_major[k0:k1]
+    shape = np.broadcast_shapes(ak.shape[1:], bk.shape[1:])
+    steps = max(1, min(k1 - k0, _CHUNK // max(1, int(np.prod(shape)))))
+    tiny = _min_exponent(a) + ob.min_exp - 46 < -125
+    acc32, acc64 = np.zeros(shape, F32), np.zeros(shape, F64)
+    p_buf, s_buf = np.empty((steps,) + shape, F64), np.empty((steps,) + shape, F64)
+    low = np.empty((steps,) + shape, np.int64)
+    bad = np.zeros(shape, bool)
+    add = np.add
+    for c0 in range(0, k1 - k0, steps):
+        c1 = min(k1 - k0, c0 + steps)
+        p, s = p_buf[:c1 - c0], s_buf[:c1 - c0]
+        np.multiply(ak[c0:c1], bk[c0:c1], out=p)
+        start = acc64.copy()
+        for pk, sk in zip(p, s):  # the chain: three cheap numpy calls per step
+            add(pk, acc64, out=sk)
+            acc32[...] = sk
+            acc64[...] = acc32
+        if tiny or _any_midpoint(s, low[:c1 - c0]):
+            _flag_rounded(p, s, start, tiny, bad)
     if np.any(bad):
         at = np.nonzero(bad)
+        av = np.broadcast_to(ak, (k1 - k0,) + shape)[(slice(None),) + at]
+        bv = np.broadcast_to(bk, (k1 - k0,) + shape)[(slice(None),) + at]
         r = np.zeros(len(at[0]), F32)
         for k in range(k1 - k0):
-            r = fma32(a[at[0], k], bk[k, at[1]], r)
-        acc[at] = r
-    return acc
+            r = fma32(av[k], bv[k], r)
+        acc32[at] = r
+    return acc32
+
+
+def _any_midpoint(s: np.ndarray, low: np.ndarray) -> bool:
+    """Whether a float64 in ``s`` sits exactly half way between two float32 (low 29 significand bits
+    1000...0): shifted 35 bits up, exactly those become the smallest int64 (two passes over ``s``)."""
+    np.left_shift(s.view(np.int64), 35, out=low)
+    return bool(low.min() == _MID_SHIFTED)
+
+
+_MID_SHIFTED = np.iinfo(np.int64).min
+
+
+def _flag_rounded(p: np.ndarray, s: np.ndarray, start: np.ndarray, tiny: bool, bad: np.ndarray) -> None:
+    """Mark in ``bad`` the outputs of a block of chain steps (sums ``s`` of the products ``p`` and the previous
+    accumulators, the first being ``start``) with a sum that was rounded in float64 and is a float32 midpoint
+    (or, when ``tiny``, float32-subnormal)."""
+    cand = suspect(s) if tiny else (s.view(np.int64) & _LOW29) == _HALF29
+    if cand.any():  # np.nonzero alone is slow on a large all-False array
+        idx = np.nonzero(cand)
+        k, at = idx[0], idx[1:]
+        prev = np.where(k == 0, start[at], s[(np.maximum(k - 1, 0),) + at].astype(F32))
+        rounded = inexact_sum(p[idx], prev, s[idx])
+        bad[tuple(x[rounded] for x in at)] = True
+
+
+def _fma_chain(a: np.ndarray, bk: np.ndarray, k0: int, k1: int) -> np.ndarray:
+    """:func:`fma_chains` of a (M, K) and bk (K, N) (the name ops_nbits imports)."""
+    return fma_chains(a, bk, k0, k1)
 
 
 _LOW29, _HALF29 = np.int64((1 << 29) - 1), np.int64(1 << 28)
@@ -164,14 +311,20 @@ def sgemm(a: np.ndarray, b: np.ndarray, c: np.ndarray | None = None, trans_b: bo
         cc = None if c is None else np.asarray(c, F32).reshape(-1)
         row = _m1_transpose_b(a[0], b, cc) if trans_b else _m1(a[0], b, cc)
         return row.reshape(1, -1)
-    bk = b.T if trans_b else b
-    k, n = bk.shape
-    stride = 256 if packed else _strides(n, k)
+    return packed_gemm(a, Operand(b.T if trans_b else b), c, 256 if packed else None)
+
+
+def packed_gemm(a: np.ndarray, ob: Operand, c: np.ndarray | None = None, stride: int | None = 256) -> np.ndarray:
+    """The FMA kernel of :func:`sgemm` on a prepared B (``ob``, (..., K, N); leading axes broadcast with those of
+    ``a``): per K block of ``stride`` (256: a weight packed at load time; None: MLAS's block for the shape) one
+    FMA chain per output, the blocks added to ``c`` in order."""
+    k = ob.k
+    stride = _strides(ob.n, k) if stride is None else stride
     out = None if c is None else np.asarray(c, F32)
     for k0 in range(0, k, stride):
-        acc = _fma_chain(a, bk, k0, min(k, k0 + stride))
+        acc = fma_chains(a, ob, k0, min(k, k0 + stride))
         out = acc if out is None else out + acc
-    return out if out is not None else np.zeros((a.shape[0], n), F32)
+    return out if out is not None else np.zeros(np.broadcast_shapes(a.shape[:-1], (ob.n,)), F32)
 
 
 # ------------------------------------------------------------------ Softmax

@@ -16,11 +16,21 @@ F32 = np.float32
 
 def dynamic_quant_params(x: np.ndarray) -> tuple[np.float32, np.uint8]:
     x = np.asarray(x, F32)
-    lo = min(F32(x.min()) if x.size else F32(0), F32(0))
-    hi = max(F32(x.max()) if x.size else F32(0), F32(0))
-    scale = F32(1) if hi == lo else F32((hi - lo) / F32(255))
+    if not x.size:
+        return F32(1), np.uint8(0)
+    scale, zp = params_per_slice(x.reshape(1, -1))
+    return F32(scale[0, 0]), np.uint8(zp[0, 0])
+
+
+def params_per_slice(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dynamic_quant_params` of every ``x[i]`` (non-empty) at once: float32 scales and zero points (as
+    float32 integers) shaped (len(x), 1, ...) to broadcast against ``x``."""
+    axes = tuple(range(1, x.ndim))
+    lo = np.minimum(x.min(axis=axes, keepdims=True), F32(0))
+    hi = np.maximum(x.max(axis=axes, keepdims=True), F32(0))
+    scale = np.where(hi == lo, F32(1), (hi - lo) / F32(255)).astype(F32)
     zp = np.rint(np.clip(F32(0) - lo / scale, F32(0), F32(255)))
-    return F32(scale), np.uint8(zp)
+    return scale, zp
 
 
 @register("DynamicQuantizeLinear")
@@ -32,10 +42,16 @@ def dynamic_quantize_linear(node, x):
 def quantized_gemm(a: np.ndarray, w64: np.ndarray, w_scale) -> np.ndarray:
     """a (M, K) float32 @ 8-bit weights as onnxruntime's recurrent kernels compute it: ``a`` quantised dynamically
     to uint8, an exact integer product with ``w64`` (K, N: the weight codes minus their zero points, ``_centred``),
-    scaled by a_scale * w_scale (per tensor or per column) in float32."""
-    a_scale, a_zp = dynamic_quant_params(a)
-    aq = quantize_linear(a, a_scale, a_zp, np.uint8, None)
-    acc = (aq.astype(w64.dtype) - w64.dtype.type(a_zp)) @ w64  # exact integers (see _centred)
+    scaled by a_scale * w_scale (per tensor or per column) in float32. With a leading axis on ``a`` (D, M, K),
+    ``w64`` (D, K, N) and ``w_scale`` (D, 1 or N): every ``a[d]`` quantised with its own parameters, as D calls."""
+    stacked = a.ndim == 3
+    if stacked:
+        a_scale, a_zp = params_per_slice(np.asarray(a, F32))
+        w_scale = np.asarray(w_scale, F32)[:, None, :]
+    else:
+        a_scale, a_zp = dynamic_quant_params(a)
+    aq = quantize_linear(a, a_scale, a_zp.astype(np.uint8), np.uint8, None)
+    acc = (aq.astype(w64.dtype) - np.asarray(a_zp).astype(w64.dtype)) @ w64  # exact integers (see _centred)
     return acc.astype(F32) * (a_scale * np.asarray(w_scale, F32)).astype(F32)
 
 
@@ -64,4 +80,9 @@ def dynamic_quantize_lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=
 
         return (lambda a: quantized_gemm(a, w64, ws[k]), recurrent)
 
-    return run_recurrent(node, np.asarray(x, F32), r.shape[1], b, lens, h0, c0, p, products)
+    r_all = np.stack([_centred(r[k], rz[k]) for k in range(d)])  # every direction's step at once
+
+    def recur(h, xp_t):
+        return xp_t + quantized_gemm(h, r_all, rs)
+
+    return run_recurrent(node, np.asarray(x, F32), r.shape[1], b, lens, h0, c0, p, products, recur)

@@ -73,6 +73,7 @@ def _activations(node, dtype) -> list[list[Callable]]:
         t = np.dtype(dtype).type
         f = lambda x, fn=fn, a=t(a or 0), b=t(b or 0): fn(x, a, b).astype(x.dtype)  # noqa: E731
         f.onnx_name = name.lower()
+        f.key = (name.lower(), a, b)
         fns.append(f)
     per = len(_DEFAULT_ACTIVATIONS[_kind(node)])
     return [fns[i * per:(i + 1) * per] for i in range(len(_directions(node)))]
@@ -104,6 +105,7 @@ class _Direction:
     p: np.ndarray | None
     acts: list[Callable]
     hr_into: Callable | None = None
+    reverse: bool = False
 
 
 def _reverse_within(x, lens):
@@ -188,24 +190,65 @@ def _gru_step_exact(lbr, node, xp, h, d):
     return (1 - z) * cand + z * h
 
 
-def _lstm_step(node):
+def _lstm_gates(node, g, c, bias, p, acts):
+    """One LSTM step's new (h, c) from the gate sums ``g`` = x W + h R (..., 4H: gates i, o, f, c), as
+    onnxruntime adds them: peephole term first, the bias Wb + Rb last. Without peepholes the i, o and f gates
+    go through their activation at once (each is elementwise)."""
+    H = c.shape[-1]
     couple = int(node.attr("input_forget", 0))
-
-    def step(xp, h, c, d):
-        H = h.shape[-1]
-        g = d.hr_into(h, xp) if d.hr_into is not None else xp + d.hr(h, 0, 4 * H)  # gates i, o, f, c
-        bias = d.wb + d.rb
-        pi, po, pf = (np.zeros(H, g.dtype),) * 3 if d.p is None else (d.p[:H], d.p[H:2 * H], d.p[2 * H:])
-        i = d.acts[0](_clip(node, (g[:, :H] + pi * c) + bias[:H]))
-        f = 1 - i if couple else d.acts[0](_clip(node, (g[:, 2 * H:3 * H] + pf * c) + bias[2 * H:3 * H]))
-        cell = d.acts[1](_clip(node, g[:, 3 * H:] + bias[3 * H:]))
+    if p is None:
+        n_sig = 2 if couple else 3
+        sig = acts[0](_clip(node, g[..., :n_sig * H] + bias[..., :n_sig * H]))
+        i, o = sig[..., :H], sig[..., H:2 * H]
+        f = 1 - i if couple else sig[..., 2 * H:]
+        cell = acts[1](_clip(node, g[..., 3 * H:] + bias[..., 3 * H:]))
         c = f * c + i * cell
-        o = d.acts[0](_clip(node, (g[:, H:2 * H] + po * c) + bias[H:2 * H]))
-        return o * d.acts[2](c), c
-    return step
+    else:
+        pi, po, pf = p[..., :H], p[..., H:2 * H], p[..., 2 * H:]
+        i = acts[0](_clip(node, (g[..., :H] + pi * c) + bias[..., :H]))
+        f = 1 - i if couple else acts[0](_clip(node, (g[..., 2 * H:3 * H] + pf * c) + bias[..., 2 * H:3 * H]))
+        cell = acts[1](_clip(node, g[..., 3 * H:] + bias[..., 3 * H:]))
+        c = f * c + i * cell
+        o = acts[0](_clip(node, (g[..., H:2 * H] + po * c) + bias[..., H:2 * H]))
+    return o * acts[2](c), c
 
 
-_STEPS = {"RNN": _rnn_step, "GRU": _gru_step, "LSTM": _lstm_step}
+def _run_lstm(node, x, lens, h0, c0, dirs: list[_Direction], recur: Callable | None):
+    """Y (T, D, B, H), last h and c (D, B, H) of every direction at once (their steps are independent):
+    ``recur(h, xp_t) -> g`` gives the gate sums of all directions ((D, B, 4H); None: each direction's
+    ``hr_into`` / ``hr``). Directions whose activations differ run one at a time."""
+    if len(dirs) > 1 and len({tuple(f.key for f in d.acts) for d in dirs}) > 1:
+        parts = [_run_lstm(node, x, lens, h0[k:k + 1], c0[k:k + 1], [d], None) for k, d in enumerate(dirs)]
+        return tuple(np.concatenate(v, axis=1 if i == 0 else 0) for i, v in enumerate(zip(*parts)))
+    T, B = x.shape[:2]
+    full = bool(np.all(lens >= T))
+    xp = np.stack([d.xw((_reverse_within(x, lens) if d.reverse else x).reshape(T * B, -1)).reshape(T, B, -1)
+                   for d in dirs], axis=1)  # (T, D, B, 4H)
+    if recur is None:
+        def recur(h, xp_t):
+            return np.stack([d.hr_into(h[k], xp_t[k]) if d.hr_into is not None
+                             else xp_t[k] + d.hr(h[k], 0, xp_t.shape[-1]) for k, d in enumerate(dirs)])
+    bias = np.stack([d.wb + d.rb for d in dirs])[:, None]  # (D, 1, 4H)
+    p = None if dirs[0].p is None else np.stack([d.p for d in dirs])[:, None]
+    h, c = h0, c0
+    ys = np.zeros((T,) + h0.shape, x.dtype)
+    for t in range(T):
+        fed = h if t == 0 or full else ys[t - 1]  # a finished sequence feeds zeros, as onnxruntime (quantised steps)
+        h_new, c_new = _lstm_gates(node, recur(fed, xp[t]), c, bias, p, dirs[0].acts)
+        if full:
+            ys[t] = h = h_new
+            c = c_new
+        else:
+            active = (t < lens)[:, None]
+            ys[t] = np.where(active, h_new, 0)
+            h, c = np.where(active, h_new, h), np.where(active, c_new, c)
+    for k, d in enumerate(dirs):
+        if d.reverse:
+            ys[:, k] = _reverse_within(ys[:, k], lens)
+    return ys, h, c
+
+
+_STEPS = {"RNN": _rnn_step, "GRU": _gru_step}
 
 
 def float_weights(w, r):
@@ -226,11 +269,7 @@ def _direction(node, hidden, dtype, b, p, k, acts, products) -> _Direction:
     bias = np.zeros(2 * G * hidden, dtype) if b is None else b[k]
     xw, hr, *into = products(k)
     return _Direction(xw, hr, bias[:G * hidden], bias[G * hidden:], None if p is None else p[k], acts[k],
-                      into[0] if into else None)
-
-
-def _state(v, k, B, H, dtype):
-    return np.zeros((B, H), dtype) if v is None else v[k]
+                      into[0] if into else None, _directions(node)[k] == "reverse")
 
 
 @register("RNN", check=check_recurrent)
@@ -241,14 +280,33 @@ def recurrent(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
 
 def _prepacked(ex, name: str) -> bool:
     """Whether onnxruntime packs this LSTM weight when the session is created: a constant (an initializer or a
-    Constant node's output; a DequantizeLinear output is computed at run time)."""
-    if name in ex.initializers and name not in ex.overridable:
-        return True
-    return any(n.op_type == "Constant" and name in n.outputs for n in ex.nodes)
+    Constant node's output; a DequantizeLinear output is computed at run time). Decided once per executor."""
+    key = ("prepacked", name)
+    if key not in ex.scratch:
+        ex.scratch[key] = (name in ex.initializers and name not in ex.overridable) or \
+            any(n.op_type == "Constant" and name in n.outputs for n in ex.nodes)
+    return ex.scratch[key]
 
 
 def _check_lstm(ex, node):
     return check_recurrent(node)
+
+
+def _prepared(ex, node, tag: str, v: np.ndarray, make: Callable):
+    """``make(v)``, kept on the executor for as long as the same array comes back (a constant weight is
+    prepared once per executor, not once per call)."""
+    hit = ex.scratch.get((tag, node.name))
+    if hit is None or hit[0] is not v:
+        hit = (v, make(v))
+        ex.scratch[(tag, node.name)] = hit
+    return hit[1]
+
+
+def _packed_recurrence(ex, node, r: np.ndarray):
+    """``recur(h, xp_t)`` of every direction at once for a float32 LSTM whose R onnxruntime packs at load
+    time: xp_t + h @ R.T by MLAS's FMA kernel, R (D, 4H, H) prepared once."""
+    ob = _prepared(ex, node, "recurrence", r, lambda v: mlas.Operand(np.swapaxes(v, 1, 2)))
+    return lambda h, xp_t: mlas.packed_gemm(h, ob, xp_t)
 
 
 @register("GRU", check=_check_lstm, with_executor=True)
@@ -258,13 +316,27 @@ def lstm(ex, node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     if x.dtype != np.float32:
         return recurrent(node, x, w, r, b, lens, h0, c0, p)
     pw, pr = _prepacked(ex, node.inputs[1]), _prepacked(ex, node.inputs[2])
-    return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p,
-                         lambda k: mlas_weights(w[k], r[k], pw, pr))
+    recur = _packed_recurrence(ex, node, r) if pr and _kind(node) == "LSTM" else None
+    if not pw:
+        return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p,
+                             lambda k: mlas_weights(w[k], r[k], pw, pr), recur)
+    ws = _prepared(ex, node, "input", w, lambda v: [mlas.Operand(d.T) for d in v])  # W packed: prepared once
+
+    def products(k):
+        _, hr, hr_into = mlas_weights(w[k], r[k], pw, pr)
+        return (lambda a: mlas.packed_gemm(a, ws[k])), hr, hr_into
+
+    return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, products, recur)
 
 
-def run_recurrent(node, x, hidden, b, lens, h0, c0, p, products):
+def _states(v, D, B, H, dtype):
+    return np.zeros((D, B, H), dtype) if v is None else np.asarray(v, dtype)
+
+
+def run_recurrent(node, x, hidden, b, lens, h0, c0, p, products, recur=None):
     """The recurrence of ``node`` (an RNN, GRU or LSTM by ``node.op_type``) whose per-direction matrix products
-    ``products(k) -> (xw, hr)`` the caller supplies (float or quantised weights)."""
+    ``products(k) -> (xw, hr)`` the caller supplies (float or quantised weights); for an LSTM, ``recur(h,
+    xp_t)``: the gate sums of every direction at once (see :func:`_run_lstm`)."""
     batch_first = int(node.attr("layout", 0)) == 1
     if batch_first:
         x = np.swapaxes(x, 0, 1)
@@ -273,19 +345,16 @@ def run_recurrent(node, x, hidden, b, lens, h0, c0, p, products):
     T, B, H = x.shape[0], x.shape[1], hidden
     lens = np.full(B, T, np.int64) if lens is None else np.asarray(lens).astype(np.int64).reshape(-1)
     acts = _activations(node, x.dtype)
-    step = _STEPS[_kind(node)](node)
-    lstm = _kind(node) == "LSTM"
-    ys, hs, cs = [], [], []
-    for k, direction in enumerate(_directions(node)):
-        c_init = _state(c0, k, B, H, x.dtype) if lstm else None
-        d = _direction(node, H, x.dtype, b, p, k, acts, products)
-        y, h, c = _run(x, lens, _state(h0, k, B, H, x.dtype), c_init, d, step, direction == "reverse")
-        ys.append(y)
-        hs.append(h)
-        cs.append(c)
-    y, y_h = np.stack(ys, 1), np.stack(hs)  # (T, D, B, H), (D, B, H)
-    y_c = np.stack(cs) if lstm else None
+    names = _directions(node)
+    dirs = [_direction(node, H, x.dtype, b, p, k, acts, products) for k in range(len(names))]
+    h_init = _states(h0, len(names), B, H, x.dtype)
+    if _kind(node) == "LSTM":
+        y, y_h, y_c = _run_lstm(node, x, lens, h_init, _states(c0, len(names), B, H, x.dtype), dirs, recur)
+    else:
+        step = _STEPS[_kind(node)](node)
+        runs = [_run(x, lens, h_init[k], None, d, step, d.reverse) for k, d in enumerate(dirs)]
+        y, y_h, y_c = np.stack([r[0] for r in runs], 1), np.stack([r[1] for r in runs]), None
     if batch_first:
         y, y_h = y.transpose(2, 0, 1, 3), np.swapaxes(y_h, 0, 1)
         y_c = None if y_c is None else np.swapaxes(y_c, 0, 1)
-    return (y, y_h, y_c) if lstm else (y, y_h)
+    return (y, y_h, y_c) if _kind(node) == "LSTM" else (y, y_h)
