@@ -171,12 +171,33 @@ def _shifted(v, zero_point, axis_shape=None):
     return v - (z.reshape(axis_shape) if axis_shape is not None and z.size > 1 else z)
 
 
-@register("MatMulInteger")
-def matmul_integer(node, a, b, a_zero_point=None, b_zero_point=None):
+@register("MatMulInteger", with_executor=True)
+def matmul_integer(ex, node, a, b, a_zero_point=None, b_zero_point=None):
     """int32 result of (A - a_zero_point) @ (B - b_zero_point); zero points scalar, per row of A, per column
-    of B."""
-    y = np.matmul(_shifted(a, a_zero_point, (-1, 1)), _shifted(b, b_zero_point))
+    of B. Exact: float32 BLAS while max|A - a_zero_point| times the largest column sum of |B - b_zero_point| stays
+    below 2^24 (every partial sum an exact integer in any order), else float64 (8/16-bit codes: far below 2^53).
+    A constant B is shifted once per executor."""
+    x = _shifted(a, a_zero_point, (-1, 1))
+    w, l1 = _shifted_weight(ex, node, b, b_zero_point)
+    bound = float(np.abs(x).max()) * l1 if x.size else 0.0
+    if bound < 2.0 ** 24:
+        y = np.matmul(x.astype(F32), w.astype(F32, copy=False))
+    else:
+        y = np.matmul(x, w)
     return np.rint(y).astype(np.int64).astype(np.int32)
+
+
+def _shifted_weight(ex, node, b, b_zero_point):
+    """(B - b_zero_point as float64, largest column sum of its magnitudes), kept on the executor while the same
+    arrays come back (a constant weight is shifted once, not on every call)."""
+    key = ("shifted", node.name)
+    hit = ex.scratch.get(key)
+    if hit is not None and hit[0] is b and hit[1] is b_zero_point:
+        return hit[2], hit[3]
+    w = _shifted(b, b_zero_point)
+    l1 = float(np.abs(w).sum(axis=-2).max()) if w.size and w.ndim >= 2 else float(np.abs(w).sum())
+    ex.scratch[key] = (b, b_zero_point, w, l1)
+    return w, l1
 
 
 @register("ConvInteger")
