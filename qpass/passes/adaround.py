@@ -33,6 +33,7 @@ from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, store_layer
 from .ptq_pass import WeightSideOptions, WeightSidePass
 from .qdq_moves import per_sample_cost
+from .quantize_qdq.u8s8 import saturating_channels
 
 ZETA, GAMMA = 1.1, -0.1
 
@@ -178,7 +179,7 @@ class AdaRound(WeightSidePass):
             if o.asymmetric and current and (i % chunk == 0 or lay.x not in inputs):
                 inputs = probe.run(list(dict.fromkeys(la.x for la in layers[i:i + chunk])), current)
             xq = inputs[lay.x] if o.asymmetric and current else None
-            res = self._layer(lay, grid.rounded(lay, lay.w), grid, probe, xq, n_fit, o)
+            res = self._layer(lay, grid.rounded(lay, lay.w), grid, probe, xq, n_fit, o, fm.avx2_pairs)
             report[lay.name] = res
             current[lay.node.input[1]] = res.pop("values")
             if res["kept"]:
@@ -205,10 +206,14 @@ class AdaRound(WeightSidePass):
             (o.budget_runs is not None and probe.run_seconds > 0 and spent > o.budget_runs * probe.run_seconds)
 
     @staticmethod
-    def _layer(lay: Layer, r, grid: WeightGrid, probe: Probe, xq: np.ndarray | None, n_fit: int, o) -> dict:
+    def _layer(lay: Layer, r, grid: WeightGrid, probe: Probe, xq: np.ndarray | None, n_fit: int, o,
+               pairs: bool = False) -> dict:
         mats = lay.matrices()
         if mats.shape[2] > o.max_k:
             return {"kept": False, "why": f"K={mats.shape[2]} > max_k", "values": r.values}
+        if pairs and saturating_channels(lay.op, lay.attrs, r.codes, lay.out_channel_axis(), 255).any():
+            # quantize_qdq gives this layer a coarser grid (x86 without VNNI): a rounding on this one would be lost
+            return {"kept": False, "why": "int16 pair sums could saturate", "values": r.values}
         xf = probe.float_value(lay.x)
         xq = xf if xq is None else xq
         st_fit, st_chk = _stats(lay, xq, xf, n_fit, o.rows)
@@ -220,7 +225,8 @@ class AdaRound(WeightSidePass):
         rtn_w, ar_w = lay.matrices(r.values).astype(np.float64), lay.matrices(values).astype(np.float64)
         st = st_chk or st_fit
         l_rtn, l_ar = st.loss(rtn_w, mats.astype(np.float64)), st.loss(ar_w, mats.astype(np.float64))
-        keep = (l_ar < l_rtn or not o.auto) and grid.keeps(lay, values, codes)
+        keep = (l_ar < l_rtn or not o.auto) and grid.keeps(lay, values, codes) and not (
+            pairs and saturating_channels(lay.op, lay.attrs, codes, lay.out_channel_axis(), 255).any())
         return {"kept": bool(keep), "loss_rtn": l_rtn, "loss_adaround": l_ar, "values": values if keep else r.values}
 
 

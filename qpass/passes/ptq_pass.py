@@ -11,6 +11,8 @@ import onnx
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.ort_session import OrtError, run_samples
 from qpass.pipeline.pass_base import Pass, PassResult
+from .quantize_qdq.target import resolve_target
+from .quantize_qdq.weights import AVX2_TARGETS
 from .ptq_layers import AUTO_ACTIVATIONS, AUTO_WEIGHTS, Layer, Probe, WeightGrid, blas_threads, split_samples
 
 NEAREST = ("ROUND", "HALF_UP", "HALF_DOWN", "HALF_EVEN")
@@ -37,6 +39,8 @@ class Formats:
     weights: str
     granularity: str
     activations: str
+    #: quantize_qdq will coarsen the grid of layers whose int16 pair sums could saturate (x86 CPUs without VNNI)
+    avx2_pairs: bool = False
 
 
 def quantizer_formats(ctx, weights: str = "auto", granularity: str = "auto",
@@ -61,11 +65,13 @@ def quantizer_formats(ctx, weights: str = "auto", granularity: str = "auto",
             break
         if p.name == "quantize_qdq":
             o = p.opts
-            found = Formats(AUTO_WEIGHTS, "channel" if o.per_channel else "tensor", o.activation_dtype)
+            pairs = o.weight_encoding == "int8" and resolve_target(o.target_cpu) in AVX2_TARGETS
+            found = Formats(AUTO_WEIGHTS, "channel" if o.per_channel else "tensor", o.activation_dtype, pairs)
             break
     out = Formats(found.weights if weights == "auto" else weights,
                   found.granularity if granularity == "auto" else granularity,
-                  found.activations if activations == "auto" else activations)
+                  found.activations if activations == "auto" else activations,
+                  found.avx2_pairs and weights == "auto")
     return None if out.weights in (None, "float", "auto") else out
 
 
