@@ -118,9 +118,23 @@ class WeightSidePass(Pass):
         weight-side rewrite. None without held-out samples."""
         if n_fit >= len(probe.samples):
             return None
-        a, b = output_sqnrs(before, [with_weights(before, layers, grid), with_weights(after, layers, grid, values)],
-                            probe.samples.subset(slice(n_fit, None)))
-        return a, b
+        held = probe.samples.subset(slice(n_fit, None))
+        biases = [lay.node.input[2] for lay in layers if len(lay.node.input) > 2 and lay.node.input[2]]
+        if any(b not in probe.base for b in biases):  # a bias the probe's model lacks: run copies of the models
+            a, b = output_sqnrs(before, [with_weights(before, layers, grid),
+                                         with_weights(after, layers, grid, values)], held)
+            return a, b
+        # the probe's session with the weights fed: no model copies, no session builds
+        outs = [o.name for o in before.graph.output]
+        rtn = {lay.node.input[1]: grid.fake(lay, probe.base[lay.node.input[1]]) for lay in layers}
+        new = {}
+        for lay in layers:
+            v = (values or {}).get(lay.node.input[1])
+            new[lay.node.input[1]] = v if v is not None else grid.fake(lay, lay.w)
+            if lay.b is not None and len(lay.node.input) > 2 and lay.node.input[2]:
+                new[lay.node.input[2]] = lay.b
+        ref, got = joined(probe.run(outs, samples=held)), [joined(probe.run(outs, w, held)) for w in (rtn, new)]
+        return sqnr_db(ref, got[0]), sqnr_db(ref, got[1])
 
     def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
         """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
@@ -151,10 +165,11 @@ def with_weights(model: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,
 def output_sqnrs(reference: onnx.ModelProto, models: list[onnx.ModelProto], samples) -> list[float]:
     """Output SQNR (dB, all float outputs joined) of each of ``models`` against ``reference`` on ``samples``:
     the model-level check a weight-side pass's result must pass on held-out calibration samples."""
-    def joined(m):
-        out = run_samples(m, samples)
-        return np.concatenate([v.astype(np.float64).ravel() for v in out.values() if v.dtype.kind == "f"] or
-                              [np.zeros(1)])
+    ref = joined(run_samples(reference, samples))
+    return [sqnr_db(ref, joined(run_samples(m, samples))) for m in models]
 
-    ref = joined(reference)
-    return [sqnr_db(ref, joined(m)) for m in models]
+
+def joined(outputs: dict[str, np.ndarray]) -> np.ndarray:
+    """The float outputs of a run, joined into one float64 vector (a zero when there is none)."""
+    return np.concatenate([v.astype(np.float64).ravel() for v in outputs.values() if v.dtype.kind == "f"] or
+                          [np.zeros(1)])
