@@ -30,7 +30,7 @@ import onnx
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
-from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, store_layer
+from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, split_samples, store_layer
 from .ptq_pass import WeightSideOptions, WeightSidePass
 from .qdq_moves import per_sample_cost
 from .quantize_qdq.u8s8 import saturating_channels
@@ -69,6 +69,9 @@ class AdaRoundOptions(WeightSideOptions):
     #: with ``auto``, keep the new roundings only if the model's output (weights on the grid, activations float)
     #: is closer to float on the held-out samples than with round-to-nearest
     check_model: bool = True
+    #: with ``check_model``, fewer held-out samples than this: round-to-nearest kept (basic-pitch, 2 of 8 samples
+    #: held out: the check passed, weights-only 35.7 -> 44.5 dB, and the int8 model lost 0.3 dB)
+    min_check_samples: int = 3
     op_types: tuple = ("Conv", "Gemm", "MatMul")
     threads: int = 1
 
@@ -173,6 +176,10 @@ class AdaRound(WeightSidePass):
             if total > o.max_work:
                 return self.nothing(model, ctx, f"rounding every layer would take {total:.3g} multiply-adds "
                                                 f"(max_work {o.max_work:.3g}): round-to-nearest kept")
+        held = split_samples(ctx.inputs.calibration_data, o.samples, o.holdout if o.auto else 0.0)[1]
+        if o.auto and o.check_model and (0 if held is None else len(held)) < o.min_check_samples:
+            return self.nothing(model, ctx, f"{0 if held is None else len(held)} held-out samples, fewer than "
+                                            f"min_check_samples ({o.min_check_samples}): round-to-nearest kept")
         probe, n_fit = self.layer_probe(model, ctx, layers)
         before = onnx.ModelProto()
         before.CopyFrom(model)
