@@ -30,8 +30,9 @@ import onnx
 from tqdm import tqdm
 
 from qpass.pipeline.pass_base import PassResult
-from .ptq_layers import Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, split_samples, store_layer
-from .ptq_pass import WeightSideOptions, WeightSidePass
+from .ptq_layers import (AUTO_WEIGHTS, Layer, Probe, Stats, WeightGrid, find_layers, sample_rows, split_samples,
+                         store_layer)
+from .ptq_pass import WeightSideOptions, WeightSidePass, int8_sqnrs
 from .qdq_moves import per_sample_cost
 from .quantize_qdq.u8s8 import saturating_channels
 
@@ -72,6 +73,9 @@ class AdaRoundOptions(WeightSideOptions):
     #: with ``check_model``, fewer held-out samples than this: round-to-nearest kept (basic-pitch, 2 of 8 samples
     #: held out: the check passed, weights-only 35.7 -> 44.5 dB, and the int8 model lost 0.3 dB)
     min_check_samples: int = 3
+    #: with ``check_model`` and quantize_qdq's int8 grid: keep the roundings only if the int8 model (min/max
+    #: ranges on the fit samples) is closer to float on the held-out samples too
+    check_int8: bool = True
     op_types: tuple = ("Conv", "Gemm", "MatMul")
     threads: int = 1
 
@@ -214,6 +218,14 @@ class AdaRound(WeightSidePass):
                              f"round-to-nearest kept")
                 return PassResult(before, False, notes)
             notes.append(f"held-out output SQNR (weights on the grid) {rtn:.2f} -> {ar:.2f} dB")
+            if o.check_int8 and fm.weights == AUTO_WEIGHTS:
+                rtn, ar = int8_sqnrs(before, [before, model], probe.samples.subset(slice(0, n_fit)),
+                                     probe.samples.subset(slice(n_fit, None)), fm.activations)
+                if not ar > rtn:
+                    notes.append(f"but the int8 model's {ar:.2f} dB is not above round-to-nearest's {rtn:.2f} dB: "
+                                 f"round-to-nearest kept")
+                    return PassResult(before, False, notes)
+                notes.append(f"int8 model {rtn:.2f} -> {ar:.2f} dB")
         return PassResult(model, kept > 0, notes)
 
     def _over_budget(self, spent: float, probe: Probe) -> bool:
