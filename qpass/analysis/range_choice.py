@@ -140,7 +140,13 @@ def _energies(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     """(squared error, squared reference) summed: the error is noise / signal over all samples together."""
     r = np.asarray(ref, np.float32).ravel()
     d = r - np.asarray(test, np.float32).ravel()
-    return float(np.dot(d, d)), float(np.dot(r, r))
+    with np.errstate(over="ignore", invalid="ignore"):
+        noise, signal = float(np.dot(d, d)), float(np.dot(r, r))  # float32 BLAS: fast
+    if np.isfinite(noise) and np.isfinite(signal):
+        return noise, signal
+    r64 = r.astype(np.float64)  # beyond float32's range (masks of -1e4 and so on)
+    d64 = r64 - np.asarray(test, np.float64).ravel()
+    return float(np.dot(d64, d64)), float(np.dot(r64, r64))
 
 
 def _stacked(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dict], refs: list):
