@@ -135,8 +135,8 @@ def test_builtin_pipeline_listed():
     assert "default" in qpass.pipeline.files.builtin_pipelines()
     p = qpass.load_pipeline("default")
     assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "equalize", "smoothquant",
-                                         "bias_correction", "calibrate", "quantize_qdq", "choose_dynamic",
-                                         "auto_precision"]
+                                         "bias_correction", "calibrate", "choose_ranges", "quantize_qdq",
+                                         "choose_dynamic", "auto_precision"]
 
 
 # ---------------------------------------------------------------------------------------------- analyses
