@@ -284,7 +284,7 @@ def test_report_output_is_apart_from_inputs_and_analyses():
     m = qpass.load(MODELS / "digits_cnn.onnx")
     res = qpass.optimize(m, calib=MODELS / "digits_cnn.calib.npz")
     assert set(res.report.results) == {"quantization", "equalize", "smoothquant", "bias_correction",
-                                       "choose_dynamic", "auto_precision"}
+                                       "range_choice", "choose_dynamic", "auto_precision"}
     assert set(res.report.snapshots) == {"quantize_qdq"}
     assert res.facts["quantization"] is res.report.results["quantization"]  # the read-only view
     assert "calibration_data" not in res.facts and "ranges" not in res.facts
