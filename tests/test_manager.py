@@ -135,8 +135,8 @@ def test_builtin_pipeline_listed():
     assert "default" in qpass.pipeline.files.builtin_pipelines()
     p = qpass.load_pipeline("default")
     assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "equalize", "smoothquant",
-                                         "bias_correction", "calibrate", "quantize_qdq", "choose_dynamic",
-                                         "auto_precision"]
+                                         "bias_correction", "calibrate", "choose_ranges", "quantize_qdq",
+                                         "choose_dynamic", "auto_precision"]
 
 
 # ---------------------------------------------------------------------------------------------- analyses
@@ -284,7 +284,7 @@ def test_report_output_is_apart_from_inputs_and_analyses():
     m = qpass.load(MODELS / "digits_cnn.onnx")
     res = qpass.optimize(m, calib=MODELS / "digits_cnn.calib.npz")
     assert set(res.report.results) == {"quantization", "equalize", "smoothquant", "bias_correction",
-                                       "choose_dynamic", "auto_precision"}
+                                       "range_choice", "choose_dynamic", "auto_precision"}
     assert set(res.report.snapshots) == {"quantize_qdq"}
     assert res.facts["quantization"] is res.report.results["quantization"]  # the read-only view
     assert "calibration_data" not in res.facts and "ranges" not in res.facts

