@@ -24,6 +24,7 @@ from qpass.ir.graph import elem_types, from_gs, main_opset, to_gs
 from qpass.ops import BipolarQuant, FloatQuant, Quant, Trunc, op_of
 from qpass.ops.common import QONNX_DOMAIN, quantized_op_types
 from qpass.passes.lower_ort import OPSET_RAISE_BLOCKERS
+from qpass.passes.normalize import infer_shapes
 from qpass.pipeline.pass_base import Pass, PassResult
 from .detect import detect_dialect
 from .float8 import FLOAT8_OPSET, float8_dq_to_float_quant, float_quant_to_float8
@@ -156,6 +157,8 @@ class QdqToQonnx(Pass):
     name = "qdq_to_qonnx"
 
     def run(self, model, ctx):
+        if not len(model.graph.value_info):  # a saved file carries no intermediate shapes (backends.ort.artifact)
+            model = infer_shapes(model)  # and the per-axis parameters are placed by the tensors' ranks
         graph = to_gs(model)
         b0 = GraphBuilder(graph)
         annotations, elems = get_annotations(model), elem_types(model)
