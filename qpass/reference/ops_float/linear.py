@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import im2col as ic
+from ..ops_integer.arith import exact_matmul, l1_bound
 from ..registry import register
 from .common import F32, F64, is_float, out_dtype, wide
 
@@ -174,30 +175,25 @@ def _shifted(v, zero_point, axis_shape=None):
 @register("MatMulInteger", with_executor=True)
 def matmul_integer(ex, node, a, b, a_zero_point=None, b_zero_point=None):
     """int32 result of (A - a_zero_point) @ (B - b_zero_point); zero points scalar, per row of A, per column
-    of B. Exact: float32 BLAS while max|A - a_zero_point| times the largest column sum of |B - b_zero_point| stays
-    below 2^24 (every partial sum an exact integer in any order), else float64 (8/16-bit codes: far below 2^53).
-    A constant B is shifted once per executor."""
+    of B. Exact (``exact_matmul``, bounded by ``l1_bound``); a constant B is shifted once per executor."""
     x = _shifted(a, a_zero_point, (-1, 1))
-    w, l1 = _shifted_weight(ex, node, b, b_zero_point)
-    bound = float(np.abs(x).max()) * l1 if x.size else 0.0
-    if bound < 2.0 ** 24:
-        y = np.matmul(x.astype(F32), w.astype(F32, copy=False))
-    else:
-        y = np.matmul(x, w)
+    w, wmax, wl1 = _shifted_weight(ex, node, b, b_zero_point)
+    xmax = int(np.abs(x).max()) if x.size else 0
+    y = exact_matmul(x, w, amax=xmax, bmax=wmax, bound=xmax * wl1)
     return np.rint(y).astype(np.int64).astype(np.int32)
 
 
 def _shifted_weight(ex, node, b, b_zero_point):
-    """(B - b_zero_point as float64, largest column sum of its magnitudes), kept on the executor while the same
-    arrays come back (a constant weight is shifted once, not on every call)."""
+    """(B - b_zero_point, its largest magnitude, its largest column sum of magnitudes), kept on the executor while
+    the same arrays come back (a constant weight is shifted once, not on every call)."""
     key = ("shifted", node.name)
     hit = ex.scratch.get(key)
     if hit is not None and hit[0] is b and hit[1] is b_zero_point:
-        return hit[2], hit[3]
+        return hit[2]
     w = _shifted(b, b_zero_point)
-    l1 = float(np.abs(w).sum(axis=-2).max()) if w.size and w.ndim >= 2 else float(np.abs(w).sum())
-    ex.scratch[key] = (b, b_zero_point, w, l1)
-    return w, l1
+    out = (w, int(np.abs(w).max()) if w.size else 0, l1_bound(1, w, -2))
+    ex.scratch[key] = (b, b_zero_point, out)
+    return out
 
 
 @register("ConvInteger")
