@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
-from qpass.ir.graph import drop_unread, producers, topo_sort_nodes
+from qpass.ir.graph import consumers, drop_unread, producers, topo_sort_nodes
 from qpass.ir.ort_session import OrtError
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
@@ -174,17 +174,14 @@ def float_out_matmuls(model: onnx.ModelProto) -> set[str]:
     """Static MatMul candidates (any size, any rows) whose output no QuantizeLinear reads: onnxruntime fuses a
     QDQ MatMul into an integer kernel only with an output quantizer, and runs these as DequantizeLinear of input
     and weight before a float MatMul (oww-melspectrogram's filter bank, whose output a Log reads)."""
-    readers: dict[str, list] = {}
-    for n in model.graph.node:
-        for x in n.input:
-            readers.setdefault(x, []).append(n.op_type)
+    readers = consumers(model.graph)
     prod = producers(model.graph)
     inits = {i.name: i for i in model.graph.initializer}
     out = set()
     for n in candidates(model, ("MatMul",)):
         dq = prod[n.input[0]]
         scalar = all(t in inits and int(np.prod(inits[t].dims)) == 1 for t in dq.input[1:3])
-        if scalar and "QuantizeLinear" not in readers.get(n.output[0], []) and _weight(model, n) is not None:
+        if scalar and all(r.op_type != "QuantizeLinear" for r in readers.get(n.output[0], [])) and _weight(model, n) is not None:
             out.add(n.name)
     return out
 

@@ -18,6 +18,7 @@ import onnx_graphsurgeon as gs
 
 from qpass.analysis.layer_errors import joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
+from qpass.ir.graph import consumers
 
 
 def log_fed(graph: gs.Graph) -> set[str]:
@@ -37,10 +38,7 @@ def log_fed(graph: gs.Graph) -> set[str]:
 def _float_reads(model: onnx.ModelProto) -> dict[str, str]:
     """{tensor: the float tensor its QuantizeLinear reads} in a QDQ model (a quantized activation's value before
     its 8-bit step)."""
-    readers: dict[str, list] = {}
-    for n in model.graph.node:
-        for x in n.input:
-            readers.setdefault(x, []).append(n)
+    readers = consumers(model.graph)
     out = {}
     for q in model.graph.node:
         if q.op_type != "QuantizeLinear":
