@@ -25,7 +25,7 @@ from onnx import helper, numpy_helper
 
 from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
-from qpass.ir.graph import consumers, drop_unread, producers, topo_sort_nodes
+from qpass.ir.graph import consumers, drop_unread, producers, shapes, topo_sort_nodes
 from qpass.ir.ort_session import OrtError
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
@@ -95,15 +95,10 @@ def candidates(model: onnx.ModelProto, op_types, min_weight_elements: int = 0,
 def input_rows(model: onnx.ModelProto) -> dict[str, int]:
     """{tensor: rows} for every tensor of the main graph whose shape is known in full: the product of all its
     dimensions but the last (the rows a matrix product reads per call)."""
-    g = model.graph
-    if not len(g.value_info):
-        g = onnx.shape_inference.infer_shapes(model).graph
-    out = {}
-    for vi in list(g.input) + list(g.value_info) + list(g.output):
-        dims = vi.type.tensor_type.shape.dim
-        if vi.type.HasField("tensor_type") and len(dims) >= 2 and all(d.HasField("dim_value") for d in dims):
-            out[vi.name] = int(np.prod([d.dim_value for d in dims[:-1]], dtype=np.int64))
-    return out
+    if not len(model.graph.value_info):
+        model = onnx.shape_inference.infer_shapes(model)
+    return {name: int(np.prod(dims[:-1], dtype=np.int64)) for name, dims in shapes(model).items()
+            if len(dims) >= 2 and all(isinstance(d, int) for d in dims)}
 
 
 def _weight(model, node) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
