@@ -1,0 +1,81 @@
+"""Issue 12, an LSTM on onnxruntime's DynamicQuantizeLSTM whose input channels span very different ranges: the kernel
+rounds X per call on one 8-bit grid, so ``smooth_lstm`` divides each channel by its calibrated range (a Mul before
+the LSTM) and multiplies W's input columns by it. The float model's function is unchanged, the int8 model is closer
+to float than without the scaling, and inputs whose channels already span alike ranges are left alone."""
+import numpy as np
+from onnx import TensorProto, helper, numpy_helper
+
+import qpass
+from qpass.analysis.metrics import sqnr_db
+from qpass.ir.ort_session import run_samples
+from qpass.ir.samples import bind_samples
+from qpass.pipeline.files import pipeline_from_dict
+
+SEQ, I, H = 8, 12, 16
+RNG = np.random.default_rng(1207)
+
+
+def _lstm_model(w):
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "yh"], hidden_size=H, direction="bidirectional"),
+             helper.make_node("Flatten", ["yh"], ["h"], axis=0)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [SEQ, 1, I])],
+                          [helper.make_tensor_value_info("h", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(w.astype(np.float32), "W"),
+                           numpy_helper.from_array((RNG.standard_normal((2, 4 * H, H)) * 0.3).astype(np.float32), "R"),
+                           numpy_helper.from_array((RNG.standard_normal((2, 8 * H)) * 0.1).astype(np.float32), "B")])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def _case(widths):
+    """An LSTM whose input channel c spans about +-widths[c], each channel's weights scaled so that all matter
+    alike; calibration and evaluation samples."""
+    w = RNG.standard_normal((2, 4 * H, I)) * 0.4 / widths
+    m = _lstm_model(w)
+    x = (RNG.standard_normal((48, SEQ, 1, I)) * widths / 3).astype(np.float32)
+    return m, bind_samples({"x": x[:24]}, m), bind_samples({"x": x[24:]}, m)
+
+
+def _inits(model):
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+
+
+def test_wide_and_narrow_input_channels_get_equal_ranges_and_the_int8_lstm_gains():
+    widths = np.geomspace(0.5, 40, I)
+    m, calib, ev = _case(widths)
+    res = qpass.optimize(m, calib=calib)
+    off = qpass.optimize(m, calib=calib, overrides={"smooth_lstm": {"min_gain": 1.0}})
+    report = res.report.results["smooth_lstm"]
+    (entry,) = report.values()
+    assert entry["smoothed"] and entry["error_after"] < 0.9 * entry["error_before"]
+    assert not any(v["smoothed"] for v in off.report.results["smooth_lstm"].values())
+    for r in (res, off):
+        assert [n.op_type for n in r.model.graph.node].count("DynamicQuantizeLSTM") == 1
+    (mul,) = [n for n in res.model.graph.node if n.op_type == "Mul"]
+    inv = _inits(res.model)[mul.input[1]]
+    assert inv.shape == (I,)
+    # channels a decade apart end up within a factor of 2 of each other after the Mul
+    xs = np.concatenate([calib.feed(i)["x"].reshape(-1, I) for i in range(len(calib))])
+    spread = np.abs(xs * inv).max(0)
+    assert spread.max() / spread.min() < 2 and np.abs(xs).max(0).max() / np.abs(xs).max(0).min() > 20
+    ref = run_samples(m, ev)["h"]
+    gain = sqnr_db(ref, run_samples(res.model, ev)["h"]) - sqnr_db(ref, run_samples(off.model, ev)["h"])
+    assert gain > 3, gain
+
+
+def test_float_model_is_unchanged_by_the_scaling():
+    """The pass alone (a float pipeline): W's columns times s, X divided by s, outputs equal to float rounding."""
+    widths = np.geomspace(1, 30, I)
+    m, calib, ev = _case(widths)
+    res = qpass.optimize(m, calib=calib, pipeline=pipeline_from_dict({"name": "t", "passes": ["normalize", "smooth_lstm"]}, "t"))
+    assert any(n.op_type == "Mul" for n in res.model.graph.node)
+    w0, w1 = _inits(m)["W"], _inits(res.model)["W"]
+    assert not np.allclose(w0, w1)
+    ref = run_samples(m, ev)["h"]
+    np.testing.assert_allclose(run_samples(res.model, ev)["h"], ref, atol=2e-5)
+
+
+def test_input_channels_of_alike_ranges_are_left_alone():
+    m, calib, _ = _case(np.full(I, 3.0))
+    res = qpass.optimize(m, calib=calib)
+    assert not any(v["smoothed"] for v in res.report.results["smooth_lstm"].values())
+    assert not any(n.op_type == "Mul" for n in res.model.graph.node)
