@@ -7,8 +7,11 @@ that path fails, also without pre-processing, labelled ``quantize_static_nopre``
 13, which per-channel QDQ needs, after ``onnx.version_converter`` to opset 13, ``quantize_static_opset13``).
 Columns:
 
-- ``lat/f 1t``, ``2t``: int8/float latency ratio at 1 and 2 intra-op threads (batch of one sample, median of
-  interleaved runs after a warm-up; the float row gives its milliseconds per call);
+- ``lat/f 1t``, ``2t``: int8/float latency ratio at 1 and 2 intra-op threads (batch of one sample; each round
+  times every model once, in an order rotated from round to round, each sample a run of consecutive calls of about
+  2 ms; the ratio is the median over rounds of the ratio within a round, after a warm-up: ``paired_times``; the
+  float row gives its milliseconds per call); the target line's latency is qpass / quantize_static paired the same
+  way;
 - ``int ops``: Conv/MatMul/Gemm/LSTM/GRU nodes that run on integer kernels (QLinearConv, QGemm, MatMulInteger,
   DynamicQuantizeLSTM, ...) in the graph onnxruntime runs after its own optimizer (ORT_ENABLE_ALL, saved with
   ``optimized_model_filepath``), against the float model's count; ``Q/DQ``: QuantizeLinear/DequantizeLinear left;
@@ -34,6 +37,7 @@ prints the exact ``python -m pip install ...`` line and exits with status 2 (it 
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import math
@@ -43,8 +47,81 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ort_compare as oc  # noqa: E402
+
+#: a latency sample times this long a run of consecutive calls of one session (at least one call)
+SAMPLE_SECONDS = 2e-3
+#: warm-up per session before timing: at least this many calls and this long
+WARMUP_CALLS, WARMUP_SECONDS = 10, 0.2
+
+
+def paired_times(sessions: dict, feed: dict, budget: float, max_rounds: int) -> dict[str, np.ndarray]:
+    """Seconds per call of each session, one sample per round (a run of consecutive calls lasting about
+    ``SAMPLE_SECONDS``, so that a 20 us model is not timed call by call), sessions interleaved within each round
+    in an order rotated from round to round (no session always follows the same one), after a warm-up; rounds
+    until ``budget`` seconds (at least 15) or ``max_rounds``; the garbage collector off while timing."""
+    keys = list(sessions)
+    calls = {}
+    for k, s in sessions.items():
+        n, t0 = 0, time.perf_counter()
+        while n < WARMUP_CALLS or time.perf_counter() - t0 < WARMUP_SECONDS:
+            s.run(None, feed)
+            n += 1
+        calls[k] = max(1, int(SAMPLE_SECONDS / ((time.perf_counter() - t0) / n)))
+    times = {k: [] for k in keys}
+    gc_was = gc.isenabled()
+    gc.disable()
+    try:
+        start = time.perf_counter()
+        for r in range(max_rounds):
+            if r >= 15 and time.perf_counter() - start > budget:
+                break
+            for k in keys[r % len(keys):] + keys[:r % len(keys)]:
+                s, n = sessions[k], calls[k]
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    s.run(None, feed)
+                times[k].append((time.perf_counter() - t0) / n)
+    finally:
+        if gc_was:
+            gc.enable()
+    return {k: np.asarray(v) for k, v in times.items()}
+
+
+def paired_latency_rows(rows: list[dict], paths: dict, case, opts) -> None:
+    """The latency columns from ``paired_times``: per tool and thread count, the median call time, and the
+    int8/float ratio as the median over rounds of the ratio within a round (paired: a slow moment of the machine
+    slows both); the qpass row also gets ``latency_vs_static``, the median of qpass / quantize_static within a
+    round (what issue 12's target compares)."""
+    feed = {k: (v[0] if v.ndim else v) for k, v in case.eval.items() if k != "labels"}
+    share = opts.budget / max(len(opts.threads), 1)
+    for r in rows:
+        for key in ("latency_ms", "latency_ratio", "latency_spread_ms", "latency_rounds", "latency_vs_static"):
+            r.setdefault(key, {})
+    static = next((t for t in ORT_TOOLS if t in paths), None)
+    for t in opts.threads:
+        try:
+            times = paired_times({k: oc.tasks.session(p, threads=t) for k, p in paths.items()}, feed, share,
+                                 opts.repeats)
+        except Exception as exc:
+            print(f"{case.name}: latency at {t} threads failed: {oc.first_line(exc)}", file=sys.stderr)
+            continue
+        for r in rows:
+            v = times.get(r["tool"])
+            if v is None:
+                continue
+            r["latency_ms"][str(t)] = 1e3 * float(np.median(v))
+            r["latency_ratio"][str(t)] = float(np.median(v / times["float"]))
+            r["latency_spread_ms"][str(t)] = [1e3 * float(x) for x in (v.min(), *np.percentile(v, [25, 75]))]
+            r["latency_rounds"][str(t)] = len(v)
+            if r["tool"] == "qpass" and static:
+                paired = v / times[static]
+                r["latency_vs_static"][str(t)] = float(np.median(paired))
+                r.setdefault("latency_vs_static_iqr", {})[str(t)] = [float(x) for x in np.percentile(paired, [25, 75])]
+
 
 TOOL_LABEL = {"float": "float", "qpass": "qpass", "quantize_static": "q_static",
               "quantize_static_nopre": "q_static nopre", "quantize_static_opset13": "q_static op13"}
@@ -62,8 +139,8 @@ def header_lines(info: dict, opts: oc.Options, speech: str | None) -> list[str]:
              f"onnxruntime {info['onnxruntime']}, onnx {info['onnx']}, numpy {info['numpy']}, "
              f"python {info['python']}; qpass {info['qpass_commit']}; {info['date']}",
              f"quantize_static: QDQ, per-channel, {opts.ort_activations} activations + s8 weights, after "
-             f"quant_pre_process; latency: batch 1, median of <= {opts.repeats} interleaved rounds within "
-             f"{opts.budget:g} s per model"]
+             f"quant_pre_process; latency: batch 1, median of paired ratios over <= {opts.repeats} rounds "
+             f"(rotated order, ~{SAMPLE_SECONDS * 1e3:g} ms samples) within {opts.budget:g} s per model"]
     if speech:
         lines.append(f"speech inputs: {speech}")
     return lines
@@ -115,7 +192,8 @@ def target_lines(rows: list[dict]) -> list[str]:
         if q is None or q.get("error") or o is None:
             out.append(f"{model:<22}-  ({'qpass' if o else 'quantize_static'} failed)")
             continue
-        lat = q["latency_ratio"].get("1", math.nan) / o["latency_ratio"].get("1", math.nan)
+        lat = q.get("latency_vs_static", {}).get("1") or \
+            q["latency_ratio"].get("1", math.nan) / o["latency_ratio"].get("1", math.nan)
         size = q["size_bytes"] / o["size_bytes"]
         ints = f"{q['integer_kernels']}/{o['integer_kernels']}"
         sq = (q["sqnr_db"], o["sqnr_db"])  # None without float outputs; "inf" (from JSON) when exact
@@ -237,7 +315,7 @@ def main(argv=None) -> int:
               file=sys.stderr)
         if not names:
             return 2
-    opts = oc.Options(tuple(args.threads), args.repeats, args.budget, args.ort_activations)
+    opts = oc.Options(tuple(args.threads), args.repeats, args.budget, args.ort_activations, paired_latency_rows)
     info = oc.machine_info()
     speech = None
     if any(n not in oc.DIGITS for n in names):
@@ -255,7 +333,8 @@ def main(argv=None) -> int:
     info["load_avg_end"] = list(os.getloadavg())
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        doc = {"machine": info, "options": vars(opts) | {"speech": speech}, "rows": rows}
+        options = {k: v for k, v in vars(opts).items() if k != "latency_rows"}
+        doc = {"machine": info, "options": options | {"speech": speech, "latency": "paired"}, "rows": rows}
         args.json.write_text(dump_json(doc))
         print(f"wrote {args.json}")
     return 0

@@ -274,6 +274,8 @@ class Options:
     repeats: int = 500
     budget: float = 10.0           # seconds of latency runs per model, shared by the thread counts
     ort_activations: str = "u8"
+    #: (rows, paths, case, opts) -> None filling the latency columns; None: ``_latency_rows``
+    latency_rows: Callable | None = None
 
 
 def _ort_attempt(case: Case, out: Path, opts: Options, pre: bool, opset: int | None) -> tuple:
@@ -358,5 +360,5 @@ def bench_case(case: Case, tmp: Path, opts: Options) -> list[dict]:
                 row["error"] = f"result does not run or cannot be scored: {first_line(exc)}"
         rows.append(row)
     if "float" in paths:
-        _latency_rows(rows, paths, case, opts)
+        (opts.latency_rows or _latency_rows)(rows, paths, case, opts)
     return rows
