@@ -27,6 +27,8 @@ from qpass.formats.qdq_params import quantize, symmetric_weight_params
 from qpass.ir.graph import consumers
 from qpass.ir.ort_session import run_samples
 from qpass.pipeline.pass_base import Pass, PassResult
+from qpass.reference.numerics import dequantize_linear, quantize_linear
+from qpass.reference.ops_float.dynamic_quant import dynamic_quant_params
 
 
 @dataclass
@@ -62,12 +64,9 @@ def _candidates(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray
 
 def _dynamic_u8(x: np.ndarray) -> np.ndarray:
     """x through onnxruntime's dynamic uint8 quantization (one scale for the tensor), dequantized."""
-    lo, hi = min(float(x.min()), 0.0), max(float(x.max()), 0.0)
-    if hi == lo:
-        return x
-    step = (hi - lo) / 255
-    zp = np.rint(-lo / step)
-    return (np.clip(np.rint(x / step) + zp, 0, 255) - zp) * step
+    x = np.asarray(x, np.float32)
+    scale, zp = dynamic_quant_params(x)
+    return dequantize_linear(quantize_linear(x, scale, zp, np.uint8, None), scale, zp, None).astype(np.float64)
 
 
 def _int8_rows(w: np.ndarray) -> np.ndarray:
