@@ -1,22 +1,24 @@
 """Issue 12, an LSTM on onnxruntime's DynamicQuantizeLSTM whose input channels span very different ranges: the kernel
-rounds X per call on one 8-bit grid, so ``smooth_lstm`` divides each channel by its calibrated range (a Mul before
+rounds X per call on one 8-bit grid, so quantize_qdq's ``smooth_lstm`` divides each channel by its calibrated range (a Mul before
 the LSTM) and multiplies W's input columns by it. The float model's function is unchanged, the int8 model is closer
 to float than without the scaling, and inputs whose channels already span alike ranges are left alone."""
 import numpy as np
+import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.ort_session import run_samples
 from qpass.ir.samples import bind_samples
-from qpass.pipeline.files import pipeline_from_dict
+from qpass.passes.quantize_qdq import smooth_lstm
 
 SEQ, I, H = 8, 12, 16
 RNG = np.random.default_rng(1207)
 
 
 def _lstm_model(w):
-    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "yh"], hidden_size=H, direction="bidirectional"),
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "yh"], hidden_size=H, direction="bidirectional",
+                              name="lstm"),
              helper.make_node("Flatten", ["yh"], ["h"], axis=0)]
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [SEQ, 1, I])],
                           [helper.make_tensor_value_info("h", TensorProto.FLOAT, None)],
@@ -43,11 +45,11 @@ def test_wide_and_narrow_input_channels_get_equal_ranges_and_the_int8_lstm_gains
     widths = np.geomspace(0.5, 40, I)
     m, calib, ev = _case(widths)
     res = qpass.optimize(m, calib=calib)
-    off = qpass.optimize(m, calib=calib, overrides={"smooth_lstm": {"min_gain": 1.0}})
-    report = res.report.results["smooth_lstm"]
-    (entry,) = report.values()
+    off = qpass.optimize(m, calib=calib, overrides={"quantize_qdq": {"smooth_lstm": False}})
+    (entry,) = res.report.results["quantization"]["smooth_lstm"].values()
     assert entry["smoothed"] and entry["error_after"] < 0.9 * entry["error_before"]
-    assert not any(v["smoothed"] for v in off.report.results["smooth_lstm"].values())
+    assert off.report.results["quantization"]["smooth_lstm"] == {}
+    assert not any(n.op_type == "Mul" for n in off.model.graph.node)
     for r in (res, off):
         assert [n.op_type for n in r.model.graph.node].count("DynamicQuantizeLSTM") == 1
     (mul,) = [n for n in res.model.graph.node if n.op_type == "Mul"]
@@ -63,19 +65,22 @@ def test_wide_and_narrow_input_channels_get_equal_ranges_and_the_int8_lstm_gains
 
 
 def test_float_model_is_unchanged_by_the_scaling():
-    """The pass alone (a float pipeline): W's columns times s, X divided by s, outputs equal to float rounding."""
+    """The rewrite alone, on the float model: W's columns times s, X divided by s, outputs equal to float
+    rounding."""
     widths = np.geomspace(1, 30, I)
     m, calib, ev = _case(widths)
-    res = qpass.optimize(m, calib=calib, pipeline=pipeline_from_dict({"name": "t", "passes": ["normalize", "smooth_lstm"]}, "t"))
-    assert any(n.op_type == "Mul" for n in res.model.graph.node)
-    w0, w1 = _inits(m)["W"], _inits(res.model)["W"]
+    before = m.SerializeToString()
+    smoothed, report = smooth_lstm.smooth(onnx.load_from_string(before), calib)
+    assert report["lstm"]["smoothed"] and m.SerializeToString() == before
+    assert [n.op_type for n in smoothed.graph.node] == ["Mul", "LSTM", "Flatten"]
+    w0, w1 = _inits(m)["W"], _inits(smoothed)["W"]
     assert not np.allclose(w0, w1)
     ref = run_samples(m, ev)["h"]
-    np.testing.assert_allclose(run_samples(res.model, ev)["h"], ref, atol=2e-5)
+    np.testing.assert_allclose(run_samples(smoothed, ev)["h"], ref, atol=2e-5)
 
 
 def test_input_channels_of_alike_ranges_are_left_alone():
     m, calib, _ = _case(np.full(I, 3.0))
     res = qpass.optimize(m, calib=calib)
-    assert not any(v["smoothed"] for v in res.report.results["smooth_lstm"].values())
+    assert not any(v["smoothed"] for v in res.report.results["quantization"]["smooth_lstm"].values())
     assert not any(n.op_type == "Mul" for n in res.model.graph.node)

@@ -53,7 +53,6 @@ PASSES: dict[str, str] = {
     "int8_weights": "qpass.passes.int8_weights:Int8Weights",
     "choose_dynamic": "qpass.passes.choose_dynamic:ChooseDynamic",
     "auto_precision": "qpass.search.mixed_int8:AutoPrecision",
-    "smooth_lstm": "qpass.passes.quantize_qdq.smooth_lstm:SmoothLSTM",
 }
 
 

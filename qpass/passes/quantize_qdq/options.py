@@ -43,6 +43,9 @@ class QuantizeQDQOptions:
     #: LSTMs with constant weights on onnxruntime's integer DynamicQuantizeLSTM (False: int8 weights behind
     #: DequantizeLinear, the recurrence in float: slower, without the per-step dynamic 8-bit rounding)
     dynamic_lstm: bool = True
+    #: before that, an LSTM's input channels are divided by their calibrated ranges (a Mul; W's columns absorb it)
+    #: where that lowers the simulated error of the kernel's per-call 8-bit input (``smooth_lstm``)
+    smooth_lstm: bool = True
     #: a one-channel Conv with a long window gets an all-zero second output channel and a Slice, so that
     #: onnxruntime runs it on its GEMM-based QLinearConv instead of its slow depthwise kernel (``speed``)
     widen_single_channel: bool = True

@@ -11,7 +11,7 @@ from qpass.ir.ort_session import OrtError
 from qpass.ops.common import refuse_if_quantized
 from qpass.pipeline.analyses import Calibration
 from qpass.pipeline.pass_base import Pass, PassResult
-from . import guard, log_ranges
+from . import guard, log_ranges, smooth_lstm
 from .bodies import all_names, bodies_innermost_first
 from .options import QuantizeQDQOptions
 from .recurrent import MS_DOMAIN
@@ -32,6 +32,9 @@ class QuantizeQDQ(Pass):
         ranges = _with_powers(cal)
         opts = guard.with_options(self.opts, target_cpu=resolve_target(self.opts.target_cpu))
         samples = getattr(ctx.inputs, "calibration_data", None)
+        smoothed = {}
+        if opts.dynamic_lstm and opts.smooth_lstm:
+            model, smoothed = smooth_lstm.smooth(model, samples)
         out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
         ranges, log_note = _log_ranges(opts, model, ranges, qc, samples)
         if log_note:
@@ -44,6 +47,7 @@ class QuantizeQDQ(Pass):
             "tensor_params": {k: v.as_dict() for k, v in qc.params.items()},
             "target_cpu": opts.target_cpu,
             "weight_encodings": dict(qc.encodings),
+            "smooth_lstm": smoothed,
         }
         compute = sum(1 for n in out.graph.node if n.op_type not in ("QuantizeLinear", "DequantizeLinear"))
         notes = [f"{len(quantized)} nodes quantized ({len(plan.fused_activations)} activations fused), "
@@ -51,6 +55,9 @@ class QuantizeQDQ(Pass):
         remedied = Counter(e for e in qc.encodings.values() if e != "int8")
         if remedied:
             notes.append(f"for {opts.target_cpu} CPUs: " + ", ".join(f"{v} x {k}" for k, v in remedied.items()))
+        if smoothed:
+            notes.append(f"{sum(v['smoothed'] for v in smoothed.values())} of {len(smoothed)} LSTM inputs given "
+                         "equal channel ranges")
         if log_note:
             notes.append(log_note)
         if guard_note:

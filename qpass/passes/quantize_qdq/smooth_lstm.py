@@ -1,4 +1,5 @@
-"""smooth_lstm: equal input-channel ranges for the LSTMs that ``quantize_qdq`` puts on DynamicQuantizeLSTM.
+"""Equal input-channel ranges for the LSTMs that ``quantize_qdq`` puts on DynamicQuantizeLSTM (its option
+``smooth_lstm``, on by default; applied to the float model before the rewrite).
 
 onnxruntime's DynamicQuantizeLSTM quantizes its float input X per call to uint8 with one scale for the whole
 tensor (``recurrent``): the widest input channel sets the step for all of them. With s_c = max|x_c| over the
@@ -7,7 +8,8 @@ geometric mean of 1), X W^T = (X / s) (W s)^T: a Mul by 1/s before the LSTM (flo
 and W's input columns times s (exact in float: the float model's output is unchanged to rounding). Each channel
 then spans the same range, so the narrow ones keep more of the 8-bit grid; the per-row int8 weight scales absorb
 the column scaling. The rewrite is kept only where it lowers the simulated error of the input projection (X and
-W on their 8-bit grids, the calibration samples, one call per sample) by ``min_gain`` against no scaling.
+W on their 8-bit grids, the first ``CHECK_SAMPLES`` calibration samples, one call each) by ``MIN_GAIN`` against no
+scaling. Only LSTMs of the main graph with a constant W read by nothing else.
 
 oww-hey-mycroft (features spanning 23-69 per channel): 28.1 -> 34.0 dB output SQNR with both LSTMs on integer
 kernels (int8 weights with a float recurrence: 32.5 dB). The loss was the per-call 8-bit rounding of the first
@@ -17,8 +19,6 @@ this scaling): the gate error is not what the output is sensitive to, so it is n
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -26,21 +26,17 @@ from onnx import numpy_helper
 from qpass.formats.qdq_params import quantize, symmetric_weight_params
 from qpass.ir.graph import consumers
 from qpass.ir.ort_session import run_samples
-from qpass.pipeline.pass_base import Pass, PassResult
 from qpass.reference.numerics import dequantize_linear, quantize_linear
 from qpass.reference.ops_float.dynamic_quant import dynamic_quant_params
 
 
-@dataclass
-class SmoothLSTMOptions:
-    alpha: float = 1.0
-    #: calibration samples whose X ranges set s (the first ones)
-    samples: int = 256
-    #: kept only where the simulated input-projection error falls by at least this fraction (oww-hey-mycroft's
-    #: second LSTM: 2% lower there, 2.3 dB lower output SQNR; its first: 27% lower, +5.8 dB)
-    min_gain: float = 0.1
-    #: calls (samples) the simulated error is measured on (the first ones)
-    check_samples: int = 32
+#: s_c = max|x_c|^ALPHA / max|W[:, c]|^(1 - ALPHA)
+ALPHA = 1.0
+#: calibration samples whose X ranges set s (the first ones), and those the kept-or-not error is measured on
+SAMPLES, CHECK_SAMPLES = 256, 32
+#: kept only where the simulated input-projection error falls by at least this fraction (oww-hey-mycroft's second
+#: LSTM: 5% lower there, 2.3 dB lower output SQNR; its first: 26% lower, +5.8 dB)
+MIN_GAIN = 0.1
 
 
 def _candidates(model: onnx.ModelProto) -> list[tuple[onnx.NodeProto, np.ndarray]]:
@@ -114,29 +110,21 @@ def _float_inputs(model: onnx.ModelProto, samples, names: list[str]) -> dict[str
     return run_samples(probe, samples, outputs=names)
 
 
-class SmoothLSTM(Pass):
-    name = "smooth_lstm"
-    inputs = ("calibration_data",)
-    Options = SmoothLSTMOptions
-
-    def run(self, model, ctx):
-        cands = _candidates(model)
-        if not cands:
-            return PassResult(model, False, ["no LSTM with a constant input weight"])
-        samples = ctx.inputs.calibration_data
-        samples = samples.subset(slice(0, min(len(samples), self.opts.samples)))
-        xs = _float_inputs(model, samples, list(dict.fromkeys(n.input[0] for n, _ in cands)))
-        report, done = {}, 0
-        for node, w in cands:
-            calls = [np.asarray(x, np.float64).reshape(-1, w.shape[-1]) for x in xs[node.input[0]]]
-            xmax = np.max([np.abs(c).max(axis=0) for c in calls], axis=0)
-            s = scales(xmax, w, self.opts.alpha)
-            few = calls[:self.opts.check_samples]
-            before, after = projection_error(few, w, np.ones_like(s)), projection_error(few, w, s)
-            keep = after < (1 - self.opts.min_gain) * before
-            report[node.name] = {"smoothed": bool(keep), "error_before": before, "error_after": after}
-            if keep:
-                _apply(model, node, w, s)
-                done += 1
-        ctx.report.results[self.name] = report
-        return PassResult(model, done > 0, [f"{done} of {len(cands)} LSTM inputs given equal channel ranges"])
+def smooth(model: onnx.ModelProto, samples) -> tuple[onnx.ModelProto, dict]:
+    """``model`` (rewritten in place) with the LSTM inputs worth it scaled, and per LSTM what was measured."""
+    cands = _candidates(model)
+    if not cands or samples is None or not len(samples):
+        return model, {}
+    samples = samples.subset(slice(0, min(len(samples), SAMPLES)))
+    xs = _float_inputs(model, samples, list(dict.fromkeys(n.input[0] for n, _ in cands)))
+    report = {}
+    for node, w in cands:
+        calls = [np.asarray(x, np.float64).reshape(-1, w.shape[-1]) for x in xs[node.input[0]]]
+        s = scales(np.max([np.abs(c).max(axis=0) for c in calls], axis=0), w, ALPHA)
+        few = calls[:CHECK_SAMPLES]
+        before, after = projection_error(few, w, np.ones_like(s)), projection_error(few, w, s)
+        keep = after < (1 - MIN_GAIN) * before
+        report[node.name] = {"smoothed": bool(keep), "error_before": before, "error_after": after}
+        if keep:
+            _apply(model, node, w, s)
+    return model, report
