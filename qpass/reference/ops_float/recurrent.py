@@ -54,20 +54,33 @@ def _directions(node) -> list[str]:
     return ["forward", "reverse"] if d == "bidirectional" else [d]
 
 
-#: onnxruntime's LSTM computes these two with MLAS's approximations
-_MLAS_ACTIVATIONS = {"sigmoid": lambda x, a, b: mlas.logistic(x), "tanh": lambda x, a, b: mlas.tanh(x)}
+def _jit():
+    """``qpass.reference.mlas_jit`` (the same numbers, compiled) when numba is installed (the ``fast`` extra),
+    else None: the numpy emulation in ``qpass.reference.mlas``."""
+    try:
+        from .. import mlas_jit
+    except ImportError:
+        return None
+    return mlas_jit
+
+
+def _mlas_activations() -> dict[str, Callable]:
+    """onnxruntime's LSTM computes these two with MLAS's approximations."""
+    k = _jit() or mlas
+    return {"sigmoid": lambda x, a, b: k.logistic(x), "tanh": lambda x, a, b: k.tanh(x)}
 
 
 def _activations(node, dtype) -> list[list[Callable]]:
     """Per direction, the gate activation functions with their alpha / beta bound."""
     names = node.attr("activations") or list(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node))
     exact = _kind(node) in ("LSTM", "GRU") and np.dtype(dtype) == np.float32
+    mlas_fns = _mlas_activations() if exact else {}
     alphas = list(node.attr("activation_alpha") or [])
     betas = list(node.attr("activation_beta") or [])
     fns = []
     for name in names:
         da, db, fn = _ACTIVATIONS[name.lower()]
-        fn = _MLAS_ACTIVATIONS.get(name.lower(), fn) if exact else fn
+        fn = mlas_fns.get(name.lower(), fn)
         a = alphas.pop(0) if da is not None and alphas else da
         b = betas.pop(0) if db is not None and betas else db
         t = np.dtype(dtype).type
@@ -256,12 +269,21 @@ def float_weights(w, r):
     return (lambda x: x @ w.T), (lambda h, lo, hi: h @ r[lo:hi].T)
 
 
+def _sgemm(a, b, c=None, packed: bool = False):
+    """``mlas.sgemm(a, b, c, trans_b=True, packed)``, through the compiled kernel when there is one (every case but
+    M = 1 unpacked, whose AVX kernels sum in another order and cost a few numpy calls anyway)."""
+    jit = _jit()
+    if jit is None or (np.shape(a)[0] == 1 and not packed):
+        return mlas.sgemm(a, b, c, trans_b=True, packed=packed)
+    return jit.packed_gemm(a, np.ascontiguousarray(np.asarray(b, np.float32).T), c, 256 if packed else None)
+
+
 def mlas_weights(w, r, packed_w: bool, packed_r: bool):
     """(xw, hr, hr_into) of float32 weights as onnxruntime's LSTM multiplies them (MLAS SGEMM; ``packed_*``: the
     weight is a constant onnxruntime packs when the session is created)."""
-    return ((lambda x: mlas.sgemm(x, w, trans_b=True, packed=packed_w)),
-            (lambda h, lo, hi: mlas.sgemm(h, r[lo:hi], trans_b=True, packed=packed_r)),
-            (lambda h, acc, lo=0, hi=None: mlas.sgemm(h, r[lo:hi], acc, trans_b=True, packed=packed_r)))
+    return ((lambda x: _sgemm(x, w, packed=packed_w)),
+            (lambda h, lo, hi: _sgemm(h, r[lo:hi], packed=packed_r)),
+            (lambda h, acc, lo=0, hi=None: _sgemm(h, r[lo:hi], acc, packed=packed_r)))
 
 
 def _direction(node, hidden, dtype, b, p, k, acts, products) -> _Direction:
@@ -305,6 +327,10 @@ def _prepared(ex, node, tag: str, v: np.ndarray, make: Callable):
 def _packed_recurrence(ex, node, r: np.ndarray):
     """``recur(h, xp_t)`` of every direction at once for a float32 LSTM whose R onnxruntime packs at load
     time: xp_t + h @ R.T by MLAS's FMA kernel, R (D, 4H, H) prepared once."""
+    jit = _jit()
+    if jit is not None:
+        rk = _prepared(ex, node, "recurrence_f32", r, lambda v: np.ascontiguousarray(np.swapaxes(v, 1, 2), np.float32))
+        return lambda h, xp_t: jit.packed_gemm(h, rk, xp_t)
     ob = _prepared(ex, node, "recurrence", r, lambda v: mlas.Operand(np.swapaxes(v, 1, 2)))
     return lambda h, xp_t: mlas.packed_gemm(h, ob, xp_t)
 
@@ -320,11 +346,17 @@ def lstm(ex, node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     if not pw:
         return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p,
                              lambda k: mlas_weights(w[k], r[k], pw, pr), recur)
-    ws = _prepared(ex, node, "input", w, lambda v: [mlas.Operand(d.T) for d in v])  # W packed: prepared once
+    jit = _jit()
+    if jit is not None:
+        ws = _prepared(ex, node, "input_f32", w, lambda v: [np.ascontiguousarray(d.T, np.float32) for d in v])
+        gemm = jit.packed_gemm
+    else:
+        ws = _prepared(ex, node, "input", w, lambda v: [mlas.Operand(d.T) for d in v])  # W packed: prepared once
+        gemm = mlas.packed_gemm
 
     def products(k):
         _, hr, hr_into = mlas_weights(w[k], r[k], pw, pr)
-        return (lambda a: mlas.packed_gemm(a, ws[k])), hr, hr_into
+        return (lambda a: gemm(a, ws[k])), hr, hr_into
 
     return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, products, recur)
 
