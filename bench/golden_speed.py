@@ -11,7 +11,7 @@ int8), their geometric means, and the CPU flags in the header. Issue 15's target
 every conv net, geomean <= 4x.
 
     python bench/golden_speed.py [--repeats 3] [--samples 64] [--only digits_cnn,magika] [--zoo ~/.cache/qpass-zoo]
-                                 [--stat median|min] [--batching trace|name|both]
+                                 [--stat median|min] [--batching trace|name|both] [--jit on|off|both]
 """
 from __future__ import annotations
 
@@ -52,28 +52,40 @@ def _interleaved(runs: dict, repeats: int, stat=np.median) -> dict[str, float]:
     return {k: float(stat(v)) for k, v in t.items()}
 
 
+def _jit_env(on: bool):
+    """The reference's compiled recurrent kernels on or off (QPASS_NO_JIT, read at every node call)."""
+    if on:
+        os.environ.pop("QPASS_NO_JIT", None)
+    else:
+        os.environ["QPASS_NO_JIT"] = "1"
+
+
 def measure(case, samples: int, repeats: int, batch: int, stat=np.median,
-            rules: tuple[str, ...] = ("trace",)) -> dict[str, dict]:
-    """Per rule ("name": batched by name only, "trace": traced too), per-sample seconds of ort float / ref float /
-    ort int8 / ref int8 over the first SAMPLES eval samples; every rule's runs interleaved in one loop."""
+            configs: tuple[tuple[str, bool], ...] = (("trace", True),)) -> dict[tuple, dict]:
+    """Per configuration (batching rule: "name" by name only, "trace" traced too; compiled recurrent kernels on /
+    off), per-sample seconds of ort float / ref float / ort int8 / ref int8 over the first SAMPLES eval samples;
+    every configuration's runs interleaved in one loop (onnxruntime once per rule)."""
     fm = qpass.load(case.src)
     ev = {k: v[:samples] if np.ndim(v) else v for k, v in case.eval.items() if k != "labels"}
     n = len(next(v for v in ev.values() if np.ndim(v)))
     qm = qpass.optimize(fm, calib=case.calib).model
     runs, flags = {}, {}
     for tag, m in (("f", fm), ("q", qm)):
-        s, sess, ex = as_samples(ev, m), make_session(m, threads=1), GoldenExecutor(m)
-        for rule in rules:
+        s, sess = as_samples(ev, m), make_session(m, threads=1)
+        for rule in dict.fromkeys(r for r, _ in configs):
             # decided once, outside the timed runs, the same for both sides
             b = batchable(m, s, [o.name for o in m.graph.output], trace=rule == "trace")
             flags[rule] = flags.get(rule, "") + ("y" if b else "n")
-            runs[f"{rule}:ort_{tag}"] = lambda m=m, s=s, sess=sess, b=b: ort_run(m, s, sess=sess, batch_size=batch,
-                                                                               batched=b)
-            runs[f"{rule}:ref_{tag}"] = lambda m=m, s=s, ex=ex, b=b: ref_run(m, s, executor=ex, batch_size=batch,
-                                                                             batched=b)
+            runs[(rule, None, f"ort_{tag}")] = lambda m=m, s=s, sess=sess, b=b: ort_run(
+                m, s, sess=sess, batch_size=batch, batched=b)
+            for rule_, jit in configs:
+                if rule_ == rule:
+                    ex = GoldenExecutor(m)
+                    runs[(rule, jit, f"ref_{tag}")] = lambda m=m, s=s, ex=ex, b=b, jit=jit: (
+                        _jit_env(jit), ref_run(m, s, executor=ex, batch_size=batch, batched=b), _jit_env(True))
     t = _interleaved(runs, repeats, stat)
-    return {rule: {k.split(":")[1]: v / n for k, v in t.items() if k.startswith(rule + ":")} | {"n": n, "b": flags[rule]}
-            for rule in rules}
+    return {(rule, jit): {k[2]: v / n for k, v in t.items() if k[0] == rule and k[1] in (None, jit)}
+            | {"n": n, "b": flags[rule]} for rule, jit in configs}
 
 
 def _geomean(xs):
@@ -93,8 +105,13 @@ def main():
     ap.add_argument("--batching", choices=("trace", "name", "both"), default="trace",
                     help="batch dimension recognised by name only, traced through the graph too, or both side by "
                          "side in one interleaved run (one row per rule)")
+    ap.add_argument("--jit", choices=("on", "off", "both"), default="on",
+                    help="the reference's compiled recurrent kernels (numba, the fast extra): on, off "
+                         "(QPASS_NO_JIT=1), or both side by side")
     args = ap.parse_args()
     rules = ("name", "trace") if args.batching == "both" else (args.batching,)
+    jits = (False, True) if args.jit == "both" else (args.jit == "on",)
+    configs = tuple((r, j) for r in rules for j in jits)
     names = list(oc.DIGITS) + (oc.packaged_names(args.zoo) if args.zoo.is_dir() else [])
     if args.only:
         names = [n for n in names if n in args.only.split(",")]
@@ -105,23 +122,25 @@ def main():
           f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
     print(f"{'model':<22}{'n':>4}{'b':>3}{'ort f ms':>10}{'ref f ms':>10}{'ort q ms':>10}{'ref q ms':>10}"
           f"{'f ratio':>9}{'q ratio':>9}")
-    ratios = {rule: [] for rule in rules}
+    ratios = {c: [] for c in configs}
     for name in names:
         try:
             res = measure(oc.make_case(name, args.zoo), args.samples, args.repeats, args.batch,
-                          np.min if args.stat == "min" else np.median, rules)
+                          np.min if args.stat == "min" else np.median, configs)
         except Exception as exc:  # report, never stop the table
             print(f"{name:<22} error: {oc.first_line(exc)}", flush=True)
             continue
-        for rule, r in res.items():
+        for c, r in res.items():
             rf, rq = r["ref_f"] / r["ort_f"], r["ref_q"] / r["ort_q"]
-            ratios[rule] += [rf, rq]
-            label = name if len(rules) == 1 else f"{name[:16]}:{rule}"
+            ratios[c] += [rf, rq]
+            label = name if len(configs) == 1 else f"{name[:13]}:{c[0][0]}{'+j' if c[1] else ''}"
             print(f"{label:<22}{r['n']:>4}{r['b']:>3}{1e3 * r['ort_f']:>10.3f}{1e3 * r['ref_f']:>10.3f}"
                   f"{1e3 * r['ort_q']:>10.3f}{1e3 * r['ref_q']:>10.3f}{rf:>9.1f}{rq:>9.1f}", flush=True)
-    for rule, rs in ratios.items():
-        label = "geomean" if len(rules) == 1 else f"geomean:{rule}"
+    for c, rs in ratios.items():
+        label = "geomean" if len(configs) == 1 else f"geomean:{c[0][0]}{'+j' if c[1] else ''}"
         print(f"{label:<22}{'':>47}{_geomean(rs[0::2]):>9.1f}{_geomean(rs[1::2]):>9.1f}   all {_geomean(rs):.1f}")
+    if len(configs) > 1:
+        print("# row suffix: :n batched by name only, :t traced too; +j compiled recurrent kernels (numba)")
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ that onnxruntime packs at load time summed in its packed order) and its sigmoid 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -55,8 +56,10 @@ def _directions(node) -> list[str]:
 
 
 def _jit():
-    """``qpass.reference.mlas_jit`` (the same numbers, compiled) when numba is installed (the ``fast`` extra),
-    else None: the numpy emulation in ``qpass.reference.mlas``."""
+    """``qpass.reference.mlas_jit`` (the same numbers, compiled) when numba is installed (the ``fast`` extra) and
+    the environment does not set QPASS_NO_JIT=1, else None: the numpy emulation in ``qpass.reference.mlas``."""
+    if os.environ.get("QPASS_NO_JIT") == "1":
+        return None
     try:
         from .. import mlas_jit
     except ImportError:
