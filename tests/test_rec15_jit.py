@@ -1,8 +1,9 @@
 """The compiled MLAS kernels (``qpass.reference.mlas_jit``, numba: the ``fast`` extra) give the numpy emulation's
 numbers bit for bit: the FMA-chain GEMM on stacked operands with and without C, K blocks of 256 and of MLAS's
 shape-dependent stride, a crafted double rounding and float32-subnormal sums; the logistic / tanh approximations
-on random, special and every-bit-pattern inputs; and whole LSTM / GRU nodes on random configurations run with the
-compiled kernels and with the numpy path (``recurrent._jit`` patched to None). Skipped without numba."""
+on random, special and every-bit-pattern inputs; and whole LSTM / GRU nodes on random configurations (the
+compiled LSTM cell where it applies: no peepholes, default activations) run with the compiled kernels and with the
+numpy path (``recurrent._jit`` patched to None). Skipped without numba."""
 import numpy as np
 import onnx
 import pytest
@@ -86,6 +87,7 @@ def _model(op, direction, hid, inp, seq, batch, attrs, const_w, const_r, peep):
 
 
 CASES = [("LSTM", "bidirectional", {}, True, True, False, 3), ("LSTM", "forward", {"clip": 1.5}, True, True, True, 1),
+         ("LSTM", "bidirectional", {"clip": 0.3, "input_forget": 1}, True, True, False, 3),
          ("LSTM", "reverse", {"input_forget": 1}, False, False, False, 3), ("LSTM", "forward", {}, True, False, True, 2),
          ("LSTM", "bidirectional", {"activations": ["Sigmoid", "Tanh", "Tanh", "HardSigmoid", "Tanh", "Relu"]},
           True, True, False, 2),

@@ -75,47 +75,101 @@ def _coeffs(table, split):
 
 _LOG_P, _LOG_Q = _coeffs(_LOGISTIC, 7)
 _TANH_P, _TANH_Q = _coeffs(_TANH, 9)
+_LOG_LO, _LOG_HI, _TANH_LO, _TANH_HI = _LOGISTIC[0], _LOGISTIC[1], _TANH[0], _TANH[1]
+
+
+@njit(nogil=True, inline="always")
+def _ratio(x, lo, hi, p, q):
+    """mlas._odd_over_even of one float32: x clamped to [lo, hi] (NaN stays NaN), p(x^2) * x / q(x^2) by FMA
+    Horner chains."""
+    v = x
+    if v < lo:
+        v = lo
+    if v > hi:
+        v = hi
+    v2 = v * v
+    ps = _fma(v2, p[0], p[1])
+    for j in range(2, p.size):
+        ps = _fma(ps, v2, p[j])
+    qs = _fma(v2, q[0], q[1])
+    for j in range(2, q.size):
+        qs = _fma(qs, v2, q[j])
+    return (ps * v) / qs
+
+
+@njit(nogil=True, inline="always")
+def _sigmoid1(x):
+    r = _ratio(x, _LOG_LO, _LOG_HI, _LOG_P, _LOG_Q) + np.float32(0.5)
+    if r < np.float32(0.0):
+        r = np.float32(0.0)
+    if r > np.float32(1.0):
+        r = np.float32(1.0)
+    return r
+
+
+@njit(nogil=True, inline="always")
+def _tanh1(x):
+    return _ratio(x, _TANH_LO, _TANH_HI, _TANH_P, _TANH_Q)
 
 
 @njit(nogil=True)
-def _odd_over_even(x, lo, hi, p, q, logistic, out):
-    """mlas._odd_over_even (and, with ``logistic``, + 0.5 clamped to [0, 1]) of every element; NaN stays NaN."""
+def _map(x, logistic, out):
     for i in range(x.size):
-        v = x[i]
-        if v < lo:
-            v = lo
-        if v > hi:
-            v = hi
-        v2 = v * v
-        ps = _fma(v2, p[0], p[1])
-        for j in range(2, p.size):
-            ps = _fma(ps, v2, p[j])
-        qs = _fma(v2, q[0], q[1])
-        for j in range(2, q.size):
-            qs = _fma(qs, v2, q[j])
-        r = (ps * v) / qs
-        if logistic:
-            r = r + np.float32(0.5)
-            if r < np.float32(0.0):
-                r = np.float32(0.0)
-            if r > np.float32(1.0):
-                r = np.float32(1.0)
-        out[i] = r
+        out[i] = _sigmoid1(x[i]) if logistic else _tanh1(x[i])
 
 
-def _apply(x, table, p, q, logistic: bool) -> np.ndarray:
+def _apply(x, logistic: bool) -> np.ndarray:
     x = np.asarray(x, F32)
     flat = np.ascontiguousarray(x).reshape(-1)
     out = np.empty(flat.shape, F32)
-    _odd_over_even(flat, table[0], table[1], p, q, logistic, out)
+    _map(flat, logistic, out)
     return out.reshape(x.shape)
 
 
 def logistic(x) -> np.ndarray:
     """``mlas.logistic`` (``MlasComputeLogistic``), compiled."""
-    return _apply(x, _LOGISTIC, _LOG_P, _LOG_Q, True)
+    return _apply(x, True)
 
 
 def tanh(x) -> np.ndarray:
     """``mlas.tanh`` (``MlasComputeTanh``), compiled."""
-    return _apply(x, _TANH, _TANH_P, _TANH_Q, False)
+    return _apply(x, False)
+
+
+@njit(nogil=True, inline="always")
+def _gate(v, clip):
+    if clip > 0:
+        if v < -clip:
+            v = -clip
+        if v > clip:
+            v = clip
+    return v
+
+
+@njit(nogil=True)
+def _cell(g, bias, c, clip, couple, h_out, c_out):
+    """recurrent._lstm_gates without peepholes, activations MLAS's sigmoid / tanh / tanh: g (D, B, 4H: gates
+    i, o, f, c), bias (D, 4H), c (D, B, H); each gate sum clipped to [-clip, clip] when clip > 0."""
+    dd, bb, hh = c.shape
+    for d in range(dd):
+        for b in range(bb):
+            for j in range(hh):
+                i = _sigmoid1(_gate(g[d, b, j] + bias[d, j], clip))
+                o = _sigmoid1(_gate(g[d, b, hh + j] + bias[d, hh + j], clip))
+                if couple:
+                    f = np.float32(1.0) - i
+                else:
+                    f = _sigmoid1(_gate(g[d, b, 2 * hh + j] + bias[d, 2 * hh + j], clip))
+                cell = _tanh1(_gate(g[d, b, 3 * hh + j] + bias[d, 3 * hh + j], clip))
+                cn = f * c[d, b, j] + i * cell
+                c_out[d, b, j] = cn
+                h_out[d, b, j] = o * _tanh1(cn)
+
+
+def lstm_cell(g: np.ndarray, bias: np.ndarray, c: np.ndarray, clip, couple: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(h, c) of one LSTM step from the gate sums (see :func:`_cell`); ``clip``: the node's clip or None."""
+    g = np.ascontiguousarray(g, F32)
+    c = np.ascontiguousarray(c, F32)
+    h_out, c_out = np.empty(c.shape, F32), np.empty(c.shape, F32)
+    _cell(g, np.ascontiguousarray(bias, F32), c, F32(0 if clip is None else clip), bool(couple), h_out, c_out)
+    return h_out, c_out

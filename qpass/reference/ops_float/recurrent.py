@@ -229,6 +229,17 @@ def _lstm_gates(node, g, c, bias, p, acts):
     return o * acts[2](c), c
 
 
+def _cell_fn(node, p, acts, bias) -> Callable:
+    """``gates(g, c) -> (h, c)`` of one LSTM step: the compiled cell when there is one and the step is its case
+    (no peepholes; MLAS's sigmoid, tanh, tanh), else :func:`_lstm_gates`."""
+    jit = _jit()
+    mlas_acts = [f.key for f in acts] == [("sigmoid", None, None), ("tanh", None, None), ("tanh", None, None)]
+    if jit is not None and p is None and mlas_acts and bias.dtype == np.float32:
+        b2, clip, couple = np.ascontiguousarray(bias[:, 0]), node.attr("clip"), int(node.attr("input_forget", 0))
+        return lambda g, c: jit.lstm_cell(g, b2, c, clip, couple)
+    return lambda g, c: _lstm_gates(node, g, c, bias, p, acts)
+
+
 def _run_lstm(node, x, lens, h0, c0, dirs: list[_Direction], recur: Callable | None):
     """Y (T, D, B, H), last h and c (D, B, H) of every direction at once (their steps are independent):
     ``recur(h, xp_t) -> g`` gives the gate sums of all directions ((D, B, 4H); None: each direction's
@@ -246,11 +257,12 @@ def _run_lstm(node, x, lens, h0, c0, dirs: list[_Direction], recur: Callable | N
                              else xp_t[k] + d.hr(h[k], 0, xp_t.shape[-1]) for k, d in enumerate(dirs)])
     bias = np.stack([d.wb + d.rb for d in dirs])[:, None]  # (D, 1, 4H)
     p = None if dirs[0].p is None else np.stack([d.p for d in dirs])[:, None]
+    gates = _cell_fn(node, p, dirs[0].acts, bias)
     h, c = h0, c0
     ys = np.zeros((T,) + h0.shape, x.dtype)
     for t in range(T):
         fed = h if t == 0 or full else ys[t - 1]  # a finished sequence feeds zeros, as onnxruntime (quantised steps)
-        h_new, c_new = _lstm_gates(node, recur(fed, xp[t]), c, bias, p, dirs[0].acts)
+        h_new, c_new = gates(recur(fed, xp[t]), c)
         if full:
             ys[t] = h = h_new
             c = c_new
