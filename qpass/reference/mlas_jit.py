@@ -32,23 +32,27 @@ def _fma(typingctx, a, b, c):
 def _gemm(a, b, out, has_c, stride):
     """out[d, m, :] (= c, or unset when not has_c) plus, per K block of ``stride``, one FMA chain per output
     from 0 over a[d, m, k0:k1] * b[d, k0:k1, :]; the blocks added to out in order (the first one is out when
-    there is no c)."""
+    there is no c). Rows go 4 at a time (each row of b read once for the four)."""
     dd, mm, kk = a.shape
     nn = b.shape[2]
-    acc = np.empty(nn, np.float32)
+    rows = 4
+    acc = np.empty((rows, nn), np.float32)
     for d in range(dd):
-        for m in range(mm):
+        for m0 in range(0, mm, rows):
+            r1 = min(rows, mm - m0)
             for k0 in range(0, kk, stride):
                 acc[:] = 0
                 for k in range(k0, min(kk, k0 + stride)):
-                    av = a[d, m, k]
-                    for n in range(nn):
-                        acc[n] = _fma(av, b[d, k, n], acc[n])
-                if k0 == 0 and not has_c:
-                    out[d, m, :] = acc
-                else:
-                    for n in range(nn):
-                        out[d, m, n] = out[d, m, n] + acc[n]
+                    for r in range(r1):
+                        av = a[d, m0 + r, k]
+                        for n in range(nn):
+                            acc[r, n] = _fma(av, b[d, k, n], acc[r, n])
+                for r in range(r1):
+                    if k0 == 0 and not has_c:
+                        out[d, m0 + r, :] = acc[r]
+                    else:
+                        for n in range(nn):
+                            out[d, m0 + r, n] = out[d, m0 + r, n] + acc[r, n]
 
 
 def packed_gemm(a: np.ndarray, bk: np.ndarray, c: np.ndarray | None = None, stride: int | None = 256) -> np.ndarray:
