@@ -12,7 +12,7 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-from .mlas import _LOGISTIC, _TANH, _strides
+from .mlas import _LOGISTIC, _TANH, _strides  # noqa: F401 (read by the compiled functions)
 
 F32 = np.float32
 
@@ -28,7 +28,7 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _gemm(a, b, out, has_c, stride):
     """out[d, m, :] (= c, or unset when not has_c) plus, per K block of ``stride``, one FMA chain per output
     from 0 over a[d, m, k0:k1] * b[d, k0:k1, :]; the blocks added to out in order (the first one is out when
@@ -73,53 +73,47 @@ def packed_gemm(a: np.ndarray, bk: np.ndarray, c: np.ndarray | None = None, stri
     return out[0] if flat else out
 
 
-def _coeffs(table, split):
-    return np.array(table[2:split], F32), np.array(table[split:], F32)
+# MLAS's coefficients as float32 constants (numba freezes module globals): fixed-length Horner chains written out,
+# so that the loops over elements have no inner loop and vectorise
+(_LOG_LO, _LOG_HI, _LP0, _LP1, _LP2, _LP3, _LP4, _LQ0, _LQ1, _LQ2, _LQ3, _LQ4, _LQ5) = _LOGISTIC
+(_TANH_LO, _TANH_HI, _TP0, _TP1, _TP2, _TP3, _TP4, _TP5, _TP6, _TQ0, _TQ1, _TQ2, _TQ3) = _TANH
 
 
-_LOG_P, _LOG_Q = _coeffs(_LOGISTIC, 7)
-_TANH_P, _TANH_Q = _coeffs(_TANH, 9)
-_LOG_LO, _LOG_HI, _TANH_LO, _TANH_HI = _LOGISTIC[0], _LOGISTIC[1], _TANH[0], _TANH[1]
+@njit(nogil=True, inline="always", error_model="numpy")
+def _clamp(v, lo, hi):
+    """min(max(v, lo), hi) with NaN kept (as numpy's maximum / minimum)."""
+    v = lo if v < lo else v
+    return hi if v > hi else v
 
 
-@njit(nogil=True, inline="always")
-def _ratio(x, lo, hi, p, q):
-    """mlas._odd_over_even of one float32: x clamped to [lo, hi] (NaN stays NaN), p(x^2) * x / q(x^2) by FMA
-    Horner chains."""
-    v = x
-    if v < lo:
-        v = lo
-    if v > hi:
-        v = hi
-    v2 = v * v
-    ps = _fma(v2, p[0], p[1])
-    for j in range(2, p.size):
-        ps = _fma(ps, v2, p[j])
-    qs = _fma(v2, q[0], q[1])
-    for j in range(2, q.size):
-        qs = _fma(qs, v2, q[j])
-    return (ps * v) / qs
-
-
-@njit(nogil=True, inline="always")
+@njit(nogil=True, inline="always", error_model="numpy")
 def _sigmoid1(x):
-    r = _ratio(x, _LOG_LO, _LOG_HI, _LOG_P, _LOG_Q) + np.float32(0.5)
-    if r < np.float32(0.0):
-        r = np.float32(0.0)
-    if r > np.float32(1.0):
-        r = np.float32(1.0)
-    return r
+    """mlas.logistic of one float32: p(x^2) * x / q(x^2) + 0.5 on x clamped to [-18, 18], clamped to [0, 1]."""
+    v = _clamp(x, _LOG_LO, _LOG_HI)
+    v2 = v * v
+    p = _fma(_fma(_fma(_fma(v2, _LP0, _LP1), v2, _LP2), v2, _LP3), v2, _LP4)
+    q = _fma(_fma(_fma(_fma(_fma(v2, _LQ0, _LQ1), v2, _LQ2), v2, _LQ3), v2, _LQ4), v2, _LQ5)
+    return _clamp((p * v) / q + np.float32(0.5), np.float32(0.0), np.float32(1.0))
 
 
-@njit(nogil=True, inline="always")
+@njit(nogil=True, inline="always", error_model="numpy")
 def _tanh1(x):
-    return _ratio(x, _TANH_LO, _TANH_HI, _TANH_P, _TANH_Q)
+    """mlas.tanh of one float32: p(x^2) * x / q(x^2) on x clamped to [-9, 9]."""
+    v = _clamp(x, _TANH_LO, _TANH_HI)
+    v2 = v * v
+    p = _fma(_fma(_fma(_fma(_fma(_fma(v2, _TP0, _TP1), v2, _TP2), v2, _TP3), v2, _TP4), v2, _TP5), v2, _TP6)
+    q = _fma(_fma(_fma(v2, _TQ0, _TQ1), v2, _TQ2), v2, _TQ3)
+    return (p * v) / q
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _map(x, logistic, out):
-    for i in range(x.size):
-        out[i] = _sigmoid1(x[i]) if logistic else _tanh1(x[i])
+    if logistic:
+        for i in range(x.size):
+            out[i] = _sigmoid1(x[i])
+    else:
+        for i in range(x.size):
+            out[i] = _tanh1(x[i])
 
 
 def _apply(x, logistic: bool) -> np.ndarray:
@@ -140,17 +134,12 @@ def tanh(x) -> np.ndarray:
     return _apply(x, False)
 
 
-@njit(nogil=True, inline="always")
+@njit(nogil=True, inline="always", error_model="numpy")
 def _gate(v, clip):
-    if clip > 0:
-        if v < -clip:
-            v = -clip
-        if v > clip:
-            v = clip
-    return v
+    return _clamp(v, -clip, clip) if clip > 0 else v
 
 
-@njit(nogil=True)
+@njit(nogil=True, error_model="numpy")
 def _cell(g, bias, c, clip, couple, h_out, c_out):
     """recurrent._lstm_gates without peepholes, activations MLAS's sigmoid / tanh / tanh: g (D, B, 4H: gates
     i, o, f, c), bias (D, 4H), c (D, B, H); each gate sum clipped to [-clip, clip] when clip > 0."""
