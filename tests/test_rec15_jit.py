@@ -96,9 +96,12 @@ CASES = [("LSTM", "bidirectional", {}, True, True, False, 3), ("LSTM", "forward"
          ("GRU", "reverse", {"linear_before_reset": 1}, True, False, False, 4)]
 
 
+@pytest.mark.parametrize("full", [False, True], ids=["lens", "full"])  # full: every step in one compiled call
 @pytest.mark.parametrize("op, direction, attrs, const_w, const_r, peep, batch", CASES)
-def test_recurrent_nodes_compiled_equal_numpy(monkeypatch, op, direction, attrs, const_w, const_r, peep, batch):
+def test_recurrent_nodes_compiled_equal_numpy(monkeypatch, op, direction, attrs, const_w, const_r, peep, batch, full):
     m, feeds = _model(op, direction, 5, 4, 6, batch, attrs, const_w, const_r, peep)
+    if full:
+        feeds["lens"][:] = 6
     assert recurrent._jit() is mlas_jit
     fast = GoldenExecutor(m).run(feeds)
     monkeypatch.setattr(recurrent, "_jit", lambda: None)

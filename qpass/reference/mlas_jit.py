@@ -166,3 +166,29 @@ def lstm_cell(g: np.ndarray, bias: np.ndarray, c: np.ndarray, clip, couple: bool
     h_out, c_out = np.empty(c.shape, F32), np.empty(c.shape, F32)
     _cell(g, np.ascontiguousarray(bias, F32), c, F32(0 if clip is None else clip), bool(couple), h_out, c_out)
     return h_out, c_out
+
+
+@njit(nogil=True, error_model="numpy")
+def _sequence(xp, r, bias, clip, couple, h, c, ys):
+    """Every step of an LSTM whose sequences all run the full length: g = xp[t] + h @ R by the FMA chains of
+    :func:`_gemm` (K blocks of 256: R packed at load time), then :func:`_cell`; h and c updated in place."""
+    g = np.empty(xp.shape[1:], np.float32)
+    h2, c2 = np.empty_like(h), np.empty_like(c)
+    for t in range(xp.shape[0]):
+        g[...] = xp[t]
+        _gemm(h, r, g, True, 256)
+        _cell(g, bias, c, clip, couple, h2, c2)
+        h[...] = h2
+        c[...] = c2
+        ys[t] = h2
+
+
+def lstm_sequence(xp: np.ndarray, r: np.ndarray, bias: np.ndarray, clip, couple: bool, h0: np.ndarray,
+                  c0: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(Y (T, D, B, H), last h, last c) of :func:`_sequence` from the input projections xp (T, D, B, 4H), R
+    (D, H, 4H) float32, bias (D, 4H) and the initial states (D, B, H)."""
+    h, c = np.array(h0, F32, order="C"), np.array(c0, F32, order="C")
+    ys = np.empty((xp.shape[0],) + h.shape, F32)
+    _sequence(np.ascontiguousarray(xp, F32), r, np.ascontiguousarray(bias, F32),
+              F32(0 if clip is None else clip), bool(couple), h, c, ys)
+    return ys, h, c

@@ -236,8 +236,22 @@ def _cell_fn(node, p, acts, bias) -> Callable:
     mlas_acts = [f.key for f in acts] == [("sigmoid", None, None), ("tanh", None, None), ("tanh", None, None)]
     if jit is not None and p is None and mlas_acts and bias.dtype == np.float32:
         b2, clip, couple = np.ascontiguousarray(bias[:, 0]), node.attr("clip"), int(node.attr("input_forget", 0))
-        return lambda g, c: jit.lstm_cell(g, b2, c, clip, couple)
+
+        def gates(g, c):
+            return jit.lstm_cell(g, b2, c, clip, couple)
+
+        gates.cell = (b2, clip, couple)  # for _compiled_sequence
+        return gates
     return lambda g, c: _lstm_gates(node, g, c, bias, p, acts)
+
+
+def _compiled_sequence(recur, gates, full: bool) -> Callable | None:
+    """``run(xp, h0, c0) -> (Y, h, c)``: every step in one compiled call, when the sequences all run the full
+    length and both the recurrence (R packed) and the cell have compiled forms; else None."""
+    weights, cell = getattr(recur, "weights", None), getattr(gates, "cell", None)
+    if not full or weights is None or cell is None:
+        return None
+    return lambda xp, h0, c0: _jit().lstm_sequence(xp, weights, *cell, h0, c0)
 
 
 def _run_lstm(node, x, lens, h0, c0, dirs: list[_Direction], recur: Callable | None):
@@ -258,9 +272,13 @@ def _run_lstm(node, x, lens, h0, c0, dirs: list[_Direction], recur: Callable | N
     bias = np.stack([d.wb + d.rb for d in dirs])[:, None]  # (D, 1, 4H)
     p = None if dirs[0].p is None else np.stack([d.p for d in dirs])[:, None]
     gates = _cell_fn(node, p, dirs[0].acts, bias)
-    h, c = h0, c0
-    ys = np.zeros((T,) + h0.shape, x.dtype)
-    for t in range(T):
+    whole = _compiled_sequence(recur, gates, full)
+    if whole is not None:
+        ys, h, c = whole(xp, h0, c0)
+    else:
+        h, c = h0, c0
+        ys = np.zeros((T,) + h0.shape, x.dtype)
+    for t in range(0 if whole is not None else T):
         fed = h if t == 0 or full else ys[t - 1]  # a finished sequence feeds zeros, as onnxruntime (quantised steps)
         h_new, c_new = gates(recur(fed, xp[t]), c)
         if full:
@@ -345,7 +363,12 @@ def _packed_recurrence(ex, node, r: np.ndarray):
     jit = _jit()
     if jit is not None:
         rk = _prepared(ex, node, "recurrence_f32", r, lambda v: np.ascontiguousarray(np.swapaxes(v, 1, 2), np.float32))
-        return lambda h, xp_t: jit.packed_gemm(h, rk, xp_t)
+
+        def recur(h, xp_t):
+            return jit.packed_gemm(h, rk, xp_t)
+
+        recur.weights = rk  # for _compiled_sequence
+        return recur
     ob = _prepared(ex, node, "recurrence", r, lambda v: mlas.Operand(np.swapaxes(v, 1, 2)))
     return lambda h, xp_t: mlas.packed_gemm(h, ob, xp_t)
 
