@@ -108,3 +108,20 @@ def test_recurrent_nodes_compiled_equal_numpy(monkeypatch, op, direction, attrs,
     slow = GoldenExecutor(m).run(feeds)
     for k in slow:
         _same(fast[k], slow[k])
+
+
+def test_dynamic_quantisation_codes_equal_numpy():
+    """DynamicQuantizeLSTM's per-step quantisation of h, compiled: the same scales and centred codes as
+    params_per_slice + quantize_linear (all-positive, all-negative, all-zero and wide slices)."""
+    from qpass.reference.numerics import quantize_linear
+    from qpass.reference.ops_float.dynamic_quant import params_per_slice
+    for trial in range(120):
+        d, m, k = RNG.integers(1, 3), RNG.integers(1, 9), RNG.integers(1, 70)
+        a = (RNG.standard_normal((d, m, k)) * RNG.choice([1e-3, 1, 7, 100])).astype(F32)
+        a = [a, np.abs(a), -np.abs(a), np.zeros_like(a)][trial % 4]
+        s, z = params_per_slice(a)
+        want = quantize_linear(a, s, z.astype(np.uint8), np.uint8, None).astype(F32) - z.astype(F32)
+        codes, scales = mlas_jit.dq_centred(a)
+        _same(codes, want)
+        _same(scales, s)
+    assert mlas_jit.dq_centred(np.full((1, 2, 3), np.nan, F32)) is None

@@ -192,3 +192,37 @@ def lstm_sequence(xp: np.ndarray, r: np.ndarray, bias: np.ndarray, clip, couple:
     _sequence(np.ascontiguousarray(xp, F32), r, np.ascontiguousarray(bias, F32),
               F32(0 if clip is None else clip), bool(couple), h, c, ys)
     return ys, h, c
+
+
+@njit(nogil=True, error_model="numpy")
+def _dq_centred(a, codes, scales):
+    """Per slice a[d] (M, K): onnxruntime's dynamic uint8 parameters (dynamic_quant.params_per_slice: the range
+    widened to 0, scale = (max - min) / 255, zero point rne(clamp(-min / scale, 0, 255))) and the codes
+    clamp(rne(a / scale) + zp, 0, 255) minus the zero point, in float32. False when a slice holds a NaN."""
+    dd, mm, kk = a.shape
+    for d in range(dd):
+        lo = np.float32(0.0)
+        hi = np.float32(0.0)
+        for m in range(mm):
+            for k in range(kk):
+                v = a[d, m, k]
+                if v != v:
+                    return False
+                lo = v if v < lo else lo
+                hi = v if v > hi else hi
+        scale = np.float32(1.0) if hi == lo else (hi - lo) / np.float32(255.0)
+        z = np.rint(_clamp(np.float32(0.0) - lo / scale, np.float32(0.0), np.float32(255.0)))
+        scales[d] = scale
+        for m in range(mm):
+            for k in range(kk):
+                q = _clamp(np.rint(a[d, m, k] / scale) + z, np.float32(0.0), np.float32(255.0))
+                codes[d, m, k] = q - z
+    return True
+
+
+def dq_centred(a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(codes minus zero point (D, M, K) float32, scales (D, 1, 1)) of :func:`_dq_centred`; None when ``a`` holds
+    a NaN (the numpy path decides what that gives)."""
+    a = np.ascontiguousarray(a, F32)
+    codes, scales = np.empty(a.shape, F32), np.empty(a.shape[0], F32)
+    return (codes, scales.reshape(-1, 1, 1)) if _dq_centred(a, codes, scales) else None

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..numerics import quantize_linear
 from ..registry import register
-from .recurrent import _prepared, check_recurrent, run_recurrent
+from .recurrent import _jit, _prepared, check_recurrent, run_recurrent
 
 F32 = np.float32
 
@@ -45,6 +45,13 @@ def quantized_gemm(a: np.ndarray, w64: np.ndarray, w_scale) -> np.ndarray:
     scaled by a_scale * w_scale (per tensor or per column) in float32. With a leading axis on ``a`` (D, M, K),
     ``w64`` (D, K, N) and ``w_scale`` (D, 1 or N): every ``a[d]`` quantised with its own parameters, as D calls."""
     stacked = a.ndim == 3
+    jit = _jit() if stacked else None
+    fast = jit.dq_centred(a) if jit is not None else None  # compiled: the same codes and scales
+    if fast is not None:
+        codes, a_scale = fast
+        w_scale = np.asarray(w_scale, F32)[:, None, :]
+        acc = codes.astype(w64.dtype, copy=False) @ w64  # exact integers (see _centred)
+        return acc.astype(F32) * (a_scale * w_scale).astype(F32)
     if stacked:
         a_scale, a_zp = params_per_slice(np.asarray(a, F32))
         w_scale = np.asarray(w_scale, F32)[:, None, :]
