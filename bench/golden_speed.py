@@ -12,6 +12,7 @@ every conv net, geomean <= 4x.
 
     python bench/golden_speed.py [--repeats 3] [--samples 64] [--only digits_cnn,magika] [--zoo ~/.cache/qpass-zoo]
                                  [--stat median|min] [--batching trace|name|both] [--jit on|off|both]
+                                 [--clock wall|cpu]
 """
 from __future__ import annotations
 
@@ -40,15 +41,15 @@ from qpass.ir.samples import as_samples  # noqa: E402
 from qpass.reference import GoldenExecutor, run_samples as ref_run  # noqa: E402
 
 
-def _interleaved(runs: dict, repeats: int, stat=np.median) -> dict[str, float]:
+def _interleaved(runs: dict, repeats: int, stat=np.median, clock=time.perf_counter) -> dict[str, float]:
     for fn in runs.values():
-        fn()  # warm-up (plans, constant caches)
+        fn()  # warm-up (plans, constant caches, compiled kernels)
     t = {k: [] for k in runs}
     for _ in range(repeats):
         for k, fn in runs.items():
-            t0 = time.perf_counter()
+            t0 = clock()
             fn()
-            t[k].append(time.perf_counter() - t0)
+            t[k].append(clock() - t0)
     return {k: float(stat(v)) for k, v in t.items()}
 
 
@@ -61,7 +62,7 @@ def _jit_env(on: bool):
 
 
 def measure(case, samples: int, repeats: int, batch: int, stat=np.median,
-            configs: tuple[tuple[str, bool], ...] = (("trace", True),)) -> dict[tuple, dict]:
+            configs: tuple[tuple[str, bool], ...] = (("trace", True),), clock=time.perf_counter) -> dict[tuple, dict]:
     """Per configuration (batching rule: "name" by name only, "trace" traced too; compiled recurrent kernels on /
     off), per-sample seconds of ort float / ref float / ort int8 / ref int8 over the first SAMPLES eval samples;
     every configuration's runs interleaved in one loop (onnxruntime once per rule)."""
@@ -83,7 +84,7 @@ def measure(case, samples: int, repeats: int, batch: int, stat=np.median,
                     ex = GoldenExecutor(m)
                     runs[(rule, jit, f"ref_{tag}")] = lambda m=m, s=s, ex=ex, b=b, jit=jit: (
                         _jit_env(jit), ref_run(m, s, executor=ex, batch_size=batch, batched=b), _jit_env(True))
-    t = _interleaved(runs, repeats, stat)
+    t = _interleaved(runs, repeats, stat, clock)
     return {(rule, jit): {k[2]: v / n for k, v in t.items() if k[0] == rule and k[1] in (None, jit)}
             | {"n": n, "b": flags[rule]} for rule, jit in configs}
 
@@ -108,6 +109,9 @@ def main():
     ap.add_argument("--jit", choices=("on", "off", "both"), default="on",
                     help="the reference's compiled recurrent kernels (numba, the fast extra): on, off "
                          "(QPASS_NO_JIT=1), or both side by side")
+    ap.add_argument("--clock", choices=("wall", "cpu"), default="wall",
+                    help="wall time, or the process's CPU time (both sides single-threaded: steadier on a loaded "
+                         "machine, where a niced process waits for the CPU between its steps)")
     args = ap.parse_args()
     rules = ("name", "trace") if args.batching == "both" else (args.batching,)
     jits = (False, True) if args.jit == "both" else (args.jit == "on",)
@@ -118,7 +122,7 @@ def main():
     info = oc.machine_info()
     print(f"# {info['cpu']}; flags {' '.join(info['cpu_flags'])}; {info['cores']} cores, load {info['load_avg'][0]:.1f}; "
           f"onnxruntime {info['onnxruntime']}, numpy {info['numpy']}, qpass {info['qpass_commit']}; "
-          f"{args.samples} samples, batch {args.batch}, {args.repeats} repeats ({args.stat}), "
+          f"{args.samples} samples, batch {args.batch}, {args.repeats} repeats ({args.stat}, {args.clock} time), "
           f"BLAS threads {os.environ['OPENBLAS_NUM_THREADS']}")
     print(f"{'model':<22}{'n':>4}{'b':>3}{'ort f ms':>10}{'ref f ms':>10}{'ort q ms':>10}{'ref q ms':>10}"
           f"{'f ratio':>9}{'q ratio':>9}")
@@ -126,7 +130,8 @@ def main():
     for name in names:
         try:
             res = measure(oc.make_case(name, args.zoo), args.samples, args.repeats, args.batch,
-                          np.min if args.stat == "min" else np.median, configs)
+                          np.min if args.stat == "min" else np.median, configs,
+                          time.process_time if args.clock == "cpu" else time.perf_counter)
         except Exception as exc:  # report, never stop the table
             print(f"{name:<22} error: {oc.first_line(exc)}", flush=True)
             continue
