@@ -4,7 +4,9 @@
 Bit for bit the same numbers as ``qpass.reference.mlas``: every multiply-add is LLVM's ``fma`` on float32 (one
 IEEE rounding, the very operation MLAS's ``vfmadd`` kernels perform and ``numerics.fma32`` emulates), every other
 operation a plain float32 one in the same order. Only the speed differs: one compiled loop instead of three numpy
-calls per chain step. tests/test_rec15_jit.py compares both paths on random and edge-case inputs.
+calls per chain step. tests/test_rec15_jit.py compares both paths on random and edge-case inputs. Compiled code
+is cached by numba next to this module (``__pycache__``, as Python caches bytecode): ~8 s of compilation once, not
+in every process.
 """
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ def _fma(typingctx, a, b, c):
     return sig, codegen
 
 
-@njit(nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy", cache=True)
 def _gemm(a, b, out, has_c, stride):
     """out[d, m, :] (= c, or unset when not has_c) plus, per K block of ``stride``, one FMA chain per output
     from 0 over a[d, m, k0:k1] * b[d, k0:k1, :]; the blocks added to out in order (the first one is out when
@@ -79,14 +81,14 @@ def packed_gemm(a: np.ndarray, bk: np.ndarray, c: np.ndarray | None = None, stri
 (_TANH_LO, _TANH_HI, _TP0, _TP1, _TP2, _TP3, _TP4, _TP5, _TP6, _TQ0, _TQ1, _TQ2, _TQ3) = _TANH
 
 
-@njit(nogil=True, inline="always", error_model="numpy")
+@njit(nogil=True, inline="always", error_model="numpy", cache=True)
 def _clamp(v, lo, hi):
     """min(max(v, lo), hi) with NaN kept (as numpy's maximum / minimum)."""
     v = lo if v < lo else v
     return hi if v > hi else v
 
 
-@njit(nogil=True, inline="always", error_model="numpy")
+@njit(nogil=True, inline="always", error_model="numpy", cache=True)
 def _sigmoid1(x):
     """mlas.logistic of one float32: p(x^2) * x / q(x^2) + 0.5 on x clamped to [-18, 18], clamped to [0, 1]."""
     v = _clamp(x, _LOG_LO, _LOG_HI)
@@ -96,7 +98,7 @@ def _sigmoid1(x):
     return _clamp((p * v) / q + np.float32(0.5), np.float32(0.0), np.float32(1.0))
 
 
-@njit(nogil=True, inline="always", error_model="numpy")
+@njit(nogil=True, inline="always", error_model="numpy", cache=True)
 def _tanh1(x):
     """mlas.tanh of one float32: p(x^2) * x / q(x^2) on x clamped to [-9, 9]."""
     v = _clamp(x, _TANH_LO, _TANH_HI)
@@ -106,7 +108,7 @@ def _tanh1(x):
     return (p * v) / q
 
 
-@njit(nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy", cache=True)
 def _map(x, logistic, out):
     if logistic:
         for i in range(x.size):
@@ -134,12 +136,12 @@ def tanh(x) -> np.ndarray:
     return _apply(x, False)
 
 
-@njit(nogil=True, inline="always", error_model="numpy")
+@njit(nogil=True, inline="always", error_model="numpy", cache=True)
 def _gate(v, clip):
     return _clamp(v, -clip, clip) if clip > 0 else v
 
 
-@njit(nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy", cache=True)
 def _cell(g, bias, c, clip, couple, h_out, c_out):
     """recurrent._lstm_gates without peepholes, activations MLAS's sigmoid / tanh / tanh: g (D, B, 4H: gates
     i, o, f, c), bias (D, 4H), c (D, B, H); each gate sum clipped to [-clip, clip] when clip > 0."""
@@ -168,7 +170,7 @@ def lstm_cell(g: np.ndarray, bias: np.ndarray, c: np.ndarray, clip, couple: bool
     return h_out, c_out
 
 
-@njit(nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy", cache=True)
 def _sequence(xp, r, bias, clip, couple, h, c, ys):
     """Every step of an LSTM whose sequences all run the full length: g = xp[t] + h @ R by the FMA chains of
     :func:`_gemm` (K blocks of 256: R packed at load time), then :func:`_cell`; h and c updated in place."""
@@ -194,7 +196,7 @@ def lstm_sequence(xp: np.ndarray, r: np.ndarray, bias: np.ndarray, clip, couple:
     return ys, h, c
 
 
-@njit(nogil=True, error_model="numpy")
+@njit(nogil=True, error_model="numpy", cache=True)
 def _dq_centred(a, codes, scales):
     """Per slice a[d] (M, K): onnxruntime's dynamic uint8 parameters (dynamic_quant.params_per_slice: the range
     widened to 0, scale = (max - min) / 255, zero point rne(clamp(-min / scale, 0, 255))) and the codes
