@@ -1,8 +1,20 @@
-"""Running a model over a sample set: batching along the symbolic batch dimension, and stacking per sample.
+"""Running a model over a sample set: batching along the batch dimension, and stacking per sample.
 
 Samples are concatenated along the model's dynamic leading dimension (``batch_size`` at a time) when every input
-and every requested output carries the same symbolic batch dimension; otherwise each sample is one call. Both the
-onnxruntime backend and the golden simulator use this, so they batch identically.
+has a dynamic leading dimension and every requested output's leading dimension is that same batch dimension;
+otherwise each sample is one call. Both the onnxruntime backend and the golden simulator use this, so they batch
+identically.
+
+By default the batch dimension is recognised by name: every input and every requested output carries the same
+symbolic leading dimension. ``trace=True`` also traces it through the graph: exporters such as tf2onnx name each
+input's and output's batch dimension differently (``unk__332`` in, ``unk__333`` out), so the model's shapes are
+inferred twice with the inputs' batch symbols fixed to two different sizes (onnx shape inference with data
+propagation, which resolves ``Reshape`` to -1, ``Shape``/``Gather``/``Expand`` chains and the like); an output
+whose leading dimension follows the input size in both is batched. Either way it is a rule on the model's shapes,
+deterministic, never a measurement. Tracing is opt-in (``bench/golden_speed.py`` uses it): shapes cannot show that
+an op keeps samples apart, and one that does not (dynamic quantisation: DynamicQuantizeLinear, DynamicQuantizeLSTM
+take one scale over the whole batch) gives a sample different numbers in a batch than alone; on by default it would
+change the search's probes and ``--eval`` figures of every dynamically quantised model the name rule leaves alone.
 """
 from __future__ import annotations
 
@@ -14,27 +26,68 @@ import onnx
 from qpass.ir.samples import SampleSet, model_inputs
 from qpass.ir.graph import shapes as tensor_shapes
 
+# two leading-dimension sizes no model dimension is expected to equal both of (an output dimension that follows
+# the inputs' leading one in both inferences derives from it)
+_TRACE_SIZES = (7, 13)
 
-def batchable(model: onnx.ModelProto, samples: SampleSet, outputs: list[str]) -> bool:
+
+def _leading_dims(model: onnx.ModelProto, samples: SampleSet) -> list | None:
+    """Each per-sample input's leading dimension as the model declares it; None unless all are named (symbolic)."""
     specs = {s.name: s for s in model_inputs(model)}
-    syms = set()
+    dims = []
     for name, arr in samples.arrays.items():
-        dims = specs[name].dims
-        if not dims or not isinstance(dims[0], str) or arr.ndim < 2:
-            return False
-        syms.add(dims[0])
-    if len(syms) != 1:
+        spec = specs.get(name)
+        if spec is None or not spec.dims or not isinstance(spec.dims[0], str) or arr.ndim < 2:
+            return None
+        dims.append(spec.dims[0])
+    return dims
+
+
+def _inferred_leading(model: onnx.ModelProto, symbols: set, size: int) -> dict[str, int | str | None]:
+    """Leading dimension of every tensor after shape inference with the inputs' batch symbols set to ``size``.
+
+    The symbols are replaced wherever the model declares them (value_info too: onnx infers no com.microsoft op, so
+    such an op's declared output shape carries the batch on); an inferred size overrides any other declared symbol.
+    """
+    trial = onnx.ModelProto()
+    trial.CopyFrom(model)
+    g = trial.graph
+    for vi in list(g.input) + list(g.value_info) + list(g.output):
+        for dim in vi.type.tensor_type.shape.dim:
+            if dim.HasField("dim_param") and dim.dim_param in symbols:
+                dim.Clear()
+                dim.dim_value = size
+    inferred = onnx.shape_inference.infer_shapes(trial, data_prop=True)
+    return {k: v[0] for k, v in tensor_shapes(inferred).items() if v}
+
+
+def traced_batch(model: onnx.ModelProto, symbols: set, outputs: list[str]) -> bool:
+    """Whether every output's leading dimension derives from the inputs' leading ones, named ``symbols`` (see the
+    module doc)."""
+    try:
+        runs = [_inferred_leading(model, symbols, size) for size in _TRACE_SIZES]
+    except Exception:  # noqa: BLE001 - a model onnx cannot infer runs one sample per call
         return False
-    sym = syms.pop()
+    return all(run.get(o) == size for o in outputs for run, size in zip(runs, _TRACE_SIZES))
+
+
+def batchable(model: onnx.ModelProto, samples: SampleSet, outputs: list[str], trace: bool = False) -> bool:
+    """Whether the samples can run ``batch_size`` per call for these outputs (see the module doc)."""
+    dims = _leading_dims(model, samples)
+    if not dims:
+        return False
     shp = tensor_shapes(model)
-    return all(o in shp and shp[o] and shp[o][0] == sym for o in outputs)
+    if len(set(dims)) == 1 and all(o in shp and shp[o] and shp[o][0] == dims[0] for o in outputs):
+        return True
+    return trace and traced_batch(model, set(dims), outputs)
 
 
 def iter_feeds(model: onnx.ModelProto, samples: SampleSet, outputs: list[str],
-               batch_size: int = 64) -> Iterator[tuple[int, int, dict]]:
-    """Yield (first sample index, number of samples, feed dict) per call."""
+               batch_size: int = 64, batched: bool | None = None) -> Iterator[tuple[int, int, dict]]:
+    """Yield (first sample index, number of samples, feed dict) per call. ``batched``: the caller's
+    ``batchable(...)`` answer (e.g. with ``trace=True``, worked out once for many runs); None: by name."""
     n = len(samples)
-    batched = batch_size > 1 and n > 1 and batchable(model, samples, outputs)
+    batched = batch_size > 1 and n > 1 and (batchable(model, samples, outputs) if batched is None else batched)
     step = batch_size if batched else 1
     for start in range(0, n, step):
         stop = min(n, start + step)
@@ -47,10 +100,10 @@ def iter_feeds(model: onnx.ModelProto, samples: SampleSet, outputs: list[str],
 
 
 def run_stacked(call: Callable[[dict], list[np.ndarray]], model: onnx.ModelProto, samples: SampleSet,
-                outputs: list[str], batch_size: int = 64) -> dict[str, np.ndarray]:
+                outputs: list[str], batch_size: int = 64, batched: bool | None = None) -> dict[str, np.ndarray]:
     """Run ``call(feed) -> outputs`` over every sample; stack each output on a new leading sample axis."""
     per_sample: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
-    for _, count, feed in iter_feeds(model, samples, outputs, batch_size):
+    for _, count, feed in iter_feeds(model, samples, outputs, batch_size, batched):
         for k, arr in zip(outputs, call(feed)):
             per_sample[k].extend([arr] if count == 1 else np.split(arr, count, axis=0))
     return {k: np.stack(v) for k, v in per_sample.items()}

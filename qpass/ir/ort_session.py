@@ -73,11 +73,12 @@ def _run(sess: ort.InferenceSession, outputs: list[str], feed: dict, start: int)
 
 def run_samples(model: onnx.ModelProto, samples: SampleSet, threads: int = 1, optimize: bool = True,
                 outputs: list[str] | None = None, batch_size: int = 64,
-                sess: ort.InferenceSession | None = None) -> dict[str, np.ndarray]:
-    """Run every sample; return each output stacked on a new leading sample axis (the npz convention)."""
+                sess: ort.InferenceSession | None = None, batched: bool | None = None) -> dict[str, np.ndarray]:
+    """Run every sample; return each output stacked on a new leading sample axis (the npz convention).
+    ``batched``: ``qpass.ir.batching.batchable``'s answer if the caller has it (else it is worked out per call)."""
     sess = sess or make_session(model, threads, optimize)
     names = outputs or [o.name for o in sess.get_outputs()]
-    return run_stacked(lambda feed: _run(sess, names, feed, 0), model, samples, names, batch_size)
+    return run_stacked(lambda feed: _run(sess, names, feed, 0), model, samples, names, batch_size, batched)
 
 
 def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto:

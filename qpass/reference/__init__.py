@@ -26,11 +26,11 @@ __all__ = ["GoldenExecutor", "GoldenError", "UnsupportedOpError", "run_samples",
 
 def run_samples(model: onnx.ModelProto, samples: SampleSet, outputs: list[str] | None = None, batch_size: int = 64,
                 executor: GoldenExecutor | None = None, acc_bits: int | None = None,
-                overflow: str = "saturate", partitions=None) -> dict[str, np.ndarray]:
+                overflow: str = "saturate", partitions=None, batched: bool | None = None) -> dict[str, np.ndarray]:
     """Run every sample; return each output stacked on a new leading sample axis (the npz convention).
 
-    Samples are concatenated along the model's symbolic batch dimension (batch_size at a time) when every input
-    and every requested output carries the same one, as ``qpass.ir.ort_session.run_samples`` does; otherwise each
+    Samples are concatenated along the model's batch dimension (batch_size at a time) when ``qpass.ir.batching``
+    finds one (by name or traced through the graph), as ``qpass.ir.ort_session.run_samples`` does; otherwise each
     sample is one call.
     """
     from qpass.ir.batching import run_stacked
@@ -41,4 +41,4 @@ def run_samples(model: onnx.ModelProto, samples: SampleSet, outputs: list[str] |
         res = ex.run(feed, names)  # one run for every output (not one per output)
         return [res[k] for k in names]
 
-    return run_stacked(call, model, samples, names, batch_size)
+    return run_stacked(call, model, samples, names, batch_size, batched)

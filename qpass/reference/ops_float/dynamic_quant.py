@@ -9,7 +9,7 @@ import numpy as np
 
 from ..numerics import quantize_linear
 from ..registry import register
-from .recurrent import check_recurrent, run_recurrent
+from .recurrent import _jit, _prepared, check_recurrent, run_recurrent
 
 F32 = np.float32
 
@@ -45,6 +45,13 @@ def quantized_gemm(a: np.ndarray, w64: np.ndarray, w_scale) -> np.ndarray:
     scaled by a_scale * w_scale (per tensor or per column) in float32. With a leading axis on ``a`` (D, M, K),
     ``w64`` (D, K, N) and ``w_scale`` (D, 1 or N): every ``a[d]`` quantised with its own parameters, as D calls."""
     stacked = a.ndim == 3
+    jit = _jit() if stacked else None
+    fast = jit.dq_centred(a) if jit is not None else None  # compiled: the same codes and scales
+    if fast is not None:
+        codes, a_scale = fast
+        w_scale = np.asarray(w_scale, F32)[:, None, :]
+        acc = codes.astype(w64.dtype, copy=False) @ w64  # exact integers (see _centred)
+        return acc.astype(F32) * (a_scale * w_scale).astype(F32)
     if stacked:
         a_scale, a_zp = params_per_slice(np.asarray(a, F32))
         w_scale = np.asarray(w_scale, F32)[:, None, :]
@@ -63,24 +70,31 @@ def _centred(codes: np.ndarray, zero_point: np.ndarray) -> np.ndarray:
     return (codes.astype(np.float64) - np.asarray(zero_point, np.float64)).astype(dt)
 
 
-@register("DynamicQuantizeLSTM", domain="com.microsoft", check=check_recurrent)
-def dynamic_quantize_lstm(node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None, w_scale=None,
+def _check_dq_lstm(ex, node):
+    return check_recurrent(node)
+
+
+@register("DynamicQuantizeLSTM", domain="com.microsoft", check=_check_dq_lstm, with_executor=True)
+def dynamic_quantize_lstm(ex, node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None, w_scale=None,
                           w_zero_point=None, r_scale=None, r_zero_point=None):
     """com.microsoft's LSTM with 8-bit weights W (D, I, 4H) and R (D, H, 4H), scales and zero points per
     direction (D,) or per direction and column (D, 4H): every matrix product through :func:`quantized_gemm`, the
-    gates as ONNX LSTM."""
+    gates as ONNX LSTM. The centred weights are prepared once per executor (while the same arrays come back)."""
     d = w.shape[0]
     ws, wz, rs, rz = (np.asarray(v).reshape(d, -1) for v in (w_scale, w_zero_point, r_scale, r_zero_point))
+    # keyed on the weight array and the zero points' values (small: one per direction or per column)
+    w_c = _prepared(ex, node, "dq_w" + wz.tobytes().hex(), w, lambda v: [_centred(v[k], wz[k]) for k in range(d)])
+    r_c = _prepared(ex, node, "dq_r" + rz.tobytes().hex(), r, lambda v: [_centred(v[k], rz[k]) for k in range(d)])
 
     def products(k):
-        w64, r64, rsk = _centred(w[k], wz[k]), _centred(r[k], rz[k]), rs[k]
+        w64, r64, rsk = w_c[k], r_c[k], rs[k]
 
         def recurrent(h, lo, hi):  # only the gate columns asked for (the scales and zero points are per column)
             return quantized_gemm(h, r64[:, lo:hi], rsk if rsk.size == 1 else rsk[lo:hi])
 
         return (lambda a: quantized_gemm(a, w64, ws[k]), recurrent)
 
-    r_all = np.stack([_centred(r[k], rz[k]) for k in range(d)])  # every direction's step at once
+    r_all = _prepared(ex, node, "dq_r_all" + rz.tobytes().hex(), r, lambda v: np.stack(r_c))  # every direction's step at once
 
     def recur(h, xp_t):
         return xp_t + quantized_gemm(h, r_all, rs)

@@ -11,6 +11,7 @@ that onnxruntime packs at load time summed in its packed order) and its sigmoid 
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Callable
 
@@ -54,20 +55,35 @@ def _directions(node) -> list[str]:
     return ["forward", "reverse"] if d == "bidirectional" else [d]
 
 
-#: onnxruntime's LSTM computes these two with MLAS's approximations
-_MLAS_ACTIVATIONS = {"sigmoid": lambda x, a, b: mlas.logistic(x), "tanh": lambda x, a, b: mlas.tanh(x)}
+def _jit():
+    """``qpass.reference.mlas_jit`` (the same numbers, compiled) when numba is installed (the ``fast`` extra) and
+    the environment does not set QPASS_NO_JIT=1, else None: the numpy emulation in ``qpass.reference.mlas``."""
+    if os.environ.get("QPASS_NO_JIT") == "1":
+        return None
+    try:
+        from .. import mlas_jit
+    except ImportError:
+        return None
+    return mlas_jit
+
+
+def _mlas_activations() -> dict[str, Callable]:
+    """onnxruntime's LSTM computes these two with MLAS's approximations."""
+    k = _jit() or mlas
+    return {"sigmoid": lambda x, a, b: k.logistic(x), "tanh": lambda x, a, b: k.tanh(x)}
 
 
 def _activations(node, dtype) -> list[list[Callable]]:
     """Per direction, the gate activation functions with their alpha / beta bound."""
     names = node.attr("activations") or list(_DEFAULT_ACTIVATIONS[_kind(node)]) * len(_directions(node))
     exact = _kind(node) in ("LSTM", "GRU") and np.dtype(dtype) == np.float32
+    mlas_fns = _mlas_activations() if exact else {}
     alphas = list(node.attr("activation_alpha") or [])
     betas = list(node.attr("activation_beta") or [])
     fns = []
     for name in names:
         da, db, fn = _ACTIVATIONS[name.lower()]
-        fn = _MLAS_ACTIVATIONS.get(name.lower(), fn) if exact else fn
+        fn = mlas_fns.get(name.lower(), fn)
         a = alphas.pop(0) if da is not None and alphas else da
         b = betas.pop(0) if db is not None and betas else db
         t = np.dtype(dtype).type
@@ -213,6 +229,31 @@ def _lstm_gates(node, g, c, bias, p, acts):
     return o * acts[2](c), c
 
 
+def _cell_fn(node, p, acts, bias) -> Callable:
+    """``gates(g, c) -> (h, c)`` of one LSTM step: the compiled cell when there is one and the step is its case
+    (no peepholes; MLAS's sigmoid, tanh, tanh), else :func:`_lstm_gates`."""
+    jit = _jit()
+    mlas_acts = [f.key for f in acts] == [("sigmoid", None, None), ("tanh", None, None), ("tanh", None, None)]
+    if jit is not None and p is None and mlas_acts and bias.dtype == np.float32:
+        b2, clip, couple = np.ascontiguousarray(bias[:, 0]), node.attr("clip"), int(node.attr("input_forget", 0))
+
+        def gates(g, c):
+            return jit.lstm_cell(g, b2, c, clip, couple)
+
+        gates.cell = (b2, clip, couple)  # for _compiled_sequence
+        return gates
+    return lambda g, c: _lstm_gates(node, g, c, bias, p, acts)
+
+
+def _compiled_sequence(recur, gates, full: bool) -> Callable | None:
+    """``run(xp, h0, c0) -> (Y, h, c)``: every step in one compiled call, when the sequences all run the full
+    length and both the recurrence (R packed) and the cell have compiled forms; else None."""
+    weights, cell = getattr(recur, "weights", None), getattr(gates, "cell", None)
+    if not full or weights is None or cell is None:
+        return None
+    return lambda xp, h0, c0: _jit().lstm_sequence(xp, weights, *cell, h0, c0)
+
+
 def _run_lstm(node, x, lens, h0, c0, dirs: list[_Direction], recur: Callable | None):
     """Y (T, D, B, H), last h and c (D, B, H) of every direction at once (their steps are independent):
     ``recur(h, xp_t) -> g`` gives the gate sums of all directions ((D, B, 4H); None: each direction's
@@ -230,11 +271,16 @@ def _run_lstm(node, x, lens, h0, c0, dirs: list[_Direction], recur: Callable | N
                              else xp_t[k] + d.hr(h[k], 0, xp_t.shape[-1]) for k, d in enumerate(dirs)])
     bias = np.stack([d.wb + d.rb for d in dirs])[:, None]  # (D, 1, 4H)
     p = None if dirs[0].p is None else np.stack([d.p for d in dirs])[:, None]
-    h, c = h0, c0
-    ys = np.zeros((T,) + h0.shape, x.dtype)
-    for t in range(T):
+    gates = _cell_fn(node, p, dirs[0].acts, bias)
+    whole = _compiled_sequence(recur, gates, full)
+    if whole is not None:
+        ys, h, c = whole(xp, h0, c0)
+    else:
+        h, c = h0, c0
+        ys = np.zeros((T,) + h0.shape, x.dtype)
+    for t in range(0 if whole is not None else T):
         fed = h if t == 0 or full else ys[t - 1]  # a finished sequence feeds zeros, as onnxruntime (quantised steps)
-        h_new, c_new = _lstm_gates(node, recur(fed, xp[t]), c, bias, p, dirs[0].acts)
+        h_new, c_new = gates(recur(fed, xp[t]), c)
         if full:
             ys[t] = h = h_new
             c = c_new
@@ -256,12 +302,21 @@ def float_weights(w, r):
     return (lambda x: x @ w.T), (lambda h, lo, hi: h @ r[lo:hi].T)
 
 
+def _sgemm(a, b, c=None, packed: bool = False):
+    """``mlas.sgemm(a, b, c, trans_b=True, packed)``, through the compiled kernel when there is one (every case but
+    M = 1 unpacked, whose AVX kernels sum in another order and cost a few numpy calls anyway)."""
+    jit = _jit()
+    if jit is None or (np.shape(a)[0] == 1 and not packed):
+        return mlas.sgemm(a, b, c, trans_b=True, packed=packed)
+    return jit.packed_gemm(a, np.ascontiguousarray(np.asarray(b, np.float32).T), c, 256 if packed else None)
+
+
 def mlas_weights(w, r, packed_w: bool, packed_r: bool):
     """(xw, hr, hr_into) of float32 weights as onnxruntime's LSTM multiplies them (MLAS SGEMM; ``packed_*``: the
     weight is a constant onnxruntime packs when the session is created)."""
-    return ((lambda x: mlas.sgemm(x, w, trans_b=True, packed=packed_w)),
-            (lambda h, lo, hi: mlas.sgemm(h, r[lo:hi], trans_b=True, packed=packed_r)),
-            (lambda h, acc, lo=0, hi=None: mlas.sgemm(h, r[lo:hi], acc, trans_b=True, packed=packed_r)))
+    return ((lambda x: _sgemm(x, w, packed=packed_w)),
+            (lambda h, lo, hi: _sgemm(h, r[lo:hi], packed=packed_r)),
+            (lambda h, acc, lo=0, hi=None: _sgemm(h, r[lo:hi], acc, packed=packed_r)))
 
 
 def _direction(node, hidden, dtype, b, p, k, acts, products) -> _Direction:
@@ -305,6 +360,15 @@ def _prepared(ex, node, tag: str, v: np.ndarray, make: Callable):
 def _packed_recurrence(ex, node, r: np.ndarray):
     """``recur(h, xp_t)`` of every direction at once for a float32 LSTM whose R onnxruntime packs at load
     time: xp_t + h @ R.T by MLAS's FMA kernel, R (D, 4H, H) prepared once."""
+    jit = _jit()
+    if jit is not None:
+        rk = _prepared(ex, node, "recurrence_f32", r, lambda v: np.ascontiguousarray(np.swapaxes(v, 1, 2), np.float32))
+
+        def recur(h, xp_t):
+            return jit.packed_gemm(h, rk, xp_t)
+
+        recur.weights = rk  # for _compiled_sequence
+        return recur
     ob = _prepared(ex, node, "recurrence", r, lambda v: mlas.Operand(np.swapaxes(v, 1, 2)))
     return lambda h, xp_t: mlas.packed_gemm(h, ob, xp_t)
 
@@ -320,11 +384,17 @@ def lstm(ex, node, x, w, r, b=None, lens=None, h0=None, c0=None, p=None):
     if not pw:
         return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p,
                              lambda k: mlas_weights(w[k], r[k], pw, pr), recur)
-    ws = _prepared(ex, node, "input", w, lambda v: [mlas.Operand(d.T) for d in v])  # W packed: prepared once
+    jit = _jit()
+    if jit is not None:
+        ws = _prepared(ex, node, "input_f32", w, lambda v: [np.ascontiguousarray(d.T, np.float32) for d in v])
+        gemm = jit.packed_gemm
+    else:
+        ws = _prepared(ex, node, "input", w, lambda v: [mlas.Operand(d.T) for d in v])  # W packed: prepared once
+        gemm = mlas.packed_gemm
 
     def products(k):
         _, hr, hr_into = mlas_weights(w[k], r[k], pw, pr)
-        return (lambda a: mlas.packed_gemm(a, ws[k])), hr, hr_into
+        return (lambda a: gemm(a, ws[k])), hr, hr_into
 
     return run_recurrent(node, x, r.shape[-1], b, lens, h0, c0, p, products, recur)
 
