@@ -106,10 +106,11 @@ def _odd_over_even(x, table, split: int, pair: np.ndarray) -> np.ndarray:
 _SMALL = 1 << 12
 
 
-def _horner_large(x: np.ndarray, coeffs, block: int = 1 << 13) -> np.ndarray:
-    """``numerics.horner32`` of a large ``x`` in blocks that stay in cache, with the cheaper midpoint-only check
-    of :func:`_horner_pair` (no sum can be float32-subnormal) made as each step runs; a block with a midpoint
-    goes through ``horner32`` (exact, rare)."""
+def _horner_large(x: np.ndarray, coeffs, block: int = 1 << 15) -> np.ndarray:
+    """``numerics.horner32`` of a large ``x`` in blocks that stay in cache (1 MiB L2: 2^15 elements 1.25x faster
+    than 2^13 on a (512, 508) tanh), with the cheaper midpoint-only check of :func:`_horner_pair` (no sum can be
+    float32-subnormal) made as each step runs: only the elements with a float32 midpoint at some step go through
+    ``horner32`` (exact; clamped inputs make exact midpoints common, so never a whole block)."""
     flat = x.reshape(-1)
     out = np.empty(flat.shape, F32)
     n = min(block, flat.size)
@@ -121,18 +122,20 @@ def _horner_large(x: np.ndarray, coeffs, block: int = 1 << 13) -> np.ndarray:
         x64, sb, lb, ab, acc = xb.astype(F64), s[:m], low[:m], acc64[:m], out[i:i + m]
         np.multiply(x64, c[0], out=sb)
         sb += c[1]
-        midpoint = False
+        redo = []
         for j in range(2, len(c) + 1):
             acc[...] = sb
             np.left_shift(sb.view(np.int64), 35, out=lb)
-            midpoint = midpoint or lb.min() == _MID_SHIFTED
+            if lb.min() == _MID_SHIFTED:
+                redo.append(np.flatnonzero(lb == _MID_SHIFTED))
             if j == len(c):
                 break
             ab[...] = acc
             np.multiply(ab, x64, out=sb)
             sb += c[j]
-        if midpoint:
-            acc[...] = horner32(xb, coeffs)
+        if redo:
+            at = np.unique(np.concatenate(redo))
+            acc[at] = horner32(xb[at], coeffs)
     return out.reshape(x.shape)
 _LOGISTIC_PQ = _pair_table(_LOGISTIC[2:7], _LOGISTIC[7:])
 _TANH_PQ = _pair_table(_TANH[2:9], _TANH[9:])
