@@ -370,33 +370,6 @@ def softmax(x, axis: int = -1) -> np.ndarray:
 
 # ------------------------------------------------------------------ onnxruntime's plain C++ kernels
 
-def layer_norm(x, scale, bias, axis: int, epsilon: float, simplified: bool = False):
-    """onnxruntime's LayerNormalization / SkipLayerNormalization for float32 (``layer_norm_impl.cc``): per row, the
-    sum and the sum of squares accumulated in order in float32, ``mean = sum / n``, ``sd = sqrt(sumsq / n -
-    mean * mean + epsilon)``, ``y = (x - mean) / sd * scale + bias``, each operation rounded to float32.
-    Returns (y, mean, 1 / sd) with mean and 1 / sd of shape ``x.shape[:axis] + (1,) * (ndim - axis)``."""
-    x = np.asarray(x, F32)
-    axis %= max(x.ndim, 1)
-    rows = int(np.prod(x.shape[:axis], dtype=np.int64))
-    n = int(np.prod(x.shape[axis:], dtype=np.int64))
-    v = x.reshape(rows, n)
-    total = np.zeros(rows, F32)
-    squares = np.zeros(rows, F32)
-    for h in range(n):
-        col = v[:, h]
-        total = total + col
-        squares = squares + col * col
-    nf, eps = F32(n), F32(epsilon)
-    mean = total / nf
-    sd = np.sqrt(squares / nf + eps) if simplified else np.sqrt((squares / nf - mean * mean) + eps)
-    g = np.asarray(scale, F32).reshape(1, n)
-    y = (v / sd[:, None] if simplified else (v - mean[:, None]) / sd[:, None]) * g
-    if bias is not None and not simplified:
-        y = y + np.asarray(bias, F32).reshape(1, n)
-    stat_shape = x.shape[:axis] + (1,) * (x.ndim - axis)
-    return y.reshape(x.shape), mean.reshape(stat_shape), (F32(1.0) / sd).reshape(stat_shape)
-
-
 def _rational_plain(x, bound: float) -> np.ndarray:
     """``deepcpu``'s tanh rational approximation (rnn_helpers.cc) on x clamped to [-bound, bound]: the same
     coefficients as MLAS's tanh, evaluated with separate multiplies and adds (no FMA)."""
