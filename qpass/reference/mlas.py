@@ -339,14 +339,78 @@ _EXP = tuple(F32(v) for v in (
 
 
 def _sum_exp_terms(v: np.ndarray) -> np.ndarray:
-    """exp(v) as ``MlasComputeSumExpF32KernelAvx512F`` computes each term (v = x - max, already shifted)."""
+    """exp(v), flat, as ``MlasComputeSumExpF32KernelAvx512F`` computes each term (v = x - max, shifted): the
+    three range-reduction FMAs as float64 sums of exact products rounded once to float32, an element whose sum
+    was rounded in float64 and is a float32 midpoint or subnormal (so may round twice) redone by
+    :func:`_sum_exp_terms_fma` (rare); the polynomial by :func:`_horner_large` (exact)."""
+    v = np.maximum(v, _EXP[0]).reshape(-1)
+    out = np.empty(v.shape, F32)
+    for i in range(0, v.size, _EXP_BLOCK):  # blocks whose float64 work arrays stay in cache
+        out[i:i + _EXP_BLOCK] = _exp_block(v[i:i + _EXP_BLOCK])
+    return out
+
+
+_EXP_BLOCK = 1 << 15
+
+
+def _exp_block(v: np.ndarray) -> np.ndarray:
+    """:func:`_sum_exp_terms` of one block of clamped inputs."""
+    lo, bias, log2r, log2hi, log2lo, *poly = _EXP
+    v64 = v.astype(F64)
+    bad: list = []
+    s = v64 * F64(log2r)
+    s += F64(bias)
+    m = _rounded32(s, v64, log2r, F64(bias), bad)
+    m -= bias  # exact: m and bias are within a factor of 2
+    m64 = m.astype(F64)
+    np.multiply(m64, F64(log2hi), out=s)
+    s += v64
+    r = _rounded32(s, m64, log2hi, v64, bad)
+    np.multiply(m64, F64(log2lo), out=s)
+    r64 = r.astype(F64)
+    s += r64
+    r = _rounded32(s, m64, log2lo, r64, bad)
+    p = _horner_large(r, tuple(poly) + (poly[-1],))
+    out = np.ldexp(p, m.astype(np.int32)).astype(F32)  # VSCALEFPS: exact scaling by 2^m
+    if bad:
+        at = np.unique(np.concatenate(bad))
+        out[at] = _sum_exp_terms_fma(v[at])
+    return out
+
+
+def _rounded32(s: np.ndarray, a: np.ndarray, b, c, bad: list) -> np.ndarray:
+    """float32 rounding of the float64 sums ``s = a * b + c`` (flat; a * b exact); appends to ``bad`` the indices
+    whose sum was rounded in float64 and is a float32 midpoint or in the float32 subnormal range (their fused
+    rounding may differ). A pass each finds whether there is any midpoint / subnormal candidate at all."""
+    cand = []
+    if s.size:
+        low = np.left_shift(s.view(np.int64), 35)
+        if low.min() == _MID_SHIFTED:
+            cand.append(np.flatnonzero(low == _MID_SHIFTED))
+        mag = np.abs(s)
+        if mag.min() < _TINY_F64:
+            cand.append(np.flatnonzero((mag > 0) & (mag < _TINY_F64)))
+    if cand:
+        at = np.unique(np.concatenate(cand))
+        cc = c[at] if np.ndim(c) else c
+        rounded = inexact_sum(a[at] * F64(b), cc, s[at])
+        if rounded.any():
+            bad.append(at[rounded])
+    return s.astype(F32)
+
+
+_TINY_F64 = 2.0 ** -125
+
+
+def _sum_exp_terms_fma(v: np.ndarray) -> np.ndarray:
+    """:func:`_sum_exp_terms` step by step with ``fma32`` and ``horner32`` (for the few elements it redoes)."""
     lo, bias, log2r, log2hi, log2lo, *poly = _EXP
     v = np.maximum(v, lo)
     m = fma32(log2r, v, bias) - bias
     v = fma32(m, log2hi, v)
     v = fma32(m, log2lo, v)
     p = horner32(v, poly[1:] + poly[-1:], first=np.full(v.shape, poly[0], F32))
-    return np.ldexp(p, m.astype(np.int32)).astype(F32)  # VSCALEFPS: exact scaling by 2^m
+    return np.ldexp(p, m.astype(np.int32)).astype(F32)
 
 
 def softmax(x, axis: int = -1) -> np.ndarray:
@@ -355,7 +419,7 @@ def softmax(x, axis: int = -1) -> np.ndarray:
     x = np.moveaxis(np.asarray(x, F32), axis, -1)
     d = x.shape[-1]
     neg = -np.max(x, axis=-1, keepdims=True)
-    e = _sum_exp_terms(x + neg)
+    e = _sum_exp_terms(x + neg).reshape(x.shape)
     pad = (-d) % 16
     lanes_in = np.concatenate([e, np.zeros(e.shape[:-1] + (pad,), F32)], axis=-1)
     lanes_in = lanes_in.reshape(e.shape[:-1] + (-1, 16))
