@@ -98,19 +98,26 @@ def im2col(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, p
 
 
 def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype=None,
-            pointwise: bool = False) -> np.ndarray:
+            pointwise: bool = False, zero=None) -> np.ndarray:
     """Patch matrix of a convolution as a contiguous (C, *kernel, N, *out_spatial) array (zero padding), in
     ``dtype`` (default: x's), written by one copy of the window view: reshaped to (g, C/g * prod(kernel),
     N * prod(out)) it is the right operand of one GEMM per group, rows ordered (c, k1, k2, ...) like ONNX weights.
-    ``pointwise``: a 1x1 kernel with unit strides and no padding of one sample returns a view of ``x`` itself."""
+    ``pointwise``: a 1x1 kernel with unit strides and no padding of one sample returns a view of ``x`` itself.
+    ``zero``: ``x`` holds integer codes with this zero point; the matrix holds ``x - zero`` in ``dtype`` (padding
+    0), the windows copied from the narrow codes and the difference taken as they are written."""
     n = len(kernel)
-    if pointwise and x.shape[0] == 1 and (dtype is None or np.dtype(dtype) == x.dtype) and \
+    if pointwise and x.shape[0] == 1 and (dtype is None or np.dtype(dtype) == x.dtype or zero is not None) and \
             all(k == 1 for k in kernel) and not any(begin) and not any(end) and \
             all(s == 1 for s in _ints(strides, n, 1)) and list(x.shape[2:]) == list(out_spatial):
-        return x.reshape((x.shape[1],) + (1,) * n + x.shape[:1] + x.shape[2:])
-    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
+        v = x.reshape((x.shape[1],) + (1,) * n + x.shape[:1] + x.shape[2:])
+        return v if zero is None else np.subtract(v, np.dtype(dtype).type(zero), dtype=dtype)
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0 if zero is None else zero)
     buf = np.empty((x.shape[1],) + tuple(kernel) + (x.shape[0],) + tuple(out_spatial), dtype or x.dtype)
-    buf[...] = w.transpose([1] + list(range(2 + n, 2 + 2 * n)) + [0] + list(range(2, 2 + n)))
+    w = w.transpose([1] + list(range(2 + n, 2 + 2 * n)) + [0] + list(range(2, 2 + n)))  # (C, *k, N, *out)
+    if zero is None:
+        buf[...] = w
+    else:
+        np.subtract(w, buf.dtype.type(zero), out=buf, dtype=buf.dtype)
     return buf
 
 
