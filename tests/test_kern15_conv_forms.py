@@ -25,7 +25,10 @@ CASES = [  # (input shape, kernel, strides, dilations, pads, channel multiplier)
     ((1, 5, 80, 66), (3, 3), (1, 1), (2, 2), (2, 2, 2, 2), 1),  # flat form with dilations
     ((3, 2, 17), (4,), (1,), (1,), (1, 2), 3),
     ((2, 64, 6, 7), (3, 3), (1, 1), (1, 2), (1, 2, 1, 2), 1),  # channels-last form (narrow rows, many channels)
+    ((2, 3, 13, 101), (3, 3), (2, 2), (1, 1), (1, 1, 1, 1), 1),  # strided flat form (phase images)
+    ((1, 2, 9, 8, 150), (2, 3, 3), (1, 3, 2), (2, 1, 2), (0, 1, 2, 1, 0, 2), 1),  # 3-D, mixed strides, dilated
 ]
+FORCED = ("FLAT_MIN_WIDTH", "STRIDED_FLAT_MIN_WIDTH", "CHANNELS_LAST_MIN_CHANNELS")
 
 
 @pytest.mark.parametrize("shape,kernel,strides,dil,pads,mult", CASES)
@@ -42,14 +45,23 @@ def test_depthwise_forms(shape, kernel, strides, dil, pads, mult):
     # float data: the flat / per-tap forms round identically (per-tap form forced by a narrow width bound)
     xf, wf = rng.standard_normal(shape).astype(np.float32), rng.standard_normal(w.shape).astype(np.float32)
     got = ic.depthwise(xf, wf, kernel, strides, dil, begin, end, out, block_bytes=4096)
-    old = ic.FLAT_MIN_WIDTH, ic.CHANNELS_LAST_MIN_CHANNELS
-    try:
-        ic.FLAT_MIN_WIDTH = ic.CHANNELS_LAST_MIN_CHANNELS = 1 << 30
-        taps = ic.depthwise(xf, wf, kernel, strides, dil, begin, end, out, block_bytes=4096)
-    finally:
-        ic.FLAT_MIN_WIDTH, ic.CHANNELS_LAST_MIN_CHANNELS = old
-    assert got.shape == taps.shape == want.shape and np.array_equal(got, taps)
+    taps = _forced(1 << 30, xf, wf, kernel, strides, dil, begin, end, out)  # every flat form off
+    flat = _forced(1, xf, wf, kernel, strides, dil, begin, end, out)  # the flat form wherever it applies
+    assert got.shape == taps.shape == flat.shape == want.shape
+    assert np.array_equal(got, taps) and np.array_equal(flat, taps)
     assert np.allclose(got, _direct_float(xf, wf, kernel, strides, dil, begin, end, out), rtol=1e-4, atol=1e-4)
+
+
+def _forced(bound, *args):
+    """``ic.depthwise`` with every form-choosing width / channel bound set to ``bound``."""
+    old = [getattr(ic, k) for k in FORCED]
+    try:
+        for k in FORCED:
+            setattr(ic, k, bound)
+        return ic.depthwise(*args, block_bytes=4096)
+    finally:
+        for k, v in zip(FORCED, old):
+            setattr(ic, k, v)
 
 
 def _direct_float(x, w, kernel, strides, dil, begin, end, out):

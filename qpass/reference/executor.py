@@ -205,9 +205,10 @@ class GoldenExecutor:
         for n in self.nodes:
             if n.name in fused_q:
                 continue  # its output comes from the fused step
-            steps.append(self._node_step(n))
-            if n.name in fused_compute:
-                op = fused_compute[n.name]
+            op = fused_compute.get(n.name)
+            if op is None or {o for o in n.outputs if o} != {op.output}:
+                steps.append(self._node_step(n))  # (a float-output fusion, e.g. QGemm: its step replaces the node's)
+            if op is not None:
                 steps.append(_Step(list(op.inputs), [op.output], self._fused_runner(op), f"{op.kind} {n.name!r}",
                                    node=n))
         self.steps = steps

@@ -98,19 +98,26 @@ def im2col(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, p
 
 
 def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype=None,
-            pointwise: bool = False) -> np.ndarray:
+            pointwise: bool = False, zero=None) -> np.ndarray:
     """Patch matrix of a convolution as a contiguous (C, *kernel, N, *out_spatial) array (zero padding), in
     ``dtype`` (default: x's), written by one copy of the window view: reshaped to (g, C/g * prod(kernel),
     N * prod(out)) it is the right operand of one GEMM per group, rows ordered (c, k1, k2, ...) like ONNX weights.
-    ``pointwise``: a 1x1 kernel with unit strides and no padding of one sample returns a view of ``x`` itself."""
+    ``pointwise``: a 1x1 kernel with unit strides and no padding of one sample returns a view of ``x`` itself.
+    ``zero``: ``x`` holds integer codes with this zero point; the matrix holds ``x - zero`` in ``dtype`` (padding
+    0), the windows copied from the narrow codes and the difference taken as they are written."""
     n = len(kernel)
-    if pointwise and x.shape[0] == 1 and (dtype is None or np.dtype(dtype) == x.dtype) and \
+    if pointwise and x.shape[0] == 1 and (dtype is None or np.dtype(dtype) == x.dtype or zero is not None) and \
             all(k == 1 for k in kernel) and not any(begin) and not any(end) and \
             all(s == 1 for s in _ints(strides, n, 1)) and list(x.shape[2:]) == list(out_spatial):
-        return x.reshape((x.shape[1],) + (1,) * n + x.shape[:1] + x.shape[2:])
-    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
+        v = x.reshape((x.shape[1],) + (1,) * n + x.shape[:1] + x.shape[2:])
+        return v if zero is None else np.subtract(v, np.dtype(dtype).type(zero), dtype=dtype)
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0 if zero is None else zero)
     buf = np.empty((x.shape[1],) + tuple(kernel) + (x.shape[0],) + tuple(out_spatial), dtype or x.dtype)
-    buf[...] = w.transpose([1] + list(range(2 + n, 2 + 2 * n)) + [0] + list(range(2, 2 + n)))
+    w = w.transpose([1] + list(range(2 + n, 2 + 2 * n)) + [0] + list(range(2, 2 + n)))  # (C, *k, N, *out)
+    if zero is None:
+        buf[...] = w
+    else:
+        np.subtract(w, buf.dtype.type(zero), out=buf, dtype=buf.dtype)
     return buf
 
 
@@ -158,15 +165,19 @@ def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, e
     wr = w.reshape((x.shape[1], mult, -1)).astype(x.dtype, copy=False)  # (C, mult, taps)
     if exact:
         return _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, 2 * block_bytes)
-    if mult == 1 and all(s == 1 for s in strides):
-        if out_spatial[-1] >= FLAT_MIN_WIDTH:
-            return _depthwise_flat(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes)
-        if out_spatial[-1] <= CHANNELS_LAST_MAX_WIDTH and x.shape[1] >= CHANNELS_LAST_MIN_CHANNELS:
-            return _depthwise_channels_last(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes // 4)
+    unit = all(s == 1 for s in strides)
+    if mult == 1 and out_spatial[-1] >= (FLAT_MIN_WIDTH if unit else STRIDED_FLAT_MIN_WIDTH):
+        return _depthwise_flat(xp, wr[:, 0], kernel, strides, dilations, out_spatial, block_bytes)
+    if mult == 1 and unit and out_spatial[-1] <= CHANNELS_LAST_MAX_WIDTH and \
+            x.shape[1] >= CHANNELS_LAST_MIN_CHANNELS:
+        return _depthwise_channels_last(xp, wr[:, 0], kernel, dilations, out_spatial, block_bytes // 4)
     return _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes)
 
 
-FLAT_MIN_WIDTH = 64  # output rows at least this wide: the flat form (narrower rows: its wrapped columns cost more)
+# output rows at least this wide: the flat form (narrower rows: its wrapped columns cost more; measured on 3x3 and
+# 5x5 kernels, widths 14-112: 56-wide rows 2.7x faster flat than by taps, 28-wide ones as fast)
+FLAT_MIN_WIDTH = 32
+STRIDED_FLAT_MIN_WIDTH = 48  # strided: the phase copy costs a pass (56-wide rows, stride 2: 1.3x faster flat)
 # narrow rows and many channels: the flat form over a channels-last copy (runs of whole pixels, channels inner)
 CHANNELS_LAST_MAX_WIDTH, CHANNELS_LAST_MIN_CHANNELS = 31, 64
 
@@ -215,17 +226,19 @@ def _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, block_bytes
     return y.reshape((N, c * mult) + tuple(out_spatial))
 
 
-def _depthwise_flat(xp, wr, kernel, dilations, out_spatial, block_bytes) -> np.ndarray:
-    """Unit strides, one output channel per input channel: output position (i1, ..., in) is computed at the flat
-    index of its window's first element in the padded image ``xp``, so tap t reads the contiguous run starting at
-    its own offset; the row ends in between (wrapped windows) are computed and dropped."""
+def _depthwise_flat(xp, wr, kernel, strides, dilations, out_spatial, block_bytes) -> np.ndarray:
+    """One output channel per input channel: output position (i1, ..., in) is computed at the flat index of its
+    window's first element in the padded image ``xp`` (strided: in the phase image of the stride, see
+    :func:`_phases`), so tap t reads the contiguous run starting at its own offset; the row ends in between
+    (wrapped windows) are computed and dropped."""
     n = len(kernel)
     N, c = xp.shape[:2]
-    sp = xp.shape[2:]
+    phases, sp = _phases(xp, strides)
     pitch = [int(np.prod(sp[k + 1:])) for k in range(n)]
     span = sum((out_spatial[k] - 1) * pitch[k] for k in range(n)) + 1
-    offs = [sum(t[k] * dilations[k] * pitch[k] for k in range(n)) for t in np.ndindex(*kernel)]
-    xf = xp.reshape(N, c, -1)
+    reach = [[t[k] * dilations[k] for k in range(n)] for t in np.ndindex(*kernel)]
+    offs = [(int(np.ravel_multi_index([r[k] % strides[k] for k in range(n)], strides)),
+             sum(r[k] // strides[k] * pitch[k] for k in range(n))) for r in reach]
     full = np.empty((N, c, int(np.prod(sp))), xp.dtype)
     cb = max(1, min(c, block_bytes // max(1, span * xp.itemsize)))
     tmp = np.empty((cb, span), xp.dtype)
@@ -233,8 +246,26 @@ def _depthwise_flat(xp, wr, kernel, dilations, out_spatial, block_bytes) -> np.n
         for c0 in range(0, c, cb):
             c1 = min(c, c0 + cb)
             _sum_taps(full[s, c0:c1, :span], tmp[:c1 - c0],
-                      ((xf[s, c0:c1, o:o + span], wr[c0:c1, t:t + 1]) for t, o in enumerate(offs)))
+                      ((phases[ph, s, c0:c1, o:o + span], wr[c0:c1, t:t + 1]) for t, (ph, o) in enumerate(offs)))
     return full.reshape((N, c) + tuple(sp))[(slice(None), slice(None)) + tuple(slice(0, o) for o in out_spatial)]
+
+
+def _phases(xp: np.ndarray, strides) -> tuple[np.ndarray, list[int]]:
+    """``xp`` (N, C, *spatial) as (prod(strides), N, C, prod(phase shape)) flat images, one per stride phase:
+    phase (r1, ..., rn) holds xp[..., r1::s1, ..., rn::sn] (zero-padded to whole strides), so input position
+    s * i + r is element i of phase r. Unit strides: a view of ``xp`` itself. Returns it and the phase shape."""
+    n = len(strides)
+    N, c = xp.shape[:2]
+    if all(s == 1 for s in strides):
+        return xp.reshape(1, N, c, -1), list(xp.shape[2:])
+    ph = [-(-xp.shape[2 + k] // strides[k]) for k in range(n)]
+    whole = np.zeros((N, c) + tuple(p * s for p, s in zip(ph, strides)), xp.dtype)
+    whole[(slice(None), slice(None)) + tuple(slice(0, d) for d in xp.shape[2:])] = xp
+    split = whole.reshape((N, c) + tuple(v for k in range(n) for v in (ph[k], strides[k])))
+    order = [3 + 2 * k for k in range(n)] + [0, 1] + [2 + 2 * k for k in range(n)]
+    out = np.empty(tuple(strides) + (N, c) + tuple(ph), xp.dtype)
+    out[...] = split.transpose(order)
+    return out.reshape(int(np.prod(strides)), N, c, -1), ph
 
 
 def _depthwise_taps(xp, wr, kernel, strides, dilations, out_spatial, block_bytes) -> np.ndarray:

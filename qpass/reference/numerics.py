@@ -226,12 +226,13 @@ def quantize_linear(x: np.ndarray, scale, zero_point, dtype, axis: int | None = 
         v = np.minimum(np.fmax(v, F32(lo) - zf), F32(hi) - zf) + zf
         return v.astype(np.int8).astype(dtype)
     if np.dtype(dtype).itemsize <= 2:
-        if np.ndim(z) == 0:  # one zero point: clamp(v + z, lo, hi) (v an integer; past 2^24 it clamps anyway)
-            if z:
-                v += F32(z)
-            np.fmax(v, F32(lo), out=v)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
-            np.minimum(v, F32(hi), out=v)
-            return v.astype(dtype)
+        if np.ndim(z) == 0:  # one zero point: clamp(v, lo - z, hi - z) + z (v an integer; integer bounds)
+            zi = int(z)
+            np.fmax(v, F32(lo - zi), out=v)  # fmax: NaN goes to the lower bound, as MINPS/MAXPS send it
+            np.minimum(v, F32(hi - zi), out=v)
+            out = np.empty(v.shape, dtype)
+            np.add(v, F32(zi), out=out, casting="unsafe")  # exact integers of the code range, cast as written
+            return out
         zf = z.astype(F32)
         v = np.fmax(v, F32(lo) - zf)
         return (np.minimum(v, F32(hi) - zf) + zf).astype(dtype)

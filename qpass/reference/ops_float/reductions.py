@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
-from .. import mlas
+from .. import mlas, mlas_norm
 from ..registry import register
 from .common import axes_arg, is_float, wide
 
@@ -60,6 +60,12 @@ def layer_norm(node, x, scale, b=None):
     """Y, and when asked for, Mean and InvStdDev (shape ``x.shape[:axis] + (1, ...)``) in the stash type."""
     axis = int(node.attr("axis", -1)) % x.ndim
     eps = float(node.attr("epsilon", 1e-5))
+    stash = onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type", 1))
+    n = int(np.prod(x.shape[axis:]))
+    if x.dtype == np.float32 and n >= mlas_norm.MIN_ROW and np.size(scale) == n and (b is None or np.size(b) == n) \
+            and (len(node.outputs) == 1 or stash == np.float32):  # onnxruntime's MLAS kernel, bit for bit
+        y, mean, inv = mlas_norm.layer_norm_avx2(x, scale, b, axis, eps)
+        return y if len(node.outputs) == 1 else (y, mean, inv)
     v = wide(x)
     ax = tuple(range(axis, x.ndim))
     mu = v.mean(axis=ax, keepdims=True)
@@ -69,7 +75,6 @@ def layer_norm(node, x, scale, b=None):
         y = y + wide(b)
     if len(node.outputs) == 1:
         return y.astype(x.dtype)
-    stash = onnx.helper.tensor_dtype_to_np_dtype(node.attr("stash_type", 1))
     return y.astype(x.dtype), mu.astype(stash), (1.0 / np.sqrt(var + eps)).astype(stash)
 
 

@@ -167,19 +167,20 @@ def requant(ex, node: str, kind: str, acc: np.ndarray, mult: np.ndarray, q: QOut
         counts["output_clipped"] = int(np.count_nonzero((v < lo - q.zp) | (v > hi - q.zp)))
         ex.record(node, kind, outputs=acc.size, **counts)
         return requantize_mlas(acc, mult, q.zp, q.dtype, scaled=v)
-    # numerics.requantize_mlas for codes of up to 16 bits: clamp(rne(v) + zp, lo, hi) (v an integer after rne; past
-    # 2^24 beyond the bounds either way), the clipped count from the range first (none clipped: no count pass)
+    # numerics.requantize_mlas for codes of up to 16 bits: rne(clamp(v, lo - zp, hi - zp)) + zp (integer bounds:
+    # clamping before or after rne is the same), the clamp only when the range shows a clipped value (then
+    # counted), the zero point added as the float32 codes are cast (exact integers of the code range)
     bl, bh = F32(lo - q.zp), F32(hi - q.zp)
     clipped = 0
     if v.size and not (bl <= v.min() and v.max() <= bh):
         clipped = int(np.count_nonzero(v < bl)) + int(np.count_nonzero(v > bh))
+        np.clip(v, bl, bh, out=v)
     counts["output_clipped"] = clipped
     ex.record(node, kind, outputs=acc.size, **counts)
     np.rint(v, out=v)
-    if q.zp:
-        v += F32(q.zp)
-    np.clip(v, F32(lo), F32(hi), out=v)
-    return v.astype(q.dtype)
+    out = np.empty(v.shape, q.dtype)
+    np.add(v, F32(q.zp), out=out, casting="unsafe")
+    return out
 
 
 def saturate(v: np.ndarray, dtype, shift: int) -> np.ndarray:

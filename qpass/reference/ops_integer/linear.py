@@ -60,22 +60,24 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     name = node.name
 
     def compute(vals, ex):
-        xi = np.subtract(vals[0], dt(zx), dtype=dt)
-        begin, end, out = ic.node_geometry(node, xi.shape, kernel)
-        p = int(np.prod(out))
+        codes = vals[0]
+        begin, end, out = ic.node_geometry(node, codes.shape, kernel)
+        p, isz = int(np.prod(out)), np.dtype(dt).itemsize
         if ex.acc_bits is None and g > 1 and kg == int(np.prod(kernel)):  # depthwise, exact: no patch matrix
+            xi = np.subtract(codes, dt(zx), dtype=dt)
             acc = ic.depthwise(xi.astype(ddt, copy=False), wdw, kernel, node.attr("strides"),
                                node.attr("dilations"), begin, end, out, exact=ddt != I64)
             acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False, top)
             return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
-        if ex.acc_bits is None and p * kg * g * xi.itemsize > BLOCKED_PATCH_BYTES:
-            acc = _blocked_conv(xi, wt, kernel, node, (begin, end, out), wmax, xmax, top)
+        if ex.acc_bits is None and p * kg * g * isz > BLOCKED_PATCH_BYTES:
+            acc = _blocked_conv(np.subtract(codes, dt(zx), dtype=dt), wt, kernel, node, (begin, end, out), wmax,
+                                xmax, top)
             acc = add_bias(acc, None if bias is None else bias.reshape((1, m) + (1,) * len(out)), False, top)
             return requant(ex, name, "QLinearConv", acc, mult.reshape((1, m) + (1,) * len(out)), q, acc_range(acc))
         accs, counts = [], {}
-        for lo, hi in ic.batch_chunks(xi.shape[0], p * kg * g * xi.itemsize):
-            cols = ic.columns(xi[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out,
-                              pointwise=True)
+        for lo, hi in ic.batch_chunks(codes.shape[0], p * kg * g * isz):
+            cols = ic.columns(codes[lo:hi], kernel, node.attr("strides"), node.attr("dilations"), begin, end,
+                              out, dt, pointwise=True, zero=zx)  # windows of the codes, minus zx as written
             acc, c = accumulate(ex, wt, cols.reshape(g, kg, -1), bias_g, wmax, xmax, top)  # (g, Mg, n * P)
             accs.append(acc.reshape(m, hi - lo, p).swapaxes(0, 1).reshape((hi - lo, m) + tuple(out)))
             counts = merge_counts(counts, c)
