@@ -295,7 +295,9 @@ class AutoPrecision(MixedPrecision):
         n_float = float_matrix_ops(model)
         cands = [c for c in cands if float_matrix_ops(self.apply({c["tensor"]: c["precision"]})) <= n_float]
         cands += self._costly_candidates(costly, score, base)
-        result = {"int8_db": base, "probed": probe, "probed_costly": costly, "moved": []}
+        result = {"int8_db": base, "probed": probe, "probed_costly": costly, "moved": [],
+                  "candidates": [{k: c[k] for k in ("tensor", "precision", "gain", "graph_cost") if k in c}
+                                 for c in cands]}
         ctx.report.results[self.name] = result
         if not cands:
             return PassResult(model, False, [f"no quantizer gains {self.opts.min_gain_db:g} dB alone"])
