@@ -15,7 +15,11 @@ by non-negative least squares on the relative error. ``fixed`` (the single-layer
 dropped; the rest is written in float-MAC units (the dense float ``mac`` coefficient = 1), so the table is data
 and the rule that reads it is deterministic.
 
-    python bench/ptq13_conv_costs.py [--budget S] [--measured OUT.json] [--from IN.json] [--table OUT.json]
+MaxPool on uint8 codes in NCHW (where no integer Conv before it put the tensor in NHWC: a float Conv's output)
+runs onnxruntime's generic kernel, 2-4 ns per input element against ~0.2 for float: ``u8_nchw_maxpool``.
+
+    python bench/ptq13_conv_costs.py [--budget S] [--measured OUT.json] [--from IN.json [--add-pools]]
+                                     [--table OUT.json]
 """
 from __future__ import annotations
 
@@ -108,15 +112,62 @@ def fit(rows: list[dict]) -> dict:
     return table
 
 
+#: MaxPool inputs (NCHW, kernel, stride) of the zoo's conv nets (mtcnn pnet / rnet / onet, digits_cnn)
+POOLS = [((1, 10, 62, 62), 2, 2), ((1, 28, 22, 22), 3, 2), ((1, 48, 9, 9), 3, 2), ((1, 32, 46, 46), 3, 2),
+         ((1, 64, 21, 21), 3, 2), ((1, 64, 8, 8), 2, 2), ((1, 16, 28, 28), 2, 2)]
+
+
+def pool_rows(budget: float) -> list[dict]:
+    """uint8 MaxPool on NCHW codes (onnxruntime's generic kernel: what runs where no integer Conv put the tensor in
+    NHWC) vs float, per call, interleaved; a 1x1x2x2 pool gives the session's own overhead."""
+    from onnx import TensorProto, helper
+
+    from qpass.ir.ort_session import interleaved_times, make_session
+
+    def model(dt, shape, k, s):
+        g = helper.make_graph([helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[k, k], strides=[s, s])], "p",
+                              [helper.make_tensor_value_info("x", dt, list(shape))],
+                              [helper.make_tensor_value_info("y", dt, None)])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+    rows = []
+    for shape, k, s in [((1, 1, 2, 2), 2, 2)] + POOLS:
+        x = np.random.default_rng(0).integers(0, 255, shape)
+        feeds = {"float": {"x": x.astype(np.float32)}, "u8": {"x": x.astype(np.uint8)}}
+        ms = {}
+        for key, dt in (("float", TensorProto.FLOAT), ("u8", TensorProto.UINT8)):
+            t = interleaved_times({key: make_session(model(dt, shape, k, s))}, feeds[key], budget_s=budget / 2)
+            ms[key] = float(np.min(t[key])) * 1e3
+        rows.append({"pool": list(shape), "kernel": k, "float_ms": ms["float"], "u8_ms": ms["u8"]})
+        print(f"MaxPool {shape} k{k}s{s}: float {ms['float']:.4f} ms, uint8 NCHW {ms['u8']:.4f} ms", flush=True)
+    return rows
+
+
+def pool_cost(rows: list[dict], unit: float) -> float:
+    """uint8 NCHW MaxPool per input element beyond the float one, in ``unit`` (median over ``POOLS``)."""
+    base = rows[0]
+    per = [((r["u8_ms"] - base["u8_ms"]) - (r["float_ms"] - base["float_ms"])) / np.prod(r["pool"]) / unit
+           for r in rows[1:]]
+    return round(float(np.median(per)), 1)
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--budget", type=float, default=0.6)
     ap.add_argument("--measured", default=None, help="write the per-layer measurements here (json)")
     ap.add_argument("--from", dest="source", default=None, help="fit these measurements instead of measuring")
+    ap.add_argument("--add-pools", action="store_true", help="with --from: measure the MaxPools and add them")
     ap.add_argument("--table", default=None, help="write the fitted table here (qpass/passes/qdq_moves_costs.json)")
     a = ap.parse_args(argv)
     if a.source:
         rows = json.load(open(a.source))
+        pools = [r for r in rows if "pool" in r]
+        rows = [r for r in rows if "pool" not in r]
+        if a.add_pools:
+            pools = pool_rows(a.budget)
+            if a.measured:
+                with open(a.measured, "w") as fh:
+                    fh.write("[\n" + ",\n".join(json.dumps(r) for r in rows + pools) + "\n]\n")
     else:
         flags = sorted(set(open("/proc/cpuinfo").read().split()) & {"avx2", "avx512f", "avx512_vnni", "avx_vnni"})
         print(f"cpu flags: {' '.join(flags)}; load avg {os.getloadavg()[0]:.2f}; onnxruntime 1 thread", flush=True)
@@ -127,11 +178,14 @@ def main(argv=None):
                 f, q, c = run_case(case, a.budget, rng)
                 print(f"{case[0][:40]:<41}{f:>9.4f}{c:>9.4f}{c / f:>6.2f}", flush=True)
                 rows.append({"name": case[0], "float_ms": f, "qdq_ms": q, "codes_ms": c, **features(case)})
+        pools = pool_rows(a.budget)
         print(f"load avg at end {os.getloadavg()[0]:.2f}")
         if a.measured:
             with open(a.measured, "w") as fh:
-                fh.write("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")
+                fh.write("[\n" + ",\n".join(json.dumps(r) for r in rows + pools) + "\n]\n")
     table = fit(rows)
+    if pools:
+        table["u8_nchw_maxpool"] = pool_cost(pools, table["ms_per_unit"])
     print(json.dumps(table, indent=1))
     for r in rows:
         print(f"{r['name'][:40]:<41} int8/float measured {r['codes_ms'] / r['float_ms']:5.2f}  table "

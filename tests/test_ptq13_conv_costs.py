@@ -46,7 +46,7 @@ def test_thin_first_layers_cost_more_on_integer_kernels_than_wide_ones():
 
 
 def test_the_table_is_the_fitted_data_with_every_kind_and_precision():
-    t = conv_costs()
+    t = conv_costs()["kinds"]
     assert set(t) == {"dense", "thin", "depthwise"}
     for kind in t.values():
         for prec in ("float", "int8"):
@@ -54,3 +54,37 @@ def test_the_table_is_the_fitted_data_with_every_kind_and_precision():
             assert all(kind[prec][k] >= 0 for k in ("mac", "row", "col", "tap", "in"))
     assert t["dense"]["float"]["mac"] == 1.0  # the unit
     assert t["dense"]["int8"]["mac"] < 0.5  # u8s8 dot products: several times the float MACs per instruction
+
+
+def _conv_pool_conv():
+    """x(3ch) -> Conv 3x3 (thin) -> PRelu -> MaxPool -> Conv 3x3 (16ch): mtcnn's first block."""
+    rng = np.random.default_rng(1)
+    inits = [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.standard_normal((16, 16, 3, 3)).astype(np.float32) / 8, "w2"),
+             numpy_helper.from_array(np.full((16, 1, 1), 0.25, np.float32), "slope")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"]), helper.make_node("PRelu", ["c1", "slope"], ["r1"]),
+             helper.make_node("MaxPool", ["r1"], ["p1"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Conv", ["p1", "w2"], ["y"])]
+    g = helper.make_graph(nodes, "b", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 34, 34])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def test_a_uint8_maxpool_after_a_float_conv_is_priced_and_moved_with_it():
+    import qpass
+    from qpass.ir.samples import bind_samples
+    from qpass.passes.qdq_moves import bypass, float_segment
+    from qpass.search.mixed_int8 import activation_pairs
+
+    f = _conv_pool_conv()
+    calib = bind_samples({"x": np.random.default_rng(2).standard_normal((4, 1, 3, 34, 34)).astype(np.float32)}, f)
+    res = qpass.optimize(f, calib=calib, disabled={"auto_precision", "choose_ranges"})
+    q, fq = res.model, res.report.snapshots["quantize_qdq"]
+    pairs = {p["tensor"] for p in activation_pairs(q)}
+    first = next(t for t in pairs if "c1" in t)
+    seg = float_segment(q, first, pairs)
+    assert len(seg) >= 2 and seg[0] == first and all("y" not in t for t in seg)  # stops at the next Conv
+    dims = tensor_dims(q, fq)
+    alone, with_pool = graph_cost(bypass(q, {first}, fq), dims), graph_cost(bypass(q, set(seg), fq), dims)
+    # alone, the MaxPool stays on uint8 codes but in NCHW (onnxruntime's generic kernel): priced per element
+    assert alone > with_pool + 0.5 * conv_costs()["u8_nchw_maxpool"] * 16 * 32 * 32

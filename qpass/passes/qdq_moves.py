@@ -160,9 +160,16 @@ MATRIX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 CONV_COSTS = Path(__file__).with_name("qdq_moves_costs.json")
 
 
+#: pooling on 8-bit codes that onnxruntime runs in NHWC only where an integer Conv before it put the tensor there;
+#: elsewhere (after a float Conv) its generic NCHW uint8 kernel: ``u8_nchw_maxpool`` per input element (the
+#: table's; mtcnn-rnet / onet with their first Conv in float: 1.2-1.4x the int8 model's latency)
+NCHW_SLOW_U8 = ("MaxPool",)
+
+
 def conv_costs() -> dict:
-    """``CONV_COSTS``' table: {kind: {"int8" | "float": {"mac", "row", "col", "tap", "in"}}}."""
-    return json.loads(CONV_COSTS.read_text())["kinds"]
+    """``CONV_COSTS``' table: {"kinds": {kind: {"int8" | "float": {"mac", "row", "col", "tap", "in"}}},
+    "u8_nchw_maxpool": cost per input element}."""
+    return json.loads(CONV_COSTS.read_text())
 
 
 def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[str, list[int]]:
@@ -248,13 +255,17 @@ def graph_cost(model: onnx.ModelProto, dims: dict[str, list[int]]) -> float:
     for n in model.graph.node:
         if n.op_type == "DequantizeLinear" or n.op_type == "QuantizeLinear":
             if n.input[0] in inits:
-                continue  # a weight's: folded, or read by the integer kernel
+                if any(tuple(r.output) not in ints for r in readers.get(n.output[0], [])):
+                    total += KERNEL + elems(n.output[0]) * 5 * BYTE  # onnxruntime does not fold it: every run
+                continue  # a weight's, read by the integer kernel
             near = readers.get(n.output[0], []) if n.op_type == "DequantizeLinear" else \
                 [prod[n.input[0]]] if n.input[0] in prod else []
             if not (near and all(tuple(r.output) in ints for r in near)):
                 total += KERNEL + elems(n.output[0]) * (4 + code_bytes(n, inits)) * BYTE
         elif n.op_type == "Conv" and len(n.input) > 1 and len(dims.get(n.input[1]) or []) >= 3:
-            total += KERNEL + conv_cost(n, dims, elems, table, tuple(n.output) in ints)
+            total += KERNEL + conv_cost(n, dims, elems, table["kinds"], tuple(n.output) in ints)
+        elif n.op_type in NCHW_SLOW_U8 and tuple(n.output) in ints and not _after_integer_conv(n, prod, ints):
+            total += KERNEL + elems(n.input[0]) * table["u8_nchw_maxpool"]
         elif n.op_type in MATRIX_OPS and len(n.input) > 1:
             total += KERNEL + _macs(n, dims, elems) * (INT8_MAC if tuple(n.output) in ints else FLOAT_MAC)
         else:
@@ -299,3 +310,33 @@ def conv_cost(n, dims: dict, elems, table: dict, integer: bool) -> float:
     n_g, k = w[0] / group, w[1] * taps
     return group * m * (c["mac"] * n_g * k + c["row"] * n_g + c["col"] * k) + c["tap"] * m * taps * (taps > 1) \
         + c["in"] * elems(n.input[0])
+
+
+def _after_integer_conv(n, prod: dict, ints: set) -> bool:
+    """Whether the nearest Conv / MatMul / Gemm up ``n``'s first input (through Q/DQ and elementwise ops) is an
+    integer layer: onnxruntime's NHWC layout reaches ``n`` from there."""
+    for _ in range(16):
+        n = prod.get(n.input[0]) if n.input else None
+        if n is None:
+            return False
+        if n.op_type in MATRIX_OPS:
+            return tuple(n.output) in ints
+    return False
+
+
+def float_segment(model: onnx.ModelProto, tensor: str, tensors: set[str], most: int = 8) -> list[str]:
+    """``tensor`` and the activation quantizers (DQ outputs in ``tensors``) after it up to the next Conv / MatMul /
+    Gemm: what goes to float with the layer that writes ``tensor``, so no 8-bit op is left between two float layers
+    (a uint8 MaxPool there runs onnxruntime's slow NCHW kernel: ``NCHW_SLOW_U8``)."""
+    readers = consumers(model.graph)
+    out, todo = [tensor], [tensor]
+    while todo and len(out) < most:
+        for r in readers.get(todo.pop(0), []):
+            if r.op_type in MATRIX_OPS:
+                continue
+            for q in (q for o in r.output for q in readers.get(o, []) if q.op_type == "QuantizeLinear"):
+                for d in readers.get(q.output[0], []):
+                    if d.op_type == "DequantizeLinear" and d.output[0] in tensors and d.output[0] not in out:
+                        out.append(d.output[0])
+                        todo.append(d.output[0])
+    return out[:most]
