@@ -285,7 +285,7 @@ class AutoPrecision(MixedPrecision):
         # as many probes as the work budget pays for at the graph cost of one scoring run
         per_run = max(self.relative_cost(model) * self.cost0 * len(fit), 1.0)
         n_probes = max(1, min(self.opts.max_probes, int(self.opts.work_budget / per_run)))
-        costly = self._costly(pairs, free, errs, n_probes - min(n_probes, len(probe)))
+        costly = self._costly(pairs, free, errs)
         probe = probe[:n_probes]
         cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
@@ -299,7 +299,7 @@ class AutoPrecision(MixedPrecision):
         if not cands and not costly:
             return PassResult(model, False, [f"no quantizer gains {self.opts.min_gain_db:g} dB alone"])
         chosen = self._within_budget(cands, score, base, result) if cands else {}
-        chosen = self._forward(costly, chosen, score, result)
+        chosen = self._forward(costly, chosen, score, result, max(2, n_probes))
         h8, hf = score(model, held), score(self.apply(chosen), held) if chosen else None
         result.update(held_out_int8_db=h8, held_out_db=hf)
         if not chosen or not hf >= h8 + self.opts.min_gain_db / 2:
@@ -309,32 +309,35 @@ class AutoPrecision(MixedPrecision):
         return PassResult(self.apply(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
 
-    def _costly(self, pairs: list[dict], free: set[str], errs: dict, room: int) -> list[str]:
+    def _costly(self, pairs: list[dict], free: set[str], errs: dict) -> list[str]:
         """Quantizers whose move leaves an integer kernel or adds a Q/DQ kernel, to probe within ``cost_budget``:
-        the ``costly_probes`` with the lowest isolated SQNR (``room`` more where the free ones left some)."""
+        the ``costly_probes`` with the lowest isolated SQNR."""
         if not self.opts.cost_budget:
             return []
         rest = [t for t in dict.fromkeys(p["tensor"] for p in pairs) if t not in free and errs.get(t) is not None]
-        return sorted(rest, key=lambda t: (errs[t], t))[:self.opts.costly_probes + room]
+        return sorted(rest, key=lambda t: (errs[t], t))[:self.opts.costly_probes]
 
-    def _forward(self, tensors: list[str], chosen: dict[str, str], score, result: dict) -> dict[str, str]:
+    def _forward(self, tensors: list[str], chosen: dict[str, str], score, result: dict, runs: int) -> dict[str, str]:
         """Forward selection over the costly moves of ``tensors``, on top of ``chosen``: each round adds the move
         that scores best with the ones taken, while the whole set's graph cost stays within ``cost_budget`` and the
         round gains ``min_gain_db`` / 2. Pairs count: mtcnn-pnet's first two Conv outputs in float gain 3.6 dB on
-        its eval samples together (x0.93 graph cost), while the first alone loses 0.7 and the second gains 0.4."""
+        its eval samples together (x0.93 graph cost), while the first alone loses 0.7 and the second gains 0.4.
+        At most ``runs`` x 2 scoring runs (the work budget's probes)."""
         pairs = {p["tensor"] for p in activation_pairs(self.int8)}
         # a move: one quantizer, or it with the ones after it up to the next matrix op (``float_segment``)
         groups = list(dict.fromkeys(tuple(g) for t in tensors for g in ([t], float_segment(self.int8, t, pairs))))
         moves = [(g, p) for g in groups for p in self.opts.costly_precisions
                  if p != "int16" or self.base16 is not None]
         best = score(self.apply(chosen)) if chosen else result["int8_db"]
-        while moves:
+        runs *= 2
+        while moves and runs > 0:
             trials = []
             for g, p in moves:
                 m = self.apply({**chosen, **{t: p for t in g}})
                 extra = self.relative_cost(m) - 1.0
-                if extra <= self.opts.cost_budget:
+                if extra <= self.opts.cost_budget and runs > 0:
                     trials.append((score(m), g, p, extra))
+                    runs -= 1
             if not trials:
                 break
             s, g, p, extra = max(trials, key=lambda x: (x[0], -len(x[1]), x[1]))
