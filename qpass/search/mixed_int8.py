@@ -330,18 +330,18 @@ class AutoPrecision(MixedPrecision):
                  if p != "int16" or self.base16 is not None]
         best = score(self.apply(chosen)) if chosen else result["int8_db"]
         runs *= 2
-        while moves and runs > 0:
+        while moves and runs > 0 and np.isfinite(best):  # an exact int8 output (unidic's tags): nothing to gain
             trials = []
             for g, p in moves:
                 m = self.apply({**chosen, **{t: p for t in g}})
                 extra = self.relative_cost(m) - 1.0
                 if extra <= self.opts.cost_budget and runs > 0:
-                    trials.append((score(m), g, p, extra))
+                    trials.append((np.nan_to_num(score(m), nan=-np.inf), g, p, extra))
                     runs -= 1
             if not trials:
                 break
             s, g, p, extra = max(trials, key=lambda x: (x[0], -len(x[1]), x[1]))
-            if s < best + self.opts.min_gain_db / 2:
+            if not s >= best + self.opts.min_gain_db / 2:  # also NaN
                 break
             result["moved"].append({"tensor": ", ".join(g), "precision": p, "gain": s - best, "graph_cost": extra,
                                     "reason": f"+{s - best:.2f} dB with the moves before it, graph cost "
