@@ -232,8 +232,9 @@ class AutoPrecisionOptions:
     #: scoring runs: fewer probes on big models, decided from the graph (about 30 s on one avx512 core)
     work_budget: float = 3e11
     #: moves that take a layer off its integer kernel (or add a standalone Q/DQ) may add this fraction of the int8
-    #: model's ``qdq_moves.graph_cost`` in all (0, the default: only moves that keep every integer kernel; at 0.02, with the fitted Conv cost table, mtcnn-pnet's first two Convs in float cost less than int8 and
-    #: gain 2.7-3.4 dB); read from the graph, so the output does not depend on the machine. ``costly_probes`` such
+    #: model's ``qdq_moves.graph_cost`` in all (0, the default: only moves that keep every integer kernel; at
+    #: 0.02, with the fitted Conv cost table, mtcnn-pnet's first two Convs in float cost less than int8 and gain
+    #: 2.7-3.4 dB); read from the graph, so the output does not depend on the machine. ``costly_probes`` such
     #: quantizers, lowest isolated SQNR first, at each of ``costly_precisions``, by forward selection (``_forward``)
     cost_budget: float = 0.0
     costly_probes: int = 4
