@@ -12,6 +12,9 @@ model the ONNX version converter cannot move gets ``None`` (16-bit activations u
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import onnx
 from onnx import numpy_helper
@@ -143,10 +146,30 @@ def bypass(model: onnx.ModelProto, tensors: set[str], float_model: onnx.ModelPro
 
 
 #: the graph cost of a QDQ model as onnxruntime's CPU kernels run it, in float-MAC equivalents per sample: an 8-bit
-#: MAC costs a quarter of a float one (avx512_vnni / avx2 dot products: 64 int8 against 16 float lanes per
-#: instruction), every byte a standalone kernel reads or writes one, every kernel a fixed dispatch overhead
+#: MAC of a MatMul / Gemm / ConvTranspose costs a quarter of a float one (avx512_vnni / avx2 dot products: 64 int8
+#: against 16 float lanes per instruction), a Conv what ``CONV_COSTS`` says, every byte a standalone kernel reads or
+#: writes one, every kernel a fixed dispatch overhead
 INT8_MAC, FLOAT_MAC, BYTE, KERNEL = 0.25, 1.0, 1.0, 2.0e4
 MATRIX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+#: Conv cost per kind and precision (``qdq_moves_costs.json``, fitted by bench/ptq13_conv_costs.py to onnxruntime
+#: 1.32's single-layer times at 1 thread over every Conv of the packaged zoo; avx2 avx512f avx512_vnni):
+#: mac * M*N*K + row * M*N + col * M*K (x groups) + tap * M*T (T > 1) + in * X, with M output positions, N output
+#: channels and K = input channels x taps T per group, X input elements. Integer kernels pay per output position
+#: and tap (NHWC im2col): a first layer on 3 channels runs 1.4-2.8x slower on int8 than float, a 64-channel 3x3
+#: 0.3-0.4x
+CONV_COSTS = Path(__file__).with_name("qdq_moves_costs.json")
+
+
+#: pooling on 8-bit codes that onnxruntime runs in NHWC only where an integer Conv before it put the tensor there;
+#: elsewhere (after a float Conv) its generic NCHW uint8 kernel: ``u8_nchw_maxpool`` per input element (the
+#: table's; mtcnn-rnet / onet with their first Conv in float: 1.2-1.4x the int8 model's latency)
+NCHW_SLOW_U8 = ("MaxPool",)
+
+
+def conv_costs() -> dict:
+    """``CONV_COSTS``' table: {"kinds": {kind: {"int8" | "float": {"mac", "row", "col", "tap", "in"}}},
+    "u8_nchw_maxpool": cost per input element}."""
+    return json.loads(CONV_COSTS.read_text())
 
 
 def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[str, list[int]]:
@@ -223,6 +246,7 @@ def graph_cost(model: onnx.ModelProto, dims: dict[str, list[int]]) -> float:
     inits = {i.name: i for i in model.graph.initializer}
     prod, readers = producers(model.graph), consumers(model.graph)
     ints = integer_layers(model)
+    table = conv_costs()
 
     def elems(name: str) -> float:
         return float(np.prod(dims.get(name, dims.get(name.removesuffix("_activation"), [1]))))
@@ -231,11 +255,17 @@ def graph_cost(model: onnx.ModelProto, dims: dict[str, list[int]]) -> float:
     for n in model.graph.node:
         if n.op_type == "DequantizeLinear" or n.op_type == "QuantizeLinear":
             if n.input[0] in inits:
-                continue  # a weight's: folded, or read by the integer kernel
+                if any(tuple(r.output) not in ints for r in readers.get(n.output[0], [])):
+                    total += KERNEL + elems(n.output[0]) * 5 * BYTE  # onnxruntime does not fold it: every run
+                continue  # a weight's, read by the integer kernel
             near = readers.get(n.output[0], []) if n.op_type == "DequantizeLinear" else \
                 [prod[n.input[0]]] if n.input[0] in prod else []
             if not (near and all(tuple(r.output) in ints for r in near)):
                 total += KERNEL + elems(n.output[0]) * (4 + code_bytes(n, inits)) * BYTE
+        elif n.op_type == "Conv" and len(n.input) > 1 and len(dims.get(n.input[1]) or []) >= 3:
+            total += KERNEL + conv_cost(n, dims, elems, table["kinds"], tuple(n.output) in ints)
+        elif n.op_type in NCHW_SLOW_U8 and tuple(n.output) in ints and not _after_integer_conv(n, prod, ints):
+            total += KERNEL + elems(n.input[0]) * table["u8_nchw_maxpool"]
         elif n.op_type in MATRIX_OPS and len(n.input) > 1:
             total += KERNEL + _macs(n, dims, elems) * (INT8_MAC if tuple(n.output) in ints else FLOAT_MAC)
         else:
@@ -257,3 +287,56 @@ def _macs(n, dims: dict, elems) -> float:
     trans_a = any(at.name == "transA" and at.i for at in n.attribute)
     k = a[0] if n.op_type == "Gemm" and trans_a else a[-1]
     return elems(n.output[0]) * float(k)
+
+
+def conv_kind(group: int, cin_g: int, taps: int) -> str:
+    """``CONV_COSTS``' kind of a Conv: "depthwise" (one input channel per group, groups > 1), "thin" (a window and
+    fewer than ``MIN_INTEGER_DEPTH`` products per output: im2col over few channels), else "dense"."""
+    from .quantize_qdq.speed import MIN_INTEGER_DEPTH
+
+    if group > 1 and cin_g == 1:
+        return "depthwise"
+    return "thin" if taps > 1 and cin_g * taps < MIN_INTEGER_DEPTH else "dense"
+
+
+def conv_cost(n, dims: dict, elems, table: dict, integer: bool) -> float:
+    """A Conv's cost from ``table`` (``conv_costs``) on its integer kernel or in float."""
+    w = dims[n.input[1]]
+    group = next((at.i for at in n.attribute if at.name == "group"), 1) or 1
+    taps = int(np.prod(w[2:]))
+    c = table[conv_kind(group, w[1], taps)]["int8" if integer else "float"]
+    out_c = dims.get(n.output[0], [1, w[0]])
+    m = elems(n.output[0]) / max(out_c[1] if len(out_c) > 1 else w[0], 1)  # output positions
+    n_g, k = w[0] / group, w[1] * taps
+    return group * m * (c["mac"] * n_g * k + c["row"] * n_g + c["col"] * k) + c["tap"] * m * taps * (taps > 1) \
+        + c["in"] * elems(n.input[0])
+
+
+def _after_integer_conv(n, prod: dict, ints: set) -> bool:
+    """Whether the nearest Conv / MatMul / Gemm up ``n``'s first input (through Q/DQ and elementwise ops) is an
+    integer layer: onnxruntime's NHWC layout reaches ``n`` from there."""
+    for _ in range(16):
+        n = prod.get(n.input[0]) if n.input else None
+        if n is None:
+            return False
+        if n.op_type in MATRIX_OPS:
+            return tuple(n.output) in ints
+    return False
+
+
+def float_segment(model: onnx.ModelProto, tensor: str, tensors: set[str], most: int = 8) -> list[str]:
+    """``tensor`` and the activation quantizers (DQ outputs in ``tensors``) after it up to the next Conv / MatMul /
+    Gemm: what goes to float with the layer that writes ``tensor``, so no 8-bit op is left between two float layers
+    (a uint8 MaxPool there runs onnxruntime's slow NCHW kernel: ``NCHW_SLOW_U8``)."""
+    readers = consumers(model.graph)
+    out, todo = [tensor], [tensor]
+    while todo and len(out) < most:
+        for r in readers.get(todo.pop(0), []):
+            if r.op_type in MATRIX_OPS:
+                continue
+            for q in (q for o in r.output for q in readers.get(o, []) if q.op_type == "QuantizeLinear"):
+                for d in readers.get(q.output[0], []):
+                    if d.op_type == "DequantizeLinear" and d.output[0] in tensors and d.output[0] not in out:
+                        out.append(d.output[0])
+                        todo.append(d.output[0])
+    return out[:most]
