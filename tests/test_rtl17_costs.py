@@ -48,3 +48,18 @@ def test_constant_thresholds_against_yosys():
     # 4-bit residual add's 15 thresholds on a 9-bit sum in comparator chains: 816 LUT in yosys
     p, y = _cached("qp_threshold", C=16, PE=16, IB=9, NT=15)
     assert abs(cal.module_estimate("qp_threshold", p).lut - y["lut"]) <= 0.15 * y["lut"]
+
+
+def test_constant_comparisons_wider_than_six_bits_are_carry_chains():
+    # yosys meets a constant threshold's comparison while the one-word ROM is still a memory: up to 6 bits it stays
+    # LUT logic (6-bit signed input, 2 LUT per PE), wider a carry chain per threshold. A 6-bit unsigned input
+    # compares in 7 bits: 176 LUT + 48 CARRY4 for the same 16 x 3 thresholds (the estimate was 32 before)
+    assert cal.const_compare(16, 3, 6, 16) == {"cmp_lut": 32}
+    assert cal.const_compare(16, 3, 7, 16) == {"cmp_const": 16 * 3 * 7}
+    p, y = _cached("qp_threshold", C=16, PE=16, IB=6, NT=3, I_SIGNED=0, NPIX=1)
+    assert y["lut"] == 176 and abs(cal.module_estimate("qp_threshold", p).lut - 176) <= 0.3 * 176
+    p, y = _cached("qp_threshold", C=16, PE=16, IB=6, NT=3, I_SIGNED=1)
+    assert y["lut"] == 32 and abs(cal.module_estimate("qp_threshold", p).lut - 32) <= 0.15 * 32
+    # the first conv of the 4-bit CNN: 16 PEs x 15 constant thresholds on an 11-bit sum (0.61 of yosys before)
+    p, y = _cached("qp_mvtu", MW=9, MH=16, PE=16, NT=15, AB=11)
+    assert abs(cal.module_estimate("qp_mvtu", p).lut - y["lut"]) <= 0.15 * y["lut"]
