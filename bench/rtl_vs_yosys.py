@@ -167,6 +167,11 @@ def main() -> None:
     ver = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
     print(f"{ver}; CPU flags: {cpu_flags()}")
     print(calibration_note())
+    print("columns: 'cal' = the folding search's estimate of the cost-model layer before it is emitted (shapes, bits, "
+          "folding, a residual add's scale factors; weights and thresholds unseen); 'mod' = the same calibrated "
+          "formulas at the emitted instance's parameters, with what its ROM images show (varying weight columns, "
+          "distinct threshold columns, PEs with non-trivial constant thresholds); 'old' = the analytical FINN-R "
+          "models. Digits designs folded as pinned in bench/results/rtl_foldings unless --search.")
     cache = SynthCache(Path(a.cache), offline=a.offline) if a.cache else None
     score: dict = {}
     with tempfile.TemporaryDirectory() as tmp:

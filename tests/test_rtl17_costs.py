@@ -63,3 +63,20 @@ def test_constant_comparisons_wider_than_six_bits_are_carry_chains():
     # the first conv of the 4-bit CNN: 16 PEs x 15 constant thresholds on an 11-bit sum (0.61 of yosys before)
     p, y = _cached("qp_mvtu", MW=9, MH=16, PE=16, NT=15, AB=11)
     assert abs(cal.module_estimate("qp_mvtu", p).lut - y["lut"]) <= 0.15 * y["lut"]
+
+
+def test_block_ram_banks_and_input_buffer_placement_follow_yosys():
+    # a ROM deeper than one block-RAM bank of its cheapest aspect gets a multiplexer per output bit: 2304 x 128 in
+    # 512 x 36 is 5 banks deep (yosys: 512 LUTs, 4 per bit), 2048 x 128 fits one 2K x 9 bank (no LUT)
+    assert cal.depth_banks(2304, 128) == 5 and cal.bank_mux_luts(5) == 4
+    assert cal.depth_banks(2048, 128) == 1 and cal.bank_mux_luts(1) == 0
+    # the input buffer: LUT-RAM up to 64 words, block RAM when deeper and wider than 16 RAM64M
+    xnor = dict(SIMD=32, PE=1, IB=1, MH=2, XNOR=1)
+    assert not cal.ibuf_in_bram(dict(xnor, MW=32 * 64)) and cal.ibuf_in_bram(dict(xnor, MW=32 * 65))
+    assert not cal.ibuf_in_bram(dict(MW=512, MH=10, SIMD=1, PE=5, IB=2))  # 512 x 2 bits: 8 RAM64M
+    # CNV conv4 (a 2304-word weight ROM) was 0.71 of yosys without the bank multiplexer, conv5 (72-word input
+    # buffer in block RAM) 1.23 with a LUT-RAM one
+    for want in (dict(MW=1152, MH=256, PE=4, SIMD=32), dict(MW=2304, MH=256, PE=1, SIMD=32)):
+        p, y = _cached("qp_mvtu", XNOR=1, **want)
+        assert abs(cal.module_estimate("qp_mvtu", p).lut - y["lut"]) <= 0.25 * y["lut"]
+        assert abs(cal.module_estimate("qp_mvtu", p).bram18 - y["bram18"]) <= 0.15 * y["bram18"]

@@ -46,7 +46,7 @@ from types import MappingProxyType
 from qpass.errors import QpassError
 from qpass.hw.cost_models import acc_bits_bound
 from qpass.hw.layers import Resources
-from qpass.hw.memory_costs import bram18_for
+from qpass.hw.memory_costs import BRAM18_ASPECTS, bram18_for
 
 DATA = Path(__file__).with_name("calibration_yosys.json")
 METRICS = ("lut", "ff")
@@ -152,8 +152,13 @@ def _mvtu(p: dict) -> dict[str, float]:
             f["cmp"] = pe * nt * tb
         if nf > 1:  # the threshold ROM in LUTs: one LUT6 per varying column and 64 words
             f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
+    tiles = nf * sf
+    if tiles >= 2:  # the weight ROM's output multiplexer over its block-RAM banks in depth
+        cols = weight_columns(p, tiles)
+        f["wmux"] = cols * bank_mux_luts(depth_banks(tiles, math.ceil(cols)))
     if nf > 1:  # LUT-RAM of all IB bits (not pruned to XNOR's sign bits); a read multiplexer per input lane
-        f["ibuf"] = simd * ib * math.ceil(sf / 32)
+        if not ibuf_in_bram(p):
+            f["ibuf"] = simd * ib * math.ceil(sf / 32)
         f["xin"] = simd
     return f
 
@@ -177,12 +182,39 @@ def weight_columns(p: dict, tiles: int) -> float:
     return p["WCOLS"] if "WCOLS" in p else varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
 
 
+def depth_banks(depth: int, width: int) -> int:
+    """Banks in depth of a ROM of ``depth`` x ``width`` bits in the cheapest RAMB18 aspect (``bram18_for``'s)."""
+    if depth < 2 or width < 1:
+        return 1
+    best = min((math.ceil(depth / d) * math.ceil(width / w), math.ceil(depth / d)) for d, w in BRAM18_ASPECTS)
+    return best[1]
+
+
+def bank_mux_luts(banks: int) -> int:
+    """LUTs per output bit of the multiplexer Yosys puts behind a block-RAM ROM split into ``banks`` in depth,
+    measured on lone registered ROMs of random words (synth_xilinx, Yosys 0.23): 2304 x 16 (3 banks) 1, 2304 x 36 /
+    x 72 / x 128 and 2560 x 128 (5 banks) 4 (LUT1 + LUT3 pairs, MUXF7, MUXF8), 4608 x 32 and 9216 x 32 about 3,
+    one bank (2048 x 128 in 2K x 9) none."""
+    return 0 if banks <= 1 else 1 if banks <= 3 else 4 if banks <= 7 else 3
+
+
+def ibuf_in_bram(p: dict) -> bool:
+    """Whether Yosys puts qp_mvtu's input buffer (SF words of SIMD*IB bits, written at row fold 0, read at the
+    registered column-fold counter) in block RAM: never when it fits one LUT-RAM bank in depth (SF <= 64: RAM32M /
+    RAM64M), else when it would take more than 16 RAM64M (measured: 65 x 32 bits in one RAMB18 instead of 22
+    RAM64M; 512 x 2 bits stays in 8 RAM64M)."""
+    sf, nf = p["MW"] // p["SIMD"], p["MH"] // p["PE"]
+    return nf > 1 and sf > 64 and math.ceil(sf / 64) * math.ceil(p["SIMD"] * p["IB"] / 3) > 16
+
+
 def _mvtu_bram(p: dict) -> int:
-    """WCOLS: the ROM image's varying bit columns when the weights are known (an emitted instance)."""
+    """WCOLS: the ROM image's varying bit columns when the weights are known (an emitted instance); plus the input
+    buffer when it is block RAM (``ibuf_in_bram``)."""
     tiles = (p["MH"] // p["PE"]) * (p["MW"] // p["SIMD"])
+    ibuf = _bram18(p["MW"] // p["SIMD"], p["SIMD"] * p["IB"]) if ibuf_in_bram(p) else 0
     if tiles < 2:
-        return 0
-    return _bram18(tiles, weight_columns(p, tiles))
+        return ibuf
+    return _bram18(tiles, weight_columns(p, tiles)) + ibuf
 
 
 def _mvtu_dsp(p: dict) -> int:
