@@ -37,6 +37,8 @@ from qpass.pipeline.config import QuantConfig
 ROOT = Path(__file__).resolve().parents[1]
 CACHE = ROOT / "bench" / "results" / "yosys_layers.json"
 WHOLE = ROOT / "bench" / "results" / "yosys_cnv_whole.json"
+#: the digits designs' foldings of the bench results (written by the folding search of session 6's cost model)
+FOLDINGS = ROOT / "bench" / "results" / "rtl_foldings"
 
 
 def cpu_flags() -> str:
@@ -47,11 +49,16 @@ def cpu_flags() -> str:
     return " ".join(f for f in ("avx2", "avx512f", "avx512_vnni") if f in flags)
 
 
-def digits_export(name: str, bits: str, out: Path, sim: bool):
+def digits_export(name: str, bits: str, out: Path, sim: bool, search: bool = False):
+    """The digits design at ``bits``, folded as pinned in bench/results/rtl_foldings/NAME_BITS.json (the foldings
+    the Verilator runs and the Yosys numbers of bench/results are of) unless ``search`` (the folding search of the
+    current cost model, which may pick other foldings than the pinned ones)."""
     plan = QuantConfig(backend="rtl", bits=bits).resolve()
     res = qpass.optimize(ROOT / "models" / f"{name}.onnx", calib=ROOT / "models" / f"{name}.calib.npz",
                          pipeline=plan.pipeline, disabled=plan.disabled)
-    return rtl.export(qonnx_model(res), out / f"{name}_{bits}",
+    pinned = FOLDINGS / f"{name}_{bits}.json"
+    folding = json.loads(pinned.read_text()) if pinned.is_file() and not search else None
+    return rtl.export(qonnx_model(res), out / f"{name}_{bits}", folding=folding,
                       samples=ROOT / "models" / f"{name}.eval.npz" if sim else None)
 
 
@@ -154,15 +161,22 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="export folder (default: a temporary one)")
     ap.add_argument("--offline", action="store_true", help="no Yosys runs: layers missing from the cache are listed")
     ap.add_argument("--timeout", type=float, default=1800.0, help="seconds per Yosys run (a layer over it is listed)")
+    ap.add_argument("--search", action="store_true",
+                    help="fold the digits designs with the folding search instead of bench/results/rtl_foldings")
     a = ap.parse_args()
     ver = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
     print(f"{ver}; CPU flags: {cpu_flags()}")
     print(calibration_note())
+    print("columns: 'cal' = the folding search's estimate of the cost-model layer before it is emitted (shapes, bits, "
+          "folding, a residual add's scale factors; weights and thresholds unseen); 'mod' = the same calibrated "
+          "formulas at the emitted instance's parameters, with what its ROM images show (varying weight columns, "
+          "distinct threshold columns, PEs with non-trivial constant thresholds); 'old' = the analytical FINN-R "
+          "models. Digits designs folded as pinned in bench/results/rtl_foldings unless --search.")
     cache = SynthCache(Path(a.cache), offline=a.offline) if a.cache else None
     score: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(a.out) if a.out else Path(tmp)
-        jobs = [(f"{n} at {b} bits", lambda n=n, b=b: digits_export(n, b, out, a.sim)) for n in a.models
+        jobs = [(f"{n} at {b} bits", lambda n=n, b=b: digits_export(n, b, out, a.sim, a.search)) for n in a.models
                 for b in a.bits]
         if a.cnv:
             jobs.append(("CNV-W1A1 (fold_cnv_large)", lambda: cnv_export(out)))

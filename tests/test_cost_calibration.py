@@ -35,7 +35,9 @@ EXAMPLES = {
     "qp_mvtu": [dict(MW=64, MH=16, PE=p, SIMD=s, IB=b, WB=b, AB=12, NT=nt, TB=12, XNOR=x, USE_DSP=d)
                 for p, s in ((1, 8), (16, 64), (4, 32)) for b, x, d in ((2, 0, 0), (1, 1, 0), (8, 0, 1))
                 for nt in (0, 3)] + [dict(MW=64, MH=16, PE=4, SIMD=8, IB=8, WB=2, WV=1, AB=16, NT=1, TB=16),
-                                 dict(MW=64, MH=32, PE=4, SIMD=64, IB=2, WB=2, AB=9, NT=1, TB=9)],
+                                 dict(MW=64, MH=32, PE=4, SIMD=64, IB=2, WB=2, AB=9, NT=1, TB=9),
+                                 dict(MW=16, MH=16, PE=16, SIMD=16, IB=1, WB=1, AB=6, NT=3, TB=6),
+                                 dict(MW=2304, MH=64, PE=4, SIMD=32, IB=1, WB=1, AB=13, NT=1, TB=3, XNOR=1)],
     "qp_swg": [dict(C=16, SIMD=4, IW=8, KH=3, EB=4, PAD=1)],
     "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5, IB=ib) for p in (1, 16) for ib in (4, 8)],
     "qp_maxpool": [dict(C=16, PE=4, IW=8, KW=2, EB=4)],

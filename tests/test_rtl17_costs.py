@@ -48,3 +48,35 @@ def test_constant_thresholds_against_yosys():
     # 4-bit residual add's 15 thresholds on a 9-bit sum in comparator chains: 816 LUT in yosys
     p, y = _cached("qp_threshold", C=16, PE=16, IB=9, NT=15)
     assert abs(cal.module_estimate("qp_threshold", p).lut - y["lut"]) <= 0.15 * y["lut"]
+
+
+def test_constant_comparisons_wider_than_six_bits_are_carry_chains():
+    # yosys meets a constant threshold's comparison while the one-word ROM is still a memory: up to 6 bits it stays
+    # LUT logic (6-bit signed input, 2 LUT per PE), wider a carry chain per threshold. A 6-bit unsigned input
+    # compares in 7 bits: 176 LUT + 48 CARRY4 for the same 16 x 3 thresholds (the estimate was 32 before)
+    assert cal.const_compare(16, 3, 6, 16) == {"cmp_lut": 32}
+    assert cal.const_compare(16, 3, 7, 16) == {"cmp_const": 16 * 3 * 7}
+    p, y = _cached("qp_threshold", C=16, PE=16, IB=6, NT=3, I_SIGNED=0, NPIX=1)
+    assert y["lut"] == 176 and abs(cal.module_estimate("qp_threshold", p).lut - 176) <= 0.3 * 176
+    p, y = _cached("qp_threshold", C=16, PE=16, IB=6, NT=3, I_SIGNED=1)
+    assert y["lut"] == 32 and abs(cal.module_estimate("qp_threshold", p).lut - 32) <= 0.15 * 32
+    # the first conv of the 4-bit CNN: 16 PEs x 15 constant thresholds on an 11-bit sum (0.61 of yosys before)
+    p, y = _cached("qp_mvtu", MW=9, MH=16, PE=16, NT=15, AB=11)
+    assert abs(cal.module_estimate("qp_mvtu", p).lut - y["lut"]) <= 0.15 * y["lut"]
+
+
+def test_block_ram_banks_and_input_buffer_placement_follow_yosys():
+    # a ROM deeper than one block-RAM bank of its cheapest aspect gets a multiplexer per output bit: 2304 x 128 in
+    # 512 x 36 is 5 banks deep (yosys: 512 LUTs, 4 per bit), 2048 x 128 fits one 2K x 9 bank (no LUT)
+    assert cal.depth_banks(2304, 128) == 5 and cal.bank_mux_luts(5) == 4
+    assert cal.depth_banks(2048, 128) == 1 and cal.bank_mux_luts(1) == 0
+    # the input buffer: LUT-RAM up to 64 words, block RAM when deeper and wider than 16 RAM64M
+    xnor = dict(SIMD=32, PE=1, IB=1, MH=2, XNOR=1)
+    assert not cal.ibuf_in_bram(dict(xnor, MW=32 * 64)) and cal.ibuf_in_bram(dict(xnor, MW=32 * 65))
+    assert not cal.ibuf_in_bram(dict(MW=512, MH=10, SIMD=1, PE=5, IB=2))  # 512 x 2 bits: 8 RAM64M
+    # CNV conv4 (a 2304-word weight ROM) was 0.71 of yosys without the bank multiplexer, conv5 (72-word input
+    # buffer in block RAM) 1.23 with a LUT-RAM one
+    for want in (dict(MW=1152, MH=256, PE=4, SIMD=32), dict(MW=2304, MH=256, PE=1, SIMD=32)):
+        p, y = _cached("qp_mvtu", XNOR=1, **want)
+        assert abs(cal.module_estimate("qp_mvtu", p).lut - y["lut"]) <= 0.25 * y["lut"]
+        assert abs(cal.module_estimate("qp_mvtu", p).bram18 - y["bram18"]) <= 0.15 * y["bram18"]

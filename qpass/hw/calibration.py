@@ -22,9 +22,10 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
             (the row buffers are LUT-RAM: the window reads them asynchronously)
   qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*C*NT*TB/8
-                  | NF == 1 (constant thresholds; TLIVE the PEs whose thresholds are not trivial for the input
-                  range, counted from the emitted image, else PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for IB <= 6
-                  (each count bit one LUT6 of the input bits), else c_cmp_const*TLIVE*NT*(IB+1) (comparator chains)
+                  | NF == 1 (constant thresholds, ``const_compare``; W = IB (+1 unsigned) bits compared, TLIVE the
+                  PEs whose thresholds are not trivial for the input range, counted from the emitted image, else
+                  PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for W <= 6 (each count bit one LUT6 of the input bits),
+                  else c_cmp_const*PE*NT*W (a carry chain per comparison; also qp_mvtu with NF == 1, W = AB)
   qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
   qp_add        LUT = c0 + c_add*PE*OB*(set bits of KA and KB - 1)
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
@@ -45,7 +46,7 @@ from types import MappingProxyType
 from qpass.errors import QpassError
 from qpass.hw.cost_models import acc_bits_bound
 from qpass.hw.layers import Resources
-from qpass.hw.memory_costs import bram18_for
+from qpass.hw.memory_costs import BRAM18_ASPECTS, bram18_for
 
 DATA = Path(__file__).with_name("calibration_yosys.json")
 METRICS = ("lut", "ff")
@@ -145,11 +146,19 @@ def _mvtu(p: dict) -> dict[str, float]:
         f["mult_const" if const_w else "mult"] = lanes * finn_mult(ib, wb)
         f["add"] = lanes * ab
     if nt:
-        f["cmp_const" if nf == 1 else "cmp"] = pe * nt * tb
+        if nf == 1:  # constant thresholds against the AB-bit result register
+            f.update(const_compare(pe, nt, max(ab, tb), pe))
+        else:
+            f["cmp"] = pe * nt * tb
         if nf > 1:  # the threshold ROM in LUTs: one LUT6 per varying column and 64 words
             f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
+    tiles = nf * sf
+    if tiles >= 2:  # the weight ROM's output multiplexer over its block-RAM banks in depth
+        cols = weight_columns(p, tiles)
+        f["wmux"] = cols * bank_mux_luts(depth_banks(tiles, math.ceil(cols)))
     if nf > 1:  # LUT-RAM of all IB bits (not pruned to XNOR's sign bits); a read multiplexer per input lane
-        f["ibuf"] = simd * ib * math.ceil(sf / 32)
+        if not ibuf_in_bram(p):
+            f["ibuf"] = simd * ib * math.ceil(sf / 32)
         f["xin"] = simd
     return f
 
@@ -173,12 +182,39 @@ def weight_columns(p: dict, tiles: int) -> float:
     return p["WCOLS"] if "WCOLS" in p else varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
 
 
+def depth_banks(depth: int, width: int) -> int:
+    """Banks in depth of a ROM of ``depth`` x ``width`` bits in the cheapest RAMB18 aspect (``bram18_for``'s)."""
+    if depth < 2 or width < 1:
+        return 1
+    best = min((math.ceil(depth / d) * math.ceil(width / w), math.ceil(depth / d)) for d, w in BRAM18_ASPECTS)
+    return best[1]
+
+
+def bank_mux_luts(banks: int) -> int:
+    """LUTs per output bit of the multiplexer Yosys puts behind a block-RAM ROM split into ``banks`` in depth,
+    measured on lone registered ROMs of random words (synth_xilinx, Yosys 0.23): 2304 x 16 (3 banks) 1, 2304 x 36 /
+    x 72 / x 128 and 2560 x 128 (5 banks) 4 (LUT1 + LUT3 pairs, MUXF7, MUXF8), 4608 x 32 and 9216 x 32 about 3,
+    one bank (2048 x 128 in 2K x 9) none."""
+    return 0 if banks <= 1 else 1 if banks <= 3 else 4 if banks <= 7 else 3
+
+
+def ibuf_in_bram(p: dict) -> bool:
+    """Whether Yosys puts qp_mvtu's input buffer (SF words of SIMD*IB bits, written at row fold 0, read at the
+    registered column-fold counter) in block RAM: never when it fits one LUT-RAM bank in depth (SF <= 64: RAM32M /
+    RAM64M), else when it would take more than 16 RAM64M (measured: 65 x 32 bits in one RAMB18 instead of 22
+    RAM64M; 512 x 2 bits stays in 8 RAM64M)."""
+    sf, nf = p["MW"] // p["SIMD"], p["MH"] // p["PE"]
+    return nf > 1 and sf > 64 and math.ceil(sf / 64) * math.ceil(p["SIMD"] * p["IB"] / 3) > 16
+
+
 def _mvtu_bram(p: dict) -> int:
-    """WCOLS: the ROM image's varying bit columns when the weights are known (an emitted instance)."""
+    """WCOLS: the ROM image's varying bit columns when the weights are known (an emitted instance); plus the input
+    buffer when it is block RAM (``ibuf_in_bram``)."""
     tiles = (p["MH"] // p["PE"]) * (p["MW"] // p["SIMD"])
+    ibuf = _bram18(p["MW"] // p["SIMD"], p["SIMD"] * p["IB"]) if ibuf_in_bram(p) else 0
     if tiles < 2:
-        return 0
-    return _bram18(tiles, weight_columns(p, tiles))
+        return ibuf
+    return _bram18(tiles, weight_columns(p, tiles)) + ibuf
 
 
 def _mvtu_dsp(p: dict) -> int:
@@ -201,15 +237,23 @@ def _swg_ff(p: dict) -> dict[str, float]:
     return {"const": 1.0, "ctr": float(_clog2(depth))}
 
 
+def const_compare(pe: int, nt: int, width: int, live: int) -> dict[str, float]:
+    """Features of PE x NT comparisons of a ``width``-bit signed value with constant thresholds (a one-word
+    threshold ROM) and the count of those passed. Yosys (synth_xilinx) meets the comparisons at ``alumacc``, while
+    the ROM is still a memory: a comparison wider than 6 bits becomes a CARRY4 chain (with its LUTs) for every
+    threshold, trivial or not; up to 6 bits it stays logic that ABC maps, once the ROM is constant, to one LUT6 per
+    output count bit of each PE with a non-trivial threshold (``live``). Measured on a 16-PE qp_threshold with
+    thresholds 4, 10, 16: 6-bit signed input 32 LUT, 6-bit unsigned (7-bit comparison) 176 LUT + 48 CARRY4."""
+    if width <= 6:
+        return {"cmp_lut": live * math.ceil(math.log2(nt + 1))}
+    return {"cmp_const": pe * nt * width}
+
+
 def _threshold(p: dict) -> dict[str, float]:
     pe, nt, tb, nf = p["PE"], p["NT"], p["TB"], p["C"] // p["PE"]
     f = {"const": 1.0, "ctr": float(_clog2(nf))}
-    if nf == 1:  # constant thresholds: up to 6 input bits each count bit is one LUT6, else comparator chains
-        live = p.get("TLIVE", pe)
-        if p["IB"] <= 6:
-            f["cmp_lut"] = live * math.ceil(math.log2(nt + 1))
-        else:
-            f["cmp_const"] = live * nt * (p["IB"] + 1)
+    if nf == 1:  # constant thresholds: the comparison is as wide as the input (one more bit when unsigned)
+        f.update(const_compare(pe, nt, max(p["IB"] + (0 if p.get("I_SIGNED", 0) else 1), tb), p.get("TLIVE", pe)))
     else:
         f["cmp"] = pe * nt * tb  # the threshold ROM in LUTs: its varying columns, one LUT6 per 64 words
         f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
@@ -398,7 +442,9 @@ def _swg_params(l) -> dict:
 
 
 def _threshold_params(l) -> dict:
-    return {"C": l.channels, "PE": l.pe, "NPIX": l.pixels, "IB": l.a_bits, "NT": l.steps, "TB": l.a_bits + 1}
+    signed = bool(getattr(l, "a_signed", False))
+    return {"C": l.channels, "PE": l.pe, "NPIX": l.pixels, "IB": l.a_bits, "I_SIGNED": int(signed), "NT": l.steps,
+            "TB": l.a_bits + (0 if signed else 1)}
 
 
 def _pool_params(l) -> tuple[str, dict]:
@@ -416,7 +462,7 @@ LAYER_MODULES = MappingProxyType({
     "SlidingWindow": lambda l: ("qp_swg", _swg_params(l)),
     "Thresholding": lambda l: ("qp_threshold", _threshold_params(l)),
     "Pool": _pool_params,
-    "AddStreams": lambda l: ("qp_add", {"PE": l.pe, "OB": l.a_bits + 1}),
+    "AddStreams": lambda l: ("qp_add", {"PE": l.pe, "OB": l.out_bits or l.a_bits + 1, "KA": l.ka, "KB": l.kb}),
 })
 
 

@@ -18,6 +18,9 @@ from qpass.hw.nodes import constant_inputs, data_inputs, sample_shape
 class AddStreams(PerChannel):
     """Element-wise add of two equally shaped streams (residual join); input ports 0 and 1."""
 
+    ka: int = 1  # the scale factors of the two inputs (y = ka * a + kb * b) and the output's bits (0: a_bits + 1)
+    kb: int = 1
+    out_bits: int = 0
     kind: ClassVar[str] = "AddStreams"
 
     def resources(self) -> Resources:
@@ -90,5 +93,6 @@ class AddKind(HwKind):
         out_t = b.dtype(y)
         params = dict(ka=ka, kb=kb, a_type=sa.dtype, b_type=sb.dtype, out_type=out_t, pixels=npix, slots=nslot)
         layer = lambda nm: AddStreams(nm, channels=nslot, pixels=npix,  # noqa: E731
-                                      a_bits=max(sa.dtype.bits, sb.dtype.bits))
+                                      a_bits=max(sa.dtype.bits, sb.dtype.bits), ka=ka, kb=kb,
+                                      out_bits=out_t.bits)
         b.add_layer(self.name, node.name, layer, [sa.name, sb.name], y.name, out_t, xs, oa, nodes, params)

@@ -21,6 +21,7 @@ class Thresholding(PerChannel):
 
     steps: int = 1
     ram_style: str = "distributed"
+    a_signed: bool = False  # a signed input (the RTL comparators' width: qpass.hw.calibration)
     kind: ClassVar[str] = "Thresholding"
 
     def __post_init__(self):
@@ -80,6 +81,6 @@ class ThresholdKind(HwKind):
         params = dict(thresholds=thr, out_scale=tp["out_scale"], out_bias=tp["out_bias"], in_type=src.dtype,
                       out_type=out_t, pixels=npix, slots=nslot)
         layer = lambda nm: Thresholding(nm, channels=nslot, pixels=npix, a_bits=src.dtype.bits,  # noqa: E731
-                                        steps=thr.shape[1])
+                                        steps=thr.shape[1], a_signed=bool(src.dtype.signed))
         b.add_layer(self.name, node.name, layer, [src.name], y.name, out_t, xs, b.tensor_order(x), [node.name],
                     params)
