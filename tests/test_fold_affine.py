@@ -99,3 +99,26 @@ def test_what_must_not_fold(case):
 def test_default_pipeline_folds_before_calibration():
     names = [s.name for s in qpass.load_pipeline("default").steps]
     assert names.index("fold_affine") < names.index("calibrate")
+
+
+@pytest.mark.parametrize("case", ["positive", "positive, no offset", "one negative"])
+def test_positive_scale_moves_behind_relu_into_the_next_gemm(case):
+    """Tanh -> Mul(g) [-> Add(c)] -> Relu -> Gemm (a LayerNorm's gamma before Relu): Relu(g z) = g Relu(z) for g > 0,
+    so the Mul goes behind the Relu into the Gemm and the offset becomes c / g; a negative g must stay."""
+    lo = -1.0 if case == "one negative" else 0.2
+    nodes = [helper.make_node("Tanh", ["x"], ["t"]), helper.make_node("Mul", ["t", "a"], ["m"])]
+    if case == "positive, no offset":
+        nodes.append(helper.make_node("Relu", ["m"], ["r"]))
+    else:
+        nodes += [helper.make_node("Sub", ["m", "d"], ["s"]), helper.make_node("Relu", ["s"], ["r"])]
+    nodes.append(helper.make_node("Gemm", ["r", "w", "b"], ["y"], transB=1))
+    a = const("a", 6, lo=lo, hi=2.0)
+    if case == "one negative":
+        a = numpy_helper.from_array(np.where(np.arange(6) == 2, -0.5, 1.0).astype(np.float32), "a")
+    m = build(nodes, ["n", 6], "y", ["n", 5], [a, const("d", 6), const("w", 5, 6), const("b", 5)])
+    folded, ops, err = fold(m, RNG.standard_normal((8, 1, 6)).astype(np.float32))
+    assert err < 1e-5
+    if case == "one negative":
+        assert "Mul" in ops
+    else:
+        assert ops == sorted(["Tanh", "Relu", "Gemm"] + ([] if "no offset" in case else ["Add"]))

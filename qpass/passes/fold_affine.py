@@ -60,6 +60,11 @@ def channel_vector(v: np.ndarray, rank: int | None, axis: int, channels: int) ->
     return v.reshape(-1)
 
 
+def _sole_reader(graph, t: gs.Tensor):
+    """The one node reading ``t`` when nothing else does and it is not a graph output, else None."""
+    return t.outputs[0] if len(t.outputs) == 1 and t not in graph.outputs else None
+
+
 def _rank(t: gs.Tensor) -> int | None:
     return len(t.shape) if getattr(t, "shape", None) is not None else None
 
@@ -102,6 +107,14 @@ class FoldAffine(Pass):
 
     def run(self, model, ctx):
         graph = to_gs(model)
+        folded = sum(self._fold(g) for g in [graph, *graph.subgraphs(recursive=True)])  # If / Loop / Scan bodies too
+        if not folded:
+            return PassResult(model, False)
+        graph.cleanup(remove_unused_graph_inputs=False).toposort()
+        return PassResult(from_gs(graph, model), True, [f"folded {folded} affine nodes into their layers"])
+
+    def _fold(self, graph) -> int:
+        """Fold in one graph (a body's own nodes only) to a fixed point; the number of nodes folded."""
         self.b = GraphBuilder(graph)
         folded = 0
         changed = True
@@ -110,13 +123,11 @@ class FoldAffine(Pass):
             for node in list(graph.nodes):
                 form = affine_form(node) if node.outputs else None
                 if form is not None and (self._into_producer(graph, node, *form)
-                                         or self._into_consumer(graph, node, *form)):
+                                         or self._into_consumer(graph, node, *form)
+                                         or self._behind_relu(graph, node, *form)):
                     folded += 1
                     changed = True
-        if not folded:
-            return PassResult(model, False)
-        graph.cleanup(remove_unused_graph_inputs=False)
-        return PassResult(from_gs(graph, model), True, [f"folded {folded} affine nodes into their layers"])
+        return folded
 
     # ---------------------------------------------------------------------------------------------- after a layer
     def _into_producer(self, graph, node, x, scale, offset) -> bool:
@@ -174,6 +185,41 @@ class FoldAffine(Pass):
         layer.inputs[0] = x
         node.inputs.clear()
         node.outputs.clear()
+        return True
+
+    # ------------------------------------------------------------------------------------------- through a Relu
+    def _behind_relu(self, graph, node, x, scale, offset) -> bool:
+        """x * g [+ c] -> Relu -> layer with every g > 0 becomes (x + c / g) -> Relu -> * g -> layer, since
+        Relu(g z) = g Relu(z) for g > 0; the moved Mul then folds into the layer's input channels (a LayerNorm's
+        gamma before Relu -> Gemm). Only where that fold is certain to follow."""
+        if scale is None or not np.all(np.isfinite(scale)) or not np.all(scale > 0):
+            return False
+        y = node.outputs[0]
+        step = _sole_reader(graph, y)
+        add = affine_form(step) if step is not None and step.op != "Relu" else None
+        if step is None or (step.op != "Relu" and (add is None or add[0] is not y or add[1] is not None)):
+            return False
+        relu = step if add is None else _sole_reader(graph, step.outputs[0])
+        if relu is None or relu.op != "Relu":
+            return False
+        layer = _sole_reader(graph, relu.outputs[0])
+        if layer is None or layer.op not in LAYERS or len(layer.inputs) < 2 or layer.inputs[0] is not relu.outputs[0]:
+            return False
+        w = _const(layer.inputs[1])
+        geo = None if w is None or w.dtype.kind != "f" else _geometry(layer, w, y, "in")
+        if geo is None or channel_vector(scale, geo[0], geo[1], geo[2]) is None:
+            return False
+        g = [t for t in node.inputs if t is not x][0]
+        if add is None:
+            relu.inputs[0] = x
+        else:
+            c = (add[2] / scale).astype(np.asarray(g.values).dtype)
+            step.op = "Add"
+            step.inputs.clear()
+            step.inputs.extend([x, self.b.const(c, name=step.name + "_offset_behind_relu")])
+        node.inputs.clear()
+        node.inputs.extend([relu.outputs[0], g])
+        layer.inputs[0] = y
         return True
 
     def _absorb_offset(self, layer, w: np.ndarray, factor: np.ndarray, dtype) -> bool:
