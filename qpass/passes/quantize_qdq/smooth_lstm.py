@@ -111,13 +111,14 @@ def _float_inputs(model: onnx.ModelProto, samples, names: list[str]) -> dict[str
 
 
 def smooth(model: onnx.ModelProto, samples) -> tuple[onnx.ModelProto, dict]:
-    """``model`` (rewritten in place) with the LSTM inputs worth it scaled, and per LSTM what was measured."""
+    """``model`` with the LSTM inputs worth it scaled (a copy when anything is rewritten: the pass's input model
+    stays as it was), and per LSTM what was measured."""
     cands = _candidates(model)
     if not cands or samples is None or not len(samples):
         return model, {}
     samples = samples.subset(slice(0, min(len(samples), SAMPLES)))
     xs = _float_inputs(model, samples, list(dict.fromkeys(n.input[0] for n, _ in cands)))
-    report = {}
+    report, out = {}, None
     for node, w in cands:
         calls = [np.asarray(x, np.float64).reshape(-1, w.shape[-1]) for x in xs[node.input[0]]]
         s = scales(np.max([np.abs(c).max(axis=0) for c in calls], axis=0), w, ALPHA)
@@ -126,5 +127,8 @@ def smooth(model: onnx.ModelProto, samples) -> tuple[onnx.ModelProto, dict]:
         keep = after < (1 - MIN_GAIN) * before
         report[node.name] = {"smoothed": bool(keep), "error_before": before, "error_after": after}
         if keep:
-            _apply(model, node, w, s)
-    return model, report
+            if out is None:
+                out = onnx.ModelProto()
+                out.CopyFrom(model)
+            _apply(out, next(n for n in out.graph.node if n.name == node.name and n.output == node.output), w, s)
+    return out or model, report
