@@ -33,6 +33,7 @@ from qpass.passes.ptq_layers import split_samples
 from qpass.passes.qdq_moves import (FLOAT_OUT, at_16bit_opset, bypass, float_segment, graph_cost, integer_layers,
                                      sample_shapes, tensor_dims, widen)
 from qpass.pipeline.pass_base import Pass, PassResult
+from .branch_precision import float_branches, quantized_branches
 from .core import MIN_HELD_OUT, _split
 from .targets import describe_metrics, output_metrics, parse_target
 
@@ -97,6 +98,7 @@ class MixedPrecision(Pass):
             result.update(final=held0, met=True)
             return PassResult(model, False, [f"target {target} met by int8 alone: {describe_metrics(held0)} on "
                                              f"{len(held)} held-out samples"])
+        model = self._branches(model, fit, held, score, data, ctx)
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
         self.dims = tensor_dims(model, float_m, inputs=sample_shapes(data))
@@ -239,6 +241,12 @@ class AutoPrecisionOptions:
     cost_budget: float = 0.0
     costly_probes: int = 4
     costly_precisions: tuple = ("float",)
+    #: an If branch that ``quantize_qdq`` quantized goes back to float when alone that gains this much output SQNR
+    #: (dB) on the search samples (half of it on the held-out ones; None: never) ...
+    branch_min_gain_db: float | None = 3.0
+    #: ... while the float branches add at most this fraction of the int8 model's expected ``graph_cost`` (each
+    #: branch's extra cost times the share of calibration samples that take it; ``branch_precision``)
+    branch_cost_budget: float = 0.05
 
 
 class AutoPrecision(MixedPrecision):
@@ -263,7 +271,7 @@ class AutoPrecision(MixedPrecision):
         self.float_m = ctx.report.snapshots.get("quantize_qdq")
         data = ctx.inputs.calibration_data
         pairs = activation_pairs(model)
-        if self.float_m is None or data is None or len(data) < 4 or not pairs:
+        if self.float_m is None or data is None or len(data) < 4 or not (pairs or quantized_branches(model)):
             return PassResult(model, False, ["nothing to measure"])
         fit, held = split_samples(data, self.opts.samples, 0.5)
         refs = {id(s): joined_outputs(self.float_m, s) for s in (fit, held)}
@@ -271,6 +279,16 @@ class AutoPrecision(MixedPrecision):
         def score(m, s=fit):
             return sqnr_db(refs[id(s)], joined_outputs(m, s))
 
+        model, records = self._branches(model, fit, held, score, data)
+        res = self._pair_moves(model, ctx, pairs, data, fit, held, score) if pairs else \
+            PassResult(model, False, [])
+        if records:
+            ctx.report.results.setdefault(self.name, {"moved": []})["branches"] = records
+        taken = [f"If {r['node']} {r['branch']} in float: {r['reason']}" for r in records if r["float"]]
+        return PassResult(res.model, res.changed or bool(taken), taken + res.notes) if taken else res
+
+    def _pair_moves(self, model, ctx, pairs, data, fit, held, score):
+        """The activation quantizers' moves (the pass before branches were added)."""
         self.timing, self.int8 = held, model
         wants16 = "int16" in self.opts.precisions or (self.opts.cost_budget and "int16" in self.opts.costly_precisions)
         self.base16 = at_16bit_opset(model) if wants16 else None
@@ -308,6 +326,13 @@ class AutoPrecision(MixedPrecision):
         moved = ", ".join(f"{t} ({p})" for t, p in chosen.items())
         return PassResult(self.apply(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
+
+    def _branches(self, model, fit, held, score, data):
+        """(``model`` with the If branches ``branch_precision.float_branches`` restores to float, its records)."""
+        if self.opts.branch_min_gain_db is None:
+            return model, []
+        return float_branches(model, self.float_m, fit, held, score, self.opts.branch_min_gain_db,
+                              self.opts.branch_cost_budget, sample_shapes(data))
 
     def _costly(self, pairs: list[dict], free: set[str], errs: dict) -> list[str]:
         """Quantizers whose move leaves an integer kernel or adds a Q/DQ kernel, to probe within ``cost_budget``:

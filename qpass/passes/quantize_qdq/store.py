@@ -71,10 +71,10 @@ def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams
     scale = b.const(p.scale, None, name=base + "_scale")
     zp = b.const(p.zero_point, None, name=base + "_zero_point")
     q_out = b.var(base + "_quantized", dtype=np.dtype(INT_RANGES[p.dtype][2]), shape=t.shape)
-    readers = []
+    readers, hoisted = [], []
     for r in t.outputs:
-        if not any(r is seen for seen in readers) and (local is None or id(r) in local):
-            readers.append(r)
+        if not any(r is seen for seen in readers + hoisted) and (local is None or id(r) in local):
+            (hoisted if local is None and _body_quantizer(r, graph) else readers).append(r)
 
     def dequantize_to(out: gs.Variable) -> None:
         b.node("DequantizeLinear", [q_out, scale, zp], [out], name=base + "_DequantizeLinear")
@@ -86,6 +86,8 @@ def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams
         b.node("QuantizeLinear", [pre, scale, zp], [q_out], name=base + "_QuantizeLinear")
         dequantize_to(t)
         rewire = readers[0 if t in graph.outputs else 1:]
+        for r in hoisted:
+            r.inputs[0] = pre
     else:  # an input of this graph, or of the main graph: every reader switches to a DQ output
         made = [n for n in outer.graph.nodes if t.inputs and t.inputs[0] is n] if outer is not None else []
         at_top = outer is not None and (bool(made) or any(t is i for i in outer.graph.inputs))
@@ -100,6 +102,18 @@ def insert_qdq(b: GraphBuilder, graph: gs.Graph, t: gs.Variable, p: AffineParams
         for i, inp in enumerate(r.inputs):
             if inp is t:
                 r.inputs[i] = dq
+
+
+def _body_quantizer(node: gs.Node, graph: gs.Graph) -> bool:
+    """A QuantizeLinear that a body's outer-scope read put in the main ``graph`` (``insert_qdq``'s ``outer``): its
+    codes are read only inside bodies. It keeps reading the float value when the main graph quantizes that value
+    too: onnxruntime (1.32) aborts building a session whose main graph has Q -> DQ -> Q read by an If only (its
+    double-Q/DQ remover indexes the If's inputs), and the body's grid is then met by one rounding, not two."""
+    if node.op != "QuantizeLinear":
+        return False
+    mine = {id(n) for n in graph.nodes}
+    readers = [r for o in node.outputs for r in o.outputs]
+    return bool(readers) and not any(id(r) in mine for r in readers)
 
 
 def dedupe_constants(graph: gs.Graph) -> int:
