@@ -180,7 +180,7 @@ def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[st
     out: dict[str, list[int]] = {}
     for model in models:
         if inputs:
-            model = _with_input_dims(model, inputs)
+            model = with_input_dims(model, inputs)
         try:
             model = onnx.shape_inference.infer_shapes(model)
         except Exception:  # noqa: BLE001 - an unshaped graph: what its value_info says
@@ -201,7 +201,7 @@ def sample_shapes(samples) -> dict[str, tuple]:
     return {k: np.shape(v)[1:] for k, v in samples.arrays.items()}
 
 
-def _with_input_dims(model: onnx.ModelProto, inputs: dict) -> onnx.ModelProto:
+def with_input_dims(model: onnx.ModelProto, inputs: dict) -> onnx.ModelProto:
     m = onnx.ModelProto()
     m.CopyFrom(model)
     del m.graph.value_info[:]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import onnx
 
 from qpass.ir.graph import shapes
-from qpass.passes.qdq_moves import graph_cost
+from qpass.passes.qdq_moves import graph_cost, with_input_dims
 
 
 def quantized_branches(model: onnx.ModelProto) -> list[tuple[str, str]]:
@@ -110,9 +110,7 @@ def _all_nodes(g: onnx.GraphProto):
 def all_dims(model: onnx.ModelProto, inputs: dict) -> dict[str, list[int]]:
     """Per-sample dims of the values of ``model`` and of its bodies (``qdq_moves.tensor_dims`` reads the main graph
     only): shape inference of the whole model, symbolic and unknown dims 1."""
-    from qpass.passes.qdq_moves import _with_input_dims  # noqa: PLC2701 - same layer helper
-
-    m = _with_input_dims(model, inputs)
+    m = with_input_dims(model, inputs)
     try:
         m = onnx.shape_inference.infer_shapes(m)
     except Exception:  # noqa: BLE001 - an unshaped graph: what its value_info says
