@@ -10,6 +10,12 @@ MODELS = ROOT / "models"
 DIGITS = ["digits_mlp", "digits_cnn", "digits_rescnn"]
 STRUCTURAL = sorted(p.stem for p in (MODELS / "structural").glob("*.onnx"))
 
+# the `python -m qpass.cli` subprocesses some tests start (from temporary directories) import this checkout, whatever
+# an editable install elsewhere on the machine points at (one re-pointed between sessions failed 38 tests with "No
+# module named 'qpass'")
+os.environ["PYTHONPATH"] = os.pathsep.join([str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep)
+                                                          if p and Path(p).resolve() != ROOT])
+
 
 def sha256(path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
