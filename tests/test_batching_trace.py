@@ -73,3 +73,21 @@ def test_traced_batches_give_the_per_sample_numbers():
     ort_one, ort_batched = (ort_run(m, s, batch_size=4, batched=b)["y"] for b in (False, True))
     np.testing.assert_allclose(ort_batched, ort_one, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(batched, ort_batched, rtol=1e-6, atol=1e-7)
+
+
+def test_a_dynamically_quantized_model_runs_one_sample_per_call():
+    """DynamicQuantizeLinear takes one scale over the whole call: batched, a sample's codes would depend on the
+    others (here a sample of small values beside one of large values); such a model is never batched, by name or
+    traced, and its stacked results equal the per-sample ones."""
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 6])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    x = np.random.default_rng(2).standard_normal((4, 1, 6)).astype(np.float32) * np.array([1, 50, 0.1, 3],
+                                                                                           np.float32)[:, None, None]
+    s = as_samples({"x": x}, m)
+    assert not batchable(m, s, ["y"]) and not batchable(m, s, ["y"], trace=True)
+    want = np.stack([ort_run(m, as_samples({"x": x[i:i + 1]}, m))["y"][0] for i in range(4)])
+    for run in (ort_run, ref_run):
+        np.testing.assert_array_equal(run(m, s, batch_size=4)["y"], want)

@@ -11,10 +11,9 @@ input's and output's batch dimension differently (``unk__332`` in, ``unk__333`` 
 inferred twice with the inputs' batch symbols fixed to two different sizes (onnx shape inference with data
 propagation, which resolves ``Reshape`` to -1, ``Shape``/``Gather``/``Expand`` chains and the like); an output
 whose leading dimension follows the input size in both is batched. Either way it is a rule on the model's shapes,
-deterministic, never a measurement. Tracing is opt-in (``bench/golden_speed.py`` uses it): shapes cannot show that
-an op keeps samples apart, and one that does not (dynamic quantisation: DynamicQuantizeLinear, DynamicQuantizeLSTM
-take one scale over the whole batch) gives a sample different numbers in a batch than alone; on by default it would
-change the search's probes and ``--eval`` figures of every dynamically quantised model the name rule leaves alone.
+deterministic, never a measurement. Shapes cannot show that an op keeps samples apart: a model with one that does
+not (dynamic quantisation: one scale over the whole batch, ``SAMPLE_COUPLING_OPS``) is never batched. Tracing is
+opt-in (``bench/golden_speed.py`` uses it).
 """
 from __future__ import annotations
 
@@ -25,6 +24,12 @@ import onnx
 
 from qpass.ir.samples import SampleSet, model_inputs
 from qpass.ir.graph import shapes as tensor_shapes
+
+#: ops whose numbers for one sample depend on the others in the same call: dynamic quantisation takes one scale and
+#: zero point over the whole input (onnxruntime's com.microsoft DynamicQuantize* and the ONNX op alike). A model
+#: holding one (in any body too) runs one sample per call, as it is deployed: its ``--eval`` figures and the
+#: search's probes then do not depend on which samples share a call.
+SAMPLE_COUPLING_OPS = ("DynamicQuantizeLinear", "DynamicQuantizeLSTM", "DynamicQuantizeMatMul")
 
 # two leading-dimension sizes no model dimension is expected to equal both of (an output dimension that follows
 # the inputs' leading one in both inferences derives from it)
@@ -74,12 +79,22 @@ def traced_batch(model: onnx.ModelProto, symbols: set, outputs: list[str]) -> bo
 def batchable(model: onnx.ModelProto, samples: SampleSet, outputs: list[str], trace: bool = False) -> bool:
     """Whether the samples can run ``batch_size`` per call for these outputs (see the module doc)."""
     dims = _leading_dims(model, samples)
-    if not dims:
+    if not dims or couples_samples(model.graph):
         return False
     shp = tensor_shapes(model)
     if len(set(dims)) == 1 and all(o in shp and shp[o] and shp[o][0] == dims[0] for o in outputs):
         return True
     return trace and traced_batch(model, set(dims), outputs)
+
+
+def couples_samples(graph: onnx.GraphProto) -> bool:
+    """Whether ``graph`` or a graph nested in it holds a ``SAMPLE_COUPLING_OPS`` node."""
+    for n in graph.node:
+        if n.op_type in SAMPLE_COUPLING_OPS:
+            return True
+        if any(a.type == onnx.AttributeProto.GRAPH and couples_samples(a.g) for a in n.attribute):
+            return True
+    return False
 
 
 def iter_feeds(model: onnx.ModelProto, samples: SampleSet, outputs: list[str],
