@@ -1,10 +1,14 @@
 """Structural terms of the yosys-calibrated cost model read from the emitted design: live constant thresholds and
 the products a DSP-mapped matrix unit puts on DSP48s, checked against committed yosys numbers."""
 import json
+import subprocess
 from pathlib import Path
 
-from qpass.backends.rtl.instances import Instance
-from qpass.backends.rtl.memfiles import hex_words
+import pytest
+
+from qpass.backends.rtl.instances import Instance, binary_search
+from qpass.backends.rtl.memfiles import hex_words, pack_word
+from qpass.backends.rtl.sim import ToolMissing, verilator_env
 from qpass.backends.rtl.synth import instance_params, live_threshold_pes
 from qpass.hw import calibration as cal
 
@@ -80,3 +84,51 @@ def test_block_ram_banks_and_input_buffer_placement_follow_yosys():
         p, y = _cached("qp_mvtu", XNOR=1, **want)
         assert abs(cal.module_estimate("qp_mvtu", p).lut - y["lut"]) <= 0.25 * y["lut"]
         assert abs(cal.module_estimate("qp_mvtu", p).bram18 - y["bram18"]) <= 0.15 * y["bram18"]
+
+
+def verilator_env_or_skip() -> dict:
+    try:
+        return verilator_env()
+    except ToolMissing as exc:
+        pytest.skip(str(exc))
+
+
+def _activate_tb(nt: int, thr: np.ndarray, vb: int, tb: int) -> str:
+    """A testbench with one qp_activate (BS = 1, one lane per threshold row) per VB-bit value, printing the outputs
+    at the end (no timing: combinational only)."""
+    pe = thr.shape[0]
+    word = pack_word(thr.reshape(-1), tb)
+    n = 1 << vb
+    return f"""module tb;
+  localparam logic [{pe * nt * tb - 1}:0] THR = {pe * nt * tb}'h{word:x};
+  logic [{pe * 8 - 1}:0] y [0:{n - 1}];
+  for (genvar i = 0; i < {n}; i++) begin : g_v
+    qp_activate #(.PE({pe}), .VB({vb}), .NT({nt}), .TB({tb}), .OB(8), .OUT_SCALE(1), .OUT_BIAS(0), .BS(1))
+      u (.v({{{pe}{{{vb}'(i)}}}}), .thr(THR), .y(y[i]));
+  end
+  final for (int i = 0; i < {n}; i++)
+    $display("%0d {' '.join(['%0d'] * pe)}", i, {', '.join(f'y[i][{q * 8 + 7}:{q * 8}]' for q in range(pe))});
+endmodule
+"""
+
+
+def test_binary_search_thresholds_count_like_the_comparators(tmp_path):
+    # the binary search the RTL backend emits for large threshold sets (BS = 1) counts #{t : v >= T[t]} exactly,
+    # also with repeated thresholds, thresholds outside the input range and NT + 1 not a power of two (padding)
+    env = verilator_env_or_skip()
+    rng = np.random.default_rng(17)
+    nt, vb, tb = 21, 7, 8
+    thr = np.sort(rng.integers(-70, 70, size=(2, nt)), axis=1)
+    thr[1, 5:9] = thr[1, 5]  # repeats
+    assert binary_search(thr) and not binary_search(thr[:, ::-1])
+    (tmp_path / "tb.sv").write_text(_activate_tb(nt, thr, vb, tb))
+    lib = Path(__file__).resolve().parents[1] / "qpass" / "backends" / "rtl" / "hdl" / "qpass_eltwise.sv"
+    run = subprocess.run(["verilator", "--binary", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "tb",
+                          str(lib), "tb.sv", "-o", "tb"], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = subprocess.run([str(tmp_path / "obj_dir" / "tb")], capture_output=True, text=True).stdout
+    rows = np.array([[int(x) for x in l.split()] for l in out.splitlines() if l[:1].isdigit()])
+    assert len(rows) == 1 << vb
+    v = np.where(rows[:, 0] >= 1 << (vb - 1), rows[:, 0] - (1 << vb), rows[:, 0])  # the VB-bit value, signed
+    want = (v[:, None, None] >= thr[None]).sum(axis=2)
+    assert np.array_equal(rows[:, 1:], want)

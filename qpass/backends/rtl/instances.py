@@ -11,6 +11,7 @@ import numpy as np
 from qpass.errors import QpassError
 from qpass.hw.dataflow_graph import DataflowGraph, HwLayer
 from qpass.hw.inttype import IntType
+from qpass.hw.threshold_costs import BS_MIN_STEPS
 from .memfiles import hex_words, signed_width
 
 
@@ -105,6 +106,14 @@ def window_max(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
         ("AB", ti.bits + 1), ("OB", to.bits), ("MAXMODE", 1)], mem_ports=True)
 
 
+def binary_search(thr: np.ndarray) -> bool:
+    """Whether a (channels, steps) threshold table is emitted as a binary search (``qp_activate`` BS = 1: the count
+    of thresholds <= v found in clog2(steps + 1) comparisons, exact for non-decreasing rows; at least BS_MIN_STEPS
+    steps)."""
+    t = np.asarray(thr)
+    return t.shape[1] >= BS_MIN_STEPS and bool(np.all(np.diff(t, axis=1) >= 0))
+
+
 def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, ident: str) -> None:
     """The fused thresholds of a matrix layer (clipped to the accumulator's range) as parameters and a ROM image
     (word nf: PE x NT thresholds)."""
@@ -116,6 +125,8 @@ def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, iden
         nt, tb = thr.shape[1], signed_width(lo, hi)  # runtime: any thresholds the host may write fit
         inst.mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
         inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
+        if binary_search(thr):
+            inst.params.append(("BS", 1))
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", f'"{ident}_t.mem"')]
 
 
@@ -156,7 +167,8 @@ def threshold(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     return Instance("qp_threshold", [
         ("C", L.channels), ("PE", L.pe), ("NPIX", L.pixels), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
         ("OB", to.bits), ("NT", nt), ("TB", tb), ("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"])),
-        ("TFILE", f'"{ident}_t.mem"')], mems={f"{ident}_t.mem": hex_words(thr.reshape(nf, L.pe * nt), tb)})
+        ("TFILE", f'"{ident}_t.mem"')] + ([("BS", 1)] if binary_search(thr) else []),
+        mems={f"{ident}_t.mem": hex_words(thr.reshape(nf, L.pe * nt), tb)})
 
 
 def add(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:

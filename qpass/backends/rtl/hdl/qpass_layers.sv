@@ -42,7 +42,7 @@ module qp_mvtu #(
   parameter int IB = 8, parameter int I_SIGNED = 0, parameter int WB = 8, parameter int W_SIGNED = 1,
   parameter int AB = 16, parameter int OB = 8, parameter int NT = 0, parameter int TB = 8,
   parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int XNOR = 0, parameter int USE_DSP = 0,
-  parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
+  parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0, parameter int BS = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [SIMD*IB-1:0] in_data, input logic in_valid, output logic in_ready,
@@ -143,8 +143,8 @@ module qp_mvtu #(
     end
   end
   if (NT > 0) begin : g_act
-    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
-      u_act (.v(res_all), .thr(tq), .y(out_data));
+    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
+                 .BS(BS)) u_act (.v(res_all), .thr(tq), .y(out_data));
   end
 endmodule
 
@@ -323,7 +323,8 @@ module qp_vvau #(
   parameter int C = 1, parameter int PE = 1, parameter int K = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
   parameter int WB = 8, parameter int W_SIGNED = 1, parameter int AB = 16, parameter int OB = 8,
   parameter int NT = 0, parameter int TB = 8, parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0,
-  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
+  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0,
+  parameter int BS = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
@@ -391,7 +392,7 @@ module qp_vvau #(
     end
   end
   if (NT > 0) begin : g_act
-    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
-      u_act (.v(res_all), .thr(tq), .y(out_data));
+    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
+                 .BS(BS)) u_act (.v(res_all), .thr(tq), .y(out_data));
   end
 endmodule
