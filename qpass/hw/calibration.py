@@ -29,7 +29,7 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for W <= 6 (each count bit one LUT6 of the input bits),
                   else c_cmp_const*PE*NT*W (a carry chain per comparison; also qp_mvtu with NF == 1, W = AB)
   qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
-  qp_add        LUT = c0 + c_add*PE*OB*(set bits of KA and KB - 1)
+  qp_add        LUT = c0 + c_add*PE*sum(OB - shift of each set bit of KA, KB but the widest) | c_add_lut*PE*OB
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
 ("_const" variants of a term: the same term where the operand is a constant, NF*SF == 1 or NF == 1.)
 
@@ -231,9 +231,15 @@ def _maxpool_ff(p: dict) -> dict[str, float]:
 
 
 def _add(p: dict) -> dict[str, float]:
+    """y = KA*a + KB*b as shift-and-add: each set bit of KA and KB a term (a << s), all but the widest added at
+    the OB - s bits from its shift up. Inputs of at most 6 bits together (AB_ + BB, when known): each output bit
+    is one LUT6 of them."""
     pe, ob = p["PE"], p["OB"]
-    terms = sum(bin(abs(int(k))).count("1") for k in (p.get("KA", 1), p.get("KB", 1)))
-    return {"const": 1.0, "add": pe * ob * max(1, terms - 1)}
+    if p.get("AB_", 8) + p.get("BB", 8) <= 6:
+        return {"const": 1.0, "add_lut": pe * ob}
+    widths = sorted(max(0, ob - s) for k in (p.get("KA", 1), p.get("KB", 1))
+                    for s in range(abs(int(k)).bit_length()) if abs(int(k)) >> s & 1)
+    return {"const": 1.0, "add": pe * sum(widths[:-1])}
 
 
 def _global_sum(p: dict) -> dict[str, float]:
@@ -417,7 +423,8 @@ LAYER_MODULES = MappingProxyType({
     "SlidingWindow": lambda l: ("qp_swg", _swg_params(l)),
     "Thresholding": lambda l: ("qp_threshold", _threshold_params(l)),
     "Pool": _pool_params,
-    "AddStreams": lambda l: ("qp_add", {"PE": l.pe, "OB": l.out_bits or l.a_bits + 1, "KA": l.ka, "KB": l.kb}),
+    "AddStreams": lambda l: ("qp_add", {"PE": l.pe, "OB": l.out_bits or l.a_bits + 1, "KA": l.ka, "KB": l.kb,
+                                        "AB_": l.a_bits, "BB": l.a_bits}),
 })
 
 

@@ -60,7 +60,7 @@ def const_compare(pe: int, nt: int, width: int, live: int) -> dict[str, float]:
     thresholds 4, 10, 16: 6-bit signed input 32 LUT, 6-bit unsigned (7-bit comparison) 176 LUT + 48 CARRY4."""
     if width <= 6:
         return {"cmp_lut": live * math.ceil(math.log2(nt + 1))}
-    return {"cmp_const": pe * nt * width}
+    return {"cmp_const": pe * nt * width, "cmp_const_n": pe * nt}  # a chain's bits, and its ends per comparison
 
 
 def activation_features(p: dict, width: int, nf: int) -> dict[str, float]:
