@@ -59,7 +59,7 @@ def test_constant_comparisons_wider_than_six_bits_are_carry_chains():
     # LUT logic (6-bit signed input, 2 LUT per PE), wider a carry chain per threshold. A 6-bit unsigned input
     # compares in 7 bits: 176 LUT + 48 CARRY4 for the same 16 x 3 thresholds (the estimate was 32 before)
     assert cal.const_compare(16, 3, 6, 16) == {"cmp_lut": 32}
-    assert cal.const_compare(16, 3, 7, 16) == {"cmp_const": 16 * 3 * 7}
+    assert cal.const_compare(16, 3, 7, 16) == {"cmp_const": 16 * 3 * 7, "cmp_const_n": 16 * 3}
     p, y = _cached("qp_threshold", C=16, PE=16, IB=6, NT=3, I_SIGNED=0, NPIX=1)
     assert y["lut"] == 176 and abs(cal.module_estimate("qp_threshold", p).lut - 176) <= 0.3 * 176
     p, y = _cached("qp_threshold", C=16, PE=16, IB=6, NT=3, I_SIGNED=1)
@@ -132,3 +132,28 @@ def test_binary_search_thresholds_count_like_the_comparators(tmp_path):
     v = np.where(rows[:, 0] >= 1 << (vb - 1), rows[:, 0] - (1 << vb), rows[:, 0])  # the VB-bit value, signed
     want = (v[:, None, None] >= thr[None]).sum(axis=2)
     assert np.array_equal(rows[:, 1:], want)
+
+
+def test_residual_add_priced_per_shift_and_add_term():
+    # y = 6a + 11b is five shifted terms (a<<1, a<<2, b, b<<1, b<<3) added from their shifts up: 4-bit residual
+    # CNN's second add, 61 LUT in yosys (0.72 of it when priced as PE * OB per set bit)
+    p, y = _cached("qp_add", KA=6, KB=11)
+    assert cal.features("qp_add", "lut", p)["add"] == 2 * (8 + 8 + 7 + 6)
+    assert abs(cal.module_estimate("qp_add", p).lut - y["lut"]) <= 0.15 * y["lut"]
+    # both inputs within 6 bits: every output bit is one LUT6 of them (2 PEs x 3 bits, 7 LUT in yosys)
+    p, y = _cached("qp_add", AB_=2, BB=2, KA=1, KB=1)
+    assert cal.features("qp_add", "lut", p) == {"const": 1.0, "add_lut": 6}
+    assert abs(cal.module_estimate("qp_add", p).lut - y["lut"]) <= 3
+
+
+def test_binary_search_features_and_the_folding_search_sees_them():
+    # clog2(256) = 8 comparators per PE; constant thresholds: candidates of stage i in ceil(2^i / 64) LUT6 per bit
+    f = cal.activation_features(dict(PE=2, NT=255, TB=10, BS=1), 12, 1)
+    assert f == {"bs_cmp": 2 * 8 * 12, "bs_rom": 2 * 10 * (6 + 2)}
+    f = cal.activation_features(dict(PE=1, NT=255, TB=10, BS=1, TCOLS=40), 12, 8)
+    assert f["bs_mux"] == 10 * 254 and f["trom"] == 40
+    # the cost-model layer of an 8-bit matrix unit is priced as the binary search the backend emits
+    from qpass.hw.kinds.mvtu import MVTU
+    l = MVTU("fc", mw=64, mh=32, pe=32, simd=1, w_bits=8, a_bits=8, thresholds=255)
+    assert cal.layer_params(l)[1]["BS"] == 1
+    assert cal.layer_estimate(l).lut < cal.module_estimate("qp_mvtu", dict(cal.layer_params(l)[1], BS=0)).lut / 4
