@@ -22,7 +22,7 @@ import numpy as np
 
 from qpass.backends.rtl.exporter import HDL, LIBRARY
 from qpass.backends.rtl.instances import Instance
-from qpass.backends.rtl.memfiles import hex_words
+from qpass.backends.rtl.memfiles import hex_words, search_images
 from qpass.errors import QpassError
 from qpass.backends.rtl.synth import SynthCache, synth_instance, yosys_command
 from qpass.hw import calibration as cal
@@ -61,6 +61,8 @@ def mvtu_point(p: dict, rng):
         inst.mems["t.mem"] = hex_words(t.reshape(nf, pe * nt), tb)
         inst.params += [("OUT_SCALE", 1), ("OUT_BIAS", 0)]
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else [])
+    if nt and p.get("BS") and nf > 1:
+        inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [simd * ib], pe * ob
 
 
@@ -81,6 +83,8 @@ def threshold_point(p: dict, rng):
                                      ("NT", nt), ("TB", tb), ("OUT_SCALE", 1), ("OUT_BIAS", 0),
                                      ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else []),
                     mems={"t.mem": hex_words(t.reshape(c // pe, pe * nt), tb)})
+    if p.get("BS") and c > pe:
+        inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [pe * ib], pe * ob
 
 
@@ -152,7 +156,7 @@ def run_grid(kinds, cache: SynthCache, max_points: int | None) -> None:
             for i, p in enumerate(pts):
                 rng = np.random.default_rng(i)
                 inst, ins, out = POINTS[kind](p, rng)
-                for m in rtl.glob("*.mem"):
+                for m in rtl.glob("*.mem*"):
                     m.unlink()
                 for name, text in inst.mems.items():
                     (rtl / name).write_text(text)

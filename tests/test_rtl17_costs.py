@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from qpass.backends.rtl.instances import Instance, binary_search
-from qpass.backends.rtl.memfiles import hex_words, pack_word
+from qpass.backends.rtl.memfiles import hex_words, pack_word, search_images
 from qpass.backends.rtl.sim import ToolMissing, verilator_env
 from qpass.backends.rtl.synth import instance_params, live_threshold_pes
 from qpass.hw import calibration as cal
@@ -93,45 +93,66 @@ def verilator_env_or_skip() -> dict:
         pytest.skip(str(exc))
 
 
-def _activate_tb(nt: int, thr: np.ndarray, vb: int, tb: int) -> str:
-    """A testbench with one qp_activate (BS = 1, one lane per threshold row) per VB-bit value, printing the outputs
-    at the end (no timing: combinational only)."""
-    pe = thr.shape[0]
-    word = pack_word(thr.reshape(-1), tb)
+def _activate_tb(nt: int, thr: np.ndarray, vb: int, tb: int, nf: int) -> str:
+    """A testbench with one qp_activate (BS = 1, NF row folds of PE lanes) per row fold and VB-bit value, printing
+    the outputs at the end (no timing: combinational only). One row fold: thresholds from the word of thr; more:
+    from the per-stage ROM files t.mem<i>."""
+    pe = thr.shape[0] // nf
+    word = pack_word(thr[:pe].reshape(-1), tb)
     n = 1 << vb
     return f"""module tb;
   localparam logic [{pe * nt * tb - 1}:0] THR = {pe * nt * tb}'h{word:x};
-  logic [{pe * 8 - 1}:0] y [0:{n - 1}];
-  for (genvar i = 0; i < {n}; i++) begin : g_v
-    qp_activate #(.PE({pe}), .VB({vb}), .NT({nt}), .TB({tb}), .OB(8), .OUT_SCALE(1), .OUT_BIAS(0), .BS(1))
-      u (.v({{{pe}{{{vb}'(i)}}}}), .thr(THR), .y(y[i]));
+  logic [{pe * 8 - 1}:0] y [0:{nf * n - 1}];
+  for (genvar i = 0; i < {nf * n}; i++) begin : g_v
+    qp_activate #(.PE({pe}), .VB({vb}), .NT({nt}), .TB({tb}), .OB(8), .OUT_SCALE(1), .OUT_BIAS(0), .BS(1),
+                  .NF({nf}), .TFILE("t.mem"))
+      u (.v({{{pe}{{{vb}'(i % {n})}}}}), .thr(THR), .nfq(32'(i / {n})), .y(y[i]));
   end
-  final for (int i = 0; i < {n}; i++)
+  final for (int i = 0; i < {nf * n}; i++)
     $display("%0d {' '.join(['%0d'] * pe)}", i, {', '.join(f'y[i][{q * 8 + 7}:{q * 8}]' for q in range(pe))});
 endmodule
 """
 
 
+def _search_counts(tmp_path: Path, thr: np.ndarray, nt: int, vb: int, tb: int, nf: int) -> None:
+    env = verilator_env_or_skip()
+    (tmp_path / "tb.sv").write_text(_activate_tb(nt, thr, vb, tb, nf))
+    for name, text in search_images(thr, thr.shape[0] // nf, tb, "t.mem").items():
+        (tmp_path / name).write_text(text)
+    lib = Path(__file__).resolve().parents[1] / "qpass" / "backends" / "rtl" / "hdl" / "qpass_eltwise.sv"
+    run = subprocess.run(["verilator", "--binary", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+                          "--top-module", "tb", str(lib), "tb.sv", "-o", "tb"], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    out = subprocess.run([str(tmp_path / "obj_dir" / "tb")], cwd=tmp_path, capture_output=True, text=True).stdout
+    rows = np.array([[int(x) for x in l.split()] for l in out.splitlines() if l[:1].isdigit()])
+    n = 1 << vb
+    assert len(rows) == nf * n
+    u = rows[:, 0] % n
+    v = np.where(u >= n // 2, u - n, u)  # the VB-bit value, signed
+    pe = thr.shape[0] // nf
+    t = thr.reshape(nf, pe, nt)[rows[:, 0] // n]  # the thresholds of each row's fold
+    want = (v[:, None, None] >= t).sum(axis=2)
+    assert np.array_equal(rows[:, 1:], want)
+
+
 def test_binary_search_thresholds_count_like_the_comparators(tmp_path):
     # the binary search the RTL backend emits for large threshold sets (BS = 1) counts #{t : v >= T[t]} exactly,
     # also with repeated thresholds, thresholds outside the input range and NT + 1 not a power of two (padding)
-    env = verilator_env_or_skip()
     rng = np.random.default_rng(17)
-    nt, vb, tb = 21, 7, 8
+    nt = 21
     thr = np.sort(rng.integers(-70, 70, size=(2, nt)), axis=1)
     thr[1, 5:9] = thr[1, 5]  # repeats
     assert binary_search(thr) and not binary_search(thr[:, ::-1])
-    (tmp_path / "tb.sv").write_text(_activate_tb(nt, thr, vb, tb))
-    lib = Path(__file__).resolve().parents[1] / "qpass" / "backends" / "rtl" / "hdl" / "qpass_eltwise.sv"
-    run = subprocess.run(["verilator", "--binary", "--no-timing", "-Wno-fatal", "-Wno-lint", "-Wno-style", "--top-module", "tb",
-                          str(lib), "tb.sv", "-o", "tb"], cwd=tmp_path, env=env, capture_output=True, text=True)
-    assert run.returncode == 0, run.stderr[-2000:]
-    out = subprocess.run([str(tmp_path / "obj_dir" / "tb")], capture_output=True, text=True).stdout
-    rows = np.array([[int(x) for x in l.split()] for l in out.splitlines() if l[:1].isdigit()])
-    assert len(rows) == 1 << vb
-    v = np.where(rows[:, 0] >= 1 << (vb - 1), rows[:, 0] - (1 << vb), rows[:, 0])  # the VB-bit value, signed
-    want = (v[:, None, None] >= thr[None]).sum(axis=2)
-    assert np.array_equal(rows[:, 1:], want)
+    _search_counts(tmp_path, thr, nt, 7, 8, 1)
+
+
+def test_binary_search_reads_per_stage_roms_with_row_folds(tmp_path):
+    # NF = 2 row folds of 2 lanes: stage i's candidates from ROM file t.mem<i> at nf*2^i + (result bits so far)
+    rng = np.random.default_rng(18)
+    nt = 17
+    thr = np.sort(rng.integers(-40, 40, size=(4, nt)), axis=1)
+    _search_counts(tmp_path, thr, nt, 6, 7, 2)
 
 
 def test_residual_add_priced_per_shift_and_add_term():

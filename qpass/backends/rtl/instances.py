@@ -12,7 +12,7 @@ from qpass.errors import QpassError
 from qpass.hw.dataflow_graph import DataflowGraph, HwLayer
 from qpass.hw.inttype import IntType
 from qpass.hw.threshold_costs import BS_MIN_STEPS
-from .memfiles import hex_words, signed_width
+from .memfiles import hex_words, search_images, signed_width
 
 
 @dataclass
@@ -125,8 +125,10 @@ def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, iden
         nt, tb = thr.shape[1], signed_width(lo, hi)  # runtime: any thresholds the host may write fit
         inst.mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
         inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
-        if binary_search(thr):
+        if not _runtime(l) and binary_search(thr):  # (a host may write any thresholds: no search over them)
             inst.params.append(("BS", 1))
+            if nf > 1:
+                inst.mems.update(search_images(thr, pe, tb, f"{ident}_t.mem"))
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", f'"{ident}_t.mem"')]
 
 
@@ -164,11 +166,14 @@ def threshold(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     thr = np.clip(np.asarray(p["thresholds"], np.int64), ti.lo(), ti.hi() + 1)
     nf, nt = L.channels // L.pe, thr.shape[1]
     tb = signed_width(int(thr.min()), int(thr.max()))
+    bs = binary_search(thr)
+    mems = {f"{ident}_t.mem": hex_words(thr.reshape(nf, L.pe * nt), tb)}
+    if bs and nf > 1:
+        mems.update(search_images(thr, L.pe, tb, f"{ident}_t.mem"))
     return Instance("qp_threshold", [
         ("C", L.channels), ("PE", L.pe), ("NPIX", L.pixels), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
         ("OB", to.bits), ("NT", nt), ("TB", tb), ("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"])),
-        ("TFILE", f'"{ident}_t.mem"')] + ([("BS", 1)] if binary_search(thr) else []),
-        mems={f"{ident}_t.mem": hex_words(thr.reshape(nf, L.pe * nt), tb)})
+        ("TFILE", f'"{ident}_t.mem"')] + ([("BS", 1)] if bs else []), mems=mems)
 
 
 def add(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:

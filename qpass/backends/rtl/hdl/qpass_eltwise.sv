@@ -7,11 +7,15 @@
 // (large threshold sets, each lane's thresholds non-decreasing, as FINN's thresholding unit): a binary search,
 // N = clog2(NT + 1) comparators one after the other, stage i comparing with the threshold its i result bits so far
 // select (a 2^i-way multiplexer); the table padded with T[NT-1] to 2^N - 1 entries and the count clipped to NT.
+// With NF > 1 row folds the candidates come from a ROM per stage instead (FINN's layout): file {TFILE, "<i>"} holds
+// word nf*2^i + j = the PE thresholds stage i compares with after result bits j in row fold nf, read asynchronously
+// at the row fold nfq of v (thr is then unused).
 module qp_activate #(
   parameter int PE = 1, parameter int VB = 8, parameter int NT = 1, parameter int TB = 8, parameter int OB = 4,
-  parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int BS = 0
+  parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int BS = 0, parameter int NF = 1,
+  parameter TFILE = "t.mem"
 ) (
-  input logic [PE*VB-1:0] v, input logic [PE*NT*TB-1:0] thr, output logic [PE*OB-1:0] y
+  input logic [PE*VB-1:0] v, input logic [PE*NT*TB-1:0] thr, input logic [31:0] nfq, output logic [PE*OB-1:0] y
 );
   localparam int NTW = $clog2(NT + 1) + 1;
   localparam int N = $clog2(NT + 1);
@@ -30,7 +34,13 @@ module qp_activate #(
           assign cand[j*TB +: TB] = thr[(p*NT + IDX)*TB +: TB];
         end
         logic [TB-1:0] t;
-        if (i == 0) begin : g_one
+        if (NF > 1) begin : g_rom
+          logic [PE*TB-1:0] srom [0:NF*(1 << i)-1];
+          initial $readmemh({TFILE, 8'(48 + i)}, srom);
+          wire [31:0] a = (i == 0) ? nfq : (nfq << i) | 32'(pre[i][N-1 -: ((i == 0) ? 1 : i)]);
+          wire [PE*TB-1:0] word = srom[a];
+          assign t = word[p*TB +: TB];
+        end else if (i == 0) begin : g_one
           assign t = cand;
         end else begin : g_sel
           // a select per candidate (not a part-select at sel*TB: Yosys would build a barrel shifter for it)
@@ -78,13 +88,14 @@ module qp_threshold #(
   logic [PE*NT*TB-1:0] trom [0:NF-1];
   logic [PE*NT*TB-1:0] tq;
   initial $readmemh(TFILE, trom);
-  always_ff @(posedge clk) if (rst || en) tq <= trom[rst ? '0 : nf_next];
+  logic [NFW-1:0] nfq;
+  always_ff @(posedge clk) if (rst || en) begin tq <= trom[rst ? '0 : nf_next]; nfq <= rst ? '0 : nf_next; end
   logic [PE*(IB+1)-1:0] xs;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     assign xs[p*(IB+1) +: IB+1] = I_SIGNED ? {in_data[p*IB + IB - 1], in_data[p*IB +: IB]} : {1'b0, in_data[p*IB +: IB]};
   end
   qp_activate #(.PE(PE), .VB(IB + 1), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
-                .BS(BS)) u_act (.v(xs), .thr(tq), .y(out_data));
+                .BS(BS), .NF(NF), .TFILE(TFILE)) u_act (.v(xs), .thr(tq), .nfq(32'(nfq)), .y(out_data));
 endmodule
 
 // residual join: y = KA * a + KB * b element by element (both streams in the same order)

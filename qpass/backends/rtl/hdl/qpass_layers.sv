@@ -109,6 +109,8 @@ module qp_mvtu #(
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
   qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
     .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
+  logic [NFW-1:0] nfq;  // the row fold of the word entering the output stage (binary-search ROMs' address)
+  always_ff @(posedge clk) if (en && wr) nfq <= nf;
 
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
@@ -144,7 +146,7 @@ module qp_mvtu #(
   end
   if (NT > 0) begin : g_act
     qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
-                 .BS(BS)) u_act (.v(res_all), .thr(tq), .y(out_data));
+                 .BS(BS), .NF(NF), .TFILE(TFILE)) u_act (.v(res_all), .thr(tq), .nfq(32'(nfq)), .y(out_data));
   end
 endmodule
 
@@ -372,6 +374,8 @@ module qp_vvau #(
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
   qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
     .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
+  logic [NFW-1:0] nfq;  // the row fold of the word entering the output stage (binary-search ROMs' address)
+  always_ff @(posedge clk) if (en && wr) nfq <= nf;
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     logic signed [AB-1:0] acc_q, sum, res;
@@ -393,6 +397,6 @@ module qp_vvau #(
   end
   if (NT > 0) begin : g_act
     qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
-                 .BS(BS)) u_act (.v(res_all), .thr(tq), .y(out_data));
+                 .BS(BS), .NF(NF), .TFILE(TFILE)) u_act (.v(res_all), .thr(tq), .nfq(32'(nfq)), .y(out_data));
   end
 endmodule
