@@ -18,7 +18,7 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   | lanes*c_pop (XNOR-popcount) | lanes*c_dsp_add*AB (products on DSPs)
                   + c_cmp*PE*NT*TB (comparators) + c_trom*MH*NT*TB/8 (their ROM, NF > 1)
                   | NT >= BS_MIN_STEPS (binary search, ``qpass.hw.threshold_costs.search_compare``):
-                  c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(2^i/64)) | c_bs_mux*PE*TB*(2^N - 2), N = clog2(NT+1)
+                  c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(NF*2^i/64)), N = clog2(NT+1) stages
                   + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
             FF  = c0 + c_ctr*log2(NF*SF) + (c_acc | c_acc_thr)*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
@@ -49,8 +49,8 @@ from qpass.errors import QpassError
 from qpass.hw.cost_models import acc_bits_bound
 from qpass.hw.layers import Resources
 from qpass.hw.memory_costs import BRAM18_ASPECTS, bram18_for
-from qpass.hw.threshold_costs import BS_MIN_STEPS, activation_features, const_compare, threshold_columns, \
-    threshold_ff, threshold_lut, varying_bits  # noqa: F401 (const_compare: part of this module's interface)
+from qpass.hw.threshold_costs import BS_MIN_STEPS, TSHARE_SIGN, TSHARE_STEPS, activation_features, \
+    const_compare, threshold_columns, threshold_ff, threshold_lut, varying_bits  # noqa: F401 (const_compare)
 
 DATA = Path(__file__).with_name("calibration_yosys.json")
 METRICS = ("lut", "ff")
@@ -153,7 +153,7 @@ def _mvtu_ff(p: dict) -> dict[str, float]:
     nf, sf, nt = p["MH"] // p["PE"], p["MW"] // p["SIMD"], p.get("NT", 0)
     pab = p["PE"] * p["AB"]
     f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "res": pab, "acc": pab * (sf > 1)}
-    if nt and nf > 1:
+    if nt and nf > 1 and not p.get("BS", 0):  # (a binary search reads its stage ROMs unregistered)
         f["thr"] = threshold_columns(p, nf)
     if nf > 1 and sf == 1:
         f["ibuf"] = p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
@@ -390,7 +390,8 @@ def _mvtu_params(l) -> dict:
     acc = l.acc_bits if l.acc_bits is not None else min(32, _acc_bound(l))
     return {"MW": l.mw, "MH": l.mh, "PE": l.pe, "SIMD": l.simd, "IB": l.a_bits, "WB": wb,
             "WV": 1 if l.w_bipolar else wb, "AB": acc + 1, "NT": l.thresholds, "TB": acc + 1, "XNOR": int(xnor),
-            "USE_DSP": int(l.res_type == "dsp" and not xnor), "BS": int(l.thresholds >= BS_MIN_STEPS)}
+            "USE_DSP": int(l.res_type == "dsp" and not xnor), "BS": int(l.thresholds >= BS_MIN_STEPS),
+            "TSHARE": TSHARE_STEPS if l.thresholds > 1 else TSHARE_SIGN}
 
 
 def _acc_bound(l) -> int:
@@ -405,7 +406,10 @@ def _swg_params(l) -> dict:
 def _threshold_params(l) -> dict:
     signed = bool(getattr(l, "a_signed", False))
     return {"C": l.channels, "PE": l.pe, "NPIX": l.pixels, "IB": l.a_bits, "I_SIGNED": int(signed), "NT": l.steps,
-            "TB": l.a_bits + (0 if signed else 1), "BS": int(l.steps >= BS_MIN_STEPS)}
+            "TB": l.a_bits + (0 if signed else 1), "BS": int(l.steps >= BS_MIN_STEPS),
+            # a standalone MultiThreshold requantizes a per-tensor scaled sum (residual add, global pool): the
+            # same thresholds in every channel, no varying ROM column (TCOLS 0 in every design of the bench)
+            "TSHARE": 0.0}
 
 
 def _pool_params(l) -> tuple[str, dict]:

@@ -28,7 +28,13 @@ def threshold_columns(p: dict, words: int) -> float:
     if "TCOLS" in p:
         return float(p["TCOLS"])
     cap = 2.0 ** min(words, 60) - 2
-    return min(varying_bits(p["PE"] * p.get("NT", 0) * p.get("TB", 1), words), cap)
+    return min(varying_bits(p["PE"] * p.get("NT", 0) * p.get("TB", 1), words) * p.get("TSHARE", 1.0), cap)
+
+
+#: distinct varying threshold-ROM columns per threshold bit in the digits and CNV designs (TCOLS / (PE*NT*AB) of
+#: the matrix units with row folds, bench/results/yosys_layers.json): 0.5-0.6 with several steps, 0.1-0.25 for
+#: one (sign activations: small thresholds, equal high bits); the folding search's estimate uses them
+TSHARE_STEPS, TSHARE_SIGN = 0.6, 0.2
 
 
 def search_stages(nt: int) -> int:
@@ -38,17 +44,12 @@ def search_stages(nt: int) -> int:
 
 def search_compare(pe: int, nt: int, tb: int, width: int, nf: int) -> dict[str, float]:
     """Features of the binary search (BS = 1) over NT thresholds of TB bits per PE, comparing a ``width``-bit value:
-    N = clog2(NT + 1) comparators in a row (a carry chain each: ``bs_cmp``); stage i selects its threshold among
-    2^i by the i result bits so far. Constant thresholds (NF == 1): that selection is a LUT-ROM of i inputs, one
-    LUT6 per bit and 64 candidates (``bs_rom``); thresholds read from the ROM word per row fold (NF > 1): a 2^i-way
-    multiplexer of the registered word per bit (``bs_mux``)."""
+    N = clog2(NT + 1) comparators in a row (a carry chain each: ``bs_cmp``); stage i reads its threshold from a ROM
+    of NF * 2^i words (the row fold and the i result bits so far; one constant when NF == 1 and i == 0), a LUT-ROM
+    of one LUT6 per bit and 64 words (``bs_rom``)."""
     n = search_stages(nt)
-    f = {"bs_cmp": pe * n * width}
-    if nf == 1:
-        f["bs_rom"] = pe * tb * sum(math.ceil(2 ** i / 64) for i in range(1, n))
-    else:
-        f["bs_mux"] = pe * tb * (2 ** n - 2)
-    return f
+    words = sum(math.ceil(nf * 2 ** i / 64) for i in range(0 if nf > 1 else 1, n))
+    return {"bs_cmp": pe * n * width, "bs_rom": pe * tb * words}
 
 
 def const_compare(pe: int, nt: int, width: int, live: int) -> dict[str, float]:
@@ -75,7 +76,7 @@ def activation_features(p: dict, width: int, nf: int) -> dict[str, float]:
         f.update(const_compare(pe, nt, max(width, tb), p.get("TLIVE", pe)))
     else:
         f["cmp"] = pe * nt * tb
-    if nf > 1:  # the threshold ROM in LUTs: one LUT6 per varying column and 64 words
+    if nf > 1 and not p.get("BS", 0):  # the threshold ROM in LUTs: one LUT6 per varying column and 64 words
         f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
     return f
 
@@ -91,4 +92,5 @@ def threshold_lut(p: dict) -> dict[str, float]:
 
 def threshold_ff(p: dict) -> dict[str, float]:
     nf = p["C"] // p["PE"]
-    return {"const": 1.0, "ctr": float(_clog2(nf)), "thr": threshold_columns(p, nf) if nf > 1 else 0.0}
+    registered = nf > 1 and not p.get("BS", 0)  # (the search reads its stage ROMs unregistered)
+    return {"const": 1.0, "ctr": float(_clog2(nf)), "thr": threshold_columns(p, nf) if registered else 0.0}
