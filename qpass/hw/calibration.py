@@ -353,7 +353,20 @@ def fit_all(samples: list[tuple[str, dict, dict]], *, version: str, command: str
             entry[metric] = coef
             entry[f"{metric}_max_rel_err"] = round(err, 3)
         out["modules"][module] = entry
+    _share_activation_terms(out["modules"])
     return out
+
+
+#: LUT terms of the same hardware in several modules (``qp_activate``'s binary search): a module without samples
+#: of its own for them takes the coefficients fitted where there are
+SHARED_TERMS = ("bs_cmp", "bs_rom")
+
+
+def _share_activation_terms(modules: dict) -> None:
+    have = {k: e["lut"][k] for e in modules.values() for k in SHARED_TERMS if e["lut"].get(k)}
+    for e in modules.values():
+        for k, v in have.items():
+            e["lut"].setdefault(k, v)
 
 
 def calibration_note(calib=None) -> str:
