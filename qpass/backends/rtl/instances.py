@@ -114,6 +114,16 @@ def binary_search(thr: np.ndarray) -> bool:
     return t.shape[1] >= BS_MIN_STEPS and bool(np.all(np.diff(t, axis=1) >= 0))
 
 
+def threshold_mems(thr: np.ndarray, pe: int, tb: int, ident: str, search: bool) -> dict[str, str]:
+    """The threshold ROM image (word nf: PE x NT thresholds) and, for a binary search over row folds, its per-stage
+    ROMs (``search_images``)."""
+    nf = thr.shape[0] // pe
+    mems = {f"{ident}_t.mem": hex_words(thr.reshape(nf, pe * thr.shape[1]), tb)}
+    if search and nf > 1:
+        mems.update(search_images(thr, pe, tb, f"{ident}_t.mem"))
+    return mems
+
+
 def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, ident: str) -> None:
     """The fused thresholds of a matrix layer (clipped to the accumulator's range) as parameters and a ROM image
     (word nf: PE x NT thresholds)."""
@@ -123,12 +133,9 @@ def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, iden
         thr = np.clip(np.asarray(p["thresholds"], np.int64), acc.lo(), acc.hi() + 1)
         lo, hi = (acc.lo(), acc.hi() + 1) if _runtime(l) else (int(thr.min()), int(thr.max()))
         nt, tb = thr.shape[1], signed_width(lo, hi)  # runtime: any thresholds the host may write fit
-        inst.mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
-        inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
-        if not _runtime(l) and binary_search(thr):  # (a host may write any thresholds: no search over them)
-            inst.params.append(("BS", 1))
-            if nf > 1:
-                inst.mems.update(search_images(thr, pe, tb, f"{ident}_t.mem"))
+        bs = not _runtime(l) and binary_search(thr)  # (a host may write any thresholds: no search over them)
+        inst.mems.update(threshold_mems(thr, pe, tb, ident, bs))
+        inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))] + [("BS", 1)] * bs
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", f'"{ident}_t.mem"')]
 
 
@@ -164,16 +171,13 @@ def threshold(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     p, L = l.params, l.layer
     (ti,), to = _types(dg, l)
     thr = np.clip(np.asarray(p["thresholds"], np.int64), ti.lo(), ti.hi() + 1)
-    nf, nt = L.channels // L.pe, thr.shape[1]
+    nt = thr.shape[1]
     tb = signed_width(int(thr.min()), int(thr.max()))
     bs = binary_search(thr)
-    mems = {f"{ident}_t.mem": hex_words(thr.reshape(nf, L.pe * nt), tb)}
-    if bs and nf > 1:
-        mems.update(search_images(thr, L.pe, tb, f"{ident}_t.mem"))
     return Instance("qp_threshold", [
         ("C", L.channels), ("PE", L.pe), ("NPIX", L.pixels), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
         ("OB", to.bits), ("NT", nt), ("TB", tb), ("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"])),
-        ("TFILE", f'"{ident}_t.mem"')] + ([("BS", 1)] if bs else []), mems=mems)
+        ("TFILE", f'"{ident}_t.mem"')] + [("BS", 1)] * bs, mems=threshold_mems(thr, L.pe, tb, ident, bs))
 
 
 def add(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
