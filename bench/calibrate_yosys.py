@@ -22,7 +22,7 @@ import numpy as np
 
 from qpass.backends.rtl.exporter import HDL, LIBRARY
 from qpass.backends.rtl.instances import Instance
-from qpass.backends.rtl.memfiles import hex_words
+from qpass.backends.rtl.memfiles import hex_words, search_images
 from qpass.errors import QpassError
 from qpass.backends.rtl.synth import SynthCache, synth_instance, yosys_command
 from qpass.hw import calibration as cal
@@ -60,7 +60,9 @@ def mvtu_point(p: dict, rng):
         t = _thresholds(rng, mh, nt, tb)
         inst.mems["t.mem"] = hex_words(t.reshape(nf, pe * nt), tb)
         inst.params += [("OUT_SCALE", 1), ("OUT_BIAS", 0)]
-    inst.params += [("NT", nt), ("TB", tb), ("TFILE", '"t.mem"')]
+    inst.params += [("NT", nt), ("TB", tb), ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else [])
+    if nt and p.get("BS") and nf > 1:
+        inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [simd * ib], pe * ob
 
 
@@ -79,7 +81,10 @@ def threshold_point(p: dict, rng):
     t = _thresholds(rng, c, nt, tb)
     inst = Instance("qp_threshold", [("C", c), ("PE", pe), ("NPIX", 64), ("IB", ib), ("I_SIGNED", 1), ("OB", ob),
                                      ("NT", nt), ("TB", tb), ("OUT_SCALE", 1), ("OUT_BIAS", 0),
-                                     ("TFILE", '"t.mem"')], mems={"t.mem": hex_words(t.reshape(c // pe, pe * nt), tb)})
+                                     ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else []),
+                    mems={"t.mem": hex_words(t.reshape(c // pe, pe * nt), tb)})
+    if p.get("BS") and c > pe:
+        inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [pe * ib], pe * ob
 
 
@@ -115,13 +120,18 @@ def grid(kind: str) -> list[dict]:
                                        (8, 8, 0, 1, (0,)), (2, 4, 0, 0, (3,))]:
             for mw, mh, pe, simd in [(64, 16, 1, 8), (32, 8, 2, 8), (16, 4, 4, 16)]:
                 g += [dict(MW=mw, MH=mh, PE=pe, SIMD=simd, WB=wb, IB=ib, NT=nt, XNOR=xnor, DSP=dsp) for nt in nts]
-        return g + [dict(MW=64, MH=16, PE=4, SIMD=16, WB=2, IB=2, NT=0, XNOR=0, DSP=0)]
+        g.append(dict(MW=64, MH=16, PE=4, SIMD=16, WB=2, IB=2, NT=0, XNOR=0, DSP=0))
+        # binary-search thresholds (BS): constant (NF == 1) and read per row fold (NF > 1)
+        return g + [dict(MW=16, MH=4, PE=4, SIMD=16, WB=8, IB=8, NT=255, XNOR=0, DSP=1, BS=1),
+                    dict(MW=16, MH=8, PE=1, SIMD=16, WB=8, IB=8, NT=255, XNOR=0, DSP=1, BS=1),
+                    dict(MW=32, MH=4, PE=2, SIMD=32, WB=4, IB=4, NT=63, XNOR=0, DSP=0, BS=1)]
     rows = {
         "swg": ("C SIMD IW EB", [(1, 1, 8, 2), (1, 1, 16, 8), (16, 16, 8, 2), (16, 16, 8, 4), (16, 4, 8, 8),
                                  (16, 1, 8, 8), (16, 16, 16, 2), (64, 16, 8, 4), (64, 64, 8, 2), (16, 1, 16, 4)]),
-        "threshold": ("C PE IB NT", [(16, 1, 4, 1), (16, 2, 4, 3), (16, 2, 8, 15), (64, 8, 4, 3), (16, 1, 8, 15),
-                                     (4, 1, 8, 255), (64, 2, 8, 15), (16, 16, 4, 3), (16, 16, 6, 15),
-                                     (8, 1, 10, 63)]),
+        "threshold": ("C PE IB NT BS", [(16, 1, 4, 1, 0), (16, 2, 4, 3, 0), (16, 2, 8, 15, 0), (64, 8, 4, 3, 0),
+                                        (16, 1, 8, 15, 0), (4, 1, 8, 255, 0), (64, 2, 8, 15, 0), (16, 16, 4, 3, 0),
+                                        (16, 16, 6, 15, 0), (8, 1, 10, 63, 0), (1, 1, 19, 255, 1), (16, 2, 17, 255, 1),
+                                        (4, 4, 12, 255, 1), (64, 1, 10, 63, 1), (16, 1, 12, 31, 1)]),
         "maxpool": ("C PE IW EB", [(16, 1, 8, 2), (16, 4, 8, 4), (32, 8, 8, 2), (64, 4, 16, 8), (16, 16, 8, 8),
                                    (32, 1, 8, 8)]),
         "add": ("PE AB KA KB", [(1, 2, 1, 1), (2, 4, 1, 4), (1, 8, 5, 18), (1, 8, 313, 574), (8, 4, 1, 1),
@@ -146,7 +156,7 @@ def run_grid(kinds, cache: SynthCache, max_points: int | None) -> None:
             for i, p in enumerate(pts):
                 rng = np.random.default_rng(i)
                 inst, ins, out = POINTS[kind](p, rng)
-                for m in rtl.glob("*.mem"):
+                for m in rtl.glob("*.mem*"):
                     m.unlink()
                 for name, text in inst.mems.items():
                     (rtl / name).write_text(text)

@@ -17,6 +17,8 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   M = FINN-R's multiplier, (2*ceil((IB+W)/6) - 1)*(IB+W); W = 1 for +-1 weights)
                   | lanes*c_pop (XNOR-popcount) | lanes*c_dsp_add*AB (products on DSPs)
                   + c_cmp*PE*NT*TB (comparators) + c_trom*MH*NT*TB/8 (their ROM, NF > 1)
+                  | NT >= BS_MIN_STEPS (binary search, ``qpass.hw.threshold_costs.search_compare``):
+                  c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(NF*2^i/64)), N = clog2(NT+1) stages
                   + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
             FF  = c0 + c_ctr*log2(NF*SF) + (c_acc | c_acc_thr)*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
@@ -27,7 +29,7 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for W <= 6 (each count bit one LUT6 of the input bits),
                   else c_cmp_const*PE*NT*W (a carry chain per comparison; also qp_mvtu with NF == 1, W = AB)
   qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
-  qp_add        LUT = c0 + c_add*PE*OB*(set bits of KA and KB - 1)
+  qp_add        LUT = c0 + c_add*PE*sum(OB - shift of each set bit of KA, KB but the widest) | c_add_lut*PE*OB
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
 ("_const" variants of a term: the same term where the operand is a constant, NF*SF == 1 or NF == 1.)
 
@@ -47,6 +49,8 @@ from qpass.errors import QpassError
 from qpass.hw.cost_models import acc_bits_bound
 from qpass.hw.layers import Resources
 from qpass.hw.memory_costs import BRAM18_ASPECTS, bram18_for
+from qpass.hw.threshold_costs import BS_MIN_STEPS, TSHARE_SIGN, TSHARE_STEPS, activation_features, \
+    const_compare, threshold_columns, threshold_ff, threshold_lut, varying_bits  # noqa: F401 (const_compare)
 
 DATA = Path(__file__).with_name("calibration_yosys.json")
 METRICS = ("lut", "ff")
@@ -101,27 +105,11 @@ def distinct_columns(mem_text: str) -> int:
     return sum(1 for c in cols if 0 < sum(c) < len(c))
 
 
-def varying_bits(width: float, words: int) -> float:
-    """Expected bit columns of a words x width ROM of random bits that are not constant: width * (1 - 2^(1-words))."""
-    return width * (1.0 - 2.0 ** (1 - words)) if words > 1 else 0.0
-
-
 # ------------------------------------------------------------------------------------------- features per module
 
 def _pcw(simd: int) -> int:
     """Bits of one PE's popcount (the adder width of the XNOR chain)."""
     return max(1, math.ceil(math.log2(simd + 1)))
-
-
-def threshold_columns(p: dict, words: int) -> float:
-    """Distinct varying bit columns of a threshold ROM of ``words`` words of PE*NT*TB bits: TCOLS, counted from the
-    emitted image (``qpass.backends.rtl.synth.instance_params``), else the random-bits expectation capped at the
-    2^words - 2 distinct non-constant columns. Yosys keeps one flip-flop and one LUT-ROM column per distinct
-    varying column (a constant column is a constant, equal columns are merged)."""
-    if "TCOLS" in p:
-        return float(p["TCOLS"])
-    cap = 2.0 ** min(words, 60) - 2
-    return min(varying_bits(p["PE"] * p.get("NT", 0) * p.get("TB", 1), words), cap)
 
 
 def _mvtu(p: dict) -> dict[str, float]:
@@ -145,13 +133,8 @@ def _mvtu(p: dict) -> dict[str, float]:
     else:
         f["mult_const" if const_w else "mult"] = lanes * finn_mult(ib, wb)
         f["add"] = lanes * ab
-    if nt:
-        if nf == 1:  # constant thresholds against the AB-bit result register
-            f.update(const_compare(pe, nt, max(ab, tb), pe))
-        else:
-            f["cmp"] = pe * nt * tb
-        if nf > 1:  # the threshold ROM in LUTs: one LUT6 per varying column and 64 words
-            f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
+    if nt:  # constant thresholds (NF == 1) compared with the AB-bit result register, or a ROM word per row fold
+        f.update(activation_features(p, ab, nf))
     tiles = nf * sf
     if tiles >= 2:  # the weight ROM's output multiplexer over its block-RAM banks in depth
         cols = weight_columns(p, tiles)
@@ -170,7 +153,7 @@ def _mvtu_ff(p: dict) -> dict[str, float]:
     nf, sf, nt = p["MH"] // p["PE"], p["MW"] // p["SIMD"], p.get("NT", 0)
     pab = p["PE"] * p["AB"]
     f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "res": pab, "acc": pab * (sf > 1)}
-    if nt and nf > 1:
+    if nt and nf > 1 and not p.get("BS", 0):  # (a binary search reads its stage ROMs unregistered)
         f["thr"] = threshold_columns(p, nf)
     if nf > 1 and sf == 1:
         f["ibuf"] = p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
@@ -237,34 +220,6 @@ def _swg_ff(p: dict) -> dict[str, float]:
     return {"const": 1.0, "ctr": float(_clog2(depth))}
 
 
-def const_compare(pe: int, nt: int, width: int, live: int) -> dict[str, float]:
-    """Features of PE x NT comparisons of a ``width``-bit signed value with constant thresholds (a one-word
-    threshold ROM) and the count of those passed. Yosys (synth_xilinx) meets the comparisons at ``alumacc``, while
-    the ROM is still a memory: a comparison wider than 6 bits becomes a CARRY4 chain (with its LUTs) for every
-    threshold, trivial or not; up to 6 bits it stays logic that ABC maps, once the ROM is constant, to one LUT6 per
-    output count bit of each PE with a non-trivial threshold (``live``). Measured on a 16-PE qp_threshold with
-    thresholds 4, 10, 16: 6-bit signed input 32 LUT, 6-bit unsigned (7-bit comparison) 176 LUT + 48 CARRY4."""
-    if width <= 6:
-        return {"cmp_lut": live * math.ceil(math.log2(nt + 1))}
-    return {"cmp_const": pe * nt * width}
-
-
-def _threshold(p: dict) -> dict[str, float]:
-    pe, nt, tb, nf = p["PE"], p["NT"], p["TB"], p["C"] // p["PE"]
-    f = {"const": 1.0, "ctr": float(_clog2(nf))}
-    if nf == 1:  # constant thresholds: the comparison is as wide as the input (one more bit when unsigned)
-        f.update(const_compare(pe, nt, max(p["IB"] + (0 if p.get("I_SIGNED", 0) else 1), tb), p.get("TLIVE", pe)))
-    else:
-        f["cmp"] = pe * nt * tb  # the threshold ROM in LUTs: its varying columns, one LUT6 per 64 words
-        f["trom"] = threshold_columns(p, nf) * math.ceil(nf / 64)
-    return f
-
-
-def _threshold_ff(p: dict) -> dict[str, float]:
-    nf = p["C"] // p["PE"]
-    return {"const": 1.0, "ctr": float(_clog2(nf)), "thr": threshold_columns(p, nf) if nf > 1 else 0.0}
-
-
 def _maxpool(p: dict) -> dict[str, float]:
     pe, eb, cf = p["PE"], p["EB"], p["C"] // p["PE"]
     depth = (p["IW"] // p["KW"]) * cf
@@ -276,9 +231,15 @@ def _maxpool_ff(p: dict) -> dict[str, float]:
 
 
 def _add(p: dict) -> dict[str, float]:
+    """y = KA*a + KB*b as shift-and-add: each set bit of KA and KB a term (a << s), all but the widest added at
+    the OB - s bits from its shift up. Inputs of at most 6 bits together (AB_ + BB, when known): each output bit
+    is one LUT6 of them."""
     pe, ob = p["PE"], p["OB"]
-    terms = sum(bin(abs(int(k))).count("1") for k in (p.get("KA", 1), p.get("KB", 1)))
-    return {"const": 1.0, "add": pe * ob * max(1, terms - 1)}
+    if p.get("AB_", 8) + p.get("BB", 8) <= 6:
+        return {"const": 1.0, "add_lut": pe * ob}
+    widths = sorted(max(0, ob - s) for k in (p.get("KA", 1), p.get("KB", 1))
+                    for s in range(abs(int(k)).bit_length()) if abs(int(k)) >> s & 1)
+    return {"const": 1.0, "add": pe * sum(widths[:-1])}
 
 
 def _global_sum(p: dict) -> dict[str, float]:
@@ -309,7 +270,7 @@ class ModuleModel:
 MODELS = MappingProxyType({
     "qp_mvtu": ModuleModel(_mvtu, _mvtu_ff, _mvtu_bram, _mvtu_dsp),
     "qp_swg": ModuleModel(_swg, _swg_ff),
-    "qp_threshold": ModuleModel(_threshold, _threshold_ff),
+    "qp_threshold": ModuleModel(threshold_lut, threshold_ff),
     "qp_maxpool": ModuleModel(_maxpool, _maxpool_ff),
     "qp_add": ModuleModel(_add, lambda p: {"const": 1.0}),
     "qp_global_sum": ModuleModel(_global_sum, _global_sum_ff),
@@ -392,7 +353,21 @@ def fit_all(samples: list[tuple[str, dict, dict]], *, version: str, command: str
             entry[metric] = coef
             entry[f"{metric}_max_rel_err"] = round(err, 3)
         out["modules"][module] = entry
+    _share_activation_terms(out["modules"])
     return out
+
+
+#: LUT terms of the same hardware in the modules that instantiate ``qp_activate`` (its binary search): a module
+#: without samples of its own for them takes the coefficients fitted where there are
+SHARED_TERMS, ACTIVATING = ("bs_cmp", "bs_rom"), ("qp_mvtu", "qp_threshold")
+
+
+def _share_activation_terms(modules: dict) -> None:
+    mine = [modules[m] for m in ACTIVATING if m in modules]
+    have = {k: e["lut"][k] for e in mine for k in SHARED_TERMS if e["lut"].get(k)}
+    for e in mine:
+        for k, v in have.items():
+            e["lut"].setdefault(k, v)
 
 
 def calibration_note(calib=None) -> str:
@@ -429,7 +404,8 @@ def _mvtu_params(l) -> dict:
     acc = l.acc_bits if l.acc_bits is not None else min(32, _acc_bound(l))
     return {"MW": l.mw, "MH": l.mh, "PE": l.pe, "SIMD": l.simd, "IB": l.a_bits, "WB": wb,
             "WV": 1 if l.w_bipolar else wb, "AB": acc + 1, "NT": l.thresholds, "TB": acc + 1, "XNOR": int(xnor),
-            "USE_DSP": int(l.res_type == "dsp" and not xnor)}
+            "USE_DSP": int(l.res_type == "dsp" and not xnor), "BS": int(l.thresholds >= BS_MIN_STEPS),
+            "TSHARE": TSHARE_STEPS if l.thresholds > 1 else TSHARE_SIGN}
 
 
 def _acc_bound(l) -> int:
@@ -444,7 +420,10 @@ def _swg_params(l) -> dict:
 def _threshold_params(l) -> dict:
     signed = bool(getattr(l, "a_signed", False))
     return {"C": l.channels, "PE": l.pe, "NPIX": l.pixels, "IB": l.a_bits, "I_SIGNED": int(signed), "NT": l.steps,
-            "TB": l.a_bits + (0 if signed else 1)}
+            "TB": l.a_bits + (0 if signed else 1), "BS": int(l.steps >= BS_MIN_STEPS),
+            # a standalone MultiThreshold requantizes a per-tensor scaled sum (residual add, global pool): the
+            # same thresholds in every channel, no varying ROM column (TCOLS 0 in every design of the bench)
+            "TSHARE": 0.0}
 
 
 def _pool_params(l) -> tuple[str, dict]:
@@ -462,7 +441,8 @@ LAYER_MODULES = MappingProxyType({
     "SlidingWindow": lambda l: ("qp_swg", _swg_params(l)),
     "Thresholding": lambda l: ("qp_threshold", _threshold_params(l)),
     "Pool": _pool_params,
-    "AddStreams": lambda l: ("qp_add", {"PE": l.pe, "OB": l.out_bits or l.a_bits + 1, "KA": l.ka, "KB": l.kb}),
+    "AddStreams": lambda l: ("qp_add", {"PE": l.pe, "OB": l.out_bits or l.a_bits + 1, "KA": l.ka, "KB": l.kb,
+                                        "AB_": l.a_bits, "BB": l.a_bits}),
 })
 
 

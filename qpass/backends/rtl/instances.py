@@ -11,7 +11,8 @@ import numpy as np
 from qpass.errors import QpassError
 from qpass.hw.dataflow_graph import DataflowGraph, HwLayer
 from qpass.hw.inttype import IntType
-from .memfiles import hex_words, signed_width
+from qpass.hw.threshold_costs import BS_MIN_STEPS
+from .memfiles import hex_words, search_images, signed_width
 
 
 @dataclass
@@ -105,6 +106,24 @@ def window_max(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
         ("AB", ti.bits + 1), ("OB", to.bits), ("MAXMODE", 1)], mem_ports=True)
 
 
+def binary_search(thr: np.ndarray) -> bool:
+    """Whether a (channels, steps) threshold table is emitted as a binary search (``qp_activate`` BS = 1: the count
+    of thresholds <= v found in clog2(steps + 1) comparisons, exact for non-decreasing rows; at least BS_MIN_STEPS
+    steps)."""
+    t = np.asarray(thr)
+    return t.shape[1] >= BS_MIN_STEPS and bool(np.all(np.diff(t, axis=1) >= 0))
+
+
+def threshold_mems(thr: np.ndarray, pe: int, tb: int, ident: str, search: bool) -> dict[str, str]:
+    """The threshold ROM image (word nf: PE x NT thresholds) and, for a binary search over row folds, its per-stage
+    ROMs (``search_images``)."""
+    nf = thr.shape[0] // pe
+    mems = {f"{ident}_t.mem": hex_words(thr.reshape(nf, pe * thr.shape[1]), tb)}
+    if search and nf > 1:
+        mems.update(search_images(thr, pe, tb, f"{ident}_t.mem"))
+    return mems
+
+
 def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, ident: str) -> None:
     """The fused thresholds of a matrix layer (clipped to the accumulator's range) as parameters and a ROM image
     (word nf: PE x NT thresholds)."""
@@ -114,8 +133,9 @@ def _activation(inst: Instance, l: HwLayer, acc: IntType, nf: int, pe: int, iden
         thr = np.clip(np.asarray(p["thresholds"], np.int64), acc.lo(), acc.hi() + 1)
         lo, hi = (acc.lo(), acc.hi() + 1) if _runtime(l) else (int(thr.min()), int(thr.max()))
         nt, tb = thr.shape[1], signed_width(lo, hi)  # runtime: any thresholds the host may write fit
-        inst.mems[f"{ident}_t.mem"] = hex_words(thr.reshape(nf, pe * nt), tb)
-        inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))]
+        bs = not _runtime(l) and binary_search(thr)  # (a host may write any thresholds: no search over them)
+        inst.mems.update(threshold_mems(thr, pe, tb, ident, bs))
+        inst.params += [("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"]))] + [("BS", 1)] * bs
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", f'"{ident}_t.mem"')]
 
 
@@ -151,12 +171,13 @@ def threshold(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:
     p, L = l.params, l.layer
     (ti,), to = _types(dg, l)
     thr = np.clip(np.asarray(p["thresholds"], np.int64), ti.lo(), ti.hi() + 1)
-    nf, nt = L.channels // L.pe, thr.shape[1]
+    nt = thr.shape[1]
     tb = signed_width(int(thr.min()), int(thr.max()))
+    bs = binary_search(thr)
     return Instance("qp_threshold", [
         ("C", L.channels), ("PE", L.pe), ("NPIX", L.pixels), ("IB", ti.bits), ("I_SIGNED", int(ti.signed)),
         ("OB", to.bits), ("NT", nt), ("TB", tb), ("OUT_SCALE", int(p["out_scale"])), ("OUT_BIAS", int(p["out_bias"])),
-        ("TFILE", f'"{ident}_t.mem"')], mems={f"{ident}_t.mem": hex_words(thr.reshape(nf, L.pe * nt), tb)})
+        ("TFILE", f'"{ident}_t.mem"')] + [("BS", 1)] * bs, mems=threshold_mems(thr, L.pe, tb, ident, bs))
 
 
 def add(dg: DataflowGraph, l: HwLayer, ident: str) -> Instance:

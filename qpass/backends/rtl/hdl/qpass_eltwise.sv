@@ -3,20 +3,64 @@
 // NF = C / PE.
 
 // the threshold activation of PE lanes: y = OUT_BIAS + OUT_SCALE * #{t : v >= T[t]} (v signed, VB bits per lane;
-// lane p's NT thresholds at bits [(p*NT + t)*TB +: TB] of thr)
+// lane p's NT thresholds at bits [(p*NT + t)*TB +: TB] of thr). BS = 0: NT comparators and their count. BS = 1
+// (large threshold sets, each lane's thresholds non-decreasing, as FINN's thresholding unit): a binary search,
+// N = clog2(NT + 1) comparators one after the other, stage i comparing with the threshold its i result bits so far
+// select (a 2^i-way multiplexer); the table padded with T[NT-1] to 2^N - 1 entries and the count clipped to NT.
+// With NF > 1 row folds the candidates come from a ROM per stage instead (FINN's layout): file {TFILE, "<i>"} holds
+// word nf*2^i + j = the PE thresholds stage i compares with after result bits j in row fold nf, read asynchronously
+// at the row fold nfq of v (thr is then unused).
 module qp_activate #(
   parameter int PE = 1, parameter int VB = 8, parameter int NT = 1, parameter int TB = 8, parameter int OB = 4,
-  parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0
+  parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int BS = 0, parameter int NF = 1,
+  parameter TFILE = "t.mem"
 ) (
-  input logic [PE*VB-1:0] v, input logic [PE*NT*TB-1:0] thr, output logic [PE*OB-1:0] y
+  input logic [PE*VB-1:0] v, input logic [PE*NT*TB-1:0] thr, input logic [31:0] nfq, output logic [PE*OB-1:0] y
 );
   localparam int NTW = $clog2(NT + 1) + 1;
+  localparam int N = $clog2(NT + 1);
   for (genvar p = 0; p < PE; p++) begin : g_pe
     logic [NTW-1:0] cnt;
-    always_comb begin
-      cnt = '0;
-      for (int t = 0; t < NT; t++)
-        cnt = cnt + (($signed(v[p*VB +: VB]) >= $signed(thr[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
+    if (BS) begin : g_bs
+      logic [N-1:0] pre [0:N];
+      assign pre[0] = '0;
+      for (genvar i = 0; i < N; i++) begin : g_st
+        localparam int B = N - 1 - i;
+        // the candidates of stage i: count k = (j << (B + 1)) + (1 << B) tested as v >= T[k - 1]
+        logic [(1 << i)*TB-1:0] cand;
+        for (genvar j = 0; j < (1 << i); j++) begin : g_c
+          localparam int K = (j << (B + 1)) + (1 << B);
+          localparam int IDX = (K - 1 < NT) ? K - 1 : NT - 1;
+          assign cand[j*TB +: TB] = thr[(p*NT + IDX)*TB +: TB];
+        end
+        logic [TB-1:0] t;
+        if (NF > 1) begin : g_rom
+          logic [PE*TB-1:0] srom [0:NF*(1 << i)-1];
+          initial $readmemh({TFILE, 8'(48 + i)}, srom);
+          wire [31:0] a = (i == 0) ? nfq : (nfq << i) | 32'(pre[i][N-1 -: ((i == 0) ? 1 : i)]);
+          wire [PE*TB-1:0] word = srom[a];
+          assign t = word[p*TB +: TB];
+        end else if (i == 0) begin : g_one
+          assign t = cand;
+        end else begin : g_sel
+          // a select per candidate (not a part-select at sel*TB: Yosys would build a barrel shifter for it)
+          wire [i-1:0] sel = pre[i][N-1 -: i];
+          always_comb begin
+            t = '0;
+            for (int j = 0; j < (1 << i); j++)
+              if (sel == i'(j)) t = cand[j*TB +: TB];
+          end
+        end
+        wire ge = $signed(v[p*VB +: VB]) >= $signed(t);
+        assign pre[i + 1] = pre[i] | (ge ? (N'(1) << B) : N'(0));
+      end
+      assign cnt = (pre[N] > N'(NT)) ? NTW'(NT) : NTW'(pre[N]);
+    end else begin : g_par
+      always_comb begin
+        cnt = '0;
+        for (int t = 0; t < NT; t++)
+          cnt = cnt + (($signed(v[p*VB +: VB]) >= $signed(thr[(p*NT + t)*TB +: TB])) ? NTW'(1) : NTW'(0));
+      end
     end
     wire signed [31:0] yv = OUT_BIAS + OUT_SCALE * $signed({1'b0, cnt});
     assign y[p*OB +: OB] = yv[OB-1:0];
@@ -28,7 +72,7 @@ endmodule
 module qp_threshold #(
   parameter int C = 1, parameter int PE = 1, parameter int NPIX = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
   parameter int OB = 4, parameter int NT = 1, parameter int TB = 8, parameter int OUT_SCALE = 1,
-  parameter int OUT_BIAS = 0, parameter TFILE = "t.mem"
+  parameter int OUT_BIAS = 0, parameter TFILE = "t.mem", parameter int BS = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
@@ -44,13 +88,14 @@ module qp_threshold #(
   logic [PE*NT*TB-1:0] trom [0:NF-1];
   logic [PE*NT*TB-1:0] tq;
   initial $readmemh(TFILE, trom);
-  always_ff @(posedge clk) if (rst || en) tq <= trom[rst ? '0 : nf_next];
+  logic [NFW-1:0] nfq;
+  always_ff @(posedge clk) if (rst || en) begin tq <= trom[rst ? '0 : nf_next]; nfq <= rst ? '0 : nf_next; end
   logic [PE*(IB+1)-1:0] xs;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     assign xs[p*(IB+1) +: IB+1] = I_SIGNED ? {in_data[p*IB + IB - 1], in_data[p*IB +: IB]} : {1'b0, in_data[p*IB +: IB]};
   end
-  qp_activate #(.PE(PE), .VB(IB + 1), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
-    u_act (.v(xs), .thr(tq), .y(out_data));
+  qp_activate #(.PE(PE), .VB(IB + 1), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
+                .BS(BS), .NF(NF), .TFILE(TFILE)) u_act (.v(xs), .thr(tq), .nfq(32'(nfq)), .y(out_data));
 endmodule
 
 // residual join: y = KA * a + KB * b element by element (both streams in the same order)

@@ -42,7 +42,7 @@ module qp_mvtu #(
   parameter int IB = 8, parameter int I_SIGNED = 0, parameter int WB = 8, parameter int W_SIGNED = 1,
   parameter int AB = 16, parameter int OB = 8, parameter int NT = 0, parameter int TB = 8,
   parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int XNOR = 0, parameter int USE_DSP = 0,
-  parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
+  parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0, parameter int BS = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [SIMD*IB-1:0] in_data, input logic in_valid, output logic in_ready,
@@ -109,6 +109,8 @@ module qp_mvtu #(
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
   qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
     .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
+  logic [NFW-1:0] nfq;  // the row fold of the word entering the output stage (binary-search ROMs' address)
+  always_ff @(posedge clk) if (en && wr) nfq <= nf;
 
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
@@ -143,8 +145,8 @@ module qp_mvtu #(
     end
   end
   if (NT > 0) begin : g_act
-    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
-      u_act (.v(res_all), .thr(tq), .y(out_data));
+    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
+                 .BS(BS), .NF(NF), .TFILE(TFILE)) u_act (.v(res_all), .thr(tq), .nfq(32'(nfq)), .y(out_data));
   end
 endmodule
 
@@ -323,7 +325,8 @@ module qp_vvau #(
   parameter int C = 1, parameter int PE = 1, parameter int K = 1, parameter int IB = 8, parameter int I_SIGNED = 0,
   parameter int WB = 8, parameter int W_SIGNED = 1, parameter int AB = 16, parameter int OB = 8,
   parameter int NT = 0, parameter int TB = 8, parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0,
-  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0
+  parameter int MAXMODE = 0, parameter WFILE = "w.mem", parameter TFILE = "t.mem", parameter int RUNTIME = 0,
+  parameter int BS = 0
 ) (
   input  logic clk, input logic rst,
   input  logic [PE*IB-1:0] in_data, input logic in_valid, output logic in_ready,
@@ -371,6 +374,8 @@ module qp_vvau #(
   logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
   qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
     .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
+  logic [NFW-1:0] nfq;  // the row fold of the word entering the output stage (binary-search ROMs' address)
+  always_ff @(posedge clk) if (en && wr) nfq <= nf;
   logic [PE*AB-1:0] res_all;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     logic signed [AB-1:0] acc_q, sum, res;
@@ -391,7 +396,7 @@ module qp_vvau #(
     end
   end
   if (NT > 0) begin : g_act
-    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS))
-      u_act (.v(res_all), .thr(tq), .y(out_data));
+    qp_activate #(.PE(PE), .VB(AB), .NT(NT), .TB(TB), .OB(OB), .OUT_SCALE(OUT_SCALE), .OUT_BIAS(OUT_BIAS),
+                 .BS(BS), .NF(NF), .TFILE(TFILE)) u_act (.v(res_all), .thr(tq), .nfq(32'(nfq)), .y(out_data));
   end
 endmodule
