@@ -1,0 +1,212 @@
+"""Compiled integer kernels (optional: needs ``numba``, the ``fast`` extra; importing this module without it raises
+ImportError and the callers keep the numpy path of ``ops_integer``): QLinearConv / QGemm / QLinearMatMul with the
+patch extraction, the exact accumulation and MLAS's requantisation fused in one call, no intermediate arrays.
+
+The numbers are those of the numpy path by construction: the products and every partial sum are exact integers of
+the accumulation type (float32 below 2^24, float64 below 2^53: the callers pass the type ``arith.exact_dtype``
+proved from the operand ranges), so summation order and fused multiply-adds cannot change them; the bias is added
+in float64 (exact below 2^53), and the requantisation is ``numerics.requantize_mlas`` written out per element:
+``v = f32(f32(acc) * mult)``, clamped to [qmin - zp, qmax - zp], rounded half to even, plus zp.
+tests/test_int15_jit.py compares both paths (``QPASS_NO_JIT=1``) on constructed worst cases.
+Compiled code is cached by numba next to this module (``__pycache__``).
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+from numba import njit
+
+F32 = np.float32
+
+
+def enabled() -> bool:
+    """Whether the fused kernels call this module (``QPASS_NO_JIT=1``: the numpy path), read at every call."""
+    return os.environ.get("QPASS_NO_JIT") != "1"
+
+
+@njit(nogil=True, cache=True)
+def _requant_store(acc, bias, mult, zy, bl, bh, out, stats):
+    """out[r, n] = requantised (acc[r, n] + bias[n]) for a block of accumulators (exact integers in acc's float
+    type); stats: [acc_min, acc_max, clipped] updated (float64 accumulators of exact integers)."""
+    rr, nn = acc.shape
+    for r in range(rr):
+        for n in range(nn):
+            t = np.float64(acc[r, n]) + np.float64(bias[n])  # exact: |t| < 2^53
+            ti = np.int64(t)
+            if ti < stats[0]:
+                stats[0] = ti
+            if ti > stats[1]:
+                stats[1] = ti
+            v = np.float32(t) * mult[n]
+            if v < bl:
+                v = bl
+                stats[2] += 1
+            elif v > bh:
+                v = bh
+                stats[2] += 1
+            out[r, n] = np.int64(np.rint(v)) + zy
+
+
+@njit(nogil=True, cache=True)
+def _float_store(acc, bias, mult, out, stats):
+    """out[r, n] = f32(f32(acc + bias) * mult) (a QGemm / MatMulIntegerToFloat with a float output)."""
+    rr, nn = acc.shape
+    for r in range(rr):
+        for n in range(nn):
+            t = np.float64(acc[r, n]) + np.float64(bias[n])
+            ti = np.int64(t)
+            if ti < stats[0]:
+                stats[0] = ti
+            if ti > stats[1]:
+                stats[1] = ti
+            out[r, n] = np.float32(t) * mult[n]
+
+
+@njit(nogil=True, cache=True)
+def _block_dot(a, b, acc):
+    """acc = a @ b by BLAS (numba's np.dot: scipy's sgemm / dgemm), exact: integers of proven range."""
+    np.dot(a, b, acc)
+
+
+@njit(nogil=True, cache=True)
+def _gemm_block(a, b, acc):
+    """acc = a @ b: BLAS from 4 rows on (its call costs more than a few rows' loop)."""
+    if a.shape[0] >= 4 and a.shape[1] > 0:
+        _block_dot(a, b, acc)
+    else:
+        _block_gemm(a, b, acc)
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def _block_gemm(a, b, acc):
+    """acc (R, N) = a (R, K) @ b (K, N), exact integers in a's float type (rows 4 at a time: each row of b read
+    once for four)."""
+    rr, kk = a.shape
+    nn = b.shape[1]
+    acc[:, :] = 0
+    for r0 in range(0, rr, 4):
+        r1 = min(rr, r0 + 4)
+        if r1 - r0 == 4:
+            for k in range(kk):
+                a0, a1, a2, a3 = a[r0, k], a[r0 + 1, k], a[r0 + 2, k], a[r0 + 3, k]
+                for n in range(nn):
+                    bv = b[k, n]
+                    acc[r0, n] += a0 * bv
+                    acc[r0 + 1, n] += a1 * bv
+                    acc[r0 + 2, n] += a2 * bv
+                    acc[r0 + 3, n] += a3 * bv
+        else:
+            for r in range(r0, r1):
+                for k in range(kk):
+                    av = a[r, k]
+                    if av != 0:
+                        for n in range(nn):
+                            acc[r, n] += av * b[k, n]
+
+
+@njit(nogil=True, cache=True)
+def gemm_q(a, za, b, bias, mult, zy, bl, bh, out, stats, fout):
+    """QGemm / QLinearMatMul: a (D, R, K) codes, b (D or 1, K, N) exact integers (zero point removed) of the
+    accumulation type, bias (N,) int64, mult (N,) float32; out (D, R, N) codes (``fout`` False) or float32
+    (``fout``: no requantisation). Rows in blocks of 64."""
+    dd, rr, kk = a.shape
+    nn = b.shape[2]
+    blk = 64
+    ab = np.empty((blk, kk), b.dtype)
+    acc = np.empty((blk, nn), b.dtype)
+    for d in range(dd):
+        bd = b[d if b.shape[0] > 1 else 0]
+        for r0 in range(0, rr, blk):
+            r1 = min(rr, r0 + blk)
+            m = r1 - r0
+            for r in range(m):
+                for k in range(kk):
+                    ab[r, k] = np.float64(a[d, r0 + r, k]) - za
+            _gemm_block(ab[:m], bd, acc[:m])
+            if fout:
+                _float_store(acc[:m], bias, mult, out[d, r0:r1], stats)
+            else:
+                _requant_store(acc[:m], bias, mult, zy, bl, bh, out[d, r0:r1], stats)
+
+
+@njit(nogil=True, cache=True)
+def _plane(x, s, c0, c1, zx, ph, pw, planes):
+    """planes[c - c0] = the padded image of channel c of sample s minus zx (0 in the padding)."""
+    hh, ww = x.shape[2], x.shape[3]
+    planes[:, :, :] = 0
+    for c in range(c0, c1):
+        for i in range(hh):
+            for j in range(ww):
+                planes[c - c0, i + ph, j + pw] = np.float64(x[s, c, i, j]) - zx
+
+
+@njit(nogil=True, cache=True)
+def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats):
+    """QLinearConv, 2-D: x (N, C, H, W) codes; w (G, M/G, C/G * kh * kw) exact weights (zero point removed) of
+    the accumulation type, columns ordered (c, i, j) like ONNX weights; bias (M,) int64; mult (M,) float32; ph / pw
+    the begin pads; out (N, M, oh * ow) codes. Per sample and group: the padded planes of x - zx, then per block
+    of output rows the patch matrix (C/G * kh * kw, rows * ow) copied from them, one GEMM, requantised into
+    ``out``."""
+    nb, cc, hh, ww = x.shape
+    gg, mg, kg = w.shape
+    cg = cc // gg
+    hp = max(hh + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(ww + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    planes = np.empty((cg, hp, wp), w.dtype)
+    rb = max(1, min(oh, max(16, 131072 // max(kg, 1)) // max(ow, 1)))  # output rows per block (~512 KiB)
+    patch = np.empty((kg, rb * ow), w.dtype)
+    acc = np.empty((mg, rb * ow), w.dtype)
+    for s in range(nb):
+        for g in range(gg):
+            _plane(x, s, g * cg, (g + 1) * cg, zx, ph, pw, planes)
+            for r0 in range(0, oh, rb):
+                r1 = min(oh, r0 + rb)
+                np_ = (r1 - r0) * ow
+                pv = patch if np_ == patch.shape[1] else np.empty((kg, np_), w.dtype)
+                av = acc if np_ == acc.shape[1] else np.empty((mg, np_), w.dtype)
+                k = 0
+                for c in range(cg):
+                    for i in range(kh):
+                        for j in range(kw):
+                            for r in range(r0, r1):
+                                src = planes[c, r * sh + i * dh]
+                                base = (r - r0) * ow
+                                for q in range(ow):
+                                    pv[k, base + q] = src[q * sw + j * dw]
+                            k += 1
+                _gemm_block(w[g], pv, av)
+                _requant_rows(av, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
+                              out[s, g * mg:(g + 1) * mg, r0 * ow:r1 * ow], stats)
+
+
+@njit(nogil=True, cache=True)
+def _requant_rows(acc, bias, mult, zy, bl, bh, out, stats):
+    """:func:`_requant_store` with the parameters per row (output channel) instead of per column."""
+    _requant_store(acc.T, bias, mult, zy, bl, bh, out.T, stats)
+
+
+@njit(nogil=True, cache=True, fastmath={"contract"})
+def depthwise_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats):
+    """QLinearConv with one input and one output channel per group: x (N, C, H, W) codes; w (C, kh * kw) exact
+    weights of the accumulation type; out (N, C, oh * ow) codes. Per sample and channel: the padded plane of
+    x - zx, then one multiply-add per tap over each output row."""
+    nb, cc, hh, ww = x.shape
+    hp = max(hh + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
+    wp = max(ww + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
+    plane = np.zeros((1, hp, wp), w.dtype)
+    acc = np.empty((1, oh * ow), w.dtype)
+    for s in range(nb):
+        for c in range(cc):
+            _plane(x, s, c, c + 1, zx, ph, pw, plane)
+            acc[:, :] = 0
+            for i in range(kh):
+                for j in range(kw):
+                    wv = w[c, i * kw + j]
+                    if wv != 0:
+                        for r in range(oh):
+                            row = plane[0, r * sh + i * dh]
+                            base = r * ow
+                            for q in range(ow):
+                                acc[0, base + q] += wv * row[q * sw + j * dw]
+            _requant_rows(acc, bias[c:c + 1], mult[c:c + 1], zy, bl, bh, out[s, c:c + 1], stats)

@@ -1,0 +1,100 @@
+"""The fused kernels' compiled path (``qpass.reference.int8_jit``, numba) where it applies: exact accumulation in
+float32 / float64 proven by a bound of every partial sum, no accumulator width model (``acc_bits`` None), 8- or
+16-bit output codes, 1-D or 2-D convolutions. Else (or with ``QPASS_NO_JIT=1``, or without numba) the callers
+run their numpy path; both give the same codes and the same statistics.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..numerics import F32, F64, int_range
+
+_F32_EXACT = 2 ** 24 - 1
+
+
+def jit():
+    """``qpass.reference.int8_jit`` when numba is installed and ``QPASS_NO_JIT`` is not 1, else None."""
+    if os.environ.get("QPASS_NO_JIT") == "1":
+        return None
+    try:
+        from .. import int8_jit
+    except ImportError:
+        return None
+    return int8_jit
+
+
+def acc_type(top: int | None, bias: np.ndarray | None):
+    """float32 when every partial sum (bounded by ``top``) is an exact float32 integer, float64 while the sums
+    plus the bias stay below 2^53, else None (the numpy path's int64)."""
+    if top is None:
+        return None
+    if top <= _F32_EXACT:
+        return F32
+    bmax = int(np.abs(bias).max()) if bias is not None and bias.size else 0
+    return F64 if top + bmax < 2 ** 53 else None
+
+
+def usable(ex, q) -> bool:
+    """The compiled path applies to this call: exact accumulators, output codes of at most 16 bits (or float)."""
+    return ex.acc_bits is None and (q is None or np.dtype(q.dtype).itemsize <= 2)
+
+
+def _stats():
+    return np.array([np.iinfo(np.int64).max, np.iinfo(np.int64).min, 0], np.int64)
+
+
+def _counts(st: np.ndarray, size: int, q) -> dict:
+    """The counts the numpy path records: accumulator range and clipped outputs (a float output: none)."""
+    if q is None:
+        return {}
+    return {"acc_min": int(st[0]) if size else None, "acc_max": int(st[1]) if size else None,
+            "output_clipped": int(st[2])}
+
+
+def _q_params(q):
+    lo, hi = int_range(q.dtype)
+    return int(q.zp), F32(lo - q.zp), F32(hi - q.zp)
+
+
+def _attr_ints(node, key: str, n: int) -> list[int]:
+    v = node.attr(key)
+    return [int(x) for x in v] if v is not None and len(v) else [1] * n
+
+
+def conv(k, ex, name: str, codes: np.ndarray, zx: int, w, bias, mult, q, kernel, node, begin, out_sp,
+         depthwise: bool) -> np.ndarray:
+    """QLinearConv codes (N, M, *out_sp) of a 1-D / 2-D conv ``node`` by ``int8_jit`` (``k``); ``w``: (G, Kg, Mg)
+    weights of the accumulation type, or (C, taps) when ``depthwise``; records the call's counts on ``ex``."""
+    nd = len(kernel)
+    strides, dilations = _attr_ints(node, "strides", nd), _attr_ints(node, "dilations", nd)
+    x = codes if nd == 2 else codes.reshape(codes.shape[:2] + (1,) + codes.shape[2:])
+    ks, st, dl, osp = ([1] * (2 - nd) + list(v) for v in (kernel, strides, dilations, out_sp))
+    bg = [0] * (2 - nd) + list(begin)
+    m = mult.size
+    out = np.empty((x.shape[0], m, osp[0] * osp[1]), q.dtype)
+    zy, bl, bh = _q_params(q)
+    stats = _stats()
+    b = np.zeros(m, np.int64) if bias is None else np.ascontiguousarray(bias, np.int64)
+    fn = k.depthwise_q if depthwise else k.conv_q
+    fn(x, F64(zx), w, b, np.ascontiguousarray(mult, F32), zy, bl, bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1],
+       bg[0], bg[1], osp[0], osp[1], out, stats)
+    counts = _counts(stats, out.size, q)
+    ex.record(name, "QLinearConv", outputs=out.size, **counts)
+    return out.reshape((x.shape[0], m) + tuple(out_sp))
+
+
+def gemm(k, ex, name: str, kind: str, a3: np.ndarray, za: int, b3: np.ndarray, bias, mult, q) -> np.ndarray:
+    """(D, R, N) output of a QGemm / QLinearMatMul (codes of ``q``; float32 when ``q`` is None) of codes ``a3``
+    (D, R, K) and exact integers ``b3`` (D or 1, K, N) of the accumulation type; records the counts on ``ex``."""
+    n = b3.shape[2]
+    d, r = a3.shape[:2]
+    out = np.empty((d, r, n), F32 if q is None else q.dtype)
+    zy, bl, bh = (0, F32(0), F32(0)) if q is None else _q_params(q)
+    stats = _stats()
+    b = np.zeros(n, np.int64) if bias is None else np.ascontiguousarray(np.broadcast_to(bias, (n,)), np.int64)
+    m = np.ascontiguousarray(np.broadcast_to(np.asarray(mult, F32), (n,)))
+    k.gemm_q(a3, F64(za), b3, b, m, zy, bl, bh, out, stats, q is None)
+    ex.record(name, kind, outputs=out.size, **_counts(stats, out.size, q))
+    return out
