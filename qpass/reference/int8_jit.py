@@ -18,6 +18,9 @@ import numpy as np
 from numba import njit
 
 F32 = np.float32
+# no NaN, infinity or signed zero among exact integer accumulators: lets LLVM vectorise the min / max and clamps
+# (no reassociation: the float32 rounding steps stay as written)
+_NO_NAN = {"nnan", "ninf", "nsz"}
 
 
 def enabled() -> bool:
@@ -25,42 +28,59 @@ def enabled() -> bool:
     return os.environ.get("QPASS_NO_JIT") != "1"
 
 
-@njit(nogil=True, cache=True)
+@njit(nogil=True, cache=True, fastmath=_NO_NAN)
 def _requant_store(acc, bias, mult, zy, bl, bh, out, stats):
     """out[r, n] = requantised (acc[r, n] + bias[n]) for a block of accumulators (exact integers in acc's float
-    type); stats: [acc_min, acc_max, clipped] updated (float64 accumulators of exact integers)."""
+    type): f32(f32(t) * mult[n]) clamped to [bl, bh], rounded half to even by adding and subtracting 1.5 * 2^23
+    in float32 (exact for |v| < 2^22), plus zy. stats: [acc_min, acc_max, clipped] updated (the range kept in
+    integers, whose min / max vectorise)."""
     rr, nn = acc.shape
+    lo, hi, cl = stats[0], stats[1], 0
     for r in range(rr):
+        a = acc[r]
+        o = out[r]
         for n in range(nn):
-            t = np.float64(acc[r, n]) + np.float64(bias[n])  # exact: |t| < 2^53
-            ti = np.int64(t)
-            if ti < stats[0]:
-                stats[0] = ti
-            if ti > stats[1]:
-                stats[1] = ti
-            v = np.float32(t) * mult[n]
-            if v < bl:
-                v = bl
-                stats[2] += 1
-            elif v > bh:
-                v = bh
-                stats[2] += 1
-            out[r, n] = np.int64(np.rint(v)) + zy
+            ti = np.int64(a[n]) + bias[n]
+            lo = min(lo, ti)
+            hi = max(hi, ti)
+            v = np.float32(np.float64(a[n]) + np.float64(bias[n])) * mult[n]  # the sum exact: |t| < 2^53
+            cl += np.int32(v < bl) + np.int32(v > bh)
+            v = min(max(v, bl), bh)
+            o[n] = np.int32((v + np.float32(12582912.0)) - np.float32(12582912.0)) + zy
+    stats[0], stats[1], stats[2] = lo, hi, stats[2] + cl
+
+
+@njit(nogil=True, cache=True, fastmath=_NO_NAN)
+def _requant_rows(acc, bias, mult, zy, bl, bh, out, stats):
+    """:func:`_requant_store` with the parameters per row (output channel) instead of per column."""
+    rr, nn = acc.shape
+    lo, hi, cl = stats[0], stats[1], 0
+    for r in range(rr):
+        a = acc[r]
+        o = out[r]
+        b, m = np.float64(bias[r]), mult[r]
+        mn, mx = np.int64(2 ** 62), np.int64(-2 ** 62)
+        for n in range(nn):
+            ai = np.int64(a[n])
+            mn = min(mn, ai)
+            mx = max(mx, ai)
+            v = np.float32(np.float64(a[n]) + b) * m
+            cl += np.int32(v < bl) + np.int32(v > bh)
+            v = min(max(v, bl), bh)
+            o[n] = np.int32((v + np.float32(12582912.0)) - np.float32(12582912.0)) + zy
+        if nn:
+            lo = min(lo, mn + bias[r])
+            hi = max(hi, mx + bias[r])
+    stats[0], stats[1], stats[2] = lo, hi, stats[2] + cl
 
 
 @njit(nogil=True, cache=True)
-def _float_store(acc, bias, mult, out, stats):
+def _float_store(acc, bias, mult, out):
     """out[r, n] = f32(f32(acc + bias) * mult) (a QGemm / MatMulIntegerToFloat with a float output)."""
     rr, nn = acc.shape
     for r in range(rr):
         for n in range(nn):
-            t = np.float64(acc[r, n]) + np.float64(bias[n])
-            ti = np.int64(t)
-            if ti < stats[0]:
-                stats[0] = ti
-            if ti > stats[1]:
-                stats[1] = ti
-            out[r, n] = np.float32(t) * mult[n]
+            out[r, n] = np.float32(np.float64(acc[r, n]) + np.float64(bias[n])) * mult[n]
 
 
 @njit(nogil=True, cache=True)
@@ -121,11 +141,12 @@ def gemm_q(a, za, b, bias, mult, zy, bl, bh, out, stats, fout):
             r1 = min(rr, r0 + blk)
             m = r1 - r0
             for r in range(m):
+                src, dst = a[d, r0 + r], ab[r]
                 for k in range(kk):
-                    ab[r, k] = np.float64(a[d, r0 + r, k]) - za
+                    dst[k] = np.float64(src[k]) - za
             _gemm_block(ab[:m], bd, acc[:m])
             if fout:
-                _float_store(acc[:m], bias, mult, out[d, r0:r1], stats)
+                _float_store(acc[:m], bias, mult, out[d, r0:r1])
             else:
                 _requant_store(acc[:m], bias, mult, zy, bl, bh, out[d, r0:r1], stats)
 
@@ -137,8 +158,10 @@ def _plane(x, s, c0, c1, zx, ph, pw, planes):
     planes[:, :, :] = 0
     for c in range(c0, c1):
         for i in range(hh):
+            src = x[s, c, i]
+            dst = planes[c - c0, i + ph, pw:]
             for j in range(ww):
-                planes[c - c0, i + ph, j + pw] = np.float64(x[s, c, i, j]) - zx
+                dst[j] = np.float64(src[j]) - zx
 
 
 @njit(nogil=True, cache=True)
@@ -170,20 +193,14 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
                     for i in range(kh):
                         for j in range(kw):
                             for r in range(r0, r1):
-                                src = planes[c, r * sh + i * dh]
-                                base = (r - r0) * ow
+                                src = planes[c, r * sh + i * dh, j * dw::sw]
+                                dst = pv[k, (r - r0) * ow:(r - r0 + 1) * ow]
                                 for q in range(ow):
-                                    pv[k, base + q] = src[q * sw + j * dw]
+                                    dst[q] = src[q]
                             k += 1
                 _gemm_block(w[g], pv, av)
                 _requant_rows(av, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
                               out[s, g * mg:(g + 1) * mg, r0 * ow:r1 * ow], stats)
-
-
-@njit(nogil=True, cache=True)
-def _requant_rows(acc, bias, mult, zy, bl, bh, out, stats):
-    """:func:`_requant_store` with the parameters per row (output channel) instead of per column."""
-    _requant_store(acc.T, bias, mult, zy, bl, bh, out.T, stats)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
@@ -196,17 +213,30 @@ def depthwise_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw
     wp = max(ww + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
     plane = np.zeros((1, hp, wp), w.dtype)
     acc = np.empty((1, oh * ow), w.dtype)
+    span = (oh - 1) * wp + ow
+    accf = np.empty(span, w.dtype)
     for s in range(nb):
         for c in range(cc):
             _plane(x, s, c, c + 1, zx, ph, pw, plane)
-            acc[:, :] = 0
-            for i in range(kh):
-                for j in range(kw):
-                    wv = w[c, i * kw + j]
-                    if wv != 0:
+            if sh == 1 and sw == 1:  # taps as long contiguous runs over the flat plane (wrapped columns dropped)
+                accf[:] = 0
+                pf = plane.reshape(hp * wp)
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = w[c, i * kw + j]
+                        src = pf[i * dh * wp + j * dw:]  # a view: indexed by the loop counter, it vectorises
+                        for f in range(span):
+                            accf[f] += wv * src[f]
+                for r in range(oh):
+                    acc[0, r * ow:(r + 1) * ow] = accf[r * wp:r * wp + ow]
+            else:
+                acc[:, :] = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        wv = w[c, i * kw + j]
                         for r in range(oh):
-                            row = plane[0, r * sh + i * dh]
-                            base = r * ow
+                            row = plane[0, r * sh + i * dh, j * dw::sw]
+                            dst = acc[0, r * ow:(r + 1) * ow]
                             for q in range(ow):
-                                acc[0, base + q] += wv * row[q * sw + j * dw]
+                                dst[q] += wv * row[q]
             _requant_rows(acc, bias[c:c + 1], mult[c:c + 1], zy, bl, bh, out[s, c:c + 1], stats)
