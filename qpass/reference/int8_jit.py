@@ -129,10 +129,10 @@ def _block_gemm(a, b, acc):
 def gemm_q(a, za, b, bias, mult, zy, bl, bh, out, stats, fout):
     """QGemm / QLinearMatMul: a (D, R, K) codes, b (D or 1, K, N) exact integers (zero point removed) of the
     accumulation type, bias (N,) int64, mult (N,) float32; out (D, R, N) codes (``fout`` False) or float32
-    (``fout``: no requantisation). Rows in blocks of 64."""
+    (``fout``: no requantisation)."""
     dd, rr, kk = a.shape
     nn = b.shape[2]
-    blk = 64
+    blk = max(64, min(rr, 262144 // max(kk, 1)))  # rows per block: one GEMM up to ~1 MiB of float32 rows
     ab = np.empty((blk, kk), b.dtype)
     acc = np.empty((blk, nn), b.dtype)
     for d in range(dd):
@@ -177,7 +177,7 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
     hp = max(hh + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
     wp = max(ww + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
     planes = np.empty((cg, hp, wp), w.dtype)
-    rb = max(1, min(oh, max(16, 131072 // max(kg, 1)) // max(ow, 1)))  # output rows per block (~512 KiB)
+    rb = max(1, min(oh, max(256, 131072 // max(kg, 1)) // max(ow, 1)))  # output rows per block (~512 KiB)
     patch = np.empty((kg, rb * ow), w.dtype)
     acc = np.empty((mg, rb * ow), w.dtype)
     for s in range(nb):
