@@ -170,3 +170,33 @@ def test_matmul_constant_and_activation_operands(monkeypatch):
                    1, b_act=list(b.shape))
     y, _ = _both(model, {"x": a, "b": b}, monkeypatch, "gemm_q")
     assert np.array_equal(y, _ort(model, {"x": a, "b": b}))
+
+
+@pytest.mark.parametrize("dt,zp", [(np.uint8, 131), (np.int8, -7), (np.uint16, 30000), (np.int16, 0)])
+def test_quantize_compiled(dt, zp, monkeypatch):
+    """QuantizeLinear by int8_jit.quantize_q: ties (x / s = k + 1/2) to even, NaN to the lowest code, +-inf and
+    huge values saturated, the zero point added after clamping; the codes of the numpy path and onnxruntime."""
+    rng = np.random.default_rng(zp & 0xFF)
+    s = np.float32(0.25)
+    ties = (np.arange(-600, 600) + 0.5).astype(np.float32) * s
+    x = np.concatenate([ties, rng.standard_normal(3000).astype(np.float32) * 400,
+                        np.array([np.nan, np.inf, -np.inf, 3e38, -3e38, 0.0, -0.0], np.float32)])
+    x = x.reshape(1, -1)
+    g = helper.make_graph([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["y"])], "q",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, x.shape)],
+                          [helper.make_tensor_value_info("y", T[np.dtype(dt)], None)],
+                          [numpy_helper.from_array(s, "s"), numpy_helper.from_array(np.array(zp, dt), "z")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    monkeypatch.setenv("QPASS_NO_JIT", "1")
+    y0 = GoldenExecutor(model).run({"x": x})["y"]
+    monkeypatch.delenv("QPASS_NO_JIT")
+    calls = []
+    fn = int8_jit.quantize_q
+    monkeypatch.setattr(int8_jit, "quantize_q", lambda *a: (calls.append(1), fn(*a))[1])
+    y1 = GoldenExecutor(model).run({"x": x})["y"]
+    assert calls and y1.dtype == y0.dtype == np.dtype(dt)
+    assert np.array_equal(y0, y1)
+    lo = np.iinfo(dt).min
+    assert y1[0, 1200 + 3000] == lo and y1[0, -5] == lo  # NaN, -inf
+    finite = np.isfinite(x)
+    assert np.array_equal(y1[finite], _ort(model, {"x": x})[finite])

@@ -240,3 +240,15 @@ def depthwise_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw
                             for q in range(ow):
                                 dst[q] += wv * row[q]
             _requant_rows(acc, bias[c:c + 1], mult[c:c + 1], zy, bl, bh, out[s, c:c + 1], stats)
+
+
+@njit(nogil=True, cache=True)
+def quantize_q(x, s, zy, bl, bh, out):
+    """QuantizeLinear, one scale, codes of up to 16 bits (``numerics.quantize_linear``): v = f32(x / s) (a float32
+    division), clamped to [bl, bh] = [qmin - zp, qmax - zp] (NaN to the lower bound, as MAXPS sends it), rounded
+    half to even by 1.5 * 2^23 (clamping before or after rounding is the same: integer bounds), plus zp; flat."""
+    for i in range(x.size):
+        v = x[i] / s
+        v = v if v >= bl else bl
+        v = v if v <= bh else bh
+        out[i] = np.int32((v + np.float32(12582912.0)) - np.float32(12582912.0)) + zy

@@ -12,12 +12,14 @@ import onnx
 
 from qpass.ops import OPS, DequantizeLinear, QuantizeLinear
 from qpass.ops.qdq import STORAGE_DTYPES
-from .numerics import FLOAT_CODE_DTYPES, NARROW_INT_DTYPES, dequantize_linear, quantize_linear
+from .numerics import FLOAT_CODE_DTYPES, NARROW_INT_DTYPES, dequantize_linear, int_range, quantize_linear
+from .ops_integer import compiled
 from .registry import register
 
 F32 = np.float32
 #: every code type QuantizeLinear / DequantizeLinear have a kernel for
 CODE_DTYPES = tuple(map(np.dtype, STORAGE_DTYPES)) + NARROW_INT_DTYPES + FLOAT_CODE_DTYPES
+SHORT_INT_DTYPES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int16, np.uint16))
 OUT_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float16, ml_dtypes.bfloat16))
 
 
@@ -76,6 +78,15 @@ def quantize(ex, node, x, scale, zero_point=None):
         raise ValueError(f"QuantizeLinear to {dt} is not supported")
     if zero_point is None and dt not in FLOAT_CODE_DTYPES:
         zero_point = np.zeros(np.shape(scale), dt)
+    if dt in SHORT_INT_DTYPES and np.size(scale) == 1 and np.size(zero_point) == 1 and x.size >= 1:
+        k = compiled.jit()
+        if k is not None:  # the same codes, one compiled pass
+            lo, hi = int_range(dt)
+            z = int(np.asarray(zero_point).reshape(-1)[0])
+            out = np.empty(x.shape, dt)
+            k.quantize_q(np.ascontiguousarray(x, F32).reshape(-1), F32(np.asarray(scale).reshape(-1)[0]), z,
+                         F32(lo - z), F32(hi - z), out.reshape(-1))
+            return out
     return quantize_linear(x.astype(F32), scale, zero_point, dt, QuantizeLinear.axis(node, x.ndim),
                            QuantizeLinear.attr(node, "block_size"), bool(QuantizeLinear.attr(node, "saturate")))
 
