@@ -200,3 +200,26 @@ def test_quantize_compiled(dt, zp, monkeypatch):
     assert y1[0, 1200 + 3000] == lo and y1[0, -5] == lo  # NaN, -inf
     finite = np.isfinite(x)
     assert np.array_equal(y1[finite], _ort(model, {"x": x})[finite])
+
+
+@pytest.mark.parametrize("op,dt", [("Add", np.uint8), ("Add", np.int8), ("Mul", np.int8)])
+def test_add_mul_table_compiled(op, dt, monkeypatch):
+    """A fused Add / Mul of two operands of one shape reads its code-pair table in one compiled pass
+    (int8_jit.lookup2): every pair of codes occurs, the codes equal the numpy gather's and onnxruntime's."""
+    lo, hi = np.iinfo(dt).min, np.iinfo(dt).max
+    a, b = np.meshgrid(np.arange(lo, hi + 1), np.arange(lo, hi + 1))
+    a, b = a.astype(dt).reshape(1, 256, 256), b.astype(dt).reshape(1, 256, 256)
+    q = [helper.make_node("QuantizeLinear", [v + "f", "s" + v, "z" + v], [v + "q"]) for v in "ab"]
+    dq = [helper.make_node("DequantizeLinear", [v + "q", "s" + v, "z" + v], [v + "d"]) for v in "ab"]
+    nodes = [helper.make_node("DequantizeLinear", [v, "s" + v, "z" + v], [v + "f"]) for v in "ab"] + q + dq + [
+        helper.make_node(op, ["ad", "bd"], ["cf"]), helper.make_node("QuantizeLinear", ["cf", "sc", "zc"], ["y"])]
+    inits = [numpy_helper.from_array(np.float32(s), n) for s, n in ((0.031, "sa"), (0.047, "sb"), (0.06, "sc"))]
+    inits += [numpy_helper.from_array(np.array(z, dt), n) for z, n in ((3, "za"), (-5 if dt == np.int8 else 140, "zb"),
+                                                                         (1, "zc"))]
+    g = helper.make_graph(nodes, "e", [helper.make_tensor_value_info(v, T[np.dtype(dt)], a.shape) for v in "ab"],
+                          [helper.make_tensor_value_info("y", T[np.dtype(dt)], None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    y, _ = _both(model, {"a": a, "b": b}, monkeypatch, "lookup2")
+    assert len(np.unique(y)) > 100
+    if dt == np.uint8:  # (int8 codes between two QuantizeLinear-DequantizeLinear pairs: see the session notes)
+        assert np.array_equal(y, _ort(model, {"a": a, "b": b}))

@@ -252,3 +252,11 @@ def quantize_q(x, s, zy, bl, bh, out):
         v = v if v >= bl else bl
         v = v if v <= bh else bh
         out[i] = np.int32((v + np.float32(12582912.0)) - np.float32(12582912.0)) + zy
+
+
+@njit(nogil=True, cache=True)
+def lookup2(a, b, oa, ob, table, out):
+    """out[i] = table[a[i] + oa, b[i] + ob] of two flat 8-bit code arrays of one size (a fused Add / Mul's
+    table of every code pair, (256, 256) flat; ``oa`` / ``ob``: minus the lowest code, 128 for int8)."""
+    for i in range(a.size):
+        out[i] = table[(np.int32(a[i]) + oa) * 256 + np.int32(b[i]) + ob]
