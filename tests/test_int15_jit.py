@@ -216,10 +216,13 @@ def test_add_mul_table_compiled(op, dt, monkeypatch):
     inits = [numpy_helper.from_array(np.float32(s), n) for s, n in ((0.031, "sa"), (0.047, "sb"), (0.06, "sc"))]
     inits += [numpy_helper.from_array(np.array(z, dt), n) for z, n in ((3, "za"), (-5 if dt == np.int8 else 140, "zb"),
                                                                          (1, "zc"))]
-    g = helper.make_graph(nodes, "e", [helper.make_tensor_value_info(v, T[np.dtype(dt)], a.shape) for v in "ab"],
+    g = helper.make_graph(nodes, "e", [helper.make_tensor_value_info(v, T[np.dtype(dt)], None) for v in "ab"],
                           [helper.make_tensor_value_info("y", T[np.dtype(dt)], None)], inits)
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
     y, _ = _both(model, {"a": a, "b": b}, monkeypatch, "lookup2")
     assert len(np.unique(y)) > 100
     if dt == np.uint8:  # (int8 codes between two QuantizeLinear-DequantizeLinear pairs: see the session notes)
         assert np.array_equal(y, _ort(model, {"a": a, "b": b}))
+    one = b[:, :1, :1].copy()  # a one-element operand: broadcast by the compiled pass too
+    y, _ = _both(model, {"a": a, "b": one}, monkeypatch, "lookup2")
+    assert y.shape == a.shape and len(np.unique(y)) > 10

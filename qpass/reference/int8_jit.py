@@ -256,7 +256,10 @@ def quantize_q(x, s, zy, bl, bh, out):
 
 @njit(nogil=True, cache=True)
 def lookup2(a, b, oa, ob, table, out):
-    """out[i] = table[a[i] + oa, b[i] + ob] of two flat 8-bit code arrays of one size (a fused Add / Mul's
-    table of every code pair, (256, 256) flat; ``oa`` / ``ob``: minus the lowest code, 128 for int8)."""
-    for i in range(a.size):
-        out[i] = table[(np.int32(a[i]) + oa) * 256 + np.int32(b[i]) + ob]
+    """out[i] = table[a[i] + oa, b[i] + ob] of two flat 8-bit code arrays of the output's size or of one element
+    (broadcast) (a fused Add / Mul's table of every code pair, (256, 256) flat; ``oa`` / ``ob``: minus the lowest
+    code, 128 for int8)."""
+    sa = 1 if a.size > 1 else 0
+    sb = 1 if b.size > 1 else 0
+    for i in range(out.size):
+        out[i] = table[(np.int32(a[i * sa]) + oa) * 256 + np.int32(b[i * sb]) + ob]
