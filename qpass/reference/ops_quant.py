@@ -20,6 +20,9 @@ F32 = np.float32
 #: every code type QuantizeLinear / DequantizeLinear have a kernel for
 CODE_DTYPES = tuple(map(np.dtype, STORAGE_DTYPES)) + NARROW_INT_DTYPES + FLOAT_CODE_DTYPES
 SHORT_INT_DTYPES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int16, np.uint16))
+# the compiled QuantizeLinear from this many elements (smaller ones gain little, and a process's first call pays
+# numba's compilation or cache load: seconds, against the per-case limit of tiny conformance cases)
+JIT_MIN_SIZE = 256
 OUT_DTYPES = tuple(np.dtype(d) for d in (np.float32, np.float16, ml_dtypes.bfloat16))
 
 
@@ -78,7 +81,7 @@ def quantize(ex, node, x, scale, zero_point=None):
         raise ValueError(f"QuantizeLinear to {dt} is not supported")
     if zero_point is None and dt not in FLOAT_CODE_DTYPES:
         zero_point = np.zeros(np.shape(scale), dt)
-    if dt in SHORT_INT_DTYPES and np.size(scale) == 1 and np.size(zero_point) == 1 and x.size >= 1:
+    if dt in SHORT_INT_DTYPES and np.size(scale) == 1 and np.size(zero_point) == 1 and x.size >= JIT_MIN_SIZE:
         k = compiled.jit()
         if k is not None:  # the same codes, one compiled pass
             lo, hi = int_range(dt)
