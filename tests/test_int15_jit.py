@@ -226,3 +226,26 @@ def test_add_mul_table_compiled(op, dt, monkeypatch):
     one = b[:, :1, :1].copy()  # a one-element operand: broadcast by the compiled pass too
     y, _ = _both(model, {"a": a, "b": one}, monkeypatch, "lookup2")
     assert y.shape == a.shape and len(np.unique(y)) > 10
+
+
+@pytest.mark.parametrize("dt,zp", [(np.uint8, 131), (np.int8, -7), (np.uint16, 65535), (np.int16, -32768)])
+def test_dequantize_compiled(dt, zp, monkeypatch):
+    """DequantizeLinear by int8_jit.dequantize_q: every code, extreme zero points, a scale whose products round:
+    bit for bit the numpy path's float32 (and onnxruntime's)."""
+    info = np.iinfo(dt)
+    x = np.arange(info.min, info.max + 1, max(1, (info.max - info.min) // 5000)).astype(dt).reshape(1, -1)
+    g = helper.make_graph([helper.make_node("DequantizeLinear", ["x", "s", "z"], ["y"])], "d",
+                          [helper.make_tensor_value_info("x", T[np.dtype(dt)], x.shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.array(zp, dt), "z")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)], ir_version=10)
+    monkeypatch.setenv("QPASS_NO_JIT", "1")
+    y0 = GoldenExecutor(model).run({"x": x})["y"]
+    monkeypatch.delenv("QPASS_NO_JIT")
+    calls = []
+    fn = int8_jit.dequantize_q
+    monkeypatch.setattr(int8_jit, "dequantize_q", lambda *a: (calls.append(1), fn(*a))[1])
+    y1 = GoldenExecutor(model).run({"x": x})["y"]
+    assert calls and y1.dtype == y0.dtype == np.float32
+    assert y0.tobytes() == y1.tobytes()
+    assert y1.tobytes() == _ort(model, {"x": x}).tobytes()

@@ -263,3 +263,11 @@ def lookup2(a, b, oa, ob, table, out):
     sb = 1 if b.size > 1 else 0
     for i in range(out.size):
         out[i] = table[(np.int32(a[i * sa]) + oa) * 256 + np.int32(b[i * sb]) + ob]
+
+
+@njit(nogil=True, cache=True)
+def dequantize_q(x, z, s, out):
+    """DequantizeLinear, one scale, codes of up to 16 bits (``numerics.dequantize_linear``): f32(x - z) * s (the
+    difference exact in float32, one rounding); flat."""
+    for i in range(x.size):
+        out[i] = np.float32(np.int32(x[i]) - z) * s

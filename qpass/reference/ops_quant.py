@@ -96,8 +96,27 @@ def quantize(ex, node, x, scale, zero_point=None):
 
 @register("DequantizeLinear", check=_check_dq, with_executor=True)
 def dequantize(ex, node, x, scale, zero_point=None):
+    y = _dequantize_jit(node, x, scale, zero_point)
+    if y is not None:
+        return y
     y = dequantize_linear(x, scale, zero_point, DequantizeLinear.axis(node, x.ndim),
                           DequantizeLinear.attr(node, "block_size"))
     dt = DequantizeLinear.attr(node, "output_dtype")
     sdt = onnx.helper.tensor_dtype_to_np_dtype(dt) if dt else np.asarray(scale).dtype
     return y.astype(sdt) if sdt.kind == "f" and sdt != F32 else y
+
+
+def _dequantize_jit(node, x, scale, zero_point) -> np.ndarray | None:
+    """DequantizeLinear of 8/16-bit codes with one float32 scale by ``int8_jit.dequantize_q`` (the same numbers,
+    one compiled pass), or None when that does not apply."""
+    if x.dtype not in SHORT_INT_DTYPES or np.size(scale) != 1 or np.asarray(scale).dtype != F32 or \
+            x.size < JIT_MIN_SIZE or (zero_point is not None and np.size(zero_point) != 1) or \
+            DequantizeLinear.attr(node, "output_dtype") or DequantizeLinear.attr(node, "block_size"):
+        return None
+    k = compiled.jit()
+    if k is None:
+        return None
+    out = np.empty(x.shape, F32)
+    z = 0 if zero_point is None else int(np.asarray(zero_point).reshape(-1)[0])
+    k.dequantize_q(np.ascontiguousarray(x).reshape(-1), z, F32(np.asarray(scale).reshape(-1)[0]), out.reshape(-1))
+    return out
