@@ -17,6 +17,7 @@ import numpy as np
 
 from ..numerics import F32, I64, int_range
 from ..registry import NodeInfo
+from . import compiled
 from .arith import fma32, rne_i, saturate
 from .planning import FusedOp, FusionContext, NotFused, act_dq, fuser, need, u8_shift
 
@@ -63,7 +64,15 @@ def _table(cache: dict | None, key, a_dtype, b_dtype, fn) -> np.ndarray:
 
 def _lookup(t: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``t[a - lo_a, b - lo_b]`` broadcast, as one flat gather; the 16-bit index is built in place (an int8
-    code's offset is its bits with the sign bit flipped)."""
+    code's offset is its bits with the sign bit flipped). Operands of one shape, or one of one element: one
+    compiled pass."""
+    if (a.shape == b.shape or a.size == 1 or b.size == 1) and a.size and b.size:
+        k = compiled.jit()
+        if k is not None:
+            out = np.empty(np.broadcast_shapes(a.shape, b.shape), t.dtype)
+            k.lookup2(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
+                      -int_range(a.dtype)[0], -int_range(b.dtype)[0], t.reshape(-1), out.reshape(-1))
+            return out
     idx = np.empty(np.broadcast_shapes(a.shape, b.shape), np.uint16)
     idx[...] = a.view(np.uint8)
     idx <<= 8

@@ -13,6 +13,7 @@ import numpy as np
 from .. import im2col as ic
 from ..numerics import F32, F64, I64, apply_acc_width, int_range
 from ..registry import NodeInfo
+from . import compiled
 from .arith import (acc_range, accumulate, add_bias, exact_dtype, exact_matmul, l1_bound, merge_counts,
                     requant)
 from .planning import FusedOp, FusionContext, NotFused, act_dq, bias_codes, fuser, need, per_channel, weight_dq
@@ -58,10 +59,18 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
     kernel = list(node.attr("kernel_shape") or w_codes.shape[2:])
     zx = x.z()
     name = node.name
+    jdt = compiled.acc_type(top, bias)  # the compiled path's accumulation type (None: numpy only)
+    jdw = g == m and kg == int(np.prod(kernel))  # one input and output channel per group
+    jw = None if jdt is None else (wi.reshape(m, kg).astype(jdt) if jdw else
+                                   wi.reshape(g, mg, kg).astype(jdt))
+    jp = compiled.Prepared(bias, mult, zx, q, m)
 
     def compute(vals, ex):
         codes = vals[0]
         begin, end, out = ic.node_geometry(node, codes.shape, kernel)
+        k = compiled.jit() if jw is not None and len(kernel) <= 2 and compiled.usable(ex, q) else None
+        if k is not None and (not jdw or g == codes.shape[1]):
+            return compiled.conv(k, ex, name, codes, jp, jw, kernel, node, begin, out, jdw)
         p, isz = int(np.prod(out)), np.dtype(dt).itemsize
         if ex.acc_bits is None and g > 1 and kg == int(np.prod(kernel)):  # depthwise, exact: no patch matrix
             xi = np.subtract(codes, dt(zx), dtype=dt)
@@ -206,7 +215,14 @@ def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
     amax, bmax, bc, top = _b_bounds(a, b, bi)
 
+    jdt = compiled.acc_type(top, bias)
+    jb = None if jdt is None or trans_a else np.ascontiguousarray(bi, jdt)[None]  # (1, K, N)
+    jp = None if jb is None else compiled.Prepared(bias, mult, za, q, jb.shape[2])
+
     def compute(vals, ex):
+        k = compiled.jit() if jb is not None and vals[0].ndim == 2 and compiled.usable(ex, q) else None
+        if k is not None:
+            return compiled.gemm(k, ex, name, "QGemm", vals[0][None], jb, jp)[0]
         dt = exact_dtype(vals[0].shape[0 if trans_a else -1], amax, bmax, top)
         av = vals[0].astype(dt) - dt(za)
         av = av.T if trans_a else av
@@ -238,7 +254,17 @@ def fuse_matmul(fc: FusionContext, node: NodeInfo) -> FusedOp:
     inputs = [a.codes] + ([] if bi is not None else [b.codes])
     amax, bmax, bc, top = _b_bounds(a, b, bi)
 
+    jdt = compiled.acc_type(top, None)
+    jb = None if jdt is None else np.ascontiguousarray(bi, jdt)[None]  # (1, K, N)
+    jp = compiled.Prepared(None, mult, za, q, np.size(mult))
+
     def compute(vals, ex):
+        k = compiled.jit() if vals[0].ndim >= 2 and compiled.usable(ex, q) else None
+        if k is not None:
+            kind = "MatMulIntegerToFloat" if q is None else "QLinearMatMul"
+            y = _matmul_jit(k, ex, name, kind, vals, jb, b, amax, bmax, jp)
+            if y is not None:
+                return y
         dt = exact_dtype(vals[0].shape[-1], amax, bmax, top)
         av = vals[0].astype(dt) - dt(za)
         bv = bc(dt) if bi is not None else vals[1].astype(dt) - dt(b.z())
@@ -261,3 +287,21 @@ def fuse_matmul(fc: FusionContext, node: NodeInfo) -> FusedOp:
     if q is None:
         return FusedOp("MatMulIntegerToFloat", node.name, "", inputs, node.outputs[0], compute)
     return FusedOp("QLinearMatMul", node.name, q.node, inputs, q.output, compute)
+
+
+def _matmul_jit(k, ex, name, kind, vals, jb, b, amax, bmax, jp):
+    """A QLinearMatMul / MatMulIntegerToFloat by ``int8_jit``: a constant B (``jb``), or two activations of
+    proven exact float accumulation (their batch axes broadcast); None when neither applies."""
+    a = vals[0]
+    if jb is not None:
+        a3 = np.ascontiguousarray(a).reshape(1, -1, a.shape[-1])
+        return compiled.gemm(k, ex, name, kind, a3, jb, jp).reshape(a.shape[:-1] + (jb.shape[2],))
+    bv = vals[1]
+    dt = compiled.acc_type(amax * bmax * a.shape[-1], None)
+    if jb is not None or dt is None or bv.ndim < 2:
+        return None
+    batch = np.broadcast_shapes(a.shape[:-2], bv.shape[:-2])
+    a3 = np.ascontiguousarray(np.broadcast_to(a, batch + a.shape[-2:])).reshape((-1,) + a.shape[-2:])
+    b3 = np.subtract(np.broadcast_to(bv, batch + bv.shape[-2:]), dt(b.z()), dtype=dt).reshape((-1,) + bv.shape[-2:])
+    y = compiled.gemm(k, ex, name, kind, a3, b3, jp)
+    return y.reshape(batch + y.shape[1:])

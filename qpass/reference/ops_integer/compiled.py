@@ -1,0 +1,113 @@
+"""The fused kernels' compiled path (``qpass.reference.int8_jit``, numba) where it applies: exact accumulation in
+float32 / float64 proven by a bound of every partial sum, no accumulator width model (``acc_bits`` None), 8- or
+16-bit output codes, 1-D or 2-D convolutions. Else (or with ``QPASS_NO_JIT=1``, or without numba) the callers
+run their numpy path; both give the same codes and the same statistics.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from ..numerics import F32, F64, int_range
+
+_F32_EXACT = 2 ** 24 - 1
+
+
+def jit():
+    """``qpass.reference.int8_jit`` when numba and scipy are installed (the ``fast`` extra) and ``QPASS_NO_JIT``
+    is not 1, else None."""
+    if os.environ.get("QPASS_NO_JIT") == "1":
+        return None
+    try:
+        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls BLAS through scipy)
+
+        from .. import int8_jit
+    except ImportError:
+        return None
+    return int8_jit
+
+
+def acc_type(top: int | None, bias: np.ndarray | None):
+    """float32 when every partial sum (bounded by ``top``) is an exact float32 integer, float64 while the sums
+    plus the bias stay below 2^53, else None (the numpy path's int64)."""
+    if top is None:
+        return None
+    if top <= _F32_EXACT:
+        return F32
+    bmax = int(np.abs(bias).max()) if bias is not None and bias.size else 0
+    return F64 if top + bmax < 2 ** 53 else None
+
+
+def usable(ex, q) -> bool:
+    """The compiled path applies to this call: exact accumulators, output codes of at most 16 bits (or float)."""
+    return ex.acc_bits is None and (q is None or np.dtype(q.dtype).itemsize <= 2)
+
+
+class Prepared:
+    """A fused layer's constants as ``int8_jit`` takes them, made once when the layer is planned: int64 bias (zero
+    when none), float32 multipliers, input zero point, output zero point and float32 clamp bounds."""
+
+    def __init__(self, bias, mult, zx: int, q, channels: int):
+        self.bias = np.zeros(channels, np.int64) if bias is None else \
+            np.ascontiguousarray(np.broadcast_to(np.asarray(bias).reshape(-1), (channels,)), np.int64)
+        self.mult = np.ascontiguousarray(np.broadcast_to(np.asarray(mult, F32).reshape(-1), (channels,)))
+        self.zx, self.q = F64(zx), q
+        if q is None:
+            self.zy, self.bl, self.bh = 0, F32(0), F32(0)
+        else:
+            lo, hi = int_range(q.dtype)
+            self.zy, self.bl, self.bh = int(q.zp), F32(lo - q.zp), F32(hi - q.zp)
+
+    def counts(self, st: np.ndarray, size: int) -> dict:
+        """The counts the numpy path records: accumulator range and clipped outputs (a float output: none)."""
+        if self.q is None:
+            return {}
+        return {"acc_min": int(st[0]) if size else None, "acc_max": int(st[1]) if size else None,
+                "output_clipped": int(st[2])}
+
+
+def _stats():
+    return np.array([2 ** 62, -2 ** 62, 0], np.int64)  # beyond every accumulator (< 2^53)
+
+
+def _attr_ints(node, key: str, n: int) -> list[int]:
+    v = node.attr(key)
+    return [int(x) for x in v] if v is not None and len(v) else [1] * n
+
+
+def conv(k, ex, name: str, codes: np.ndarray, p: Prepared, w, kernel, node, begin, out_sp,
+         depthwise: bool) -> np.ndarray:
+    """QLinearConv codes (N, M, *out_sp) of a 1-D / 2-D conv ``node`` by ``int8_jit`` (``k``); ``w``: (G, Mg, Kg)
+    weights of the accumulation type, or (C, taps) when ``depthwise``; records the call's counts on ``ex``."""
+    nd = len(kernel)
+    strides, dilations = _attr_ints(node, "strides", nd), _attr_ints(node, "dilations", nd)
+    x = codes if nd == 2 else codes.reshape(codes.shape[:2] + (1,) + codes.shape[2:])
+    ks, st, dl, osp = ([1] * (2 - nd) + list(v) for v in (kernel, strides, dilations, out_sp))
+    bg = [0] * (2 - nd) + list(begin)
+    if x.shape[3] == 1 and ks[1] == 1 and osp[1] == 1:  # a column (e.g. a 5x1 kernel over (H, 1)): as a row
+        x = x.reshape(x.shape[:2] + (1, x.shape[2]))
+        ks, st, dl, bg, osp = ([v[1], v[0]] for v in (ks, st, dl, bg, osp))
+    m = p.mult.size
+    out = np.empty((x.shape[0], m, osp[0] * osp[1]), p.q.dtype)
+    stats = _stats()
+    fn = k.depthwise_q if depthwise else k.conv_q
+    fn(np.ascontiguousarray(x), p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0],
+       dl[1], bg[0], bg[1], osp[0], osp[1], out, stats)
+    ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
+    return out.reshape((x.shape[0], m) + tuple(out_sp))
+
+
+def gemm(k, ex, name: str, kind: str, a3: np.ndarray, b3: np.ndarray, p: Prepared) -> np.ndarray:
+    """(D, R, N) output of a QGemm / QLinearMatMul (codes of ``p.q``; float32 when it is None) of codes ``a3``
+    (D, R, K) and exact integers ``b3`` (D or 1, K, N) of the accumulation type; records the counts on ``ex``."""
+    n = b3.shape[2]
+    d, r = a3.shape[:2]
+    out = np.empty((d, r, n), F32 if p.q is None else p.q.dtype)
+    stats = _stats()
+    bias, mult = (p.bias, p.mult) if p.mult.size == n else (np.resize(p.bias, n), np.resize(p.mult, n))
+    k.gemm_q(a3 if a3.flags.c_contiguous else np.ascontiguousarray(a3), p.zx,
+             b3 if b3.flags.c_contiguous else np.ascontiguousarray(b3), bias, mult, p.zy, p.bl, p.bh, out, stats,
+             p.q is None)
+    ex.record(name, kind, outputs=out.size, **p.counts(stats, out.size))
+    return out
