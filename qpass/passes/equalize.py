@@ -336,12 +336,14 @@ class Equalize(WeightSidePass):
                         report.setdefault(p.name, {"equalized": False, "why": "balanced"})
                         continue
                     after, rule, s = min(tried, key=lambda t: t[0])
+                    was = report.get(p.name, {})  # errors from the first sweep on, rules of each sweep
+                    first = was.get("error_before", before)
                     if not after < (1 - o.min_gain) * before:
-                        report[p.name] = {"equalized": report.get(p.name, {}).get("equalized", False),
-                                          "error_before": before, "error_after": after}
+                        report[p.name] = {**was, "equalized": was.get("equalized", False), "error_before": first,
+                                          "error_after": was.get("error_after", before)}
                         continue
-                    report[p.name] = {"equalized": True, "rule": rule, "error_before": before,
-                                      "error_after": after}
+                    report[p.name] = {"equalized": True, "rule": was.get("rule", ()) + (rule,),
+                                      "error_before": first, "error_after": after}
                 elif np.allclose(s, 1.0, rtol=1e-3):
                     report.setdefault(p.name, {"equalized": False, "why": "balanced"})
                     continue
