@@ -124,7 +124,7 @@ def find_blocks(model: onnx.ModelProto, limit: int = 8) -> list[Block]:
 
 
 def run_gate(block: Block, z: np.ndarray, inits: dict, opset: int) -> np.ndarray:
-    """g(z) by the reference kernels (channels on axis -3 of a Conv output stacked [N, C, *spatial])."""
+    """g(z) by the reference kernels (z: [N, C, ...], channels on axis 1)."""
     if block.mul is None:
         op, attrs = FUSED[block.gate[0].op_type]
         node = NodeInfo(name="gate", op_type=op, domain="", inputs=["z"], outputs=["g"], attrs=attrs, opset=opset)
@@ -141,20 +141,24 @@ def run_gate(block: Block, z: np.ndarray, inits: dict, opset: int) -> np.ndarray
 
 
 class BlockError:
-    """The depthwise output's squared error on samples with factors ``s``: the producer's output z / s, the gate's
-    input s * (z / s) and the product quantized per tensor (ranges from the whole tensors, the error on a central
-    window of at most ``window`` x ``window`` positions per sample), the depthwise weights times s on the weight
-    grid, against the float depthwise output."""
+    """The depthwise output's error energy with factors ``s``, estimated as sum_i |w2_i s_i|^2 |e_i|^2 with e_i the
+    error of input channel i of the depthwise Conv (the product / s), where the producer's output z / s, the gate's
+    input s * (z / s) and the product are quantized per tensor (ranges from the whole tensors, errors on at most
+    ``positions`` elements). The depthwise weights' own rounding is per channel, the same for every s."""
 
-    def __init__(self, block: Block, z: np.ndarray, grid, act_spec: str, inits: dict, opset: int, window: int = 48):
-        self.block, self.grid, self.act, self.inits, self.opset = block, grid, act_spec, inits, opset
+    def __init__(self, block: Block, z: np.ndarray, act_spec: str, inits: dict, opset: int,
+                 positions: float = 2.5e5):
+        self.block, self.act, self.inits, self.opset = block, act_spec, inits, opset
         h = z * run_gate(block, z, inits, opset)
         self.z_lo, self.z_hi = _per_channel(z, np.min), _per_channel(z, np.max)
         self.h_lo, self.h_hi = _per_channel(h, np.min), _per_channel(h, np.max)
-        crop = tuple(slice(max((n - window) // 2, 0), max((n - window) // 2, 0) + window) for n in z.shape[2:])
-        self.z = np.ascontiguousarray(z[(slice(None), slice(None)) + crop])
-        hc = np.ascontiguousarray(h[(slice(None), slice(None)) + crop])
-        self.ref = block.second.forward(hc, block.second.w, block.second.b).astype(np.float64)
+        n, c = z.shape[:2]
+        step = max(int(np.ceil(z[0, 0].size * n * c / positions)), 1)
+        # [N, C, positions, 1]: a gate constant shaped [C, 1, 1] still lines up with the channels
+        self.z = np.ascontiguousarray(z.reshape(n, c, -1)[:, :, ::step, None])
+        self.h = np.ascontiguousarray(h.reshape(n, c, -1)[:, :, ::step, None])
+        w2 = block.second.w.astype(np.float64)
+        self.w_energy = (w2 * w2).reshape(w2.shape[0], -1).sum(axis=1)
 
     def channel_ranges(self) -> tuple[np.ndarray, np.ndarray]:
         """(max |z|, max |h|) per channel."""
@@ -162,15 +166,14 @@ class BlockError:
                 np.maximum(np.abs(self.h_lo), np.abs(self.h_hi)).astype(np.float64))
 
     def __call__(self, s: np.ndarray) -> float:
-        b, a = self.block, self.act
+        a = self.act
         sv = s.reshape(-1, 1, 1).astype(np.float32)
         zq = fake_activation(self.z / sv, a, float((self.z_lo / s).min()), float((self.z_hi / s).max()))
-        gq = run_gate(b, fake_activation(zq * sv, a, float(self.z_lo.min()), float(self.z_hi.max())), self.inits,
-                      self.opset)
+        gq = run_gate(self.block, fake_activation(zq * sv, a, float(self.z_lo.min()), float(self.z_hi.max())),
+                      self.inits, self.opset)
         hq = fake_activation(zq * gq, a, float((self.h_lo / s).min()), float((self.h_hi / s).max()))
-        w2 = (b.second.w * in_channel_view(b.second, s)).astype(np.float32)
-        y = b.second.forward(hq, self.grid.fake(b.second, w2), b.second.b)
-        return float(np.sum((y - self.ref) ** 2))
+        e = (hq - self.h / sv).astype(np.float64)
+        return float(np.sum(self.w_energy * s * s * (e * e).sum(axis=(0, 2, 3))))
 
 
 def _per_channel(v: np.ndarray, fn) -> np.ndarray:
@@ -242,7 +245,7 @@ class GateEqualize(WeightSidePass):
                 continue
             z = probe.float_value(b.first.y)
             z = z.reshape((-1,) + z.shape[-3:])
-            err = BlockError(b, z, grid, fm.activations, inits, opset)
+            err = BlockError(b, z, fm.activations, inits, opset)
             rz, rh = err.channel_ranges()
             before = err(np.ones(b.first.out_channels))
             tried = [(err(f), rule, f) for rule, f in (("product", factors(rh, o.max_ratio)),
