@@ -10,13 +10,13 @@ from onnx import helper
 from ptq_cases import build, gain_db, init, quantize, sqnr
 
 RNG = np.random.default_rng(0)
-X = RNG.normal(0, 1, (40, 1, 3, 10, 10)).astype(np.float32)
-C = 8
+CIN, C = 64, 8  # the inserted Mul's 8 x 10 x 10 elements within 0.006 per Conv multiply-add (0.0017)
+X = RNG.normal(0, 1, (40, 1, CIN, 10, 10)).astype(np.float32)
 
 
 def block(imbalance: bool, fused: bool, seed=0):
     rng = np.random.default_rng(seed)
-    w1 = rng.normal(0, 1, (C, 3, 3, 3))
+    w1 = rng.normal(0, 1, (C, CIN, 3, 3))
     b1 = rng.normal(0, 0.5, C) if imbalance else np.zeros(C)
     w2 = rng.normal(0, 1, (C, 1, 3, 3))
     w1 /= np.sqrt((w1 ** 2).sum(axis=(1, 2, 3), keepdims=True)) / 2  # every channel z ~ N(b1, 4) on x ~ N(0, 1)
@@ -35,7 +35,7 @@ def block(imbalance: bool, fused: bool, seed=0):
                   helper.make_node("Mul", ["g", "z"], ["h"])]  # the / 6: folded into w2 by fold_affine
         inits += [init("three", [3.0]), init("lo", 0.0), init("hi", 6.0)]
     nodes.append(helper.make_node("Conv", ["h", "w2"], ["y"], group=C, **attrs))
-    return build(nodes, ["N", 3, 10, 10], "y", ["N", C, 10, 10], inits)
+    return build(nodes, ["N", CIN, 10, 10], "y", ["N", C, 10, 10], inits)
 
 
 @pytest.mark.parametrize("fused", [True, False], ids=["hardswish", "decomposed"])
@@ -59,3 +59,12 @@ def test_balanced_block_is_left_alone(fused):
     before, after, rep = gain_db(block(False, fused), X[:24], X[24:], "gate_equalize", weights="int8")
     (b,) = rep.values()
     assert not b["equalized"] and after == before, b
+
+
+def test_over_the_latency_budget_nothing_is_rewritten():
+    """The inserted Mul touches 0.0017 elements per Conv multiply-add here: with a budget below that, no block."""
+    m = block(True, True)
+    res = quantize(m, X[:24], {"gate_equalize": {"max_elements": 0.001}}, weights="int8")
+    (b,) = res.facts["gate_equalize"].values()
+    assert not b["equalized"] and b["why"] == "over the latency budget", b
+    assert len(res.model.graph.node) == len(quantize(m, X[:24], None, weights="int8").model.graph.node)
