@@ -119,14 +119,22 @@ def _passes(node: onnx.NodeProto, inits: dict, rank: int) -> bool:
     return op in HOMOGENEOUS + LAYOUT
 
 
+def run_nodes(nodes: list, env: dict, inits: dict, opset: int) -> dict:
+    """Evaluate ``nodes`` in order by the reference kernels, inputs from ``env`` (updated with every output) or
+    ``inits`` (TensorProtos); absent optional inputs as None."""
+    for n in nodes:
+        args = [env[i] if i in env else onnx.numpy_helper.to_array(inits[i]) if i in inits else None
+                for i in n.input]
+        out = lookup("", n.op_type).fn(NodeInfo.from_proto(n, {"": opset}), *args)
+        env.update(zip(n.output, out if isinstance(out, tuple) else (out,)))
+    return env
+
+
 def run_mids(mids: list, y: np.ndarray, inits: dict, opset: int, relu_clips: bool = False) -> np.ndarray:
     """The nodes ``mids`` applied to ``y`` (the reference kernels; Clip as Relu with ``relu_clips``)."""
     for n in mids:
-        if n.op_type == "Clip" and relu_clips:
-            y = np.maximum(y, 0)
-            continue
-        consts = [onnx.numpy_helper.to_array(inits[t]) for t in n.input[1:] if t]
-        y = lookup("", n.op_type).fn(NodeInfo.from_proto(n, {"": opset}), y, *consts)
+        y = np.maximum(y, 0) if n.op_type == "Clip" and relu_clips else \
+            run_nodes([n], {n.input[0]: y}, inits, opset)[n.output[0]]
     return y
 
 

@@ -29,7 +29,7 @@ from onnx import helper
 from qpass.pipeline.pass_base import PassResult
 from qpass.reference import ops_float  # noqa: F401  (registers the kernels the gate runs on)
 from qpass.reference.registry import NodeInfo, lookup
-from .equalize import in_channel_view, out_channel_view
+from .equalize import in_channel_view, out_channel_view, run_nodes
 from .ptq_layers import Layer, Probe, fake_activation, find_layers, set_initializer, store_layer
 from .ptq_pass import WeightSideOptions, WeightSidePass
 
@@ -134,15 +134,8 @@ def run_gate(block: Block, z: np.ndarray, inits: dict, opset: int) -> np.ndarray
         op, attrs = FUSED[block.gate[0].op_type]
         node = NodeInfo(name="gate", op_type=op, domain="", inputs=["z"], outputs=["g"], attrs=attrs, opset=opset)
         return lookup("", op).fn(node, z)
-    env = {block.first.y: z}
-    for n in block.gate:
-        args = [env[i] if i in env else onnx.numpy_helper.to_array(inits[i]) if i in inits else None
-                for i in n.input]
-        out = lookup("", n.op_type).fn(NodeInfo.from_proto(n, {"": opset}), *args)
-        for name, v in zip(n.output, out if isinstance(out, tuple) else (out,)):
-            env[name] = v
     other = next(i for i in block.mul.input if i != block.first.y)
-    return env[other]
+    return run_nodes(block.gate, {block.first.y: z}, inits, opset)[other]
 
 
 class BlockError:
