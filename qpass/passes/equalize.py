@@ -39,11 +39,12 @@ class EqualizeOptions:
     samples: int = 32
     auto: bool = True
     min_gain: float = 0.02
-    #: with ``auto``, activation-aware factors (``migration_scales``) tried besides the weight-range ones, where the
-    #: calibration set has at least ``alpha_samples`` samples (their activation ranges come from calibration maxima:
-    #: on the 12-24-sample mtcnn sets they moved the eval SQNR by -2..+1.6 dB where the simulation predicted gains)
+    #: with ``auto``, activation-aware factors (``migration_scales``) tried besides the weight-range ones, where each
+    #: channel's range between the layers comes from at least ``alpha_rows`` values (samples x positions: the factors
+    #: follow calibration maxima, which few values estimate badly: oww-alexa's Gemm pairs, 32 values a channel, fell
+    #: from 37.9 to 10.6 dB on its eval set; on mtcnn's 12-24 samples -2..+1.6 dB where the simulation saw gains)
     alphas: tuple = (0.25, 0.5, 0.75)
-    alpha_samples: int = 32
+    alpha_rows: int = 1024
     #: pass through PRelu / LeakyRelu / MaxPool and Transpose / Flatten / Reshape, and rescale several readers
     #: together (off by default: on mtcnn-onet the pairs through PRelu that the simulation kept cost 1.9 dB on
     #: its eval set, both with weight-range and with activation-aware factors)
@@ -291,9 +292,10 @@ class PairError:
     def _forward(self, w1, b1, w2s, quantize: bool, relu_clips: bool = False) -> list:
         a = self.pair.first
         y = a.forward(self.x, self.grid.fake(a, w1) if quantize else w1, b1)
-        if not quantize:  # the range of each channel the activation quantizers see
+        if not quantize:  # the range of each channel the activation quantizers see, from ``rows`` values each
             v = np.moveaxis(y if self.both else np.maximum(y, 0), 1 if a.op == "Conv" else -1, 0)
             self.act_range = np.abs(v.reshape(v.shape[0], -1)).max(axis=1).astype(np.float64)
+            self.rows = v[0].size
         if quantize and self.both:
             y = fake_activation(y, self.act_spec)
         y = run_mids(self.pair.mids, y, self.inits, self.pair.opset, relu_clips)
@@ -321,7 +323,7 @@ class Equalize(WeightSidePass):
             return made[0]
 
         pairs = find_pairs(model, lambda t: probe().float_value(t).shape, o.extended)
-        alphas = o.alphas if len(ctx.inputs.calibration_data) >= o.alpha_samples else ()
+
         if not pairs:
             return self.nothing(model, ctx, "no layer pair to equalize")
         report: dict = {}
@@ -337,7 +339,7 @@ class Equalize(WeightSidePass):
                     err = PairError(p, x, grid, fm.activations, inits)
                     before = err(p.first.w, p.first.b, [b.w for b in p.seconds])
                     cands = [("weights", s)] + [(f"alpha {a:g}", migration_scales(p, err.act_range, a))
-                                                for a in alphas]
+                                                for a in (o.alphas if err.rows >= o.alpha_rows else ())]
                     tried = [(err(*scaled(p, f), True), rule, f) for rule, f in cands
                              if not np.allclose(f, 1.0, rtol=1e-3)]
                     if not tried:
