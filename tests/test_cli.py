@@ -113,8 +113,9 @@ def test_dump_dir_has_model_after_every_pass(tmp_path):
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in dump.iterdir())
     assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_fold_affine.onnx", "04_equalize.onnx",
-                     "05_smoothquant.onnx", "06_bias_correction.onnx", "07_calibrate.onnx", "08_choose_ranges.onnx",
-                     "09_quantize_qdq.onnx", "10_choose_dynamic.onnx", "11_auto_precision.onnx"]
+                     "05_gate_equalize.onnx", "06_smoothquant.onnx", "07_bias_correction.onnx", "08_calibrate.onnx",
+                     "09_choose_ranges.onnx", "10_quantize_qdq.onnx", "11_choose_dynamic.onnx",
+                     "12_auto_precision.onnx"]
 
 
 def test_pipeline_file_and_bad_pipeline(tmp_path):

@@ -57,3 +57,43 @@ def test_balanced_pair_is_left_alone():
     before, after, rep = gain_db(conv_pair(False), X[:32], X[32:], "equalize", weights="int8")
     (pair,) = rep.values()
     assert not pair["equalized"] and after == before
+
+
+def prelu_pool_flatten_gemm(imbalance: bool, seed=1):
+    """Conv -> PRelu -> MaxPool -> Flatten -> Gemm: PRelu and MaxPool commute with a positive per-channel scale, and
+    Flatten maps conv channel c to the Gemm's input rows c * 16 .. c * 16 + 15."""
+    rng = np.random.default_rng(seed)
+    c = 8
+    w1 = rng.normal(0, 1, (c, 3, 3, 3))
+    w1 /= np.abs(w1).max(axis=(1, 2, 3), keepdims=True)
+    b1 = rng.normal(0, 0.5, c)
+    w2 = rng.normal(0, 1, (5, c * 16)) / 8
+    if imbalance:
+        f = 10.0 ** np.linspace(-2, 1, c)
+        w1, b1, w2 = w1 * f[:, None, None, None], b1 * f, w2 / np.repeat(f, 16)[None, :]
+    nodes = [helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["c1", "slope"], ["p"]),
+             helper.make_node("MaxPool", ["p"], ["m"], kernel_shape=[2, 2], strides=[2, 2]),
+             helper.make_node("Flatten", ["m"], ["f"]),
+             helper.make_node("Gemm", ["f", "w2"], ["y"], transB=1)]
+    inits = [init("w1", w1), init("b1", b1), init("w2", w2), init("slope", np.full((1, c, 1, 1), 0.1))]
+    return build(nodes, ["N", 3, 8, 8], "y", ["N", 5], inits)
+
+
+def test_extended_pairs_through_prelu_maxpool_and_flatten():
+    from ptq_cases import sqnr
+    m = prelu_pool_flatten_gemm(True)
+    on = {"extended": True, "weights": "int8", "granularity": "channel", "activations": "uint8"}
+    exact = quantize(m, X[:32], {"equalize": {**on, "auto": False}}, weights="float", activations="float")
+    (forced,) = exact.facts["equalize"].values()
+    assert forced["equalized"]
+    assert sqnr(m, exact.model, X[32:]) > 100  # the channel map is right: the float network is unchanged
+    before, after, rep = gain_db(m, X[:32], X[32:], {"equalize": {"extended": True}}, weights="int8")
+    (pair,) = rep.values()
+    assert pair["equalized"] and pair["error_after"] < 0.5 * pair["error_before"], pair
+    assert after > before + 3.0, (before, after)
+
+
+def test_without_extended_no_pair_through_prelu():
+    _, _, rep = gain_db(prelu_pool_flatten_gemm(True), X[:32], X[32:], "equalize", weights="int8")
+    assert rep == {}

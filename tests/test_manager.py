@@ -134,8 +134,8 @@ def test_instruments_see_every_pass():
 def test_builtin_pipeline_listed():
     assert "default" in qpass.pipeline.files.builtin_pipelines()
     p = qpass.load_pipeline("default")
-    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "equalize", "smoothquant",
-                                         "bias_correction", "calibrate", "choose_ranges", "quantize_qdq",
+    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "equalize", "gate_equalize",
+                                         "smoothquant", "bias_correction", "calibrate", "choose_ranges", "quantize_qdq",
                                          "choose_dynamic", "auto_precision"]
 
 
@@ -283,7 +283,7 @@ def test_analyses_given_to_the_context_count_as_established():
 def test_report_output_is_apart_from_inputs_and_analyses():
     m = qpass.load(MODELS / "digits_cnn.onnx")
     res = qpass.optimize(m, calib=MODELS / "digits_cnn.calib.npz")
-    assert set(res.report.results) == {"quantization", "equalize", "smoothquant", "bias_correction",
+    assert set(res.report.results) == {"quantization", "equalize", "gate_equalize", "smoothquant", "bias_correction",
                                        "range_choice", "choose_dynamic", "auto_precision"}
     assert set(res.report.snapshots) == {"quantize_qdq"}
     assert res.facts["quantization"] is res.report.results["quantization"]  # the read-only view

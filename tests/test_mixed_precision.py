@@ -81,7 +81,10 @@ def test_16bit_activations_run_in_onnxruntime_and_the_golden_interpreter():
     from qpass.passes.qdq_moves import widen
     from qpass.reference import run_samples as golden
 
-    res = qpass.optimize(MODELS / "digits_rescnn.onnx", calib=MODELS / "digits_rescnn.calib.npz")
+    # equalize without its activation-aware factors: they already take part of the activation rounding noise away
+    # (37.12 -> 37.29 dB at 8 bits), and this test is about what the 16-bit grid removes
+    res = qpass.optimize(MODELS / "digits_rescnn.onnx", calib=MODELS / "digits_rescnn.calib.npz",
+                         overrides={"equalize": {"alphas": []}})
     fm = qpass.api.float_model(res)
     ev = load_samples(MODELS / "digits_rescnn.eval.npz", res.model)
     pairs = {n.output[0] for n in res.model.graph.node if n.op_type == "DequantizeLinear"}

@@ -53,6 +53,7 @@ PASSES: dict[str, str] = {
     "int8_weights": "qpass.passes.int8_weights:Int8Weights",
     "choose_dynamic": "qpass.passes.choose_dynamic:ChooseDynamic",
     "auto_precision": "qpass.search.mixed_int8:AutoPrecision",
+    "gate_equalize": "qpass.passes.gate_equalize:GateEqualize",
 }
 
 
