@@ -236,9 +236,11 @@ class ChooseDynamic(Pass):
                         f"{len(held)} held-out samples"]
 
     def _choose(self, model, float_m, cands, fit, held) -> tuple[list[str], dict]:
-        refs = {id(s): joined_outputs(float_m, s) for s in (fit, held)}
+        refs = {}  # the float outputs, on ``held`` only once a choice is to be checked there
 
         def score(m, s=fit):
+            if id(s) not in refs:
+                refs[id(s)] = joined_outputs(float_m, s)
             return sqnr_db(refs[id(s)], joined_outputs(m, s))
 
         predicted = predicted_gains(model, cands, fit)
