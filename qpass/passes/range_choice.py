@@ -76,15 +76,15 @@ class ChooseRanges(Pass):
     def run(self, model, ctx):
         cal = ctx.analyses.get(Calibration, model)
         o = self.opts
-        base_graph = to_gs(model)  # quantized with the calibrated ranges: the min/max side of ``_verify``
-        tensors = quantized_tensors(model, cal.ranges, o.activation_dtype, base_graph)
-        if not tensors:
-            return PassResult(model, False, ["no calibrated tensor to choose a range for"])
-        work = self._work(model, ctx)
+        work = self._work(model, ctx)  # first: over the bound, the graph is not even quantized to list tensors
         if o.max_work is not None and work > o.max_work:
             ctx.report.results["range_choice"] = {"skipped": f"work {work:.3g} > max_work {o.max_work:.3g}"}
             return PassResult(model, False, [f"min/max kept: choosing would take about {work:.3g} multiply-adds of "
                                              f"consumer runs (max_work {o.max_work:.3g})"])
+        base_graph = to_gs(model)  # quantized with the calibrated ranges: the min/max side of ``_verify``
+        tensors = quantized_tensors(model, cal.ranges, o.activation_dtype, base_graph)
+        if not tensors:
+            return PassResult(model, False, ["no calibrated tensor to choose a range for"])
         runner = ConsumerRunner(model, ctx.analyses.get(TensorTypes, model).types, o.threads)
         needed = list(dict.fromkeys(tensors + [x for t in tensors for n in runner.readers.get(t, [])
                                                for x in n.input if x and x not in runner.inits]))
