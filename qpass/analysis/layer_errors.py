@@ -65,10 +65,11 @@ def tensor_values(model: onnx.ModelProto, names: list[str], samples) -> dict[str
     return run_samples(m, samples, outputs=names, sess=make_session(m, optimize=False))
 
 
-def joined_outputs(model: onnx.ModelProto, samples) -> np.ndarray:
+def joined_outputs(model: onnx.ModelProto, samples, sess=None) -> np.ndarray:
     """Every float output (every output when none is float), flattened per sample and joined (samples x values),
-    one sample per call as a deployed model runs (a DynamicQuantizeLinear's range is then the one sample's)."""
-    outs = run_samples(model, samples, batch_size=1)
+    one sample per call as a deployed model runs (a DynamicQuantizeLinear's range is then the one sample's).
+    ``sess``: a ``make_session(model)`` to reuse (else one is built)."""
+    outs = run_samples(model, samples, batch_size=1, sess=sess)
     vals = [v for v in outs.values() if v.dtype.kind == "f"] or list(outs.values())  # no float output: all of them
     return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in vals], axis=1)
 

@@ -31,12 +31,12 @@ Observe = Callable[[str, np.ndarray], None]
 class _Settings:
     """What every body of one model shares: opsets, IR version, threads, the observer sink and skipped names."""
 
-    def __init__(self, model: onnx.ModelProto, threads: int, observe: Observe, skip: set[str]):
+    def __init__(self, model: onnx.ModelProto, threads: int, observe: Callable[[list], None], skip: set[str]):
         self.opset_import = list(model.opset_import)
         self.opsets = {("" if o.domain in ("", "ai.onnx") else o.domain): o.version for o in model.opset_import}
         self.ir_version = model.ir_version
         self.threads = threads
-        self.observe = observe
+        self.observe = observe  # takes a list of (name, value) pairs: one call per body run
         self.skip = skip
         self.problems: list[str] = []  # control-flow nodes not driven (their bodies go unobserved), and why
 
@@ -64,11 +64,16 @@ class BodyValues:
         self.flow.run(values)
         self._flush()
 
-    def _gather(self, name: str, value: np.ndarray) -> None:
-        self._gathered.setdefault(name, []).append(value.reshape(-1))  # each body run returns new arrays
-        self._bytes += value.nbytes
-        if self._bytes > self._max_bytes:
-            self._flush()
+    def _gather(self, pairs: list[tuple[str, np.ndarray]]) -> None:
+        gathered, limit = self._gathered, self._max_bytes
+        for name, value in pairs:
+            parts = gathered.get(name)
+            if parts is None:
+                parts = gathered[name] = []
+            parts.append(value.reshape(-1))  # each body run returns new arrays
+            self._bytes += value.nbytes
+            if self._bytes > limit:
+                self._flush()
 
     def _flush(self) -> None:
         for name, parts in self._gathered.items():
@@ -154,6 +159,8 @@ class _OrtBody:
         self.captured = sorted(outer_inputs(graph))
         self.computed = list(dict.fromkeys(o for n in graph.node for o in n.output if o))
         self.inner = ControlFlow(graph, settings)
+        self._watched = ([n for n in self.inputs if n not in settings.skip],
+                         [n for n in self.computed if n not in settings.skip])
         self._sessions: dict[tuple, object] = {}
 
     def empty_output(self, i: int) -> np.ndarray:
@@ -181,14 +188,12 @@ class _OrtBody:
         return numpy_helper.to_array(init)
 
     def _observe(self, feeds: dict, got: dict) -> None:
-        observe, skip = self.settings.observe, self.settings.skip
-        for name in self.inputs:
-            v = feeds[name]
-            if v.dtype.kind == "f" and name not in skip:
-                observe(name, v)
-        for name, v in got.items():  # sequence values (lists) are not observed, their tensors are
-            if isinstance(v, np.ndarray) and v.dtype.kind == "f" and name not in skip:
-                observe(name, v)
+        inputs, computed = self._watched
+        pairs = [(name, feeds[name]) for name in inputs if feeds[name].dtype.kind == "f"]
+        if got:  # sequence values (lists) are not observed, their tensors are
+            pairs += [(name, v) for name in computed if isinstance(v := got[name], np.ndarray) and v.dtype.kind == "f"]
+        if pairs:
+            self.settings.observe(pairs)
 
     def _session(self, feeds: dict):
         key = tuple((k, v.dtype.str, v.ndim) for k, v in feeds.items())

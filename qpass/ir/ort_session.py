@@ -16,7 +16,11 @@ import onnxruntime as ort
 from qpass.ir.batching import iter_feeds, run_stacked
 from qpass.ir.samples import SampleSet
 from ..errors import QpassError
+from qpass.ir.light_model import light_copy
 from qpass.ir.model_io import PROTO_LIMIT, serialize
+
+#: models of at least this many bytes reach onnxruntime with their large weights as values (``light_model``)
+LIGHT_MIN_BYTES = 8 << 20
 
 
 class OrtError(QpassError):
@@ -38,19 +42,28 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, o
                                    else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)
     if optimized_path:
         so.optimized_model_filepath = optimized_path
+    values = {}
     if isinstance(model, onnx.ModelProto):
-        if model.ByteSize() >= PROTO_LIMIT:
+        size = model.ByteSize()
+        if size >= PROTO_LIMIT:
             raise OrtError("model is over 2 GB in memory: save it with external data and run it from its file")
+        if size >= LIGHT_MIN_BYTES and not optimized_path:  # big weights as values, not protobuf bytes
+            model, values = light_copy(model)
+            keep = [ort.OrtValue.ortvalue_from_numpy(v) for v in values.values()]
+            so.add_external_initializers(list(values), keep)
         src = serialize(model)
     else:
         src = str(Path(model))
     try:
         # WeightBiasQuantization would silently re-quantise float weights that sit between quantised activations
         # to int8 (e.g. 10-16-bit fake-quant weights): the model that runs must be the model that was specified
-        return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"],
+        sess = ort.InferenceSession(src, so, providers=["CPUExecutionProvider"],
                                     disabled_optimizers=["WeightBiasQuantization"])
     except Exception as exc:
         raise OrtError(f"onnxruntime cannot load the model: {_first_line(exc)}") from None
+    if values:
+        sess._qpass_values = (values, keep)  # the session may read the handed-over buffers while it lives
+    return sess
 
 
 def iter_batches(sess: ort.InferenceSession, model: onnx.ModelProto, samples: SampleSet,

@@ -26,7 +26,7 @@ from onnx import helper, numpy_helper
 from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.graph import consumers, drop_unread, producers, shapes, topo_sort_nodes
-from qpass.ir.ort_session import OrtError
+from qpass.ir.ort_session import OrtError, make_session
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
 from .qdq_moves import float_sources
@@ -199,6 +199,7 @@ class ChooseDynamic(Pass):
     Options = ChooseDynamicOptions
 
     def run(self, model, ctx):
+        self._built = {}  # {frozenset of names: to_dynamic(model, names, float model)} built while choosing
         chosen, notes = self._dynamic(model, ctx)
         static = float_out_matmuls(model) - set(chosen) if self.opts.static_float_outputs else set()
         if static:
@@ -206,7 +207,10 @@ class ChooseDynamic(Pass):
                          "(onnxruntime would run DequantizeLinear + a float MatMul)")
         if not chosen and not static:
             return PassResult(model, False, notes)
-        return PassResult(to_dynamic(model, set(chosen), ctx.report.snapshots.get("quantize_qdq"), static), True, notes)
+        built = None if static else self._built.get(frozenset(chosen))  # the same call's result: no second build
+        self._built = {}
+        return PassResult(built or to_dynamic(model, set(chosen), ctx.report.snapshots.get("quantize_qdq"), static),
+                          True, notes)
 
     def _dynamic(self, model, ctx) -> tuple[list[str], list[str]]:
         """(the candidates chosen for run-time ranges, notes)."""
@@ -236,19 +240,31 @@ class ChooseDynamic(Pass):
                         f"{len(held)} held-out samples"]
 
     def _choose(self, model, float_m, cands, fit, held) -> tuple[list[str], dict]:
-        refs = {id(s): joined_outputs(float_m, s) for s in (fit, held)}
+        refs = {}  # the float outputs, on ``held`` only once a choice is to be checked there
+        sessions = {}  # one onnxruntime session per model scored (on ``fit`` and then on ``held``)
+        built = getattr(self, "_built", {})
 
         def score(m, s=fit):
-            return sqnr_db(refs[id(s)], joined_outputs(m, s))
+            if id(s) not in refs:
+                refs[id(s)] = joined_outputs(float_m, s)
+            if id(m) not in sessions:
+                sessions[id(m)] = (m, make_session(m))  # the model is kept: its id stays its own
+            return sqnr_db(refs[id(s)], joined_outputs(m, s, sessions[id(m)][1]))
+
+        def dynamic(names):
+            key = frozenset(names)
+            if key not in built:
+                built[key] = to_dynamic(model, set(names), float_m)
+            return built[key]
 
         predicted = predicted_gains(model, cands, fit)
         cands = [c for c in cands if predicted[c] >= self.opts.predicted_db]
         base = score(model) if cands else None
-        gains = {c: score(to_dynamic(model, {c}, float_m)) - base for c in cands}
+        gains = {c: score(dynamic([c])) - base for c in cands}
         order = sorted((c for c in cands if gains[c] >= self.opts.min_gain_db), key=lambda c: -gains[c])
         chosen, best = [], base
         for c in order:
-            s = score(to_dynamic(model, set(chosen + [c]), float_m)) if chosen else base + gains[c]
+            s = score(dynamic(chosen + [c])) if chosen else base + gains[c]
             if s > best:
                 chosen.append(c)
                 best = s
@@ -259,7 +275,7 @@ class ChooseDynamic(Pass):
             result["why"] = (f"no layer gains {self.opts.min_gain_db:g} dB alone" if cands else
                              f"no input's per-sample range is {self.opts.predicted_db:g} dB narrower than its calibrated one")
             return [], result
-        out = to_dynamic(model, set(chosen), float_m)
+        out = dynamic(chosen)
         h_static, h_dyn = score(model, held), score(out, held)
         result.update(static_db=float(h_static), dynamic_db=float(h_dyn))
         if not h_dyn >= h_static + self.opts.min_gain_db / 2:

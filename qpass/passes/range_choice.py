@@ -56,9 +56,10 @@ class ChooseRangesOptions:
     max_work: float | None = None
 
 
-def quantized_tensors(model, ranges: dict, dtype: str) -> list[str]:
-    """The activation tensors quantize_qdq gives their own parameters from a calibrated range, graph order."""
-    _, qc = quantize_graph(to_gs(model), ranges, QuantizeQDQOptions(activation_dtype=dtype))
+def quantized_tensors(model, ranges: dict, dtype: str, graph=None) -> list[str]:
+    """The activation tensors quantize_qdq gives their own parameters from a calibrated range, graph order
+    (``graph``: a ``to_gs(model)`` to quantize in place, else a fresh one)."""
+    _, qc = quantize_graph(to_gs(model) if graph is None else graph, ranges, QuantizeQDQOptions(activation_dtype=dtype))
     own = [t.name for t in qc.targets if t.name not in qc.shared_from and t.name in qc.params]
     fixed = {k for k, p in qc.params.items() if np.ndim(p.scale) == 0 and float(p.scale) == 1 / 256
              and k not in ranges}
@@ -75,14 +76,15 @@ class ChooseRanges(Pass):
     def run(self, model, ctx):
         cal = ctx.analyses.get(Calibration, model)
         o = self.opts
-        tensors = quantized_tensors(model, cal.ranges, o.activation_dtype)
-        if not tensors:
-            return PassResult(model, False, ["no calibrated tensor to choose a range for"])
-        work = self._work(model, ctx)
+        work = self._work(model, ctx)  # first: over the bound, the graph is not even quantized to list tensors
         if o.max_work is not None and work > o.max_work:
             ctx.report.results["range_choice"] = {"skipped": f"work {work:.3g} > max_work {o.max_work:.3g}"}
             return PassResult(model, False, [f"min/max kept: choosing would take about {work:.3g} multiply-adds of "
                                              f"consumer runs (max_work {o.max_work:.3g})"])
+        base_graph = to_gs(model)  # quantized with the calibrated ranges: the min/max side of ``_verify``
+        tensors = quantized_tensors(model, cal.ranges, o.activation_dtype, base_graph)
+        if not tensors:
+            return PassResult(model, False, ["no calibrated tensor to choose a range for"])
         runner = ConsumerRunner(model, ctx.analyses.get(TensorTypes, model).types, o.threads)
         needed = list(dict.fromkeys(tensors + [x for t in tensors for n in runner.readers.get(t, [])
                                                for x in n.input if x and x not in runner.inits]))
@@ -104,7 +106,7 @@ class ChooseRanges(Pass):
             ranges[t] = c.range if c.method != "minmax" else cal.ranges[t]
             choices.append(c)
         moved = [c for c in choices if c.method != "minmax"]
-        check = self._verify(model, ctx, cal.ranges, ranges, used) if moved and o.verify else None
+        check = self._verify(model, ctx, base_graph, ranges, used) if moved and o.verify else None
         kept = check is None or check[1] >= check[0] + o.min_check_gain_db
         ctx.analyses.put(Calibration(ranges if kept else dict(cal.ranges), cal.observers))
         ctx.report.results["range_choice"] = {
@@ -133,9 +135,10 @@ class ChooseRanges(Pass):
                                                                                           self.opts.methods)
         return per_sample_cost(model, samples) * min(self.opts.max_samples, usable) * (n_cands + 1)
 
-    def _verify(self, model, ctx, base: dict, chosen: dict, used) -> tuple[float, float, int]:
-        """(output SQNR with ``base`` ranges, with ``chosen``, samples): on calibration samples the choice did not
-        see (all of them when it saw every one), quantized as quantize_qdq does by default."""
+    def _verify(self, model, ctx, base_graph, chosen: dict, used) -> tuple[float, float, int]:
+        """(output SQNR with the calibrated ranges (``base_graph``: the model quantized with them), with
+        ``chosen``, samples): on calibration samples the choice did not see (all of them when it saw every one),
+        quantized as quantize_qdq does by default."""
         samples = ctx.inputs.calibration_data
         held = np.setdiff1d(np.arange(len(samples)), used)
         held = (held if held.size else np.arange(len(samples)))[:self.opts.max_check_samples]
@@ -143,9 +146,10 @@ class ChooseRanges(Pass):
         ref = run_samples(model, sub, self.opts.threads)
         opts = QuantizeQDQOptions(activation_dtype=self.opts.activation_dtype)
         out = []
-        for r in (base, chosen):
-            g = to_gs(model)
-            quantize_graph(g, r, opts)
+        for g in (base_graph, None):
+            if g is None:
+                g = to_gs(model)
+                quantize_graph(g, chosen, opts)
             got = run_samples(from_gs(g, model), sub, self.opts.threads)
             out.append(float(np.mean([sqnr_db(ref[k], got[k]) for k in ref if ref[k].dtype.kind == "f"] or [0.0])))
         return out[0], out[1], len(held)
