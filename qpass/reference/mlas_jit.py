@@ -57,6 +57,12 @@ def _gemm(a, b, out, has_c, stride):
                             out[d, m0 + r, n] = out[d, m0 + r, n] + acc[r, n]
 
 
+def gemm_into(a: np.ndarray, bk: np.ndarray, out: np.ndarray, has_c: bool, stride: int = 256) -> None:
+    """:func:`packed_gemm` of C-contiguous float32 a (M, K) and bk (K, N) into ``out`` (M, N; holding c when
+    ``has_c``), without the checks and copies (the float MatMul / Gemm kernels call it once per node)."""
+    _gemm(a[None], bk[None], out[None], has_c, stride)
+
+
 def packed_gemm(a: np.ndarray, bk: np.ndarray, c: np.ndarray | None = None, stride: int | None = 256) -> np.ndarray:
     """``mlas.packed_gemm`` of a (M, K) or (D, M, K) and a float32 B ``bk`` (K, N) or (D, K, N) (not an Operand),
     plus ``c`` (broadcast to the output) when given."""

@@ -12,9 +12,11 @@ from __future__ import annotations
 import numpy as np
 
 from .. import im2col as ic
+from .. import mlas
 from ..ops_integer.arith import exact_matmul, l1_bound
 from ..registry import register
-from .common import F32, F64, is_float, out_dtype, wide
+from .common import F32, F64, constant_input, is_float, out_dtype, wide
+from .recurrent import _jit
 
 MIN_PER_SAMPLE_COLUMNS = 1024  # fewer output positions per sample: one float64 GEMM per batch (per-call overhead)
 
@@ -55,9 +57,48 @@ def exact_dtype(x: np.ndarray, w: np.ndarray, axis: int):
     return F32 if float(np.abs(x).max()) * float(wl1) < 2.0 ** 24 else F64
 
 
+def _packed_weight(ex, node, b: np.ndarray):
+    """The float32 2-D B of a MatMul / Gemm when it is fixed at construction (onnxruntime packs such a weight
+    once, at session creation) and not integer-valued (those take the exact path), as a C-contiguous (K, N) array
+    kept on the executor with its 3-D view; else None."""
+    key = ("packed", node.name)
+    hit = ex.scratch.get(key)
+    if hit is not None and hit[0] is b:
+        return hit[1]
+    packed = None
+    if b.dtype == F32 and b.ndim == 2 and constant_input(ex, node.inputs[1]) is not None and not _integral(b):
+        packed = np.ascontiguousarray(b.T if node.attr("transB", 0) else b)
+    ex.scratch[key] = (b, packed)
+    return packed
+
+
+def mlas_packed_gemm(a: np.ndarray, bk: np.ndarray, c=None) -> np.ndarray:
+    """``a @ bk`` (+ ``c``, added first) of float32 ``a`` (..., K) and a packed weight ``bk`` (K, N) as
+    onnxruntime's MLAS SGEMM computes it (K blocks of 256, one FMA chain per output and block, the blocks added to
+    ``c`` in order): compiled when numba is there, else the numpy emulation (the same numbers, slower)."""
+    k, n = bk.shape
+    a2 = np.ascontiguousarray(a.reshape(-1, k), F32)
+    jit = _jit()
+    if jit is None:
+        c2 = None if c is None else np.broadcast_to(np.asarray(c, F32), (a2.shape[0], n))
+        y = mlas.packed_gemm(a2, mlas.Operand(bk), c2)
+    else:
+        y = np.empty((a2.shape[0], n), F32)
+        if c is not None:
+            y[...] = c
+        if k:
+            jit.gemm_into(a2, bk, y, c is not None)
+        elif c is None:
+            y[:] = 0
+    return y.reshape(a.shape[:-1] + (n,))
+
+
 @register("MatMul", with_executor=True)
 def matmul(ex, node, a, b):
     if is_float(a.dtype):
+        bk = _packed_weight(ex, node, b) if a.dtype == F32 else None
+        if bk is not None:  # float32 data, constant weight: as onnxruntime's MLAS computes it
+            return mlas_packed_gemm(a, bk)
         dt = exact_dtype(a, b, -1)
         if dt is None:
             return np.matmul(wide(a), _widened(ex, node, b)).astype(out_dtype(a), copy=False)
@@ -73,6 +114,11 @@ def gemm(ex, node, a, b, c=None):
     if node.attr("transB", 0):
         b = b.T
     alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    if a.dtype == F32 and alpha == 1.0 and not node.attr("transA", 0) and (
+            c is None or (beta == 1.0 and np.asarray(c).dtype == F32)):
+        bk = _packed_weight(ex, node, b0)
+        if bk is not None:  # float32, constant weight: as onnxruntime's MLAS (C added first)
+            return mlas_packed_gemm(a, bk, c)
     exact = exact_dtype(a, b, -1) if is_float(a.dtype) else None
     if exact == F32 and alpha == 1.0 and (c is None or (beta == 1.0 and _integral(np.asarray(c)))):
         y = a.astype(F32, copy=False) @ b.astype(F32, copy=False)  # exact integers below 2^24
