@@ -98,7 +98,6 @@ class MixedPrecision(Pass):
             result.update(final=held0, met=True)
             return PassResult(model, False, [f"target {target} met by int8 alone: {describe_metrics(held0)} on "
                                              f"{len(held)} held-out samples"])
-        model = self._branches(model, fit, held, score, data, ctx)
         self.timing, self.int8 = held, model
         self.base16 = at_16bit_opset(model) if "int16" in self.opts.precisions else None
         self.dims = tensor_dims(model, float_m, inputs=sample_shapes(data))
