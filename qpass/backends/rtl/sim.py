@@ -118,10 +118,12 @@ class SimResult:
                 f"{len(self.oversized_fifos())} of {len(self.fifo_depths)} FIFOs deeper than twice their occupancy")
 
 
-def simulate(part, frames: int | None = None, timeout: float = 1800.0, harness: str = "cocotb") -> SimResult:
+def simulate(part, frames: int | None = None, timeout: float = 1800.0, harness: str = "cocotb",
+             stall_after: int | None = None) -> SimResult:
     """Build ``part`` (an ``RtlPartition`` or its project folder) with Verilator and run its testbench over its
     sample frames (the first ``frames`` of them): under cocotb (``harness="cocotb"``) or a plain Verilator C++ main
-    (``"cpp"``, no cocotb needed); both run the same generated SystemVerilog testbench wrapper."""
+    (``"cpp"``, no cocotb needed); both run the same generated SystemVerilog testbench wrapper. ``stall_after``:
+    every output refuses words after its N-th (a deadlock, to check that one is reported)."""
     if harness not in ("cocotb", "cpp"):
         raise QpassError(f"unknown RTL simulation harness {harness!r} (cocotb or cpp)")
     pdir = Path(getattr(part, "project_dir", part))
@@ -130,7 +132,7 @@ def simulate(part, frames: int | None = None, timeout: float = 1800.0, harness: 
         raise QpassError(f"{pdir}: the export has no sample frames to simulate (export with samples)")
     env = check_tools() if harness == "cocotb" else verilator_env()
     cmd = [sys.executable, str(pdir / "tb" / "run_sim.py"), f"--harness={harness}"]
-    cmd += [str(int(frames))] if frames else []
+    cmd += ([str(int(frames))] if frames else []) + ([f"--stall-after={int(stall_after)}"] if stall_after else [])
     try:
         run = subprocess.run(cmd, cwd=pdir, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

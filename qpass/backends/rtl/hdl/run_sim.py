@@ -94,7 +94,7 @@ def _out_port(p: dict, frames: int) -> str:
   logic [{w - 1}:0] {n}_buf [0:{frames * words - 1}];
   logic [31:0] {n}_end [0:{frames - 1}];
   int unsigned {n}_cnt = 0;
-  assign {n}_tready = ap_rst_n;
+  assign {n}_tready = ap_rst_n && !(stall && {n}_cnt >= stall_after);
   always_ff @(posedge clk) if ({n}_tvalid && {n}_tready && {n}_cnt < {frames * words}) begin
     {n}_buf[{n}_cnt] <= {n}_tdata;
     {n}_cnt <= {n}_cnt + 1;
@@ -161,7 +161,8 @@ def wrapper_text(meta: dict) -> str:
 module {TB} (input logic clk /*verilator public_flat_rw*/, output logic done /*verilator public_flat_rw*/);
   logic done_r = 0;
   assign done = done_r;
-  int unsigned nframes = {frames};
+  int unsigned nframes = {frames}, stall_after = 0;
+  logic stall = 0;  // +stall_after=N: every output refuses words after its N-th (checks the deadlock detection)
   string dir = ".";
   logic [3:0] rst_cnt = 0;
   wire ap_rst_n = rst_cnt >= 4'd8;  // the top registers its reset: a few cycles more before the first word
@@ -171,6 +172,7 @@ module {TB} (input logic clk /*verilator public_flat_rw*/, output logic done /*v
   initial begin
     void'($value$plusargs("frames=%d", nframes));
     void'($value$plusargs("dir=%s", dir));
+    if ($value$plusargs("stall_after=%d", stall_after)) stall = 1;
     if (nframes > {frames}) nframes = {frames};
 {reads}
   end
@@ -270,7 +272,7 @@ def _sources() -> list[Path]:
     return [PROJECT / "rtl" / f for f in LIBRARY + [f"{TOP}.sv"]] + [HERE / f"{TB}.sv"]
 
 
-def run_cocotb(meta: dict, frames: int) -> None:
+def run_cocotb(meta: dict, frames: int, plusargs: list[str]) -> None:
     from cocotb_tools.runner import get_runner
 
     build = PROJECT / "sim_build"
@@ -281,10 +283,10 @@ def run_cocotb(meta: dict, frames: int) -> None:
             build_args=VERILATOR_ARGS + ["--no-public-flat-rw"])
     r.test(hdl_toplevel=TB, test_module="cocotb_partition", build_dir=build, test_dir=PROJECT / "rtl",
            extra_env={"QPASS_PROJECT": str(PROJECT), "QPASS_FRAMES": str(frames)},
-           plusargs=[f"+frames={frames}", f"+dir={PROJECT}"], results_xml=str(build / "results.xml"))
+           plusargs=plusargs, results_xml=str(build / "results.xml"))
 
 
-def run_cpp(meta: dict, frames: int) -> None:
+def run_cpp(meta: dict, frames: int, plusargs: list[str]) -> None:
     build = PROJECT / "sim_build_cpp"
     build.mkdir(exist_ok=True)
     (build / "main.cpp").write_text(CPP_MAIN)
@@ -294,7 +296,7 @@ def run_cpp(meta: dict, frames: int) -> None:
         subprocess.run(["verilator", "--cc", "--exe", "--build", "-j", "2", "--top-module", TB, "-Mdir", str(build),
                         "-o", "Vqpass_tb"] + VERILATOR_ARGS + [str(build / "main.cpp")] + [str(s) for s in _sources()],
                        check=True, stdout=subprocess.DEVNULL)
-    subprocess.run([str(exe), f"+frames={frames}", f"+dir={PROJECT}"], check=True, cwd=PROJECT / "rtl")  # ROM files
+    subprocess.run([str(exe)] + plusargs, check=True, cwd=PROJECT / "rtl")  # ROM files
     write_results(meta, frames)
 
 
@@ -304,12 +306,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description="Verilator simulation of this qpass RTL partition")
     ap.add_argument("frames", nargs="?", type=int, default=None, help="the first FRAMES sample frames (default all)")
     ap.add_argument("--harness", choices=("cocotb", "cpp"), default="cocotb")
+    ap.add_argument("--stall-after", type=int, default=None, help="outputs refuse words after N (a deadlock)")
     a = ap.parse_args()
     meta = json.loads((PROJECT / "meta.json").read_text())
     frames = min(a.frames or meta["frames"], meta["frames"])
     (PROJECT / "sim_results.json").unlink(missing_ok=True)
     prepare(meta, frames)
-    (run_cpp if a.harness == "cpp" else run_cocotb)(meta, frames)
+    plusargs = [f"+frames={frames}", f"+dir={PROJECT}"]
+    plusargs += [] if a.stall_after is None else [f"+stall_after={a.stall_after}"]
+    (run_cpp if a.harness == "cpp" else run_cocotb)(meta, frames, plusargs)
     return 0 if (PROJECT / "sim_results.json").is_file() else 1
 
 
