@@ -130,30 +130,37 @@ def _totals(report: str) -> dict:
     return {"LUT": int(m.group(1)), "BRAM18": int(m.group(2)), "DSP": int(m.group(4)), "cycles": cyc}
 
 
-def rtl_run(size: str, frames: int, weights_mode: str, out: Path | None) -> int:
-    """Export the CNV through the RTL backend (the Python API: fold_cnv_large for the full size) and simulate it."""
+def rtl_export(size: str, frames: int, weights_mode: str, out: Path):
+    """The CNV through the RTL backend (the Python API: fold_cnv_large for the full size) with ``frames`` random
+    sample frames for its testbench, exported under ``out``/rtl."""
     import qpass
     from qpass.api import qonnx_model
     from qpass.backends import rtl
     from qpass.hw.folding_config import load
     from qpass.ir.samples import bind_samples
 
+    m = build_cnv(size)
+    (out / "pipe.yaml").write_text(PIPELINE)
+    r = qpass.optimize(m, calib=bind_samples(samples(size, 16), m), pipeline=qpass.load_pipeline(
+        str(out / "pipe.yaml")))
+    folding = load(folding_file(out / "f.json")) if size == "full" else None
+    return rtl.export(qonnx_model(r), out / "rtl", samples=bind_samples(samples(size, frames, seed=2), m),
+                      folding=folding, weights_mode=weights_mode)
+
+
+def rtl_run(size: str, frames: int, weights_mode: str, out: Path | None, harness: str = "cocotb") -> int:
+    """Export the CNV through the RTL backend and simulate it with Verilator (cocotb or the plain C++ harness)."""
+    from qpass.backends import rtl
+
     with tempfile.TemporaryDirectory() as tmp:
-        tmp = Path(tmp)
-        m = build_cnv(size)
-        (tmp / "pipe.yaml").write_text(PIPELINE)
         t0 = time.perf_counter()
-        r = qpass.optimize(m, calib=bind_samples(samples(size, 16), m), pipeline=qpass.load_pipeline(
-            str(tmp / "pipe.yaml")))
-        folding = load(folding_file(tmp / "f.json")) if size == "full" else None
-        res = rtl.export(qonnx_model(r), (out or tmp) / "rtl", samples=bind_samples(samples(size, frames, seed=2), m),
-                         folding=folding, weights_mode=weights_mode)
+        res = rtl_export(size, frames, weights_mode, out or Path(tmp))
         t1 = time.perf_counter()
-        print(f"CNV-W1A1 ({size}) RTL export ({weights_mode} weights) {t1 - t0:.1f} s; Verilator + cocotb, {frames} "
-              f"frames back to back:")
+        print(f"CNV-W1A1 ({size}) RTL export ({weights_mode} weights) {t1 - t0:.1f} s; Verilator ({harness}), "
+              f"{frames} frames back to back:")
         bad = 0
         for p in res.partitions:
-            s = rtl.simulate(p, frames=frames, timeout=7200)
+            s = rtl.simulate(p, frames=frames, timeout=7200, harness=harness)
             print(f"  {s.summary()} [{time.perf_counter() - t1:.0f} s]")
             bad += int(not s.ok)
         return 1 if bad else 0

@@ -87,6 +87,9 @@ class SimResult:
     fifo_depths: dict = field(default_factory=dict)
     examples: list = field(default_factory=list)
     log: str = ""
+    tlast_errors: int = 0
+    fifo_overflow: list = field(default_factory=list)
+    harness: str = "cocotb"
 
     @property
     def ratio(self) -> float | None:
@@ -100,7 +103,8 @@ class SimResult:
 
     @property
     def ok(self) -> bool:
-        return not self.deadlock and self.mismatches == 0 and self.elements_checked > 0
+        return (not self.deadlock and self.mismatches == 0 and self.elements_checked > 0 and not self.tlast_errors
+                and not self.fifo_overflow)
 
     def summary(self) -> str:
         cpf = "n/a" if self.cycles_per_frame is None else f"{self.cycles_per_frame:.1f}"
@@ -108,19 +112,27 @@ class SimResult:
         fifo = ", ".join(f"{k} {v}/{self.fifo_depths.get(k)}" for k, v in self.fifo_max_occupancy.items())
         return (f"{self.partition}: {self.frames} frames, {self.mismatches} mismatches in {self.elements_checked} "
                 f"elements; {cpf} cycles/frame steady state vs {self.model_cycles} modelled{ratio}; latency "
-                f"{self.latency} cycles; {'DEADLOCK; ' if self.deadlock else ''}FIFO max occupancy/depth: {fifo}; "
+                f"{self.latency} cycles; {'DEADLOCK; ' if self.deadlock else ''}"
+                f"{f'{self.tlast_errors} TLAST errors; ' if self.tlast_errors else ''}"
+                f"{f'FIFOS ABOVE DEPTH {self.fifo_overflow}; ' if self.fifo_overflow else ''}FIFO max occupancy/depth: {fifo}; "
                 f"{len(self.oversized_fifos())} of {len(self.fifo_depths)} FIFOs deeper than twice their occupancy")
 
 
-def simulate(part, frames: int | None = None, timeout: float = 1800.0) -> SimResult:
-    """Build ``part`` (an ``RtlPartition`` or its project folder) with Verilator and run its cocotb testbench over
-    its sample frames (the first ``frames`` of them)."""
+def simulate(part, frames: int | None = None, timeout: float = 1800.0, harness: str = "cocotb",
+             stall_after: int | None = None) -> SimResult:
+    """Build ``part`` (an ``RtlPartition`` or its project folder) with Verilator and run its testbench over its
+    sample frames (the first ``frames`` of them): under cocotb (``harness="cocotb"``) or a plain Verilator C++ main
+    (``"cpp"``, no cocotb needed); both run the same generated SystemVerilog testbench wrapper. ``stall_after``:
+    every output refuses words after its N-th (a deadlock, to check that one is reported)."""
+    if harness not in ("cocotb", "cpp"):
+        raise QpassError(f"unknown RTL simulation harness {harness!r} (cocotb or cpp)")
     pdir = Path(getattr(part, "project_dir", part))
     meta = json.loads((pdir / "meta.json").read_text())
     if not meta["frames"]:
         raise QpassError(f"{pdir}: the export has no sample frames to simulate (export with samples)")
-    env = check_tools()
-    cmd = [sys.executable, str(pdir / "tb" / "run_sim.py")] + ([str(int(frames))] if frames else [])
+    env = check_tools() if harness == "cocotb" else verilator_env()
+    cmd = [sys.executable, str(pdir / "tb" / "run_sim.py"), f"--harness={harness}"]
+    cmd += ([str(int(frames))] if frames else []) + ([f"--stall-after={int(stall_after)}"] if stall_after else [])
     try:
         run = subprocess.run(cmd, cwd=pdir, env=env, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -134,4 +146,5 @@ def simulate(part, frames: int | None = None, timeout: float = 1800.0) -> SimRes
     r = json.loads(res_path.read_text())
     return SimResult(meta["partition"], r["frames"], r["mismatches"], r["elements_checked"], r["cycles_per_frame"],
                      meta["bottleneck_cycles"], r["latency"], r["deadlock"], r["fifo_max_occupancy"],
-                     {f["name"]: f["depth"] for f in meta["fifos"]}, r["examples"], log)
+                     {f["name"]: f["depth"] for f in meta["fifos"]}, r["examples"], log, r["tlast_errors"],
+                     r["fifo_overflow"], harness)
