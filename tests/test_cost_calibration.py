@@ -151,29 +151,3 @@ def test_folding_search_minimises_the_calibrated_estimate():
         best = min(cal.layer_resources(o).lut for o in options if o.cycles() <= budget)
         assert f.res == cal.layer_resources(l) and f.res.lut == best, l.name
     assert r.meets_target
-
-
-def test_verilator_confirms_the_fifo_depths_of_the_stream_simulation(tmp_path):
-    """The digits CNN's exported FIFO depths (from ``qpass.hw.fifo_sim``) under Verilator with samples streamed back
-    to back: no deadlock, no FIFO ever over its depth, and every FIFO minimal to within a factor 2 of the highest
-    occupancy observed: depth <= 2 x max occupancy + 1 (2 words are always allowed; the FIFO behind an up-converter
-    gets one word more than the stream simulation's depth, ``qpass.backends.rtl.top``)."""
-    import qpass
-    from qpass.api import qonnx_model
-    from qpass.backends import rtl
-    from qpass.pipeline.config import QuantConfig
-
-    try:
-        rtl.check_tools()
-    except rtl.ToolMissing as exc:
-        pytest.skip(str(exc))
-    plan = QuantConfig(backend="rtl", bits="4").resolve()
-    res = qpass.optimize(MODELS / "digits_cnn.onnx", calib=MODELS / "digits_cnn.calib.npz", pipeline=plan.pipeline,
-                         disabled=plan.disabled)
-    ex = rtl.export(qonnx_model(res), tmp_path / "cnn", samples=MODELS / "digits_cnn.eval.npz")
-    s = rtl.simulate(ex.partitions[0], frames=16)
-    assert not s.deadlock and s.mismatches == 0, s.summary()
-    assert s.fifo_max_occupancy and set(s.fifo_max_occupancy) == set(s.fifo_depths), s.summary()
-    for name, occ in s.fifo_max_occupancy.items():
-        depth = s.fifo_depths[name]
-        assert 0 < occ <= depth <= max(2, 2 * occ) + 1, f"{name}: depth {depth}, max occupancy {occ}\n{s.summary()}"
