@@ -12,8 +12,6 @@ from qpass.hw.kinds.mvtu import MVTU
 from qpass.hw.kinds.swg import SlidingWindow
 from qpass.hw.layers import Resources
 
-from conftest import MODELS
-
 
 def test_shipped_calibration_names_its_yosys_and_regeneration_command():
     data = json.loads(cal.DATA.read_text())
