@@ -23,7 +23,7 @@ import numpy as np
 import onnx
 
 from qpass.ir.samples import SampleSet, model_inputs
-from qpass.ir.graph import shapes as tensor_shapes
+from qpass.ir.graph import all_nodes, shapes as tensor_shapes
 
 #: ops whose numbers for one sample depend on the others in the same call: dynamic quantisation takes one scale and
 #: zero point over the whole input (onnxruntime's com.microsoft DynamicQuantize* and the ONNX op alike). A model
@@ -89,12 +89,7 @@ def batchable(model: onnx.ModelProto, samples: SampleSet, outputs: list[str], tr
 
 def couples_samples(graph: onnx.GraphProto) -> bool:
     """Whether ``graph`` or a graph nested in it holds a ``SAMPLE_COUPLING_OPS`` node."""
-    for n in graph.node:
-        if n.op_type in SAMPLE_COUPLING_OPS:
-            return True
-        if any(a.type == onnx.AttributeProto.GRAPH and couples_samples(a.g) for a in n.attribute):
-            return True
-    return False
+    return any(n.op_type in SAMPLE_COUPLING_OPS for n in all_nodes(graph))
 
 
 def iter_feeds(model: onnx.ModelProto, samples: SampleSet, outputs: list[str],

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import onnx
 
-from qpass.ir.graph import shapes
+from qpass.ir.graph import all_nodes, iter_graphs, shapes
 from qpass.passes.qdq_moves import graph_cost, with_input_dims
 
 
@@ -29,12 +29,7 @@ def quantized_branches(model: onnx.ModelProto) -> list[tuple[str, str]]:
 
 
 def _has_qdq(g: onnx.GraphProto) -> bool:
-    for n in g.node:
-        if n.op_type in ("QuantizeLinear", "DequantizeLinear"):
-            return True
-        if any(a.type == onnx.AttributeProto.GRAPH and _has_qdq(a.g) for a in n.attribute):
-            return True
-    return False
+    return any(n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in all_nodes(g))
 
 
 def _if_node(model: onnx.ModelProto, name: str) -> onnx.NodeProto:
@@ -60,14 +55,14 @@ def _drop_unread(g: onnx.GraphProto) -> None:
     """Remove the main-graph nodes nothing reads any more (the QuantizeLinear of an outer value a quantized body
     read) and the initializers only they read."""
     while True:
-        read = {i for n in _all_nodes(g) for i in n.input} | {o.name for o in g.output}
+        read = {i for n in all_nodes(g) for i in n.input} | {o.name for o in g.output}
         dead = [n for n in g.node if not any(o in read for o in n.output if o)]
         if not dead:
             break
         keep = [n for n in g.node if not any(n is d for d in dead)]
         del g.node[:]
         g.node.extend(keep)
-    read = {i for n in _all_nodes(g) for i in n.input} | {o.name for o in g.output}
+    read = {i for n in all_nodes(g) for i in n.input} | {o.name for o in g.output}
     inits = [i for i in g.initializer if i.name in read]
     del g.initializer[:]
     g.initializer.extend(inits)
@@ -92,19 +87,11 @@ def taken_share(conds: dict[str, "object"], name: str, attr: str) -> float:
 def branch_cost(model: onnx.ModelProto, name: str, attr: str, dims: dict) -> float:
     """``graph_cost`` of one run of a branch on its own, the outer-scope initializers it reads included."""
     g = _branch(_if_node(model, name), attr)
-    used = {i for n in _all_nodes(g) for i in n.input}
+    used = {i for n in all_nodes(g) for i in n.input}
     m = onnx.helper.make_model(onnx.helper.make_graph(
         list(g.node), "branch", [], list(g.output),
         initializer=[i for i in model.graph.initializer if i.name in used] + list(g.initializer)))
     return graph_cost(m, dims)
-
-
-def _all_nodes(g: onnx.GraphProto):
-    for n in g.node:
-        yield n
-        for a in n.attribute:
-            if a.type == onnx.AttributeProto.GRAPH:
-                yield from _all_nodes(a.g)
 
 
 def all_dims(model: onnx.ModelProto, inputs: dict) -> dict[str, list[int]]:
@@ -116,8 +103,7 @@ def all_dims(model: onnx.ModelProto, inputs: dict) -> dict[str, list[int]]:
     except Exception:  # noqa: BLE001 - an unshaped graph: what its value_info says
         pass
     out: dict[str, list[int]] = {}
-    graphs = [m.graph] + [a.g for n in _all_nodes(m.graph) for a in n.attribute if a.type == onnx.AttributeProto.GRAPH]
-    for g in graphs:
+    for g in iter_graphs(m.graph):
         gm = onnx.ModelProto()
         gm.graph.CopyFrom(g)
         for k, v in shapes(gm).items():
