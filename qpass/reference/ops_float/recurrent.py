@@ -11,13 +11,13 @@ that onnxruntime packs at load time summed in its packed order) and its sigmoid 
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from .. import mlas
+from ..jit import compiled
 from ..registry import register
 
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -56,15 +56,9 @@ def _directions(node) -> list[str]:
 
 
 def _jit():
-    """``qpass.reference.mlas_jit`` (the same numbers, compiled) when numba is installed (the ``fast`` extra) and
-    the environment does not set QPASS_NO_JIT=1, else None: the numpy emulation in ``qpass.reference.mlas``."""
-    if os.environ.get("QPASS_NO_JIT") == "1":
-        return None
-    try:
-        from .. import mlas_jit
-    except ImportError:
-        return None
-    return mlas_jit
+    """``qpass.reference.mlas_jit`` (the same numbers, compiled) when numba is installed, else None: the numpy
+    emulation in ``qpass.reference.mlas`` (``qpass.reference.jit``)."""
+    return compiled("mlas_jit")
 
 
 def _mlas_activations() -> dict[str, Callable]:

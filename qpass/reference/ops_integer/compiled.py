@@ -5,10 +5,9 @@ run their numpy path; both give the same codes and the same statistics.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
+from ..jit import compiled as load_compiled
 from ..numerics import F32, F64, int_range
 
 _F32_EXACT = 2 ** 24 - 1
@@ -16,16 +15,8 @@ _F32_EXACT = 2 ** 24 - 1
 
 def jit():
     """``qpass.reference.int8_jit`` when numba and scipy are installed (the ``fast`` extra) and ``QPASS_NO_JIT``
-    is not 1, else None."""
-    if os.environ.get("QPASS_NO_JIT") == "1":
-        return None
-    try:
-        import scipy.linalg.cython_blas  # noqa: F401  (numba's np.dot calls BLAS through scipy)
-
-        from .. import int8_jit
-    except ImportError:
-        return None
-    return int8_jit
+    is not 1, else None (numba's np.dot calls BLAS through scipy; ``qpass.reference.jit``)."""
+    return load_compiled("int8_jit", needs=("scipy.linalg.cython_blas",))
 
 
 def acc_type(top: int | None, bias: np.ndarray | None):
