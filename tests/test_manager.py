@@ -291,3 +291,29 @@ def test_report_output_is_apart_from_inputs_and_analyses():
     with pytest.raises(TypeError):
         res.facts["quantization"] = {}
     assert res.analyses.cached(Calibration) is None  # quantize_qdq changed the graph: the ranges went stale
+
+
+def test_float_outputs_computed_once_and_kept_across_changes(monkeypatch):
+    """choose_dynamic and auto_precision score against the same float snapshot on the same samples: one float run
+    per sample set, kept while passes change the graph; another model object or other samples run again."""
+    import numpy as np
+    from qpass.pipeline import analyses as an
+
+    model = onnx.load(MODELS / "digits_mlp.onnx")
+    data = as_samples(dict(np.load(MODELS / "digits_mlp.calib.npz")), model)
+    calls = []
+    real = an.joined_outputs
+    monkeypatch.setattr(an, "joined_outputs", lambda m, s: calls.append(len(s)) or real(m, s))
+    am = AnalysisManager()
+    fit, held = data.subset(slice(0, 8)), data.subset(slice(8, 16))
+    a = an.float_outputs(am, model, fit)
+    am.after_change(())  # a pass changed the graph: a fact about the fixed float model stays
+    b = an.float_outputs(am, model, data.subset(slice(0, 8)))  # the same memory through another subset
+    assert b is a and calls == [8]
+    c = an.float_outputs(am, model, held)
+    assert calls == [8, 8] and not np.array_equal(a, c)
+    assert np.array_equal(a, real(model, fit))
+    other = onnx.ModelProto()
+    other.CopyFrom(model)
+    an.float_outputs(am, other, fit)  # another model object: computed for it
+    assert calls == [8, 8, 8]

@@ -42,11 +42,15 @@ class Observer:
         x = np.asarray(x)
         if x.size == 0:
             return
-        finite = x if np.isfinite(x).all() else x[np.isfinite(x)]
-        if finite.size == 0:
-            return
-        self.lo = min(self.lo, float(finite.min()))
-        self.hi = max(self.hi, float(finite.max()))
+        lo, hi = float(x.min()), float(x.max())  # a NaN or an infinity shows in one of them
+        finite = x
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            finite = x[np.isfinite(x)]
+            if finite.size == 0:
+                return
+            lo, hi = float(finite.min()), float(finite.max())
+        self.lo = min(self.lo, lo)
+        self.hi = max(self.hi, hi)
         self.count += finite.size
         flat = finite.reshape(-1)
         if flat.dtype != np.float64 and (flat.dtype != np.float32 or max(-self.lo, self.hi) ** 2 * flat.size > 1e37):

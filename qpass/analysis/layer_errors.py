@@ -90,9 +90,15 @@ def call_ms(model: onnx.ModelProto, samples, runs: int = 30, stat=np.median) -> 
 
 
 def _on_grid(x: np.ndarray, p: dict) -> np.ndarray:
+    """``x`` put on the quantizer's grid (float64): the same operations, in place on one buffer."""
     info = np.iinfo(p["dtype"])
-    q = np.clip(np.rint(np.asarray(x, np.float64) / p["scale"]) + p["zero_point"], info.min, info.max)
-    return (q - p["zero_point"]) * np.float64(np.float32(p["scale"]))
+    q = np.divide(np.asarray(x, np.float64), p["scale"])  # a fresh float64 array: rounded, shifted in place
+    np.rint(q, out=q)
+    q += p["zero_point"]
+    np.clip(q, info.min, info.max, out=q)
+    q -= p["zero_point"]
+    q *= np.float64(np.float32(p["scale"]))
+    return q
 
 
 def _shared_pairs(float_model: onnx.ModelProto, quant_model: onnx.ModelProto) -> list[dict]:
@@ -109,7 +115,8 @@ def isolated_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, 
     names = list(dict.fromkeys(p["tensor"] for p in pairs))
     m = _with_outputs(float_model, names)
     ref = run_samples(m, samples, outputs=names, sess=make_session(m, optimize=True))
-    return {p["tensor"]: _round(sqnr_db(ref[p["tensor"]], _on_grid(ref[p["tensor"]], p))) for p in pairs}
+    last = {p["tensor"]: p for p in pairs}  # a tensor's last pair is the one its entry keeps
+    return {t: _round(sqnr_db(ref[t], _on_grid(ref[t], p))) for t, p in last.items()}
 
 
 def layer_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples,

@@ -27,6 +27,7 @@ from qpass.analysis.layer_errors import call_ms, joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.graph import consumers, drop_unread, producers, shapes, topo_sort_nodes
 from qpass.ir.ort_session import OrtError, make_session
+from qpass.pipeline.analyses import float_outputs
 from qpass.pipeline.pass_base import Pass, PassResult
 from .ptq_layers import split_samples
 from .qdq_moves import float_sources
@@ -227,7 +228,8 @@ class ChooseDynamic(Pass):
             return [], [why]
         fit, held = split_samples(data, self.opts.samples, 0.5)
         try:
-            chosen, result = self._choose(model, float_m, cands, fit, held)
+            chosen, result = self._choose(model, float_m, cands, fit, held,
+                                          lambda s: float_outputs(ctx.analyses, float_m, s))
         except (OrtError, ValueError, ArithmeticError, IndexError) as exc:  # an optional improvement: never fatal
             why = f"{type(exc).__name__}: {str(exc)[:120]}"
             ctx.report.results[self.name] = {"candidates": cands, "dynamic": [], "skipped": why}
@@ -239,14 +241,16 @@ class ChooseDynamic(Pass):
                         f"MatMulInteger): output SQNR {result['static_db']:.2f} -> {result['dynamic_db']:.2f} dB on "
                         f"{len(held)} held-out samples"]
 
-    def _choose(self, model, float_m, cands, fit, held) -> tuple[list[str], dict]:
+    def _choose(self, model, float_m, cands, fit, held, reference=None) -> tuple[list[str], dict]:
+        """``reference(samples)``: the float model's joined outputs (shared with later passes; else computed)."""
+        reference = reference or (lambda s: joined_outputs(float_m, s))
         refs = {}  # the float outputs, on ``held`` only once a choice is to be checked there
         sessions = {}  # one onnxruntime session per model scored (on ``fit`` and then on ``held``)
         built = getattr(self, "_built", {})
 
         def score(m, s=fit):
             if id(s) not in refs:
-                refs[id(s)] = joined_outputs(float_m, s)
+                refs[id(s)] = reference(s)
             if id(m) not in sessions:
                 sessions[id(m)] = (m, make_session(m))  # the model is kept: its id stays its own
             return sqnr_db(refs[id(s)], joined_outputs(m, s, sessions[id(m)][1]))

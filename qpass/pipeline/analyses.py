@@ -11,8 +11,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, Iterable, TypeVar
 
+import numpy as np
 import onnx
 
+from qpass.analysis.layer_errors import joined_outputs
 from qpass.errors import PipelineError
 from qpass.ir.graph import elem_types
 
@@ -22,6 +24,8 @@ class Analysis:
     name: ClassVar[str] = ""
     #: False: only a pass establishes it (see ``Pass.provides``); True: ``compute`` builds it on request
     computable: ClassVar[bool] = False
+    #: True: a fact about a fixed model (not the graph being rewritten): kept when a pass changes the graph
+    fixed_model: ClassVar[bool] = False
 
     @classmethod
     def compute(cls, model: onnx.ModelProto) -> "Analysis":
@@ -73,7 +77,7 @@ class AnalysisManager:
         """The graph changed: keep what the pass preserves or just established, drop the rest."""
         preserves = tuple(preserves)
         for kind in list(self._cache):
-            if kind not in self._fresh and not is_preserved(kind, preserves):
+            if kind not in self._fresh and not kind.fixed_model and not is_preserved(kind, preserves):
                 del self._cache[kind]
 
 
@@ -99,3 +103,38 @@ class TensorTypes(Analysis):
     @classmethod
     def compute(cls, model: onnx.ModelProto) -> "TensorTypes":
         return cls(elem_types(model))
+
+
+@dataclass
+class FloatOutputs(Analysis):
+    """The float model's joined outputs (``layer_errors.joined_outputs``) on sample sets, for the passes after
+    ``quantize_qdq`` that score their candidates against it (``choose_dynamic``, ``auto_precision``): one float run
+    per sample set in a pipeline run instead of one per pass. A fact about ``model`` (the snapshot before
+    quantisation), not about the graph being rewritten: kept when a pass changes the graph."""
+
+    name: ClassVar[str] = "float outputs"
+    fixed_model: ClassVar[bool] = True
+    model: onnx.ModelProto
+    outputs: dict[tuple, tuple[Any, Any]]  # samples key -> (the samples, kept alive: the key names memory; outputs)
+
+
+def _samples_key(samples) -> tuple:
+    """Which memory ``samples`` reads (a subset's arrays are views): equal keys, equal samples while both live."""
+    def at(v):
+        v = np.asarray(v)
+        return v.__array_interface__["data"][0], v.shape, v.strides, v.dtype.str
+
+    return tuple(sorted((k, at(v)) for k, v in samples.arrays.items())) + tuple(
+        sorted((k, at(v)) for k, v in samples.shared.items()))
+
+
+def float_outputs(analyses: AnalysisManager, model: onnx.ModelProto, samples):
+    """``joined_outputs(model, samples)``, computed once per pipeline run for the same model object and samples."""
+    have = analyses.cached(FloatOutputs)
+    if have is None or have.model is not model:
+        have = FloatOutputs(model, {})
+        analyses.put(have)
+    key = _samples_key(samples)
+    if key not in have.outputs:
+        have.outputs[key] = (samples, joined_outputs(model, samples))
+    return have.outputs[key][1]

@@ -32,6 +32,7 @@ from qpass.ir.ort_session import OrtError, run_samples
 from qpass.passes.ptq_layers import split_samples
 from qpass.passes.qdq_moves import (FLOAT_OUT, at_16bit_opset, bypass, float_segment, graph_cost, integer_layers,
                                      sample_shapes, tensor_dims, widen)
+from qpass.pipeline.analyses import float_outputs
 from qpass.pipeline.pass_base import Pass, PassResult
 from .branch_precision import float_branches, quantized_branches
 from .core import MIN_HELD_OUT, _split
@@ -273,7 +274,7 @@ class AutoPrecision(MixedPrecision):
         if self.float_m is None or data is None or len(data) < 4 or not (pairs or quantized_branches(model)):
             return PassResult(model, False, ["nothing to measure"])
         fit, held = split_samples(data, self.opts.samples, 0.5)
-        refs = {id(s): joined_outputs(self.float_m, s) for s in (fit, held)}
+        refs = {id(s): float_outputs(ctx.analyses, self.float_m, s) for s in (fit, held)}
 
         def score(m, s=fit):
             return sqnr_db(refs[id(s)], joined_outputs(m, s))
