@@ -116,7 +116,22 @@ def isolated_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, 
     m = _with_outputs(float_model, names)
     ref = run_samples(m, samples, outputs=names, sess=make_session(m, optimize=True))
     last = {p["tensor"]: p for p in pairs}  # a tensor's last pair is the one its entry keeps
-    return {t: _round(sqnr_db(ref[t], _on_grid(ref[t], p))) for t, p in last.items()}
+    return {t: _round(_grid_sqnr_db(ref[t], p)) for t, p in last.items()}
+
+
+def _grid_sqnr_db(x: np.ndarray, p: dict) -> float:
+    """``sqnr_db(x, _on_grid(x, p))``, the same float64 operations on one float64 copy of ``x`` and one buffer."""
+    x64 = np.asarray(x, np.float64)
+    err = _on_grid(x64, p)
+    err -= x64  # squared below: the sign of ref - test does not matter, and negation is exact
+    np.multiply(err, err, out=err)
+    noise = float(np.sum(err))
+    signal = float(np.sum(x64 * x64))
+    if noise == 0:
+        return float("inf")
+    if signal == 0:
+        return float("-inf")
+    return 10.0 * np.log10(signal / noise)
 
 
 def layer_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples,
