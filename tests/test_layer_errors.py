@@ -55,3 +55,20 @@ def test_report_json_html_and_terminal_name_them(tmp_path):
     assert named == [r["tensor"] for r in worst(rows, 5)]
     html = rep.read_text()
     assert 'id="layer_errors"' in html and all(n in html for n in named)
+
+
+def test_grid_sqnr_equals_sqnr_of_the_grid_values_to_the_bit():
+    """isolated_errors' fused computation is sqnr_db(x, _on_grid(x)) exactly (the report and auto_precision's
+    probe order must not move), and it leaves its input alone."""
+    import numpy as np
+    from qpass.analysis.layer_errors import _grid_sqnr_db, _on_grid
+    from qpass.analysis.metrics import sqnr_db
+
+    rng = np.random.default_rng(3)
+    for dtype, zp in ((np.uint8, 128), (np.int8, 0), (np.int16, 0)):
+        p = {"dtype": dtype, "scale": 0.0371, "zero_point": zp}
+        for x in (rng.standard_normal((4, 3, 20, 20)).astype(np.float32) * 9, rng.standard_normal(999) * 1e3,
+                  np.zeros(7, np.float32), np.full(5, 0.0371 * 3, np.float32)):
+            keep = x.copy()
+            assert _grid_sqnr_db(x, p) == sqnr_db(x, _on_grid(x, p))
+            assert np.array_equal(x, keep)

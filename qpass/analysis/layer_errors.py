@@ -125,13 +125,9 @@ def _grid_sqnr_db(x: np.ndarray, p: dict) -> float:
     err = _on_grid(x64, p)
     err -= x64  # squared below: the sign of ref - test does not matter, and negation is exact
     np.multiply(err, err, out=err)
-    noise = float(np.sum(err))
-    signal = float(np.sum(x64 * x64))
-    if noise == 0:
-        return float("inf")
-    if signal == 0:
-        return float("-inf")
-    return 10.0 * np.log10(signal / noise)
+    noise, signal = float(np.sum(err)), float(np.sum(x64 * x64))
+    with np.errstate(divide="ignore"):  # no signal: log10(0) = -inf, as sqnr_db says
+        return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
 
 
 def layer_errors(float_model: onnx.ModelProto, quant_model: onnx.ModelProto, samples,
