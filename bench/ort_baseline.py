@@ -32,6 +32,7 @@ packaged models' inputs, scikit-image, Pillow and scipy. The bench checks them a
 prints the exact ``python -m pip install ...`` line and exits with status 2 (it never installs anything itself).
 
     python bench/ort_baseline.py [--models NAME...] [--repeats N] [--threads 1 2] [--budget S] [--json OUT]
+                                 [--clock cpu]
     python bench/ort_baseline.py --show bench/results/ort_baseline_DATE.json
 """
 from __future__ import annotations
@@ -143,6 +144,8 @@ def header_lines(info: dict, opts: oc.Options, speech: str | None) -> list[str]:
              f"(rotated order, ~{SAMPLE_SECONDS * 1e3:g} ms samples) within {opts.budget:g} s per model"]
     if speech:
         lines.append(f"speech inputs: {speech}")
+    if info.get("quantize_clock") == "cpu":
+        lines.append("quant s: CPU seconds (this process's threads and finished children), not wall-clock")
     return lines
 
 
@@ -239,7 +242,23 @@ def parse_args(argv):
                     help="quantize_static's activation type (weights are always s8)")
     ap.add_argument("--show", type=Path, metavar="JSON", help="print the table of a saved --json run; run nothing")
     ap.add_argument("--cache", type=Path, help="zoo cache (default: $QPASS_ZOO_CACHE or ~/.cache/qpass-zoo)")
+    ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                    help="quantize time ('quant s') as wall seconds or as CPU seconds of this process (all its "
+                         "threads) and its waited-for children: usable on a loaded machine")
     return ap.parse_args(argv)
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (every thread) and of its finished children."""
+    t = os.times()
+    return time.process_time() + t.children_user + t.children_system
+
+
+def use_clock(clock: str) -> None:
+    """Time both quantizers (``ort_compare``'s quantize timers) with ``clock``; latency stays wall-clock."""
+    if clock == "cpu":
+        import types
+        oc.time = types.SimpleNamespace(perf_counter=cpu_seconds)
 
 
 def select_models(names, cache: Path) -> tuple[list[str], list[str]]:
@@ -316,7 +335,9 @@ def main(argv=None) -> int:
         if not names:
             return 2
     opts = oc.Options(tuple(args.threads), args.repeats, args.budget, args.ort_activations, paired_latency_rows)
+    use_clock(args.clock)
     info = oc.machine_info()
+    info["quantize_clock"] = args.clock
     speech = None
     if any(n not in oc.DIGITS for n in names):
         import inputs
