@@ -125,7 +125,9 @@ def _grid_sqnr_db(x: np.ndarray, p: dict) -> float:
     err = _on_grid(x64, p)
     err -= x64  # squared below: the sign of ref - test does not matter, and negation is exact
     np.multiply(err, err, out=err)
-    noise, signal = float(np.sum(err)), float(np.sum(x64 * x64))
+    noise = float(np.sum(err))
+    sq = x64 if x64 is not x else err  # a private float64 copy is squared in place; else err's buffer holds it
+    signal = float(np.sum(np.multiply(x64, x64, out=sq)))
     with np.errstate(divide="ignore"):  # no signal: log10(0) = -inf, as sqnr_db says
         return float("inf") if noise == 0 else 10.0 * np.log10(signal / noise)
 
