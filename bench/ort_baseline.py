@@ -257,8 +257,16 @@ def cpu_seconds() -> float:
 def use_clock(clock: str) -> None:
     """Time both quantizers (``ort_compare``'s quantize timers) with ``clock``; latency stays wall-clock."""
     if clock == "cpu":
-        import types
-        oc.time = types.SimpleNamespace(perf_counter=cpu_seconds)
+        oc.time = _CpuClock()
+
+
+class _CpuClock:
+    """``time`` with ``perf_counter`` reading ``cpu_seconds``."""
+
+    perf_counter = staticmethod(cpu_seconds)
+
+    def __getattr__(self, name):
+        return getattr(time, name)
 
 
 def select_models(names, cache: Path) -> tuple[list[str], list[str]]:
