@@ -57,12 +57,11 @@ def test_report_json_html_and_terminal_name_them(tmp_path):
     assert 'id="layer_errors"' in html and all(n in html for n in named)
 
 
-def test_grid_sqnr_equals_sqnr_of_the_grid_values_to_the_bit():
-    """isolated_errors' fused computation is sqnr_db(x, _on_grid(x)) exactly (the report and auto_precision's
-    probe order must not move), and it leaves its input alone."""
+def test_grid_powers_are_sqnr_dbs_sums_to_the_bit():
+    """isolated_errors' fused sums are sqnr_db(x, _on_grid(x))'s (the same float64 operations), and leave the input
+    alone."""
     import numpy as np
-    from qpass.analysis.layer_errors import _grid_sqnr_db, _on_grid
-    from qpass.analysis.metrics import sqnr_db
+    from qpass.analysis.layer_errors import _grid_powers, _on_grid
 
     rng = np.random.default_rng(3)
     for dtype, zp in ((np.uint8, 128), (np.int8, 0), (np.int16, 0)):
@@ -70,5 +69,25 @@ def test_grid_sqnr_equals_sqnr_of_the_grid_values_to_the_bit():
         for x in (rng.standard_normal((4, 3, 20, 20)).astype(np.float32) * 9, rng.standard_normal(999) * 1e3,
                   np.zeros(7, np.float32), np.full(5, 0.0371 * 3, np.float32)):
             keep = x.copy()
-            assert _grid_sqnr_db(x, p) == sqnr_db(x, _on_grid(x, p))
+            ref = np.asarray(x, np.float64)
+            err = ref - np.asarray(_on_grid(x, p), np.float64)
+            assert _grid_powers(x, p) == (float(np.sum(err * err)), float(np.sum(ref * ref)))
             assert np.array_equal(x, keep)
+
+
+def test_streamed_isolated_errors_equal_the_stacked_ones(rescnn):
+    """isolated_errors sums its powers per onnxruntime call: the same figures (to the report's 3 decimals) as one
+    SQNR over the stacked values of the same optimized float run."""
+    from qpass.analysis.layer_errors import _on_grid, _shared_pairs, _with_outputs, isolated_errors
+    from qpass.ir.ort_session import make_session
+
+    res, samples = rescnn
+    fm = qpass.api.float_model(res)
+    part = samples.subset(np.arange(40))
+    got = isolated_errors(fm, res.model, part)
+    pairs = {p["tensor"]: p for p in _shared_pairs(fm, res.model)}
+    m = _with_outputs(fm, list(pairs))
+    ref = run_samples(m, part, outputs=list(pairs), batch_size=16, sess=make_session(m, optimize=True))
+    assert len(got) == len(pairs) >= 6
+    for t, p in pairs.items():
+        assert abs(got[t] - sqnr_db(ref[t], _on_grid(ref[t], p))) < 1e-3
