@@ -37,9 +37,10 @@ class BiasCorrectionOptions(WeightSideOptions):
     threads: int = 1
 
 
-def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: np.ndarray, rows: int):
+def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: np.ndarray, rows: int,
+                  second: bool = True):
     """(mean, mean square) per output channel ([G, M]) of the output error wq x~ - w x over at most ``rows``
-    patch rows."""
+    patch rows (``second`` False: the mean square is None, not computed)."""
     idx = sample_rows(lay.rows(x), rows)
     p = lay.patches(x, idx)
     if xq is x:  # the layer's own rounding only: one product
@@ -47,7 +48,7 @@ def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: 
     else:
         e = np.matmul(lay.patches(xq, idx), wq.transpose(0, 2, 1)) - np.matmul(p, w.transpose(0, 2, 1))
     e = e.astype(np.float64)
-    return e.mean(axis=1), (e * e).mean(axis=1)
+    return e.mean(axis=1), ((e * e).mean(axis=1) if second else None)
 
 
 class BiasCorrection(WeightSidePass):
@@ -69,7 +70,7 @@ class BiasCorrection(WeightSidePass):
             xf = probe.float_value(lay.x)
             xq = probe.run([lay.x], current)[lay.x] if current and o.sequential else xf
             w3, wq3 = lay.matrices(), lay.matrices(wq)
-            d = -error_moments(lay, xf[:n_fit], xq[:n_fit], wq3, w3, o.rows)[0]
+            d = -error_moments(lay, xf[:n_fit], xq[:n_fit], wq3, w3, o.rows, second=False)[0]
             keep = np.ones(d.shape, bool)
             if n_fit < len(probe.samples):
                 e, e2 = error_moments(lay, xf[n_fit:], xq[n_fit:], wq3, w3, o.rows)
