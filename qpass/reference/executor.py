@@ -31,7 +31,7 @@ from . import ops_nbits  # noqa: F401  (kernels: com.microsoft MatMulNBits)
 from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
 from .registry import NodeInfo, lookup
-from .steps import GoldenError, Repeated, call as _call, store as _store
+from .steps import GoldenError, Repeated, call as _call, lean, run_live, store as _store
 
 OVERFLOW_MODES = ("saturate", "wrap")
 
@@ -67,6 +67,7 @@ class _Plan:
     # compiled steps left to run on a copy of it (``live``)
     base: dict | None = None
     live: list[tuple] = field(default_factory=list)
+    lean: list[tuple] = field(default_factory=list)  # ``live`` without the cache kinds (``steps.run_live``)
 
 
 def _sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -360,6 +361,9 @@ class GoldenExecutor:
             env, steps = plan.base.copy(), plan.live
         for k, v in feeds.items():
             env[k] = self._fed(k, v)
+        if plan.base is not None and memo is None:  # nothing to cache: every step runs, no probes
+            run_live(plan.lean, env)
+            return {o: env[o] for o in outputs}
         self._execute(steps, env, memo)
         if plan.base is None:
             self._settle(plan)
@@ -374,6 +378,8 @@ class GoldenExecutor:
         base = dict(self.initializers)
         base.update({o: self._const_cache[o] for c in const for o in c[2] if o})
         plan.base, plan.live = base, [c for c in plan.compiled if c[3] != 1]
+        plan.lean = lean(plan.live)
+        plan.base[""] = None
 
     def repeated(self, inputs: list[str], outer: dict[str, np.ndarray], outputs: list[str]):
         """``run(values) -> [outputs]`` of this (sub)graph called again and again on the same ``outer`` values
@@ -396,7 +402,7 @@ class GoldenExecutor:
                 if c[3]:
                     invariant.update(o for o in st.outputs if o)
                 first.append(c)
-            self._plans[key] = first, [(c[0], c[1], c[2], c[4], c[5]) for c in first if c[3] == 0]
+            self._plans[key] = first, lean([c for c in first if c[3] == 0])
         return self._plans[key]
 
     def start(self, feeds: dict, compiled: list[tuple], memo: dict) -> dict:

@@ -43,6 +43,19 @@ def store(out, outs: tuple, env: dict, cache: dict | None) -> None:
                 cache[o] = v
 
 
+def lean(compiled: list[tuple]) -> list[tuple]:
+    """Compiled steps ``(call, args, outputs, cache kind, names to free, label)`` without the cache kind."""
+    return [(c[0], c[1], c[2], c[4], c[5]) for c in compiled]
+
+
+def run_live(steps: list[tuple], env: dict) -> None:
+    """Run ``lean`` steps on ``env`` (in place; "" maps to None), freeing intermediates after their last use."""
+    for fn, args, outs, free, label in steps:
+        store(call(fn, args, env, label), outs, env, None)
+        for name in free:
+            env.pop(name, None)
+
+
 def same_value(a, b) -> bool:
     """``a`` and ``b`` hold the same bits (the same object, or numeric arrays of one dtype, shape and content)."""
     if a is b:
@@ -88,12 +101,11 @@ class Repeated:
             same = tuple(i for i in self.stable if same_value(values[i], seen[i]))
         if self.base is None or same != self.stable:
             return self._start(values, same)
+        for i in same:  # the same bits: keep the first object (kernels' caches keyed by identity hit)
+            values[i] = seen[i]
         env = self.base.copy()
         env.update(zip(self.inputs, values))
-        for fn, args, outs, free, label in self.live:
-            store(call(fn, args, env, label), outs, env, None)
-            for name in free:
-                env.pop(name, None)
+        run_live(self.live, env)
         return [env[o] for o in self.outputs]
 
     def _start(self, values: list, stable: tuple[int, ...]) -> list:

@@ -45,10 +45,10 @@ def squeeze(node, x, axes=None):
 def unsqueeze(node, x, axes=None):
     ax = axes_arg(node, axes)
     r = x.ndim + len(ax)
-    y = x
+    shape = list(x.shape)
     for a in sorted(a % r for a in ax):
-        y = np.expand_dims(y, a)
-    return y
+        shape.insert(a, 1)
+    return x.reshape(shape)
 
 
 @register("Concat")
