@@ -6,11 +6,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnxruntime as ort
+import pytest
 from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from qpass.reference import GoldenExecutor, mlas
+from qpass.reference import GoldenError, GoldenExecutor, mlas
 from qpass.reference.registry import lookup
 from qpass.reference.steps import same_value
 
@@ -118,3 +119,19 @@ def test_tanh_and_sigmoid_kernels_give_mlas_bits_compiled_or_not(monkeypatch):
             for v, w in ((tanh(None, x), want_t), (sigmoid(None, x), want_s)):
                 assert v.dtype == np.float32 and v.tobytes() == w.tobytes()
             assert tanh(None, x[:3].reshape(3, 1)).shape == (3, 1)
+
+
+def test_a_failing_node_is_named_in_one_line_on_every_run():
+    """The first run (cache probes) and the later ones (the lean step loop) report a kernel failure the same way."""
+    g = h.make_graph([h.make_node("Relu", ["x"], ["r"]), h.make_node("Reshape", ["r", "shape"], ["y"], name="rs")],
+                     "g", [vi("x", T.FLOAT, ["N"]), vi("shape", T.INT64, [1])], [vi("y", T.FLOAT, None)])
+    ex = GoldenExecutor(h.make_model(g, opset_imports=[h.make_opsetid("", 17)]))
+    ok = {"x": np.arange(6, dtype=np.float32), "shape": np.array([6], np.int64)}
+    bad = {"x": np.arange(6, dtype=np.float32), "shape": np.array([4], np.int64)}
+    for feeds in (bad, ok, bad):  # the first before the plan settles, the last after
+        if feeds is ok:
+            assert ex.run(feeds)["y"].shape == (6,)
+            continue
+        with pytest.raises(GoldenError, match=r"^Reshape node 'rs' failed: ") as info:
+            ex.run(feeds)
+        assert "\n" not in str(info.value)

@@ -1,6 +1,8 @@
 """How the reference interpreter calls one compiled step and stores its result (shared by every plan)."""
 from __future__ import annotations
 
+from typing import NoReturn
+
 import numpy as np
 
 from qpass.errors import QpassError
@@ -13,16 +15,21 @@ class GoldenError(QpassError):
 def call(call, args, env: dict, label: str):
     """One step's raw result on the values of ``args`` in ``env``; a failure becomes one line naming the node."""
     try:
-        vals = [env[x] for x in args]
-    except KeyError as exc:
-        raise GoldenError(f"{label}: input {exc.args[0]!r} has no value") from None
-    try:
-        return call(*vals)
-    except QpassError:
-        raise
+        return call(*[env[x] for x in args])
     except Exception as exc:  # noqa: BLE001 - one line naming the node
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise GoldenError(f"{label} failed: {msg}") from exc
+        fail(exc, args, env, label)
+
+
+def fail(exc: Exception, args, env: dict, label: str) -> NoReturn:
+    """Raise the error for a step that failed with ``exc``: an input without a value, a QpassError as it is,
+    anything else as one line naming the node."""
+    missing = next((x for x in args if x not in env), None)
+    if missing is not None:
+        raise GoldenError(f"{label}: input {missing!r} has no value") from None
+    if isinstance(exc, QpassError):
+        raise exc
+    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    raise GoldenError(f"{label} failed: {msg}") from exc
 
 
 def store(out, outs: tuple, env: dict, cache: dict | None) -> None:
@@ -49,9 +56,18 @@ def lean(compiled: list[tuple]) -> list[tuple]:
 
 
 def run_live(steps: list[tuple], env: dict) -> None:
-    """Run ``lean`` steps on ``env`` (in place; "" maps to None), freeing intermediates after their last use."""
+    """Run ``lean`` steps on ``env`` (in place; "" maps to None), freeing intermediates after their last use
+    (``call`` and ``store`` inlined: this loop runs every step of every iteration)."""
     for fn, args, outs, free, label in steps:
-        store(call(fn, args, env, label), outs, env, None)
+        try:
+            out = fn(*[env[x] for x in args])
+        except Exception as exc:  # noqa: BLE001 - one line naming the node
+            fail(exc, args, env, label)
+        if type(out) is np.ndarray:
+            if outs[0]:
+                env[outs[0]] = out
+        else:
+            store(out, outs, env, None)
         for name in free:
             env.pop(name, None)
 
