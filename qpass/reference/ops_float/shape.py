@@ -38,7 +38,10 @@ def squeeze(node, x, axes=None):
     ax = axes_arg(node, axes)
     if ax is None:
         return np.squeeze(x)
-    return np.squeeze(x, axis=tuple(a % x.ndim for a in ax))
+    drop = {a % x.ndim for a in ax}
+    if any(x.shape[a] != 1 for a in drop):
+        raise ValueError(f"cannot squeeze axes {sorted(drop)} of shape {x.shape}: not of size 1")
+    return x.reshape([d for i, d in enumerate(x.shape) if i not in drop])
 
 
 @register("Unsqueeze")
@@ -66,8 +69,12 @@ def split(node, x, split_=None):
         n = int(node.attr("num_outputs", n_out))
         chunk = -(-dim // n)
         sizes = [min(chunk, dim - i * chunk) for i in range(n)]
-    idx = np.cumsum([int(s) for s in sizes])[:-1]
-    return tuple(np.split(x, idx, axis=axis))
+    bounds = [0]
+    for v in list(sizes)[:-1]:
+        bounds.append(bounds[-1] + int(v))
+    bounds.append(dim)  # as np.split at the running sums: the last part runs to the end
+    lead = (slice(None),) * axis
+    return tuple(x[lead + (slice(a, b),)] for a, b in zip(bounds[:-1], bounds[1:]))
 
 
 @register("Slice")
