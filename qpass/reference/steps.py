@@ -100,16 +100,15 @@ class Repeated:
         self.base: dict | None = None
         self.live: list[tuple] = []
         self.promote = 2  # calls after the second that may still add stable inputs
-        self.outer_memo: dict = {}
+        self.outer_memo: dict = {}  # filled by the first call: values of steps that read only outer values
 
     def run(self, values) -> list:
         ex = self.ex
         values = [ex._fed(k, v) for k, v in zip(self.inputs, values)]
         seen, self.seen = self.seen, values
-        if seen is None:
-            out = self._start(values, ())
-            self.base = None  # the next call decides which inputs stay
-            return out
+        if seen is None:  # as any run (an If branch's only call); what reads only outer values is kept
+            res = ex.run(dict(zip(self.inputs, values)) | self.outer, list(self.outputs), self.outer_memo)
+            return [res[o] for o in self.outputs]
         if self.base is None or self.promote > 0:  # the first calls: inputs that settle after an iteration or
             self.promote -= self.base is not None  # two join too (x + 0 turns -0.0 into 0.0 once)
             same = tuple(i for i, (a, b) in enumerate(zip(values, seen)) if same_value(a, b))
@@ -140,6 +139,4 @@ class Repeated:
         base.update(memo)
         base[""] = None
         self.base = base
-        if not stable and not self.outer_memo:
-            self.outer_memo = memo
         return [env[o] for o in self.outputs]

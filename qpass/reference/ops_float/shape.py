@@ -2,6 +2,8 @@
 Shape, Size, Constant, ConstantOfShape, Expand, Tile, Range, Pad, DepthToSpace, SpaceToDepth."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..registry import register
@@ -22,9 +24,7 @@ def reshape(node, x, shape=None):
 def flatten(node, x):
     axis = int(node.attr("axis", 1))
     axis = axis + x.ndim if axis < 0 else axis
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis:], dtype=np.int64))
-    return x.reshape(outer, inner)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 @register("Transpose")
