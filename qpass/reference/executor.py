@@ -16,6 +16,7 @@ node holding subgraphs also reads every outer-scope value its subgraphs capture,
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,12 +31,9 @@ from . import ops_nbits  # noqa: F401  (kernels: com.microsoft MatMulNBits)
 from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
 from .registry import NodeInfo, lookup
+from .steps import GoldenError, Repeated, call as _call, lean, run_live, store as _store
 
 OVERFLOW_MODES = ("saturate", "wrap")
-
-
-class GoldenError(QpassError):
-    """The golden simulator cannot run the model or a node failed."""
 
 
 @dataclass
@@ -47,6 +45,15 @@ class _Step:
     const: bool = False
     node: NodeInfo | None = None
     invariant: bool = False  # depends only on constants and outer-scope values (a subgraph's loop invariant)
+    pure: bool = True  # the same inputs give the same outputs (not a random generator)
+    # how the plans call it: ``call(*values of args)`` -> one array or a list / tuple of outputs; an empty name in
+    # ``args`` reads None (the environment maps "" to None). Default: ``run`` on every input.
+    call: Any = None
+    args: tuple = ()
+
+    def __post_init__(self):
+        if self.call is None:
+            self.call, self.args = (lambda *v, run=self.run: run(list(v))), tuple(self.inputs)
 
 
 @dataclass
@@ -60,6 +67,7 @@ class _Plan:
     # compiled steps left to run on a copy of it (``live``)
     base: dict | None = None
     live: list[tuple] = field(default_factory=list)
+    lean: list[tuple] = field(default_factory=list)  # ``live`` without the cache kinds (``steps.run_live``)
 
 
 def _sorted_nodes(graph: onnx.GraphProto) -> list[onnx.NodeProto]:
@@ -84,7 +92,8 @@ class Body:
         self.executor = parent.nested(graph, consts, self.fed)
 
     def runner(self, scope: dict[str, np.ndarray]):
-        """The body on fixed outer values: what depends only on them is computed once per runner."""
+        """The body on fixed outer values: what depends only on them (and on formal inputs whose values do not
+        change between calls) is computed once per runner."""
         return self.executor.repeated(self.inputs, {c: scope[c] for c in self.fed}, self.outputs)
 
     def empty_output(self, i: int) -> np.ndarray:
@@ -215,10 +224,10 @@ class GoldenExecutor:
         consts = set(self.initializers) - self.overridable
         invariant = consts | set(self.outer)
         for s in steps:
-            pure = s.node is not None and \
+            s.pure = s.node is not None and \
                 s.node.op_type not in ("RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike")
-            s.const = pure and all((not x) or x in consts for x in s.inputs)
-            s.invariant = pure and not s.const and all((not x) or x in invariant for x in s.inputs)
+            s.const = s.pure and all((not x) or x in consts for x in s.inputs)
+            s.invariant = s.pure and not s.const and all((not x) or x in invariant for x in s.inputs)
             if s.const:
                 consts.update(o for o in s.outputs if o)
             if s.const or s.invariant:
@@ -264,7 +273,11 @@ class GoldenExecutor:
                 self._count_saturation(n, saturated(n, *args))
             return list(out) if isinstance(out, (tuple, list)) else [out]
 
-        return _Step(list(n.inputs) + captured, list(n.outputs), run, n.label, node=n)
+        step = _Step(list(n.inputs) + captured, list(n.outputs), run, n.label, node=n)
+        if saturated is None and not has_bodies:  # the kernel itself, its node bound, absent trailing inputs dropped
+            step.call = functools.partial(k.fn, self, n) if k.with_executor else functools.partial(k.fn, n)
+            step.args = tuple(n.inputs[:max((i + 1 for i, x in enumerate(n.inputs) if x), default=0)])
+        return step
 
     def _fused_runner(self, op):
         def run(values, op=op):
@@ -325,7 +338,7 @@ class GoldenExecutor:
             if name not in keep:
                 free[i].append(name)
         plan = _Plan(steps, free)
-        plan.compiled = [(st.run, tuple(st.inputs), tuple(st.outputs), 1 if st.const else 2 if st.invariant else 0,
+        plan.compiled = [(st.call, st.args, tuple(st.outputs), 1 if st.const else 2 if st.invariant else 0,
                           tuple(x for x in f if x not in self.initializers), st.label) for st, f in zip(steps, free)]
         self._plans[outputs] = plan
         return plan
@@ -348,6 +361,9 @@ class GoldenExecutor:
             env, steps = plan.base.copy(), plan.live
         for k, v in feeds.items():
             env[k] = self._fed(k, v)
+        if plan.base is not None and memo is None:  # nothing to cache: every step runs, no probes
+            run_live(plan.lean, env)
+            return {o: env[o] for o in outputs}
         self._execute(steps, env, memo)
         if plan.base is None:
             self._settle(plan)
@@ -362,36 +378,43 @@ class GoldenExecutor:
         base = dict(self.initializers)
         base.update({o: self._const_cache[o] for c in const for o in c[2] if o})
         plan.base, plan.live = base, [c for c in plan.compiled if c[3] != 1]
+        plan.lean = lean(plan.live)
+        plan.base[""] = None
 
     def repeated(self, inputs: list[str], outer: dict[str, np.ndarray], outputs: list[str]):
         """``run(values) -> [outputs]`` of this (sub)graph called again and again on the same ``outer`` values
-        (a Loop's or Scan's iterations): the first call runs every step and keeps what depends only on constants
-        and ``outer``; from the second on, only the steps that read the formal ``inputs`` run, on a copy of an
-        environment holding everything else (no per-call feed checks, plan lookups or cache probes)."""
-        memo: dict[str, np.ndarray] = {}
-        outputs = tuple(outputs)
-        state: dict = {}
+        (a Loop's or Scan's iterations): see ``steps.Repeated``."""
+        return Repeated(self, inputs, outer, tuple(outputs)).run
 
-        def run(values):
-            if "steps" not in state:
-                if "ran" not in state:  # the first call (an If branch's only one): as any run
-                    state["ran"] = True
-                    feeds = dict(zip(inputs, values))
-                    feeds.update(outer)
-                    res = self.run(feeds, list(outputs), memo)
-                    return [res[o] for o in outputs]
-                base = dict(self.initializers)
-                base.update(self._const_cache)
-                base.update(outer)
-                base.update(memo)
-                state["base"], state["steps"] = base, [c for c in self._plan(outputs).compiled if c[3] == 0]
-            env = state["base"].copy()
-            for k, v in zip(inputs, values):
-                env[k] = self._fed(k, v)
-            self._execute(state["steps"], env, None)
-            return [env[o] for o in outputs]
+    def repeat_plan(self, outputs: tuple[str, ...], fixed: frozenset) -> tuple[list[tuple], list[tuple]]:
+        """The compiled steps of ``outputs`` with the invariant ones (cache kind 2) re-marked to count the formal
+        inputs ``fixed`` as invariant too, and the steps left to run on every call after the first (without the
+        kind)."""
+        key = ("repeat", outputs, fixed)
+        if key not in self._plans:
+            plan = self._plan(outputs)
+            invariant = set(self.initializers) - self.overridable
+            invariant.update(self.outer, fixed)
+            first = []
+            for st, c in zip(plan.steps, plan.compiled):
+                if c[3] == 0 and st.pure and all((not x) or x in invariant for x in st.inputs):
+                    c = c[:3] + (2,) + c[4:]
+                if c[3]:
+                    invariant.update(o for o in st.outputs if o)
+                first.append(c)
+            self._plans[key] = first, lean([c for c in first if c[3] == 0])
+        return self._plans[key]
 
-        return run
+    def start(self, feeds: dict, compiled: list[tuple], memo: dict) -> dict:
+        """The environment after running ``compiled`` on checked ``feeds`` (invariant values into ``memo``)."""
+        for n in self._required:
+            if n not in feeds:
+                raise GoldenError(f"no value fed for graph input {n!r}")
+        env = dict(self.initializers)
+        for k, v in feeds.items():
+            env[k] = self._fed(k, v)
+        self._execute(compiled, env, memo)
+        return env
 
     def _fed(self, name: str, v):
         """A fed value as the graph declares it: a list for a sequence- or optional-typed input is a sequence
@@ -407,31 +430,15 @@ class GoldenExecutor:
         """Run compiled steps on ``env`` (in place): constant steps read / fill the executor's cache, invariant
         ones ``memo`` (when given), intermediates are freed after their last use."""
         const_cache = self._const_cache
-        for run, ins, outs, kind, free, label in compiled:
+        env[""] = None  # an absent input
+        for call, args, outs, kind, free, label in compiled:
             cache = None if kind == 0 else const_cache if kind == 1 else memo
             if cache is not None and all(o in cache for o in outs if o):
                 for o in outs:
                     if o:
                         env[o] = cache[o]
             else:
-                try:
-                    vals = [env[x] if x else None for x in ins]
-                except KeyError as exc:
-                    raise GoldenError(f"{label}: input {exc.args[0]!r} has no value") from None
-                try:
-                    res = run(vals)
-                except QpassError:
-                    raise
-                except Exception as exc:  # noqa: BLE001 - one line naming the node
-                    msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-                    raise GoldenError(f"{label} failed: {msg}") from exc
-                for o, v in zip(outs, res):
-                    if o:
-                        if type(v) is not np.ndarray:
-                            v = np.asarray(v)
-                        env[o] = v
-                        if cache is not None:
-                            cache[o] = v
+                _store(_call(call, args, env, label), outs, env, cache)
             for name in free:
                 env.pop(name, None)
 
@@ -444,3 +451,4 @@ class GoldenExecutor:
         for name, why in self.not_fused.items():
             lines.append(f"  float {name}: {why}")
         return "\n".join(lines)
+

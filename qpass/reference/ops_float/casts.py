@@ -4,6 +4,8 @@ default) the float8 types clip out-of-range values and infinities to their large
 rounds by ``round_mode``; integers truncate toward zero and 2-/4-bit integers wrap."""
 from __future__ import annotations
 
+from types import MappingProxyType
+
 import ml_dtypes
 import numpy as np
 import onnx
@@ -17,12 +19,20 @@ _E8M0 = getattr(T, "FLOAT8E8M0", -1)
 _ROUND_MODES = ("up", "down", "nearest")
 
 
-def _numpy_dtype(to: int) -> np.dtype | None:
+def _lookup_dtype(to: int) -> np.dtype | None:
     try:
         dt = onnx.helper.tensor_dtype_to_np_dtype(int(to))
     except Exception:  # noqa: BLE001 - an unknown type number
         return None
     return None if dt.kind in "OcU" else dt
+
+
+#: ONNX type number -> numpy dtype of the numeric types (a fixed table: onnx's lookup is slow per call)
+_DTYPES = MappingProxyType({int(v): _lookup_dtype(v) for v in T.DataType.values()})
+
+
+def _numpy_dtype(to: int) -> np.dtype | None:
+    return _DTYPES.get(int(to))
 
 
 def _user_dtype(dt: np.dtype) -> bool:

@@ -8,6 +8,7 @@ import math
 import numpy as np
 
 from .. import mlas
+from ..jit import compiled
 from ..registry import register
 from .common import F64, constant_input, wide
 
@@ -66,7 +67,15 @@ register("Sqrt")(_unary(np.sqrt, hi=True))
 register("Exp")(_unary(np.exp, hi=True))
 register("Log")(_unary(np.log, hi=True))
 _tanh64 = _unary(np.tanh, hi=True)
-register("Tanh")(lambda node, x: mlas.tanh(x) if x.dtype == np.float32 else _tanh64(node, x))  # as onnxruntime
+
+
+def _mlas():
+    """MLAS's float32 tanh / logistic kernels: compiled (``mlas_jit``, the same bits) when numba is there, else
+    the numpy emulation in ``mlas``."""
+    return compiled("mlas_jit") or mlas
+
+
+register("Tanh")(lambda node, x: _mlas().tanh(x) if x.dtype == np.float32 else _tanh64(node, x))  # as onnxruntime
 register("Reciprocal")(_unary(lambda x: 1.0 / x, hi=True))
 register("Not")(_unary(np.logical_not))
 register("Identity")(_unary(lambda x: x))
@@ -86,7 +95,7 @@ register("Erf")(_unary(_erf64, hi=True))
 @register("Sigmoid")
 def sigmoid(node, x):
     if x.dtype == np.float32:
-        return mlas.logistic(x)  # onnxruntime's MLAS approximation, bit for bit
+        return _mlas().logistic(x)  # onnxruntime's MLAS approximation, bit for bit
     v = x.astype(F64)
     return (0.5 * (1.0 + np.tanh(0.5 * v))).astype(x.dtype)
 

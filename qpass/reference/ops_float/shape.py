@@ -2,6 +2,8 @@
 Shape, Size, Constant, ConstantOfShape, Expand, Tile, Range, Pad, DepthToSpace, SpaceToDepth."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..registry import register
@@ -22,9 +24,7 @@ def reshape(node, x, shape=None):
 def flatten(node, x):
     axis = int(node.attr("axis", 1))
     axis = axis + x.ndim if axis < 0 else axis
-    outer = int(np.prod(x.shape[:axis], dtype=np.int64))
-    inner = int(np.prod(x.shape[axis:], dtype=np.int64))
-    return x.reshape(outer, inner)
+    return x.reshape(math.prod(x.shape[:axis]), math.prod(x.shape[axis:]))
 
 
 @register("Transpose")
@@ -38,17 +38,20 @@ def squeeze(node, x, axes=None):
     ax = axes_arg(node, axes)
     if ax is None:
         return np.squeeze(x)
-    return np.squeeze(x, axis=tuple(a % x.ndim for a in ax))
+    drop = {a % x.ndim for a in ax}
+    if any(x.shape[a] != 1 for a in drop):
+        raise ValueError(f"cannot squeeze axes {sorted(drop)} of shape {x.shape}: not of size 1")
+    return x.reshape([d for i, d in enumerate(x.shape) if i not in drop])
 
 
 @register("Unsqueeze")
 def unsqueeze(node, x, axes=None):
     ax = axes_arg(node, axes)
     r = x.ndim + len(ax)
-    y = x
+    shape = list(x.shape)
     for a in sorted(a % r for a in ax):
-        y = np.expand_dims(y, a)
-    return y
+        shape.insert(a, 1)
+    return x.reshape(shape)
 
 
 @register("Concat")
@@ -66,8 +69,12 @@ def split(node, x, split_=None):
         n = int(node.attr("num_outputs", n_out))
         chunk = -(-dim // n)
         sizes = [min(chunk, dim - i * chunk) for i in range(n)]
-    idx = np.cumsum([int(s) for s in sizes])[:-1]
-    return tuple(np.split(x, idx, axis=axis))
+    bounds = [0]
+    for v in list(sizes)[:-1]:
+        bounds.append(bounds[-1] + int(v))
+    bounds.append(dim)  # as np.split at the running sums: the last part runs to the end
+    lead = (slice(None),) * axis
+    return tuple(x[lead + (slice(a, b),)] for a, b in zip(bounds[:-1], bounds[1:]))
 
 
 @register("Slice")
