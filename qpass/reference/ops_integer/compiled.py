@@ -11,6 +11,7 @@ from ..jit import compiled as load_compiled
 from ..numerics import F32, F64, int_range
 
 _F32_EXACT = 2 ** 24 - 1
+LOOKUP_MIN_SIZE = 256  # code-table lookups from this many elements run compiled (below: numpy's call is cheaper)
 
 
 def jit():
@@ -44,11 +45,20 @@ class Prepared:
             np.ascontiguousarray(np.broadcast_to(np.asarray(bias).reshape(-1), (channels,)), np.int64)
         self.mult = np.ascontiguousarray(np.broadcast_to(np.asarray(mult, F32).reshape(-1), (channels,)))
         self.zx, self.q = F64(zx), q
+        self._wide: dict = {}  # n -> (bias, mult) repeated to n columns (one per-tensor parameter)
         if q is None:
             self.zy, self.bl, self.bh = 0, F32(0), F32(0)
         else:
             lo, hi = int_range(q.dtype)
             self.zy, self.bl, self.bh = int(q.zp), F32(lo - q.zp), F32(hi - q.zp)
+
+    def columns(self, n: int):
+        """(bias, mult) for ``n`` output columns: the layer's own, or its one parameter repeated (made once)."""
+        if self.mult.size == n:
+            return self.bias, self.mult
+        if n not in self._wide:
+            self._wide[n] = (np.resize(self.bias, n), np.resize(self.mult, n))
+        return self._wide[n]
 
     def counts(self, st: np.ndarray, size: int) -> dict:
         """The counts the numpy path records: accumulator range and clipped outputs (a float output: none)."""
@@ -96,7 +106,7 @@ def gemm(k, ex, name: str, kind: str, a3: np.ndarray, b3: np.ndarray, p: Prepare
     d, r = a3.shape[:2]
     out = np.empty((d, r, n), F32 if p.q is None else p.q.dtype)
     stats = _stats()
-    bias, mult = (p.bias, p.mult) if p.mult.size == n else (np.resize(p.bias, n), np.resize(p.mult, n))
+    bias, mult = p.columns(n)
     k.gemm_q(a3 if a3.flags.c_contiguous else np.ascontiguousarray(a3), p.zx,
              b3 if b3.flags.c_contiguous else np.ascontiguousarray(b3), bias, mult, p.zy, p.bl, p.bh, out, stats,
              p.q is None)
