@@ -152,6 +152,16 @@ def gemm_q(a, za, b, bias, mult, zy, bl, bh, out, stats, fout):
 
 
 @njit(nogil=True, cache=True)
+def requant_q(acc, bias, mult, zy, bl, bh, out, stats, fout):
+    """The requantisation of ``gemm_q`` alone, for accumulators (R, N) computed elsewhere (exact integers, e.g.
+    int32 from an integer GEMM): codes (``fout`` False) or float32 into ``out`` (R, N)."""
+    if fout:
+        _float_store(acc, bias, mult, out)
+    else:
+        _requant_store(acc, bias, mult, zy, bl, bh, out, stats)
+
+
+@njit(nogil=True, cache=True)
 def _plane(x, s, c0, c1, zx, ph, pw, planes):
     """planes[c - c0] = the padded image of channel c of sample s minus zx (0 in the padding)."""
     hh, ww = x.shape[2], x.shape[3]
