@@ -1,4 +1,4 @@
-"""Large 8-bit QGemm / QLinearMatMul on torch's exact int8 GEMM (qpass.reference.ops_integer.int_mm): the codes,
+"""Large 8-bit QGemm / QLinearMatMul / QLinearConv on torch's exact int8 GEMM (qpass.reference.ops_integer.int_mm): the codes,
 float outputs and statistics of the float-BLAS path (QPASS_NO_INT_MM=1) and of onnxruntime; uint8 activations with
 a zero point off 128 (the shift to int8 and its column-sum correction), int8 activations, saturated outputs, a
 weight zero point that leaves int8 (then the float-BLAS path)."""
@@ -21,8 +21,9 @@ def _run_both(model, feeds, monkeypatch, expect_int_mm=True):
     y0 = ex0.run(feeds)["y"]
     monkeypatch.delenv("QPASS_NO_INT_MM")
     calls = []
-    fn = int_mm.matmul
-    monkeypatch.setattr(int_mm, "matmul", lambda *a: (calls.append(1), fn(*a))[1])
+    for kernel in ("matmul", "conv_mm"):
+        fn = getattr(int_mm, kernel)
+        monkeypatch.setattr(int_mm, kernel, lambda *a, fn=fn: (calls.append(1), fn(*a))[1])
     ex1 = GoldenExecutor(model)
     y1 = ex1.run(feeds)["y"]
     assert bool(calls) == expect_int_mm
@@ -68,3 +69,24 @@ def test_weights_outside_int8_stay_on_float_blas(monkeypatch):
                    128, 2.0, 128, np.uint8, 1)
     y, _ = _run_both(model, {"x": x}, monkeypatch, expect_int_mm=False)
     assert np.array_equal(y, _ort(model, {"x": x}))
+
+
+@pytest.mark.parametrize("xdt, zx, attrs", [
+    (np.uint8, 140, dict(pads=[1, 2, 0, 1], strides=[2, 1], group=2)),
+    (np.int8, -5, dict(pads=[2, 2, 2, 2], dilations=[2, 1])),
+])
+def test_conv_on_int_mm_equal_onnxruntime(xdt, zx, attrs, monkeypatch):
+    """Padding (the zero point, shifted), strides, dilations, groups; three samples in one patch matrix."""
+    rng = np.random.default_rng(zx + 1000)
+    g = attrs.get("group", 1)
+    lo, hi = np.iinfo(xdt).min, np.iinfo(xdt).max
+    x = rng.integers(lo, hi + 1, (3, 16, 21, 19)).astype(xdt)
+    w = rng.integers(-128, 128, (32, 16 // g, 3, 3)).astype(np.int8)
+    sw = rng.uniform(0.002, 0.02, 32).astype(np.float32)
+    bias = rng.integers(-50000, 50000, 32).astype(np.int32)
+    ydt = np.int8 if xdt == np.int8 else np.uint8
+    model = _model("Conv", x.shape, xdt, w, np.zeros(32, np.int8), sw, bias, 0.04, zx, 1.0, 3, ydt, 0,
+                   kernel_shape=[3, 3], **attrs)
+    y, stats = _run_both(model, {"x": x}, monkeypatch)
+    assert np.array_equal(y, _ort(model, {"x": x}))
+    assert next(iter(stats.values()))["output_clipped"] > 0

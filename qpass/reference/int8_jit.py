@@ -162,6 +162,73 @@ def requant_q(acc, bias, mult, zy, bl, bh, out, stats, fout):
 
 
 @njit(nogil=True, cache=True)
+def patch8(x, c, zx, g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, out):
+    """The int8 patch matrix of group ``g`` for samples s0, s0 + 1, ...: out[(ch, i, j), t * oh * ow + r * ow + q]
+    = x[s0 + t, g * cg + ch, r * sh + i * dh - ph, q * sw + j * dw - pw] - c, padding zx - c (so that minus
+    zx - c it is 0); cg = out rows / (kh * kw)."""
+    hh, ww = x.shape[2], x.shape[3]
+    cg = out.shape[0] // (kh * kw)
+    p = oh * ow
+    pad = np.int8(zx - c)
+    for t in range(out.shape[1] // p):
+        for ch in range(cg):
+            for i in range(kh):
+                for j in range(kw):
+                    dst = out[(ch * kh + i) * kw + j, t * p:(t + 1) * p]
+                    # output columns q whose input column q * sw + j * dw - pw lies inside [0, ww)
+                    off = j * dw - pw
+                    qa = min(ow, max(0, (-off + sw - 1) // sw))
+                    qb = max(qa, min(ow, (ww - 1 - off) // sw + 1)) if ww - 1 - off >= 0 else qa
+                    for r in range(oh):
+                        ih = r * sh + i * dh - ph
+                        d = dst[r * ow:(r + 1) * ow]
+                        if ih < 0 or ih >= hh:
+                            d[:] = pad
+                            continue
+                        src = x[s0 + t, g * cg + ch, ih]
+                        for q in range(qa):
+                            d[q] = pad
+                        if sw == 1:  # contiguous: a view indexed by the loop counter vectorises
+                            sv = src[qa + off:qb + off]
+                            dv = d[qa:qb]
+                            for q in range(qb - qa):
+                                dv[q] = np.int8(np.int32(sv[q]) - c)
+                        else:
+                            for q in range(qa, qb):
+                                d[q] = np.int8(np.int32(src[q * sw + off]) - c)
+                        for q in range(qb, ow):
+                            d[q] = pad
+
+
+@njit(nogil=True, cache=True, fastmath=_NO_NAN)
+def requant_samples(acc, bias, mult, zy, bl, bh, out, s0, m0, stats):
+    """acc (Mg, T * P) of T samples side by side -> out[s0 + t, m0:m0 + Mg, :] (per output channel parameters;
+    ``_requant_rows``' arithmetic, rows read contiguously)."""
+    mg = acc.shape[0]
+    p = out.shape[2]
+    lo, hi, cl = stats[0], stats[1], 0
+    for m in range(mg):
+        a = acc[m]
+        b, mu = np.float64(bias[m]), mult[m]
+        mn, mx = np.int64(2 ** 62), np.int64(-2 ** 62)
+        for t in range(acc.shape[1] // p):
+            o = out[s0 + t, m0 + m]
+            for q in range(p):
+                v0 = a[t * p + q]
+                ai = np.int64(v0)
+                mn = min(mn, ai)
+                mx = max(mx, ai)
+                v = np.float32(np.float64(v0) + b) * mu
+                cl += np.int32(v < bl) + np.int32(v > bh)
+                v = min(max(v, bl), bh)
+                o[q] = np.int32((v + np.float32(12582912.0)) - np.float32(12582912.0)) + zy
+        if acc.shape[1]:
+            lo = min(lo, mn + bias[m])
+            hi = max(hi, mx + bias[m])
+    stats[0], stats[1], stats[2] = lo, hi, stats[2] + cl
+
+
+@njit(nogil=True, cache=True)
 def _plane(x, s, c0, c1, zx, ph, pw, planes):
     """planes[c - c0] = the padded image of channel c of sample s minus zx (0 in the padding)."""
     hh, ww = x.shape[2], x.shape[3]

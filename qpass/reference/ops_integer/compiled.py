@@ -86,6 +86,17 @@ class Prepared:
                 m, w[0], bias + (m.shift(dtype) - int(self.zx)) * w[1])
         return self._int8[key]
 
+    def int8_conv(self, w: np.ndarray, dtype):
+        """For this conv's weights ``w`` (G, Mg, Kg) and codes of ``dtype``: (int_mm module, torch int8 weights
+        per group, shift c, int64 bias including ``(c - zx) * rowsum``), or None (made once)."""
+        key = ("conv", np.dtype(dtype))
+        if key not in self._int8:
+            m = int_mm()
+            t = None if m is None else m.conv_weights(w)
+            c = 0 if m is None else m.shift(dtype)
+            self._int8[key] = None if t is None else (m, t[0], c, self.bias + (c - int(self.zx)) * t[1])
+        return self._int8[key]
+
     def counts(self, st: np.ndarray, size: int) -> dict:
         """The counts the numpy path records: accumulator range and clipped outputs (a float output: none)."""
         if self.q is None:
@@ -118,6 +129,9 @@ def conv(k, ex, name: str, codes: np.ndarray, p: Prepared, w, kernel, node, begi
     m = p.mult.size
     out = np.empty((x.shape[0], m, osp[0] * osp[1]), p.q.dtype)
     stats = _stats()
+    if not depthwise and _conv_int_mm(k, p, x, w, (ks, st, dl, bg, osp), out, stats):
+        ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
+        return out.reshape((x.shape[0], m) + tuple(out_sp))
     fn = k.depthwise_q if depthwise else k.conv_q
     fn(np.ascontiguousarray(x), p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0],
        dl[1], bg[0], bg[1], osp[0], osp[1], out, stats)
@@ -148,3 +162,32 @@ def gemm(k, ex, name: str, kind: str, a3: np.ndarray, b3: np.ndarray, p: Prepare
              p.q is None)
     ex.record(name, kind, outputs=out.size, **p.counts(stats, out.size))
     return out
+
+
+CONV_PATCH_BYTES = 1 << 22  # int8 patch matrix per block of samples (one sample's larger: the float path)
+
+
+def _conv_int_mm(k, p: Prepared, x, w, geom, out, stats) -> bool:
+    """A 2-D conv of 8-bit codes on ``int_mm``, blocks of samples side by side in one int8 patch matrix per group;
+    False (nothing done) when it does not apply: other codes, too few multiply-adds, weights outside int8, one
+    sample's patch matrix over ``CONV_PATCH_BYTES``."""
+    (kh, kw), (sh, sw), (dh, dw), (ph, pw), (oh, ow) = geom
+    gg, mg, kg = w.shape
+    pos = oh * ow
+    if x.dtype.itemsize != 1 or x.shape[0] * pos * kg * mg * gg < INT_MM_MIN_MACS or kg * pos > CONV_PATCH_BYTES:
+        return False
+    t = p.int8_conv(w, x.dtype)
+    if t is None:
+        return False
+    mod, tw, c, bias = t
+    per = max(1, CONV_PATCH_BYTES // (kg * pos))
+    x = np.ascontiguousarray(x)
+    for s0 in range(0, x.shape[0], per):
+        s1 = min(x.shape[0], s0 + per)
+        patch = np.empty((kg, (s1 - s0) * pos), np.int8)
+        for g in range(gg):
+            k.patch8(x, c, int(p.zx), g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, patch)
+            acc = mod.conv_mm(tw[g], patch)
+            sl = slice(g * mg, (g + 1) * mg)
+            k.requant_samples(acc, bias[sl], p.mult[sl], p.zy, p.bl, p.bh, out, s0, g * mg, stats)
+    return True

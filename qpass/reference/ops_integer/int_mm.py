@@ -36,3 +36,17 @@ def matmul(a2: np.ndarray, tb) -> np.ndarray:
     if a2.dtype == np.uint8:
         a2 = np.bitwise_xor(a2, np.uint8(0x80)).view(np.int8)  # x - 128, exactly
     return torch._int_mm(torch.from_numpy(np.ascontiguousarray(a2)), tb).numpy()
+
+
+def conv_weights(w: np.ndarray):
+    """(G, Mg, Kg) exact integer conv weights as torch int8 tensors (one per group) and their row sums (M,), or
+    None (as :func:`weights`)."""
+    if w.shape[2] >= MAX_K or not w.size or w.min() < -128 or w.max() > 127:
+        return None
+    b = np.ascontiguousarray(w, np.int8)
+    return [torch.from_numpy(b[i]) for i in range(b.shape[0])], b.astype(np.int64).sum(axis=2).reshape(-1)
+
+
+def conv_mm(tw, patch: np.ndarray) -> np.ndarray:
+    """(Mg, n) int32 exact ``W @ patch`` of one group's int8 weights and an int8 patch matrix (Kg, n)."""
+    return torch._int_mm(tw, torch.from_numpy(patch)).numpy()
