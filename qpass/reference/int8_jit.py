@@ -152,6 +152,83 @@ def gemm_q(a, za, b, bias, mult, zy, bl, bh, out, stats, fout):
 
 
 @njit(nogil=True, cache=True)
+def requant_q(acc, bias, mult, zy, bl, bh, out, stats, fout):
+    """The requantisation of ``gemm_q`` alone, for accumulators (R, N) computed elsewhere (exact integers, e.g.
+    int32 from an integer GEMM): codes (``fout`` False) or float32 into ``out`` (R, N)."""
+    if fout:
+        _float_store(acc, bias, mult, out)
+    else:
+        _requant_store(acc, bias, mult, zy, bl, bh, out, stats)
+
+
+@njit(nogil=True, cache=True)
+def patch8(x, c, zx, g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, out):
+    """The int8 patch matrix of group ``g`` for samples s0, s0 + 1, ...: out[(ch, i, j), t * oh * ow + r * ow + q]
+    = x[s0 + t, g * cg + ch, r * sh + i * dh - ph, q * sw + j * dw - pw] - c, padding zx - c (so that minus
+    zx - c it is 0); cg = out rows / (kh * kw)."""
+    hh, ww = x.shape[2], x.shape[3]
+    cg = out.shape[0] // (kh * kw)
+    p = oh * ow
+    pad = np.int8(zx - c)
+    for t in range(out.shape[1] // p):
+        for ch in range(cg):
+            for i in range(kh):
+                for j in range(kw):
+                    dst = out[(ch * kh + i) * kw + j, t * p:(t + 1) * p]
+                    # output columns q whose input column q * sw + j * dw - pw lies inside [0, ww)
+                    off = j * dw - pw
+                    qa = min(ow, max(0, (-off + sw - 1) // sw))
+                    qb = max(qa, min(ow, (ww - 1 - off) // sw + 1)) if ww - 1 - off >= 0 else qa
+                    for r in range(oh):
+                        ih = r * sh + i * dh - ph
+                        d = dst[r * ow:(r + 1) * ow]
+                        if ih < 0 or ih >= hh:
+                            d[:] = pad
+                            continue
+                        src = x[s0 + t, g * cg + ch, ih]
+                        for q in range(qa):
+                            d[q] = pad
+                        if sw == 1:  # contiguous: a view indexed by the loop counter vectorises
+                            sv = src[qa + off:qb + off]
+                            dv = d[qa:qb]
+                            for q in range(qb - qa):
+                                dv[q] = np.int8(np.int32(sv[q]) - c)
+                        else:
+                            for q in range(qa, qb):
+                                d[q] = np.int8(np.int32(src[q * sw + off]) - c)
+                        for q in range(qb, ow):
+                            d[q] = pad
+
+
+@njit(nogil=True, cache=True, fastmath=_NO_NAN)
+def requant_samples(acc, bias, mult, zy, bl, bh, out, s0, m0, stats):
+    """acc (Mg, T * P) of T samples side by side -> out[s0 + t, m0:m0 + Mg, :] (per output channel parameters;
+    ``_requant_rows``' arithmetic, rows read contiguously)."""
+    mg = acc.shape[0]
+    p = out.shape[2]
+    lo, hi, cl = stats[0], stats[1], 0
+    for m in range(mg):
+        a = acc[m]
+        b, mu = np.float64(bias[m]), mult[m]
+        mn, mx = np.int64(2 ** 62), np.int64(-2 ** 62)
+        for t in range(acc.shape[1] // p):
+            o = out[s0 + t, m0 + m]
+            for q in range(p):
+                v0 = a[t * p + q]
+                ai = np.int64(v0)
+                mn = min(mn, ai)
+                mx = max(mx, ai)
+                v = np.float32(np.float64(v0) + b) * mu
+                cl += np.int32(v < bl) + np.int32(v > bh)
+                v = min(max(v, bl), bh)
+                o[q] = np.int32((v + np.float32(12582912.0)) - np.float32(12582912.0)) + zy
+        if acc.shape[1]:
+            lo = min(lo, mn + bias[m])
+            hi = max(hi, mx + bias[m])
+    stats[0], stats[1], stats[2] = lo, hi, stats[2] + cl
+
+
+@njit(nogil=True, cache=True)
 def _plane(x, s, c0, c1, zx, ph, pw, planes):
     """planes[c - c0] = the padded image of channel c of sample s minus zx (0 in the padding)."""
     hh, ww = x.shape[2], x.shape[3]
@@ -177,7 +254,12 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
     hp = max(hh + ph, (oh - 1) * sh + (kh - 1) * dh + 1)
     wp = max(ww + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
     planes = np.empty((cg, hp, wp), w.dtype)
-    rb = max(1, min(oh, max(256, 131072 // max(kg, 1)) // max(ow, 1)))  # output rows per block (~512 KiB)
+    cols = max(256, 131072 // max(kg, 1))  # patch columns per block (~512 KiB)
+    if nb > 1 and 2 * oh * ow <= cols:  # small outputs: several samples' patches side by side in one GEMM
+        _conv_samples(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats,
+                      planes, max(2, cols // (oh * ow)))
+        return
+    rb = max(1, min(oh, cols // max(ow, 1)))  # output rows per block
     patch = np.empty((kg, rb * ow), w.dtype)
     acc = np.empty((mg, rb * ow), w.dtype)
     for s in range(nb):
@@ -201,6 +283,50 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
                 _gemm_block(w[g], pv, av)
                 _requant_rows(av, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
                               out[s, g * mg:(g + 1) * mg, r0 * ow:r1 * ow], stats)
+
+
+@njit(nogil=True, cache=True)
+def _patch_rows(planes, pv, c0, kh, kw, sh, sw, dh, dw, oh, ow):
+    """pv[k, c0 + r * ow + q] = the tap k = (c, i, j) of output (r, q): one sample's whole patch matrix, written
+    into the columns from ``c0`` of ``pv``."""
+    cg = planes.shape[0]
+    k = 0
+    for c in range(cg):
+        for i in range(kh):
+            for j in range(kw):
+                for r in range(oh):
+                    src = planes[c, r * sh + i * dh, j * dw::sw]
+                    dst = pv[k, c0 + r * ow:c0 + (r + 1) * ow]
+                    for q in range(ow):
+                        dst[q] = src[q]
+                k += 1
+
+
+@njit(nogil=True, cache=True)
+def _conv_samples(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats, planes,
+                  per):
+    """``conv_q`` for outputs of few positions: the patch matrices of ``per`` samples side by side, one GEMM per
+    block of samples and group (the same exact sums, one BLAS call instead of ``per``)."""
+    nb, cc = x.shape[0], x.shape[1]
+    gg, mg, kg = w.shape
+    cg = cc // gg
+    p = oh * ow
+    pv = np.empty((kg, per * p), w.dtype)
+    av = np.empty((mg, per * p), w.dtype)
+    for s0 in range(0, nb, per):
+        s1 = min(nb, s0 + per)
+        n = (s1 - s0) * p
+        if n != pv.shape[1]:  # the last, shorter block (BLAS takes contiguous operands)
+            pv = np.empty((kg, n), w.dtype)
+            av = np.empty((mg, n), w.dtype)
+        for g in range(gg):
+            for s in range(s0, s1):
+                _plane(x, s, g * cg, (g + 1) * cg, zx, ph, pw, planes)
+                _patch_rows(planes, pv, (s - s0) * p, kh, kw, sh, sw, dh, dw, oh, ow)
+            _gemm_block(w[g], pv, av)
+            for s in range(s0, s1):
+                _requant_rows(av[:, (s - s0) * p:(s - s0 + 1) * p], bias[g * mg:(g + 1) * mg],
+                              mult[g * mg:(g + 1) * mg], zy, bl, bh, out[s, g * mg:(g + 1) * mg], stats)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
@@ -263,6 +389,13 @@ def lookup2(a, b, oa, ob, table, out):
     sb = 1 if b.size > 1 else 0
     for i in range(out.size):
         out[i] = table[(np.int32(a[i * sa]) + oa) * 256 + np.int32(b[i * sb]) + ob]
+
+
+@njit(nogil=True, cache=True)
+def lookup1(c, table, out):
+    """out[i] = table[c[i]] of a flat array of 8-bit codes read as uint8 (a fused unary chain's 256 codes)."""
+    for i in range(out.size):
+        out[i] = table[c[i]]
 
 
 @njit(nogil=True, cache=True)

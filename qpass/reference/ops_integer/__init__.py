@@ -7,9 +7,11 @@ from onnxruntime's source and checked against onnxruntime 1.32 (see tests/test_g
 ``linear`` (Conv / ConvTranspose / Gemm / MatMul), ``elementwise`` (Add, Mul), ``unary`` (elementwise float ops as
 256-code tables) and ``pooling`` (AveragePool, GlobalAveragePool, MaxPool); ``arith`` holds the accumulator model and the requantisation they share.
 
-int8 activations: onnxruntime on x86 without AVX512-VNNI rewrites int8 QDQ pairs to uint8 (QDQS8ToU8Transformer)
-before fusing, so Add, Mul and AveragePool add the zero point in the uint8 domain; the golden kernels do the same
-(``+128`` on codes and zero points), which only matters for float rounding at exact ties.
+int8 activations: onnxruntime on x86-64 (with AVX512-VNNI too: seen on this machine) rewrites int8 Q -> DQ pairs
+to uint8 (QDQS8ToU8Transformer) before fusing, so Add, Mul and AveragePool add the zero point in the uint8 domain;
+the golden kernels do the same (``+128`` on codes and zero points), which only matters for float rounding at exact
+ties. A pair the rewrite skips (a Q with other consumers or a graph output) stays int8, and onnxruntime fuses an op
+only when its operands and output share one type: ``planning.u8_shift`` follows that (tests/test_int15b_add_types.py).
 
 Importing this package registers every fused kernel.
 """

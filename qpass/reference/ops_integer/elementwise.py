@@ -129,7 +129,7 @@ def _binary_fuser(kind, fn):
         if not (a.dtype == b.dtype == q.dtype):
             raise NotFused("operands and output have different integer types")
         name = node.name
-        sh = u8_shift(fc, q.dtype, a, b)
+        sh = u8_shift(fc, q.dtype, a, b, q=q)
         tables: dict = {}  # this layer's code-pair tables
 
         def compute(vals, ex):

@@ -222,7 +222,7 @@ def fuse_gemm(fc: FusionContext, node: NodeInfo) -> FusedOp:
     def compute(vals, ex):
         k = compiled.jit() if jb is not None and vals[0].ndim == 2 and compiled.usable(ex, q) else None
         if k is not None:
-            return compiled.gemm(k, ex, name, "QGemm", vals[0][None], jb, jp)[0]
+            return compiled.gemm(k, ex, name, "QGemm", vals[0][None], jb, jp, constant=True)[0]
         dt = exact_dtype(vals[0].shape[0 if trans_a else -1], amax, bmax, top)
         av = vals[0].astype(dt) - dt(za)
         av = av.T if trans_a else av
@@ -295,7 +295,7 @@ def _matmul_jit(k, ex, name, kind, vals, jb, b, amax, bmax, jp):
     a = vals[0]
     if jb is not None:
         a3 = np.ascontiguousarray(a).reshape(1, -1, a.shape[-1])
-        return compiled.gemm(k, ex, name, kind, a3, jb, jp).reshape(a.shape[:-1] + (jb.shape[2],))
+        return compiled.gemm(k, ex, name, kind, a3, jb, jp, constant=True).reshape(a.shape[:-1] + (jb.shape[2],))
     bv = vals[1]
     dt = compiled.acc_type(amax * bmax * a.shape[-1], None)
     if jb is not None or dt is None or bv.ndim < 2:

@@ -204,12 +204,71 @@ def bias_codes(fc: FusionContext, node: NodeInfo, idx: int, s_in: np.ndarray, ch
     return d.const_codes.astype(I64)
 
 
-def u8_shift(fc: FusionContext, dtype: np.dtype, *dqs: DQ) -> int:
-    """+128 when onnxruntime would run these int8 codes as uint8: x86 without VNNI rewrites Q -> DQ pairs from
-    int8 to uint8 (QDQS8ToU8Transformer); int8 codes fed directly (graph inputs, initializers) stay int8."""
+def u8_shift(fc: FusionContext, dtype: np.dtype, *dqs: DQ, q: QOut | None = None) -> int:
+    """+128 when onnxruntime runs these int8 codes as uint8 (x86: QDQS8ToU8Transformer moves int8 Q -> DQ pairs
+    to uint8; int8 codes fed directly, graph inputs or initializers, stay int8). With ``q``, the output's type
+    must match: onnxruntime fuses an op only when its operands and output share one type after that rewrite,
+    else NotFused (the op then runs in float)."""
     if np.dtype(dtype) != np.dtype(np.int8):
         return 0
-    from_q = all(fc.producer.get(d.codes) is not None and fc.producer[d.codes].op_type == "QuantizeLinear"
-                 for d in dqs)
-    return 128 if from_q else 0
+    kinds = {_runs_as_u8(fc, d.codes) for d in dqs}
+    if q is not None:
+        kinds.add(_q_to_u8(fc, fc.producer[q.output]))
+    if len(kinds) != 1:
+        raise NotFused("onnxruntime runs the int8 operands and output as different types (int8 / uint8)")
+    return 128 if kinds.pop() else 0
 
+
+def _runs_as_u8(fc: FusionContext, codes: str) -> bool:
+    """Whether onnxruntime reads these int8 codes as uint8: they come from a QuantizeLinear that the S8 -> U8
+    rewrite converts, once the DequantizeLinear -> QuantizeLinear pairs with equal parameters are gone (onnxruntime
+    drops those at its basic level, before the rewrite)."""
+    p = fc.producer.get(codes)
+    while p is not None and p.op_type == "QuantizeLinear" and p.domain == "":
+        d = fc.producer.get(p.inputs[0])
+        if d is None or not _dq_q_removed(fc, d, p):
+            return _q_to_u8(fc, p)
+        p = fc.producer.get(d.inputs[0])
+    return False
+
+
+def _q_to_u8(fc: FusionContext, q: NodeInfo) -> bool:
+    """QDQS8ToU8Transformer's test: an int8 QuantizeLinear whose output feeds exactly one node, no graph output,
+    a DequantizeLinear, both with an explicit constant scalar zero point of one value."""
+    cons = _after_dq_q(fc, q.outputs[0])
+    if q.outputs[0] in fc.graph_outputs or len(cons) != 1 or cons[0].op_type != "DequantizeLinear":
+        return False
+    za, zb = (fc.const(n.inputs[2]) if n.has_input(2) else None for n in (q, cons[0]))
+    return (za is not None and zb is not None and za.dtype == zb.dtype == np.dtype(np.int8)
+            and za.size == zb.size == 1 and int(za.reshape(-1)[0]) == int(zb.reshape(-1)[0]))
+
+
+def _after_dq_q(fc: FusionContext, name: str) -> list[NodeInfo]:
+    """The consumers of ``name`` once removable DequantizeLinear -> QuantizeLinear pairs are gone."""
+    out = []
+    for c in fc.consumers.get(name, []):
+        nxt = fc.consumers.get(c.outputs[0], []) if c.op_type == "DequantizeLinear" and c.domain == "" else []
+        if len(nxt) == 1 and nxt[0].op_type == "QuantizeLinear" and _dq_q_removed(fc, c, nxt[0]):
+            out += _after_dq_q(fc, nxt[0].outputs[0])
+        else:
+            out.append(c)
+    return out
+
+
+def _dq_q_removed(fc: FusionContext, dq: NodeInfo, q: NodeInfo) -> bool:
+    """onnxruntime drops DequantizeLinear -> QuantizeLinear when the DQ feeds only that Q (and no graph output)
+    and both carry equal constant scalar scales and zero points (type and value)."""
+    if dq.op_type != "DequantizeLinear" or dq.domain != "" or q.domain != "":
+        return False
+    if dq.outputs[0] in fc.graph_outputs or len(fc.consumers.get(dq.outputs[0], [])) != 1:
+        return False
+    if q.outputs[0] in fc.graph_outputs and fc.consumers.get(q.outputs[0]):
+        return False
+    for i in (1, 2):
+        a = fc.const(dq.inputs[i]) if dq.has_input(i) else None
+        b = fc.const(q.inputs[i]) if q.has_input(i) else None
+        if a is None or b is None or a.size != 1 or b.size != 1 or a.dtype != b.dtype:
+            return False
+        if a.reshape(-1)[0] != b.reshape(-1)[0]:
+            return False
+    return True

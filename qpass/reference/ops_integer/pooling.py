@@ -55,7 +55,7 @@ def fuse_avg_pool(fc: FusionContext, node: NodeInfo) -> FusedOp:
         raise NotFused("dilated AveragePool")
     kernel = list(node.attr("kernel_shape"))
     include_pad = bool(node.attr("count_include_pad", 0))
-    sh = u8_shift(fc, q.dtype, x)
+    sh = u8_shift(fc, q.dtype, x, q=q)
 
     def compute(vals, ex):
         xq = vals[0]

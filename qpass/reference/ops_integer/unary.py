@@ -15,6 +15,7 @@ import numpy as np
 
 from ..numerics import int_range
 from ..registry import NodeInfo, lookup
+from . import compiled
 from .planning import FusedOp, FusionContext, NotFused, act_dq, fuser, need
 
 ELEMENTWISE = ("Abs", "Celu", "Ceil", "Clip", "Cos", "Elu", "Erf", "Exp", "Floor", "Gelu", "HardSigmoid", "HardSwish",
@@ -97,7 +98,12 @@ def _lookup(table: np.ndarray | None, signed: bool):
     def apply(c):
         if table is None:
             return c
-        return np.take(table, c.view(np.uint8))
+        k = compiled.jit() if c.size >= compiled.LOOKUP_MIN_SIZE else None
+        if k is None:
+            return np.take(table, c.view(np.uint8))
+        out = np.empty(c.shape, table.dtype)  # numpy's take widens the uint8 indices first: one compiled pass
+        k.lookup1(np.ascontiguousarray(c).view(np.uint8).reshape(-1), table, out.reshape(-1))
+        return out
     return apply
 
 
