@@ -1,8 +1,7 @@
 """Issue 12/13, an LSTM on onnxruntime's DynamicQuantizeLSTM whose input channels span very different ranges and
 carry offsets: ``smooth_lstm`` with a ``copies_budget`` gives the kernel K shifted copies of the input on one static
-grid and W split into K parts (``lstm_dither``; off by default, switched on here). The float function is kept up to W's split, every calibration call lands on
-the same grid, and the int8 model is closer to float than without the rewrite."""
-import functools
+grid and W split into K parts (``lstm_dither``; off by default, switched on here by the quantize_qdq option
+``lstm_copies_budget``). The float function is kept up to W's split, every calibration call lands on the same grid, and the int8 model is closer to float than without the rewrite."""
 
 import numpy as np
 import onnx
@@ -44,13 +43,11 @@ def _inits(model):
     return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
 
 
-def test_offset_and_wide_input_channels_the_int8_lstm_gains(monkeypatch):
+def test_offset_and_wide_input_channels_the_int8_lstm_gains():
     m, calib, ev = _case(np.geomspace(0.5, 40, I), RNG.uniform(-30, 30, I))
     off = qpass.optimize(m, calib=calib, overrides={"quantize_qdq": {"smooth_lstm": False}})
     scaled = qpass.optimize(m, calib=calib)
-    monkeypatch.setattr(smooth_lstm, "smooth", functools.partial(smooth_lstm.smooth,
-                                                                 copies_budget=lstm_dither.BUDGET))
-    res = qpass.optimize(m, calib=calib)
+    res = qpass.optimize(m, calib=calib, overrides={"quantize_qdq": {"lstm_copies_budget": lstm_dither.BUDGET}})
     (entry,) = res.report.results["quantization"]["smooth_lstm"].values()
     assert entry == {"smoothed": True, "copies": lstm_dither.MAX_COPIES}
     assert off.report.results["quantization"]["smooth_lstm"] == {}

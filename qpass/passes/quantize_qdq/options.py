@@ -46,6 +46,10 @@ class QuantizeQDQOptions:
     #: before that, an LSTM's input channels are divided by their calibrated ranges (a Mul; W's columns absorb it)
     #: where that lowers the simulated error of the kernel's per-call 8-bit input (``smooth_lstm``)
     smooth_lstm: bool = True
+    #: > 0: instead, each LSTM input gets K sub-step-shifted copies and W a K-times finer split (``lstm_dither``),
+    #: K from shapes within this budget of extra input-projection work (oww-hey-mycroft 33.97 -> 37.33 dB with 1.5,
+    #: but 1.12x its float latency: opt-in)
+    lstm_copies_budget: float = 0.0
     #: a one-channel Conv with a long window gets an all-zero second output channel and a Slice, so that
     #: onnxruntime runs it on its GEMM-based QLinearConv instead of its slow depthwise kernel (``speed``)
     widen_single_channel: bool = True

@@ -34,7 +34,7 @@ class QuantizeQDQ(Pass):
         samples = getattr(ctx.inputs, "calibration_data", None)
         smoothed = {}
         if opts.dynamic_lstm and opts.smooth_lstm:
-            model, smoothed = smooth_lstm.smooth(model, samples)
+            model, smoothed = smooth_lstm.smooth(model, samples, opts.lstm_copies_budget)
         out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
         ranges, log_note = _log_ranges(opts, model, ranges, qc, samples)
         if log_note:
@@ -55,7 +55,9 @@ class QuantizeQDQ(Pass):
         remedied = Counter(e for e in qc.encodings.values() if e != "int8")
         if remedied:
             notes.append(f"for {opts.target_cpu} CPUs: " + ", ".join(f"{v} x {k}" for k, v in remedied.items()))
-        if smoothed:
+        if smoothed and any("copies" in v for v in smoothed.values()):
+            notes.append("LSTM inputs dithered: " + ", ".join(f"{v['copies']} copies" for v in smoothed.values()))
+        elif smoothed:
             notes.append(f"{sum(v['smoothed'] for v in smoothed.values())} of {len(smoothed)} LSTM inputs given "
                          "equal channel ranges")
         if log_note:
