@@ -121,6 +121,20 @@ def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     return buf
 
 
+def sample_columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype) -> np.ndarray:
+    """Patch matrix of a convolution, one per sample: a (N, C * prod(kernel), prod(out_spatial)) array in
+    ``dtype``, rows ordered (c, k1, k2, ...) like ONNX weights (zero padding), so that one stacked matmul runs the
+    same-shape GEMM once per sample. A 1x1 kernel with unit strides and no padding: a view of ``x`` itself."""
+    n = len(kernel)
+    if np.dtype(dtype) == x.dtype and all(k == 1 for k in kernel) and not any(begin) and not any(end) and \
+            all(s == 1 for s in _ints(strides, n, 1)) and list(x.shape[2:]) == list(out_spatial):
+        return x.reshape(x.shape[:2] + (-1,))
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
+    buf = np.empty(x.shape[:2] + tuple(kernel) + tuple(out_spatial), dtype)
+    buf[...] = w.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (N, C, *k, *out)
+    return buf.reshape(x.shape[0], -1, int(np.prod(out_spatial)))
+
+
 def column_blocks(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, budget: int = 1 << 20):
     """The patch matrix of :func:`columns`, sample by sample and in blocks of output rows (first spatial axis)
     small enough (``budget`` bytes) to stay in cache: yields (sample, row0, row1, (C, *kernel, rows, *rest))

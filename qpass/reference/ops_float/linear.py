@@ -3,9 +3,9 @@
 Integer-valued operands (the float tensors of streamlined QONNX models hold integer accumulators that pass 2^24)
 are multiplied exactly: in float32 BLAS while the bound max|x| * (largest sum of |w| over one output channel)
 stays below 2^24, so every partial sum in any order is an exact integer, else in float64 and rounded once.
-Other float operands: Conv in float32 as onnxruntime's MLAS computes, one GEMM per sample (a sample's numbers never
-depend on the batch it runs in: BLAS kernels change with the matrix shape); MatMul / Gemm / ConvTranspose and the
-small Conv layers in float64 rounded once. float64 inputs in float64. Einsum and Det in the input dtype;
+Other float operands: Conv in float32 as onnxruntime's MLAS computes, one same-shape GEMM per sample (a sample's
+numbers never depend on the batch it runs in: BLAS kernels change with the matrix shape); MatMul / Gemm with a
+constant weight as MLAS's SGEMM (mlas_packed_gemm); other MatMul / Gemm and ConvTranspose in float64 rounded once. float64 inputs in float64. Einsum and Det in the input dtype;
 MatMulInteger and ConvInteger exact."""
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from ..registry import register
 from .common import F32, F64, constant_input, is_float, out_dtype, wide
 from .recurrent import _jit
 
-MIN_PER_SAMPLE_COLUMNS = 1024  # fewer output positions per sample: one float64 GEMM per batch (per-call overhead)
+SAMPLE_CHUNK_BYTES = 1 << 24  # float32 Conv: patch matrices of at most this many bytes at a time (in cache)
 
 
 def _integral(v: np.ndarray) -> bool:
@@ -147,17 +147,20 @@ def _biased(y, b, floats: bool, nd: int):
 
 
 def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool):
-    """(N, M, P) result of the grouped GEMMs ``wg`` (g, Mg, Kg) over the patch matrices of ``x``: float32 one
-    sample at a time (every sample the same GEMM shapes), else per batch chunk under the patch-memory budget."""
+    """(N, M, P) result of the grouped GEMMs ``wg`` (g, Mg, Kg) over the patch matrices of ``x``. ``per_sample``
+    (float32): one stacked matmul over (sample, group), i.e. the same-shape BLAS GEMM once per sample and group,
+    so a sample's numbers never depend on the batch it runs in (a BLAS kernel's summation order can change with
+    the matrix shape and with a column's position in it); chunks of samples under the patch-memory budget. Else
+    (exact integers, float64): per batch chunk, one GEMM per group over all the chunk's samples."""
     begin, end, out = geom
     g, mg = wg.shape[:2]
     m, p, n = g * mg, int(np.prod(out)), x.shape[0]
     args = (kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
     if per_sample:
         y = np.empty((n, m, p), F32)
-        for s in range(n):
-            cols = ic.columns(x[s:s + 1], *args, F32, pointwise=True)
-            np.matmul(wg, cols.reshape(g, wg.shape[2], p), out=y[s].reshape(g, mg, p))
+        for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize, SAMPLE_CHUNK_BYTES):
+            cols = ic.sample_columns(x[lo:hi], *args, F32).reshape(hi - lo, g, wg.shape[2], p)
+            np.matmul(wg, cols, out=y[lo:hi].reshape(hi - lo, g, mg, p))
         return y
     ys = []
     for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize):
@@ -179,8 +182,7 @@ def conv(node, x, w, b=None):
         y = ic.depthwise(x.astype(dt, copy=False), w.astype(dt, copy=False), kernel, node.attr("strides"),
                          node.attr("dilations"), begin, end, out, exact=exact == F32)  # F32: sums below 2^24
         return _biased(y, b, floats, len(out)).astype(out_dtype(x), order="C", copy=False)
-    m, p = w.shape[0], int(np.prod(out))
-    floats = floats and p >= MIN_PER_SAMPLE_COLUMNS
+    m = w.shape[0]
     dt = exact or (F32 if floats else F64)
     y = _conv_gemm(node, x, w.astype(dt, copy=False).reshape(g, m // g, -1), kernel, (begin, end, out), floats)
     y = _biased(y, b, floats, 1)
