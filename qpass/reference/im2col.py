@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .jit import compiled
+
 
 def _ints(v, n, default):
     return [int(x) for x in v] if v is not None and len(v) else [default] * n
@@ -179,6 +181,9 @@ def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, e
     wr = w.reshape((x.shape[1], mult, -1)).astype(x.dtype, copy=False)  # (C, mult, taps)
     if exact:
         return _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, 2 * block_bytes)
+    jit = compiled("float_jit") if n == 2 and xp.dtype == np.float32 else None
+    if jit is not None:  # the same sums, compiled
+        return jit.depthwise2d(xp, w.reshape((w.shape[0],) + tuple(kernel)), strides, dilations, out_spatial)
     unit = all(s == 1 for s in strides)
     if mult == 1 and out_spatial[-1] >= (FLAT_MIN_WIDTH if unit else STRIDED_FLAT_MIN_WIDTH):
         return _depthwise_flat(xp, wr[:, 0], kernel, strides, dilations, out_spatial, block_bytes)

@@ -79,7 +79,7 @@ def _gemm_narrow(a, b, out, has_c, stride):
             for q in range(kb):
                 for n in range(nn):
                     bv = b[k0 + q, n]
-                    for r in range(rows):
+                    for r in range(rb):
                         acc[n, r] = _fma(tile[q, r], bv, acc[n, r])
             for r in range(rb):
                 for n in range(nn):
