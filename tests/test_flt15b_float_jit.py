@@ -35,3 +35,24 @@ def test_depthwise_jit_equals_numpy(case, monkeypatch):
     # and the sum really is float32 products in order: float64 differs somewhere
     assert not np.array_equal(got, ic.depthwise(x.astype(np.float64), wt.astype(np.float64), kernel, strides, dil,
                                                  begin, end, out).astype(np.float32))
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 40, 50), (3, 5, 4096), (2, 4, 9, 8, 9)])
+def test_batch_norm_jit_equals_numpy(shape, monkeypatch):
+    from onnx import helper
+
+    from qpass.reference.ops_float.reductions import batch_norm
+    from qpass.reference.registry import NodeInfo
+
+    rng = np.random.default_rng(len(shape))
+    c = shape[1]
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[0, 0].flat[:3] = [np.nan, np.inf, -0.0]
+    params = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.random(c).astype(np.float32)]
+    node = NodeInfo.from_proto(helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3),
+                               {"": 15})
+    got = batch_norm(node, x, *params)
+    monkeypatch.setenv("QPASS_NO_JIT", "1")
+    want = batch_norm(node, x, *params)
+    assert got.dtype == want.dtype == np.float32
+    assert np.array_equal(got, want, equal_nan=True)

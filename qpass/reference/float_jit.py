@@ -63,3 +63,25 @@ def depthwise2d(xp: np.ndarray, w: np.ndarray, strides, dilations, out_spatial) 
     _depthwise_flat(ph.reshape(sw, n, c, -1), np.ascontiguousarray(w, np.float32), wq, sh, sw,
                     int(dilations[0]), int(dilations[1]), out)
     return out
+
+
+@njit(nogil=True, error_model="numpy", cache=True)
+def _scale_shift(x, scale, shift, out):
+    """out[n, c, :] = x[n, c, :] * scale[c] + shift[c] in float32, the product rounded, then the sum (one pass)."""
+    nn, cc = x.shape[:2]
+    for n in range(nn):
+        for c in range(cc):
+            xs, o = x[n, c], out[n, c]
+            a, b = scale[c], shift[c]
+            for p in range(xs.shape[0]):
+                o[p] = xs[p] * a + b
+
+
+def scale_shift(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarray:
+    """``x * scale + shift`` per channel (axis 1) of float32 ``x`` (N, C, ...), as numpy's ``y = x * scale;
+    y += shift`` computes it (two roundings), in one pass."""
+    xc = np.ascontiguousarray(x)
+    out = np.empty(xc.shape, np.float32)
+    _scale_shift(xc.reshape(xc.shape[0], xc.shape[1], -1), np.ascontiguousarray(scale, np.float32).reshape(-1),
+                 np.ascontiguousarray(shift, np.float32).reshape(-1), out.reshape(xc.shape[0], xc.shape[1], -1))
+    return out

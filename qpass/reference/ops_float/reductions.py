@@ -7,8 +7,12 @@ import numpy as np
 import onnx
 
 from .. import mlas, mlas_norm
+from ..jit import compiled
 from ..registry import register
 from .common import axes_arg, is_float, wide
+
+
+JIT_MIN_SIZE = 4096  # smaller BatchNormalization inputs: numpy (a compiled call's fixed cost is not worth it)
 
 
 def _check_bn(node):
@@ -35,8 +39,12 @@ def batch_norm(node, x, scale, b, mean, var):
     if x.dtype == np.float32 and not training:  # as onnxruntime's kernel: per-channel factors in float32
         f = [np.asarray(v, np.float32).reshape(shape) for v in (scale, b, mean, var)]
         inv = f[0] * (np.float32(1) / np.sqrt(f[3] + np.float32(eps)))
+        shift = f[1] - f[2] * inv
+        jit = compiled("float_jit") if x.ndim >= 2 and x.size >= JIT_MIN_SIZE else None
+        if jit is not None:  # the same two roundings, one pass
+            return jit.scale_shift(x, inv, shift)
         y = x * inv
-        y += f[1] - f[2] * inv
+        y += shift
         return y
     inv = wide(scale).reshape(shape) / np.sqrt(sigma2.reshape(shape) + eps)
     y = wide(x) * inv  # float64: (x - mean) * inv + b as x * inv + (b - mean * inv), in place
