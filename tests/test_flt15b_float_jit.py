@@ -4,6 +4,8 @@ channels-last, by taps, channel multipliers), and the float32 Conv of one sample
 runs in."""
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -51,8 +53,11 @@ def test_batch_norm_jit_equals_numpy(shape, monkeypatch):
     params = [rng.standard_normal(c).astype(np.float32) for _ in range(3)] + [rng.random(c).astype(np.float32)]
     node = NodeInfo.from_proto(helper.make_node("BatchNormalization", ["x", "s", "b", "m", "v"], ["y"], epsilon=1e-3),
                                {"": 15})
-    got = batch_norm(node, x, *params)
+    ex = SimpleNamespace(scratch={})
+    got = batch_norm(ex, node, x, *params)
+    assert batch_norm(ex, node, x, *params) is not got  # the cached factors give the same numbers
+    assert np.array_equal(batch_norm(ex, node, x, *params), got, equal_nan=True)
     monkeypatch.setenv("QPASS_NO_JIT", "1")
-    want = batch_norm(node, x, *params)
+    want = batch_norm(SimpleNamespace(scratch={}), node, x, *params)
     assert got.dtype == want.dtype == np.float32
     assert np.array_equal(got, want, equal_nan=True)
