@@ -137,6 +137,18 @@ def sample_columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_sp
     return buf.reshape(x.shape[0], -1, int(np.prod(out_spatial)))
 
 
+def gather_index(in_shape, kernel, strides, dilations, begin, end, out_spatial) -> np.ndarray:
+    """Flat positions in a (C, *spatial) sample, extended by one zero element at index C * prod(spatial), of every
+    entry of :func:`sample_columns`'s (C * prod(kernel), prod(out_spatial)) patch matrix (padding: the zero
+    element): ``np.take(x_ext, index, axis=1)`` builds the batch's patch matrices in one gather."""
+    size = int(np.prod(in_shape))
+    pos = np.arange(size, dtype=np.intp).reshape((1,) + tuple(in_shape))
+    n = len(kernel)
+    w = windows(pos, kernel, strides, dilations, begin, end, out_spatial, size)  # (1, C, *out, *k)
+    w = w.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (1, C, *k, *out)
+    return np.ascontiguousarray(w).reshape(-1)
+
+
 def column_blocks(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, budget: int = 1 << 20):
     """The patch matrix of :func:`columns`, sample by sample and in blocks of output rows (first spatial axis)
     small enough (``budget`` bytes) to stay in cache: yields (sample, row0, row1, (C, *kernel, rows, *rest))

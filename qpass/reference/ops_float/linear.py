@@ -18,6 +18,7 @@ from ..registry import register
 from .common import F32, F64, constant_input, is_float, out_dtype, wide
 from .recurrent import _jit
 
+GATHER_MAX_ENTRIES = 1 << 16  # float32 Conv patch matrices up to this many entries per sample: one np.take
 SAMPLE_CHUNK_BYTES = 1 << 24  # float32 Conv: patch matrices of at most this many bytes at a time (in cache)
 
 
@@ -146,16 +147,28 @@ def _biased(y, b, floats: bool, nd: int):
     return y.astype(F64, copy=False) + wide(b).reshape((1, -1) + (1,) * nd)
 
 
-def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool):
+def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool, ex=None):
     """(N, M, P) result of the grouped GEMMs ``wg`` (g, Mg, Kg) over the patch matrices of ``x``. ``per_sample``
     (float32): one stacked matmul over (sample, group), i.e. the same-shape BLAS GEMM once per sample and group,
     so a sample's numbers never depend on the batch it runs in (a BLAS kernel's summation order can change with
     the matrix shape and with a column's position in it); chunks of samples under the patch-memory budget. Else
-    (exact integers, float64): per batch chunk, one GEMM per group over all the chunk's samples."""
+    (exact integers, float64): per batch chunk, one GEMM per group over all the chunk's samples. Small float32
+    patch matrices with an executor ``ex``: gathered by a flat index kept on it (``ic.gather_index``)."""
     begin, end, out = geom
     g, mg = wg.shape[:2]
     m, p, n = g * mg, int(np.prod(out)), x.shape[0]
     args = (kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+    if per_sample and ex is not None and 0 < p * wg.shape[2] * g <= GATHER_MAX_ENTRIES and \
+            x.dtype == F32 and any(k > 1 for k in kernel):  # small images: the patch matrices by one gather
+        key = ("gather", node.name, x.shape[1:])
+        idx = ex.scratch.get(key)
+        if idx is None:
+            idx = ex.scratch[key] = ic.gather_index(x.shape[1:], *args)
+        xz = np.empty((n, x[0].size + 1), F32)
+        xz[:, :-1] = x.reshape(n, -1)
+        xz[:, -1] = 0
+        cols = np.take(xz, idx, axis=1).reshape(n, g, wg.shape[2], p)
+        return np.matmul(wg, cols).reshape(n, m, p)
     if per_sample:
         y = np.empty((n, m, p), F32)
         for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize, SAMPLE_CHUNK_BYTES):
@@ -170,8 +183,13 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool):
     return np.concatenate(ys) if len(ys) > 1 else ys[0]
 
 
-@register("Conv")
-def conv(node, x, w, b=None):
+@register("Conv", with_executor=True)
+def conv_node(ex, node, x, w, b=None):
+    return conv(node, x, w, b, ex)
+
+
+def conv(node, x, w, b=None, ex=None):
+    """Conv of ``x`` and ``w`` (+ ``b``); ``ex``: the executor, whose scratch keeps per-node gather indices."""
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
     g = int(node.attr("group", 1))
@@ -184,7 +202,8 @@ def conv(node, x, w, b=None):
         return _biased(y, b, floats, len(out)).astype(out_dtype(x), order="C", copy=False)
     m = w.shape[0]
     dt = exact or (F32 if floats else F64)
-    y = _conv_gemm(node, x, w.astype(dt, copy=False).reshape(g, m // g, -1), kernel, (begin, end, out), floats)
+    y = _conv_gemm(node, x, w.astype(dt, copy=False).reshape(g, m // g, -1), kernel, (begin, end, out), floats,
+                   ex)
     y = _biased(y, b, floats, 1)
     return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x), order="C", copy=False)  # C order
 
