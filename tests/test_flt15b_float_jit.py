@@ -96,20 +96,3 @@ def test_float_conv_per_sample_and_gathered(attrs):
     want = make_session(model, threads=1).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
-
-@pytest.mark.parametrize("shape,kernel,strides,pads,ceil", [((2, 3, 8, 8), [2, 2], [2, 2], [0] * 4, 0),
-                                                            ((2, 3, 9, 7), [2, 2], [2, 2], [0] * 4, 0),
-                                                            ((2, 3, 9, 7), [2, 2], [2, 2], [0] * 4, 1),
-                                                            ((1, 2, 9, 9), [3, 3], [3, 3], [0, 0, 1, 1], 0)])
-def test_window_max_tiling_equals_taps(shape, kernel, strides, pads, ceil):
-    """MaxPool with windows that tile the input (stride = kernel): the one-reduction form gives the per-tap form's
-    numbers (NaN propagates); ceil-mode windows past the input take the per-tap form."""
-    rng = np.random.default_rng(3)
-    x = rng.standard_normal(shape).astype(np.float32)
-    x[0, 0, 1, 1] = np.nan
-    begin, end, out = ic.geometry(shape[2:], kernel, strides, None, pads, ceil_mode=bool(ceil))
-    got = ic.window_max(x, kernel, strides, None, begin, end, out, -np.inf)
-    w = ic.windows(x, kernel, strides, None, begin, end, out, -np.inf)
-    assert got.shape == (shape[0], shape[1]) + tuple(out)
-    assert np.array_equal(got, w.max(axis=(-2, -1)), equal_nan=True)
-    assert np.isnan(got[0, 0, 0, 0])

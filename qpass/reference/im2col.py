@@ -333,12 +333,6 @@ def window_max(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatia
     n = len(kernel)
     strides = _ints(strides, n, 1)
     dilations = _ints(dilations, n, 1)
-    if n == 2 and list(strides) == list(kernel) and dilations == [1, 1] and not any(begin) and \
-            all(o * k <= d for o, k, d in zip(out_spatial, kernel, x.shape[2:])):  # tiling windows: one reduction
-        oh, ow = out_spatial
-        kh, kw = kernel
-        v = x[:, :, :oh * kh, :ow * kw].reshape(x.shape[:2] + (oh, kh, ow, kw))
-        return v.max(axis=(3, 5))
     xp = _padded(x, kernel, strides, dilations, begin, end, out_spatial, pad_value)
     y = None
     for sl in _tap_slices(kernel, strides, dilations, out_spatial):
