@@ -11,7 +11,8 @@ from onnx import TensorProto, helper, numpy_helper
 from qpass.ir.ort_session import make_session
 from qpass.reference import GoldenExecutor
 
-SHAPES = [(1, 3, 5), (1, 300, 64), (2, 257, 16), (5, 600, 33), (8, 100, 200), (17, 10, 1)]
+SHAPES = [(1, 3, 5), (1, 300, 64), (2, 257, 16), (5, 600, 33), (8, 100, 200), (17, 10, 1),
+          (300, 520, 5), (129, 257, 8)]  # the last two: the narrow kernel (row blocks, K blocks)
 
 
 def _model(op, m, k, w, c, attrs):

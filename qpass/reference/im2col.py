@@ -11,6 +11,8 @@ import math
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from .jit import compiled
+
 
 def _ints(v, n, default):
     return [int(x) for x in v] if v is not None and len(v) else [default] * n
@@ -121,6 +123,32 @@ def columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, 
     return buf
 
 
+def sample_columns(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, dtype) -> np.ndarray:
+    """Patch matrix of a convolution, one per sample: a (N, C * prod(kernel), prod(out_spatial)) array in
+    ``dtype``, rows ordered (c, k1, k2, ...) like ONNX weights (zero padding), so that one stacked matmul runs the
+    same-shape GEMM once per sample. A 1x1 kernel with unit strides and no padding: a view of ``x`` itself."""
+    n = len(kernel)
+    if np.dtype(dtype) == x.dtype and all(k == 1 for k in kernel) and not any(begin) and not any(end) and \
+            all(s == 1 for s in _ints(strides, n, 1)) and list(x.shape[2:]) == list(out_spatial):
+        return x.reshape(x.shape[:2] + (-1,))
+    w = windows(x, kernel, strides, dilations, begin, end, out_spatial, 0)  # (N, C, *out, *k)
+    buf = np.empty(x.shape[:2] + tuple(kernel) + tuple(out_spatial), dtype)
+    buf[...] = w.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (N, C, *k, *out)
+    return buf.reshape(x.shape[0], -1, int(np.prod(out_spatial)))
+
+
+def gather_index(in_shape, kernel, strides, dilations, begin, end, out_spatial) -> np.ndarray:
+    """Flat positions in a (C, *spatial) sample, extended by one zero element at index C * prod(spatial), of every
+    entry of :func:`sample_columns`'s (C * prod(kernel), prod(out_spatial)) patch matrix (padding: the zero
+    element): ``np.take(x_ext, index, axis=1)`` builds the batch's patch matrices in one gather."""
+    size = int(np.prod(in_shape))
+    pos = np.arange(size, dtype=np.intp).reshape((1,) + tuple(in_shape))
+    n = len(kernel)
+    w = windows(pos, kernel, strides, dilations, begin, end, out_spatial, size)  # (1, C, *out, *k)
+    w = w.transpose([0, 1] + list(range(2 + n, 2 + 2 * n)) + list(range(2, 2 + n)))  # (1, C, *k, *out)
+    return np.ascontiguousarray(w).reshape(-1)
+
+
 def column_blocks(x: np.ndarray, kernel, strides, dilations, begin, end, out_spatial, budget: int = 1 << 20):
     """The patch matrix of :func:`columns`, sample by sample and in blocks of output rows (first spatial axis)
     small enough (``budget`` bytes) to stay in cache: yields (sample, row0, row1, (C, *kernel, rows, *rest))
@@ -165,6 +193,9 @@ def depthwise(x: np.ndarray, w: np.ndarray, kernel, strides, dilations, begin, e
     wr = w.reshape((x.shape[1], mult, -1)).astype(x.dtype, copy=False)  # (C, mult, taps)
     if exact:
         return _depthwise_gemv(xp, wr, kernel, strides, dilations, out_spatial, 2 * block_bytes)
+    jit = compiled("float_jit") if n == 2 and xp.dtype == np.float32 else None
+    if jit is not None:  # the same sums, compiled
+        return jit.depthwise2d(xp, w.reshape((w.shape[0],) + tuple(kernel)), strides, dilations, out_spatial)
     unit = all(s == 1 for s in strides)
     if mult == 1 and out_spatial[-1] >= (FLAT_MIN_WIDTH if unit else STRIDED_FLAT_MIN_WIDTH):
         return _depthwise_flat(xp, wr[:, 0], kernel, strides, dilations, out_spatial, block_bytes)

@@ -3,9 +3,9 @@
 Integer-valued operands (the float tensors of streamlined QONNX models hold integer accumulators that pass 2^24)
 are multiplied exactly: in float32 BLAS while the bound max|x| * (largest sum of |w| over one output channel)
 stays below 2^24, so every partial sum in any order is an exact integer, else in float64 and rounded once.
-Other float operands: Conv in float32 as onnxruntime's MLAS computes, one GEMM per sample (a sample's numbers never
-depend on the batch it runs in: BLAS kernels change with the matrix shape); MatMul / Gemm / ConvTranspose and the
-small Conv layers in float64 rounded once. float64 inputs in float64. Einsum and Det in the input dtype;
+Other float operands: Conv in float32 as onnxruntime's MLAS computes, one same-shape GEMM per sample (a sample's
+numbers never depend on the batch it runs in: BLAS kernels change with the matrix shape); MatMul / Gemm with a
+constant weight as MLAS's SGEMM (mlas_packed_gemm); other MatMul / Gemm and ConvTranspose in float64 rounded once. float64 inputs in float64. Einsum and Det in the input dtype;
 MatMulInteger and ConvInteger exact."""
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ from ..registry import register
 from .common import F32, F64, constant_input, is_float, out_dtype, wide
 from .recurrent import _jit
 
-MIN_PER_SAMPLE_COLUMNS = 1024  # fewer output positions per sample: one float64 GEMM per batch (per-call overhead)
+GATHER_MAX_ENTRIES = 1 << 16  # float32 Conv patch matrices up to this many entries per sample: one np.take
+SAMPLE_CHUNK_BYTES = 1 << 24  # float32 Conv: patch matrices of at most this many bytes at a time (in cache)
 
 
 def _integral(v: np.ndarray) -> bool:
@@ -146,18 +147,33 @@ def _biased(y, b, floats: bool, nd: int):
     return y.astype(F64, copy=False) + wide(b).reshape((1, -1) + (1,) * nd)
 
 
-def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool):
-    """(N, M, P) result of the grouped GEMMs ``wg`` (g, Mg, Kg) over the patch matrices of ``x``: float32 one
-    sample at a time (every sample the same GEMM shapes), else per batch chunk under the patch-memory budget."""
+def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool, ex=None):
+    """(N, M, P) result of the grouped GEMMs ``wg`` (g, Mg, Kg) over the patch matrices of ``x``. ``per_sample``
+    (float32): one stacked matmul over (sample, group), i.e. the same-shape BLAS GEMM once per sample and group,
+    so a sample's numbers never depend on the batch it runs in (a BLAS kernel's summation order can change with
+    the matrix shape and with a column's position in it); chunks of samples under the patch-memory budget. Else
+    (exact integers, float64): per batch chunk, one GEMM per group over all the chunk's samples. Small float32
+    patch matrices with an executor ``ex``: gathered by a flat index kept on it (``ic.gather_index``)."""
     begin, end, out = geom
     g, mg = wg.shape[:2]
     m, p, n = g * mg, int(np.prod(out)), x.shape[0]
     args = (kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+    if per_sample and ex is not None and 0 < p * wg.shape[2] * g <= GATHER_MAX_ENTRIES and \
+            x.dtype == F32 and any(k > 1 for k in kernel):  # small images: the patch matrices by one gather
+        key = ("gather", node.name, x.shape[1:])
+        idx = ex.scratch.get(key)
+        if idx is None:
+            idx = ex.scratch[key] = ic.gather_index(x.shape[1:], *args)
+        xz = np.empty((n, x[0].size + 1), F32)
+        xz[:, :-1] = x.reshape(n, -1)
+        xz[:, -1] = 0
+        cols = np.take(xz, idx, axis=1).reshape(n, g, wg.shape[2], p)
+        return np.matmul(wg, cols).reshape(n, m, p)
     if per_sample:
         y = np.empty((n, m, p), F32)
-        for s in range(n):
-            cols = ic.columns(x[s:s + 1], *args, F32, pointwise=True)
-            np.matmul(wg, cols.reshape(g, wg.shape[2], p), out=y[s].reshape(g, mg, p))
+        for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize, SAMPLE_CHUNK_BYTES):
+            cols = ic.sample_columns(x[lo:hi], *args, F32).reshape(hi - lo, g, wg.shape[2], p)
+            np.matmul(wg, cols, out=y[lo:hi].reshape(hi - lo, g, mg, p))
         return y
     ys = []
     for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize):
@@ -167,8 +183,13 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool):
     return np.concatenate(ys) if len(ys) > 1 else ys[0]
 
 
-@register("Conv")
-def conv(node, x, w, b=None):
+@register("Conv", with_executor=True)
+def conv_node(ex, node, x, w, b=None):
+    return conv(node, x, w, b, ex)
+
+
+def conv(node, x, w, b=None, ex=None):
+    """Conv of ``x`` and ``w`` (+ ``b``); ``ex``: the executor, whose scratch keeps per-node gather indices."""
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
     g = int(node.attr("group", 1))
@@ -179,10 +200,10 @@ def conv(node, x, w, b=None):
         y = ic.depthwise(x.astype(dt, copy=False), w.astype(dt, copy=False), kernel, node.attr("strides"),
                          node.attr("dilations"), begin, end, out, exact=exact == F32)  # F32: sums below 2^24
         return _biased(y, b, floats, len(out)).astype(out_dtype(x), order="C", copy=False)
-    m, p = w.shape[0], int(np.prod(out))
-    floats = floats and p >= MIN_PER_SAMPLE_COLUMNS
+    m = w.shape[0]
     dt = exact or (F32 if floats else F64)
-    y = _conv_gemm(node, x, w.astype(dt, copy=False).reshape(g, m // g, -1), kernel, (begin, end, out), floats)
+    y = _conv_gemm(node, x, w.astype(dt, copy=False).reshape(g, m // g, -1), kernel, (begin, end, out), floats,
+                   ex)
     y = _biased(y, b, floats, 1)
     return y.reshape(y.shape[:2] + tuple(out)).astype(out_dtype(x), order="C", copy=False)  # C order
 

@@ -7,8 +7,12 @@ import numpy as np
 import onnx
 
 from .. import mlas, mlas_norm
+from ..jit import compiled
 from ..registry import register
 from .common import axes_arg, is_float, wide
+
+
+JIT_MIN_SIZE = 4096  # smaller BatchNormalization inputs: numpy (a compiled call's fixed cost is not worth it)
 
 
 def _check_bn(node):
@@ -19,8 +23,22 @@ def _check_bn(node):
     return None
 
 
-@register("BatchNormalization", check=_check_bn)
-def batch_norm(node, x, scale, b, mean, var):
+def _bn_factors(ex, node, params, eps: float, shape):
+    """float32 per-channel (scale / sqrt(var + eps), b - mean * that) as onnxruntime's kernel computes them, kept on
+    the executor while the same parameter arrays come back (constant parameters: computed once, not per call)."""
+    key = ("bn", node.name)
+    hit = ex.scratch.get(key)
+    if hit is not None and all(a is v for a, v in zip(hit[0], params)):
+        return hit[1]
+    f = [np.asarray(v, np.float32).reshape(shape) for v in params]
+    inv = f[0] * (np.float32(1) / np.sqrt(f[3] + np.float32(eps)))
+    out = (inv, f[1] - f[2] * inv)
+    ex.scratch[key] = (params, out)
+    return out
+
+
+@register("BatchNormalization", check=lambda ex, node: _check_bn(node), with_executor=True)
+def batch_norm(ex, node, x, scale, b, mean, var):
     """Inference: the given statistics; training_mode=1: the batch's (population variance), plus the running
     mean and variance updated with ``momentum``."""
     eps = float(node.attr("epsilon", 1e-5))
@@ -33,10 +51,12 @@ def batch_norm(node, x, scale, b, mean, var):
     else:
         mu, sigma2 = wide(mean), wide(var)
     if x.dtype == np.float32 and not training:  # as onnxruntime's kernel: per-channel factors in float32
-        f = [np.asarray(v, np.float32).reshape(shape) for v in (scale, b, mean, var)]
-        inv = f[0] * (np.float32(1) / np.sqrt(f[3] + np.float32(eps)))
+        inv, shift = _bn_factors(ex, node, (scale, b, mean, var), eps, shape)
+        jit = compiled("float_jit") if x.ndim >= 2 and x.size >= JIT_MIN_SIZE else None
+        if jit is not None:  # the same two roundings, one pass
+            return jit.scale_shift(x, inv, shift)
         y = x * inv
-        y += f[1] - f[2] * inv
+        y += shift
         return y
     inv = wide(scale).reshape(shape) / np.sqrt(sigma2.reshape(shape) + eps)
     y = wide(x) * inv  # float64: (x - mean) * inv + b as x * inv + (b - mean * inv), in place
