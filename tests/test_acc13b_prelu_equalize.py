@@ -36,7 +36,7 @@ def test_imbalanced_pair_is_equalized_and_the_error_drops():
     before, after, rep = gain_db(pair(True), X[:24], X[24:], "prelu_equalize", weights="int8")
     (p,) = rep["pairs"].values()
     assert p["kept"] and p["alpha"] == 0.25, rep
-    assert rep["final_sqnr_db"] > rep["held_out_sqnr_db"] + 3.0, rep
+    assert min(np.subtract(rep["final_sqnr_db"], rep["held_out_sqnr_db"])) > 3.0, rep  # on both folds
     assert after > before + 3.0, (before, after)
 
 
@@ -51,7 +51,7 @@ def test_the_float_network_is_unchanged_and_no_op_is_inserted():
 
 def test_balanced_pair_is_left_alone():
     before, after, rep = gain_db(pair(False), X[:24], X[24:], "prelu_equalize", weights="int8")
-    assert not any(p["kept"] for p in rep["pairs"].values()), rep
+    assert rep["pairs"] and not any(p["kept"] for p in rep["pairs"].values()), rep
     assert after == before
 
 
