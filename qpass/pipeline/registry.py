@@ -54,6 +54,7 @@ PASSES: dict[str, str] = {
     "choose_dynamic": "qpass.passes.choose_dynamic:ChooseDynamic",
     "auto_precision": "qpass.search.mixed_int8:AutoPrecision",
     "gate_equalize": "qpass.passes.gate_equalize:GateEqualize",
+    "prelu_equalize": "qpass.passes.prelu_equalize:PreluEqualize",
 }
 
 
