@@ -28,7 +28,7 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   PEs whose thresholds are not trivial for the input range, counted from the emitted image, else
                   PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for W <= 6 (each count bit one LUT6 of the input bits),
                   else c_cmp_const*PE*NT*W (a carry chain per comparison; also qp_mvtu with NF == 1, W = AB)
-  qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
+  qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/32)
   qp_add        LUT = c0 + c_add*PE*sum(OB - shift of each set bit of KA, KB but the widest) | c_add_lut*PE*OB
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
 ("_const" variants of a term: the same term where the operand is a constant, NF*SF == 1 or NF == 1.)
@@ -223,7 +223,9 @@ def _swg_ff(p: dict) -> dict[str, float]:
 def _maxpool(p: dict) -> dict[str, float]:
     pe, eb, cf = p["PE"], p["EB"], p["C"] // p["PE"]
     depth = (p["IW"] // p["KW"]) * cf
-    return {"const": 1.0, "ctr": float(_clog2(p["IW"] * cf)), "cmp": pe * eb, "buf": pe * eb * math.ceil(depth / 64)}
+    # the window buffer is LUT-RAM read at two addresses (the window's and the output's): per bit one LUT up to 32
+    # words (RAM32M), then two per 64 words (RAM64X1D, RAM128X1D's pair and mux): ceil(depth / 32) LUTs per bit
+    return {"const": 1.0, "ctr": float(_clog2(p["IW"] * cf)), "cmp": pe * eb, "buf": pe * eb * math.ceil(depth / 32)}
 
 
 def _maxpool_ff(p: dict) -> dict[str, float]:
