@@ -125,6 +125,9 @@ def _mvtu(p: dict) -> dict[str, float]:
         # sum = (sf == 0 ? 0 : acc) + 2 * pop - SIMD is one multi-operand add at the accumulator's width, with or
         # without column folds (held-out fit: 40 -> 42 of 50 design layers within +-15%)
         f["pop_acc"] = lanes * ab
+        # per PE, whatever SIMD: sum = acc + 2 * pop - SIMD is two AB-bit carry chains after the popcount (the
+        # constant is not merged into the tree); at SIMD 1 (CNV fc2: PE 5, SF 512) it is most of the PE
+        f["pop_pe"] = pe * ab
     elif dsp:
         f["dsp_add"] = lanes * ab
     elif p.get("WV") == 1 and not const_w:  # +-1 weights: the product is x or -x, an add/subtract per lane
