@@ -164,8 +164,14 @@ def _mvtu_ff(p: dict) -> dict[str, float]:
 
 
 def weight_columns(p: dict, tiles: int) -> float:
-    """Varying bit columns of the weight ROM (WCOLS from the emitted image, else the random-bits expectation)."""
-    return p["WCOLS"] if "WCOLS" in p else varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
+    """Varying bit columns of the weight ROM: WCOLS from the emitted image; else from the weights' bit densities
+    (WDENS, fraction of ones per stored bit: a column of D words varies unless all D bits agree, 1 - q^D -
+    (1 - q)^D for independent words); else the random-bits expectation."""
+    if "WCOLS" in p:
+        return p["WCOLS"]
+    if p.get("WDENS") and tiles > 1:
+        return p["PE"] * p["SIMD"] * sum(1.0 - q ** tiles - (1.0 - q) ** tiles for q in p["WDENS"])
+    return varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
 
 
 def depth_banks(depth: int, width: int) -> int:
@@ -410,7 +416,8 @@ def _mvtu_params(l) -> dict:
     return {"MW": l.mw, "MH": l.mh, "PE": l.pe, "SIMD": l.simd, "IB": l.a_bits, "WB": wb,
             "WV": 1 if l.w_bipolar else wb, "AB": acc + 1, "NT": l.thresholds, "TB": acc + 1, "XNOR": int(xnor),
             "USE_DSP": int(l.res_type == "dsp" and not xnor), "BS": int(l.thresholds >= BS_MIN_STEPS),
-            "TSHARE": TSHARE_STEPS if l.thresholds > 1 else TSHARE_SIGN}
+            "TSHARE": TSHARE_STEPS if l.thresholds > 1 else TSHARE_SIGN,
+            "WDENS": tuple(getattr(l, "w_bit_density", ()))}
 
 
 def _acc_bound(l) -> int:
