@@ -184,3 +184,34 @@ def test_binary_search_features_and_the_folding_search_sees_them():
     for ib in (12, 17):
         p, y = _cached("qp_threshold", PE=2, NT=255, IB=ib, BS=1)
         assert abs(cal.module_estimate("qp_threshold", p).lut - y["lut"]) <= 0.15 * y["lut"]
+
+
+def test_max_pool_buffer_priced_per_32_words():
+    # the window buffer is LUT-RAM read at two addresses: one LUT per bit up to 32 words, two per 64 (the CNN's
+    # 8-bit pool, 64 words x 16 bits: 127 LUT in yosys, 0.79 when priced per 64 words)
+    f16 = cal.features("qp_maxpool", "lut", dict(C=16, PE=4, IH=8, IW=8, KH=2, KW=2, EB=2))  # 16 words
+    f64 = cal.features("qp_maxpool", "lut", dict(C=32, PE=2, IH=8, IW=8, KH=2, KW=2, EB=8))  # 64 words
+    assert f16["buf"] == 4 * 2 and f64["buf"] == 2 * 8 * 2
+    p, y = _cached("qp_maxpool", C=32, PE=2, EB=8, IW=8)
+    assert y["lut"] == 127 and abs(cal.module_estimate("qp_maxpool", p).lut - 127) <= 0.15 * 127
+
+
+def test_xnor_unit_pays_its_final_add_per_pe():
+    # CNV fc2: 5 PEs of one XNOR lane each over 512 column folds: the AB-bit add of acc + 2*pop - SIMD is most of
+    # each PE (yosys 271 LUT; 0.70 without the per-PE term)
+    p, y = _cached("qp_mvtu", MW=512, MH=10, PE=5, SIMD=1, XNOR=1)
+    assert cal.features("qp_mvtu", "lut", p)["pop_pe"] == 5 * p["AB"]
+    assert abs(cal.module_estimate("qp_mvtu", p).lut - y["lut"]) <= 0.15 * y["lut"]
+
+
+def test_weight_columns_from_the_weights_bit_densities():
+    # a column of D words varies unless all D bits agree: 1 - q^D - (1 - q)^D per stored bit; uniform random bits
+    # (q = 1/2) give the random-bits expectation, a bit that is always 0 or always 1 no column
+    p = dict(PE=2, SIMD=4, WB=2)
+    assert cal.weight_columns(dict(p, WDENS=(0.5, 0.5)), 4) == pytest.approx(cal.varying_bits(16, 4))
+    assert cal.weight_columns(dict(p, WDENS=(1.0, 0.0)), 4) == 0
+    assert cal.weight_columns(dict(p, WDENS=(0.1, 0.5), WCOLS=3), 4) == 3  # the emitted image's count wins
+    from qpass.hw.kinds.mvtu import bit_density
+    w = np.array([[-1, 0, 1, 1], [0, 0, 1, -2]])
+    assert bit_density(w, 2, False) == (0.5, 0.25)  # codes 11 00 01 01 / 00 00 01 10
+    assert bit_density(np.array([[1, -1, 1, 1]]), 1, True) == (0.75,)

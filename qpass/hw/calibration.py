@@ -28,7 +28,7 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   PEs whose thresholds are not trivial for the input range, counted from the emitted image, else
                   PE): c_cmp_lut*TLIVE*ceil(log2(NT+1)) for W <= 6 (each count bit one LUT6 of the input bits),
                   else c_cmp_const*PE*NT*W (a carry chain per comparison; also qp_mvtu with NF == 1, W = AB)
-  qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/64)
+  qp_maxpool    LUT = c0 + c_ctr*log2(IW*CF) + c_cmp*PE*EB + c_buf*PE*EB*ceil(OW*CF/32)
   qp_add        LUT = c0 + c_add*PE*sum(OB - shift of each set bit of KA, KB but the widest) | c_add_lut*PE*OB
   qp_global_sum LUT = c0 + c_ctr*log2(CF*NPIX) + c_add*PE*OB + c_buf*PE*OB*ceil(CF/64)
 ("_const" variants of a term: the same term where the operand is a constant, NF*SF == 1 or NF == 1.)
@@ -125,6 +125,9 @@ def _mvtu(p: dict) -> dict[str, float]:
         # sum = (sf == 0 ? 0 : acc) + 2 * pop - SIMD is one multi-operand add at the accumulator's width, with or
         # without column folds (held-out fit: 40 -> 42 of 50 design layers within +-15%)
         f["pop_acc"] = lanes * ab
+        # per PE, whatever SIMD: sum = acc + 2 * pop - SIMD is two AB-bit carry chains after the popcount (the
+        # constant is not merged into the tree); at SIMD 1 (CNV fc2: PE 5, SF 512) it is most of the PE
+        f["pop_pe"] = pe * ab
     elif dsp:
         f["dsp_add"] = lanes * ab
     elif p.get("WV") == 1 and not const_w:  # +-1 weights: the product is x or -x, an add/subtract per lane
@@ -161,8 +164,14 @@ def _mvtu_ff(p: dict) -> dict[str, float]:
 
 
 def weight_columns(p: dict, tiles: int) -> float:
-    """Varying bit columns of the weight ROM (WCOLS from the emitted image, else the random-bits expectation)."""
-    return p["WCOLS"] if "WCOLS" in p else varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
+    """Varying bit columns of the weight ROM: WCOLS from the emitted image; else from the weights' bit densities
+    (WDENS, fraction of ones per stored bit: a column of D words varies unless all D bits agree, 1 - q^D -
+    (1 - q)^D for independent words); else the random-bits expectation."""
+    if "WCOLS" in p:
+        return p["WCOLS"]
+    if p.get("WDENS") and tiles > 1:
+        return p["PE"] * p["SIMD"] * sum(1.0 - q ** tiles - (1.0 - q) ** tiles for q in p["WDENS"])
+    return varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
 
 
 def depth_banks(depth: int, width: int) -> int:
@@ -223,7 +232,9 @@ def _swg_ff(p: dict) -> dict[str, float]:
 def _maxpool(p: dict) -> dict[str, float]:
     pe, eb, cf = p["PE"], p["EB"], p["C"] // p["PE"]
     depth = (p["IW"] // p["KW"]) * cf
-    return {"const": 1.0, "ctr": float(_clog2(p["IW"] * cf)), "cmp": pe * eb, "buf": pe * eb * math.ceil(depth / 64)}
+    # the window buffer is LUT-RAM read at two addresses (the window's and the output's): per bit one LUT up to 32
+    # words (RAM32M), then two per 64 words (RAM64X1D, RAM128X1D's pair and mux): ceil(depth / 32) LUTs per bit
+    return {"const": 1.0, "ctr": float(_clog2(p["IW"] * cf)), "cmp": pe * eb, "buf": pe * eb * math.ceil(depth / 32)}
 
 
 def _maxpool_ff(p: dict) -> dict[str, float]:
@@ -405,7 +416,8 @@ def _mvtu_params(l) -> dict:
     return {"MW": l.mw, "MH": l.mh, "PE": l.pe, "SIMD": l.simd, "IB": l.a_bits, "WB": wb,
             "WV": 1 if l.w_bipolar else wb, "AB": acc + 1, "NT": l.thresholds, "TB": acc + 1, "XNOR": int(xnor),
             "USE_DSP": int(l.res_type == "dsp" and not xnor), "BS": int(l.thresholds >= BS_MIN_STEPS),
-            "TSHARE": TSHARE_STEPS if l.thresholds > 1 else TSHARE_SIGN}
+            "TSHARE": TSHARE_STEPS if l.thresholds > 1 else TSHARE_SIGN,
+            "WDENS": tuple(getattr(l, "w_bit_density", ()))}
 
 
 def _acc_bound(l) -> int:

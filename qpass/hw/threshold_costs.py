@@ -52,16 +52,19 @@ def search_compare(pe: int, nt: int, tb: int, width: int, nf: int) -> dict[str, 
     return {"bs_cmp": pe * n * width, "bs_rom": pe * tb * words}
 
 
-def const_compare(pe: int, nt: int, width: int, live: int) -> dict[str, float]:
+def const_compare(pe: int, nt: int, width: int, live: int, live_cmp: int | None = None) -> dict[str, float]:
     """Features of PE x NT comparisons of a ``width``-bit signed value with constant thresholds (a one-word
     threshold ROM) and the count of those passed. Yosys (synth_xilinx) meets the comparisons at ``alumacc``, while
     the ROM is still a memory: a comparison wider than 6 bits becomes a CARRY4 chain (with its LUTs) for every
     threshold, trivial or not; up to 6 bits it stays logic that ABC maps, once the ROM is constant, to one LUT6 per
     output count bit of each PE with a non-trivial threshold (``live``). Measured on a 16-PE qp_threshold with
-    thresholds 4, 10, 16: 6-bit signed input 32 LUT, 6-bit unsigned (7-bit comparison) 176 LUT + 48 CARRY4."""
+    thresholds 4, 10, 16: 6-bit signed input 32 LUT, 6-bit unsigned (7-bit comparison) 176 LUT + 48 CARRY4.
+    ``live_cmp``: the non-trivial thresholds counted from the image (a threshold outside the input's range is a
+    constant comparison, no chain; random thresholds one bit wider than the input: about half), else PE * NT."""
     if width <= 6:
         return {"cmp_lut": live * math.ceil(math.log2(nt + 1))}
-    return {"cmp_const": pe * nt * width, "cmp_const_n": pe * nt}  # a chain's bits, and its ends per comparison
+    n = pe * nt if live_cmp is None else live_cmp
+    return {"cmp_const": n * width, "cmp_const_n": n}  # a chain's bits, and its ends per comparison
 
 
 def activation_features(p: dict, width: int, nf: int) -> dict[str, float]:
@@ -73,7 +76,7 @@ def activation_features(p: dict, width: int, nf: int) -> dict[str, float]:
     if p.get("BS", 0):
         f.update(search_compare(pe, nt, tb, max(width, tb), nf))
     elif nf == 1:
-        f.update(const_compare(pe, nt, max(width, tb), p.get("TLIVE", pe)))
+        f.update(const_compare(pe, nt, max(width, tb), p.get("TLIVE", pe), p.get("CLIVE")))
     else:
         f["cmp"] = pe * nt * tb
     if nf > 1 and not p.get("BS", 0):  # the threshold ROM in LUTs: one LUT6 per varying column and 64 words

@@ -197,7 +197,7 @@ def instance_params(inst) -> dict:
     if tfile in inst.mems and p.get("NT"):
         p["TCOLS"] = distinct_columns(inst.mems[tfile])
         if inst.module == "qp_threshold" and p["C"] == p["PE"]:
-            p["TLIVE"] = live_threshold_pes(inst.mems[tfile], p)
+            p["TLIVE"], p["CLIVE"] = live_thresholds(inst.mems[tfile], p)
     if wfile in inst.mems:
         p["WCOLS"] = varying_columns(inst.mems[wfile])
         if p.get("WB") == 2 and p.get("W_SIGNED") and _all_plus_minus_one(inst.mems[wfile], p["PE"] * p["SIMD"]):
@@ -209,17 +209,24 @@ def live_threshold_pes(mem_text: str, p: dict) -> int:
     """PEs of a one-word (constant) threshold image with a threshold that is not trivial for the IB-bit input: not
     below or at its minimum (always true), not above its maximum (always false), not the one that reads the top
     bit alone (0 for a signed input, 2^(IB-1) for an unsigned one): Yosys keeps no LUT for the others."""
+    return live_thresholds(mem_text, p)[0]
+
+
+def live_thresholds(mem_text: str, p: dict) -> tuple[int, int]:
+    """(PEs with a non-trivial threshold, non-trivial thresholds) of a one-word threshold image (see
+    ``live_threshold_pes``): a comparison wider than 6 bits is a carry chain per non-trivial threshold."""
     pe, nt, tb, ib = p["PE"], p["NT"], p["TB"], p["IB"]
     signed = bool(p.get("I_SIGNED", 0))
     lo, hi = (-(1 << (ib - 1)), (1 << (ib - 1)) - 1) if signed else (0, (1 << ib) - 1)
     top = 0 if signed else 1 << (ib - 1)
     word = int(mem_text.split()[0], 16)
-    live = 0
+    live = cmps = 0
     for q in range(pe):
         ts = [(word >> ((q * nt + t) * tb)) & ((1 << tb) - 1) for t in range(nt)]
         ts = [t - (1 << tb) if t >> (tb - 1) else t for t in ts]
-        live += any(lo < t <= hi and t != top for t in ts)
-    return live
+        n = sum(1 for t in ts if lo < t <= hi and t != top)
+        live, cmps = live + (n > 0), cmps + n
+    return live, cmps
 
 
 def instance_estimate(inst):

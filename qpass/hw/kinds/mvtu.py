@@ -50,6 +50,9 @@ class MVTU(Layer):
     a_bipolar: bool = False
     #: "const": weights and thresholds are constant ROMs; "runtime": RAMs the host writes (``qpass.hw.weight_memory``)
     mem_mode: str = "const"
+    #: fraction of ones in each stored weight bit (LSB first; 1 bit, w > 0, when bipolar); () unknown. Prices the
+    #: weight ROM's varying bit columns for any folding (``qpass.hw.calibration.weight_columns``)
+    w_bit_density: tuple = ()
     kind: ClassVar[str] = "MVTU"
 
     def __post_init__(self):
@@ -176,6 +179,14 @@ def conv_host_reason(node, data) -> str | None:
 
 # --------------------------------------------------------------------- building (shared with the VVAU)
 
+def bit_density(w: np.ndarray, bits: int, bipolar_w: bool) -> tuple:
+    """Fraction of ones of each stored bit of the weights (two's complement codes of ``bits`` bits, LSB first; one
+    bit, w > 0, for -1/+1 weights), rounded to 4 digits."""
+    codes = (w > 0).astype(np.int64) if bipolar_w else np.asarray(w, np.int64) & ((1 << bits) - 1)
+    n = 1 if bipolar_w else bits
+    return tuple(round(float(((codes >> b) & 1).mean()), 4) for b in range(n)) if w.size else ()
+
+
 def bipolar(w: np.ndarray) -> bool:
     """Every weight is -1 or +1 (1-bit storage, XNOR with bipolar inputs)."""
     return bool(w.size) and bool(np.all(np.abs(w) == 1))
@@ -288,5 +299,6 @@ class MvtuKind(HwKind):
         res_type = mc.choose_res_type(w_t.bits, in_t.bits, wb or ab)
         layer = lambda nm: MVTU(nm, mw=mw, mh=mh, num_vectors=nvec, w_bits=w_t.bits, a_bits=in_t.bits,  # noqa: E731
                                 w_signed=w_t.signed, a_signed=in_t.signed, thresholds=nthr, acc_bits=acc_bits,
-                                w_bipolar=wb, a_bipolar=ab, res_type=res_type)
+                                w_bipolar=wb, a_bipolar=ab, res_type=res_type,
+                                w_bit_density=bit_density(wm, w_t.bits, wb))
         b.add_layer(self.name, node.name, layer, [stream_in], out_tensor.name, out_t, ys, out_order, nodes, params)
