@@ -45,3 +45,14 @@ def gain_db(model, calib, held_out, method, **fmt):
     res = quantize(model, calib, method, **fmt)
     name = method if isinstance(method, str) else next(iter(method))
     return sqnr(model, base.model, held_out), sqnr(model, res.model, held_out), res.facts.get(name)
+
+
+def lstm_model(w, rng, seq, hidden):
+    """A bidirectional LSTM (input weights ``w``: (2, 4 * hidden, I); R and B drawn from ``rng``) reading x of
+    shape (seq, 1, I), its final hidden states flattened to the output ``h``."""
+    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "yh"], hidden_size=hidden,
+                              direction="bidirectional", name="lstm"),
+             helper.make_node("Flatten", ["yh"], ["h"], axis=0)]
+    inits = [init("W", w), init("R", rng.standard_normal((2, 4 * hidden, hidden)) * 0.3),
+             init("B", rng.standard_normal((2, 8 * hidden)) * 0.1)]
+    return build(nodes, [seq, 1, w.shape[-1]], "h", None, inits)

@@ -4,9 +4,10 @@ the LSTM) and multiplies W's input columns by it. The float model's function is 
 to float than without the scaling, and inputs whose channels already span alike ranges are left alone."""
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import numpy_helper
 
 import qpass
+from ptq_cases import lstm_model
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.ort_session import run_samples
 from qpass.ir.samples import bind_samples
@@ -17,15 +18,7 @@ RNG = np.random.default_rng(1207)
 
 
 def _lstm_model(w):
-    nodes = [helper.make_node("LSTM", ["x", "W", "R", "B"], ["y", "yh"], hidden_size=H, direction="bidirectional",
-                              name="lstm"),
-             helper.make_node("Flatten", ["yh"], ["h"], axis=0)]
-    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [SEQ, 1, I])],
-                          [helper.make_tensor_value_info("h", TensorProto.FLOAT, None)],
-                          [numpy_helper.from_array(w.astype(np.float32), "W"),
-                           numpy_helper.from_array((RNG.standard_normal((2, 4 * H, H)) * 0.3).astype(np.float32), "R"),
-                           numpy_helper.from_array((RNG.standard_normal((2, 8 * H)) * 0.1).astype(np.float32), "B")])
-    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    return lstm_model(w, RNG, SEQ, H)
 
 
 def _case(widths):
