@@ -76,16 +76,18 @@ def test_weights_outside_int8_stay_on_float_blas(monkeypatch):
     (np.int8, -5, dict(pads=[2, 2, 2, 2], dilations=[2, 1])),
 ])
 def test_conv_on_int_mm_equal_onnxruntime(xdt, zx, attrs, monkeypatch):
-    """Padding (the zero point, shifted), strides, dilations, groups; three samples in one patch matrix."""
+    """Padding (the zero point, shifted), strides, dilations, groups; three samples in one patch matrix (32 output
+    channels per group: fewer stay on the fused float-BLAS conv, ``CONV_INT_MM_MIN_CHANNELS``)."""
     rng = np.random.default_rng(zx + 1000)
     g = attrs.get("group", 1)
+    m = 32 * g
     lo, hi = np.iinfo(xdt).min, np.iinfo(xdt).max
     x = rng.integers(lo, hi + 1, (3, 16, 21, 19)).astype(xdt)
-    w = rng.integers(-128, 128, (32, 16 // g, 3, 3)).astype(np.int8)
-    sw = rng.uniform(0.002, 0.02, 32).astype(np.float32)
-    bias = rng.integers(-50000, 50000, 32).astype(np.int32)
+    w = rng.integers(-128, 128, (m, 16 // g, 3, 3)).astype(np.int8)
+    sw = rng.uniform(0.002, 0.02, m).astype(np.float32)
+    bias = rng.integers(-50000, 50000, m).astype(np.int32)
     ydt = np.int8 if xdt == np.int8 else np.uint8
-    model = _model("Conv", x.shape, xdt, w, np.zeros(32, np.int8), sw, bias, 0.04, zx, 1.0, 3, ydt, 0,
+    model = _model("Conv", x.shape, xdt, w, np.zeros(m, np.int8), sw, bias, 0.04, zx, 1.0, 3, ydt, 0,
                    kernel_shape=[3, 3], **attrs)
     y, stats = _run_both(model, {"x": x}, monkeypatch)
     assert np.array_equal(y, _ort(model, {"x": x}))

@@ -255,10 +255,6 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
     wp = max(ww + pw, (ow - 1) * sw + (kw - 1) * dw + 1)
     planes = np.empty((cg, hp, wp), w.dtype)
     cols = max(256, 131072 // max(kg, 1))  # patch columns per block (~512 KiB)
-    if nb > 1 and 2 * oh * ow <= cols:  # small outputs: several samples' patches side by side in one GEMM
-        _conv_samples(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats,
-                      planes, max(2, cols // (oh * ow)))
-        return
     rb = max(1, min(oh, cols // max(ow, 1)))  # output rows per block
     patch = np.empty((kg, rb * ow), w.dtype)
     acc = np.empty((mg, rb * ow), w.dtype)
@@ -283,50 +279,6 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
                 _gemm_block(w[g], pv, av)
                 _requant_rows(av, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
                               out[s, g * mg:(g + 1) * mg, r0 * ow:r1 * ow], stats)
-
-
-@njit(nogil=True, cache=True)
-def _patch_rows(planes, pv, c0, kh, kw, sh, sw, dh, dw, oh, ow):
-    """pv[k, c0 + r * ow + q] = the tap k = (c, i, j) of output (r, q): one sample's whole patch matrix, written
-    into the columns from ``c0`` of ``pv``."""
-    cg = planes.shape[0]
-    k = 0
-    for c in range(cg):
-        for i in range(kh):
-            for j in range(kw):
-                for r in range(oh):
-                    src = planes[c, r * sh + i * dh, j * dw::sw]
-                    dst = pv[k, c0 + r * ow:c0 + (r + 1) * ow]
-                    for q in range(ow):
-                        dst[q] = src[q]
-                k += 1
-
-
-@njit(nogil=True, cache=True)
-def _conv_samples(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats, planes,
-                  per):
-    """``conv_q`` for outputs of few positions: the patch matrices of ``per`` samples side by side, one GEMM per
-    block of samples and group (the same exact sums, one BLAS call instead of ``per``)."""
-    nb, cc = x.shape[0], x.shape[1]
-    gg, mg, kg = w.shape
-    cg = cc // gg
-    p = oh * ow
-    pv = np.empty((kg, per * p), w.dtype)
-    av = np.empty((mg, per * p), w.dtype)
-    for s0 in range(0, nb, per):
-        s1 = min(nb, s0 + per)
-        n = (s1 - s0) * p
-        if n != pv.shape[1]:  # the last, shorter block (BLAS takes contiguous operands)
-            pv = np.empty((kg, n), w.dtype)
-            av = np.empty((mg, n), w.dtype)
-        for g in range(gg):
-            for s in range(s0, s1):
-                _plane(x, s, g * cg, (g + 1) * cg, zx, ph, pw, planes)
-                _patch_rows(planes, pv, (s - s0) * p, kh, kw, sh, sw, dh, dw, oh, ow)
-            _gemm_block(w[g], pv, av)
-            for s in range(s0, s1):
-                _requant_rows(av[:, (s - s0) * p:(s - s0 + 1) * p], bias[g * mg:(g + 1) * mg],
-                              mult[g * mg:(g + 1) * mg], zy, bl, bh, out[s, g * mg:(g + 1) * mg], stats)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})
