@@ -534,8 +534,9 @@ def magika_files(model_dir: Path) -> list[tuple[str, str, bytes]]:
         add("elf", so[0].name, so[0].read_bytes())
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
-        for name in ("wave.py", "bisect.py", "heapq.py"):
-            z.writestr(name, (stdlib / name).read_bytes())
+        for name in ("wave.py", "bisect.py", "heapq.py"):  # fixed member times: the same bytes on every build
+            z.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), (stdlib / name).read_bytes(),
+                       compress_type=zipfile.ZIP_DEFLATED)
     add("zip", "zip of stdlib files", buf.getvalue())
     add("gzip", "gzip of textwrap.py", gzip.compress((stdlib / "textwrap.py").read_bytes(), mtime=0))
     buf = io.BytesIO()
