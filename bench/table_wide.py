@@ -28,6 +28,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent / "models" / "packaged")]
 
 import ort_compare as oc  # noqa: E402
+import tasks  # noqa: E402
 
 OUT = "softmax_1.tmp_0"
 
@@ -46,22 +47,13 @@ def run(path, xs: np.ndarray) -> np.ndarray:
     return np.stack([s.run([OUT], {"x": x})[0][0] for x in xs]).astype(np.float64)
 
 
-def tokens(p: np.ndarray) -> list[int]:
-    t = p.argmax(-1).tolist()
-    eos = p.shape[-1] - 1
-    return t[:t.index(eos)] if eos in t else t
-
-
-def sqnr(ref: np.ndarray, got: np.ndarray) -> float:
-    return float(10 * np.log10((ref ** 2).sum() / max(((ref - got) ** 2).sum(), 1e-30)))
-
-
 def summary(name: str, ref: np.ndarray, got: np.ndarray, n_eval: int) -> str:
-    per = [sqnr(r, g) for r, g in zip(ref, got)]
-    same = [tokens(r) == tokens(g) for r, g in zip(ref, got)]
+    per = [tasks.sqnr_db(r, g) for r, g in zip(ref, got)]
+    eos = ref.shape[-1] - 1  # the bench's structure metric: argmax tokens cut at eos (tasks.table_tokens)
+    same = [a == b for a, b in zip(tasks.table_tokens(ref, eos), tasks.table_tokens(got, eos))]
     parts = [f"{name:<22}"]
     for sl in (slice(0, n_eval), slice(n_eval, None), slice(None)):
-        parts.append(f"{sqnr(ref[sl], got[sl]):7.2f} {np.mean(same[sl]):6.3f}")
+        parts.append(f"{tasks.sqnr_db(ref[sl], got[sl]):7.2f} {np.mean(same[sl]):6.3f}")
     parts.append(f"{np.median(per):7.1f}")
     line = "  ".join(parts)
     return line + "\n    " + " ".join(f"{x:.0f}{'' if s else '*'}" for x, s in zip(per, same))

@@ -111,7 +111,7 @@ def _layout(ref, got, ev, d):
     return f1(a, b)
 
 
-def _table_tokens(probs: np.ndarray, eos: int) -> list[list[int]]:
+def table_tokens(probs: np.ndarray, eos: int) -> list[list[int]]:
     seqs = []
     for p in probs.reshape(len(probs), -1, probs.shape[-1]):
         ids = p.argmax(-1).tolist()
@@ -124,7 +124,7 @@ def _table(ref, got, ev, d):
     # structure sequence is identical
     k = "softmax_1.tmp_0"
     eos = ref[k].shape[-1] - 1
-    a, b = _table_tokens(ref[k], eos), _table_tokens(got[k], eos)
+    a, b = table_tokens(ref[k], eos), table_tokens(got[k], eos)
     return float(np.mean([x == y for x, y in zip(a, b)]))
 
 
