@@ -36,7 +36,8 @@ def finish_onnx(src, model: Path, result, outputs: OutputPlan, pipeline, given: 
         for line in _summary(src, result, pipeline, given):
             click.echo(line)
     metrics = _evaluate(src, result, eval_samples, threads) if eval_samples is not None else {}
-    errors = _layer_errors(src, result, eval_samples or samples, quiet)
+    # printed (the worst five) or written (the report): with -q and no --report nobody reads them
+    errors = _layer_errors(src, result, eval_samples or samples, quiet) if not quiet or outputs.report else []
     texts = {}
     if outputs.report is not None:
         from qpass.report.data import collect
