@@ -90,7 +90,7 @@ def _tree_rss(root: int) -> int:
 def run_suite() -> dict:
     """The README's test command (without the install): wall time and the peak memory of its process tree."""
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-rfE"], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "pytest", "-n", "2", "--dist", "loadfile", "-p", "no:cacheprovider", "-rfE"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     while proc.poll() is None:
