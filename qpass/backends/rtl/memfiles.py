@@ -37,8 +37,8 @@ def pack_word(values, bits: int) -> int:
 
 
 def search_images(thr: np.ndarray, pe: int, bits: int, tfile: str) -> dict[str, str]:
-    """The per-stage ROMs of a binary-searched threshold table (``qp_activate`` BS = 1 with NF > 1 row folds):
-    thr (NF*PE channels, NT steps) -> files ``tfile + str(i)`` for the N = clog2(NT + 1) stages, stage i's word
+    """The per-stage ROMs of a binary-searched threshold table (``qp_activate`` BS = 1; with one row fold stage 0
+    is a constant, its file unread): thr (NF*PE channels, NT steps) -> files ``tfile + str(i)`` for the N = clog2(NT + 1) stages, stage i's word
     nf*2^i + j holding the PE thresholds T[nf*PE + pe][k - 1] (k = (2j + 1) * 2^(N-1-i), clipped to the last step)
     it compares with after result bits j."""
     t = np.asarray(thr, np.int64)
