@@ -143,8 +143,8 @@ def _mvtu(p: dict) -> dict[str, float]:
         cols = weight_columns(p, tiles)
         f["wmux"] = cols * bank_mux_luts(depth_banks(tiles, math.ceil(cols)))
     if nf > 1:  # LUT-RAM of all IB bits (not pruned to XNOR's sign bits); a read multiplexer per input lane
-        if not ibuf_in_bram(p):
-            f["ibuf"] = simd * ib * math.ceil(sf / 32)
+        # (in block RAM: the bypass of a word written and read in the same cycle, a LUT per bit read, see ibuf_bypass)
+        f["ibuf"] = ibuf_bypass(p) if ibuf_in_bram(p) else simd * ib * math.ceil(sf / 32)
         f["xin"] = simd
     return f
 
@@ -160,7 +160,18 @@ def _mvtu_ff(p: dict) -> dict[str, float]:
         f["thr"] = threshold_columns(p, nf)
     if nf > 1 and sf == 1:
         f["ibuf"] = p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
+    elif ibuf_in_bram(p):  # the block-RAM input buffer's bypass register (``ibuf_bypass``)
+        f["ibuf"] = ibuf_bypass(p)
     return f
+
+
+def ibuf_bypass(p: dict) -> int:
+    """Bits of the word Yosys forwards around a block-RAM input buffer (``ibuf_in_bram``): the buffer is read
+    asynchronously at the registered column-fold counter, so Yosys moves that register into the RAM's read port and
+    keeps the HDL's read-after-write order with a soft bypass (the written word in flip-flops, a multiplexer LUT per
+    bit) for the bits the unit reads: SIMD * IB, the sign bits alone for XNOR (CNV conv5: 30 FF and ~90 LUT that
+    the LUT-RAM-less formula missed)."""
+    return p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
 
 
 def weight_columns(p: dict, tiles: int) -> float:

@@ -6,7 +6,7 @@ same layers, folding and FIFO depths as the HLS export) and write one RTL projec
     OUT/folding_config.json          the folding used (FINN's format; ``--folding`` takes it back)
     OUT/<top>/rtl/<top>.sv           the partition's AXI-Stream top module
     OUT/<top>/rtl/qpass_*.sv         the layer library
-    OUT/<top>/rtl/*.mem              weights and thresholds ($readmemh; *_t.mem<i>: a binary search's stage ROMs)
+    OUT/<top>/rtl/*.mem              weights and thresholds ($readmemh; *_t.mem<i>_<lane>: a binary search's stage ROMs)
     OUT/<top>/tb/                    cocotb testbench and its Verilator runner (python tb/run_sim.py)
     OUT/<top>/data/                  sample frames in stream order and the reference interpreter's outputs
     OUT/<top>/meta.json              ports, FIFOs, the folding model's cycles per frame

@@ -115,11 +115,11 @@ def binary_search(thr: np.ndarray) -> bool:
 
 
 def threshold_mems(thr: np.ndarray, pe: int, tb: int, ident: str, search: bool) -> dict[str, str]:
-    """The threshold ROM image (word nf: PE x NT thresholds) and, for a binary search over row folds, its per-stage
-    ROMs (``search_images``)."""
+    """The threshold ROM image (word nf: PE x NT thresholds) and, for a binary search (with or without row folds),
+    its per-stage ROMs (``search_images``)."""
     nf = thr.shape[0] // pe
     mems = {f"{ident}_t.mem": hex_words(thr.reshape(nf, pe * thr.shape[1]), tb)}
-    if search and nf > 1:
+    if search:
         mems.update(search_images(thr, pe, tb, f"{ident}_t.mem"))
     return mems
 

@@ -37,10 +37,10 @@ def pack_word(values, bits: int) -> int:
 
 
 def search_images(thr: np.ndarray, pe: int, bits: int, tfile: str) -> dict[str, str]:
-    """The per-stage ROMs of a binary-searched threshold table (``qp_activate`` BS = 1 with NF > 1 row folds):
-    thr (NF*PE channels, NT steps) -> files ``tfile + str(i)`` for the N = clog2(NT + 1) stages, stage i's word
-    nf*2^i + j holding the PE thresholds T[nf*PE + pe][k - 1] (k = (2j + 1) * 2^(N-1-i), clipped to the last step)
-    it compares with after result bits j."""
+    """The per-stage ROMs of a binary-searched threshold table (``qp_activate`` BS = 1; with one row fold stage 0
+    is a constant, its file unread): thr (NF*PE channels, NT steps) -> files ``f"{tfile}{i}_{lane:03d}"`` for the
+    N = clog2(NT + 1) stages and PE lanes, stage i's word nf*2^i + j holding the threshold T[nf*PE + lane][k - 1]
+    (k = (2j + 1) * 2^(N-1-i), clipped to the last step) it compares with after result bits j."""
     t = np.asarray(thr, np.int64)
     nt = t.shape[1]
     nf = t.shape[0] // pe
@@ -51,5 +51,6 @@ def search_images(thr: np.ndarray, pe: int, bits: int, tfile: str) -> dict[str, 
         b = n - 1 - i
         idx = np.minimum((np.arange(1 << i) << (b + 1)) + (1 << b) - 1, nt - 1)
         words = rows[:, :, idx].transpose(0, 2, 1).reshape(nf * (1 << i), pe)
-        out[f"{tfile}{i}"] = hex_words(words, bits)
+        for q in range(pe):
+            out[f"{tfile}{i}_{q:03d}"] = hex_words(words[:, q:q + 1], bits)
     return out

@@ -7,9 +7,9 @@
 // (large threshold sets, each lane's thresholds non-decreasing, as FINN's thresholding unit): a binary search,
 // N = clog2(NT + 1) comparators one after the other, stage i comparing with the threshold its i result bits so far
 // select (a 2^i-way multiplexer); the table padded with T[NT-1] to 2^N - 1 entries and the count clipped to NT.
-// With NF > 1 row folds the candidates come from a ROM per stage instead (FINN's layout): file {TFILE, "<i>"} holds
-// word nf*2^i + j = the PE thresholds stage i compares with after result bits j in row fold nf, read asynchronously
-// at the row fold nfq of v (thr is then unused).
+// Stages i > 0 (and stage 0 with NF > 1 row folds) read their candidates from a ROM per stage instead (FINN's
+// layout, one table per lane): file {TFILE, "<i>_<lane>"} holds word nf*2^i + j = the threshold lane p's stage i
+// compares with after result bits j in row fold nf, read asynchronously at the row fold nfq of v (thr then feeds only stage 0 of one row fold).
 module qp_activate #(
   parameter int PE = 1, parameter int VB = 8, parameter int NT = 1, parameter int TB = 8, parameter int OB = 4,
   parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int BS = 0, parameter int NF = 1,
@@ -34,12 +34,16 @@ module qp_activate #(
           assign cand[j*TB +: TB] = thr[(p*NT + IDX)*TB +: TB];
         end
         logic [TB-1:0] t;
-        if (NF > 1) begin : g_rom
-          logic [PE*TB-1:0] srom [0:NF*(1 << i)-1];
-          initial $readmemh({TFILE, 8'(48 + i)}, srom);
+        // stage ROMs also for one row fold: a table per stage that Yosys maps as a memory (a multiplexer tree over
+        // the constant candidates of all 255 steps took it over 16 min per 8-bit PE array, session 9)
+        if (NF > 1 || i > 0) begin : g_rom
+          // this lane's own TB-bit table (file "<i>_<lane, 3 digits>"): Yosys keeps every bit of a shared
+          // PE*TB-bit table in each lane's copy (CNN 8-bit conv1: 1.1 Mbit of ROM for 16 lanes)
+          logic [TB-1:0] srom [0:NF*(1 << i)-1];
+          initial $readmemh({TFILE, 8'(48 + i), "_", 8'(48 + p / 100), 8'(48 + p / 10 % 10), 8'(48 + p % 10)},
+                            srom);
           wire [31:0] a = (i == 0) ? nfq : (nfq << i) | 32'(pre[i][N-1 -: ((i == 0) ? 1 : i)]);
-          wire [PE*TB-1:0] word = srom[a];
-          assign t = word[p*TB +: TB];
+          assign t = srom[a];
         end else if (i == 0) begin : g_one
           assign t = cand;
         end else begin : g_sel
