@@ -1,0 +1,194 @@
+"""prelu_lut: ``DequantizeLinear -> PRelu -> QuantizeLinear`` on uint8 codes becomes one per-channel table lookup.
+
+onnxruntime has no integer PRelu, so after quantize_qdq a PRelu between two 8-bit grids runs in float, and once its
+layout transformer has moved the convolutions to NHWC the per-channel slope broadcasts along the short last axis:
+mtcnn-pnet's three PRelus took 203 of 448 us of its int8 graph (1 thread, avx2 avx512f avx512_vnni, onnxruntime
+1.32), 57 us in the float model, where they broadcast along H x W. The map from the input code q (256 values) to the
+output code is, per channel c, a table T[q, c]: the pass computes it with onnxruntime's own DequantizeLinear ->
+PRelu -> QuantizeLinear on every code (the same codes by construction) and writes ``Transpose (channels last) ->
+Reshape [-1, C] -> Cast int32 -> GatherElements(T, axis 0) -> Reshape -> Transpose`` on the codes; onnxruntime
+cancels the Transposes against its NHWC convolutions. The model's outputs are unchanged bit for bit.
+
+Rule (read from the graph, no timing): uint8 per-tensor grids on both sides, a constant slope that varies along one
+axis (per channel), the PRelu read only by that QuantizeLinear, and one sample's tensor at least ``min_elements``
+large or of symbolic size (below, the lookup's extra nodes cost more than they save).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from qpass.pipeline.pass_base import Pass, PassResult
+
+
+@dataclass
+class PreluLutOptions:
+    #: tables with more channels than this are not written (256 bytes each)
+    max_channels: int = 4096
+    #: rewrite only where one sample's tensor has at least this many elements (or a symbolic size): below it the
+    #: lookup chain's extra nodes cost more than the float PRelu (1 thread, avx2 avx512f avx512_vnni, onnxruntime
+    #: 1.32: every PRelu of mtcnn-rnet, 22 x 22 x 28 and 9 x 9 x 48, made it 1.06x slower; mtcnn-onet's
+    #: 46 x 46 x 32 and 21 x 21 x 64 0.84x; pnet's, symbolic, 0.79x)
+    min_elements: int = 16384
+
+
+def _scalar_grid(inits: dict, node: onnx.NodeProto):
+    """(scale, zero point) of a per-tensor uint8 QuantizeLinear / DequantizeLinear, or None."""
+    if len(node.input) < 3 or node.input[1] not in inits or node.input[2] not in inits:
+        return None
+    s, z = inits[node.input[1]], inits[node.input[2]]
+    if z.data_type != TensorProto.UINT8 or s.data_type != TensorProto.FLOAT:
+        return None
+    s, z = numpy_helper.to_array(s), numpy_helper.to_array(z)
+    return (s, z) if s.size == 1 and z.size == 1 and float(s.reshape(())) > 0 else None
+
+
+def channel_axis(slope: np.ndarray) -> int | None:
+    """The axis (counted from the end, -1 = last) along which a PRelu slope varies, if it varies along one only."""
+    big = [i for i, d in enumerate(slope.shape) if d > 1]
+    return big[0] - slope.ndim if len(big) == 1 else None
+
+
+def prelu_table(s1, z1, slope: np.ndarray, s2, z2) -> np.ndarray:
+    """T[q, c] (uint8 [256, C]): onnxruntime's QuantizeLinear(PRelu(DequantizeLinear(q, s1, z1), slope), s2, z2)
+    for every uint8 code q and channel c of ``slope`` (1-D)."""
+    from qpass.ir.ort_session import make_session
+
+    c = slope.size
+    consts = [numpy_helper.from_array(np.asarray(v).reshape(()), k) for k, v in
+              (("s1", s1), ("z1", z1), ("s2", s2), ("z2", z2))]
+    g = helper.make_graph(
+        [helper.make_node("DequantizeLinear", ["q", "s1", "z1"], ["d"]), helper.make_node("PRelu", ["d", "a"], ["p"]),
+         helper.make_node("QuantizeLinear", ["p", "s2", "z2"], ["y"])], "lut",
+        [helper.make_tensor_value_info("q", TensorProto.UINT8, [256, c])],
+        [helper.make_tensor_value_info("y", TensorProto.UINT8, [256, c])],
+        consts + [numpy_helper.from_array(slope.astype(np.float32).reshape(1, c), "a")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    q = np.repeat(np.arange(256, dtype=np.uint8)[:, None], c, axis=1)
+    return make_session(m, optimize=False).run(None, {"q": q})[0]
+
+
+def _shape(model: onnx.ModelProto, name: str) -> list | None:
+    """Dims of ``name`` (ints; None where symbolic), or None when its rank is unknown."""
+    for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        if v.name == name and v.type.tensor_type.HasField("shape"):
+            return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+    return None
+
+
+def worth_a_table(shape: list, min_elements: int) -> bool:
+    """The size rule: one sample's tensor (dim 0 is the batch) has >= ``min_elements`` elements or a symbolic
+    size (spatial dims of a fully convolutional net: an image of any size)."""
+    rest = shape[1:]
+    return any(d is None for d in rest) or int(np.prod(rest, dtype=np.int64)) >= min_elements
+
+
+class _Names:
+    def __init__(self, model: onnx.ModelProto):
+        g = model.graph
+        self.used = {n.name for n in g.node} | {o for n in g.node for o in n.output}
+        self.used |= {i.name for i in g.initializer} | {i.name for i in g.input}
+
+    def __call__(self, base: str) -> str:
+        name, k = base, 0
+        while name in self.used:
+            k += 1
+            name = f"{base}_{k}"
+        self.used.add(name)
+        return name
+
+
+def _match(graph, inits: dict, prods: dict, cons: dict, prelu):
+    """(dq, q, slope, axis from the end) of a PRelu the pass rewrites, or None."""
+    dq, slope_t = prods.get(prelu.input[0]), inits.get(prelu.input[1])
+    users = cons.get(prelu.output[0], [])
+    if dq is None or dq.op_type != "DequantizeLinear" or slope_t is None or len(users) != 1 \
+            or users[0].op_type != "QuantizeLinear" or any(o.name == prelu.output[0] for o in graph.output):
+        return None
+    if _scalar_grid(inits, dq) is None or _scalar_grid(inits, users[0]) is None:
+        return None
+    slope = numpy_helper.to_array(slope_t)
+    axis = channel_axis(slope)
+    return None if axis is None else (dq, users[0], slope, axis)
+
+
+def rewrite_prelus(model: onnx.ModelProto, max_channels: int = 4096, min_elements: int = 16384) -> int:
+    """Rewrite every matching PRelu of ``model``'s main graph in place; how many were rewritten."""
+    g = model.graph
+    shaped = onnx.shape_inference.infer_shapes(model)
+    inits, names = {i.name: i for i in g.initializer}, _Names(model)
+    prods = {o: n for n in g.node for o in n.output}
+    cons: dict[str, list] = {}
+    for n in g.node:
+        for i in n.input:
+            cons.setdefault(i, []).append(n)
+    done = 0
+    for prelu in [n for n in g.node if n.op_type == "PRelu" and n.domain in ("", "ai.onnx")]:
+        m = _match(g, inits, prods, cons, prelu)
+        shape = _shape(shaped, prelu.input[0]) if m else None
+        if shape is None or -m[3] > len(shape) or m[2].size > max_channels or not worth_a_table(shape, min_elements):
+            continue
+        dq, q, slope, axis = m
+        table = prelu_table(*_scalar_grid(inits, dq), slope.ravel(), *_scalar_grid(inits, q))
+        _write_lookup(g, names, (dq.input[0], q.output[0]), table, len(shape) + axis, shape, prelu.name)
+        g.node.remove(prelu)
+        g.node.remove(q)
+        if len(cons.get(dq.output[0], [])) == 1 and dq.output[0] not in {o.name for o in g.output}:
+            g.node.remove(dq)
+        done += 1
+    return done
+
+
+def _write_lookup(g, names, io: tuple, table: np.ndarray, axis: int, shape: list, base: str) -> None:
+    """``io[1]`` = table[codes, channel] along ``axis`` of the uint8 tensor ``io[0]`` of ``shape``, written right
+    after the node that produces ``io[1]`` today (the graph stays topologically sorted)."""
+    codes, out = io
+    rank, c = len(shape), table.shape[1]
+    perm = [i for i in range(rank) if i != axis] + [axis]
+    last = [shape[p] for p in perm]
+    lut = names(f"{base}_lut")
+    g.initializer.append(numpy_helper.from_array(table, lut))
+    nodes, t = [], codes
+    if perm != list(range(rank)):
+        t = names(f"{base}_codes_last")
+        nodes.append(helper.make_node("Transpose", [codes], [t], name=names(f"{base}_to_last"), perm=perm))
+    rows = t
+    if rank != 2:
+        rows, to_rows = names(f"{base}_rows_codes"), names(f"{base}_rows")
+        g.initializer.append(numpy_helper.from_array(np.array([-1, c], np.int64), to_rows))
+        nodes.append(helper.make_node("Reshape", [t, to_rows], [rows], name=names(f"{base}_flatten")))
+    i, v = names(f"{base}_index"), names(f"{base}_looked_up")
+    nodes += [helper.make_node("Cast", [rows], [i], name=names(f"{base}_index"), to=TensorProto.INT32),
+              helper.make_node("GatherElements", [lut, i], [v], name=names(f"{base}_lookup"), axis=0)]
+    if rank != 2:
+        back = names(f"{base}_shape")
+        if perm[0] == 0 and all(d is not None for d in last[1:]):  # static but for the batch: a constant shape
+            g.initializer.append(numpy_helper.from_array(np.array([-1] + last[1:], np.int64), back))
+        else:
+            nodes.append(helper.make_node("Shape", [t], [back], name=names(f"{base}_shape")))
+        u = names(f"{base}_lookup_last")
+        nodes.append(helper.make_node("Reshape", [v, back], [u], name=names(f"{base}_unflatten")))
+        v = u
+    if t != codes:
+        nodes.append(helper.make_node("Transpose", [v], [out], name=names(f"{base}_from_last"),
+                                      perm=[int(k) for k in np.argsort(perm)]))
+    else:
+        nodes.append(helper.make_node("Identity", [v], [out], name=names(f"{base}_out")))
+    pos = next(k for k, n in enumerate(g.node) if out in n.output)
+    for k, n in enumerate(nodes):
+        g.node.insert(pos + 1 + k, n)
+
+
+class PreluLut(Pass):
+    name = "prelu_lut"
+    Options = PreluLutOptions
+
+    def run(self, model, ctx):
+        n = rewrite_prelus(model, self.opts.max_channels, self.opts.min_elements)
+        if not n:
+            return PassResult(model, False, ["no DequantizeLinear -> PRelu -> QuantizeLinear to rewrite"])
+        return PassResult(model, True, [f"{n} PRelu(s) on uint8 codes as per-channel table lookups "
+                                        "(onnxruntime's own codes)"])
