@@ -4,8 +4,9 @@ onnxruntime has no integer PRelu, so after quantize_qdq a PRelu between two 8-bi
 layout transformer has moved the convolutions to NHWC the per-channel slope broadcasts along the short last axis:
 mtcnn-pnet's three PRelus took 203 of 448 us of its int8 graph (1 thread, avx2 avx512f avx512_vnni, onnxruntime
 1.32), 57 us in the float model, where they broadcast along H x W. The map from the input code q (256 values) to the
-output code is, per channel c, a table T[q, c]: the pass computes it with onnxruntime's own DequantizeLinear ->
-PRelu -> QuantizeLinear on every code (the same codes by construction) and writes ``Transpose (channels last) ->
+output code is, per channel c, a table T[q, c]: the pass writes it as the same DequantizeLinear -> PRelu ->
+QuantizeLinear applied to the 256 codes (the same codes by construction; onnxruntime folds it into a constant when
+it loads the model, and the file stays as small as before) and reads it with ``Transpose (channels last) ->
 Reshape [-1, C] -> Cast int32 -> GatherElements(T, axis 0) -> Reshape -> Transpose`` on the codes; onnxruntime
 cancels the Transposes against its NHWC convolutions. The model's outputs are unchanged bit for bit.
 
@@ -50,25 +51,6 @@ def channel_axis(slope: np.ndarray) -> int | None:
     """The axis (counted from the end, -1 = last) along which a PRelu slope varies, if it varies along one only."""
     big = [i for i, d in enumerate(slope.shape) if d > 1]
     return big[0] - slope.ndim if len(big) == 1 else None
-
-
-def prelu_table(s1, z1, slope: np.ndarray, s2, z2) -> np.ndarray:
-    """T[q, c] (uint8 [256, C]): onnxruntime's QuantizeLinear(PRelu(DequantizeLinear(q, s1, z1), slope), s2, z2)
-    for every uint8 code q and channel c of ``slope`` (1-D)."""
-    from qpass.ir.ort_session import make_session
-
-    c = slope.size
-    consts = [numpy_helper.from_array(np.asarray(v).reshape(()), k) for k, v in
-              (("s1", s1), ("z1", z1), ("s2", s2), ("z2", z2))]
-    g = helper.make_graph(
-        [helper.make_node("DequantizeLinear", ["q", "s1", "z1"], ["d"]), helper.make_node("PRelu", ["d", "a"], ["p"]),
-         helper.make_node("QuantizeLinear", ["p", "s2", "z2"], ["y"])], "lut",
-        [helper.make_tensor_value_info("q", TensorProto.UINT8, [256, c])],
-        [helper.make_tensor_value_info("y", TensorProto.UINT8, [256, c])],
-        consts + [numpy_helper.from_array(slope.astype(np.float32).reshape(1, c), "a")])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
-    q = np.repeat(np.arange(256, dtype=np.uint8)[:, None], c, axis=1)
-    return make_session(m, optimize=False).run(None, {"q": q})[0]
 
 
 def _shape(model: onnx.ModelProto, name: str) -> list | None:
@@ -132,51 +114,74 @@ def rewrite_prelus(model: onnx.ModelProto, max_channels: int = 4096, min_element
         if shape is None or -m[3] > len(shape) or m[2].size > max_channels or not worth_a_table(shape, min_elements):
             continue
         dq, q, slope, axis = m
-        table = prelu_table(*_scalar_grid(inits, dq), slope.ravel(), *_scalar_grid(inits, q))
-        _write_lookup(g, names, (dq.input[0], q.output[0]), table, len(shape) + axis, shape, prelu.name)
+        table = _table_nodes(g, names, dq, q, slope.ravel(), f"lut{done}")
+        _write_lookup(g, names, (dq.input[0], q.output[0]), table, len(shape) + axis, shape, f"lut{done}")
         g.node.remove(prelu)
+        if not any(prelu.input[1] in n.input for n in g.node):
+            g.initializer.remove(inits[prelu.input[1]])
         g.node.remove(q)
+        gone = [prelu.output[0]]
         if len(cons.get(dq.output[0], [])) == 1 and dq.output[0] not in {o.name for o in g.output}:
             g.node.remove(dq)
+            gone.append(dq.output[0])
+        for v in [v for v in g.value_info if v.name in gone]:  # no stale shapes of removed tensors
+            g.value_info.remove(v)
         done += 1
     return done
 
 
-def _write_lookup(g, names, io: tuple, table: np.ndarray, axis: int, shape: list, base: str) -> None:
+def _table_nodes(g, names, dq, q, slope: np.ndarray, base: str) -> tuple[list, str, int]:
+    """(nodes, name, channels) of the table T[q, c] = QuantizeLinear(PRelu(DequantizeLinear(q), slope_c)) over
+    every uint8 code q, computed in the graph from the original grids and slopes (onnxruntime folds it into a
+    constant when it loads the model; stored, it would double a small model's file)."""
+    codes = "prelu_lut_codes"
+    if codes not in {i.name for i in g.initializer}:
+        names.used.add(codes)
+        g.initializer.append(numpy_helper.from_array(np.arange(256, dtype=np.uint8).reshape(256, 1), codes))
+    a, wide, e, d, p, lut = (names(f"{base}_{k}") for k in ("a", "ts", "tc", "td", "tp", "t"))
+    g.initializer.extend([numpy_helper.from_array(slope.astype(np.float32), a),
+                          numpy_helper.from_array(np.array([256, slope.size], np.int64), wide)])
+    nodes = [helper.make_node("Expand", [codes, wide], [e], name=e),
+             helper.make_node("DequantizeLinear", [e, *dq.input[1:]], [d], name=d),
+             helper.make_node("PRelu", [d, a], [p], name=p),
+             helper.make_node("QuantizeLinear", [p, *q.input[1:]], [lut], name=lut)]
+    return nodes, lut, slope.size
+
+
+def _write_lookup(g, names, io: tuple, table: tuple, axis: int, shape: list, base: str) -> None:
     """``io[1]`` = table[codes, channel] along ``axis`` of the uint8 tensor ``io[0]`` of ``shape``, written right
     after the node that produces ``io[1]`` today (the graph stays topologically sorted)."""
     codes, out = io
-    rank, c = len(shape), table.shape[1]
+    rank = len(shape)
     perm = [i for i in range(rank) if i != axis] + [axis]
     last = [shape[p] for p in perm]
-    lut = names(f"{base}_lut")
-    g.initializer.append(numpy_helper.from_array(table, lut))
-    nodes, t = [], codes
+    nodes, lut, c = table
+    nodes, t = list(nodes), codes
     if perm != list(range(rank)):
-        t = names(f"{base}_codes_last")
-        nodes.append(helper.make_node("Transpose", [codes], [t], name=names(f"{base}_to_last"), perm=perm))
+        t = names(f"{base}_c")
+        nodes.append(helper.make_node("Transpose", [codes], [t], name=t, perm=perm))
     rows = t
     if rank != 2:
-        rows, to_rows = names(f"{base}_rows_codes"), names(f"{base}_rows")
+        rows, to_rows = names(f"{base}_r"), names(f"{base}_rs")
         g.initializer.append(numpy_helper.from_array(np.array([-1, c], np.int64), to_rows))
-        nodes.append(helper.make_node("Reshape", [t, to_rows], [rows], name=names(f"{base}_flatten")))
-    i, v = names(f"{base}_index"), names(f"{base}_looked_up")
-    nodes += [helper.make_node("Cast", [rows], [i], name=names(f"{base}_index"), to=TensorProto.INT32),
-              helper.make_node("GatherElements", [lut, i], [v], name=names(f"{base}_lookup"), axis=0)]
+        nodes.append(helper.make_node("Reshape", [t, to_rows], [rows], name=rows))
+    i, v = names(f"{base}_i"), names(f"{base}_v")
+    nodes += [helper.make_node("Cast", [rows], [i], name=i, to=TensorProto.INT32),
+              helper.make_node("GatherElements", [lut, i], [v], name=v, axis=0)]
     if rank != 2:
-        back = names(f"{base}_shape")
+        back = names(f"{base}_s")
         if perm[0] == 0 and all(d is not None for d in last[1:]):  # static but for the batch: a constant shape
             g.initializer.append(numpy_helper.from_array(np.array([-1] + last[1:], np.int64), back))
         else:
-            nodes.append(helper.make_node("Shape", [t], [back], name=names(f"{base}_shape")))
-        u = names(f"{base}_lookup_last")
-        nodes.append(helper.make_node("Reshape", [v, back], [u], name=names(f"{base}_unflatten")))
+            nodes.append(helper.make_node("Shape", [t], [back], name=back))
+        u = names(f"{base}_u")
+        nodes.append(helper.make_node("Reshape", [v, back], [u], name=u))
         v = u
     if t != codes:
-        nodes.append(helper.make_node("Transpose", [v], [out], name=names(f"{base}_from_last"),
+        nodes.append(helper.make_node("Transpose", [v], [out], name=names(f"{base}_o"),
                                       perm=[int(k) for k in np.argsort(perm)]))
     else:
-        nodes.append(helper.make_node("Identity", [v], [out], name=names(f"{base}_out")))
+        nodes.append(helper.make_node("Identity", [v], [out], name=names(f"{base}_o")))
     pos = next(k for k, n in enumerate(g.node) if out in n.output)
     for k, n in enumerate(nodes):
         g.node.insert(pos + 1 + k, n)
