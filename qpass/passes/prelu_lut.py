@@ -4,9 +4,9 @@ onnxruntime has no integer PRelu, so after quantize_qdq a PRelu between two 8-bi
 layout transformer has moved the convolutions to NHWC the per-channel slope broadcasts along the short last axis:
 mtcnn-pnet's three PRelus took 203 of 448 us of its int8 graph (1 thread, avx2 avx512f avx512_vnni, onnxruntime
 1.32), 57 us in the float model, where they broadcast along H x W. The map from the input code q (256 values) to the
-output code is, per channel c, a table T[q, c]: the pass writes it as the same DequantizeLinear -> PRelu ->
-QuantizeLinear applied to the 256 codes (the same codes by construction; onnxruntime folds it into a constant when
-it loads the model, and the file stays as small as before) and reads it with ``Transpose (channels last) ->
+output code is, per channel c, a table T[q, c]: the pass writes it as the float ops DequantizeLinear, PRelu and
+QuantizeLinear are defined by, applied to the 256 codes (``_table_nodes``: onnxruntime folds them into a constant
+when it loads the model; the file keeps grids and slopes, not tables) and reads it with ``Transpose (channels last) ->
 Reshape [-1, C] -> Cast int32 -> GatherElements(T, axis 0) -> Reshape -> Transpose`` on the codes; onnxruntime
 cancels the Transposes against its NHWC convolutions. The model's outputs are unchanged bit for bit.
 
@@ -114,7 +114,8 @@ def rewrite_prelus(model: onnx.ModelProto, max_channels: int = 4096, min_element
         if shape is None or -m[3] > len(shape) or m[2].size > max_channels or not worth_a_table(shape, min_elements):
             continue
         dq, q, slope, axis = m
-        table = _table_nodes(g, names, dq, q, slope.ravel(), f"lut{done}")
+        grids = tuple((n.input[1], _scalar_grid(inits, n)[1]) for n in (dq, q))  # (scale name, zero point)
+        table = _table_nodes(g, names, grids, slope.ravel(), f"lut{done}")
         _write_lookup(g, names, (dq.input[0], q.output[0]), table, len(shape) + axis, shape, f"lut{done}")
         g.node.remove(prelu)
         if not any(prelu.input[1] in n.input for n in g.node):
@@ -130,22 +131,37 @@ def rewrite_prelus(model: onnx.ModelProto, max_channels: int = 4096, min_element
     return done
 
 
-def _table_nodes(g, names, dq, q, slope: np.ndarray, base: str) -> tuple[list, str, int]:
+def _shared_const(g, names, name: str, value: np.ndarray) -> str:
+    if name not in {i.name for i in g.initializer}:
+        names.used.add(name)
+        g.initializer.append(numpy_helper.from_array(value, name))
+    return name
+
+
+def _table_nodes(g, names, grids: tuple, slope: np.ndarray, base: str) -> tuple[list, str, int]:
     """(nodes, name, channels) of the table T[q, c] = QuantizeLinear(PRelu(DequantizeLinear(q), slope_c)) over
-    every uint8 code q, computed in the graph from the original grids and slopes (onnxruntime folds it into a
-    constant when it loads the model; stored, it would double a small model's file)."""
-    codes = "prelu_lut_codes"
-    if codes not in {i.name for i in g.initializer}:
-        names.used.add(codes)
-        g.initializer.append(numpy_helper.from_array(np.arange(256, dtype=np.uint8).reshape(256, 1), codes))
-    a, wide, e, d, p, lut = (names(f"{base}_{k}") for k in ("a", "ts", "tc", "td", "tp", "t"))
+    every uint8 code q, written with the float ops those two are defined by (x = (q - z1) * s1; T = saturate(
+    round_half_even(PRelu(x) / s2) + z2)) on constants only, so that onnxruntime folds the table into a constant
+    when it loads the model (it keeps DequantizeLinear / QuantizeLinear nodes unfolded) and the file holds the
+    grids and slopes, not the table (stored, the tables would double mtcnn-pnet's 18 KB file)."""
+    (s1, z1), (s2, z2) = grids  # scale initializers (names), zero points (arrays)
+    codes = _shared_const(g, names, "prelu_lut_codes", np.arange(256, dtype=np.uint8).reshape(256, 1))
+    lo = _shared_const(g, names, "prelu_lut_lo", np.array(0, np.float32))
+    hi = _shared_const(g, names, "prelu_lut_hi", np.array(255, np.float32))
+    a, wide, zi, zo = (names(f"{base}_{k}") for k in ("a", "ts", "z1", "z2"))
     g.initializer.extend([numpy_helper.from_array(slope.astype(np.float32), a),
-                          numpy_helper.from_array(np.array([256, slope.size], np.int64), wide)])
-    nodes = [helper.make_node("Expand", [codes, wide], [e], name=e),
-             helper.make_node("DequantizeLinear", [e, *dq.input[1:]], [d], name=d),
-             helper.make_node("PRelu", [d, a], [p], name=p),
-             helper.make_node("QuantizeLinear", [p, *q.input[1:]], [lut], name=lut)]
-    return nodes, lut, slope.size
+                          numpy_helper.from_array(np.array([256, slope.size], np.int64), wide),
+                          numpy_helper.from_array(np.array(float(z1.reshape(())), np.float32), zi),
+                          numpy_helper.from_array(np.array(float(z2.reshape(())), np.float32), zo)])
+    steps = [("Expand", [codes, wide], {}), ("Cast", [], {"to": TensorProto.FLOAT}), ("Sub", [zi], {}),
+             ("Mul", [s1], {}), ("PRelu", [a], {}), ("Div", [s2], {}), ("Round", [], {}), ("Add", [zo], {}),
+             ("Clip", [lo, hi], {}), ("Cast", [], {"to": TensorProto.UINT8})]
+    nodes, prev = [], None
+    for k, (op, extra, attrs) in enumerate(steps):
+        out = names(f"{base}_t{k}")
+        nodes.append(helper.make_node(op, ([prev] if prev else []) + extra, [out], name=out, **attrs))
+        prev = out
+    return nodes, prev, slope.size
 
 
 def _write_lookup(g, names, io: tuple, table: tuple, axis: int, shape: list, base: str) -> None:
@@ -196,4 +212,4 @@ class PreluLut(Pass):
         if not n:
             return PassResult(model, False, ["no DequantizeLinear -> PRelu -> QuantizeLinear to rewrite"])
         return PassResult(model, True, [f"{n} PRelu(s) on uint8 codes as per-channel table lookups "
-                                        "(onnxruntime's own codes)"])
+                                        "(onnxruntime folds the tables at load)"])
