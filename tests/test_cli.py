@@ -115,7 +115,7 @@ def test_dump_dir_has_model_after_every_pass(tmp_path):
     assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_fold_affine.onnx", "04_equalize.onnx",
                      "05_gate_equalize.onnx", "06_smoothquant.onnx", "07_bias_correction.onnx", "08_calibrate.onnx",
                      "09_choose_ranges.onnx", "10_quantize_qdq.onnx", "11_choose_dynamic.onnx",
-                     "12_auto_precision.onnx"]
+                     "12_auto_precision.onnx", "13_prelu_lut.onnx"]
 
 
 def test_pipeline_file_and_bad_pipeline(tmp_path):

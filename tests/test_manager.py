@@ -136,7 +136,7 @@ def test_builtin_pipeline_listed():
     p = qpass.load_pipeline("default")
     assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "equalize", "gate_equalize",
                                          "smoothquant", "bias_correction", "calibrate", "choose_ranges", "quantize_qdq",
-                                         "choose_dynamic", "auto_precision"]
+                                         "choose_dynamic", "auto_precision", "prelu_lut"]
 
 
 # ---------------------------------------------------------------------------------------------- analyses

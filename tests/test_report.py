@@ -39,7 +39,7 @@ def test_int8_report_json(tmp_path):
     assert [t["pass"] for t in data["timeline"]] == ["normalize", "fold_batchnorm", "fold_affine", "equalize",
                                                       "gate_equalize", "smoothquant", "bias_correction", "calibrate",
                                                       "choose_ranges(max_work=5000000000.0)", "quantize_qdq",
-                                                      "choose_dynamic", "auto_precision"]
+                                                      "choose_dynamic", "auto_precision", "prelu_lut"]
 
 
 def test_fakequant_report_counts_saturation(tmp_path):

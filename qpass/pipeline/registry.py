@@ -55,6 +55,7 @@ PASSES: dict[str, str] = {
     "auto_precision": "qpass.search.mixed_int8:AutoPrecision",
     "gate_equalize": "qpass.passes.gate_equalize:GateEqualize",
     "prelu_equalize": "qpass.passes.prelu_equalize:PreluEqualize",
+    "prelu_lut": "qpass.passes.prelu_lut:PreluLut",
 }
 
 

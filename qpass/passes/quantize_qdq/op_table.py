@@ -89,11 +89,15 @@ class OpQuantizer:
     #: quantizing them would only add rounding before float ops (a LayerNorm's variance before its Sqrt)
     float_output = True
 
+    def float_output_for(self, node: gs.Node) -> bool:
+        """``float_output`` for this node (its shapes may decide)."""
+        return self.float_output
+
     def mark(self, node: gs.Node, qc) -> str | None:
         for t in node.inputs:
             qc.want(t)
         for t in node.outputs:
-            if not (self.float_output and qc.read_as_float(t)):
+            if not (self.float_output_for(node) and qc.read_as_float(t)):
                 qc.want(t)
         return None
 
@@ -155,7 +159,32 @@ class Lookup(OpQuantizer):
     pass
 
 
+#: onnxruntime's float Softmax costs per row: over a static axis shorter than this, on more than
+#: ``SHORT_SOFTMAX_ROWS`` rows (or on rows whose count is unknown: spatial dims of a fully convolutional net),
+#: DequantizeLinear -> Softmax is slower than QLinearSoftmax -> DequantizeLinear (1 thread, avx2 avx512f
+#: avx512_vnni, onnxruntime 1.32: axis 2 x 729 rows 27.1 vs 19.7 us, 4 x 1024 37.2 vs 30.6, 6 x 700 29.5 vs 29.7,
+#: 8 x 512 26.0 vs 31.8; 4 x 16 9.7 vs 9.7, 2 x 32 10.2 vs 9.9): mtcnn-pnet's face-cell Softmax
+SHORT_SOFTMAX_AXIS, SHORT_SOFTMAX_ROWS = 8, 32
+
+
+def short_softmax_rows(node: gs.Node) -> bool:
+    """Softmax over a static axis of < SHORT_SOFTMAX_AXIS elements on more than SHORT_SOFTMAX_ROWS rows, or on
+    an unknown number of rows (the first dimension is taken as the batch: one sample's rows count)."""
+    shape = getattr(node.inputs[0], "shape", None) if node.inputs else None
+    if not shape:
+        return False
+    axis = int(node.attrs.get("axis", -1))
+    axis = axis + len(shape) if axis < 0 else axis
+    if not 0 <= axis < len(shape) or not isinstance(shape[axis], int) or shape[axis] >= SHORT_SOFTMAX_AXIS:
+        return False
+    rows = [d for i, d in enumerate(shape) if i not in (0, axis)]
+    return not all(isinstance(d, int) for d in rows) or int(np.prod(rows, dtype=np.int64)) > SHORT_SOFTMAX_ROWS
+
+
 class Softmax(OpQuantizer):
+    def float_output_for(self, node):
+        return not short_softmax_rows(node)
+
     def mark(self, node, qc):
         super().mark(node, qc)
         qc.fix_unit_grid(node.outputs[0])

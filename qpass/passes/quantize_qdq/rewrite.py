@@ -233,7 +233,7 @@ def _float_tail(qc: QDQRewriter, plan: QuantPlan, graph: gs.Graph) -> None:
     while changed:
         changed = False
         for node in graph.nodes:
-            if node.name in qc.quantized and QUANTIZERS[node.op].float_output \
+            if node.name in qc.quantized and QUANTIZERS[node.op].float_output_for(node) \
                     and all(qc.read_as_float(t) for t in node.outputs):
                 qc.quantized.discard(node.name)
                 plan.float_reasons[node.name] = "float_outputs: only float ops read its output, its float kernel is as fast"
