@@ -101,6 +101,7 @@ class Repeated:
         self.live: list[tuple] = []
         self.promote = 2  # calls after the second that may still add stable inputs
         self.outer_memo: dict = {}  # filled by the first call: values of steps that read only outer values
+        self.verified: dict[int, tuple] = {}  # stable input position -> (value, previous value) found bit-equal
 
     def run(self, values) -> list:
         ex = self.ex
@@ -113,7 +114,7 @@ class Repeated:
             self.promote -= self.base is not None  # two join too (x + 0 turns -0.0 into 0.0 once)
             same = tuple(i for i, (a, b) in enumerate(zip(values, seen)) if same_value(a, b))
         else:
-            same = tuple(i for i in self.stable if same_value(values[i], seen[i]))
+            same = tuple(i for i in self.stable if self._same(i, values[i], seen[i]))
         if self.base is None or same != self.stable:
             return self._start(values, same)
         for i in same:  # the same bits: keep the first object (kernels' caches keyed by identity hit)
@@ -122,6 +123,17 @@ class Repeated:
         env.update(zip(self.inputs, values))
         run_live(self.live, env)
         return [env[o] for o in self.outputs]
+
+    def _same(self, i: int, a, b) -> bool:
+        """``same_value(a, b)`` for stable input ``i``, remembering the last pair found equal (a value passed
+        through by invariant steps comes back as the same new object every call: compared once, not per call)."""
+        hit = self.verified.get(i)
+        if hit is not None and hit[0] is a and hit[1] is b:
+            return True
+        if same_value(a, b):
+            self.verified[i] = (a, b)
+            return True
+        return False
 
     def _start(self, values: list, stable: tuple[int, ...]) -> list:
         """Every step, with the formal inputs at positions ``stable`` counted as invariant: the environment later
