@@ -74,18 +74,19 @@ def _check_dq(ex, node) -> str | None:
     return None
 
 
-def _kept_plan(ex, node, tag: str, params: tuple, make):
-    """(``make()``, whether it was kept): a node's parameter-derived plan, kept on the executor for as long as the
-    same parameter arrays come back (constants: worked out once, not per call, as in a Loop body's steps)."""
+def _kept_plan(ex, node, tag: str, scale, zero_point, make):
+    """(``make()``, whether it was kept): a node's plan derived from its scale and zero point, kept on the executor
+    for as long as the same parameter arrays come back (constants: worked out once, not per call, as in a Loop
+    body's steps)."""
     scratch = getattr(ex, "scratch", None)  # none yet while the executor plans its fusions
     if scratch is None:
         return make(), False
     key = (tag, node.name)
     hit = scratch.get(key)
-    if hit is not None and len(hit[0]) == len(params) and all(a is b for a, b in zip(hit[0], params)):
-        return hit[1], True
+    if hit is not None and hit[0] is scale and hit[1] is zero_point:
+        return hit[2], True
     plan = make()
-    scratch[key] = (params, plan)
+    scratch[key] = (scale, zero_point, plan)
     return plan, False
 
 
@@ -102,7 +103,7 @@ def _q_plan(node, scale, zero_point):
 
 @register("QuantizeLinear", check=_check_q, with_executor=True)
 def quantize(ex, node, x, scale, zero_point=None):
-    plan, again = _kept_plan(ex, node, "q", (scale, zero_point), lambda: _q_plan(node, scale, zero_point))
+    plan, again = _kept_plan(ex, node, "q", scale, zero_point, lambda: _q_plan(node, scale, zero_point))
     if plan is not None and (again or x.size >= JIT_MIN_SIZE):  # a node's later calls: compiled at any size
         k = compiled.jit()
         if k is not None:  # the same codes, one compiled pass
@@ -121,7 +122,7 @@ def quantize(ex, node, x, scale, zero_point=None):
 
 @register("DequantizeLinear", check=_check_dq, with_executor=True)
 def dequantize(ex, node, x, scale, zero_point=None):
-    plan, again = _kept_plan(ex, node, "dq", (scale, zero_point), lambda: _dq_plan(node, scale, zero_point))
+    plan, again = _kept_plan(ex, node, "dq", scale, zero_point, lambda: _dq_plan(node, scale, zero_point))
     if plan is not None and x.dtype in SHORT_INT_DTYPES and (again or x.size >= JIT_MIN_SIZE):
         k = compiled.jit()
         if k is not None:  # the same numbers, one compiled pass
