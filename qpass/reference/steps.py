@@ -1,6 +1,7 @@
 """How the reference interpreter calls one compiled step and stores its result (shared by every plan)."""
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import NoReturn
 
 import numpy as np
@@ -51,21 +52,31 @@ def store(out, outs: tuple, env: dict, cache: dict | None) -> None:
 
 
 def lean(compiled: list[tuple]) -> list[tuple]:
-    """Compiled steps ``(call, args, outputs, cache kind, names to free, label)`` without the cache kind."""
-    return [(c[0], c[1], c[2], c[4], c[5]) for c in compiled]
+    """Compiled steps ``(call, args, outputs, cache kind, names to free, label)`` as ``run_live`` takes them: the
+    argument names as one C-level getter on the environment (a tuple when ``many``), the first output apart."""
+    return [(c[0], _getter(c[1]), len(c[1]) != 1, c[2][0] if c[2] else "", c[2], c[4], c[5], c[1])
+            for c in compiled]
+
+
+def _getter(args):
+    return itemgetter(*args) if args else _no_args
+
+
+def _no_args(env) -> tuple:
+    return ()
 
 
 def run_live(steps: list[tuple], env: dict) -> None:
     """Run ``lean`` steps on ``env`` (in place; "" maps to None), freeing intermediates after their last use
     (``call`` and ``store`` inlined: this loop runs every step of every iteration)."""
-    for fn, args, outs, free, label in steps:
+    for fn, get, many, first, outs, free, label, args in steps:
         try:
-            out = fn(*[env[x] for x in args])
+            out = fn(*get(env)) if many else fn(get(env))
         except Exception as exc:  # noqa: BLE001 - one line naming the node
             fail(exc, args, env, label)
         if type(out) is np.ndarray:
-            if outs[0]:
-                env[outs[0]] = out
+            if first:
+                env[first] = out
         else:
             store(out, outs, env, None)
         for name in free:

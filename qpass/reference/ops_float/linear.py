@@ -118,7 +118,9 @@ def matmul(ex, node, a, b):
         bk = _packed_weight(ex, node, b) if a.dtype == F32 else None
         if bk is not None:  # float32 data, constant weight: as onnxruntime's MLAS computes it
             return mlas_packed_gemm(a, bk)
-        dt = exact_dtype(a, b, -1)
+        # a B that comes back as the same array (a Loop's carried weight): its integer check once, not per call
+        fractional = a.dtype == F32 and b.dtype == F32 and not _kept(ex, node, b, "integral", _integral)
+        dt = None if fractional else exact_dtype(a, b, -1)
         if dt is None:
             y = _wide_compiled(ex, node, a, b)
             if y is not None:
