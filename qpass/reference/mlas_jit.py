@@ -269,3 +269,40 @@ def dq_centred(a: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     a = np.ascontiguousarray(a, F32)
     codes, scales = np.empty(a.shape, F32), np.empty(a.shape[0], F32)
     return (codes, scales.reshape(-1, 1, 1)) if _dq_centred(a, codes, scales) else None
+
+
+@njit(nogil=True, error_model="numpy", cache=True)
+def _matmul_wide(a, b, out):
+    """out[d, m, :] = float32(sum over k of float64(a[d, m, k]) * float64(b[d, k, :])) for float32 a (D, M, K),
+    b (D, K, N): each product exact in float64, summed in k order, rounded once (not an MLAS kernel: the float64
+    MatMul of ``ops_float.linear`` without widening B, vectorised along N)."""
+    dd, mm, kk = a.shape
+    nn = b.shape[2]
+    acc = np.empty(nn, np.float64)
+    for d in range(dd):
+        for m in range(mm):
+            acc[:] = 0.0
+            for k in range(kk):
+                av = np.float64(a[d, m, k])
+                for n in range(nn):
+                    acc[n] += av * np.float64(b[d, k, n])
+            for n in range(nn):
+                out[d, m, n] = np.float32(acc[n])
+
+
+def matmul_wide(a: np.ndarray, b: np.ndarray) -> np.ndarray | None:
+    """``float32(float64(a) @ float64(b))`` of float32 ``a`` (..., M, K) and ``b`` (K, N) or with the same leading
+    axes as ``a`` (:func:`_matmul_wide`); None for other shapes (the caller's numpy path)."""
+    if a.ndim < 2 or b.ndim < 2 or a.shape[-1] != b.shape[-2]:
+        return None
+    k, n = b.shape[-2:]
+    if b.ndim == 2:
+        a3, b3 = np.ascontiguousarray(a, F32).reshape(1, -1, k), np.ascontiguousarray(b, F32)[None]
+    elif a.shape[:-2] == b.shape[:-2]:
+        a3 = np.ascontiguousarray(a, F32).reshape(-1, a.shape[-2], k)
+        b3 = np.ascontiguousarray(b, F32).reshape(-1, k, n)
+    else:
+        return None
+    out = np.empty((a3.shape[0], a3.shape[1], n), F32)
+    _matmul_wide(a3, b3, out)
+    return out.reshape(a.shape[:-1] + (n,))

@@ -74,31 +74,61 @@ def _check_dq(ex, node) -> str | None:
     return None
 
 
+def _kept_plan(ex, node, tag: str, scale, zero_point, make):
+    """(``make()``, whether it was kept): a node's plan derived from its scale and zero point, kept on the executor
+    for as long as the same parameter arrays come back (constants: worked out once, not per call, as in a Loop
+    body's steps)."""
+    scratch = getattr(ex, "scratch", None)  # none yet while the executor plans its fusions
+    if scratch is None:
+        return make(), False
+    key = (tag, node.name)
+    hit = scratch.get(key)
+    if hit is not None and hit[0] is scale and hit[1] is zero_point:
+        return hit[2], True
+    plan = make()
+    scratch[key] = (scale, zero_point, plan)
+    return plan, False
+
+
+def _q_plan(node, scale, zero_point):
+    """(code dtype, zero point, float32 scale, qmin - zp, qmax - zp) of a QuantizeLinear with one scale and zero
+    point to codes of up to 16 bits (``int8_jit.quantize_q``'s arguments); None for any other form."""
+    dt = QuantizeLinear.code_dtype(node, zero_point)
+    if dt not in SHORT_INT_DTYPES or np.size(scale) != 1 or (zero_point is not None and np.size(zero_point) != 1):
+        return None
+    lo, hi = int_range(dt)
+    z = 0 if zero_point is None else int(np.asarray(zero_point).reshape(-1)[0])
+    return dt, z, F32(np.asarray(scale).reshape(-1)[0]), F32(lo - z), F32(hi - z)
+
+
 @register("QuantizeLinear", check=_check_q, with_executor=True)
 def quantize(ex, node, x, scale, zero_point=None):
+    plan, again = _kept_plan(ex, node, "q", scale, zero_point, lambda: _q_plan(node, scale, zero_point))
+    if plan is not None and (again or x.size >= JIT_MIN_SIZE):  # a node's later calls: compiled at any size
+        k = compiled.jit()
+        if k is not None:  # the same codes, one compiled pass
+            dt, z, s, bl, bh = plan
+            out = np.empty(x.shape, dt)
+            k.quantize_q(np.ascontiguousarray(x, F32).reshape(-1), s, z, bl, bh, out.reshape(-1))
+            return out
     dt = QuantizeLinear.code_dtype(node, zero_point)
     if dt not in CODE_DTYPES:
         raise ValueError(f"QuantizeLinear to {dt} is not supported")
     if zero_point is None and dt not in FLOAT_CODE_DTYPES:
         zero_point = np.zeros(np.shape(scale), dt)
-    if dt in SHORT_INT_DTYPES and np.size(scale) == 1 and np.size(zero_point) == 1 and x.size >= JIT_MIN_SIZE:
-        k = compiled.jit()
-        if k is not None:  # the same codes, one compiled pass
-            lo, hi = int_range(dt)
-            z = int(np.asarray(zero_point).reshape(-1)[0])
-            out = np.empty(x.shape, dt)
-            k.quantize_q(np.ascontiguousarray(x, F32).reshape(-1), F32(np.asarray(scale).reshape(-1)[0]), z,
-                         F32(lo - z), F32(hi - z), out.reshape(-1))
-            return out
     return quantize_linear(x.astype(F32), scale, zero_point, dt, QuantizeLinear.axis(node, x.ndim),
                            QuantizeLinear.attr(node, "block_size"), bool(QuantizeLinear.attr(node, "saturate")))
 
 
 @register("DequantizeLinear", check=_check_dq, with_executor=True)
 def dequantize(ex, node, x, scale, zero_point=None):
-    y = _dequantize_jit(node, x, scale, zero_point)
-    if y is not None:
-        return y
+    plan, again = _kept_plan(ex, node, "dq", scale, zero_point, lambda: _dq_plan(node, scale, zero_point))
+    if plan is not None and x.dtype in SHORT_INT_DTYPES and (again or x.size >= JIT_MIN_SIZE):
+        k = compiled.jit()
+        if k is not None:  # the same numbers, one compiled pass
+            out = np.empty(x.shape, F32)
+            k.dequantize_q(np.ascontiguousarray(x).reshape(-1), plan[0], plan[1], out.reshape(-1))
+            return out
     y = dequantize_linear(x, scale, zero_point, DequantizeLinear.axis(node, x.ndim),
                           DequantizeLinear.attr(node, "block_size"))
     dt = DequantizeLinear.attr(node, "output_dtype")
@@ -106,17 +136,12 @@ def dequantize(ex, node, x, scale, zero_point=None):
     return y.astype(sdt) if sdt.kind == "f" and sdt != F32 else y
 
 
-def _dequantize_jit(node, x, scale, zero_point) -> np.ndarray | None:
-    """DequantizeLinear of 8/16-bit codes with one float32 scale by ``int8_jit.dequantize_q`` (the same numbers,
-    one compiled pass), or None when that does not apply."""
-    if x.dtype not in SHORT_INT_DTYPES or np.size(scale) != 1 or np.asarray(scale).dtype != F32 or \
-            x.size < JIT_MIN_SIZE or (zero_point is not None and np.size(zero_point) != 1) or \
+def _dq_plan(node, scale, zero_point):
+    """(zero point, float32 scale) of a DequantizeLinear with one float32 scale and zero point, float32 output
+    (``int8_jit.dequantize_q``'s arguments, for 8/16-bit codes); None for any other form."""
+    if np.size(scale) != 1 or np.asarray(scale).dtype != F32 or \
+            (zero_point is not None and np.size(zero_point) != 1) or \
             DequantizeLinear.attr(node, "output_dtype") or DequantizeLinear.attr(node, "block_size"):
         return None
-    k = compiled.jit()
-    if k is None:
-        return None
-    out = np.empty(x.shape, F32)
     z = 0 if zero_point is None else int(np.asarray(zero_point).reshape(-1)[0])
-    k.dequantize_q(np.ascontiguousarray(x).reshape(-1), z, F32(np.asarray(scale).reshape(-1)[0]), out.reshape(-1))
-    return out
+    return z, F32(np.asarray(scale).reshape(-1)[0])

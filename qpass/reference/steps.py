@@ -1,6 +1,7 @@
 """How the reference interpreter calls one compiled step and stores its result (shared by every plan)."""
 from __future__ import annotations
 
+from operator import itemgetter
 from typing import NoReturn
 
 import numpy as np
@@ -51,21 +52,31 @@ def store(out, outs: tuple, env: dict, cache: dict | None) -> None:
 
 
 def lean(compiled: list[tuple]) -> list[tuple]:
-    """Compiled steps ``(call, args, outputs, cache kind, names to free, label)`` without the cache kind."""
-    return [(c[0], c[1], c[2], c[4], c[5]) for c in compiled]
+    """Compiled steps ``(call, args, outputs, cache kind, names to free, label)`` as ``run_live`` takes them: the
+    argument names as one C-level getter on the environment (a tuple when ``many``), the first output apart."""
+    return [(c[0], _getter(c[1]), len(c[1]) != 1, c[2][0] if c[2] else "", c[2], c[4], c[5], c[1])
+            for c in compiled]
+
+
+def _getter(args):
+    return itemgetter(*args) if args else _no_args
+
+
+def _no_args(env) -> tuple:
+    return ()
 
 
 def run_live(steps: list[tuple], env: dict) -> None:
     """Run ``lean`` steps on ``env`` (in place; "" maps to None), freeing intermediates after their last use
     (``call`` and ``store`` inlined: this loop runs every step of every iteration)."""
-    for fn, args, outs, free, label in steps:
+    for fn, get, many, first, outs, free, label, args in steps:
         try:
-            out = fn(*[env[x] for x in args])
+            out = fn(*get(env)) if many else fn(get(env))
         except Exception as exc:  # noqa: BLE001 - one line naming the node
             fail(exc, args, env, label)
         if type(out) is np.ndarray:
-            if outs[0]:
-                env[outs[0]] = out
+            if first:
+                env[first] = out
         else:
             store(out, outs, env, None)
         for name in free:
@@ -101,6 +112,7 @@ class Repeated:
         self.live: list[tuple] = []
         self.promote = 2  # calls after the second that may still add stable inputs
         self.outer_memo: dict = {}  # filled by the first call: values of steps that read only outer values
+        self.verified: dict[int, tuple] = {}  # stable input position -> (value, previous value) found bit-equal
 
     def run(self, values) -> list:
         ex = self.ex
@@ -113,7 +125,7 @@ class Repeated:
             self.promote -= self.base is not None  # two join too (x + 0 turns -0.0 into 0.0 once)
             same = tuple(i for i, (a, b) in enumerate(zip(values, seen)) if same_value(a, b))
         else:
-            same = tuple(i for i in self.stable if same_value(values[i], seen[i]))
+            same = tuple(i for i in self.stable if self._same(i, values[i], seen[i]))
         if self.base is None or same != self.stable:
             return self._start(values, same)
         for i in same:  # the same bits: keep the first object (kernels' caches keyed by identity hit)
@@ -122,6 +134,17 @@ class Repeated:
         env.update(zip(self.inputs, values))
         run_live(self.live, env)
         return [env[o] for o in self.outputs]
+
+    def _same(self, i: int, a, b) -> bool:
+        """``same_value(a, b)`` for stable input ``i``, remembering the last pair found equal (a value passed
+        through by invariant steps comes back as the same new object every call: compared once, not per call)."""
+        hit = self.verified.get(i)
+        if hit is not None and hit[0] is a and hit[1] is b:
+            return True
+        if same_value(a, b):
+            self.verified[i] = (a, b)
+            return True
+        return False
 
     def _start(self, values: list, stable: tuple[int, ...]) -> list:
         """Every step, with the formal inputs at positions ``stable`` counted as invariant: the environment later

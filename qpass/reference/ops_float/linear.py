@@ -35,11 +35,16 @@ def _widened(ex, node, v: np.ndarray) -> np.ndarray:
     not on every call)."""
     if v.dtype == F64 or not is_float(v.dtype):
         return v
-    hit = ex.scratch.get(("wide", node.name))
+    return _kept(ex, node, v, "wide", wide)
+
+
+def _kept(ex, node, v: np.ndarray, tag: str, fn):
+    """``fn(v)``, kept on the executor under (``tag``, node) for as long as the same array comes back."""
+    hit = ex.scratch.get((tag, node.name))
     if hit is not None and hit[0] is v:
         return hit[1]
-    w = wide(v)
-    ex.scratch[("wide", node.name)] = (v, w)
+    w = fn(v)
+    ex.scratch[(tag, node.name)] = (v, w)
     return w
 
 
@@ -94,14 +99,32 @@ def mlas_packed_gemm(a: np.ndarray, bk: np.ndarray, c=None) -> np.ndarray:
     return y.reshape(a.shape[:-1] + (n,))
 
 
+WIDE_JIT_MIN_COLUMNS = 8  # float32 MatMul in float64: B at least this wide on the compiled kernel (vectorised on N)
+
+
+def _wide_compiled(ex, node, a: np.ndarray, b: np.ndarray):
+    """``float32(float64(a) @ float64(b))`` of float32 operands with a B of at least WIDE_JIT_MIN_COLUMNS columns,
+    compiled (``mlas_jit.matmul_wide``: B read as float32, its C-contiguous copy kept while the same array comes
+    back, as a Loop's carried weights do); None otherwise (numpy path)."""
+    if a.dtype != F32 or b.dtype != F32 or b.ndim < 2 or b.shape[-1] < WIDE_JIT_MIN_COLUMNS:
+        return None
+    jit = _jit()
+    return None if jit is None else jit.matmul_wide(a, _kept(ex, node, b, "c32", np.ascontiguousarray))
+
+
 @register("MatMul", with_executor=True)
 def matmul(ex, node, a, b):
     if is_float(a.dtype):
         bk = _packed_weight(ex, node, b) if a.dtype == F32 else None
         if bk is not None:  # float32 data, constant weight: as onnxruntime's MLAS computes it
             return mlas_packed_gemm(a, bk)
-        dt = exact_dtype(a, b, -1)
+        # a B that comes back as the same array (a Loop's carried weight): its integer check once, not per call
+        fractional = a.dtype == F32 and b.dtype == F32 and not _kept(ex, node, b, "integral", _integral)
+        dt = None if fractional else exact_dtype(a, b, -1)
         if dt is None:
+            y = _wide_compiled(ex, node, a, b)
+            if y is not None:
+                return y
             return np.matmul(wide(a), _widened(ex, node, b)).astype(out_dtype(a), copy=False)
         return np.matmul(a.astype(dt, copy=False), b.astype(dt, copy=False)).astype(out_dtype(a), copy=False)
     return np.matmul(a, b)

@@ -119,10 +119,20 @@ def _log_softmax(v, axis):
     return v - m - np.log(np.exp(v - m).sum(axis=axis, keepdims=True))
 
 
+def _mlas_softmax(node, x):
+    """float32 Softmax as onnxruntime's MLAS kernel computes it, bit for bit: compiled (``softmax_jit``) when
+    numba is there, else the numpy emulation ``mlas.softmax`` (the same numbers); no float64 round trip."""
+    kernel = (compiled("softmax_jit") or mlas).softmax
+    axis = int(node.attr("axis", -1 if node.opset >= 13 else 1)) % max(x.ndim, 1)
+    if node.opset < 13:
+        return kernel(x.reshape(int(np.prod(x.shape[:axis])), -1), 1).reshape(x.shape)
+    return kernel(x, axis)
+
+
 @register("Softmax")
 def softmax(node, x):
     if x.dtype == np.float32 and x.size:  # onnxruntime's MLAS kernel, bit for bit
-        return _along_axis(node, x, lambda v, axis: mlas.softmax(v.astype(np.float32), axis))
+        return _mlas_softmax(node, x)
     return _along_axis(node, x, _softmax)
 
 

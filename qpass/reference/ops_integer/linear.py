@@ -302,6 +302,13 @@ def _matmul_jit(k, ex, name, kind, vals, jb, b, amax, bmax, jp):
         return None
     batch = np.broadcast_shapes(a.shape[:-2], bv.shape[:-2])
     a3 = np.ascontiguousarray(np.broadcast_to(a, batch + a.shape[-2:])).reshape((-1,) + a.shape[-2:])
-    b3 = np.subtract(np.broadcast_to(bv, batch + bv.shape[-2:]), dt(b.z()), dtype=dt).reshape((-1,) + bv.shape[-2:])
+    key = ("qmm_b", name)  # B's centred codes, kept while the same codes and batch come back (a Loop's carried B)
+    hit = ex.scratch.get(key)
+    if hit is not None and hit[0] is bv and hit[1] == batch and hit[2] == dt:
+        b3 = hit[3]
+    else:
+        b3 = np.subtract(np.broadcast_to(bv, batch + bv.shape[-2:]), dt(b.z()), dtype=dt)
+        b3 = b3.reshape((-1,) + bv.shape[-2:])
+        ex.scratch[key] = (bv, batch, dt, b3)
     y = compiled.gemm(k, ex, name, kind, a3, b3, jp)
     return y.reshape(batch + y.shape[1:])
