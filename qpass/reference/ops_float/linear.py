@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import im2col as ic
 from .. import mlas
+from ..jit import compiled
 from ..ops_integer.arith import exact_matmul, l1_bound
 from ..registry import register
 from .common import F32, F64, constant_input, is_float, out_dtype, wide
@@ -164,10 +165,14 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool, ex=None):
         idx = ex.scratch.get(key)
         if idx is None:
             idx = ex.scratch[key] = ic.gather_index(x.shape[1:], *args)
-        xz = np.empty((n, x[0].size + 1), F32)
-        xz[:, :-1] = x.reshape(n, -1)
-        xz[:, -1] = 0
-        cols = np.take(xz, idx, axis=1).reshape(n, g, wg.shape[2], p)
+        jit = compiled("float_jit")
+        if jit is not None:  # the same entries, compiled
+            cols = jit.gather_columns(x, idx).reshape(n, g, wg.shape[2], p)
+        else:
+            xz = np.empty((n, x[0].size + 1), F32)
+            xz[:, :-1] = x.reshape(n, -1)
+            xz[:, -1] = 0
+            cols = np.take(xz, idx, axis=1).reshape(n, g, wg.shape[2], p)
         return np.matmul(wg, cols).reshape(n, m, p)
     if per_sample:
         y = np.empty((n, m, p), F32)
