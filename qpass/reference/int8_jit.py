@@ -242,12 +242,16 @@ def _plane(x, s, c0, c1, zx, ph, pw, planes):
 
 
 @njit(nogil=True, cache=True)
-def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats):
+def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats, index):
     """QLinearConv, 2-D: x (N, C, H, W) codes; w (G, M/G, C/G * kh * kw) exact weights (zero point removed) of
     the accumulation type, columns ordered (c, i, j) like ONNX weights; bias (M,) int64; mult (M,) float32; ph / pw
     the begin pads; out (N, M, oh * ow) codes. Per sample and group: the padded planes of x - zx, then per block
     of output rows the patch matrix (C/G * kh * kw, rows * ow) copied from them, one GEMM, requantised into
-    ``out``."""
+    ``out``. A non-empty ``index`` (a small conv: ``im2col.gather_index`` of one group's channels): the whole
+    patch matrix of a sample and group as one block, by that flat gather (:func:`_conv_gather`)."""
+    if index.size:
+        _conv_gather(x, zx, w, bias, mult, zy, bl, bh, index, out, stats)
+        return
     nb, cc, hh, ww = x.shape
     gg, mg, kg = w.shape
     cg = cc // gg
@@ -279,6 +283,30 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
                 _gemm_block(w[g], pv, av)
                 _requant_rows(av, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
                               out[s, g * mg:(g + 1) * mg, r0 * ow:r1 * ow], stats)
+
+
+@njit(nogil=True, cache=True)
+def _conv_gather(x, zx, w, bias, mult, zy, bl, bh, index, out, stats):
+    """:func:`conv_q` of a small conv whose whole patch matrix (C/G * kh * kw, oh * ow) is one block, built by a
+    flat gather: patch[k] = x[s, g * C/G:, ...].flat[index[k]] - zx, 0 where index[k] is C/G * H * W (padding)
+    (``im2col.gather_index`` of one group's channels); the same exact accumulators and requantisation."""
+    nb = x.shape[0]
+    gg, mg, kg = w.shape
+    span = x.shape[1] // gg * x.shape[2] * x.shape[3]
+    p = out.shape[2]
+    patch = np.empty((kg, p), w.dtype)
+    acc = np.empty((mg, p), w.dtype)
+    pf = patch.reshape(kg * p)
+    for s in range(nb):
+        a = x[s].reshape(x.shape[1] * x.shape[2] * x.shape[3])
+        for g in range(gg):
+            av = a[g * span:(g + 1) * span]
+            for k in range(index.shape[0]):
+                v = index[k]
+                pf[k] = np.float64(av[v]) - zx if v < span else 0
+            _gemm_block(w[g], patch, acc)
+            _requant_rows(acc, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
+                          out[s, g * mg:(g + 1) * mg], stats)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from .. import im2col as ic
 from ..jit import compiled as load_compiled
 from ..numerics import F32, F64, int_range
 
@@ -30,6 +31,8 @@ def int_mm():
     return load_compiled("ops_integer.int_mm", needs=("torch",))
 
 
+_NO_INDEX = np.empty(0, np.intp)
+GATHER_MAX_ENTRIES = 1 << 16  # conv patch matrices up to this many entries: one block, by a flat gather index
 INT_MM_MIN_MACS = 1 << 20  # smaller products stay on float BLAS (torch's call costs more than it saves)
 
 
@@ -132,11 +135,29 @@ def conv(k, ex, name: str, codes: np.ndarray, p: Prepared, w, kernel, node, begi
     if not depthwise and _conv_int_mm(k, p, x, w, (ks, st, dl, bg, osp), out, stats):
         ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
         return out.reshape((x.shape[0], m) + tuple(out_sp))
-    fn = k.depthwise_q if depthwise else k.conv_q
-    fn(np.ascontiguousarray(x), p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0],
-       dl[1], bg[0], bg[1], osp[0], osp[1], out, stats)
+    x = np.ascontiguousarray(x)
+    if depthwise:
+        k.depthwise_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1],
+                      bg[0], bg[1], osp[0], osp[1], out, stats)
+    else:
+        k.conv_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1], bg[0],
+                 bg[1], osp[0], osp[1], out, stats, _gather_index(ex, name, x.shape[1:], w, (ks, st, dl, bg, osp)))
     ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
     return out.reshape((x.shape[0], m) + tuple(out_sp))
+
+
+def _gather_index(ex, name: str, shape, w, geom) -> np.ndarray:
+    """A small conv's flat patch gather index for ``int8_jit.conv_q`` (kept on the executor per node and input
+    shape); empty when the patch matrix of a sample and group has over ``GATHER_MAX_ENTRIES`` entries."""
+    ks, st, dl, bg, osp = geom
+    if not 0 < w.shape[2] * osp[0] * osp[1] <= GATHER_MAX_ENTRIES:
+        return _NO_INDEX
+    key = ("qgather", name, shape)
+    index = ex.scratch.get(key)
+    if index is None:
+        index = ex.scratch[key] = ic.gather_index((shape[0] // w.shape[0],) + shape[1:], ks, st, dl, bg, [0, 0],
+                                                  osp)
+    return index
 
 
 def gemm(k, ex, name: str, kind: str, a3: np.ndarray, b3: np.ndarray, p: Prepared,
