@@ -105,3 +105,23 @@ def gather_columns(x: np.ndarray, index: np.ndarray) -> np.ndarray:
     out = np.empty((x.shape[0], index.size), np.float32)
     _gather(np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1), index, out)
     return out
+
+
+@njit(nogil=True, cache=True)
+def _bias_relu(y, b, has_bias, relu):
+    for t in range(y.shape[0]):
+        for c in range(y.shape[1]):
+            row = y[t, c]
+            bc = b[c] if has_bias else np.float32(0)
+            for q in range(row.shape[0]):
+                v = row[q] + bc if has_bias else row[q]
+                row[q] = v if (not relu or v >= 0 or v != v) else np.float32(0)
+
+
+def bias_relu(y: np.ndarray, b: np.ndarray | None, relu: bool) -> np.ndarray:
+    """In place on float32 ``y`` (N, C, P): ``y += b`` per channel (float32), then, when ``relu``, numpy's
+    ``maximum(y, 0)`` (NaN and -0.0 kept); returns ``y``."""
+    if b is None and not relu:
+        return y
+    _bias_relu(y, np.zeros(1, np.float32) if b is None else b, b is not None, relu)
+    return y

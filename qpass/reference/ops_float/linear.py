@@ -193,8 +193,43 @@ def conv_node(ex, node, x, w, b=None):
     return conv(node, x, w, b, ex)
 
 
-def conv(node, x, w, b=None, ex=None):
-    """Conv of ``x`` and ``w`` (+ ``b``); ``ex``: the executor, whose scratch keeps per-node gather indices."""
+def _small_plan(node, x, w, b, ex):
+    """For a float32 Conv of a non-integral float32 weight whose per-sample patch matrix is small (a gather): (the
+    grouped weight, its bias, the gather index, the output spatial shape), kept on the executor per node and input
+    shape while the same weight and bias come back; else None."""
+    key = ("small", node.name, x.shape[1:])
+    hit = ex.scratch.get(key)
+    if hit is not None and hit[0] is w and hit[1] is b:
+        return hit[2]
+    plan = None
+    kernel = list(node.attr("kernel_shape") or w.shape[2:])
+    g = int(node.attr("group", 1))
+    if w.dtype == F32 and (b is None or b.dtype == F32) and not (g > 1 and w.shape[1] == 1) and \
+            any(k > 1 for k in kernel) and not _integral(w):
+        begin, end, out = ic.node_geometry(node, x.shape, kernel)
+        if 0 < int(np.prod(out)) * w[0].size * g <= GATHER_MAX_ENTRIES:
+            idx = ic.gather_index(x.shape[1:], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+            plan = (w.reshape(g, w.shape[0] // g, -1), None if b is None else b.reshape(-1), idx, tuple(out))
+    ex.scratch[key] = (w, b, plan)
+    return plan
+
+
+def conv(node, x, w, b=None, ex=None, relu: bool = False):
+    """Conv of ``x`` and ``w`` (+ ``b``), then Relu when asked (in place); ``ex``: the executor, whose scratch keeps
+    per-node gather indices. A small float32 conv (``_small_plan``) with the compiled kernels: the same numbers,
+    the geometry resolved once, the patch matrix gathered and the bias (and Relu) applied in one pass each."""
+    jit = compiled("float_jit") if ex is not None and x.dtype == F32 else None
+    plan = _small_plan(node, x, w, b, ex) if jit is not None else None
+    if plan is not None:
+        wg, bias, idx, out = plan
+        n, (g, mg, k) = x.shape[0], wg.shape
+        y = np.matmul(wg, jit.gather_columns(x, idx).reshape(n, g, k, -1))
+        return jit.bias_relu(y.reshape((n, g * mg, -1)), bias, relu).reshape((n, g * mg) + out)
+    y = _conv(node, x, w, b, ex)
+    return np.maximum(y, np.zeros((), y.dtype), out=y) if relu else y
+
+
+def _conv(node, x, w, b, ex):
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
     g = int(node.attr("group", 1))
