@@ -121,43 +121,50 @@ def conv(k, ex, name: str, codes: np.ndarray, p: Prepared, w, kernel, node, begi
          depthwise: bool) -> np.ndarray:
     """QLinearConv codes (N, M, *out_sp) of a 1-D / 2-D conv ``node`` by ``int8_jit`` (``k``); ``w``: (G, Mg, Kg)
     weights of the accumulation type, or (C, taps) when ``depthwise``; records the call's counts on ``ex``."""
-    nd = len(kernel)
-    strides, dilations = _attr_ints(node, "strides", nd), _attr_ints(node, "dilations", nd)
-    x = codes if nd == 2 else codes.reshape(codes.shape[:2] + (1,) + codes.shape[2:])
-    ks, st, dl, osp = ([1] * (2 - nd) + list(v) for v in (kernel, strides, dilations, out_sp))
-    bg = [0] * (2 - nd) + list(begin)
-    if x.shape[3] == 1 and ks[1] == 1 and osp[1] == 1:  # a column (e.g. a 5x1 kernel over (H, 1)): as a row
-        x = x.reshape(x.shape[:2] + (1, x.shape[2]))
-        ks, st, dl, bg, osp = ([v[1], v[0]] for v in (ks, st, dl, bg, osp))
+    geo = _conv2d(ex, name, codes.shape, w, kernel, node, begin, out_sp)
+    shape, (ks, st, dl, bg, osp), index = geo
+    x = np.ascontiguousarray(codes).reshape((codes.shape[0],) + shape)
     m = p.mult.size
     out = np.empty((x.shape[0], m, osp[0] * osp[1]), p.q.dtype)
     stats = _stats()
-    if not depthwise and _conv_int_mm(k, p, x, w, (ks, st, dl, bg, osp), out, stats):
-        ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
-        return out.reshape((x.shape[0], m) + tuple(out_sp))
-    x = np.ascontiguousarray(x)
     if depthwise:
         k.depthwise_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1],
                       bg[0], bg[1], osp[0], osp[1], out, stats)
-    else:
+    elif not _conv_int_mm(k, p, x, w, geo[1], out, stats):
         k.conv_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1], bg[0],
-                 bg[1], osp[0], osp[1], out, stats, _gather_index(ex, name, x.shape[1:], w, (ks, st, dl, bg, osp)))
+                 bg[1], osp[0], osp[1], out, stats, index)
     ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
     return out.reshape((x.shape[0], m) + tuple(out_sp))
 
 
-def _gather_index(ex, name: str, shape, w, geom) -> np.ndarray:
-    """A small conv's flat patch gather index for ``int8_jit.conv_q`` (kept on the executor per node and input
-    shape); empty when the patch matrix of a sample and group has over ``GATHER_MAX_ENTRIES`` entries."""
+def _conv2d(ex, name: str, x_shape, w, kernel, node, begin, out_sp):
+    """A 1-D / 2-D conv as 2-D, resolved once per node and input shape (kept on the executor): (sample shape
+    (C, H, W), (kernel, strides, dilations, begin pads, output shape) as 2-D lists, the patch gather index of a
+    small conv (``_gather_index``; else empty))."""
+    key = ("qconv", name, x_shape)
+    hit = ex.scratch.get(key)
+    if hit is not None:
+        return hit
+    nd = len(kernel)
+    strides, dilations = _attr_ints(node, "strides", nd), _attr_ints(node, "dilations", nd)
+    shape = tuple(x_shape[1:]) if nd == 2 else (x_shape[1], 1) + tuple(x_shape[2:])
+    ks, st, dl, osp = ([1] * (2 - nd) + list(v) for v in (kernel, strides, dilations, out_sp))
+    bg = [0] * (2 - nd) + list(begin)
+    if shape[2] == 1 and ks[1] == 1 and osp[1] == 1:  # a column (e.g. a 5x1 kernel over (H, 1)): as a row
+        shape = (shape[0], 1, shape[1])
+        ks, st, dl, bg, osp = ([v[1], v[0]] for v in (ks, st, dl, bg, osp))
+    geom = (ks, st, dl, bg, osp)
+    hit = ex.scratch[key] = (shape, geom, _gather_index(shape, w, geom))
+    return hit
+
+
+def _gather_index(shape, w, geom) -> np.ndarray:
+    """A small conv's flat patch gather index for ``int8_jit.conv_q`` (one group's channels); empty when the
+    patch matrix of a sample and group has over ``GATHER_MAX_ENTRIES`` entries (or the weights are depthwise)."""
     ks, st, dl, bg, osp = geom
-    if not 0 < w.shape[2] * osp[0] * osp[1] <= GATHER_MAX_ENTRIES:
+    if w.ndim != 3 or not 0 < w.shape[2] * osp[0] * osp[1] <= GATHER_MAX_ENTRIES:
         return _NO_INDEX
-    key = ("qgather", name, shape)
-    index = ex.scratch.get(key)
-    if index is None:
-        index = ex.scratch[key] = ic.gather_index((shape[0] // w.shape[0],) + shape[1:], ks, st, dl, bg, [0, 0],
-                                                  osp)
-    return index
+    return ic.gather_index((shape[0] // w.shape[0],) + tuple(shape[1:]), ks, st, dl, bg, [0, 0], osp)
 
 
 def gemm(k, ex, name: str, kind: str, a3: np.ndarray, b3: np.ndarray, p: Prepared,
