@@ -52,3 +52,21 @@ def test_conv_same_bits_without_jit(monkeypatch, group):
     assert fast.dtype == np.float32 and np.array_equal(fast, slow)
     one = GoldenExecutor(m).run({"x": x[2:3]})["y"]  # a sample's numbers do not depend on its batch
     assert np.array_equal(one[0], fast[2])
+
+
+@pytest.mark.parametrize("hw,kernel,strides,dil,pads", GEOMETRIES)
+@pytest.mark.parametrize("groups", [1, 2])
+def test_patch8_gather_equals_patch8(hw, kernel, strides, dil, pads, groups):
+    int8_jit = pytest.importorskip("qpass.reference.int8_jit")
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 256, (3, 4) + hw).astype(np.uint8)
+    begin, end, out = ic.geometry(hw, list(kernel), list(strides), list(dil), list(pads))
+    kg, p = 4 // groups * kernel[0] * kernel[1], out[0] * out[1]
+    index = ic.gather_index((4 // groups,) + hw, list(kernel), list(strides), list(dil), begin, [0, 0], out)
+    for g in range(groups):
+        want = np.empty((kg, 2 * p), np.int8)
+        got = np.empty((kg, 2 * p), np.int8)
+        args = (x, 128, 131, g)
+        int8_jit.patch8(*args, *kernel, *strides, *dil, *begin, *out, 1, want)
+        int8_jit.patch8_gather(*args, 4 // groups * hw[0] * hw[1], index, 1, got)
+        assert np.array_equal(got, want)

@@ -200,6 +200,26 @@ def patch8(x, c, zx, g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, out):
                             d[q] = pad
 
 
+@njit(nogil=True, cache=True)
+def patch8_gather(x, c, zx, g, span, index, s0, out):
+    """:func:`patch8` by a flat gather: ``index`` (``im2col.gather_index`` of one group's channels: out rows *
+    oh * ow entries into a sample's group of ``span`` = C/G * H * W codes, ``span`` marking the padding)
+    instead of the geometry."""
+    kg = out.shape[0]
+    p = index.shape[0] // kg
+    pad = np.int8(zx - c)
+    xs = x.reshape(x.shape[0], x.shape[1] * x.shape[2] * x.shape[3])
+    for k in range(kg):
+        row = out[k]
+        ik = index[k * p:(k + 1) * p]
+        for t in range(out.shape[1] // p):
+            a = xs[s0 + t, g * span:(g + 1) * span]
+            d = row[t * p:(t + 1) * p]
+            for q in range(p):
+                v = ik[q]
+                d[q] = np.int8(np.int32(a[v]) - c) if v < span else pad
+
+
 @njit(nogil=True, cache=True, fastmath=_NO_NAN)
 def requant_samples(acc, bias, mult, zy, bl, bh, out, s0, m0, stats):
     """acc (Mg, T * P) of T samples side by side -> out[s0 + t, m0:m0 + Mg, :] (per output channel parameters;

@@ -130,7 +130,7 @@ def conv(k, ex, name: str, codes: np.ndarray, p: Prepared, w, kernel, node, begi
     if depthwise:
         k.depthwise_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1],
                       bg[0], bg[1], osp[0], osp[1], out, stats)
-    elif not _conv_int_mm(k, p, x, w, geo[1], out, stats):
+    elif not _conv_int_mm(k, p, x, w, geo[1], out, stats, index):
         k.conv_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1], bg[0],
                  bg[1], osp[0], osp[1], out, stats, index)
     ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
@@ -199,7 +199,7 @@ CONV_INT_MM_MIN_CHANNELS = 32
 CONV_PATCH_BYTES = 1 << 22  # int8 patch matrix per block of samples (one sample's larger: the float path)
 
 
-def _conv_int_mm(k, p: Prepared, x, w, geom, out, stats) -> bool:
+def _conv_int_mm(k, p: Prepared, x, w, geom, out, stats, index=_NO_INDEX) -> bool:
     """A 2-D conv of 8-bit codes on ``int_mm``, blocks of samples side by side in one int8 patch matrix per group;
     False (nothing done) when it does not apply: other codes, too few multiply-adds, weights outside int8, one
     sample's patch matrix over ``CONV_PATCH_BYTES``."""
@@ -219,7 +219,10 @@ def _conv_int_mm(k, p: Prepared, x, w, geom, out, stats) -> bool:
         s1 = min(x.shape[0], s0 + per)
         patch = np.empty((kg, (s1 - s0) * pos), np.int8)
         for g in range(gg):
-            k.patch8(x, c, int(p.zx), g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, patch)
+            if index.size:  # a small conv: by its flat gather index
+                k.patch8_gather(x, c, int(p.zx), g, x[0].size // gg, index, s0, patch)
+            else:
+                k.patch8(x, c, int(p.zx), g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, patch)
             acc = mod.conv_mm(tw[g], patch)
             sl = slice(g * mg, (g + 1) * mg)
             k.requant_samples(acc, bias[sl], p.mult[sl], p.zy, p.bl, p.bh, out, s0, g * mg, stats)
