@@ -70,3 +70,34 @@ def test_patch8_gather_equals_patch8(hw, kernel, strides, dil, pads, groups):
         int8_jit.patch8(*args, *kernel, *strides, *dil, *begin, *out, 1, want)
         int8_jit.patch8_gather(*args, 4 // groups * hw[0] * hw[1], index, 1, got)
         assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("hw,kernel,strides,dil,pads", GEOMETRIES)
+def test_row_columns_equal_sample_columns(hw, kernel, strides, dil, pads):
+    x = np.random.default_rng(5).standard_normal((2, 3) + hw).astype(np.float32)
+    begin, end, out = ic.geometry(hw, list(kernel), list(strides), list(dil), list(pads))
+    want = ic.sample_columns(x, list(kernel), list(strides), list(dil), begin, end, out, np.float32)
+    ow = out[1]
+    for r0, r1 in ((0, out[0]), (1, min(out[0], 3)), (out[0] - 1, out[0])):
+        got = float_jit.row_columns(x[1], list(kernel), list(strides), list(dil), begin, r0, r1, ow)
+        assert np.array_equal(got, want[1][:, r0 * ow:r1 * ow])
+
+
+def test_large_conv_row_blocks_near_onnxruntime_and_batch_independent(monkeypatch):
+    from qpass.reference.ops_float import linear
+    monkeypatch.setattr(linear, "GATHER_MAX_ENTRIES", 0)  # this conv's patches: row blocks
+    monkeypatch.setattr(linear, "SAMPLE_CHUNK_BYTES", 1 << 10)
+    monkeypatch.setattr(linear, "ROW_BLOCK_BYTES", 1 << 9)
+    m = _conv_model((3, 2), (2, 1), (1, 2), (1, 0, 2, 1), 2)
+    x = np.random.default_rng(6).standard_normal((3, 4, 9, 7)).astype(np.float32)
+    calls = []
+    monkeypatch.setattr(float_jit, "row_columns", lambda *a: (calls.append(1), _row_columns(*a))[1])
+    y = GoldenExecutor(m).run({"x": x})["y"]
+    assert calls
+    import onnxruntime as ort
+    ref = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    assert np.abs(y - ref).max() < 1e-5
+    assert np.array_equal(GoldenExecutor(m).run({"x": x[1:2]})["y"][0], y[1])
+
+
+_row_columns = float_jit.row_columns

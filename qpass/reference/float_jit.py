@@ -125,3 +125,45 @@ def bias_relu(y: np.ndarray, b: np.ndarray | None, relu: bool) -> np.ndarray:
         return y
     _bias_relu(y, np.zeros(1, np.float32) if b is None else b, b is not None, relu)
     return y
+
+
+@njit(nogil=True, cache=True)
+def _rows2d(x, kh, kw, sh, sw, dh, dw, ph, pw, r0, r1, ow, out):
+    """out[(c, i, j), (r - r0) * ow + q] = x[c, r * sh + i * dh - ph, q * sw + j * dw - pw] (0 outside x) for the
+    output rows r0 <= r < r1 of one sample x (C, H, W)."""
+    hh, ww = x.shape[1], x.shape[2]
+    for c in range(x.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                dst = out[(c * kh + i) * kw + j]
+                off = j * dw - pw
+                qa = min(ow, max(0, (-off + sw - 1) // sw))  # output columns reading inside [0, ww)
+                qb = max(qa, min(ow, (ww - 1 - off) // sw + 1)) if ww - 1 - off >= 0 else qa
+                for r in range(r0, r1):
+                    ih = r * sh + i * dh - ph
+                    d = dst[(r - r0) * ow:(r - r0 + 1) * ow]
+                    if ih < 0 or ih >= hh:
+                        d[:] = 0
+                        continue
+                    src = x[c, ih]
+                    d[:qa] = 0
+                    if sw == 1:
+                        sv = src[qa + off:qb + off]
+                        dv = d[qa:qb]
+                        for q in range(qb - qa):
+                            dv[q] = sv[q]
+                    else:
+                        for q in range(qa, qb):
+                            d[q] = src[q * sw + off]
+                    d[qb:] = 0
+
+
+def row_columns(x: np.ndarray, kernel, strides, dilations, begin, r0: int, r1: int, ow: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """The patch-matrix columns of output rows r0..r1 of one float32 2-D sample ``x`` (C, H, W): (C * kh * kw,
+    (r1 - r0) * ow), the entries of ``im2col.sample_columns`` (into ``out`` when given)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides or (1, 1), dilations or (1, 1)
+    if out is None:
+        out = np.empty((x.shape[0] * kh * kw, (r1 - r0) * ow), np.float32)
+    _rows2d(x, kh, kw, sh, sw, dh, dw, begin[0], begin[1], r0, r1, ow, out)
+    return out

@@ -21,6 +21,7 @@ from .recurrent import _jit
 
 GATHER_MAX_ENTRIES = 1 << 16  # float32 Conv patch matrices up to this many entries per sample: one np.take
 SAMPLE_CHUNK_BYTES = 1 << 24  # float32 Conv: patch matrices of at most this many bytes at a time (in cache)
+ROW_BLOCK_BYTES = 1 << 20  # a larger sample's patch matrix: blocks of output rows of about this many bytes
 
 
 def _integral(v: np.ndarray) -> bool:
@@ -174,6 +175,9 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool, ex=None):
             xz[:, -1] = 0
             cols = np.take(xz, idx, axis=1).reshape(n, g, wg.shape[2], p)
         return np.matmul(wg, cols).reshape(n, m, p)
+    jit = compiled("float_jit") if per_sample and x.dtype == F32 and len(kernel) == 2 else None
+    if jit is not None and p * wg.shape[2] * g * wg.itemsize > SAMPLE_CHUNK_BYTES:  # one sample's patches: large
+        return _row_blocks(jit, node, x, wg, kernel, geom)
     if per_sample:
         y = np.empty((n, m, p), F32)
         for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize, SAMPLE_CHUNK_BYTES):
@@ -186,6 +190,26 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool, ex=None):
         y = np.matmul(wg, cols.reshape(g, wg.shape[2], -1))  # (g, Mg, n * P): one GEMM per group
         ys.append(y.reshape(m, hi - lo, p).swapaxes(0, 1))
     return np.concatenate(ys) if len(ys) > 1 else ys[0]
+
+
+def _row_blocks(jit, node, x, wg, kernel, geom):
+    """(N, M, P) of a float32 2-D conv whose per-sample patch matrix is over ``SAMPLE_CHUNK_BYTES``: per sample,
+    blocks of output rows (patches of ~``ROW_BLOCK_BYTES``, built compiled, in cache), one GEMM per block and
+    group. Deterministic by shape; a sample's numbers never depend on its batch."""
+    begin, _, (oh, ow) = geom
+    g, mg, kg = wg.shape
+    y = np.empty((x.shape[0], g * mg, oh * ow), F32)
+    rb = max(1, ROW_BLOCK_BYTES // (g * kg * ow * 4))
+    buf = np.empty((g * kg, rb * ow), F32)
+    xc = np.ascontiguousarray(x)
+    for s in range(x.shape[0]):
+        ys = y[s].reshape(g, mg, oh * ow)
+        for r0 in range(0, oh, rb):
+            r1 = min(oh, r0 + rb)
+            cols = jit.row_columns(xc[s], kernel, node.attr("strides"), node.attr("dilations"), begin, r0, r1, ow,
+                                   buf[:, :(r1 - r0) * ow] if r1 - r0 == rb else None)
+            ys[:, :, r0 * ow:r1 * ow] = np.matmul(wg, cols.reshape(g, kg, -1))
+    return y
 
 
 @register("Conv", with_executor=True)
