@@ -92,11 +92,12 @@ def scale_shift(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarr
 def _gather(x, index, out):
     """out[t, k] = x[t, index[k]], 0 where index[k] == x.shape[1] (the padding)."""
     size = x.shape[1]
+    a = np.zeros(size + 1, np.float32)  # a sample, then the padding's 0
     for t in range(x.shape[0]):
-        a, b = x[t], out[t]
+        a[:size] = x[t]
+        b = out[t]
         for k in range(index.shape[0]):
-            v = index[k]
-            b[k] = a[v] if v < size else np.float32(0)
+            b[k] = a[index[k]]
 
 
 def gather_columns(x: np.ndarray, index: np.ndarray) -> np.ndarray:

@@ -317,13 +317,15 @@ def _conv_gather(x, zx, w, bias, mult, zy, bl, bh, index, out, stats):
     patch = np.empty((kg, p), w.dtype)
     acc = np.empty((mg, p), w.dtype)
     pf = patch.reshape(kg * p)
+    plane = np.zeros(span + 1, w.dtype)  # one group's codes minus zx, then the padding's 0
     for s in range(nb):
         a = x[s].reshape(x.shape[1] * x.shape[2] * x.shape[3])
         for g in range(gg):
             av = a[g * span:(g + 1) * span]
+            for i in range(span):
+                plane[i] = np.float64(av[i]) - zx
             for k in range(index.shape[0]):
-                v = index[k]
-                pf[k] = np.float64(av[v]) - zx if v < span else 0
+                pf[k] = plane[index[k]]
             _gemm_block(w[g], patch, acc)
             _requant_rows(acc, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
                           out[s, g * mg:(g + 1) * mg], stats)
