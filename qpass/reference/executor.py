@@ -28,6 +28,7 @@ from qpass.errors import QpassError, UnsupportedOpError
 from qpass.ir.graph import outer_inputs, subgraphs, topo_order
 from . import ops_control, ops_float, ops_integer, ops_partition, ops_quant, ops_sequence, quant_linear  # noqa: F401
 from . import ops_nbits  # noqa: F401  (kernels: com.microsoft MatMulNBits)
+from . import conv_fold
 from qpass.ops import op_of
 from qpass.ops.partition import PartitionStore
 from .registry import NodeInfo, lookup
@@ -233,6 +234,24 @@ class GoldenExecutor:
             if s.const or s.invariant:
                 invariant.update(o for o in s.outputs if o)
         self._producer = {o: i for i, s in enumerate(steps) for o in s.outputs if o}
+        self._plan_folds(set(fused_q) | set(fused_compute) | set(self.quant_linear))
+
+    def _plan_folds(self, skip: set) -> None:
+        """Conv + BatchNormalization (+ Relu) chains onnxruntime folds at load time (``conv_fold``): per chain, the
+        indices of its steps and the one step that replaces them in a plan that needs none of the hidden names."""
+        consts = {k: v for k, v in self.initializers.items() if k not in self.overridable}
+        index = {id(s.node): i for i, s in enumerate(self.steps) if s.node is not None}
+        self._folds = []
+        for f in conv_fold.find_folds(self.nodes, consts, self.output_names, frozenset(skip)):
+            members = [index.get(id(n)) for n in f.members]
+            if None in members:
+                continue
+            first = self.steps[members[0]]
+            step = _Step([f.conv.inputs[0]], [f.output], None, f"Conv+BatchNormalization {f.conv.name!r}",
+                         node=f.conv, invariant=first.invariant, call=conv_fold.runner(f, self),
+                         args=(f.conv.inputs[0],))
+            step.const = first.const
+            self._folds.append((tuple(members), step, frozenset(f.hidden)))
 
     def sub_executor(self, model: onnx.ModelProto) -> "GoldenExecutor":
         """A nested interpreter for a sub-model (a dataflow partition), built once per model and sharing this
@@ -326,7 +345,12 @@ class GoldenExecutor:
         missing = [o for o in outputs if o not in self._producer and o not in known]
         if missing:
             raise GoldenError(f"unknown output {missing[0]!r}: no node produces it")
-        steps = [s for i, s in enumerate(self.steps) if chosen[i]]
+        folded: dict[int, _Step | None] = {}  # step index -> its folded replacement (None: dropped)
+        for members, step, hidden in self._folds:
+            if all(chosen[i] for i in members) and not hidden.intersection(outputs):
+                folded.update(dict.fromkeys(members[:-1]))
+                folded[members[-1]] = step
+        steps = [folded.get(i, s) for i, s in enumerate(self.steps) if chosen[i] and folded.get(i, s) is not None]
         last: dict[str, int] = {}
         for i, s in enumerate(steps):
             for x in s.inputs:

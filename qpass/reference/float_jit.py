@@ -85,3 +85,86 @@ def scale_shift(x: np.ndarray, scale: np.ndarray, shift: np.ndarray) -> np.ndarr
     _scale_shift(xc.reshape(xc.shape[0], xc.shape[1], -1), np.ascontiguousarray(scale, np.float32).reshape(-1),
                  np.ascontiguousarray(shift, np.float32).reshape(-1), out.reshape(xc.shape[0], xc.shape[1], -1))
     return out
+
+
+
+@njit(nogil=True, cache=True)
+def _gather(x, index, out):
+    """out[t, k] = x[t, index[k]], 0 where index[k] == x.shape[1] (the padding)."""
+    size = x.shape[1]
+    a = np.zeros(size + 1, np.float32)  # a sample, then the padding's 0
+    for t in range(x.shape[0]):
+        a[:size] = x[t]
+        b = out[t]
+        for k in range(index.shape[0]):
+            b[k] = a[index[k]]
+
+
+def gather_columns(x: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``np.take`` of float32 ``x`` (N, ...) flattened per sample and extended by one zero at the end, at
+    ``index`` (``im2col.gather_index``): (N, index.size), the same entries, without the extended copy."""
+    out = np.empty((x.shape[0], index.size), np.float32)
+    _gather(np.ascontiguousarray(x, np.float32).reshape(x.shape[0], -1), index, out)
+    return out
+
+
+@njit(nogil=True, cache=True)
+def _bias_relu(y, b, has_bias, relu):
+    for t in range(y.shape[0]):
+        for c in range(y.shape[1]):
+            row = y[t, c]
+            bc = b[c] if has_bias else np.float32(0)
+            for q in range(row.shape[0]):
+                v = row[q] + bc if has_bias else row[q]
+                row[q] = v if (not relu or v >= 0 or v != v) else np.float32(0)
+
+
+def bias_relu(y: np.ndarray, b: np.ndarray | None, relu: bool) -> np.ndarray:
+    """In place on float32 ``y`` (N, C, P): ``y += b`` per channel (float32), then, when ``relu``, numpy's
+    ``maximum(y, 0)`` (NaN and -0.0 kept); returns ``y``."""
+    if b is None and not relu:
+        return y
+    _bias_relu(y, np.zeros(1, np.float32) if b is None else b, b is not None, relu)
+    return y
+
+
+@njit(nogil=True, cache=True)
+def _rows2d(x, kh, kw, sh, sw, dh, dw, ph, pw, r0, r1, ow, out):
+    """out[(c, i, j), (r - r0) * ow + q] = x[c, r * sh + i * dh - ph, q * sw + j * dw - pw] (0 outside x) for the
+    output rows r0 <= r < r1 of one sample x (C, H, W)."""
+    hh, ww = x.shape[1], x.shape[2]
+    for c in range(x.shape[0]):
+        for i in range(kh):
+            for j in range(kw):
+                dst = out[(c * kh + i) * kw + j]
+                off = j * dw - pw
+                qa = min(ow, max(0, (-off + sw - 1) // sw))  # output columns reading inside [0, ww)
+                qb = max(qa, min(ow, (ww - 1 - off) // sw + 1)) if ww - 1 - off >= 0 else qa
+                for r in range(r0, r1):
+                    ih = r * sh + i * dh - ph
+                    d = dst[(r - r0) * ow:(r - r0 + 1) * ow]
+                    if ih < 0 or ih >= hh:
+                        d[:] = 0
+                        continue
+                    src = x[c, ih]
+                    d[:qa] = 0
+                    if sw == 1:
+                        sv = src[qa + off:qb + off]
+                        dv = d[qa:qb]
+                        for q in range(qb - qa):
+                            dv[q] = sv[q]
+                    else:
+                        for q in range(qa, qb):
+                            d[q] = src[q * sw + off]
+                    d[qb:] = 0
+
+
+def row_columns(x: np.ndarray, kernel, strides, dilations, begin, r0: int, r1: int, ow: int,
+                out: np.ndarray | None = None) -> np.ndarray:
+    """The patch-matrix columns of output rows r0..r1 of one float32 2-D sample ``x`` (C, H, W): (C * kh * kw,
+    (r1 - r0) * ow), the entries of ``im2col.sample_columns`` (into ``out`` when given)."""
+    (kh, kw), (sh, sw), (dh, dw) = kernel, strides or (1, 1), dilations or (1, 1)
+    if out is None:
+        out = np.empty((x.shape[0] * kh * kw, (r1 - r0) * ow), np.float32)
+    _rows2d(x, kh, kw, sh, sw, dh, dw, begin[0], begin[1], r0, r1, ow, out)
+    return out

@@ -200,6 +200,26 @@ def patch8(x, c, zx, g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, out):
                             d[q] = pad
 
 
+@njit(nogil=True, cache=True)
+def patch8_gather(x, c, zx, g, span, index, s0, out):
+    """:func:`patch8` by a flat gather: ``index`` (``im2col.gather_index`` of one group's channels: out rows *
+    oh * ow entries into a sample's group of ``span`` = C/G * H * W codes, ``span`` marking the padding)
+    instead of the geometry."""
+    kg = out.shape[0]
+    p = index.shape[0] // kg
+    pad = np.int8(zx - c)
+    xs = x.reshape(x.shape[0], x.shape[1] * x.shape[2] * x.shape[3])
+    for k in range(kg):
+        row = out[k]
+        ik = index[k * p:(k + 1) * p]
+        for t in range(out.shape[1] // p):
+            a = xs[s0 + t, g * span:(g + 1) * span]
+            d = row[t * p:(t + 1) * p]
+            for q in range(p):
+                v = ik[q]
+                d[q] = np.int8(np.int32(a[v]) - c) if v < span else pad
+
+
 @njit(nogil=True, cache=True, fastmath=_NO_NAN)
 def requant_samples(acc, bias, mult, zy, bl, bh, out, s0, m0, stats):
     """acc (Mg, T * P) of T samples side by side -> out[s0 + t, m0:m0 + Mg, :] (per output channel parameters;
@@ -242,12 +262,16 @@ def _plane(x, s, c0, c1, zx, ph, pw, planes):
 
 
 @njit(nogil=True, cache=True)
-def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats):
+def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, out, stats, index):
     """QLinearConv, 2-D: x (N, C, H, W) codes; w (G, M/G, C/G * kh * kw) exact weights (zero point removed) of
     the accumulation type, columns ordered (c, i, j) like ONNX weights; bias (M,) int64; mult (M,) float32; ph / pw
     the begin pads; out (N, M, oh * ow) codes. Per sample and group: the padded planes of x - zx, then per block
     of output rows the patch matrix (C/G * kh * kw, rows * ow) copied from them, one GEMM, requantised into
-    ``out``."""
+    ``out``. A non-empty ``index`` (a small conv: ``im2col.gather_index`` of one group's channels): the whole
+    patch matrix of a sample and group as one block, by that flat gather (:func:`_conv_gather`)."""
+    if index.size:
+        _conv_gather(x, zx, w, bias, mult, zy, bl, bh, index, out, stats)
+        return
     nb, cc, hh, ww = x.shape
     gg, mg, kg = w.shape
     cg = cc // gg
@@ -279,6 +303,32 @@ def conv_q(x, zx, w, bias, mult, zy, bl, bh, kh, kw, sh, sw, dh, dw, ph, pw, oh,
                 _gemm_block(w[g], pv, av)
                 _requant_rows(av, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
                               out[s, g * mg:(g + 1) * mg, r0 * ow:r1 * ow], stats)
+
+
+@njit(nogil=True, cache=True)
+def _conv_gather(x, zx, w, bias, mult, zy, bl, bh, index, out, stats):
+    """:func:`conv_q` of a small conv whose whole patch matrix (C/G * kh * kw, oh * ow) is one block, built by a
+    flat gather: patch[k] = x[s, g * C/G:, ...].flat[index[k]] - zx, 0 where index[k] is C/G * H * W (padding)
+    (``im2col.gather_index`` of one group's channels); the same exact accumulators and requantisation."""
+    nb = x.shape[0]
+    gg, mg, kg = w.shape
+    span = x.shape[1] // gg * x.shape[2] * x.shape[3]
+    p = out.shape[2]
+    patch = np.empty((kg, p), w.dtype)
+    acc = np.empty((mg, p), w.dtype)
+    pf = patch.reshape(kg * p)
+    plane = np.zeros(span + 1, w.dtype)  # one group's codes minus zx, then the padding's 0
+    for s in range(nb):
+        a = x[s].reshape(x.shape[1] * x.shape[2] * x.shape[3])
+        for g in range(gg):
+            av = a[g * span:(g + 1) * span]
+            for i in range(span):
+                plane[i] = np.float64(av[i]) - zx
+            for k in range(index.shape[0]):
+                pf[k] = plane[index[k]]
+            _gemm_block(w[g], patch, acc)
+            _requant_rows(acc, bias[g * mg:(g + 1) * mg], mult[g * mg:(g + 1) * mg], zy, bl, bh,
+                          out[s, g * mg:(g + 1) * mg], stats)
 
 
 @njit(nogil=True, cache=True, fastmath={"contract"})

@@ -13,6 +13,7 @@ import numpy as np
 
 from .. import im2col as ic
 from .. import mlas
+from ..jit import compiled
 from ..ops_integer.arith import exact_matmul, l1_bound
 from ..registry import register
 from .common import F32, F64, constant_input, is_float, out_dtype, wide
@@ -20,6 +21,7 @@ from .recurrent import _jit
 
 GATHER_MAX_ENTRIES = 1 << 16  # float32 Conv patch matrices up to this many entries per sample: one np.take
 SAMPLE_CHUNK_BYTES = 1 << 24  # float32 Conv: patch matrices of at most this many bytes at a time (in cache)
+ROW_BLOCK_BYTES = 1 << 20  # a larger sample's patch matrix: blocks of output rows of about this many bytes
 
 
 def _integral(v: np.ndarray) -> bool:
@@ -187,11 +189,18 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool, ex=None):
         idx = ex.scratch.get(key)
         if idx is None:
             idx = ex.scratch[key] = ic.gather_index(x.shape[1:], *args)
-        xz = np.empty((n, x[0].size + 1), F32)
-        xz[:, :-1] = x.reshape(n, -1)
-        xz[:, -1] = 0
-        cols = np.take(xz, idx, axis=1).reshape(n, g, wg.shape[2], p)
+        jit = compiled("float_jit")
+        if jit is not None:  # the same entries, compiled
+            cols = jit.gather_columns(x, idx).reshape(n, g, wg.shape[2], p)
+        else:
+            xz = np.empty((n, x[0].size + 1), F32)
+            xz[:, :-1] = x.reshape(n, -1)
+            xz[:, -1] = 0
+            cols = np.take(xz, idx, axis=1).reshape(n, g, wg.shape[2], p)
         return np.matmul(wg, cols).reshape(n, m, p)
+    jit = compiled("float_jit") if per_sample and x.dtype == F32 and len(kernel) == 2 else None
+    if jit is not None and p * wg.shape[2] * g * wg.itemsize > SAMPLE_CHUNK_BYTES:  # one sample's patches: large
+        return _row_blocks(jit, node, x, wg, kernel, geom)
     if per_sample:
         y = np.empty((n, m, p), F32)
         for lo, hi in ic.batch_chunks(n, p * wg.shape[2] * g * wg.itemsize, SAMPLE_CHUNK_BYTES):
@@ -206,13 +215,68 @@ def _conv_gemm(node, x, wg, kernel, geom, per_sample: bool, ex=None):
     return np.concatenate(ys) if len(ys) > 1 else ys[0]
 
 
+def _row_blocks(jit, node, x, wg, kernel, geom):
+    """(N, M, P) of a float32 2-D conv whose per-sample patch matrix is over ``SAMPLE_CHUNK_BYTES``: per sample,
+    blocks of output rows (patches of ~``ROW_BLOCK_BYTES``, built compiled, in cache), one GEMM per block and
+    group. Deterministic by shape; a sample's numbers never depend on its batch."""
+    begin, _, (oh, ow) = geom
+    g, mg, kg = wg.shape
+    y = np.empty((x.shape[0], g * mg, oh * ow), F32)
+    rb = max(1, ROW_BLOCK_BYTES // (g * kg * ow * 4))
+    buf = np.empty((g * kg, rb * ow), F32)
+    xc = np.ascontiguousarray(x)
+    for s in range(x.shape[0]):
+        ys = y[s].reshape(g, mg, oh * ow)
+        for r0 in range(0, oh, rb):
+            r1 = min(oh, r0 + rb)
+            cols = jit.row_columns(xc[s], kernel, node.attr("strides"), node.attr("dilations"), begin, r0, r1, ow,
+                                   buf[:, :(r1 - r0) * ow] if r1 - r0 == rb else None)
+            ys[:, :, r0 * ow:r1 * ow] = np.matmul(wg, cols.reshape(g, kg, -1))
+    return y
+
+
 @register("Conv", with_executor=True)
 def conv_node(ex, node, x, w, b=None):
     return conv(node, x, w, b, ex)
 
 
-def conv(node, x, w, b=None, ex=None):
-    """Conv of ``x`` and ``w`` (+ ``b``); ``ex``: the executor, whose scratch keeps per-node gather indices."""
+def _small_plan(node, x, w, b, ex):
+    """For a float32 Conv of a non-integral float32 weight whose per-sample patch matrix is small (a gather): (the
+    grouped weight, its bias, the gather index, the output spatial shape), kept on the executor per node and input
+    shape while the same weight and bias come back; else None."""
+    key = ("small", node.name, x.shape[1:])
+    hit = ex.scratch.get(key)
+    if hit is not None and hit[0] is w and hit[1] is b:
+        return hit[2]
+    plan = None
+    kernel = list(node.attr("kernel_shape") or w.shape[2:])
+    g = int(node.attr("group", 1))
+    if w.dtype == F32 and (b is None or b.dtype == F32) and not (g > 1 and w.shape[1] == 1) and \
+            any(k > 1 for k in kernel) and not _integral(w):
+        begin, end, out = ic.node_geometry(node, x.shape, kernel)
+        if 0 < int(np.prod(out)) * w[0].size * g <= GATHER_MAX_ENTRIES:
+            idx = ic.gather_index(x.shape[1:], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
+            plan = (w.reshape(g, w.shape[0] // g, -1), None if b is None else b.reshape(-1), idx, tuple(out))
+    ex.scratch[key] = (w, b, plan)
+    return plan
+
+
+def conv(node, x, w, b=None, ex=None, relu: bool = False):
+    """Conv of ``x`` and ``w`` (+ ``b``), then Relu when asked (in place); ``ex``: the executor, whose scratch keeps
+    per-node gather indices. A small float32 conv (``_small_plan``) with the compiled kernels: the same numbers,
+    the geometry resolved once, the patch matrix gathered and the bias (and Relu) applied in one pass each."""
+    jit = compiled("float_jit") if ex is not None and x.dtype == F32 else None
+    plan = _small_plan(node, x, w, b, ex) if jit is not None else None
+    if plan is not None:
+        wg, bias, idx, out = plan
+        n, (g, mg, k) = x.shape[0], wg.shape
+        y = np.matmul(wg, jit.gather_columns(x, idx).reshape(n, g, k, -1))
+        return jit.bias_relu(y.reshape((n, g * mg, -1)), bias, relu).reshape((n, g * mg) + out)
+    y = _conv(node, x, w, b, ex)
+    return np.maximum(y, np.zeros((), y.dtype), out=y) if relu else y
+
+
+def _conv(node, x, w, b, ex):
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
     g = int(node.attr("group", 1))

@@ -9,6 +9,7 @@ import os
 
 import numpy as np
 
+from .. import im2col as ic
 from ..jit import compiled as load_compiled
 from ..numerics import F32, F64, int_range
 
@@ -30,6 +31,8 @@ def int_mm():
     return load_compiled("ops_integer.int_mm", needs=("torch",))
 
 
+_NO_INDEX = np.empty(0, np.intp)
+GATHER_MAX_ENTRIES = 1 << 16  # conv patch matrices up to this many entries: one block, by a flat gather index
 INT_MM_MIN_MACS = 1 << 20  # smaller products stay on float BLAS (torch's call costs more than it saves)
 
 
@@ -118,25 +121,50 @@ def conv(k, ex, name: str, codes: np.ndarray, p: Prepared, w, kernel, node, begi
          depthwise: bool) -> np.ndarray:
     """QLinearConv codes (N, M, *out_sp) of a 1-D / 2-D conv ``node`` by ``int8_jit`` (``k``); ``w``: (G, Mg, Kg)
     weights of the accumulation type, or (C, taps) when ``depthwise``; records the call's counts on ``ex``."""
-    nd = len(kernel)
-    strides, dilations = _attr_ints(node, "strides", nd), _attr_ints(node, "dilations", nd)
-    x = codes if nd == 2 else codes.reshape(codes.shape[:2] + (1,) + codes.shape[2:])
-    ks, st, dl, osp = ([1] * (2 - nd) + list(v) for v in (kernel, strides, dilations, out_sp))
-    bg = [0] * (2 - nd) + list(begin)
-    if x.shape[3] == 1 and ks[1] == 1 and osp[1] == 1:  # a column (e.g. a 5x1 kernel over (H, 1)): as a row
-        x = x.reshape(x.shape[:2] + (1, x.shape[2]))
-        ks, st, dl, bg, osp = ([v[1], v[0]] for v in (ks, st, dl, bg, osp))
+    geo = _conv2d(ex, name, codes.shape, w, kernel, node, begin, out_sp)
+    shape, (ks, st, dl, bg, osp), index = geo
+    x = np.ascontiguousarray(codes).reshape((codes.shape[0],) + shape)
     m = p.mult.size
     out = np.empty((x.shape[0], m, osp[0] * osp[1]), p.q.dtype)
     stats = _stats()
-    if not depthwise and _conv_int_mm(k, p, x, w, (ks, st, dl, bg, osp), out, stats):
-        ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
-        return out.reshape((x.shape[0], m) + tuple(out_sp))
-    fn = k.depthwise_q if depthwise else k.conv_q
-    fn(np.ascontiguousarray(x), p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0],
-       dl[1], bg[0], bg[1], osp[0], osp[1], out, stats)
+    if depthwise:
+        k.depthwise_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1],
+                      bg[0], bg[1], osp[0], osp[1], out, stats)
+    elif not _conv_int_mm(k, p, x, w, geo[1], out, stats, index):
+        k.conv_q(x, p.zx, w, p.bias, p.mult, p.zy, p.bl, p.bh, ks[0], ks[1], st[0], st[1], dl[0], dl[1], bg[0],
+                 bg[1], osp[0], osp[1], out, stats, index)
     ex.record(name, "QLinearConv", outputs=out.size, **p.counts(stats, out.size))
     return out.reshape((x.shape[0], m) + tuple(out_sp))
+
+
+def _conv2d(ex, name: str, x_shape, w, kernel, node, begin, out_sp):
+    """A 1-D / 2-D conv as 2-D, resolved once per node and input shape (kept on the executor): (sample shape
+    (C, H, W), (kernel, strides, dilations, begin pads, output shape) as 2-D lists, the patch gather index of a
+    small conv (``_gather_index``; else empty))."""
+    key = ("qconv", name, x_shape)
+    hit = ex.scratch.get(key)
+    if hit is not None:
+        return hit
+    nd = len(kernel)
+    strides, dilations = _attr_ints(node, "strides", nd), _attr_ints(node, "dilations", nd)
+    shape = tuple(x_shape[1:]) if nd == 2 else (x_shape[1], 1) + tuple(x_shape[2:])
+    ks, st, dl, osp = ([1] * (2 - nd) + list(v) for v in (kernel, strides, dilations, out_sp))
+    bg = [0] * (2 - nd) + list(begin)
+    if shape[2] == 1 and ks[1] == 1 and osp[1] == 1:  # a column (e.g. a 5x1 kernel over (H, 1)): as a row
+        shape = (shape[0], 1, shape[1])
+        ks, st, dl, bg, osp = ([v[1], v[0]] for v in (ks, st, dl, bg, osp))
+    geom = (ks, st, dl, bg, osp)
+    hit = ex.scratch[key] = (shape, geom, _gather_index(shape, w, geom))
+    return hit
+
+
+def _gather_index(shape, w, geom) -> np.ndarray:
+    """A small conv's flat patch gather index for ``int8_jit.conv_q`` (one group's channels); empty when the
+    patch matrix of a sample and group has over ``GATHER_MAX_ENTRIES`` entries (or the weights are depthwise)."""
+    ks, st, dl, bg, osp = geom
+    if w.ndim != 3 or not 0 < w.shape[2] * osp[0] * osp[1] <= GATHER_MAX_ENTRIES:
+        return _NO_INDEX
+    return ic.gather_index((shape[0] // w.shape[0],) + tuple(shape[1:]), ks, st, dl, bg, [0, 0], osp)
 
 
 def gemm(k, ex, name: str, kind: str, a3: np.ndarray, b3: np.ndarray, p: Prepared,
@@ -171,7 +199,7 @@ CONV_INT_MM_MIN_CHANNELS = 32
 CONV_PATCH_BYTES = 1 << 22  # int8 patch matrix per block of samples (one sample's larger: the float path)
 
 
-def _conv_int_mm(k, p: Prepared, x, w, geom, out, stats) -> bool:
+def _conv_int_mm(k, p: Prepared, x, w, geom, out, stats, index=_NO_INDEX) -> bool:
     """A 2-D conv of 8-bit codes on ``int_mm``, blocks of samples side by side in one int8 patch matrix per group;
     False (nothing done) when it does not apply: other codes, too few multiply-adds, weights outside int8, one
     sample's patch matrix over ``CONV_PATCH_BYTES``."""
@@ -191,7 +219,10 @@ def _conv_int_mm(k, p: Prepared, x, w, geom, out, stats) -> bool:
         s1 = min(x.shape[0], s0 + per)
         patch = np.empty((kg, (s1 - s0) * pos), np.int8)
         for g in range(gg):
-            k.patch8(x, c, int(p.zx), g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, patch)
+            if index.size:  # a small conv: by its flat gather index
+                k.patch8_gather(x, c, int(p.zx), g, x[0].size // gg, index, s0, patch)
+            else:
+                k.patch8(x, c, int(p.zx), g, kh, kw, sh, sw, dh, dw, ph, pw, oh, ow, s0, patch)
             acc = mod.conv_mm(tw[g], patch)
             sl = slice(g * mg, (g + 1) * mg)
             k.requant_samples(acc, bias[sl], p.mult[sl], p.zy, p.bl, p.bh, out, s0, g * mg, stats)

@@ -65,9 +65,14 @@ def fuse_conv(fc: FusionContext, node: NodeInfo) -> FusedOp:
                                    wi.reshape(g, mg, kg).astype(jdt))
     jp = compiled.Prepared(bias, mult, zx, q, m)
 
+    geometry = {}  # input shape -> (begin, end, out): resolved once per shape
+
     def compute(vals, ex):
         codes = vals[0]
-        begin, end, out = ic.node_geometry(node, codes.shape, kernel)
+        geo = geometry.get(codes.shape)
+        if geo is None:
+            geo = geometry[codes.shape] = ic.node_geometry(node, codes.shape, kernel)
+        begin, end, out = geo
         k = compiled.jit() if jw is not None and len(kernel) <= 2 and compiled.usable(ex, q) else None
         if k is not None and (not jdw or g == codes.shape[1]):
             return compiled.conv(k, ex, name, codes, jp, jw, kernel, node, begin, out, jdw)
