@@ -65,11 +65,14 @@ def _table(cache: dict | None, key, a_dtype, b_dtype, fn) -> np.ndarray:
 def _lookup(t: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``t[a - lo_a, b - lo_b]`` broadcast, as one flat gather; the 16-bit index is built in place (an int8
     code's offset is its bits with the sign bit flipped). Operands of one shape, or one of one element: one
-    compiled pass."""
-    if (a.shape == b.shape or a.size == 1 or b.size == 1) and a.size and b.size:
+    compiled pass (other broadcasts: the smaller operand copied out to the output's shape first, one byte per
+    element, cheaper than the numpy path's 16-bit index)."""
+    if a.size and b.size:
         k = compiled.jit()
         if k is not None:
             out = np.empty(np.broadcast_shapes(a.shape, b.shape), t.dtype)
+            if not (a.shape == b.shape or a.size == 1 or b.size == 1):
+                a, b = (np.broadcast_to(v, out.shape) for v in (a, b))
             k.lookup2(np.ascontiguousarray(a).reshape(-1), np.ascontiguousarray(b).reshape(-1),
                       -int_range(a.dtype)[0], -int_range(b.dtype)[0], t.reshape(-1), out.reshape(-1))
             return out
