@@ -88,3 +88,23 @@ def test_the_argument_is_not_changed_and_bodies_keep_their_value_info():
 def test_a_model_with_an_op_outside_onnxruntime_domains_keeps_its_value_info():
     m = _body_model(domain="qonnx.custom_op.general")
     assert artifact(m) is m
+
+
+def test_only_the_first_tensor_inference_misses_is_kept():
+    """A Reshape back to a shape a Shape node reads (prelu_lut's lookup) on symbolic sizes: plain inference loses its
+    output's sizes and every tensor after it; keeping that one tensor's value_info gives the rest back, so only it
+    stays (mtcnn-pnet's file: 22 entries -> 13, 1.12x -> 1.05x quantize_static's)."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, "H", "W"])
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Shape", ["r"], ["s"]),
+             helper.make_node("Reshape", ["r", "m1"], ["f"]), helper.make_node("Sigmoid", ["f"], ["g"]),
+             helper.make_node("Reshape", ["g", "s"], ["b"]), helper.make_node("Neg", ["b"], ["n"]),
+             helper.make_node("Add", ["n", "r"], ["y0"]), helper.make_node("Relu", ["y0"], ["y"])]
+    g = helper.make_graph(nodes, "g", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [helper.make_tensor("m1", TensorProto.INT64, [1], [-1])])
+    m = onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]),
+                                          data_prop=True)
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim] for v in m.graph.value_info}
+    assert dims["b"] == dims["n"] == dims["y0"] == ["N", 4, "H", "W"]
+    assert [v.name for v in artifact(m).graph.value_info] == ["b"]
+    x0 = np.random.default_rng(0).standard_normal((2, 4, 3, 5)).astype(np.float32)
+    np.testing.assert_array_equal(_run(m, x0)[0], _run(artifact(m), x0)[0])

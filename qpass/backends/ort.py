@@ -6,8 +6,8 @@ so it is only bytes (basic-pitch: 49 KB of a 263 KB int8 file); but a shape that
 Reshape whose target a Shape -> Gather -> Concat chain computes, in a transformer) onnxruntime does not find
 alone, and without it its optimizer leaves those chains and fusions such as SkipLayerNormalization undone
 (paraphrase-minilm-l3: 24 more DequantizeLinear, 3 unfused LayerNorms). ``artifact`` drops from the main graph
-the value_info that plain ONNX shape inference of the stripped model gives back identically, and keeps the rest
-(graph inputs and outputs, and If / Loop / Scan bodies, unchanged). A model holding an op outside the domains
+the value_info that plain ONNX shape inference of the stripped model gives back identically, and keeps the fewest
+of the rest that make it give back all (graph inputs and outputs, and If / Loop / Scan bodies, unchanged). A model holding an op outside the domains
 onnxruntime knows (a QONNX export) keeps all of it.
 """
 from __future__ import annotations
@@ -31,14 +31,43 @@ def artifact(model: onnx.ModelProto) -> onnx.ModelProto:
     out = onnx.ModelProto()
     out.CopyFrom(model)
     del out.graph.value_info[:]
-    try:
-        again = {v.name: v for v in onnx.shape_inference.infer_shapes(out).graph.value_info}
-    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+    kept = _needed_value_info(out, model.graph.value_info)
+    if kept is None:
         return model
-    same = _consistent_symbols(model.graph.value_info, again)
-    out.graph.value_info.extend(v for v in model.graph.value_info
-                                if v.name not in again or not _same(v, again[v.name], same))
+    out.graph.value_info.extend(kept)
     return out
+
+
+#: rounds of re-inference that each keep the first tensors plain inference misses (a deeper chain keeps the rest)
+KEEP_ROUNDS = 8
+
+
+def _needed_value_info(stripped: onnx.ModelProto, given) -> list | None:
+    """The value_info entries of ``given`` that plain ONNX shape inference of ``stripped`` does not give back, fewest
+    first: each round keeps only the missed tensors no other missed tensor produces (a Reshape whose target only
+    data propagation finds) and re-infers, since the tensors after them then come back from their shapes
+    (mtcnn-pnet's three PRelu lookups: 3 entries, not 22). None: inference fails."""
+    kept: dict[str, onnx.ValueInfoProto] = {}
+    producer = {o: n for n in stripped.graph.node for o in n.output}
+    for rounds in range(KEEP_ROUNDS + 1):
+        trial = onnx.ModelProto()
+        trial.CopyFrom(stripped)
+        trial.graph.value_info.extend(kept.values())
+        try:
+            again = {v.name: v for v in onnx.shape_inference.infer_shapes(trial).graph.value_info}
+        except (onnx.shape_inference.InferenceError, ValueError, RuntimeError):
+            return None
+        same = _consistent_symbols(given, again)
+        missed = [v for v in given if v.name not in kept and (v.name not in again or not _same(v, again[v.name], same))]
+        if not missed:
+            break
+        if rounds == KEEP_ROUNDS:  # a deeper chain: keep the rest as they are
+            kept.update((v.name, v) for v in missed)
+            break
+        names = {v.name for v in missed}
+        first = [v for v in missed if v.name not in producer or not any(i in names for i in producer[v.name].input)]
+        kept.update((v.name, v) for v in first or missed)
+    return [v for v in given if v.name in kept]
 
 
 def _dims(v: onnx.ValueInfoProto):
@@ -48,7 +77,7 @@ def _dims(v: onnx.ValueInfoProto):
 
 
 def _consistent_symbols(kept, again: dict) -> set[tuple[str, str]]:
-    """Pairs (symbol of the model, symbol re-inferred) that map one to one over every value_info: the re-inferred
+    """Pairs (symbol of the model, symbol re-inferred) that map one to one where they meet: the re-inferred
     shapes then say which dimensions are equal exactly as the model's did (symbol names are made up, ``unk__7``;
     the equalities are what onnxruntime's fusions read, e.g. SkipLayerNormalization's two same-shaped inputs)."""
     fwd: dict[str, set] = {}
@@ -62,7 +91,14 @@ def _consistent_symbols(kept, again: dict) -> set[tuple[str, str]]:
             if isinstance(x, str) and isinstance(y, str):
                 fwd.setdefault(x, set()).add(y)
                 back.setdefault(y, set()).add(x)
-    return {(x, next(iter(ys))) for x, ys in fwd.items() if len(ys) == 1 and len(back[next(iter(ys))]) == 1}
+    out = set()
+    for x, ys in fwd.items():
+        # a symbol re-inferred under two names (a Reshape to a computed shape gets a fresh ``unk__``): its own name,
+        # where inference carried it, is the pair kept; the tensors with the other name count as missed
+        y = x if x in ys else (next(iter(ys)) if len(ys) == 1 else None)
+        if y is not None and back[y] == {x}:
+            out.add((x, y))
+    return out
 
 
 def _same(v: onnx.ValueInfoProto, a: onnx.ValueInfoProto, symbols: set) -> bool:
