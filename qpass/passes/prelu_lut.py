@@ -22,6 +22,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from qpass.ir.graph import NameAllocator, consumers, producers, shapes
 from qpass.pipeline.pass_base import Pass, PassResult
 
 
@@ -53,34 +54,11 @@ def channel_axis(slope: np.ndarray) -> int | None:
     return big[0] - slope.ndim if len(big) == 1 else None
 
 
-def _shape(model: onnx.ModelProto, name: str) -> list | None:
-    """Dims of ``name`` (ints; None where symbolic), or None when its rank is unknown."""
-    for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
-        if v.name == name and v.type.tensor_type.HasField("shape"):
-            return [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-    return None
-
-
 def worth_a_table(shape: list, min_elements: int) -> bool:
     """The size rule: one sample's tensor (dim 0 is the batch) has >= ``min_elements`` elements or a symbolic
     size (spatial dims of a fully convolutional net: an image of any size)."""
     rest = shape[1:]
     return any(d is None for d in rest) or int(np.prod(rest, dtype=np.int64)) >= min_elements
-
-
-class _Names:
-    def __init__(self, model: onnx.ModelProto):
-        g = model.graph
-        self.used = {n.name for n in g.node} | {o for n in g.node for o in n.output}
-        self.used |= {i.name for i in g.initializer} | {i.name for i in g.input}
-
-    def __call__(self, base: str) -> str:
-        name, k = base, 0
-        while name in self.used:
-            k += 1
-            name = f"{base}_{k}"
-        self.used.add(name)
-        return name
 
 
 def _match(graph, inits: dict, prods: dict, cons: dict, prelu):
@@ -100,17 +78,14 @@ def _match(graph, inits: dict, prods: dict, cons: dict, prelu):
 def rewrite_prelus(model: onnx.ModelProto, max_channels: int = 4096, min_elements: int = 16384) -> int:
     """Rewrite every matching PRelu of ``model``'s main graph in place; how many were rewritten."""
     g = model.graph
-    shaped = onnx.shape_inference.infer_shapes(model)
-    inits, names = {i.name: i for i in g.initializer}, _Names(model)
-    prods = {o: n for n in g.node for o in n.output}
-    cons: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            cons.setdefault(i, []).append(n)
+    dims = shapes(onnx.shape_inference.infer_shapes(model))
+    inits, names = {i.name: i for i in g.initializer}, NameAllocator.for_model(model)
+    prods, cons = producers(g), consumers(g)
     done = 0
     for prelu in [n for n in g.node if n.op_type == "PRelu" and n.domain in ("", "ai.onnx")]:
         m = _match(g, inits, prods, cons, prelu)
-        shape = _shape(shaped, prelu.input[0]) if m else None
+        shape = dims.get(prelu.input[0]) if m else None
+        shape = None if shape is None else [d if isinstance(d, int) else None for d in shape]  # None: symbolic
         if shape is None or -m[3] > len(shape) or m[2].size > max_channels or not worth_a_table(shape, min_elements):
             continue
         dq, q, slope, axis = m
@@ -133,7 +108,7 @@ def rewrite_prelus(model: onnx.ModelProto, max_channels: int = 4096, min_element
 
 def _shared_const(g, names, name: str, value: np.ndarray) -> str:
     if name not in {i.name for i in g.initializer}:
-        names.used.add(name)
+        names.taken.add(name)
         g.initializer.append(numpy_helper.from_array(value, name))
     return name
 
