@@ -13,6 +13,7 @@ import onnx
 from qpass.ops import OPS, DequantizeLinear, QuantizeLinear
 from qpass.ops.qdq import STORAGE_DTYPES
 from .numerics import FLOAT_CODE_DTYPES, NARROW_INT_DTYPES, dequantize_linear, int_range, quantize_linear
+from .memo import kept
 from .ops_integer import compiled
 from .registry import register
 
@@ -81,13 +82,7 @@ def _kept_plan(ex, node, tag: str, scale, zero_point, make):
     scratch = getattr(ex, "scratch", None)  # none yet while the executor plans its fusions
     if scratch is None:
         return make(), False
-    key = (tag, node.name)
-    hit = scratch.get(key)
-    if hit is not None and hit[0] is scale and hit[1] is zero_point:
-        return hit[2], True
-    plan = make()
-    scratch[key] = (scale, zero_point, plan)
-    return plan, False
+    return kept(scratch, (tag, node.name), (scale, zero_point), make)
 
 
 def _q_plan(node, scale, zero_point):

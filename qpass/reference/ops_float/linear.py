@@ -14,6 +14,7 @@ import numpy as np
 from .. import im2col as ic
 from .. import mlas
 from ..jit import compiled
+from ..memo import kept
 from ..ops_integer.arith import exact_matmul, l1_bound
 from ..registry import register
 from .common import F32, F64, constant_input, is_float, out_dtype, wide
@@ -42,12 +43,7 @@ def _widened(ex, node, v: np.ndarray) -> np.ndarray:
 
 def _kept(ex, node, v: np.ndarray, tag: str, fn):
     """``fn(v)``, kept on the executor under (``tag``, node) for as long as the same array comes back."""
-    hit = ex.scratch.get((tag, node.name))
-    if hit is not None and hit[0] is v:
-        return hit[1]
-    w = fn(v)
-    ex.scratch[(tag, node.name)] = (v, w)
-    return w
+    return kept(ex.scratch, (tag, node.name), (v,), lambda: fn(v))[0]
 
 
 def exact_dtype(x: np.ndarray, w: np.ndarray, axis: int):
@@ -69,15 +65,12 @@ def _packed_weight(ex, node, b: np.ndarray):
     """The float32 2-D B of a MatMul / Gemm when it is fixed at construction (onnxruntime packs such a weight
     once, at session creation) and not integer-valued (those take the exact path), as a C-contiguous (K, N) array
     kept on the executor with its 3-D view; else None."""
-    key = ("packed", node.name)
-    hit = ex.scratch.get(key)
-    if hit is not None and hit[0] is b:
-        return hit[1]
-    packed = None
-    if b.dtype == F32 and b.ndim == 2 and constant_input(ex, node.inputs[1]) is not None and not _integral(b):
-        packed = np.ascontiguousarray(b.T if node.attr("transB", 0) else b)
-    ex.scratch[key] = (b, packed)
-    return packed
+    def make():
+        if b.dtype == F32 and b.ndim == 2 and constant_input(ex, node.inputs[1]) is not None and not _integral(b):
+            return np.ascontiguousarray(b.T if node.attr("transB", 0) else b)
+        return None
+
+    return kept(ex.scratch, ("packed", node.name), (b,), make)[0]
 
 
 def mlas_packed_gemm(a: np.ndarray, bk: np.ndarray, c=None) -> np.ndarray:
@@ -244,10 +237,10 @@ def _small_plan(node, x, w, b, ex):
     """For a float32 Conv of a non-integral float32 weight whose per-sample patch matrix is small (a gather): (the
     grouped weight, its bias, the gather index, the output spatial shape), kept on the executor per node and input
     shape while the same weight and bias come back; else None."""
-    key = ("small", node.name, x.shape[1:])
-    hit = ex.scratch.get(key)
-    if hit is not None and hit[0] is w and hit[1] is b:
-        return hit[2]
+    return kept(ex.scratch, ("small", node.name, x.shape[1:]), (w, b), lambda: _make_small_plan(node, x, w, b))[0]
+
+
+def _make_small_plan(node, x, w, b):
     plan = None
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     g = int(node.attr("group", 1))
@@ -257,7 +250,6 @@ def _small_plan(node, x, w, b, ex):
         if 0 < int(np.prod(out)) * w[0].size * g <= GATHER_MAX_ENTRIES:
             idx = ic.gather_index(x.shape[1:], kernel, node.attr("strides"), node.attr("dilations"), begin, end, out)
             plan = (w.reshape(g, w.shape[0] // g, -1), None if b is None else b.reshape(-1), idx, tuple(out))
-    ex.scratch[key] = (w, b, plan)
     return plan
 
 
@@ -340,14 +332,11 @@ def matmul_integer(ex, node, a, b, a_zero_point=None, b_zero_point=None):
 def _shifted_weight(ex, node, b, b_zero_point):
     """(B - b_zero_point, its largest magnitude, its largest column sum of magnitudes), kept on the executor while
     the same arrays come back (a constant weight is shifted once, not on every call)."""
-    key = ("shifted", node.name)
-    hit = ex.scratch.get(key)
-    if hit is not None and hit[0] is b and hit[1] is b_zero_point:
-        return hit[2]
-    w = _shifted(b, b_zero_point)
-    out = (w, int(np.abs(w).max()) if w.size else 0, l1_bound(1, w, -2))
-    ex.scratch[key] = (b, b_zero_point, out)
-    return out
+    def make():
+        w = _shifted(b, b_zero_point)
+        return w, int(np.abs(w).max()) if w.size else 0, l1_bound(1, w, -2)
+
+    return kept(ex.scratch, ("shifted", node.name), (b, b_zero_point), make)[0]
 
 
 @register("ConvInteger")

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import mlas
 from ..jit import compiled
+from ..memo import kept
 from ..registry import register
 
 _GATES = {"RNN": 1, "GRU": 3, "LSTM": 4}
@@ -344,11 +345,7 @@ def _check_lstm(ex, node):
 def _prepared(ex, node, tag: str, v: np.ndarray, make: Callable):
     """``make(v)``, kept on the executor for as long as the same array comes back (a constant weight is
     prepared once per executor, not once per call)."""
-    hit = ex.scratch.get((tag, node.name))
-    if hit is None or hit[0] is not v:
-        hit = (v, make(v))
-        ex.scratch[(tag, node.name)] = hit
-    return hit[1]
+    return kept(ex.scratch, (tag, node.name), (v,), lambda: make(v))[0]
 
 
 def _packed_recurrence(ex, node, r: np.ndarray):

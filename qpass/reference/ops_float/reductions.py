@@ -8,6 +8,7 @@ import onnx
 
 from .. import mlas, mlas_norm
 from ..jit import compiled
+from ..memo import kept
 from ..registry import register
 from .common import axes_arg, is_float, wide
 
@@ -26,15 +27,12 @@ def _check_bn(node):
 def _bn_factors(ex, node, params, eps: float, shape):
     """float32 per-channel (scale / sqrt(var + eps), b - mean * that) as onnxruntime's kernel computes them, kept on
     the executor while the same parameter arrays come back (constant parameters: computed once, not per call)."""
-    key = ("bn", node.name)
-    hit = ex.scratch.get(key)
-    if hit is not None and all(a is v for a, v in zip(hit[0], params)):
-        return hit[1]
-    f = [np.asarray(v, np.float32).reshape(shape) for v in params]
-    inv = f[0] * (np.float32(1) / np.sqrt(f[3] + np.float32(eps)))
-    out = (inv, f[1] - f[2] * inv)
-    ex.scratch[key] = (params, out)
-    return out
+    def make():
+        f = [np.asarray(v, np.float32).reshape(shape) for v in params]
+        inv = f[0] * (np.float32(1) / np.sqrt(f[3] + np.float32(eps)))
+        return inv, f[1] - f[2] * inv
+
+    return kept(ex.scratch, ("bn", node.name), tuple(params), make)[0]
 
 
 @register("BatchNormalization", check=lambda ex, node: _check_bn(node), with_executor=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import im2col as ic
+from ..memo import kept
 from ..numerics import F32, F64, I64, apply_acc_width, int_range
 from ..registry import NodeInfo
 from . import compiled
@@ -307,13 +308,8 @@ def _matmul_jit(k, ex, name, kind, vals, jb, b, amax, bmax, jp):
         return None
     batch = np.broadcast_shapes(a.shape[:-2], bv.shape[:-2])
     a3 = np.ascontiguousarray(np.broadcast_to(a, batch + a.shape[-2:])).reshape((-1,) + a.shape[-2:])
-    key = ("qmm_b", name)  # B's centred codes, kept while the same codes and batch come back (a Loop's carried B)
-    hit = ex.scratch.get(key)
-    if hit is not None and hit[0] is bv and hit[1] == batch and hit[2] == dt:
-        b3 = hit[3]
-    else:
-        b3 = np.subtract(np.broadcast_to(bv, batch + bv.shape[-2:]), dt(b.z()), dtype=dt)
-        b3 = b3.reshape((-1,) + bv.shape[-2:])
-        ex.scratch[key] = (bv, batch, dt, b3)
+    # B's centred codes, kept while the same codes come back (a Loop's carried B)
+    b3 = kept(ex.scratch, ("qmm_b", name, batch, dt), (bv,), lambda: np.subtract(
+        np.broadcast_to(bv, batch + bv.shape[-2:]), dt(b.z()), dtype=dt).reshape((-1,) + bv.shape[-2:]))[0]
     y = compiled.gemm(k, ex, name, kind, a3, b3, jp)
     return y.reshape(batch + y.shape[1:])
