@@ -34,7 +34,7 @@ from qpass.ir.ort_session import OrtError, make_session
 from qpass.passes.qdq_moves import at_16bit_opset, integer_layers, widen
 from qpass.pipeline.pass_base import Pass, PassResult
 
-MATRIX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+MATRIX_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm", "MatMulInteger", "ConvInteger")
 
 
 @dataclass
@@ -45,7 +45,7 @@ class DecodePrecisionOptions:
     #: calibration samples decoded (one per call)
     samples: int = 16
     #: bisection runs after the longest prefix
-    max_probes: int = 2
+    max_probes: int = 1
 
 
 def decision_outputs(model: onnx.ModelProto) -> list[str]:
