@@ -134,9 +134,10 @@ def test_instruments_see_every_pass():
 def test_builtin_pipeline_listed():
     assert "default" in qpass.pipeline.files.builtin_pipelines()
     p = qpass.load_pipeline("default")
-    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "equalize", "gate_equalize",
-                                         "smoothquant", "bias_correction", "calibrate", "choose_ranges", "quantize_qdq",
-                                         "choose_dynamic", "auto_precision", "prelu_lut"]
+    assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "decode_reference",
+                                         "equalize", "gate_equalize", "smoothquant", "bias_correction", "calibrate",
+                                         "choose_ranges", "quantize_qdq", "choose_dynamic", "auto_precision",
+                                         "decode_precision", "prelu_lut"]
 
 
 # ---------------------------------------------------------------------------------------------- analyses

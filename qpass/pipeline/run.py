@@ -15,7 +15,7 @@ from qpass.pipeline.context import PassContext, PassRecord, PassReport
 from qpass.pipeline.manager import PassManager, Pipeline
 from qpass.pipeline.pass_base import Pass
 
-SNAPSHOT_BEFORE = ("quantize_qdq", "fakequant", "lower_ort", "equalize")
+SNAPSHOT_BEFORE = ("quantize_qdq", "fakequant", "lower_ort")
 
 
 @dataclass

@@ -12,7 +12,8 @@ measured on decisions:
 - the decision output is a graph output computed from the value a Loop body's ``ArgMax`` reads (per step
   scores); a decode agrees with float when its per-step argmax sequence is float's;
 - on the calibration samples (one sample per call), the int8 model's decodes are compared with the float model's
-  (the model before ``equalize``, or before ``quantize_qdq``); if all agree, nothing changes;
+  (the model as ``decode_reference`` kept it, before the weight-side methods, else before ``quantize_qdq``); if
+  all agree, nothing changes;
 - otherwise the activation quantizers of a prefix of the main graph (topological order from the input) move to
   16 bits (``qdq_moves.widen``: same range, 257x finer grid; onnxruntime then runs those layers in float), the
   prefix as long as the ``max_layer_share`` budget of layers taken off integer kernels allows; if that prefix
@@ -143,6 +144,21 @@ def prefixes(model: onnx.ModelProto) -> tuple[list[str], list[int]]:
     return pairs, counts
 
 
+class DecodeReference(Pass):
+    """Keeps a copy of a model with an autoregressive decoder (``decision_outputs``) as ``decode_precision``'s
+    float reference, before the weight-side methods change it (bias correction moves the float biases toward the
+    int8 model's); any other model: nothing kept."""
+
+    name = "decode_reference"
+
+    def run(self, model, ctx):
+        if decision_outputs(model):
+            snap = onnx.ModelProto()
+            snap.CopyFrom(model)
+            ctx.report.snapshots[self.name] = snap
+        return PassResult(model, False, [])
+
+
 class DecodePrecision(Pass):
     name = "decode_precision"
     inputs = ("calibration_data",)
@@ -151,7 +167,7 @@ class DecodePrecision(Pass):
     def run(self, model, ctx):
         outputs = decision_outputs(model)
         # the float reference: before the weight-side methods (bias correction shifts the float model's biases)
-        float_m = ctx.report.snapshots.get("equalize") or ctx.report.snapshots.get("quantize_qdq")
+        float_m = ctx.report.snapshots.get(DecodeReference.name) or ctx.report.snapshots.get("quantize_qdq")
         data = ctx.inputs.calibration_data
         if not outputs or float_m is None or data is None:
             return PassResult(model, False, [])
