@@ -1,8 +1,8 @@
 """decode_precision: an autoregressive Loop/ArgMax decoder whose decisions int8 flips at the first layer's input
 quantizer gets 16-bit activations there (the default pipeline), and a model without such a decoder is untouched.
 
-The built model: x (4 values in [0, 1]) -> MatMul(d = x0 - x1, -d, 1e-3 (x3 - x2)) -> 8 MatMuls (the first x100, then identities;
-every weight exact on the int8 grid) -> f = (100 d, -100 d); a Loop of 6 steps takes ArgMax(f * sign[prev token])
+The built model: x (4 values in [0, 1]) -> MatMul(d = x0 - x1, -d, 1e-3 (x3 - x2)) -> 8 MatMuls (the first x100,
+then identities; every weight exact on the int8 grid) -> f = (100 d, -100 d); a Loop of 6 steps takes ArgMax(f * sign[prev token])
 and feeds the token back; the output stacks the per-step scores. |x0 - x1| is 0.5e-3 .. 2e-3, below the input's
 8-bit step (1/255), so int8 decodes leave float's on many samples; at 16 bits (step 1/65535) none does.
 """
