@@ -14,6 +14,7 @@ from ..numerics import F32, F64, I64
 from ..registry import NodeInfo
 
 ACT_DTYPES = tuple(np.dtype(d) for d in (np.int8, np.uint8, np.int16, np.uint16))
+WIDE_EXACT = ("QLinearMove", "MaxPool(int)")  # fused kinds whose codes equal the float path's at any width
 
 
 @dataclass
@@ -144,10 +145,25 @@ class FusionContext:
                        for x in n.inputs if x):
                 continue  # a plain float node
             try:
-                plans[n.name] = FUSERS[n.op_type](self, n)
+                plans[n.name] = self._ort_16bit(n, FUSERS[n.op_type](self, n))
             except NotFused as exc:
                 plans[n.name] = str(exc)
         return plans
+
+    def _ort_16bit(self, node: NodeInfo, op: FusedOp) -> FusedOp:
+        """``op``, or NotFused where it reads or writes 16-bit codes and computes: onnxruntime's CPU kernels run
+        DequantizeLinear -> Conv / MatMul / Gemm / Add / Mul / pools / activations -> QuantizeLinear in float
+        at 16 bits (onnxruntime 1.32; tests/test_reference_16bit.py), so the reference does too. Kept: data
+        movement and MaxPool (equal codes either way), and an executor modelling accumulator widths
+        (``acc_bits``: the integer layer is the point)."""
+        if op.kind in WIDE_EXACT or self.ex.acc_bits is not None:
+            return op
+        dqs = [self.dq(x) for x in node.inputs if x and x in self.producer]
+        wide = [d.dtype for d in dqs if isinstance(d, DQ) and d.dtype in ACT_DTYPES[2:]]  # not the int32 biases
+        q = self.q_out(node)
+        if wide or (isinstance(q, QOut) and np.dtype(q.dtype) in ACT_DTYPES[2:]):
+            raise NotFused(f"16-bit codes: onnxruntime runs {node.op_type} on them in float")
+        return op
 
 
 class NotFused(Exception):
