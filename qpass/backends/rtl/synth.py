@@ -95,16 +95,30 @@ def _wrapper(name: str, inst, in_bits: list[int], out_bits: int) -> str:
             f"  {inst.module} #({params}) u ({', '.join(conns)});\nendmodule\n")
 
 
+#: revisions of the library HDL whose netlist differs from the one the older cache entries were synthesized from,
+#: by the instances they concern (a predicate on the parameters): bump a tag, or add one, whenever an HDL change
+#: alters what Yosys builds for some parameters, so their cached numbers stop matching instead of going stale.
+#: "bs2": a binary search reads its per-lane stage ROMs alone, stage 0 included (no PE*NT*TB-bit threshold word;
+#: session 11; the stale qp_threshold BS point of yosys_grid.json had been synthesized before session 10's ROMs)
+HDL_REVISIONS = (("bs2", lambda p: bool(p.get("BS", 0))),)
+
+
+def hdl_tag(params: dict) -> str:
+    """The HDL revision tags of an instance with these parameters ('' for the original netlist)."""
+    return "".join(f":{tag}" for tag, applies in HDL_REVISIONS if applies(params))
+
+
 def instance_key(inst, mems: dict[str, str], fam: str, nodsp: bool) -> str:
     """Cache key of one synthesized module instance: module, parameters (file names replaced by a hash of the
-    memory images they name), family and -nodsp: equal keys synthesize to the same netlist."""
+    memory images they name), family, -nodsp and the HDL revision (``HDL_REVISIONS``): equal keys synthesize to
+    the same netlist."""
     h = hashlib.sha1()
     for k, v in inst.params:
         v = str(v)
         if v.strip('"') in mems:
             v = hashlib.sha1(mems[v.strip('"')].encode()).hexdigest()[:12]
         h.update(f"{k}={v};".encode())
-    return f"{inst.module}:{fam}:{int(nodsp)}:{h.hexdigest()[:16]}"
+    return f"{inst.module}:{fam}:{int(nodsp)}:{h.hexdigest()[:16]}{hdl_tag(dict(inst.params))}"
 
 
 class SynthCache:
