@@ -61,7 +61,7 @@ def mvtu_point(p: dict, rng):
         inst.mems["t.mem"] = hex_words(t.reshape(nf, pe * nt), tb)
         inst.params += [("OUT_SCALE", 1), ("OUT_BIAS", 0)]
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else [])
-    if nt and p.get("BS") and nf > 1:
+    if nt and p.get("BS"):  # every stage reads its ROM, stage 0 too (one word with one row fold)
         inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [simd * ib], pe * ob
 
@@ -83,7 +83,7 @@ def threshold_point(p: dict, rng):
                                      ("NT", nt), ("TB", tb), ("OUT_SCALE", 1), ("OUT_BIAS", 0),
                                      ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else []),
                     mems={"t.mem": hex_words(t.reshape(c // pe, pe * nt), tb)})
-    if p.get("BS") and c > pe:
+    if p.get("BS"):  # every stage reads its ROM, stage 0 too (one word with one row fold)
         inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [pe * ib], pe * ob
 
