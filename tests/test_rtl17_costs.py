@@ -215,3 +215,24 @@ def test_weight_columns_from_the_weights_bit_densities():
     w = np.array([[-1, 0, 1, 1], [0, 0, 1, -2]])
     assert bit_density(w, 2, False) == (0.5, 0.25)  # codes 11 00 01 01 / 00 00 01 10
     assert bit_density(np.array([[1, -1, 1, 1]]), 1, True) == (0.75,)
+
+
+def test_search_tables_priced_by_the_address_bits_each_column_follows():
+    from qpass.hw.threshold_costs import expected_table_luts, search_table_luts
+    # 4 words of 3 bits: bit 0 constant (no LUT), bit 1 follows address bit 0, bit 2 both: one LUT6 each
+    assert search_table_luts([0b010, 0b000, 0b110, 0b100], 2, 3) == 2
+    # 128 words: a column following all 7 address bits (and the compared bit) takes 4 LUT6, one following 1 bit 1
+    words = [(bin(j).count("1") & 1) | ((j >> 6) << 1) for j in range(128)]
+    assert search_table_luts(words, 7, 2) == 4 + 1
+    # monotone thresholds over 2^16: stage 7's bit b follows the top min(7, 16 - b) result bits
+    assert expected_table_luts(16, 255) == 154
+
+
+def test_binary_search_thresholds_against_yosys_at_the_emitted_parameters():
+    # the residual CNN's add / pool thresholds (2 PEs x 255 steps, 8 row folds) compared at 13, 17 and 19 bits take
+    # 291 / 313 / 446 LUT: the stage tables' content, not the width, sets the cost (SCOST counted from the images:
+    # 232 / 300 / 360; priced by width the 17-bit one was 1.16)
+    for ib in (12, 17, 19):
+        p, y = _cached("qp_threshold", PE=2, NT=255, IB=ib, BS=1)
+        assert "SCOST" in p
+        assert abs(cal.module_estimate("qp_threshold", p).lut - y["lut"]) <= 0.15 * y["lut"], ib

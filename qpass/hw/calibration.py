@@ -375,21 +375,7 @@ def fit_all(samples: list[tuple[str, dict, dict]], *, version: str, command: str
             entry[metric] = coef
             entry[f"{metric}_max_rel_err"] = round(err, 3)
         out["modules"][module] = entry
-    _share_activation_terms(out["modules"])
     return out
-
-
-#: LUT terms of the same hardware in the modules that instantiate ``qp_activate`` (its binary search): a module
-#: without samples of its own for them takes the coefficients fitted where there are
-SHARED_TERMS, ACTIVATING = ("bs_cmp", "bs_rom"), ("qp_mvtu", "qp_threshold")
-
-
-def _share_activation_terms(modules: dict) -> None:
-    mine = [modules[m] for m in ACTIVATING if m in modules]
-    have = {k: e["lut"][k] for e in mine for k in SHARED_TERMS if e["lut"].get(k)}
-    for e in mine:
-        for k, v in have.items():
-            e["lut"].setdefault(k, v)
 
 
 def calibration_note(calib=None) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from qpass.errors import QpassError
 from qpass.hw.calibration import CALIBRATION, Estimate, calibration_note, distinct_columns, layer_estimate, \
     module_estimate, varying_columns
+from qpass.hw.threshold_costs import search_stages, search_table_luts
 from .exporter import LIBRARY
 from .sim import ToolMissing
 
@@ -210,6 +211,8 @@ def instance_params(inst) -> dict:
     tfile = str(dict(inst.params).get("TFILE", "")).strip('"')
     if tfile in inst.mems and p.get("NT"):
         p["TCOLS"] = distinct_columns(inst.mems[tfile])
+        if inst.module == "qp_threshold" and p.get("BS", 0):
+            p["SCOST"] = search_cost(inst.mems, tfile, p)
         if inst.module == "qp_threshold" and p["C"] == p["PE"]:
             p["TLIVE"], p["CLIVE"] = live_thresholds(inst.mems[tfile], p)
     if wfile in inst.mems:
@@ -217,6 +220,18 @@ def instance_params(inst) -> dict:
         if p.get("WB") == 2 and p.get("W_SIGNED") and _all_plus_minus_one(inst.mems[wfile], p["PE"] * p["SIMD"]):
             p["WV"] = 1  # +-1 weights in two bits: the low bit is always 1
     return p
+
+
+def search_cost(mems: dict[str, str], tfile: str, p: dict) -> int:
+    """The stage ROMs of a binary search priced column by column from their images (``search_table_luts``), summed
+    over the lanes and stages: a column's LUTs follow the address bits it depends on."""
+    total = 0
+    for i in range(search_stages(p["NT"])):
+        for q in range(p["PE"]):
+            words = [int(w, 16) for w in mems.get(f"{tfile}{i}_{q:03d}", "").split()]
+            if words:
+                total += search_table_luts(words, max(0, (len(words) - 1).bit_length()), p["TB"])
+    return total
 
 
 def live_threshold_pes(mem_text: str, p: dict) -> int:
