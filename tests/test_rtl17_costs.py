@@ -236,3 +236,23 @@ def test_binary_search_thresholds_against_yosys_at_the_emitted_parameters():
         p, y = _cached("qp_threshold", PE=2, NT=255, IB=ib, BS=1)
         assert "SCOST" in p
         assert abs(cal.module_estimate("qp_threshold", p).lut - y["lut"]) <= 0.15 * y["lut"], ib
+
+
+def test_search_estimate_prices_the_emitted_threshold_width():
+    from dataclasses import replace
+    from qpass.backends.rtl.memfiles import signed_width
+    from qpass.hw.inttype import IntType
+    from qpass.hw.kinds.mvtu import MVTU, threshold_bits
+    acc = IntType(bits=18, signed=True)
+    for t in ([[-5, 70000]], [[0, 10 ** 9]], [[3, 9]]):  # clipped to the accumulator's range as the exporter does
+        c = np.clip(np.array(t), acc.lo(), acc.hi() + 1)
+        assert threshold_bits({"thresholds": np.array(t)}, acc) == signed_width(int(c.min()), int(c.max()))
+    assert threshold_bits({}, acc) is None
+    # CNN 8-bit conv2 (32 PEs x 4 SIMD, binary search): its thresholds need 19 bits, the accumulator 22; Yosys
+    # 7535 LUT, priced with 22-bit stage tables 9148 (1.21)
+    p, y = _cached("qp_mvtu", MW=144, MH=32, PE=32, SIMD=4, BS=1)
+    l = MVTU("conv2", mw=144, mh=32, pe=32, simd=4, w_bits=8, a_bits=8, thresholds=255, acc_bits=21,
+             res_type="dsp", t_bits=p["TB"])
+    assert cal.layer_params(l)[1]["TB"] == 19 and cal.layer_params(replace(l, t_bits=None))[1]["TB"] == 22
+    assert abs(cal.layer_estimate(l).lut - y["lut"]) <= 0.15 * y["lut"]
+    assert cal.layer_params(replace(l, thresholds=3))[1]["TB"] == 22  # parallel comparisons: TSHARE is per AB bit
