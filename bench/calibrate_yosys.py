@@ -61,7 +61,7 @@ def mvtu_point(p: dict, rng):
         inst.mems["t.mem"] = hex_words(t.reshape(nf, pe * nt), tb)
         inst.params += [("OUT_SCALE", 1), ("OUT_BIAS", 0)]
     inst.params += [("NT", nt), ("TB", tb), ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else [])
-    if nt and p.get("BS") and nf > 1:
+    if nt and p.get("BS"):  # every stage reads its ROM, stage 0 too (one word with one row fold)
         inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [simd * ib], pe * ob
 
@@ -83,7 +83,7 @@ def threshold_point(p: dict, rng):
                                      ("NT", nt), ("TB", tb), ("OUT_SCALE", 1), ("OUT_BIAS", 0),
                                      ("TFILE", '"t.mem"')] + ([("BS", 1)] if p.get("BS") else []),
                     mems={"t.mem": hex_words(t.reshape(c // pe, pe * nt), tb)})
-    if p.get("BS") and c > pe:
+    if p.get("BS"):  # every stage reads its ROM, stage 0 too (one word with one row fold)
         inst.mems.update(search_images(t, pe, tb, "t.mem"))
     return inst, [pe * ib], pe * ob
 
@@ -130,8 +130,10 @@ def grid(kind: str) -> list[dict]:
                                  (16, 1, 8, 8), (16, 16, 16, 2), (64, 16, 8, 4), (64, 64, 8, 2), (16, 1, 16, 4)]),
         "threshold": ("C PE IB NT BS", [(16, 1, 4, 1, 0), (16, 2, 4, 3, 0), (16, 2, 8, 15, 0), (64, 8, 4, 3, 0),
                                         (16, 1, 8, 15, 0), (4, 1, 8, 255, 0), (64, 2, 8, 15, 0), (16, 16, 4, 3, 0),
-                                        (16, 16, 6, 15, 0), (8, 1, 10, 63, 0), (1, 1, 19, 255, 1), (16, 2, 17, 255, 1),
-                                        (4, 4, 12, 255, 1), (64, 1, 10, 63, 1), (16, 1, 12, 31, 1)]),
+                                        (16, 16, 6, 15, 0), (8, 1, 10, 63, 0), (1, 1, 19, 255, 1)]),
+        # (no more binary-search points with random thresholds: their stage ROMs do not minimise as the designs'
+        # structured ones do, 1658 LUT for C 16, PE 2, IB 17, NT 255 where the residual CNN's add takes 313, and
+        # fitted together they put qp_threshold's held-out LUT range at 0.91..5.43 instead of 0.91..1.25; session 11)
         "maxpool": ("C PE IW EB", [(16, 1, 8, 2), (16, 4, 8, 4), (32, 8, 8, 2), (64, 4, 16, 8), (16, 16, 8, 8),
                                    (32, 1, 8, 8)]),
         "add": ("PE AB KA KB", [(1, 2, 1, 1), (2, 4, 1, 4), (1, 8, 5, 18), (1, 8, 313, 574), (8, 4, 1, 1),

@@ -215,3 +215,44 @@ def test_weight_columns_from_the_weights_bit_densities():
     w = np.array([[-1, 0, 1, 1], [0, 0, 1, -2]])
     assert bit_density(w, 2, False) == (0.5, 0.25)  # codes 11 00 01 01 / 00 00 01 10
     assert bit_density(np.array([[1, -1, 1, 1]]), 1, True) == (0.75,)
+
+
+def test_search_tables_priced_by_the_address_bits_each_column_follows():
+    from qpass.hw.threshold_costs import expected_table_luts, search_table_luts
+    # 4 words of 3 bits: bit 0 constant (no LUT), bit 1 follows address bit 0, bit 2 both: one LUT6 each
+    assert search_table_luts([0b010, 0b000, 0b110, 0b100], 2, 3) == 2
+    # 128 words: a column following all 7 address bits (and the compared bit) takes 4 LUT6, one following 1 bit 1
+    words = [(bin(j).count("1") & 1) | ((j >> 6) << 1) for j in range(128)]
+    assert search_table_luts(words, 7, 2) == 4 + 1
+    # monotone thresholds over 2^16: stage 7's bit b follows the top min(7, 16 - b) result bits
+    assert expected_table_luts(16, 255) == 154
+
+
+def test_binary_search_thresholds_against_yosys_at_the_emitted_parameters():
+    # the residual CNN's add / pool thresholds (2 PEs x 255 steps, 8 row folds) compared at 13, 17 and 19 bits take
+    # 291 / 313 / 446 LUT: the stage tables' content, not the width, sets the cost (SCOST counted from the images:
+    # 232 / 300 / 360; priced by width the 17-bit one was 1.16)
+    for ib in (12, 17, 19):
+        p, y = _cached("qp_threshold", PE=2, NT=255, IB=ib, BS=1)
+        assert "SCOST" in p
+        assert abs(cal.module_estimate("qp_threshold", p).lut - y["lut"]) <= 0.15 * y["lut"], ib
+
+
+def test_search_estimate_prices_the_emitted_threshold_width():
+    from dataclasses import replace
+    from qpass.backends.rtl.memfiles import signed_width
+    from qpass.hw.inttype import IntType
+    from qpass.hw.kinds.mvtu import MVTU, threshold_bits
+    acc = IntType(bits=18, signed=True)
+    for t in ([[-5, 70000]], [[0, 10 ** 9]], [[3, 9]]):  # clipped to the accumulator's range as the exporter does
+        c = np.clip(np.array(t), acc.lo(), acc.hi() + 1)
+        assert threshold_bits({"thresholds": np.array(t)}, acc) == signed_width(int(c.min()), int(c.max()))
+    assert threshold_bits({}, acc) is None
+    # CNN 8-bit conv2 (32 PEs x 4 SIMD, binary search): its thresholds need 19 bits, the accumulator 22; Yosys
+    # 7535 LUT, priced with 22-bit stage tables 9148 (1.21)
+    p, y = _cached("qp_mvtu", MW=144, MH=32, PE=32, SIMD=4, BS=1)
+    l = MVTU("conv2", mw=144, mh=32, pe=32, simd=4, w_bits=8, a_bits=8, thresholds=255, acc_bits=21,
+             res_type="dsp", t_bits=p["TB"])
+    assert cal.layer_params(l)[1]["TB"] == 19 and cal.layer_params(replace(l, t_bits=None))[1]["TB"] == 22
+    assert abs(cal.layer_estimate(l).lut - y["lut"]) <= 0.15 * y["lut"]
+    assert cal.layer_params(replace(l, thresholds=3))[1]["TB"] == 22  # parallel comparisons: TSHARE is per AB bit

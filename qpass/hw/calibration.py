@@ -375,21 +375,7 @@ def fit_all(samples: list[tuple[str, dict, dict]], *, version: str, command: str
             entry[metric] = coef
             entry[f"{metric}_max_rel_err"] = round(err, 3)
         out["modules"][module] = entry
-    _share_activation_terms(out["modules"])
     return out
-
-
-#: LUT terms of the same hardware in the modules that instantiate ``qp_activate`` (its binary search): a module
-#: without samples of its own for them takes the coefficients fitted where there are
-SHARED_TERMS, ACTIVATING = ("bs_cmp", "bs_rom"), ("qp_mvtu", "qp_threshold")
-
-
-def _share_activation_terms(modules: dict) -> None:
-    mine = [modules[m] for m in ACTIVATING if m in modules]
-    have = {k: e["lut"][k] for e in mine for k in SHARED_TERMS if e["lut"].get(k)}
-    for e in mine:
-        for k, v in have.items():
-            e["lut"].setdefault(k, v)
 
 
 def calibration_note(calib=None) -> str:
@@ -425,10 +411,18 @@ def _mvtu_params(l) -> dict:
     wb = 1 if xnor else l.w_bits
     acc = l.acc_bits if l.acc_bits is not None else min(32, _acc_bound(l))
     return {"MW": l.mw, "MH": l.mh, "PE": l.pe, "SIMD": l.simd, "IB": l.a_bits, "WB": wb,
-            "WV": 1 if l.w_bipolar else wb, "AB": acc + 1, "NT": l.thresholds, "TB": acc + 1, "XNOR": int(xnor),
+            "WV": 1 if l.w_bipolar else wb, "AB": acc + 1, "NT": l.thresholds, "TB": _search_tb(l, acc), "XNOR": int(xnor),
             "USE_DSP": int(l.res_type == "dsp" and not xnor), "BS": int(l.thresholds >= BS_MIN_STEPS),
             "TSHARE": TSHARE_STEPS if l.thresholds > 1 else TSHARE_SIGN,
             "WDENS": tuple(getattr(l, "w_bit_density", ()))}
+
+
+def _search_tb(l, acc: int) -> int:
+    """TB of a matrix unit's thresholds: a binary search's stage tables are as wide as the emitted thresholds
+    (``t_bits``: CNN 8-bit conv2 18-19 bits against a 22-bit accumulator; priced at AB its estimate was 1.21 of
+    Yosys); a parallel comparison keeps AB, which the varying-column shares TSHARE_* are measured against."""
+    bs = l.thresholds >= BS_MIN_STEPS
+    return (getattr(l, "t_bits", None) or acc + 1) if bs else acc + 1
 
 
 def _acc_bound(l) -> int:

@@ -84,11 +84,46 @@ def activation_features(p: dict, width: int, nf: int) -> dict[str, float]:
     return f
 
 
+def column_lut(support: int) -> int:
+    """LUT6 of one stage-ROM bit column whose value depends on ``support`` address bits, merged with the compared
+    value's bit into the comparison (one more input): none for a constant column, else ceil(2^(support+1) / 64)."""
+    return 0 if support <= 0 else -(-(2 ** (support + 1)) // 64)
+
+
+def column_support(col: list[int], abits: int) -> int:
+    """Address bits a ROM bit column (one bit per word, 2^abits words) depends on."""
+    n = len(col)
+    return sum(1 for m in range(abits) if any(col[j] != col[j ^ (1 << m)] for j in range(n) if j ^ (1 << m) < n))
+
+
+def search_table_luts(words: list[int], abits: int, tb: int) -> int:
+    """Priced columns (``column_lut``) of one lane's stage ROM, its TB-bit words (addresses of abits bits) as read
+    from the image."""
+    words = [w & ((1 << tb) - 1) for w in words]
+    return sum(column_lut(column_support([(w >> b) & 1 for w in words], abits)) for b in range(tb))
+
+
+def expected_table_luts(m: int, nt: int) -> int:
+    """``search_table_luts`` summed over the stages of one lane whose thresholds are non-decreasing over a range of
+    2^m, the same in every row fold (a standalone MultiThreshold after a per-tensor scaled sum): stage i's
+    candidates step by 2^(m-i), so bit b follows only the top min(i, m - b) result bits of the search so far (the
+    low prefix bits move the candidate by less than 2^b): the residual CNN's 8-bit add thresholds (m = 16, 18)
+    price 154 / 176 LUT per lane this way, 150 / 180 counted from their images."""
+    return sum(column_lut(min(i, m - b)) for i in range(search_stages(nt)) for b in range(m))
+
+
 def threshold_lut(p: dict) -> dict[str, float]:
     """qp_threshold: counter plus the activation; constant thresholds compare as wide as the input (one more bit
-    when unsigned)."""
+    when unsigned). A binary search (BS = 1) is priced by its stage ROMs' columns merged with the comparisons
+    (``bs_tab``: SCOST counted from the emitted images, else ``expected_table_luts`` with thresholds spanning the
+    TB - 1 magnitude bits): Yosys maps each comparison to a 6-bit carry chain plus LUT6 / MUXF7 / MUXF8 trees of
+    the candidate bits, so the cost follows the tables' content, not the input width (the add thresholds of the
+    residual CNN at 17 bits, scaled by 4 to 19 bits: 315 -> 323 LUT; the other add's, 19 bits: 442)."""
     nf = p["C"] // p["PE"]
     f = {"const": 1.0, "ctr": float(_clog2(nf))}
+    if p.get("BS", 0):
+        f["bs_tab"] = float(p["SCOST"]) if "SCOST" in p else p["PE"] * expected_table_luts(p["TB"] - 1, p["NT"])
+        return f
     f.update(activation_features(p, p["IB"] + (0 if p.get("I_SIGNED", 0) else 1), nf))
     return f
 

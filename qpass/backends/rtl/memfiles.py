@@ -38,7 +38,7 @@ def pack_word(values, bits: int) -> int:
 
 def search_images(thr: np.ndarray, pe: int, bits: int, tfile: str) -> dict[str, str]:
     """The per-stage ROMs of a binary-searched threshold table (``qp_activate`` BS = 1; with one row fold stage 0
-    is a constant, its file unread): thr (NF*PE channels, NT steps) -> files ``f"{tfile}{i}_{lane:03d}"`` for the
+    is a one-word ROM, a constant): thr (NF*PE channels, NT steps) -> files ``f"{tfile}{i}_{lane:03d}"`` for the
     N = clog2(NT + 1) stages and PE lanes, stage i's word nf*2^i + j holding the threshold T[nf*PE + lane][k - 1]
     (k = (2j + 1) * 2^(N-1-i), clipped to the last step) it compares with after result bits j."""
     t = np.asarray(thr, np.int64)

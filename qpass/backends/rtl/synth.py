@@ -16,6 +16,7 @@ from pathlib import Path
 from qpass.errors import QpassError
 from qpass.hw.calibration import CALIBRATION, Estimate, calibration_note, distinct_columns, layer_estimate, \
     module_estimate, varying_columns
+from qpass.hw.threshold_costs import search_stages, search_table_luts
 from .exporter import LIBRARY
 from .sim import ToolMissing
 
@@ -95,16 +96,30 @@ def _wrapper(name: str, inst, in_bits: list[int], out_bits: int) -> str:
             f"  {inst.module} #({params}) u ({', '.join(conns)});\nendmodule\n")
 
 
+#: revisions of the library HDL whose netlist differs from the one the older cache entries were synthesized from,
+#: by the instances they concern (a predicate on the parameters): bump a tag, or add one, whenever an HDL change
+#: alters what Yosys builds for some parameters, so their cached numbers stop matching instead of going stale.
+#: "bs2": a binary search reads its per-lane stage ROMs alone, stage 0 included (no PE*NT*TB-bit threshold word;
+#: session 11; the stale qp_threshold BS point of yosys_grid.json had been synthesized before session 10's ROMs)
+HDL_REVISIONS = (("bs2", lambda p: bool(p.get("BS", 0))),)
+
+
+def hdl_tag(params: dict) -> str:
+    """The HDL revision tags of an instance with these parameters ('' for the original netlist)."""
+    return "".join(f":{tag}" for tag, applies in HDL_REVISIONS if applies(params))
+
+
 def instance_key(inst, mems: dict[str, str], fam: str, nodsp: bool) -> str:
     """Cache key of one synthesized module instance: module, parameters (file names replaced by a hash of the
-    memory images they name), family and -nodsp: equal keys synthesize to the same netlist."""
+    memory images they name), family, -nodsp and the HDL revision (``HDL_REVISIONS``): equal keys synthesize to
+    the same netlist."""
     h = hashlib.sha1()
     for k, v in inst.params:
         v = str(v)
         if v.strip('"') in mems:
             v = hashlib.sha1(mems[v.strip('"')].encode()).hexdigest()[:12]
         h.update(f"{k}={v};".encode())
-    return f"{inst.module}:{fam}:{int(nodsp)}:{h.hexdigest()[:16]}"
+    return f"{inst.module}:{fam}:{int(nodsp)}:{h.hexdigest()[:16]}{hdl_tag(dict(inst.params))}"
 
 
 class SynthCache:
@@ -196,6 +211,8 @@ def instance_params(inst) -> dict:
     tfile = str(dict(inst.params).get("TFILE", "")).strip('"')
     if tfile in inst.mems and p.get("NT"):
         p["TCOLS"] = distinct_columns(inst.mems[tfile])
+        if inst.module == "qp_threshold" and p.get("BS", 0):
+            p["SCOST"] = search_cost(inst.mems, tfile, p)
         if inst.module == "qp_threshold" and p["C"] == p["PE"]:
             p["TLIVE"], p["CLIVE"] = live_thresholds(inst.mems[tfile], p)
     if wfile in inst.mems:
@@ -203,6 +220,18 @@ def instance_params(inst) -> dict:
         if p.get("WB") == 2 and p.get("W_SIGNED") and _all_plus_minus_one(inst.mems[wfile], p["PE"] * p["SIMD"]):
             p["WV"] = 1  # +-1 weights in two bits: the low bit is always 1
     return p
+
+
+def search_cost(mems: dict[str, str], tfile: str, p: dict) -> int:
+    """The stage ROMs of a binary search priced column by column from their images (``search_table_luts``), summed
+    over the lanes and stages: a column's LUTs follow the address bits it depends on."""
+    total = 0
+    for i in range(search_stages(p["NT"])):
+        for q in range(p["PE"]):
+            words = [int(w, 16) for w in mems.get(f"{tfile}{i}_{q:03d}", "").split()]
+            if words:
+                total += search_table_luts(words, max(0, (len(words) - 1).bit_length()), p["TB"])
+    return total
 
 
 def live_threshold_pes(mem_text: str, p: dict) -> int:

@@ -53,6 +53,9 @@ class MVTU(Layer):
     #: fraction of ones in each stored weight bit (LSB first; 1 bit, w > 0, when bipolar); () unknown. Prices the
     #: weight ROM's varying bit columns for any folding (``qpass.hw.calibration.weight_columns``)
     w_bit_density: tuple = ()
+    #: signed width of the thresholds clipped to the accumulator's range, as the RTL backend stores them (TB);
+    #: None unknown (then the accumulator's width plus one)
+    t_bits: int | None = None
     kind: ClassVar[str] = "MVTU"
 
     def __post_init__(self):
@@ -300,5 +303,15 @@ class MvtuKind(HwKind):
         layer = lambda nm: MVTU(nm, mw=mw, mh=mh, num_vectors=nvec, w_bits=w_t.bits, a_bits=in_t.bits,  # noqa: E731
                                 w_signed=w_t.signed, a_signed=in_t.signed, thresholds=nthr, acc_bits=acc_bits,
                                 w_bipolar=wb, a_bipolar=ab, res_type=res_type,
-                                w_bit_density=bit_density(wm, w_t.bits, wb))
+                                w_bit_density=bit_density(wm, w_t.bits, wb), t_bits=threshold_bits(params, acc_t))
         b.add_layer(self.name, node.name, layer, [stream_in], out_tensor.name, out_t, ys, out_order, nodes, params)
+
+
+def threshold_bits(params: dict, acc: IntType) -> int | None:
+    """The signed width of a matrix layer's thresholds clipped to its accumulator's range (the TB the RTL backend
+    emits a constant table with: the CNN 8-bit layers' 18-20 bits against 22-25-bit accumulators), or None."""
+    if "thresholds" not in params:
+        return None
+    t = np.clip(np.asarray(params["thresholds"], np.int64), acc.lo(), acc.hi() + 1)
+    it = IntType.of_range(min(int(t.min()), 0), max(int(t.max()), 0))  # as memfiles.signed_width
+    return it.bits + (0 if it.signed else 1)

@@ -15,7 +15,8 @@ module qp_activate #(
   parameter int OUT_SCALE = 1, parameter int OUT_BIAS = 0, parameter int BS = 0, parameter int NF = 1,
   parameter TFILE = "t.mem"
 ) (
-  input logic [PE*VB-1:0] v, input logic [PE*NT*TB-1:0] thr, input logic [31:0] nfq, output logic [PE*OB-1:0] y
+  input logic [PE*VB-1:0] v, input logic [(BS ? 1 : PE*NT*TB)-1:0] thr, input logic [31:0] nfq,
+  output logic [PE*OB-1:0] y
 );
   localparam int NTW = $clog2(NT + 1) + 1;
   localparam int N = $clog2(NT + 1);
@@ -27,34 +28,16 @@ module qp_activate #(
       for (genvar i = 0; i < N; i++) begin : g_st
         localparam int B = N - 1 - i;
         // the candidates of stage i: count k = (j << (B + 1)) + (1 << B) tested as v >= T[k - 1]
-        logic [(1 << i)*TB-1:0] cand;
-        for (genvar j = 0; j < (1 << i); j++) begin : g_c
-          localparam int K = (j << (B + 1)) + (1 << B);
-          localparam int IDX = (K - 1 < NT) ? K - 1 : NT - 1;
-          assign cand[j*TB +: TB] = thr[(p*NT + IDX)*TB +: TB];
-        end
         logic [TB-1:0] t;
-        // stage ROMs also for one row fold: a table per stage that Yosys maps as a memory (a multiplexer tree over
-        // the constant candidates of all 255 steps took it over 16 min per 8-bit PE array, session 9)
-        if (NF > 1 || i > 0) begin : g_rom
-          // this lane's own TB-bit table (file "<i>_<lane, 3 digits>"): Yosys keeps every bit of a shared
-          // PE*TB-bit table in each lane's copy (CNN 8-bit conv1: 1.1 Mbit of ROM for 16 lanes)
-          logic [TB-1:0] srom [0:NF*(1 << i)-1];
-          initial $readmemh({TFILE, 8'(48 + i), "_", 8'(48 + p / 100), 8'(48 + p / 10 % 10), 8'(48 + p % 10)},
-                            srom);
-          wire [31:0] a = (i == 0) ? nfq : (nfq << i) | 32'(pre[i][N-1 -: ((i == 0) ? 1 : i)]);
-          assign t = srom[a];
-        end else if (i == 0) begin : g_one
-          assign t = cand;
-        end else begin : g_sel
-          // a select per candidate (not a part-select at sel*TB: Yosys would build a barrel shifter for it)
-          wire [i-1:0] sel = pre[i][N-1 -: i];
-          always_comb begin
-            t = '0;
-            for (int j = 0; j < (1 << i); j++)
-              if (sel == i'(j)) t = cand[j*TB +: TB];
-          end
-        end
+        // stage ROMs for every stage, also with one row fold (a multiplexer tree over the constant candidates of all
+        // 255 steps took Yosys over 16 min per 8-bit PE array, session 9); this lane's own TB-bit table (file
+        // "<i>_<lane, 3 digits>"): Yosys keeps every bit of a shared PE*TB-bit table in each lane's copy (CNN 8-bit
+        // conv1: 1.1 Mbit of ROM for 16 lanes). Stage 0 with one row fold: a one-word ROM, a constant to Yosys.
+        logic [TB-1:0] srom [0:NF*(1 << i)-1];
+        initial $readmemh({TFILE, 8'(48 + i), "_", 8'(48 + p / 100), 8'(48 + p / 10 % 10), 8'(48 + p % 10)}, srom);
+        wire [31:0] a = (i == 0) ? ((NF > 1) ? nfq : 32'd0) : ((NF > 1) ? nfq << i : 32'd0)
+                                                                | 32'(pre[i][N-1 -: ((i == 0) ? 1 : i)]);
+        assign t = srom[a];
         wire ge = $signed(v[p*VB +: VB]) >= $signed(t);
         assign pre[i + 1] = pre[i] | (ge ? (N'(1) << B) : N'(0));
       end
@@ -89,11 +72,17 @@ module qp_threshold #(
   assign out_valid = in_valid;
   assign nf_next = (nf == NFW'(NF - 1)) ? '0 : nf + 1'b1;
   always_ff @(posedge clk) if (rst) nf <= '0; else if (en) nf <= nf_next;
-  logic [PE*NT*TB-1:0] trom [0:NF-1];
-  logic [PE*NT*TB-1:0] tq;
-  initial $readmemh(TFILE, trom);
+  localparam int TW = BS ? 1 : PE*NT*TB;  // a binary search reads its per-lane stage ROMs alone
+  logic [TW-1:0] tq;
+  if (BS) begin : g_nothr
+    assign tq = '0;
+  end else begin : g_thr
+    logic [TW-1:0] trom [0:NF-1];
+    initial $readmemh(TFILE, trom);
+    always_ff @(posedge clk) if (rst || en) tq <= trom[rst ? '0 : nf_next];
+  end
   logic [NFW-1:0] nfq;
-  always_ff @(posedge clk) if (rst || en) begin tq <= trom[rst ? '0 : nf_next]; nfq <= rst ? '0 : nf_next; end
+  always_ff @(posedge clk) if (rst || en) nfq <= rst ? '0 : nf_next;
   logic [PE*(IB+1)-1:0] xs;
   for (genvar p = 0; p < PE; p++) begin : g_pe
     assign xs[p*(IB+1) +: IB+1] = I_SIGNED ? {in_data[p*IB + IB - 1], in_data[p*IB +: IB]} : {1'b0, in_data[p*IB +: IB]};

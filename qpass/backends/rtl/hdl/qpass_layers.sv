@@ -105,10 +105,13 @@ module qp_mvtu #(
     always_ff @(posedge clk) if (rst || en) wq <= wrom[rst ? '0 : tile_next];
   end
 
-  // threshold ROM (RUNTIME: RAM), read with the row fold entering the output stage
-  logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
-  qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
-    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
+  // threshold ROM (RUNTIME: RAM), read with the row fold entering the output stage; none for a binary search (BS:
+  // its per-lane stage ROMs are all it reads; a PE*NT*TB-bit word, 73,440 bits for CNN 8-bit conv1, kept Yosys'
+  // memory_dff busy for over 3 minutes on that layer alone, session 11)
+  localparam int TW = (NT > 0 && !BS) ? PE*NT*TB : 1;
+  logic [TW-1:0] tq;
+  qp_tmem #(.NF(NF), .W(TW), .NT(BS ? 0 : NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
+    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data[TW-1:0]), .q(tq));
   logic [NFW-1:0] nfq;  // the row fold of the word entering the output stage (binary-search ROMs' address)
   always_ff @(posedge clk) if (en && wr) nfq <= nf;
 
@@ -371,9 +374,10 @@ module qp_vvau #(
   end else begin : g_now
     assign wq = '0;
   end
-  logic [((NT > 0) ? PE*NT*TB : 1)-1:0] tq;
-  qp_tmem #(.NF(NF), .W(PE*NT*TB), .NT(NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
-    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data), .q(tq));
+  localparam int TW = (NT > 0 && !BS) ? PE*NT*TB : 1;  // (none for a binary search, as in qp_mvtu)
+  logic [TW-1:0] tq;
+  qp_tmem #(.NF(NF), .W(TW), .NT(BS ? 0 : NT), .RUNTIME(RUNTIME), .FILE(TFILE)) u_tmem (
+    .clk(clk), .re(en && wr), .raddr(32'(nf)), .we(tmem_we), .waddr(tmem_addr), .wdata(tmem_data[TW-1:0]), .q(tq));
   logic [NFW-1:0] nfq;  // the row fold of the word entering the output stage (binary-search ROMs' address)
   always_ff @(posedge clk) if (en && wr) nfq <= nf;
   logic [PE*AB-1:0] res_all;
