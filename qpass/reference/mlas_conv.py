@@ -4,10 +4,11 @@
   with group 1 or depthwise (group == input == output channels) into an NchwcConv (block 16; channel counts padded
   up to the block), computed by ``mlas_conv_jit``'s kernels: fewer than 16 input channels the NCHW-input kernel,
   a 1x1 kernel without padding the pointwise one, else the NCHWc one.
-* A computed weight (a 16-bit QDQ model's DequantizeLinear output: onnxruntime does not fold it, so the transformer
-  leaves the Conv alone) and other group counts: ``MlasConv``, i.e. per sample and group the patch matrix (im2col)
+* A computed weight (a 16-bit QDQ model's DequantizeLinear output: the transformer leaves the Conv alone):
+  ``MlasConv``, i.e. per sample and group the patch matrix (im2col)
   times the weight by ``MlasGemm`` (non-packed B: ``mlas.sgemm``; one output channel per group, the M=1 AVX kernel),
   then the bias added (``MlasActivation``).
+* Not reproduced yet (None: the caller keeps its BLAS path): a grouped, not depthwise, Conv of a constant weight.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import numpy as np
 from . import im2col as ic
 from . import mlas
 from .jit import compiled
+from .numerics import fma32
 
 F32 = np.float32
 
@@ -33,8 +35,8 @@ def kind(cn: int, m: int, group: int, kernel, pads) -> str | None:
 
 
 def conv(node, x: np.ndarray, w: np.ndarray, b, const: bool):
-    """(N, M, *out) float32 Conv of float32 ``x``, ``w`` (+ ``b``) as onnxruntime computes it, or None where the
-    kernel is not emulated (not 2-D NCHWc and not reachable by the compiled kernels)."""
+    """(N, M, *out) float32 Conv of float32 ``x``, ``w`` (+ ``b``) as onnxruntime computes it, or None where its
+    order is not reproduced (a grouped, not depthwise, Conv of a constant weight; a constant weight's N-D Conv)."""
     kernel = list(node.attr("kernel_shape") or w.shape[2:])
     g = int(node.attr("group", 1))
     begin, end, out = ic.node_geometry(node, x.shape, kernel)
@@ -44,8 +46,10 @@ def conv(node, x: np.ndarray, w: np.ndarray, b, const: bool):
     if how is not None:
         jit = compiled("mlas_conv_jit")
         if jit is None:
-            return None
+            return _nchwc_numpy(x, w, b, g, kernel, (strides, dil, begin, end, out), how)
         return jit.nchwc_conv(x, w, b, g, strides, dil, begin, out, how)
+    if const:  # a grouped Conv of a constant weight: onnxruntime's order not yet reproduced (the caller's path)
+        return None
     return _mlas_conv(x, w, b, g, kernel, (strides, dil, begin, end, out))
 
 
@@ -67,4 +71,32 @@ def _mlas_conv(x, w, b, g, kernel, geom):
     y = y.reshape((n, m) + tuple(out))
     if b is not None:
         y += np.asarray(b, F32).reshape((1, -1) + (1,) * len(out))
+    return y
+
+
+def _nchwc_numpy(x, w, b, g, kernel, geom, how):
+    """``mlas_conv_jit.nchwc_conv`` without numba: the same FMA chains (``numerics.fma32``), one tap and channel at a
+    time over every output (a padded tap adds 0 * w: exact, as MLAS's skip)."""
+    strides, dil, begin, end, out = geom
+    win = ic.windows(np.asarray(x, F32), kernel, strides, dil, begin, end, out, 0.0)  # (N, C, OH, OW, KH, KW)
+    n, m, cg = x.shape[0], w.shape[0], w.shape[1]
+    w = np.asarray(w, F32)
+    if how == "depthwise":
+        y = np.zeros((n, m) + tuple(out), F32)
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                y = fma32(win[..., i, j], w[:, 0, i, j].reshape(1, -1, 1, 1), y)
+    else:
+        cblock, cbatch = {"nchw": (1, 1), "pointwise": (16, 128), "nchwc": (16, 16)}[how]
+        y = None
+        for b0 in range(0, cg, cbatch):
+            acc = np.zeros((n, m) + tuple(out), F32)
+            for c0 in range(b0, min(cg, b0 + cbatch), cblock):
+                for i in range(kernel[0]):
+                    for j in range(kernel[1]):
+                        for ch in range(c0, min(cg, b0 + cbatch, c0 + cblock)):
+                            acc = fma32(win[:, ch:ch + 1, :, :, i, j], w[:, ch, i, j].reshape(1, -1, 1, 1), acc)
+            y = acc if y is None else (acc + y).astype(F32)
+    if b is not None:
+        y = y + np.asarray(b, F32).reshape(1, -1, 1, 1)
     return y
