@@ -22,10 +22,10 @@ BLOCK = 16
 
 @njit(cache=True, nogil=True)
 def _conv(x, w, bias, has_bias, out, sh, sw, dh, dw, ph, pw, cblock, cbatch):
-    """x (N, G, Cg, H, W); w (G, Cg, KH, KW, Mg); out (N, G, Mg, OH, OW) (all float32, C order). Kernel calls of
+    """x (N, G, H, W, Cg); w (G, Cg, KH, KW, Mg); out (N, G, OH, OW, Mg) (all float32, C order). Kernel calls of
     ``cbatch`` input channels, each from +0 and added to the output so far; within a call, blocks of ``cblock``."""
-    n, g, cg, h, wd = x.shape
-    mg, oh, ow = out.shape[2], out.shape[3], out.shape[4]
+    n, g, h, wd, cg = x.shape
+    oh, ow, mg = out.shape[2], out.shape[3], out.shape[4]
     kh, kw = w.shape[2], w.shape[3]
     acc = np.empty(mg, np.float32)
     tot = np.empty(mg, np.float32)
@@ -45,7 +45,7 @@ def _conv(x, w, bias, has_bias, out, sh, sw, dh, dw, ph, pw, cblock, cbatch):
                                     if xx < 0 or xx >= wd:
                                         continue
                                     for ch in range(c0, min(cg, b0 + cbatch, c0 + cblock)):
-                                        v = x[s, q, ch, y, xx]
+                                        v = x[s, q, y, xx, ch]
                                         for m in range(mg):
                                             acc[m] = _fma(v, w[q, ch, i, j, m], acc[m])
                         if b0 == 0:
@@ -54,7 +54,7 @@ def _conv(x, w, bias, has_bias, out, sh, sw, dh, dw, ph, pw, cblock, cbatch):
                             for m in range(mg):
                                 tot[m] = acc[m] + tot[m]
                     for m in range(mg):
-                        out[s, q, m, r, c] = tot[m] + bias[q * mg + m] if has_bias else tot[m]
+                        out[s, q, r, c, m] = tot[m] + bias[q * mg + m] if has_bias else tot[m]
 
 
 @njit(cache=True, nogil=True)
@@ -100,6 +100,7 @@ def nchwc_conv(x: np.ndarray, w: np.ndarray, b, group: int, strides, dilations, 
     mg = m // group
     wt = np.ascontiguousarray(np.asarray(w, F32).reshape(group, mg, cg, w.shape[2], w.shape[3])
                               .transpose(0, 2, 3, 4, 1))
-    y = np.empty((n, group, mg) + tuple(out_hw), F32)
-    _conv(xc.reshape((n, group, cg) + x.shape[2:]), wt, bias, b is not None, y, *args, cblock, cbatch)
-    return y.reshape((n, m) + tuple(out_hw))
+    y = np.empty((n, group) + tuple(out_hw) + (mg,), F32)
+    xt = np.ascontiguousarray(xc.reshape((n, group, cg) + x.shape[2:]).transpose(0, 1, 3, 4, 2))  # channels last
+    _conv(xt, wt, bias, b is not None, y, *args, cblock, cbatch)
+    return np.ascontiguousarray(y.transpose(0, 1, 4, 2, 3)).reshape((n, m) + tuple(out_hw))
