@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import im2col as ic
-from .. import mlas
+from .. import mlas, mlas_conv
 from ..jit import compiled
 from ..memo import kept
 from ..ops_integer.arith import exact_matmul, l1_bound
@@ -257,6 +257,9 @@ def conv(node, x, w, b=None, ex=None, relu: bool = False):
     """Conv of ``x`` and ``w`` (+ ``b``), then Relu when asked (in place); ``ex``: the executor, whose scratch keeps
     per-node gather indices. A small float32 conv (``_small_plan``) with the compiled kernels: the same numbers,
     the geometry resolved once, the patch matrix gathered and the bias (and Relu) applied in one pass each."""
+    y = _nchwc(node, x, w, b, ex)
+    if y is not None:
+        return np.maximum(y, np.zeros((), y.dtype), out=y) if relu else y
     jit = compiled("float_jit") if ex is not None and x.dtype == F32 else None
     plan = _small_plan(node, x, w, b, ex) if jit is not None else None
     if plan is not None:
@@ -266,6 +269,19 @@ def conv(node, x, w, b=None, ex=None, relu: bool = False):
         return jit.bias_relu(y.reshape((n, g * mg, -1)), bias, relu).reshape((n, g * mg) + out)
     y = _conv(node, x, w, b, ex)
     return np.maximum(y, np.zeros((), y.dtype), out=y) if relu else y
+
+
+def _nchwc(node, x, w, b, ex):
+    """A float32 Conv as onnxruntime's MLAS kernels compute it (``mlas_conv``), bit for bit, when the executor can
+    say whether the weight is a constant and it is not integral (integer-valued operands: the exact paths); else
+    None."""
+    if ex is None or x.dtype != F32 or w.dtype != F32 or (b is not None and b.dtype != F32) or _integral(w):
+        return None
+    key = ("const_weight", node.name)
+    const = ex.scratch.get(key)
+    if const is None:
+        const = ex.scratch[key] = constant_input(ex, node.inputs[1]) is not None
+    return mlas_conv.conv(node, x, w, b, const)
 
 
 def _conv(node, x, w, b, ex):

@@ -58,7 +58,16 @@ def avg_pool_counts(node, x_shape, kernel, begin, end, out):
 
 @register("AveragePool")
 def average_pool(node, x):
+    """float32 2-D (MLAS's ``MlasPool``): the window's inputs added in float32 row by row from +0, then divided by
+    the count in float32; other dtypes and ranks: the float64 sum rounded once."""
     kernel, (begin, end, out) = _pool_geometry(node, x)
+    if x.dtype == np.float32 and len(kernel) == 2 and not any(d != 1 for d in node.attr("dilations") or []):
+        w = ic.windows(x, kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, 0.0)
+        s = np.zeros(w.shape[:-2], np.float32)
+        for i in range(kernel[0]):
+            for j in range(kernel[1]):
+                s += w[..., i, j]
+        return s / avg_pool_counts(node, x.shape, kernel, begin, end, out).astype(np.float32)
     w = ic.windows(wide(x), kernel, node.attr("strides"), node.attr("dilations"), begin, end, out, 0.0)
     s = w.sum(axis=tuple(range(-len(kernel), 0)))
     return (s / avg_pool_counts(node, x.shape, kernel, begin, end, out)).astype(x.dtype)
