@@ -33,8 +33,12 @@ def _model(c, m, k, s, p, g, bias: bool, dq: bool, seed: int):
         ins.append("b")
     nodes.append(helper.make_node("Conv", ins, ["y"], name="conv", kernel_shape=[k, k], strides=[s, s],
                                   pads=[p] * 4, group=g))
+    # a QuantizeLinear reads y (the reference follows MLAS's constant-weight kernels where rounding decides codes)
+    inits += [numpy_helper.from_array(np.float32(1e-4), "ys"), numpy_helper.from_array(np.uint16(30000), "yz")]
+    nodes.append(helper.make_node("QuantizeLinear", ["y", "ys", "yz"], ["yq"]))
     g_ = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, c, 19, 17])],
-                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None),
+                            helper.make_tensor_value_info("yq", TensorProto.UINT16, None)], inits)
     feeds = {"x": rng.standard_normal((2, c, 19, 17)).astype(np.float32)}
     return helper.make_model(g_, opset_imports=[helper.make_opsetid("", 21)]), feeds
 
@@ -43,7 +47,7 @@ def _ort(m, feeds):
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
-    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return ort.InferenceSession(m.SerializeToString(), so, providers=["CPUExecutionProvider"]).run(["y"], feeds)[0]
 
 
 @pytest.mark.parametrize("dq", [False, True], ids=["const", "dq"])
