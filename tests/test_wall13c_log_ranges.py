@@ -1,5 +1,5 @@
 """Issue 13, quantize time: ``log_ranges`` searches the halvings of the ranges a Log reads coarse to fine (a grid of
-step 4, then a hill climb on the step-2 grid) instead of the whole step-2 grid, and its trial models are copies of
+step 6, then a hill climb on the step-2 grid) instead of the whole step-2 grid, and its trial models are copies of
 one quantized model with the candidates' scales and zero points rewritten. Pinned on a built log-mel front end:
 the choice is within 0.2 dB of the full grid's with fewer models tried, the copies give the same output file as
 quantizing every trial in full, and the number of trials is bounded."""

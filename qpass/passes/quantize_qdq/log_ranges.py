@@ -144,7 +144,7 @@ def _coarse_fine(top: int, coarse: int, fine: int) -> tuple[list[int], callable]
 
 
 def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, samples, quantize, step: int = 2,
-           coarse: int = 4, params=None, stats: dict | None = None):
+           coarse: int = 6, params=None, stats: dict | None = None):
     """(ranges, note): ``ranges`` (a ``RangeTable``) with the ranges of ``candidates`` (graph order) narrowed where
     that measures closer to float on ``samples``; ``quantize(ranges)`` returns the QDQ model and ``params(lo, hi)``
     a tensor's ``AffineParams`` there (default: uint8 asymmetric). For each candidate, its halving count k and a second count j by which the later candidates (re-measured under k: a clipped STFT
@@ -153,7 +153,7 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
     so far, its neighbours at +-``step`` in each count, again from the best while that moves it (a hill climb on the
     step-``step`` grid: the narrowing of the input and of the power trade along a ridge, k + j about constant, which
     single-count moves miss). The full step-``step`` grid is (shifts / step + 1)^2 trials per candidate (49 at the
-    defaults; oww-melspectrogram: 174 models in all, here 96, the same choice). Trials after the first copy its
+    defaults; oww-melspectrogram: 174 models in all, here 80 (96 from a step-4 grid), the same choice). Trials after the first copy its
     quantized model with the candidates' scales and zero points rewritten (``_Trials``). ``stats`` (a dict, if
     given) gets ``trials`` (models evaluated) and ``patched`` (whether trials were copies)."""
     ref = joined_outputs(model, samples)
