@@ -103,3 +103,15 @@ def test_trials_are_bounded_by_the_grid_whatever_the_landscape(monkeypatch):
     res = qpass.optimize(m, calib=calib)
     _, _, n, bound = _search(res)
     assert n <= bound, (n, bound)
+
+
+def test_choose_ranges_leaves_the_log_ranges_to_quantize_qdq():
+    """The ranges quantize_qdq's log_ranges chooses on the output (a Log reads them, their calibrated range reaches
+    its max_range) are not chosen a first time by choose_ranges; the rest are."""
+    m, calib, _ = _case()
+    res = qpass.optimize(m, calib=calib)
+    off = qpass.optimize(m, calib=calib, overrides={"choose_ranges": {"skip_log_ranges": False}})
+    chosen = set(res.report.results.get("range_choice", {}).get("tensors", {}))
+    before = set(off.report.results["range_choice"]["tensors"])
+    wide = {"x", "spec", "power"}  # int16-scale audio and what the DFT makes of it
+    assert wide & before and not wide & chosen, (before, chosen)
