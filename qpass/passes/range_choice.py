@@ -51,16 +51,23 @@ class ChooseRangesOptions:
     max_tensors: int = 512
     #: opt-in: also stop choosing after this many seconds (None: no clock)
     max_seconds: float | None = None
+    #: leave alone the tensors quantize_qdq's ``log_ranges`` chooses again on the model's output (a Log reads them,
+    #: their calibrated range reaches its ``max_range``): oww-melspectrogram's four STFT / power ranges, whose
+    #: consumer-output choice was measured and dropped on every run (min/max kept), same output file
+    skip_log_ranges: bool = True
     #: work bound read from the graph: over it (``qdq_moves.graph_cost`` x samples x (candidates + 1), in
     #: multiply-adds), the pass keeps min/max everywhere and runs nothing (None: no bound)
     max_work: float | None = None
 
 
-def quantized_tensors(model, ranges: dict, dtype: str, graph=None) -> list[str]:
+def quantized_tensors(model, ranges: dict, dtype: str, graph=None, skip_log_ranges: bool = False) -> list[str]:
     """The activation tensors quantize_qdq gives their own parameters from a calibrated range, graph order
-    (``graph``: a ``to_gs(model)`` to quantize in place, else a fresh one)."""
+    (``graph``: a ``to_gs(model)`` to quantize in place, else a fresh one); ``skip_log_ranges``: without those its
+    ``log_ranges`` chooses on the model's output."""
     _, qc = quantize_graph(to_gs(model) if graph is None else graph, ranges, QuantizeQDQOptions(activation_dtype=dtype))
-    own = [t.name for t in qc.targets if t.name not in qc.shared_from and t.name in qc.params]
+    own = [t.name for t in qc.targets if t.name not in qc.shared_from and t.name in qc.params
+           and not (skip_log_ranges and t.name in qc.log_fed and t.name in ranges
+                    and max(abs(v) for v in ranges[t.name]) >= qc.opts.max_range)]
     fixed = {k for k, p in qc.params.items() if np.ndim(p.scale) == 0 and float(p.scale) == 1 / 256
              and k not in ranges}
     return [t for t in own if t in ranges and t not in fixed and ranges[t][1] > ranges[t][0]]
@@ -82,7 +89,7 @@ class ChooseRanges(Pass):
             return PassResult(model, False, [f"min/max kept: choosing would take about {work:.3g} multiply-adds of "
                                              f"consumer runs (max_work {o.max_work:.3g})"])
         base_graph = to_gs(model)  # quantized with the calibrated ranges: the min/max side of ``_verify``
-        tensors = quantized_tensors(model, cal.ranges, o.activation_dtype, base_graph)
+        tensors = quantized_tensors(model, cal.ranges, o.activation_dtype, base_graph, o.skip_log_ranges)
         if not tensors:
             return PassResult(model, False, ["no calibrated tensor to choose a range for"])
         runner = ConsumerRunner(model, ctx.analyses.get(TensorTypes, model).types, o.threads)

@@ -13,11 +13,13 @@ against the float model on the calibration samples picks the halving. Determinis
 """
 from __future__ import annotations
 
+import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
 
 from qpass.analysis.layer_errors import joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
+from qpass.formats.qdq_params import activation_params
 from qpass.ir.graph import consumers
 
 
@@ -54,6 +56,75 @@ def _narrowed(rt, names, k: int):
     return rt.copy_with({t: (rt[t][0] / 2 ** k, rt[t][1] / 2 ** k) for t in names})
 
 
+class _Trials:
+    """Quantized models for range tables that differ from ``base`` only in the ranges of ``tensors``: the first is
+    quantized in full, the rest copy it with the scale / zero-point initializers of those tensors' QuantizeLinear /
+    DequantizeLinear rewritten (the rewrite would give the same graph: checked once against a second full
+    quantization, else every trial is quantized in full). ``count``: models built."""
+
+    def __init__(self, base, tensors: list[str], quantize, params):
+        self.quantize, self.params, self.count = quantize, params, 0
+        self.model = self._full(base)
+        self.slots = _param_slots(self.model, tensors)
+        probe = _narrowed(base, tensors, 1)
+        if self.slots is not None and not _same_model(self._full(probe), self._patched(probe)):
+            self.slots = None
+
+    def _full(self, rt) -> onnx.ModelProto:
+        self.count += 1
+        return self.quantize(rt)
+
+    def _patched(self, rt) -> onnx.ModelProto:
+        from onnx import numpy_helper
+
+        m = onnx.ModelProto()
+        m.CopyFrom(self.model)
+        inits = {i.name: i for i in m.graph.initializer}
+        for t, (s_name, z_name) in self.slots.items():
+            p = self.params(*rt[t])
+            inits[s_name].CopyFrom(numpy_helper.from_array(np.asarray(p.scale), s_name))
+            inits[z_name].CopyFrom(numpy_helper.from_array(np.asarray(p.zero_point), z_name))
+        return m
+
+    def __call__(self, rt) -> onnx.ModelProto:
+        if self.slots is None:
+            return self._full(rt)
+        self.count += 1
+        return self._patched(rt)
+
+
+def _param_slots(model: onnx.ModelProto, tensors: list[str]) -> dict | None:
+    """{tensor: (scale, zero-point initializer)} of the QuantizeLinear reading each tensor and the DequantizeLinear
+    after it, when each pair is that tensor's alone (None otherwise: the trials are quantized in full)."""
+    inits = {i.name for i in model.graph.initializer}
+    uses: dict[str, set] = {}
+    for n in model.graph.node:
+        for x in n.input:
+            uses.setdefault(x, set()).add(n.name or id(n))
+    readers = consumers(model.graph)
+    made = {o: n for n in model.graph.node for o in n.output}
+    slots = {}
+    for t in tensors:
+        dq = made.get(t)  # the rewrite keeps a quantized tensor's name on its DequantizeLinear's output
+        q = made.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+        if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3:
+            qs = [n for n in readers.get(t, []) if n.op_type == "QuantizeLinear"]
+            if len(qs) != 1 or len(qs[0].input) < 3:
+                return None
+            q = qs[0]
+        s, z = q.input[1], q.input[2]
+        pair = {q.name or id(q)} | {d.name or id(d) for d in readers.get(q.output[0], []) if
+                                    d.op_type == "DequantizeLinear" and list(d.input[1:3]) == [s, z]}
+        if s not in inits or z not in inits or uses.get(s) != pair or uses.get(z) != pair:
+            return None
+        slots[t] = (s, z)
+    return slots
+
+
+def _same_model(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
+    return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
+
+
 def _remeasured(rt, later: list[str], quantize, samples):
     """``rt`` with the ranges of ``later`` measured on the model quantized with ``rt`` (what they read there)."""
     q = quantize(rt)
@@ -63,34 +134,75 @@ def _remeasured(rt, later: list[str], quantize, samples):
                          for t in later})
 
 
-def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, samples, quantize, step: int = 2):
+def _coarse_fine(top: int, coarse: int, fine: int) -> tuple[list[int], callable]:
+    """The coarse halving counts 0, ``coarse``, .. ``top`` (``top`` itself included), and the fine neighbours of
+    a count (+-``fine``, within 0..``top``)."""
+    grid = list(range(0, top + 1, coarse))
+    if grid[-1] != top:
+        grid.append(top)
+    return grid, lambda k: [x for x in (k - fine, k + fine) if 0 <= x <= top]
+
+
+def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, samples, quantize, step: int = 2,
+           coarse: int = 6, params=None, stats: dict | None = None):
     """(ranges, note): ``ranges`` (a ``RangeTable``) with the ranges of ``candidates`` (graph order) narrowed where
-    that measures closer to float on ``samples``; ``quantize(ranges)`` returns the QDQ model. Each candidate's
-    halvings (0, ``step``, ..) are tried with the later candidates re-measured under it and narrowed together by
-    a second count of halvings: a clipped STFT output makes the power after it narrower, and the power's best range
-    is narrower again."""
+    that measures closer to float on ``samples``; ``quantize(ranges)`` returns the QDQ model and ``params(lo, hi)``
+    a tensor's ``AffineParams`` there (default: uint8 asymmetric). For each candidate, its halving count k and a second count j by which the later candidates (re-measured under k: a clipped STFT
+    output makes the power after it narrower, and the power's best range is narrower again) are narrowed together
+    are searched coarse to fine: every point of the grid of step ``coarse`` in both counts, then, from the best point
+    so far, its neighbours at +-``step`` in each count, again from the best while that moves it (a hill climb on the
+    step-``step`` grid: the narrowing of the input and of the power trade along a ridge, k + j about constant, which
+    single-count moves miss). The full step-``step`` grid is (shifts / step + 1)^2 trials per candidate (49 at the
+    defaults; oww-melspectrogram: 174 models in all, here 80 (96 from a step-4 grid), the same choice). Trials after the first copy its
+    quantized model with the candidates' scales and zero points rewritten (``_Trials``). ``stats`` (a dict, if
+    given) gets ``trials`` (models evaluated) and ``patched`` (whether trials were copies)."""
     ref = joined_outputs(model, samples)
-    best_ranges, best_db = ranges, sqnr_db(ref, joined_outputs(quantize(ranges), samples))
+    trials = _Trials(ranges, candidates, quantize, params or (lambda lo, hi: activation_params(lo, hi, "uint8")))
+    score = lambda rt: sqnr_db(ref, joined_outputs(trials(rt), samples))  # noqa: E731
+    best_ranges, best_db = ranges, score(ranges)
     start_db, changed = best_db, False
+    grid, near = _coarse_fine(shifts, max(coarse, step), step)
     for i, c in enumerate(candidates):
         later, base = candidates[i + 1:], best_ranges
-        for k in range(0, shifts + 1, step):
-            trial = _narrowed(base, [c], k)
-            if later:
-                trial = _remeasured(trial, later, quantize, samples)
-            for j in range(0, shifts + 1 if later else 1, step):
-                if k == j == 0:
-                    continue
-                cand = _narrowed(trial, later, j)
-                db = sqnr_db(ref, joined_outputs(quantize(cand), samples))
-                if db > best_db:
-                    best_ranges, best_db, changed = cand, db, True
+        remeasured: dict[int, object] = {}
+        tried: dict[tuple, float] = {(0, 0): None}
+
+        def trial(k: int, j: int):
+            nonlocal best_ranges, best_db, changed
+            if (k, j) in tried:
+                return
+            if k not in remeasured:
+                t = _narrowed(base, [c], k)
+                remeasured[k] = _remeasured(t, later, trials, samples) if later else t
+            cand = _narrowed(remeasured[k], later, j)
+            tried[(k, j)] = db = score(cand)
+            if db > best_db:
+                best_ranges, best_db, changed = cand, db, True
+
+        js = grid if later else [0]
+        for k in grid:
+            for j in js:
+                trial(k, j)
+        climbed = None  # then up the best point's neighbours (both counts +-step) while that finds a better one
+        while True:
+            done = {kj: db for kj, db in tried.items() if db is not None}
+            if not done:
+                break
+            top = max(done, key=lambda kj: (done[kj], -kj[0], -kj[1]))  # ties: the fewest halvings
+            if top == climbed:
+                break
+            climbed = top
+            for k in [top[0]] + near(top[0]):
+                for j in ([top[1]] + near(top[1]) if later else [0]):
+                    trial(k, j)
+    if stats is not None:
+        stats.update(trials=trials.count, patched=trials.slots is not None)
     if not changed:
         return ranges, None
     ratios = {c: _span(ranges[c]) / max(_span(best_ranges[c]), 1e-30) for c in candidates}
     return best_ranges, (f"{len(candidates)} ranges read by a Log narrowed on the output "
                          f"({', '.join(f'{c} /{r:.3g}' for c, r in ratios.items())}): output SQNR {start_db:.2f} -> "
-                         f"{best_db:.2f} dB on {len(samples)} calibration samples")
+                         f"{best_db:.2f} dB on {len(samples)} calibration samples, {trials.count} models tried")
 
 
 def _span(r) -> float:

@@ -63,6 +63,10 @@ class QuantizeQDQOptions:
     log_ranges: bool = True
     #: at most this many halvings of a calibrated range are tried (``log_ranges``)
     log_range_shifts: int = 12
+    #: the halving counts are searched on a grid of this step, then refined by ``log_range_step`` around its best
+    #: point (``log_ranges.choose``; coarse == step: the full fine grid, (shifts / step + 1)^2 trials per range)
+    log_range_coarse: int = 6
+    log_range_step: int = 2
 
     def __post_init__(self):
         if self.activation_dtype not in ("int8", "uint8", "int16", "uint16"):

@@ -6,6 +6,7 @@ from collections import Counter
 import onnx
 
 from qpass.errors import PipelineError
+from qpass.formats.qdq_params import activation_params
 from qpass.ir.graph import from_gs, main_opset, to_gs
 from qpass.ir.ort_session import OrtError
 from qpass.ops.common import refuse_if_quantized
@@ -95,7 +96,9 @@ def _log_ranges(opts, model, ranges, qc, samples):
         return ranges, None
     try:
         return log_ranges.choose(model, ranges, wide, opts.log_range_shifts, samples.subset(slice(0, 16)),
-                                 lambda r: _quantize(model, r, opts)[0])
+                                 lambda r: _quantize(model, r, opts)[0], opts.log_range_step, opts.log_range_coarse,
+                                 lambda lo, hi: activation_params(lo, hi, opts.activation_dtype,
+                                                                  opts.symmetric_activations))
     except (OrtError, ValueError, ArithmeticError, KeyError):  # min/max ranges then
         return ranges, None
 
