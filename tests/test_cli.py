@@ -112,10 +112,11 @@ def test_dump_dir_has_model_after_every_pass(tmp_path):
     r = qpass_cli("optimize", MODELS / "digits_cnn.onnx", "-o", tmp_path / "o.onnx", "--dump-dir", dump, "-q")
     assert r.returncode == 0, r.stderr
     names = sorted(p.name for p in dump.iterdir())
-    assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_fold_affine.onnx", "04_equalize.onnx",
-                     "05_gate_equalize.onnx", "06_smoothquant.onnx", "07_bias_correction.onnx", "08_calibrate.onnx",
-                     "09_choose_ranges.onnx", "10_quantize_qdq.onnx", "11_choose_dynamic.onnx",
-                     "12_auto_precision.onnx", "13_prelu_lut.onnx"]
+    assert names == ["01_normalize.onnx", "02_fold_batchnorm.onnx", "03_fold_affine.onnx",
+                     "04_decode_reference.onnx", "05_equalize.onnx", "06_gate_equalize.onnx", "07_smoothquant.onnx",
+                     "08_bias_correction.onnx", "09_calibrate.onnx", "10_choose_ranges.onnx", "11_quantize_qdq.onnx",
+                     "12_choose_dynamic.onnx", "13_auto_precision.onnx", "14_decode_precision.onnx",
+                     "15_prelu_lut.onnx"]
 
 
 def test_pipeline_file_and_bad_pipeline(tmp_path):

@@ -36,10 +36,11 @@ def test_int8_report_json(tmp_path):
         assert sum(q["histogram"]["counts"]) > 0
     assert all(q["own_sqnr_db"] is None or q["own_sqnr_db"] > 35 for q in qs)
     assert data["metrics"]["quantized accuracy"] > 0.98 and data["metrics"]["output SQNR vs float (dB)"] > 30
-    assert [t["pass"] for t in data["timeline"]] == ["normalize", "fold_batchnorm", "fold_affine", "equalize",
-                                                      "gate_equalize", "smoothquant", "bias_correction", "calibrate",
-                                                      "choose_ranges(max_work=5000000000.0)", "quantize_qdq",
-                                                      "choose_dynamic", "auto_precision", "prelu_lut"]
+    assert [t["pass"] for t in data["timeline"]] == ["normalize", "fold_batchnorm", "fold_affine", "decode_reference",
+                                                      "equalize", "gate_equalize", "smoothquant", "bias_correction",
+                                                      "calibrate", "choose_ranges(max_work=5000000000.0)",
+                                                      "quantize_qdq", "choose_dynamic", "auto_precision",
+                                                      "decode_precision", "prelu_lut"]
 
 
 def test_fakequant_report_counts_saturation(tmp_path):
