@@ -16,11 +16,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from qpass.analysis.layer_errors import joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
 from qpass.formats.qdq_params import activation_params
-from qpass.ir.graph import consumers
+from qpass.ir.graph import consumers, producers
 
 
 def log_fed(graph: gs.Graph) -> set[str]:
@@ -75,8 +76,6 @@ class _Trials:
         return self.quantize(rt)
 
     def _patched(self, rt) -> onnx.ModelProto:
-        from onnx import numpy_helper
-
         m = onnx.ModelProto()
         m.CopyFrom(self.model)
         inits = {i.name: i for i in m.graph.initializer}
@@ -102,7 +101,7 @@ def _param_slots(model: onnx.ModelProto, tensors: list[str]) -> dict | None:
         for x in n.input:
             uses.setdefault(x, set()).add(n.name or id(n))
     readers = consumers(model.graph)
-    made = {o: n for n in model.graph.node for o in n.output}
+    made = producers(model.graph)
     slots = {}
     for t in tensors:
         dq = made.get(t)  # the rewrite keeps a quantized tensor's name on its DequantizeLinear's output

@@ -277,14 +277,14 @@ def _nchwc(node, x, w, b, ex):
     None. A constant weight (onnxruntime's NCHWc kernels, compiled here one output at a time: 1.5-2.5x slower than
     the BLAS path) only where the result is quantized: a QuantizeLinear reads it, so float32 rounding decides
     integer codes; a float model's Conv keeps the BLAS path, within float32 rounding of onnxruntime."""
-    if ex is None or x.dtype != F32 or w.dtype != F32 or (b is not None and b.dtype != F32) or _integral(w):
+    if ex is None or x.dtype != F32 or w.dtype != F32 or (b is not None and b.dtype != F32):
         return None
     key = ("const_weight", node.name)
     const = ex.scratch.get(key)
     if const is None:
         const = ex.scratch[key] = (constant_input(ex, node.inputs[1]) is not None,
                                    _quantized_output(ex, node.outputs[0]))
-    if const[0] and not const[1]:
+    if (const[0] and not const[1]) or _integral(w):  # a float model's Conv: no weight scan per call
         return None
     return mlas_conv.conv(node, x, w, b, const[0])
 
