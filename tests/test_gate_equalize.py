@@ -2,7 +2,8 @@
 (HardSwish blocks cross-layer equalization: it is not scale-equivariant) gets per-channel factors through an explicit
 Mul on the gate path; the float network is unchanged and the int8 output error drops. Both the HardSwish node and
 its decomposed form z * Clip(z + 3, 0, 6) (the / 6 goes into the next layer in fold_affine); a balanced block is
-left alone."""
+left alone. (A HardSwish node's gate is by default a 1x1 depthwise Conv, which inserts no float Mul:
+tests/test_sqnr13o_conv_gate.py; the Mul form is tested here with conv_gate off.)"""
 import numpy as np
 import pytest
 from onnx import helper
@@ -49,7 +50,8 @@ def test_imbalanced_block_is_equalized_and_the_error_drops(fused):
 
 def test_the_float_network_is_unchanged():
     m = block(True, True)
-    res = quantize(m, X[:24], {"gate_equalize": {"weights": "int8", "granularity": "channel", "activations": "uint8"}}, weights="float", activations="float")
+    res = quantize(m, X[:24], {"gate_equalize": {"weights": "int8", "granularity": "channel", "activations": "uint8",
+                                             "conv_gate": False}}, weights="float", activations="float")
     assert sqnr(m, res.model, X[24:]) > 100
     assert [n.op_type for n in res.model.graph.node].count("Mul") == 2  # the gate's scale and z * HardSigmoid
 
@@ -64,7 +66,7 @@ def test_balanced_block_is_left_alone(fused):
 def test_over_the_latency_budget_nothing_is_rewritten():
     """The inserted Mul touches 0.0017 elements per Conv multiply-add here: with a budget below that, no block."""
     m = block(True, True)
-    res = quantize(m, X[:24], {"gate_equalize": {"max_elements": 0.001}}, weights="int8")
+    res = quantize(m, X[:24], {"gate_equalize": {"max_elements": 0.001, "conv_gate": False}}, weights="int8")
     (b,) = res.facts["gate_equalize"].values()
     assert not b["equalized"] and b["why"] == "over the latency budget", b
     assert len(res.model.graph.node) == len(quantize(m, X[:24], None, weights="int8").model.graph.node)

