@@ -1,18 +1,22 @@
-"""prelu_split: ``layer -> PRelu [-> Transpose / Flatten] -> layers`` becomes ``layer' -> Relu -> layers'``.
+"""prelu_split: on the QDQ graph, ``Conv -> Q -> DQ -> PRelu -> Q -> DQ -> Conv(s)`` loses one requantization.
 
-A PRelu with a per-channel slope a is linear on each sign: PRelu(y) = Relu(y) - a Relu(-y). With c = |a| (> 0) the
-first layer gets its output channels twice, [W; -c W] (bias [b; -c b]), so that after one Relu the tensor holds
-[Relu(y), c Relu(-y)], and every second layer reads the copy with its weight [W2, -sign(a) W2]: the float model is
-unchanged (up to float rounding), the weight grids keep their per-channel codes (the new rows are the old ones times
-c or -1), and the int8 model loses one requantization per PRelu: today the first layer's output is quantized on its
-signed range, run through the float PRelu and quantized again; after the split the Relu output is one uint8 grid with
-zero point 0 that onnxruntime fuses into the layer (the positive half gets all 256 codes, the negative half the same
-step in the PRelu output's units).
+A PRelu with a per-channel slope a is linear on each sign: PRelu(y) = Relu(y) - a Relu(-y). With c = |a| the first
+Conv computes its output channels twice, [W; -c W] (bias [b; -c b]), one Relu gives [Relu(y), c Relu(-y)], and the
+second Convs read both halves with weights [W2, -sign(a) W2]: the float function is the same. In the int8 graph the
+first Conv's output is then quantized once, on a uint8 grid with zero point 0 (onnxruntime fuses Relu -> Q into the
+QLinearConv), instead of on its signed range, run through the float PRelu and quantized again; the positive half
+gets the whole grid, the negative half the same step in the PRelu output's units. The grid's top is
+max(top, -bottom) of the PRelu output's calibrated grid (= max(max y, max_c c_c max(-y_c))).
 
-Not through MaxPool: max over a window does not commute with the split (the negative half would need a min).
-The cost is twice the first layer's output channels and the second layers' input channels (onnxruntime's integer
-kernels; measured in bench/results/sqnr13m_*), so the pass only rewrites pairs whose second layers read a tensor of
-at most ``max_elements`` elements per sample (the fully connected ends and the small late Convs).
+All on codes, nothing re-rounded but the second Convs' int32 biases (their input scale changes): the new weight
+rows are the old codes (negated: exact, int8 codes are in [-127, 127]) with scales [s; c s], written as
+``Concat(q, Neg(q))`` / ``Concat(q, Where(mask, q, Neg(q)))`` on the stored codes, which onnxruntime folds at load
+(the file stores each code once). onnxruntime runs twice the first Conv's output channels and the second Convs'
+input channels: on mtcnn-pnet, whose PRelus this removes, the int8 graph's latency is unchanged (bench/results).
+
+Rule (read from the graph): per-tensor uint8 activation grids, per-channel int8 weights (axis 0), int32 biases, a
+constant per-channel slope with no zero, every tensor on the way read once (the PRelu output's codes only by
+DequantizeLinears read only by ungrouped Convs), no code -128.
 """
 from __future__ import annotations
 
@@ -20,124 +24,249 @@ from dataclasses import dataclass
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
+from onnx import TensorProto, helper, numpy_helper
 
+from qpass.ir.graph import NameAllocator, consumers, producers, topo_sort_nodes
 from qpass.pipeline.pass_base import Pass, PassResult
-from .equalize import find_pairs, out_channel_view, run_mids
-from .ptq_layers import Probe, set_initializer, store_layer
-
-LAYOUT = ("Transpose", "Flatten")
 
 
 @dataclass
 class PreluSplitOptions:
-    #: pairs whose PRelu output has more elements than this per sample are left alone (None: no bound)
-    max_elements: int | None = None
-    #: only pairs whose first layer is one of these op types
-    firsts: tuple = ("Conv", "Gemm")
-    threads: int = 1
+    #: at most this many output channels of the first Conv (the doubled Conv's cost grows with them)
+    max_channels: int = 4096
 
 
-def split_pairs(model: onnx.ModelProto, shape_of) -> list:
-    """equalize's extended pairs whose mids are one PRelu right after the first layer, then layout ops only, with
-    no grouped Conv among the second layers."""
-    out = []
-    for p in find_pairs(model, shape_of, True):
-        if not p.mids or p.mids[0].op_type != "PRelu" or any(n.op_type not in LAYOUT for n in p.mids[1:]):
+@dataclass
+class Match:
+    conv: onnx.NodeProto      # the first Conv
+    q_y: onnx.NodeProto       # its output's QuantizeLinear
+    dq_y: onnx.NodeProto
+    prelu: onnx.NodeProto
+    q_p: onnx.NodeProto       # the PRelu output's QuantizeLinear
+    dq_p: list                # its DequantizeLinears
+    seconds: list             # the Convs reading them
+    slope: np.ndarray         # [C]
+
+
+def _init(inits: dict, name: str):
+    return numpy_helper.to_array(inits[name]) if name in inits else None
+
+
+def const_value(inits: dict, prods: dict, name: str) -> np.ndarray | None:
+    """A constant tensor: an initializer, or what this pass computes from them (Concat / Neg / Where)."""
+    if name in inits:
+        return numpy_helper.to_array(inits[name])
+    n = prods.get(name)
+    if n is None or n.op_type not in ("Concat", "Neg", "Where"):
+        return None
+    args = [const_value(inits, prods, t) for t in n.input]
+    if any(a is None for a in args):
+        return None
+    if n.op_type == "Neg":
+        return -args[0]
+    if n.op_type == "Where":
+        return np.where(*args)
+    return np.concatenate(args, axis=next(a.i for a in n.attribute if a.name == "axis"))
+
+
+def _u8_grid(inits: dict, node) -> tuple | None:
+    """(scale, zero point) of a per-tensor uint8 Q / DQ, or None."""
+    if len(node.input) < 3:
+        return None
+    s, z = inits.get(node.input[1]), inits.get(node.input[2])
+    if s is None or z is None or z.data_type != TensorProto.UINT8 or s.data_type != TensorProto.FLOAT:
+        return None
+    s, z = numpy_helper.to_array(s), numpy_helper.to_array(z)
+    return (float(s.reshape(())), int(z.reshape(()))) if s.size == 1 and z.size == 1 else None
+
+
+def _axis(node) -> int:
+    return next((int(helper.get_attribute_value(a)) for a in node.attribute if a.name == "axis"), 1)
+
+
+def _weight(inits: dict, prods: dict, conv, k: int, dtype: int):
+    """The DequantizeLinear feeding ``conv.input[k]`` when it reads constant codes of ``dtype``, per channel on
+    axis 0 (or per tensor), else None."""
+    if len(conv.input) <= k or not conv.input[k]:
+        return None
+    dq = prods.get(conv.input[k])
+    if dq is None or dq.op_type != "DequantizeLinear" or len(dq.input) < 2:
+        return None
+    q = const_value(inits, prods, dq.input[0])
+    want = {TensorProto.INT8: np.int8, TensorProto.INT32: np.int32}[dtype]
+    if q is None or q.dtype != want or dq.input[1] not in inits or \
+            (len(dq.input) > 2 and dq.input[2] and dq.input[2] not in inits):
+        return None
+    return dq if numpy_helper.to_array(inits[dq.input[1]]).size == 1 or _axis(dq) == 0 else None
+
+
+def _only(cons: dict, t: str, op: str):
+    users = cons.get(t, [])
+    return users[0] if len(users) == 1 and users[0].op_type == op else None
+
+
+def _plain_conv(node) -> bool:
+    return node.op_type == "Conv" and all(helper.get_attribute_value(a) == 1 for a in node.attribute
+                                          if a.name == "group")
+
+
+def find_matches(model: onnx.ModelProto, max_channels: int = 4096) -> list[Match]:
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    prods, cons = producers(g), consumers(g)
+    outs = {o.name for o in g.output}
+    found = []
+    for conv in g.node:
+        if not _plain_conv(conv) or _weight(inits, prods, conv, 1, TensorProto.INT8) is None or \
+                len(cons.get(conv.input[1], [])) != 1:
             continue
-        if any(s.op == "Conv" and s.groups > 1 for s in p.seconds) or p.first.groups > 1:
+        if len(conv.input) > 2 and conv.input[2] and _weight(inits, prods, conv, 2, TensorProto.INT32) is None:
             continue
-        if any(s.op == "Conv" for s in p.seconds) and len(p.mids) > 1:
+        q_y = _only(cons, conv.output[0], "QuantizeLinear")
+        dq_y = q_y and _only(cons, q_y.output[0], "DequantizeLinear")
+        prelu = dq_y and _only(cons, dq_y.output[0], "PRelu")
+        q_p = prelu and _only(cons, prelu.output[0], "QuantizeLinear")
+        if q_p is None or any(_u8_grid(inits, n) is None for n in (q_y, dq_y, q_p)) or \
+                {conv.output[0], q_y.output[0], dq_y.output[0], prelu.output[0], q_p.output[0]} & outs:
             continue
-        out.append(p)
-    return out
+        dq_p = cons.get(q_p.output[0], [])
+        seconds = [u for d in dq_p for u in cons.get(d.output[0], [])]
+        if not dq_p or any(d.op_type != "DequantizeLinear" or d.output[0] in outs or _u8_grid(inits, d) is None
+                           for d in dq_p):
+            continue
+        if not seconds or any(not _plain_conv(s) or s.input[0] not in {d.output[0] for d in dq_p} or
+                              s.input[1] in {d.output[0] for d in dq_p} or
+                              _weight(inits, prods, s, 1, TensorProto.INT8) is None or
+                              len(cons.get(s.input[1], [])) != 1 for s in seconds):
+            continue
+        if any(len(s.input) > 2 and s.input[2] and _weight(inits, prods, s, 2, TensorProto.INT32) is None
+               for s in seconds):
+            continue
+        w = const_value(inits, prods, prods[conv.input[1]].input[0])
+        slope = _init(inits, prelu.input[1])
+        c = w.shape[0]
+        if slope is None or w.shape[0] > max_channels or int(w.min()) == -128:
+            continue
+        ax = 1 - w.ndim  # the channel axis of the Conv output, counted from the end
+        if slope.size != 1 and (slope.size != c or slope.ndim < -ax or slope.shape[ax] != c):
+            continue
+        slope = np.broadcast_to(slope.astype(np.float64).reshape(-1), (c,)).copy()
+        if (slope == 0).any() or any(int(const_value(inits, prods, prods[s.input[1]].input[0]).min()) == -128
+                                        for s in seconds):
+            continue
+        found.append(Match(conv, q_y, dq_y, prelu, q_p, dq_p, seconds, slope))
+    return found
 
 
-def _slope(model: onnx.ModelProto, prelu: onnx.NodeProto, channels: int) -> np.ndarray:
-    init = next(i for i in model.graph.initializer if i.name == prelu.input[1])
-    a = numpy_helper.to_array(init).astype(np.float64).reshape(-1)
-    return np.broadcast_to(a, (channels,)).copy() if a.size == 1 else a
+def _vec(inits: dict, name: str, c: int) -> np.ndarray:
+    v = _init(inits, name)
+    return np.broadcast_to(v.reshape(-1), (c,)).copy()
 
 
-def _positions(pair, one_out: np.ndarray, channels: int) -> tuple[np.ndarray, np.ndarray]:
-    """(channel, spatial index) that each input position of a Gemm / MatMul second layer reads, for the first
-    layer's output shaped like ``one_out`` but with ``channels`` channels (the layout mids run on index tensors)."""
-    shape = (1, channels) + one_out.shape[2:]
-    ch = np.broadcast_to(np.arange(channels, dtype=np.float32).reshape((1, channels) + (1,) * (len(shape) - 2)),
-                         shape)
-    sp = np.broadcast_to(np.arange(int(np.prod(shape[2:], dtype=np.int64)), dtype=np.float32).reshape(
-        (1, 1) + shape[2:]), shape)
-    mids = pair.mids[1:]  # layout ops: no initializer inputs
-    ch = run_mids(mids, np.ascontiguousarray(ch), {}, pair.opset)
-    sp = run_mids(mids, np.ascontiguousarray(sp), {}, pair.opset)
-    return ch.reshape(-1).astype(np.int64), sp.reshape(-1).astype(np.int64)
+def split(model: onnx.ModelProto, m: Match) -> None:
+    """Rewrite one match of ``model`` in place (see the module docstring)."""
+    g = model.graph
+    inits = {i.name: i for i in g.initializer}
+    prods = producers(g)
+    names = NameAllocator.for_model(model)
+    base = m.conv.name or m.conv.output[0]
+    new_nodes, new_inits = [], []
+
+    def const(value: np.ndarray, tag: str) -> str:
+        name = names(f"{base}_{tag}")
+        new_inits.append(numpy_helper.from_array(value, name))
+        return name
+
+    def node(op: str, ins: list, tag: str, **attrs) -> str:
+        out = names(f"{base}_{tag}")
+        new_nodes.append(helper.make_node(op, ins, [out], name=out, **attrs))
+        return out
+
+    replaced = {t for n in (m.q_y, m.dq_y, m.prelu, m.q_p) for t in n.input} | \
+        {t for x in [m.conv] + m.seconds for k in (1, 2) if len(x.input) > k and x.input[k] in prods
+         for t in prods[x.input[k]].input}
+    c = len(m.slope)
+    mag = np.abs(m.slope)
+    # the first Conv: rows [q; -q], scales [s; c s], bias codes [b; -b] on scales [sb; c sb]
+    for k, tag in ((1, "w"), (2, "b")):
+        if len(m.conv.input) <= k or not m.conv.input[k]:
+            continue
+        dq = prods[m.conv.input[k]]
+        codes = dq.input[0]
+        dq.input[0] = node("Concat", [codes, node("Neg", [codes], f"{tag}neg")], f"{tag}2", axis=0)
+        sc = _vec(inits, dq.input[1], c)
+        dq.input[1] = const(np.concatenate([sc, sc * mag]).astype(np.float32), f"{tag}s")
+        if len(dq.input) > 2 and dq.input[2]:
+            z = _vec(inits, dq.input[2], c)
+            dq.input[2] = const(np.concatenate([z, z]), f"{tag}z")
+        for a in dq.attribute:
+            if a.name == "axis":
+                a.i = 0
+        if not any(a.name == "axis" for a in dq.attribute):
+            dq.attribute.append(helper.make_attribute("axis", 0))
+    # one uint8 grid, zero point 0, over both halves: the top of the PRelu output's grid, whichever side is longer
+    sp, zp = _u8_grid(inits, m.q_p)
+    top = max((255 - zp) * sp, zp * sp)
+    s_new = np.float32(top / 255.0)
+    scale, zero = const(np.array(s_new, np.float32), "s"), const(np.array(0, np.uint8), "z")
+    relu = names(f"{base}_relu")
+    m.q_y.input[:] = [relu, scale, zero]
+    for d in m.dq_p:
+        d.input[:] = [m.q_y.output[0], scale, zero]
+    # the second Convs: inputs [q2, -sign(a) q2] on the same scales; bias codes for the new input scale
+    keep = (m.slope < 0).reshape((1, c) + (1,) * (const_value(inits, prods, prods[m.seconds[0].input[1]].input[0]).ndim - 2))
+    for s in m.seconds:
+        dq = prods[s.input[1]]
+        codes = dq.input[0]
+        other = node("Where", [const(keep, "keep"), codes, node("Neg", [codes], "w2neg")], "w2half")
+        dq.input[0] = node("Concat", [codes, other], "w2", axis=1)
+        if len(s.input) > 2 and s.input[2]:
+            bdq = prods[s.input[2]]
+            bq, bs = const_value(inits, prods, bdq.input[0]), _init(inits, bdq.input[1])
+            ws = _vec(inits, dq.input[1], bq.size)
+            nb = np.clip(np.round(bq.astype(np.float64) * bs / (float(s_new) * ws)), -2**31, 2**31 - 1)
+            bdq.input[0] = const(nb.astype(np.int32).reshape(bq.shape), "b2")
+            bdq.input[1] = const((np.float32(s_new) * ws).astype(np.float32).reshape(bq.shape), "b2s")
+    new_nodes.append(helper.make_node("Relu", [m.conv.output[0]], [relu], name=relu))
+    gone = {id(n) for n in (m.dq_y, m.prelu, m.q_p)}
+    stale = {t for n in [m.conv, m.q_y, m.dq_y, m.prelu, m.q_p] + m.dq_p for t in n.output} | \
+        {t for x in [m.conv] + m.seconds for t in x.input[1:3]}  # the weights' and biases' new shapes
+    relu_node = new_nodes.pop()  # the rest read initializers only: they go first
+    kept = []
+    for n in g.node:
+        if id(n) not in gone:
+            kept += [n, relu_node] if n is m.conv else [n]
+    del g.node[:]
+    g.node.extend(new_nodes + kept)
+    topo_sort_nodes(g)  # the new constant nodes may read earlier ones
+    read = {t for n in g.node for t in n.input} | {o.name for o in g.output}
+    left = [i for i in g.initializer if i.name in read or i.name not in replaced]
+    del g.initializer[:]
+    g.initializer.extend(left)
+    g.initializer.extend(new_inits)
+    vi = [v for v in g.value_info if v.name not in stale]
+    del g.value_info[:]
+    g.value_info.extend(vi)
 
 
-def split_pair(model: onnx.ModelProto, pair, one_out: np.ndarray) -> None:
-    """Rewrite one pair of ``model`` in place (``one_out``: the first layer's output on one sample)."""
-    first, prelu = pair.first, pair.mids[0]
-    c = first.out_channels
-    a = _slope(model, prelu, c)
-    mag = np.where(np.abs(a) > 0, np.abs(a), 1.0)
-    sign = -np.sign(a)  # the weight of the negative half's channel in the second layers
-    ax = first.out_channel_axis()
-    w1 = np.concatenate([first.w, (-first.w * out_channel_view(first, mag))], axis=ax).astype(np.float32)
-    b0 = np.zeros(c, np.float32) if first.b is None else first.b.astype(np.float64)
-    b1 = np.concatenate([b0, -b0 * mag]).astype(np.float32)
-    for b in pair.seconds:
-        axis = b.in_channel_axis()
-        if b.op == "Conv":
-            view = [1] * b.w.ndim
-            view[1] = -1
-            w2 = np.concatenate([b.w, b.w * sign.reshape(view)], axis=1)
-        else:
-            ch0, sp0 = _positions(pair, one_out, c)
-            ch1, sp1 = _positions(pair, one_out, 2 * c)
-            old = {(int(k), int(s)): i for i, (k, s) in enumerate(zip(ch0, sp0))}
-            src = np.array([old[(int(k) % c, int(s))] for k, s in zip(ch1, sp1)])
-            fac = np.where(ch1 >= c, sign[ch1 % c], 1.0)
-            w2 = np.moveaxis(np.moveaxis(b.w, axis, 0)[src] * fac.reshape((-1,) + (1,) * (b.w.ndim - 1)), 0, axis)
-        set_initializer(model, b.node.input[1], w2.astype(np.float32))
-    store_layer(model, first, w1, b1)
-    stale = {first.y} | {t for n in pair.mids for t in n.output}  # twice the channels now
-    keep = [v for v in model.graph.value_info if v.name not in stale]
-    del model.graph.value_info[:]
-    model.graph.value_info.extend(keep)
-    relu = helper.make_node("Relu", [prelu.input[0]], [prelu.output[0]], name=prelu.name)
-    prelu.CopyFrom(relu)
-
-
-def split_prelus(model: onnx.ModelProto, samples, max_elements=None, firsts=("Conv", "Gemm"), threads=1) -> list:
-    """Split every eligible pair of ``model`` in place, pair after pair (each found again in the rewritten graph);
-    the names of the first layers rewritten. Shapes are read from one sample of ``samples``."""
-    done: list[str] = []
+def split_prelus(model: onnx.ModelProto, max_channels: int = 4096) -> list[str]:
+    """Rewrite every match in place (found again after each rewrite); the first Convs' names."""
+    done = []
     while True:
-        cache: dict[str, np.ndarray] = {}
-
-        def value(t):  # one sample's value of a tensor ([1, C, ...]) in the model as rewritten so far
-            if t not in cache:
-                cache[t] = Probe(model, samples.subset(slice(0, 1)), [], [t], threads).float_value(t)[0]
-            return cache[t]
-
-        todo = [p for p in split_pairs(model, lambda t: value(t).shape)
-                if p.first.name not in done and p.first.op in firsts]
-        todo = [p for p in todo if max_elements is None or value(p.first.y).size <= max_elements]
+        todo = [m for m in find_matches(model, max_channels) if m.conv.name not in done]
         if not todo:
             return done
-        split_pair(model, todo[0], value(todo[0].first.y))
-        done.append(todo[0].first.name)
+        split(model, todo[0])
+        done.append(todo[0].conv.name)
 
 
 class PreluSplit(Pass):
     name = "prelu_split"
-    inputs = ("calibration_data",)
     Options = PreluSplitOptions
 
     def run(self, model, ctx):
-        o = self.opts
-        out = onnx.ModelProto()
-        out.CopyFrom(model)
-        done = split_prelus(out, ctx.inputs.calibration_data, o.max_elements, tuple(o.firsts), o.threads)
+        done = split_prelus(model, self.opts.max_channels)
         if not done:
-            return PassResult(model, False, ["no layer -> PRelu [-> Transpose / Flatten] -> layer pair to split"])
-        return PassResult(out, True, [f"split {len(done)} PRelu(s) into Relu halves: {', '.join(done)}"])
+            return PassResult(model, False, ["no Conv -> PRelu -> Conv on uint8 grids to split"])
+        return PassResult(model, True, [f"{len(done)} PRelu(s) split into Relu halves of doubled Conv outputs "
+                                        f"(one requantization less each): {', '.join(done)}"])
