@@ -174,3 +174,15 @@ def test_a_flattened_gemm_reader_gets_its_rows_in_the_new_order(channels_last):
     s = bind_samples({"x": held[:4, None]}, split)
     np.testing.assert_allclose(golden_run(split, s, outputs=["y"])["y"], ort_run(split, s, outputs=["y"])["y"],
                                rtol=1e-6, atol=1e-6)
+
+
+def test_an_already_quantized_model_keeps_its_grids(case):
+    """prelu_split re-grids activations: on a model that is already QDQ it gives way like the other quantizing
+    passes (the trained quantization is kept)."""
+    _, _, held, _, plain = case
+    res = qpass.optimize(plain)
+    again = res.model
+    assert "prelu_split" not in [r.name for r in res.records] and "import_quantized" in [r.name for r in res.records]
+    assert Counter(n.op_type for n in again.graph.node)["PRelu"] == 2
+    np.testing.assert_array_equal(make_session(again).run(None, {"x": held})[0],
+                                  make_session(plain).run(None, {"x": held})[0])
