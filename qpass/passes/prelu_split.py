@@ -105,6 +105,8 @@ def _weight(inits: dict, prods: dict, conv, k: int, dtype: int, axis: int):
     if q is None or q.dtype != want or dq.input[1] not in inits or \
             (len(dq.input) > 2 and dq.input[2] and dq.input[2] not in inits):
         return None
+    if len(dq.input) > 2 and dq.input[2] and numpy_helper.to_array(inits[dq.input[2]]).any():
+        return None  # negated codes mean negated values only about a zero point 0
     return dq if numpy_helper.to_array(inits[dq.input[1]]).size == 1 or _axis(dq) == axis else None
 
 
