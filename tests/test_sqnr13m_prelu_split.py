@@ -186,3 +186,22 @@ def test_an_already_quantized_model_keeps_its_grids(case):
     assert Counter(n.op_type for n in again.graph.node)["PRelu"] == 2
     np.testing.assert_array_equal(make_session(again).run(None, {"x": held})[0],
                                   make_session(plain).run(None, {"x": held})[0])
+
+
+def test_no_new_int16_pair_saturation_for_cpus_without_vnni():
+    """Made for --target-cpu avx2, every layer keeps its u8s8 pair sums within int16 (quantize_qdq's pair_scale);
+    the doubled input pairs weights anew (a channel whose slope is positive meets one whose slope is negative:
+    opposite-sign pairs become same-sign), so prelu_split leaves a pair alone where that would saturate."""
+    from qpass.ir.graph import producers
+    from qpass.passes.prelu_split import const_value
+    from qpass.passes.quantize_qdq import u8s8
+
+    m, rng = net(), np.random.default_rng(16)
+    calib = bind_samples({"x": rng.standard_normal((8, 1, 3, 16, 16)).astype(np.float32)}, m)
+    q = qpass.optimize(m, calib=calib, disabled=FAST, overrides={"quantize_qdq": {"target_cpu": "avx2"}}).model
+    g = q.graph
+    prods, inits = producers(g), {i.name: i for i in g.initializer}
+    for n in (n for n in g.node if n.op_type == "Conv"):
+        codes = const_value(inits, prods, prods[n.input[1]].input[0])
+        attrs = {a.name: helper.get_attribute_value(a) for a in n.attribute}
+        assert not u8s8.saturating_channels("Conv", attrs, codes, 0, 255).any(), n.name

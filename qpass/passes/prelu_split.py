@@ -32,6 +32,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from qpass.ir.graph import NameAllocator, consumers, producers, topo_sort_nodes
 from qpass.pipeline.pass_base import Pass, PassResult
+from .quantize_qdq import u8s8
 
 
 @dataclass
@@ -153,6 +154,32 @@ def _fold(layout: list, rank: int, c: int, w2: np.ndarray, second) -> tuple | No
     return (s, 1) if list(_attr(layout[0], "perm", [])) == [0] + list(range(2, rank)) + [1] else None
 
 
+def doubled_codes(q2: np.ndarray, slope: np.ndarray, layout: list, fold: tuple, second) -> np.ndarray:
+    """The second layer's codes on the doubled input (numpy; ``_second_codes`` writes the same as nodes)."""
+    c = len(slope)
+    if not layout:
+        keep = (slope < 0).reshape((1, c) + (1,) * (q2.ndim - 2))
+        return np.concatenate([q2, np.where(keep, q2, -q2)], axis=1)
+    outer, inner = fold
+    n = q2.shape[1 - _in_axis(second)]
+    four, at = ((outer, c, inner, n), 1) if _in_axis(second) == 0 else ((n, outer, c, inner), 2)
+    r = q2.reshape(four)
+    both = np.concatenate([r, np.where((slope < 0).reshape([c if i == at else 1 for i in range(4)]), r, -r)], at)
+    return both.reshape((2 * q2.shape[0], n) if _in_axis(second) == 0 else (n, 2 * q2.shape[1]))
+
+
+def _new_saturation(q2: np.ndarray, slope: np.ndarray, layout: list, fold: tuple, second) -> bool:
+    """Would the doubled input make some int16 pair sum of ``second`` saturate on onnxruntime's u8s8 kernels
+    without VNNI where none could before (a model made for ``--target-cpu avx2`` / ``any`` has no such layer)?
+    The first Conv's rows [q; -q] pair like q's; the second layers' pairs change."""
+    attrs = {a.name: helper.get_attribute_value(a) for a in second.attribute}
+    axis = 0 if second.op_type == "Conv" else 1 - _in_axis(second)
+    before = u8s8.saturating_channels(second.op_type, attrs, q2, axis, 255).any()
+    after = u8s8.saturating_channels(second.op_type, attrs, doubled_codes(q2, slope, layout, fold, second), axis,
+                                     255).any()
+    return bool(after and not before)
+
+
 def find_matches(model: onnx.ModelProto, max_channels: int = 4096) -> list[Match]:
     g = model.graph
     inits = {i.name: i for i in g.initializer}
@@ -203,6 +230,9 @@ def find_matches(model: onnx.ModelProto, max_channels: int = 4096) -> list[Match
         fold = _fold(layout, w.ndim, c, const_value(inits, prods, prods[seconds[0].input[1]].input[0]),
                      seconds[0]) if layout else (1, 1)
         if fold is None:
+            continue
+        if any(_new_saturation(const_value(inits, prods, prods[x.input[1]].input[0]), slope, layout, fold, x)
+               for x in seconds):
             continue
         found.append(Match(conv, q_y, dq_y, prelu, q_p, dq_p, seconds, slope, layout, fold))
     return found
