@@ -16,7 +16,7 @@ from qpass.ir.samples import bind_samples
 from qpass.passes.prelu_split import find_matches, split_prelus
 from qpass.reference import run_samples as golden_run
 
-FAST = {"choose_dynamic", "auto_precision"}
+FAST = {"choose_dynamic", "auto_precision", "prelu_max"}  # prelu_max (after this pass) would take the PRelus it leaves
 
 
 def net(pool: bool = False, zero_slope: bool = False) -> onnx.ModelProto:
