@@ -125,3 +125,17 @@ def test_a_concave_or_zero_slope_channel_keeps_the_block(fix):
     calib = {"x": np.random.default_rng(25).standard_normal((8, 1, 3, 16, 16)).astype(np.float32)}
     a, b = quantize(m, calib), quantize(m, calib, on=False)
     assert a.SerializeToString() == b.SerializeToString()
+
+
+def test_the_summary_counts_the_float_ops_of_the_final_graph():
+    """The "ops left in float" lines name what the result still runs in float: the PRelu prelu_max took is not one
+    (before: quantize_qdq's plan, made before the PRelu passes, was printed as is)."""
+    from qpass.report.summary import summary_lines
+
+    m = net()
+    calib = bind_samples({"x": np.random.default_rng(26).standard_normal((8, 1, 3, 16, 16)).astype(np.float32)}, m)
+    kept = qpass.optimize(m, calib=calib, disabled=FAST | {"prelu_max", "prelu_lut"})
+    taken = qpass.optimize(m, calib=calib, disabled=FAST)
+    assert any("PRelu" in line for line in summary_lines(m, kept) if line.startswith("  ")), summary_lines(m, kept)
+    assert not any("PRelu" in line for line in summary_lines(m, taken) if line.startswith("  ")), \
+        summary_lines(m, taken)
