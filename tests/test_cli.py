@@ -116,7 +116,7 @@ def test_dump_dir_has_model_after_every_pass(tmp_path):
                      "04_decode_reference.onnx", "05_equalize.onnx", "06_gate_equalize.onnx", "07_smoothquant.onnx",
                      "08_bias_correction.onnx", "09_calibrate.onnx", "10_choose_ranges.onnx", "11_quantize_qdq.onnx",
                      "12_choose_dynamic.onnx", "13_auto_precision.onnx", "14_decode_precision.onnx",
-                     "15_prelu_lut.onnx"]
+                     "15_prelu_split.onnx", "16_prelu_max.onnx", "17_prelu_lut.onnx"]
 
 
 def test_pipeline_file_and_bad_pipeline(tmp_path):

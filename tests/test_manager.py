@@ -137,7 +137,7 @@ def test_builtin_pipeline_listed():
     assert [s.name for s in p.steps] == ["normalize", "fold_batchnorm", "fold_affine", "decode_reference",
                                          "equalize", "gate_equalize", "smoothquant", "bias_correction", "calibrate",
                                          "choose_ranges", "quantize_qdq", "choose_dynamic", "auto_precision",
-                                         "decode_precision", "prelu_lut"]
+                                         "decode_precision", "prelu_split", "prelu_max", "prelu_lut"]
 
 
 # ---------------------------------------------------------------------------------------------- analyses

@@ -40,7 +40,7 @@ def test_int8_report_json(tmp_path):
                                                       "equalize", "gate_equalize", "smoothquant", "bias_correction",
                                                       "calibrate", "choose_ranges(max_work=5000000000.0)",
                                                       "quantize_qdq", "choose_dynamic", "auto_precision",
-                                                      "decode_precision", "prelu_lut"]
+                                                      "decode_precision", "prelu_split", "prelu_max", "prelu_lut"]
 
 
 def test_fakequant_report_counts_saturation(tmp_path):

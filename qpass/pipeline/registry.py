@@ -56,6 +56,8 @@ PASSES: dict[str, str] = {
     "gate_equalize": "qpass.passes.gate_equalize:GateEqualize",
     "prelu_equalize": "qpass.passes.prelu_equalize:PreluEqualize",
     "prelu_lut": "qpass.passes.prelu_lut:PreluLut",
+    "prelu_split": "qpass.passes.prelu_split:PreluSplit",
+    "prelu_max": "qpass.passes.prelu_max:PreluMax",
     "decode_reference": "qpass.search.decode_precision:DecodeReference",
     "decode_precision": "qpass.search.decode_precision:DecodePrecision",
 }

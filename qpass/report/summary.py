@@ -49,9 +49,12 @@ def summary_lines(src: onnx.ModelProto, result) -> list[str]:
         lines.append(f"nodes quantized: {len(q['quantized_nodes'])} "
                      f"(+{len(q['fused_activations'])} activations fused)")
         hist = op_histogram(result.model.graph)
-        reasons = Counter(q["float_nodes"].values())
-        if q["float_nodes"]:
-            lines.append(f"ops left in float: {len(q['float_nodes'])}")
+        # quantize_qdq's plan, counted on the final graph (prelu_split / prelu_max / prelu_lut take PRelus later)
+        names = {n.name for n in result.model.graph.node}
+        left = {k: v for k, v in q["float_nodes"].items() if k in names}
+        reasons = Counter(left.values())
+        if left:
+            lines.append(f"ops left in float: {len(left)}")
             for reason, count in reasons.most_common():
                 lines.append(f"  {count} x {reason}")
         lines.append("ops in result: " + ", ".join(f"{k} {v}" for k, v in hist.items()))

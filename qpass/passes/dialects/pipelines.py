@@ -17,7 +17,8 @@ from qpass.pipeline.registry import get_pass_class
 #: the trained quantization of an imported model
 QUANTIZING = ("calibrate", "fakequant", "quantize_qdq", "bitwidth", "quantize_dynamic", "mixed_precision",
               "choose_ranges", "equalize", "smoothquant", "bias_correction", "adaround", "choose_dynamic",
-              "auto_precision", "gate_equalize", "decode_reference", "decode_precision")
+              "auto_precision", "gate_equalize", "decode_reference", "decode_precision", "prelu_split",
+              "prelu_max")
 FORMATS = ("qonnx", "qcdq", "qdq")
 
 
