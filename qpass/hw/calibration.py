@@ -21,6 +21,7 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(NF*2^i/64)), N = clog2(NT+1) stages
                   + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
             FF  = c0 + c_ctr*log2(NF*SF) + (c_acc | c_acc_thr)*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
+                  | BS with NF > 1: c_bs0*S0COLS (stage 0's ROM output register, ``stage0_columns``)
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
             (the row buffers are LUT-RAM: the window reads them asynchronously)
   qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*C*NT*TB/8
@@ -158,11 +159,23 @@ def _mvtu_ff(p: dict) -> dict[str, float]:
     f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "res": pab, "acc": pab * (sf > 1)}
     if nt and nf > 1 and not p.get("BS", 0):  # (a binary search reads its stage ROMs unregistered)
         f["thr"] = threshold_columns(p, nf)
+    elif nt and nf > 1:  # but stage 0's address is the registered row fold: Yosys registers that ROM's output
+        f["bs0"] = stage0_columns(p, nf)
     if nf > 1 and sf == 1:
         f["ibuf"] = p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
     elif ibuf_in_bram(p):  # the block-RAM input buffer's bypass register (``ibuf_bypass``)
         f["ibuf"] = ibuf_bypass(p)
     return f
+
+
+def stage0_columns(p: dict, nf: int) -> float:
+    """Flip-flops of a binary search's stage-0 ROM with NF > 1 row folds: read at the registered row fold alone,
+    Yosys moves that register to the ROM's output (memory_dff), one flip-flop per distinct varying column of the
+    NF words of PE first candidates (S0COLS, counted from the images; else TB random bits per PE over NF words).
+    CNN 8-bit fc1 (NF 64, TB 22): 20 of its 104 FF, none in the formula before (0.74 of yosys)."""
+    if "S0COLS" in p:
+        return float(p["S0COLS"])
+    return varying_bits(p["PE"] * p.get("TB", 1), nf)
 
 
 def ibuf_bypass(p: dict) -> int:
