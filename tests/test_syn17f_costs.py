@@ -43,3 +43,20 @@ def test_binary_search_stage0_rom_output_register_counted_in_ff():
     blind = {k: v for k, v in p.items() if k not in ("S0COLS", "TCOLS", "WCOLS")}
     assert cal.features("qp_mvtu", "ff", blind)["bs0"] > 19
     assert within(cal.module_estimate("qp_mvtu", blind).ff, y["ff"])
+
+
+GRID = Path(__file__).resolve().parents[1] / "bench" / "results" / "yosys_grid.json"
+
+
+def test_xnor_lanes_pay_the_row_fold_select_merged_into_lut7_lut8():
+    # ABC merges rd = (row fold == 0) and the input-buffer multiplexer into each XNOR lane: clog2(NF) + 3 inputs,
+    # a LUT7 at 16 row folds, a LUT8 at 32, none wider (no cell: rd is decoded once)
+    assert [cal.xnor_wide_luts(nf) for nf in (1, 2, 8, 16, 32, 64, 512)] == [0, 0, 0, 1, 3, 0, 0]
+    grid = {(v["params"]["MH"], v["params"]["PE"]): v["lut"] for v in json.loads(GRID.read_text()).values()
+            if v["params"]["module"] == "qp_mvtu" and v["params"].get("XNOR") and v["params"]["MW"] == 512}
+    # PE 1 x SIMD 32, 512 columns: the LUT count peaks at 32 row folds (206 / 233 / 278 / 235 in Yosys 0.23)
+    assert grid[(32, 1)] - grid[(8, 1)] > 50 and grid[(32, 1)] - grid[(64, 1)] > 30
+    # CNN 1-bit fc1 (PE 2 x SIMD 32, 32 row folds): 478 LUT, 123 MUXF7 + 49 MUXF8; 0.83 of it without the term
+    p, y = _cached("qp_mvtu", MW=512, MH=64, PE=2, SIMD=32, XNOR=1)
+    assert cal.features("qp_mvtu", "lut", p)["xnor_wide"] == 64 * 3
+    assert within(cal.module_estimate("qp_mvtu", p).lut, y["lut"])

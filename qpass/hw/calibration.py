@@ -15,7 +15,7 @@ The formulas (coefficients c_* from the data file; lanes = PE * SIMD, AB accumul
 bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
   qp_mvtu   LUT = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + lanes*(c_mult*M(IB, W) + c_add*AB)   (LUT multipliers;
                   M = FINN-R's multiplier, (2*ceil((IB+W)/6) - 1)*(IB+W); W = 1 for +-1 weights)
-                  | lanes*c_pop (XNOR-popcount) | lanes*c_dsp_add*AB (products on DSPs)
+                  | lanes*(c_pop + c_xnor_wide*``xnor_wide_luts``(NF)) (XNOR-popcount) | lanes*c_dsp_add*AB (DSPs)
                   + c_cmp*PE*NT*TB (comparators) + c_trom*MH*NT*TB/8 (their ROM, NF > 1)
                   | NT >= BS_MIN_STEPS (binary search, ``qpass.hw.threshold_costs.search_compare``):
                   c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(NF*2^i/64)), N = clog2(NT+1) stages
@@ -122,6 +122,7 @@ def _mvtu(p: dict) -> dict[str, float]:
     f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "acc": pe * ab * (sf > 1)}
     if xnor:  # XNOR then a chain of PCW-bit adds per PE (yosys: a compressor tree of PCW-bit columns)
         f["pop"] = lanes
+        f["xnor_wide"] = lanes * xnor_wide_luts(nf)
         f["pop_w"] = lanes * _pcw(simd)
         # sum = (sf == 0 ? 0 : acc) + 2 * pop - SIMD is one multi-operand add at the accumulator's width, with or
         # without column folds (held-out fit: 40 -> 42 of 50 design layers within +-15%)
@@ -148,6 +149,17 @@ def _mvtu(p: dict) -> dict[str, float]:
         f["ibuf"] = ibuf_bypass(p) if ibuf_in_bram(p) else simd * ib * math.ceil(sf / 32)
         f["xin"] = simd
     return f
+
+
+def xnor_wide_luts(nf: int) -> int:
+    """LUT6 beyond one per lane that ABC spends on an XNOR lane's agreement bit when the unit has row folds: it
+    merges the input-buffer multiplexer and its select (rd = row fold counter == 0, clog2(NF) bits) into the XNOR
+    with the lane's weight bit, a function of clog2(NF) + 3 inputs: a LUT7 (two LUT6 and a MUXF7) at 7, a LUT8 (four
+    LUT6, MUXF7s, a MUXF8) at 8; wider than 8 it has no cell and decodes rd once. XNOR PE 1 x SIMD 32 (Yosys 0.23):
+    NF 8 208 LUT, NF 16 235, NF 32 280, NF 64 237; CNN 1-bit fc1 (PE 2, NF 32): 123 MUXF7 + 49 MUXF8."""
+    if nf < 2:
+        return 0
+    return {7: 1, 8: 3}.get(_clog2(nf) + 3, 0)
 
 
 def _mvtu_ff(p: dict) -> dict[str, float]:
