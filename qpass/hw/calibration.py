@@ -148,7 +148,10 @@ def _mvtu(p: dict) -> dict[str, float]:
         f["wmux"] = cols * bank_mux_luts(depth_banks(tiles, math.ceil(cols)))
     if nf > 1:  # LUT-RAM of all IB bits (not pruned to XNOR's sign bits); a read multiplexer per input lane
         # (in block RAM: the bypass of a word written and read in the same cycle, a LUT per bit read, see ibuf_bypass)
-        f["ibuf"] = ibuf_bypass(p) if ibuf_in_bram(p) else simd * ib * math.ceil(sf / 32)
+        if ibuf_in_bram(p):  # its own term: a bypass multiplexer per bit read, not LUT-RAM (CNV conv4 / conv5)
+            f["ibuf_byp"] = ibuf_bypass(p)
+        else:
+            f["ibuf"] = simd * ib * math.ceil(sf / 32)
         f["xin"] = simd
     return f
 
