@@ -124,7 +124,12 @@ def grid(kind: str) -> list[dict]:
         # binary-search thresholds (BS): constant (NF == 1) and read per row fold (NF > 1)
         return g + [dict(MW=16, MH=4, PE=4, SIMD=16, WB=8, IB=8, NT=255, XNOR=0, DSP=1, BS=1),
                     dict(MW=16, MH=8, PE=1, SIMD=16, WB=8, IB=8, NT=255, XNOR=0, DSP=1, BS=1),
-                    dict(MW=32, MH=4, PE=2, SIMD=32, WB=4, IB=4, NT=63, XNOR=0, DSP=0, BS=1)]
+                    dict(MW=32, MH=4, PE=2, SIMD=32, WB=4, IB=4, NT=63, XNOR=0, DSP=0, BS=1)] + [
+            # XNOR lanes with 8..64 row folds: the input multiplexer's select merged into each lane's XNOR (LUT7 /
+            # LUT8 at 16 / 32 row folds, ``calibration.xnor_wide_luts``; session 12; appended: a point's random
+            # weights are seeded by its index)
+            dict(MW=512, MH=mh, PE=pe, SIMD=32, WB=1, IB=2, NT=0, XNOR=1, DSP=0)
+            for mh, pe in [(8, 1), (16, 1), (32, 1), (64, 1), (64, 2)]]
     rows = {
         "swg": ("C SIMD IW EB", [(1, 1, 8, 2), (1, 1, 16, 8), (16, 16, 8, 2), (16, 16, 8, 4), (16, 4, 8, 8),
                                  (16, 1, 8, 8), (16, 16, 16, 2), (64, 16, 8, 4), (64, 64, 8, 2), (16, 1, 16, 4)]),

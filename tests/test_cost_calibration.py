@@ -36,7 +36,9 @@ EXAMPLES = {
                                  dict(MW=64, MH=32, PE=4, SIMD=64, IB=2, WB=2, AB=9, NT=1, TB=9),
                                  dict(MW=16, MH=16, PE=16, SIMD=16, IB=1, WB=1, AB=6, NT=3, TB=6),
                                  dict(MW=2304, MH=64, PE=4, SIMD=32, IB=1, WB=1, AB=13, NT=1, TB=3, XNOR=1),
-                                 dict(MW=64, MH=16, PE=16, SIMD=1, IB=8, WB=8, AB=20, NT=255, TB=18, BS=1)],
+                                 dict(MW=64, MH=16, PE=16, SIMD=1, IB=8, WB=8, AB=20, NT=255, TB=18, BS=1),
+                                 # a binary search with row folds (its stage-0 ROM's output register, FF 'bs0')
+                                 dict(MW=64, MH=32, PE=16, SIMD=1, IB=8, WB=8, AB=20, NT=255, TB=18, BS=1)],
     "qp_swg": [dict(C=16, SIMD=4, IW=8, KH=3, EB=4, PAD=1)],
     "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5, IB=ib) for p in (1, 16) for ib in (4, 8)]
                     + [dict(C=16, PE=p, NT=255, TB=18, IB=17, BS=1) for p in (2, 16)],

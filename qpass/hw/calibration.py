@@ -15,12 +15,13 @@ The formulas (coefficients c_* from the data file; lanes = PE * SIMD, AB accumul
 bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
   qp_mvtu   LUT = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + lanes*(c_mult*M(IB, W) + c_add*AB)   (LUT multipliers;
                   M = FINN-R's multiplier, (2*ceil((IB+W)/6) - 1)*(IB+W); W = 1 for +-1 weights)
-                  | lanes*c_pop (XNOR-popcount) | lanes*c_dsp_add*AB (products on DSPs)
+                  | lanes*(c_pop + c_xnor_wide*``xnor_wide_luts``(NF)) (XNOR-popcount) | lanes*c_dsp_add*AB (DSPs)
                   + c_cmp*PE*NT*TB (comparators) + c_trom*MH*NT*TB/8 (their ROM, NF > 1)
                   | NT >= BS_MIN_STEPS (binary search, ``qpass.hw.threshold_costs.search_compare``):
                   c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(NF*2^i/64)), N = clog2(NT+1) stages
                   + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
             FF  = c0 + c_ctr*log2(NF*SF) + (c_acc | c_acc_thr)*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
+                  | BS with NF > 1: c_bs0*S0COLS (stage 0's ROM output register, ``stage0_columns``)
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
             (the row buffers are LUT-RAM: the window reads them asynchronously)
   qp_threshold  LUT = c0 + c_ctr*log2(NF) + c_cmp*PE*NT*TB + c_trom*C*NT*TB/8
@@ -48,7 +49,9 @@ from types import MappingProxyType
 from qpass.errors import QpassError
 from qpass.hw.cost_models import acc_bits_bound
 from qpass.hw.layers import Resources
-from qpass.hw.memory_costs import BRAM18_ASPECTS, bram18_for
+from qpass.hw.memory_costs import bram18_for
+from qpass.hw.mvtu_structure import bank_mux_luts, depth_banks, ibuf_bypass, ibuf_in_bram, stage0_columns, \
+    xnor_wide_luts
 from qpass.hw.threshold_costs import BS_MIN_STEPS, TSHARE_SIGN, TSHARE_STEPS, activation_features, \
     const_compare, threshold_columns, threshold_ff, threshold_lut, varying_bits  # noqa: F401 (const_compare)
 
@@ -121,6 +124,7 @@ def _mvtu(p: dict) -> dict[str, float]:
     f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "acc": pe * ab * (sf > 1)}
     if xnor:  # XNOR then a chain of PCW-bit adds per PE (yosys: a compressor tree of PCW-bit columns)
         f["pop"] = lanes
+        f["xnor_wide"] = lanes * xnor_wide_luts(nf)
         f["pop_w"] = lanes * _pcw(simd)
         # sum = (sf == 0 ? 0 : acc) + 2 * pop - SIMD is one multi-operand add at the accumulator's width, with or
         # without column folds (held-out fit: 40 -> 42 of 50 design layers within +-15%)
@@ -144,7 +148,10 @@ def _mvtu(p: dict) -> dict[str, float]:
         f["wmux"] = cols * bank_mux_luts(depth_banks(tiles, math.ceil(cols)))
     if nf > 1:  # LUT-RAM of all IB bits (not pruned to XNOR's sign bits); a read multiplexer per input lane
         # (in block RAM: the bypass of a word written and read in the same cycle, a LUT per bit read, see ibuf_bypass)
-        f["ibuf"] = ibuf_bypass(p) if ibuf_in_bram(p) else simd * ib * math.ceil(sf / 32)
+        if ibuf_in_bram(p):  # its own term: a bypass multiplexer per bit read, not LUT-RAM (CNV conv4 / conv5)
+            f["ibuf_byp"] = ibuf_bypass(p)
+        else:
+            f["ibuf"] = simd * ib * math.ceil(sf / 32)
         f["xin"] = simd
     return f
 
@@ -158,20 +165,13 @@ def _mvtu_ff(p: dict) -> dict[str, float]:
     f = {"const": 1.0, "ctr": float(_clog2(nf * sf)), "res": pab, "acc": pab * (sf > 1)}
     if nt and nf > 1 and not p.get("BS", 0):  # (a binary search reads its stage ROMs unregistered)
         f["thr"] = threshold_columns(p, nf)
+    elif nt and nf > 1:  # but stage 0's address is the registered row fold: Yosys registers that ROM's output
+        f["bs0"] = stage0_columns(p, nf)
     if nf > 1 and sf == 1:
         f["ibuf"] = p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
     elif ibuf_in_bram(p):  # the block-RAM input buffer's bypass register (``ibuf_bypass``)
         f["ibuf"] = ibuf_bypass(p)
     return f
-
-
-def ibuf_bypass(p: dict) -> int:
-    """Bits of the word Yosys forwards around a block-RAM input buffer (``ibuf_in_bram``): the buffer is read
-    asynchronously at the registered column-fold counter, so Yosys moves that register into the RAM's read port and
-    keeps the HDL's read-after-write order with a soft bypass (the written word in flip-flops, a multiplexer LUT per
-    bit) for the bits the unit reads: SIMD * IB, the sign bits alone for XNOR (CNV conv5: 30 FF and ~90 LUT that
-    the LUT-RAM-less formula missed)."""
-    return p["SIMD"] * (1 if p.get("XNOR", 0) else p["IB"])
 
 
 def weight_columns(p: dict, tiles: int) -> float:
@@ -183,31 +183,6 @@ def weight_columns(p: dict, tiles: int) -> float:
     if p.get("WDENS") and tiles > 1:
         return p["PE"] * p["SIMD"] * sum(1.0 - q ** tiles - (1.0 - q) ** tiles for q in p["WDENS"])
     return varying_bits(p["PE"] * p["SIMD"] * p.get("WV", p["WB"]), tiles)
-
-
-def depth_banks(depth: int, width: int) -> int:
-    """Banks in depth of a ROM of ``depth`` x ``width`` bits in the cheapest RAMB18 aspect (``bram18_for``'s)."""
-    if depth < 2 or width < 1:
-        return 1
-    best = min((math.ceil(depth / d) * math.ceil(width / w), math.ceil(depth / d)) for d, w in BRAM18_ASPECTS)
-    return best[1]
-
-
-def bank_mux_luts(banks: int) -> int:
-    """LUTs per output bit of the multiplexer Yosys puts behind a block-RAM ROM split into ``banks`` in depth,
-    measured on lone registered ROMs of random words (synth_xilinx, Yosys 0.23): 2304 x 16 (3 banks) 1, 2304 x 36 /
-    x 72 / x 128 and 2560 x 128 (5 banks) 4 (LUT1 + LUT3 pairs, MUXF7, MUXF8), 4608 x 32 and 9216 x 32 about 3,
-    one bank (2048 x 128 in 2K x 9) none."""
-    return 0 if banks <= 1 else 1 if banks <= 3 else 4 if banks <= 7 else 3
-
-
-def ibuf_in_bram(p: dict) -> bool:
-    """Whether Yosys puts qp_mvtu's input buffer (SF words of SIMD*IB bits, written at row fold 0, read at the
-    registered column-fold counter) in block RAM: never when it fits one LUT-RAM bank in depth (SF <= 64: RAM32M /
-    RAM64M), else when it would take more than 16 RAM64M (measured: 65 x 32 bits in one RAMB18 instead of 22
-    RAM64M; 512 x 2 bits stays in 8 RAM64M)."""
-    sf, nf = p["MW"] // p["SIMD"], p["MH"] // p["PE"]
-    return nf > 1 and sf > 64 and math.ceil(sf / 64) * math.ceil(p["SIMD"] * p["IB"] / 3) > 16
 
 
 def _mvtu_bram(p: dict) -> int:

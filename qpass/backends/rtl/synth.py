@@ -213,6 +213,8 @@ def instance_params(inst) -> dict:
         p["TCOLS"] = distinct_columns(inst.mems[tfile])
         if inst.module == "qp_threshold" and p.get("BS", 0):
             p["SCOST"] = search_cost(inst.mems, tfile, p)
+        if inst.module == "qp_mvtu" and p.get("BS", 0) and p["MH"] // p["PE"] > 1:
+            p["S0COLS"] = stage0_image_columns(inst.mems, tfile, p["PE"], p["TB"])
         if inst.module == "qp_threshold" and p["C"] == p["PE"]:
             p["TLIVE"], p["CLIVE"] = live_thresholds(inst.mems[tfile], p)
     if wfile in inst.mems:
@@ -220,6 +222,17 @@ def instance_params(inst) -> dict:
         if p.get("WB") == 2 and p.get("W_SIGNED") and _all_plus_minus_one(inst.mems[wfile], p["PE"] * p["SIMD"]):
             p["WV"] = 1  # +-1 weights in two bits: the low bit is always 1
     return p
+
+
+def stage0_image_columns(mems: dict[str, str], tfile: str, pe: int, tb: int) -> int:
+    """Distinct varying bit columns of a binary search's stage-0 tables over all lanes (word nf: the lanes' first
+    candidates of row fold nf side by side): their address is the registered row fold alone, so Yosys moves that
+    register behind the ROM (memory_dff) and keeps one flip-flop per distinct varying column (CNN 8-bit fc1: 20)."""
+    lanes = [[int(w, 16) & ((1 << tb) - 1) for w in mems.get(f"{tfile}0_{q:03d}", "").split()] for q in range(pe)]
+    if not all(lanes) or len({len(l) for l in lanes}) != 1:
+        return 0
+    words = [sum(l[j] << (q * tb) for q, l in enumerate(lanes)) for j in range(len(lanes[0]))]
+    return distinct_columns(" ".join(f"{w:x}" for w in words))
 
 
 def search_cost(mems: dict[str, str], tfile: str, p: dict) -> int:
