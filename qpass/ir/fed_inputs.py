@@ -65,3 +65,42 @@ class FedSession:
         """``run_samples`` of the session on ``samples`` with ``values`` fed."""
         return run_samples(self.model, self.samples(samples, values), outputs=outputs, batch_size=batch_size,
                            sess=self.sess)
+
+
+def cut_model(model: onnx.ModelProto, targets: list[str], cut, types: dict | None = None) -> onnx.ModelProto | None:
+    """The part of ``model`` that computes ``targets`` from the tensors ``cut`` (graph inputs of the result, element
+    type from ``types``, float by default; shape unstated) and the model's own inputs: the nodes between, in the
+    model's order, and the initializers they read. None where a node on the way holds a graph (its outer-scope reads
+    are not traced here). A cut tensor no target depends on is left out."""
+    made = {o: n for n in model.graph.node for o in n.output if o}
+    inits = {i.name for i in model.graph.initializer}
+    cut, need, cut_used, todo = set(cut), set(), [], list(targets)
+    seen: set[str] = set()
+    while todo:
+        t = todo.pop()
+        if not t or t in seen:
+            continue
+        seen.add(t)
+        if t in cut:
+            cut_used.append(t)
+        elif t in made:
+            n = made[t]
+            if any(a.type in (onnx.AttributeProto.GRAPH, onnx.AttributeProto.GRAPHS) for a in n.attribute):
+                return None
+            need.add(id(n))
+            todo.extend(n.input)
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    g = m.graph
+    nodes = [n for n in g.node if id(made.get(next((o for o in n.output if o), None))) in need]
+    keep_inits = [i for i in g.initializer if i.name in seen and i.name in inits]
+    inputs = [i for i in g.input if i.name in seen and i.name not in inits]
+    inputs += [helper.make_tensor_value_info(t, (types or {}).get(t, onnx.TensorProto.FLOAT), None)
+               for t in sorted(cut_used)]
+    outputs = [helper.make_tensor_value_info(t, (types or {}).get(t, onnx.TensorProto.FLOAT), None)
+               for t in targets]
+    for field, items in ((g.node, nodes), (g.initializer, keep_inits), (g.input, inputs), (g.output, outputs)):
+        del field[:]
+        field.extend(items)
+    del g.value_info[:]
+    return m

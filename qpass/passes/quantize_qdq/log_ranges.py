@@ -24,6 +24,7 @@ from qpass.formats.qdq_params import activation_params
 from qpass.ir.fed_inputs import FedSession
 from qpass.ir.graph import consumers, elem_types, producers
 from qpass.ir.ort_session import OrtError
+from .log_reads import ReadMemo
 
 
 def log_fed(graph: gs.Graph) -> set[str]:
@@ -80,6 +81,8 @@ class _Trials:
             self.slots = None
         if self.slots is not None:
             self.fed = self._fed(tensors, probe)
+        if self.fed is not None:
+            self.memo = ReadMemo(self.model, self.slots, self.reads_of, self.fed[1], self.samples)
 
     def _full(self, rt) -> onnx.ModelProto:
         self.count += 1
@@ -138,9 +141,7 @@ class _Trials:
             vals = tensor_values(m, [reads.get(t, t) for t in names], self.samples)
             return {t: vals[reads.get(t, t)] for t in names}
         self.count += 1
-        vals = self.fed[1].run(self.samples, self._values(rt), list(dict.fromkeys(self.reads_of.get(t, t)
-                                                                                  for t in names)))
-        return {t: vals[self.reads_of.get(t, t)] for t in names}
+        return self.memo.reads(self._values(rt), names)
 
 
 def _param_slots(model: onnx.ModelProto, tensors: list[str]) -> dict | None:
@@ -244,7 +245,8 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
                 for j in ([top[1]] + near(top[1]) if later else [0]):
                     trial(k, j)
     if stats is not None:
-        stats.update(trials=trials.count, patched=trials.slots is not None, fed=trials.fed is not None)
+        stats.update(trials=trials.count, patched=trials.slots is not None, fed=trials.fed is not None,
+                     read_runs=dict(trials.memo.runs) if trials.fed is not None else None)
     if not changed:
         return ranges, None
     ratios = {c: _span(ranges[c]) / max(_span(best_ranges[c]), 1e-30) for c in candidates}
