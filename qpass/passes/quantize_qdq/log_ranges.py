@@ -24,6 +24,7 @@ from qpass.formats.qdq_params import activation_params
 from qpass.ir.fed_inputs import FedSession
 from qpass.ir.graph import consumers, elem_types, producers
 from qpass.ir.ort_session import OrtError
+from qpass.analysis.fed_outputs import OutputMemo
 from .log_reads import ReadMemo
 
 
@@ -87,6 +88,7 @@ class _Trials:
             self.fed = self._fed(tensors, probe)
         if self.fed is not None:
             self.memo = ReadMemo(self.model, self.slots, self.reads_of, self.fed[1], self.samples)
+            self.scores = OutputMemo(self.fed[0], self.samples)
 
     def _full(self, rt) -> onnx.ModelProto:
         self.count += 1
@@ -141,7 +143,7 @@ class _Trials:
         if self.fed is None:
             return joined_outputs(self._model(rt), self.samples)
         self.count += 1
-        return self._fed_outputs(self.fed[0], self._values(rt))
+        return self.scores.joined(self._values(rt))
 
     def reads(self, rt, names: list[str]) -> dict[str, np.ndarray]:
         """{name: the float values its QuantizeLinear reads in the model quantized with ``rt``} on the samples."""
@@ -270,7 +272,8 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
                     trial(k, j)
     if stats is not None:
         stats.update(trials=trials.count, patched=trials.slots is not None, fed=trials.fed is not None,
-                     read_runs=dict(trials.memo.runs) if trials.fed is not None else None)
+                     read_runs=dict(trials.memo.runs) if trials.fed is not None else None,
+                     output_runs=dict(trials.scores.runs) if trials.fed is not None else None)
     if not changed:
         return ranges, None
     ratios = {c: _span(ranges[c]) / max(_span(best_ranges[c]), 1e-30) for c in candidates}
