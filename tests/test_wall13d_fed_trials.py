@@ -88,7 +88,8 @@ def _searched(monkeypatch, variant: str):
 
 def test_fed_trials_score_as_the_rewritten_models_and_give_the_same_file(monkeypatch):
     fed, whole, copies = (_searched(monkeypatch, v) for v in ("fed", "whole", "copies"))
-    assert fed[2]["fed"] and fed[2]["read_runs"]["part"] > 0, fed[2]  # the fast paths ran
+    # the fast paths ran: reads from kept ones, outputs from kept matrix-kernel outputs
+    assert fed[2]["fed"] and fed[2]["read_runs"]["part"] > 0 and fed[2]["output_runs"]["part"] > 0, fed[2]
     assert not copies[2]["fed"]
     assert fed[2]["trials"] == whole[2]["trials"] == copies[2]["trials"] >= 20
     for other in (whole, copies):

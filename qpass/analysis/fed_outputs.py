@@ -23,7 +23,7 @@ from .layer_errors import join_outputs
 
 #: kept outputs per tensor (the latest), and in all (bytes): past either the oldest go
 KEEP_PER_TENSOR = 8
-KEEP_BYTES = 256 << 20
+KEEP_BYTES = 128 << 20
 #: the kernels whose outputs are kept (op types, any domain; onnxruntime's fused and NCHWc forms included)
 HEAVY = ("Conv", "MatMul", "Gemm")
 

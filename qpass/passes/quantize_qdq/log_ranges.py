@@ -88,7 +88,10 @@ class _Trials:
             self.fed = self._fed(tensors, probe)
         if self.fed is not None:
             self.memo = ReadMemo(self.model, self.slots, self.reads_of, self.fed[1], self.samples)
-            self.scores = OutputMemo(self.fed[0], self.samples)
+            try:
+                self.scores = OutputMemo(self.fed[0], self.samples)
+            except (OrtError, ValueError, OSError):  # onnxruntime's optimized graph not to be had: the fed session
+                self.scores = None
 
     def _full(self, rt) -> onnx.ModelProto:
         self.count += 1
@@ -143,6 +146,8 @@ class _Trials:
         if self.fed is None:
             return joined_outputs(self._model(rt), self.samples)
         self.count += 1
+        if self.scores is None:
+            return self._fed_outputs(self.fed[0], self._values(rt))
         return self.scores.joined(self._values(rt))
 
     def reads(self, rt, names: list[str]) -> dict[str, np.ndarray]:
@@ -273,7 +278,7 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
     if stats is not None:
         stats.update(trials=trials.count, patched=trials.slots is not None, fed=trials.fed is not None,
                      read_runs=dict(trials.memo.runs) if trials.fed is not None else None,
-                     output_runs=dict(trials.scores.runs) if trials.fed is not None else None)
+                     output_runs=dict(trials.scores.runs) if getattr(trials, "scores", None) else None)
     if not changed:
         return ranges, None
     ratios = {c: _span(ranges[c]) / max(_span(best_ranges[c]), 1e-30) for c in candidates}

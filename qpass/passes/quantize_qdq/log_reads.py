@@ -20,7 +20,7 @@ from qpass.ir.samples import SampleSet
 
 #: kept reads per tensor (the latest), and in all (bytes): past either the oldest go
 KEEP_PER_TENSOR = 8
-KEEP_BYTES = 256 << 20
+KEEP_BYTES = 128 << 20
 
 
 def _upstream(model: onnx.ModelProto, start: str) -> set[str]:
