@@ -69,7 +69,11 @@ def joined_outputs(model: onnx.ModelProto, samples, sess=None) -> np.ndarray:
     """Every float output (every output when none is float), flattened per sample and joined (samples x values),
     one sample per call as a deployed model runs (a DynamicQuantizeLinear's range is then the one sample's).
     ``sess``: a ``make_session(model)`` to reuse (else one is built)."""
-    outs = run_samples(model, samples, batch_size=1, sess=sess)
+    return join_outputs(run_samples(model, samples, batch_size=1, sess=sess))
+
+
+def join_outputs(outs: dict[str, np.ndarray]) -> np.ndarray:
+    """``joined_outputs`` of outputs stacked per sample ({name: array}, the model's output order)."""
     vals = [v for v in outs.values() if v.dtype.kind == "f"] or list(outs.values())  # no float output: all of them
     return np.concatenate([v.reshape(len(v), -1).astype(np.float64) for v in vals], axis=1)
 

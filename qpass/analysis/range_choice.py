@@ -154,11 +154,13 @@ def _energies(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
     return float(np.dot(d64, d64)), float(np.dot(r64, r64))
 
 
-def _stacked(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dict], refs: list):
-    """([one dict of every consumer input, samples concatenated on axis 0], [their outputs]) when the consumers
-    give on the batch exactly the per-sample outputs ``refs`` stacked; else None."""
-    if len(samples) < 2 or not nodes or any(r is None for rs in refs for r in rs):
-        return None
+#: samples on which a batch of all of them is checked to give each sample's outputs (``_stacked``)
+STACK_CHECK_SAMPLES = 2
+
+
+def _batch(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dict]) -> dict | None:
+    """One dict of every consumer input, the samples concatenated on axis 0 (an input the same in every sample
+    once); None where they do not stack."""
     names = {tensor} | {x for n in nodes for x in n.input if x and x not in runner.inits}
     batch = {}
     for x in names:
@@ -169,6 +171,18 @@ def _stacked(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dic
             batch[x] = arrs[0]  # the same in every sample (a shape, a constant computed at run time)
         else:
             return None
+    return batch
+
+
+def _stacked(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dict], refs: list):
+    """([the samples as one batch (``_batch``)], [the consumers' outputs on it]) when the consumers give on a batch
+    of the first ``len(refs)`` samples the per-sample outputs ``refs`` stacked (a consumer that mixes samples does
+    not); else None."""
+    if len(refs) < 2 or not nodes or any(r is None for rs in refs for r in rs):
+        return None
+    batch = _batch(runner, nodes, tensor, samples[:len(refs)])
+    if batch is None:
+        return None
     out = []
     for n, *per in zip(nodes, *refs):
         y = runner.output(n, batch, (tensor, batch[tensor]))
@@ -176,6 +190,11 @@ def _stacked(runner: ConsumerRunner, nodes: list, tensor: str, samples: list[dic
         if y is None or want is None or y.shape != want.shape or not np.allclose(y, want, rtol=1e-4, atol=1e-5):
             return None
         out.append(y)
+    if len(refs) < len(samples):  # checked on the first samples: the batch of all of them
+        batch = _batch(runner, nodes, tensor, samples)
+        out = [runner.output(n, batch, (tensor, batch[tensor])) for n in nodes] if batch is not None else [None]
+        if any(y is None for y in out):
+            return None
     return [batch], [out]
 
 
@@ -184,13 +203,16 @@ def choose_range(runner: ConsumerRunner, tensor: str, cands: dict[str, tuple], s
     """The candidate with the least consumer-output error over ``samples`` (per-sample value dicts holding every
     input of every consumer of ``tensor``); min/max unless another is better by the fraction ``min_gain``."""
     nodes = [n for n in runner.readers.get(tensor, []) if runner.runnable(n)]
-    refs = []
-    for vals in samples:
-        x = vals[tensor]
-        refs.append([runner.output(n, vals, (tensor, x)) for n in nodes])
+
+    def per_sample(vals):
+        return [runner.output(n, vals, (tensor, vals[tensor])) for n in nodes]
+
+    refs = [per_sample(vals) for vals in samples[:STACK_CHECK_SAMPLES]]
     stacked = _stacked(runner, nodes, tensor, samples, refs)
     if stacked is not None:  # the samples as one batch: one consumer run per candidate (checked against the above)
         samples, refs = stacked
+    else:
+        refs += [per_sample(vals) for vals in samples[len(refs):]]
     errors = {}
     for name, (lo, hi) in cands.items():
         noise = signal = 0.0

@@ -95,8 +95,14 @@ def run_samples(model: onnx.ModelProto, samples: SampleSet, threads: int = 1, op
 
 
 def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto:
-    """The graph onnxruntime runs after its optimizer (fusions applied). On Linux it is written to an anonymous
-    in-memory file (nothing lands on disk); elsewhere to a temporary file removed at once."""
+    """The graph onnxruntime runs after its optimizer (fusions applied): ``optimized_model``'s graph."""
+    return optimized_model(model, threads).graph
+
+
+def optimized_model(model: onnx.ModelProto, threads: int = 1) -> onnx.ModelProto:
+    """The model onnxruntime runs after its optimizer (fusions applied; a session of it with optimizations off runs
+    the same kernels). On Linux it is written to an anonymous in-memory file (nothing lands on disk); elsewhere to
+    a temporary file removed at once."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("qpass-optimized")
         try:
@@ -105,7 +111,7 @@ def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto
             os.lseek(fd, 0, os.SEEK_SET)
             data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
             if len(data) == size and size:
-                return onnx.load_from_string(data).graph
+                return onnx.load_from_string(data)
         finally:
             os.close(fd)
     import tempfile
@@ -113,7 +119,7 @@ def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto
     with tempfile.TemporaryDirectory(prefix="qpass-ort-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
         make_session(model, threads, optimize=True, optimized_path=path)
-        return onnx.load(path, load_external_data=False).graph
+        return onnx.load(path, load_external_data=False)
 
 
 def interleaved_times(sessions: dict, feed: dict, warmup: int = 3, rounds: int | None = None,

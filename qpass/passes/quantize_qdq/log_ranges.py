@@ -21,7 +21,11 @@ from onnx import numpy_helper
 from qpass.analysis.layer_errors import joined_outputs, tensor_values
 from qpass.analysis.metrics import sqnr_db
 from qpass.formats.qdq_params import activation_params
-from qpass.ir.graph import consumers, producers
+from qpass.ir.fed_inputs import FedSession
+from qpass.ir.graph import consumers, elem_types, producers
+from qpass.ir.ort_session import OrtError
+from qpass.analysis.fed_outputs import OutputMemo
+from .log_reads import ReadMemo
 
 
 def log_fed(graph: gs.Graph) -> set[str]:
@@ -53,43 +57,108 @@ def _float_reads(model: onnx.ModelProto) -> dict[str, str]:
     return out
 
 
+#: samples the fed sessions are checked on against a rewritten model (two: a batched call is checked too)
+CHECK_SAMPLES = 2
+
+
 def _narrowed(rt, names, k: int):
     return rt.copy_with({t: (rt[t][0] / 2 ** k, rt[t][1] / 2 ** k) for t in names})
 
 
 class _Trials:
-    """Quantized models for range tables that differ from ``base`` only in the ranges of ``tensors``: the first is
-    quantized in full, the rest copy it with the scale / zero-point initializers of those tensors' QuantizeLinear /
-    DequantizeLinear rewritten (the rewrite would give the same graph: checked once against a second full
-    quantization, else every trial is quantized in full). ``count``: models built."""
+    """Evaluations of range tables that differ from ``base`` only in the ranges of ``tensors``: ``outputs(rt)`` (the
+    model's joined outputs on ``samples``) and ``reads(rt, names)`` (the float values the QuantizeLinears of
+    ``names`` read). The first model is quantized in full; the rest differ from it only in the scale / zero-point
+    initializers of those tensors' QuantizeLinear / DequantizeLinear (checked once against a second full
+    quantization, else every trial is quantized in full), so they are fed to one session per kind of run
+    (``FedSession``: the outputs, optimized; the reads, unoptimized as ``tensor_values`` runs them), checked once
+    against a rewritten copy (else every trial is such a copy, run in a session of its own). ``count``: models
+    evaluated."""
 
-    def __init__(self, base, tensors: list[str], quantize, params):
-        self.quantize, self.params, self.count = quantize, params, 0
+    def __init__(self, base, tensors: list[str], quantize, params, samples):
+        self.quantize, self.params, self.samples, self.count = quantize, params, samples, 0
         self.model = self._full(base)
         self.slots = _param_slots(self.model, tensors)
+        self.reads_of = _float_reads(self.model)
+        self.fed = None
         probe = _narrowed(base, tensors, 1)
         if self.slots is not None and not _same_model(self._full(probe), self._patched(probe)):
             self.slots = None
+        if self.slots is not None:
+            self.fed = self._fed(tensors, probe)
+        if self.fed is not None:
+            self.memo = ReadMemo(self.model, self.slots, self.reads_of, self.fed[1], self.samples)
+            try:
+                self.scores = OutputMemo(self.fed[0], self.samples)
+            except (OrtError, ValueError, OSError):  # onnxruntime's optimized graph not to be had: the fed session
+                self.scores = None
 
     def _full(self, rt) -> onnx.ModelProto:
         self.count += 1
         return self.quantize(rt)
 
+    def _values(self, rt) -> dict[str, np.ndarray]:
+        out = {}
+        for t, (s_name, z_name) in self.slots.items():
+            p = self.params(*rt[t])
+            out[s_name], out[z_name] = np.asarray(p.scale), np.asarray(p.zero_point)
+        return out
+
     def _patched(self, rt) -> onnx.ModelProto:
         m = onnx.ModelProto()
         m.CopyFrom(self.model)
         inits = {i.name: i for i in m.graph.initializer}
-        for t, (s_name, z_name) in self.slots.items():
-            p = self.params(*rt[t])
-            inits[s_name].CopyFrom(numpy_helper.from_array(np.asarray(p.scale), s_name))
-            inits[z_name].CopyFrom(numpy_helper.from_array(np.asarray(p.zero_point), z_name))
+        for name, v in self._values(rt).items():
+            inits[name].CopyFrom(numpy_helper.from_array(v, name))
         return m
 
-    def __call__(self, rt) -> onnx.ModelProto:
+    def _fed(self, tensors: list[str], probe):
+        """(outputs session, reads session) with the slots fed, if both give ``probe``'s numbers exactly."""
+        names = [n for pair in self.slots.values() for n in pair]
+        reads = [self.reads_of.get(t, t) for t in tensors]
+        try:
+            fed = (FedSession(self.model, names), FedSession(self.model, names, optimize=False, outputs=reads,
+                                                             types=elem_types(self.model)))
+        except (OrtError, KeyError):
+            return None
+        m, values, few = self._patched(probe), self._values(probe), self.samples.subset(slice(0, CHECK_SAMPLES))
+        same = np.array_equal(joined_outputs(m, few), self._fed_outputs(fed[0], values, few))
+        want, got = tensor_values(m, reads, few), fed[1].run(few, values, reads)
+        return fed if same and all(np.array_equal(want[r], got[r]) for r in reads) else None
+
+    def _fed_outputs(self, sess: FedSession, values, samples=None) -> np.ndarray:
+        samples = self.samples if samples is None else samples
+        return joined_outputs(sess.model, sess.samples(samples, values), sess=sess.sess)
+
+    def key(self, rt) -> bytes | None:
+        """What makes two range tables give the same model here (their candidates' scales and zero points), or None
+        where trials are quantized in full."""
+        return None if self.slots is None else b"".join(v.tobytes() for v in self._values(rt).values())
+
+    def _model(self, rt) -> onnx.ModelProto:
         if self.slots is None:
             return self._full(rt)
         self.count += 1
         return self._patched(rt)
+
+    def outputs(self, rt) -> np.ndarray:
+        """The joined outputs (``joined_outputs``) of the model quantized with ``rt`` on the samples."""
+        if self.fed is None:
+            return joined_outputs(self._model(rt), self.samples)
+        self.count += 1
+        if self.scores is None:
+            return self._fed_outputs(self.fed[0], self._values(rt))
+        return self.scores.joined(self._values(rt))
+
+    def reads(self, rt, names: list[str]) -> dict[str, np.ndarray]:
+        """{name: the float values its QuantizeLinear reads in the model quantized with ``rt``} on the samples."""
+        if self.fed is None:
+            m = self._model(rt)
+            reads = _float_reads(m)
+            vals = tensor_values(m, [reads.get(t, t) for t in names], self.samples)
+            return {t: vals[reads.get(t, t)] for t in names}
+        self.count += 1
+        return self.memo.reads(self._values(rt), names)
 
 
 def _param_slots(model: onnx.ModelProto, tensors: list[str]) -> dict | None:
@@ -124,13 +193,10 @@ def _same_model(a: onnx.ModelProto, b: onnx.ModelProto) -> bool:
     return a.SerializeToString(deterministic=True) == b.SerializeToString(deterministic=True)
 
 
-def _remeasured(rt, later: list[str], quantize, samples):
+def _remeasured(rt, later: list[str], trials: _Trials):
     """``rt`` with the ranges of ``later`` measured on the model quantized with ``rt`` (what they read there)."""
-    q = quantize(rt)
-    reads = _float_reads(q)
-    vals = tensor_values(q, [reads.get(t, t) for t in later], samples)
-    return rt.copy_with({t: (min(float(vals[reads.get(t, t)].min()), 0.0), max(float(vals[reads.get(t, t)].max()), 0.0))
-                         for t in later})
+    vals = trials.reads(rt, later)
+    return rt.copy_with({t: (min(float(vals[t].min()), 0.0), max(float(vals[t].max()), 0.0)) for t in later})
 
 
 def _coarse_fine(top: int, coarse: int, fine: int) -> tuple[list[int], callable]:
@@ -156,8 +222,23 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
     quantized model with the candidates' scales and zero points rewritten (``_Trials``). ``stats`` (a dict, if
     given) gets ``trials`` (models evaluated) and ``patched`` (whether trials were copies)."""
     ref = joined_outputs(model, samples)
-    trials = _Trials(ranges, candidates, quantize, params or (lambda lo, hi: activation_params(lo, hi, "uint8")))
-    score = lambda rt: sqnr_db(ref, joined_outputs(trials(rt), samples))  # noqa: E731
+    trials = _Trials(ranges, candidates, quantize, params or (lambda lo, hi: activation_params(lo, hi, "uint8")),
+                     samples)
+    scored: dict[bytes, float] = {}
+
+    def score(rt) -> float:
+        """Output SQNR of ``rt``'s model; a table whose quantizers are the same as an earlier one's is not run again
+        (it counts as a model tried all the same)."""
+        key = trials.key(rt)
+        if key is None or key not in scored:
+            db = sqnr_db(ref, trials.outputs(rt))
+            if key is None:
+                return db
+            scored[key] = db
+        else:
+            trials.count += 1
+        return scored[key]
+
     best_ranges, best_db = ranges, score(ranges)
     start_db, changed = best_db, False
     grid, near = _coarse_fine(shifts, max(coarse, step), step)
@@ -172,7 +253,7 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
                 return
             if k not in remeasured:
                 t = _narrowed(base, [c], k)
-                remeasured[k] = _remeasured(t, later, trials, samples) if later else t
+                remeasured[k] = _remeasured(t, later, trials) if later else t
             cand = _narrowed(remeasured[k], later, j)
             tried[(k, j)] = db = score(cand)
             if db > best_db:
@@ -195,7 +276,9 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
                 for j in ([top[1]] + near(top[1]) if later else [0]):
                     trial(k, j)
     if stats is not None:
-        stats.update(trials=trials.count, patched=trials.slots is not None)
+        stats.update(trials=trials.count, patched=trials.slots is not None, fed=trials.fed is not None,
+                     read_runs=dict(trials.memo.runs) if trials.fed is not None else None,
+                     output_runs=dict(trials.scores.runs) if getattr(trials, "scores", None) else None)
     if not changed:
         return ranges, None
     ratios = {c: _span(ranges[c]) / max(_span(best_ranges[c]), 1e-30) for c in candidates}
