@@ -78,8 +78,9 @@ def test_a_uint8_maxpool_after_a_float_conv_is_priced_and_moved_with_it():
 
     f = _conv_pool_conv()
     calib = bind_samples({"x": np.random.default_rng(2).standard_normal((4, 1, 3, 34, 34)).astype(np.float32)}, f)
-    # the graph auto_precision prices (prelu_lut, after it, turns the PRelu into a table lookup)
-    res = qpass.optimize(f, calib=calib, disabled={"auto_precision", "choose_ranges", "prelu_lut"})
+    # the graph auto_precision prices (prelu_split / prelu_max / prelu_lut, after it, rewrite the PRelu)
+    res = qpass.optimize(f, calib=calib, disabled={"auto_precision", "choose_ranges", "prelu_split", "prelu_max",
+                                                   "prelu_lut"})
     q, fq = res.model, res.report.snapshots["quantize_qdq"]
     pairs = {p["tensor"] for p in activation_pairs(q)}
     first = next(t for t in pairs if "c1" in t)
