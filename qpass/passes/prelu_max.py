@@ -26,9 +26,9 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper
 
-from qpass.ir.graph import consumers, producers, topo_sort_nodes
+from qpass.ir.graph import consumers, producers
 from qpass.pipeline.pass_base import Pass, PassResult
-from .prelu_split import _Builder, _attr, _init, _only, _plain_conv, _u8_grid, _vec, _weight, const_value
+from .prelu_split import _Builder, replace_graph, _attr, _init, _only, _plain_conv, _u8_grid, _vec, _weight, const_value
 
 
 @dataclass
@@ -147,16 +147,7 @@ def rewrite(model: onnx.ModelProto, m: Match) -> None:
     stale = {t for n in (m.layer, m.q_y, m.dq_y, m.prelu) for t in n.output} | \
         {t for t in m.layer.input[1:3]}
     kept = [x for n in g.node if id(n) not in gone for x in ([n, split, mx] if n is m.q_y else [n])]
-    del g.node[:]
-    g.node.extend(b.nodes + kept)
-    topo_sort_nodes(g)
-    read = {t for n in g.node for t in n.input} | {o.name for o in g.output}
-    left = [i for i in g.initializer if i.name in read or i.name not in replaced] + b.inits
-    del g.initializer[:]
-    g.initializer.extend(left)
-    vi = [v for v in g.value_info if v.name not in stale]
-    del g.value_info[:]
-    g.value_info.extend(vi)
+    replace_graph(g, b.nodes + kept, replaced, b.inits, stale)
 
 
 def max_prelus(model: onnx.ModelProto, max_channels: int = 4096) -> list[str]:

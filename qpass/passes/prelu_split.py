@@ -344,11 +344,17 @@ def split(model: onnx.ModelProto, m: Match) -> None:
         {t for x in [m.conv] + m.seconds for t in x.input[1:3]}  # the weights' and biases' new shapes
     relu_node = helper.make_node("Relu", [m.conv.output[0]], [relu], name=relu)
     kept = [x for n in g.node if id(n) not in gone for x in ([n, relu_node] if n is m.conv else [n])]
+    replace_graph(g, b.nodes + kept, replaced, b.inits, stale)
+
+
+def replace_graph(g: onnx.GraphProto, nodes: list, replaced: set, inits: list, stale: set) -> None:
+    """``g`` takes ``nodes`` (sorted: new constant nodes may read earlier ones), drops the ``replaced`` initializers
+    nothing reads any more, adds ``inits``, and forgets the ``stale`` value_info."""
     del g.node[:]
-    g.node.extend(b.nodes + kept)
-    topo_sort_nodes(g)  # the new constant nodes may read earlier ones
+    g.node.extend(nodes)
+    topo_sort_nodes(g)
     read = {t for n in g.node for t in n.input} | {o.name for o in g.output}
-    left = [i for i in g.initializer if i.name in read or i.name not in replaced] + b.inits
+    left = [i for i in g.initializer if i.name in read or i.name not in replaced] + inits
     del g.initializer[:]
     g.initializer.extend(left)
     vi = [v for v in g.value_info if v.name not in stale]
