@@ -16,7 +16,7 @@ import numpy as np
 import onnx
 
 from qpass.ir.fed_inputs import FedSession, cut_model
-from qpass.ir.graph import elem_types, producers
+from qpass.ir.graph import elem_types, upstream
 from qpass.ir.ort_session import OrtError, optimized_model, run_samples
 from qpass.ir.samples import SampleSet
 from .layer_errors import join_outputs
@@ -28,17 +28,14 @@ KEEP_BYTES = 128 << 20
 HEAVY = ("Conv", "MatMul", "Gemm")
 
 
-def _fed_upstream(model: onnx.ModelProto, tensor: str, fed: set[str]) -> list[str]:
-    """The fed inputs ``tensor`` is computed from, in a fixed order."""
-    made = producers(model.graph)
-    seen, todo = set(), [tensor]
-    while todo:
-        t = todo.pop()
-        if t and t not in seen:
-            seen.add(t)
-            if t in made:
-                todo.extend(made[t].input)
-    return sorted(seen & fed)
+def keep_bounded(kept: dict, t: str, key: bytes, v: np.ndarray) -> None:
+    """Store ``v`` under ``kept[t][key]``; past KEEP_PER_TENSOR for ``t`` or KEEP_BYTES in all, the oldest of ``t``
+    go."""
+    k = kept[t]
+    k[key] = v
+    while len(k) > KEEP_PER_TENSOR or (len(k) > 1 and sum(a.nbytes for d in kept.values()
+                                                           for a in d.values()) > KEEP_BYTES):
+        k.pop(next(iter(k)))
 
 
 def _out_type(node: onnx.NodeProto, types: dict) -> int | None:
@@ -68,7 +65,7 @@ class OutputMemo:
                     self.types[n.output[0]] = t
         self.keep = [o for n in self.model.graph.node if any(h in n.op_type for h in HEAVY)
                      for o in n.output[:1] if o and o not in self.outputs and o in self.types]
-        self.up = {t: _fed_upstream(self.model, t, names) for t in self.keep}
+        self.up = {t: sorted(upstream(self.model.graph, t) & names) for t in self.keep}
         self.kept: dict[str, dict[bytes, np.ndarray]] = {t: {} for t in self.keep}
         self.parts: dict[tuple, FedSession | None] = {}
         self.runs = {"whole": 0, "part": 0}
@@ -77,11 +74,7 @@ class OutputMemo:
         return b"".join(np.asarray(values[n]).tobytes() for n in self.up[t])
 
     def _store(self, t: str, key: bytes, v: np.ndarray) -> None:
-        k = self.kept[t]
-        k[key] = v
-        while len(k) > KEEP_PER_TENSOR or (len(k) > 1 and sum(a.nbytes for d in self.kept.values()
-                                                               for a in d.values()) > KEEP_BYTES):
-            k.pop(next(iter(k)))
+        keep_bounded(self.kept, t, key, v)
 
     def joined(self, values: dict) -> np.ndarray:
         """The joined outputs with ``values`` fed (every one of the session's fed names)."""

@@ -110,6 +110,19 @@ def producers(graph: onnx.GraphProto) -> dict[str, onnx.NodeProto]:
     return {o: n for n in graph.node for o in n.output if o}
 
 
+def upstream(graph: onnx.GraphProto, start: str) -> set[str]:
+    """Every tensor ``start`` is computed from (its producer's inputs and theirs), ``start`` included."""
+    made = producers(graph)
+    seen, todo = set(), [start]
+    while todo:
+        t = todo.pop()
+        if t and t not in seen:
+            seen.add(t)
+            if t in made:
+                todo.extend(made[t].input)
+    return seen
+
+
 def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
     out: dict[str, list[onnx.NodeProto]] = defaultdict(list)
     for n in graph.node:

@@ -13,28 +13,11 @@ from __future__ import annotations
 import numpy as np
 import onnx
 
+from qpass.analysis.fed_outputs import keep_bounded
 from qpass.ir.fed_inputs import FedSession, cut_model
-from qpass.ir.graph import elem_types, producers
+from qpass.ir.graph import elem_types, upstream
 from qpass.ir.ort_session import OrtError
 from qpass.ir.samples import SampleSet
-
-#: kept reads per tensor (the latest), and in all (bytes): past either the oldest go
-KEEP_PER_TENSOR = 8
-KEEP_BYTES = 128 << 20
-
-
-def _upstream(model: onnx.ModelProto, start: str) -> set[str]:
-    """Every tensor ``start`` is computed from (its producer's inputs and theirs), ``start`` included."""
-    made = producers(model.graph)
-    seen, todo = set(), [start]
-    while todo:
-        t = todo.pop()
-        if t and t not in seen:
-            seen.add(t)
-            n = made.get(t)
-            if n is not None:
-                todo.extend(n.input)
-    return seen
 
 
 class ReadMemo:
@@ -45,7 +28,7 @@ class ReadMemo:
     def __init__(self, model, slots: dict, reads_of: dict, full: FedSession, samples: SampleSet):
         self.model, self.slots, self.full, self.samples = model, slots, full, samples
         self.read = {t: reads_of.get(t, t) for t in slots}
-        ups = {t: _upstream(model, r) for t, r in self.read.items()}
+        ups = {t: upstream(model.graph, r) for t, r in self.read.items()}
         #: the candidates whose quantizer parameters a candidate's read depends on
         self.up = {t: [u for u in slots if any(n in ups[t] for n in slots[u])] for t in slots}
         self.kept: dict[str, dict[bytes, np.ndarray]] = {t: {} for t in slots}
@@ -57,11 +40,7 @@ class ReadMemo:
         return b"".join(np.asarray(values[n]).tobytes() for u in self.up[t] for n in self.slots[u])
 
     def _keep(self, t: str, key: bytes, v: np.ndarray) -> None:
-        k = self.kept[t]
-        k[key] = v
-        while len(k) > KEEP_PER_TENSOR or (len(k) > 1 and sum(a.nbytes for d in self.kept.values()
-                                                               for a in d.values()) > KEEP_BYTES):
-            k.pop(next(iter(k)))
+        keep_bounded(self.kept, t, key, v)
 
     def reads(self, values: dict, names: list[str]) -> dict[str, np.ndarray]:
         """{candidate: its read} for ``names`` with the parameters ``values``."""
