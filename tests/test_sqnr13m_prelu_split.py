@@ -11,6 +11,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
+from qpass.analysis.metrics import sqnr_db
 from qpass.ir.ort_session import make_session, run_samples as ort_run
 from qpass.ir.samples import bind_samples
 from qpass.passes.prelu_split import find_matches, split_prelus
@@ -50,10 +51,6 @@ def net(pool: bool = False, zero_slope: bool = False) -> onnx.ModelProto:
 def quantize(model, calib, split=True):
     return qpass.optimize(model, calib=bind_samples(calib, model),
                           disabled=FAST | (set() if split else {"prelu_split"})).model
-
-
-def sqnr_db(ref, got):
-    return 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - got).astype(np.float64) ** 2))
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
+from qpass.analysis.metrics import sqnr_db
 from qpass.ir.ort_session import make_session, run_samples as ort_run
 from qpass.ir.samples import bind_samples
 from qpass.passes.prelu_max import find_matches, max_prelus
@@ -44,10 +45,6 @@ def net(slope_fix: dict | None = None) -> onnx.ModelProto:
 def quantize(model, calib, on=True):
     return qpass.optimize(model, calib=bind_samples(calib, model),
                           disabled=FAST | (set() if on else {"prelu_max"})).model
-
-
-def sqnr_db(ref, got):
-    return 10 * np.log10(np.sum(ref.astype(np.float64) ** 2) / np.sum((ref - got).astype(np.float64) ** 2))
 
 
 @pytest.fixture(scope="module")
