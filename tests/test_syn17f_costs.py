@@ -9,16 +9,7 @@ import numpy as np
 from qpass.backends.rtl.memfiles import search_images
 from qpass.backends.rtl.synth import stage0_image_columns, within
 from qpass.hw import calibration as cal
-
-LAYERS = Path(__file__).resolve().parents[1] / "bench" / "results" / "yosys_layers.json"
-
-
-def _cached(module, **want):
-    for v in json.loads(LAYERS.read_text()).values():
-        p = v["params"]
-        if p["module"] == module and all(p.get(k) == x for k, x in want.items()):
-            return p, v
-    raise AssertionError(f"no cached yosys numbers for {module} {want}")
+from test_rtl17_costs import _cached
 
 
 def test_stage0_columns_count_the_distinct_varying_columns_of_all_lanes():
