@@ -18,6 +18,7 @@ from qpass.hw.calibration import CALIBRATION, Estimate, calibration_note, distin
     module_estimate, varying_columns
 from qpass.hw.threshold_costs import search_stages, search_table_luts
 from .exporter import LIBRARY
+from .hdl_revision import hdl_hash
 from .sim import ToolMissing
 
 #: LUTs per LUT-RAM / shift-register primitive (7-series and UltraScale+)
@@ -96,30 +97,30 @@ def _wrapper(name: str, inst, in_bits: list[int], out_bits: int) -> str:
             f"  {inst.module} #({params}) u ({', '.join(conns)});\nendmodule\n")
 
 
-#: revisions of the library HDL whose netlist differs from the one the older cache entries were synthesized from,
-#: by the instances they concern (a predicate on the parameters): bump a tag, or add one, whenever an HDL change
-#: alters what Yosys builds for some parameters, so their cached numbers stop matching instead of going stale.
-#: "bs2": a binary search reads its per-lane stage ROMs alone, stage 0 included (no PE*NT*TB-bit threshold word;
-#: session 11; the stale qp_threshold BS point of yosys_grid.json had been synthesized before session 10's ROMs)
-HDL_REVISIONS = (("bs2", lambda p: bool(p.get("BS", 0))),)
-
-
-def hdl_tag(params: dict) -> str:
-    """The HDL revision tags of an instance with these parameters ('' for the original netlist)."""
-    return "".join(f":{tag}" for tag, applies in HDL_REVISIONS if applies(params))
-
-
-def instance_key(inst, mems: dict[str, str], fam: str, nodsp: bool) -> str:
+def instance_key(inst, mems: dict[str, str], fam: str, nodsp: bool, hdl_dir: Path | None = None) -> str:
     """Cache key of one synthesized module instance: module, parameters (file names replaced by a hash of the
-    memory images they name), family, -nodsp and the HDL revision (``HDL_REVISIONS``): equal keys synthesize to
-    the same netlist."""
+    memory images they name), family, -nodsp and the revision of the library HDL it is built from (``hdl-`` and
+    ``hdl_revision.hdl_hash``: its module's source and the modules it instantiates): equal keys synthesize to the
+    same netlist, and an entry synthesized from older HDL no longer matches (``SynthCache.stale``). ``hdl_dir``:
+    the folder whose library files are synthesized (default: the shipped library)."""
     h = hashlib.sha1()
     for k, v in inst.params:
         v = str(v)
         if v.strip('"') in mems:
             v = hashlib.sha1(mems[v.strip('"')].encode()).hexdigest()[:12]
         h.update(f"{k}={v};".encode())
-    return f"{inst.module}:{fam}:{int(nodsp)}:{h.hexdigest()[:16]}{hdl_tag(dict(inst.params))}"
+    return f"{inst.module}:{fam}:{int(nodsp)}:{h.hexdigest()[:16]}:hdl-{hdl_hash(inst.module, hdl_dir)}"
+
+
+def key_base(key: str) -> str:
+    """A cache key without its HDL revision (older keys: without the revision tags they had, ':bs2')."""
+    return ":".join(key.split(":")[:4])
+
+
+def key_is_current(key: str) -> bool:
+    """Whether a cache key names the library HDL of today's module (``hdl_hash``)."""
+    parts = key.split(":")
+    return len(parts) == 5 and parts[4] == f"hdl-{hdl_hash(parts[0])}"
 
 
 class SynthCache:
@@ -136,7 +137,14 @@ class SynthCache:
         v = self.data.get(key)
         return None if v is None else SynthNumbers(v["lut"], v["ff"], v["bram18"], v["dsp"], v.get("seconds", 0.0))
 
+    def stale(self, key: str) -> list[str]:
+        """Entries of the same instance synthesized from another revision of the library HDL."""
+        base = key_base(key)
+        return sorted(k for k in self.data if k != key and key_base(k) == base)
+
     def put(self, key: str, n: SynthNumbers, params: dict) -> None:
+        for old in self.stale(key):  # the instance re-synthesized on today's HDL replaces its stale entries
+            del self.data[old]
         self.data[key] = dict(lut=n.lut, ff=n.ff, bram18=n.bram18, dsp=n.dsp, seconds=round(n.seconds, 1),
                               params=params)
         if self.path is not None:
@@ -146,7 +154,7 @@ class SynthCache:
 def synth_instance(rtl: Path, name: str, inst, in_bits: list[int], out_bits: int, fam: str, nodsp: bool,
                    cache: SynthCache | None = None, timeout: float = 1800.0) -> SynthNumbers:
     """synth_xilinx of one library module instance in a wrapper (its $readmemh files in ``rtl``), cached."""
-    key = instance_key(inst, inst.mems, fam, nodsp)
+    key = instance_key(inst, inst.mems, fam, nodsp, rtl)
     hit = cache.get(key) if cache is not None else None
     if hit is not None:
         params = {"module": inst.module, **instance_params(inst)}
@@ -154,6 +162,9 @@ def synth_instance(rtl: Path, name: str, inst, in_bits: list[int], out_bits: int
             cache.put(key, hit, params)
         return hit
     if cache is not None and cache.offline:
+        if cache.stale(key):
+            raise QpassError(f"{name}: stale cached Yosys numbers (synthesized from older library HDL than today's "
+                             f"{key.rsplit(':', 1)[-1]}); re-run without --offline to re-synthesize")
         raise QpassError(f"{name}: no cached Yosys numbers (offline)")
     (rtl / f"{name}.sv").write_text(_wrapper(name, inst, in_bits, out_bits))
     n = run_yosys(rtl, list(LIBRARY) + [f"{name}.sv"], name, fam, nodsp=nodsp, timeout=timeout)
