@@ -15,11 +15,15 @@ The formulas (coefficients c_* from the data file; lanes = PE * SIMD, AB accumul
 bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
   qp_mvtu   LUT = c0 + c_ctr*log2(NF*SF) + c_acc*PE*AB + lanes*(c_mult*M(IB, W) + c_add*AB)   (LUT multipliers;
                   M = FINN-R's multiplier, (2*ceil((IB+W)/6) - 1)*(IB+W); W = 1 for +-1 weights)
-                  | lanes*(c_pop + c_xnor_wide*``xnor_wide_luts``(NF)) (XNOR-popcount) | lanes*c_dsp_add*AB (DSPs)
+                  + c_mprod*PE*min(IB, W)*(AB - IB - W) (``merged_product``) + c_xmux*lanes*(IB + W - 6) (NF > 1,
+                  ``xmux_luts``)
+                  | lanes*(c_pop + c_xnor_wide*``xnor_wide_luts``(NF)) + c_pop1*PE*AB (SIMD 1) (XNOR-popcount)
+                  | lanes*c_dsp_add*AB (DSPs)
                   + c_cmp*PE*NT*TB (comparators) + c_trom*MH*NT*TB/8 (their ROM, NF > 1)
                   | NT >= BS_MIN_STEPS (binary search, ``qpass.hw.threshold_costs.search_compare``):
                   c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(NF*2^i/64)), N = clog2(NT+1) stages
-                  + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer)
+                  + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer, NF > 1) | c_ibuf_ff*SIMD*IB (SF == 1: a register;
+                  XNOR: IB = 1)
             FF  = c0 + c_ctr*log2(NF*SF) + (c_acc | c_acc_thr)*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
                   | BS with NF > 1: c_bs0*S0COLS (stage 0's ROM output register, ``stage0_columns``)
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
@@ -50,8 +54,8 @@ from qpass.errors import QpassError
 from qpass.hw.cost_models import acc_bits_bound
 from qpass.hw.layers import Resources
 from qpass.hw.memory_costs import bram18_for
-from qpass.hw.mvtu_structure import bank_mux_luts, depth_banks, ibuf_bypass, ibuf_in_bram, stage0_columns, \
-    xnor_wide_luts
+from qpass.hw.mvtu_structure import bank_mux_luts, depth_banks, ibuf_bypass, ibuf_in_bram, merged_product, \
+    stage0_columns, xmux_luts, xnor_wide_luts
 from qpass.hw.threshold_costs import BS_MIN_STEPS, TSHARE_SIGN, TSHARE_STEPS, activation_features, \
     const_compare, threshold_columns, threshold_ff, threshold_lut, varying_bits  # noqa: F401 (const_compare)
 
@@ -130,8 +134,12 @@ def _mvtu(p: dict) -> dict[str, float]:
         # without column folds (held-out fit: 40 -> 42 of 50 design layers within +-15%)
         f["pop_acc"] = lanes * ab
         # per PE, whatever SIMD: sum = acc + 2 * pop - SIMD is two AB-bit carry chains after the popcount (the
-        # constant is not merged into the tree); at SIMD 1 (CNV fc2: PE 5, SF 512) it is most of the PE
+        # constant is not merged into the tree)
         f["pop_pe"] = pe * ab
+        # one lane per PE: the addend 2 * pop - 1 is +-1, so every sum bit reads the lane's agreement, which ABC
+        # merges (with the input multiplexer) into each bit's LUT (CNV fc2, PE 5 x SIMD 1: 253 LUT where SIMD 2
+        # takes 200 and SIMD 4 190; 0.81-0.84 of yosys without it)
+        f["pop1"] = pe * ab * (simd == 1)
     elif dsp:
         f["dsp_add"] = lanes * ab
     elif p.get("WV") == 1 and not const_w:  # +-1 weights: the product is x or -x, an add/subtract per lane
@@ -140,6 +148,9 @@ def _mvtu(p: dict) -> dict[str, float]:
     else:
         f["mult_const" if const_w else "mult"] = lanes * finn_mult(ib, wb)
         f["add"] = lanes * ab
+        if not const_w:  # one product per PE merged into the accumulator's adder; the input multiplexer merged
+            f["mprod"] = merged_product(p)  # into wide products (``mvtu_structure``)
+            f["xmux"] = xmux_luts(p)
     if nt:  # constant thresholds (NF == 1) compared with the AB-bit result register, or a ROM word per row fold
         f.update(activation_features(p, ab, nf))
     tiles = nf * sf
@@ -150,6 +161,8 @@ def _mvtu(p: dict) -> dict[str, float]:
         # (in block RAM: the bypass of a word written and read in the same cycle, a LUT per bit read, see ibuf_bypass)
         if ibuf_in_bram(p):  # its own term: a bypass multiplexer per bit read, not LUT-RAM (CNV conv4 / conv5)
             f["ibuf_byp"] = ibuf_bypass(p)
+        elif sf == 1:  # one word: flip-flops (the bits read: XNOR's sign bits) and the read multiplexer, no LUT-RAM
+            f["ibuf_ff"] = simd * (1 if xnor else ib)
         else:
             f["ibuf"] = simd * ib * math.ceil(sf / 32)
         f["xin"] = simd

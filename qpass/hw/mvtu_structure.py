@@ -1,7 +1,8 @@
 """Structural terms of the matrix-vector unit (``qp_mvtu``) in the yosys-calibrated resource formulas
 (``qpass.hw.calibration``): what Yosys (synth_xilinx, 0.23) builds around the datapath for a given folding - the
 input buffer's placement and bypass, the weight ROM's bank multiplexer, the stage-0 register of a binary search,
-the row-fold select ABC merges into XNOR lanes."""
+the row-fold select ABC merges into XNOR lanes, the product alumacc merges into each PE's accumulator adder and the
+input multiplexer ABC merges into wide LUT multipliers."""
 from __future__ import annotations
 
 import math
@@ -67,3 +68,29 @@ def ibuf_in_bram(p: dict) -> bool:
     RAM64M; 512 x 2 bits stays in 8 RAM64M)."""
     sf, nf = p["MW"] // p["SIMD"], p["MH"] // p["PE"]
     return nf > 1 and sf > 64 and math.ceil(sf / 64) * math.ceil(p["SIMD"] * p["IB"] / 3) > 16
+
+
+def merged_product(p: dict) -> int:
+    """Partial-product bits beyond a plain product of the one product per PE that Yosys' alumacc merges into the
+    accumulator's adder when the accumulator's top bit is unused (no thresholds and an output narrower than AB, as
+    every NT == 0 layer emits OB = AB - 1): wreduce narrows the adder and the first product to AB - 1 bits alike,
+    so ``sum = acc + x0 * w0`` becomes one $macc (the other SIMD - 1 products stay IB + WB-bit $macc cells), and
+    maccmap extends that product's min(IB, WB) rows to the accumulator's width: AB - IB - WB bits more per row,
+    whatever SIMD. Measured (Yosys 0.23, one lane, 10 row folds): 4 x 4 bits 131 LUT with OB = AB - 1 against
+    111 with OB = AB, 2 x 2 bits 74 against 67; with thresholds no product is merged. The residual CNN 4-bit
+    fc_Gemm (PE 1, SIMD 1, AB 12, OB 11): 118 LUT, 99 from the formula without the term."""
+    if p.get("NT", 0) or p.get("OB", p["AB"] - 1) >= p["AB"]:
+        return 0
+    ib, wb = p["IB"], p.get("WV", p["WB"])
+    return p["PE"] * min(ib, wb) * max(0, p["AB"] - ib - wb)
+
+
+def xmux_luts(p: dict) -> int:
+    """Inputs beyond a LUT6's of a lane's product when the unit has row folds: ABC merges the input buffer's
+    multiplexer (x = rd ? in : buf) into the LUTs of the product, whose IB + WB inputs already fill a LUT6 at
+    2 x 4 bits; at 4 x 4 bits (8 inputs, LUT8s) the merged multiplexer costs ~20 LUT per lane with PE 1 and
+    ~9-14 with PE 4 (Yosys 0.23: MW 64, SIMD 8 - 32, NF 1 -> 16: 359 -> 542, 1035 -> 1783 LUT), at 2 x 2, 2 x 4
+    and 4 x 2 bits nothing beyond the buffer itself. Per lane: IB + WB - 6 when positive (0 without row folds)."""
+    if p["MH"] // p["PE"] < 2:
+        return 0
+    return p["PE"] * p["SIMD"] * max(0, p["IB"] + p.get("WV", p["WB"]) - 6)
