@@ -12,6 +12,7 @@ time; interrupted runs resume from the cache.
 from __future__ import annotations
 
 import argparse
+import json
 import subprocess
 import sys
 import tempfile
@@ -24,7 +25,8 @@ from qpass.backends.rtl.exporter import HDL, LIBRARY
 from qpass.backends.rtl.instances import Instance
 from qpass.backends.rtl.memfiles import hex_words, search_images
 from qpass.errors import QpassError
-from qpass.backends.rtl.synth import SynthCache, synth_instance, yosys_command
+from qpass.backends.rtl.hdl_revision import hdl_hash, library_modules, module_hash
+from qpass.backends.rtl.synth import SynthCache, key_base, key_is_current, synth_instance, yosys_command
 from qpass.hw import calibration as cal
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -129,7 +131,17 @@ def grid(kind: str) -> list[dict]:
             # LUT8 at 16 / 32 row folds, ``calibration.xnor_wide_luts``; session 12; appended: a point's random
             # weights are seeded by its index)
             dict(MW=512, MH=mh, PE=pe, SIMD=32, WB=1, IB=2, NT=0, XNOR=1, DSP=0)
-            for mh, pe in [(8, 1), (16, 1), (32, 1), (64, 1), (64, 2)]]
+            for mh, pe in [(8, 1), (16, 1), (32, 1), (64, 1), (64, 2)]] + [
+            # small multi-bit LUT-multiplier units with and without row folds (the input multiplexer in front of
+            # every lane, ``mvtu_structure.xmux_luts``) and with one or two lanes per PE (a product merged into the
+            # accumulator's adder, ``mvtu_structure.merged_product``); session 13, appended like the XNOR points
+            dict(MW=mw, MH=mh, PE=pe, SIMD=simd, WB=b, IB=b, NT=nt, XNOR=0, DSP=0)
+            for mw, mh, pe, simd, b, nt in [(16, 1, 1, 1, 4, 0), (16, 10, 1, 1, 4, 0), (16, 1, 1, 1, 4, 15),
+                                            (64, 1, 1, 8, 4, 0), (64, 16, 4, 8, 4, 0), (64, 1, 1, 32, 4, 0),
+                                            (64, 16, 1, 32, 4, 0), (64, 10, 1, 2, 4, 0), (64, 10, 1, 2, 2, 0)]] + [
+            # XNOR with one lane per PE: the addend 2 * pop - 1 is +-1 (``calibration._mvtu``'s pop1)
+            dict(MW=mw, MH=mh, PE=pe, SIMD=simd, WB=1, IB=2, NT=0, XNOR=1, DSP=0)
+            for mw, mh, pe, simd in [(512, 10, 5, 1), (64, 8, 2, 1), (512, 10, 5, 2)]]
     rows = {
         "swg": ("C SIMD IW EB", [(1, 1, 8, 2), (1, 1, 16, 8), (16, 16, 8, 2), (16, 16, 8, 4), (16, 4, 8, 8),
                                  (16, 1, 8, 8), (16, 16, 16, 2), (64, 16, 8, 4), (64, 64, 8, 2), (16, 1, 16, 4)]),
@@ -182,6 +194,41 @@ def run_grid(kinds, cache: SynthCache, max_points: int | None) -> None:
 
 
 
+def _git(*args: str) -> str:
+    run = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True)
+    return run.stdout if run.returncode == 0 else ""
+
+
+def _numbers(v: dict) -> tuple:
+    return tuple(v.get(k) for k in ("lut", "ff", "bram18", "dsp", "seconds"))
+
+
+def restamp(path: Path) -> tuple[int, int]:
+    """Key the entries of a cache written before keys carried the HDL revision: an entry whose numbers first appear
+    (git history of the file, date order) at a commit whose library HDL of its module is today's gets today's key;
+    the others keep their old keys and count as stale (never fitted; re-synthesized, replacing the stale entry, when
+    their instance comes up again). Returns (restamped, stale)."""
+    rel = str(path.resolve().relative_to(ROOT))
+    first: dict = {}
+    for commit in _git("log", "--date-order", "--reverse", "--format=%H", "--", rel).split():
+        for key, v in json.loads(_git("show", f"{commit}:{rel}") or "{}").items():
+            first.setdefault((key_base(key), _numbers(v)), commit)
+    libs: dict[str, dict] = {}
+    out, done, stale = {}, 0, 0
+    for key, v in json.loads(path.read_text()).items():
+        module, commit = v["params"]["module"], first.get((key_base(key), _numbers(v)))
+        if commit is not None and not key_is_current(key):
+            if commit not in libs:
+                libs[commit] = library_modules({f: _git("show", f"{commit}:qpass/backends/rtl/hdl/{f}")
+                                                for f in LIBRARY})
+            if module_hash(module, libs[commit]) == hdl_hash(module):
+                key, done = f"{key_base(key)}:hdl-{hdl_hash(module)}", done + 1
+        stale += not key_is_current(key)
+        out[key] = v
+    path.write_text(json.dumps(out, indent=1, sort_keys=True) + "\n")
+    return done, stale
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kinds", nargs="+", default=list(POINTS))
@@ -198,27 +245,43 @@ def main() -> None:
     ap.add_argument("--cv", type=int, default=0,
                     help="K-fold cross-validation over the --with entries (the grid always fitted): each design "
                          "layer predicted by a fit that did not see it")
+    ap.add_argument("--restamp", action="store_true",
+                    help="once, for caches written before keys carried the HDL revision: give today's key to the "
+                         "entries whose numbers git history dates to today's HDL of their module (``restamp``)")
     a = ap.parse_args()
+    if a.restamp:
+        for path in [Path(a.cache)] + [Path(x) for x in a.extra]:
+            print(f"{path}: %d entries restamped, %d stale" % restamp(path))
     cache = SynthCache(Path(a.cache), offline=a.refresh)
     version = subprocess.run(yosys_command() + ["-V"], capture_output=True, text=True).stdout.strip()
     if not a.fit_only or a.refresh:
         run_grid(a.kinds, cache, a.max_points)
-    entries = dict(cache.data)
-    for extra in a.extra:
-        entries.update(SynthCache(Path(extra)).data)
+    grid, n_grid = current(cache.data)
+    extra, n_extra = current({k: v for x in a.extra for k, v in SynthCache(Path(x)).data.items()})
+    entries = {**grid, **extra}
     samples = [(v["params"]["module"], v["params"], v) for v in entries.values()]
     command = " ".join([COMMAND] + sys.argv[1:]).replace(f"{ROOT}/", "")
     data = cal.fit_all(samples, version=version, command=command)
     # which cached instances the fit saw: the bench marks the layers whose estimate is in-sample
     data["fitted"] = sorted(k for k, v in entries.items() if v["params"]["module"] in data["modules"])
+    data["entries"] = {"grid": len(grid), "with": len(extra), "stale_skipped": n_grid + n_extra}
     Path(a.out).write_text(cal.dumps(data))
     print(cal.fit_summary(data))
+    print(f"fitted on {len(entries)} distinct cached entries of today's library HDL ({len(grid)} grid points, "
+          f"{len(extra)} --with entries); skipped {n_grid + n_extra} stale entries synthesized from older HDL "
+          f"({n_grid} grid, {n_extra} --with)")
     print(f"wrote {a.out}")
     if a.holdout:
-        print(holdout_report(SynthCache(Path(a.holdout)).data, data))
+        print(holdout_report(current(SynthCache(Path(a.holdout)).data)[0], data))
     if a.cv:
-        extra = {k: v for x in a.extra for k, v in SynthCache(Path(x)).data.items()}
-        print(cross_validation(dict(cache.data), extra, a.cv, version))
+        print(cross_validation(grid, extra, a.cv, version))
+
+
+def current(data: dict) -> tuple[dict, int]:
+    """The cache entries keyed by today's library HDL of their module (``synth.key_is_current``) and how many
+    others (stale: synthesized from older HDL) were left out."""
+    keep = {k: v for k, v in data.items() if key_is_current(k)}
+    return keep, len(data) - len(keep)
 
 
 def holdout_report(entries: dict, calib: dict | None, preds: dict | None = None,

@@ -29,8 +29,8 @@ import onnx
 import qpass
 from qpass.api import qonnx_model
 from qpass.backends import rtl
-from qpass.backends.rtl.synth import METRICS, SynthCache, comparison_table, family, instance_key, layer_rows, \
-    run_yosys, synth_partition, within, yosys_command
+from qpass.backends.rtl.synth import METRICS, SynthCache, comparison_table, family, instance_key, key_is_current, \
+    layer_rows, run_yosys, synth_partition, within, yosys_command
 from qpass.hw.calibration import CALIBRATION, calibration_note
 from qpass.pipeline.config import QuantConfig
 
@@ -173,6 +173,11 @@ def main() -> None:
           "distinct threshold columns, PEs with non-trivial constant thresholds); 'old' = the analytical FINN-R "
           "models. Digits designs folded as pinned in bench/results/rtl_foldings unless --search.")
     cache = SynthCache(Path(a.cache), offline=a.offline) if a.cache else None
+    if cache is not None:
+        stale = sum(not key_is_current(k) for k in cache.data)
+        print(f"yosys cache {a.cache}: {len(cache.data) - stale} entries of today's library HDL, {stale} stale "
+              "(synthesized from older HDL: never used; a design layer whose entry is stale is re-synthesized, or "
+              "listed as stale with --offline)".replace(f"{ROOT}/", ""))
     score: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(a.out) if a.out else Path(tmp)
