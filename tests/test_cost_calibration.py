@@ -38,7 +38,10 @@ EXAMPLES = {
                                  dict(MW=2304, MH=64, PE=4, SIMD=32, IB=1, WB=1, AB=13, NT=1, TB=3, XNOR=1),
                                  dict(MW=64, MH=16, PE=16, SIMD=1, IB=8, WB=8, AB=20, NT=255, TB=18, BS=1),
                                  # a binary search with row folds (its stage-0 ROM's output register, FF 'bs0')
-                                 dict(MW=64, MH=32, PE=16, SIMD=1, IB=8, WB=8, AB=20, NT=255, TB=18, BS=1)],
+                                 dict(MW=64, MH=32, PE=16, SIMD=1, IB=8, WB=8, AB=20, NT=255, TB=18, BS=1),
+                                 # XNOR with one lane per PE (pop1); 4 x 4-bit lanes with row folds (xmux)
+                                 dict(MW=512, MH=10, PE=5, SIMD=1, IB=2, WB=1, AB=12, NT=0, TB=12, XNOR=1),
+                                 dict(MW=16, MH=10, PE=1, SIMD=1, IB=4, WB=4, AB=12, NT=0, TB=12)],
     "qp_swg": [dict(C=16, SIMD=4, IW=8, KH=3, EB=4, PAD=1)],
     "qp_threshold": [dict(C=16, PE=p, NT=3, TB=5, IB=ib) for p in (1, 16) for ib in (4, 8)]
                     + [dict(C=16, PE=p, NT=255, TB=18, IB=17, BS=1) for p in (2, 16)],

@@ -22,8 +22,7 @@ bits, NF = MH/PE row folds, SF = MW/SIMD column folds):
                   + c_cmp*PE*NT*TB (comparators) + c_trom*MH*NT*TB/8 (their ROM, NF > 1)
                   | NT >= BS_MIN_STEPS (binary search, ``qpass.hw.threshold_costs.search_compare``):
                   c_bs_cmp*PE*N*W + c_bs_rom*PE*TB*sum(ceil(NF*2^i/64)), N = clog2(NT+1) stages
-                  + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer, NF > 1) | c_ibuf_ff*SIMD*IB (SF == 1: a register;
-                  XNOR: IB = 1)
+                  + c_ibuf*SIMD*IB*ceil(SF/32) (input buffer, NF > 1) | c_ibuf_ff*SIMD*IB (SF == 1: a register)
             FF  = c0 + c_ctr*log2(NF*SF) + (c_acc | c_acc_thr)*PE*AB + c_thr*PE*NT*TB + c_ibuf*SIMD*IB*SF (SF <= 2)
                   | BS with NF > 1: c_bs0*S0COLS (stage 0's ROM output register, ``stage0_columns``)
   qp_swg    LUT = c0 + c_ctr*log2(D) + c_buf*SIMD*EB*ceil(D/64) + c_mux*SIMD*EB, D = (K + stride) * PW * C/SIMD
@@ -161,8 +160,8 @@ def _mvtu(p: dict) -> dict[str, float]:
         # (in block RAM: the bypass of a word written and read in the same cycle, a LUT per bit read, see ibuf_bypass)
         if ibuf_in_bram(p):  # its own term: a bypass multiplexer per bit read, not LUT-RAM (CNV conv4 / conv5)
             f["ibuf_byp"] = ibuf_bypass(p)
-        elif sf == 1:  # one word: flip-flops (the bits read: XNOR's sign bits) and the read multiplexer, no LUT-RAM
-            f["ibuf_ff"] = simd * (1 if xnor else ib)
+        elif sf == 1:  # one word: flip-flops and the read multiplexer, no LUT-RAM; per stored bit like the LUT-RAM
+            f["ibuf_ff"] = simd * ib  # term (XNOR's sign bits alone: 3-fold CV LUT 118 instead of 120/130)
         else:
             f["ibuf"] = simd * ib * math.ceil(sf / 32)
         f["xin"] = simd
