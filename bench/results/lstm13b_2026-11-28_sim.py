@@ -128,6 +128,21 @@ def main():
             pooled(f"proj L1 clip {cl} + kernel-internal + Dense", mk, fe, fc, dr, q1="hr", q2="hr", qd=True)
             pooled(f"proj L1 clip {cl} + everything (L2 x w h r, Dense)", mk, fe, fc, dr, q1="hr", q2="xwhr", qd=True)
 
+    both_projected(fe, fc, dr)
+
+
+def both_projected(fe, fc, dr):
+    """Both LSTMs projected (G exact), only what the kernels round inside, the Dense float: the best case."""
+    w, b = P["W__200"], P["B__202"]
+    x2c = np.concatenate([lstm(CAL, w, P["R__201"], b, 64, set())[:, d] for d in (0, 1)], -1)
+    print("== both LSTMs projected (G exact), kernel-internal rounding, Dense float ==")
+    for c1 in ((16, 8), (12, 6)):
+        for c2 in ((8, 4), (6, 3), (4, 2), None):
+            def mk(f, c1=c1, c2=c2):
+                return dict(proj1=gate_proj(CAL, w, b, 64, clip=(c1[0] * f, c1[1] * f), uniform=True),
+                            proj2=gate_proj(x2c, P["W__164"], P["B__166"], 32, clip=c2, uniform=c2 is not None))
+            pooled(f"proj L1 {c1} + proj L2 {c2 or 'range-centred'}", mk, fe, fc, dr, q1="hr", q2="hr")
+
 
 if __name__ == "__main__":
     main()
