@@ -129,6 +129,27 @@ def main():
             pooled(f"proj L1 clip {cl} + everything (L2 x w h r, Dense)", mk, fe, fc, dr, q1="hr", q2="xwhr", qd=True)
 
     both_projected(fe, fc, dr)
+    rounding_ceiling(fe, fc, dr)
+
+
+def rounding_ceiling(fe, fc, dr):
+    """The plain path with smooth_lstm's input scaling and W1 exact: what any rounding of W1 (AdaRound, GPTQ) can
+    reach at best (one draw: nothing here depends on a scale)."""
+    s = np.abs(CAL).max((0, 1))
+    s = s / np.exp(np.mean(np.log(s)))
+
+    def smooth(wq):
+        def proj(x, wf, wb):
+            wx = rows8(wf * s) if wq else wf * s
+            return np.einsum("tni,dgi->dtng", dyn(x / s, (0, 2)), wx) + wb[:, None, None, :]
+        return proj
+    print("== plain path, smooth_lstm's scaling on LSTM1 (one draw) ==")
+    pooled("L1 smoothed x + int8 w (qpass default) + h r, L2 x w h r, Dense", lambda f: dict(proj1=smooth(True)),
+           fe, fc, dr, draws=(1.0,), q1="hr", q2="xwhr", qd=True)
+    for tag, kw in (("L2 h r, Dense", dict(q2="hr", qd=True)), ("L2 x h r (W2 exact), Dense", dict(q2="xhr", qd=True)),
+                    ("L2 h r, Dense float", dict(q2="hr"))):
+        pooled("L1 smoothed x, W1 exact, h r; " + tag, lambda f: dict(proj1=smooth(False)), fe, fc, dr,
+               draws=(1.0,), q1="hr", **kw)
 
 
 def both_projected(fe, fc, dr):
