@@ -21,6 +21,13 @@ With ``copies_budget`` > 0 (off by default: on oww-hey-mycroft it costs issue 12
 ``lstm_dither``) each candidate LSTM gets ``lstm_dither``'s K shifted input copies on one static grid and W split into
 K parts instead: 37.3 dB there at budget 1.5 (K = 4 and 2), at 1.13x quantize_static's latency (this scaling: 34.0
 dB at 0.78x).
+
+Not worth trying again (session 13, bench/results/lstm13b_2026-11-28_ceiling.txt): taking the input projection out
+of the kernel (G = X W^T + Wb as one product, the kernel fed G scaled per gate column with W' = diag exact on its
+int8 rows) stays below quantize_static + 3 dB on oww-hey-mycroft even with G in float (44.4 dB eval, 41-44 pooled
+over rounding draws: the kernel's per-call u8 rounding of the gate inputs and its own hidden-state rounding are
+the floor) and costs 1.11x quantize_static's latency (1.34x with G on MatMulInteger): issue 12's integer LSTMs
+and issue 13's +3 dB cannot both hold there on DynamicQuantizeLSTM.
 """
 from __future__ import annotations
 
