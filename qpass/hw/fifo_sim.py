@@ -174,6 +174,14 @@ class _Sim:
             return (max(2, -(-d // k) + 1) + 1) * k
         return d + 1 if ec < ep else d
 
+    def depth_for(self, key, occ: int) -> int:
+        """The smallest power-of-two depth (min 2) whose ``capacity`` holds ``occ`` producer words: with the RTL
+        top's converters part of the room is the converter's own word and the FIFO's spare consumer word."""
+        d = 2
+        while self.capacity(key, d) < occ:
+            d *= 2
+        return d
+
     def writes(self, s, n):
         return s[n][self.wr[n]] + self.lat[n]
 
@@ -304,7 +312,8 @@ class _Sim:
 def _tighten(sim: _Sim, s_asap, depths: dict, max_sweeps: int, rounds: int = 4) -> tuple[dict, int, int]:
     """The chosen schedule is one feasible way to buffer; the hardware runs as soon as possible under back-pressure
     (the bounded-FIFO least schedule), which may leave some FIFOs nearly empty while a neighbour fills. Each
-    layer-to-layer FIFO is shrunk to its occupancy in that schedule at the current depths (a power of two, min 2),
+    layer-to-layer FIFO is shrunk to the smallest depth (a power of two, min 2) whose room, the RTL width
+    converters' words included (``_Sim.depth_for``), holds its occupancy in that schedule at the current depths,
     kept only if the bounded schedule with the shrunk depths still converges at full throughput; repeated while
     something shrinks (at most ``rounds`` times). Returns (depths, FIFOs shrunk, sweeps)."""
     total, shrunk_any, cur = 0, set(), dict(depths)
@@ -315,7 +324,7 @@ def _tighten(sim: _Sim, s_asap, depths: dict, max_sweeps: int, rounds: int = 4) 
         if not conv:
             break
         occ = sim.occupancies(lambda k: sim.src_writes(s, k), sim.reads(s), sim.F)
-        new = {k: min(d, _pow2_depth(occ[k])) if k in caps else d for k, d in cur.items()}
+        new = {k: min(d, sim.depth_for(k, occ[k])) if k in caps else d for k, d in cur.items()}
         shrunk = {k for k in cur if new[k] < cur[k]}
         if not shrunk:
             break
