@@ -132,11 +132,13 @@ class PreluEqualize(WeightSidePass):
         kept, in graph order, where the output noise drops ``min_output_drop``. Pairs whose channels between the
         layers hold fewer than ``min_rows`` values are left (calibration maxima of few values mislead)."""
         o = self.opts
+        act = parse_format(fm.activations) if fm.activations not in (None, "float") else None
+        if act is None or getattr(act, "qmax", None) is None or getattr(grid.fmt, "qmax", None) is None:
+            return self.nothing(model, ctx, "no integer activation and weight grids to model")
         samples = self.first_samples(ctx)
         outs = [x.name for x in model.graph.output]
         probe = Probe(model, samples, [], [t for p in pairs for t in noise_tensors(p)] + outs, o.threads)
         slopes = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
-        act = parse_format(fm.activations)
         report, cands = {}, []
         for p in pairs:
             stats, rows = pair_noise_stats(p, {t: probe.float_value(t) for t in noise_tensors(p)}, slopes,
