@@ -145,34 +145,37 @@ def pair_noise_stats(pair, values: dict, slopes: dict, act_steps: float, w_qmax:
     a = pair.first
     c = a.out_channels
 
-    def per_channel(v):
-        return np.moveaxis(v, 2 if a.op == "Conv" else v.ndim - 1, 0).reshape(c, -1).astype(np.float64)
+    def reduce(v, fn, axis):  # per channel (channel axis ``axis``), in the values' own precision
+        return fn(v, axis=tuple(i for i in range(v.ndim) if i != axis % v.ndim)).astype(np.float64)
 
-    y = per_channel(values[a.y])
+    ax = 2 if a.op == "Conv" else -1
+    y = values[a.y]
+    rows = y.size // c
     prelus = [n for n in pair.mids if n.op_type == "PRelu"]
-    gain = np.ones(c)
-    if prelus:
-        slope = np.broadcast_to(np.asarray(slopes[prelus[0].input[1]], np.float64).reshape(-1), (c,))
-        neg = (y < 0).mean(axis=1)
-        gain = 1 - neg + slope ** 2 * neg
-    st = PairNoise(grids=[(y.min(axis=1), y.max(axis=1), gain)] if output_grid else [], g=np.zeros(c),
-                   act_steps=act_steps, w_qmax=w_qmax)
+    st = PairNoise(g=np.zeros(c), act_steps=act_steps, w_qmax=w_qmax)
+    if output_grid:
+        gain = np.ones(c)
+        if prelus:
+            slope = np.broadcast_to(np.asarray(slopes[prelus[0].input[1]], np.float64).reshape(-1), (c,))
+            neg = reduce(y < 0, np.mean, ax)
+            gain = 1 - neg + slope ** 2 * neg
+        st.grids.append((reduce(y, np.min, ax), reduce(y, np.max, ax), gain))
     for n in prelus:
-        v = per_channel(values[n.output[0]])
-        st.grids.append((v.min(axis=1), v.max(axis=1), np.ones(c)))
+        v = values[n.output[0]]
+        st.grids.append((reduce(v, np.min, ax), reduce(v, np.max, ax), np.ones(c)))
     x = values[pair.seconds[0].x]
     for b, chan in zip(pair.seconds, pair.chan_of):
         w = _matrix(b)
         if w is None:
-            return None, y.shape[1]
-        xin = np.moveaxis(x, 2 if b.op == "Conv" else x.ndim - 1, 0).reshape(w.shape[1], -1).astype(np.float64)
+            return None, rows
+        ex2 = reduce(np.square(x, dtype=np.float32), np.mean, 2 if b.op == "Conv" else -1)
         np.add.at(st.g, chan, (w * w).sum(axis=(0, 2)))
         m = np.zeros((c, w.shape[0]))
         np.maximum.at(m, chan, np.abs(w).max(axis=2).T)
         e = np.zeros(c)
-        np.add.at(e, chan, (xin * xin).mean(axis=1) * w.shape[2])
+        np.add.at(e, chan, ex2 * w.shape[2])
         st.seconds.append((m.T.copy(), e))
-    return st, y.shape[1]
+    return st, rows
 
 
 def fake_quant_copy(model, tensors: list[str], dtype: int):
