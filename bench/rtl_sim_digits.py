@@ -49,8 +49,9 @@ def cross_check(rtl, p, frames: int) -> str:
 def export(b, d: str, out: Path, frames: int | None):
     if d.startswith("cnv"):
         mode = d.split(":")[1] if ":" in d else "runtime"
-        (out / d).mkdir(parents=True, exist_ok=True)
-        return _load("cnv_w1a1").rtl_export("full", frames or 32, mode, out / d), f"CNV-W1A1 ({mode} weights)"
+        where = out / d.replace(":", "_")  # no ':' in the build folder: make reads it as a target pattern
+        where.mkdir(parents=True, exist_ok=True)
+        return _load("cnv_w1a1").rtl_export("full", frames or 32, mode, where), f"CNV-W1A1 ({mode} weights)"
     name, bits = d.split(":")
     return b.digits_export(name, bits, out, True), f"{name} {bits}-bit"
 
