@@ -8,7 +8,7 @@ instead of the calibrated +-50. Everything else is qpass's default quantization 
 excluded). SQNR on the 84 eval samples (calibrated on all 84 calibration samples) and on two calibration hold-outs
 (even / odd samples: calibrated on one, measured on the other). Latency: bench/ort_baseline.py's paired rounds, 1 thread.
 
-    cd $(mktemp -d) && PYTHONPATH=/work/wt/lstm13b python /work/wt/lstm13b/bench/results/lstm13b_2026-11-28_ceiling.py
+    cd $(mktemp -d) && python /path/to/qpass/bench/lstm_ceiling.py
 """
 import os
 import sys
@@ -19,7 +19,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "bench"), str(ROOT / "models" / "packaged")]
 import ort_baseline as ob  # noqa: E402
 import ort_compare as oc  # noqa: E402

@@ -10,7 +10,7 @@ W' = diag exact). Single rounding draws swing the eval figure by several dB (a f
 middle dominate), so each configuration is measured over 6 draws (limits, or the Dense input range, times
 1.00 .. 1.07) and reported as the pooled SQNR (mean noise power) with the min..max of the draws.
 
-    cd /work/wt/lstm13b && python bench/results/lstm13b_2026-11-28_sim.py
+    python bench/lstm_sim.py
 """
 import numpy as np, onnx
 from onnx import numpy_helper
