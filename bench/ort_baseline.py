@@ -147,6 +147,8 @@ def header_lines(info: dict, opts: oc.Options, speech: str | None) -> list[str]:
              f"(rotated order, ~{SAMPLE_SECONDS * 1e3:g} ms samples) within {opts.budget:g} s per model"]
     if speech:
         lines.append(f"speech inputs: {speech}")
+    if info.get("quantize_repeats", 1) > 1:
+        lines.append(f"quant s: the least of {info['quantize_repeats']} runs of each tool, the tools taking turns")
     if info.get("quantize_clock") == "cpu":
         lines.append("quant s: CPU seconds (this process's threads and finished children), not wall-clock")
     if "quantize_warmup" in info:
@@ -250,6 +252,9 @@ def parse_args(argv):
     ap.add_argument("--cache", type=Path, help="zoo cache (default: $QPASS_ZOO_CACHE or ~/.cache/qpass-zoo)")
     ap.add_argument("--no-warmup", dest="warmup", action="store_false",
                     help="time the first model's quantizations cold (imports, first calls) as well")
+    ap.add_argument("--quant-repeats", type=int, default=3, metavar="N",
+                    help="quantize each model N times with each tool, taking turns, and report each tool's least "
+                         "time (default 3; 1: a single run)")
     ap.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                     help="quantize time ('quant s') as wall seconds or as CPU seconds of this process (all its "
                          "threads) and its waited-for children: usable on a loaded machine")
@@ -361,10 +366,12 @@ def main(argv=None) -> int:
               file=sys.stderr)
         if not names:
             return 2
-    opts = oc.Options(tuple(args.threads), args.repeats, args.budget, args.ort_activations, paired_latency_rows)
+    opts = oc.Options(tuple(args.threads), args.repeats, args.budget, args.ort_activations, paired_latency_rows,
+                      args.quant_repeats)
     use_clock(args.clock)
     info = oc.machine_info()
     info["quantize_clock"] = args.clock
+    info["quantize_repeats"] = args.quant_repeats
     info["quantize_warmup"] = args.warmup
     speech = None
     if any(n not in oc.DIGITS for n in names):

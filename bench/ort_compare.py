@@ -276,6 +276,8 @@ class Options:
     ort_activations: str = "u8"
     #: (rows, paths, case, opts) -> None filling the latency columns; None: ``_latency_rows``
     latency_rows: Callable | None = None
+    #: each tool's quantize time: the least of this many runs, the tools taking turns (the first run's file is kept)
+    quant_repeats: int = 1
 
 
 def _ort_attempt(case: Case, out: Path, opts: Options, pre: bool, opset: int | None) -> tuple:
@@ -306,8 +308,23 @@ def _quantize_all(case: Case, tmp: Path, opts: Options) -> dict[str, tuple]:
     for tool, pre, opset in attempts:
         results[tool] = _ort_attempt(case, tmp / f"{case.name}.{tool}.onnx", opts, pre, opset)
         if results[tool][2] is None:
+            _retime(results, case, tmp, opts, tool, pre, opset)
             break
     return results
+
+
+def _retime(results: dict, case: Case, tmp: Path, opts: Options, tool: str, pre: bool, opset: int | None) -> None:
+    """``opts.quant_repeats - 1`` more runs of qpass and of the quantize_static attempt that worked, taking turns;
+    each keeps its least time (quantize_static takes 0.06-0.15 s on the small nets: one run's scheduling noise moved
+    the qpass / quantize_static ratio by 15-25%)."""
+    if results["qpass"][2] is not None:
+        return
+    for _ in range(opts.quant_repeats - 1):
+        secs = qpass_quantize(case.src, case.calib, tmp / f"{case.name}.qpass.again.onnx")
+        results["qpass"] = (results["qpass"][0], min(results["qpass"][1], secs), None)
+        again = _ort_attempt(case, tmp / f"{case.name}.{tool}.again.onnx", opts, pre, opset)
+        if again[2] is None:
+            results[tool] = (results[tool][0], min(results[tool][1], again[1]), None)
 
 
 def _score_row(case: Case, row: dict, path: Path, ref: dict, tmp: Path, n_float: int) -> None:
