@@ -17,8 +17,8 @@ from qpass.ir.ort_session import make_session, run_samples as ort_run
 from qpass.ir.samples import bind_samples
 from qpass.passes.prelu_max import find_matches
 from qpass.reference import run_samples as golden_run
+from test_sqnr13n_prelu_max import FAST, quantize  # the same pipeline with and without prelu_max
 
-FAST = {"choose_dynamic", "auto_precision"}
 
 
 def net(size=16, concave=(3,)) -> onnx.ModelProto:
@@ -41,11 +41,6 @@ def net(size=16, concave=(3,)) -> onnx.ModelProto:
     g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
     return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def quantize(model, calib, on=True):
-    return qpass.optimize(model, calib=bind_samples(calib, model),
-                          disabled=FAST | (set() if on else {"prelu_max"})).model
 
 
 @pytest.fixture(scope="module")
