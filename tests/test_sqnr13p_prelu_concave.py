@@ -12,12 +12,11 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 import qpass
-from qpass.analysis.metrics import sqnr_db
 from qpass.ir.ort_session import make_session, run_samples as ort_run
 from qpass.ir.samples import bind_samples
 from qpass.passes.prelu_max import find_matches
 from qpass.reference import run_samples as golden_run
-from test_sqnr13n_prelu_max import FAST, quantize  # the same pipeline with and without prelu_max
+from test_sqnr13n_prelu_max import FAST, make_case, prelu_gone_sqnr, quantize  # one pipeline, prelu_max on / off
 
 
 
@@ -45,19 +44,11 @@ def net(size=16, concave=(3,)) -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def case():
-    m, rng = net(), np.random.default_rng(29)
-    calib = {"x": rng.standard_normal((16, 1, 3, 16, 16)).astype(np.float32)}
-    held = rng.standard_normal((32, 3, 16, 16)).astype(np.float32)
-    return m, calib, held, quantize(m, calib), quantize(m, calib, on=False)
+    return make_case(net(), 29)
 
 
 def test_the_concave_prelu_goes_and_the_error_drops(case):
-    m, _, held, new, old = case
-    assert Counter(n.op_type for n in new.graph.node)["PRelu"] == 0
-    assert Counter(n.op_type for n in old.graph.node)["PRelu"] == 1
-    ref = make_session(m).run(None, {"x": held})[0]
-    before = sqnr_db(ref, make_session(old).run(None, {"x": held})[0])
-    after = sqnr_db(ref, make_session(new).run(None, {"x": held})[0])
+    after, before = prelu_gone_sqnr(case)
     assert after > before + 0.5, (after, before)  # 32.82 -> 33.70 dB
 
 
