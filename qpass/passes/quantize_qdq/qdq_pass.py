@@ -95,7 +95,8 @@ def _log_ranges(opts, model, ranges, qc, samples):
     if not wide:
         return ranges, None
     try:
-        return log_ranges.choose(model, ranges, wide, opts.log_range_shifts, samples.subset(slice(0, 16)),
+        return log_ranges.choose(model, ranges, wide, opts.log_range_shifts,
+                                 samples.subset(slice(0, log_ranges.search_samples(samples))),
                                  lambda r: _quantize(model, r, opts)[0], opts.log_range_step, opts.log_range_coarse,
                                  lambda lo, hi: activation_params(lo, hi, opts.activation_dtype,
                                                                   opts.symmetric_activations))
