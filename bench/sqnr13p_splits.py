@@ -33,7 +33,7 @@ SIZES = {"mtcnn-rnet": (24, 21, "input_2"), "mtcnn-onet": (48, 31, "input_3")}
 def splits(name: str) -> dict:
     """{tag: (calib, small eval, big eval)} as npz-convention dicts."""
     size, seed, key = SIZES[name]
-    xs = inputs._mtcnn_crops(size, seed)
+    xs = inputs._mtcnn_crops(size, seed)[0]
     a = inputs._split(xs, 24, 24, group=2)
     quad = ([x for i, x in enumerate(xs) if (i // 4) % 2 == 0], [x for i, x in enumerate(xs) if (i // 4) % 2 == 1])
     rng = np.random.default_rng(inputs.SEED + seed)

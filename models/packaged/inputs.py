@@ -670,24 +670,36 @@ def build_mtcnn_pnet(model_path: Path):
     return {"input_1": _stack(c)}, {"input_1": _stack(e)}
 
 
-def _mtcnn_crops(size: int, seed: int):
+def _mtcnn_crops(size: int, seed: int) -> tuple[list, list]:
+    """(64 crops, face / non-face alternating; every other face and non-face crop): the first list is what
+    calibration is drawn from (as before the second list existed: the same random draws, the same order)."""
     rng = np.random.default_rng(SEED + seed)
     faces = _face_crops(size, rng)
-    faces = [faces[i] for i in rng.permutation(len(faces))[:32]]
-    non = _nonface_crops(size, rng, 32)
-    mixed = [x for pair in zip(faces, non) for x in pair]
-    return [mtcnn_input(x) for x in mixed]
+    faces = [faces[i] for i in rng.permutation(len(faces))]
+    non = _nonface_crops(size, rng, len(lfw()[1]) + 27)
+    mixed = [x for pair in zip(faces[:32], non[:32]) for x in pair]
+    rest, more = faces[32:], non[32:]
+    extra = [x for pair in zip(rest, more) for x in pair] + rest[len(more):] + more[len(rest):]
+    return [mtcnn_input(x) for x in mixed], [mtcnn_input(x) for x in extra]
+
+
+def _mtcnn_split(size: int, seed: int):
+    """24 calibration crops; evaluation on every other crop (~200): on 24 crops the output SQNR of two int8 models
+    differs by +-2 dB from split to split (session 13: mtcnn-rnet, three splits of 24: qpass - quantize_static
+    +0.9 / +2.4 / +5.2 dB; on the ~200 other crops of each: +4.4 / +4.3 / +5.3)."""
+    xs, extra = _mtcnn_crops(size, seed)  # face, non-face, face, ...
+    c, _ = _split(xs, 24, 24, group=2)
+    e = [x for i, x in enumerate(xs) if not ((i // 2) % 2 == 0 and i // 4 < 12)] + extra
+    return c, e
 
 
 def build_mtcnn_rnet(model_path: Path):
-    xs = _mtcnn_crops(24, 21)  # face, non-face, face, ...
-    c, e = _split(xs, 24, 24, group=2)
+    c, e = _mtcnn_split(24, 21)
     return {"input_2": _stack(c)}, {"input_2": _stack(e)}
 
 
 def build_mtcnn_onet(model_path: Path):
-    xs = _mtcnn_crops(48, 31)
-    c, e = _split(xs, 24, 24, group=2)
+    c, e = _mtcnn_split(48, 31)
     return {"input_3": _stack(c)}, {"input_3": _stack(e)}
 
 
