@@ -176,9 +176,11 @@ def tensor_dims(*models: onnx.ModelProto, inputs: dict | None = None) -> dict[st
     """Per-sample dims (unknown and symbolic dims 1) of every tensor of ``models`` that shape inference types;
     ``inputs``: {graph input: one sample's shape}, to resolve symbolic dims (an image's height and width)."""
     from qpass.ir.graph import shapes
+    from qpass.ir.light_model import light_copy
 
     out: dict[str, list[int]] = {}
     for model in models:
+        model = light_copy(model)[0]  # the big weights' shapes without their bytes (paraphrase-minilm-l3: 3x faster)
         if inputs:
             model = with_input_dims(model, inputs)
         try:
