@@ -29,6 +29,15 @@ def test_identical_copies_count_as_shared():
     assert [lay.node.input[1] for lay in layers] == ["w3"]
 
 
+def test_copies_are_compared_whole_not_by_their_ends():
+    w = np.random.default_rng(5).normal(0, 1, (16, 16))  # not RNG: the later tests' draws stay as they were
+    near = w.copy()
+    near[8, 8] += 1.0  # the same first and last bytes, one value in the middle differs
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"]), helper.make_node("MatMul", ["a", "w2"], ["y"])]
+    m = build(nodes, ["N", 16], "y", ["N", 16], [init("w1", w), init("w2", near)])
+    assert [lay.node.input[1] for lay in find_layers(m)] == ["w1", "w2"]
+
+
 def correlated(n, k, seed=1):
     rng = np.random.default_rng(seed)
     return (rng.uniform(0.5, 1.5, (n, 1, 1)) + 0.05 * rng.normal(0, 1, (n, 1, k))).astype(np.float32)

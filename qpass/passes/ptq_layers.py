@@ -15,7 +15,6 @@ granularity (``--weights sym:4``). The passes that need it take ``weights`` / ``
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import time
 from dataclasses import dataclass
 
@@ -196,15 +195,23 @@ def find_layers(model: onnx.ModelProto, op_types=("Conv", "Gemm", "MatMul")) -> 
 
 def _count_copies(g: onnx.GraphProto, readers: dict[str, int]) -> None:
     """Add to each read initializer's reader count those of the initializers with the same dims, type and bytes."""
-    by_key: dict[tuple, list[str]] = {}
+    shaped: dict[tuple, list] = {}
     for i in g.initializer:
-        if i.name in readers and i.raw_data:
-            by_key.setdefault((tuple(i.dims), i.data_type, hashlib.blake2b(i.raw_data, digest_size=16).digest()), []).append(i.name)
-    for names in by_key.values():
-        if len(names) > 1:
-            total = sum(readers[n] for n in names)
-            for n in names:
-                readers[n] = total
+        if i.name in readers and i.HasField("raw_data"):
+            shaped.setdefault((tuple(i.dims), i.data_type), []).append(i)
+    for same_shape in shaped.values():  # only same-shaped tensors' bytes are read, and compared whole only where
+        by_ends: dict[tuple, list] = {}  # both ends agree (hashing every byte: 0.15 s a call on a 69 MB BERT)
+        for i in same_shape if len(same_shape) > 1 else ():
+            raw = i.raw_data
+            by_ends.setdefault((raw[:64], raw[-64:]), []).append((i.name, raw))
+        for group in by_ends.values():
+            while len(group) > 1:
+                same = [n for n, r in group if r == group[0][1]]
+                group = [(n, r) for n, r in group if n not in same]
+                if len(same) > 1:
+                    total = sum(readers[n] for n in same)
+                    for n in same:
+                        readers[n] = total
 
 
 def set_initializer(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
