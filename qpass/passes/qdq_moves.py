@@ -270,6 +270,9 @@ def graph_cost(model: onnx.ModelProto, dims: dict[str, list[int]]) -> float:
             total += KERNEL + elems(n.input[0]) * table["u8_nchw_maxpool"]
         elif n.op_type in MATRIX_OPS and len(n.input) > 1:
             total += KERNEL + _macs(n, dims, elems) * (INT8_MAC if tuple(n.output) in ints else FLOAT_MAC)
+        elif n.op_type in RECURRENT and len(n.input) > 2:
+            total += KERNEL + lstm_macs(*(dims.get(x) or [1] for x in n.input[1:3]), dims.get(n.input[0]) or [1]) \
+                * (INT8_MAC if n.op_type == "DynamicQuantizeLSTM" else FLOAT_MAC)
         else:
             total += KERNEL + sum(elems(o) for o in n.output if o) * (2 if tuple(n.output) in ints else 8) * BYTE
     return total
@@ -277,6 +280,17 @@ def graph_cost(model: onnx.ModelProto, dims: dict[str, list[int]]) -> float:
 
 #: layers onnxruntime runs on integers with a float output (QGemm, MatMulIntegerToFloat)
 FLOAT_OUT = ("MatMul", "Gemm")
+
+
+#: recurrent layers costed by their multiply-adds: onnxruntime's float LSTM and its integer DynamicQuantizeLSTM
+RECURRENT = ("LSTM", "DynamicQuantizeLSTM")
+
+
+def lstm_macs(w_dims: list[int], r_dims: list[int], x_dims: list[int]) -> float:
+    """Multiply-adds of one LSTM call: every step's input and recurrent products (W [D, 4H, I] or [D, I, 4H], R
+    likewise with H; X [T, N, I] per sample)."""
+    steps = float(np.prod([max(int(d), 1) for d in x_dims])) / max(int(x_dims[-1]), 1)
+    return steps * (float(np.prod([max(int(d), 1) for d in w_dims])) + float(np.prod([max(int(d), 1) for d in r_dims])))
 
 
 def _macs(n, dims: dict, elems) -> float:

@@ -11,6 +11,8 @@ as a fraction of the int8 model's), so the same inputs give the same file on any
 measured time is opt-in (``cost: measured``). Moves are taken by gain per unit of cost (int16 before float when as
 good and no dearer) until the target holds on the search samples and on the held-out half (the bitwidth search's
 split, ``qpass.search.core``).
+An integer LSTM may move back to float too (``lstm_precision``), and when the first round of moves misses the
+target, a second round probes the moves left on top of the ones taken.
 The report says which tensors moved, to what, what each gained and cost, and the int8 and final metrics; when
 even every pair in float misses the target, one line says what was reached and which layers could not be fixed.
 On x86 CPUs onnxruntime has no 16-bit integer kernels: a 16-bit pair runs as Q/DQ around the float kernel, so it
@@ -36,6 +38,8 @@ from qpass.pipeline.analyses import float_outputs
 from qpass.pipeline.pass_base import Pass, PassResult
 from .branch_precision import float_branches, quantized_branches
 from .core import MIN_HELD_OUT, _split
+from .lstm_precision import is_lstm_key, label, lstm_keys
+from .lstm_precision import to_float as lstm_to_float
 from .targets import describe_metrics, output_metrics, parse_target
 
 
@@ -114,9 +118,11 @@ class MixedPrecision(Pass):
         """The int8 model with the pairs of ``chosen`` ({tensor: "int16" | "float"}) moved (at opset 21 when
         some move to int16)."""
         wide = {t for t, p in chosen.items() if p == "int16"}
-        out = bypass(self.base16 if wide else self.int8, {t for t, p in chosen.items() if p == "float"},
-                     self.float_m)
-        return widen(out, wide) if wide else out
+        lstms = [t for t in chosen if is_lstm_key(t)]
+        out = bypass(self.base16 if wide else self.int8, {t for t, p in chosen.items() if p == "float"
+                                                          and not is_lstm_key(t)}, self.float_m)
+        out = widen(out, wide) if wide else out
+        return lstm_to_float(out, self.float_m, lstms) if lstms else out
 
     def relative_cost(self, m: onnx.ModelProto) -> float:
         """``graph_cost`` of ``m`` as a fraction of the int8 model's."""
@@ -129,57 +135,81 @@ class MixedPrecision(Pass):
         held_m, lat = result["final"], result.get("latency_ms")
         speed = (f"latency {lat['final']:.3g} ms against int8's {lat['int8']:.3g} ms" if lat else
                  f"estimated cost x{result['cost']:.3g} of int8's")
-        moved = ", ".join(f"{t} ({p})" for t, p in list(chosen.items())[:6]) + (" ..." if len(chosen) > 6 else "")
-        n16 = sum(p == "int16" for p in chosen.values())
+        moved = ", ".join(f"{label(t)} ({p})" for t, p in list(chosen.items())[:6]) + \
+            (" ..." if len(chosen) > 6 else "")
+        n16, n_lstm = sum(p == "int16" for p in chosen.values()), sum(map(is_lstm_key, chosen))
+        what = f"{len(chosen) - n_lstm} activation quantizers" + (f" and {n_lstm} LSTMs" if n_lstm else "")
         note = (f"target {target} {'met' if result['met'] else 'MISSED'} on {n_held} held-out samples with "
-                f"{len(chosen)} activation quantizers moved ({n16} to int16, {len(chosen) - n16} to float: {moved}):"
+                f"{what} moved ({n16} to int16, {len(chosen) - n16} to float: {moved}):"
                 f" {describe_metrics(held_m)} (int8: {describe_metrics(base)} on the search samples); {speed}")
         if not result["met"]:
             note = (f"target {target} not reached: {describe_metrics(held_m)} on {n_held} held-out samples with "
-                    f"{len(chosen)} activation quantizers moved; could not fix: "
+                    f"{what} moved; could not fix: "
                     f"{', '.join(result.get('unfixed', [])[:6]) or 'the weights (every activation in float)'}")
         ctx.report.log.append(note)
         return note
 
-    def _candidates(self, model, target, base: dict, metrics) -> list[dict]:
+    def _moves(self, model) -> list[tuple[str, str]]:
+        """(tensor, precision) of every move probed: the first ``max_probes`` activation pairs at each precision,
+        and each integer LSTM to float (``lstm_precision``)."""
+        moves = [(p["tensor"], prec) for p in activation_pairs(model)[:self.opts.max_probes]
+                 for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
+        if "float" in self.opts.precisions:
+            moves += [(k, "float") for k in lstm_keys(model, self.float_m)]
+        return moves
+
+    def _candidates(self, model, target, base: dict, metrics, on: dict | None = None) -> list[dict]:
         """Every probed (tensor, precision) move with a positive gain, its cost attached: ``relative_cost`` - 1 (at
-        least 1e-4), or with cost "measured" onnxruntime's added milliseconds (``max_timed`` of them, the rest inf)."""
+        least 1e-4), or with cost "measured" onnxruntime's added milliseconds (``max_timed`` of them, the rest inf).
+        ``on``: moves already taken (gains and costs are then over the model with them, ``base`` its metrics)."""
+        on = dict(on or {})
+        start = self.apply(on) if on else model
+        cost0 = self.relative_cost(start) if on else 1.0
         cands = []
-        for p in activation_pairs(model)[:self.opts.max_probes]:
-            for prec in self.opts.precisions:
-                if prec == "int16" and self.base16 is None:
-                    continue
-                m = self.apply({p["tensor"]: prec})
-                gain = _score(metrics(m), base, target)
-                if gain > 0:
-                    cands.append({"tensor": p["tensor"], "precision": prec, "gain": gain,
-                                  "cost": max(round(self.relative_cost(m) - 1.0, 6), 1e-4)})
+        for tensor, prec in self._moves(model):
+            if tensor in on:
+                continue
+            m = self.apply({**on, tensor: prec})
+            gain = _score(metrics(m), base, target)
+            if gain > 0:
+                cands.append({"tensor": tensor, "precision": prec, "gain": gain,
+                              "cost": max(round(self.relative_cost(m) - cost0, 6), 1e-4)})
         if self.opts.cost == "measured":
             timed = sorted(cands, key=lambda c: -c["gain"])[:self.opts.max_timed]
-            t0 = call_ms(model, self.timing, self.opts.timing_runs, np.min)
+            t0 = call_ms(start, self.timing, self.opts.timing_runs, np.min)
             for c in cands:  # beyond max_timed: after every timed one, largest gain first
                 c["cost"], c["measured"] = float("inf"), True
             for c in timed:
-                m = self.apply({c["tensor"]: c["precision"]})
+                m = self.apply({**on, c["tensor"]: c["precision"]})
                 c["cost"] = max(call_ms(m, self.timing, self.opts.timing_runs, np.min) - t0, 1e-4)
         return cands
 
     def _greedy(self, model, target, base: dict, metrics, result: dict) -> dict[str, str]:
+        """Moves by gain per cost until the target holds on the search and the held-out samples; short of it, a
+        second round probes the moves left on top of those taken (a second LSTM gains only once the first is float:
+        oww-hey-mycroft)."""
+        met = lambda ch, m: target.met(m) and target.met(metrics(self.apply(ch), "held"))  # noqa: E731
         cands = self._candidates(model, target, base, metrics)
         # met on the search samples is not enough: the moves go on (same order) until the held-out ones meet it too
-        chosen, m = choose_moves(cands, target, lambda ch: metrics(self.apply(ch)), base, result["moved"],
-                                 done=lambda ch, m: target.met(m) and target.met(metrics(self.apply(ch), "held")))
-        if not target.met(m) or not target.met(metrics(self.apply(chosen), "held")):
-            pairs = {p["tensor"] for p in activation_pairs(model)}
+        chosen, m = choose_moves(cands, target, lambda ch: metrics(self.apply(ch)), base, result["moved"], done=met)
+        if not met(chosen, m) and chosen:
+            more = self._candidates(model, target, m, metrics, on=chosen)
+            extra, m = choose_moves(more, target, lambda ch: metrics(self.apply({**chosen, **ch})), m,
+                                    result["moved"], done=lambda ch, mm: met({**chosen, **ch}, mm),
+                                    alone="after the first round's moves")
+            cands, chosen = cands + more, {**chosen, **extra}
+        if not met(chosen, m):
+            pairs = {p["tensor"] for p in activation_pairs(model)} | set(lstm_keys(model, self.float_m))
             weights = sorted({n.name for n in model.graph.node for x in n.input if x.endswith("_dequantized")
                               and x not in pairs})
             gained = {c["tensor"] for c in cands}
             result["unfixed"] = [f"the int8 weights of {len(weights)} layers ({', '.join(weights[:4])}"
-                                 f"{' ...' if len(weights) > 4 else ''})"] + sorted(pairs - gained)[:5]
+                                 f"{' ...' if len(weights) > 4 else ''})"] + [label(t) for t in sorted(pairs - gained)[:5]]
         return chosen
 
 
-def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list, done=None) -> tuple[dict[str, str], dict]:
+def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list, done=None,
+                 alone: str = "alone") -> tuple[dict[str, str], dict]:
     """Greedy: moves by gain per unit of ``cost`` (int16 before float on ties, then the tensor's name: no order
     left to chance), one per tensor, until ``evaluate(chosen)`` meets ``target`` (and ``done(chosen, metrics)``
     holds, when given). Returns ({tensor: precision}, last metrics); ``log`` gets one entry per move taken, with
@@ -194,7 +224,7 @@ def choose_moves(cands: list[dict], target, evaluate, base: dict, log: list, don
         chosen[c["tensor"]] = c["precision"]
         m = evaluate(chosen)
         other = [o for o in cands if o["tensor"] == c["tensor"] and o is not c]
-        why = f"alone at {c['precision']}: +{c['gain']:.3g} toward the target for {_cost(c)}"
+        why = f"{alone} at {c['precision']}: +{c['gain']:.3g} toward the target for {_cost(c)}"
         if other:
             why += f" (at {other[0]['precision']}: +{other[0]['gain']:.3g} for {_cost(other[0])})"
         log.append({"tensor": c["tensor"], "precision": c["precision"], "gain": round(c["gain"], 4),
