@@ -17,6 +17,9 @@ opt-in (``bench/golden_speed.py`` uses it).
 """
 from __future__ import annotations
 
+import os
+import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
 import numpy as np
@@ -109,11 +112,40 @@ def iter_feeds(model: onnx.ModelProto, samples: SampleSet, outputs: list[str],
         yield start, stop - start, feed
 
 
+#: with ``parallel``, once one call took at least this long, the calls after it run on every CPU this process may
+#: use, one call per thread (a session's ``run`` releases the GIL and computes each call exactly as alone; the
+#: samples keep their order). Below it a thread costs more than it saves (mtcnn's nets: 0.1-0.5 ms calls).
+PARALLEL_MIN_SECONDS = 0.002
+
+
+def cpus() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def run_stacked(call: Callable[[dict], list[np.ndarray]], model: onnx.ModelProto, samples: SampleSet,
-                outputs: list[str], batch_size: int = 64, batched: bool | None = None) -> dict[str, np.ndarray]:
-    """Run ``call(feed) -> outputs`` over every sample; stack each output on a new leading sample axis."""
+                outputs: list[str], batch_size: int = 64, batched: bool | None = None,
+                parallel: bool = False) -> dict[str, np.ndarray]:
+    """Run ``call(feed) -> outputs`` over every sample; stack each output on a new leading sample axis.
+    ``parallel``: ``call`` may run on several threads at once (see PARALLEL_MIN_SECONDS)."""
     per_sample: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
-    for _, count, feed in iter_feeds(model, samples, outputs, batch_size, batched):
-        for k, arr in zip(outputs, call(feed)):
+
+    def keep(count: int, arrays: list[np.ndarray]) -> None:
+        for k, arr in zip(outputs, arrays):
             per_sample[k].extend([arr] if count == 1 else np.split(arr, count, axis=0))
+
+    feeds = iter_feeds(model, samples, outputs, batch_size, batched)
+    workers = cpus() if parallel else 1
+    for _, count, feed in feeds:
+        t0 = time.perf_counter()
+        keep(count, call(feed))
+        if workers > 1 and time.perf_counter() - t0 >= PARALLEL_MIN_SECONDS:
+            rest = list(feeds)
+            if len(rest) > 1:
+                with ThreadPoolExecutor(min(workers, len(rest))) as pool:
+                    for (_, n, _), arrays in zip(rest, pool.map(lambda f: call(f[2]), rest)):
+                        keep(n, arrays)
+            elif rest:
+                keep(rest[0][1], call(rest[0][2]))
+            break
     return {k: np.stack(v) for k, v in per_sample.items()}

@@ -91,7 +91,8 @@ def run_samples(model: onnx.ModelProto, samples: SampleSet, threads: int = 1, op
     ``batched``: ``qpass.ir.batching.batchable``'s answer if the caller has it (else it is worked out per call)."""
     sess = sess or make_session(model, threads, optimize)
     names = outputs or [o.name for o in sess.get_outputs()]
-    return run_stacked(lambda feed: _run(sess, names, feed, 0), model, samples, names, batch_size, batched)
+    return run_stacked(lambda feed: _run(sess, names, feed, 0), model, samples, names, batch_size, batched,
+                       parallel=True)
 
 
 def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto:
