@@ -67,3 +67,17 @@ def test_parallel_onnxruntime_runs_equal_one_by_one_runs_bit_for_bit(monkeypatch
     monkeypatch.setattr(batching, "PARALLEL_MIN_SECONDS", float("inf"))
     one = run_samples(m, samples, sess=sess, batch_size=1)
     assert np.array_equal(par["h5"], one["h5"])
+
+
+def test_streamed_batches_come_in_sample_order_and_equal_sequential_runs(monkeypatch):
+    from qpass.ir.ort_session import iter_batches
+    m = _matmuls()
+    x = np.random.default_rng(2).standard_normal((10, 64, 384)).astype(np.float32)
+    samples = SampleSet({"x": x}, {}, None, "t")
+    sess = make_session(m)
+    monkeypatch.setattr(batching, "PARALLEL_MIN_SECONDS", 0.0)
+    par = [res[0] for _, res in iter_batches(sess, m, samples, ["h5"], batch_size=1)]
+    monkeypatch.setattr(batching, "PARALLEL_MIN_SECONDS", float("inf"))
+    one = [res[0] for _, res in iter_batches(sess, m, samples, ["h5"], batch_size=1)]
+    assert len(par) == 10 and all(np.array_equal(a, b) for a, b in zip(par, one))
+    assert all(np.allclose(a, b) for a, b in zip(one, run_samples(m, samples, sess=sess, batch_size=1)["h5"]))

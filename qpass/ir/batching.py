@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable, Iterator
 
@@ -123,29 +124,48 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
+#: and at most this many bytes of outputs waiting in all (a call's outputs times the calls in flight)
+PARALLEL_MAX_BYTES = 256 << 20
+
+
+def ordered_calls(call: Callable[[int, dict], list[np.ndarray]], feeds: Iterator[tuple[int, int, dict]],
+                  parallel: bool = False) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+    """(first sample, samples, ``call(first sample, feed)``) for each of ``feeds`` (``iter_feeds``), in order.
+    ``parallel``: once a call took PARALLEL_MIN_SECONDS, the later ones run ahead on up to ``cpus()`` threads (no
+    more outputs waiting than PARALLEL_MAX_BYTES)."""
+    first = next(feeds, None)
+    if first is None:
+        return
+    t0 = time.perf_counter()
+    out = call(first[0], first[2])
+    slow = time.perf_counter() - t0 >= PARALLEL_MIN_SECONDS
+    yield first[0], first[1], out
+    ahead = min(cpus(), PARALLEL_MAX_BYTES // max(sum(np.asarray(a).nbytes for a in out), 1)) if parallel and slow \
+        else 1
+    if ahead < 2:
+        for start, count, feed in feeds:
+            yield start, count, call(start, feed)
+        return
+    with ThreadPoolExecutor(ahead) as pool:
+        waiting: deque = deque()
+        for start, count, feed in feeds:
+            waiting.append((start, count, pool.submit(call, start, feed)))
+            if len(waiting) >= ahead:
+                s, c, f = waiting.popleft()
+                yield s, c, f.result()
+        while waiting:
+            s, c, f = waiting.popleft()
+            yield s, c, f.result()
+
+
 def run_stacked(call: Callable[[dict], list[np.ndarray]], model: onnx.ModelProto, samples: SampleSet,
                 outputs: list[str], batch_size: int = 64, batched: bool | None = None,
                 parallel: bool = False) -> dict[str, np.ndarray]:
     """Run ``call(feed) -> outputs`` over every sample; stack each output on a new leading sample axis.
-    ``parallel``: ``call`` may run on several threads at once (see PARALLEL_MIN_SECONDS)."""
+    ``parallel``: ``call`` may run on several threads at once (``ordered_calls``)."""
     per_sample: dict[str, list[np.ndarray]] = {k: [] for k in outputs}
-
-    def keep(count: int, arrays: list[np.ndarray]) -> None:
+    feeds = iter_feeds(model, samples, outputs, batch_size, batched)
+    for _, count, arrays in ordered_calls(lambda _, feed: call(feed), feeds, parallel):
         for k, arr in zip(outputs, arrays):
             per_sample[k].extend([arr] if count == 1 else np.split(arr, count, axis=0))
-
-    feeds = iter_feeds(model, samples, outputs, batch_size, batched)
-    workers = cpus() if parallel else 1
-    for _, count, feed in feeds:
-        t0 = time.perf_counter()
-        keep(count, call(feed))
-        if workers > 1 and time.perf_counter() - t0 >= PARALLEL_MIN_SECONDS:
-            rest = list(feeds)
-            if len(rest) > 1:
-                with ThreadPoolExecutor(min(workers, len(rest))) as pool:
-                    for (_, n, _), arrays in zip(rest, pool.map(lambda f: call(f[2]), rest)):
-                        keep(n, arrays)
-            elif rest:
-                keep(rest[0][1], call(rest[0][2]))
-            break
     return {k: np.stack(v) for k, v in per_sample.items()}

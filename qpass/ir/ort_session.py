@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from qpass.ir.batching import iter_feeds, run_stacked
+from qpass.ir.batching import iter_feeds, ordered_calls, run_stacked
 from qpass.ir.samples import SampleSet
 from ..errors import QpassError
 from qpass.ir.light_model import light_copy
@@ -71,8 +71,9 @@ def iter_batches(sess: ort.InferenceSession, model: onnx.ModelProto, samples: Sa
                  progress=None) -> Iterator[tuple[int, list[np.ndarray]]]:
     """Yield (number of samples, outputs) per call; outputs of batched calls are concatenated on axis 0."""
     outputs = outputs or [o.name for o in sess.get_outputs()]
-    for start, count, feed in iter_feeds(model, samples, outputs, batch_size):
-        yield count, _run(sess, outputs, feed, start)
+    feeds = iter_feeds(model, samples, outputs, batch_size)
+    for _, count, res in ordered_calls(lambda start, feed: _run(sess, outputs, feed, start), feeds, parallel=True):
+        yield count, res
         if progress is not None:
             progress.update(count)
 
