@@ -61,9 +61,11 @@ def test_parallel_onnxruntime_runs_equal_one_by_one_runs_bit_for_bit(monkeypatch
             super().__init__(*a, **k)
 
     monkeypatch.setattr(batching, "ThreadPoolExecutor", Spy)
+    monkeypatch.setattr(batching, "_pool", None)  # a pool of its own, made by the spy
     monkeypatch.setattr(batching, "PARALLEL_MIN_SECONDS", 0.0)  # whatever this machine's speed
     par = run_samples(m, samples, sess=sess, batch_size=1)
     assert pools or batching.cpus() < 2
+    batching._pool.shutdown()
     monkeypatch.setattr(batching, "PARALLEL_MIN_SECONDS", float("inf"))
     one = run_samples(m, samples, sess=sess, batch_size=1)
     assert np.array_equal(par["h5"], one["h5"])

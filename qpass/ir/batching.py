@@ -18,6 +18,7 @@ opt-in (``bench/golden_speed.py`` uses it).
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -114,9 +115,14 @@ def iter_feeds(model: onnx.ModelProto, samples: SampleSet, outputs: list[str],
 
 
 #: with ``parallel``, once one call took at least this long, the calls after it run on every CPU this process may
-#: use, one call per thread (a session's ``run`` releases the GIL and computes each call exactly as alone; the
-#: samples keep their order). Below it a thread costs more than it saves (mtcnn's nets: 0.1-0.5 ms calls).
+#: use, one call per thread of a pool kept for the process (a session's ``run`` releases the GIL and computes each
+#: call exactly as alone; the samples keep their order). Below it a hand-over costs more than it saves.
 PARALLEL_MIN_SECONDS = 0.002
+#: and at most this many bytes of outputs waiting in all (a call's outputs times the calls in flight)
+PARALLEL_MAX_BYTES = 256 << 20
+
+_pool: ThreadPoolExecutor | None = None
+_in_pool = threading.local()
 
 
 def cpus() -> int:
@@ -124,8 +130,15 @@ def cpus() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-#: and at most this many bytes of outputs waiting in all (a call's outputs times the calls in flight)
-PARALLEL_MAX_BYTES = 256 << 20
+def _shared_pool() -> ThreadPoolExecutor:
+    global _pool
+    if _pool is None:
+        _pool = ThreadPoolExecutor(cpus(), thread_name_prefix="qpass-run", initializer=_mark_worker)
+    return _pool
+
+
+def _mark_worker() -> None:
+    _in_pool.worker = True
 
 
 def ordered_calls(call: Callable[[int, dict], list[np.ndarray]], feeds: Iterator[tuple[int, int, dict]],
@@ -140,22 +153,21 @@ def ordered_calls(call: Callable[[int, dict], list[np.ndarray]], feeds: Iterator
     out = call(first[0], first[2])
     slow = time.perf_counter() - t0 >= PARALLEL_MIN_SECONDS
     yield first[0], first[1], out
-    ahead = min(cpus(), PARALLEL_MAX_BYTES // max(sum(np.asarray(a).nbytes for a in out), 1)) if parallel and slow \
-        else 1
+    ahead = min(cpus(), PARALLEL_MAX_BYTES // max(sum(np.asarray(a).nbytes for a in out), 1)) \
+        if parallel and slow and not getattr(_in_pool, "worker", False) else 1  # (a call in the pool: no nesting)
     if ahead < 2:
         for start, count, feed in feeds:
             yield start, count, call(start, feed)
         return
-    with ThreadPoolExecutor(ahead) as pool:
-        waiting: deque = deque()
-        for start, count, feed in feeds:
-            waiting.append((start, count, pool.submit(call, start, feed)))
-            if len(waiting) >= ahead:
-                s, c, f = waiting.popleft()
-                yield s, c, f.result()
-        while waiting:
+    pool, waiting = _shared_pool(), deque()
+    for start, count, feed in feeds:
+        waiting.append((start, count, pool.submit(call, start, feed)))
+        if len(waiting) >= ahead:
             s, c, f = waiting.popleft()
             yield s, c, f.result()
+    while waiting:
+        s, c, f = waiting.popleft()
+        yield s, c, f.result()
 
 
 def run_stacked(call: Callable[[dict], list[np.ndarray]], model: onnx.ModelProto, samples: SampleSet,
