@@ -65,3 +65,28 @@ def test_builtin_pipeline_parsed_once_loads_independent_copies():
     c = load_pipeline("default", {"choose_ranges": {"max_work": 1.0}})
     pick = lambda pl: next(p for p in pl.flat_passes() if p.name == "choose_ranges").opts.max_work  # noqa: E731
     assert pick(c) == 1.0 and pick(load_pipeline("default")) == 5.0e9
+
+
+def _fake_quant_six_steps(x, lo, hi, dtype):
+    """fake_quant as it was: x / s, rint, + z, clip to the codes, - z, * s (float32)."""
+    from qpass.formats.qdq_params import activation_params
+
+    p = activation_params(lo, hi, dtype)
+    s, z = np.float32(p.scale), np.float32(p.zero_point)
+    q = np.rint(np.asarray(x, np.float32) / s) + z
+    return ((np.clip(q, p.qmin, p.qmax) - z) * s).astype(x.dtype)
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_fake_quant_one_clip_equals_the_six_steps(dtype):
+    from qpass.analysis.range_choice import fake_quant
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([rng.standard_normal(50_000) * 3, [0.0, -0.0, 1e9, -1e9, 3e7, np.inf, -np.inf],
+                        np.arange(-300, 300) * 0.05]).astype(np.float32)
+    for lo, hi in [(-1.0, 2.0), (0.0, 6.0), (-4.0, 0.0), (-0.37, 0.0051), (-2.5, 2.5)]:
+        x[: 20] = rng.uniform(lo, hi, 20)
+        want, got = _fake_quant_six_steps(x, lo, hi, dtype), fake_quant(x, lo, hi, dtype)
+        assert got.dtype == want.dtype and np.array_equal(got, want)  # equal values (a zero's sign may differ)
+        a, b = want.view(np.uint32), got.view(np.uint32)
+        assert np.all((a == b) | ((want == 0) & (got == 0)))  # bit for bit but for the sign of a zero

@@ -71,9 +71,9 @@ def fake_quant(x: np.ndarray, lo: float, hi: float, dtype: str) -> np.ndarray:
         s, z = np.float32(p.scale), np.float32(p.zero_point)
         q = np.divide(np.asarray(x, np.float32), s)  # then in place: the same float32 steps, fewer temporaries
         np.rint(q, out=q)  # half to even, as QuantizeLinear does
-        q += z
-        np.clip(q, p.qmin, p.qmax, out=q)
-        q -= z
+        # clip(q + z, qmin, qmax) - z as one clip of q to [qmin - z, qmax - z]: every step exact on these whole
+        # numbers (a |q| near 2^24, where q + z would round, is clipped either way); only a zero's sign may differ
+        np.clip(q, np.float32(p.qmin) - z, np.float32(p.qmax) - z, out=q)
         q *= s
         return q.astype(x.dtype, copy=False)
     return dequantize(quantize(x, p), p).astype(x.dtype, copy=False)
@@ -141,12 +141,19 @@ class ConsumerRunner:
             return None
 
 
-def _energies(ref: np.ndarray, test: np.ndarray) -> tuple[float, float]:
-    """(squared error, squared reference) summed: the error is noise / signal over all samples together."""
+def _energies(ref: np.ndarray, test: np.ndarray, signals: dict | None = None) -> tuple[float, float]:
+    """(squared error, squared reference) summed: the error is noise / signal over all samples together.
+    ``signals``: the float32 squared reference by ``id(ref)``, filled on first use (a reference is scored against
+    every candidate; the caller keeps ``ref`` alive while it uses the dict)."""
     r = np.asarray(ref, np.float32).ravel()
     d = r - np.asarray(test, np.float32).ravel()
     with np.errstate(over="ignore", invalid="ignore"):
-        noise, signal = float(np.dot(d, d)), float(np.dot(r, r))  # float32 BLAS: fast
+        noise = float(np.dot(d, d))  # float32 BLAS: fast
+        if signals is None or id(ref) not in signals:
+            signal = float(np.dot(r, r))
+            if signals is not None:
+                signals[id(ref)] = signal
+        signal = signals[id(ref)] if signals is not None else signal
     if np.isfinite(noise) and np.isfinite(signal):
         return noise, signal
     r64 = r.astype(np.float64)  # beyond float32's range (masks of -1e4 and so on)
@@ -213,7 +220,7 @@ def choose_range(runner: ConsumerRunner, tensor: str, cands: dict[str, tuple], s
         samples, refs = stacked
     else:
         refs += [per_sample(vals) for vals in samples[len(refs):]]
-    errors = {}
+    errors, signals = {}, {}
     for name, (lo, hi) in cands.items():
         noise = signal = 0.0
         for vals, ref in zip(samples, refs):
@@ -223,10 +230,10 @@ def choose_range(runner: ConsumerRunner, tensor: str, cands: dict[str, tuple], s
             for n, r in zip(nodes, ref):
                 y = None if r is None else runner.output(n, vals, (tensor, xq))
                 if y is not None and y.shape == r.shape:
-                    dn, ds = _energies(r, y)
+                    dn, ds = _energies(r, y, signals)
                     noise, signal, scored = noise + dn, signal + ds, True
             if not scored:  # no runnable consumer (a graph output, a control-flow body): the tensor itself
-                dn, ds = _energies(x, xq)
+                dn, ds = _energies(x, xq, signals)
                 noise, signal = noise + dn, signal + ds
         errors[name] = noise / signal if signal > 0 else noise
     base = errors.get("minmax", np.inf)
