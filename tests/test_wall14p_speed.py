@@ -90,3 +90,48 @@ def test_fake_quant_one_clip_equals_the_six_steps(dtype):
         assert got.dtype == want.dtype and np.array_equal(got, want)  # equal values (a zero's sign may differ)
         a, b = want.view(np.uint32), got.view(np.uint32)
         assert np.all((a == b) | ((want == 0) & (got == 0)))  # bit for bit but for the sign of a zero
+
+
+def test_known_per_sample_consumers_skip_the_check_with_the_same_choice(monkeypatch):
+    """Conv and PRelu consumers stack the samples without the per-sample check runs: the same errors bit for bit
+    as through the check, in fewer consumer runs; a NaN output goes through the check as before."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from qpass.analysis import range_choice as rc
+    from qpass.analysis.calibrators import PercentileObserver
+    from qpass.ir.graph import elem_types
+
+    rng = np.random.default_rng(2)
+    w = rng.standard_normal((4, 3, 3, 3)).astype(np.float32)
+    w[:, 0] = 1e-4
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("PRelu", ["x", "slope"], ["p"])]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 6, 6])],
+                          [helper.make_tensor_value_info("c", TensorProto.FLOAT, [1, 4, 6, 6]),
+                           helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 3, 6, 6])],
+                          [numpy_helper.from_array(w, "w"),
+                           numpy_helper.from_array(np.full((3, 1, 1), 0.25, np.float32), "slope")])
+    m = onnx.shape_inference.infer_shapes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+    x = rng.standard_normal((8, 1, 3, 6, 6)).astype(np.float32)
+    x[::3, 0, 0, 2, 2] = 60.0
+    ob = PercentileObserver()
+    ob.update(x)
+    cands = rc.histogram_candidates(ob.lo, ob.hi, ob, 8)
+    samples = [{"x": v} for v in x]
+    calls = []
+    real = rc.ConsumerRunner.output
+    monkeypatch.setattr(rc.ConsumerRunner, "output", lambda self, *a: calls.append(1) or real(self, *a))
+
+    def choose(known: bool):
+        calls.clear()
+        monkeypatch.setattr(rc, "PER_SAMPLE_OPS", rc.PER_SAMPLE_OPS if known else frozenset())
+        return rc.choose_range(rc.ConsumerRunner(m, elem_types(m)), "x", cands, samples, "uint8"), len(calls)
+
+    (fast, n_fast), (checked, n_checked) = choose(True), choose(False)
+    assert (fast.method, fast.range, fast.error, fast.minmax_error) == \
+        (checked.method, checked.range, checked.error, checked.minmax_error)
+    assert n_fast == 2 * (1 + len(cands)) and n_checked == n_fast + 2 * 3  # 2 samples alone, then a batch of 2
+    samples[5] = {"x": np.full_like(x[5], np.nan)}  # not finite: the checked path decides
+    calls.clear()
+    assert rc._known_stacked(rc.ConsumerRunner(m, elem_types(m)), list(m.graph.node), "x", samples) is None
