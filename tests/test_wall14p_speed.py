@@ -135,3 +135,27 @@ def test_known_per_sample_consumers_skip_the_check_with_the_same_choice(monkeypa
     samples[5] = {"x": np.full_like(x[5], np.nan)}  # not finite: the checked path decides
     calls.clear()
     assert rc._known_stacked(rc.ConsumerRunner(m, elem_types(m)), list(m.graph.node), "x", samples) is None
+
+
+@pytest.mark.parametrize("spatial", [(9,), (10, 11), (6, 7, 5)])
+def test_window_rows_from_a_channels_last_copy_equal_the_strided_gather(spatial):
+    from qpass.passes.ptq_layers import _window_rows
+    from qpass.reference.im2col import geometry, windows
+
+    rng = np.random.default_rng(len(spatial))
+    n, cases = len(spatial), 0
+    for k, stride, dil in [(1, 1, 1), (3, 1, 1), (2, 2, 1), (3, 2, 2), (3, 1, 2)]:
+        for pads in ([0] * 2 * n, [1] * 2 * n, list(rng.integers(0, 3, 2 * n))):
+            x = rng.standard_normal((3, 4) + spatial).astype(np.float32)
+            begin, end, out = geometry(x.shape[2:], [k] * n, [stride] * n, [dil] * n, pads, "NOTSET")
+            if min(out) < 1:
+                continue
+            total = 3 * int(np.prod(out))
+            rows = np.sort(rng.choice(total, min(total, 40), replace=False))
+            v = windows(x, [k] * n, [stride] * n, [dil] * n, begin, end, out)
+            at = np.unravel_index(rows, (3,) + tuple(out))
+            want = v[(at[0], slice(None)) + tuple(at[1:])].reshape(len(rows), -1)
+            got = _window_rows(x, [k] * n, [stride] * n, [dil] * n, begin, end, out, rows)
+            assert got.dtype == np.float32 and np.array_equal(got, want)
+            cases += 1
+    assert cases >= 10
