@@ -56,10 +56,10 @@ class Observer:
         if flat.dtype != np.float64 and (flat.dtype != np.float32 or max(-self.lo, self.hi) ** 2 * flat.size > 1e37):
             flat = flat.astype(np.float64)  # float16 squares, or float32 sums of squares, would overflow
         self.sumsq += float(np.dot(flat, flat))  # BLAS dot, no float64 copy: a power estimate, not exact
-        self._update(finite)
+        self._update(finite, max(-lo, hi))
 
-    def _update(self, x: np.ndarray) -> None:
-        pass
+    def _update(self, x: np.ndarray, extent: float) -> None:
+        """Observe the finite values ``x``, whose largest magnitude is ``extent``."""
 
     @property
     def seen(self) -> bool:
@@ -93,9 +93,11 @@ class HistogramObserver(Observer):
         self.radius = 0.0
         self.zeros = 0  # exact zeros seen: a point mass at the left edge of bin bins // 2 (ReLU outputs)
 
-    def _update(self, x: np.ndarray) -> None:
-        x = np.asarray(x, np.float64).reshape(-1)
-        a = float(np.abs(x).max())
+    def _update(self, x: np.ndarray, extent: float) -> None:
+        x = np.asarray(x).reshape(-1)
+        if x.dtype.kind != "f":
+            x = x.astype(np.float64)
+        a = extent  # max |x| = max(-min, max), exact: no pass of its own
         nz = int(np.count_nonzero(x == 0))
         self.zeros += nz
         if a == 0.0 and self.radius == 0.0:
@@ -105,7 +107,7 @@ class HistogramObserver(Observer):
             self.hist[self.bins // 2] += self.zeros - nz
         while a > self.radius:
             self._grow()
-        self.hist += np.histogram(x, bins=self.bins, range=(-self.radius, self.radius))[0]
+        self.hist += uniform_histogram(x, self.radius, self.bins)
 
     def _grow(self) -> None:
         """Double the radius: bin pairs merge into the middle half of the histogram."""
@@ -133,6 +135,54 @@ class HistogramObserver(Observer):
 
     def _range(self) -> tuple[float, float]:  # pragma: no cover - subclasses
         return self.lo, self.hi
+
+
+#: a value whose bin position (x + r) / (2 r) * bins lies this close to a whole number is binned by numpy's
+#: comparisons with the bin edges; every other one is in bin floor(position) (the position's rounding error is
+#: under 1e-12 for any float64 x and bins < 2^20)
+EDGE_SLACK = 1e-6
+HIST_BLOCK = 65536
+
+
+def uniform_histogram(x: np.ndarray, radius: float, bins: int) -> np.ndarray:
+    """``np.histogram(x as float64, bins, range=(-radius, radius))[0]`` bit for bit, for finite ``x`` within the
+    range (``radius`` > 0), in about half its time: per block, one float64 pass gives each value's bin position,
+    and numpy's edge corrections (``x < edge[i]``, ``x >= edge[i + 1]``, the last bin closed) run only on the
+    values within ``EDGE_SLACK`` of a bin edge; float32 input is widened inside the subtraction, not copied."""
+    x = np.asarray(x).reshape(-1)
+    first, last = -float(radius), float(radius)
+    denom = np.subtract(last, first)
+    edges = zero_bin = None
+    out = np.zeros(bins, np.int64)
+    for start in range(0, x.size, HIST_BLOCK):  # blocks that stay in cache, as np.histogram's own
+        xb = x[start:start + HIST_BLOCK]
+        f = np.subtract(xb, first, dtype=np.float64)
+        f /= denom
+        f *= bins
+        idx = f.astype(np.intp)
+        f -= idx
+        near = np.flatnonzero((f < EDGE_SLACK) | (f > 1.0 - EDGE_SLACK))
+        if near.size:  # numpy's own steps (np.histogram's uniform-bin path) on these values
+            if edges is None:
+                edges = np.linspace(first, last, bins + 1, endpoint=True, dtype=np.float64)
+                zero_bin = _edge_bins(np.zeros(1), np.array([bins // 2], np.intp), edges, bins)[0]
+            xs = xb[near].astype(np.float64)
+            zero = xs == 0  # at position bins / 2 exactly, all in numpy's bin of 0.0 (ReLU outputs: half of them)
+            if zero.any():
+                idx[near[zero]] = zero_bin
+                near, xs = near[~zero], xs[~zero]
+            idx[near] = _edge_bins(xs, idx[near], edges, bins)
+        out += np.bincount(idx, minlength=bins)
+    return out
+
+
+def _edge_bins(xs: np.ndarray, i: np.ndarray, edges: np.ndarray, bins: int) -> np.ndarray:
+    """np.histogram's corrections of the bins ``i`` computed for ``xs`` from their position."""
+    i = i.copy()
+    i[i == bins] -= 1
+    i[xs < edges[i]] -= 1
+    i[(xs >= edges[i + 1]) & (i != bins - 1)] += 1
+    return i
 
 
 def hist_quantile(counts: np.ndarray, width: float, start: float, q: float, zero_bin: int | None = None,
@@ -290,7 +340,7 @@ class DFPObserver(Observer):
         self._base = f.min_fraction - 1
         self._counts = {s: np.zeros(f.max_fraction - self._base + 1, np.int64) for s in (True, False)}
 
-    def _update(self, x: np.ndarray) -> None:
+    def _update(self, x: np.ndarray, extent: float) -> None:
         f = self.formats[True]
         for s, c in self._counts.items():
             lim = np.clip(fraction_limits(x, self.bits, s), self._base, f.max_fraction)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import onnx
 from tqdm import tqdm
 
@@ -18,7 +19,7 @@ from qpass.analysis.calibrators import make_observer
 from qpass.analysis.subgraph_values import BodyValues
 from qpass.analysis.value_roles import index_only_values
 from qpass.ir.graph import elem_types
-from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
+from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, FloatValues, TensorTypes
 from qpass.pipeline.pass_base import Pass, PassResult
 
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.BFLOAT16}
@@ -49,6 +50,9 @@ class CalibrateOptions:
     threads: int = 1
     percentile: float = 99.99
     bins: int = 2048
+    #: keep the fetched float values of every sample as the ``FloatValues`` analysis when they fit in this many
+    #: bytes (choose_ranges then reads them instead of running the model again); 0: never
+    keep_values_bytes: int = 64 * 2**20
 
 
 class Calibrate(Pass):
@@ -80,9 +84,16 @@ class Calibrate(Pass):
         fetch = wanted + [x for x in control.needed if x not in set(wanted) | inits]
         aug = _with_outputs(model, wanted, fetch[len(wanted):], types)
         sess = make_session(aug, threads=self.opts.threads, optimize=False)
+        kept: dict[str, list] | None = {t: [] for t in fetch} if self.opts.keep_values_bytes > 0 else None
+        size = 0
         with tqdm(total=len(samples), desc="calibrate", unit="sample", disable=not ctx.progress or None,
                   leave=False) as bar:
-            for _, res in iter_batches(sess, aug, samples, fetch, self.opts.batch_size, progress=bar):
+            for count, res in iter_batches(sess, aug, samples, fetch, self.opts.batch_size, progress=bar):
+                if kept is not None:
+                    size += sum(a.nbytes for a in res)
+                    kept = None if size > self.opts.keep_values_bytes else kept
+                    for t, arr in zip(fetch, res if kept is not None else ()):
+                        kept[t].extend([arr] if count == 1 else np.split(arr, count, axis=0))
                 for t, arr in zip(wanted, res):
                     for ob in observers[t].values():
                         ob.update(arr)
@@ -91,6 +102,8 @@ class Calibrate(Pass):
         primary = methods[0]
         ranges = {t: obs[primary].range() for t, obs in observers.items() if obs[primary].seen}
         ctx.analyses.put(Calibration(ranges, observers))
+        if kept is not None:
+            ctx.analyses.put(FloatValues(model, samples, kept))
         notes = [f"{len(ranges)} tensor ranges from {len(samples)} samples ({', '.join(methods)})"]
         inside = len(observers) - len(wanted)
         if inside:

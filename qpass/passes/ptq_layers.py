@@ -117,9 +117,7 @@ class Layer:
             p = im2col(x.astype(np.float32), kernel, a.get("strides"), a.get("dilations"), begin, end, out)
             p = p.reshape(-1, p.shape[-1])
         else:  # gather the chosen windows from a view: no full patch matrix
-            v = windows(x.astype(np.float32), kernel, a.get("strides"), a.get("dilations"), begin, end, out)
-            at = np.unravel_index(rows, (x.shape[0],) + tuple(out))
-            p = v[(at[0], slice(None)) + tuple(at[1:])].reshape(len(rows), -1)
+            p = _window_rows(x, kernel, a.get("strides"), a.get("dilations"), begin, end, out, rows)
         g = self.groups
         return p.reshape(p.shape[0], g, -1).transpose(1, 0, 2)
 
@@ -417,6 +415,31 @@ class Probe:
         feed.update({k: np.asarray(v, np.float32) for k, v in (weights or {}).items()})
         s = SampleSet(s.arrays, {**s.shared, **feed}, s.labels, s.source)
         return run_samples(self.model, s, outputs=tensors, sess=self.sess)
+
+
+def _window_rows(x: np.ndarray, kernel, strides, dilations, begin, end, out, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of the patch matrix of ``x`` [N, C, *spatial] (float32, zero padding, each row ordered
+    (c, k1, k2, ...) like ``im2col``'s), gathered from a channels-last copy: each window row then copies C
+    contiguous values at a time, not C strided ones (mtcnn-onet's 3x3 x 32-channel patches: 3.5 -> 1.9 ms for 4096
+    rows)."""
+    n = len(kernel)
+    strides, dilations = list(strides or [1] * n), list(dilations or [1] * n)
+    if min(list(begin) + list(end)) < 0:  # not a convolution's geometry: the plain strided gather
+        v = windows(x.astype(np.float32), kernel, strides, dilations, begin, end, out)
+        at = np.unravel_index(rows, (x.shape[0],) + tuple(out))
+        return v[(at[0], slice(None)) + tuple(at[1:])].reshape(len(rows), -1)
+    sp = x.shape[2:]
+    size = [max(sp[i] + begin[i] + end[i], (out[i] - 1) * strides[i] + dilations[i] * (kernel[i] - 1) + 1)
+            for i in range(n)]
+    xl = np.zeros((x.shape[0], *size, x.shape[1]), np.float32)
+    xl[(slice(None),) + tuple(slice(begin[i], begin[i] + sp[i]) for i in range(n))] = np.moveaxis(x, 1, -1)
+    st = xl.strides
+    v = np.lib.stride_tricks.as_strided(
+        xl, (x.shape[0], *out, *kernel, x.shape[1]),
+        (st[0],) + tuple(st[1 + i] * strides[i] for i in range(n)) + tuple(st[1 + i] * dilations[i] for i in range(n))
+        + (st[-1],), writeable=False)
+    g = v[np.unravel_index(rows, (x.shape[0],) + tuple(out))]  # [rows, *kernel, C]
+    return np.moveaxis(g, -1, 1).reshape(len(rows), -1)
 
 
 def blas_threads(n: int):

@@ -133,8 +133,10 @@ class WeightSidePass(Pass):
         rtn = {lay.node.input[1]: grid.fake(lay, probe.base[lay.node.input[1]]) for lay in layers}
         new = {}
         for lay in layers:
-            v = (values or {}).get(lay.node.input[1])
-            new[lay.node.input[1]] = v if v is not None else grid.fake(lay, lay.w)
+            w = lay.node.input[1]
+            v = (values or {}).get(w)
+            # the probe's own weight (lay.w unchanged, as bias_correction leaves it): its grid copy is rtn's
+            new[w] = v if v is not None else rtn[w] if lay.w is probe.base[w] else grid.fake(lay, lay.w)
             if lay.b is not None and len(lay.node.input) > 2 and lay.node.input[2]:
                 new[lay.node.input[2]] = lay.b
         ref, got = joined(probe.run(outs, samples=held)), [joined(probe.run(outs, w, held)) for w in (rtn, new)]

@@ -18,7 +18,7 @@ from qpass.analysis.range_choice import PERCENTILES, SHRINK, ConsumerRunner, cho
 from qpass.analysis.metrics import sqnr_db
 from qpass.ir.graph import from_gs, to_gs
 from qpass.ir.ort_session import make_session, run_samples
-from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes
+from qpass.pipeline.analyses import PRESERVES_ALL, Calibration, TensorTypes, values_for
 from qpass.pipeline.pass_base import Pass, PassResult
 from .calibrate import _with_outputs
 from .qdq_moves import per_sample_cost
@@ -169,22 +169,32 @@ class ChooseRanges(Pass):
         samples = ctx.inputs.calibration_data
         types = ctx.analyses.get(TensorTypes, model).types
         typed = [n for n in names if n in types]
-        aug = _with_outputs(model, typed, [n for n in names if n not in types], types)
-        sess = make_session(aug, self.opts.threads, optimize=False)
-        feeds_names = [i.name for i in sess.get_outputs()]
-        first = run_samples(aug, samples.subset(np.arange(1)), outputs=feeds_names, sess=sess)
+        feeds_names = list(dict.fromkeys([o.name for o in model.graph.output] + names))  # the outputs of ``aug``
+        # the calibrate pass's values of this graph on these samples (same session options): read, not re-run
+        kept = values_for(ctx.analyses, model, samples, feeds_names)
+        if kept is not None:
+            def run(sub_idx, outputs):
+                return kept.stacked(outputs, sub_idx)
+        else:
+            aug = _with_outputs(model, typed, [n for n in names if n not in types], types)
+            sess = make_session(aug, self.opts.threads, optimize=False)
+            feeds_names = [i.name for i in sess.get_outputs()]
+
+            def run(sub_idx, outputs):
+                return run_samples(aug, samples.subset(sub_idx), outputs=outputs, sess=sess)
+        first = run(np.arange(1), feeds_names)
         per = sum(a.nbytes for a in first.values()) or 1
         usable = len(samples) - (int(round(len(samples) * self.opts.holdout)) if len(samples) >= 4 else 0)
         k = int(max(1, min(self.opts.max_samples, usable, self.opts.max_bytes // per)))
         idx = np.unique(np.linspace(0, usable - 1, k).round().astype(int))
         sub = samples.subset(idx)
-        got = run_samples(aug, sub, outputs=feeds_names, sess=sess)
+        got = run(idx, feeds_names)
         out = [{**feed, **{n: got[n][i] for n in feeds_names}} for i, feed in enumerate(sub.feeds())]
         hists = {t: HistogramObserver() for t in hist_of if t in got}
         rest = np.setdiff1d(np.arange(len(samples)), idx)
         chunks = [idx] + (np.array_split(rest, -(-len(rest) * per // self.opts.max_bytes)) if len(rest) else [])
         for i, chunk in enumerate(chunks if hists else []):
-            vals = got if i == 0 else run_samples(aug, samples.subset(chunk), outputs=list(hists), sess=sess)
+            vals = got if i == 0 else run(chunk, list(hists))
             for t, h in hists.items():
                 h.update(np.asarray(vals[t], np.float32))
         return out, idx, hists

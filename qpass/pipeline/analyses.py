@@ -118,6 +118,32 @@ class FloatOutputs(Analysis):
     outputs: dict[tuple, tuple[Any, Any]]  # samples key -> (the samples, kept alive: the key names memory; outputs)
 
 
+@dataclass
+class FloatValues(Analysis):
+    """The float values the calibrate pass fetched, per calibration sample: ``values[tensor][i]`` is tensor's
+    array in sample ``i`` of ``samples`` (as one call of ``model`` with optimizations off gives it), kept when
+    they fit calibrate's ``keep_values_bytes``. For the passes that run the same graph on the same samples again
+    (``choose_ranges``' capture): read, not re-run. A fact about the current graph: dropped when a pass changes
+    it; a reader also checks that ``model`` and ``samples`` are the objects it has (``values_for``)."""
+
+    name: ClassVar[str] = "float values"
+    model: onnx.ModelProto
+    samples: Any
+    values: dict[str, list]
+
+    def stacked(self, names: list[str], idx) -> dict[str, np.ndarray]:
+        """``run_samples``' answer for ``names`` on ``samples.subset(idx)``: each stacked on a new sample axis."""
+        return {n: np.stack([self.values[n][i] for i in idx]) for n in names}
+
+
+def values_for(analyses: AnalysisManager, model: onnx.ModelProto, samples, names) -> FloatValues | None:
+    """The cached ``FloatValues`` when it holds every one of ``names`` for this very ``model`` and ``samples``."""
+    fv = analyses.cached(FloatValues)
+    if fv is None or fv.model is not model or fv.samples is not samples or any(n not in fv.values for n in names):
+        return None
+    return fv
+
+
 def _samples_key(samples) -> tuple:
     """Which memory ``samples`` reads (a subset's arrays are views): equal keys, equal samples while both live."""
     def at(v):
