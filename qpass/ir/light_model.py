@@ -37,6 +37,24 @@ def _stub(t: onnx.TensorProto) -> onnx.TensorProto:
     return s
 
 
+def nbytes(t: onnx.TensorProto) -> int:
+    """The bytes of ``t``'s values, from its dims and type (no pass over them: upb's ``ByteSize`` serializes the
+    message, 0.13 s for a 69 MB model); 0 for values stored outside the model."""
+    if t.data_location == onnx.TensorProto.EXTERNAL:
+        return 0
+    if t.data_type not in TYPES:
+        return t.ByteSize()
+    n = 1
+    for d in t.dims:
+        n *= int(d)
+    return n * np.dtype(onnx.helper.tensor_dtype_to_np_dtype(t.data_type)).itemsize
+
+
+def weight_bytes(model: onnx.ModelProto) -> int:
+    """``nbytes`` of every main-graph initializer: what a model's serialized size is made of."""
+    return sum(nbytes(t) for t in model.graph.initializer)
+
+
 def light_copy(model: onnx.ModelProto, min_bytes: int = MIN_BYTES) -> tuple[onnx.ModelProto, dict[str, np.ndarray]]:
     """(the model with each main-graph initializer of >= ``min_bytes`` raw bytes replaced by an external-data stub,
     {name: its values}); ``model`` is not changed. Empty dict: nothing was large enough."""
@@ -51,7 +69,7 @@ def light_copy(model: onnx.ModelProto, min_bytes: int = MIN_BYTES) -> tuple[onnx
     values: dict[str, np.ndarray] = {}
     for t in g.initializer:
         big = (t.data_type in TYPES and t.data_location != onnx.TensorProto.EXTERNAL and t.HasField("raw_data")
-               and t.ByteSize() >= min_bytes and t.name not in values)
+               and nbytes(t) >= min_bytes and t.name not in values)
         if big:
             values[t.name] = numpy_helper.to_array(t)
             h.initializer.append(_stub(t))

@@ -16,7 +16,7 @@ import onnxruntime as ort
 from qpass.ir.batching import iter_feeds, ordered_calls, run_stacked
 from qpass.ir.samples import SampleSet
 from ..errors import QpassError
-from qpass.ir.light_model import light_copy
+from qpass.ir.light_model import light_copy, weight_bytes
 from qpass.ir.model_io import PROTO_LIMIT, serialize
 
 #: models of at least this many bytes reach onnxruntime with their large weights as values (``light_model``)
@@ -44,7 +44,7 @@ def make_session(model: onnx.ModelProto | str | os.PathLike, threads: int = 1, o
         so.optimized_model_filepath = optimized_path
     values = {}
     if isinstance(model, onnx.ModelProto):
-        size = model.ByteSize()
+        size = weight_bytes(model)  # the weights, from their dims: ByteSize would serialize the whole model
         if size >= PROTO_LIMIT:
             raise OrtError("model is over 2 GB in memory: save it with external data and run it from its file")
         if size >= LIGHT_MIN_BYTES and not optimized_path:  # big weights as values, not protobuf bytes
