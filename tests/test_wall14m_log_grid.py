@@ -42,12 +42,16 @@ def test_grid_without_the_top_count_gives_the_same_file_with_fewer_models(monkey
     assert now < before, (now, before)
 
 
-def test_oww_melspectrogram_same_file_with_fewer_models(monkeypatch):
+def _mel():
     d = Path(os.environ.get("QPASS_ZOO_CACHE", Path.home() / ".cache" / "qpass-zoo")) / "oww-melspectrogram"
     if not (d / "oww-melspectrogram.onnx").exists():
         pytest.skip("oww-melspectrogram is not in the zoo cache (python models/packaged/fetch.py oww)")
-    calib = dict(np.load(d / "oww-melspectrogram.calib.npz"))
-    now, before = _same_with_fewer(monkeypatch, qpass.load(d / "oww-melspectrogram.onnx"), calib)
+    return qpass.load(d / "oww-melspectrogram.onnx"), dict(np.load(d / "oww-melspectrogram.calib.npz"))
+
+
+def test_oww_melspectrogram_same_file_with_fewer_models(monkeypatch):
+    m, calib = _mel()
+    now, before = _same_with_fewer(monkeypatch, m, calib)
     assert (now, before) == (61, 80), (now, before)  # 16 grid points with a count of 12, 3 of their neighbours
 
 
@@ -84,3 +88,30 @@ def test_the_search_does_not_quantize_the_min_max_ranges_a_second_time(monkeypat
     real = qdq_pass._log_ranges
     monkeypatch.setattr(qdq_pass, "_log_ranges", lambda *a, **k: real(*a[:5]))  # the search quantizes it itself
     assert now == _quantizations(monkeypatch, m, calib) - 1
+
+
+def test_oww_melspectrogram_search_runs_are_bounded(monkeypatch):
+    """The onnxruntime runs of the whole search (3 clips, one per call): 181 here, 242 on main 0e37694 (80 models,
+    58 output parts, 16 read parts)."""
+    import onnxruntime as ort
+
+    m, calib = _mel()
+    stats, calls = {}, []
+    real_choose, real_run = log_ranges.choose, ort.InferenceSession.run
+
+    def counted(self, *a, **k):
+        calls.append(1)
+        return real_run(self, *a, **k)
+
+    def choose(*a, **k):
+        monkeypatch.setattr(ort.InferenceSession, "run", counted)
+        try:
+            return real_choose(*a, stats=stats, **k)
+        finally:
+            monkeypatch.setattr(ort.InferenceSession, "run", real_run)
+
+    monkeypatch.setattr(log_ranges, "choose", choose)
+    qpass.optimize(m, calib=calib)
+    assert stats["trials"] == 61 and stats["patched"] and stats["fed"], stats
+    assert stats["read_runs"] == {"full": 3, "part": 11} and stats["output_runs"] == {"whole": 0, "part": 42}, stats
+    assert len(calls) <= 181, len(calls)
