@@ -237,7 +237,7 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
     so far, its neighbours at +-``step`` in each count, again from the best while that moves it (a hill climb on the
     step-``step`` grid: the narrowing of the input and of the power trade along a ridge, k + j about constant, which
     single-count moves miss). The full step-``step`` grid is (shifts / step + 1)^2 trials per candidate (49 at the
-    defaults; oww-melspectrogram: 174 models in all, here 80 (96 from a step-4 grid), the same choice). Trials after the first copy its
+    defaults; oww-melspectrogram: 174 models in all, here 61 (80 with the top count on the coarse grid), the same choice). Trials after the first copy its
     quantized model with the candidates' scales and zero points rewritten (``_Trials``). ``stats`` (a dict, if
     given) gets ``trials`` (models evaluated) and ``patched`` (whether trials were copies). ``quantized``:
     ``quantize(ranges)`` if the caller has made it (it is not made again; it is not changed)."""
