@@ -6,7 +6,8 @@ of those quantizers' scales and zero points and reused while they stay the same 
 the first STFT output leaves the second's read as it was). A read that must be measured again is computed from
 the kept reads upstream of it where there are some: the part of the model between (``cut_model``), unoptimized as
 the whole-model run is, so each node computes from the same inputs what it computes there; each such part is
-checked once against the whole-model run and dropped if any value differs.
+checked once, on the first sample, against the whole-model run that gives its first reads (as ``OutputMemo``
+checks its parts), and dropped if any value differs.
 """
 from __future__ import annotations
 
@@ -73,18 +74,18 @@ class ReadMemo:
         arrays.update({self.read[t]: self.kept[t][keys[t]] for t in cut if self.read[t] in used})
         fed = {k: v for k, v in values.items() if k in sess.names}
         targets = list(dict.fromkeys(self.read[t] for t in miss))
-        vals = sess.run(SampleSet(arrays, dict(self.samples.shared), None, self.samples.source), fed, targets,
-                        batch_size=1)
-        got = {t: vals[self.read[t]] for t in miss}
-        if not getattr(sess, "checked", False):  # once: the part against the whole model
+        part_samples = SampleSet(arrays, dict(self.samples.shared), None, self.samples.source)
+        if not getattr(sess, "checked", False):  # once: the whole model's reads, and the part's on the first sample
             whole = self.full.run(self.samples, values, targets)
             self.runs["full"] += 1
-            if not all(np.array_equal(whole[self.read[t]], got[t]) for t in miss):
+            one = sess.run(part_samples.subset(slice(0, 1)), fed, targets, batch_size=1)
+            sess.checked = all(np.array_equal(whole[r][:1], one[r]) for r in targets)
+            if not sess.checked:
                 self.parts[at] = None
-                return {t: whole[self.read[t]] for t in miss}
-            sess.checked = True
+            return {t: whole[self.read[t]] for t in miss}
+        vals = sess.run(part_samples, fed, targets, batch_size=1)
         self.runs["part"] += 1
-        return got
+        return {t: vals[self.read[t]] for t in miss}
 
     def _part_session(self, miss: list[str], cut: list[str]) -> FedSession | None:
         targets = list(dict.fromkeys(self.read[t] for t in miss))

@@ -37,7 +37,8 @@ class QuantizeQDQ(Pass):
         if opts.dynamic_lstm and opts.smooth_lstm:
             model, smoothed = smooth_lstm.smooth(model, samples, opts.lstm_copies_budget)
         out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
-        ranges, log_note = _log_ranges(opts, model, ranges, qc, samples)
+        # the search starts from this very quantization where the guard kept it (not made a second time)
+        ranges, log_note = _log_ranges(opts, model, ranges, qc, samples, out if guard_note is None else None)
         if log_note:
             out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
         quantized = [n for n in plan.nodes if n not in plan.float_reasons and n not in plan.fused_activations]
@@ -85,7 +86,7 @@ class QuantizeQDQ(Pass):
         return out, plan, qc, note + f" (> {opts.avx2_max_loss_db:g}): exact uint8+128 weights instead"
 
 
-def _log_ranges(opts, model, ranges, qc, samples):
+def _log_ranges(opts, model, ranges, qc, samples, quantized=None):
     """(ranges, note): the ranges ``log_ranges.choose`` picks for the tensors a Log reads whose calibrated range
     reaches ``max_range`` (note None: nothing changed, or the search could not run: an optional improvement)."""
     if not opts.log_ranges or samples is None or len(samples) < 2:
@@ -99,7 +100,8 @@ def _log_ranges(opts, model, ranges, qc, samples):
                                  samples.subset(slice(0, log_ranges.search_samples(samples))),
                                  lambda r: _quantize(model, r, opts)[0], opts.log_range_step, opts.log_range_coarse,
                                  lambda lo, hi: activation_params(lo, hi, opts.activation_dtype,
-                                                                  opts.symmetric_activations))
+                                                                  opts.symmetric_activations),
+                                 quantized=quantized)
     except (OrtError, ValueError, ArithmeticError, KeyError):  # min/max ranges then
         return ranges, None
 
