@@ -408,6 +408,10 @@ class Probe:
                 self.run_seconds = time.perf_counter() - t0
         return self._float[tensor]
 
+    def cached(self, tensor: str) -> np.ndarray | None:
+        """``tensor``'s float values over every sample if the last ``float_value`` run fetched them, else None."""
+        return self._float.get(tensor)
+
     def run(self, tensors: list[str], weights: dict[str, np.ndarray] | None = None,
             samples: SampleSet | None = None) -> dict[str, np.ndarray]:
         s = samples or self.samples

@@ -139,7 +139,10 @@ class WeightSidePass(Pass):
             new[w] = v if v is not None else rtn[w] if lay.w is probe.base[w] else grid.fake(lay, lay.w)
             if lay.b is not None and len(lay.node.input) > 2 and lay.node.input[2]:
                 new[lay.node.input[2]] = lay.b
-        ref, got = joined(probe.run(outs, samples=held)), [joined(probe.run(outs, w, held)) for w in (rtn, new)]
+        kept = [probe.cached(o) for o in outs]  # the float run over every sample already has them
+        ref = joined({o: v[n_fit:] for o, v in zip(outs, kept)}) if all(v is not None for v in kept) else \
+            joined(probe.run(outs, samples=held))
+        got = [joined(probe.run(outs, w, held)) for w in (rtn, new)]
         return sqnr_db(ref, got[0]), sqnr_db(ref, got[1])
 
     def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
@@ -149,7 +152,8 @@ class WeightSidePass(Pass):
         samples = ctx.inputs.calibration_data
         fit, check = split_samples(samples, o.samples, o.holdout if o.auto else 0.0)
         both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
-        return Probe(model, both, layers, [lay.x for lay in layers], o.threads), len(fit)
+        outs = [x.name for x in model.graph.output]  # fetched with the inputs: held_out_check's float reference
+        return Probe(model, both, layers, [lay.x for lay in layers] + outs, o.threads), len(fit)
 
 
 def with_weights(model: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,
