@@ -23,24 +23,21 @@ import ort_compare as oc  # noqa: E402
 
 
 def quantize_tools(case, tmp: Path, target: str) -> dict[str, Path]:
+    """{tool: model path}: the bench's float / qpass / quantize_static attempts (``ort_compare._quantize_all``, the
+    first quantize_static that runs) and qpass under ``target``."""
     import qpass
-    paths = {"float": case.src}
-    paths["qpass"] = tmp / "qpass.onnx"
-    oc.qpass_quantize(case.src, case.calib, paths["qpass"])
-    paths["qpass target"] = tmp / "qpass_target.onnx"
+    done = oc._quantize_all(case, tmp, oc.Options())
+    for tool, (_, _, err) in done.items():
+        if err:
+            print(f"{tool}: {err}")
+    paths = {k: done[k][0] for k in ("float", "qpass") if done[k][0] is not None}
     res = qpass.optimize(qpass.load(case.src), calib=case.calib, config={"target": target})
+    paths["qpass target"] = tmp / "qpass_target.onnx"
     qpass.save(res.model, paths["qpass target"])
     print("qpass --target:", next((n for r in res.records for n in r.notes if n.startswith("target ")), "-"))
-    for pre, opset in ((True, None), (False, None), (True, oc.PER_CHANNEL_OPSET)):
-        out = tmp / f"qs_{pre}_{opset}.onnx"
-        try:
-            src = oc.upgrade_opset(case.src, tmp / "op.onnx", opset) if opset else case.src
-            oc.ort_quantize(src, case.calib, out, pre_process=pre)
-            oc.tasks.run(out, {k: v[:1] if v.ndim else v for k, v in case.eval.items()})
-            paths["q_static"] = out
-            break
-        except Exception as exc:  # noqa: BLE001 - the next quantize_static attempt, as the bench does
-            print(f"quantize_static (pre {pre}, opset {opset}): {oc.first_line(exc)}")
+    qs = next((r[0] for k, r in done.items() if k.startswith("quantize_static") and r[2] is None), None)
+    if qs is not None:
+        paths["q_static"] = qs
     return paths
 
 

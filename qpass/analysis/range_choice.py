@@ -149,11 +149,11 @@ def _energies(ref: np.ndarray, test: np.ndarray, signals: dict | None = None) ->
     d = r - np.asarray(test, np.float32).ravel()
     with np.errstate(over="ignore", invalid="ignore"):
         noise = float(np.dot(d, d))  # float32 BLAS: fast
-        if signals is None or id(ref) not in signals:
+        signal = None if signals is None else signals.get(id(ref))
+        if signal is None:
             signal = float(np.dot(r, r))
             if signals is not None:
                 signals[id(ref)] = signal
-        signal = signals[id(ref)] if signals is not None else signal
     if np.isfinite(noise) and np.isfinite(signal):
         return noise, signal
     r64 = r.astype(np.float64)  # beyond float32's range (masks of -1e4 and so on)

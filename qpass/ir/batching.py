@@ -170,6 +170,11 @@ def ordered_calls(call: Callable[[int, dict], list[np.ndarray]], feeds: Iterator
         yield s, c, f.result()
 
 
+def unbatch(arr: np.ndarray, count: int) -> list[np.ndarray]:
+    """One call's output as the list of its ``count`` samples' outputs (split on axis 0 when batched)."""
+    return [arr] if count == 1 else np.split(arr, count, axis=0)
+
+
 def run_stacked(call: Callable[[dict], list[np.ndarray]], model: onnx.ModelProto, samples: SampleSet,
                 outputs: list[str], batch_size: int = 64, batched: bool | None = None,
                 parallel: bool = False) -> dict[str, np.ndarray]:
@@ -179,5 +184,5 @@ def run_stacked(call: Callable[[dict], list[np.ndarray]], model: onnx.ModelProto
     feeds = iter_feeds(model, samples, outputs, batch_size, batched)
     for _, count, arrays in ordered_calls(lambda _, feed: call(feed), feeds, parallel):
         for k, arr in zip(outputs, arrays):
-            per_sample[k].extend([arr] if count == 1 else np.split(arr, count, axis=0))
+            per_sample[k].extend(unbatch(arr, count))
     return {k: np.stack(v) for k, v in per_sample.items()}

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import onnx
 from tqdm import tqdm
 
+from qpass.ir.batching import unbatch
 from qpass.ir.ort_session import iter_batches, make_session
 from qpass.analysis.calibrators import make_observer
 from qpass.analysis.subgraph_values import BodyValues
@@ -91,9 +91,11 @@ class Calibrate(Pass):
             for count, res in iter_batches(sess, aug, samples, fetch, self.opts.batch_size, progress=bar):
                 if kept is not None:
                     size += sum(a.nbytes for a in res)
-                    kept = None if size > self.opts.keep_values_bytes else kept
-                    for t, arr in zip(fetch, res if kept is not None else ()):
-                        kept[t].extend([arr] if count == 1 else np.split(arr, count, axis=0))
+                    if size > self.opts.keep_values_bytes:
+                        kept = None
+                    else:
+                        for t, arr in zip(fetch, res):
+                            kept[t].extend(unbatch(arr, count))
                 for t, arr in zip(wanted, res):
                     for ob in observers[t].values():
                         ob.update(arr)

@@ -289,8 +289,10 @@ RECURRENT = ("LSTM", "DynamicQuantizeLSTM")
 def lstm_macs(w_dims: list[int], r_dims: list[int], x_dims: list[int]) -> float:
     """Multiply-adds of one LSTM call: every step's input and recurrent products (W [D, 4H, I] or [D, I, 4H], R
     likewise with H; X [T, N, I] per sample)."""
-    steps = float(np.prod([max(int(d), 1) for d in x_dims])) / max(int(x_dims[-1]), 1)
-    return steps * (float(np.prod([max(int(d), 1) for d in w_dims])) + float(np.prod([max(int(d), 1) for d in r_dims])))
+    def size(dims) -> float:
+        return float(np.prod([max(int(d), 1) for d in dims]))
+
+    return size(x_dims) / max(int(x_dims[-1]), 1) * (size(w_dims) + size(r_dims))
 
 
 def _macs(n, dims: dict, elems) -> float:

@@ -69,7 +69,7 @@ def _float_lstms(model: onnx.ModelProto) -> dict[str, onnx.NodeProto]:
 
 
 def _same_outputs(q: onnx.NodeProto, f: onnx.NodeProto) -> bool:
-    return [o for o in q.output] == [o for o in f.output] + [""] * (len(q.output) - len(f.output))
+    return list(q.output) == list(f.output) + [""] * (len(q.output) - len(f.output))
 
 
 def _tensors(model: onnx.ModelProto) -> set[str]:

@@ -91,8 +91,8 @@ class _Trials:
     evaluated. ``model``: ``quantize(base)`` where the caller has it already (not quantized again)."""
 
     def __init__(self, base, tensors: list[str], quantize, params, samples, model=None):
-        self.quantize, self.params, self.samples, self.count = quantize, params, samples, 0
-        self.model = self._full(base) if model is None else model
+        self.quantize, self.params, self.samples = quantize, params, samples
+        self.model = quantize(base) if model is None else model
         self.count = 1  # the first model, made here or by the caller
         self.slots = _param_slots(self.model, tensors)
         self.reads_of = _float_reads(self.model)
