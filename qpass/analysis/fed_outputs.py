@@ -54,7 +54,7 @@ class OutputMemo:
 
     def __init__(self, session: FedSession, samples: SampleSet):
         self.fed, self.samples = session, samples
-        self.model = optimized_model(session.model)
+        self.model = session.optimized if session.optimized is not None else optimized_model(session.model)
         names = set(session.names)
         self.outputs = [o.name for o in self.model.graph.output]
         self.types = elem_types(self.model)  # a kept output's type must be stated (a fused kernel's is not inferred)

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qpass.ir.ort_session import make_session, run_samples
+from qpass.ir.ort_session import make_session, optimized_model, run_samples
 from qpass.ir.samples import SampleSet
 
 
@@ -41,9 +41,12 @@ def initializer_values(model: onnx.ModelProto, names) -> dict[str, np.ndarray]:
 
 class FedSession:
     """One session of ``fed_copy(model, names)`` (with ``outputs`` added as graph outputs: any tensor of the model,
-    float unless ``types`` says otherwise); ``run`` feeds it a sample set and values for ``names``."""
+    float unless ``types`` says otherwise); ``run`` feeds it a sample set and values for ``names``. ``keep_optimized``
+    (with ``optimize``): ``optimized`` is the model onnxruntime's optimizer made of it (``optimized_model``), written
+    by the session's own build."""
 
-    def __init__(self, model: onnx.ModelProto, names, optimize: bool = True, outputs=(), types: dict | None = None):
+    def __init__(self, model: onnx.ModelProto, names, optimize: bool = True, outputs=(), types: dict | None = None,
+                 keep_optimized: bool = False):
         self.names = list(dict.fromkeys(names))
         m = fed_copy(model, self.names)
         have = {o.name for o in m.graph.output}
@@ -53,7 +56,13 @@ class FedSession:
                                                                     None))
         self.model = m
         self.dtypes = {k: v.dtype for k, v in initializer_values(model, self.names).items()}
-        self.sess = make_session(m, optimize=optimize)
+        self.optimized, made = None, []
+        if keep_optimized and optimize:
+            try:
+                self.optimized = optimized_model(m, made=made)
+            except (ValueError, OSError):  # the optimized graph not to be had (the session may be): a caller's to see
+                pass
+        self.sess = made[-1] if made else make_session(m, optimize=optimize)
 
     def samples(self, samples: SampleSet, values: dict) -> SampleSet:
         """``samples`` with ``values`` (every one of ``names``, cast to the initializers' types) fed to each call."""

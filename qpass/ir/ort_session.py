@@ -101,14 +101,16 @@ def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto
     return optimized_model(model, threads).graph
 
 
-def optimized_model(model: onnx.ModelProto, threads: int = 1) -> onnx.ModelProto:
+def optimized_model(model: onnx.ModelProto, threads: int = 1, made: list | None = None) -> onnx.ModelProto:
     """The model onnxruntime runs after its optimizer (fusions applied; a session of it with optimizations off runs
     the same kernels). On Linux it is written to an anonymous in-memory file (nothing lands on disk); elsewhere to
-    a temporary file removed at once."""
+    a temporary file removed at once. ``made``: a list the (optimized) session built on the way is appended to,
+    for a caller that runs ``model`` too (one session build instead of two)."""
+    made = [] if made is None else made
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("qpass-optimized")
         try:
-            make_session(model, threads, optimize=True, optimized_path=f"/proc/self/fd/{fd}")
+            made.append(make_session(model, threads, optimize=True, optimized_path=f"/proc/self/fd/{fd}"))
             size = os.fstat(fd).st_size
             os.lseek(fd, 0, os.SEEK_SET)
             data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
@@ -120,7 +122,7 @@ def optimized_model(model: onnx.ModelProto, threads: int = 1) -> onnx.ModelProto
 
     with tempfile.TemporaryDirectory(prefix="qpass-ort-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
-        make_session(model, threads, optimize=True, optimized_path=path)
+        made.append(make_session(model, threads, optimize=True, optimized_path=path))
         return onnx.load(path, load_external_data=False)
 
 

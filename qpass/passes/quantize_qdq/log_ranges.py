@@ -92,6 +92,7 @@ class _Trials:
 
     def __init__(self, base, tensors: list[str], quantize, params, samples, model=None):
         self.quantize, self.params, self.samples = quantize, params, samples
+        self._made: dict[tuple, tuple] = {}
         self.model = quantize(base) if model is None else model
         self.count = 1  # the first model, made here or by the caller
         self.slots = _param_slots(self.model, tensors)
@@ -116,8 +117,12 @@ class _Trials:
     def _values(self, rt) -> dict[str, np.ndarray]:
         out = {}
         for t, (s_name, z_name) in self.slots.items():
-            p = self.params(*rt[t])
-            out[s_name], out[z_name] = np.asarray(p.scale), np.asarray(p.zero_point)
+            lo, hi = rt[t]
+            at = lo, hi, type(lo), type(hi)  # a range's parameters, made once (the search asks for each many times)
+            if at not in self._made:
+                p = self.params(lo, hi)
+                self._made[at] = np.asarray(p.scale), np.asarray(p.zero_point)
+            out[s_name], out[z_name] = self._made[at]
         return out
 
     def _patched(self, rt) -> onnx.ModelProto:
@@ -133,8 +138,8 @@ class _Trials:
         names = [n for pair in self.slots.values() for n in pair]
         reads = [self.reads_of.get(t, t) for t in tensors]
         try:
-            fed = (FedSession(self.model, names), FedSession(self.model, names, optimize=False, outputs=reads,
-                                                             types=elem_types(self.model)))
+            fed = (FedSession(self.model, names, keep_optimized=True),
+                   FedSession(self.model, names, optimize=False, outputs=reads, types=elem_types(self.model)))
         except (OrtError, KeyError):
             return None
         m, values, few = self._patched(probe), self._values(probe), self.samples.subset(slice(0, CHECK_SAMPLES))
@@ -228,7 +233,8 @@ def _coarse_fine(top: int, coarse: int, fine: int) -> tuple[list[int], callable]
 
 
 def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, samples, quantize, step: int = 2,
-           coarse: int = 6, params=None, stats: dict | None = None, quantized: onnx.ModelProto | None = None):
+           coarse: int = 6, params=None, stats: dict | None = None, quantized: onnx.ModelProto | None = None,
+           ref: np.ndarray | None = None):
     """(ranges, note): ``ranges`` (a ``RangeTable``) with the ranges of ``candidates`` (graph order) narrowed where
     that measures closer to float on ``samples``; ``quantize(ranges)`` returns the QDQ model and ``params(lo, hi)``
     a tensor's ``AffineParams`` there (default: uint8 asymmetric). For each candidate, its halving count k and a second count j by which the later candidates (re-measured under k: a clipped STFT
@@ -240,8 +246,9 @@ def choose(model: onnx.ModelProto, ranges, candidates: list[str], shifts: int, s
     defaults; oww-melspectrogram: 174 models in all, here 61 (80 with the top count on the coarse grid), the same choice). Trials after the first copy its
     quantized model with the candidates' scales and zero points rewritten (``_Trials``). ``stats`` (a dict, if
     given) gets ``trials`` (models evaluated) and ``patched`` (whether trials were copies). ``quantized``:
-    ``quantize(ranges)`` if the caller has made it (it is not made again; it is not changed)."""
-    ref = joined_outputs(model, samples)
+    ``quantize(ranges)`` if the caller has made it (it is not made again; it is not changed). ``ref``: the float
+    model's ``joined_outputs`` on ``samples`` where the caller has them (not run again)."""
+    ref = joined_outputs(model, samples) if ref is None else ref
     trials = _Trials(ranges, candidates, quantize, params or (lambda lo, hi: activation_params(lo, hi, "uint8")),
                      samples, quantized)
     scored: dict[bytes, float] = {}

@@ -10,7 +10,8 @@ from qpass.formats.qdq_params import activation_params
 from qpass.ir.graph import from_gs, main_opset, to_gs
 from qpass.ir.ort_session import OrtError
 from qpass.ops.common import refuse_if_quantized
-from qpass.pipeline.analyses import Calibration
+from qpass.analysis.layer_errors import join_outputs
+from qpass.pipeline.analyses import Calibration, values_for
 from qpass.pipeline.pass_base import Pass, PassResult
 from . import guard, log_ranges, smooth_lstm
 from .bodies import all_names, bodies_innermost_first
@@ -38,7 +39,8 @@ class QuantizeQDQ(Pass):
             model, smoothed = smooth_lstm.smooth(model, samples, opts.lstm_copies_budget)
         out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
         # the search starts from this very quantization where the guard kept it (not made a second time)
-        ranges, log_note = _log_ranges(opts, model, ranges, qc, samples, out if guard_note is None else None)
+        ranges, log_note = _log_ranges(opts, model, ranges, qc, samples, out if guard_note is None else None,
+                                       ctx.analyses)
         if log_note:
             out, plan, qc, guard_note = self._quantize_checked(opts, model, ranges, samples)
         quantized = [n for n in plan.nodes if n not in plan.float_reasons and n not in plan.fused_activations]
@@ -86,9 +88,11 @@ class QuantizeQDQ(Pass):
         return out, plan, qc, note + f" (> {opts.avx2_max_loss_db:g}): exact uint8+128 weights instead"
 
 
-def _log_ranges(opts, model, ranges, qc, samples, quantized=None):
+def _log_ranges(opts, model, ranges, qc, samples, quantized=None, analyses=None):
     """(ranges, note): the ranges ``log_ranges.choose`` picks for the tensors a Log reads whose calibrated range
-    reaches ``max_range`` (note None: nothing changed, or the search could not run: an optional improvement)."""
+    reaches ``max_range`` (note None: nothing changed, or the search could not run: an optional improvement).
+    ``analyses``: where the calibrate pass's float values of this model are read (its outputs: the search's float
+    reference, not run again)."""
     if not opts.log_ranges or samples is None or len(samples) < 2:
         return ranges, None
     wide = [t for t in qc.params if t in qc.log_fed and t not in qc.shared_from and t in ranges
@@ -96,14 +100,22 @@ def _log_ranges(opts, model, ranges, qc, samples, quantized=None):
     if not wide:
         return ranges, None
     try:
-        return log_ranges.choose(model, ranges, wide, opts.log_range_shifts,
-                                 samples.subset(slice(0, log_ranges.search_samples(samples))),
+        n = log_ranges.search_samples(samples)
+        return log_ranges.choose(model, ranges, wide, opts.log_range_shifts, samples.subset(slice(0, n)),
                                  lambda r: _quantize(model, r, opts)[0], opts.log_range_step, opts.log_range_coarse,
                                  lambda lo, hi: activation_params(lo, hi, opts.activation_dtype,
                                                                   opts.symmetric_activations),
-                                 quantized=quantized)
+                                 quantized=quantized, ref=_float_outputs(analyses, model, samples, n))
     except (OrtError, ValueError, ArithmeticError, KeyError):  # min/max ranges then
         return ranges, None
+
+
+def _float_outputs(analyses, model, samples, n: int):
+    """``joined_outputs`` of ``model`` on the first ``n`` of ``samples`` from the calibrate pass's kept float values
+    (``FloatValues``, when it holds this model's outputs on these samples), else None."""
+    outs = [o.name for o in model.graph.output]
+    fv = values_for(analyses, model, samples, outs) if analyses is not None else None
+    return None if fv is None else join_outputs(fv.stacked(outs, range(n)))
 
 
 def _with_powers(cal) -> dict:
