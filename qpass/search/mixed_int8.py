@@ -342,12 +342,18 @@ class AutoPrecision(MixedPrecision):
         # moves that keep every integer kernel (issue 12's coverage: ``free``)
         probe = sorted(probe, key=lambda t: (t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))
         base = score(model)
-        scores = {}  # {frozenset of moves: score on ``fit``}: a set scored once
+        scores, models = {}, {}  # {frozenset of moves: score on ``fit`` / the model}: each set scored and built once
+
+        def model_of(moves: dict) -> onnx.ModelProto:
+            key = frozenset(moves.items())
+            if key not in models:
+                models[key] = self.apply(moves)
+            return models[key]
 
         def score_moves(moves: dict, m=None) -> float:
             key = frozenset(moves.items())
             if key not in scores:
-                scores[key] = score(m if m is not None else self.apply(moves)) if moves else base
+                scores[key] = score(m if m is not None else model_of(moves)) if moves else base
             return scores[key]
 
         costly = self._costly(pairs, free, errs)
@@ -355,23 +361,25 @@ class AutoPrecision(MixedPrecision):
         cands = [{"tensor": t, "precision": prec, "gain": score_moves({t: prec}) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
         cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
+        keep = {frozenset({(c["tensor"], c["precision"])}) for c in cands}
+        models = {k: m for k, m in models.items() if k in keep}  # the probes that lost: not kept in memory
         # what onnxruntime's optimizer makes of it: no more float matrix kernels than the int8 model (e.g. MatMul +
         # bias Add fused to a float Gemm once the MatMul's output quantizer is gone)
         n_float = float_matrix_ops(model)
-        cands = [c for c in cands if float_matrix_ops(self.apply({c["tensor"]: c["precision"]})) <= n_float]
+        cands = [c for c in cands if float_matrix_ops(model_of({c["tensor"]: c["precision"]})) <= n_float]
         result = {"int8_db": base, "probed": probe, "probed_costly": costly, "moved": []}
         ctx.report.results[self.name] = result
         if not cands and not costly:
             return PassResult(model, False, [f"no quantizer gains {self.opts.min_gain_db:g} dB alone"])
         chosen = self._within_budget(cands, score_moves, base, result) if cands else {}
         chosen = self._forward(costly, chosen, score_moves, result, max(2, n_probes))
-        h8, hf = score(model, held), score(self.apply(chosen), held) if chosen else None
+        h8, hf = score(model, held), score(model_of(chosen), held) if chosen else None
         result.update(held_out_int8_db=h8, held_out_db=hf)
         if not chosen or not hf >= h8 + self.opts.min_gain_db / 2:
             result["moved"] = []
             return PassResult(model, False, ["no move within the latency budget improves the held-out samples"])
         moved = ", ".join(f"{t} ({p})" for t, p in chosen.items())
-        return PassResult(self.apply(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
+        return PassResult(model_of(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
 
     def _branches(self, model, fit, held, score, data):
