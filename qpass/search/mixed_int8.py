@@ -365,7 +365,7 @@ class AutoPrecision(MixedPrecision):
         models = {k: m for k, m in models.items() if k in keep}  # the probes that lost: not kept in memory
         # what onnxruntime's optimizer makes of it: no more float matrix kernels than the int8 model (e.g. MatMul +
         # bias Add fused to a float Gemm once the MatMul's output quantizer is gone)
-        n_float = float_matrix_ops(model)
+        n_float = float_matrix_ops(model) if cands else 0
         cands = [c for c in cands if float_matrix_ops(model_of({c["tensor"]: c["precision"]})) <= n_float]
         result = {"int8_db": base, "probed": probe, "probed_costly": costly, "moved": []}
         ctx.report.results[self.name] = result
