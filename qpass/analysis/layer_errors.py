@@ -58,11 +58,13 @@ def _with_outputs(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:
     return m
 
 
-def tensor_values(model: onnx.ModelProto, names: list[str], samples) -> dict[str, np.ndarray]:
-    """The values of the tensors ``names`` (made graph outputs) on every sample, stacked on a leading axis."""
+def tensor_values(model: onnx.ModelProto, names: list[str], samples, optimize: bool = False) -> dict[str, np.ndarray]:
+    """The values of the tensors ``names`` (made graph outputs) on every sample, stacked on a leading axis
+    (``optimize``: with onnxruntime's graph optimizations, which keep every graph output but may compute it with
+    other kernels: a QDQ model then runs its integer kernels instead of dequantizing every weight on each call)."""
     names = list(dict.fromkeys(names))
     m = _with_outputs(model, names)
-    return run_samples(m, samples, outputs=names, sess=make_session(m, optimize=False))
+    return run_samples(m, samples, outputs=names, sess=make_session(m, optimize=optimize))
 
 
 def joined_outputs(model: onnx.ModelProto, samples, sess=None) -> np.ndarray:

@@ -26,6 +26,9 @@ class Analysis:
     computable: ClassVar[bool] = False
     #: True: a fact about a fixed model (not the graph being rewritten): kept when a pass changes the graph
     fixed_model: ClassVar[bool] = False
+    #: True: numbers of the graph a pass was given (``GraphOutputs``): dropped whenever a pass changes the graph,
+    #: whatever it preserves or established
+    exact_graph: ClassVar[bool] = False
 
     @classmethod
     def compute(cls, model: onnx.ModelProto) -> "Analysis":
@@ -74,10 +77,13 @@ class AnalysisManager:
         self._fresh.clear()
 
     def after_change(self, preserves: Iterable[type[Analysis]]) -> None:
-        """The graph changed: keep what the pass preserves or just established, drop the rest."""
+        """The graph changed: keep what the pass preserves or just established, drop the rest (and every
+        ``exact_graph`` analysis)."""
         preserves = tuple(preserves)
         for kind in list(self._cache):
-            if kind not in self._fresh and not kind.fixed_model and not is_preserved(kind, preserves):
+            if kind.fixed_model or (kind in self._fresh and not kind.exact_graph):
+                continue
+            if kind.exact_graph or not is_preserved(kind, preserves):
                 del self._cache[kind]
 
 
@@ -156,9 +162,31 @@ def _samples_key(samples) -> tuple:
 
 def float_outputs(analyses: AnalysisManager, model: onnx.ModelProto, samples):
     """``joined_outputs(model, samples)``, computed once per pipeline run for the same model object and samples."""
-    have = analyses.cached(FloatOutputs)
+    return _joined(FloatOutputs, analyses, model, samples)
+
+
+@dataclass
+class GraphOutputs(Analysis):
+    """The joined outputs (``layer_errors.joined_outputs``) of the graph being rewritten, on sample sets: the
+    int8 model that ``choose_dynamic`` scores as its static choice and ``auto_precision`` as its start, run once
+    while no pass changes it. Dropped whenever a pass changes the graph (``exact_graph``); a reader also checks
+    that ``model`` is the object it has."""
+
+    name: ClassVar[str] = "graph outputs"
+    exact_graph: ClassVar[bool] = True
+    model: onnx.ModelProto
+    outputs: dict[tuple, tuple[Any, Any]]  # as FloatOutputs'
+
+
+def graph_outputs(analyses: AnalysisManager, model: onnx.ModelProto, samples):
+    """``joined_outputs(model, samples)`` of the current graph, computed once while it stays unchanged."""
+    return _joined(GraphOutputs, analyses, model, samples)
+
+
+def _joined(kind, analyses: AnalysisManager, model: onnx.ModelProto, samples):
+    have = analyses.cached(kind)
     if have is None or have.model is not model:
-        have = FloatOutputs(model, {})
+        have = kind(model, {})
         analyses.put(have)
     key = _samples_key(samples)
     if key not in have.outputs:

@@ -34,7 +34,7 @@ from qpass.ir.ort_session import OrtError, run_samples
 from qpass.passes.ptq_layers import split_samples
 from qpass.passes.qdq_moves import (FLOAT_OUT, at_16bit_opset, bypass, float_segment, graph_cost, integer_layers,
                                      sample_shapes, tensor_dims, widen)
-from qpass.pipeline.analyses import float_outputs
+from qpass.pipeline.analyses import float_outputs, graph_outputs
 from qpass.pipeline.pass_base import Pass, PassResult
 from .branch_precision import float_branches, quantized_branches
 from .core import MIN_HELD_OUT, _split
@@ -304,9 +304,12 @@ class AutoPrecision(MixedPrecision):
         if self.float_m is None or data is None or len(data) < 4 or not (pairs or quantized_branches(model)):
             return PassResult(model, False, ["nothing to measure"])
         fit, held = split_samples(data, self.opts.samples, 0.5)
+        given = model
 
         def score(m, s=fit):  # the float reference on first use (a run with nothing to probe needs none)
-            return sqnr_db(float_outputs(ctx.analyses, self.float_m, s), joined_outputs(m, s))
+            # the int8 model as given: its outputs shared with choose_dynamic (which scored it unless it changed it)
+            out = graph_outputs(ctx.analyses, m, s) if m is given else joined_outputs(m, s)
+            return sqnr_db(float_outputs(ctx.analyses, self.float_m, s), out)
 
         model, records = self._branches(model, fit, held, score, data)
         res = self._pair_moves(model, ctx, pairs, data, fit, held, score) if pairs else \
@@ -328,37 +331,55 @@ class AutoPrecision(MixedPrecision):
         wants16 = "int16" in self.opts.precisions or (self.opts.cost_budget and "int16" in self.opts.costly_precisions)
         self.base16 = at_16bit_opset(model) if wants16 else None
         self.dims = tensor_dims(model, self.float_m, inputs=sample_shapes(data))
-        errs = isolated_errors(self.float_m, model, fit)
-        # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them; only
-        # moves that keep every integer kernel (issue 12's coverage: ``free``)
-        probe = sorted((t for t in dict.fromkeys(p["tensor"] for p in pairs) if t in free), key=lambda t: (
-            t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))
-        base = score(model)
         # as many probes as the work budget pays for at the graph cost of one scoring run
         per_run = max(self.relative_cost(model) * self.cost0 * len(fit), 1.0)
         n_probes = max(1, min(self.opts.max_probes, int(self.opts.work_budget / per_run)))
+        probe = [t for t in dict.fromkeys(p["tensor"] for p in pairs) if t in free]
+        # the isolated errors rank the quantizers to probe: a float run of the model, only where some are left out
+        # (magika: 2 of 9 quantizers free to move, 0.19 s of isolated errors to order two probes)
+        errs = isolated_errors(self.float_m, model, fit) if self.opts.cost_budget or len(probe) > n_probes else {}
+        # the lowest isolated SQNR first; quantizers of graph inputs (no float name to compare) after them; only
+        # moves that keep every integer kernel (issue 12's coverage: ``free``)
+        probe = sorted(probe, key=lambda t: (t not in errs, errs.get(t) if errs.get(t) is not None else float("inf")))
+        base = score(model)
+        scores, models = {}, {}  # {frozenset of moves: score on ``fit`` / the model}: each set scored and built once
+
+        def model_of(moves: dict) -> onnx.ModelProto:
+            key = frozenset(moves.items())
+            if key not in models:
+                models[key] = self.apply(moves)
+            return models[key]
+
+        def score_moves(moves: dict, m=None) -> float:
+            key = frozenset(moves.items())
+            if key not in scores:
+                scores[key] = score(m if m is not None else model_of(moves)) if moves else base
+            return scores[key]
+
         costly = self._costly(pairs, free, errs)
         probe = probe[:n_probes]
-        cands = [{"tensor": t, "precision": prec, "gain": score(self.apply({t: prec})) - base}
+        cands = [{"tensor": t, "precision": prec, "gain": score_moves({t: prec}) - base}
                  for t in probe for prec in self.opts.precisions if prec != "int16" or self.base16 is not None]
         cands = [c for c in cands if c["gain"] >= self.opts.min_gain_db]
+        keep = {frozenset({(c["tensor"], c["precision"])}) for c in cands}
+        models = {k: m for k, m in models.items() if k in keep}  # the probes that lost: not kept in memory
         # what onnxruntime's optimizer makes of it: no more float matrix kernels than the int8 model (e.g. MatMul +
         # bias Add fused to a float Gemm once the MatMul's output quantizer is gone)
-        n_float = float_matrix_ops(model)
-        cands = [c for c in cands if float_matrix_ops(self.apply({c["tensor"]: c["precision"]})) <= n_float]
+        n_float = float_matrix_ops(model) if cands else 0
+        cands = [c for c in cands if float_matrix_ops(model_of({c["tensor"]: c["precision"]})) <= n_float]
         result = {"int8_db": base, "probed": probe, "probed_costly": costly, "moved": []}
         ctx.report.results[self.name] = result
         if not cands and not costly:
             return PassResult(model, False, [f"no quantizer gains {self.opts.min_gain_db:g} dB alone"])
-        chosen = self._within_budget(cands, score, base, result) if cands else {}
-        chosen = self._forward(costly, chosen, score, result, max(2, n_probes))
-        h8, hf = score(model, held), score(self.apply(chosen), held) if chosen else None
+        chosen = self._within_budget(cands, score_moves, base, result) if cands else {}
+        chosen = self._forward(costly, chosen, score_moves, result, max(2, n_probes))
+        h8, hf = score(model, held), score(model_of(chosen), held) if chosen else None
         result.update(held_out_int8_db=h8, held_out_db=hf)
         if not chosen or not hf >= h8 + self.opts.min_gain_db / 2:
             result["moved"] = []
             return PassResult(model, False, ["no move within the latency budget improves the held-out samples"])
         moved = ", ".join(f"{t} ({p})" for t, p in chosen.items())
-        return PassResult(self.apply(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
+        return PassResult(model_of(chosen), True, [f"{len(chosen)} activation quantizers moved ({moved}): output "
                                                      f"SQNR {h8:.2f} -> {hf:.2f} dB on {len(held)} held-out samples"])
 
     def _branches(self, model, fit, held, score, data):
@@ -376,26 +397,29 @@ class AutoPrecision(MixedPrecision):
         rest = [t for t in dict.fromkeys(p["tensor"] for p in pairs) if t not in free and errs.get(t) is not None]
         return sorted(rest, key=lambda t: (errs[t], t))[:self.opts.costly_probes]
 
-    def _forward(self, tensors: list[str], chosen: dict[str, str], score, result: dict, runs: int) -> dict[str, str]:
+    def _forward(self, tensors: list[str], chosen: dict[str, str], score_moves, result: dict,
+                 runs: int) -> dict[str, str]:
         """Forward selection over the costly moves of ``tensors``, on top of ``chosen``: each round adds the move
         that scores best with the ones taken, while the whole set's graph cost stays within ``cost_budget`` and the
         round gains ``min_gain_db`` / 2. Pairs count: mtcnn-pnet's first two Conv outputs in float gain 3.6 dB on
         its eval samples together (x0.93 graph cost), while the first alone loses 0.7 and the second gains 0.4.
-        At most ``runs`` x 2 scoring runs (the work budget's probes)."""
+        At most ``runs`` x 2 scoring runs (the work budget's probes). ``score_moves(moves[, model])``: the
+        output SQNR with ``moves``, each set scored once."""
         pairs = {p["tensor"] for p in activation_pairs(self.int8)}
         # a move: one quantizer, or it with the ones after it up to the next matrix op (``float_segment``)
         groups = list(dict.fromkeys(tuple(g) for t in tensors for g in ([t], float_segment(self.int8, t, pairs))))
         moves = [(g, p) for g in groups for p in self.opts.costly_precisions
                  if p != "int16" or self.base16 is not None]
-        best = score(self.apply(chosen)) if chosen else result["int8_db"]
+        best = score_moves(chosen) if chosen else result["int8_db"]
         runs *= 2
         while moves and runs > 0 and np.isfinite(best):  # an exact int8 output (unidic's tags): nothing to gain
             trials = []
             for g, p in moves:
-                m = self.apply({**chosen, **{t: p for t in g}})
+                moved = {**chosen, **{t: p for t in g}}
+                m = self.apply(moved)
                 extra = self.relative_cost(m) - 1.0
                 if extra <= self.opts.cost_budget and runs > 0:
-                    trials.append((np.nan_to_num(score(m), nan=-np.inf), g, p, extra))
+                    trials.append((np.nan_to_num(score_moves(moved, m), nan=-np.inf), g, p, extra))
                     runs -= 1
             if not trials:
                 break
@@ -409,7 +433,7 @@ class AutoPrecision(MixedPrecision):
             moves = [(h, q) for h, q in moves if not set(h) & set(g)]
         return chosen
 
-    def _within_budget(self, cands: list[dict], score, base: float, result: dict) -> dict[str, str]:
+    def _within_budget(self, cands: list[dict], score_moves, base: float, result: dict) -> dict[str, str]:
         timed = self.opts.latency_budget is not None
         runs = self.opts.timing_runs
         t0 = call_ms(self.int8, self.timing, runs, np.min) if timed else 1.0
@@ -423,7 +447,7 @@ class AutoPrecision(MixedPrecision):
         for c in order:
             if c["tensor"] in chosen or spent + c["latency_cost_ms"] > budget:
                 continue
-            s = score(self.apply({**chosen, c["tensor"]: c["precision"]}))
+            s = score_moves({**chosen, c["tensor"]: c["precision"]})
             if s > best:
                 chosen[c["tensor"]], best, spent = c["precision"], s, spent + c["latency_cost_ms"]
                 cost = f"{c['latency_cost_ms']:.3g} ms measured (int8 model {t0:.3g} ms)" if timed else \
