@@ -43,12 +43,55 @@ def error_moments(lay: Layer, x: np.ndarray, xq: np.ndarray, wq: np.ndarray, w: 
     patch rows (``second`` False: the mean square is None, not computed)."""
     idx = sample_rows(lay.rows(x), rows)
     p = lay.patches(x, idx)
-    if xq is x:  # the layer's own rounding only: one product
+    return patch_moments(p, None if xq is x else lay.patches(xq, idx), wq, w, second)
+
+
+def patch_moments(p: np.ndarray, pq: np.ndarray | None, wq: np.ndarray, w: np.ndarray, second: bool = True):
+    """``error_moments`` on the patches ``p`` of x and ``pq`` of x~ ([G, P, K]; None: x~ is x, one product)."""
+    if pq is None:  # the layer's own rounding only: one product
         e = np.matmul(p, (wq - w).transpose(0, 2, 1))
     else:
-        e = np.matmul(lay.patches(xq, idx), wq.transpose(0, 2, 1)) - np.matmul(p, w.transpose(0, 2, 1))
+        e = np.matmul(pq, wq.transpose(0, 2, 1)) - np.matmul(p, w.transpose(0, 2, 1))
     e = e.astype(np.float64)
     return e.mean(axis=1), ((e * e).mean(axis=1) if second else None)
+
+
+class PatchRows:
+    """A layer's patch rows over samples ``lo``..``hi`` (at most ``count``: ``sample_rows`` over them, the rows of
+    ``error_moments``), gathered group by group as a probe hands the float values over (``Probe.groups``): each
+    group gives the chosen rows that fall in its samples (rows are ordered sample by sample), or its input itself
+    where that is smaller than the rows. ``patches()`` is then bit for bit ``lay.patches(x[lo:hi], rows)``."""
+
+    def __init__(self, lay: Layer, lo: int, hi: int, count: int):
+        self.lay, self.lo, self.hi, self.count = lay, lo, hi, count
+        self.per: int | None = None  # patch rows per sample
+        self.idx: np.ndarray | None = None
+        self.raw = True  # keep the input itself (else the gathered rows)
+        self.parts: list[np.ndarray] = []
+
+    def add(self, start: int, stop: int, x: np.ndarray) -> None:
+        s, e = max(start, self.lo), min(stop, self.hi)
+        if s >= e:
+            return
+        xs = x[s - start:e - start]
+        if self.per is None:
+            self.per = self.lay.rows(xs[:1])
+            self.idx = sample_rows(self.per * (self.hi - self.lo), self.count)
+            k = int(np.prod(self.lay.w.shape[1:])) * self.lay.groups if self.lay.op == "Conv" else x.shape[-1]
+            self.raw = self.idx is None or xs[:1].nbytes * (self.hi - self.lo) <= len(self.idx) * k * 4
+        if self.raw:
+            self.parts.append(xs.copy() if xs.shape[0] < x.shape[0] else xs)
+            return
+        base, top = (s - self.lo) * self.per, (e - self.lo) * self.per
+        local = self.idx[(self.idx >= base) & (self.idx < top)] - base
+        if len(local):
+            self.parts.append(self.lay.patches(xs, local))
+
+    def patches(self) -> np.ndarray:
+        parts, self.parts = self.parts, []
+        if self.raw:
+            return self.lay.patches(parts[0] if len(parts) == 1 else np.concatenate(parts), self.idx)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 class BiasCorrection(WeightSidePass):
@@ -61,20 +104,16 @@ class BiasCorrection(WeightSidePass):
         if not layers:
             return self.nothing(model, ctx, "no Conv or Gemm with a constant weight")
         probe, n_fit = self.layer_probe(model, ctx, layers)
+        outs = [x.name for x in model.graph.output]
+        rows = None if o.sequential else gather_rows(probe, layers, n_fit, o.rows, outs)
         before = onnx.ModelProto()
         before.CopyFrom(model)
         current: dict[str, np.ndarray] = {}
         report, n_layers, n_channels = {}, 0, 0
-        for lay in tqdm(layers, desc="bias correction", unit="layer", disable=not ctx.progress or None, leave=False):
+        for i, lay in enumerate(tqdm(layers, desc="bias correction", unit="layer", disable=not ctx.progress or None,
+                                     leave=False)):
             wq = grid.fake(lay, lay.w)
-            xf = probe.float_value(lay.x)
-            xq = probe.run([lay.x], current)[lay.x] if current and o.sequential else xf
-            w3, wq3 = lay.matrices(), lay.matrices(wq)
-            d = -error_moments(lay, xf[:n_fit], xq[:n_fit], wq3, w3, o.rows, second=False)[0]
-            keep = np.ones(d.shape, bool)
-            if n_fit < len(probe.samples):
-                e, e2 = error_moments(lay, xf[n_fit:], xq[n_fit:], wq3, w3, o.rows)
-                keep = d * d + 2 * d * e < -o.min_gain * e2
+            d, keep = self.shift(lay, wq, probe, n_fit, rows[i] if rows else None, current)
             d = np.where(keep, d, 0.0).reshape(-1)
             b = (np.zeros(lay.out_channels) if lay.b is None else lay.b.astype(np.float64)) + d
             current[lay.node.input[1]] = wq
@@ -97,3 +136,38 @@ class BiasCorrection(WeightSidePass):
                                                           f"{plain:.2f} dB without it: biases kept"])
             notes.append(f"held-out output SQNR (weights on the grid) {plain:.2f} -> {fixed:.2f} dB")
         return PassResult(model, n_layers > 0, notes)
+
+    def shift(self, lay: Layer, wq: np.ndarray, probe, n_fit: int, rows, current: dict):
+        """(the bias shift that cancels the fit samples' mean output error, which channels keep it) of one layer
+        ([G, M] each), from its gathered patch rows (``rows``: fit, held out) or, ``sequential``, from the probe."""
+        o = self.opts
+        w3, wq3 = lay.matrices(), lay.matrices(wq)
+        e = None
+        if rows is not None:  # (two products, as error_moments on slices of the float input: the same bits)
+            fit, held = rows
+            p = fit.patches()
+            d = -patch_moments(p, p, wq3, w3, second=False)[0]
+            if held is not None:
+                p = held.patches()
+                e, e2 = patch_moments(p, p, wq3, w3)
+        else:
+            xf = probe.float_value(lay.x)
+            xq = probe.run([lay.x], current)[lay.x] if current and o.sequential else xf
+            d = -error_moments(lay, xf[:n_fit], xq[:n_fit], wq3, w3, o.rows, second=False)[0]
+            if n_fit < len(probe.samples):
+                e, e2 = error_moments(lay, xf[n_fit:], xq[n_fit:], wq3, w3, o.rows)
+        return d, (np.ones(d.shape, bool) if e is None else d * d + 2 * d * e < -o.min_gain * e2)
+
+
+def gather_rows(probe, layers: list[Layer], n_fit: int, count: int, keep: list[str]) -> list[tuple]:
+    """Per layer, its (fit, held-out or None) ``PatchRows`` over the probe's samples, from one float pass over
+    them (``Probe.groups``; the tensors ``keep`` then cached, for ``held_out_check``)."""
+    n = len(probe.samples)
+    rows = [(PatchRows(lay, 0, n_fit, count), PatchRows(lay, n_fit, n, count) if n_fit < n else None)
+            for lay in layers]
+    for start, stop, values in probe.groups(keep):
+        for lay, (fit, held) in zip(layers, rows):
+            fit.add(start, stop, values[lay.x])
+            if held is not None:
+                held.add(start, stop, values[lay.x])
+    return rows
