@@ -73,6 +73,10 @@ class Probe:
         self._sizes = {t: v.nbytes * len(self.samples) for t, v in one.items()}
         return one
 
+    def float_bytes(self) -> int:
+        """The bytes of every probed tensor over every sample (after a first float run; 0 before)."""
+        return sum((self._sizes or {}).values())
+
     def float_value(self, tensor: str) -> np.ndarray:
         """``tensor`` in the float model (the weights the probe was made with). The probed tensors are fetched in
         runs over the samples that each hold at most ``CACHE_BYTES`` (one run when they all fit), in the order they
@@ -110,7 +114,7 @@ class Probe:
         t0 = time.perf_counter()
         kept: dict[str, list] = {t: [] for t in keep}
         one = self._sizing_run(self.tensors)
-        step = max(1, CACHE_BYTES // max(sum(self._sizes.values()) // max(n, 1), 1))
+        step = max(1, CACHE_BYTES // max(self.float_bytes() // max(n, 1), 1))
         start = 0
         if self.batched(self.tensors):  # batches start at multiples of BATCH in a run of all: so do the groups
             step = max(step // BATCH, 1) * BATCH
