@@ -20,6 +20,7 @@ import numpy as np
 import onnx
 from tqdm import tqdm
 
+from qpass.errors import QpassError
 from qpass.formats import parse_format
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import CACHE_BYTES, Layer, find_layers, sample_rows, store_layer
@@ -117,7 +118,7 @@ class BiasCorrection(WeightSidePass):
         outs = [x.name for x in model.graph.output]
         rows = None if o.sequential else gather_rows(probe, layers, n_fit, o.rows, outs)
         plain = self.rounded_sqnr(model, layers, grid, probe, n_fit) if o.auto else None
-        bits = getattr(parse_format(fm.activations), "word_width", None) if plain is not None else None
+        bits = activation_bits(fm.activations) if plain is not None else None
         if bits and plain > 6.02 * bits + 1.76 + o.margin_db:
             return self.nothing(model, ctx, f"held-out output SQNR with the weights on the grid is {plain:.2f} dB, "
                                             f"over {o.margin_db:g} dB above what {bits}-bit activations reach: "
@@ -174,6 +175,14 @@ class BiasCorrection(WeightSidePass):
             if n_fit < len(probe.samples):
                 e, e2 = error_moments(lay, xf[n_fit:], xq[n_fit:], wq3, w3, o.rows)
         return d, (np.ones(d.shape, bool) if e is None else d * d + 2 * d * e < -o.min_gain * e2)
+
+
+def activation_bits(spec: str) -> int | None:
+    """The word width of activation format ``spec`` (None for a format without one, or none at all)."""
+    try:
+        return parse_format(spec).word_width
+    except (QpassError, ValueError):
+        return None
 
 
 def gather_rows(probe, layers: list[Layer], n_fit: int, count: int, keep: list[str]) -> list[tuple]:
