@@ -24,7 +24,7 @@ from qpass.errors import QpassError
 from qpass.formats import parse_format
 from qpass.pipeline.pass_base import PassResult
 from .ptq_layers import CACHE_BYTES, Layer, find_layers, sample_rows, store_layer
-from .ptq_pass import WeightSideOptions, WeightSidePass
+from .ptq_pass import WeightSideOptions, WeightSidePass, joined
 
 
 @dataclass
@@ -116,13 +116,19 @@ class BiasCorrection(WeightSidePass):
             return self.nothing(model, ctx, "no Conv or Gemm with a constant weight")
         probe, n_fit = self.layer_probe(model, ctx, layers)
         outs = [x.name for x in model.graph.output]
-        rows = None if o.sequential else gather_rows(probe, layers, n_fit, o.rows, outs)
-        plain = self.rounded_sqnr(model, layers, grid, probe, n_fit) if o.auto else None
-        bits = activation_bits(fm.activations) if plain is not None else None
-        if bits and plain > 6.02 * bits + 1.76 + o.margin_db:
-            return self.nothing(model, ctx, f"held-out output SQNR with the weights on the grid is {plain:.2f} dB, "
-                                            f"over {o.margin_db:g} dB above what {bits}-bit activations reach: "
+        bits, plain = activation_bits(fm.activations), []
+
+        def exact_enough(ref=None) -> bool:  # the weights' share of the error too small to matter: nothing to do
+            plain.append(self.rounded_sqnr(model, layers, grid, probe, n_fit, ref))
+            return bool(bits) and plain[0] > 6.02 * bits + 1.76 + o.margin_db
+
+        rows = None if o.sequential else \
+            gather_rows(probe, layers, n_fit, o.rows, outs, exact_enough if o.auto else None)
+        if o.auto and n_fit < len(probe.samples) and (rows is None if not o.sequential else exact_enough()):
+            return self.nothing(model, ctx, f"held-out output SQNR with the weights on the grid is {plain[0]:.2f} "
+                                            f"dB, over {o.margin_db:g} dB above what {bits}-bit activations reach: "
                                             f"nothing to correct")
+        plain = plain[0] if plain else None
         before = onnx.ModelProto()
         before.CopyFrom(model)
         current: dict[str, np.ndarray] = {}
@@ -185,19 +191,28 @@ def activation_bits(spec: str) -> int | None:
         return None
 
 
-def gather_rows(probe, layers: list[Layer], n_fit: int, count: int, keep: list[str]) -> list[tuple]:
+def gather_rows(probe, layers: list[Layer], n_fit: int, count: int, keep: list[str], check=None) -> list | None:
     """Per layer, its (fit, held-out or None) ``PatchRows`` over the probe's samples, from one float pass over
     them (``Probe.groups``; the tensors ``keep`` then cached, for ``held_out_check``). The rows are gathered as the
-    groups come only where the inputs over every sample would not fit ``CACHE_BYTES``."""
+    groups come only where the inputs over every sample would not fit ``CACHE_BYTES``. ``check(reference)``, where
+    samples are held out: called with the float outputs ``keep`` on them, joined, once they are through (the pass
+    starts at them where the samples run one per call); True stops there: None."""
     n = len(probe.samples)
     rows = [(PatchRows(lay, 0, n_fit, count), PatchRows(lay, n_fit, n, count) if n_fit < n else None)
             for lay in layers]
-    for start, stop, values in probe.groups(keep):
-        if start == 0:  # where every input fits the probe's cache, they are kept and gathered when asked for
+    check = check if n_fit < n else None
+    held: dict[str, list] = {t: [] for t in keep}
+    for i, (start, stop, values) in enumerate(probe.groups(keep, first=n_fit if check else 0)):
+        if i == 0:  # where every input fits the probe's cache, they are kept and gathered when asked for
             for r in (r for pair in rows for r in pair if r is not None):
                 r.eager = probe.float_bytes() > CACHE_BYTES
-        for lay, (fit, held) in zip(layers, rows):
+        for lay, (fit, part) in zip(layers, rows):
             fit.add(start, stop, values[lay.x])
-            if held is not None:
-                held.add(start, stop, values[lay.x])
+            if part is not None:
+                part.add(start, stop, values[lay.x])
+        if check is not None and stop > n_fit:
+            for t in keep:
+                held[t].append(values[t][max(n_fit - start, 0):])
+            if stop == n and check(joined({t: np.concatenate(v) for t, v in held.items()})):
+                return None
     return rows

@@ -116,16 +116,17 @@ class WeightSidePass(Pass):
 
     @staticmethod
     def rounded_sqnr(model: onnx.ModelProto, layers: list[Layer], grid: WeightGrid, probe: Probe,
-                     n_fit: int) -> float | None:
+                     n_fit: int, ref: np.ndarray | None = None) -> float | None:
         """Output SQNR (dB) on the probe's held-out samples of the probe's model with every layer's weight rounded
         to nearest on ``grid``, activations float (``held_out_check``'s first figure); None without held-out
-        samples."""
+        samples. ``ref``: the float outputs on them, joined, where the caller has them."""
         if n_fit >= len(probe.samples):
             return None
         outs = [o.name for o in model.graph.output]
         held = probe.samples.subset(slice(n_fit, None))
         rtn = {lay.node.input[1]: grid.fake(lay, probe.base[lay.node.input[1]]) for lay in layers}
-        return sqnr_db(_reference(probe, outs, n_fit), joined(probe.run(outs, rtn, held)))
+        ref = _reference(probe, outs, n_fit) if ref is None else ref
+        return sqnr_db(ref, joined(probe.run(outs, rtn, held)))
 
     @staticmethod
     def held_out_check(before: onnx.ModelProto, after: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,

@@ -98,34 +98,37 @@ class Probe:
                 self.run_seconds = time.perf_counter() - t0
         return self._float[tensor]
 
-    def groups(self, keep: list[str] = ()) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
+    def groups(self, keep: list[str] = (), first: int = 0) -> Iterator[tuple[int, int, dict[str, np.ndarray]]]:
         """(first sample, end, values of every probed tensor on those samples) per group of samples, over every
-        sample in one pass: each group within ``CACHE_BYTES`` (the first: sample 0 alone, which sizes the rest; a
-        batched probe's groups are whole ``BATCH`` multiples). Afterwards ``cached`` has the tensors ``keep``."""
+        sample in one pass: each group within ``CACHE_BYTES`` (the first: one sample alone, which sizes the rest; a
+        batched probe's groups are whole ``BATCH`` multiples). A probe whose samples run one per call starts at
+        sample ``first`` and comes round to the samples before it last (a batched one always starts at 0), so that a
+        consumer may stop early on what the last samples show. Once every group is through, ``cached`` has the
+        tensors ``keep`` over every sample."""
         n = len(self.samples)
         t0 = time.perf_counter()
-        kept: dict[str, list] = {t: [] for t in keep}
-        one = self._sizing_run(self.tensors)
+        batched = self.batched(self.tensors)
+        first = 0 if batched or not 0 <= first < n else first
+        kept: list[tuple[int, dict]] = []
+        one = self.float_run(self.tensors, first, first + 1)
+        self._sizes = {t: v.nbytes * n for t, v in one.items()}
         step = max(1, CACHE_BYTES // max(self.float_bytes() // max(n, 1), 1))
-        start = 0
-        if self.batched(self.tensors):  # batches start at multiples of BATCH in a run of all: so do the groups
-            step = max(step // BATCH, 1) * BATCH
+        spans = [(first + 1, n), (0, first)]
+        if batched:  # batches start at multiples of BATCH in a run of all: so do the groups (sample 0 only sized)
+            step, spans = max(step // BATCH, 1) * BATCH, [(0, n)]
         else:
-            start = 1
-            for t in kept:
-                kept[t].append(one[t])
-            yield 0, 1, one
+            kept.append((first, {t: one[t] for t in keep}))
+            yield first, first + 1, one
         del one
-        while start < n:
-            stop = min(n, start + step)
-            values = self.float_run(self.tensors, start, stop)
-            for t in kept:
-                kept[t].append(values[t])
-            yield start, stop, values
-            start = stop
-        del values
+        for lo, hi in spans:
+            for start in range(lo, hi, step):
+                values = self.float_run(self.tensors, start, min(hi, start + step))
+                kept.append((start, {t: values[t] for t in keep}))
+                yield start, min(hi, start + step), values
+                del values
         self.run_seconds = time.perf_counter() - t0
-        self._float = {t: np.concatenate(v) for t, v in kept.items()}
+        kept.sort(key=lambda k: k[0])
+        self._float = {t: np.concatenate([v[t] for _, v in kept]) for t in keep}
 
     def float_run(self, tensors: list[str], start: int, stop: int) -> dict[str, np.ndarray]:
         """``tensors`` over samples ``start``..``stop`` with the probe's own weights."""
