@@ -5,12 +5,16 @@ Rounding weights shifts a layer's output mean: E[W~ x~] - E[W x] per output chan
 quantizer's grid (``weights``, ``granularity``; see ``ptq_layers.WeightGrid``) and x the layer's float input. The
 pass adds the negated shift, measured on calibration samples (every output position of a Conv), to the layer's bias
 (a Conv or Gemm without one gets one). By default x~ = x: each layer corrects the shift its own rounding causes,
-from one float run of the model. With ``sequential`` x~ is the layer's input in the model whose earlier layers are
-already quantized and corrected, layer by layer in graph order (one run per layer).
+from one float run of the model: every layer's input comes from ONE pass over the samples, sample group by sample
+group (``Probe.groups``), each layer keeping only its sampled patch rows (``PatchRows``). With ``sequential`` x~ is
+the layer's input in the model whose earlier layers are already quantized and corrected, layer by layer in graph
+order (one run per layer).
 
 With ``auto`` a channel keeps its correction only where it lowers that channel's mean squared output error on
 held-out calibration samples by at least ``min_gain`` of it: for a correction d and the held-out mean error e, the
-squared error changes by d^2 + 2 d e.
+squared error changes by d^2 + 2 d e. Nothing is corrected where the weights rounded to nearest already leave the
+held-out output ``margin_db`` above what the activation grid reaches (the float pass starts at the held-out samples,
+so this is known before the others run).
 """
 from __future__ import annotations
 
