@@ -141,3 +141,26 @@ def test_nothing_to_correct_where_the_rounded_weights_leave_the_output_exact():
     assert "nothing to correct" in note and "8-bit activations" in note, note
     notes = _gemm_case(False)
     assert any("corrected the bias of 8 channels" in n for n in notes), notes
+
+
+@pytest.mark.parametrize("fused", [True, False], ids=["hardswish", "decomposed"])
+def test_block_error_from_sample_groups_is_the_block_error_of_the_whole(fused):
+    """gate_equalize's error model built from parts along the sample axis (``Probe.groups``' groups) has the same
+    extrema, subsampled positions and errors, bit for bit, as the one built from the joined tensor."""
+    from test_gate_equalize import block
+
+    from qpass.passes.gate_equalize import BlockError, find_blocks
+
+    model = block(True, fused)
+    (b,) = find_blocks(model)
+    inits = {i.name: i for i in model.graph.initializer}
+    z = np.random.default_rng(5).normal(0, 3, (11, 8, 10, 10)).astype(np.float32)
+    whole = BlockError(b, z, "uint8", inits, 17, positions=2000)
+    parts = BlockError(b, [z[:1]], "uint8", inits, 17, positions=2000, total=len(z))
+    for lo, hi in ((1, 4), (4, 5), (5, 11)):
+        parts.add(z[lo:hi])
+    parts.finish()
+    for name in ("z_lo", "z_hi", "h_lo", "h_hi", "z", "h"):
+        assert np.array_equal(getattr(parts, name), getattr(whole, name)), name
+    s = np.linspace(0.2, 1.0, 8)
+    assert parts(s) == whole(s) and parts(np.ones(8)) == whole(np.ones(8))
