@@ -315,14 +315,21 @@ class Equalize(WeightSidePass):
     def transform(self, model, ctx, fm, grid):
         o = self.opts
         xs = [lay.x for lay in find_layers(model) if lay.op != "MatMul"]
-        made: list[Probe] = []  # one probe, made when a pair or a layer input's shape first needs it
+        shapes: dict[str, tuple] = {}  # one sample's layer inputs' shapes, from one run when a pair first needs them
+
+        def x_shape(t: str) -> tuple:
+            if not shapes:
+                one = self.first_samples(ctx).subset(slice(0, 1))
+                shapes.update((x, v.shape) for x, v in Probe(model, one, [], xs, o.threads).run(xs).items())
+            return shapes[t]
+
+        pairs = find_pairs(model, x_shape, o.extended)
+        made: list[Probe] = []  # one probe of the pairs' inputs alone, made when a pair first needs it
 
         def probe() -> Probe:
             if not made:
-                made.append(Probe(model, self.first_samples(ctx), [], xs, o.threads))
+                made.append(Probe(model, self.first_samples(ctx), [], [p.first.x for p in pairs], o.threads))
             return made[0]
-
-        pairs = find_pairs(model, lambda t: probe().float_value(t).shape, o.extended)
 
         if not pairs:
             return self.nothing(model, ctx, "no layer pair to equalize")

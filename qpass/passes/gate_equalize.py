@@ -152,19 +152,37 @@ class BlockError:
     input s * (z / s) and the product are quantized per tensor (ranges from the whole tensors, errors on at most
     ``positions`` elements). The depthwise weights' own rounding is per channel, the same for every s."""
 
-    def __init__(self, block: Block, z: np.ndarray, act_spec: str, inits: dict, opset: int,
-                 positions: float = 2.5e5):
+    def __init__(self, block: Block, z: np.ndarray | list, act_spec: str, inits: dict, opset: int,
+                 positions: float = 2.5e5, total: int | None = None):
+        """``z``: [N, C, ...], or a list of such parts along N (then ``total``: N of all of them, parts to come
+        given to ``add``; the figures are bit for bit those of the parts joined)."""
         self.block, self.act, self.inits, self.opset = block, act_spec, inits, opset
-        h = z * run_gate(block, z, inits, opset)
-        self.z_lo, self.z_hi = _per_channel(z, np.min), _per_channel(z, np.max)
-        self.h_lo, self.h_hi = _per_channel(h, np.min), _per_channel(h, np.max)
-        n, c = z.shape[:2]
-        step = max(int(np.ceil(z[0, 0].size * n * c / positions)), 1)
-        # [N, C, positions, 1]: a gate constant shaped [C, 1, 1] still lines up with the channels
-        self.z = np.ascontiguousarray(z.reshape(n, c, -1)[:, :, ::step, None])
-        self.h = np.ascontiguousarray(h.reshape(n, c, -1)[:, :, ::step, None])
+        parts = z if isinstance(z, list) else [z]
+        self._step = max(int(np.ceil(parts[0][0, 0].size * (total or sum(len(p) for p in parts))
+                                     * parts[0].shape[1] / positions)), 1)
+        self._parts: list[tuple] = []
+        for p in parts:
+            self.add(p)
+        self.finish()
         w2 = block.second.w.astype(np.float64)
         self.w_energy = (w2 * w2).reshape(w2.shape[0], -1).sum(axis=1)
+
+    def add(self, z: np.ndarray) -> None:
+        """Samples [n, C, ...] more (gates act per sample, extrema and the subsampled positions join exactly)."""
+        h = z * run_gate(self.block, z, self.inits, self.opset)
+        n, c = z.shape[:2]
+        # [N, C, positions, 1]: a gate constant shaped [C, 1, 1] still lines up with the channels
+        self._parts.append((_per_channel(z, np.min), _per_channel(z, np.max), _per_channel(h, np.min),
+                            _per_channel(h, np.max), z.reshape(n, c, -1)[:, :, ::self._step, None],
+                            h.reshape(n, c, -1)[:, :, ::self._step, None]))
+
+    def finish(self) -> None:
+        """Join the parts added so far."""
+        got = list(zip(*self._parts))
+        self.z_lo, self.z_hi = np.min(got[0], axis=0), np.max(got[1], axis=0)
+        self.h_lo, self.h_hi = np.min(got[2], axis=0), np.max(got[3], axis=0)
+        self.z = np.ascontiguousarray(np.concatenate(got[4]))
+        self.h = np.ascontiguousarray(np.concatenate(got[5]))
 
     def channel_ranges(self) -> tuple[np.ndarray, np.ndarray]:
         """(max |z|, max |h|) per channel."""
@@ -180,6 +198,26 @@ class BlockError:
         hq = fake_activation(zq * gq, a, float((self.h_lo / s).min()), float((self.h_hi / s).max()))
         e = (hq - self.h / sv).astype(np.float64)
         return float(np.sum(self.w_energy * s * s * (e * e).sum(axis=(0, 2, 3))))
+
+
+def block_errors(probe: Probe, blocks: list, act_spec: str, inits: dict, opset: int) -> tuple[list, list]:
+    """Each block's ``BlockError`` and its producer's output shape per row ([rows, C, ...]), from one float pass
+    over the probe's samples (``Probe.groups``: no sizing run of its own, no joined copy of the outputs)."""
+    errs: list = []
+    shapes: list = []
+    for start, stop, values in probe.groups():
+        for i, b in enumerate(blocks):
+            z = values[b.first.y]
+            z = z.reshape((-1,) + z.shape[-(b.first.w.ndim - 1):])
+            if i == len(errs):
+                total = len(z) // (stop - start) * len(probe.samples)
+                errs.append(BlockError(b, [z], act_spec, inits, opset, total=total))
+                shapes.append(z.shape)
+            else:
+                errs[i].add(z)
+    for err in errs:
+        err.finish()
+    return errs, shapes
 
 
 def _per_channel(v: np.ndarray, fn) -> np.ndarray:
@@ -249,11 +287,9 @@ class GateEqualize(WeightSidePass):
         inits = {i.name: i for i in model.graph.initializer}
         opset = next((x.version for x in model.opset_import if x.domain in ("", "ai.onnx")), 13)
         report, cands = {}, []
-        for b in blocks:
+        errs, shapes = block_errors(probe, blocks, fm.activations, inits, opset)
+        for b, err, shape in zip(blocks, errs, shapes):
             b.conv_gate = o.conv_gate and b.mul is None and b.gate[0].op_type == "HardSwish"
-            z = probe.float_value(b.first.y)
-            z = z.reshape((-1,) + z.shape[-(b.first.w.ndim - 1):])
-            err = BlockError(b, z, fm.activations, inits, opset)
             rz, rh = err.channel_ranges()
             before = err(np.ones(b.first.out_channels))
             tried = [(err(f), rule, f) for rule, f in (("product", factors(rh, o.max_ratio)),
@@ -262,7 +298,7 @@ class GateEqualize(WeightSidePass):
             after, rule, s = min(tried, key=lambda t: t[0])
             report[b.name] = {"equalized": False, "rule": rule, "error_before": before, "error_after": after,
                               "gate": "conv" if b.conv_gate else "mul",
-                              "elements": 0 if b.conv_gate else int(np.prod(z.shape[1:]))}
+                              "elements": 0 if b.conv_gate else int(np.prod(shape[1:]))}
             if after < (1 - o.min_gain) * before:
                 cands.append((b, s))
         chosen = self.within_budget(model, ctx.inputs.calibration_data, cands, report)

@@ -15,7 +15,6 @@ granularity (``--weights sym:4``). The passes that need it take ``weights`` / ``
 from __future__ import annotations
 
 import contextlib
-import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,14 +23,12 @@ from onnx import numpy_helper
 
 from qpass.errors import PipelineError
 from qpass.formats import parse_format
-from qpass.ir.ort_session import make_session, run_samples
 from qpass.ir.samples import SampleSet
 from qpass.passes.fakequant import weight_axes
 from qpass.reference.im2col import geometry, im2col, windows
+from .ptq_probe import CACHE_BYTES, Probe  # noqa: F401  (the passes import the probe from here)
 
 AUTO_WEIGHTS = "int8_sym_narrow"
-#: the most bytes of float activations a Probe keeps from one run
-CACHE_BYTES = 256 << 20
 AUTO_ACTIVATIONS = "uint8"
 
 
@@ -357,70 +354,6 @@ def fake_activation(x: np.ndarray, spec: str, lo: float | None = None, hi: float
 
 
 # ------------------------------------------------------------------------------------------------ probing
-class Probe:
-    """Runs a model over samples, returning chosen tensors, with the weights of chosen layers fed at run time."""
-
-    def __init__(self, model: onnx.ModelProto, samples: SampleSet, layers: list[Layer], tensors: list[str],
-                 threads: int = 1):
-        self.samples = samples
-        fed = {lay.node.input[1]: lay.w for lay in layers}
-        fed.update({lay.node.input[2]: lay.b for lay in layers if lay.b is not None})
-        self.base = dict(fed)
-        m = onnx.ModelProto()
-        m.CopyFrom(model)
-        keep = [i for i in m.graph.initializer if i.name not in fed]
-        del m.graph.initializer[:]
-        m.graph.initializer.extend(keep)
-        for name, v in fed.items():
-            m.graph.input.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, list(v.shape)))
-        have = {o.name for o in m.graph.output}
-        for t in dict.fromkeys(tensors):
-            if t not in have:
-                m.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
-        self.model = m
-        self.sess = make_session(m, threads=threads)
-        self.tensors = list(dict.fromkeys(tensors))
-        self._float: dict[str, np.ndarray] = {}
-        self._sizes: dict[str, int] | None = None
-        #: seconds of one float run over the samples (measured by the first ``float_value``)
-        self.run_seconds = 0.0
-
-    def float_value(self, tensor: str) -> np.ndarray:
-        """``tensor`` in the float model (the weights the probe was made with). The probed tensors are fetched in
-        runs over the samples that each hold at most ``CACHE_BYTES`` (one run when they all fit), in the order they
-        were given, so that layers asked for in graph order cost a few runs in all."""
-        if self._sizes is None:
-            t0 = time.perf_counter()
-            one = self.run(self.tensors, samples=self.samples.subset(slice(0, 1)))
-            self.run_seconds = (time.perf_counter() - t0) * len(self.samples)
-            self._sizes = {t: v.nbytes * len(self.samples) for t, v in one.items()}
-        if tensor not in self._float:
-            start = self.tensors.index(tensor) if tensor in self.tensors else None
-            chunk, total = [tensor], self._sizes.get(tensor, 0)
-            for t in (self.tensors[start + 1:] if start is not None else []):
-                if total + self._sizes[t] > CACHE_BYTES:
-                    break
-                chunk.append(t)
-                total += self._sizes[t]
-            t0 = time.perf_counter()
-            self._float = self.run(chunk)
-            if len(chunk) == len(self.tensors):
-                self.run_seconds = time.perf_counter() - t0
-        return self._float[tensor]
-
-    def cached(self, tensor: str) -> np.ndarray | None:
-        """``tensor``'s float values over every sample if the last ``float_value`` run fetched them, else None."""
-        return self._float.get(tensor)
-
-    def run(self, tensors: list[str], weights: dict[str, np.ndarray] | None = None,
-            samples: SampleSet | None = None) -> dict[str, np.ndarray]:
-        s = samples or self.samples
-        feed = dict(self.base)
-        feed.update({k: np.asarray(v, np.float32) for k, v in (weights or {}).items()})
-        s = SampleSet(s.arrays, {**s.shared, **feed}, s.labels, s.source)
-        return run_samples(self.model, s, outputs=tensors, sess=self.sess)
-
-
 def _window_rows(x: np.ndarray, kernel, strides, dilations, begin, end, out, rows: np.ndarray) -> np.ndarray:
     """Rows ``rows`` of the patch matrix of ``x`` [N, C, *spatial] (float32, zero padding, each row ordered
     (c, k1, k2, ...) like ``im2col``'s), gathered from a channels-last copy: each window row then copies C

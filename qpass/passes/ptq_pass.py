@@ -115,11 +115,27 @@ class WeightSidePass(Pass):
         return samples.subset(slice(0, min(len(samples), self.opts.samples)))
 
     @staticmethod
+    def rounded_sqnr(model: onnx.ModelProto, layers: list[Layer], grid: WeightGrid, probe: Probe,
+                     n_fit: int, ref: np.ndarray | None = None) -> float | None:
+        """Output SQNR (dB) on the probe's held-out samples of the probe's model with every layer's weight rounded
+        to nearest on ``grid``, activations float (``held_out_check``'s first figure); None without held-out
+        samples. ``ref``: the float outputs on them, joined, where the caller has them."""
+        if n_fit >= len(probe.samples):
+            return None
+        outs = [o.name for o in model.graph.output]
+        held = probe.samples.subset(slice(n_fit, None))
+        rtn = {lay.node.input[1]: grid.fake(lay, probe.base[lay.node.input[1]]) for lay in layers}
+        ref = _reference(probe, outs, n_fit) if ref is None else ref
+        return sqnr_db(ref, joined(probe.run(outs, rtn, held)))
+
+    @staticmethod
     def held_out_check(before: onnx.ModelProto, after: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,
-                       probe: Probe, n_fit: int, values: dict | None = None) -> tuple[float, float] | None:
+                       probe: Probe, n_fit: int, values: dict | None = None,
+                       plain: float | None = None) -> tuple[float, float] | None:
         """(output SQNR of ``before``, of ``after``; dB) on the probe's held-out samples, each with its weights on
         ``grid`` (``after``'s from ``values`` where given) and activations float: the model-level check of a
-        weight-side rewrite. None without held-out samples."""
+        weight-side rewrite. None without held-out samples. ``plain``: ``rounded_sqnr``'s answer where the
+        caller has it (the run of ``before`` is then not repeated)."""
         if n_fit >= len(probe.samples):
             return None
         held = probe.samples.subset(slice(n_fit, None))
@@ -139,11 +155,10 @@ class WeightSidePass(Pass):
             new[w] = v if v is not None else rtn[w] if lay.w is probe.base[w] else grid.fake(lay, lay.w)
             if lay.b is not None and len(lay.node.input) > 2 and lay.node.input[2]:
                 new[lay.node.input[2]] = lay.b
-        kept = [probe.cached(o) for o in outs]  # the float run over every sample already has them
-        ref = joined({o: v[n_fit:] for o, v in zip(outs, kept)}) if all(v is not None for v in kept) else \
-            joined(probe.run(outs, samples=held))
-        got = [joined(probe.run(outs, w, held)) for w in (rtn, new)]
-        return sqnr_db(ref, got[0]), sqnr_db(ref, got[1])
+        ref = _reference(probe, outs, n_fit)
+        if plain is None:
+            plain = sqnr_db(ref, joined(probe.run(outs, rtn, held)))
+        return plain, sqnr_db(ref, joined(probe.run(outs, new, held)))
 
     def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
         """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
@@ -154,6 +169,15 @@ class WeightSidePass(Pass):
         both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
         outs = [x.name for x in model.graph.output]  # fetched with the inputs: held_out_check's float reference
         return Probe(model, both, layers, [lay.x for lay in layers] + outs, o.threads), len(fit)
+
+
+def _reference(probe: Probe, outs: list[str], n_fit: int) -> np.ndarray:
+    """The float outputs ``outs`` on the probe's held-out samples, joined: from the float run over every sample
+    where it kept them, else from a run of the held-out samples."""
+    kept = [probe.cached(o) for o in outs]
+    if all(v is not None for v in kept):
+        return joined({o: v[n_fit:] for o, v in zip(outs, kept)})
+    return joined(probe.run(outs, samples=probe.samples.subset(slice(n_fit, None))))
 
 
 def with_weights(model: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,

@@ -31,6 +31,7 @@ import numpy as np
 import onnx
 
 from qpass.analysis.layer_errors import activation_pairs
+from qpass.ir.batching import ordered_calls
 from qpass.ir.graph import consumers, producers
 from qpass.ir.ort_session import OrtError, make_session
 from qpass.passes.qdq_moves import at_16bit_opset, integer_layers, widen
@@ -84,11 +85,12 @@ def _graph_outputs_from(model: onnx.ModelProto, names: list[str], readers: dict)
 
 
 def decode(model: onnx.ModelProto, samples, outputs: list[str]) -> list[np.ndarray]:
-    """Per sample, the decision outputs joined along the step axis (one call per sample)."""
+    """Per sample, the decision outputs joined along the step axis (one call per sample; the calls run ahead on
+    the free CPUs, ``ordered_calls``: the same numbers, rapid-table's ~1 s decodes in less wall time)."""
     sess = make_session(model)
     got = []
-    for feed in samples.feeds():
-        vals = sess.run(outputs, feed)
+    feeds = ((i, 1, samples.feed(i)) for i in range(len(samples)))
+    for _, _, vals in ordered_calls(lambda _, feed: sess.run(outputs, feed), feeds, parallel=True):
         got.append([np.asarray(v, np.float64).reshape(-1, np.shape(v)[-1] if np.ndim(v) else 1) for v in vals])
     return got
 
