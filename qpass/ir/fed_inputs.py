@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from qpass.ir.ort_session import make_session, optimized_model, run_samples
+from qpass.ir.ort_session import make_session, optimized_session, run_samples
 from qpass.ir.samples import SampleSet
 
 
@@ -42,8 +42,8 @@ def initializer_values(model: onnx.ModelProto, names) -> dict[str, np.ndarray]:
 class FedSession:
     """One session of ``fed_copy(model, names)`` (with ``outputs`` added as graph outputs: any tensor of the model,
     float unless ``types`` says otherwise); ``run`` feeds it a sample set and values for ``names``. ``keep_optimized``
-    (with ``optimize``): ``optimized`` is the model onnxruntime's optimizer made of it (``optimized_model``), written
-    by the session's own build."""
+    (with ``optimize``): ``optimized`` is the model onnxruntime's optimizer made of it, written by the session's own
+    build (``optimized_session``)."""
 
     def __init__(self, model: onnx.ModelProto, names, optimize: bool = True, outputs=(), types: dict | None = None,
                  keep_optimized: bool = False):
@@ -56,13 +56,13 @@ class FedSession:
                                                                     None))
         self.model = m
         self.dtypes = {k: v.dtype for k, v in initializer_values(model, self.names).items()}
-        self.optimized, made = None, []
+        self.optimized, self.sess = None, None
         if keep_optimized and optimize:
             try:
-                self.optimized = optimized_model(m, made=made)
+                self.optimized, self.sess = optimized_session(m)
             except (ValueError, OSError):  # the optimized graph not to be had (the session may be): a caller's to see
                 pass
-        self.sess = made[-1] if made else make_session(m, optimize=optimize)
+        self.sess = self.sess or make_session(m, optimize=optimize)
 
     def samples(self, samples: SampleSet, values: dict) -> SampleSet:
         """``samples`` with ``values`` (every one of ``names``, cast to the initializers' types) fed to each call."""

@@ -101,29 +101,33 @@ def optimized_graph(model: onnx.ModelProto, threads: int = 1) -> onnx.GraphProto
     return optimized_model(model, threads).graph
 
 
-def optimized_model(model: onnx.ModelProto, threads: int = 1, made: list | None = None) -> onnx.ModelProto:
+def optimized_model(model: onnx.ModelProto, threads: int = 1) -> onnx.ModelProto:
     """The model onnxruntime runs after its optimizer (fusions applied; a session of it with optimizations off runs
-    the same kernels). On Linux it is written to an anonymous in-memory file (nothing lands on disk); elsewhere to
-    a temporary file removed at once. ``made``: a list the (optimized) session built on the way is appended to,
-    for a caller that runs ``model`` too (one session build instead of two)."""
-    made = [] if made is None else made
+    the same kernels): ``optimized_session``'s model."""
+    return optimized_session(model, threads)[0]
+
+
+def optimized_session(model: onnx.ModelProto, threads: int = 1) -> tuple[onnx.ModelProto, ort.InferenceSession]:
+    """(the model onnxruntime runs after its optimizer, the optimized session of ``model`` that wrote it): for a
+    caller that runs ``model`` too (one session build instead of two). On Linux the model is written to an
+    anonymous in-memory file (nothing lands on disk); elsewhere to a temporary file removed at once."""
     if hasattr(os, "memfd_create"):
         fd = os.memfd_create("qpass-optimized")
         try:
-            made.append(make_session(model, threads, optimize=True, optimized_path=f"/proc/self/fd/{fd}"))
+            sess = make_session(model, threads, optimize=True, optimized_path=f"/proc/self/fd/{fd}")
             size = os.fstat(fd).st_size
             os.lseek(fd, 0, os.SEEK_SET)
             data = b"".join(iter(lambda: os.read(fd, 1 << 20), b""))
             if len(data) == size and size:
-                return onnx.load_from_string(data)
+                return onnx.load_from_string(data), sess
         finally:
             os.close(fd)
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="qpass-ort-") as tmp:
         path = os.path.join(tmp, "optimized.onnx")
-        made.append(make_session(model, threads, optimize=True, optimized_path=path))
-        return onnx.load(path, load_external_data=False)
+        sess = make_session(model, threads, optimize=True, optimized_path=path)
+        return onnx.load(path, load_external_data=False), sess
 
 
 def interleaved_times(sessions: dict, feed: dict, warmup: int = 3, rounds: int | None = None,

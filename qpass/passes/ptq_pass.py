@@ -123,10 +123,8 @@ class WeightSidePass(Pass):
         if n_fit >= len(probe.samples):
             return None
         outs = [o.name for o in model.graph.output]
-        held = probe.samples.subset(slice(n_fit, None))
-        rtn = {lay.node.input[1]: grid.fake(lay, probe.base[lay.node.input[1]]) for lay in layers}
         ref = _reference(probe, outs, n_fit) if ref is None else ref
-        return sqnr_db(ref, joined(probe.run(outs, rtn, held)))
+        return _held_sqnr(probe, outs, n_fit, ref, _rounded(layers, grid, probe))
 
     @staticmethod
     def held_out_check(before: onnx.ModelProto, after: onnx.ModelProto, layers: list[Layer], grid: WeightGrid,
@@ -146,7 +144,7 @@ class WeightSidePass(Pass):
             return a, b
         # the probe's session with the weights fed: no model copies, no session builds
         outs = [o.name for o in before.graph.output]
-        rtn = {lay.node.input[1]: grid.fake(lay, probe.base[lay.node.input[1]]) for lay in layers}
+        rtn = _rounded(layers, grid, probe)
         new = {}
         for lay in layers:
             w = lay.node.input[1]
@@ -156,9 +154,8 @@ class WeightSidePass(Pass):
             if lay.b is not None and len(lay.node.input) > 2 and lay.node.input[2]:
                 new[lay.node.input[2]] = lay.b
         ref = _reference(probe, outs, n_fit)
-        if plain is None:
-            plain = sqnr_db(ref, joined(probe.run(outs, rtn, held)))
-        return plain, sqnr_db(ref, joined(probe.run(outs, new, held)))
+        plain = _held_sqnr(probe, outs, n_fit, ref, rtn) if plain is None else plain
+        return plain, _held_sqnr(probe, outs, n_fit, ref, new)
 
     def layer_probe(self, model, ctx, layers: list[Layer]) -> tuple[Probe, int]:
         """A probe over the first ``samples`` calibration samples (the last ``holdout`` of them held out when
@@ -169,6 +166,16 @@ class WeightSidePass(Pass):
         both = fit if check is None else samples.subset(slice(0, len(fit) + len(check)))
         outs = [x.name for x in model.graph.output]  # fetched with the inputs: held_out_check's float reference
         return Probe(model, both, layers, [lay.x for lay in layers] + outs, o.threads), len(fit)
+
+
+def _rounded(layers: list[Layer], grid: WeightGrid, probe: Probe) -> dict[str, np.ndarray]:
+    """{weight name: the probe's weight rounded to nearest on ``grid``} of every layer."""
+    return {lay.node.input[1]: grid.fake(lay, probe.base[lay.node.input[1]]) for lay in layers}
+
+
+def _held_sqnr(probe: Probe, outs: list[str], n_fit: int, ref: np.ndarray, weights: dict) -> float:
+    """Output SQNR (dB) against ``ref`` of the probe's model on its held-out samples with ``weights`` fed."""
+    return sqnr_db(ref, joined(probe.run(outs, weights, probe.samples.subset(slice(n_fit, None)))))
 
 
 def _reference(probe: Probe, outs: list[str], n_fit: int) -> np.ndarray:
